@@ -1,0 +1,48 @@
+"""cnorm: fast, accurate normalization layers for NumPy on OpenMP Cython kernels.
+
+Layers (torch.nn names and semantics): ``BatchNorm1d``, ``BatchNorm2d``, ``BatchNorm3d``.
+Functional forms: ``batch_norm``, ``batch_norm_backward``, ``moments``.
+Threads: ``get_num_threads``, ``set_num_threads``.
+"""
+import numbers
+
+from . import _kernels
+from .functional import batch_norm, batch_norm_backward, moments
+from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
+
+__version__ = "0.1.0"
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "batch_norm_backward",
+           "moments", "get_num_threads", "set_num_threads", "openmp_enabled"]
+
+
+def get_num_threads():
+    """Number of threads a cnorm kernel called now, from this thread, would use at most.
+
+    This is OpenMP's ``omp_get_max_threads()``, read at call time: it follows
+    ``OMP_NUM_THREADS``, :func:`set_num_threads` and
+    ``threadpoolctl.threadpool_limits(n, user_api="openmp")``. Always 1 in a build
+    without OpenMP. Inputs below about 32K elements run on one thread regardless.
+    """
+    return _kernels.max_threads()
+
+
+def set_num_threads(n):
+    """Set the number of threads for cnorm kernels; returns the previous value.
+
+    Like ``omp_set_num_threads`` (and threadpoolctl), the setting applies to the calling
+    thread; other threads keep ``OMP_NUM_THREADS`` or the core count. Results do not depend
+    on the thread count: reductions are bit-identical for any ``n``.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"number of threads must be an integer, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"number of threads must be at least 1, got {n}")
+    previous = get_num_threads()
+    _kernels.set_max_threads(int(n))
+    return previous
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP (False: the serial fallback build)."""
+    return _kernels.openmp_enabled()

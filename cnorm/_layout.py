@@ -1,0 +1,79 @@
+"""Input checks and the (outer, C, inner) views the kernels work on."""
+from math import prod
+
+import numpy as np
+
+FLOAT_TYPES = (np.float32, np.float64)
+
+
+def as_float_array(x, dtype=None, what="input"):
+    """Return ``x`` as an ndarray of native byte order, raising TypeError on a wrong dtype.
+
+    ``dtype`` is the required dtype (a layer's); ``None`` accepts float32 or float64.
+    Byte-swapped arrays of the right type are converted (a copy), nothing else is.
+    """
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if x.dtype.type is not dtype.type:
+            raise TypeError(f"expected {what} of dtype {dtype.name}, got {x.dtype.name}")
+    elif x.dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"expected {what} of dtype float32 or float64, got {x.dtype.name}")
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    return x
+
+
+def check_ndim(x, allowed, what="input"):
+    if x.ndim not in allowed:
+        want = " or ".join(f"{d}D" for d in allowed)
+        raise ValueError(f"expected {want} {what} (got {x.ndim}D {what})")
+
+
+def check_channel_vector(v, C, dtype, name, writeable=False):
+    """Validate a per-channel parameter or statistic: shape (C,), the data's dtype."""
+    if v is None:
+        return None
+    v = as_float_array(v, dtype, what=name)
+    if v.shape != (C,):
+        raise ValueError(f"{name} should have shape ({C},) to match the input's {C} channels, "
+                         f"got shape {v.shape}")
+    if writeable and not v.flags.writeable:
+        raise ValueError(f"{name} must be writeable to be updated in place")
+    return v
+
+
+class ChannelLayout:
+    """How an array of logical shape (N, C, *spatial) maps onto the kernels' (outer, C, inner).
+
+    C-contiguous memory gives (N, C, prod(spatial)); channels-last memory (NHWC, as made by
+    ``np.ascontiguousarray(x_nhwc).transpose(0, 3, 1, 2)``) gives (N*prod(spatial), C, 1).
+    Any other strides are copied to C order. Outputs are allocated in the same layout.
+    """
+
+    __slots__ = ("shape", "dtype", "channels_last")
+
+    def __init__(self, x):
+        self.shape = x.shape
+        self.dtype = x.dtype
+        self.channels_last = (x.ndim > 2 and not x.flags.c_contiguous
+                              and np.moveaxis(x, 1, -1).flags.c_contiguous)
+
+    def shape3(self):
+        N, C, spatial = self.shape[0], self.shape[1], prod(self.shape[2:])
+        return (N * spatial, C, 1) if self.channels_last else (N, C, spatial)
+
+    def view(self, a):
+        """The (outer, C, inner) C-contiguous view of ``a`` (shaped like the layout), copying
+        only when ``a`` is not already in this memory layout."""
+        if self.channels_last:
+            a = np.moveaxis(a, 1, -1)
+        return np.ascontiguousarray(a).reshape(self.shape3())
+
+    def empty(self):
+        """A new output: returns ``(out3, out)``, the kernel view and the user-facing array."""
+        if self.channels_last:
+            t = np.empty(self.shape[:1] + self.shape[2:] + self.shape[1:2], dtype=self.dtype)
+            return t.reshape(self.shape3()), np.moveaxis(t, -1, 1)
+        out = np.empty(self.shape, dtype=self.dtype)
+        return out.reshape(self.shape3()), out

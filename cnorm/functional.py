@@ -1,0 +1,202 @@
+"""Stateless (functional) forms: ``batch_norm``, ``batch_norm_backward`` and ``moments``.
+
+The layer classes in :mod:`cnorm.modules` are built on the private helpers here, so a layer
+and its functional form always run the same code.
+"""
+from math import prod
+
+import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
+
+from . import _kernels
+from ._layout import ChannelLayout, as_float_array, check_channel_vector, check_ndim
+
+__all__ = ["batch_norm", "batch_norm_backward", "moments"]
+
+
+class _Saved:
+    """What the backward pass needs from a batch-norm forward pass (float64 per-channel)."""
+
+    __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "weight", "has_bias",
+                 "batch_stats")
+
+    def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats):
+        self.layout = ChannelLayout(x)
+        self.x3 = self.layout.view(x)
+        self.batch_stats = batch_stats
+        if batch_stats:
+            self.count, self.mean, self.m2 = _kernels.channel_stats(self.x3)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                var = self.m2 / self.count
+        else:
+            self.count, self.m2 = float(self.x3.shape[0] * self.x3.shape[2]), None
+            self.mean = running_mean.astype(np.float64)
+            var = running_var.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.invstd = 1.0 / np.sqrt(var + eps)
+        self.weight = None if weight is None else weight.astype(np.float64)
+        self.has_bias = bias is not None
+
+    def normalize(self, bias):
+        """y = (x - mean) * invstd * weight + bias, in the input's memory layout."""
+        scale = self.invstd if self.weight is None else self.invstd * self.weight
+        shift = np.zeros_like(self.mean) if bias is None else bias.astype(np.float64)
+        y3, y = self.layout.empty()
+        _kernels.normalize(self.x3, self.mean, scale, shift, y3)
+        return y
+
+    def backward(self, grad_output):
+        """Returns ``(dx, grad_weight, grad_bias)``; the grads are float64 or None."""
+        dy = as_float_array(grad_output, self.layout.dtype, what="grad_output")
+        if dy.shape != self.layout.shape:
+            raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
+                             f"shape {self.layout.shape}")
+        dy3 = self.layout.view(dy)
+        C = self.mean.shape[0]
+        w = np.ones(C) if self.weight is None else self.weight
+        need_sums = self.batch_stats or self.weight is not None or self.has_bias
+        sdy, sdyx = _kernels.backward_sums(self.x3, dy3, self.mean) if need_sums else (None, None)
+        k1 = w * self.invstd
+        zeros = np.zeros(C)
+        if self.batch_stats:
+            # dx = w*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), xhat = (x - mean)*invstd
+            with np.errstate(invalid="ignore", divide="ignore"):
+                k2 = -k1 * self.invstd ** 2 * sdyx / self.count
+                k3 = -k1 * sdy / self.count
+        else:
+            k2 = k3 = zeros
+        dx3, dx = self.layout.empty()
+        _kernels.backward_apply(self.x3, dy3, self.mean, k1, k2, k3, dx3,
+                                use_x=self.batch_stats)
+        grad_weight = None if self.weight is None else self.invstd * sdyx
+        grad_bias = sdy if self.has_bias else None
+        return dx, grad_weight, grad_bias
+
+
+def _update_running(running_mean, running_var, saved, factor):
+    """running = (1 - factor) * running + factor * batch (unbiased variance), in place."""
+    n = saved.count
+    if n <= 0:  # an empty batch leaves the running statistics alone, as torch does
+        return
+    if running_mean is not None:
+        running_mean[...] = (1.0 - factor) * running_mean.astype(np.float64) + factor * saved.mean
+    if running_var is not None:
+        running_var[...] = ((1.0 - factor) * running_var.astype(np.float64)
+                            + factor * (saved.m2 / (n - 1)))
+
+
+def _check_bn_input(x, dtype=None):
+    x = as_float_array(x, dtype)
+    if x.ndim < 2:
+        raise ValueError(f"expected 2D or higher input (N, C, ...) (got {x.ndim}D input)")
+    return x
+
+
+def _check_batch_size(x):
+    """torch's rule: batch statistics need more than one value per channel."""
+    if x.size == x.shape[1]:
+        raise ValueError("Expected more than 1 value per channel when training, "
+                         f"got input size {x.shape}")
+
+
+def _check_bn_vectors(x, running_mean, running_var, weight, bias, training):
+    C, dt = x.shape[1], x.dtype
+    return (check_channel_vector(running_mean, C, dt, "running_mean", writeable=training),
+            check_channel_vector(running_var, C, dt, "running_var", writeable=training),
+            check_channel_vector(weight, C, dt, "weight"),
+            check_channel_vector(bias, C, dt, "bias"))
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalization with ``torch.nn.functional.batch_norm`` semantics.
+
+    Parameters
+    ----------
+    x : ndarray, float32 or float64, shape (N, C, ...)
+        Any memory layout; the output has the layout of ``x`` (C order or channels-last).
+    running_mean, running_var : ndarray (C,) of x's dtype, or None
+        Used for normalizing when ``training`` is False (then both are required). When
+        ``training`` is True they are updated in place:
+        ``running = (1 - momentum) * running + momentum * batch_stat`` (unbiased variance).
+    weight, bias : ndarray (C,) of x's dtype, or None
+        The affine transform ``y = x_hat * weight + bias``.
+    training : bool
+        Normalize with the batch statistics (biased variance) instead of the running ones.
+    momentum, eps : float
+
+    Returns
+    -------
+    y : ndarray shaped like ``x``.
+
+    Raises ``TypeError`` for a non-float input or mismatched dtypes and ``ValueError`` for bad
+    shapes; nothing is modified when an error is raised.
+    """
+    x = _check_bn_input(x)
+    running_mean, running_var, weight, bias = _check_bn_vectors(
+        x, running_mean, running_var, weight, bias, training)
+    if training:
+        _check_batch_size(x)
+    elif running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    saved = _Saved(x, running_mean, running_var, weight, bias, eps, batch_stats=training)
+    y = saved.normalize(bias)
+    if training:
+        _update_running(running_mean, running_var, saved, float(momentum))
+    return y
+
+
+def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, bias=None,
+                        training=False, eps=1e-5):
+    """Gradients of :func:`batch_norm` with respect to ``x``, ``weight`` and ``bias``.
+
+    Takes the forward's arguments (without ``momentum``) and the gradient of the loss with
+    respect to its output. With ``training=True`` the batch statistics are recomputed from
+    ``x`` and differentiated through, as torch autograd does; otherwise the running statistics
+    are constants. Nothing is updated.
+
+    Returns ``(dx, grad_weight, grad_bias)``: ``dx`` shaped like ``x`` in its memory layout,
+    the parameter gradients of x's dtype, or None where ``weight`` / ``bias`` is None.
+    """
+    x = _check_bn_input(x)
+    running_mean, running_var, weight, bias = _check_bn_vectors(
+        x, running_mean, running_var, weight, bias, False)
+    if training:
+        _check_batch_size(x)
+    elif running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    saved = _Saved(x, running_mean, running_var, weight, bias, eps, batch_stats=training)
+    dx, gw, gb = saved.backward(grad_output)
+    return dx, _cast(gw, x.dtype), _cast(gb, x.dtype)
+
+
+def _cast(v, dtype):
+    return None if v is None else v.astype(dtype)
+
+
+def moments(x, axis):
+    """Mean and biased variance of ``x`` over ``axis`` (an int, a tuple of ints, or None).
+
+    Returns ``(mean, var)`` of x's dtype (float32 or float64), shaped like ``x`` without the
+    reduced axes. Accumulated in float64 around a shift, in fixed-order chunks: accurate for
+    data with a large offset and bit-identical for any thread count. An empty reduction gives
+    NaN.
+    """
+    x = as_float_array(x)
+    red = normalize_axis_tuple(tuple(range(x.ndim)) if axis is None else axis, x.ndim)
+    kept = [a for a in range(x.ndim) if a not in red]
+    red = sorted(red)
+    K = prod(x.shape[a] for a in kept)
+    R = prod(x.shape[a] for a in red)
+    first, last = (kept[0], kept[-1] + 1) if kept else (0, 0)
+    if x.flags.c_contiguous and last - first == len(kept):  # kept axes adjacent: a free view
+        x3 = x.reshape(prod(x.shape[:first]), K, prod(x.shape[last:]))
+    elif x.transpose(red + kept).flags.c_contiguous:       # e.g. channels-last statistics
+        x3 = x.transpose(red + kept).reshape(R, K, 1)
+    else:
+        x3 = np.ascontiguousarray(x.transpose(kept + red)).reshape(1, K, R)
+    n, mean, m2 = _kernels.channel_stats(x3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = m2 / n
+    shape = tuple(x.shape[a] for a in kept)
+    return mean.astype(x.dtype).reshape(shape), var.astype(x.dtype).reshape(shape)

@@ -1,0 +1,191 @@
+"""Layer objects with torch.nn's names and semantics, on NumPy arrays."""
+import numbers
+
+import numpy as np
+
+from ._layout import FLOAT_TYPES, as_float_array, check_channel_vector, check_ndim
+from .functional import _cast, _check_batch_size, _Saved, _update_running
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+
+
+def _layer_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt.type not in FLOAT_TYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt.name}")
+    return dt
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class _Layer:
+    """Shared parts of every layer: mode, gradients, state_dict, calling convention."""
+
+    _param_names = ("weight", "bias")
+    _buffer_names = ()
+
+    def __init__(self, dtype):
+        self.dtype = _layer_dtype(dtype)
+        self.training = True
+        self.grad_weight = None
+        self.grad_bias = None
+        self._saved = None
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def train(self, mode=True):
+        """Set training mode (``mode=True``) or evaluation mode; returns the layer."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
+        self.training = mode
+        return self
+
+    def eval(self):
+        """Set evaluation mode; returns the layer."""
+        return self.train(False)
+
+    def state_dict(self):
+        """Parameters and buffers under torch's key names, as copies (``dict[str, ndarray]``)."""
+        return {name: np.array(getattr(self, name), copy=True)
+                for name in self._param_names + self._buffer_names
+                if getattr(self, name) is not None}
+
+    def _optional_keys(self):
+        return ()
+
+    def load_state_dict(self, state_dict):
+        """Load arrays from a dict shaped like :meth:`state_dict` (torch tensors are accepted).
+
+        Values are cast to the layer's dtype, as torch does. Missing or unexpected keys raise
+        ``KeyError``, shape mismatches ``ValueError``; on any error nothing is changed.
+        """
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict and k not in self._optional_keys()]
+        unexpected = [k for k in state_dict if k not in own]
+        if missing or unexpected:
+            raise KeyError(f"error loading state_dict into {type(self).__name__}: "
+                           f"missing keys {missing}, unexpected keys {unexpected}")
+        staged = {}
+        for key, value in state_dict.items():
+            target = own[key]
+            try:
+                new = np.asarray(value).astype(target.dtype, casting="unsafe")
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"state_dict[{key!r}] cannot be read as an array of "
+                                 f"{target.dtype.name}: {e}") from None
+            if new.shape != target.shape:
+                raise ValueError(f"state_dict[{key!r}] has shape {new.shape}, "
+                                 f"expected {target.shape}")
+            staged[key] = new
+        for key, new in staged.items():  # copy in place: references users hold stay live
+            getattr(self, key)[...] = new
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class _BatchNorm(_Layer):
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    _ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32, *, bias=True):
+        super().__init__(dtype)
+        self.num_features = _positive_int(num_features, "num_features")
+        self.eps = float(eps)
+        if momentum is not None and not isinstance(momentum, numbers.Real):
+            raise TypeError(f"momentum must be a float or None, got {momentum!r}")
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        C, dt = self.num_features, self.dtype
+        self.weight = np.ones(C, dt) if self.affine else None
+        self.bias = np.zeros(C, dt) if self.affine and bias else None
+        if self.track_running_stats:
+            self.running_mean = np.zeros(C, dt)
+            self.running_var = np.ones(C, dt)
+            self.num_batches_tracked = np.array(0, dtype=np.int64)
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def _optional_keys(self):
+        return ("num_batches_tracked",)  # torch fills it in for old checkpoints
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+    def reset_running_stats(self):
+        """Running statistics back to mean 0, variance 1, no batches tracked."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def forward(self, x):
+        """Normalize ``x`` (N, C, ...) per channel; returns a new array in x's memory layout.
+
+        Training mode normalizes with the batch statistics and, with
+        ``track_running_stats``, updates the running ones; eval mode uses the running
+        statistics (or the batch's when ``track_running_stats=False``).
+        """
+        x = as_float_array(x, self.dtype)
+        check_ndim(x, self._ndims)
+        C = x.shape[1]
+        if C != self.num_features:
+            raise ValueError(f"expected input with {self.num_features} channels "
+                             f"(num_features), got {C} channels")
+        # Parameters may have been reassigned by the user: check them on every call.
+        vec = {name: check_channel_vector(getattr(self, name), C, self.dtype, name)
+               for name in ("weight", "bias", "running_mean", "running_var")}
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
+            _check_batch_size(x)
+        saved = _Saved(x, vec["running_mean"], vec["running_var"], vec["weight"], vec["bias"],
+                       self.eps, batch_stats)
+        y = saved.normalize(vec["bias"])
+        # Every check passed and the kernels ran: only now is state changed.
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                      else float(self.momentum))
+            _update_running(self.running_mean, self.running_var, saved, factor)
+        self._saved = saved
+        return y
+
+    def backward(self, grad_output):
+        """Gradient of the loss with respect to the last ``forward``'s input.
+
+        Also sets ``grad_weight`` and ``grad_bias`` (overwritten; None without the parameter).
+        Matches torch autograd for the mode the forward ran in. The forward's input must not
+        have been modified in between (it is kept by reference, not copied).
+        """
+        if self._saved is None:
+            raise RuntimeError("backward called before forward")
+        dx, gw, gb = self._saved.backward(grad_output)
+        self.grad_weight, self.grad_bias = _cast(gw, self.dtype), _cast(gb, self.dtype)
+        return dx
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization over a 2D (N, C) or 3D (N, C, L) input, per channel C."""
+
+    _ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization over a 4D (N, C, H, W) input, per channel C."""
+
+    _ndims = (4,)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch normalization over a 5D (N, C, D, H, W) input, per channel C."""
+
+    _ndims = (5,)
