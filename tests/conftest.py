@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+import cnorm
+
+# Shapes for the parity grids: not multiples of SIMD widths, C = 1, H*W = 1, channels whose
+# plane spans several statistics chunks (16384 elements), and sizes above the parallel cut-off.
+SHAPES = {
+    1: [(7, 3), (5, 4, 9), (2, 1, 33), (5000, 7), (3, 5, 1)],
+    2: [(3, 5, 7, 9), (4, 3, 1, 1), (2, 1, 13, 11), (3, 2, 130, 129)],
+    3: [(2, 3, 4, 5, 6), (3, 2, 1, 1, 1)],
+}
+LAYERS = {1: cnorm.BatchNorm1d, 2: cnorm.BatchNorm2d, 3: cnorm.BatchNorm3d}
+SHAPE_PARAMS = [pytest.param(d, s, id=f"{d}d-{'x'.join(map(str, s))}")
+                for d, shapes in SHAPES.items() for s in shapes]
+TOL = {np.float32: 2e-6, np.float64: 1e-12}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def make_input(rng, shape, dtype, offset=0.0, scale=1.0):
+    """Per-channel offsets and scales so that every channel has its own statistics."""
+    C = shape[1]
+    off = offset + rng.uniform(-2, 2, size=C)
+    sc = scale * rng.uniform(0.5, 3, size=C)
+    shp = (1, C) + (1,) * (len(shape) - 2)
+    return (rng.standard_normal(shape) * sc.reshape(shp) + off.reshape(shp)).astype(dtype)
