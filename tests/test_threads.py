@@ -81,8 +81,9 @@ def test_threadpoolctl_is_respected(restore_threads):
 
 
 @needs_openmp
-def test_omp_num_threads_env_is_respected():
+def test_omp_num_threads_env_is_respected(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="3")
+    # cwd away from the source tree, so the installed package is imported
     out = subprocess.run([sys.executable, "-c", "import cnorm; print(cnorm.get_num_threads())"],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "3"
