@@ -1,10 +1,16 @@
-"""Build script: compiles the Cython kernels in src/ into cnorm._kernels.
+"""Build script: compiles the Cython kernels in src/ into cnorm._kernels_<target>.
+
+One kernel source (src/kernels.pxi) is built once per SIMD target: ``baseline`` (any x86-64,
+or any CPU elsewhere) and, on x86-64 with GCC/clang, ``avx2`` and ``avx512``. cnorm picks the
+best one the CPU supports at import, so a wheel built here runs on any x86-64 CPU.
 
 OpenMP is probed by compiling and linking a tiny program with -fopenmp; when that fails
 the kernels are built serially (same results, one thread) and a warning is printed.
-Set CNORM_DISABLE_OPENMP=1 to force the serial build.
+Set CNORM_DISABLE_OPENMP=1 to force the serial build, CNORM_TARGETS=baseline,avx2 to limit
+the targets.
 """
 import os
+import platform
 import shutil
 import tempfile
 
@@ -13,25 +19,42 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+TARGET_FLAGS = {
+    "baseline": [],
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512dq",
+               "-mavx512vl", "-mprefer-vector-width=512"],
+}
+
+
+def wanted_targets():
+    names = os.environ.get("CNORM_TARGETS", "")
+    if names:
+        return [t for t in names.split(",") if t in TARGET_FLAGS] or ["baseline"]
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return list(TARGET_FLAGS) if x86 and os.name != "nt" else ["baseline"]
 
 
 class BuildExt(build_ext):
-    def _openmp_flag(self):
-        if os.environ.get("CNORM_DISABLE_OPENMP", "") not in ("", "0"):
-            return None
-        flag = "/openmp" if self.compiler.compiler_type == "msvc" else "-fopenmp"
+    def _compiles(self, code, flags):
         tmp = tempfile.mkdtemp()
         try:
             src = os.path.join(tmp, "probe.c")
             with open(src, "w") as f:
-                f.write(OPENMP_PROBE)
-            objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
-            self.compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=[flag])
-            return flag
-        except Exception:  # any compiler or linker failure means no usable OpenMP
-            return None
+                f.write(code)
+            objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            self.compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
+            return True
+        except Exception:  # any compiler or linker failure means the flags are unusable
+            return False
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _openmp_flag(self):
+        if os.environ.get("CNORM_DISABLE_OPENMP", "") not in ("", "0"):
+            return None
+        flag = "/openmp" if self.compiler.compiler_type == "msvc" else "-fopenmp"
+        return flag if self._compiles(OPENMP_PROBE, [flag]) else None
 
     def build_extensions(self):
         flag = self._openmp_flag()
@@ -41,14 +64,24 @@ class BuildExt(build_ext):
         # No -ffast-math: it breaks NaN/Inf propagation and reorders the deterministic sums.
         # -ffp-contract=off keeps a*b+c unfused so every build target rounds identically.
         cflags = ["/O2"] if msvc else ["-O3", "-ffp-contract=off"]
+        kept = []
         for ext in self.extensions:
-            ext.extra_compile_args += cflags + ([flag] if flag else [])
+            target = ext.name.rsplit("_", 1)[1]
+            tflags = TARGET_FLAGS[target]
+            if tflags and not self._compiles("int main(void) { return 0; }\n", tflags):
+                print(f"WARNING: the compiler cannot build the {target} target; skipped.")
+                continue
+            ext.extra_compile_args += cflags + tflags + ([flag] if flag else [])
             ext.extra_link_args += [flag] if flag and not msvc else []
+            kept.append(ext)
+        self.extensions = kept
         super().build_extensions()
 
 
 extensions = [
-    Extension("cnorm._kernels", ["src/_kernels.pyx"], include_dirs=["src"]),
+    Extension(f"cnorm._kernels_{t}", [f"src/_kernels_{t}.pyx"], include_dirs=["src"],
+              depends=["src/kernels.pxi", "src/cnorm_omp.h"])
+    for t in wanted_targets()
 ]
 
 setup(

@@ -6,7 +6,7 @@ Threads: ``get_num_threads``, ``set_num_threads``.
 """
 import numbers
 
-from . import _kernels
+from ._backend import kernels as _kernels
 from .functional import batch_norm, batch_norm_backward, moments
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
 

@@ -8,42 +8,49 @@ from math import prod
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
-from . import _kernels
+from ._backend import kernels as _kernels
 from ._layout import ChannelLayout, as_float_array, check_channel_vector, check_ndim
 
 __all__ = ["batch_norm", "batch_norm_backward", "moments"]
 
 
 class _Saved:
-    """What the backward pass needs from a batch-norm forward pass (float64 per-channel)."""
+    """A batch-norm forward pass and what its backward needs (float64 per channel).
+
+    Training (``batch_stats``) runs the fused statistics + normalize kernel; otherwise the
+    given running statistics normalize in one pass.
+    """
 
     __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "weight", "has_bias",
-                 "batch_stats")
+                 "batch_stats", "y")
 
-    def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats):
+    def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
+                 compute_y=True):
         self.layout = ChannelLayout(x)
-        self.x3 = self.layout.view(x)
+        self.x3 = x3 = self.layout.view(x)
         self.batch_stats = batch_stats
+        self.weight = None if weight is None else weight.astype(np.float64)
+        self.has_bias = bias is not None
+        b = None if bias is None else bias.astype(np.float64)
+        C = x3.shape[1]
+        y3, self.y = self.layout.empty() if compute_y else (None, None)
         if batch_stats:
-            self.count, self.mean, self.m2 = _kernels.channel_stats(self.x3)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                var = self.m2 / self.count
+            self.mean, self.m2, self.invstd = np.empty(C), np.empty(C), np.empty(C)
+            if compute_y:
+                self.count = _kernels.bn_forward_train(x3, self.weight, b, eps, y3, self.mean,
+                                                       self.m2, self.invstd)
+                return
+            self.count, self.mean, self.m2 = _kernels.channel_stats(x3)
+            var = self.m2 / self.count
         else:
-            self.count, self.m2 = float(self.x3.shape[0] * self.x3.shape[2]), None
+            self.count, self.m2 = float(x3.shape[0] * x3.shape[2]), None
             self.mean = running_mean.astype(np.float64)
             var = running_var.astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.invstd = 1.0 / np.sqrt(var + eps)
-        self.weight = None if weight is None else weight.astype(np.float64)
-        self.has_bias = bias is not None
-
-    def normalize(self, bias):
-        """y = (x - mean) * invstd * weight + bias, in the input's memory layout."""
-        scale = self.invstd if self.weight is None else self.invstd * self.weight
-        shift = np.zeros_like(self.mean) if bias is None else bias.astype(np.float64)
-        y3, y = self.layout.empty()
-        _kernels.normalize(self.x3, self.mean, scale, shift, y3)
-        return y
+        if compute_y:
+            scale = self.invstd if self.weight is None else self.invstd * self.weight
+            _kernels.normalize(x3, self.mean, scale, np.zeros(C) if b is None else b, y3)
 
     def backward(self, grad_output):
         """Returns ``(dx, grad_weight, grad_bias)``; the grads are float64 or None."""
@@ -53,21 +60,11 @@ class _Saved:
                              f"shape {self.layout.shape}")
         dy3 = self.layout.view(dy)
         C = self.mean.shape[0]
-        w = np.ones(C) if self.weight is None else self.weight
-        need_sums = self.batch_stats or self.weight is not None or self.has_bias
-        sdy, sdyx = _kernels.backward_sums(self.x3, dy3, self.mean) if need_sums else (None, None)
-        k1 = w * self.invstd
-        zeros = np.zeros(C)
-        if self.batch_stats:
-            # dx = w*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)), xhat = (x - mean)*invstd
-            with np.errstate(invalid="ignore", divide="ignore"):
-                k2 = -k1 * self.invstd ** 2 * sdyx / self.count
-                k3 = -k1 * sdy / self.count
-        else:
-            k2 = k3 = zeros
+        sdy, sdyx = np.empty(C), np.empty(C)
         dx3, dx = self.layout.empty()
-        _kernels.backward_apply(self.x3, dy3, self.mean, k1, k2, k3, dx3,
-                                use_x=self.batch_stats)
+        _kernels.bn_backward(self.x3, dy3, self.mean, self.invstd, self.weight,
+                             self.batch_stats, self.weight is not None or self.has_bias,
+                             dx3, sdy, sdyx)
         grad_weight = None if self.weight is None else self.invstd * sdyx
         grad_bias = sdy if self.has_bias else None
         return dx, grad_weight, grad_bias
@@ -140,10 +137,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     elif running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
     saved = _Saved(x, running_mean, running_var, weight, bias, eps, batch_stats=training)
-    y = saved.normalize(bias)
     if training:
         _update_running(running_mean, running_var, saved, float(momentum))
-    return y
+    return saved.y
 
 
 def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, bias=None,
@@ -165,7 +161,8 @@ def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, 
         _check_batch_size(x)
     elif running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
-    saved = _Saved(x, running_mean, running_var, weight, bias, eps, batch_stats=training)
+    saved = _Saved(x, running_mean, running_var, weight, bias, eps, batch_stats=training,
+                   compute_y=False)
     dx, gw, gb = saved.backward(grad_output)
     return dx, _cast(gw, x.dtype), _cast(gb, x.dtype)
 

@@ -149,7 +149,6 @@ class _BatchNorm(_Layer):
             _check_batch_size(x)
         saved = _Saved(x, vec["running_mean"], vec["running_var"], vec["weight"], vec["bias"],
                        self.eps, batch_stats)
-        y = saved.normalize(vec["bias"])
         # Every check passed and the kernels ran: only now is state changed.
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
@@ -157,6 +156,7 @@ class _BatchNorm(_Layer):
                       else float(self.momentum))
             _update_running(self.running_mean, self.running_var, saved, factor)
         self._saved = saved
+        y, saved.y = saved.y, None  # the output is the caller's; do not keep it alive
         return y
 
     def backward(self, grad_output):

@@ -5,7 +5,7 @@ from conftest import make_input
 from reference import RefBatchNorm, bn_backward, bn_forward, channels_last, rel_err
 
 import cnorm
-from cnorm import _kernels
+from cnorm._backend import kernels as _kernels
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

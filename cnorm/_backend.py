@@ -1,0 +1,49 @@
+"""Picks the kernel module built for the best SIMD target this CPU supports.
+
+``CNORM_SIMD=baseline|avx2|avx512`` forces a target (an error if it is not built or not
+supported here). Every target computes bit-identical results: the sums have a fixed lane
+structure in the source and no fused multiply-adds are generated.
+"""
+import importlib
+import os
+
+TARGETS = ("avx512", "avx2", "baseline")  # best first
+
+
+def _load(target):
+    try:
+        return importlib.import_module(f"cnorm._kernels_{target}")
+    except ImportError:
+        return None
+
+
+_baseline = _load("baseline")
+if _baseline is None:
+    raise ImportError("cnorm's compiled kernels are missing: install cnorm with pip "
+                      "(pip install .) rather than importing it from its source tree")
+
+
+def available_targets():
+    """SIMD targets that are built and that this CPU can run, best first."""
+    return [t for t in TARGETS if _baseline.cpu_supports(t) and _load(t) is not None]
+
+
+def _select():
+    forced = os.environ.get("CNORM_SIMD", "").strip().lower()
+    if forced:
+        if forced not in available_targets():
+            raise ImportError(f"CNORM_SIMD={forced!r} is not available here; "
+                              f"available: {available_targets()}")
+        return forced
+    return available_targets()[0]
+
+
+target = _select()
+kernels = _load(target)
+
+
+def module_for(target):
+    """The kernel module of ``target`` (for tests that compare targets)."""
+    if target not in available_targets():
+        raise ValueError(f"SIMD target {target!r} is not available here")
+    return _load(target)

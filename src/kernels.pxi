@@ -1,0 +1,690 @@
+# The kernels of cnorm: one source for float32 and float64 (fused type ``floating``), included
+# by one small .pyx per SIMD target (_kernels_baseline/_avx2/_avx512.pyx) that setup.py
+# compiles with that target's flags. cnorm._backend imports the best one the CPU runs.
+#
+# Every op works on a C-contiguous 3-D view ``(outer, C, inner)`` of the input:
+#   * "planar": NCHW batch norm, outer = N, inner = H*W (one channel = outer rows of inner);
+#   * "rows": (N, C) and channels-last NHWC, outer = N*H*W, inner = 1 (vectorized across C).
+#
+# Steps that compose: partial_stats -> merge_stats -> (finalize) -> normalize, and
+# backward_sums -> backward_apply. bn_forward_train and bn_backward fuse them per channel so the
+# channel's slab is read from DRAM once and re-read from cache (2 bytes of traffic per byte of
+# input forward, 3 backward).
+#
+# Determinism: statistics chunks depend on the shape only; each chunk's partial is computed by
+# the same function whatever the thread count or path (fused or split), and partials are merged
+# in chunk order. Results are bit-identical for any thread count.
+#
+# Accuracy: LANES independent double accumulators (the compiler vectorizes them without
+# reassociating any sum), around a shift: the chunk's first value. When the shift turns out far
+# from the chunk's mean (cancellation of more than 6 digits) the chunk is summed again around its
+# mean. The apply step subtracts the mean as hi + lo of the data type: exact for x near the mean,
+# so float32 output keeps full accuracy at offsets of 1e6.
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport NAN, sqrt
+from libc.stdlib cimport free, malloc
+
+cdef extern from "cnorm_omp.h" nogil:
+    int cn_max_threads()
+    void cn_set_max_threads(int n)
+    int cn_openmp_enabled()
+    int cn_cpu_supports(const char *target)
+
+cdef enum:
+    CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
+    ROW_CHUNK = 16384     # rows layout: values (rows x C) per statistics chunk
+    LANES = 16            # independent accumulators per sum
+    PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
+
+
+def max_threads():
+    """The thread count a kernel called now from this thread would use (omp_get_max_threads)."""
+    return cn_max_threads()
+
+
+def set_max_threads(int n):
+    """Set OpenMP's thread count for the calling thread (omp_set_num_threads)."""
+    cn_set_max_threads(n)
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(cn_openmp_enabled())
+
+
+def cpu_supports(str target):
+    """True when this CPU (and OS) can run code built for ``target``: baseline, avx2, avx512."""
+    return bool(cn_cpu_supports(target.encode()))
+
+
+cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
+    cdef int nt
+    if work < PARALLEL_MIN or units < 2:
+        return 1
+    nt = cn_max_threads()
+    if nt > units:
+        nt = <int>units
+    return nt if nt > 0 else 1
+
+
+cdef inline bint _fused(Py_ssize_t C, int nt) noexcept nogil:
+    """Whole channels per thread (fused, cache-resident) when channels share out evenly."""
+    return nt == 1 or C % nt == 0 or C >= 8 * nt
+
+
+cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:
+    return ROW_CHUNK // C if C < ROW_CHUNK else 1
+
+
+cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
+    """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
+    if C == 0:
+        return 0
+    if inner > 1:
+        return (outer * inner + CHUNK - 1) // CHUNK
+    return (outer + _rows_per_chunk(C) - 1) // _rows_per_chunk(C)
+
+
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
+    return k * CHUNK if inner > 1 else k * _rows_per_chunk(C)
+
+
+cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
+                                  Py_ssize_t inner) noexcept nogil:
+    if inner > 1:
+        return min((k + 1) * CHUNK, outer * inner)
+    return min((k + 1) * _rows_per_chunk(C), outer)
+
+
+cdef inline double _lane_sum(const double *a) noexcept nogil:
+    cdef double s = 0.0
+    cdef int l
+    for l in range(LANES):
+        s = s + a[l]
+    return s
+
+
+cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,
+                             double Mb) noexcept nogil:
+    """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
+    cdef double tot, d
+    if nb <= 0.0:
+        return
+    if n[0] == 0.0:
+        n[0] = nb
+        m[0] = mb
+        M[0] = Mb
+        return
+    tot = n[0] + nb
+    d = mb - m[0]
+    m[0] = m[0] + d * (nb / tot)
+    M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
+    n[0] = tot
+
+
+cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,
+                               double *m2) noexcept nogil:
+    """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
+    cdef double mu = s1 / n
+    cdef double corr = s1 * mu
+    cdef double v = s2 - corr
+    mean[0] = shift + mu
+    m2[0] = 0.0 if v < 0.0 else v
+    return corr > 1e6 * v and mean[0] - mean[0] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Planar layout: channel c of chunk k is the flat range [j0, j1) of its (outer, inner) plane.
+# ---------------------------------------------------------------------------------------------
+
+cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
+                      Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, double shift,
+                      double *s1, double *s2) noexcept nogil:
+    """Without dy: s1 = sum(x - shift), s2 = sum((x - shift)^2).
+    With dy:    s1 = sum(dy),        s2 = sum(dy * (x - shift))."""
+    cdef double a1[LANES]
+    cdef double a2[LANES]
+    cdef Py_ssize_t o = j0 // inner
+    cdef Py_ssize_t i = j0 - o * inner
+    cdef Py_ssize_t j = j0, t, seg
+    cdef int l
+    cdef const floating *p
+    cdef const floating *g
+    cdef double d, e
+    for l in range(LANES):
+        a1[l] = 0.0
+        a2[l] = 0.0
+    while j < j1:
+        seg = min(inner - i, j1 - j)
+        p = x + (o * C + c) * inner + i
+        t = 0
+        if dy == NULL:
+            while t + LANES <= seg:
+                for l in range(LANES):
+                    d = <double>p[t + l] - shift
+                    a1[l] += d
+                    a2[l] += d * d
+                t += LANES
+            for l in range(seg - t):
+                d = <double>p[t + l] - shift
+                a1[l] += d
+                a2[l] += d * d
+        else:
+            g = dy + (p - x)
+            while t + LANES <= seg:
+                for l in range(LANES):
+                    e = <double>g[t + l]
+                    a1[l] += e
+                    a2[l] += e * (<double>p[t + l] - shift)
+                t += LANES
+            for l in range(seg - t):
+                e = <double>g[t + l]
+                a1[l] += e
+                a2[l] += e * (<double>p[t + l] - shift)
+        j += seg
+        o += 1
+        i = 0
+    s1[0] = _lane_sum(a1)
+    s2[0] = _lane_sum(a2)
+
+
+cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
+                             Py_ssize_t j0, Py_ssize_t j1, double *mean,
+                             double *m2) noexcept nogil:
+    cdef Py_ssize_t o0 = j0 // inner
+    cdef double n = <double>(j1 - j0), s1, s2
+    cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
+    _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
+    if _finish_chunk(n, shift, s1, s2, mean, m2):
+        shift = mean[0]
+        _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
+        _finish_chunk(n, shift, s1, s2, mean, m2)
+
+
+cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                       Py_ssize_t c, double *mean, double *m2) noexcept nogil:
+    """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
+    cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
+    cdef double n = 0.0, mb, Mb
+    mean[0] = 0.0
+    m2[0] = 0.0
+    for k in range(K):
+        _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
+        _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
+    if n == 0.0:
+        mean[0] = NAN
+        m2[0] = NAN
+
+
+cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+                     Py_ssize_t inner, Py_ssize_t c, double mean, double *s1,
+                     double *s2) noexcept nogil:
+    """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
+    cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
+    cdef double a, b
+    s1[0] = 0.0
+    s2[0] = 0.0
+    for k in range(K):
+        _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
+        s1[0] += a
+        s2[0] += b
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows layout (inner == 1): chunk k is the row block [r0, r1) of an (outer, C) matrix; the
+# channel loop is the vectorized one.
+# ---------------------------------------------------------------------------------------------
+
+cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,
+                     Py_ssize_t r1, const double *shift, double *s1, double *s2) noexcept nogil:
+    """Per channel, as _plane_sums, with a per-channel shift."""
+    cdef Py_ssize_t r, c
+    cdef const floating *p
+    cdef const floating *g
+    cdef double d, e
+    for c in range(C):
+        s1[c] = 0.0
+        s2[c] = 0.0
+    for r in range(r0, r1):
+        p = x + r * C
+        if dy == NULL:
+            for c in range(C):
+                d = <double>p[c] - shift[c]
+                s1[c] += d
+                s2[c] += d * d
+        else:
+            g = dy + r * C
+            for c in range(C):
+                e = <double>g[c]
+                s1[c] += e
+                s2[c] += e * (<double>p[c] - shift[c])
+
+
+cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,
+                            double *mean, double *m2, double *scratch) noexcept nogil:
+    """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
+    cdef double *shift = scratch
+    cdef double *s1 = scratch + C
+    cdef double n = <double>(r1 - r0)
+    cdef Py_ssize_t c
+    cdef bint redo = False
+    for c in range(C):
+        shift[c] = x[r0 * C + c]
+    _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
+    for c in range(C):
+        redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+    if redo:
+        for c in range(C):
+            shift[c] = mean[c]
+        _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
+        for c in range(C):
+            _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics: the composable steps
+# ---------------------------------------------------------------------------------------------
+
+cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                    double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
+    """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
+    cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
+    if inner > 1:
+        for u in prange(K * C, schedule="static", num_threads=nt):
+            c = u // K
+            k = u - c * K
+            _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),
+                               pm + k * C + c, pm2 + k * C + c)
+    else:
+        for k in prange(K, schedule="static", num_threads=nt):
+            _rows_chunk_stats(x, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),
+                              pm + k * C, pm2 + k * C, scratch + 2 * k * C)
+
+
+cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,
+                 const double *pm2, double *mean, double *m2) noexcept nogil:
+    cdef Py_ssize_t k, c
+    cdef double n
+    for c in range(C):
+        n = 0.0
+        mean[c] = 0.0
+        m2[c] = 0.0
+        for k in range(K):
+            _merge_into(&n, &mean[c], &m2[c], cnt[k], pm[k * C + c], pm2[k * C + c])
+        if n == 0.0:
+            mean[c] = NAN
+            m2[c] = NAN
+
+
+def partial_stats(const floating[:, :, ::1] x):
+    """Per-chunk statistics of each channel of an ``(outer, C, inner)`` array.
+
+    Returns ``(counts, means, m2)``: float64 arrays of shapes (K,), (K, C), (K, C), where chunk k
+    holds ``counts[k]`` values of every channel, their mean and their sum of squared deviations.
+    The chunking depends on the shape only.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
+    counts = np.empty(K, dtype=np.float64)
+    means = np.zeros((K, C), dtype=np.float64)
+    m2s = np.zeros((K, C), dtype=np.float64)
+    scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
+    cdef double[::1] cnt = counts, sc = scratch
+    cdef double[:, ::1] pm = means, pm2 = m2s
+    for k in range(K):
+        cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
+    if K > 0:
+        with nogil:
+            _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
+                      _threads(outer * C * inner, K * C if inner > 1 else K))
+    return counts, means, m2s
+
+
+def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):
+    """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)`` per channel.
+
+    ``count`` is the total count (a float), ``mean`` and ``m2`` are float64 arrays of length C.
+    A channel with no values gets mean and m2 NaN.
+    """
+    cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
+    cdef double total = 0.0
+    mean_out = np.empty(C, dtype=np.float64)
+    m2_out = np.empty(C, dtype=np.float64)
+    cdef double[::1] mo = mean_out, m2o = m2_out
+    for k in range(K):
+        total += counts[k]
+    if C > 0:
+        with nogil:
+            _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
+                   &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
+    return total, mean_out, m2_out
+
+
+def channel_stats(const floating[:, :, ::1] x):
+    """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
+    return merge_stats(*partial_stats(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Apply steps. Per-channel coefficients are made once, in the data type.
+# ---------------------------------------------------------------------------------------------
+
+cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,
+                           floating lo, floating a, floating b) noexcept nogil:
+    cdef Py_ssize_t t
+    for t in range(n):
+        y[t] = ((x[t] - hi) - lo) * a + b
+
+
+cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,
+                          floating hi, floating lo, floating k1, floating k2,
+                          floating k3) noexcept nogil:
+    cdef Py_ssize_t t
+    if x == NULL:
+        for t in range(n):
+            dx[t] = dy[t] * k1
+    else:
+        for t in range(n):
+            dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)
+
+
+cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
+    """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
+    hi[0] = <floating>mean
+    lo[0] = <floating>(mean - <double>hi[0])
+
+
+cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
+                 Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
+                 Py_ssize_t c1, int nt) noexcept nogil:
+    """Forward (dy == NULL): out = (x - mean) * a + b.
+    Backward: out = dy * k1 + ((x - mean) * k2 + k3), or dy * k1 when x == NULL.
+    coef holds per channel [hi, lo, a, b] (forward) or [hi, lo, k1, k2, k3] (backward);
+    planar layout: channels [c0, c1), in parallel only when that is all of them and nt > 1;
+    rows layout: all channels."""
+    cdef Py_ssize_t r, c, o, off, R = outer * C
+    cdef int w = 4 if dy == NULL else 5
+    cdef const floating *q
+    if inner > 1 and (c1 - c0 < C or nt == 1):
+        for c in range(c0, c1):
+            q = coef + w * c
+            for o in range(outer):
+                off = (o * C + c) * inner
+                if dy == NULL:
+                    _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
+                else:
+                    _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
+                             q[0], q[1], q[2], q[3], q[4])
+    elif inner > 1:
+        for r in prange(R, schedule="static", num_threads=nt):
+            q = coef + w * (r % C)
+            if dy == NULL:
+                _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
+            else:
+                _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
+                         inner, q[0], q[1], q[2], q[3], q[4])
+    else:
+        for o in prange(outer, schedule="static", num_threads=nt):
+            _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
+                        out + o * C, C, coef)
+
+
+cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,
+                      const floating *coef) noexcept nogil:
+    """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
+    cdef Py_ssize_t c
+    cdef const floating *hi = coef
+    cdef const floating *lo = coef + C
+    cdef const floating *a = coef + 2 * C
+    cdef const floating *b = coef + 3 * C
+    cdef const floating *e = coef + 4 * C
+    if dy == NULL:
+        for c in range(C):
+            out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
+    elif x == NULL:
+        for c in range(C):
+            out[c] = dy[c] * a[c]
+    else:
+        for c in range(C):
+            out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])
+
+
+cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,
+                    double a, double b, double e) noexcept nogil:
+    """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
+    cdef Py_ssize_t s = C if rows else 1
+    cdef floating *q = coef + (c if rows else w * c)
+    _split(mean, q, q + s)
+    q[2 * s] = <floating>a
+    q[3 * s] = <floating>b
+    if w == 5:
+        q[4 * s] = <floating>e
+
+
+def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,
+              const double[::1] shift, floating[:, :, ::1] out):
+    """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
+
+    ``scale`` is invstd * weight and ``shift`` the bias; ``out`` may not overlap ``x``.
+    This is the eval-mode forward: one pass over x.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+    if x.size == 0:
+        return
+    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(C):
+            _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+        _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+               _threads(outer * C * inner, outer * C if inner > 1 else outer))
+    free(coef)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused training forward and backward
+# ---------------------------------------------------------------------------------------------
+
+def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,
+                     const double[::1] bias, double eps, floating[:, :, ::1] out,
+                     double[::1] mean, double[::1] m2, double[::1] invstd):
+    """Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``.
+
+    ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared
+    deviations) and ``invstd = 1/sqrt(m2/count + eps)``; returns the count per channel.
+    With enough channels each thread takes whole channels and normalizes a channel right
+    after its statistics, while the channel is in cache.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
+    cdef double n = <double>(outer * inner)
+    if x.size == 0:
+        mean[:] = NAN
+        m2[:] = NAN
+        invstd[:] = NAN
+        return 0.0
+    cdef bint rows = inner == 1
+    cdef int nt = _threads(outer * C * inner, C if rows else K * C)
+    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+    cdef double *part = NULL
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef const double *b = &bias[0] if bias is not None else NULL
+    cdef const floating *xp = &x[0, 0, 0]
+    cdef floating *yp = &out[0, 0, 0]
+    if not rows and _fused(C, nt):
+        if coef == NULL:
+            raise MemoryError()
+        with nogil:
+            for c in prange(C, schedule="static", num_threads=nt):
+                _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
+                invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
+                _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
+                          b[c] if b else 0.0, 0.0)
+                _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
+        free(coef)
+        return n
+    cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
+    part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
+    if coef == NULL or part == NULL:
+        free(coef)
+        free(part)
+        raise MemoryError()
+    cdef double *cnt = part + 2 * K * C + scratch_len
+    with nogil:
+        _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
+                  _threads(outer * C * inner, K if rows else K * C))
+        for c in range(K):
+            cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
+        _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
+        for c in range(C):
+            invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
+            _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
+                      b[c] if b else 0.0, 0.0)
+        _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
+               _threads(outer * C * inner, outer if rows else outer * C))
+    free(coef)
+    free(part)
+    return n
+
+
+cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+                         Py_ssize_t inner, const double *mean, double *p1, double *p2,
+                         int nt) noexcept nogil:
+    """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
+    cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
+    if inner > 1:
+        for u in prange(K * C, schedule="static", num_threads=nt):
+            c = u // K
+            k = u - c * K
+            _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],
+                        p1 + k * C + c, p2 + k * C + c)
+    else:
+        for k in prange(K, schedule="static", num_threads=nt):
+            _rows_sums(x, dy, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),
+                       mean, p1 + k * C, p2 + k * C)
+
+
+cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
+    cdef Py_ssize_t k, c
+    for c in range(C):
+        s[c] = 0.0
+    for k in range(K):
+        for c in range(C):
+            s[c] += p[k * C + c]
+
+
+def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                  const double[::1] mean):
+    """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
+    s1 = np.zeros(C, dtype=np.float64)
+    s2 = np.zeros(C, dtype=np.float64)
+    if K == 0:
+        return s1, s2
+    p = np.empty((2, K, C), dtype=np.float64)
+    cdef double[:, :, ::1] pv = p
+    cdef double[::1] v1 = s1, v2 = s2
+    with nogil:
+        _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
+                       &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
+        _add_partials(K, C, &pv[0, 0, 0], &v1[0])
+        _add_partials(K, C, &pv[1, 0, 0], &v2[0])
+    return s1, s2
+
+
+cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,
+                           bint training, double n, double mean, double invstd, double w,
+                           double s1, double s2) noexcept nogil:
+    """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
+    k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
+    cdef double k1 = w * invstd
+    if training:
+        _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
+    else:
+        _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)
+
+
+def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                   const double[::1] mean, const double[::1] k1, const double[::1] k2,
+                   const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):
+    """``dx = dy * k1 + ((x - mean) * k2 + k3)`` per channel; ``dx = dy * k1`` when not use_x.
+
+    Training mode: k1 = w*invstd, k2 = -w*invstd^3*sum(dy*(x-mean))/M, k3 = -w*invstd*sum(dy)/M.
+    Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+    if x.size == 0:
+        return
+    cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(C):
+            _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
+        _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
+               coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
+    free(coef)
+
+
+def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                const double[::1] mean, const double[::1] invstd, const double[::1] weight,
+                bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
+                double[::1] sum_dy_xmu):
+    """Backward of batch norm: ``dx`` and the per-channel sums for the parameter gradients.
+
+    ``training``: the forward used batch statistics (differentiate through them); otherwise the
+    statistics were constants. ``need_sums`` False skips the sums (eval without parameters).
+    With enough channels each thread takes whole channels: sums, then dx while x and dy of that
+    channel are in cache.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
+    cdef double n = <double>(outer * inner)
+    need_sums = need_sums or training
+    sum_dy[:] = 0.0
+    sum_dy_xmu[:] = 0.0
+    if x.size == 0:
+        return
+    cdef bint rows = inner == 1
+    cdef int nt = _threads(outer * C * inner, C if rows else K * C)
+    cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
+    cdef double *part = NULL
+    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef const floating *xp = &x[0, 0, 0]
+    cdef const floating *gp = &dy[0, 0, 0]
+    cdef floating *dp = &dx[0, 0, 0]
+    if coef == NULL:
+        raise MemoryError()
+    if not rows and _fused(C, nt):
+        with nogil:
+            for c in prange(C, schedule="static", num_threads=nt):
+                if need_sums:
+                    _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
+                _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
+                          w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
+                _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
+        free(coef)
+        return
+    if need_sums:
+        part = <double *>malloc(2 * K * C * sizeof(double))
+        if part == NULL:
+            free(coef)
+            raise MemoryError()
+    with nogil:
+        if need_sums:
+            _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
+                           _threads(outer * C * inner, K if rows else K * C))
+            _add_partials(K, C, part, &sum_dy[0])
+            _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
+        for c in range(C):
+            _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
+                      sum_dy[c], sum_dy_xmu[c])
+        _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
+               _threads(outer * C * inner, outer if rows else outer * C))
+    free(coef)
+    free(part)
