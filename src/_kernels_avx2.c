@@ -1769,11 +1769,12 @@ struct __pyx_memoryviewslice_obj;
 enum  {
   __pyx_e_5cnorm_13_kernels_avx2_CHUNK = 0x1000,
   __pyx_e_5cnorm_13_kernels_avx2_ROW_CHUNK = 0x4000,
-  __pyx_e_5cnorm_13_kernels_avx2_LANES = 16,
+  __pyx_e_5cnorm_13_kernels_avx2_LANES = 32,
+  __pyx_e_5cnorm_13_kernels_avx2_FLUSH = 8,
   __pyx_e_5cnorm_13_kernels_avx2_PARALLEL_MIN = 0x8000
 };
 
-/* "src/kernels.pxi":322
+/* "src/kernels.pxi":342
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -19285,7 +19286,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":43
+/* "src/kernels.pxi":45
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
@@ -19319,14 +19320,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_max_threads(CYTHON_UNUSED PyObj
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("max_threads", 0);
 
-  /* "src/kernels.pxi":45
+  /* "src/kernels.pxi":47
  * def max_threads():
  *     """The thread count a kernel called now from this thread would use (omp_get_max_threads)."""
  *     return cn_max_threads()             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyLong_From_int(cn_max_threads()); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 45, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_int(cn_max_threads()); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 47, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -19339,7 +19340,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_max_threads(CYTHON_UNUSED PyObj
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":43
+  /* "src/kernels.pxi":45
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
@@ -19358,7 +19359,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_max_threads(CYTHON_UNUSED PyObj
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":48
+/* "src/kernels.pxi":50
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
@@ -19406,32 +19407,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_n,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 48, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 50, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 48, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 50, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_max_threads", 0) < (0)) __PYX_ERR(2, 48, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_max_threads", 0) < (0)) __PYX_ERR(2, 50, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, i); __PYX_ERR(2, 48, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, i); __PYX_ERR(2, 50, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 48, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 50, __pyx_L3_error)
     }
-    __pyx_v_n = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_n == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 48, __pyx_L3_error)
+    __pyx_v_n = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_n == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 50, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 48, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 50, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19458,7 +19459,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_2set_max_threads(CYTHON_UNUSED 
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("set_max_threads", 0);
 
-  /* "src/kernels.pxi":50
+  /* "src/kernels.pxi":52
  * def set_max_threads(int n):
  *     """Set OpenMP's thread count for the calling thread (omp_set_num_threads)."""
  *     cn_set_max_threads(n)             # <<<<<<<<<<<<<<
@@ -19467,7 +19468,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_2set_max_threads(CYTHON_UNUSED 
 */
   cn_set_max_threads(__pyx_v_n);
 
-  /* "src/kernels.pxi":48
+  /* "src/kernels.pxi":50
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
@@ -19482,7 +19483,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_2set_max_threads(CYTHON_UNUSED 
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":53
+/* "src/kernels.pxi":55
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
@@ -19516,14 +19517,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_4openmp_enabled(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("openmp_enabled", 0);
 
-  /* "src/kernels.pxi":55
+  /* "src/kernels.pxi":57
  * def openmp_enabled():
  *     """True when the kernels were compiled with OpenMP."""
  *     return bool(cn_openmp_enabled())             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyBool_FromLong((!(!(cn_openmp_enabled() != 0)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 55, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyBool_FromLong((!(!(cn_openmp_enabled() != 0)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -19536,7 +19537,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_4openmp_enabled(CYTHON_UNUSED P
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":53
+  /* "src/kernels.pxi":55
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
@@ -19555,7 +19556,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_4openmp_enabled(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":58
+/* "src/kernels.pxi":60
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
@@ -19603,32 +19604,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_target,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 58, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 60, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 58, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 60, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "cpu_supports", 0) < (0)) __PYX_ERR(2, 58, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "cpu_supports", 0) < (0)) __PYX_ERR(2, 60, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, i); __PYX_ERR(2, 58, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, i); __PYX_ERR(2, 60, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 58, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 60, __pyx_L3_error)
     }
     __pyx_v_target = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 58, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 60, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19639,7 +19640,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_target), (&PyUnicode_Type), 1, "target", 1))) __PYX_ERR(2, 58, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_target), (&PyUnicode_Type), 1, "target", 1))) __PYX_ERR(2, 60, __pyx_L1_error)
   __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_6cpu_supports(__pyx_self, __pyx_v_target);
 
   /* function exit code */
@@ -19670,7 +19671,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_6cpu_supports(CYTHON_UNUSED PyO
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("cpu_supports", 0);
 
-  /* "src/kernels.pxi":60
+  /* "src/kernels.pxi":62
  * def cpu_supports(str target):
  *     """True when this CPU (and OS) can run code built for ``target``: baseline, avx2, avx512."""
  *     return bool(cn_cpu_supports(target.encode()))             # <<<<<<<<<<<<<<
@@ -19679,12 +19680,12 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_6cpu_supports(CYTHON_UNUSED PyO
 */
   if (unlikely(__pyx_v_target == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "encode");
-    __PYX_ERR(2, 60, __pyx_L1_error)
+    __PYX_ERR(2, 62, __pyx_L1_error)
   }
-  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_target, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 60, __pyx_L1_error)
+  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_target, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_t_1); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(2, 60, __pyx_L1_error)
-  __pyx_t_3 = __Pyx_PyBool_FromLong((!(!(cn_cpu_supports(__pyx_t_2) != 0)))); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 60, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_t_1); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(2, 62, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyBool_FromLong((!(!(cn_cpu_supports(__pyx_t_2) != 0)))); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
@@ -19699,7 +19700,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_6cpu_supports(CYTHON_UNUSED PyO
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":58
+  /* "src/kernels.pxi":60
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
@@ -19719,7 +19720,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_6cpu_supports(CYTHON_UNUSED PyO
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":63
+/* "src/kernels.pxi":65
  * 
  * 
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19734,7 +19735,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":65
+  /* "src/kernels.pxi":67
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:             # <<<<<<<<<<<<<<
@@ -19760,7 +19761,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":66
+    /* "src/kernels.pxi":68
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:
  *         return 1             # <<<<<<<<<<<<<<
@@ -19773,7 +19774,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":65
+    /* "src/kernels.pxi":67
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:             # <<<<<<<<<<<<<<
@@ -19782,7 +19783,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
 */
   }
 
-  /* "src/kernels.pxi":67
+  /* "src/kernels.pxi":69
  *     if work < PARALLEL_MIN or units < 2:
  *         return 1
  *     nt = cn_max_threads()             # <<<<<<<<<<<<<<
@@ -19791,7 +19792,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
 */
   __pyx_v_nt = cn_max_threads();
 
-  /* "src/kernels.pxi":68
+  /* "src/kernels.pxi":70
  *         return 1
  *     nt = cn_max_threads()
  *     if nt > units:             # <<<<<<<<<<<<<<
@@ -19803,7 +19804,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":69
+    /* "src/kernels.pxi":71
  *     nt = cn_max_threads()
  *     if nt > units:
  *         nt = <int>units             # <<<<<<<<<<<<<<
@@ -19812,7 +19813,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
 */
     __pyx_v_nt = ((int)__pyx_v_units);
 
-    /* "src/kernels.pxi":68
+    /* "src/kernels.pxi":70
  *         return 1
  *     nt = cn_max_threads()
  *     if nt > units:             # <<<<<<<<<<<<<<
@@ -19821,7 +19822,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
 */
   }
 
-  /* "src/kernels.pxi":70
+  /* "src/kernels.pxi":72
  *     if nt > units:
  *         nt = <int>units
  *     return nt if nt > 0 else 1             # <<<<<<<<<<<<<<
@@ -19843,7 +19844,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":63
+  /* "src/kernels.pxi":65
  * 
  * 
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19857,7 +19858,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__threads(Py_ssize_t __py
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":73
+/* "src/kernels.pxi":75
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19870,7 +19871,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__fused(Py_ssize_t __pyx_
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":75
+  /* "src/kernels.pxi":77
  * cdef inline bint _fused(Py_ssize_t C, int nt) noexcept nogil:
  *     """Whole channels per thread (fused, cache-resident) when channels share out evenly."""
  *     return nt == 1 or C % nt == 0 or C >= 8 * nt             # <<<<<<<<<<<<<<
@@ -19908,7 +19909,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__fused(Py_ssize_t __pyx_
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":73
+  /* "src/kernels.pxi":75
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19921,7 +19922,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__fused(Py_ssize_t __pyx_
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":78
+/* "src/kernels.pxi":80
  * 
  * 
  * cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19934,7 +19935,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__rows_per_chunk(P
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":79
+  /* "src/kernels.pxi":81
  * 
  * cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:
  *     return ROW_CHUNK // C if C < ROW_CHUNK else 1             # <<<<<<<<<<<<<<
@@ -19956,7 +19957,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__rows_per_chunk(P
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":78
+  /* "src/kernels.pxi":80
  * 
  * 
  * cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19969,7 +19970,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__rows_per_chunk(P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":82
+/* "src/kernels.pxi":84
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19981,7 +19982,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
   Py_ssize_t __pyx_r;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":84
+  /* "src/kernels.pxi":86
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
  *     """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
  *     if C == 0:             # <<<<<<<<<<<<<<
@@ -19993,7 +19994,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":85
+    /* "src/kernels.pxi":87
  *     """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
  *     if C == 0:
  *         return 0             # <<<<<<<<<<<<<<
@@ -20006,7 +20007,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":84
+    /* "src/kernels.pxi":86
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
  *     """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
  *     if C == 0:             # <<<<<<<<<<<<<<
@@ -20015,7 +20016,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
 */
   }
 
-  /* "src/kernels.pxi":86
+  /* "src/kernels.pxi":88
  *     if C == 0:
  *         return 0
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20027,7 +20028,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":87
+    /* "src/kernels.pxi":89
  *         return 0
  *     if inner > 1:
  *         return (outer * inner + CHUNK - 1) // CHUNK             # <<<<<<<<<<<<<<
@@ -20040,7 +20041,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":86
+    /* "src/kernels.pxi":88
  *     if C == 0:
  *         return 0
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20049,7 +20050,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
 */
   }
 
-  /* "src/kernels.pxi":88
+  /* "src/kernels.pxi":90
  *     if inner > 1:
  *         return (outer * inner + CHUNK - 1) // CHUNK
  *     return (outer + _rows_per_chunk(C) - 1) // _rows_per_chunk(C)             # <<<<<<<<<<<<<<
@@ -20062,7 +20063,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":82
+  /* "src/kernels.pxi":84
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20075,7 +20076,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__nchunks(Py_ssize
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":91
+/* "src/kernels.pxi":93
  * 
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20088,7 +20089,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_start(Py_s
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":92
+  /* "src/kernels.pxi":94
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
  *     return k * CHUNK if inner > 1 else k * _rows_per_chunk(C)             # <<<<<<<<<<<<<<
@@ -20110,7 +20111,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_start(Py_s
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":91
+  /* "src/kernels.pxi":93
  * 
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20123,7 +20124,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_start(Py_s
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":95
+/* "src/kernels.pxi":97
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -20138,7 +20139,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_end(Py_ssi
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":97
+  /* "src/kernels.pxi":99
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20150,7 +20151,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_end(Py_ssi
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":98
+    /* "src/kernels.pxi":100
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner > 1:
  *         return min((k + 1) * CHUNK, outer * inner)             # <<<<<<<<<<<<<<
@@ -20178,7 +20179,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_end(Py_ssi
 
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":97
+    /* "src/kernels.pxi":99
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20187,7 +20188,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_end(Py_ssi
 */
   }
 
-  /* "src/kernels.pxi":99
+  /* "src/kernels.pxi":101
  *     if inner > 1:
  *         return min((k + 1) * CHUNK, outer * inner)
  *     return min((k + 1) * _rows_per_chunk(C), outer)             # <<<<<<<<<<<<<<
@@ -20215,7 +20216,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_end(Py_ssi
 
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":95
+  /* "src/kernels.pxi":97
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -20228,7 +20229,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_13_kernels_avx2__chunk_end(Py_ssi
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":102
+/* "src/kernels.pxi":104
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20244,7 +20245,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_13_kernels_avx2__lane_sum(double cons
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":103
+  /* "src/kernels.pxi":105
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:
  *     cdef double s = 0.0             # <<<<<<<<<<<<<<
@@ -20253,7 +20254,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_13_kernels_avx2__lane_sum(double cons
 */
   __pyx_v_s = 0.0;
 
-  /* "src/kernels.pxi":105
+  /* "src/kernels.pxi":107
  *     cdef double s = 0.0
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -20267,7 +20268,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_13_kernels_avx2__lane_sum(double cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":106
+    /* "src/kernels.pxi":108
  *     cdef int l
  *     for l in range(LANES):
  *         s = s + a[l]             # <<<<<<<<<<<<<<
@@ -20278,7 +20279,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_13_kernels_avx2__lane_sum(double cons
   }
 
 
-  /* "src/kernels.pxi":107
+  /* "src/kernels.pxi":109
  *     for l in range(LANES):
  *         s = s + a[l]
  *     return s             # <<<<<<<<<<<<<<
@@ -20291,7 +20292,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_13_kernels_avx2__lane_sum(double cons
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":102
+  /* "src/kernels.pxi":104
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20306,7 +20307,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_13_kernels_avx2__lane_sum(double cons
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":110
+/* "src/kernels.pxi":112
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -20319,7 +20320,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
   double __pyx_v_d;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":114
+  /* "src/kernels.pxi":116
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -20331,7 +20332,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":115
+    /* "src/kernels.pxi":117
  *     cdef double tot, d
  *     if nb <= 0.0:
  *         return             # <<<<<<<<<<<<<<
@@ -20342,7 +20343,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":114
+    /* "src/kernels.pxi":116
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -20351,7 +20352,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
   }
 
-  /* "src/kernels.pxi":116
+  /* "src/kernels.pxi":118
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -20363,7 +20364,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":117
+    /* "src/kernels.pxi":119
  *         return
  *     if n[0] == 0.0:
  *         n[0] = nb             # <<<<<<<<<<<<<<
@@ -20372,7 +20373,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
     (__pyx_v_n[0]) = __pyx_v_nb;
 
-    /* "src/kernels.pxi":118
+    /* "src/kernels.pxi":120
  *     if n[0] == 0.0:
  *         n[0] = nb
  *         m[0] = mb             # <<<<<<<<<<<<<<
@@ -20381,7 +20382,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
     (__pyx_v_m[0]) = __pyx_v_mb;
 
-    /* "src/kernels.pxi":119
+    /* "src/kernels.pxi":121
  *         n[0] = nb
  *         m[0] = mb
  *         M[0] = Mb             # <<<<<<<<<<<<<<
@@ -20390,7 +20391,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
     (__pyx_v_M[0]) = __pyx_v_Mb;
 
-    /* "src/kernels.pxi":120
+    /* "src/kernels.pxi":122
  *         m[0] = mb
  *         M[0] = Mb
  *         return             # <<<<<<<<<<<<<<
@@ -20401,7 +20402,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":116
+    /* "src/kernels.pxi":118
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -20410,7 +20411,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
   }
 
-  /* "src/kernels.pxi":121
+  /* "src/kernels.pxi":123
  *         M[0] = Mb
  *         return
  *     tot = n[0] + nb             # <<<<<<<<<<<<<<
@@ -20419,7 +20420,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
   __pyx_v_tot = ((__pyx_v_n[0]) + __pyx_v_nb);
 
-  /* "src/kernels.pxi":122
+  /* "src/kernels.pxi":124
  *         return
  *     tot = n[0] + nb
  *     d = mb - m[0]             # <<<<<<<<<<<<<<
@@ -20428,7 +20429,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
   __pyx_v_d = (__pyx_v_mb - (__pyx_v_m[0]));
 
-  /* "src/kernels.pxi":123
+  /* "src/kernels.pxi":125
  *     tot = n[0] + nb
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)             # <<<<<<<<<<<<<<
@@ -20437,7 +20438,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
   (__pyx_v_m[0]) = ((__pyx_v_m[0]) + (__pyx_v_d * (__pyx_v_nb / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":124
+  /* "src/kernels.pxi":126
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)             # <<<<<<<<<<<<<<
@@ -20446,7 +20447,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
   (__pyx_v_M[0]) = (((__pyx_v_M[0]) + __pyx_v_Mb) + ((__pyx_v_d * __pyx_v_d) * (((__pyx_v_n[0]) * __pyx_v_nb) / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":125
+  /* "src/kernels.pxi":127
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
  *     n[0] = tot             # <<<<<<<<<<<<<<
@@ -20455,7 +20456,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 */
   (__pyx_v_n[0]) = __pyx_v_tot;
 
-  /* "src/kernels.pxi":110
+  /* "src/kernels.pxi":112
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -20469,7 +20470,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_13_kernels_avx2__merge_into(double *__p
 
 }
 
-/* "src/kernels.pxi":128
+/* "src/kernels.pxi":130
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -20486,7 +20487,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":131
+  /* "src/kernels.pxi":133
  *                                double *m2) noexcept nogil:
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n             # <<<<<<<<<<<<<<
@@ -20495,7 +20496,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
 */
   __pyx_v_mu = (__pyx_v_s1 / __pyx_v_n);
 
-  /* "src/kernels.pxi":132
+  /* "src/kernels.pxi":134
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu             # <<<<<<<<<<<<<<
@@ -20504,7 +20505,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
 */
   __pyx_v_corr = (__pyx_v_s1 * __pyx_v_mu);
 
-  /* "src/kernels.pxi":133
+  /* "src/kernels.pxi":135
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr             # <<<<<<<<<<<<<<
@@ -20513,7 +20514,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
 */
   __pyx_v_v = (__pyx_v_s2 - __pyx_v_corr);
 
-  /* "src/kernels.pxi":134
+  /* "src/kernels.pxi":136
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu             # <<<<<<<<<<<<<<
@@ -20522,7 +20523,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
 */
   (__pyx_v_mean[0]) = (__pyx_v_shift + __pyx_v_mu);
 
-  /* "src/kernels.pxi":135
+  /* "src/kernels.pxi":137
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v             # <<<<<<<<<<<<<<
@@ -20542,7 +20543,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
   (__pyx_v_m2[0]) = __pyx_t_1;
 
 
-  /* "src/kernels.pxi":136
+  /* "src/kernels.pxi":138
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v
  *     return corr > 1e6 * v and mean[0] - mean[0] == 0.0             # <<<<<<<<<<<<<<
@@ -20570,7 +20571,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":128
+  /* "src/kernels.pxi":130
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -20586,7 +20587,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":143
+/* "src/kernels.pxi":145
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -20597,16 +20598,20 @@ static CYTHON_INLINE int __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(double __p
 static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *__pyx_v_x, float const *__pyx_v_dy, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, Py_ssize_t __pyx_v_c, Py_ssize_t __pyx_v_j0, Py_ssize_t __pyx_v_j1, double __pyx_v_shift, double *__pyx_v_s1, double *__pyx_v_s2) {
   double __pyx_v_a1[__pyx_e_5cnorm_13_kernels_avx2_LANES];
   double __pyx_v_a2[__pyx_e_5cnorm_13_kernels_avx2_LANES];
+  float __pyx_v_f1[__pyx_e_5cnorm_13_kernels_avx2_LANES];
+  float __pyx_v_f2[__pyx_e_5cnorm_13_kernels_avx2_LANES];
   Py_ssize_t __pyx_v_o;
   Py_ssize_t __pyx_v_i;
   Py_ssize_t __pyx_v_j;
   Py_ssize_t __pyx_v_t;
   Py_ssize_t __pyx_v_seg;
   int __pyx_v_l;
+  int __pyx_v_blocks;
   float const *__pyx_v_p;
   float const *__pyx_v_g;
-  double __pyx_v_d;
-  double __pyx_v_e;
+  float __pyx_v_fs;
+  float __pyx_v_d;
+  float __pyx_v_e;
   int __pyx_t_1;
   int __pyx_t_2;
   int __pyx_t_3;
@@ -20614,38 +20619,58 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *
   Py_ssize_t __pyx_t_5;
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
-  int __pyx_t_8;
+  float const *__pyx_t_8;
+  int __pyx_t_9;
+  long __pyx_t_10;
 
-  /* "src/kernels.pxi":150
- *     cdef double a1[LANES]
- *     cdef double a2[LANES]
+  /* "src/kernels.pxi":158
+ *     cdef floating f1[LANES]
+ *     cdef floating f2[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":151
- *     cdef double a2[LANES]
+  /* "src/kernels.pxi":159
+ *     cdef floating f2[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t j = j0, t, seg
- *     cdef int l
+ *     cdef int l, blocks = 0
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":152
+  /* "src/kernels.pxi":160
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg             # <<<<<<<<<<<<<<
- *     cdef int l
+ *     cdef int l, blocks = 0
  *     cdef const floating *p
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":157
+  /* "src/kernels.pxi":161
+ *     cdef Py_ssize_t i = j0 - o * inner
+ *     cdef Py_ssize_t j = j0, t, seg
+ *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
+ *     cdef const floating *p
  *     cdef const floating *g
- *     cdef double d, e
+*/
+  __pyx_v_blocks = 0;
+
+  /* "src/kernels.pxi":164
+ *     cdef const floating *p
+ *     cdef const floating *g
+ *     cdef floating fs = <floating>shift, d, e             # <<<<<<<<<<<<<<
+ *     for l in range(LANES):
+ *         a1[l] = 0.0
+*/
+  __pyx_v_fs = ((float)__pyx_v_shift);
+
+  /* "src/kernels.pxi":165
+ *     cdef const floating *g
+ *     cdef floating fs = <floating>shift, d, e
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
  *         a1[l] = 0.0
  *         a2[l] = 0.0
@@ -20657,29 +20682,47 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":158
- *     cdef double d, e
+    /* "src/kernels.pxi":166
+ *     cdef floating fs = <floating>shift, d, e
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
  *         a2[l] = 0.0
- *     while j < j1:
+ *         f1[l] = 0.0
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":159
+    /* "src/kernels.pxi":167
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
+ *         f1[l] = 0.0
+ *         f2[l] = 0.0
+*/
+    (__pyx_v_a2[__pyx_v_l]) = 0.0;
+
+    /* "src/kernels.pxi":168
+ *         a1[l] = 0.0
+ *         a2[l] = 0.0
+ *         f1[l] = 0.0             # <<<<<<<<<<<<<<
+ *         f2[l] = 0.0
+ *     while j < j1:
+*/
+    (__pyx_v_f1[__pyx_v_l]) = 0.0;
+
+    /* "src/kernels.pxi":169
+ *         a2[l] = 0.0
+ *         f1[l] = 0.0
+ *         f2[l] = 0.0             # <<<<<<<<<<<<<<
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
 */
-    (__pyx_v_a2[__pyx_v_l]) = 0.0;
+    (__pyx_v_f2[__pyx_v_l]) = 0.0;
   }
 
 
-  /* "src/kernels.pxi":160
- *         a1[l] = 0.0
- *         a2[l] = 0.0
+  /* "src/kernels.pxi":170
+ *         f1[l] = 0.0
+ *         f2[l] = 0.0
  *     while j < j1:             # <<<<<<<<<<<<<<
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
@@ -20690,12 +20733,12 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":161
- *         a2[l] = 0.0
+    /* "src/kernels.pxi":171
+ *         f2[l] = 0.0
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
  *         p = x + (o * C + c) * inner + i
- *         t = 0
+ *         g = dy + (p - x) if dy != NULL else NULL
 */
 
     __pyx_t_5 = (__pyx_v_j1 - __pyx_v_j);
@@ -20714,192 +20757,74 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":162
+    /* "src/kernels.pxi":172
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
+ *         g = dy + (p - x) if dy != NULL else NULL
  *         t = 0
- *         if dy == NULL:
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":163
+    /* "src/kernels.pxi":173
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
- *         t = 0             # <<<<<<<<<<<<<<
- *         if dy == NULL:
- *             while t + LANES <= seg:
-*/
-    __pyx_v_t = 0;
-
-    /* "src/kernels.pxi":164
- *         p = x + (o * C + c) * inner + i
+ *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
  *         t = 0
- *         if dy == NULL:             # <<<<<<<<<<<<<<
- *             while t + LANES <= seg:
- *                 for l in range(LANES):
+ *         while t + LANES <= seg:
 */
-    __pyx_t_4 = (__pyx_v_dy == NULL);
+    __pyx_t_4 = (__pyx_v_dy != NULL);
 
     if (__pyx_t_4) {
 
+      __pyx_t_8 = (__pyx_v_dy + (__pyx_v_p - __pyx_v_x));
+    } else {
 
-      /* "src/kernels.pxi":165
- *         t = 0
- *         if dy == NULL:
- *             while t + LANES <= seg:             # <<<<<<<<<<<<<<
- *                 for l in range(LANES):
- *                     d = <double>p[t + l] - shift
-*/
-      while (1) {
-        __pyx_t_4 = ((__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES) <= __pyx_v_seg);
-
-
-        if (!__pyx_t_4) break;
-
-        /* "src/kernels.pxi":166
- *         if dy == NULL:
- *             while t + LANES <= seg:
- *                 for l in range(LANES):             # <<<<<<<<<<<<<<
- *                     d = <double>p[t + l] - shift
- *                     a1[l] += d
-*/
-
-        __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
-        __pyx_t_2 = __pyx_t_1;
-
-        for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
-          __pyx_v_l = __pyx_t_3;
-
-          /* "src/kernels.pxi":167
- *             while t + LANES <= seg:
- *                 for l in range(LANES):
- *                     d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
- *                     a1[l] += d
- *                     a2[l] += d * d
-*/
-          __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
-
-          /* "src/kernels.pxi":168
- *                 for l in range(LANES):
- *                     d = <double>p[t + l] - shift
- *                     a1[l] += d             # <<<<<<<<<<<<<<
- *                     a2[l] += d * d
- *                 t += LANES
-*/
-
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_d);
-
-          /* "src/kernels.pxi":169
- *                     d = <double>p[t + l] - shift
- *                     a1[l] += d
- *                     a2[l] += d * d             # <<<<<<<<<<<<<<
- *                 t += LANES
- *             for l in range(seg - t):
-*/
-
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_d * __pyx_v_d));
-        }
-
-
-        /* "src/kernels.pxi":170
- *                     a1[l] += d
- *                     a2[l] += d * d
- *                 t += LANES             # <<<<<<<<<<<<<<
- *             for l in range(seg - t):
- *                 d = <double>p[t + l] - shift
-*/
-        __pyx_v_t = (__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES);
-      }
-
-      /* "src/kernels.pxi":171
- *                     a2[l] += d * d
- *                 t += LANES
- *             for l in range(seg - t):             # <<<<<<<<<<<<<<
- *                 d = <double>p[t + l] - shift
- *                 a1[l] += d
-*/
-
-      __pyx_t_7 = (__pyx_v_seg - __pyx_v_t);
-      __pyx_t_5 = __pyx_t_7;
-
-      for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
-        __pyx_v_l = __pyx_t_3;
-
-        /* "src/kernels.pxi":172
- *                 t += LANES
- *             for l in range(seg - t):
- *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
- *                 a1[l] += d
- *                 a2[l] += d * d
-*/
-        __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
-
-        /* "src/kernels.pxi":173
- *             for l in range(seg - t):
- *                 d = <double>p[t + l] - shift
- *                 a1[l] += d             # <<<<<<<<<<<<<<
- *                 a2[l] += d * d
- *         else:
-*/
-
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_d);
-
-        /* "src/kernels.pxi":174
- *                 d = <double>p[t + l] - shift
- *                 a1[l] += d
- *                 a2[l] += d * d             # <<<<<<<<<<<<<<
- *         else:
- *             g = dy + (p - x)
-*/
-
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_d * __pyx_v_d));
-      }
-
-
-      /* "src/kernels.pxi":164
- *         p = x + (o * C + c) * inner + i
- *         t = 0
- *         if dy == NULL:             # <<<<<<<<<<<<<<
- *             while t + LANES <= seg:
- *                 for l in range(LANES):
-*/
-      goto __pyx_L7;
+      __pyx_t_8 = NULL;
     }
 
-    /* "src/kernels.pxi":176
- *                 a2[l] += d * d
- *         else:
- *             g = dy + (p - x)             # <<<<<<<<<<<<<<
- *             while t + LANES <= seg:
+    __pyx_v_g = __pyx_t_8;
+
+    /* "src/kernels.pxi":174
+ *         p = x + (o * C + c) * inner + i
+ *         g = dy + (p - x) if dy != NULL else NULL
+ *         t = 0             # <<<<<<<<<<<<<<
+ *         while t + LANES <= seg:
+ *             if dy == NULL:
+*/
+    __pyx_v_t = 0;
+
+    /* "src/kernels.pxi":175
+ *         g = dy + (p - x) if dy != NULL else NULL
+ *         t = 0
+ *         while t + LANES <= seg:             # <<<<<<<<<<<<<<
+ *             if dy == NULL:
  *                 for l in range(LANES):
 */
-    /*else*/ {
-      __pyx_v_g = (__pyx_v_dy + (__pyx_v_p - __pyx_v_x));
+    while (1) {
+      __pyx_t_4 = ((__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES) <= __pyx_v_seg);
 
-      /* "src/kernels.pxi":177
- *         else:
- *             g = dy + (p - x)
- *             while t + LANES <= seg:             # <<<<<<<<<<<<<<
+
+      if (!__pyx_t_4) break;
+
+      /* "src/kernels.pxi":176
+ *         t = 0
+ *         while t + LANES <= seg:
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
  *                 for l in range(LANES):
- *                     e = <double>g[t + l]
+ *                     d = p[t + l] - fs
 */
-      while (1) {
-        __pyx_t_4 = ((__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES) <= __pyx_v_seg);
+      __pyx_t_4 = (__pyx_v_dy == NULL);
+
+      if (__pyx_t_4) {
 
 
-        if (!__pyx_t_4) break;
-
-        /* "src/kernels.pxi":178
- *             g = dy + (p - x)
- *             while t + LANES <= seg:
+        /* "src/kernels.pxi":177
+ *         while t + LANES <= seg:
+ *             if dy == NULL:
  *                 for l in range(LANES):             # <<<<<<<<<<<<<<
- *                     e = <double>g[t + l]
- *                     a1[l] += e
+ *                     d = p[t + l] - fs
+ *                     f1[l] += d
 */
 
         __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
@@ -20908,145 +20833,406 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *
         for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
           __pyx_v_l = __pyx_t_3;
 
-          /* "src/kernels.pxi":179
- *             while t + LANES <= seg:
+          /* "src/kernels.pxi":178
+ *             if dy == NULL:
  *                 for l in range(LANES):
- *                     e = <double>g[t + l]             # <<<<<<<<<<<<<<
- *                     a1[l] += e
- *                     a2[l] += e * (<double>p[t + l] - shift)
+ *                     d = p[t + l] - fs             # <<<<<<<<<<<<<<
+ *                     f1[l] += d
+ *                     f2[l] += d * d
 */
-          __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
+          __pyx_v_d = ((__pyx_v_p[(__pyx_v_t + __pyx_v_l)]) - __pyx_v_fs);
+
+          /* "src/kernels.pxi":179
+ *                 for l in range(LANES):
+ *                     d = p[t + l] - fs
+ *                     f1[l] += d             # <<<<<<<<<<<<<<
+ *                     f2[l] += d * d
+ *             else:
+*/
+
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f1[__pyx_t_9]) = ((__pyx_v_f1[__pyx_t_9]) + __pyx_v_d);
 
           /* "src/kernels.pxi":180
+ *                     d = p[t + l] - fs
+ *                     f1[l] += d
+ *                     f2[l] += d * d             # <<<<<<<<<<<<<<
+ *             else:
  *                 for l in range(LANES):
- *                     e = <double>g[t + l]
- *                     a1[l] += e             # <<<<<<<<<<<<<<
- *                     a2[l] += e * (<double>p[t + l] - shift)
- *                 t += LANES
 */
 
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_e);
-
-          /* "src/kernels.pxi":181
- *                     e = <double>g[t + l]
- *                     a1[l] += e
- *                     a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
- *                 t += LANES
- *             for l in range(seg - t):
-*/
-
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f2[__pyx_t_9]) = ((__pyx_v_f2[__pyx_t_9]) + (__pyx_v_d * __pyx_v_d));
         }
 
 
-        /* "src/kernels.pxi":182
- *                     a1[l] += e
- *                     a2[l] += e * (<double>p[t + l] - shift)
- *                 t += LANES             # <<<<<<<<<<<<<<
- *             for l in range(seg - t):
- *                 e = <double>g[t + l]
+        /* "src/kernels.pxi":176
+ *         t = 0
+ *         while t + LANES <= seg:
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
+ *                 for l in range(LANES):
+ *                     d = p[t + l] - fs
 */
-        __pyx_v_t = (__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES);
+        goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":183
- *                     a2[l] += e * (<double>p[t + l] - shift)
- *                 t += LANES
- *             for l in range(seg - t):             # <<<<<<<<<<<<<<
- *                 e = <double>g[t + l]
- *                 a1[l] += e
+      /* "src/kernels.pxi":182
+ *                     f2[l] += d * d
+ *             else:
+ *                 for l in range(LANES):             # <<<<<<<<<<<<<<
+ *                     e = g[t + l]
+ *                     f1[l] += e
+*/
+      /*else*/ {
+
+        __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
+        __pyx_t_2 = __pyx_t_1;
+
+        for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+          __pyx_v_l = __pyx_t_3;
+
+          /* "src/kernels.pxi":183
+ *             else:
+ *                 for l in range(LANES):
+ *                     e = g[t + l]             # <<<<<<<<<<<<<<
+ *                     f1[l] += e
+ *                     f2[l] += e * (p[t + l] - fs)
+*/
+          __pyx_v_e = (__pyx_v_g[(__pyx_v_t + __pyx_v_l)]);
+
+          /* "src/kernels.pxi":184
+ *                 for l in range(LANES):
+ *                     e = g[t + l]
+ *                     f1[l] += e             # <<<<<<<<<<<<<<
+ *                     f2[l] += e * (p[t + l] - fs)
+ *             t += LANES
 */
 
-      __pyx_t_7 = (__pyx_v_seg - __pyx_v_t);
-      __pyx_t_5 = __pyx_t_7;
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f1[__pyx_t_9]) = ((__pyx_v_f1[__pyx_t_9]) + __pyx_v_e);
 
-      for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
-        __pyx_v_l = __pyx_t_3;
-
-        /* "src/kernels.pxi":184
- *                 t += LANES
- *             for l in range(seg - t):
- *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
- *                 a1[l] += e
- *                 a2[l] += e * (<double>p[t + l] - shift)
+          /* "src/kernels.pxi":185
+ *                     e = g[t + l]
+ *                     f1[l] += e
+ *                     f2[l] += e * (p[t + l] - fs)             # <<<<<<<<<<<<<<
+ *             t += LANES
+ *             blocks += 1
 */
-        __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":185
- *             for l in range(seg - t):
- *                 e = <double>g[t + l]
- *                 a1[l] += e             # <<<<<<<<<<<<<<
- *                 a2[l] += e * (<double>p[t + l] - shift)
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f2[__pyx_t_9]) = ((__pyx_v_f2[__pyx_t_9]) + (__pyx_v_e * ((__pyx_v_p[(__pyx_v_t + __pyx_v_l)]) - __pyx_v_fs)));
+        }
+
+      }
+      __pyx_L9:;
+
+      /* "src/kernels.pxi":186
+ *                     f1[l] += e
+ *                     f2[l] += e * (p[t + l] - fs)
+ *             t += LANES             # <<<<<<<<<<<<<<
+ *             blocks += 1
+ *             if floating is double or blocks == FLUSH:
+*/
+      __pyx_v_t = (__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES);
+
+      /* "src/kernels.pxi":187
+ *                     f2[l] += e * (p[t + l] - fs)
+ *             t += LANES
+ *             blocks += 1             # <<<<<<<<<<<<<<
+ *             if floating is double or blocks == FLUSH:
+ *                 for l in range(LANES):
+*/
+      __pyx_v_blocks = (__pyx_v_blocks + 1);
+
+      /* "src/kernels.pxi":188
+ *             t += LANES
+ *             blocks += 1
+ *             if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
+ *                 for l in range(LANES):
+ *                     a1[l] += <double>f1[l]
+*/
+      __pyx_t_4 = (__pyx_v_blocks == __pyx_e_5cnorm_13_kernels_avx2_FLUSH);
+
+      if (__pyx_t_4) {
+
+
+        /* "src/kernels.pxi":189
+ *             blocks += 1
+ *             if floating is double or blocks == FLUSH:
+ *                 for l in range(LANES):             # <<<<<<<<<<<<<<
+ *                     a1[l] += <double>f1[l]
+ *                     a2[l] += <double>f2[l]
+*/
+
+        __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
+        __pyx_t_2 = __pyx_t_1;
+
+        for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+          __pyx_v_l = __pyx_t_3;
+
+          /* "src/kernels.pxi":190
+ *             if floating is double or blocks == FLUSH:
+ *                 for l in range(LANES):
+ *                     a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
+ *                     a2[l] += <double>f2[l]
+ *                     f1[l] = 0.0
+*/
+
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
+
+          /* "src/kernels.pxi":191
+ *                 for l in range(LANES):
+ *                     a1[l] += <double>f1[l]
+ *                     a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
+ *                     f1[l] = 0.0
+ *                     f2[l] = 0.0
+*/
+
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((double)(__pyx_v_f2[__pyx_v_l])));
+
+          /* "src/kernels.pxi":192
+ *                     a1[l] += <double>f1[l]
+ *                     a2[l] += <double>f2[l]
+ *                     f1[l] = 0.0             # <<<<<<<<<<<<<<
+ *                     f2[l] = 0.0
+ *                 blocks = 0
+*/
+          (__pyx_v_f1[__pyx_v_l]) = 0.0;
+
+          /* "src/kernels.pxi":193
+ *                     a2[l] += <double>f2[l]
+ *                     f1[l] = 0.0
+ *                     f2[l] = 0.0             # <<<<<<<<<<<<<<
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+*/
+          (__pyx_v_f2[__pyx_v_l]) = 0.0;
+        }
+
+
+        /* "src/kernels.pxi":194
+ *                     f1[l] = 0.0
+ *                     f2[l] = 0.0
+ *                 blocks = 0             # <<<<<<<<<<<<<<
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:
+*/
+        __pyx_v_blocks = 0;
+
+        /* "src/kernels.pxi":188
+ *             t += LANES
+ *             blocks += 1
+ *             if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
+ *                 for l in range(LANES):
+ *                     a1[l] += <double>f1[l]
+*/
+      }
+    }
+
+    /* "src/kernels.pxi":195
+ *                     f2[l] = 0.0
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes             # <<<<<<<<<<<<<<
+ *             if dy == NULL:
+ *                 a1[l] += <double>p[t + l] - <double>fs
+*/
+
+    __pyx_t_7 = (__pyx_v_seg - __pyx_v_t);
+    __pyx_t_5 = __pyx_t_7;
+
+    for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
+      __pyx_v_l = __pyx_t_3;
+
+      /* "src/kernels.pxi":196
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
+ *                 a1[l] += <double>p[t + l] - <double>fs
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+*/
+      __pyx_t_4 = (__pyx_v_dy == NULL);
+
+      if (__pyx_t_4) {
+
+
+        /* "src/kernels.pxi":197
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:
+ *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+ *             else:
+*/
+
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
+
+        /* "src/kernels.pxi":198
+ *             if dy == NULL:
+ *                 a1[l] += <double>p[t + l] - <double>fs
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
+ *             else:
+ *                 a1[l] += <double>g[t + l]
+*/
+
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
+
+        /* "src/kernels.pxi":196
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
+ *                 a1[l] += <double>p[t + l] - <double>fs
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+*/
+        goto __pyx_L19;
+      }
+
+      /* "src/kernels.pxi":200
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+ *             else:
+ *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
 */
+      /*else*/ {
 
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_e);
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":186
- *                 e = <double>g[t + l]
- *                 a1[l] += e
- *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
+        /* "src/kernels.pxi":201
+ *             else:
+ *                 a1[l] += <double>g[t + l]
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
  *         j += seg
  *         o += 1
 */
 
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + (((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
       }
-
+      __pyx_L19:;
     }
-    __pyx_L7:;
 
-    /* "src/kernels.pxi":187
- *                 a1[l] += e
- *                 a2[l] += e * (<double>p[t + l] - shift)
+
+    /* "src/kernels.pxi":202
+ *                 a1[l] += <double>g[t + l]
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
  *         o += 1
  *         i = 0
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":188
- *                 a2[l] += e * (<double>p[t + l] - shift)
+    /* "src/kernels.pxi":203
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
  *         i = 0
- *     s1[0] = _lane_sum(a1)
+ *     for l in range(LANES):
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":189
+    /* "src/kernels.pxi":204
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
- *     s1[0] = _lane_sum(a1)
- *     s2[0] = _lane_sum(a2)
+ *     for l in range(LANES):
+ *         a1[l] += <double>f1[l]
 */
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":190
+  /* "src/kernels.pxi":205
  *         o += 1
  *         i = 0
+ *     for l in range(LANES):             # <<<<<<<<<<<<<<
+ *         a1[l] += <double>f1[l]
+ *         a2[l] += <double>f2[l]
+*/
+
+  __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
+  __pyx_t_2 = __pyx_t_1;
+
+  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_l = __pyx_t_3;
+
+    /* "src/kernels.pxi":206
+ *         i = 0
+ *     for l in range(LANES):
+ *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
+ *         a2[l] += <double>f2[l]
+ *     s1[0] = _lane_sum(a1)
+*/
+
+    __pyx_t_9 = __pyx_v_l;
+    (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
+
+    /* "src/kernels.pxi":207
+ *     for l in range(LANES):
+ *         a1[l] += <double>f1[l]
+ *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
+ *     s1[0] = _lane_sum(a1)
+ *     s2[0] = _lane_sum(a2)
+*/
+
+    __pyx_t_9 = __pyx_v_l;
+    (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((double)(__pyx_v_f2[__pyx_v_l])));
+  }
+
+
+  /* "src/kernels.pxi":208
+ *         a1[l] += <double>f1[l]
+ *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
  *     s2[0] = _lane_sum(a2)
- * 
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_13_kernels_avx2__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":191
- *         i = 0
+  /* "src/kernels.pxi":209
+ *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
- * 
- * 
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         s2[0] += (<double>fs - shift) * s1[0]
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_13_kernels_avx2__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":143
+  /* "src/kernels.pxi":210
+ *     s1[0] = _lane_sum(a1)
+ *     s2[0] = _lane_sum(a2)
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         s2[0] += (<double>fs - shift) * s1[0]
+ * 
+*/
+  __pyx_t_4 = (__pyx_v_dy != NULL);
+
+  if (__pyx_t_4) {
+
+
+    /* "src/kernels.pxi":211
+ *     s2[0] = _lane_sum(a2)
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+
+    __pyx_t_10 = 0;
+    (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
+
+    /* "src/kernels.pxi":210
+ *     s1[0] = _lane_sum(a1)
+ *     s2[0] = _lane_sum(a2)
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         s2[0] += (<double>fs - shift) * s1[0]
+ * 
+*/
+  }
+
+  /* "src/kernels.pxi":145
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21055,6 +21241,10 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *
 */
 
   /* function exit code */
+
+
+
+
 
 
 
@@ -21072,14 +21262,18 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(float const *
 static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(double const *__pyx_v_x, double const *__pyx_v_dy, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, Py_ssize_t __pyx_v_c, Py_ssize_t __pyx_v_j0, Py_ssize_t __pyx_v_j1, double __pyx_v_shift, double *__pyx_v_s1, double *__pyx_v_s2) {
   double __pyx_v_a1[__pyx_e_5cnorm_13_kernels_avx2_LANES];
   double __pyx_v_a2[__pyx_e_5cnorm_13_kernels_avx2_LANES];
+  double __pyx_v_f1[__pyx_e_5cnorm_13_kernels_avx2_LANES];
+  double __pyx_v_f2[__pyx_e_5cnorm_13_kernels_avx2_LANES];
   Py_ssize_t __pyx_v_o;
   Py_ssize_t __pyx_v_i;
   Py_ssize_t __pyx_v_j;
   Py_ssize_t __pyx_v_t;
   Py_ssize_t __pyx_v_seg;
   int __pyx_v_l;
+  int __pyx_v_blocks;
   double const *__pyx_v_p;
   double const *__pyx_v_g;
+  double __pyx_v_fs;
   double __pyx_v_d;
   double __pyx_v_e;
   int __pyx_t_1;
@@ -21089,38 +21283,58 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(double const 
   Py_ssize_t __pyx_t_5;
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
-  int __pyx_t_8;
+  double const *__pyx_t_8;
+  int __pyx_t_9;
+  long __pyx_t_10;
 
-  /* "src/kernels.pxi":150
- *     cdef double a1[LANES]
- *     cdef double a2[LANES]
+  /* "src/kernels.pxi":158
+ *     cdef floating f1[LANES]
+ *     cdef floating f2[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":151
- *     cdef double a2[LANES]
+  /* "src/kernels.pxi":159
+ *     cdef floating f2[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t j = j0, t, seg
- *     cdef int l
+ *     cdef int l, blocks = 0
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":152
+  /* "src/kernels.pxi":160
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg             # <<<<<<<<<<<<<<
- *     cdef int l
+ *     cdef int l, blocks = 0
  *     cdef const floating *p
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":157
+  /* "src/kernels.pxi":161
+ *     cdef Py_ssize_t i = j0 - o * inner
+ *     cdef Py_ssize_t j = j0, t, seg
+ *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
+ *     cdef const floating *p
  *     cdef const floating *g
- *     cdef double d, e
+*/
+  __pyx_v_blocks = 0;
+
+  /* "src/kernels.pxi":164
+ *     cdef const floating *p
+ *     cdef const floating *g
+ *     cdef floating fs = <floating>shift, d, e             # <<<<<<<<<<<<<<
+ *     for l in range(LANES):
+ *         a1[l] = 0.0
+*/
+  __pyx_v_fs = ((double)__pyx_v_shift);
+
+  /* "src/kernels.pxi":165
+ *     cdef const floating *g
+ *     cdef floating fs = <floating>shift, d, e
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
  *         a1[l] = 0.0
  *         a2[l] = 0.0
@@ -21132,29 +21346,47 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(double const 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":158
- *     cdef double d, e
+    /* "src/kernels.pxi":166
+ *     cdef floating fs = <floating>shift, d, e
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
  *         a2[l] = 0.0
- *     while j < j1:
+ *         f1[l] = 0.0
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":159
+    /* "src/kernels.pxi":167
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
+ *         f1[l] = 0.0
+ *         f2[l] = 0.0
+*/
+    (__pyx_v_a2[__pyx_v_l]) = 0.0;
+
+    /* "src/kernels.pxi":168
+ *         a1[l] = 0.0
+ *         a2[l] = 0.0
+ *         f1[l] = 0.0             # <<<<<<<<<<<<<<
+ *         f2[l] = 0.0
+ *     while j < j1:
+*/
+    (__pyx_v_f1[__pyx_v_l]) = 0.0;
+
+    /* "src/kernels.pxi":169
+ *         a2[l] = 0.0
+ *         f1[l] = 0.0
+ *         f2[l] = 0.0             # <<<<<<<<<<<<<<
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
 */
-    (__pyx_v_a2[__pyx_v_l]) = 0.0;
+    (__pyx_v_f2[__pyx_v_l]) = 0.0;
   }
 
 
-  /* "src/kernels.pxi":160
- *         a1[l] = 0.0
- *         a2[l] = 0.0
+  /* "src/kernels.pxi":170
+ *         f1[l] = 0.0
+ *         f2[l] = 0.0
  *     while j < j1:             # <<<<<<<<<<<<<<
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
@@ -21165,12 +21397,12 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(double const 
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":161
- *         a2[l] = 0.0
+    /* "src/kernels.pxi":171
+ *         f2[l] = 0.0
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
  *         p = x + (o * C + c) * inner + i
- *         t = 0
+ *         g = dy + (p - x) if dy != NULL else NULL
 */
 
     __pyx_t_5 = (__pyx_v_j1 - __pyx_v_j);
@@ -21189,192 +21421,74 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(double const 
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":162
+    /* "src/kernels.pxi":172
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
+ *         g = dy + (p - x) if dy != NULL else NULL
  *         t = 0
- *         if dy == NULL:
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":163
+    /* "src/kernels.pxi":173
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
- *         t = 0             # <<<<<<<<<<<<<<
- *         if dy == NULL:
- *             while t + LANES <= seg:
-*/
-    __pyx_v_t = 0;
-
-    /* "src/kernels.pxi":164
- *         p = x + (o * C + c) * inner + i
+ *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
  *         t = 0
- *         if dy == NULL:             # <<<<<<<<<<<<<<
- *             while t + LANES <= seg:
- *                 for l in range(LANES):
+ *         while t + LANES <= seg:
 */
-    __pyx_t_4 = (__pyx_v_dy == NULL);
+    __pyx_t_4 = (__pyx_v_dy != NULL);
 
     if (__pyx_t_4) {
 
+      __pyx_t_8 = (__pyx_v_dy + (__pyx_v_p - __pyx_v_x));
+    } else {
 
-      /* "src/kernels.pxi":165
- *         t = 0
- *         if dy == NULL:
- *             while t + LANES <= seg:             # <<<<<<<<<<<<<<
- *                 for l in range(LANES):
- *                     d = <double>p[t + l] - shift
-*/
-      while (1) {
-        __pyx_t_4 = ((__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES) <= __pyx_v_seg);
-
-
-        if (!__pyx_t_4) break;
-
-        /* "src/kernels.pxi":166
- *         if dy == NULL:
- *             while t + LANES <= seg:
- *                 for l in range(LANES):             # <<<<<<<<<<<<<<
- *                     d = <double>p[t + l] - shift
- *                     a1[l] += d
-*/
-
-        __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
-        __pyx_t_2 = __pyx_t_1;
-
-        for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
-          __pyx_v_l = __pyx_t_3;
-
-          /* "src/kernels.pxi":167
- *             while t + LANES <= seg:
- *                 for l in range(LANES):
- *                     d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
- *                     a1[l] += d
- *                     a2[l] += d * d
-*/
-          __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
-
-          /* "src/kernels.pxi":168
- *                 for l in range(LANES):
- *                     d = <double>p[t + l] - shift
- *                     a1[l] += d             # <<<<<<<<<<<<<<
- *                     a2[l] += d * d
- *                 t += LANES
-*/
-
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_d);
-
-          /* "src/kernels.pxi":169
- *                     d = <double>p[t + l] - shift
- *                     a1[l] += d
- *                     a2[l] += d * d             # <<<<<<<<<<<<<<
- *                 t += LANES
- *             for l in range(seg - t):
-*/
-
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_d * __pyx_v_d));
-        }
-
-
-        /* "src/kernels.pxi":170
- *                     a1[l] += d
- *                     a2[l] += d * d
- *                 t += LANES             # <<<<<<<<<<<<<<
- *             for l in range(seg - t):
- *                 d = <double>p[t + l] - shift
-*/
-        __pyx_v_t = (__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES);
-      }
-
-      /* "src/kernels.pxi":171
- *                     a2[l] += d * d
- *                 t += LANES
- *             for l in range(seg - t):             # <<<<<<<<<<<<<<
- *                 d = <double>p[t + l] - shift
- *                 a1[l] += d
-*/
-
-      __pyx_t_7 = (__pyx_v_seg - __pyx_v_t);
-      __pyx_t_5 = __pyx_t_7;
-
-      for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
-        __pyx_v_l = __pyx_t_3;
-
-        /* "src/kernels.pxi":172
- *                 t += LANES
- *             for l in range(seg - t):
- *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
- *                 a1[l] += d
- *                 a2[l] += d * d
-*/
-        __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
-
-        /* "src/kernels.pxi":173
- *             for l in range(seg - t):
- *                 d = <double>p[t + l] - shift
- *                 a1[l] += d             # <<<<<<<<<<<<<<
- *                 a2[l] += d * d
- *         else:
-*/
-
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_d);
-
-        /* "src/kernels.pxi":174
- *                 d = <double>p[t + l] - shift
- *                 a1[l] += d
- *                 a2[l] += d * d             # <<<<<<<<<<<<<<
- *         else:
- *             g = dy + (p - x)
-*/
-
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_d * __pyx_v_d));
-      }
-
-
-      /* "src/kernels.pxi":164
- *         p = x + (o * C + c) * inner + i
- *         t = 0
- *         if dy == NULL:             # <<<<<<<<<<<<<<
- *             while t + LANES <= seg:
- *                 for l in range(LANES):
-*/
-      goto __pyx_L7;
+      __pyx_t_8 = NULL;
     }
 
-    /* "src/kernels.pxi":176
- *                 a2[l] += d * d
- *         else:
- *             g = dy + (p - x)             # <<<<<<<<<<<<<<
- *             while t + LANES <= seg:
+    __pyx_v_g = __pyx_t_8;
+
+    /* "src/kernels.pxi":174
+ *         p = x + (o * C + c) * inner + i
+ *         g = dy + (p - x) if dy != NULL else NULL
+ *         t = 0             # <<<<<<<<<<<<<<
+ *         while t + LANES <= seg:
+ *             if dy == NULL:
+*/
+    __pyx_v_t = 0;
+
+    /* "src/kernels.pxi":175
+ *         g = dy + (p - x) if dy != NULL else NULL
+ *         t = 0
+ *         while t + LANES <= seg:             # <<<<<<<<<<<<<<
+ *             if dy == NULL:
  *                 for l in range(LANES):
 */
-    /*else*/ {
-      __pyx_v_g = (__pyx_v_dy + (__pyx_v_p - __pyx_v_x));
+    while (1) {
+      __pyx_t_4 = ((__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES) <= __pyx_v_seg);
 
-      /* "src/kernels.pxi":177
- *         else:
- *             g = dy + (p - x)
- *             while t + LANES <= seg:             # <<<<<<<<<<<<<<
+
+      if (!__pyx_t_4) break;
+
+      /* "src/kernels.pxi":176
+ *         t = 0
+ *         while t + LANES <= seg:
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
  *                 for l in range(LANES):
- *                     e = <double>g[t + l]
+ *                     d = p[t + l] - fs
 */
-      while (1) {
-        __pyx_t_4 = ((__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES) <= __pyx_v_seg);
+      __pyx_t_4 = (__pyx_v_dy == NULL);
+
+      if (__pyx_t_4) {
 
 
-        if (!__pyx_t_4) break;
-
-        /* "src/kernels.pxi":178
- *             g = dy + (p - x)
- *             while t + LANES <= seg:
+        /* "src/kernels.pxi":177
+ *         while t + LANES <= seg:
+ *             if dy == NULL:
  *                 for l in range(LANES):             # <<<<<<<<<<<<<<
- *                     e = <double>g[t + l]
- *                     a1[l] += e
+ *                     d = p[t + l] - fs
+ *                     f1[l] += d
 */
 
         __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
@@ -21383,145 +21497,385 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(double const 
         for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
           __pyx_v_l = __pyx_t_3;
 
-          /* "src/kernels.pxi":179
- *             while t + LANES <= seg:
+          /* "src/kernels.pxi":178
+ *             if dy == NULL:
  *                 for l in range(LANES):
- *                     e = <double>g[t + l]             # <<<<<<<<<<<<<<
- *                     a1[l] += e
- *                     a2[l] += e * (<double>p[t + l] - shift)
+ *                     d = p[t + l] - fs             # <<<<<<<<<<<<<<
+ *                     f1[l] += d
+ *                     f2[l] += d * d
 */
-          __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
+          __pyx_v_d = ((__pyx_v_p[(__pyx_v_t + __pyx_v_l)]) - __pyx_v_fs);
+
+          /* "src/kernels.pxi":179
+ *                 for l in range(LANES):
+ *                     d = p[t + l] - fs
+ *                     f1[l] += d             # <<<<<<<<<<<<<<
+ *                     f2[l] += d * d
+ *             else:
+*/
+
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f1[__pyx_t_9]) = ((__pyx_v_f1[__pyx_t_9]) + __pyx_v_d);
 
           /* "src/kernels.pxi":180
+ *                     d = p[t + l] - fs
+ *                     f1[l] += d
+ *                     f2[l] += d * d             # <<<<<<<<<<<<<<
+ *             else:
  *                 for l in range(LANES):
- *                     e = <double>g[t + l]
- *                     a1[l] += e             # <<<<<<<<<<<<<<
- *                     a2[l] += e * (<double>p[t + l] - shift)
- *                 t += LANES
 */
 
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_e);
-
-          /* "src/kernels.pxi":181
- *                     e = <double>g[t + l]
- *                     a1[l] += e
- *                     a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
- *                 t += LANES
- *             for l in range(seg - t):
-*/
-
-          __pyx_t_8 = __pyx_v_l;
-          (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f2[__pyx_t_9]) = ((__pyx_v_f2[__pyx_t_9]) + (__pyx_v_d * __pyx_v_d));
         }
 
 
-        /* "src/kernels.pxi":182
- *                     a1[l] += e
- *                     a2[l] += e * (<double>p[t + l] - shift)
- *                 t += LANES             # <<<<<<<<<<<<<<
- *             for l in range(seg - t):
- *                 e = <double>g[t + l]
+        /* "src/kernels.pxi":176
+ *         t = 0
+ *         while t + LANES <= seg:
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
+ *                 for l in range(LANES):
+ *                     d = p[t + l] - fs
 */
-        __pyx_v_t = (__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES);
+        goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":183
- *                     a2[l] += e * (<double>p[t + l] - shift)
- *                 t += LANES
- *             for l in range(seg - t):             # <<<<<<<<<<<<<<
- *                 e = <double>g[t + l]
- *                 a1[l] += e
+      /* "src/kernels.pxi":182
+ *                     f2[l] += d * d
+ *             else:
+ *                 for l in range(LANES):             # <<<<<<<<<<<<<<
+ *                     e = g[t + l]
+ *                     f1[l] += e
+*/
+      /*else*/ {
+
+        __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
+        __pyx_t_2 = __pyx_t_1;
+
+        for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+          __pyx_v_l = __pyx_t_3;
+
+          /* "src/kernels.pxi":183
+ *             else:
+ *                 for l in range(LANES):
+ *                     e = g[t + l]             # <<<<<<<<<<<<<<
+ *                     f1[l] += e
+ *                     f2[l] += e * (p[t + l] - fs)
+*/
+          __pyx_v_e = (__pyx_v_g[(__pyx_v_t + __pyx_v_l)]);
+
+          /* "src/kernels.pxi":184
+ *                 for l in range(LANES):
+ *                     e = g[t + l]
+ *                     f1[l] += e             # <<<<<<<<<<<<<<
+ *                     f2[l] += e * (p[t + l] - fs)
+ *             t += LANES
 */
 
-      __pyx_t_7 = (__pyx_v_seg - __pyx_v_t);
-      __pyx_t_5 = __pyx_t_7;
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f1[__pyx_t_9]) = ((__pyx_v_f1[__pyx_t_9]) + __pyx_v_e);
 
-      for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
+          /* "src/kernels.pxi":185
+ *                     e = g[t + l]
+ *                     f1[l] += e
+ *                     f2[l] += e * (p[t + l] - fs)             # <<<<<<<<<<<<<<
+ *             t += LANES
+ *             blocks += 1
+*/
+
+          __pyx_t_9 = __pyx_v_l;
+          (__pyx_v_f2[__pyx_t_9]) = ((__pyx_v_f2[__pyx_t_9]) + (__pyx_v_e * ((__pyx_v_p[(__pyx_v_t + __pyx_v_l)]) - __pyx_v_fs)));
+        }
+
+      }
+      __pyx_L9:;
+
+      /* "src/kernels.pxi":186
+ *                     f1[l] += e
+ *                     f2[l] += e * (p[t + l] - fs)
+ *             t += LANES             # <<<<<<<<<<<<<<
+ *             blocks += 1
+ *             if floating is double or blocks == FLUSH:
+*/
+      __pyx_v_t = (__pyx_v_t + __pyx_e_5cnorm_13_kernels_avx2_LANES);
+
+      /* "src/kernels.pxi":187
+ *                     f2[l] += e * (p[t + l] - fs)
+ *             t += LANES
+ *             blocks += 1             # <<<<<<<<<<<<<<
+ *             if floating is double or blocks == FLUSH:
+ *                 for l in range(LANES):
+*/
+      __pyx_v_blocks = (__pyx_v_blocks + 1);
+
+      /* "src/kernels.pxi":189
+ *             blocks += 1
+ *             if floating is double or blocks == FLUSH:
+ *                 for l in range(LANES):             # <<<<<<<<<<<<<<
+ *                     a1[l] += <double>f1[l]
+ *                     a2[l] += <double>f2[l]
+*/
+
+      __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
+      __pyx_t_2 = __pyx_t_1;
+
+      for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":184
- *                 t += LANES
- *             for l in range(seg - t):
- *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
- *                 a1[l] += e
- *                 a2[l] += e * (<double>p[t + l] - shift)
+        /* "src/kernels.pxi":190
+ *             if floating is double or blocks == FLUSH:
+ *                 for l in range(LANES):
+ *                     a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
+ *                     a2[l] += <double>f2[l]
+ *                     f1[l] = 0.0
 */
-        __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":185
- *             for l in range(seg - t):
- *                 e = <double>g[t + l]
- *                 a1[l] += e             # <<<<<<<<<<<<<<
- *                 a2[l] += e * (<double>p[t + l] - shift)
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
+
+        /* "src/kernels.pxi":191
+ *                 for l in range(LANES):
+ *                     a1[l] += <double>f1[l]
+ *                     a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
+ *                     f1[l] = 0.0
+ *                     f2[l] = 0.0
+*/
+
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((double)(__pyx_v_f2[__pyx_v_l])));
+
+        /* "src/kernels.pxi":192
+ *                     a1[l] += <double>f1[l]
+ *                     a2[l] += <double>f2[l]
+ *                     f1[l] = 0.0             # <<<<<<<<<<<<<<
+ *                     f2[l] = 0.0
+ *                 blocks = 0
+*/
+        (__pyx_v_f1[__pyx_v_l]) = 0.0;
+
+        /* "src/kernels.pxi":193
+ *                     a2[l] += <double>f2[l]
+ *                     f1[l] = 0.0
+ *                     f2[l] = 0.0             # <<<<<<<<<<<<<<
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+*/
+        (__pyx_v_f2[__pyx_v_l]) = 0.0;
+      }
+
+
+      /* "src/kernels.pxi":194
+ *                     f1[l] = 0.0
+ *                     f2[l] = 0.0
+ *                 blocks = 0             # <<<<<<<<<<<<<<
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:
+*/
+      __pyx_v_blocks = 0;
+    }
+
+    /* "src/kernels.pxi":195
+ *                     f2[l] = 0.0
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes             # <<<<<<<<<<<<<<
+ *             if dy == NULL:
+ *                 a1[l] += <double>p[t + l] - <double>fs
+*/
+
+    __pyx_t_7 = (__pyx_v_seg - __pyx_v_t);
+    __pyx_t_5 = __pyx_t_7;
+
+    for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
+      __pyx_v_l = __pyx_t_3;
+
+      /* "src/kernels.pxi":196
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
+ *                 a1[l] += <double>p[t + l] - <double>fs
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+*/
+      __pyx_t_4 = (__pyx_v_dy == NULL);
+
+      if (__pyx_t_4) {
+
+
+        /* "src/kernels.pxi":197
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:
+ *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+ *             else:
+*/
+
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
+
+        /* "src/kernels.pxi":198
+ *             if dy == NULL:
+ *                 a1[l] += <double>p[t + l] - <double>fs
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
+ *             else:
+ *                 a1[l] += <double>g[t + l]
+*/
+
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
+
+        /* "src/kernels.pxi":196
+ *                 blocks = 0
+ *         for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+ *             if dy == NULL:             # <<<<<<<<<<<<<<
+ *                 a1[l] += <double>p[t + l] - <double>fs
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+*/
+        goto __pyx_L18;
+      }
+
+      /* "src/kernels.pxi":200
+ *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+ *             else:
+ *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
 */
+      /*else*/ {
 
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + __pyx_v_e);
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":186
- *                 e = <double>g[t + l]
- *                 a1[l] += e
- *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
+        /* "src/kernels.pxi":201
+ *             else:
+ *                 a1[l] += <double>g[t + l]
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
  *         j += seg
  *         o += 1
 */
 
-        __pyx_t_8 = __pyx_v_l;
-        (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
+        __pyx_t_9 = __pyx_v_l;
+        (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + (((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
       }
-
+      __pyx_L18:;
     }
-    __pyx_L7:;
 
-    /* "src/kernels.pxi":187
- *                 a1[l] += e
- *                 a2[l] += e * (<double>p[t + l] - shift)
+
+    /* "src/kernels.pxi":202
+ *                 a1[l] += <double>g[t + l]
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
  *         o += 1
  *         i = 0
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":188
- *                 a2[l] += e * (<double>p[t + l] - shift)
+    /* "src/kernels.pxi":203
+ *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
  *         i = 0
- *     s1[0] = _lane_sum(a1)
+ *     for l in range(LANES):
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":189
+    /* "src/kernels.pxi":204
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
- *     s1[0] = _lane_sum(a1)
- *     s2[0] = _lane_sum(a2)
+ *     for l in range(LANES):
+ *         a1[l] += <double>f1[l]
 */
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":190
+  /* "src/kernels.pxi":205
  *         o += 1
  *         i = 0
+ *     for l in range(LANES):             # <<<<<<<<<<<<<<
+ *         a1[l] += <double>f1[l]
+ *         a2[l] += <double>f2[l]
+*/
+
+  __pyx_t_1 = __pyx_e_5cnorm_13_kernels_avx2_LANES;
+  __pyx_t_2 = __pyx_t_1;
+
+  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_l = __pyx_t_3;
+
+    /* "src/kernels.pxi":206
+ *         i = 0
+ *     for l in range(LANES):
+ *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
+ *         a2[l] += <double>f2[l]
+ *     s1[0] = _lane_sum(a1)
+*/
+
+    __pyx_t_9 = __pyx_v_l;
+    (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
+
+    /* "src/kernels.pxi":207
+ *     for l in range(LANES):
+ *         a1[l] += <double>f1[l]
+ *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
+ *     s1[0] = _lane_sum(a1)
+ *     s2[0] = _lane_sum(a2)
+*/
+
+    __pyx_t_9 = __pyx_v_l;
+    (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((double)(__pyx_v_f2[__pyx_v_l])));
+  }
+
+
+  /* "src/kernels.pxi":208
+ *         a1[l] += <double>f1[l]
+ *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
  *     s2[0] = _lane_sum(a2)
- * 
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_13_kernels_avx2__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":191
- *         i = 0
+  /* "src/kernels.pxi":209
+ *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
- * 
- * 
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         s2[0] += (<double>fs - shift) * s1[0]
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_13_kernels_avx2__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":143
+  /* "src/kernels.pxi":210
+ *     s1[0] = _lane_sum(a1)
+ *     s2[0] = _lane_sum(a2)
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         s2[0] += (<double>fs - shift) * s1[0]
+ * 
+*/
+  __pyx_t_4 = (__pyx_v_dy != NULL);
+
+  if (__pyx_t_4) {
+
+
+    /* "src/kernels.pxi":211
+ *     s2[0] = _lane_sum(a2)
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+
+    __pyx_t_10 = 0;
+    (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
+
+    /* "src/kernels.pxi":210
+ *     s1[0] = _lane_sum(a1)
+ *     s2[0] = _lane_sum(a2)
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         s2[0] += (<double>fs - shift) * s1[0]
+ * 
+*/
+  }
+
+  /* "src/kernels.pxi":145
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21542,9 +21896,13 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(double const 
 
 
 
+
+
+
+
 }
 
-/* "src/kernels.pxi":194
+/* "src/kernels.pxi":214
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -21560,7 +21918,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(float 
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":197
+  /* "src/kernels.pxi":217
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -21569,7 +21927,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(float 
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":198
+  /* "src/kernels.pxi":218
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -21578,7 +21936,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(float 
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":199
+  /* "src/kernels.pxi":219
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -21587,20 +21945,20 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(float 
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":200
+  /* "src/kernels.pxi":220
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
 */
   __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":221
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
 */
   __pyx_t_1 = __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2);
@@ -21608,26 +21966,26 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(float 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":202
+    /* "src/kernels.pxi":222
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
- *         shift = mean[0]             # <<<<<<<<<<<<<<
+ *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)
 */
-    __pyx_v_shift = (__pyx_v_mean[0]);
+    __pyx_v_shift = ((double)((float)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":203
+    /* "src/kernels.pxi":223
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
  *         _finish_chunk(n, shift, s1, s2, mean, m2)
  * 
 */
     __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":204
- *         shift = mean[0]
+    /* "src/kernels.pxi":224
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
  * 
@@ -21635,16 +21993,16 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(float 
 */
     (void)(__pyx_f_5cnorm_13_kernels_avx2__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":201
+    /* "src/kernels.pxi":221
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
 */
   }
 
-  /* "src/kernels.pxi":194
+  /* "src/kernels.pxi":214
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -21668,7 +22026,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(double
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":197
+  /* "src/kernels.pxi":217
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -21677,7 +22035,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(double
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":198
+  /* "src/kernels.pxi":218
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -21686,7 +22044,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(double
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":199
+  /* "src/kernels.pxi":219
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -21695,20 +22053,20 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(double
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":200
+  /* "src/kernels.pxi":220
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
 */
   __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":221
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
 */
   __pyx_t_1 = __pyx_f_5cnorm_13_kernels_avx2__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2);
@@ -21716,26 +22074,26 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(double
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":202
+    /* "src/kernels.pxi":222
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
- *         shift = mean[0]             # <<<<<<<<<<<<<<
+ *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)
 */
-    __pyx_v_shift = (__pyx_v_mean[0]);
+    __pyx_v_shift = ((double)((double)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":203
+    /* "src/kernels.pxi":223
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
  *         _finish_chunk(n, shift, s1, s2, mean, m2)
  * 
 */
     __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":204
- *         shift = mean[0]
+    /* "src/kernels.pxi":224
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
  * 
@@ -21743,16 +22101,16 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(double
 */
     (void)(__pyx_f_5cnorm_13_kernels_avx2__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":201
+    /* "src/kernels.pxi":221
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
- *         shift = mean[0]
+ *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
 */
   }
 
-  /* "src/kernels.pxi":194
+  /* "src/kernels.pxi":214
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -21768,7 +22126,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(double
 
 }
 
-/* "src/kernels.pxi":207
+/* "src/kernels.pxi":227
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21787,7 +22145,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":210
+  /* "src/kernels.pxi":230
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -21796,7 +22154,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":211
+  /* "src/kernels.pxi":231
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -21805,7 +22163,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":212
+  /* "src/kernels.pxi":232
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -21814,7 +22172,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":213
+  /* "src/kernels.pxi":233
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -21823,7 +22181,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":214
+  /* "src/kernels.pxi":234
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -21837,7 +22195,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":215
+    /* "src/kernels.pxi":235
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -21846,7 +22204,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
     __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_13_kernels_avx2_CHUNK), __pyx_f_5cnorm_13_kernels_avx2__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":216
+    /* "src/kernels.pxi":236
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -21857,7 +22215,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
   }
 
 
-  /* "src/kernels.pxi":217
+  /* "src/kernels.pxi":237
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -21869,7 +22227,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":218
+    /* "src/kernels.pxi":238
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -21878,7 +22236,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":219
+    /* "src/kernels.pxi":239
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -21887,7 +22245,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":217
+    /* "src/kernels.pxi":237
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -21896,7 +22254,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(float const 
 */
   }
 
-  /* "src/kernels.pxi":207
+  /* "src/kernels.pxi":227
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21923,7 +22281,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":210
+  /* "src/kernels.pxi":230
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -21932,7 +22290,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":211
+  /* "src/kernels.pxi":231
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -21941,7 +22299,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":212
+  /* "src/kernels.pxi":232
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -21950,7 +22308,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":213
+  /* "src/kernels.pxi":233
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -21959,7 +22317,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":214
+  /* "src/kernels.pxi":234
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -21973,7 +22331,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":215
+    /* "src/kernels.pxi":235
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -21982,7 +22340,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
     __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_13_kernels_avx2_CHUNK), __pyx_f_5cnorm_13_kernels_avx2__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":216
+    /* "src/kernels.pxi":236
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -21993,7 +22351,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
   }
 
 
-  /* "src/kernels.pxi":217
+  /* "src/kernels.pxi":237
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -22005,7 +22363,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":218
+    /* "src/kernels.pxi":238
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -22014,7 +22372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":219
+    /* "src/kernels.pxi":239
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -22023,7 +22381,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":217
+    /* "src/kernels.pxi":237
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -22032,7 +22390,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 */
   }
 
-  /* "src/kernels.pxi":207
+  /* "src/kernels.pxi":227
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -22048,7 +22406,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(double const
 
 }
 
-/* "src/kernels.pxi":222
+/* "src/kernels.pxi":242
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -22066,7 +22424,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":226
+  /* "src/kernels.pxi":246
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -22075,7 +22433,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":228
+  /* "src/kernels.pxi":248
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -22084,7 +22442,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":229
+  /* "src/kernels.pxi":249
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -22093,7 +22451,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":230
+  /* "src/kernels.pxi":250
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -22107,7 +22465,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":231
+    /* "src/kernels.pxi":251
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -22116,7 +22474,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
 */
     __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_13_kernels_avx2_CHUNK), __pyx_f_5cnorm_13_kernels_avx2__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":232
+    /* "src/kernels.pxi":252
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -22127,7 +22485,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":233
+    /* "src/kernels.pxi":253
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -22140,7 +22498,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(float const *_
   }
 
 
-  /* "src/kernels.pxi":222
+  /* "src/kernels.pxi":242
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -22165,7 +22523,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":226
+  /* "src/kernels.pxi":246
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -22174,7 +22532,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":228
+  /* "src/kernels.pxi":248
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -22183,7 +22541,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":229
+  /* "src/kernels.pxi":249
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -22192,7 +22550,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":230
+  /* "src/kernels.pxi":250
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -22206,7 +22564,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":231
+    /* "src/kernels.pxi":251
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -22215,7 +22573,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
 */
     __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_13_kernels_avx2_CHUNK), __pyx_f_5cnorm_13_kernels_avx2__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":232
+    /* "src/kernels.pxi":252
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -22226,7 +22584,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":233
+    /* "src/kernels.pxi":253
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -22239,7 +22597,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
   }
 
 
-  /* "src/kernels.pxi":222
+  /* "src/kernels.pxi":242
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -22254,7 +22612,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(double const *
 
 }
 
-/* "src/kernels.pxi":241
+/* "src/kernels.pxi":261
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -22278,7 +22636,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
   Py_ssize_t __pyx_t_7;
   Py_ssize_t __pyx_t_8;
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":268
  *     cdef const floating *g
  *     cdef double d, e
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -22292,7 +22650,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":249
+    /* "src/kernels.pxi":269
  *     cdef double d, e
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -22301,7 +22659,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":250
+    /* "src/kernels.pxi":270
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -22312,7 +22670,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
   }
 
 
-  /* "src/kernels.pxi":251
+  /* "src/kernels.pxi":271
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -22326,7 +22684,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
   for (__pyx_t_3 = __pyx_v_r0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_r = __pyx_t_3;
 
-    /* "src/kernels.pxi":252
+    /* "src/kernels.pxi":272
  *         s2[c] = 0.0
  *     for r in range(r0, r1):
  *         p = x + r * C             # <<<<<<<<<<<<<<
@@ -22335,7 +22693,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
 */
     __pyx_v_p = (__pyx_v_x + (__pyx_v_r * __pyx_v_C));
 
-    /* "src/kernels.pxi":253
+    /* "src/kernels.pxi":273
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22347,7 +22705,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":254
+      /* "src/kernels.pxi":274
  *         p = x + r * C
  *         if dy == NULL:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -22361,7 +22719,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":255
+        /* "src/kernels.pxi":275
  *         if dy == NULL:
  *             for c in range(C):
  *                 d = <double>p[c] - shift[c]             # <<<<<<<<<<<<<<
@@ -22370,7 +22728,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
 */
         __pyx_v_d = (((double)(__pyx_v_p[__pyx_v_c])) - (__pyx_v_shift[__pyx_v_c]));
 
-        /* "src/kernels.pxi":256
+        /* "src/kernels.pxi":276
  *             for c in range(C):
  *                 d = <double>p[c] - shift[c]
  *                 s1[c] += d             # <<<<<<<<<<<<<<
@@ -22381,7 +22739,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":257
+        /* "src/kernels.pxi":277
  *                 d = <double>p[c] - shift[c]
  *                 s1[c] += d
  *                 s2[c] += d * d             # <<<<<<<<<<<<<<
@@ -22394,7 +22752,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
       }
 
 
-      /* "src/kernels.pxi":253
+      /* "src/kernels.pxi":273
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22404,7 +22762,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":259
+    /* "src/kernels.pxi":279
  *                 s2[c] += d * d
  *         else:
  *             g = dy + r * C             # <<<<<<<<<<<<<<
@@ -22414,7 +22772,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
     /*else*/ {
       __pyx_v_g = (__pyx_v_dy + (__pyx_v_r * __pyx_v_C));
 
-      /* "src/kernels.pxi":260
+      /* "src/kernels.pxi":280
  *         else:
  *             g = dy + r * C
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -22428,7 +22786,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":261
+        /* "src/kernels.pxi":281
  *             g = dy + r * C
  *             for c in range(C):
  *                 e = <double>g[c]             # <<<<<<<<<<<<<<
@@ -22437,7 +22795,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
 */
         __pyx_v_e = ((double)(__pyx_v_g[__pyx_v_c]));
 
-        /* "src/kernels.pxi":262
+        /* "src/kernels.pxi":282
  *             for c in range(C):
  *                 e = <double>g[c]
  *                 s1[c] += e             # <<<<<<<<<<<<<<
@@ -22448,7 +22806,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":263
+        /* "src/kernels.pxi":283
  *                 e = <double>g[c]
  *                 s1[c] += e
  *                 s2[c] += e * (<double>p[c] - shift[c])             # <<<<<<<<<<<<<<
@@ -22465,7 +22823,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(float const *_
   }
 
 
-  /* "src/kernels.pxi":241
+  /* "src/kernels.pxi":261
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -22498,7 +22856,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
   Py_ssize_t __pyx_t_7;
   Py_ssize_t __pyx_t_8;
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":268
  *     cdef const floating *g
  *     cdef double d, e
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -22512,7 +22870,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":249
+    /* "src/kernels.pxi":269
  *     cdef double d, e
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -22521,7 +22879,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":250
+    /* "src/kernels.pxi":270
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -22532,7 +22890,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
   }
 
 
-  /* "src/kernels.pxi":251
+  /* "src/kernels.pxi":271
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -22546,7 +22904,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
   for (__pyx_t_3 = __pyx_v_r0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_r = __pyx_t_3;
 
-    /* "src/kernels.pxi":252
+    /* "src/kernels.pxi":272
  *         s2[c] = 0.0
  *     for r in range(r0, r1):
  *         p = x + r * C             # <<<<<<<<<<<<<<
@@ -22555,7 +22913,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
 */
     __pyx_v_p = (__pyx_v_x + (__pyx_v_r * __pyx_v_C));
 
-    /* "src/kernels.pxi":253
+    /* "src/kernels.pxi":273
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22567,7 +22925,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":254
+      /* "src/kernels.pxi":274
  *         p = x + r * C
  *         if dy == NULL:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -22581,7 +22939,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":255
+        /* "src/kernels.pxi":275
  *         if dy == NULL:
  *             for c in range(C):
  *                 d = <double>p[c] - shift[c]             # <<<<<<<<<<<<<<
@@ -22590,7 +22948,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
 */
         __pyx_v_d = (((double)(__pyx_v_p[__pyx_v_c])) - (__pyx_v_shift[__pyx_v_c]));
 
-        /* "src/kernels.pxi":256
+        /* "src/kernels.pxi":276
  *             for c in range(C):
  *                 d = <double>p[c] - shift[c]
  *                 s1[c] += d             # <<<<<<<<<<<<<<
@@ -22601,7 +22959,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":257
+        /* "src/kernels.pxi":277
  *                 d = <double>p[c] - shift[c]
  *                 s1[c] += d
  *                 s2[c] += d * d             # <<<<<<<<<<<<<<
@@ -22614,7 +22972,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
       }
 
 
-      /* "src/kernels.pxi":253
+      /* "src/kernels.pxi":273
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22624,7 +22982,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":259
+    /* "src/kernels.pxi":279
  *                 s2[c] += d * d
  *         else:
  *             g = dy + r * C             # <<<<<<<<<<<<<<
@@ -22634,7 +22992,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
     /*else*/ {
       __pyx_v_g = (__pyx_v_dy + (__pyx_v_r * __pyx_v_C));
 
-      /* "src/kernels.pxi":260
+      /* "src/kernels.pxi":280
  *         else:
  *             g = dy + r * C
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -22648,7 +23006,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":261
+        /* "src/kernels.pxi":281
  *             g = dy + r * C
  *             for c in range(C):
  *                 e = <double>g[c]             # <<<<<<<<<<<<<<
@@ -22657,7 +23015,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
 */
         __pyx_v_e = ((double)(__pyx_v_g[__pyx_v_c]));
 
-        /* "src/kernels.pxi":262
+        /* "src/kernels.pxi":282
  *             for c in range(C):
  *                 e = <double>g[c]
  *                 s1[c] += e             # <<<<<<<<<<<<<<
@@ -22668,7 +23026,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":263
+        /* "src/kernels.pxi":283
  *                 e = <double>g[c]
  *                 s1[c] += e
  *                 s2[c] += e * (<double>p[c] - shift[c])             # <<<<<<<<<<<<<<
@@ -22685,7 +23043,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
   }
 
 
-  /* "src/kernels.pxi":241
+  /* "src/kernels.pxi":261
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -22702,7 +23060,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(double const *
 
 }
 
-/* "src/kernels.pxi":266
+/* "src/kernels.pxi":286
  * 
  * 
  * cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,             # <<<<<<<<<<<<<<
@@ -22720,7 +23078,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":269
+  /* "src/kernels.pxi":289
  *                             double *mean, double *m2, double *scratch) noexcept nogil:
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -22729,7 +23087,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":270
+  /* "src/kernels.pxi":290
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -22738,7 +23096,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":271
+  /* "src/kernels.pxi":291
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>(r1 - r0)             # <<<<<<<<<<<<<<
@@ -22747,7 +23105,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
   __pyx_v_n = ((double)(__pyx_v_r1 - __pyx_v_r0));
 
-  /* "src/kernels.pxi":273
+  /* "src/kernels.pxi":293
  *     cdef double n = <double>(r1 - r0)
  *     cdef Py_ssize_t c
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -22756,7 +23114,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":274
+  /* "src/kernels.pxi":294
  *     cdef Py_ssize_t c
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -22770,7 +23128,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":275
+    /* "src/kernels.pxi":295
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]             # <<<<<<<<<<<<<<
@@ -22781,7 +23139,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
   }
 
 
-  /* "src/kernels.pxi":276
+  /* "src/kernels.pxi":296
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -22790,7 +23148,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
   __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":277
+  /* "src/kernels.pxi":297
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -22804,7 +23162,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":298
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -22815,7 +23173,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
   }
 
 
-  /* "src/kernels.pxi":279
+  /* "src/kernels.pxi":299
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -22824,7 +23182,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":280
+    /* "src/kernels.pxi":300
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -22838,7 +23196,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":281
+      /* "src/kernels.pxi":301
  *     if redo:
  *         for c in range(C):
  *             shift[c] = mean[c]             # <<<<<<<<<<<<<<
@@ -22849,7 +23207,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
     }
 
 
-    /* "src/kernels.pxi":282
+    /* "src/kernels.pxi":302
  *         for c in range(C):
  *             shift[c] = mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -22858,7 +23216,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
     __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":283
+    /* "src/kernels.pxi":303
  *             shift[c] = mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -22872,7 +23230,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":284
+      /* "src/kernels.pxi":304
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -22883,7 +23241,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
     }
 
 
-    /* "src/kernels.pxi":279
+    /* "src/kernels.pxi":299
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -22892,7 +23250,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(float c
 */
   }
 
-  /* "src/kernels.pxi":266
+  /* "src/kernels.pxi":286
  * 
  * 
  * cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,             # <<<<<<<<<<<<<<
@@ -22918,7 +23276,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":269
+  /* "src/kernels.pxi":289
  *                             double *mean, double *m2, double *scratch) noexcept nogil:
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -22927,7 +23285,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":270
+  /* "src/kernels.pxi":290
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -22936,7 +23294,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":271
+  /* "src/kernels.pxi":291
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>(r1 - r0)             # <<<<<<<<<<<<<<
@@ -22945,7 +23303,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
   __pyx_v_n = ((double)(__pyx_v_r1 - __pyx_v_r0));
 
-  /* "src/kernels.pxi":273
+  /* "src/kernels.pxi":293
  *     cdef double n = <double>(r1 - r0)
  *     cdef Py_ssize_t c
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -22954,7 +23312,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":274
+  /* "src/kernels.pxi":294
  *     cdef Py_ssize_t c
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -22968,7 +23326,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":275
+    /* "src/kernels.pxi":295
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]             # <<<<<<<<<<<<<<
@@ -22979,7 +23337,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
   }
 
 
-  /* "src/kernels.pxi":276
+  /* "src/kernels.pxi":296
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -22988,7 +23346,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
   __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":277
+  /* "src/kernels.pxi":297
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -23002,7 +23360,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":298
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -23013,7 +23371,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
   }
 
 
-  /* "src/kernels.pxi":279
+  /* "src/kernels.pxi":299
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -23022,7 +23380,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":280
+    /* "src/kernels.pxi":300
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -23036,7 +23394,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":281
+      /* "src/kernels.pxi":301
  *     if redo:
  *         for c in range(C):
  *             shift[c] = mean[c]             # <<<<<<<<<<<<<<
@@ -23047,7 +23405,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
     }
 
 
-    /* "src/kernels.pxi":282
+    /* "src/kernels.pxi":302
  *         for c in range(C):
  *             shift[c] = mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -23056,7 +23414,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
     __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":283
+    /* "src/kernels.pxi":303
  *             shift[c] = mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -23070,7 +23428,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":284
+      /* "src/kernels.pxi":304
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -23081,7 +23439,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
     }
 
 
-    /* "src/kernels.pxi":279
+    /* "src/kernels.pxi":299
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -23090,7 +23448,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 */
   }
 
-  /* "src/kernels.pxi":266
+  /* "src/kernels.pxi":286
  * 
  * 
  * cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,             # <<<<<<<<<<<<<<
@@ -23106,7 +23464,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__rows_chunk_stats(double 
 
 }
 
-/* "src/kernels.pxi":291
+/* "src/kernels.pxi":311
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23124,7 +23482,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":294
+  /* "src/kernels.pxi":314
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -23133,7 +23491,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":295
+  /* "src/kernels.pxi":315
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -23145,7 +23503,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":296
+    /* "src/kernels.pxi":316
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23180,7 +23538,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":297
+                              /* "src/kernels.pxi":317
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -23189,7 +23547,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":298
+                              /* "src/kernels.pxi":318
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -23198,7 +23556,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":299
+                              /* "src/kernels.pxi":319
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -23220,7 +23578,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
 
         }
 
-        /* "src/kernels.pxi":296
+        /* "src/kernels.pxi":316
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23237,7 +23595,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
         }
     }
 
-    /* "src/kernels.pxi":295
+    /* "src/kernels.pxi":315
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -23247,7 +23605,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":302
+  /* "src/kernels.pxi":322
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23283,7 +23641,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":303
+                              /* "src/kernels.pxi":323
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_chunk_stats(x, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -23305,7 +23663,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
 
         }
 
-        /* "src/kernels.pxi":302
+        /* "src/kernels.pxi":322
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23324,7 +23682,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(float const *__
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":291
+  /* "src/kernels.pxi":311
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23349,7 +23707,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":294
+  /* "src/kernels.pxi":314
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -23358,7 +23716,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":295
+  /* "src/kernels.pxi":315
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -23370,7 +23728,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":296
+    /* "src/kernels.pxi":316
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23405,7 +23763,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":297
+                              /* "src/kernels.pxi":317
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -23414,7 +23772,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":298
+                              /* "src/kernels.pxi":318
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -23423,7 +23781,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":299
+                              /* "src/kernels.pxi":319
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -23445,7 +23803,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
 
         }
 
-        /* "src/kernels.pxi":296
+        /* "src/kernels.pxi":316
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23462,7 +23820,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
         }
     }
 
-    /* "src/kernels.pxi":295
+    /* "src/kernels.pxi":315
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -23472,7 +23830,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":302
+  /* "src/kernels.pxi":322
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23508,7 +23866,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":303
+                              /* "src/kernels.pxi":323
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_chunk_stats(x, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -23530,7 +23888,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
 
         }
 
-        /* "src/kernels.pxi":302
+        /* "src/kernels.pxi":322
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -23549,7 +23907,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":291
+  /* "src/kernels.pxi":311
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23564,7 +23922,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(double const *_
 
 }
 
-/* "src/kernels.pxi":307
+/* "src/kernels.pxi":327
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -23584,7 +23942,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
   Py_ssize_t __pyx_t_6;
   int __pyx_t_7;
 
-  /* "src/kernels.pxi":311
+  /* "src/kernels.pxi":331
  *     cdef Py_ssize_t k, c
  *     cdef double n
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -23598,7 +23956,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":312
+    /* "src/kernels.pxi":332
  *     cdef double n
  *     for c in range(C):
  *         n = 0.0             # <<<<<<<<<<<<<<
@@ -23607,7 +23965,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
 */
     __pyx_v_n = 0.0;
 
-    /* "src/kernels.pxi":313
+    /* "src/kernels.pxi":333
  *     for c in range(C):
  *         n = 0.0
  *         mean[c] = 0.0             # <<<<<<<<<<<<<<
@@ -23616,7 +23974,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
 */
     (__pyx_v_mean[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":314
+    /* "src/kernels.pxi":334
  *         n = 0.0
  *         mean[c] = 0.0
  *         m2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -23625,7 +23983,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
 */
     (__pyx_v_m2[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":315
+    /* "src/kernels.pxi":335
  *         mean[c] = 0.0
  *         m2[c] = 0.0
  *         for k in range(K):             # <<<<<<<<<<<<<<
@@ -23639,7 +23997,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_k = __pyx_t_6;
 
-      /* "src/kernels.pxi":316
+      /* "src/kernels.pxi":336
  *         m2[c] = 0.0
  *         for k in range(K):
  *             _merge_into(&n, &mean[c], &m2[c], cnt[k], pm[k * C + c], pm2[k * C + c])             # <<<<<<<<<<<<<<
@@ -23650,7 +24008,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
     }
 
 
-    /* "src/kernels.pxi":317
+    /* "src/kernels.pxi":337
  *         for k in range(K):
  *             _merge_into(&n, &mean[c], &m2[c], cnt[k], pm[k * C + c], pm2[k * C + c])
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23662,7 +24020,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":318
+      /* "src/kernels.pxi":338
  *             _merge_into(&n, &mean[c], &m2[c], cnt[k], pm[k * C + c], pm2[k * C + c])
  *         if n == 0.0:
  *             mean[c] = NAN             # <<<<<<<<<<<<<<
@@ -23671,7 +24029,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
 */
       (__pyx_v_mean[__pyx_v_c]) = NAN;
 
-      /* "src/kernels.pxi":319
+      /* "src/kernels.pxi":339
  *         if n == 0.0:
  *             mean[c] = NAN
  *             m2[c] = NAN             # <<<<<<<<<<<<<<
@@ -23680,7 +24038,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
 */
       (__pyx_v_m2[__pyx_v_c]) = NAN;
 
-      /* "src/kernels.pxi":317
+      /* "src/kernels.pxi":337
  *         for k in range(K):
  *             _merge_into(&n, &mean[c], &m2[c], cnt[k], pm[k * C + c], pm2[k * C + c])
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23691,7 +24049,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
   }
 
 
-  /* "src/kernels.pxi":307
+  /* "src/kernels.pxi":327
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -23705,7 +24063,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__merge(Py_ssize_t __pyx_v_K, Py_ssize
 
 }
 
-/* "src/kernels.pxi":322
+/* "src/kernels.pxi":342
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -23742,53 +24100,53 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_9partial_stats(PyObject *__pyx_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 322, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 342, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 322, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 342, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 322, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 342, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 342, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 342, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 342, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 342, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -23802,7 +24160,7 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_9partial_stats(PyObject *__pyx_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 322, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 342, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -23854,7 +24212,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_8partial_stats(CYTHON_UNUSED Py
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 322, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 342, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -23872,11 +24230,11 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_8partial_stats(CYTHON_UNUSED Py
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 322, __pyx_L1_error)
+    __PYX_ERR(2, 342, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 342, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -23886,7 +24244,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_8partial_stats(CYTHON_UNUSED Py
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 322, __pyx_L1_error)
+      __PYX_ERR(2, 342, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -23905,9 +24263,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_8partial_stats(CYTHON_UNUSED Py
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 322, __pyx_L1_error)
+    __PYX_ERR(2, 342, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 342, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -23916,25 +24274,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_8partial_stats(CYTHON_UNUSED Py
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 322, __pyx_L1_error)
+      __PYX_ERR(2, 342, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 322, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 342, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 322, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 342, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 322, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 322, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 342, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -23986,32 +24344,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_25partial_stats(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 322, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 342, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 322, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 342, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 322, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 342, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 322, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 342, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 322, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 342, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 322, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 342, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -24076,7 +24434,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0partial_stats", 0);
 
-  /* "src/kernels.pxi":329
+  /* "src/kernels.pxi":349
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -24087,19 +24445,19 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":330
+  /* "src/kernels.pxi":350
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 330, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 350, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 330, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 350, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 330, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 350, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -24111,7 +24469,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":331
+  /* "src/kernels.pxi":351
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24119,16 +24477,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -24149,13 +24507,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 331, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 351, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 331, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 351, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -24167,13 +24525,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 331, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 351, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":332
+  /* "src/kernels.pxi":352
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24181,26 +24539,26 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 332, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 352, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 332, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 352, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -24221,13 +24579,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -24239,13 +24597,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 332, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 352, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":333
+  /* "src/kernels.pxi":353
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24253,26 +24611,26 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 333, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 353, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 333, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 353, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -24293,13 +24651,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -24311,13 +24669,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 333, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 353, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":334
+  /* "src/kernels.pxi":354
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24325,15 +24683,15 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner == 1);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -24342,9 +24700,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -24365,13 +24723,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -24383,45 +24741,45 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 334, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 354, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":335
+  /* "src/kernels.pxi":355
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 335, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 355, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 335, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 355, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":336
+  /* "src/kernels.pxi":356
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 336, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 356, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 336, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 356, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":337
+  /* "src/kernels.pxi":357
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -24435,7 +24793,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":338
+    /* "src/kernels.pxi":358
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))             # <<<<<<<<<<<<<<
@@ -24447,7 +24805,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
   }
 
 
-  /* "src/kernels.pxi":339
+  /* "src/kernels.pxi":359
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -24459,7 +24817,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":340
+    /* "src/kernels.pxi":360
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -24472,7 +24830,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":341
+          /* "src/kernels.pxi":361
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -24488,7 +24846,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":342
+          /* "src/kernels.pxi":362
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -24506,7 +24864,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":341
+          /* "src/kernels.pxi":361
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -24517,7 +24875,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":340
+        /* "src/kernels.pxi":360
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -24534,7 +24892,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":339
+    /* "src/kernels.pxi":359
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -24543,24 +24901,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":343
+  /* "src/kernels.pxi":363
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 343, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 363, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 343, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 343, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 343, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -24572,7 +24930,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24partial_stats(CYTHON_UNUSED P
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":322
+  /* "src/kernels.pxi":342
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -24634,32 +24992,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_27partial_stats(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 322, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 342, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 322, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 342, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 322, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 342, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 322, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 342, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 322, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 342, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 322, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 342, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 322, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 342, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -24724,7 +25082,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1partial_stats", 0);
 
-  /* "src/kernels.pxi":329
+  /* "src/kernels.pxi":349
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -24735,19 +25093,19 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":330
+  /* "src/kernels.pxi":350
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 330, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 350, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 330, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 350, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 330, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 350, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -24759,7 +25117,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":331
+  /* "src/kernels.pxi":351
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24767,16 +25125,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 331, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 351, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -24797,13 +25155,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 331, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 351, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 331, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 351, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -24815,13 +25173,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 331, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 351, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":332
+  /* "src/kernels.pxi":352
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24829,26 +25187,26 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 332, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 352, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 332, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 352, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 332, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -24869,13 +25227,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 332, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 352, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -24887,13 +25245,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 332, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 352, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":333
+  /* "src/kernels.pxi":353
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24901,26 +25259,26 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 333, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 353, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 333, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 353, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 333, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -24941,13 +25299,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 333, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 353, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -24959,13 +25317,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 333, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 353, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":334
+  /* "src/kernels.pxi":354
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -24973,15 +25331,15 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner == 1);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -24990,9 +25348,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 334, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -25013,13 +25371,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 334, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -25031,45 +25389,45 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 334, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 354, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":335
+  /* "src/kernels.pxi":355
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 335, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 355, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 335, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 355, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":336
+  /* "src/kernels.pxi":356
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 336, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 356, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 336, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 356, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":337
+  /* "src/kernels.pxi":357
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -25083,7 +25441,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":338
+    /* "src/kernels.pxi":358
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))             # <<<<<<<<<<<<<<
@@ -25095,7 +25453,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
   }
 
 
-  /* "src/kernels.pxi":339
+  /* "src/kernels.pxi":359
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -25107,7 +25465,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":340
+    /* "src/kernels.pxi":360
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -25120,7 +25478,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":341
+          /* "src/kernels.pxi":361
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -25136,7 +25494,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":342
+          /* "src/kernels.pxi":362
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -25154,7 +25512,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":341
+          /* "src/kernels.pxi":361
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -25165,7 +25523,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":340
+        /* "src/kernels.pxi":360
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -25182,7 +25540,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":339
+    /* "src/kernels.pxi":359
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -25191,24 +25549,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":343
+  /* "src/kernels.pxi":363
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 343, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 363, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 343, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 343, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 343, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -25220,7 +25578,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":322
+  /* "src/kernels.pxi":342
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -25259,7 +25617,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26partial_stats(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":346
+/* "src/kernels.pxi":366
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -25309,46 +25667,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_counts,&__pyx_mstate_global->__pyx_n_u_means,&__pyx_mstate_global->__pyx_n_u_m2,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 346, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 366, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 346, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 366, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 346, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 366, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 346, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 346, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 366, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 346, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 366, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 346, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 346, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 366, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 346, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 366, __pyx_L3_error)
     }
-    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 346, __pyx_L3_error)
-    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 346, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 346, __pyx_L3_error)
+    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 366, __pyx_L3_error)
+    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 366, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 366, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 346, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 366, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -25408,7 +25766,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("merge_stats", 0);
 
-  /* "src/kernels.pxi":352
+  /* "src/kernels.pxi":372
  *     A channel with no values gets mean and m2 NaN.
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k             # <<<<<<<<<<<<<<
@@ -25418,7 +25776,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
   __pyx_v_K = (__pyx_v_means.shape[0]);
   __pyx_v_C = (__pyx_v_means.shape[1]);
 
-  /* "src/kernels.pxi":353
+  /* "src/kernels.pxi":373
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0             # <<<<<<<<<<<<<<
@@ -25427,7 +25785,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
 */
   __pyx_v_total = 0.0;
 
-  /* "src/kernels.pxi":354
+  /* "src/kernels.pxi":374
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -25435,16 +25793,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
  *     cdef double[::1] mo = mean_out, m2o = m2_out
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 354, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 374, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 354, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 374, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 354, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 374, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 354, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 374, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 354, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 374, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -25465,13 +25823,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_3, __pyx_t_6};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 354, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 374, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 354, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 374, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -25483,13 +25841,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 354, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 374, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_mean_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":355
+  /* "src/kernels.pxi":375
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -25497,16 +25855,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
  *     for k in range(K):
 */
   __pyx_t_4 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 355, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 375, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 355, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 375, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 355, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 375, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 355, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 375, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 355, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 375, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   #if CYTHON_VECTORCALL
@@ -25527,13 +25885,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
     PyObject *__pyx_callargs[3] = {__pyx_t_4, __pyx_t_5, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_3 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 355, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 375, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_3);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_3 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 355, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 375, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     #endif
@@ -25545,29 +25903,29 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 355, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 375, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_m2_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":356
+  /* "src/kernels.pxi":376
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         total += counts[k]
 */
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 356, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 376, __pyx_L1_error)
   __pyx_v_mo = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 356, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 376, __pyx_L1_error)
   __pyx_v_m2o = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
 
-  /* "src/kernels.pxi":357
+  /* "src/kernels.pxi":377
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -25581,7 +25939,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
   for (__pyx_t_11 = 0; __pyx_t_11 < __pyx_t_10; __pyx_t_11+=1) {
     __pyx_v_k = __pyx_t_11;
 
-    /* "src/kernels.pxi":358
+    /* "src/kernels.pxi":378
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):
  *         total += counts[k]             # <<<<<<<<<<<<<<
@@ -25593,7 +25951,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
   }
 
 
-  /* "src/kernels.pxi":359
+  /* "src/kernels.pxi":379
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -25605,7 +25963,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
   if (__pyx_t_13) {
 
 
-    /* "src/kernels.pxi":360
+    /* "src/kernels.pxi":380
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -25618,7 +25976,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":361
+          /* "src/kernels.pxi":381
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -25649,7 +26007,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
           }
 
 
-          /* "src/kernels.pxi":362
+          /* "src/kernels.pxi":382
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])             # <<<<<<<<<<<<<<
@@ -25671,7 +26029,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
           __pyx_t_12 = 0;
           __pyx_t_16 = 0;
 
-          /* "src/kernels.pxi":361
+          /* "src/kernels.pxi":381
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -25684,7 +26042,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
 
         }
 
-        /* "src/kernels.pxi":360
+        /* "src/kernels.pxi":380
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -25701,7 +26059,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
         }
     }
 
-    /* "src/kernels.pxi":359
+    /* "src/kernels.pxi":379
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -25710,25 +26068,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":363
+  /* "src/kernels.pxi":383
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
  *     return total, mean_out, m2_out             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 363, __pyx_L1_error)
+  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 383, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 363, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 383, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 383, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_mean_out);
   __Pyx_GIVEREF(__pyx_v_mean_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 383, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2_out);
   __Pyx_GIVEREF(__pyx_v_m2_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 363, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 383, __pyx_L1_error);
   __pyx_t_1 = 0;
   {
     PyObject *__pyx_temp;
@@ -25741,7 +26099,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
   __pyx_t_6 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":346
+  /* "src/kernels.pxi":366
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -25774,7 +26132,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyO
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":366
+/* "src/kernels.pxi":386
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -25811,53 +26169,53 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_13channel_stats(PyObject *__pyx
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 366, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 386, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 366, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 386, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 366, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 386, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 386, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 386, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 386, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 386, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -25871,7 +26229,7 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_13channel_stats(PyObject *__pyx
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 366, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 386, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -25923,7 +26281,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_12channel_stats(CYTHON_UNUSED P
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 366, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 386, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -25941,11 +26299,11 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_12channel_stats(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 366, __pyx_L1_error)
+    __PYX_ERR(2, 386, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 386, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -25955,7 +26313,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_12channel_stats(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 366, __pyx_L1_error)
+      __PYX_ERR(2, 386, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -25974,9 +26332,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_12channel_stats(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 366, __pyx_L1_error)
+    __PYX_ERR(2, 386, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 386, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -25985,25 +26343,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_12channel_stats(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 366, __pyx_L1_error)
+      __PYX_ERR(2, 386, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 366, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 386, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 366, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 386, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 366, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 366, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 386, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -26055,32 +26413,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_31channel_stats(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 366, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 386, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 366, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 386, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 366, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 386, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 386, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 366, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 386, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 366, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 386, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -26117,19 +26475,19 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_30channel_stats(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0channel_stats", 0);
 
-  /* "src/kernels.pxi":368
+  /* "src/kernels.pxi":388
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -26149,13 +26507,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_30channel_stats(CYTHON_UNUSED P
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 368, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 388, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -26170,7 +26528,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_30channel_stats(CYTHON_UNUSED P
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":366
+  /* "src/kernels.pxi":386
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -26216,32 +26574,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_33channel_stats(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 366, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 386, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 386, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 366, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 386, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 366, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 386, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 366, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 386, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 366, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 386, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 366, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 386, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -26278,19 +26636,19 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_32channel_stats(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1channel_stats", 0);
 
-  /* "src/kernels.pxi":368
+  /* "src/kernels.pxi":388
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -26310,13 +26668,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_32channel_stats(CYTHON_UNUSED P
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 368, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 388, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 368, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 388, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -26331,7 +26689,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_32channel_stats(CYTHON_UNUSED P
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":366
+  /* "src/kernels.pxi":386
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -26354,7 +26712,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_32channel_stats(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":375
+/* "src/kernels.pxi":395
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -26368,7 +26726,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__norm_row(f
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":378
+  /* "src/kernels.pxi":398
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -26382,7 +26740,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__norm_row(f
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":379
+    /* "src/kernels.pxi":399
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -26393,7 +26751,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__norm_row(f
   }
 
 
-  /* "src/kernels.pxi":375
+  /* "src/kernels.pxi":395
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -26411,7 +26769,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__norm_row(d
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":378
+  /* "src/kernels.pxi":398
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -26425,7 +26783,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__norm_row(d
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":379
+    /* "src/kernels.pxi":399
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -26436,7 +26794,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__norm_row(d
   }
 
 
-  /* "src/kernels.pxi":375
+  /* "src/kernels.pxi":395
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -26448,7 +26806,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__norm_row(d
 
 }
 
-/* "src/kernels.pxi":382
+/* "src/kernels.pxi":402
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -26463,7 +26821,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(fl
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":406
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -26475,7 +26833,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(fl
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":387
+    /* "src/kernels.pxi":407
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -26489,7 +26847,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(fl
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":388
+      /* "src/kernels.pxi":408
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -26500,7 +26858,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(fl
     }
 
 
-    /* "src/kernels.pxi":386
+    /* "src/kernels.pxi":406
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -26510,7 +26868,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(fl
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":390
+  /* "src/kernels.pxi":410
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -26525,7 +26883,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(fl
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":391
+      /* "src/kernels.pxi":411
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -26538,7 +26896,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(fl
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":402
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -26557,7 +26915,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":406
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -26569,7 +26927,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":387
+    /* "src/kernels.pxi":407
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -26583,7 +26941,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":388
+      /* "src/kernels.pxi":408
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -26594,7 +26952,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
     }
 
 
-    /* "src/kernels.pxi":386
+    /* "src/kernels.pxi":406
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -26604,7 +26962,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":390
+  /* "src/kernels.pxi":410
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -26619,7 +26977,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":391
+      /* "src/kernels.pxi":411
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -26632,7 +26990,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":402
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -26644,7 +27002,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
 
 }
 
-/* "src/kernels.pxi":394
+/* "src/kernels.pxi":414
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26654,7 +27012,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(do
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__split(double __pyx_v_mean, float *__pyx_v_hi, float *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":396
+  /* "src/kernels.pxi":416
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -26663,7 +27021,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__split(doub
 */
   (__pyx_v_hi[0]) = ((float)__pyx_v_mean);
 
-  /* "src/kernels.pxi":397
+  /* "src/kernels.pxi":417
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -26672,7 +27030,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__split(doub
 */
   (__pyx_v_lo[0]) = ((float)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":394
+  /* "src/kernels.pxi":414
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26685,7 +27043,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__split(doub
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__split(double __pyx_v_mean, double *__pyx_v_hi, double *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":396
+  /* "src/kernels.pxi":416
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -26694,7 +27052,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__split(doub
 */
   (__pyx_v_hi[0]) = ((double)__pyx_v_mean);
 
-  /* "src/kernels.pxi":397
+  /* "src/kernels.pxi":417
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -26703,7 +27061,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__split(doub
 */
   (__pyx_v_lo[0]) = ((double)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":394
+  /* "src/kernels.pxi":414
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26714,7 +27072,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__split(doub
   /* function exit code */
 }
 
-/* "src/kernels.pxi":400
+/* "src/kernels.pxi":420
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -26722,7 +27080,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__split(doub
  *                  Py_ssize_t c1, int nt) noexcept nogil:
 */
 
-static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx_v_x, float const *__pyx_v_dy, float *__pyx_v_out, Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, float const *__pyx_v_coef, Py_ssize_t __pyx_v_c0, Py_ssize_t __pyx_v_c1, int __pyx_v_nt) {
+static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx_v_x, float const *__pyx_v_dy, float *__pyx_v_out, Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, float const *__pyx_v_coef, Py_ssize_t __pyx_v_c0, Py_ssize_t __pyx_v_c1, CYTHON_UNUSED int __pyx_v_nt) {
   Py_ssize_t __pyx_v_r;
   Py_ssize_t __pyx_v_c;
   Py_ssize_t __pyx_v_o;
@@ -26742,8 +27100,8 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
   float const *__pyx_t_10;
   float const *__pyx_t_11;
 
-  /* "src/kernels.pxi":408
- *     planar layout: channels [c0, c1), in parallel only when that is all of them and nt > 1;
+  /* "src/kernels.pxi":428
+ *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
  *     cdef int w = 4 if dy == NULL else 5
@@ -26751,12 +27109,12 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":409
+  /* "src/kernels.pxi":429
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):
+ *     if inner > 1 and c1 - c0 < C:
 */
   __pyx_t_2 = (__pyx_v_dy == NULL);
 
@@ -26770,10 +27128,10 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":411
+  /* "src/kernels.pxi":431
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):             # <<<<<<<<<<<<<<
+ *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
@@ -26789,16 +27147,6 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
   }
   __pyx_t_3 = ((__pyx_v_c1 - __pyx_v_c0) < __pyx_v_C);
 
-  if (!__pyx_t_3) {
-
-  } else {
-
-    __pyx_t_2 = __pyx_t_3;
-
-    goto __pyx_L4_bool_binop_done;
-  }
-  __pyx_t_3 = (__pyx_v_nt == 1);
-
 
   __pyx_t_2 = __pyx_t_3;
 
@@ -26806,9 +27154,9 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":412
+    /* "src/kernels.pxi":432
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):
+ *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):             # <<<<<<<<<<<<<<
  *             q = coef + w * c
  *             for o in range(outer):
@@ -26820,8 +27168,8 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
     for (__pyx_t_6 = __pyx_v_c0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":413
- *     if inner > 1 and (c1 - c0 < C or nt == 1):
+      /* "src/kernels.pxi":433
+ *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):
  *             q = coef + w * c             # <<<<<<<<<<<<<<
  *             for o in range(outer):
@@ -26829,7 +27177,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 */
       __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-      /* "src/kernels.pxi":414
+      /* "src/kernels.pxi":434
  *         for c in range(c0, c1):
  *             q = coef + w * c
  *             for o in range(outer):             # <<<<<<<<<<<<<<
@@ -26843,7 +27191,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_o = __pyx_t_9;
 
-        /* "src/kernels.pxi":415
+        /* "src/kernels.pxi":435
  *             q = coef + w * c
  *             for o in range(outer):
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -26852,7 +27200,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":416
+        /* "src/kernels.pxi":436
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -26864,7 +27212,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":417
+          /* "src/kernels.pxi":437
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -26873,17 +27221,17 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 */
           __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":416
+          /* "src/kernels.pxi":436
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
 */
-          goto __pyx_L11;
+          goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":419
+        /* "src/kernels.pxi":439
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -26902,7 +27250,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
           }
 
 
-          /* "src/kernels.pxi":420
+          /* "src/kernels.pxi":440
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -26912,23 +27260,23 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
           __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(__pyx_t_10, (__pyx_v_dy + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
         }
-        __pyx_L11:;
+        __pyx_L10:;
       }
 
     }
 
 
-    /* "src/kernels.pxi":411
+    /* "src/kernels.pxi":431
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):             # <<<<<<<<<<<<<<
+ *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":441
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -26940,7 +27288,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":422
+    /* "src/kernels.pxi":442
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26975,7 +27323,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":423
+                              /* "src/kernels.pxi":443
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -26984,7 +27332,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":424
+                              /* "src/kernels.pxi":444
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -26996,7 +27344,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":425
+                                /* "src/kernels.pxi":445
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -27005,17 +27353,17 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 */
                                 __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":424
+                                /* "src/kernels.pxi":444
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
 */
-                                goto __pyx_L19;
+                                goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":427
+                              /* "src/kernels.pxi":447
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -27034,7 +27382,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
                                 }
 
 
-                                /* "src/kernels.pxi":428
+                                /* "src/kernels.pxi":448
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -27044,7 +27392,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
                                 __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_row(__pyx_t_10, (__pyx_v_dy + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
                               }
-                              __pyx_L19:;
+                              __pyx_L18:;
                           }
                       }
                   }
@@ -27059,7 +27407,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 
         }
 
-        /* "src/kernels.pxi":422
+        /* "src/kernels.pxi":442
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27070,13 +27418,13 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L14;
+            goto __pyx_L13;
           }
-          __pyx_L14:;
+          __pyx_L13:;
         }
     }
 
-    /* "src/kernels.pxi":421
+    /* "src/kernels.pxi":441
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -27086,7 +27434,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":430
+  /* "src/kernels.pxi":450
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27122,7 +27470,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":431
+                              /* "src/kernels.pxi":451
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -27150,7 +27498,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
                               }
 
 
-                              /* "src/kernels.pxi":432
+                              /* "src/kernels.pxi":452
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -27174,7 +27522,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 
         }
 
-        /* "src/kernels.pxi":430
+        /* "src/kernels.pxi":450
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27185,15 +27533,15 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L24;
+            goto __pyx_L23;
           }
-          __pyx_L24:;
+          __pyx_L23:;
         }
     }
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":400
+  /* "src/kernels.pxi":420
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -27211,7 +27559,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply(float const *__pyx
 
 }
 
-static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__pyx_v_x, double const *__pyx_v_dy, double *__pyx_v_out, Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, double const *__pyx_v_coef, Py_ssize_t __pyx_v_c0, Py_ssize_t __pyx_v_c1, int __pyx_v_nt) {
+static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__pyx_v_x, double const *__pyx_v_dy, double *__pyx_v_out, Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, double const *__pyx_v_coef, Py_ssize_t __pyx_v_c0, Py_ssize_t __pyx_v_c1, CYTHON_UNUSED int __pyx_v_nt) {
   Py_ssize_t __pyx_v_r;
   Py_ssize_t __pyx_v_c;
   Py_ssize_t __pyx_v_o;
@@ -27231,8 +27579,8 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
   double const *__pyx_t_10;
   double const *__pyx_t_11;
 
-  /* "src/kernels.pxi":408
- *     planar layout: channels [c0, c1), in parallel only when that is all of them and nt > 1;
+  /* "src/kernels.pxi":428
+ *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
  *     cdef int w = 4 if dy == NULL else 5
@@ -27240,12 +27588,12 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":409
+  /* "src/kernels.pxi":429
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):
+ *     if inner > 1 and c1 - c0 < C:
 */
   __pyx_t_2 = (__pyx_v_dy == NULL);
 
@@ -27259,10 +27607,10 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":411
+  /* "src/kernels.pxi":431
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):             # <<<<<<<<<<<<<<
+ *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
@@ -27278,16 +27626,6 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
   }
   __pyx_t_3 = ((__pyx_v_c1 - __pyx_v_c0) < __pyx_v_C);
 
-  if (!__pyx_t_3) {
-
-  } else {
-
-    __pyx_t_2 = __pyx_t_3;
-
-    goto __pyx_L4_bool_binop_done;
-  }
-  __pyx_t_3 = (__pyx_v_nt == 1);
-
 
   __pyx_t_2 = __pyx_t_3;
 
@@ -27295,9 +27633,9 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":412
+    /* "src/kernels.pxi":432
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):
+ *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):             # <<<<<<<<<<<<<<
  *             q = coef + w * c
  *             for o in range(outer):
@@ -27309,8 +27647,8 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
     for (__pyx_t_6 = __pyx_v_c0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":413
- *     if inner > 1 and (c1 - c0 < C or nt == 1):
+      /* "src/kernels.pxi":433
+ *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):
  *             q = coef + w * c             # <<<<<<<<<<<<<<
  *             for o in range(outer):
@@ -27318,7 +27656,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 */
       __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-      /* "src/kernels.pxi":414
+      /* "src/kernels.pxi":434
  *         for c in range(c0, c1):
  *             q = coef + w * c
  *             for o in range(outer):             # <<<<<<<<<<<<<<
@@ -27332,7 +27670,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_o = __pyx_t_9;
 
-        /* "src/kernels.pxi":415
+        /* "src/kernels.pxi":435
  *             q = coef + w * c
  *             for o in range(outer):
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -27341,7 +27679,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":416
+        /* "src/kernels.pxi":436
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -27353,7 +27691,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":417
+          /* "src/kernels.pxi":437
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -27362,17 +27700,17 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 */
           __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":416
+          /* "src/kernels.pxi":436
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
 */
-          goto __pyx_L11;
+          goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":419
+        /* "src/kernels.pxi":439
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -27391,7 +27729,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
           }
 
 
-          /* "src/kernels.pxi":420
+          /* "src/kernels.pxi":440
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -27401,23 +27739,23 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
           __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(__pyx_t_10, (__pyx_v_dy + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
         }
-        __pyx_L11:;
+        __pyx_L10:;
       }
 
     }
 
 
-    /* "src/kernels.pxi":411
+    /* "src/kernels.pxi":431
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
- *     if inner > 1 and (c1 - c0 < C or nt == 1):             # <<<<<<<<<<<<<<
+ *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":441
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -27429,7 +27767,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":422
+    /* "src/kernels.pxi":442
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27464,7 +27802,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":423
+                              /* "src/kernels.pxi":443
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -27473,7 +27811,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":424
+                              /* "src/kernels.pxi":444
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -27485,7 +27823,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":425
+                                /* "src/kernels.pxi":445
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -27494,17 +27832,17 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 */
                                 __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":424
+                                /* "src/kernels.pxi":444
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
 */
-                                goto __pyx_L19;
+                                goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":427
+                              /* "src/kernels.pxi":447
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -27523,7 +27861,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
                                 }
 
 
-                                /* "src/kernels.pxi":428
+                                /* "src/kernels.pxi":448
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -27533,7 +27871,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
                                 __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_row(__pyx_t_10, (__pyx_v_dy + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
                               }
-                              __pyx_L19:;
+                              __pyx_L18:;
                           }
                       }
                   }
@@ -27548,7 +27886,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 
         }
 
-        /* "src/kernels.pxi":422
+        /* "src/kernels.pxi":442
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27559,13 +27897,13 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L14;
+            goto __pyx_L13;
           }
-          __pyx_L14:;
+          __pyx_L13:;
         }
     }
 
-    /* "src/kernels.pxi":421
+    /* "src/kernels.pxi":441
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -27575,7 +27913,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":430
+  /* "src/kernels.pxi":450
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27611,7 +27949,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":431
+                              /* "src/kernels.pxi":451
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -27639,7 +27977,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
                               }
 
 
-                              /* "src/kernels.pxi":432
+                              /* "src/kernels.pxi":452
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -27663,7 +28001,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 
         }
 
-        /* "src/kernels.pxi":430
+        /* "src/kernels.pxi":450
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27674,15 +28012,15 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L24;
+            goto __pyx_L23;
           }
-          __pyx_L24:;
+          __pyx_L23:;
         }
     }
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":400
+  /* "src/kernels.pxi":420
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -27700,7 +28038,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply(double const *__py
 
 }
 
-/* "src/kernels.pxi":435
+/* "src/kernels.pxi":455
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -27720,7 +28058,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":439
+  /* "src/kernels.pxi":459
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -27729,7 +28067,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":440
+  /* "src/kernels.pxi":460
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -27738,7 +28076,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":441
+  /* "src/kernels.pxi":461
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -27747,7 +28085,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":442
+  /* "src/kernels.pxi":462
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -27756,7 +28094,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":463
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -27765,7 +28103,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":444
+  /* "src/kernels.pxi":464
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -27777,7 +28115,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":445
+    /* "src/kernels.pxi":465
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27791,7 +28129,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":446
+      /* "src/kernels.pxi":466
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -27802,7 +28140,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
     }
 
 
-    /* "src/kernels.pxi":444
+    /* "src/kernels.pxi":464
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -27812,7 +28150,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":447
+  /* "src/kernels.pxi":467
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -27824,7 +28162,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":448
+    /* "src/kernels.pxi":468
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27838,7 +28176,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":449
+      /* "src/kernels.pxi":469
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -27849,7 +28187,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
     }
 
 
-    /* "src/kernels.pxi":447
+    /* "src/kernels.pxi":467
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -27859,7 +28197,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":451
+  /* "src/kernels.pxi":471
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27874,7 +28212,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":452
+      /* "src/kernels.pxi":472
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -27887,7 +28225,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__apply_cols(float const *
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":435
+  /* "src/kernels.pxi":455
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -27916,7 +28254,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":439
+  /* "src/kernels.pxi":459
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -27925,7 +28263,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":440
+  /* "src/kernels.pxi":460
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -27934,7 +28272,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":441
+  /* "src/kernels.pxi":461
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -27943,7 +28281,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":442
+  /* "src/kernels.pxi":462
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -27952,7 +28290,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":463
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -27961,7 +28299,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":444
+  /* "src/kernels.pxi":464
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -27973,7 +28311,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":445
+    /* "src/kernels.pxi":465
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27987,7 +28325,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":446
+      /* "src/kernels.pxi":466
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -27998,7 +28336,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
     }
 
 
-    /* "src/kernels.pxi":444
+    /* "src/kernels.pxi":464
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -28008,7 +28346,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":447
+  /* "src/kernels.pxi":467
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -28020,7 +28358,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":448
+    /* "src/kernels.pxi":468
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -28034,7 +28372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":449
+      /* "src/kernels.pxi":469
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -28045,7 +28383,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
     }
 
 
-    /* "src/kernels.pxi":447
+    /* "src/kernels.pxi":467
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -28055,7 +28393,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":451
+  /* "src/kernels.pxi":471
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -28070,7 +28408,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":452
+      /* "src/kernels.pxi":472
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -28083,7 +28421,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":435
+  /* "src/kernels.pxi":455
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -28100,7 +28438,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__apply_cols(double const 
 
 }
 
-/* "src/kernels.pxi":455
+/* "src/kernels.pxi":475
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -28114,7 +28452,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":458
+  /* "src/kernels.pxi":478
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -28130,7 +28468,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":459
+  /* "src/kernels.pxi":479
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -28147,7 +28485,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":460
+  /* "src/kernels.pxi":480
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -28156,7 +28494,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
 */
   __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":461
+  /* "src/kernels.pxi":481
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -28165,7 +28503,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((float)__pyx_v_a);
 
-  /* "src/kernels.pxi":462
+  /* "src/kernels.pxi":482
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -28174,7 +28512,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((float)__pyx_v_b);
 
-  /* "src/kernels.pxi":463
+  /* "src/kernels.pxi":483
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -28186,7 +28524,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":464
+    /* "src/kernels.pxi":484
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -28195,7 +28533,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((float)__pyx_v_e);
 
-    /* "src/kernels.pxi":463
+    /* "src/kernels.pxi":483
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -28204,7 +28542,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(float *__pyx_v_
 */
   }
 
-  /* "src/kernels.pxi":455
+  /* "src/kernels.pxi":475
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -28223,7 +28561,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":458
+  /* "src/kernels.pxi":478
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -28239,7 +28577,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":459
+  /* "src/kernels.pxi":479
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -28256,7 +28594,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":460
+  /* "src/kernels.pxi":480
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -28265,7 +28603,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
 */
   __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":461
+  /* "src/kernels.pxi":481
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -28274,7 +28612,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((double)__pyx_v_a);
 
-  /* "src/kernels.pxi":462
+  /* "src/kernels.pxi":482
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -28283,7 +28621,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((double)__pyx_v_b);
 
-  /* "src/kernels.pxi":463
+  /* "src/kernels.pxi":483
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -28295,7 +28633,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":464
+    /* "src/kernels.pxi":484
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -28304,7 +28642,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((double)__pyx_v_e);
 
-    /* "src/kernels.pxi":463
+    /* "src/kernels.pxi":483
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -28313,7 +28651,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
 */
   }
 
-  /* "src/kernels.pxi":455
+  /* "src/kernels.pxi":475
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -28326,7 +28664,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(double *__pyx_v
 
 }
 
-/* "src/kernels.pxi":467
+/* "src/kernels.pxi":487
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -28363,53 +28701,53 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_15normalize(PyObject *__pyx_sel
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 467, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 487, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 487, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 467, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 487, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 487, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 487, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 487, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 487, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -28423,7 +28761,7 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_15normalize(PyObject *__pyx_sel
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 467, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 487, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28475,7 +28813,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_14normalize(CYTHON_UNUSED PyObj
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 467, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 487, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -28493,11 +28831,11 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_14normalize(CYTHON_UNUSED PyObj
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 467, __pyx_L1_error)
+    __PYX_ERR(2, 487, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 487, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -28507,7 +28845,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_14normalize(CYTHON_UNUSED PyObj
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 467, __pyx_L1_error)
+      __PYX_ERR(2, 487, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -28526,9 +28864,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_14normalize(CYTHON_UNUSED PyObj
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 467, __pyx_L1_error)
+    __PYX_ERR(2, 487, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 487, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -28537,25 +28875,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_14normalize(CYTHON_UNUSED PyObj
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 467, __pyx_L1_error)
+      __PYX_ERR(2, 487, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 467, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 487, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 467, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 487, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 467, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 467, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 487, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -28611,60 +28949,60 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_37normalize(PyObjec
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 467, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 487, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 487, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 467, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 487, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 487, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 467, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 467, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 467, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 468, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 468, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 487, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 487, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 487, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 488, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 488, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 467, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 487, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28720,7 +29058,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0normalize", 0);
 
-  /* "src/kernels.pxi":474
+  /* "src/kernels.pxi":494
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -28731,24 +29069,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":475
+  /* "src/kernels.pxi":495
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 475, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 495, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 475, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 495, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 475, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 495, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":476
+    /* "src/kernels.pxi":496
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -28765,7 +29103,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":475
+    /* "src/kernels.pxi":495
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -28774,7 +29112,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
 */
   }
 
-  /* "src/kernels.pxi":477
+  /* "src/kernels.pxi":497
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -28783,7 +29121,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":478
+  /* "src/kernels.pxi":498
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -28795,16 +29133,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":479
+    /* "src/kernels.pxi":499
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 479, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 499, __pyx_L1_error)
 
-    /* "src/kernels.pxi":478
+    /* "src/kernels.pxi":498
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -28813,7 +29151,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
 */
   }
 
-  /* "src/kernels.pxi":480
+  /* "src/kernels.pxi":500
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -28826,7 +29164,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":481
+        /* "src/kernels.pxi":501
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -28840,7 +29178,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":482
+          /* "src/kernels.pxi":502
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -28854,7 +29192,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
         }
 
 
-        /* "src/kernels.pxi":483
+        /* "src/kernels.pxi":503
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -28868,7 +29206,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":484
+        /* "src/kernels.pxi":504
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -28886,7 +29224,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
         }
 
 
-        /* "src/kernels.pxi":483
+        /* "src/kernels.pxi":503
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -28897,7 +29235,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
 
       }
 
-      /* "src/kernels.pxi":480
+      /* "src/kernels.pxi":500
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -28914,7 +29252,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
       }
   }
 
-  /* "src/kernels.pxi":485
+  /* "src/kernels.pxi":505
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -28923,7 +29261,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36normalize(CYTHON_UNUSED PyObj
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":467
+  /* "src/kernels.pxi":487
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -28977,60 +29315,60 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_39normalize(PyObjec
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 467, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 487, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 467, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 487, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 487, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 467, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 487, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 487, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 467, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 487, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 467, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 467, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 467, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 468, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 468, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 487, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 487, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 487, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 488, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 488, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 467, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 487, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29086,7 +29424,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1normalize", 0);
 
-  /* "src/kernels.pxi":474
+  /* "src/kernels.pxi":494
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -29097,24 +29435,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":475
+  /* "src/kernels.pxi":495
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 475, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 495, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 475, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 495, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 475, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 495, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":476
+    /* "src/kernels.pxi":496
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -29131,7 +29469,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":475
+    /* "src/kernels.pxi":495
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -29140,7 +29478,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
 */
   }
 
-  /* "src/kernels.pxi":477
+  /* "src/kernels.pxi":497
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -29149,7 +29487,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":478
+  /* "src/kernels.pxi":498
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -29161,16 +29499,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":479
+    /* "src/kernels.pxi":499
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 479, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 499, __pyx_L1_error)
 
-    /* "src/kernels.pxi":478
+    /* "src/kernels.pxi":498
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -29179,7 +29517,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
 */
   }
 
-  /* "src/kernels.pxi":480
+  /* "src/kernels.pxi":500
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -29192,7 +29530,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":481
+        /* "src/kernels.pxi":501
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -29206,7 +29544,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":482
+          /* "src/kernels.pxi":502
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -29220,7 +29558,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
         }
 
 
-        /* "src/kernels.pxi":483
+        /* "src/kernels.pxi":503
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -29234,7 +29572,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":484
+        /* "src/kernels.pxi":504
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -29252,7 +29590,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
         }
 
 
-        /* "src/kernels.pxi":483
+        /* "src/kernels.pxi":503
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -29263,7 +29601,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
 
       }
 
-      /* "src/kernels.pxi":480
+      /* "src/kernels.pxi":500
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -29280,7 +29618,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
       }
   }
 
-  /* "src/kernels.pxi":485
+  /* "src/kernels.pxi":505
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -29289,7 +29627,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":467
+  /* "src/kernels.pxi":487
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -29316,7 +29654,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38normalize(CYTHON_UNUSED PyObj
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":492
+/* "src/kernels.pxi":512
  * # ---------------------------------------------------------------------------------------------
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
@@ -29353,53 +29691,53 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_17bn_forward_train(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 492, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 512, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 512, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 492, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 512, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 512, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 512, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 512, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 512, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -29413,7 +29751,7 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_17bn_forward_train(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 492, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 512, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29465,7 +29803,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_16bn_forward_train(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 492, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 512, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -29483,11 +29821,11 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_16bn_forward_train(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 492, __pyx_L1_error)
+    __PYX_ERR(2, 512, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 512, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -29497,7 +29835,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_16bn_forward_train(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 492, __pyx_L1_error)
+      __PYX_ERR(2, 512, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -29516,9 +29854,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_16bn_forward_train(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 492, __pyx_L1_error)
+    __PYX_ERR(2, 512, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 512, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -29527,25 +29865,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_16bn_forward_train(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 492, __pyx_L1_error)
+      __PYX_ERR(2, 512, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 492, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 492, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 512, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 492, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 492, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 512, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -29604,81 +29942,81 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_43bn_forward_train(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 492, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 512, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 512, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 492, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 512, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 512, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 492, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 492, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 493, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 494, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 494, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 494, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 512, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 512, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 513, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 513, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 513, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 492, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 512, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29752,7 +30090,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_train", 0);
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":522
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -29763,7 +30101,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":503
+  /* "src/kernels.pxi":523
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -29772,7 +30110,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":504
+  /* "src/kernels.pxi":524
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -29781,24 +30119,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":525
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":506
+    /* "src/kernels.pxi":526
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -29818,7 +30156,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":507
+    /* "src/kernels.pxi":527
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -29838,7 +30176,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":508
+    /* "src/kernels.pxi":528
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -29858,7 +30196,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":509
+    /* "src/kernels.pxi":529
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -29876,7 +30214,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":505
+    /* "src/kernels.pxi":525
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -29885,7 +30223,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":510
+  /* "src/kernels.pxi":530
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -29894,7 +30232,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":511
+  /* "src/kernels.pxi":531
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -29911,7 +30249,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   __pyx_v_nt = __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":512
+  /* "src/kernels.pxi":532
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -29920,7 +30258,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":513
+  /* "src/kernels.pxi":533
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -29929,7 +30267,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":534
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -29949,7 +30287,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":535
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -29969,7 +30307,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":516
+  /* "src/kernels.pxi":536
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -29981,7 +30319,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":537
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -29993,7 +30331,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":518
+  /* "src/kernels.pxi":538
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -30019,7 +30357,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":519
+    /* "src/kernels.pxi":539
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -30031,16 +30369,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":520
+      /* "src/kernels.pxi":540
  *     if not rows and _fused(C, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 520, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 540, __pyx_L1_error)
 
-      /* "src/kernels.pxi":519
+      /* "src/kernels.pxi":539
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -30049,7 +30387,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
     }
 
-    /* "src/kernels.pxi":521
+    /* "src/kernels.pxi":541
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -30062,7 +30400,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":522
+          /* "src/kernels.pxi":542
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30092,7 +30430,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_11);
 
-                              /* "src/kernels.pxi":523
+                              /* "src/kernels.pxi":543
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -30103,7 +30441,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_stats(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-                              /* "src/kernels.pxi":524
+                              /* "src/kernels.pxi":544
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -30114,7 +30452,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
                               __pyx_t_6 = __pyx_v_c;
                               *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-                              /* "src/kernels.pxi":525
+                              /* "src/kernels.pxi":545
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -30134,7 +30472,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
                               }
 
 
-                              /* "src/kernels.pxi":526
+                              /* "src/kernels.pxi":546
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -30152,7 +30490,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
                               }
 
 
-                              /* "src/kernels.pxi":525
+                              /* "src/kernels.pxi":545
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -30163,7 +30501,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 
 
 
-                              /* "src/kernels.pxi":527
+                              /* "src/kernels.pxi":547
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -30185,7 +30523,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 
         }
 
-        /* "src/kernels.pxi":521
+        /* "src/kernels.pxi":541
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -30202,7 +30540,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":528
+    /* "src/kernels.pxi":548
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -30211,14 +30549,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":529
+    /* "src/kernels.pxi":549
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 529, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 549, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -30231,7 +30569,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":518
+    /* "src/kernels.pxi":538
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -30240,7 +30578,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":530
+  /* "src/kernels.pxi":550
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1             # <<<<<<<<<<<<<<
@@ -30256,7 +30594,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   }
   __pyx_v_scratch_len = __pyx_t_12;
 
-  /* "src/kernels.pxi":531
+  /* "src/kernels.pxi":551
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -30265,7 +30603,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":532
+  /* "src/kernels.pxi":552
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -30291,7 +30629,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":533
+    /* "src/kernels.pxi":553
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -30300,7 +30638,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":534
+    /* "src/kernels.pxi":554
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -30309,16 +30647,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":535
+    /* "src/kernels.pxi":555
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 535, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 555, __pyx_L1_error)
 
-    /* "src/kernels.pxi":532
+    /* "src/kernels.pxi":552
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -30327,7 +30665,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":536
+  /* "src/kernels.pxi":556
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -30336,7 +30674,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":537
+  /* "src/kernels.pxi":557
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -30349,7 +30687,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":539
+        /* "src/kernels.pxi":559
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -30364,7 +30702,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
           __pyx_t_12 = (__pyx_v_K * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":538
+        /* "src/kernels.pxi":558
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -30374,7 +30712,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_12));
 
 
-        /* "src/kernels.pxi":540
+        /* "src/kernels.pxi":560
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -30388,7 +30726,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":541
+          /* "src/kernels.pxi":561
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))             # <<<<<<<<<<<<<<
@@ -30399,7 +30737,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":542
+        /* "src/kernels.pxi":562
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -30410,7 +30748,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_13_kernels_avx2__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":543
+        /* "src/kernels.pxi":563
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -30424,7 +30762,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":544
+          /* "src/kernels.pxi":564
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -30435,7 +30773,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
           __pyx_t_6 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":545
+          /* "src/kernels.pxi":565
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -30455,7 +30793,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
           }
 
 
-          /* "src/kernels.pxi":546
+          /* "src/kernels.pxi":566
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -30473,7 +30811,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
           }
 
 
-          /* "src/kernels.pxi":545
+          /* "src/kernels.pxi":565
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -30486,7 +30824,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":548
+        /* "src/kernels.pxi":568
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -30501,7 +30839,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
           __pyx_t_12 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":547
+        /* "src/kernels.pxi":567
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -30512,7 +30850,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 
       }
 
-      /* "src/kernels.pxi":537
+      /* "src/kernels.pxi":557
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -30529,7 +30867,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
       }
   }
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":569
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -30538,7 +30876,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":550
+  /* "src/kernels.pxi":570
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -30547,14 +30885,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":551
+  /* "src/kernels.pxi":571
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 571, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -30567,7 +30905,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42bn_forward_train(CYTHON_UNUSE
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":492
+  /* "src/kernels.pxi":512
  * # ---------------------------------------------------------------------------------------------
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
@@ -30633,81 +30971,81 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_45bn_forward_train(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 492, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 512, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 492, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 512, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 512, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 492, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 512, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 512, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 492, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 512, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 492, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 492, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 493, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 494, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 494, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 494, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 512, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 512, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 513, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 513, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 513, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 492, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 512, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -30781,7 +31119,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_train", 0);
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":522
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -30792,7 +31130,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":503
+  /* "src/kernels.pxi":523
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -30801,7 +31139,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":504
+  /* "src/kernels.pxi":524
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -30810,24 +31148,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":525
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":506
+    /* "src/kernels.pxi":526
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -30847,7 +31185,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":507
+    /* "src/kernels.pxi":527
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -30867,7 +31205,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":508
+    /* "src/kernels.pxi":528
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -30887,7 +31225,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":509
+    /* "src/kernels.pxi":529
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -30905,7 +31243,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":505
+    /* "src/kernels.pxi":525
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -30914,7 +31252,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":510
+  /* "src/kernels.pxi":530
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -30923,7 +31261,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":511
+  /* "src/kernels.pxi":531
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -30940,7 +31278,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   __pyx_v_nt = __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":512
+  /* "src/kernels.pxi":532
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -30949,7 +31287,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":513
+  /* "src/kernels.pxi":533
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -30958,7 +31296,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":534
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -30978,7 +31316,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":535
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -30998,7 +31336,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":516
+  /* "src/kernels.pxi":536
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -31010,7 +31348,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":537
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -31022,7 +31360,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":518
+  /* "src/kernels.pxi":538
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -31048,7 +31386,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":519
+    /* "src/kernels.pxi":539
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -31060,16 +31398,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":520
+      /* "src/kernels.pxi":540
  *     if not rows and _fused(C, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 520, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 540, __pyx_L1_error)
 
-      /* "src/kernels.pxi":519
+      /* "src/kernels.pxi":539
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -31078,7 +31416,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
     }
 
-    /* "src/kernels.pxi":521
+    /* "src/kernels.pxi":541
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -31091,7 +31429,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":522
+          /* "src/kernels.pxi":542
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31121,7 +31459,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_11);
 
-                              /* "src/kernels.pxi":523
+                              /* "src/kernels.pxi":543
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -31132,7 +31470,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_stats(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-                              /* "src/kernels.pxi":524
+                              /* "src/kernels.pxi":544
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -31143,7 +31481,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
                               __pyx_t_6 = __pyx_v_c;
                               *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-                              /* "src/kernels.pxi":525
+                              /* "src/kernels.pxi":545
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -31163,7 +31501,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
                               }
 
 
-                              /* "src/kernels.pxi":526
+                              /* "src/kernels.pxi":546
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -31181,7 +31519,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
                               }
 
 
-                              /* "src/kernels.pxi":525
+                              /* "src/kernels.pxi":545
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -31192,7 +31530,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 
 
 
-                              /* "src/kernels.pxi":527
+                              /* "src/kernels.pxi":547
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -31214,7 +31552,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 
         }
 
-        /* "src/kernels.pxi":521
+        /* "src/kernels.pxi":541
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -31231,7 +31569,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         }
     }
 
-    /* "src/kernels.pxi":528
+    /* "src/kernels.pxi":548
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -31240,14 +31578,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":529
+    /* "src/kernels.pxi":549
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 529, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 549, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -31260,7 +31598,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":518
+    /* "src/kernels.pxi":538
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -31269,7 +31607,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":530
+  /* "src/kernels.pxi":550
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1             # <<<<<<<<<<<<<<
@@ -31285,7 +31623,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   }
   __pyx_v_scratch_len = __pyx_t_12;
 
-  /* "src/kernels.pxi":531
+  /* "src/kernels.pxi":551
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -31294,7 +31632,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":532
+  /* "src/kernels.pxi":552
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -31320,7 +31658,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":533
+    /* "src/kernels.pxi":553
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -31329,7 +31667,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":534
+    /* "src/kernels.pxi":554
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -31338,16 +31676,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":535
+    /* "src/kernels.pxi":555
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 535, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 555, __pyx_L1_error)
 
-    /* "src/kernels.pxi":532
+    /* "src/kernels.pxi":552
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -31356,7 +31694,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":536
+  /* "src/kernels.pxi":556
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -31365,7 +31703,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":537
+  /* "src/kernels.pxi":557
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -31378,7 +31716,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":539
+        /* "src/kernels.pxi":559
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -31393,7 +31731,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
           __pyx_t_12 = (__pyx_v_K * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":538
+        /* "src/kernels.pxi":558
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -31403,7 +31741,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_12));
 
 
-        /* "src/kernels.pxi":540
+        /* "src/kernels.pxi":560
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -31417,7 +31755,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":541
+          /* "src/kernels.pxi":561
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))             # <<<<<<<<<<<<<<
@@ -31428,7 +31766,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":542
+        /* "src/kernels.pxi":562
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -31439,7 +31777,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_13_kernels_avx2__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":543
+        /* "src/kernels.pxi":563
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31453,7 +31791,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":544
+          /* "src/kernels.pxi":564
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -31464,7 +31802,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
           __pyx_t_6 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":545
+          /* "src/kernels.pxi":565
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -31484,7 +31822,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
           }
 
 
-          /* "src/kernels.pxi":546
+          /* "src/kernels.pxi":566
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -31502,7 +31840,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
           }
 
 
-          /* "src/kernels.pxi":545
+          /* "src/kernels.pxi":565
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -31515,7 +31853,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":548
+        /* "src/kernels.pxi":568
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -31530,7 +31868,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
           __pyx_t_12 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":547
+        /* "src/kernels.pxi":567
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -31541,7 +31879,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 
       }
 
-      /* "src/kernels.pxi":537
+      /* "src/kernels.pxi":557
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -31558,7 +31896,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
       }
   }
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":569
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -31567,7 +31905,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":550
+  /* "src/kernels.pxi":570
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -31576,14 +31914,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":551
+  /* "src/kernels.pxi":571
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 571, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -31596,7 +31934,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":492
+  /* "src/kernels.pxi":512
  * # ---------------------------------------------------------------------------------------------
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
@@ -31632,7 +31970,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44bn_forward_train(CYTHON_UNUSE
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":554
+/* "src/kernels.pxi":574
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31650,7 +31988,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":558
+  /* "src/kernels.pxi":578
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -31659,7 +31997,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":559
+  /* "src/kernels.pxi":579
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -31671,7 +32009,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":560
+    /* "src/kernels.pxi":580
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31706,7 +32044,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":561
+                              /* "src/kernels.pxi":581
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -31715,7 +32053,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":562
+                              /* "src/kernels.pxi":582
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -31724,7 +32062,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":563
+                              /* "src/kernels.pxi":583
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -31746,7 +32084,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
 
         }
 
-        /* "src/kernels.pxi":560
+        /* "src/kernels.pxi":580
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31763,7 +32101,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
         }
     }
 
-    /* "src/kernels.pxi":559
+    /* "src/kernels.pxi":579
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -31773,7 +32111,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":566
+  /* "src/kernels.pxi":586
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31809,7 +32147,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":567
+                              /* "src/kernels.pxi":587
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_sums(x, dy, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -31831,7 +32169,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
 
         }
 
-        /* "src/kernels.pxi":566
+        /* "src/kernels.pxi":586
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31850,7 +32188,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(float cons
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":554
+  /* "src/kernels.pxi":574
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31875,7 +32213,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":558
+  /* "src/kernels.pxi":578
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -31884,7 +32222,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":559
+  /* "src/kernels.pxi":579
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -31896,7 +32234,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":560
+    /* "src/kernels.pxi":580
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31931,7 +32269,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":561
+                              /* "src/kernels.pxi":581
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -31940,7 +32278,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":562
+                              /* "src/kernels.pxi":582
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -31949,7 +32287,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":563
+                              /* "src/kernels.pxi":583
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -31971,7 +32309,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
 
         }
 
-        /* "src/kernels.pxi":560
+        /* "src/kernels.pxi":580
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31988,7 +32326,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
         }
     }
 
-    /* "src/kernels.pxi":559
+    /* "src/kernels.pxi":579
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -31998,7 +32336,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":566
+  /* "src/kernels.pxi":586
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -32034,7 +32372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":567
+                              /* "src/kernels.pxi":587
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_sums(x, dy, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -32056,7 +32394,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
 
         }
 
-        /* "src/kernels.pxi":566
+        /* "src/kernels.pxi":586
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -32075,7 +32413,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":554
+  /* "src/kernels.pxi":574
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -32090,7 +32428,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(double con
 
 }
 
-/* "src/kernels.pxi":571
+/* "src/kernels.pxi":591
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -32109,7 +32447,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__add_partials(Py_ssize_t __pyx_v_K, P
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
 
-  /* "src/kernels.pxi":573
+  /* "src/kernels.pxi":593
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
  *     cdef Py_ssize_t k, c
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -32123,7 +32461,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__add_partials(Py_ssize_t __pyx_v_K, P
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":574
+    /* "src/kernels.pxi":594
  *     cdef Py_ssize_t k, c
  *     for c in range(C):
  *         s[c] = 0.0             # <<<<<<<<<<<<<<
@@ -32134,7 +32472,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__add_partials(Py_ssize_t __pyx_v_K, P
   }
 
 
-  /* "src/kernels.pxi":575
+  /* "src/kernels.pxi":595
  *     for c in range(C):
  *         s[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -32148,7 +32486,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__add_partials(Py_ssize_t __pyx_v_K, P
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":576
+    /* "src/kernels.pxi":596
  *         s[c] = 0.0
  *     for k in range(K):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32162,7 +32500,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__add_partials(Py_ssize_t __pyx_v_K, P
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":577
+      /* "src/kernels.pxi":597
  *     for k in range(K):
  *         for c in range(C):
  *             s[c] += p[k * C + c]             # <<<<<<<<<<<<<<
@@ -32177,7 +32515,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__add_partials(Py_ssize_t __pyx_v_K, P
   }
 
 
-  /* "src/kernels.pxi":571
+  /* "src/kernels.pxi":591
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -32190,7 +32528,7 @@ static void __pyx_f_5cnorm_13_kernels_avx2__add_partials(Py_ssize_t __pyx_v_K, P
 
 }
 
-/* "src/kernels.pxi":580
+/* "src/kernels.pxi":600
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -32227,53 +32565,53 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_19backward_sums(PyObject *__pyx
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 580, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 600, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 600, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 580, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 600, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 600, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 600, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 600, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 600, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -32287,7 +32625,7 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_19backward_sums(PyObject *__pyx
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 580, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 600, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32339,7 +32677,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_18backward_sums(CYTHON_UNUSED P
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 580, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 600, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -32357,11 +32695,11 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_18backward_sums(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 580, __pyx_L1_error)
+    __PYX_ERR(2, 600, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 600, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -32371,7 +32709,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_18backward_sums(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 580, __pyx_L1_error)
+      __PYX_ERR(2, 600, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -32390,9 +32728,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_18backward_sums(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 580, __pyx_L1_error)
+    __PYX_ERR(2, 600, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 600, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -32401,25 +32739,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_18backward_sums(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 580, __pyx_L1_error)
+      __PYX_ERR(2, 600, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 580, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 600, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 580, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 600, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 580, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 580, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 600, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -32473,46 +32811,46 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_49backward_sums(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 580, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 600, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 600, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 580, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 600, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 600, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 600, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 600, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 580, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 580, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 581, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 600, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 600, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 601, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 580, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 600, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32581,7 +32919,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_sums", 0);
 
-  /* "src/kernels.pxi":583
+  /* "src/kernels.pxi":603
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -32592,19 +32930,19 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":584
+  /* "src/kernels.pxi":604
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 584, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 604, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 584, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 604, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 584, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 604, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -32616,7 +32954,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":585
+  /* "src/kernels.pxi":605
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -32624,16 +32962,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -32654,13 +32992,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 585, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 605, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 585, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 605, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -32672,13 +33010,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 585, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 605, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":586
+  /* "src/kernels.pxi":606
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -32686,16 +33024,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -32716,13 +33054,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 586, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 606, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 586, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 606, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -32734,13 +33072,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 586, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 606, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":587
+  /* "src/kernels.pxi":607
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -32752,21 +33090,21 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":588
+    /* "src/kernels.pxi":608
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 588, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 608, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 588, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 608, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 588, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 608, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -32778,7 +33116,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":587
+    /* "src/kernels.pxi":607
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -32787,7 +33125,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":589
+  /* "src/kernels.pxi":609
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -32795,29 +33133,29 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 589, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 609, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 589, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 609, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 589, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 609, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -32838,13 +33176,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -32856,41 +33194,41 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 589, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 609, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":590
+  /* "src/kernels.pxi":610
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 590, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 610, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":591
+  /* "src/kernels.pxi":611
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 591, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 611, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 591, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 611, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":592
+  /* "src/kernels.pxi":612
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32903,7 +33241,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":613
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -32921,7 +33259,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":594
+        /* "src/kernels.pxi":614
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -32942,7 +33280,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":613
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -32952,7 +33290,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
         __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":595
+        /* "src/kernels.pxi":615
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -32965,7 +33303,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":596
+        /* "src/kernels.pxi":616
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -32979,7 +33317,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
         __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":592
+      /* "src/kernels.pxi":612
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32996,21 +33334,21 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":597
+  /* "src/kernels.pxi":617
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 597, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 617, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 597, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 617, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 597, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 617, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -33022,7 +33360,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48backward_sums(CYTHON_UNUSED P
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":600
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -33083,46 +33421,46 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_51backward_sums(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 580, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 600, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 580, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 600, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 600, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 580, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 600, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 600, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 600, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 580, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 600, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 580, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 580, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 581, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 600, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 600, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 601, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 580, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 600, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33191,7 +33529,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_sums", 0);
 
-  /* "src/kernels.pxi":583
+  /* "src/kernels.pxi":603
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -33202,19 +33540,19 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":584
+  /* "src/kernels.pxi":604
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 584, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 604, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 584, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 604, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 584, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 604, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -33226,7 +33564,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":585
+  /* "src/kernels.pxi":605
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -33234,16 +33572,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 585, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 605, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -33264,13 +33602,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 585, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 605, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 585, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 605, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -33282,13 +33620,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 585, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 605, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":586
+  /* "src/kernels.pxi":606
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -33296,16 +33634,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 586, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 606, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -33326,13 +33664,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 586, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 606, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 586, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 606, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -33344,13 +33682,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 586, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 606, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":587
+  /* "src/kernels.pxi":607
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -33362,21 +33700,21 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":588
+    /* "src/kernels.pxi":608
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 588, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 608, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 588, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 608, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 588, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 608, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -33388,7 +33726,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":587
+    /* "src/kernels.pxi":607
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -33397,7 +33735,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":589
+  /* "src/kernels.pxi":609
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -33405,29 +33743,29 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 589, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 609, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 589, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 609, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 589, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 609, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 589, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 609, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -33448,13 +33786,13 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 589, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 609, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -33466,41 +33804,41 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 589, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 609, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":590
+  /* "src/kernels.pxi":610
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 590, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 610, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":591
+  /* "src/kernels.pxi":611
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 591, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 611, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 591, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 611, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":592
+  /* "src/kernels.pxi":612
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -33513,7 +33851,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":613
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -33531,7 +33869,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":594
+        /* "src/kernels.pxi":614
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -33552,7 +33890,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":613
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -33562,7 +33900,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
         __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":595
+        /* "src/kernels.pxi":615
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -33575,7 +33913,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":596
+        /* "src/kernels.pxi":616
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -33589,7 +33927,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
         __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":592
+      /* "src/kernels.pxi":612
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -33606,21 +33944,21 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":597
+  /* "src/kernels.pxi":617
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 597, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 617, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 597, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 617, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 597, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 617, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -33632,7 +33970,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":600
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -33668,7 +34006,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":600
+/* "src/kernels.pxi":620
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -33679,7 +34017,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50backward_sums(CYTHON_UNUSED P
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(float *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":605
+  /* "src/kernels.pxi":625
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -33688,7 +34026,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(f
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":606
+  /* "src/kernels.pxi":626
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -33697,7 +34035,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(f
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":607
+    /* "src/kernels.pxi":627
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -33706,7 +34044,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(f
 */
     __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":606
+    /* "src/kernels.pxi":626
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -33716,7 +34054,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(f
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":609
+  /* "src/kernels.pxi":629
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33728,7 +34066,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(f
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":600
+  /* "src/kernels.pxi":620
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -33743,7 +34081,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(f
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(double *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":605
+  /* "src/kernels.pxi":625
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -33752,7 +34090,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(d
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":606
+  /* "src/kernels.pxi":626
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -33761,7 +34099,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(d
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":607
+    /* "src/kernels.pxi":627
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -33770,7 +34108,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(d
 */
     __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":606
+    /* "src/kernels.pxi":626
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -33780,7 +34118,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(d
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":609
+  /* "src/kernels.pxi":629
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33792,7 +34130,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(d
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":600
+  /* "src/kernels.pxi":620
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -33804,7 +34142,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(d
 
 }
 
-/* "src/kernels.pxi":612
+/* "src/kernels.pxi":632
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -33841,53 +34179,53 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_21backward_apply(PyObject *__py
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 612, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 632, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 612, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 632, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 612, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 632, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -33901,7 +34239,7 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_21backward_apply(PyObject *__py
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 612, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 632, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33953,7 +34291,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_20backward_apply(CYTHON_UNUSED 
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 612, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 632, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -33971,11 +34309,11 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_20backward_apply(CYTHON_UNUSED 
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 612, __pyx_L1_error)
+    __PYX_ERR(2, 632, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 632, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -33985,7 +34323,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_20backward_apply(CYTHON_UNUSED 
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 612, __pyx_L1_error)
+      __PYX_ERR(2, 632, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -34004,9 +34342,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_20backward_apply(CYTHON_UNUSED 
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 612, __pyx_L1_error)
+    __PYX_ERR(2, 632, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 632, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -34015,25 +34353,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_20backward_apply(CYTHON_UNUSED 
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 612, __pyx_L1_error)
+      __PYX_ERR(2, 632, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 612, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 612, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 632, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 612, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 612, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 632, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -34092,86 +34430,86 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_55backward_apply(Py
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 612, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 632, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 612, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 632, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 612, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 632, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 612, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 612, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 613, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 613, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 613, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 614, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 614, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 614, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 634, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":614
+      /* "src/kernels.pxi":634
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -34183,7 +34521,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_55backward_apply(Py
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 612, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 632, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34203,7 +34541,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_55backward_apply(Py
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":632
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -34253,7 +34591,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_apply", 0);
 
-  /* "src/kernels.pxi":620
+  /* "src/kernels.pxi":640
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -34264,24 +34602,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":621
+  /* "src/kernels.pxi":641
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 621, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 641, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 621, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 641, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 621, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 641, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":622
+    /* "src/kernels.pxi":642
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -34298,7 +34636,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":621
+    /* "src/kernels.pxi":641
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -34307,7 +34645,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
 */
   }
 
-  /* "src/kernels.pxi":623
+  /* "src/kernels.pxi":643
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -34316,7 +34654,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":624
+  /* "src/kernels.pxi":644
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34328,16 +34666,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":625
+    /* "src/kernels.pxi":645
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 625, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 645, __pyx_L1_error)
 
-    /* "src/kernels.pxi":624
+    /* "src/kernels.pxi":644
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34346,7 +34684,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
 */
   }
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":646
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34359,7 +34697,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":627
+        /* "src/kernels.pxi":647
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -34373,7 +34711,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":628
+          /* "src/kernels.pxi":648
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -34388,7 +34726,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
         }
 
 
-        /* "src/kernels.pxi":629
+        /* "src/kernels.pxi":649
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -34412,7 +34750,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":630
+        /* "src/kernels.pxi":650
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -34430,7 +34768,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
         }
 
 
-        /* "src/kernels.pxi":629
+        /* "src/kernels.pxi":649
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -34442,7 +34780,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
 
       }
 
-      /* "src/kernels.pxi":626
+      /* "src/kernels.pxi":646
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34459,7 +34797,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
       }
   }
 
-  /* "src/kernels.pxi":631
+  /* "src/kernels.pxi":651
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -34468,7 +34806,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54backward_apply(CYTHON_UNUSED 
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":632
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -34525,86 +34863,86 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_57backward_apply(Py
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 612, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 632, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 612, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 632, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 612, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 632, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 612, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 612, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 612, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 613, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 613, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 613, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 614, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 614, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 614, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 634, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":614
+      /* "src/kernels.pxi":634
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -34616,7 +34954,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_57backward_apply(Py
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 612, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 632, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34636,7 +34974,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_57backward_apply(Py
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":632
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -34686,7 +35024,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_apply", 0);
 
-  /* "src/kernels.pxi":620
+  /* "src/kernels.pxi":640
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -34697,24 +35035,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":621
+  /* "src/kernels.pxi":641
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 621, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 641, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 621, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 641, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 621, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 641, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":622
+    /* "src/kernels.pxi":642
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -34731,7 +35069,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":621
+    /* "src/kernels.pxi":641
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -34740,7 +35078,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
 */
   }
 
-  /* "src/kernels.pxi":623
+  /* "src/kernels.pxi":643
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -34749,7 +35087,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":624
+  /* "src/kernels.pxi":644
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34761,16 +35099,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":625
+    /* "src/kernels.pxi":645
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 625, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 645, __pyx_L1_error)
 
-    /* "src/kernels.pxi":624
+    /* "src/kernels.pxi":644
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34779,7 +35117,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
 */
   }
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":646
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34792,7 +35130,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":627
+        /* "src/kernels.pxi":647
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -34806,7 +35144,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":628
+          /* "src/kernels.pxi":648
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -34821,7 +35159,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
         }
 
 
-        /* "src/kernels.pxi":629
+        /* "src/kernels.pxi":649
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -34845,7 +35183,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":630
+        /* "src/kernels.pxi":650
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -34863,7 +35201,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
         }
 
 
-        /* "src/kernels.pxi":629
+        /* "src/kernels.pxi":649
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -34875,7 +35213,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
 
       }
 
-      /* "src/kernels.pxi":626
+      /* "src/kernels.pxi":646
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34892,7 +35230,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
       }
   }
 
-  /* "src/kernels.pxi":631
+  /* "src/kernels.pxi":651
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -34901,7 +35239,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":632
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -34928,7 +35266,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56backward_apply(CYTHON_UNUSED 
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":634
+/* "src/kernels.pxi":654
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -34965,53 +35303,53 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_23bn_backward(PyObject *__pyx_s
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 634, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 654, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 654, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 634, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 654, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 654, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 654, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 654, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 654, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -35025,7 +35363,7 @@ static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_23bn_backward(PyObject *__pyx_s
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 634, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 654, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35077,7 +35415,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_22bn_backward(CYTHON_UNUSED PyO
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 634, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 654, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -35095,11 +35433,11 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_22bn_backward(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 634, __pyx_L1_error)
+    __PYX_ERR(2, 654, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 654, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -35109,7 +35447,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_22bn_backward(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 634, __pyx_L1_error)
+      __PYX_ERR(2, 654, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -35128,9 +35466,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_22bn_backward(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 634, __pyx_L1_error)
+    __PYX_ERR(2, 654, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 654, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -35139,25 +35477,25 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_22bn_backward(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 634, __pyx_L1_error)
+      __PYX_ERR(2, 654, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 634, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 654, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 634, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 654, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 634, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 634, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 654, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -35218,95 +35556,95 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_61bn_backward(PyObj
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 634, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 654, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 654, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 634, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 654, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 654, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 637, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 655, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 655, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 655, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 657, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 634, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 654, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35382,7 +35720,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_backward", 0);
 
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":665
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -35393,7 +35731,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":666
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -35402,7 +35740,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":647
+  /* "src/kernels.pxi":667
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -35411,7 +35749,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":648
+  /* "src/kernels.pxi":668
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -35429,7 +35767,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":649
+  /* "src/kernels.pxi":669
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -35449,7 +35787,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":650
+  /* "src/kernels.pxi":670
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -35469,24 +35807,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":651
+  /* "src/kernels.pxi":671
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 651, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 671, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 651, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 671, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 651, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 671, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":652
+    /* "src/kernels.pxi":672
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -35503,7 +35841,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":651
+    /* "src/kernels.pxi":671
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -35512,7 +35850,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":673
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -35521,7 +35859,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":654
+  /* "src/kernels.pxi":674
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -35538,7 +35876,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   __pyx_v_nt = __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":655
+  /* "src/kernels.pxi":675
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -35547,7 +35885,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":676
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -35556,7 +35894,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":657
+  /* "src/kernels.pxi":677
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -35576,7 +35914,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":678
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -35588,7 +35926,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":659
+  /* "src/kernels.pxi":679
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -35600,7 +35938,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":660
+  /* "src/kernels.pxi":680
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -35612,7 +35950,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":661
+  /* "src/kernels.pxi":681
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -35624,16 +35962,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":662
+    /* "src/kernels.pxi":682
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if not rows and _fused(C, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 662, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 682, __pyx_L1_error)
 
-    /* "src/kernels.pxi":661
+    /* "src/kernels.pxi":681
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -35642,7 +35980,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":683
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -35668,7 +36006,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":664
+    /* "src/kernels.pxi":684
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35681,7 +36019,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":665
+          /* "src/kernels.pxi":685
  *     if not rows and _fused(C, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -35711,7 +36049,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":666
+                              /* "src/kernels.pxi":686
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -35720,7 +36058,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
                               if (__pyx_v_need_sums) {
 
-                                /* "src/kernels.pxi":667
+                                /* "src/kernels.pxi":687
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -35732,7 +36070,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
                                 __pyx_t_6 = __pyx_v_c;
                                 __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__plane_dot(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_8)) ))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_7)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_6)) )))));
 
-                                /* "src/kernels.pxi":666
+                                /* "src/kernels.pxi":686
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -35741,7 +36079,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
                               }
 
-                              /* "src/kernels.pxi":668
+                              /* "src/kernels.pxi":688
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -35751,7 +36089,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
                               __pyx_t_6 = __pyx_v_c;
                               __pyx_t_7 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":669
+                              /* "src/kernels.pxi":689
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -35771,7 +36109,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_t_13 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":668
+                              /* "src/kernels.pxi":688
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -35781,7 +36119,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
                               __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, __pyx_v_n, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_invstd.data) + __pyx_t_7)) ))), __pyx_t_12, (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_8)) ))), (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) ))));
 
 
-                              /* "src/kernels.pxi":670
+                              /* "src/kernels.pxi":690
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -35811,7 +36149,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 
         }
 
-        /* "src/kernels.pxi":664
+        /* "src/kernels.pxi":684
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35828,7 +36166,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
         }
     }
 
-    /* "src/kernels.pxi":671
+    /* "src/kernels.pxi":691
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35837,7 +36175,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":672
+    /* "src/kernels.pxi":692
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -35854,7 +36192,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":663
+    /* "src/kernels.pxi":683
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -35863,7 +36201,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":673
+  /* "src/kernels.pxi":693
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -35872,7 +36210,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":674
+    /* "src/kernels.pxi":694
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -35881,7 +36219,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":675
+    /* "src/kernels.pxi":695
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -35893,7 +36231,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":676
+      /* "src/kernels.pxi":696
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -35902,16 +36240,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":677
+      /* "src/kernels.pxi":697
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 677, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 697, __pyx_L1_error)
 
-      /* "src/kernels.pxi":675
+      /* "src/kernels.pxi":695
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -35920,7 +36258,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
     }
 
-    /* "src/kernels.pxi":673
+    /* "src/kernels.pxi":693
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -35929,7 +36267,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":678
+  /* "src/kernels.pxi":698
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35942,7 +36280,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":679
+        /* "src/kernels.pxi":699
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -35951,7 +36289,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":680
+          /* "src/kernels.pxi":700
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -35960,7 +36298,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
           __pyx_t_13 = 0;
 
-          /* "src/kernels.pxi":681
+          /* "src/kernels.pxi":701
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -35975,7 +36313,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
             __pyx_t_11 = (__pyx_v_K * __pyx_v_C);
           }
 
-          /* "src/kernels.pxi":680
+          /* "src/kernels.pxi":700
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -35985,7 +36323,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
           __pyx_fuse_0__pyx_f_5cnorm_13_kernels_avx2__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_13)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-          /* "src/kernels.pxi":682
+          /* "src/kernels.pxi":702
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -35995,7 +36333,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":683
+          /* "src/kernels.pxi":703
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -36005,7 +36343,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":679
+          /* "src/kernels.pxi":699
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -36014,7 +36352,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
         }
 
-        /* "src/kernels.pxi":684
+        /* "src/kernels.pxi":704
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36028,7 +36366,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":705
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -36048,7 +36386,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
           }
 
 
-          /* "src/kernels.pxi":686
+          /* "src/kernels.pxi":706
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -36058,7 +36396,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_6 = __pyx_v_c;
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":705
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -36070,7 +36408,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":687
+        /* "src/kernels.pxi":707
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36085,7 +36423,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
           __pyx_t_14 = NULL;
         }
 
-        /* "src/kernels.pxi":688
+        /* "src/kernels.pxi":708
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -36100,7 +36438,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":687
+        /* "src/kernels.pxi":707
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36112,7 +36450,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 
       }
 
-      /* "src/kernels.pxi":678
+      /* "src/kernels.pxi":698
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36129,7 +36467,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":689
+  /* "src/kernels.pxi":709
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36137,14 +36475,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60bn_backward(CYTHON_UNUSED PyO
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":710
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":634
+  /* "src/kernels.pxi":654
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -36213,95 +36551,95 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_63bn_backward(PyObj
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 634, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 654, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 634, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 654, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 654, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 634, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 654, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 654, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 634, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 654, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 637, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 655, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 655, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 655, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 656, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 657, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 634, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 654, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36377,7 +36715,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_backward", 0);
 
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":665
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -36388,7 +36726,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":666
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -36397,7 +36735,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_K = __pyx_f_5cnorm_13_kernels_avx2__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":647
+  /* "src/kernels.pxi":667
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -36406,7 +36744,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":648
+  /* "src/kernels.pxi":668
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -36424,7 +36762,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":649
+  /* "src/kernels.pxi":669
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -36444,7 +36782,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":650
+  /* "src/kernels.pxi":670
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -36464,24 +36802,24 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":651
+  /* "src/kernels.pxi":671
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 651, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 671, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 651, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 671, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 651, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 671, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":652
+    /* "src/kernels.pxi":672
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36498,7 +36836,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":651
+    /* "src/kernels.pxi":671
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36507,7 +36845,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":673
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -36516,7 +36854,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":654
+  /* "src/kernels.pxi":674
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -36533,7 +36871,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   __pyx_v_nt = __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":655
+  /* "src/kernels.pxi":675
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36542,7 +36880,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":676
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -36551,7 +36889,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":657
+  /* "src/kernels.pxi":677
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -36571,7 +36909,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":678
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -36583,7 +36921,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":659
+  /* "src/kernels.pxi":679
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -36595,7 +36933,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":660
+  /* "src/kernels.pxi":680
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -36607,7 +36945,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":661
+  /* "src/kernels.pxi":681
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36619,16 +36957,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":662
+    /* "src/kernels.pxi":682
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if not rows and _fused(C, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 662, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 682, __pyx_L1_error)
 
-    /* "src/kernels.pxi":661
+    /* "src/kernels.pxi":681
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36637,7 +36975,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":683
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -36663,7 +37001,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":664
+    /* "src/kernels.pxi":684
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -36676,7 +37014,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":665
+          /* "src/kernels.pxi":685
  *     if not rows and _fused(C, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36706,7 +37044,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":666
+                              /* "src/kernels.pxi":686
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -36715,7 +37053,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
                               if (__pyx_v_need_sums) {
 
-                                /* "src/kernels.pxi":667
+                                /* "src/kernels.pxi":687
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -36727,7 +37065,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
                                 __pyx_t_6 = __pyx_v_c;
                                 __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__plane_dot(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_8)) ))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_7)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_6)) )))));
 
-                                /* "src/kernels.pxi":666
+                                /* "src/kernels.pxi":686
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -36736,7 +37074,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
                               }
 
-                              /* "src/kernels.pxi":668
+                              /* "src/kernels.pxi":688
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -36746,7 +37084,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
                               __pyx_t_6 = __pyx_v_c;
                               __pyx_t_7 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":669
+                              /* "src/kernels.pxi":689
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -36766,7 +37104,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_t_13 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":668
+                              /* "src/kernels.pxi":688
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -36776,7 +37114,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
                               __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, __pyx_v_n, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_invstd.data) + __pyx_t_7)) ))), __pyx_t_12, (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_8)) ))), (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) ))));
 
 
-                              /* "src/kernels.pxi":670
+                              /* "src/kernels.pxi":690
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -36806,7 +37144,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 
         }
 
-        /* "src/kernels.pxi":664
+        /* "src/kernels.pxi":684
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -36823,7 +37161,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
         }
     }
 
-    /* "src/kernels.pxi":671
+    /* "src/kernels.pxi":691
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -36832,7 +37170,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":672
+    /* "src/kernels.pxi":692
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -36849,7 +37187,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":663
+    /* "src/kernels.pxi":683
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, nt):             # <<<<<<<<<<<<<<
@@ -36858,7 +37196,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":673
+  /* "src/kernels.pxi":693
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -36867,7 +37205,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":674
+    /* "src/kernels.pxi":694
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -36876,7 +37214,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":675
+    /* "src/kernels.pxi":695
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -36888,7 +37226,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":676
+      /* "src/kernels.pxi":696
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -36897,16 +37235,16 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":677
+      /* "src/kernels.pxi":697
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 677, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 697, __pyx_L1_error)
 
-      /* "src/kernels.pxi":675
+      /* "src/kernels.pxi":695
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -36915,7 +37253,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
     }
 
-    /* "src/kernels.pxi":673
+    /* "src/kernels.pxi":693
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -36924,7 +37262,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":678
+  /* "src/kernels.pxi":698
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36937,7 +37275,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":679
+        /* "src/kernels.pxi":699
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -36946,7 +37284,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":680
+          /* "src/kernels.pxi":700
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -36955,7 +37293,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
           __pyx_t_13 = 0;
 
-          /* "src/kernels.pxi":681
+          /* "src/kernels.pxi":701
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -36970,7 +37308,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
             __pyx_t_11 = (__pyx_v_K * __pyx_v_C);
           }
 
-          /* "src/kernels.pxi":680
+          /* "src/kernels.pxi":700
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -36980,7 +37318,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
           __pyx_fuse_1__pyx_f_5cnorm_13_kernels_avx2__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_13)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_13_kernels_avx2__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-          /* "src/kernels.pxi":682
+          /* "src/kernels.pxi":702
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -36990,7 +37328,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":683
+          /* "src/kernels.pxi":703
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -37000,7 +37338,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_13_kernels_avx2__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":679
+          /* "src/kernels.pxi":699
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -37009,7 +37347,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
         }
 
-        /* "src/kernels.pxi":684
+        /* "src/kernels.pxi":704
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -37023,7 +37361,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":705
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -37043,7 +37381,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
           }
 
 
-          /* "src/kernels.pxi":686
+          /* "src/kernels.pxi":706
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -37053,7 +37391,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_6 = __pyx_v_c;
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":705
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -37065,7 +37403,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":687
+        /* "src/kernels.pxi":707
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -37080,7 +37418,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
           __pyx_t_14 = NULL;
         }
 
-        /* "src/kernels.pxi":688
+        /* "src/kernels.pxi":708
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -37095,7 +37433,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":687
+        /* "src/kernels.pxi":707
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -37107,7 +37445,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 
       }
 
-      /* "src/kernels.pxi":678
+      /* "src/kernels.pxi":698
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -37124,7 +37462,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":689
+  /* "src/kernels.pxi":709
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -37132,14 +37470,14 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62bn_backward(CYTHON_UNUSED PyO
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":710
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":634
+  /* "src/kernels.pxi":654
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38531,14 +38869,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_13_kernels_avx2___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_13_kernels_avx2___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 342, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults = &__pyx_type_5cnorm_13_kernels_avx2___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults) < (0)) __PYX_ERR(2, 322, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults) < (0)) __PYX_ERR(2, 342, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults);
@@ -39563,98 +39901,98 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_np, __pyx_t_4) < (0)) __PYX_ERR(2, 23, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":43
+  /* "src/kernels.pxi":45
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
  *     """The thread count a kernel called now from this thread would use (omp_get_max_threads)."""
  *     return cn_max_threads()
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_1max_threads, 0, __pyx_mstate_global->__pyx_n_u_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 43, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_1max_threads, 0, __pyx_mstate_global->__pyx_n_u_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 45, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 43, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 45, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":48
+  /* "src/kernels.pxi":50
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
  *     """Set OpenMP's thread count for the calling thread (omp_set_num_threads)."""
  *     cn_set_max_threads(n)
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_3set_max_threads, 0, __pyx_mstate_global->__pyx_n_u_set_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 48, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_3set_max_threads, 0, __pyx_mstate_global->__pyx_n_u_set_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 50, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_set_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 48, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_set_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 50, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":53
+  /* "src/kernels.pxi":55
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
  *     """True when the kernels were compiled with OpenMP."""
  *     return bool(cn_openmp_enabled())
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_5openmp_enabled, 0, __pyx_mstate_global->__pyx_n_u_openmp_enabled, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 53, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_5openmp_enabled, 0, __pyx_mstate_global->__pyx_n_u_openmp_enabled, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 55, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_openmp_enabled, __pyx_t_4) < (0)) __PYX_ERR(2, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_openmp_enabled, __pyx_t_4) < (0)) __PYX_ERR(2, 55, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":58
+  /* "src/kernels.pxi":60
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
  *     """True when this CPU (and OS) can run code built for ``target``: baseline, avx2, avx512."""
  *     return bool(cn_cpu_supports(target.encode()))
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_7cpu_supports, 0, __pyx_mstate_global->__pyx_n_u_cpu_supports, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 58, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_7cpu_supports, 0, __pyx_mstate_global->__pyx_n_u_cpu_supports, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 58, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":322
+  /* "src/kernels.pxi":342
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-chunk statistics of each channel of an ``(outer, C, inner)`` array.
  * 
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_25partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_25partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 322, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_27partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_27partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 322, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 322, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 322, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 322, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 342, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -39665,57 +40003,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 322, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 342, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":346
+  /* "src/kernels.pxi":366
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
  *     """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)`` per channel.
  * 
 */
-  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 346, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 366, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 346, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 366, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":366
+  /* "src/kernels.pxi":386
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_31channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_31channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 366, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_33channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_33channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 366, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 366, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 366, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 366, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 386, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -39726,42 +40064,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 366, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 386, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":467
+  /* "src/kernels.pxi":487
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
  *               const double[::1] shift, floating[:, :, ::1] out):
  *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_37normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_37normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 467, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_39normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_39normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 467, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 467, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 467, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 467, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 487, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -39772,42 +40110,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 467, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 487, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":492
+  /* "src/kernels.pxi":512
  * # ---------------------------------------------------------------------------------------------
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
  *                      const double[::1] bias, double eps, floating[:, :, ::1] out,
  *                      double[::1] mean, double[::1] m2, double[::1] invstd):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_43bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_f, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_43bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_f, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 492, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_45bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_45bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 492, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 492, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 492, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 492, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -39818,42 +40156,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 492, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":600
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_49backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_49backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 580, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_51backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_51backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 580, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_19backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 580, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_19backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 580, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 580, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 600, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -39864,42 +40202,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_4) < (0)) __PYX_ERR(2, 580, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_4) < (0)) __PYX_ERR(2, 600, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":632
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_55backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_55backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 612, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_57backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_57backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 612, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_21backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 612, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_21backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 612, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 612, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 632, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -39910,42 +40248,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_5) < (0)) __PYX_ERR(2, 612, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_5) < (0)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":634
+  /* "src/kernels.pxi":654
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                 const double[::1] mean, const double[::1] invstd, const double[::1] weight,
  *                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_61bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_61bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 634, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_63bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_63bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 634, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_23bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 634, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_23bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 634, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 634, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 654, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -39956,7 +40294,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_4) < (0)) __PYX_ERR(2, 634, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_4) < (0)) __PYX_ERR(2, 654, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -40078,7 +40416,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "src/kernels.pxi":331
+  /* "src/kernels.pxi":351
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -40087,12 +40425,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 331, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 351, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":632
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40101,7 +40439,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_True};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 612, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 632, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
@@ -40321,132 +40659,132 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 43};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 45};
     PyObject* const varnames[] = {0};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_max_threads, __pyx_mstate->__pyx_kp_b_iso88591__6, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 48};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 50};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_n};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_set_max_threads, __pyx_mstate->__pyx_kp_b_iso88591_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 53};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 55};
     PyObject* const varnames[] = {0};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_openmp_enabled, __pyx_mstate->__pyx_kp_b_iso88591_4q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 58};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 60};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_target};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_cpu_supports, __pyx_mstate->__pyx_kp_b_iso88591_4q_q_gQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 322};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 342};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 322};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 342};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 322};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 342};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2s, __pyx_mstate->__pyx_n_u_scratch, __pyx_mstate->__pyx_n_u_cnt, __pyx_mstate->__pyx_n_u_sc, __pyx_mstate->__pyx_n_u_pm, __pyx_mstate->__pyx_n_u_pm2};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 346};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 366};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_total, __pyx_mstate->__pyx_n_u_mean_out, __pyx_mstate->__pyx_n_u_m2_out, __pyx_mstate->__pyx_n_u_mo, __pyx_mstate->__pyx_n_u_m2o};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_merge_stats, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 366};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 386};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 366};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 386};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 366};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 386};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 467};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 487};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 467};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 487};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_double_1_double, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 467};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 487};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 492};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 512};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_f, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 492};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 512};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 492};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 512};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_yp, __pyx_mstate->__pyx_n_u_scratch_len, __pyx_mstate->__pyx_n_u_cnt};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_f, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 580};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 600};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 580};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 600};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_double_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 580};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 600};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_s1, __pyx_mstate->__pyx_n_u_s2, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_pv, __pyx_mstate->__pyx_n_u_v1, __pyx_mstate->__pyx_n_u_v2};
     __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 612};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 632};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 612};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 632};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_double_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 612};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 632};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 634};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 654};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 634};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 654};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_double_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 634};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 654};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_gp, __pyx_mstate->__pyx_n_u_dp};
     __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }

@@ -36,7 +36,9 @@ cdef extern from "cnorm_omp.h" nogil:
 cdef enum:
     CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
     ROW_CHUNK = 16384     # rows layout: values (rows x C) per statistics chunk
-    LANES = 16            # independent accumulators per sum
+    LANES = 32            # independent accumulators per sum (a fixed lane structure: the
+                          # same sums on every SIMD target)
+    FLUSH = 8             # float32: blocks of LANES summed in float before flushing to double
     PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
 
 
@@ -143,52 +145,70 @@ cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, dou
 cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
                       Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, double shift,
                       double *s1, double *s2) noexcept nogil:
-    """Without dy: s1 = sum(x - shift), s2 = sum((x - shift)^2).
-    With dy:    s1 = sum(dy),        s2 = sum(dy * (x - shift))."""
+    """Without dy: s1 = sum(x - shift), s2 = sum((x - shift)^2), shift of the data type.
+    With dy:    s1 = sum(dy),        s2 = sum(dy * (x - shift)), any double shift.
+
+    float32 data is summed in float lanes flushed into double lanes every FLUSH blocks (twice
+    the SIMD throughput of converting every value; a float lane adds at most FLUSH values of a
+    similar size, so its rounding stays near 1e-7 of the chunk's sum)."""
     cdef double a1[LANES]
     cdef double a2[LANES]
+    cdef floating f1[LANES]
+    cdef floating f2[LANES]
     cdef Py_ssize_t o = j0 // inner
     cdef Py_ssize_t i = j0 - o * inner
     cdef Py_ssize_t j = j0, t, seg
-    cdef int l
+    cdef int l, blocks = 0
     cdef const floating *p
     cdef const floating *g
-    cdef double d, e
+    cdef floating fs = <floating>shift, d, e
     for l in range(LANES):
         a1[l] = 0.0
         a2[l] = 0.0
+        f1[l] = 0.0
+        f2[l] = 0.0
     while j < j1:
         seg = min(inner - i, j1 - j)
         p = x + (o * C + c) * inner + i
+        g = dy + (p - x) if dy != NULL else NULL
         t = 0
-        if dy == NULL:
-            while t + LANES <= seg:
+        while t + LANES <= seg:
+            if dy == NULL:
                 for l in range(LANES):
-                    d = <double>p[t + l] - shift
-                    a1[l] += d
-                    a2[l] += d * d
-                t += LANES
-            for l in range(seg - t):
-                d = <double>p[t + l] - shift
-                a1[l] += d
-                a2[l] += d * d
-        else:
-            g = dy + (p - x)
-            while t + LANES <= seg:
+                    d = p[t + l] - fs
+                    f1[l] += d
+                    f2[l] += d * d
+            else:
                 for l in range(LANES):
-                    e = <double>g[t + l]
-                    a1[l] += e
-                    a2[l] += e * (<double>p[t + l] - shift)
-                t += LANES
-            for l in range(seg - t):
-                e = <double>g[t + l]
-                a1[l] += e
-                a2[l] += e * (<double>p[t + l] - shift)
+                    e = g[t + l]
+                    f1[l] += e
+                    f2[l] += e * (p[t + l] - fs)
+            t += LANES
+            blocks += 1
+            if floating is double or blocks == FLUSH:
+                for l in range(LANES):
+                    a1[l] += <double>f1[l]
+                    a2[l] += <double>f2[l]
+                    f1[l] = 0.0
+                    f2[l] = 0.0
+                blocks = 0
+        for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+            if dy == NULL:
+                a1[l] += <double>p[t + l] - <double>fs
+                a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+            else:
+                a1[l] += <double>g[t + l]
+                a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
         j += seg
         o += 1
         i = 0
+    for l in range(LANES):
+        a1[l] += <double>f1[l]
+        a2[l] += <double>f2[l]
     s1[0] = _lane_sum(a1)
     s2[0] = _lane_sum(a2)
+    if dy != NULL:  # sums were around fs; move them to the exact shift
+        s2[0] += (<double>fs - shift) * s1[0]
 
 
 cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
@@ -199,7 +219,7 @@ cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, 
     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
     if _finish_chunk(n, shift, s1, s2, mean, m2):
-        shift = mean[0]
+        shift = <double><floating>mean[0]
         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
         _finish_chunk(n, shift, s1, s2, mean, m2)
 
@@ -403,12 +423,12 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
     """Forward (dy == NULL): out = (x - mean) * a + b.
     Backward: out = dy * k1 + ((x - mean) * k2 + k3), or dy * k1 when x == NULL.
     coef holds per channel [hi, lo, a, b] (forward) or [hi, lo, k1, k2, k3] (backward);
-    planar layout: channels [c0, c1), in parallel only when that is all of them and nt > 1;
+    planar layout: channels [c0, c1) (serially, when that is not all of them);
     rows layout: all channels."""
     cdef Py_ssize_t r, c, o, off, R = outer * C
     cdef int w = 4 if dy == NULL else 5
     cdef const floating *q
-    if inner > 1 and (c1 - c0 < C or nt == 1):
+    if inner > 1 and c1 - c0 < C:
         for c in range(c0, c1):
             q = coef + w * c
             for o in range(outer):
