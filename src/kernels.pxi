@@ -33,13 +33,26 @@ cdef extern from "cnorm_omp.h" nogil:
     int cn_openmp_enabled()
     int cn_cpu_supports(const char *target)
 
+cdef extern from "cnorm_simd.h" nogil:
+    void cn_norm_stream_f32(const float *x, float *y, Py_ssize_t n, float hi, float lo,
+                            float a, float b)
+    void cn_norm_stream_f64(const double *x, double *y, Py_ssize_t n, double hi, double lo,
+                            double a, double b)
+    void cn_bwd_stream_f32(const float *x, const float *g, float *dx, Py_ssize_t n, float hi,
+                           float lo, float k1, float k2, float k3)
+    void cn_bwd_stream_f64(const double *x, const double *g, double *dx, Py_ssize_t n,
+                           double hi, double lo, double k1, double k2, double k3)
+
 cdef enum:
     CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
     ROW_CHUNK = 16384     # rows layout: values (rows x C) per statistics chunk
     LANES = 32            # independent accumulators per sum (a fixed lane structure: the
                           # same sums on every SIMD target)
+    GATHER = 512          # planar rows shorter than this are gathered before summing
     FLUSH = 8             # float32: blocks of LANES summed in float before flushing to double
     PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
+    STREAM_MIN = 12 << 20 # outputs of this many bytes or more are written with streaming
+                          # stores (they would not stay in cache anyway)
 
 
 def max_threads():
@@ -72,9 +85,11 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
     return nt if nt > 0 else 1
 
 
-cdef inline bint _fused(Py_ssize_t C, int nt) noexcept nogil:
-    """Whole channels per thread (fused, cache-resident) when channels share out evenly."""
-    return nt == 1 or C % nt == 0 or C >= 8 * nt
+cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:
+    """Whole channels per thread (fused, cache-resident) when channels share out evenly and
+    a channel's rows are long; short rows are visited in memory order instead (split path),
+    as a channel's short rows are scattered over many pages."""
+    return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)
 
 
 cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:
@@ -142,57 +157,113 @@ cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, dou
 # Planar layout: channel c of chunk k is the flat range [j0, j1) of its (outer, inner) plane.
 # ---------------------------------------------------------------------------------------------
 
+cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,
+                           Py_ssize_t nblocks, const floating *shift, floating *f1o,
+                           floating *f2o, double *a1, double *a2, int blocks) noexcept nogil:
+    """Add nblocks blocks of LANES values (block b at p + b*stride) into the lanes.
+
+    Without g: f1 += x - shift, f2 += (x - shift)^2; with g: f1 += g, f2 += g * (x - shift).
+    float32 lanes are flushed into the double lanes a1, a2 every FLUSH blocks (a float lane
+    then adds at most FLUSH values, so its rounding stays near 1e-7 of the sum); float64
+    lanes are flushed every block. Returns the blocks not yet flushed. The loop keeps its
+    lanes in registers: no branch but the flush."""
+    cdef floating f1[LANES]
+    cdef floating f2[LANES]
+    cdef floating s[LANES]
+    cdef floating d, e
+    cdef Py_ssize_t b
+    cdef int l
+    for l in range(LANES):
+        f1[l] = f1o[l]
+        f2[l] = f2o[l]
+        s[l] = shift[l]
+    for b in range(nblocks):
+        if g == NULL:
+            for l in range(LANES):
+                d = p[l] - s[l]
+                f1[l] += d
+                f2[l] += d * d
+        else:
+            for l in range(LANES):
+                e = g[l]
+                f1[l] += e
+                f2[l] += e * (p[l] - s[l])
+            g += stride
+        p += stride
+        blocks += 1
+        if floating is double or blocks == FLUSH:
+            for l in range(LANES):
+                a1[l] += <double>f1[l]
+                a2[l] += <double>f2[l]
+                f1[l] = 0.0
+                f2[l] = 0.0
+            blocks = 0
+    for l in range(LANES):
+        f1o[l] = f1[l]
+        f2o[l] = f2[l]
+    return blocks
+
+
 cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
                       Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, double shift,
                       double *s1, double *s2) noexcept nogil:
+    """_segment_sums of the chunk; short rows (inner < GATHER) are first gathered into one
+    contiguous run in L1, so that the lanes run full instead of on short tails. Which way a
+    chunk goes depends on the shape only."""
+    cdef floating xb[CHUNK]
+    cdef floating gb[CHUNK]
+    cdef Py_ssize_t o = j0 // inner
+    cdef Py_ssize_t i = j0 - o * inner
+    cdef Py_ssize_t j = j0, seg, t, off
+    if inner >= GATHER:
+        _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)
+        return
+    while j < j1:
+        seg = min(inner - i, j1 - j)
+        off = (o * C + c) * inner + i
+        for t in range(seg):
+            xb[j - j0 + t] = x[off + t]
+        if dy != NULL:
+            for t in range(seg):
+                gb[j - j0 + t] = dy[off + t]
+        j += seg
+        o += 1
+        i = 0
+    _segment_sums(xb, gb if dy != NULL else NULL, 1, j1 - j0, 0, 0, j1 - j0, shift, s1, s2)
+
+
+cdef void _segment_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
+                        Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, double shift,
+                        double *s1, double *s2) noexcept nogil:
     """Without dy: s1 = sum(x - shift), s2 = sum((x - shift)^2), shift of the data type.
     With dy:    s1 = sum(dy),        s2 = sum(dy * (x - shift)), any double shift.
-
-    float32 data is summed in float lanes flushed into double lanes every FLUSH blocks (twice
-    the SIMD throughput of converting every value; a float lane adds at most FLUSH values of a
-    similar size, so its rounding stays near 1e-7 of the chunk's sum)."""
+    Each row segment runs full lane blocks, and its tail goes straight into the double lanes."""
     cdef double a1[LANES]
     cdef double a2[LANES]
     cdef floating f1[LANES]
     cdef floating f2[LANES]
+    cdef floating sh[LANES]
     cdef Py_ssize_t o = j0 // inner
     cdef Py_ssize_t i = j0 - o * inner
-    cdef Py_ssize_t j = j0, t, seg
+    cdef Py_ssize_t j = j0, t, seg, nb
     cdef int l, blocks = 0
     cdef const floating *p
     cdef const floating *g
-    cdef floating fs = <floating>shift, d, e
+    cdef floating fs = <floating>shift
     for l in range(LANES):
         a1[l] = 0.0
         a2[l] = 0.0
         f1[l] = 0.0
         f2[l] = 0.0
+        sh[l] = fs
     while j < j1:
         seg = min(inner - i, j1 - j)
         p = x + (o * C + c) * inner + i
         g = dy + (p - x) if dy != NULL else NULL
-        t = 0
-        while t + LANES <= seg:
-            if dy == NULL:
-                for l in range(LANES):
-                    d = p[t + l] - fs
-                    f1[l] += d
-                    f2[l] += d * d
-            else:
-                for l in range(LANES):
-                    e = g[t + l]
-                    f1[l] += e
-                    f2[l] += e * (p[t + l] - fs)
-            t += LANES
-            blocks += 1
-            if floating is double or blocks == FLUSH:
-                for l in range(LANES):
-                    a1[l] += <double>f1[l]
-                    a2[l] += <double>f2[l]
-                    f1[l] = 0.0
-                    f2[l] = 0.0
-                blocks = 0
-        for l in range(seg - t):  # the segment's tail goes straight into the double lanes
+        nb = seg // LANES
+        blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
+        t = nb * LANES
+        for l in range(seg - t):
             if dy == NULL:
                 a1[l] += <double>p[t + l] - <double>fs
                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
@@ -260,27 +331,45 @@ cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py
 
 cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,
                      Py_ssize_t r1, const double *shift, double *s1, double *s2) noexcept nogil:
-    """Per channel, as _plane_sums, with a per-channel shift."""
-    cdef Py_ssize_t r, c
+    """Per channel, as _segment_sums, with per-channel shifts (of the data type without dy).
+    Channels go in blocks of LANES whose lanes stay in registers over the rows."""
+    cdef double a1[LANES]
+    cdef double a2[LANES]
+    cdef floating f1[LANES]
+    cdef floating f2[LANES]
+    cdef floating fs[LANES]
+    cdef Py_ssize_t r, cb = 0, w
+    cdef int l
     cdef const floating *p
     cdef const floating *g
-    cdef double d, e
-    for c in range(C):
-        s1[c] = 0.0
-        s2[c] = 0.0
-    for r in range(r0, r1):
-        p = x + r * C
-        if dy == NULL:
-            for c in range(C):
-                d = <double>p[c] - shift[c]
-                s1[c] += d
-                s2[c] += d * d
-        else:
-            g = dy + r * C
-            for c in range(C):
-                e = <double>g[c]
-                s1[c] += e
-                s2[c] += e * (<double>p[c] - shift[c])
+    while cb < C:
+        w = min(LANES, C - cb)
+        for l in range(LANES):
+            a1[l] = 0.0
+            a2[l] = 0.0
+            f1[l] = 0.0
+            f2[l] = 0.0
+            fs[l] = <floating>shift[cb + l] if l < w else 0.0
+        if w == LANES:
+            _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
+                       fs, f1, f2, a1, a2, 0)
+        else:  # the last, partial block of channels: straight into the double lanes
+            for r in range(r0, r1):
+                p = x + r * C + cb
+                g = dy + r * C + cb if dy != NULL else NULL
+                for l in range(w):
+                    if dy == NULL:
+                        a1[l] += <double>p[l] - <double>fs[l]
+                        a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
+                    else:
+                        a1[l] += <double>g[l]
+                        a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
+        for l in range(w):
+            s1[cb + l] = a1[l] + <double>f1[l]
+            s2[cb + l] = a2[l] + <double>f2[l]
+            if dy != NULL:  # sums were around fs; move them to the exact shift
+                s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
+        cb += LANES
 
 
 cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,
@@ -298,7 +387,7 @@ cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_s
         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
     if redo:
         for c in range(C):
-            shift[c] = mean[c]
+            shift[c] = <double><floating>mean[c]
         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
         for c in range(C):
             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
@@ -326,15 +415,33 @@ cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_
 
 cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,
                  const double *pm2, double *mean, double *m2) noexcept nogil:
+    """_merge_into over chunks in order, for all channels at once: every channel has the
+    same count per chunk, so the two divisions are made once per chunk (same expressions,
+    same bits as _merge_into)."""
     cdef Py_ssize_t k, c
-    cdef double n
+    cdef double n = 0.0, nb, tot, fa, fb, d
     for c in range(C):
-        n = 0.0
         mean[c] = 0.0
         m2[c] = 0.0
-        for k in range(K):
-            _merge_into(&n, &mean[c], &m2[c], cnt[k], pm[k * C + c], pm2[k * C + c])
+    for k in range(K):
+        nb = cnt[k]
+        if nb <= 0.0:
+            continue
         if n == 0.0:
+            for c in range(C):
+                mean[c] = pm[k * C + c]
+                m2[c] = pm2[k * C + c]
+        else:
+            tot = n + nb
+            fa = nb / tot
+            fb = n * nb / tot
+            for c in range(C):
+                d = pm[k * C + c] - mean[c]
+                mean[c] = mean[c] + d * fa
+                m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
+        n = tot if n != 0.0 else nb
+    if n == 0.0:
+        for c in range(C):
             mean[c] = NAN
             m2[c] = NAN
 
@@ -393,16 +500,28 @@ def channel_stats(const floating[:, :, ::1] x):
 # ---------------------------------------------------------------------------------------------
 
 cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,
-                           floating lo, floating a, floating b) noexcept nogil:
+                           floating lo, floating a, floating b, bint stream) noexcept nogil:
     cdef Py_ssize_t t
+    if stream:
+        if floating is float:
+            cn_norm_stream_f32(x, y, n, hi, lo, a, b)
+        else:
+            cn_norm_stream_f64(x, y, n, hi, lo, a, b)
+        return
     for t in range(n):
         y[t] = ((x[t] - hi) - lo) * a + b
 
 
 cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,
                           floating hi, floating lo, floating k1, floating k2,
-                          floating k3) noexcept nogil:
+                          floating k3, bint stream) noexcept nogil:
     cdef Py_ssize_t t
+    if stream and x != NULL:
+        if floating is float:
+            cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)
+        else:
+            cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
+        return
     if x == NULL:
         for t in range(n):
             dx[t] = dy[t] * k1
@@ -420,6 +539,7 @@ cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
 cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
                  Py_ssize_t c1, int nt) noexcept nogil:
+    cdef bint stream = inner >= GATHER and outer * C * inner * sizeof(floating) >= STREAM_MIN
     """Forward (dy == NULL): out = (x - mean) * a + b.
     Backward: out = dy * k1 + ((x - mean) * k2 + k3), or dy * k1 when x == NULL.
     coef holds per channel [hi, lo, a, b] (forward) or [hi, lo, k1, k2, k3] (backward);
@@ -434,18 +554,18 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
             for o in range(outer):
                 off = (o * C + c) * inner
                 if dy == NULL:
-                    _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
+                    _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
                 else:
                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
-                             q[0], q[1], q[2], q[3], q[4])
+                             q[0], q[1], q[2], q[3], q[4], stream)
     elif inner > 1:
         for r in prange(R, schedule="static", num_threads=nt):
             q = coef + w * (r % C)
             if dy == NULL:
-                _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
+                _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
             else:
                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
-                         inner, q[0], q[1], q[2], q[3], q[4])
+                         inner, q[0], q[1], q[2], q[3], q[4], stream)
     else:
         for o in prange(outer, schedule="static", num_threads=nt):
             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
@@ -535,7 +655,7 @@ def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,
     cdef const double *b = &bias[0] if bias is not None else NULL
     cdef const floating *xp = &x[0, 0, 0]
     cdef floating *yp = &out[0, 0, 0]
-    if not rows and _fused(C, nt):
+    if not rows and _fused(C, inner, nt):
         if coef == NULL:
             raise MemoryError()
         with nogil:
@@ -680,7 +800,7 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     cdef floating *dp = &dx[0, 0, 0]
     if coef == NULL:
         raise MemoryError()
-    if not rows and _fused(C, nt):
+    if not rows and _fused(C, inner, nt):
         with nogil:
             for c in prange(C, schedule="static", num_threads=nt):
                 if need_sums:
