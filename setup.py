@@ -80,7 +80,7 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension(f"cnorm._kernels_{t}", [f"src/_kernels_{t}.pyx"], include_dirs=["src"],
-              depends=["src/kernels.pxi", "src/cnorm_omp.h", "src/cnorm_simd.h"])
+              depends=["src/kernels.pxi", "src/cnorm_omp.h"])
     for t in wanted_targets()
 ]
 

@@ -5,7 +5,6 @@
     "distutils": {
         "depends": [
             "src/cnorm_omp.h",
-            "src/cnorm_simd.h",
             "src/kernels.pxi"
         ],
         "include_dirs": [
@@ -1276,7 +1275,6 @@ static int __Pyx_init_tpflags_variables(void) {
 #include <string.h>
 #include <stdlib.h>
 #include "cnorm_omp.h"
-#include "cnorm_simd.h"
 #include "pythread.h"
 
     typedef int (*__pyx_memoryview_to_dtype_func_type)(char*, PyObject*);
@@ -1761,32 +1759,23 @@ struct __pyx_MemviewEnum_obj;
 struct __pyx_memoryview_obj;
 struct __pyx_memoryviewslice_obj;
 
-/* "src/kernels.pxi":46
- *                            double hi, double lo, double k1, double k2, double k3)
+/* "src/kernels.pxi":36
+ *     int cn_cpu_supports(const char *target)
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
  *     CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
  *     ROW_CHUNK = 16384     # rows layout: values (rows x C) per statistics chunk
 */
 enum  {
-
-  /* "src/kernels.pxi":54
- *     FLUSH = 8             # float32: blocks of LANES summed in float before flushing to double
- *     PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
- *     STREAM_MIN = 12 << 20 # outputs of this many bytes or more are written with streaming             # <<<<<<<<<<<<<<
- *                           # stores (they would not stay in cache anyway)
- * 
-*/
   __pyx_e_5cnorm_17_kernels_baseline_CHUNK = 0x1000,
   __pyx_e_5cnorm_17_kernels_baseline_ROW_CHUNK = 0x4000,
   __pyx_e_5cnorm_17_kernels_baseline_LANES = 32,
   __pyx_e_5cnorm_17_kernels_baseline_GATHER = 0x200,
   __pyx_e_5cnorm_17_kernels_baseline_FLUSH = 8,
-  __pyx_e_5cnorm_17_kernels_baseline_PARALLEL_MIN = 0x8000,
-  __pyx_e_5cnorm_17_kernels_baseline_STREAM_MIN = (12 << 20)
+  __pyx_e_5cnorm_17_kernels_baseline_PARALLEL_MIN = 0x8000
 };
 
-/* "src/kernels.pxi":449
+/* "src/kernels.pxi":437
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -3458,10 +3447,10 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(double const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, double *, double *); /*proto*/
 static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, double *, double *, int); /*proto*/
 static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, double *, double *, int); /*proto*/
-static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row(float const *, float *, Py_ssize_t, float, float, float, float, int); /*proto*/
-static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row(double const *, double *, Py_ssize_t, double, double, double, double, int); /*proto*/
-static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(float const *, float const *, float *, Py_ssize_t, float, float, float, float, float, int); /*proto*/
-static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(double const *, double const *, double *, Py_ssize_t, double, double, double, double, double, int); /*proto*/
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row(float const *, float *, Py_ssize_t, float, float, float, float); /*proto*/
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row(double const *, double *, Py_ssize_t, double, double, double, double); /*proto*/
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(float const *, float const *, float *, Py_ssize_t, float, float, float, float, float); /*proto*/
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(double const *, double const *, double *, Py_ssize_t, double, double, double, double, double); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(double, float *, float *); /*proto*/
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(double, double *, double *); /*proto*/
 static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *, float const *, float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float const *, Py_ssize_t, Py_ssize_t, int); /*proto*/
@@ -19302,7 +19291,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":58
+/* "src/kernels.pxi":46
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
@@ -19336,14 +19325,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_max_threads(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("max_threads", 0);
 
-  /* "src/kernels.pxi":60
+  /* "src/kernels.pxi":48
  * def max_threads():
  *     """The thread count a kernel called now from this thread would use (omp_get_max_threads)."""
  *     return cn_max_threads()             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyLong_From_int(cn_max_threads()); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 60, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_int(cn_max_threads()); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 48, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -19356,7 +19345,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_max_threads(CYTHON_UNUSED P
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":58
+  /* "src/kernels.pxi":46
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
@@ -19375,7 +19364,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_max_threads(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":63
+/* "src/kernels.pxi":51
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
@@ -19423,32 +19412,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_n,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 63, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 51, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 63, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 51, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_max_threads", 0) < (0)) __PYX_ERR(2, 63, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_max_threads", 0) < (0)) __PYX_ERR(2, 51, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, i); __PYX_ERR(2, 63, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, i); __PYX_ERR(2, 51, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 63, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 51, __pyx_L3_error)
     }
-    __pyx_v_n = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_n == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 63, __pyx_L3_error)
+    __pyx_v_n = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_n == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 51, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 63, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 51, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19475,7 +19464,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_2set_max_threads(CYTHON_UNU
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("set_max_threads", 0);
 
-  /* "src/kernels.pxi":65
+  /* "src/kernels.pxi":53
  * def set_max_threads(int n):
  *     """Set OpenMP's thread count for the calling thread (omp_set_num_threads)."""
  *     cn_set_max_threads(n)             # <<<<<<<<<<<<<<
@@ -19484,7 +19473,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_2set_max_threads(CYTHON_UNU
 */
   cn_set_max_threads(__pyx_v_n);
 
-  /* "src/kernels.pxi":63
+  /* "src/kernels.pxi":51
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
@@ -19499,7 +19488,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_2set_max_threads(CYTHON_UNU
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":68
+/* "src/kernels.pxi":56
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
@@ -19533,14 +19522,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_4openmp_enabled(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("openmp_enabled", 0);
 
-  /* "src/kernels.pxi":70
+  /* "src/kernels.pxi":58
  * def openmp_enabled():
  *     """True when the kernels were compiled with OpenMP."""
  *     return bool(cn_openmp_enabled())             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyBool_FromLong((!(!(cn_openmp_enabled() != 0)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 70, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyBool_FromLong((!(!(cn_openmp_enabled() != 0)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -19553,7 +19542,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_4openmp_enabled(CYTHON_UNUS
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":68
+  /* "src/kernels.pxi":56
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
@@ -19572,7 +19561,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_4openmp_enabled(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":73
+/* "src/kernels.pxi":61
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
@@ -19620,32 +19609,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_target,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 73, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 61, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 73, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 61, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "cpu_supports", 0) < (0)) __PYX_ERR(2, 73, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "cpu_supports", 0) < (0)) __PYX_ERR(2, 61, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, i); __PYX_ERR(2, 73, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, i); __PYX_ERR(2, 61, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 73, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 61, __pyx_L3_error)
     }
     __pyx_v_target = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 73, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 61, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19656,7 +19645,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_target), (&PyUnicode_Type), 1, "target", 1))) __PYX_ERR(2, 73, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_target), (&PyUnicode_Type), 1, "target", 1))) __PYX_ERR(2, 61, __pyx_L1_error)
   __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_6cpu_supports(__pyx_self, __pyx_v_target);
 
   /* function exit code */
@@ -19687,7 +19676,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_6cpu_supports(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("cpu_supports", 0);
 
-  /* "src/kernels.pxi":75
+  /* "src/kernels.pxi":63
  * def cpu_supports(str target):
  *     """True when this CPU (and OS) can run code built for ``target``: baseline, avx2, avx512."""
  *     return bool(cn_cpu_supports(target.encode()))             # <<<<<<<<<<<<<<
@@ -19696,12 +19685,12 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_6cpu_supports(CYTHON_UNUSED
 */
   if (unlikely(__pyx_v_target == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "encode");
-    __PYX_ERR(2, 75, __pyx_L1_error)
+    __PYX_ERR(2, 63, __pyx_L1_error)
   }
-  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_target, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 75, __pyx_L1_error)
+  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_target, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 63, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_t_1); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(2, 75, __pyx_L1_error)
-  __pyx_t_3 = __Pyx_PyBool_FromLong((!(!(cn_cpu_supports(__pyx_t_2) != 0)))); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 75, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_t_1); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(2, 63, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyBool_FromLong((!(!(cn_cpu_supports(__pyx_t_2) != 0)))); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 63, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
@@ -19716,7 +19705,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_6cpu_supports(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":73
+  /* "src/kernels.pxi":61
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
@@ -19736,7 +19725,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_6cpu_supports(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":78
+/* "src/kernels.pxi":66
  * 
  * 
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19751,7 +19740,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":80
+  /* "src/kernels.pxi":68
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:             # <<<<<<<<<<<<<<
@@ -19777,7 +19766,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":81
+    /* "src/kernels.pxi":69
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:
  *         return 1             # <<<<<<<<<<<<<<
@@ -19790,7 +19779,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":80
+    /* "src/kernels.pxi":68
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:             # <<<<<<<<<<<<<<
@@ -19799,7 +19788,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
 */
   }
 
-  /* "src/kernels.pxi":82
+  /* "src/kernels.pxi":70
  *     if work < PARALLEL_MIN or units < 2:
  *         return 1
  *     nt = cn_max_threads()             # <<<<<<<<<<<<<<
@@ -19808,7 +19797,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
 */
   __pyx_v_nt = cn_max_threads();
 
-  /* "src/kernels.pxi":83
+  /* "src/kernels.pxi":71
  *         return 1
  *     nt = cn_max_threads()
  *     if nt > units:             # <<<<<<<<<<<<<<
@@ -19820,7 +19809,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":84
+    /* "src/kernels.pxi":72
  *     nt = cn_max_threads()
  *     if nt > units:
  *         nt = <int>units             # <<<<<<<<<<<<<<
@@ -19829,7 +19818,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
 */
     __pyx_v_nt = ((int)__pyx_v_units);
 
-    /* "src/kernels.pxi":83
+    /* "src/kernels.pxi":71
  *         return 1
  *     nt = cn_max_threads()
  *     if nt > units:             # <<<<<<<<<<<<<<
@@ -19838,7 +19827,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
 */
   }
 
-  /* "src/kernels.pxi":85
+  /* "src/kernels.pxi":73
  *     if nt > units:
  *         nt = <int>units
  *     return nt if nt > 0 else 1             # <<<<<<<<<<<<<<
@@ -19860,7 +19849,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":78
+  /* "src/kernels.pxi":66
  * 
  * 
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19874,7 +19863,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__threads(Py_ssize_t 
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":88
+/* "src/kernels.pxi":76
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19887,7 +19876,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":92
+  /* "src/kernels.pxi":80
  *     a channel's rows are long; short rows are visited in memory order instead (split path),
  *     as a channel's short rows are scattered over many pages."""
  *     return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)             # <<<<<<<<<<<<<<
@@ -19935,7 +19924,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":88
+  /* "src/kernels.pxi":76
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19948,7 +19937,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":95
+/* "src/kernels.pxi":83
  * 
  * 
  * cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19961,7 +19950,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__rows_per_chu
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":96
+  /* "src/kernels.pxi":84
  * 
  * cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:
  *     return ROW_CHUNK // C if C < ROW_CHUNK else 1             # <<<<<<<<<<<<<<
@@ -19983,7 +19972,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__rows_per_chu
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":95
+  /* "src/kernels.pxi":83
  * 
  * 
  * cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19996,7 +19985,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__rows_per_chu
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":99
+/* "src/kernels.pxi":87
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20008,7 +19997,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
   Py_ssize_t __pyx_r;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":101
+  /* "src/kernels.pxi":89
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
  *     """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
  *     if C == 0:             # <<<<<<<<<<<<<<
@@ -20020,7 +20009,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":102
+    /* "src/kernels.pxi":90
  *     """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
  *     if C == 0:
  *         return 0             # <<<<<<<<<<<<<<
@@ -20033,7 +20022,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":101
+    /* "src/kernels.pxi":89
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
  *     """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
  *     if C == 0:             # <<<<<<<<<<<<<<
@@ -20042,7 +20031,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
 */
   }
 
-  /* "src/kernels.pxi":103
+  /* "src/kernels.pxi":91
  *     if C == 0:
  *         return 0
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20054,7 +20043,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":104
+    /* "src/kernels.pxi":92
  *         return 0
  *     if inner > 1:
  *         return (outer * inner + CHUNK - 1) // CHUNK             # <<<<<<<<<<<<<<
@@ -20067,7 +20056,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":103
+    /* "src/kernels.pxi":91
  *     if C == 0:
  *         return 0
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20076,7 +20065,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
 */
   }
 
-  /* "src/kernels.pxi":105
+  /* "src/kernels.pxi":93
  *     if inner > 1:
  *         return (outer * inner + CHUNK - 1) // CHUNK
  *     return (outer + _rows_per_chunk(C) - 1) // _rows_per_chunk(C)             # <<<<<<<<<<<<<<
@@ -20089,7 +20078,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":99
+  /* "src/kernels.pxi":87
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20102,7 +20091,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__nchunks(Py_s
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":108
+/* "src/kernels.pxi":96
  * 
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20115,7 +20104,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_start(
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":109
+  /* "src/kernels.pxi":97
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
  *     return k * CHUNK if inner > 1 else k * _rows_per_chunk(C)             # <<<<<<<<<<<<<<
@@ -20137,7 +20126,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_start(
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":108
+  /* "src/kernels.pxi":96
  * 
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20150,7 +20139,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_start(
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":112
+/* "src/kernels.pxi":100
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -20165,7 +20154,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_end(Py
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":114
+  /* "src/kernels.pxi":102
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20177,7 +20166,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_end(Py
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":115
+    /* "src/kernels.pxi":103
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner > 1:
  *         return min((k + 1) * CHUNK, outer * inner)             # <<<<<<<<<<<<<<
@@ -20205,7 +20194,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_end(Py
 
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":114
+    /* "src/kernels.pxi":102
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -20214,7 +20203,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_end(Py
 */
   }
 
-  /* "src/kernels.pxi":116
+  /* "src/kernels.pxi":104
  *     if inner > 1:
  *         return min((k + 1) * CHUNK, outer * inner)
  *     return min((k + 1) * _rows_per_chunk(C), outer)             # <<<<<<<<<<<<<<
@@ -20242,7 +20231,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_end(Py
 
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":112
+  /* "src/kernels.pxi":100
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -20255,7 +20244,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_17_kernels_baseline__chunk_end(Py
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":119
+/* "src/kernels.pxi":107
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20271,7 +20260,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_17_kernels_baseline__lane_sum(double 
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":120
+  /* "src/kernels.pxi":108
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:
  *     cdef double s = 0.0             # <<<<<<<<<<<<<<
@@ -20280,7 +20269,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_17_kernels_baseline__lane_sum(double 
 */
   __pyx_v_s = 0.0;
 
-  /* "src/kernels.pxi":122
+  /* "src/kernels.pxi":110
  *     cdef double s = 0.0
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -20294,7 +20283,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_17_kernels_baseline__lane_sum(double 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":123
+    /* "src/kernels.pxi":111
  *     cdef int l
  *     for l in range(LANES):
  *         s = s + a[l]             # <<<<<<<<<<<<<<
@@ -20305,7 +20294,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_17_kernels_baseline__lane_sum(double 
   }
 
 
-  /* "src/kernels.pxi":124
+  /* "src/kernels.pxi":112
  *     for l in range(LANES):
  *         s = s + a[l]
  *     return s             # <<<<<<<<<<<<<<
@@ -20318,7 +20307,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_17_kernels_baseline__lane_sum(double 
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":119
+  /* "src/kernels.pxi":107
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20333,7 +20322,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_17_kernels_baseline__lane_sum(double 
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":127
+/* "src/kernels.pxi":115
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -20346,7 +20335,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
   double __pyx_v_d;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":131
+  /* "src/kernels.pxi":119
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -20358,7 +20347,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":132
+    /* "src/kernels.pxi":120
  *     cdef double tot, d
  *     if nb <= 0.0:
  *         return             # <<<<<<<<<<<<<<
@@ -20369,7 +20358,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":131
+    /* "src/kernels.pxi":119
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -20378,7 +20367,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
   }
 
-  /* "src/kernels.pxi":133
+  /* "src/kernels.pxi":121
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -20390,7 +20379,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":134
+    /* "src/kernels.pxi":122
  *         return
  *     if n[0] == 0.0:
  *         n[0] = nb             # <<<<<<<<<<<<<<
@@ -20399,7 +20388,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
     (__pyx_v_n[0]) = __pyx_v_nb;
 
-    /* "src/kernels.pxi":135
+    /* "src/kernels.pxi":123
  *     if n[0] == 0.0:
  *         n[0] = nb
  *         m[0] = mb             # <<<<<<<<<<<<<<
@@ -20408,7 +20397,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
     (__pyx_v_m[0]) = __pyx_v_mb;
 
-    /* "src/kernels.pxi":136
+    /* "src/kernels.pxi":124
  *         n[0] = nb
  *         m[0] = mb
  *         M[0] = Mb             # <<<<<<<<<<<<<<
@@ -20417,7 +20406,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
     (__pyx_v_M[0]) = __pyx_v_Mb;
 
-    /* "src/kernels.pxi":137
+    /* "src/kernels.pxi":125
  *         m[0] = mb
  *         M[0] = Mb
  *         return             # <<<<<<<<<<<<<<
@@ -20428,7 +20417,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":133
+    /* "src/kernels.pxi":121
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -20437,7 +20426,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
   }
 
-  /* "src/kernels.pxi":138
+  /* "src/kernels.pxi":126
  *         M[0] = Mb
  *         return
  *     tot = n[0] + nb             # <<<<<<<<<<<<<<
@@ -20446,7 +20435,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
   __pyx_v_tot = ((__pyx_v_n[0]) + __pyx_v_nb);
 
-  /* "src/kernels.pxi":139
+  /* "src/kernels.pxi":127
  *         return
  *     tot = n[0] + nb
  *     d = mb - m[0]             # <<<<<<<<<<<<<<
@@ -20455,7 +20444,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
   __pyx_v_d = (__pyx_v_mb - (__pyx_v_m[0]));
 
-  /* "src/kernels.pxi":140
+  /* "src/kernels.pxi":128
  *     tot = n[0] + nb
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)             # <<<<<<<<<<<<<<
@@ -20464,7 +20453,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
   (__pyx_v_m[0]) = ((__pyx_v_m[0]) + (__pyx_v_d * (__pyx_v_nb / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":141
+  /* "src/kernels.pxi":129
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)             # <<<<<<<<<<<<<<
@@ -20473,7 +20462,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
   (__pyx_v_M[0]) = (((__pyx_v_M[0]) + __pyx_v_Mb) + ((__pyx_v_d * __pyx_v_d) * (((__pyx_v_n[0]) * __pyx_v_nb) / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":142
+  /* "src/kernels.pxi":130
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
  *     n[0] = tot             # <<<<<<<<<<<<<<
@@ -20482,7 +20471,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 */
   (__pyx_v_n[0]) = __pyx_v_tot;
 
-  /* "src/kernels.pxi":127
+  /* "src/kernels.pxi":115
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -20496,7 +20485,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_17_kernels_baseline__merge_into(double 
 
 }
 
-/* "src/kernels.pxi":145
+/* "src/kernels.pxi":133
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -20513,7 +20502,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":148
+  /* "src/kernels.pxi":136
  *                                double *m2) noexcept nogil:
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n             # <<<<<<<<<<<<<<
@@ -20522,7 +20511,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
 */
   __pyx_v_mu = (__pyx_v_s1 / __pyx_v_n);
 
-  /* "src/kernels.pxi":149
+  /* "src/kernels.pxi":137
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu             # <<<<<<<<<<<<<<
@@ -20531,7 +20520,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
 */
   __pyx_v_corr = (__pyx_v_s1 * __pyx_v_mu);
 
-  /* "src/kernels.pxi":150
+  /* "src/kernels.pxi":138
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr             # <<<<<<<<<<<<<<
@@ -20540,7 +20529,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
 */
   __pyx_v_v = (__pyx_v_s2 - __pyx_v_corr);
 
-  /* "src/kernels.pxi":151
+  /* "src/kernels.pxi":139
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu             # <<<<<<<<<<<<<<
@@ -20549,7 +20538,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
 */
   (__pyx_v_mean[0]) = (__pyx_v_shift + __pyx_v_mu);
 
-  /* "src/kernels.pxi":152
+  /* "src/kernels.pxi":140
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v             # <<<<<<<<<<<<<<
@@ -20569,7 +20558,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
   (__pyx_v_m2[0]) = __pyx_t_1;
 
 
-  /* "src/kernels.pxi":153
+  /* "src/kernels.pxi":141
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v
  *     return corr > 1e6 * v and mean[0] - mean[0] == 0.0             # <<<<<<<<<<<<<<
@@ -20597,7 +20586,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":145
+  /* "src/kernels.pxi":133
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -20613,7 +20602,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__finish_chunk(double
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":160
+/* "src/kernels.pxi":148
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -20642,7 +20631,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 
 
 
-  /* "src/kernels.pxi":176
+  /* "src/kernels.pxi":164
  *     cdef Py_ssize_t b
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -20656,7 +20645,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":177
+    /* "src/kernels.pxi":165
  *     cdef int l
  *     for l in range(LANES):
  *         f1[l] = f1o[l]             # <<<<<<<<<<<<<<
@@ -20665,7 +20654,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     (__pyx_v_f1[__pyx_v_l]) = (__pyx_v_f1o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":178
+    /* "src/kernels.pxi":166
  *     for l in range(LANES):
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]             # <<<<<<<<<<<<<<
@@ -20674,7 +20663,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     (__pyx_v_f2[__pyx_v_l]) = (__pyx_v_f2o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":179
+    /* "src/kernels.pxi":167
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]             # <<<<<<<<<<<<<<
@@ -20685,7 +20674,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
 
 
-  /* "src/kernels.pxi":180
+  /* "src/kernels.pxi":168
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]
  *     for b in range(nblocks):             # <<<<<<<<<<<<<<
@@ -20699,7 +20688,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
     __pyx_v_b = __pyx_t_6;
 
-    /* "src/kernels.pxi":181
+    /* "src/kernels.pxi":169
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -20711,7 +20700,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":182
+      /* "src/kernels.pxi":170
  *     for b in range(nblocks):
  *         if g == NULL:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -20725,7 +20714,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":183
+        /* "src/kernels.pxi":171
  *         if g == NULL:
  *             for l in range(LANES):
  *                 d = p[l] - s[l]             # <<<<<<<<<<<<<<
@@ -20734,7 +20723,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_l]) - (__pyx_v_s[__pyx_v_l]));
 
-        /* "src/kernels.pxi":184
+        /* "src/kernels.pxi":172
  *             for l in range(LANES):
  *                 d = p[l] - s[l]
  *                 f1[l] += d             # <<<<<<<<<<<<<<
@@ -20745,7 +20734,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":185
+        /* "src/kernels.pxi":173
  *                 d = p[l] - s[l]
  *                 f1[l] += d
  *                 f2[l] += d * d             # <<<<<<<<<<<<<<
@@ -20758,7 +20747,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       }
 
 
-      /* "src/kernels.pxi":181
+      /* "src/kernels.pxi":169
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -20768,7 +20757,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":187
+    /* "src/kernels.pxi":175
  *                 f2[l] += d * d
  *         else:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -20783,7 +20772,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":188
+        /* "src/kernels.pxi":176
  *         else:
  *             for l in range(LANES):
  *                 e = g[l]             # <<<<<<<<<<<<<<
@@ -20792,7 +20781,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_l]);
 
-        /* "src/kernels.pxi":189
+        /* "src/kernels.pxi":177
  *             for l in range(LANES):
  *                 e = g[l]
  *                 f1[l] += e             # <<<<<<<<<<<<<<
@@ -20803,7 +20792,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":190
+        /* "src/kernels.pxi":178
  *                 e = g[l]
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])             # <<<<<<<<<<<<<<
@@ -20816,7 +20805,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       }
 
 
-      /* "src/kernels.pxi":191
+      /* "src/kernels.pxi":179
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride             # <<<<<<<<<<<<<<
@@ -20827,7 +20816,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":192
+    /* "src/kernels.pxi":180
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride
  *         p += stride             # <<<<<<<<<<<<<<
@@ -20836,7 +20825,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     __pyx_v_p = (__pyx_v_p + __pyx_v_stride);
 
-    /* "src/kernels.pxi":193
+    /* "src/kernels.pxi":181
  *             g += stride
  *         p += stride
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -20845,7 +20834,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":194
+    /* "src/kernels.pxi":182
  *         p += stride
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
@@ -20857,7 +20846,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":195
+      /* "src/kernels.pxi":183
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -20871,7 +20860,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":196
+        /* "src/kernels.pxi":184
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -20882,7 +20871,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-        /* "src/kernels.pxi":197
+        /* "src/kernels.pxi":185
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -20893,7 +20882,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-        /* "src/kernels.pxi":198
+        /* "src/kernels.pxi":186
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -20902,7 +20891,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
         (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-        /* "src/kernels.pxi":199
+        /* "src/kernels.pxi":187
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -20913,7 +20902,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       }
 
 
-      /* "src/kernels.pxi":200
+      /* "src/kernels.pxi":188
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -20922,7 +20911,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
       __pyx_v_blocks = 0;
 
-      /* "src/kernels.pxi":194
+      /* "src/kernels.pxi":182
  *         p += stride
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
@@ -20933,7 +20922,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
 
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":189
  *                 f2[l] = 0.0
  *             blocks = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -20947,7 +20936,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":202
+    /* "src/kernels.pxi":190
  *             blocks = 0
  *     for l in range(LANES):
  *         f1o[l] = f1[l]             # <<<<<<<<<<<<<<
@@ -20956,7 +20945,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     (__pyx_v_f1o[__pyx_v_l]) = (__pyx_v_f1[__pyx_v_l]);
 
-    /* "src/kernels.pxi":203
+    /* "src/kernels.pxi":191
  *     for l in range(LANES):
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]             # <<<<<<<<<<<<<<
@@ -20967,7 +20956,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
 
 
-  /* "src/kernels.pxi":204
+  /* "src/kernels.pxi":192
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]
  *     return blocks             # <<<<<<<<<<<<<<
@@ -20980,7 +20969,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":160
+  /* "src/kernels.pxi":148
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -21024,7 +21013,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 
 
 
-  /* "src/kernels.pxi":176
+  /* "src/kernels.pxi":164
  *     cdef Py_ssize_t b
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21038,7 +21027,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":177
+    /* "src/kernels.pxi":165
  *     cdef int l
  *     for l in range(LANES):
  *         f1[l] = f1o[l]             # <<<<<<<<<<<<<<
@@ -21047,7 +21036,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     (__pyx_v_f1[__pyx_v_l]) = (__pyx_v_f1o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":178
+    /* "src/kernels.pxi":166
  *     for l in range(LANES):
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]             # <<<<<<<<<<<<<<
@@ -21056,7 +21045,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     (__pyx_v_f2[__pyx_v_l]) = (__pyx_v_f2o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":179
+    /* "src/kernels.pxi":167
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]             # <<<<<<<<<<<<<<
@@ -21067,7 +21056,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
 
 
-  /* "src/kernels.pxi":180
+  /* "src/kernels.pxi":168
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]
  *     for b in range(nblocks):             # <<<<<<<<<<<<<<
@@ -21081,7 +21070,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
     __pyx_v_b = __pyx_t_6;
 
-    /* "src/kernels.pxi":181
+    /* "src/kernels.pxi":169
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -21093,7 +21082,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":182
+      /* "src/kernels.pxi":170
  *     for b in range(nblocks):
  *         if g == NULL:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21107,7 +21096,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":183
+        /* "src/kernels.pxi":171
  *         if g == NULL:
  *             for l in range(LANES):
  *                 d = p[l] - s[l]             # <<<<<<<<<<<<<<
@@ -21116,7 +21105,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_l]) - (__pyx_v_s[__pyx_v_l]));
 
-        /* "src/kernels.pxi":184
+        /* "src/kernels.pxi":172
  *             for l in range(LANES):
  *                 d = p[l] - s[l]
  *                 f1[l] += d             # <<<<<<<<<<<<<<
@@ -21127,7 +21116,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":185
+        /* "src/kernels.pxi":173
  *                 d = p[l] - s[l]
  *                 f1[l] += d
  *                 f2[l] += d * d             # <<<<<<<<<<<<<<
@@ -21140,7 +21129,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       }
 
 
-      /* "src/kernels.pxi":181
+      /* "src/kernels.pxi":169
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -21150,7 +21139,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":187
+    /* "src/kernels.pxi":175
  *                 f2[l] += d * d
  *         else:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21165,7 +21154,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":188
+        /* "src/kernels.pxi":176
  *         else:
  *             for l in range(LANES):
  *                 e = g[l]             # <<<<<<<<<<<<<<
@@ -21174,7 +21163,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_l]);
 
-        /* "src/kernels.pxi":189
+        /* "src/kernels.pxi":177
  *             for l in range(LANES):
  *                 e = g[l]
  *                 f1[l] += e             # <<<<<<<<<<<<<<
@@ -21185,7 +21174,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":190
+        /* "src/kernels.pxi":178
  *                 e = g[l]
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])             # <<<<<<<<<<<<<<
@@ -21198,7 +21187,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       }
 
 
-      /* "src/kernels.pxi":191
+      /* "src/kernels.pxi":179
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride             # <<<<<<<<<<<<<<
@@ -21209,7 +21198,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":192
+    /* "src/kernels.pxi":180
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride
  *         p += stride             # <<<<<<<<<<<<<<
@@ -21218,7 +21207,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     __pyx_v_p = (__pyx_v_p + __pyx_v_stride);
 
-    /* "src/kernels.pxi":193
+    /* "src/kernels.pxi":181
  *             g += stride
  *         p += stride
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -21227,7 +21216,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":195
+    /* "src/kernels.pxi":183
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21241,7 +21230,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":196
+      /* "src/kernels.pxi":184
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -21252,7 +21241,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       __pyx_t_8 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":197
+      /* "src/kernels.pxi":185
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -21263,7 +21252,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
       __pyx_t_8 = __pyx_v_l;
       (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":198
+      /* "src/kernels.pxi":186
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -21272,7 +21261,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
       (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":199
+      /* "src/kernels.pxi":187
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -21283,7 +21272,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
     }
 
 
-    /* "src/kernels.pxi":200
+    /* "src/kernels.pxi":188
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -21294,7 +21283,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
 
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":189
  *                 f2[l] = 0.0
  *             blocks = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21308,7 +21297,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":202
+    /* "src/kernels.pxi":190
  *             blocks = 0
  *     for l in range(LANES):
  *         f1o[l] = f1[l]             # <<<<<<<<<<<<<<
@@ -21317,7 +21306,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
 */
     (__pyx_v_f1o[__pyx_v_l]) = (__pyx_v_f1[__pyx_v_l]);
 
-    /* "src/kernels.pxi":203
+    /* "src/kernels.pxi":191
  *     for l in range(LANES):
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]             # <<<<<<<<<<<<<<
@@ -21328,7 +21317,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
 
 
-  /* "src/kernels.pxi":204
+  /* "src/kernels.pxi":192
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]
  *     return blocks             # <<<<<<<<<<<<<<
@@ -21341,7 +21330,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":160
+  /* "src/kernels.pxi":148
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -21364,7 +21353,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_lo
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":207
+/* "src/kernels.pxi":195
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21387,7 +21376,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
   Py_ssize_t __pyx_t_4;
   void *__pyx_t_5;
 
-  /* "src/kernels.pxi":215
+  /* "src/kernels.pxi":203
  *     cdef floating xb[CHUNK]
  *     cdef floating gb[CHUNK]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -21396,7 +21385,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":216
+  /* "src/kernels.pxi":204
  *     cdef floating gb[CHUNK]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -21405,7 +21394,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":217
+  /* "src/kernels.pxi":205
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, seg, t, off             # <<<<<<<<<<<<<<
@@ -21414,7 +21403,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":218
+  /* "src/kernels.pxi":206
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, seg, t, off
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -21426,7 +21415,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":219
+    /* "src/kernels.pxi":207
  *     cdef Py_ssize_t j = j0, seg, t, off
  *     if inner >= GATHER:
  *         _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -21435,7 +21424,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":220
+    /* "src/kernels.pxi":208
  *     if inner >= GATHER:
  *         _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -21446,7 +21435,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":218
+    /* "src/kernels.pxi":206
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, seg, t, off
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -21455,7 +21444,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
   }
 
-  /* "src/kernels.pxi":221
+  /* "src/kernels.pxi":209
  *         _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)
  *         return
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -21468,7 +21457,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 
     if (!__pyx_t_1) break;
 
-    /* "src/kernels.pxi":222
+    /* "src/kernels.pxi":210
  *         return
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -21492,7 +21481,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
     __pyx_v_seg = __pyx_t_4;
 
 
-    /* "src/kernels.pxi":223
+    /* "src/kernels.pxi":211
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         off = (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -21501,7 +21490,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
     __pyx_v_off = ((((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + __pyx_v_i);
 
-    /* "src/kernels.pxi":224
+    /* "src/kernels.pxi":212
  *         seg = min(inner - i, j1 - j)
  *         off = (o * C + c) * inner + i
  *         for t in range(seg):             # <<<<<<<<<<<<<<
@@ -21515,7 +21504,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_t = __pyx_t_3;
 
-      /* "src/kernels.pxi":225
+      /* "src/kernels.pxi":213
  *         off = (o * C + c) * inner + i
  *         for t in range(seg):
  *             xb[j - j0 + t] = x[off + t]             # <<<<<<<<<<<<<<
@@ -21526,7 +21515,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
     }
 
 
-    /* "src/kernels.pxi":226
+    /* "src/kernels.pxi":214
  *         for t in range(seg):
  *             xb[j - j0 + t] = x[off + t]
  *         if dy != NULL:             # <<<<<<<<<<<<<<
@@ -21538,7 +21527,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
     if (__pyx_t_1) {
 
 
-      /* "src/kernels.pxi":227
+      /* "src/kernels.pxi":215
  *             xb[j - j0 + t] = x[off + t]
  *         if dy != NULL:
  *             for t in range(seg):             # <<<<<<<<<<<<<<
@@ -21552,7 +21541,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_t = __pyx_t_3;
 
-        /* "src/kernels.pxi":228
+        /* "src/kernels.pxi":216
  *         if dy != NULL:
  *             for t in range(seg):
  *                 gb[j - j0 + t] = dy[off + t]             # <<<<<<<<<<<<<<
@@ -21563,7 +21552,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
       }
 
 
-      /* "src/kernels.pxi":226
+      /* "src/kernels.pxi":214
  *         for t in range(seg):
  *             xb[j - j0 + t] = x[off + t]
  *         if dy != NULL:             # <<<<<<<<<<<<<<
@@ -21572,7 +21561,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
     }
 
-    /* "src/kernels.pxi":229
+    /* "src/kernels.pxi":217
  *             for t in range(seg):
  *                 gb[j - j0 + t] = dy[off + t]
  *         j += seg             # <<<<<<<<<<<<<<
@@ -21581,7 +21570,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":230
+    /* "src/kernels.pxi":218
  *                 gb[j - j0 + t] = dy[off + t]
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -21590,7 +21579,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":231
+    /* "src/kernels.pxi":219
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -21600,7 +21589,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":232
+  /* "src/kernels.pxi":220
  *         o += 1
  *         i = 0
  *     _segment_sums(xb, gb if dy != NULL else NULL, 1, j1 - j0, 0, 0, j1 - j0, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -21620,7 +21609,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(float con
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(__pyx_v_xb, __pyx_t_5, 1, (__pyx_v_j1 - __pyx_v_j0), 0, 0, (__pyx_v_j1 - __pyx_v_j0), __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
 
-  /* "src/kernels.pxi":207
+  /* "src/kernels.pxi":195
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21655,7 +21644,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
   Py_ssize_t __pyx_t_4;
   void *__pyx_t_5;
 
-  /* "src/kernels.pxi":215
+  /* "src/kernels.pxi":203
  *     cdef floating xb[CHUNK]
  *     cdef floating gb[CHUNK]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -21664,7 +21653,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":216
+  /* "src/kernels.pxi":204
  *     cdef floating gb[CHUNK]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -21673,7 +21662,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":217
+  /* "src/kernels.pxi":205
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, seg, t, off             # <<<<<<<<<<<<<<
@@ -21682,7 +21671,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":218
+  /* "src/kernels.pxi":206
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, seg, t, off
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -21694,7 +21683,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":219
+    /* "src/kernels.pxi":207
  *     cdef Py_ssize_t j = j0, seg, t, off
  *     if inner >= GATHER:
  *         _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -21703,7 +21692,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":220
+    /* "src/kernels.pxi":208
  *     if inner >= GATHER:
  *         _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -21714,7 +21703,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":218
+    /* "src/kernels.pxi":206
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, seg, t, off
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -21723,7 +21712,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
   }
 
-  /* "src/kernels.pxi":221
+  /* "src/kernels.pxi":209
  *         _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)
  *         return
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -21736,7 +21725,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 
     if (!__pyx_t_1) break;
 
-    /* "src/kernels.pxi":222
+    /* "src/kernels.pxi":210
  *         return
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -21760,7 +21749,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
     __pyx_v_seg = __pyx_t_4;
 
 
-    /* "src/kernels.pxi":223
+    /* "src/kernels.pxi":211
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         off = (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -21769,7 +21758,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
     __pyx_v_off = ((((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + __pyx_v_i);
 
-    /* "src/kernels.pxi":224
+    /* "src/kernels.pxi":212
  *         seg = min(inner - i, j1 - j)
  *         off = (o * C + c) * inner + i
  *         for t in range(seg):             # <<<<<<<<<<<<<<
@@ -21783,7 +21772,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_t = __pyx_t_3;
 
-      /* "src/kernels.pxi":225
+      /* "src/kernels.pxi":213
  *         off = (o * C + c) * inner + i
  *         for t in range(seg):
  *             xb[j - j0 + t] = x[off + t]             # <<<<<<<<<<<<<<
@@ -21794,7 +21783,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
     }
 
 
-    /* "src/kernels.pxi":226
+    /* "src/kernels.pxi":214
  *         for t in range(seg):
  *             xb[j - j0 + t] = x[off + t]
  *         if dy != NULL:             # <<<<<<<<<<<<<<
@@ -21806,7 +21795,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
     if (__pyx_t_1) {
 
 
-      /* "src/kernels.pxi":227
+      /* "src/kernels.pxi":215
  *             xb[j - j0 + t] = x[off + t]
  *         if dy != NULL:
  *             for t in range(seg):             # <<<<<<<<<<<<<<
@@ -21820,7 +21809,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_t = __pyx_t_3;
 
-        /* "src/kernels.pxi":228
+        /* "src/kernels.pxi":216
  *         if dy != NULL:
  *             for t in range(seg):
  *                 gb[j - j0 + t] = dy[off + t]             # <<<<<<<<<<<<<<
@@ -21831,7 +21820,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
       }
 
 
-      /* "src/kernels.pxi":226
+      /* "src/kernels.pxi":214
  *         for t in range(seg):
  *             xb[j - j0 + t] = x[off + t]
  *         if dy != NULL:             # <<<<<<<<<<<<<<
@@ -21840,7 +21829,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
     }
 
-    /* "src/kernels.pxi":229
+    /* "src/kernels.pxi":217
  *             for t in range(seg):
  *                 gb[j - j0 + t] = dy[off + t]
  *         j += seg             # <<<<<<<<<<<<<<
@@ -21849,7 +21838,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":230
+    /* "src/kernels.pxi":218
  *                 gb[j - j0 + t] = dy[off + t]
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -21858,7 +21847,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":231
+    /* "src/kernels.pxi":219
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -21868,7 +21857,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":232
+  /* "src/kernels.pxi":220
  *         o += 1
  *         i = 0
  *     _segment_sums(xb, gb if dy != NULL else NULL, 1, j1 - j0, 0, 0, j1 - j0, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -21888,7 +21877,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(__pyx_v_xb, __pyx_t_5, 1, (__pyx_v_j1 - __pyx_v_j0), 0, 0, (__pyx_v_j1 - __pyx_v_j0), __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
 
-  /* "src/kernels.pxi":207
+  /* "src/kernels.pxi":195
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21908,7 +21897,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(double co
 
 }
 
-/* "src/kernels.pxi":235
+/* "src/kernels.pxi":223
  * 
  * 
  * cdef void _segment_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -21944,7 +21933,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
   int __pyx_t_9;
   long __pyx_t_10;
 
-  /* "src/kernels.pxi":246
+  /* "src/kernels.pxi":234
  *     cdef floating f2[LANES]
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -21953,7 +21942,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":247
+  /* "src/kernels.pxi":235
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -21962,7 +21951,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":236
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb             # <<<<<<<<<<<<<<
@@ -21971,7 +21960,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":249
+  /* "src/kernels.pxi":237
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb
  *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
@@ -21980,7 +21969,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":252
+  /* "src/kernels.pxi":240
  *     cdef const floating *p
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift             # <<<<<<<<<<<<<<
@@ -21989,7 +21978,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   __pyx_v_fs = ((float)__pyx_v_shift);
 
-  /* "src/kernels.pxi":253
+  /* "src/kernels.pxi":241
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22003,7 +21992,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":254
+    /* "src/kernels.pxi":242
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22012,7 +22001,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":255
+    /* "src/kernels.pxi":243
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22021,7 +22010,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":256
+    /* "src/kernels.pxi":244
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *         f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22030,7 +22019,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":257
+    /* "src/kernels.pxi":245
  *         a2[l] = 0.0
  *         f1[l] = 0.0
  *         f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22039,7 +22028,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":258
+    /* "src/kernels.pxi":246
  *         f1[l] = 0.0
  *         f2[l] = 0.0
  *         sh[l] = fs             # <<<<<<<<<<<<<<
@@ -22050,7 +22039,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
   }
 
 
-  /* "src/kernels.pxi":259
+  /* "src/kernels.pxi":247
  *         f2[l] = 0.0
  *         sh[l] = fs
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -22063,7 +22052,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":260
+    /* "src/kernels.pxi":248
  *         sh[l] = fs
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -22087,7 +22076,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":261
+    /* "src/kernels.pxi":249
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -22096,7 +22085,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":262
+    /* "src/kernels.pxi":250
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -22115,7 +22104,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 
     __pyx_v_g = __pyx_t_8;
 
-    /* "src/kernels.pxi":263
+    /* "src/kernels.pxi":251
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES             # <<<<<<<<<<<<<<
@@ -22124,7 +22113,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     __pyx_v_nb = (__pyx_v_seg / __pyx_e_5cnorm_17_kernels_baseline_LANES);
 
-    /* "src/kernels.pxi":264
+    /* "src/kernels.pxi":252
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)             # <<<<<<<<<<<<<<
@@ -22133,7 +22122,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     __pyx_v_blocks = __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_loop(__pyx_v_p, __pyx_v_g, __pyx_e_5cnorm_17_kernels_baseline_LANES, __pyx_v_nb, __pyx_v_sh, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, __pyx_v_blocks);
 
-    /* "src/kernels.pxi":265
+    /* "src/kernels.pxi":253
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES             # <<<<<<<<<<<<<<
@@ -22142,7 +22131,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     __pyx_v_t = (__pyx_v_nb * __pyx_e_5cnorm_17_kernels_baseline_LANES);
 
-    /* "src/kernels.pxi":266
+    /* "src/kernels.pxi":254
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES
  *         for l in range(seg - t):             # <<<<<<<<<<<<<<
@@ -22156,7 +22145,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":267
+      /* "src/kernels.pxi":255
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22168,7 +22157,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
       if (__pyx_t_4) {
 
 
-        /* "src/kernels.pxi":268
+        /* "src/kernels.pxi":256
  *         for l in range(seg - t):
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
@@ -22179,7 +22168,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
 
-        /* "src/kernels.pxi":269
+        /* "src/kernels.pxi":257
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22190,7 +22179,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
 
-        /* "src/kernels.pxi":267
+        /* "src/kernels.pxi":255
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22200,7 +22189,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
         goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":271
+      /* "src/kernels.pxi":259
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
  *             else:
  *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -22212,7 +22201,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":272
+        /* "src/kernels.pxi":260
  *             else:
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22227,7 +22216,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
     }
 
 
-    /* "src/kernels.pxi":273
+    /* "src/kernels.pxi":261
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
@@ -22236,7 +22225,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":274
+    /* "src/kernels.pxi":262
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -22245,7 +22234,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":275
+    /* "src/kernels.pxi":263
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -22255,7 +22244,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":276
+  /* "src/kernels.pxi":264
  *         o += 1
  *         i = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22269,7 +22258,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":277
+    /* "src/kernels.pxi":265
  *         i = 0
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -22280,7 +22269,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
     __pyx_t_9 = __pyx_v_l;
     (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":266
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -22293,7 +22282,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
   }
 
 
-  /* "src/kernels.pxi":279
+  /* "src/kernels.pxi":267
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
@@ -22302,7 +22291,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_17_kernels_baseline__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":280
+  /* "src/kernels.pxi":268
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
@@ -22311,7 +22300,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_17_kernels_baseline__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":281
+  /* "src/kernels.pxi":269
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22323,7 +22312,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":282
+    /* "src/kernels.pxi":270
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
@@ -22334,7 +22323,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
     __pyx_t_10 = 0;
     (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
 
-    /* "src/kernels.pxi":281
+    /* "src/kernels.pxi":269
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22343,7 +22332,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__segment_sums(float c
 */
   }
 
-  /* "src/kernels.pxi":235
+  /* "src/kernels.pxi":223
  * 
  * 
  * cdef void _segment_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -22398,7 +22387,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
   int __pyx_t_9;
   long __pyx_t_10;
 
-  /* "src/kernels.pxi":246
+  /* "src/kernels.pxi":234
  *     cdef floating f2[LANES]
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -22407,7 +22396,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":247
+  /* "src/kernels.pxi":235
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -22416,7 +22405,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":236
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb             # <<<<<<<<<<<<<<
@@ -22425,7 +22414,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":249
+  /* "src/kernels.pxi":237
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb
  *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
@@ -22434,7 +22423,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":252
+  /* "src/kernels.pxi":240
  *     cdef const floating *p
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift             # <<<<<<<<<<<<<<
@@ -22443,7 +22432,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   __pyx_v_fs = ((double)__pyx_v_shift);
 
-  /* "src/kernels.pxi":253
+  /* "src/kernels.pxi":241
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22457,7 +22446,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":254
+    /* "src/kernels.pxi":242
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22466,7 +22455,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":255
+    /* "src/kernels.pxi":243
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22475,7 +22464,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":256
+    /* "src/kernels.pxi":244
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *         f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22484,7 +22473,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":257
+    /* "src/kernels.pxi":245
  *         a2[l] = 0.0
  *         f1[l] = 0.0
  *         f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22493,7 +22482,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":258
+    /* "src/kernels.pxi":246
  *         f1[l] = 0.0
  *         f2[l] = 0.0
  *         sh[l] = fs             # <<<<<<<<<<<<<<
@@ -22504,7 +22493,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
   }
 
 
-  /* "src/kernels.pxi":259
+  /* "src/kernels.pxi":247
  *         f2[l] = 0.0
  *         sh[l] = fs
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -22517,7 +22506,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":260
+    /* "src/kernels.pxi":248
  *         sh[l] = fs
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -22541,7 +22530,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":261
+    /* "src/kernels.pxi":249
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -22550,7 +22539,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":262
+    /* "src/kernels.pxi":250
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -22569,7 +22558,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 
     __pyx_v_g = __pyx_t_8;
 
-    /* "src/kernels.pxi":263
+    /* "src/kernels.pxi":251
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES             # <<<<<<<<<<<<<<
@@ -22578,7 +22567,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     __pyx_v_nb = (__pyx_v_seg / __pyx_e_5cnorm_17_kernels_baseline_LANES);
 
-    /* "src/kernels.pxi":264
+    /* "src/kernels.pxi":252
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)             # <<<<<<<<<<<<<<
@@ -22587,7 +22576,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     __pyx_v_blocks = __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_loop(__pyx_v_p, __pyx_v_g, __pyx_e_5cnorm_17_kernels_baseline_LANES, __pyx_v_nb, __pyx_v_sh, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, __pyx_v_blocks);
 
-    /* "src/kernels.pxi":265
+    /* "src/kernels.pxi":253
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES             # <<<<<<<<<<<<<<
@@ -22596,7 +22585,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     __pyx_v_t = (__pyx_v_nb * __pyx_e_5cnorm_17_kernels_baseline_LANES);
 
-    /* "src/kernels.pxi":266
+    /* "src/kernels.pxi":254
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES
  *         for l in range(seg - t):             # <<<<<<<<<<<<<<
@@ -22610,7 +22599,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":267
+      /* "src/kernels.pxi":255
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22622,7 +22611,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
       if (__pyx_t_4) {
 
 
-        /* "src/kernels.pxi":268
+        /* "src/kernels.pxi":256
  *         for l in range(seg - t):
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
@@ -22633,7 +22622,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
 
-        /* "src/kernels.pxi":269
+        /* "src/kernels.pxi":257
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22644,7 +22633,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
 
-        /* "src/kernels.pxi":267
+        /* "src/kernels.pxi":255
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22654,7 +22643,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
         goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":271
+      /* "src/kernels.pxi":259
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
  *             else:
  *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -22666,7 +22655,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":272
+        /* "src/kernels.pxi":260
  *             else:
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22681,7 +22670,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
     }
 
 
-    /* "src/kernels.pxi":273
+    /* "src/kernels.pxi":261
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
@@ -22690,7 +22679,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":274
+    /* "src/kernels.pxi":262
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -22699,7 +22688,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":275
+    /* "src/kernels.pxi":263
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -22709,7 +22698,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":276
+  /* "src/kernels.pxi":264
  *         o += 1
  *         i = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22723,7 +22712,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":277
+    /* "src/kernels.pxi":265
  *         i = 0
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -22734,7 +22723,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
     __pyx_t_9 = __pyx_v_l;
     (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":266
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -22747,7 +22736,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
   }
 
 
-  /* "src/kernels.pxi":279
+  /* "src/kernels.pxi":267
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
@@ -22756,7 +22745,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_17_kernels_baseline__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":280
+  /* "src/kernels.pxi":268
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
@@ -22765,7 +22754,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_17_kernels_baseline__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":281
+  /* "src/kernels.pxi":269
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22777,7 +22766,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":282
+    /* "src/kernels.pxi":270
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
@@ -22788,7 +22777,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
     __pyx_t_10 = 0;
     (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
 
-    /* "src/kernels.pxi":281
+    /* "src/kernels.pxi":269
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22797,7 +22786,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 */
   }
 
-  /* "src/kernels.pxi":235
+  /* "src/kernels.pxi":223
  * 
  * 
  * cdef void _segment_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -22824,7 +22813,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__segment_sums(double 
 
 }
 
-/* "src/kernels.pxi":285
+/* "src/kernels.pxi":273
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -22840,7 +22829,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":288
+  /* "src/kernels.pxi":276
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -22849,7 +22838,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":289
+  /* "src/kernels.pxi":277
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -22858,7 +22847,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":290
+  /* "src/kernels.pxi":278
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -22867,7 +22856,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":291
+  /* "src/kernels.pxi":279
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -22876,7 +22865,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":292
+  /* "src/kernels.pxi":280
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -22888,7 +22877,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":293
+    /* "src/kernels.pxi":281
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
@@ -22897,7 +22886,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
     __pyx_v_shift = ((double)((float)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":294
+    /* "src/kernels.pxi":282
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -22906,7 +22895,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":295
+    /* "src/kernels.pxi":283
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
@@ -22915,7 +22904,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
     (void)(__pyx_f_5cnorm_17_kernels_baseline__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":292
+    /* "src/kernels.pxi":280
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -22924,7 +22913,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(fl
 */
   }
 
-  /* "src/kernels.pxi":285
+  /* "src/kernels.pxi":273
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -22948,7 +22937,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":288
+  /* "src/kernels.pxi":276
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -22957,7 +22946,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":289
+  /* "src/kernels.pxi":277
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -22966,7 +22955,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":290
+  /* "src/kernels.pxi":278
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -22975,7 +22964,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":291
+  /* "src/kernels.pxi":279
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -22984,7 +22973,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":292
+  /* "src/kernels.pxi":280
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -22996,7 +22985,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":293
+    /* "src/kernels.pxi":281
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
@@ -23005,7 +22994,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
     __pyx_v_shift = ((double)((double)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":294
+    /* "src/kernels.pxi":282
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23014,7 +23003,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":295
+    /* "src/kernels.pxi":283
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
@@ -23023,7 +23012,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
     (void)(__pyx_f_5cnorm_17_kernels_baseline__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":292
+    /* "src/kernels.pxi":280
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23032,7 +23021,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 */
   }
 
-  /* "src/kernels.pxi":285
+  /* "src/kernels.pxi":273
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -23048,7 +23037,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(do
 
 }
 
-/* "src/kernels.pxi":298
+/* "src/kernels.pxi":286
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23067,7 +23056,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":301
+  /* "src/kernels.pxi":289
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23076,7 +23065,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":302
+  /* "src/kernels.pxi":290
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -23085,7 +23074,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":303
+  /* "src/kernels.pxi":291
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23094,7 +23083,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":304
+  /* "src/kernels.pxi":292
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23103,7 +23092,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":305
+  /* "src/kernels.pxi":293
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23117,7 +23106,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":306
+    /* "src/kernels.pxi":294
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -23126,7 +23115,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_17_kernels_baseline_CHUNK), __pyx_f_5cnorm_17_kernels_baseline__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":307
+    /* "src/kernels.pxi":295
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -23137,7 +23126,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
   }
 
 
-  /* "src/kernels.pxi":308
+  /* "src/kernels.pxi":296
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23149,7 +23138,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":309
+    /* "src/kernels.pxi":297
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -23158,7 +23147,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":310
+    /* "src/kernels.pxi":298
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -23167,7 +23156,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":308
+    /* "src/kernels.pxi":296
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23176,7 +23165,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(float co
 */
   }
 
-  /* "src/kernels.pxi":298
+  /* "src/kernels.pxi":286
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23203,7 +23192,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":301
+  /* "src/kernels.pxi":289
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23212,7 +23201,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":302
+  /* "src/kernels.pxi":290
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -23221,7 +23210,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":303
+  /* "src/kernels.pxi":291
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23230,7 +23219,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":304
+  /* "src/kernels.pxi":292
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23239,7 +23228,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":305
+  /* "src/kernels.pxi":293
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23253,7 +23242,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":306
+    /* "src/kernels.pxi":294
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -23262,7 +23251,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_17_kernels_baseline_CHUNK), __pyx_f_5cnorm_17_kernels_baseline__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":307
+    /* "src/kernels.pxi":295
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -23273,7 +23262,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
   }
 
 
-  /* "src/kernels.pxi":308
+  /* "src/kernels.pxi":296
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23285,7 +23274,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":309
+    /* "src/kernels.pxi":297
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -23294,7 +23283,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":310
+    /* "src/kernels.pxi":298
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -23303,7 +23292,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":308
+    /* "src/kernels.pxi":296
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23312,7 +23301,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 */
   }
 
-  /* "src/kernels.pxi":298
+  /* "src/kernels.pxi":286
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23328,7 +23317,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(double c
 
 }
 
-/* "src/kernels.pxi":313
+/* "src/kernels.pxi":301
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23346,7 +23335,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":317
+  /* "src/kernels.pxi":305
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23355,7 +23344,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":319
+  /* "src/kernels.pxi":307
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23364,7 +23353,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":320
+  /* "src/kernels.pxi":308
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23373,7 +23362,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":321
+  /* "src/kernels.pxi":309
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23387,7 +23376,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":322
+    /* "src/kernels.pxi":310
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -23396,7 +23385,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_17_kernels_baseline_CHUNK), __pyx_f_5cnorm_17_kernels_baseline__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":323
+    /* "src/kernels.pxi":311
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -23407,7 +23396,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":324
+    /* "src/kernels.pxi":312
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -23420,7 +23409,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(float cons
   }
 
 
-  /* "src/kernels.pxi":313
+  /* "src/kernels.pxi":301
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23445,7 +23434,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":317
+  /* "src/kernels.pxi":305
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23454,7 +23443,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":319
+  /* "src/kernels.pxi":307
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23463,7 +23452,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":320
+  /* "src/kernels.pxi":308
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23472,7 +23461,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":321
+  /* "src/kernels.pxi":309
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23486,7 +23475,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":322
+    /* "src/kernels.pxi":310
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -23495,7 +23484,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_17_kernels_baseline_CHUNK), __pyx_f_5cnorm_17_kernels_baseline__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":323
+    /* "src/kernels.pxi":311
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -23506,7 +23495,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":324
+    /* "src/kernels.pxi":312
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -23519,7 +23508,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
   }
 
 
-  /* "src/kernels.pxi":313
+  /* "src/kernels.pxi":301
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23534,7 +23523,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
 
 }
 
-/* "src/kernels.pxi":332
+/* "src/kernels.pxi":320
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -23567,7 +23556,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
   Py_ssize_t __pyx_t_11;
   int __pyx_t_12;
 
-  /* "src/kernels.pxi":341
+  /* "src/kernels.pxi":329
  *     cdef floating f2[LANES]
  *     cdef floating fs[LANES]
  *     cdef Py_ssize_t r, cb = 0, w             # <<<<<<<<<<<<<<
@@ -23576,7 +23565,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
   __pyx_v_cb = 0;
 
-  /* "src/kernels.pxi":345
+  /* "src/kernels.pxi":333
  *     cdef const floating *p
  *     cdef const floating *g
  *     while cb < C:             # <<<<<<<<<<<<<<
@@ -23589,7 +23578,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 
     if (!__pyx_t_1) break;
 
-    /* "src/kernels.pxi":346
+    /* "src/kernels.pxi":334
  *     cdef const floating *g
  *     while cb < C:
  *         w = min(LANES, C - cb)             # <<<<<<<<<<<<<<
@@ -23613,7 +23602,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     __pyx_v_w = __pyx_t_4;
 
 
-    /* "src/kernels.pxi":347
+    /* "src/kernels.pxi":335
  *     while cb < C:
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -23627,7 +23616,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":348
+      /* "src/kernels.pxi":336
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):
  *             a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -23636,7 +23625,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
       (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":349
+      /* "src/kernels.pxi":337
  *         for l in range(LANES):
  *             a1[l] = 0.0
  *             a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -23645,7 +23634,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
       (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":350
+      /* "src/kernels.pxi":338
  *             a1[l] = 0.0
  *             a2[l] = 0.0
  *             f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -23654,7 +23643,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
       (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":351
+      /* "src/kernels.pxi":339
  *             a2[l] = 0.0
  *             f1[l] = 0.0
  *             f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -23663,7 +23652,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
       (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":352
+      /* "src/kernels.pxi":340
  *             f1[l] = 0.0
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0             # <<<<<<<<<<<<<<
@@ -23685,7 +23674,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     }
 
 
-    /* "src/kernels.pxi":353
+    /* "src/kernels.pxi":341
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -23697,7 +23686,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     if (__pyx_t_1) {
 
 
-      /* "src/kernels.pxi":354
+      /* "src/kernels.pxi":342
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,             # <<<<<<<<<<<<<<
@@ -23715,7 +23704,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
       }
 
 
-      /* "src/kernels.pxi":355
+      /* "src/kernels.pxi":343
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
  *                        fs, f1, f2, a1, a2, 0)             # <<<<<<<<<<<<<<
@@ -23725,7 +23714,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
       (void)(__pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_loop(((__pyx_v_x + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb), __pyx_t_8, __pyx_v_C, (__pyx_v_r1 - __pyx_v_r0), __pyx_v_fs, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, 0));
 
 
-      /* "src/kernels.pxi":353
+      /* "src/kernels.pxi":341
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -23735,7 +23724,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":357
+    /* "src/kernels.pxi":345
  *                        fs, f1, f2, a1, a2, 0)
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -23750,7 +23739,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
       for (__pyx_t_9 = __pyx_v_r0; __pyx_t_9 < __pyx_t_2; __pyx_t_9+=1) {
         __pyx_v_r = __pyx_t_9;
 
-        /* "src/kernels.pxi":358
+        /* "src/kernels.pxi":346
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb             # <<<<<<<<<<<<<<
@@ -23759,7 +23748,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
         __pyx_v_p = ((__pyx_v_x + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
 
-        /* "src/kernels.pxi":359
+        /* "src/kernels.pxi":347
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -23778,7 +23767,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 
         __pyx_v_g = __pyx_t_8;
 
-        /* "src/kernels.pxi":360
+        /* "src/kernels.pxi":348
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):             # <<<<<<<<<<<<<<
@@ -23792,7 +23781,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_11; __pyx_t_6+=1) {
           __pyx_v_l = __pyx_t_6;
 
-          /* "src/kernels.pxi":361
+          /* "src/kernels.pxi":349
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -23804,7 +23793,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
           if (__pyx_t_1) {
 
 
-            /* "src/kernels.pxi":362
+            /* "src/kernels.pxi":350
  *                 for l in range(w):
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]             # <<<<<<<<<<<<<<
@@ -23815,7 +23804,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))));
 
-            /* "src/kernels.pxi":363
+            /* "src/kernels.pxi":351
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -23826,7 +23815,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + ((((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
 
-            /* "src/kernels.pxi":361
+            /* "src/kernels.pxi":349
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -23836,7 +23825,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
             goto __pyx_L12;
           }
 
-          /* "src/kernels.pxi":365
+          /* "src/kernels.pxi":353
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
  *                     else:
  *                         a1[l] += <double>g[l]             # <<<<<<<<<<<<<<
@@ -23848,7 +23837,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + ((double)(__pyx_v_g[__pyx_v_l])));
 
-            /* "src/kernels.pxi":366
+            /* "src/kernels.pxi":354
  *                     else:
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -23867,7 +23856,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":367
+    /* "src/kernels.pxi":355
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):             # <<<<<<<<<<<<<<
@@ -23881,7 +23870,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_2; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":368
+      /* "src/kernels.pxi":356
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]             # <<<<<<<<<<<<<<
@@ -23890,7 +23879,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
       (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a1[__pyx_v_l]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":369
+      /* "src/kernels.pxi":357
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]             # <<<<<<<<<<<<<<
@@ -23899,7 +23888,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 */
       (__pyx_v_s2[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a2[__pyx_v_l]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":370
+      /* "src/kernels.pxi":358
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -23911,7 +23900,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
       if (__pyx_t_1) {
 
 
-        /* "src/kernels.pxi":371
+        /* "src/kernels.pxi":359
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]             # <<<<<<<<<<<<<<
@@ -23922,7 +23911,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
         __pyx_t_9 = (__pyx_v_cb + __pyx_v_l);
         (__pyx_v_s2[__pyx_t_9]) = ((__pyx_v_s2[__pyx_t_9]) + ((((double)(__pyx_v_fs[__pyx_v_l])) - (__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)])) * (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":370
+        /* "src/kernels.pxi":358
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -23933,7 +23922,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     }
 
 
-    /* "src/kernels.pxi":372
+    /* "src/kernels.pxi":360
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
  *         cb += LANES             # <<<<<<<<<<<<<<
@@ -23943,7 +23932,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
     __pyx_v_cb = (__pyx_v_cb + __pyx_e_5cnorm_17_kernels_baseline_LANES);
   }
 
-  /* "src/kernels.pxi":332
+  /* "src/kernels.pxi":320
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -23990,7 +23979,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
   Py_ssize_t __pyx_t_11;
   int __pyx_t_12;
 
-  /* "src/kernels.pxi":341
+  /* "src/kernels.pxi":329
  *     cdef floating f2[LANES]
  *     cdef floating fs[LANES]
  *     cdef Py_ssize_t r, cb = 0, w             # <<<<<<<<<<<<<<
@@ -23999,7 +23988,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
   __pyx_v_cb = 0;
 
-  /* "src/kernels.pxi":345
+  /* "src/kernels.pxi":333
  *     cdef const floating *p
  *     cdef const floating *g
  *     while cb < C:             # <<<<<<<<<<<<<<
@@ -24012,7 +24001,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 
     if (!__pyx_t_1) break;
 
-    /* "src/kernels.pxi":346
+    /* "src/kernels.pxi":334
  *     cdef const floating *g
  *     while cb < C:
  *         w = min(LANES, C - cb)             # <<<<<<<<<<<<<<
@@ -24036,7 +24025,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     __pyx_v_w = __pyx_t_4;
 
 
-    /* "src/kernels.pxi":347
+    /* "src/kernels.pxi":335
  *     while cb < C:
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -24050,7 +24039,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":348
+      /* "src/kernels.pxi":336
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):
  *             a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24059,7 +24048,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
       (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":349
+      /* "src/kernels.pxi":337
  *         for l in range(LANES):
  *             a1[l] = 0.0
  *             a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24068,7 +24057,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
       (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":350
+      /* "src/kernels.pxi":338
  *             a1[l] = 0.0
  *             a2[l] = 0.0
  *             f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24077,7 +24066,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
       (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":351
+      /* "src/kernels.pxi":339
  *             a2[l] = 0.0
  *             f1[l] = 0.0
  *             f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24086,7 +24075,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
       (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":352
+      /* "src/kernels.pxi":340
  *             f1[l] = 0.0
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0             # <<<<<<<<<<<<<<
@@ -24108,7 +24097,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     }
 
 
-    /* "src/kernels.pxi":353
+    /* "src/kernels.pxi":341
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -24120,7 +24109,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     if (__pyx_t_1) {
 
 
-      /* "src/kernels.pxi":354
+      /* "src/kernels.pxi":342
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,             # <<<<<<<<<<<<<<
@@ -24138,7 +24127,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
       }
 
 
-      /* "src/kernels.pxi":355
+      /* "src/kernels.pxi":343
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
  *                        fs, f1, f2, a1, a2, 0)             # <<<<<<<<<<<<<<
@@ -24148,7 +24137,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
       (void)(__pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_loop(((__pyx_v_x + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb), __pyx_t_8, __pyx_v_C, (__pyx_v_r1 - __pyx_v_r0), __pyx_v_fs, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, 0));
 
 
-      /* "src/kernels.pxi":353
+      /* "src/kernels.pxi":341
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -24158,7 +24147,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":357
+    /* "src/kernels.pxi":345
  *                        fs, f1, f2, a1, a2, 0)
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -24173,7 +24162,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
       for (__pyx_t_9 = __pyx_v_r0; __pyx_t_9 < __pyx_t_2; __pyx_t_9+=1) {
         __pyx_v_r = __pyx_t_9;
 
-        /* "src/kernels.pxi":358
+        /* "src/kernels.pxi":346
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb             # <<<<<<<<<<<<<<
@@ -24182,7 +24171,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
         __pyx_v_p = ((__pyx_v_x + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
 
-        /* "src/kernels.pxi":359
+        /* "src/kernels.pxi":347
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -24201,7 +24190,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 
         __pyx_v_g = __pyx_t_8;
 
-        /* "src/kernels.pxi":360
+        /* "src/kernels.pxi":348
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):             # <<<<<<<<<<<<<<
@@ -24215,7 +24204,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_11; __pyx_t_6+=1) {
           __pyx_v_l = __pyx_t_6;
 
-          /* "src/kernels.pxi":361
+          /* "src/kernels.pxi":349
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24227,7 +24216,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
           if (__pyx_t_1) {
 
 
-            /* "src/kernels.pxi":362
+            /* "src/kernels.pxi":350
  *                 for l in range(w):
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]             # <<<<<<<<<<<<<<
@@ -24238,7 +24227,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))));
 
-            /* "src/kernels.pxi":363
+            /* "src/kernels.pxi":351
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -24249,7 +24238,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + ((((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
 
-            /* "src/kernels.pxi":361
+            /* "src/kernels.pxi":349
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24259,7 +24248,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
             goto __pyx_L12;
           }
 
-          /* "src/kernels.pxi":365
+          /* "src/kernels.pxi":353
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
  *                     else:
  *                         a1[l] += <double>g[l]             # <<<<<<<<<<<<<<
@@ -24271,7 +24260,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + ((double)(__pyx_v_g[__pyx_v_l])));
 
-            /* "src/kernels.pxi":366
+            /* "src/kernels.pxi":354
  *                     else:
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -24290,7 +24279,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":367
+    /* "src/kernels.pxi":355
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):             # <<<<<<<<<<<<<<
@@ -24304,7 +24293,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_2; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":368
+      /* "src/kernels.pxi":356
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]             # <<<<<<<<<<<<<<
@@ -24313,7 +24302,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
       (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a1[__pyx_v_l]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":369
+      /* "src/kernels.pxi":357
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]             # <<<<<<<<<<<<<<
@@ -24322,7 +24311,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 */
       (__pyx_v_s2[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a2[__pyx_v_l]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":370
+      /* "src/kernels.pxi":358
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24334,7 +24323,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
       if (__pyx_t_1) {
 
 
-        /* "src/kernels.pxi":371
+        /* "src/kernels.pxi":359
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]             # <<<<<<<<<<<<<<
@@ -24345,7 +24334,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
         __pyx_t_9 = (__pyx_v_cb + __pyx_v_l);
         (__pyx_v_s2[__pyx_t_9]) = ((__pyx_v_s2[__pyx_t_9]) + ((((double)(__pyx_v_fs[__pyx_v_l])) - (__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)])) * (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":370
+        /* "src/kernels.pxi":358
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24356,7 +24345,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     }
 
 
-    /* "src/kernels.pxi":372
+    /* "src/kernels.pxi":360
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
  *         cb += LANES             # <<<<<<<<<<<<<<
@@ -24366,7 +24355,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
     __pyx_v_cb = (__pyx_v_cb + __pyx_e_5cnorm_17_kernels_baseline_LANES);
   }
 
-  /* "src/kernels.pxi":332
+  /* "src/kernels.pxi":320
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -24388,7 +24377,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 
 }
 
-/* "src/kernels.pxi":375
+/* "src/kernels.pxi":363
  * 
  * 
  * cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,             # <<<<<<<<<<<<<<
@@ -24406,7 +24395,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":378
+  /* "src/kernels.pxi":366
  *                             double *mean, double *m2, double *scratch) noexcept nogil:
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -24415,7 +24404,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":379
+  /* "src/kernels.pxi":367
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -24424,7 +24413,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":380
+  /* "src/kernels.pxi":368
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>(r1 - r0)             # <<<<<<<<<<<<<<
@@ -24433,7 +24422,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
   __pyx_v_n = ((double)(__pyx_v_r1 - __pyx_v_r0));
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":370
  *     cdef double n = <double>(r1 - r0)
  *     cdef Py_ssize_t c
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -24442,7 +24431,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":383
+  /* "src/kernels.pxi":371
  *     cdef Py_ssize_t c
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -24456,7 +24445,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":384
+    /* "src/kernels.pxi":372
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]             # <<<<<<<<<<<<<<
@@ -24467,7 +24456,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
   }
 
 
-  /* "src/kernels.pxi":385
+  /* "src/kernels.pxi":373
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -24476,7 +24465,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":374
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -24490,7 +24479,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":387
+    /* "src/kernels.pxi":375
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -24501,7 +24490,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
   }
 
 
-  /* "src/kernels.pxi":388
+  /* "src/kernels.pxi":376
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -24510,7 +24499,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":389
+    /* "src/kernels.pxi":377
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -24524,7 +24513,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":390
+      /* "src/kernels.pxi":378
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -24535,7 +24524,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
     }
 
 
-    /* "src/kernels.pxi":391
+    /* "src/kernels.pxi":379
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -24544,7 +24533,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":392
+    /* "src/kernels.pxi":380
  *             shift[c] = <double><floating>mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -24558,7 +24547,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":393
+      /* "src/kernels.pxi":381
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -24569,7 +24558,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
     }
 
 
-    /* "src/kernels.pxi":388
+    /* "src/kernels.pxi":376
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -24578,7 +24567,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(flo
 */
   }
 
-  /* "src/kernels.pxi":375
+  /* "src/kernels.pxi":363
  * 
  * 
  * cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,             # <<<<<<<<<<<<<<
@@ -24604,7 +24593,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":378
+  /* "src/kernels.pxi":366
  *                             double *mean, double *m2, double *scratch) noexcept nogil:
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -24613,7 +24602,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":379
+  /* "src/kernels.pxi":367
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -24622,7 +24611,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":380
+  /* "src/kernels.pxi":368
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>(r1 - r0)             # <<<<<<<<<<<<<<
@@ -24631,7 +24620,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
   __pyx_v_n = ((double)(__pyx_v_r1 - __pyx_v_r0));
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":370
  *     cdef double n = <double>(r1 - r0)
  *     cdef Py_ssize_t c
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -24640,7 +24629,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":383
+  /* "src/kernels.pxi":371
  *     cdef Py_ssize_t c
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -24654,7 +24643,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":384
+    /* "src/kernels.pxi":372
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]             # <<<<<<<<<<<<<<
@@ -24665,7 +24654,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
   }
 
 
-  /* "src/kernels.pxi":385
+  /* "src/kernels.pxi":373
  *     for c in range(C):
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -24674,7 +24663,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":374
  *         shift[c] = x[r0 * C + c]
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -24688,7 +24677,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":387
+    /* "src/kernels.pxi":375
  *     _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -24699,7 +24688,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
   }
 
 
-  /* "src/kernels.pxi":388
+  /* "src/kernels.pxi":376
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -24708,7 +24697,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":389
+    /* "src/kernels.pxi":377
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -24722,7 +24711,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":390
+      /* "src/kernels.pxi":378
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -24733,7 +24722,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
     }
 
 
-    /* "src/kernels.pxi":391
+    /* "src/kernels.pxi":379
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -24742,7 +24731,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_r0, __pyx_v_r1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":392
+    /* "src/kernels.pxi":380
  *             shift[c] = <double><floating>mean[c]
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -24756,7 +24745,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":393
+      /* "src/kernels.pxi":381
  *         _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -24767,7 +24756,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
     }
 
 
-    /* "src/kernels.pxi":388
+    /* "src/kernels.pxi":376
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -24776,7 +24765,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 */
   }
 
-  /* "src/kernels.pxi":375
+  /* "src/kernels.pxi":363
  * 
  * 
  * cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,             # <<<<<<<<<<<<<<
@@ -24792,7 +24781,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_chunk_stats(dou
 
 }
 
-/* "src/kernels.pxi":400
+/* "src/kernels.pxi":388
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -24810,7 +24799,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":403
+  /* "src/kernels.pxi":391
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -24819,7 +24808,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":404
+  /* "src/kernels.pxi":392
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -24831,7 +24820,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":405
+    /* "src/kernels.pxi":393
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -24866,7 +24855,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":406
+                              /* "src/kernels.pxi":394
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -24875,7 +24864,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":407
+                              /* "src/kernels.pxi":395
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -24884,7 +24873,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":408
+                              /* "src/kernels.pxi":396
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -24906,7 +24895,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 
         }
 
-        /* "src/kernels.pxi":405
+        /* "src/kernels.pxi":393
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -24923,7 +24912,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
         }
     }
 
-    /* "src/kernels.pxi":404
+    /* "src/kernels.pxi":392
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -24933,7 +24922,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":411
+  /* "src/kernels.pxi":399
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -24969,7 +24958,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":412
+                              /* "src/kernels.pxi":400
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_chunk_stats(x, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -24991,7 +24980,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 
         }
 
-        /* "src/kernels.pxi":411
+        /* "src/kernels.pxi":399
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -25010,7 +24999,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":400
+  /* "src/kernels.pxi":388
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25035,7 +25024,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":403
+  /* "src/kernels.pxi":391
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -25044,7 +25033,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":404
+  /* "src/kernels.pxi":392
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -25056,7 +25045,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":405
+    /* "src/kernels.pxi":393
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -25091,7 +25080,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":406
+                              /* "src/kernels.pxi":394
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -25100,7 +25089,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":407
+                              /* "src/kernels.pxi":395
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -25109,7 +25098,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":408
+                              /* "src/kernels.pxi":396
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -25131,7 +25120,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
         }
 
-        /* "src/kernels.pxi":405
+        /* "src/kernels.pxi":393
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -25148,7 +25137,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
         }
     }
 
-    /* "src/kernels.pxi":404
+    /* "src/kernels.pxi":392
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -25158,7 +25147,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":411
+  /* "src/kernels.pxi":399
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -25194,7 +25183,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":412
+                              /* "src/kernels.pxi":400
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_chunk_stats(x, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -25216,7 +25205,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
         }
 
-        /* "src/kernels.pxi":411
+        /* "src/kernels.pxi":399
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -25235,7 +25224,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":400
+  /* "src/kernels.pxi":388
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25250,7 +25239,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
 }
 
-/* "src/kernels.pxi":416
+/* "src/kernels.pxi":404
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -25276,7 +25265,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   Py_ssize_t __pyx_t_7;
   double __pyx_t_8;
 
-  /* "src/kernels.pxi":422
+  /* "src/kernels.pxi":410
  *     same bits as _merge_into)."""
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d             # <<<<<<<<<<<<<<
@@ -25285,7 +25274,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":423
+  /* "src/kernels.pxi":411
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -25299,7 +25288,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":424
+    /* "src/kernels.pxi":412
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):
  *         mean[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25308,7 +25297,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     (__pyx_v_mean[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":425
+    /* "src/kernels.pxi":413
  *     for c in range(C):
  *         mean[c] = 0.0
  *         m2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25319,7 +25308,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   }
 
 
-  /* "src/kernels.pxi":426
+  /* "src/kernels.pxi":414
  *         mean[c] = 0.0
  *         m2[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -25333,7 +25322,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":427
+    /* "src/kernels.pxi":415
  *         m2[c] = 0.0
  *     for k in range(K):
  *         nb = cnt[k]             # <<<<<<<<<<<<<<
@@ -25342,7 +25331,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     __pyx_v_nb = (__pyx_v_cnt[__pyx_v_k]);
 
-    /* "src/kernels.pxi":428
+    /* "src/kernels.pxi":416
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -25354,7 +25343,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":429
+      /* "src/kernels.pxi":417
  *         nb = cnt[k]
  *         if nb <= 0.0:
  *             continue             # <<<<<<<<<<<<<<
@@ -25363,7 +25352,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       goto __pyx_L5_continue;
 
-      /* "src/kernels.pxi":428
+      /* "src/kernels.pxi":416
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -25372,7 +25361,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     }
 
-    /* "src/kernels.pxi":430
+    /* "src/kernels.pxi":418
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -25384,7 +25373,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":431
+      /* "src/kernels.pxi":419
  *             continue
  *         if n == 0.0:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -25398,7 +25387,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":432
+        /* "src/kernels.pxi":420
  *         if n == 0.0:
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]             # <<<<<<<<<<<<<<
@@ -25407,7 +25396,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         (__pyx_v_mean[__pyx_v_c]) = (__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]);
 
-        /* "src/kernels.pxi":433
+        /* "src/kernels.pxi":421
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]
  *                 m2[c] = pm2[k * C + c]             # <<<<<<<<<<<<<<
@@ -25418,7 +25407,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       }
 
 
-      /* "src/kernels.pxi":430
+      /* "src/kernels.pxi":418
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -25428,7 +25417,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       goto __pyx_L8;
     }
 
-    /* "src/kernels.pxi":435
+    /* "src/kernels.pxi":423
  *                 m2[c] = pm2[k * C + c]
  *         else:
  *             tot = n + nb             # <<<<<<<<<<<<<<
@@ -25438,7 +25427,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     /*else*/ {
       __pyx_v_tot = (__pyx_v_n + __pyx_v_nb);
 
-      /* "src/kernels.pxi":436
+      /* "src/kernels.pxi":424
  *         else:
  *             tot = n + nb
  *             fa = nb / tot             # <<<<<<<<<<<<<<
@@ -25447,7 +25436,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       __pyx_v_fa = (__pyx_v_nb / __pyx_v_tot);
 
-      /* "src/kernels.pxi":437
+      /* "src/kernels.pxi":425
  *             tot = n + nb
  *             fa = nb / tot
  *             fb = n * nb / tot             # <<<<<<<<<<<<<<
@@ -25456,7 +25445,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       __pyx_v_fb = ((__pyx_v_n * __pyx_v_nb) / __pyx_v_tot);
 
-      /* "src/kernels.pxi":438
+      /* "src/kernels.pxi":426
  *             fa = nb / tot
  *             fb = n * nb / tot
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -25470,7 +25459,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":439
+        /* "src/kernels.pxi":427
  *             fb = n * nb / tot
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]             # <<<<<<<<<<<<<<
@@ -25479,7 +25468,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         __pyx_v_d = ((__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]) - (__pyx_v_mean[__pyx_v_c]));
 
-        /* "src/kernels.pxi":440
+        /* "src/kernels.pxi":428
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa             # <<<<<<<<<<<<<<
@@ -25488,7 +25477,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         (__pyx_v_mean[__pyx_v_c]) = ((__pyx_v_mean[__pyx_v_c]) + (__pyx_v_d * __pyx_v_fa));
 
-        /* "src/kernels.pxi":441
+        /* "src/kernels.pxi":429
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb             # <<<<<<<<<<<<<<
@@ -25501,7 +25490,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     }
     __pyx_L8:;
 
-    /* "src/kernels.pxi":442
+    /* "src/kernels.pxi":430
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb             # <<<<<<<<<<<<<<
@@ -25523,7 +25512,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   }
 
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":431
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -25535,7 +25524,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":444
+    /* "src/kernels.pxi":432
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25549,7 +25538,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":445
+      /* "src/kernels.pxi":433
  *     if n == 0.0:
  *         for c in range(C):
  *             mean[c] = NAN             # <<<<<<<<<<<<<<
@@ -25558,7 +25547,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       (__pyx_v_mean[__pyx_v_c]) = NAN;
 
-      /* "src/kernels.pxi":446
+      /* "src/kernels.pxi":434
  *         for c in range(C):
  *             mean[c] = NAN
  *             m2[c] = NAN             # <<<<<<<<<<<<<<
@@ -25569,7 +25558,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     }
 
 
-    /* "src/kernels.pxi":443
+    /* "src/kernels.pxi":431
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -25578,7 +25567,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
   }
 
-  /* "src/kernels.pxi":416
+  /* "src/kernels.pxi":404
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -25597,7 +25586,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 
 }
 
-/* "src/kernels.pxi":449
+/* "src/kernels.pxi":437
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -25634,53 +25623,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_9partial_stats(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 449, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 437, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 449, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 437, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 449, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 437, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 437, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 437, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 437, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 437, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -25694,7 +25683,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_9partial_stats(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 449, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 437, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -25746,7 +25735,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 449, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 437, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -25764,11 +25753,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 449, __pyx_L1_error)
+    __PYX_ERR(2, 437, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 437, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -25778,7 +25767,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 449, __pyx_L1_error)
+      __PYX_ERR(2, 437, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -25797,9 +25786,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 449, __pyx_L1_error)
+    __PYX_ERR(2, 437, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 437, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -25808,25 +25797,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 449, __pyx_L1_error)
+      __PYX_ERR(2, 437, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 437, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 449, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 437, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 449, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 437, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -25878,32 +25867,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_25partial_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 449, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 437, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 449, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 437, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 449, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 437, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 449, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 437, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 449, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 437, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 449, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 437, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -25968,7 +25957,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0partial_stats", 0);
 
-  /* "src/kernels.pxi":456
+  /* "src/kernels.pxi":444
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -25979,19 +25968,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":457
+  /* "src/kernels.pxi":445
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 457, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 445, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 457, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 445, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 457, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 445, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -26003,7 +25992,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":458
+  /* "src/kernels.pxi":446
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26011,16 +26000,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -26041,13 +26030,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 458, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 446, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 458, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 446, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -26059,13 +26048,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 458, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 446, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":459
+  /* "src/kernels.pxi":447
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26073,26 +26062,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 459, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 447, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 459, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 447, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -26113,13 +26102,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -26131,13 +26120,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 459, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 447, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":460
+  /* "src/kernels.pxi":448
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26145,26 +26134,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 460, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 448, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 460, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 448, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -26185,13 +26174,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -26203,13 +26192,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 460, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 448, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":461
+  /* "src/kernels.pxi":449
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26217,15 +26206,15 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner == 1);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -26234,9 +26223,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -26257,13 +26246,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -26275,45 +26264,45 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 461, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 449, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":462
+  /* "src/kernels.pxi":450
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 462, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 450, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 462, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 450, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":463
+  /* "src/kernels.pxi":451
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 463, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 451, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 463, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 451, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":464
+  /* "src/kernels.pxi":452
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -26327,7 +26316,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":465
+    /* "src/kernels.pxi":453
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))             # <<<<<<<<<<<<<<
@@ -26339,7 +26328,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":466
+  /* "src/kernels.pxi":454
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -26351,7 +26340,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":467
+    /* "src/kernels.pxi":455
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -26364,7 +26353,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":468
+          /* "src/kernels.pxi":456
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -26380,7 +26369,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":469
+          /* "src/kernels.pxi":457
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -26398,7 +26387,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":468
+          /* "src/kernels.pxi":456
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -26409,7 +26398,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
 
         }
 
-        /* "src/kernels.pxi":467
+        /* "src/kernels.pxi":455
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -26426,7 +26415,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
         }
     }
 
-    /* "src/kernels.pxi":466
+    /* "src/kernels.pxi":454
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -26435,24 +26424,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":470
+  /* "src/kernels.pxi":458
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 470, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 458, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 470, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 458, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 470, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 458, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 470, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 458, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -26464,7 +26453,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24partial_stats(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":449
+  /* "src/kernels.pxi":437
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -26526,32 +26515,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_27partial_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 449, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 437, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 449, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 437, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 449, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 437, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 449, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 437, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 449, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 437, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 449, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 437, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 449, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 437, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -26616,7 +26605,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1partial_stats", 0);
 
-  /* "src/kernels.pxi":456
+  /* "src/kernels.pxi":444
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -26627,19 +26616,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":457
+  /* "src/kernels.pxi":445
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 457, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 445, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 457, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 445, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 457, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 445, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -26651,7 +26640,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":458
+  /* "src/kernels.pxi":446
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26659,16 +26648,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 458, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 446, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -26689,13 +26678,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 458, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 446, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 458, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 446, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -26707,13 +26696,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 458, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 446, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":459
+  /* "src/kernels.pxi":447
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26721,26 +26710,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 459, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 447, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 459, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 447, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 459, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 447, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -26761,13 +26750,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 459, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 447, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -26779,13 +26768,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 459, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 447, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":460
+  /* "src/kernels.pxi":448
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26793,26 +26782,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 460, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 448, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 460, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 448, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 460, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -26833,13 +26822,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 460, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 448, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -26851,13 +26840,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 460, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 448, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":461
+  /* "src/kernels.pxi":449
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -26865,15 +26854,15 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner == 1);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -26882,9 +26871,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 461, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 449, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -26905,13 +26894,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 461, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 449, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -26923,45 +26912,45 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 461, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 449, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":462
+  /* "src/kernels.pxi":450
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 462, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 450, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 462, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 450, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":463
+  /* "src/kernels.pxi":451
  *     scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 463, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 451, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 463, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 451, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":464
+  /* "src/kernels.pxi":452
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -26975,7 +26964,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":465
+    /* "src/kernels.pxi":453
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))             # <<<<<<<<<<<<<<
@@ -26987,7 +26976,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":466
+  /* "src/kernels.pxi":454
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -26999,7 +26988,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":467
+    /* "src/kernels.pxi":455
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -27012,7 +27001,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":468
+          /* "src/kernels.pxi":456
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -27028,7 +27017,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":469
+          /* "src/kernels.pxi":457
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -27046,7 +27035,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":468
+          /* "src/kernels.pxi":456
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -27057,7 +27046,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
 
         }
 
-        /* "src/kernels.pxi":467
+        /* "src/kernels.pxi":455
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -27074,7 +27063,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
         }
     }
 
-    /* "src/kernels.pxi":466
+    /* "src/kernels.pxi":454
  *     for k in range(K):
  *         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -27083,24 +27072,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":470
+  /* "src/kernels.pxi":458
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner > 1 else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 470, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 458, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 470, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 458, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 470, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 458, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 470, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 458, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -27112,7 +27101,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":449
+  /* "src/kernels.pxi":437
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -27151,7 +27140,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26partial_stats(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":473
+/* "src/kernels.pxi":461
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -27201,46 +27190,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_counts,&__pyx_mstate_global->__pyx_n_u_means,&__pyx_mstate_global->__pyx_n_u_m2,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 473, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 461, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 473, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 461, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 473, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 461, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 473, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 461, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 473, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 461, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 473, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 461, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 473, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 461, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 473, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 461, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 473, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 461, __pyx_L3_error)
     }
-    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 473, __pyx_L3_error)
-    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 473, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 473, __pyx_L3_error)
+    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 461, __pyx_L3_error)
+    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 461, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 461, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 473, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 461, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27300,7 +27289,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("merge_stats", 0);
 
-  /* "src/kernels.pxi":479
+  /* "src/kernels.pxi":467
  *     A channel with no values gets mean and m2 NaN.
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k             # <<<<<<<<<<<<<<
@@ -27310,7 +27299,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   __pyx_v_K = (__pyx_v_means.shape[0]);
   __pyx_v_C = (__pyx_v_means.shape[1]);
 
-  /* "src/kernels.pxi":480
+  /* "src/kernels.pxi":468
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0             # <<<<<<<<<<<<<<
@@ -27319,7 +27308,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 */
   __pyx_v_total = 0.0;
 
-  /* "src/kernels.pxi":481
+  /* "src/kernels.pxi":469
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27327,16 +27316,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
  *     cdef double[::1] mo = mean_out, m2o = m2_out
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 481, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 469, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 481, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 469, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 481, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 469, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 469, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 481, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 469, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -27357,13 +27346,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_3, __pyx_t_6};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 469, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 469, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -27375,13 +27364,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 481, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 469, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_mean_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":482
+  /* "src/kernels.pxi":470
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27389,16 +27378,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
  *     for k in range(K):
 */
   __pyx_t_4 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   #if CYTHON_VECTORCALL
@@ -27419,13 +27408,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_4, __pyx_t_5, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_3 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 482, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 470, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_3);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_3 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 482, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 470, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     #endif
@@ -27437,29 +27426,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 482, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 470, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_m2_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":483
+  /* "src/kernels.pxi":471
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         total += counts[k]
 */
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 483, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 471, __pyx_L1_error)
   __pyx_v_mo = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 483, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 471, __pyx_L1_error)
   __pyx_v_m2o = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
 
-  /* "src/kernels.pxi":484
+  /* "src/kernels.pxi":472
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -27473,7 +27462,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   for (__pyx_t_11 = 0; __pyx_t_11 < __pyx_t_10; __pyx_t_11+=1) {
     __pyx_v_k = __pyx_t_11;
 
-    /* "src/kernels.pxi":485
+    /* "src/kernels.pxi":473
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):
  *         total += counts[k]             # <<<<<<<<<<<<<<
@@ -27485,7 +27474,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   }
 
 
-  /* "src/kernels.pxi":486
+  /* "src/kernels.pxi":474
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -27497,7 +27486,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   if (__pyx_t_13) {
 
 
-    /* "src/kernels.pxi":487
+    /* "src/kernels.pxi":475
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -27510,7 +27499,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":488
+          /* "src/kernels.pxi":476
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -27541,7 +27530,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":489
+          /* "src/kernels.pxi":477
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])             # <<<<<<<<<<<<<<
@@ -27563,7 +27552,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
           __pyx_t_12 = 0;
           __pyx_t_16 = 0;
 
-          /* "src/kernels.pxi":488
+          /* "src/kernels.pxi":476
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -27576,7 +27565,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":487
+        /* "src/kernels.pxi":475
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -27593,7 +27582,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":486
+    /* "src/kernels.pxi":474
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -27602,25 +27591,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":490
+  /* "src/kernels.pxi":478
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
  *     return total, mean_out, m2_out             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 478, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 478, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 490, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 478, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_mean_out);
   __Pyx_GIVEREF(__pyx_v_mean_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 490, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 478, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2_out);
   __Pyx_GIVEREF(__pyx_v_m2_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 490, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 478, __pyx_L1_error);
   __pyx_t_1 = 0;
   {
     PyObject *__pyx_temp;
@@ -27633,7 +27622,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   __pyx_t_6 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":473
+  /* "src/kernels.pxi":461
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -27666,7 +27655,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":493
+/* "src/kernels.pxi":481
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -27703,53 +27692,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_13channel_stats(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 481, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 481, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 493, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 481, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 481, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 481, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 481, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 481, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -27763,7 +27752,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_13channel_stats(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 481, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27815,7 +27804,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 493, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 481, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -27833,11 +27822,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 493, __pyx_L1_error)
+    __PYX_ERR(2, 481, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 481, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -27847,7 +27836,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 493, __pyx_L1_error)
+      __PYX_ERR(2, 481, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -27866,9 +27855,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 493, __pyx_L1_error)
+    __PYX_ERR(2, 481, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 481, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -27877,25 +27866,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 493, __pyx_L1_error)
+      __PYX_ERR(2, 481, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 493, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 481, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 493, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 481, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -27947,32 +27936,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_31channel_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 481, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 481, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 493, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 481, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 481, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 481, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 481, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28009,19 +27998,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30channel_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0channel_stats", 0);
 
-  /* "src/kernels.pxi":495
+  /* "src/kernels.pxi":483
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -28041,13 +28030,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30channel_stats(CYTHON_UNUS
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 495, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 483, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -28062,7 +28051,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30channel_stats(CYTHON_UNUS
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":493
+  /* "src/kernels.pxi":481
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28108,32 +28097,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_33channel_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 481, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 481, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 481, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 493, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 481, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 481, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 481, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 481, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28170,19 +28159,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32channel_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1channel_stats", 0);
 
-  /* "src/kernels.pxi":495
+  /* "src/kernels.pxi":483
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -28202,13 +28191,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32channel_stats(CYTHON_UNUS
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 495, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 483, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 495, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 483, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -28223,7 +28212,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32channel_stats(CYTHON_UNUS
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":493
+  /* "src/kernels.pxi":481
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28246,61 +28235,23 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32channel_stats(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":502
+/* "src/kernels.pxi":490
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
- *                            floating lo, floating a, floating b, bint stream) noexcept nogil:
+ *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
 */
 
-static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row(float const *__pyx_v_x, float *__pyx_v_y, Py_ssize_t __pyx_v_n, float __pyx_v_hi, float __pyx_v_lo, float __pyx_v_a, float __pyx_v_b, int __pyx_v_stream) {
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row(float const *__pyx_v_x, float *__pyx_v_y, Py_ssize_t __pyx_v_n, float __pyx_v_hi, float __pyx_v_lo, float __pyx_v_a, float __pyx_v_b) {
   Py_ssize_t __pyx_v_t;
   Py_ssize_t __pyx_t_1;
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":505
- *                            floating lo, floating a, floating b, bint stream) noexcept nogil:
+  /* "src/kernels.pxi":493
+ *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
- *     if stream:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_norm_stream_f32(x, y, n, hi, lo, a, b)
-*/
-  if (__pyx_v_stream) {
-
-    /* "src/kernels.pxi":507
- *     if stream:
- *         if floating is float:
- *             cn_norm_stream_f32(x, y, n, hi, lo, a, b)             # <<<<<<<<<<<<<<
- *         else:
- *             cn_norm_stream_f64(x, y, n, hi, lo, a, b)
-*/
-    cn_norm_stream_f32(__pyx_v_x, __pyx_v_y, __pyx_v_n, __pyx_v_hi, __pyx_v_lo, __pyx_v_a, __pyx_v_b);
-
-    /* "src/kernels.pxi":510
- *         else:
- *             cn_norm_stream_f64(x, y, n, hi, lo, a, b)
- *         return             # <<<<<<<<<<<<<<
- *     for t in range(n):
- *         y[t] = ((x[t] - hi) - lo) * a + b
-*/
-    {
-    }
-    goto __pyx_L0;
-
-    /* "src/kernels.pxi":505
- *                            floating lo, floating a, floating b, bint stream) noexcept nogil:
- *     cdef Py_ssize_t t
- *     if stream:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_norm_stream_f32(x, y, n, hi, lo, a, b)
-*/
-  }
-
-  /* "src/kernels.pxi":511
- *             cn_norm_stream_f64(x, y, n, hi, lo, a, b)
- *         return
  *     for t in range(n):             # <<<<<<<<<<<<<<
  *         y[t] = ((x[t] - hi) - lo) * a + b
  * 
@@ -28312,8 +28263,8 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":512
- *         return
+    /* "src/kernels.pxi":494
+ *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
  * 
@@ -28323,66 +28274,27 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   }
 
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":490
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
- *                            floating lo, floating a, floating b, bint stream) noexcept nogil:
+ *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
 */
 
   /* function exit code */
-  __pyx_L0:;
 
 }
 
-static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row(double const *__pyx_v_x, double *__pyx_v_y, Py_ssize_t __pyx_v_n, double __pyx_v_hi, double __pyx_v_lo, double __pyx_v_a, double __pyx_v_b, int __pyx_v_stream) {
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row(double const *__pyx_v_x, double *__pyx_v_y, Py_ssize_t __pyx_v_n, double __pyx_v_hi, double __pyx_v_lo, double __pyx_v_a, double __pyx_v_b) {
   Py_ssize_t __pyx_v_t;
   Py_ssize_t __pyx_t_1;
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":505
- *                            floating lo, floating a, floating b, bint stream) noexcept nogil:
+  /* "src/kernels.pxi":493
+ *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
- *     if stream:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_norm_stream_f32(x, y, n, hi, lo, a, b)
-*/
-  if (__pyx_v_stream) {
-
-    /* "src/kernels.pxi":509
- *             cn_norm_stream_f32(x, y, n, hi, lo, a, b)
- *         else:
- *             cn_norm_stream_f64(x, y, n, hi, lo, a, b)             # <<<<<<<<<<<<<<
- *         return
- *     for t in range(n):
-*/
-    cn_norm_stream_f64(__pyx_v_x, __pyx_v_y, __pyx_v_n, __pyx_v_hi, __pyx_v_lo, __pyx_v_a, __pyx_v_b);
-
-    /* "src/kernels.pxi":510
- *         else:
- *             cn_norm_stream_f64(x, y, n, hi, lo, a, b)
- *         return             # <<<<<<<<<<<<<<
- *     for t in range(n):
- *         y[t] = ((x[t] - hi) - lo) * a + b
-*/
-    {
-    }
-    goto __pyx_L0;
-
-    /* "src/kernels.pxi":505
- *                            floating lo, floating a, floating b, bint stream) noexcept nogil:
- *     cdef Py_ssize_t t
- *     if stream:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_norm_stream_f32(x, y, n, hi, lo, a, b)
-*/
-  }
-
-  /* "src/kernels.pxi":511
- *             cn_norm_stream_f64(x, y, n, hi, lo, a, b)
- *         return
  *     for t in range(n):             # <<<<<<<<<<<<<<
  *         y[t] = ((x[t] - hi) - lo) * a + b
  * 
@@ -28394,8 +28306,8 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":512
- *         return
+    /* "src/kernels.pxi":494
+ *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
  * 
@@ -28405,89 +28317,36 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   }
 
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":490
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
- *                            floating lo, floating a, floating b, bint stream) noexcept nogil:
+ *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
 */
 
   /* function exit code */
-  __pyx_L0:;
 
 }
 
-/* "src/kernels.pxi":515
+/* "src/kernels.pxi":497
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
  *                           floating hi, floating lo, floating k1, floating k2,
- *                           floating k3, bint stream) noexcept nogil:
+ *                           floating k3) noexcept nogil:
 */
 
-static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(float const *__pyx_v_x, float const *__pyx_v_dy, float *__pyx_v_dx, Py_ssize_t __pyx_v_n, float __pyx_v_hi, float __pyx_v_lo, float __pyx_v_k1, float __pyx_v_k2, float __pyx_v_k3, int __pyx_v_stream) {
+static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(float const *__pyx_v_x, float const *__pyx_v_dy, float *__pyx_v_dx, Py_ssize_t __pyx_v_n, float __pyx_v_hi, float __pyx_v_lo, float __pyx_v_k1, float __pyx_v_k2, float __pyx_v_k3) {
   Py_ssize_t __pyx_v_t;
   int __pyx_t_1;
-  int __pyx_t_2;
+  Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
-  Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":519
- *                           floating k3, bint stream) noexcept nogil:
+  /* "src/kernels.pxi":501
+ *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
- *     if stream and x != NULL:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)
-*/
-  if (__pyx_v_stream) {
-  } else {
-
-    __pyx_t_1 = __pyx_v_stream;
-    goto __pyx_L4_bool_binop_done;
-  }
-  __pyx_t_2 = (__pyx_v_x != NULL);
-
-
-  __pyx_t_1 = __pyx_t_2;
-
-  __pyx_L4_bool_binop_done:;
-  if (__pyx_t_1) {
-
-
-    /* "src/kernels.pxi":521
- *     if stream and x != NULL:
- *         if floating is float:
- *             cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)             # <<<<<<<<<<<<<<
- *         else:
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
-*/
-    cn_bwd_stream_f32(__pyx_v_x, __pyx_v_dy, __pyx_v_dx, __pyx_v_n, __pyx_v_hi, __pyx_v_lo, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3);
-
-    /* "src/kernels.pxi":524
- *         else:
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
- *         return             # <<<<<<<<<<<<<<
- *     if x == NULL:
- *         for t in range(n):
-*/
-    {
-    }
-    goto __pyx_L0;
-
-    /* "src/kernels.pxi":519
- *                           floating k3, bint stream) noexcept nogil:
- *     cdef Py_ssize_t t
- *     if stream and x != NULL:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)
-*/
-  }
-
-  /* "src/kernels.pxi":525
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
- *         return
  *     if x == NULL:             # <<<<<<<<<<<<<<
  *         for t in range(n):
  *             dx[t] = dy[t] * k1
@@ -28497,21 +28356,21 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":526
- *         return
+    /* "src/kernels.pxi":502
+ *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
  *             dx[t] = dy[t] * k1
  *     else:
 */
 
-    __pyx_t_3 = __pyx_v_n;
-    __pyx_t_4 = __pyx_t_3;
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
 
-    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
-      __pyx_v_t = __pyx_t_5;
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":527
+      /* "src/kernels.pxi":503
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -28522,17 +28381,17 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
 
-    /* "src/kernels.pxi":525
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
- *         return
+    /* "src/kernels.pxi":501
+ *                           floating k3) noexcept nogil:
+ *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
  *         for t in range(n):
  *             dx[t] = dy[t] * k1
 */
-    goto __pyx_L6;
+    goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":529
+  /* "src/kernels.pxi":505
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -28541,13 +28400,13 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
 */
   /*else*/ {
 
-    __pyx_t_3 = __pyx_v_n;
-    __pyx_t_4 = __pyx_t_3;
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
 
-    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
-      __pyx_v_t = __pyx_t_5;
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":530
+      /* "src/kernels.pxi":506
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -28558,83 +28417,30 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
   }
-  __pyx_L6:;
+  __pyx_L3:;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":497
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
  *                           floating hi, floating lo, floating k1, floating k2,
- *                           floating k3, bint stream) noexcept nogil:
+ *                           floating k3) noexcept nogil:
 */
 
   /* function exit code */
-  __pyx_L0:;
 
 }
 
-static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(double const *__pyx_v_x, double const *__pyx_v_dy, double *__pyx_v_dx, Py_ssize_t __pyx_v_n, double __pyx_v_hi, double __pyx_v_lo, double __pyx_v_k1, double __pyx_v_k2, double __pyx_v_k3, int __pyx_v_stream) {
+static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(double const *__pyx_v_x, double const *__pyx_v_dy, double *__pyx_v_dx, Py_ssize_t __pyx_v_n, double __pyx_v_hi, double __pyx_v_lo, double __pyx_v_k1, double __pyx_v_k2, double __pyx_v_k3) {
   Py_ssize_t __pyx_v_t;
   int __pyx_t_1;
-  int __pyx_t_2;
+  Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
-  Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":519
- *                           floating k3, bint stream) noexcept nogil:
+  /* "src/kernels.pxi":501
+ *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
- *     if stream and x != NULL:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)
-*/
-  if (__pyx_v_stream) {
-  } else {
-
-    __pyx_t_1 = __pyx_v_stream;
-    goto __pyx_L4_bool_binop_done;
-  }
-  __pyx_t_2 = (__pyx_v_x != NULL);
-
-
-  __pyx_t_1 = __pyx_t_2;
-
-  __pyx_L4_bool_binop_done:;
-  if (__pyx_t_1) {
-
-
-    /* "src/kernels.pxi":523
- *             cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)
- *         else:
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)             # <<<<<<<<<<<<<<
- *         return
- *     if x == NULL:
-*/
-    cn_bwd_stream_f64(__pyx_v_x, __pyx_v_dy, __pyx_v_dx, __pyx_v_n, __pyx_v_hi, __pyx_v_lo, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3);
-
-    /* "src/kernels.pxi":524
- *         else:
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
- *         return             # <<<<<<<<<<<<<<
- *     if x == NULL:
- *         for t in range(n):
-*/
-    {
-    }
-    goto __pyx_L0;
-
-    /* "src/kernels.pxi":519
- *                           floating k3, bint stream) noexcept nogil:
- *     cdef Py_ssize_t t
- *     if stream and x != NULL:             # <<<<<<<<<<<<<<
- *         if floating is float:
- *             cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)
-*/
-  }
-
-  /* "src/kernels.pxi":525
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
- *         return
  *     if x == NULL:             # <<<<<<<<<<<<<<
  *         for t in range(n):
  *             dx[t] = dy[t] * k1
@@ -28644,21 +28450,21 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":526
- *         return
+    /* "src/kernels.pxi":502
+ *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
  *             dx[t] = dy[t] * k1
  *     else:
 */
 
-    __pyx_t_3 = __pyx_v_n;
-    __pyx_t_4 = __pyx_t_3;
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
 
-    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
-      __pyx_v_t = __pyx_t_5;
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":527
+      /* "src/kernels.pxi":503
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -28669,17 +28475,17 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
 
-    /* "src/kernels.pxi":525
- *             cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
- *         return
+    /* "src/kernels.pxi":501
+ *                           floating k3) noexcept nogil:
+ *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
  *         for t in range(n):
  *             dx[t] = dy[t] * k1
 */
-    goto __pyx_L6;
+    goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":529
+  /* "src/kernels.pxi":505
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -28688,13 +28494,13 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
 */
   /*else*/ {
 
-    __pyx_t_3 = __pyx_v_n;
-    __pyx_t_4 = __pyx_t_3;
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
 
-    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
-      __pyx_v_t = __pyx_t_5;
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":530
+      /* "src/kernels.pxi":506
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -28705,22 +28511,21 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
   }
-  __pyx_L6:;
+  __pyx_L3:;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":497
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
  *                           floating hi, floating lo, floating k1, floating k2,
- *                           floating k3, bint stream) noexcept nogil:
+ *                           floating k3) noexcept nogil:
 */
 
   /* function exit code */
-  __pyx_L0:;
 
 }
 
-/* "src/kernels.pxi":533
+/* "src/kernels.pxi":509
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -28730,7 +28535,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(double __pyx_v_mean, float *__pyx_v_hi, float *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":535
+  /* "src/kernels.pxi":511
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -28739,7 +28544,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_hi[0]) = ((float)__pyx_v_mean);
 
-  /* "src/kernels.pxi":536
+  /* "src/kernels.pxi":512
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -28748,7 +28553,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_lo[0]) = ((float)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":533
+  /* "src/kernels.pxi":509
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -28761,7 +28566,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(double __pyx_v_mean, double *__pyx_v_hi, double *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":535
+  /* "src/kernels.pxi":511
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -28770,7 +28575,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_hi[0]) = ((double)__pyx_v_mean);
 
-  /* "src/kernels.pxi":536
+  /* "src/kernels.pxi":512
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -28779,7 +28584,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_lo[0]) = ((double)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":533
+  /* "src/kernels.pxi":509
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -28790,7 +28595,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
   /* function exit code */
 }
 
-/* "src/kernels.pxi":539
+/* "src/kernels.pxi":515
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -28799,7 +28604,6 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
 */
 
 static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *__pyx_v_x, float const *__pyx_v_dy, float *__pyx_v_out, Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, float const *__pyx_v_coef, Py_ssize_t __pyx_v_c0, Py_ssize_t __pyx_v_c1, CYTHON_UNUSED int __pyx_v_nt) {
-  int __pyx_v_stream;
   Py_ssize_t __pyx_v_r;
   Py_ssize_t __pyx_v_c;
   Py_ssize_t __pyx_v_o;
@@ -28819,32 +28623,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   float const *__pyx_t_10;
   float const *__pyx_t_11;
 
-  /* "src/kernels.pxi":542
- *                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
- *                  Py_ssize_t c1, int nt) noexcept nogil:
- *     cdef bint stream = inner >= GATHER and outer * C * inner * sizeof(floating) >= STREAM_MIN             # <<<<<<<<<<<<<<
- *     """Forward (dy == NULL): out = (x - mean) * a + b.
- *     Backward: out = dy * k1 + ((x - mean) * k2 + k3), or dy * k1 when x == NULL.
-*/
-  __pyx_t_2 = (__pyx_v_inner >= __pyx_e_5cnorm_17_kernels_baseline_GATHER);
-
-  if (__pyx_t_2) {
-
-  } else {
-
-    __pyx_t_1 = __pyx_t_2;
-
-    goto __pyx_L3_bool_binop_done;
-  }
-  __pyx_t_2 = ((((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner) * (sizeof(float))) >= __pyx_e_5cnorm_17_kernels_baseline_STREAM_MIN);
-
-
-  __pyx_t_1 = __pyx_t_2;
-
-  __pyx_L3_bool_binop_done:;
-  __pyx_v_stream = __pyx_t_1;
-
-  /* "src/kernels.pxi":548
+  /* "src/kernels.pxi":523
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -28853,52 +28632,52 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":524
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
 */
-  __pyx_t_1 = (__pyx_v_dy == NULL);
+  __pyx_t_2 = (__pyx_v_dy == NULL);
 
-  if (__pyx_t_1) {
+  if (__pyx_t_2) {
 
-    __pyx_t_3 = 4;
+    __pyx_t_1 = 4;
   } else {
 
-    __pyx_t_3 = 5;
+    __pyx_t_1 = 5;
   }
 
-  __pyx_v_w = __pyx_t_3;
+  __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":551
+  /* "src/kernels.pxi":526
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
-  __pyx_t_2 = (__pyx_v_inner > 1);
+  __pyx_t_3 = (__pyx_v_inner > 1);
 
-  if (__pyx_t_2) {
+  if (__pyx_t_3) {
 
   } else {
 
-    __pyx_t_1 = __pyx_t_2;
+    __pyx_t_2 = __pyx_t_3;
 
-    goto __pyx_L6_bool_binop_done;
+    goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_2 = ((__pyx_v_c1 - __pyx_v_c0) < __pyx_v_C);
+  __pyx_t_3 = ((__pyx_v_c1 - __pyx_v_c0) < __pyx_v_C);
 
 
-  __pyx_t_1 = __pyx_t_2;
+  __pyx_t_2 = __pyx_t_3;
 
-  __pyx_L6_bool_binop_done:;
-  if (__pyx_t_1) {
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":552
+    /* "src/kernels.pxi":527
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -28912,7 +28691,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     for (__pyx_t_6 = __pyx_v_c0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":553
+      /* "src/kernels.pxi":528
  *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):
  *             q = coef + w * c             # <<<<<<<<<<<<<<
@@ -28921,7 +28700,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
       __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-      /* "src/kernels.pxi":554
+      /* "src/kernels.pxi":529
  *         for c in range(c0, c1):
  *             q = coef + w * c
  *             for o in range(outer):             # <<<<<<<<<<<<<<
@@ -28935,57 +28714,57 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_o = __pyx_t_9;
 
-        /* "src/kernels.pxi":555
+        /* "src/kernels.pxi":530
  *             q = coef + w * c
  *             for o in range(outer):
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
  *                 if dy == NULL:
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":556
+        /* "src/kernels.pxi":531
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
 */
-        __pyx_t_1 = (__pyx_v_dy == NULL);
+        __pyx_t_2 = (__pyx_v_dy == NULL);
 
-        if (__pyx_t_1) {
+        if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":557
+          /* "src/kernels.pxi":532
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)             # <<<<<<<<<<<<<<
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
 */
-          __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), __pyx_v_stream);
+          __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":556
+          /* "src/kernels.pxi":531
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
 */
-          goto __pyx_L12;
+          goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":559
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+        /* "src/kernels.pxi":534
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
 */
         /*else*/ {
-          __pyx_t_1 = (__pyx_v_x != NULL);
+          __pyx_t_2 = (__pyx_v_x != NULL);
 
-          if (__pyx_t_1) {
+          if (__pyx_t_2) {
 
             __pyx_t_10 = (__pyx_v_x + __pyx_v_off);
           } else {
@@ -28994,46 +28773,46 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
           }
 
 
-          /* "src/kernels.pxi":560
+          /* "src/kernels.pxi":535
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
- *                              q[0], q[1], q[2], q[3], q[4], stream)             # <<<<<<<<<<<<<<
+ *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
 */
-          __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]), __pyx_v_stream);
+          __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
         }
-        __pyx_L12:;
+        __pyx_L10:;
       }
 
     }
 
 
-    /* "src/kernels.pxi":551
+    /* "src/kernels.pxi":526
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
-    goto __pyx_L5;
+    goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":561
+  /* "src/kernels.pxi":536
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
 */
-  __pyx_t_1 = (__pyx_v_inner > 1);
+  __pyx_t_2 = (__pyx_v_inner > 1);
 
-  if (__pyx_t_1) {
+  if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":562
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+    /* "src/kernels.pxi":537
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             q = coef + w * (r % C)
@@ -29057,7 +28836,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
               if (__pyx_t_6 > 0)
               {
                   #ifdef _OPENMP
-                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_1, __pyx_t_10)
+                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_10, __pyx_t_2)
                   #endif /* _OPENMP */
                   {
                       #ifdef _OPENMP
@@ -29067,57 +28846,57 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":563
+                              /* "src/kernels.pxi":538
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
  *             if dy == NULL:
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":564
+                              /* "src/kernels.pxi":539
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
 */
-                              __pyx_t_1 = (__pyx_v_dy == NULL);
+                              __pyx_t_2 = (__pyx_v_dy == NULL);
 
-                              if (__pyx_t_1) {
+                              if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":565
+                                /* "src/kernels.pxi":540
  *             q = coef + w * (r % C)
  *             if dy == NULL:
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)             # <<<<<<<<<<<<<<
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
 */
-                                __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), __pyx_v_stream);
+                                __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":564
+                                /* "src/kernels.pxi":539
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
 */
-                                goto __pyx_L20;
+                                goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":567
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+                              /* "src/kernels.pxi":542
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)
+ *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
 */
                               /*else*/ {
-                                __pyx_t_1 = (__pyx_v_x != NULL);
+                                __pyx_t_2 = (__pyx_v_x != NULL);
 
-                                if (__pyx_t_1) {
+                                if (__pyx_t_2) {
 
                                   __pyx_t_10 = (__pyx_v_x + (__pyx_v_r * __pyx_v_inner));
                                 } else {
@@ -29126,17 +28905,17 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                                 }
 
 
-                                /* "src/kernels.pxi":568
+                                /* "src/kernels.pxi":543
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)             # <<<<<<<<<<<<<<
+ *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
 */
-                                __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]), __pyx_v_stream);
+                                __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
                               }
-                              __pyx_L20:;
+                              __pyx_L18:;
                           }
                       }
                   }
@@ -29151,8 +28930,8 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
         }
 
-        /* "src/kernels.pxi":562
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+        /* "src/kernels.pxi":537
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             q = coef + w * (r % C)
@@ -29162,24 +28941,24 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L15;
+            goto __pyx_L13;
           }
-          __pyx_L15:;
+          __pyx_L13:;
         }
     }
 
-    /* "src/kernels.pxi":561
+    /* "src/kernels.pxi":536
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
 */
-    goto __pyx_L5;
+    goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":570
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)
+  /* "src/kernels.pxi":545
+ *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
@@ -29204,7 +28983,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
               if (__pyx_t_4 > 0)
               {
                   #ifdef _OPENMP
-                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_1, __pyx_t_10, __pyx_t_11)
+                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_10, __pyx_t_11, __pyx_t_2)
                   #endif /* _OPENMP */
                   {
                       #ifdef _OPENMP
@@ -29214,16 +28993,16 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":571
+                              /* "src/kernels.pxi":546
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
  *                         out + o * C, C, coef)
  * 
 */
-                              __pyx_t_1 = (__pyx_v_x != NULL);
+                              __pyx_t_2 = (__pyx_v_x != NULL);
 
-                              if (__pyx_t_1) {
+                              if (__pyx_t_2) {
 
                                 __pyx_t_10 = (__pyx_v_x + (__pyx_v_o * __pyx_v_C));
                               } else {
@@ -29231,9 +29010,9 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                                 __pyx_t_10 = NULL;
                               }
 
-                              __pyx_t_1 = (__pyx_v_dy != NULL);
+                              __pyx_t_2 = (__pyx_v_dy != NULL);
 
-                              if (__pyx_t_1) {
+                              if (__pyx_t_2) {
 
                                 __pyx_t_11 = (__pyx_v_dy + (__pyx_v_o * __pyx_v_C));
                               } else {
@@ -29242,7 +29021,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                               }
 
 
-                              /* "src/kernels.pxi":572
+                              /* "src/kernels.pxi":547
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -29266,8 +29045,8 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
         }
 
-        /* "src/kernels.pxi":570
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)
+        /* "src/kernels.pxi":545
+ *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
@@ -29277,15 +29056,15 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L25;
+            goto __pyx_L23;
           }
-          __pyx_L25:;
+          __pyx_L23:;
         }
     }
   }
-  __pyx_L5:;
+  __pyx_L3:;
 
-  /* "src/kernels.pxi":539
+  /* "src/kernels.pxi":515
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -29301,11 +29080,9 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
 
 
-
 }
 
 static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *__pyx_v_x, double const *__pyx_v_dy, double *__pyx_v_out, Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner, double const *__pyx_v_coef, Py_ssize_t __pyx_v_c0, Py_ssize_t __pyx_v_c1, CYTHON_UNUSED int __pyx_v_nt) {
-  int __pyx_v_stream;
   Py_ssize_t __pyx_v_r;
   Py_ssize_t __pyx_v_c;
   Py_ssize_t __pyx_v_o;
@@ -29325,32 +29102,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   double const *__pyx_t_10;
   double const *__pyx_t_11;
 
-  /* "src/kernels.pxi":542
- *                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
- *                  Py_ssize_t c1, int nt) noexcept nogil:
- *     cdef bint stream = inner >= GATHER and outer * C * inner * sizeof(floating) >= STREAM_MIN             # <<<<<<<<<<<<<<
- *     """Forward (dy == NULL): out = (x - mean) * a + b.
- *     Backward: out = dy * k1 + ((x - mean) * k2 + k3), or dy * k1 when x == NULL.
-*/
-  __pyx_t_2 = (__pyx_v_inner >= __pyx_e_5cnorm_17_kernels_baseline_GATHER);
-
-  if (__pyx_t_2) {
-
-  } else {
-
-    __pyx_t_1 = __pyx_t_2;
-
-    goto __pyx_L3_bool_binop_done;
-  }
-  __pyx_t_2 = ((((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner) * (sizeof(double))) >= __pyx_e_5cnorm_17_kernels_baseline_STREAM_MIN);
-
-
-  __pyx_t_1 = __pyx_t_2;
-
-  __pyx_L3_bool_binop_done:;
-  __pyx_v_stream = __pyx_t_1;
-
-  /* "src/kernels.pxi":548
+  /* "src/kernels.pxi":523
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -29359,52 +29111,52 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":524
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
 */
-  __pyx_t_1 = (__pyx_v_dy == NULL);
+  __pyx_t_2 = (__pyx_v_dy == NULL);
 
-  if (__pyx_t_1) {
+  if (__pyx_t_2) {
 
-    __pyx_t_3 = 4;
+    __pyx_t_1 = 4;
   } else {
 
-    __pyx_t_3 = 5;
+    __pyx_t_1 = 5;
   }
 
-  __pyx_v_w = __pyx_t_3;
+  __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":551
+  /* "src/kernels.pxi":526
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
-  __pyx_t_2 = (__pyx_v_inner > 1);
+  __pyx_t_3 = (__pyx_v_inner > 1);
 
-  if (__pyx_t_2) {
+  if (__pyx_t_3) {
 
   } else {
 
-    __pyx_t_1 = __pyx_t_2;
+    __pyx_t_2 = __pyx_t_3;
 
-    goto __pyx_L6_bool_binop_done;
+    goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_2 = ((__pyx_v_c1 - __pyx_v_c0) < __pyx_v_C);
+  __pyx_t_3 = ((__pyx_v_c1 - __pyx_v_c0) < __pyx_v_C);
 
 
-  __pyx_t_1 = __pyx_t_2;
+  __pyx_t_2 = __pyx_t_3;
 
-  __pyx_L6_bool_binop_done:;
-  if (__pyx_t_1) {
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":552
+    /* "src/kernels.pxi":527
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -29418,7 +29170,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     for (__pyx_t_6 = __pyx_v_c0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":553
+      /* "src/kernels.pxi":528
  *     if inner > 1 and c1 - c0 < C:
  *         for c in range(c0, c1):
  *             q = coef + w * c             # <<<<<<<<<<<<<<
@@ -29427,7 +29179,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
       __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-      /* "src/kernels.pxi":554
+      /* "src/kernels.pxi":529
  *         for c in range(c0, c1):
  *             q = coef + w * c
  *             for o in range(outer):             # <<<<<<<<<<<<<<
@@ -29441,57 +29193,57 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_o = __pyx_t_9;
 
-        /* "src/kernels.pxi":555
+        /* "src/kernels.pxi":530
  *             q = coef + w * c
  *             for o in range(outer):
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
  *                 if dy == NULL:
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":556
+        /* "src/kernels.pxi":531
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
 */
-        __pyx_t_1 = (__pyx_v_dy == NULL);
+        __pyx_t_2 = (__pyx_v_dy == NULL);
 
-        if (__pyx_t_1) {
+        if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":557
+          /* "src/kernels.pxi":532
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)             # <<<<<<<<<<<<<<
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
 */
-          __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), __pyx_v_stream);
+          __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":556
+          /* "src/kernels.pxi":531
  *             for o in range(outer):
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
 */
-          goto __pyx_L12;
+          goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":559
- *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+        /* "src/kernels.pxi":534
+ *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
 */
         /*else*/ {
-          __pyx_t_1 = (__pyx_v_x != NULL);
+          __pyx_t_2 = (__pyx_v_x != NULL);
 
-          if (__pyx_t_1) {
+          if (__pyx_t_2) {
 
             __pyx_t_10 = (__pyx_v_x + __pyx_v_off);
           } else {
@@ -29500,46 +29252,46 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
           }
 
 
-          /* "src/kernels.pxi":560
+          /* "src/kernels.pxi":535
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
- *                              q[0], q[1], q[2], q[3], q[4], stream)             # <<<<<<<<<<<<<<
+ *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
 */
-          __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]), __pyx_v_stream);
+          __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
         }
-        __pyx_L12:;
+        __pyx_L10:;
       }
 
     }
 
 
-    /* "src/kernels.pxi":551
+    /* "src/kernels.pxi":526
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
  *         for c in range(c0, c1):
  *             q = coef + w * c
 */
-    goto __pyx_L5;
+    goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":561
+  /* "src/kernels.pxi":536
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
 */
-  __pyx_t_1 = (__pyx_v_inner > 1);
+  __pyx_t_2 = (__pyx_v_inner > 1);
 
-  if (__pyx_t_1) {
+  if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":562
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+    /* "src/kernels.pxi":537
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             q = coef + w * (r % C)
@@ -29563,7 +29315,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
               if (__pyx_t_6 > 0)
               {
                   #ifdef _OPENMP
-                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_1, __pyx_t_10)
+                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_10, __pyx_t_2)
                   #endif /* _OPENMP */
                   {
                       #ifdef _OPENMP
@@ -29573,57 +29325,57 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":563
+                              /* "src/kernels.pxi":538
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
  *             if dy == NULL:
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":564
+                              /* "src/kernels.pxi":539
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
 */
-                              __pyx_t_1 = (__pyx_v_dy == NULL);
+                              __pyx_t_2 = (__pyx_v_dy == NULL);
 
-                              if (__pyx_t_1) {
+                              if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":565
+                                /* "src/kernels.pxi":540
  *             q = coef + w * (r % C)
  *             if dy == NULL:
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)             # <<<<<<<<<<<<<<
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
 */
-                                __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), __pyx_v_stream);
+                                __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":564
+                                /* "src/kernels.pxi":539
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
 */
-                                goto __pyx_L20;
+                                goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":567
- *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+                              /* "src/kernels.pxi":542
+ *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)
+ *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
 */
                               /*else*/ {
-                                __pyx_t_1 = (__pyx_v_x != NULL);
+                                __pyx_t_2 = (__pyx_v_x != NULL);
 
-                                if (__pyx_t_1) {
+                                if (__pyx_t_2) {
 
                                   __pyx_t_10 = (__pyx_v_x + (__pyx_v_r * __pyx_v_inner));
                                 } else {
@@ -29632,17 +29384,17 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                                 }
 
 
-                                /* "src/kernels.pxi":568
+                                /* "src/kernels.pxi":543
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)             # <<<<<<<<<<<<<<
+ *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
 */
-                                __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]), __pyx_v_stream);
+                                __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_row(__pyx_t_10, (__pyx_v_dy + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]), (__pyx_v_q[4]));
 
                               }
-                              __pyx_L20:;
+                              __pyx_L18:;
                           }
                       }
                   }
@@ -29657,8 +29409,8 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
         }
 
-        /* "src/kernels.pxi":562
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+        /* "src/kernels.pxi":537
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             q = coef + w * (r % C)
@@ -29668,24 +29420,24 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L15;
+            goto __pyx_L13;
           }
-          __pyx_L15:;
+          __pyx_L13:;
         }
     }
 
-    /* "src/kernels.pxi":561
+    /* "src/kernels.pxi":536
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
- *                              q[0], q[1], q[2], q[3], q[4], stream)
+ *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
 */
-    goto __pyx_L5;
+    goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":570
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)
+  /* "src/kernels.pxi":545
+ *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
@@ -29710,7 +29462,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
               if (__pyx_t_4 > 0)
               {
                   #ifdef _OPENMP
-                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_1, __pyx_t_10, __pyx_t_11)
+                  #pragma omp parallel num_threads(__pyx_v_nt != 0 ? __pyx_v_nt : omp_get_max_threads()) private(__pyx_t_10, __pyx_t_11, __pyx_t_2)
                   #endif /* _OPENMP */
                   {
                       #ifdef _OPENMP
@@ -29720,16 +29472,16 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":571
+                              /* "src/kernels.pxi":546
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
  *                         out + o * C, C, coef)
  * 
 */
-                              __pyx_t_1 = (__pyx_v_x != NULL);
+                              __pyx_t_2 = (__pyx_v_x != NULL);
 
-                              if (__pyx_t_1) {
+                              if (__pyx_t_2) {
 
                                 __pyx_t_10 = (__pyx_v_x + (__pyx_v_o * __pyx_v_C));
                               } else {
@@ -29737,9 +29489,9 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                                 __pyx_t_10 = NULL;
                               }
 
-                              __pyx_t_1 = (__pyx_v_dy != NULL);
+                              __pyx_t_2 = (__pyx_v_dy != NULL);
 
-                              if (__pyx_t_1) {
+                              if (__pyx_t_2) {
 
                                 __pyx_t_11 = (__pyx_v_dy + (__pyx_v_o * __pyx_v_C));
                               } else {
@@ -29748,7 +29500,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                               }
 
 
-                              /* "src/kernels.pxi":572
+                              /* "src/kernels.pxi":547
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -29772,8 +29524,8 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
         }
 
-        /* "src/kernels.pxi":570
- *                          inner, q[0], q[1], q[2], q[3], q[4], stream)
+        /* "src/kernels.pxi":545
+ *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
@@ -29783,15 +29535,15 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
           /*normal exit:*/{
             __Pyx_FastGIL_Forget();
             __Pyx_RestoreUnknownThread(_save);
-            goto __pyx_L25;
+            goto __pyx_L23;
           }
-          __pyx_L25:;
+          __pyx_L23:;
         }
     }
   }
-  __pyx_L5:;
+  __pyx_L3:;
 
-  /* "src/kernels.pxi":539
+  /* "src/kernels.pxi":515
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -29807,10 +29559,9 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
 
 
-
 }
 
-/* "src/kernels.pxi":575
+/* "src/kernels.pxi":550
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -29830,7 +29581,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":554
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -29839,7 +29590,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":555
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -29848,7 +29599,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":581
+  /* "src/kernels.pxi":556
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -29857,7 +29608,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":582
+  /* "src/kernels.pxi":557
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -29866,7 +29617,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":583
+  /* "src/kernels.pxi":558
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -29875,7 +29626,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":584
+  /* "src/kernels.pxi":559
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -29887,7 +29638,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":585
+    /* "src/kernels.pxi":560
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -29901,7 +29652,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":586
+      /* "src/kernels.pxi":561
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -29912,7 +29663,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     }
 
 
-    /* "src/kernels.pxi":584
+    /* "src/kernels.pxi":559
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -29922,7 +29673,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":587
+  /* "src/kernels.pxi":562
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -29934,7 +29685,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":588
+    /* "src/kernels.pxi":563
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -29948,7 +29699,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":589
+      /* "src/kernels.pxi":564
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -29959,7 +29710,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     }
 
 
-    /* "src/kernels.pxi":587
+    /* "src/kernels.pxi":562
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -29969,7 +29720,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":591
+  /* "src/kernels.pxi":566
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -29984,7 +29735,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":592
+      /* "src/kernels.pxi":567
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -29997,7 +29748,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":575
+  /* "src/kernels.pxi":550
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -30026,7 +29777,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":554
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -30035,7 +29786,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":555
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -30044,7 +29795,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":581
+  /* "src/kernels.pxi":556
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -30053,7 +29804,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":582
+  /* "src/kernels.pxi":557
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -30062,7 +29813,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":583
+  /* "src/kernels.pxi":558
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -30071,7 +29822,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":584
+  /* "src/kernels.pxi":559
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30083,7 +29834,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":585
+    /* "src/kernels.pxi":560
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -30097,7 +29848,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":586
+      /* "src/kernels.pxi":561
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -30108,7 +29859,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     }
 
 
-    /* "src/kernels.pxi":584
+    /* "src/kernels.pxi":559
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30118,7 +29869,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":587
+  /* "src/kernels.pxi":562
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -30130,7 +29881,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":588
+    /* "src/kernels.pxi":563
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -30144,7 +29895,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":589
+      /* "src/kernels.pxi":564
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -30155,7 +29906,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     }
 
 
-    /* "src/kernels.pxi":587
+    /* "src/kernels.pxi":562
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -30165,7 +29916,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":591
+  /* "src/kernels.pxi":566
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -30180,7 +29931,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":592
+      /* "src/kernels.pxi":567
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -30193,7 +29944,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":575
+  /* "src/kernels.pxi":550
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -30210,7 +29961,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 
 }
 
-/* "src/kernels.pxi":595
+/* "src/kernels.pxi":570
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -30224,7 +29975,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":598
+  /* "src/kernels.pxi":573
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -30240,7 +29991,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":599
+  /* "src/kernels.pxi":574
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -30257,7 +30008,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":600
+  /* "src/kernels.pxi":575
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -30266,7 +30017,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":601
+  /* "src/kernels.pxi":576
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -30275,7 +30026,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((float)__pyx_v_a);
 
-  /* "src/kernels.pxi":602
+  /* "src/kernels.pxi":577
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -30284,7 +30035,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((float)__pyx_v_b);
 
-  /* "src/kernels.pxi":603
+  /* "src/kernels.pxi":578
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -30296,7 +30047,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":604
+    /* "src/kernels.pxi":579
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -30305,7 +30056,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((float)__pyx_v_e);
 
-    /* "src/kernels.pxi":603
+    /* "src/kernels.pxi":578
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -30314,7 +30065,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   }
 
-  /* "src/kernels.pxi":595
+  /* "src/kernels.pxi":570
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -30333,7 +30084,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":598
+  /* "src/kernels.pxi":573
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -30349,7 +30100,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":599
+  /* "src/kernels.pxi":574
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -30366,7 +30117,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":600
+  /* "src/kernels.pxi":575
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -30375,7 +30126,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":601
+  /* "src/kernels.pxi":576
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -30384,7 +30135,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((double)__pyx_v_a);
 
-  /* "src/kernels.pxi":602
+  /* "src/kernels.pxi":577
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -30393,7 +30144,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((double)__pyx_v_b);
 
-  /* "src/kernels.pxi":603
+  /* "src/kernels.pxi":578
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -30405,7 +30156,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":604
+    /* "src/kernels.pxi":579
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -30414,7 +30165,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((double)__pyx_v_e);
 
-    /* "src/kernels.pxi":603
+    /* "src/kernels.pxi":578
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -30423,7 +30174,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   }
 
-  /* "src/kernels.pxi":595
+  /* "src/kernels.pxi":570
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -30436,7 +30187,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 
 }
 
-/* "src/kernels.pxi":607
+/* "src/kernels.pxi":582
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -30449,6 +30200,996 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx
 PyDoc_STRVAR(__pyx_doc_5cnorm_17_kernels_baseline_14normalize, "``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.\n\n    ``scale`` is invstd * weight and ``shift`` the bias; ``out`` may not overlap ``x``.\n    This is the eval-mode forward: one pass over x.\n    ");
 static PyMethodDef __pyx_mdef_5cnorm_17_kernels_baseline_15normalize = {"normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_pw_5cnorm_17_kernels_baseline_15normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
 static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  PyObject *__pyx_v_signatures = 0;
+  PyObject *__pyx_v_args = 0;
+  PyObject *__pyx_v_kwargs = 0;
+  CYTHON_UNUSED PyObject *__pyx_v_defaults = 0;
+  CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex = 0;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__pyx_fused_cpdef (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
+    struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 582, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 582, __pyx_L3_error)
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+      for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 582, __pyx_L3_error) }
+      }
+    } else {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 582, __pyx_L3_error)
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 582, __pyx_L3_error)
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 582, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 582, __pyx_L3_error)
+        break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+    }
+    __pyx_v_signatures = values[0];
+    __pyx_v_args = values[1];
+    __pyx_v_kwargs = values[2];
+    __pyx_v_defaults = values[3];
+    __pyx_v__fused_sigindex = values[4];
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 582, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("cnorm._kernels_baseline.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_14normalize(__pyx_self, __pyx_v_signatures, __pyx_v_args, __pyx_v_kwargs, __pyx_v_defaults, __pyx_v__fused_sigindex);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex) {
+  Py_ssize_t __pyx_v_arg_count;
+  PyTypeObject *__pyx_v_ndarray = 0;
+  PyObject *__pyx_v_arg = NULL;
+  PyObject *__pyx_v_dest_sig0 = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  int __pyx_t_6;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("normalize", 0);
+  __Pyx_INCREF(__pyx_v_kwargs);
+  __pyx_t_2 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  if (__pyx_v_kwargs == Py_None) __pyx_t_2 = 0;
+  else
+  {
+    Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 582, __pyx_L1_error)
+    __pyx_t_2 = (__pyx_temp != 0);
+  }
+
+  __pyx_t_3 = (!__pyx_t_2);
+
+
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    __Pyx_INCREF(Py_None);
+    __Pyx_DECREF_SET(__pyx_v_kwargs, Py_None);
+  }
+  if (unlikely(__pyx_v_args == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
+    __PYX_ERR(2, 582, __pyx_L1_error)
+  }
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 582, __pyx_L1_error)
+  __pyx_v_arg_count = __pyx_t_4;
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 582, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_1 = (0 < __pyx_v_arg_count);
+
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_args == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(2, 582, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
+    __Pyx_INCREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  __pyx_t_3 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_3;
+
+    goto __pyx_L7_bool_binop_done;
+  }
+  if (unlikely(__pyx_v_kwargs == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
+    __PYX_ERR(2, 582, __pyx_L1_error)
+  }
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 582, __pyx_L1_error)
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L7_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_kwargs == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(2, 582, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 582, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  /*else*/ {
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 582, __pyx_L1_error)
+
+  }
+  __pyx_L6:;
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 582, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 582, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 582, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_5;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_5 = 0;
+  goto __pyx_L0;
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XDECREF((PyObject *)__pyx_v_ndarray);
+  __Pyx_XDECREF(__pyx_v_arg);
+  __Pyx_XDECREF(__pyx_v_dest_sig0);
+  __Pyx_XDECREF(__pyx_v_kwargs);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37normalize = {"__pyx_fuse_0normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_shift = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_out = { 0, 0, { 0 }, { 0 }, { 0 } };
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("normalize (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 582, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 582, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 582, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 5)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 582, __pyx_L3_error)
+    }
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 582, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 582, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 582, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 583, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 583, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 582, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_36normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
+  Py_ssize_t __pyx_v_outer;
+  Py_ssize_t __pyx_v_C;
+  Py_ssize_t __pyx_v_inner;
+  Py_ssize_t __pyx_v_c;
+  float *__pyx_v_coef;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
+  Py_ssize_t __pyx_t_10;
+  Py_ssize_t __pyx_t_11;
+  Py_ssize_t __pyx_t_12;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__pyx_fuse_0normalize", 0);
+
+  /* "src/kernels.pxi":589
+ *     This is the eval-mode forward: one pass over x.
+ *     """
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
+ *     if x.size == 0:
+ *         return
+*/
+  __pyx_v_outer = (__pyx_v_x.shape[0]);
+  __pyx_v_C = (__pyx_v_x.shape[1]);
+  __pyx_v_inner = (__pyx_v_x.shape[2]);
+
+  /* "src/kernels.pxi":590
+ *     """
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+ *     if x.size == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+*/
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 590, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 590, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 590, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__pyx_t_3) {
+
+
+    /* "src/kernels.pxi":591
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+ *     if x.size == 0:
+ *         return             # <<<<<<<<<<<<<<
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "src/kernels.pxi":590
+ *     """
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+ *     if x.size == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+*/
+  }
+
+  /* "src/kernels.pxi":592
+ *     if x.size == 0:
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
+ *     if coef == NULL:
+ *         raise MemoryError()
+*/
+  __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
+
+  /* "src/kernels.pxi":593
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:             # <<<<<<<<<<<<<<
+ *         raise MemoryError()
+ *     with nogil:
+*/
+  __pyx_t_3 = (__pyx_v_coef == NULL);
+
+  if (unlikely(__pyx_t_3)) {
+
+
+    /* "src/kernels.pxi":594
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:
+ *         raise MemoryError()             # <<<<<<<<<<<<<<
+ *     with nogil:
+ *         for c in range(C):
+*/
+    PyErr_NoMemory(); __PYX_ERR(2, 594, __pyx_L1_error)
+
+    /* "src/kernels.pxi":593
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:             # <<<<<<<<<<<<<<
+ *         raise MemoryError()
+ *     with nogil:
+*/
+  }
+
+  /* "src/kernels.pxi":595
+ *     if coef == NULL:
+ *         raise MemoryError()
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "src/kernels.pxi":596
+ *         raise MemoryError()
+ *     with nogil:
+ *         for c in range(C):             # <<<<<<<<<<<<<<
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+*/
+
+        __pyx_t_4 = __pyx_v_C;
+        __pyx_t_5 = __pyx_t_4;
+
+        for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
+          __pyx_v_c = __pyx_t_6;
+
+          /* "src/kernels.pxi":597
+ *     with nogil:
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+*/
+          __pyx_t_7 = __pyx_v_c;
+          __pyx_t_8 = __pyx_v_c;
+          __pyx_t_9 = __pyx_v_c;
+          __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, (__pyx_v_inner == 1), 4, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_7)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_scale.data) + __pyx_t_8)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_shift.data) + __pyx_t_9)) ))), 0.0);
+        }
+
+
+        /* "src/kernels.pxi":598
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+ *     free(coef)
+*/
+        __pyx_t_9 = 0;
+        __pyx_t_8 = 0;
+        __pyx_t_7 = 0;
+        __pyx_t_10 = 0;
+        __pyx_t_11 = 0;
+        __pyx_t_12 = 0;
+
+        /* "src/kernels.pxi":599
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
+ *     free(coef)
+ * 
+*/
+        __pyx_t_3 = (__pyx_v_inner > 1);
+
+        if (__pyx_t_3) {
+
+          __pyx_t_4 = (__pyx_v_outer * __pyx_v_C);
+        } else {
+
+          __pyx_t_4 = __pyx_v_outer;
+        }
+
+
+        /* "src/kernels.pxi":598
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+ *     free(coef)
+*/
+        __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_9 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_7)) )))), ((float const *)NULL), (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_10 * __pyx_v_out.strides[0]) ) + __pyx_t_11 * __pyx_v_out.strides[1]) )) + __pyx_t_12)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, 0, __pyx_v_C, __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4));
+
+      }
+
+      /* "src/kernels.pxi":595
+ *     if coef == NULL:
+ *         raise MemoryError()
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L7;
+        }
+        __pyx_L7:;
+      }
+  }
+
+  /* "src/kernels.pxi":600
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+ *     free(coef)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  free(__pyx_v_coef);
+
+  /* "src/kernels.pxi":582
+ * 
+ * 
+ * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
+ *               const double[::1] shift, floating[:, :, ::1] out):
+ *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+
+
+
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39normalize = {"__pyx_fuse_1normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_shift = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_out = { 0, 0, { 0 }, { 0 }, { 0 } };
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("normalize (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 582, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 582, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 582, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 582, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 5)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 582, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 582, __pyx_L3_error)
+    }
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 582, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 582, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 582, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 583, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 583, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 582, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_38normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
+  Py_ssize_t __pyx_v_outer;
+  Py_ssize_t __pyx_v_C;
+  Py_ssize_t __pyx_v_inner;
+  Py_ssize_t __pyx_v_c;
+  double *__pyx_v_coef;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
+  Py_ssize_t __pyx_t_10;
+  Py_ssize_t __pyx_t_11;
+  Py_ssize_t __pyx_t_12;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("__pyx_fuse_1normalize", 0);
+
+  /* "src/kernels.pxi":589
+ *     This is the eval-mode forward: one pass over x.
+ *     """
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
+ *     if x.size == 0:
+ *         return
+*/
+  __pyx_v_outer = (__pyx_v_x.shape[0]);
+  __pyx_v_C = (__pyx_v_x.shape[1]);
+  __pyx_v_inner = (__pyx_v_x.shape[2]);
+
+  /* "src/kernels.pxi":590
+ *     """
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+ *     if x.size == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+*/
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 590, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 590, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 590, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  if (__pyx_t_3) {
+
+
+    /* "src/kernels.pxi":591
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+ *     if x.size == 0:
+ *         return             # <<<<<<<<<<<<<<
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "src/kernels.pxi":590
+ *     """
+ *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+ *     if x.size == 0:             # <<<<<<<<<<<<<<
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+*/
+  }
+
+  /* "src/kernels.pxi":592
+ *     if x.size == 0:
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
+ *     if coef == NULL:
+ *         raise MemoryError()
+*/
+  __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
+
+  /* "src/kernels.pxi":593
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:             # <<<<<<<<<<<<<<
+ *         raise MemoryError()
+ *     with nogil:
+*/
+  __pyx_t_3 = (__pyx_v_coef == NULL);
+
+  if (unlikely(__pyx_t_3)) {
+
+
+    /* "src/kernels.pxi":594
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:
+ *         raise MemoryError()             # <<<<<<<<<<<<<<
+ *     with nogil:
+ *         for c in range(C):
+*/
+    PyErr_NoMemory(); __PYX_ERR(2, 594, __pyx_L1_error)
+
+    /* "src/kernels.pxi":593
+ *         return
+ *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+ *     if coef == NULL:             # <<<<<<<<<<<<<<
+ *         raise MemoryError()
+ *     with nogil:
+*/
+  }
+
+  /* "src/kernels.pxi":595
+ *     if coef == NULL:
+ *         raise MemoryError()
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "src/kernels.pxi":596
+ *         raise MemoryError()
+ *     with nogil:
+ *         for c in range(C):             # <<<<<<<<<<<<<<
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+*/
+
+        __pyx_t_4 = __pyx_v_C;
+        __pyx_t_5 = __pyx_t_4;
+
+        for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
+          __pyx_v_c = __pyx_t_6;
+
+          /* "src/kernels.pxi":597
+ *     with nogil:
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+*/
+          __pyx_t_7 = __pyx_v_c;
+          __pyx_t_8 = __pyx_v_c;
+          __pyx_t_9 = __pyx_v_c;
+          __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, (__pyx_v_inner == 1), 4, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_7)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_scale.data) + __pyx_t_8)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_shift.data) + __pyx_t_9)) ))), 0.0);
+        }
+
+
+        /* "src/kernels.pxi":598
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+ *     free(coef)
+*/
+        __pyx_t_9 = 0;
+        __pyx_t_8 = 0;
+        __pyx_t_7 = 0;
+        __pyx_t_10 = 0;
+        __pyx_t_11 = 0;
+        __pyx_t_12 = 0;
+
+        /* "src/kernels.pxi":599
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
+ *     free(coef)
+ * 
+*/
+        __pyx_t_3 = (__pyx_v_inner > 1);
+
+        if (__pyx_t_3) {
+
+          __pyx_t_4 = (__pyx_v_outer * __pyx_v_C);
+        } else {
+
+          __pyx_t_4 = __pyx_v_outer;
+        }
+
+
+        /* "src/kernels.pxi":598
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+ *     free(coef)
+*/
+        __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_9 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_7)) )))), ((double const *)NULL), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_10 * __pyx_v_out.strides[0]) ) + __pyx_t_11 * __pyx_v_out.strides[1]) )) + __pyx_t_12)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, 0, __pyx_v_C, __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4));
+
+      }
+
+      /* "src/kernels.pxi":595
+ *     if coef == NULL:
+ *         raise MemoryError()
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L7;
+        }
+        __pyx_L7:;
+      }
+  }
+
+  /* "src/kernels.pxi":600
+ *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+ *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
+ *     free(coef)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  free(__pyx_v_coef);
+
+  /* "src/kernels.pxi":582
+ * 
+ * 
+ * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
+ *               const double[::1] shift, floating[:, :, ::1] out):
+ *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+
+
+
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "src/kernels.pxi":607
+ * # ---------------------------------------------------------------------------------------------
+ * 
+ * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
+ *                      const double[::1] bias, double eps, floating[:, :, ::1] out,
+ *                      double[::1] mean, double[::1] m2, double[::1] invstd):
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+PyDoc_STRVAR(__pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train, "Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``.\n\n    ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared\n    deviations) and ``invstd = 1/sqrt(m2/count + eps)``; returns the count per channel.\n    With enough channels each thread takes whole channels and normalizes a channel right\n    after its statistics, while the channel is in cache.\n    ");
+static PyMethodDef __pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train = {"bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train};
+static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   PyObject *__pyx_v_signatures = 0;
   PyObject *__pyx_v_args = 0;
   PyObject *__pyx_v_kwargs = 0;
@@ -30544,7 +31285,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_14normalize(__pyx_self, __pyx_v_signatures, __pyx_v_args, __pyx_v_kwargs, __pyx_v_defaults, __pyx_v__fused_sigindex);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(__pyx_self, __pyx_v_signatures, __pyx_v_args, __pyx_v_kwargs, __pyx_v_defaults, __pyx_v__fused_sigindex);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -30554,7 +31295,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex) {
   Py_ssize_t __pyx_v_arg_count;
   PyTypeObject *__pyx_v_ndarray = 0;
   PyObject *__pyx_v_arg = NULL;
@@ -30570,7 +31311,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
-  __Pyx_RefNannySetupContext("normalize", 0);
+  __Pyx_RefNannySetupContext("bn_forward_train", 0);
   __Pyx_INCREF(__pyx_v_kwargs);
   __pyx_t_2 = (__pyx_v_kwargs != Py_None);
   if (__pyx_t_2) {
@@ -30656,7 +31397,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 607, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 607, __pyx_L1_error)
 
   }
   __pyx_L6:;
@@ -30666,996 +31407,6 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 607, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_5);
-  {
-    PyObject *__pyx_temp;
-    {
-      __pyx_temp = __pyx_r;
-      __pyx_r = __pyx_t_5;
-    }
-    __Pyx_XDECREF(__pyx_temp);
-  }
-  __pyx_t_5 = 0;
-  goto __pyx_L0;
-
-  /* function exit code */
-  __pyx_L1_error:;
-  __Pyx_XDECREF(__pyx_t_5);
-  __Pyx_AddTraceback("cnorm._kernels_baseline.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __pyx_r = NULL;
-  __pyx_L0:;
-
-  __Pyx_XDECREF((PyObject *)__pyx_v_ndarray);
-  __Pyx_XDECREF(__pyx_v_arg);
-  __Pyx_XDECREF(__pyx_v_dest_sig0);
-  __Pyx_XDECREF(__pyx_v_kwargs);
-  __Pyx_XGIVEREF(__pyx_r);
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-/* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37normalize = {"__pyx_fuse_0normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
-  __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_shift = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_out = { 0, 0, { 0 }, { 0 }, { 0 } };
-  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
-  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
-  PyObject* values[5] = {0,0,0,0,0};
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  PyObject *__pyx_r = 0;
-  __Pyx_RefNannyDeclarations
-  __Pyx_RefNannySetupContext("normalize (wrapper)", 0);
-  #if CYTHON_ASSUME_SAFE_SIZE
-  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
-  #else
-  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
-  #endif
-  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
-  {
-    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
-    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 607, __pyx_L3_error)
-    if (__pyx_kwds_len > 0) {
-      switch (__pyx_nargs) {
-        case  5:
-        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  4:
-        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  3:
-        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  2:
-        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  1:
-        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  0: break;
-        default: goto __pyx_L5_argtuple_error;
-      }
-      const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 607, __pyx_L3_error)
-      for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 607, __pyx_L3_error) }
-      }
-    } else if (unlikely(__pyx_nargs != 5)) {
-      goto __pyx_L5_argtuple_error;
-    } else {
-      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
-    }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
-  }
-  goto __pyx_L6_skip;
-  __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 607, __pyx_L3_error)
-  __pyx_L6_skip:;
-  goto __pyx_L4_argument_unpacking_done;
-  __pyx_L3_error:;
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
-  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __Pyx_RefNannyFinishContext();
-  return NULL;
-  __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_36normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
-
-  /* function exit code */
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
-  Py_ssize_t __pyx_v_outer;
-  Py_ssize_t __pyx_v_C;
-  Py_ssize_t __pyx_v_inner;
-  Py_ssize_t __pyx_v_c;
-  float *__pyx_v_coef;
-  PyObject *__pyx_r = NULL;
-  __Pyx_RefNannyDeclarations
-  PyObject *__pyx_t_1 = NULL;
-  PyObject *__pyx_t_2 = NULL;
-  int __pyx_t_3;
-  Py_ssize_t __pyx_t_4;
-  Py_ssize_t __pyx_t_5;
-  Py_ssize_t __pyx_t_6;
-  Py_ssize_t __pyx_t_7;
-  Py_ssize_t __pyx_t_8;
-  Py_ssize_t __pyx_t_9;
-  Py_ssize_t __pyx_t_10;
-  Py_ssize_t __pyx_t_11;
-  Py_ssize_t __pyx_t_12;
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  __Pyx_RefNannySetupContext("__pyx_fuse_0normalize", 0);
-
-  /* "src/kernels.pxi":614
- *     This is the eval-mode forward: one pass over x.
- *     """
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
- *     if x.size == 0:
- *         return
-*/
-  __pyx_v_outer = (__pyx_v_x.shape[0]);
-  __pyx_v_C = (__pyx_v_x.shape[1]);
-  __pyx_v_inner = (__pyx_v_x.shape[2]);
-
-  /* "src/kernels.pxi":615
- *     """
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
- *     if x.size == 0:             # <<<<<<<<<<<<<<
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
-*/
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 615, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 615, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 615, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (__pyx_t_3) {
-
-
-    /* "src/kernels.pxi":616
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
- *     if x.size == 0:
- *         return             # <<<<<<<<<<<<<<
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:
-*/
-    {
-      PyObject *__pyx_temp;
-      {
-        __pyx_temp = __pyx_r;
-        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
-      }
-      __Pyx_XDECREF(__pyx_temp);
-    }
-    goto __pyx_L0;
-
-    /* "src/kernels.pxi":615
- *     """
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
- *     if x.size == 0:             # <<<<<<<<<<<<<<
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
-*/
-  }
-
-  /* "src/kernels.pxi":617
- *     if x.size == 0:
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
- *     if coef == NULL:
- *         raise MemoryError()
-*/
-  __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
-
-  /* "src/kernels.pxi":618
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:             # <<<<<<<<<<<<<<
- *         raise MemoryError()
- *     with nogil:
-*/
-  __pyx_t_3 = (__pyx_v_coef == NULL);
-
-  if (unlikely(__pyx_t_3)) {
-
-
-    /* "src/kernels.pxi":619
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:
- *         raise MemoryError()             # <<<<<<<<<<<<<<
- *     with nogil:
- *         for c in range(C):
-*/
-    PyErr_NoMemory(); __PYX_ERR(2, 619, __pyx_L1_error)
-
-    /* "src/kernels.pxi":618
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:             # <<<<<<<<<<<<<<
- *         raise MemoryError()
- *     with nogil:
-*/
-  }
-
-  /* "src/kernels.pxi":620
- *     if coef == NULL:
- *         raise MemoryError()
- *     with nogil:             # <<<<<<<<<<<<<<
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
-*/
-  {
-      PyThreadState * _save;
-      _save = PyEval_SaveThread();
-      __Pyx_FastGIL_Remember();
-      /*try:*/ {
-
-        /* "src/kernels.pxi":621
- *         raise MemoryError()
- *     with nogil:
- *         for c in range(C):             # <<<<<<<<<<<<<<
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
-*/
-
-        __pyx_t_4 = __pyx_v_C;
-        __pyx_t_5 = __pyx_t_4;
-
-        for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
-          __pyx_v_c = __pyx_t_6;
-
-          /* "src/kernels.pxi":622
- *     with nogil:
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
-*/
-          __pyx_t_7 = __pyx_v_c;
-          __pyx_t_8 = __pyx_v_c;
-          __pyx_t_9 = __pyx_v_c;
-          __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, (__pyx_v_inner == 1), 4, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_7)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_scale.data) + __pyx_t_8)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_shift.data) + __pyx_t_9)) ))), 0.0);
-        }
-
-
-        /* "src/kernels.pxi":623
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
- *     free(coef)
-*/
-        __pyx_t_9 = 0;
-        __pyx_t_8 = 0;
-        __pyx_t_7 = 0;
-        __pyx_t_10 = 0;
-        __pyx_t_11 = 0;
-        __pyx_t_12 = 0;
-
-        /* "src/kernels.pxi":624
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
- *     free(coef)
- * 
-*/
-        __pyx_t_3 = (__pyx_v_inner > 1);
-
-        if (__pyx_t_3) {
-
-          __pyx_t_4 = (__pyx_v_outer * __pyx_v_C);
-        } else {
-
-          __pyx_t_4 = __pyx_v_outer;
-        }
-
-
-        /* "src/kernels.pxi":623
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
- *     free(coef)
-*/
-        __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_9 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_7)) )))), ((float const *)NULL), (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_10 * __pyx_v_out.strides[0]) ) + __pyx_t_11 * __pyx_v_out.strides[1]) )) + __pyx_t_12)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, 0, __pyx_v_C, __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4));
-
-      }
-
-      /* "src/kernels.pxi":620
- *     if coef == NULL:
- *         raise MemoryError()
- *     with nogil:             # <<<<<<<<<<<<<<
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
-*/
-      /*finally:*/ {
-        /*normal exit:*/{
-          __Pyx_FastGIL_Forget();
-          PyEval_RestoreThread(_save);
-          goto __pyx_L7;
-        }
-        __pyx_L7:;
-      }
-  }
-
-  /* "src/kernels.pxi":625
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
- *     free(coef)             # <<<<<<<<<<<<<<
- * 
- * 
-*/
-  free(__pyx_v_coef);
-
-  /* "src/kernels.pxi":607
- * 
- * 
- * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
- *               const double[::1] shift, floating[:, :, ::1] out):
- *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
-*/
-
-  /* function exit code */
-  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
-  goto __pyx_L0;
-  __pyx_L1_error:;
-  __Pyx_XDECREF(__pyx_t_1);
-  __Pyx_XDECREF(__pyx_t_2);
-  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __pyx_r = NULL;
-  __pyx_L0:;
-
-
-
-
-
-  __Pyx_XGIVEREF(__pyx_r);
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-/* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39normalize = {"__pyx_fuse_1normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
-  __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_shift = { 0, 0, { 0 }, { 0 }, { 0 } };
-  __Pyx_memviewslice __pyx_v_out = { 0, 0, { 0 }, { 0 }, { 0 } };
-  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
-  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
-  PyObject* values[5] = {0,0,0,0,0};
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  PyObject *__pyx_r = 0;
-  __Pyx_RefNannyDeclarations
-  __Pyx_RefNannySetupContext("normalize (wrapper)", 0);
-  #if CYTHON_ASSUME_SAFE_SIZE
-  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
-  #else
-  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
-  #endif
-  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
-  {
-    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
-    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 607, __pyx_L3_error)
-    if (__pyx_kwds_len > 0) {
-      switch (__pyx_nargs) {
-        case  5:
-        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  4:
-        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  3:
-        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  2:
-        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  1:
-        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  0: break;
-        default: goto __pyx_L5_argtuple_error;
-      }
-      const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 607, __pyx_L3_error)
-      for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 607, __pyx_L3_error) }
-      }
-    } else if (unlikely(__pyx_nargs != 5)) {
-      goto __pyx_L5_argtuple_error;
-    } else {
-      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
-      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
-    }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
-  }
-  goto __pyx_L6_skip;
-  __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 607, __pyx_L3_error)
-  __pyx_L6_skip:;
-  goto __pyx_L4_argument_unpacking_done;
-  __pyx_L3_error:;
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
-  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __Pyx_RefNannyFinishContext();
-  return NULL;
-  __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_38normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
-
-  /* function exit code */
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_x, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_scale, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_shift, 1);
-  __PYX_XCLEAR_MEMVIEW(&__pyx_v_out, 1);
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
-  Py_ssize_t __pyx_v_outer;
-  Py_ssize_t __pyx_v_C;
-  Py_ssize_t __pyx_v_inner;
-  Py_ssize_t __pyx_v_c;
-  double *__pyx_v_coef;
-  PyObject *__pyx_r = NULL;
-  __Pyx_RefNannyDeclarations
-  PyObject *__pyx_t_1 = NULL;
-  PyObject *__pyx_t_2 = NULL;
-  int __pyx_t_3;
-  Py_ssize_t __pyx_t_4;
-  Py_ssize_t __pyx_t_5;
-  Py_ssize_t __pyx_t_6;
-  Py_ssize_t __pyx_t_7;
-  Py_ssize_t __pyx_t_8;
-  Py_ssize_t __pyx_t_9;
-  Py_ssize_t __pyx_t_10;
-  Py_ssize_t __pyx_t_11;
-  Py_ssize_t __pyx_t_12;
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  __Pyx_RefNannySetupContext("__pyx_fuse_1normalize", 0);
-
-  /* "src/kernels.pxi":614
- *     This is the eval-mode forward: one pass over x.
- *     """
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
- *     if x.size == 0:
- *         return
-*/
-  __pyx_v_outer = (__pyx_v_x.shape[0]);
-  __pyx_v_C = (__pyx_v_x.shape[1]);
-  __pyx_v_inner = (__pyx_v_x.shape[2]);
-
-  /* "src/kernels.pxi":615
- *     """
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
- *     if x.size == 0:             # <<<<<<<<<<<<<<
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
-*/
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 615, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 615, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_2);
-  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 615, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  if (__pyx_t_3) {
-
-
-    /* "src/kernels.pxi":616
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
- *     if x.size == 0:
- *         return             # <<<<<<<<<<<<<<
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:
-*/
-    {
-      PyObject *__pyx_temp;
-      {
-        __pyx_temp = __pyx_r;
-        __pyx_r = Py_None; __Pyx_INCREF(Py_None);
-      }
-      __Pyx_XDECREF(__pyx_temp);
-    }
-    goto __pyx_L0;
-
-    /* "src/kernels.pxi":615
- *     """
- *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
- *     if x.size == 0:             # <<<<<<<<<<<<<<
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
-*/
-  }
-
-  /* "src/kernels.pxi":617
- *     if x.size == 0:
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
- *     if coef == NULL:
- *         raise MemoryError()
-*/
-  __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
-
-  /* "src/kernels.pxi":618
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:             # <<<<<<<<<<<<<<
- *         raise MemoryError()
- *     with nogil:
-*/
-  __pyx_t_3 = (__pyx_v_coef == NULL);
-
-  if (unlikely(__pyx_t_3)) {
-
-
-    /* "src/kernels.pxi":619
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:
- *         raise MemoryError()             # <<<<<<<<<<<<<<
- *     with nogil:
- *         for c in range(C):
-*/
-    PyErr_NoMemory(); __PYX_ERR(2, 619, __pyx_L1_error)
-
-    /* "src/kernels.pxi":618
- *         return
- *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
- *     if coef == NULL:             # <<<<<<<<<<<<<<
- *         raise MemoryError()
- *     with nogil:
-*/
-  }
-
-  /* "src/kernels.pxi":620
- *     if coef == NULL:
- *         raise MemoryError()
- *     with nogil:             # <<<<<<<<<<<<<<
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
-*/
-  {
-      PyThreadState * _save;
-      _save = PyEval_SaveThread();
-      __Pyx_FastGIL_Remember();
-      /*try:*/ {
-
-        /* "src/kernels.pxi":621
- *         raise MemoryError()
- *     with nogil:
- *         for c in range(C):             # <<<<<<<<<<<<<<
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
-*/
-
-        __pyx_t_4 = __pyx_v_C;
-        __pyx_t_5 = __pyx_t_4;
-
-        for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
-          __pyx_v_c = __pyx_t_6;
-
-          /* "src/kernels.pxi":622
- *     with nogil:
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
-*/
-          __pyx_t_7 = __pyx_v_c;
-          __pyx_t_8 = __pyx_v_c;
-          __pyx_t_9 = __pyx_v_c;
-          __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, (__pyx_v_inner == 1), 4, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_7)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_scale.data) + __pyx_t_8)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_shift.data) + __pyx_t_9)) ))), 0.0);
-        }
-
-
-        /* "src/kernels.pxi":623
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
- *     free(coef)
-*/
-        __pyx_t_9 = 0;
-        __pyx_t_8 = 0;
-        __pyx_t_7 = 0;
-        __pyx_t_10 = 0;
-        __pyx_t_11 = 0;
-        __pyx_t_12 = 0;
-
-        /* "src/kernels.pxi":624
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
- *     free(coef)
- * 
-*/
-        __pyx_t_3 = (__pyx_v_inner > 1);
-
-        if (__pyx_t_3) {
-
-          __pyx_t_4 = (__pyx_v_outer * __pyx_v_C);
-        } else {
-
-          __pyx_t_4 = __pyx_v_outer;
-        }
-
-
-        /* "src/kernels.pxi":623
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
- *     free(coef)
-*/
-        __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_9 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_7)) )))), ((double const *)NULL), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_10 * __pyx_v_out.strides[0]) ) + __pyx_t_11 * __pyx_v_out.strides[1]) )) + __pyx_t_12)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, 0, __pyx_v_C, __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4));
-
-      }
-
-      /* "src/kernels.pxi":620
- *     if coef == NULL:
- *         raise MemoryError()
- *     with nogil:             # <<<<<<<<<<<<<<
- *         for c in range(C):
- *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
-*/
-      /*finally:*/ {
-        /*normal exit:*/{
-          __Pyx_FastGIL_Forget();
-          PyEval_RestoreThread(_save);
-          goto __pyx_L7;
-        }
-        __pyx_L7:;
-      }
-  }
-
-  /* "src/kernels.pxi":625
- *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
- *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
- *     free(coef)             # <<<<<<<<<<<<<<
- * 
- * 
-*/
-  free(__pyx_v_coef);
-
-  /* "src/kernels.pxi":607
- * 
- * 
- * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
- *               const double[::1] shift, floating[:, :, ::1] out):
- *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
-*/
-
-  /* function exit code */
-  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
-  goto __pyx_L0;
-  __pyx_L1_error:;
-  __Pyx_XDECREF(__pyx_t_1);
-  __Pyx_XDECREF(__pyx_t_2);
-  __Pyx_AddTraceback("cnorm._kernels_baseline.normalize", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __pyx_r = NULL;
-  __pyx_L0:;
-
-
-
-
-
-  __Pyx_XGIVEREF(__pyx_r);
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-/* "src/kernels.pxi":632
- * # ---------------------------------------------------------------------------------------------
- * 
- * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
- *                      const double[::1] bias, double eps, floating[:, :, ::1] out,
- *                      double[::1] mean, double[::1] m2, double[::1] invstd):
-*/
-
-/* Python wrapper */
-static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-PyDoc_STRVAR(__pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train, "Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``.\n\n    ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared\n    deviations) and ``invstd = 1/sqrt(m2/count + eps)``; returns the count per channel.\n    With enough channels each thread takes whole channels and normalizes a channel right\n    after its statistics, while the channel is in cache.\n    ");
-static PyMethodDef __pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train = {"bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train};
-static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
-  PyObject *__pyx_v_signatures = 0;
-  PyObject *__pyx_v_args = 0;
-  PyObject *__pyx_v_kwargs = 0;
-  CYTHON_UNUSED PyObject *__pyx_v_defaults = 0;
-  CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex = 0;
-  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
-  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
-  PyObject* values[5] = {0,0,0,0,0};
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  PyObject *__pyx_r = 0;
-  __Pyx_RefNannyDeclarations
-  __Pyx_RefNannySetupContext("__pyx_fused_cpdef (wrapper)", 0);
-  #if CYTHON_ASSUME_SAFE_SIZE
-  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
-  #else
-  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
-  #endif
-  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
-  {
-    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
-    struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
-    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 632, __pyx_L3_error)
-    if (__pyx_kwds_len > 0) {
-      switch (__pyx_nargs) {
-        case  5:
-        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  4:
-        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  3:
-        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  2:
-        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  1:
-        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  0: break;
-        default: goto __pyx_L5_argtuple_error;
-      }
-      const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 632, __pyx_L3_error)
-      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
-      for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 632, __pyx_L3_error) }
-      }
-    } else {
-      switch (__pyx_nargs) {
-        case  5:
-        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
-        CYTHON_FALLTHROUGH;
-        case  4:
-        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
-        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
-        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
-        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
-        break;
-        default: goto __pyx_L5_argtuple_error;
-      }
-      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
-    }
-    __pyx_v_signatures = values[0];
-    __pyx_v_args = values[1];
-    __pyx_v_kwargs = values[2];
-    __pyx_v_defaults = values[3];
-    __pyx_v__fused_sigindex = values[4];
-  }
-  goto __pyx_L6_skip;
-  __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 632, __pyx_L3_error)
-  __pyx_L6_skip:;
-  goto __pyx_L4_argument_unpacking_done;
-  __pyx_L3_error:;
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __Pyx_AddTraceback("cnorm._kernels_baseline.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
-  __Pyx_RefNannyFinishContext();
-  return NULL;
-  __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(__pyx_self, __pyx_v_signatures, __pyx_v_args, __pyx_v_kwargs, __pyx_v_defaults, __pyx_v__fused_sigindex);
-
-  /* function exit code */
-  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
-    Py_XDECREF(values[__pyx_temp]);
-  }
-  __Pyx_RefNannyFinishContext();
-  return __pyx_r;
-}
-
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex) {
-  Py_ssize_t __pyx_v_arg_count;
-  PyTypeObject *__pyx_v_ndarray = 0;
-  PyObject *__pyx_v_arg = NULL;
-  PyObject *__pyx_v_dest_sig0 = NULL;
-  PyObject *__pyx_r = NULL;
-  __Pyx_RefNannyDeclarations
-  int __pyx_t_1;
-  int __pyx_t_2;
-  int __pyx_t_3;
-  Py_ssize_t __pyx_t_4;
-  PyObject *__pyx_t_5 = NULL;
-  int __pyx_t_6;
-  int __pyx_lineno = 0;
-  const char *__pyx_filename = NULL;
-  int __pyx_clineno = 0;
-  __Pyx_RefNannySetupContext("bn_forward_train", 0);
-  __Pyx_INCREF(__pyx_v_kwargs);
-  __pyx_t_2 = (__pyx_v_kwargs != Py_None);
-  if (__pyx_t_2) {
-
-  } else {
-
-    __pyx_t_1 = __pyx_t_2;
-
-    goto __pyx_L4_bool_binop_done;
-  }
-  if (__pyx_v_kwargs == Py_None) __pyx_t_2 = 0;
-  else
-  {
-    Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 632, __pyx_L1_error)
-    __pyx_t_2 = (__pyx_temp != 0);
-  }
-
-  __pyx_t_3 = (!__pyx_t_2);
-
-
-
-  __pyx_t_1 = __pyx_t_3;
-
-  __pyx_L4_bool_binop_done:;
-  if (__pyx_t_1) {
-
-    __Pyx_INCREF(Py_None);
-    __Pyx_DECREF_SET(__pyx_v_kwargs, Py_None);
-  }
-  if (unlikely(__pyx_v_args == Py_None)) {
-    PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 632, __pyx_L1_error)
-  }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 632, __pyx_L1_error)
-  __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_5);
-  __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
-  __pyx_t_5 = 0;
-  __pyx_t_1 = (0 < __pyx_v_arg_count);
-
-  if (__pyx_t_1) {
-
-    if (unlikely(__pyx_v_args == Py_None)) {
-      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 632, __pyx_L1_error)
-    }
-    __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
-    __Pyx_INCREF(__pyx_t_5);
-    __pyx_v_arg = __pyx_t_5;
-    __pyx_t_5 = 0;
-    goto __pyx_L6;
-  }
-  __pyx_t_3 = (__pyx_v_kwargs != Py_None);
-  if (__pyx_t_3) {
-
-  } else {
-
-    __pyx_t_1 = __pyx_t_3;
-
-    goto __pyx_L7_bool_binop_done;
-  }
-  if (unlikely(__pyx_v_kwargs == Py_None)) {
-    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 632, __pyx_L1_error)
-  }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 632, __pyx_L1_error)
-
-  __pyx_t_1 = __pyx_t_3;
-
-  __pyx_L7_bool_binop_done:;
-  if (__pyx_t_1) {
-
-    if (unlikely(__pyx_v_kwargs == Py_None)) {
-      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 632, __pyx_L1_error)
-    }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_5);
-    __pyx_v_arg = __pyx_t_5;
-    __pyx_t_5 = 0;
-    goto __pyx_L6;
-  }
-  /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 632, __pyx_L1_error)
-
-  }
-  __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 632, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_5);
-  __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
-  __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -31714,81 +31465,81 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_43bn_forward_tr
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 632, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 607, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 607, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 632, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 607, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 607, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 633, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 608, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 609, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 609, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 609, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 632, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 607, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -31862,7 +31613,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_train", 0);
 
-  /* "src/kernels.pxi":642
+  /* "src/kernels.pxi":617
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -31873,7 +31624,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":643
+  /* "src/kernels.pxi":618
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -31882,7 +31633,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":644
+  /* "src/kernels.pxi":619
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -31891,24 +31642,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":620
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 620, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 620, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 620, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":621
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -31928,7 +31679,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":622
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -31948,7 +31699,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":648
+    /* "src/kernels.pxi":623
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -31968,7 +31719,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":649
+    /* "src/kernels.pxi":624
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -31986,7 +31737,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":645
+    /* "src/kernels.pxi":620
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -31995,7 +31746,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":650
+  /* "src/kernels.pxi":625
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -32004,7 +31755,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":651
+  /* "src/kernels.pxi":626
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -32021,7 +31772,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":652
+  /* "src/kernels.pxi":627
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32030,7 +31781,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":628
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -32039,7 +31790,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":654
+  /* "src/kernels.pxi":629
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -32059,7 +31810,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":655
+  /* "src/kernels.pxi":630
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -32079,7 +31830,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":631
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -32091,7 +31842,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":657
+  /* "src/kernels.pxi":632
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -32103,7 +31854,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":633
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -32129,7 +31880,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":659
+    /* "src/kernels.pxi":634
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32141,16 +31892,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":660
+      /* "src/kernels.pxi":635
  *     if not rows and _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 660, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 635, __pyx_L1_error)
 
-      /* "src/kernels.pxi":659
+      /* "src/kernels.pxi":634
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32159,7 +31910,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
     }
 
-    /* "src/kernels.pxi":661
+    /* "src/kernels.pxi":636
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -32172,7 +31923,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":662
+          /* "src/kernels.pxi":637
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -32202,7 +31953,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_11);
 
-                              /* "src/kernels.pxi":663
+                              /* "src/kernels.pxi":638
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -32213,7 +31964,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-                              /* "src/kernels.pxi":664
+                              /* "src/kernels.pxi":639
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -32224,7 +31975,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
                               __pyx_t_6 = __pyx_v_c;
                               *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-                              /* "src/kernels.pxi":665
+                              /* "src/kernels.pxi":640
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32244,7 +31995,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
                               }
 
 
-                              /* "src/kernels.pxi":666
+                              /* "src/kernels.pxi":641
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -32262,7 +32013,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
                               }
 
 
-                              /* "src/kernels.pxi":665
+                              /* "src/kernels.pxi":640
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32273,7 +32024,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 
 
 
-                              /* "src/kernels.pxi":667
+                              /* "src/kernels.pxi":642
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -32295,7 +32046,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 
         }
 
-        /* "src/kernels.pxi":661
+        /* "src/kernels.pxi":636
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -32312,7 +32063,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":668
+    /* "src/kernels.pxi":643
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -32321,14 +32072,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":669
+    /* "src/kernels.pxi":644
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 669, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 644, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -32341,7 +32092,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":658
+    /* "src/kernels.pxi":633
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -32350,7 +32101,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":645
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1             # <<<<<<<<<<<<<<
@@ -32366,7 +32117,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   }
   __pyx_v_scratch_len = __pyx_t_12;
 
-  /* "src/kernels.pxi":671
+  /* "src/kernels.pxi":646
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -32375,7 +32126,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":672
+  /* "src/kernels.pxi":647
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -32401,7 +32152,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":673
+    /* "src/kernels.pxi":648
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -32410,7 +32161,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":674
+    /* "src/kernels.pxi":649
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -32419,16 +32170,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":675
+    /* "src/kernels.pxi":650
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 675, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 650, __pyx_L1_error)
 
-    /* "src/kernels.pxi":672
+    /* "src/kernels.pxi":647
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -32437,7 +32188,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":676
+  /* "src/kernels.pxi":651
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -32446,7 +32197,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":677
+  /* "src/kernels.pxi":652
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32459,7 +32210,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":679
+        /* "src/kernels.pxi":654
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -32474,7 +32225,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
           __pyx_t_12 = (__pyx_v_K * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":678
+        /* "src/kernels.pxi":653
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -32484,7 +32235,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_12));
 
 
-        /* "src/kernels.pxi":680
+        /* "src/kernels.pxi":655
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -32498,7 +32249,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":681
+          /* "src/kernels.pxi":656
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))             # <<<<<<<<<<<<<<
@@ -32509,7 +32260,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":682
+        /* "src/kernels.pxi":657
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -32520,7 +32271,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":683
+        /* "src/kernels.pxi":658
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32534,7 +32285,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":684
+          /* "src/kernels.pxi":659
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -32545,7 +32296,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
           __pyx_t_6 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":660
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32565,7 +32316,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":686
+          /* "src/kernels.pxi":661
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -32583,7 +32334,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":660
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32596,7 +32347,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":688
+        /* "src/kernels.pxi":663
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -32611,7 +32362,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
           __pyx_t_12 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":687
+        /* "src/kernels.pxi":662
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32622,7 +32373,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 
       }
 
-      /* "src/kernels.pxi":677
+      /* "src/kernels.pxi":652
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32639,7 +32390,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
       }
   }
 
-  /* "src/kernels.pxi":689
+  /* "src/kernels.pxi":664
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32648,7 +32399,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":665
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -32657,14 +32408,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":691
+  /* "src/kernels.pxi":666
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 691, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 666, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -32677,7 +32428,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42bn_forward_train(CYTHON_U
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":632
+  /* "src/kernels.pxi":607
  * # ---------------------------------------------------------------------------------------------
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
@@ -32743,81 +32494,81 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_45bn_forward_tr
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 632, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 607, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 607, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 632, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 607, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 607, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 632, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 607, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 632, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 633, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 633, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 634, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 607, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 608, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 608, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 609, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 609, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 609, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 632, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 607, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32891,7 +32642,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_train", 0);
 
-  /* "src/kernels.pxi":642
+  /* "src/kernels.pxi":617
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -32902,7 +32653,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":643
+  /* "src/kernels.pxi":618
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -32911,7 +32662,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":644
+  /* "src/kernels.pxi":619
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -32920,24 +32671,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":620
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 620, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 620, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 620, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":621
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -32957,7 +32708,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":622
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -32977,7 +32728,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":648
+    /* "src/kernels.pxi":623
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -32997,7 +32748,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":649
+    /* "src/kernels.pxi":624
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -33015,7 +32766,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":645
+    /* "src/kernels.pxi":620
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -33024,7 +32775,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":650
+  /* "src/kernels.pxi":625
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -33033,7 +32784,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":651
+  /* "src/kernels.pxi":626
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -33050,7 +32801,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":652
+  /* "src/kernels.pxi":627
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -33059,7 +32810,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":628
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -33068,7 +32819,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":654
+  /* "src/kernels.pxi":629
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -33088,7 +32839,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":655
+  /* "src/kernels.pxi":630
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -33108,7 +32859,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":631
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -33120,7 +32871,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":657
+  /* "src/kernels.pxi":632
  *     cdef const double *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -33132,7 +32883,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":633
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -33158,7 +32909,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":659
+    /* "src/kernels.pxi":634
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -33170,16 +32921,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":660
+      /* "src/kernels.pxi":635
  *     if not rows and _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 660, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 635, __pyx_L1_error)
 
-      /* "src/kernels.pxi":659
+      /* "src/kernels.pxi":634
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -33188,7 +32939,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
     }
 
-    /* "src/kernels.pxi":661
+    /* "src/kernels.pxi":636
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -33201,7 +32952,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":662
+          /* "src/kernels.pxi":637
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -33231,7 +32982,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_11);
 
-                              /* "src/kernels.pxi":663
+                              /* "src/kernels.pxi":638
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -33242,7 +32993,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-                              /* "src/kernels.pxi":664
+                              /* "src/kernels.pxi":639
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -33253,7 +33004,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
                               __pyx_t_6 = __pyx_v_c;
                               *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-                              /* "src/kernels.pxi":665
+                              /* "src/kernels.pxi":640
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33273,7 +33024,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
                               }
 
 
-                              /* "src/kernels.pxi":666
+                              /* "src/kernels.pxi":641
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33291,7 +33042,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
                               }
 
 
-                              /* "src/kernels.pxi":665
+                              /* "src/kernels.pxi":640
  *                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
  *                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33302,7 +33053,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 
 
 
-                              /* "src/kernels.pxi":667
+                              /* "src/kernels.pxi":642
  *                 _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33324,7 +33075,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 
         }
 
-        /* "src/kernels.pxi":661
+        /* "src/kernels.pxi":636
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -33341,7 +33092,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":668
+    /* "src/kernels.pxi":643
  *                           b[c] if b else 0.0, 0.0)
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -33350,14 +33101,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":669
+    /* "src/kernels.pxi":644
  *                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 669, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 644, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -33370,7 +33121,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":658
+    /* "src/kernels.pxi":633
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -33379,7 +33130,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":645
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1             # <<<<<<<<<<<<<<
@@ -33395,7 +33146,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   }
   __pyx_v_scratch_len = __pyx_t_12;
 
-  /* "src/kernels.pxi":671
+  /* "src/kernels.pxi":646
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -33404,7 +33155,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":672
+  /* "src/kernels.pxi":647
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -33430,7 +33181,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":673
+    /* "src/kernels.pxi":648
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -33439,7 +33190,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":674
+    /* "src/kernels.pxi":649
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -33448,16 +33199,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":675
+    /* "src/kernels.pxi":650
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 675, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 650, __pyx_L1_error)
 
-    /* "src/kernels.pxi":672
+    /* "src/kernels.pxi":647
  *     cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -33466,7 +33217,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":676
+  /* "src/kernels.pxi":651
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -33475,7 +33226,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":677
+  /* "src/kernels.pxi":652
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -33488,7 +33239,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":679
+        /* "src/kernels.pxi":654
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -33503,7 +33254,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
           __pyx_t_12 = (__pyx_v_K * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":678
+        /* "src/kernels.pxi":653
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -33513,7 +33264,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_12));
 
 
-        /* "src/kernels.pxi":680
+        /* "src/kernels.pxi":655
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -33527,7 +33278,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":681
+          /* "src/kernels.pxi":656
  *                   _threads(outer * C * inner, K if rows else K * C))
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))             # <<<<<<<<<<<<<<
@@ -33538,7 +33289,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":682
+        /* "src/kernels.pxi":657
  *         for c in range(K):
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -33549,7 +33300,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_6)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":683
+        /* "src/kernels.pxi":658
  *             cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -33563,7 +33314,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_11; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":684
+          /* "src/kernels.pxi":659
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -33574,7 +33325,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
           __pyx_t_6 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_6)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":660
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33594,7 +33345,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":686
+          /* "src/kernels.pxi":661
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33612,7 +33363,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":685
+          /* "src/kernels.pxi":660
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33625,7 +33376,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":688
+        /* "src/kernels.pxi":663
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -33640,7 +33391,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
           __pyx_t_12 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":687
+        /* "src/kernels.pxi":662
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
  *                       b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -33651,7 +33402,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 
       }
 
-      /* "src/kernels.pxi":677
+      /* "src/kernels.pxi":652
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -33668,7 +33419,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
       }
   }
 
-  /* "src/kernels.pxi":689
+  /* "src/kernels.pxi":664
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -33677,7 +33428,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":665
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -33686,14 +33437,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":691
+  /* "src/kernels.pxi":666
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 691, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 666, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -33706,7 +33457,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":632
+  /* "src/kernels.pxi":607
  * # ---------------------------------------------------------------------------------------------
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
@@ -33742,7 +33493,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44bn_forward_train(CYTHON_U
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":694
+/* "src/kernels.pxi":669
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33760,7 +33511,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":698
+  /* "src/kernels.pxi":673
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -33769,7 +33520,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":699
+  /* "src/kernels.pxi":674
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -33781,7 +33532,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":700
+    /* "src/kernels.pxi":675
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -33816,7 +33567,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":701
+                              /* "src/kernels.pxi":676
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -33825,7 +33576,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":702
+                              /* "src/kernels.pxi":677
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -33834,7 +33585,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":703
+                              /* "src/kernels.pxi":678
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -33856,7 +33607,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 
         }
 
-        /* "src/kernels.pxi":700
+        /* "src/kernels.pxi":675
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -33873,7 +33624,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
         }
     }
 
-    /* "src/kernels.pxi":699
+    /* "src/kernels.pxi":674
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -33883,7 +33634,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":706
+  /* "src/kernels.pxi":681
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -33919,7 +33670,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":707
+                              /* "src/kernels.pxi":682
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_sums(x, dy, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -33941,7 +33692,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 
         }
 
-        /* "src/kernels.pxi":706
+        /* "src/kernels.pxi":681
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -33960,7 +33711,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":694
+  /* "src/kernels.pxi":669
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33985,7 +33736,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":698
+  /* "src/kernels.pxi":673
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -33994,7 +33745,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":699
+  /* "src/kernels.pxi":674
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -34006,7 +33757,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":700
+    /* "src/kernels.pxi":675
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34041,7 +33792,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":701
+                              /* "src/kernels.pxi":676
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -34050,7 +33801,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":702
+                              /* "src/kernels.pxi":677
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -34059,7 +33810,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":703
+                              /* "src/kernels.pxi":678
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -34081,7 +33832,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
         }
 
-        /* "src/kernels.pxi":700
+        /* "src/kernels.pxi":675
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34098,7 +33849,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
         }
     }
 
-    /* "src/kernels.pxi":699
+    /* "src/kernels.pxi":674
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner > 1:             # <<<<<<<<<<<<<<
@@ -34108,7 +33859,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":706
+  /* "src/kernels.pxi":681
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34144,7 +33895,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":707
+                              /* "src/kernels.pxi":682
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _rows_sums(x, dy, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -34166,7 +33917,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
         }
 
-        /* "src/kernels.pxi":706
+        /* "src/kernels.pxi":681
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34185,7 +33936,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":694
+  /* "src/kernels.pxi":669
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -34200,7 +33951,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
 }
 
-/* "src/kernels.pxi":711
+/* "src/kernels.pxi":686
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -34219,7 +33970,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
 
-  /* "src/kernels.pxi":713
+  /* "src/kernels.pxi":688
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
  *     cdef Py_ssize_t k, c
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -34233,7 +33984,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":714
+    /* "src/kernels.pxi":689
  *     cdef Py_ssize_t k, c
  *     for c in range(C):
  *         s[c] = 0.0             # <<<<<<<<<<<<<<
@@ -34244,7 +33995,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   }
 
 
-  /* "src/kernels.pxi":715
+  /* "src/kernels.pxi":690
  *     for c in range(C):
  *         s[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -34258,7 +34009,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":716
+    /* "src/kernels.pxi":691
  *         s[c] = 0.0
  *     for k in range(K):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -34272,7 +34023,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":717
+      /* "src/kernels.pxi":692
  *     for k in range(K):
  *         for c in range(C):
  *             s[c] += p[k * C + c]             # <<<<<<<<<<<<<<
@@ -34287,7 +34038,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   }
 
 
-  /* "src/kernels.pxi":711
+  /* "src/kernels.pxi":686
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -34300,7 +34051,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
 
 }
 
-/* "src/kernels.pxi":720
+/* "src/kernels.pxi":695
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -34337,53 +34088,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_19backward_sums(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 720, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 695, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 695, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 720, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 695, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 695, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 695, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 695, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 695, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -34397,7 +34148,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_19backward_sums(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 720, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 695, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34449,7 +34200,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18backward_sums(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 720, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 695, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -34467,11 +34218,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18backward_sums(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 720, __pyx_L1_error)
+    __PYX_ERR(2, 695, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 695, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -34481,7 +34232,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18backward_sums(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 720, __pyx_L1_error)
+      __PYX_ERR(2, 695, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -34500,9 +34251,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18backward_sums(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 720, __pyx_L1_error)
+    __PYX_ERR(2, 695, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 695, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -34511,25 +34262,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18backward_sums(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 720, __pyx_L1_error)
+      __PYX_ERR(2, 695, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 720, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 695, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 720, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 695, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 720, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 720, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 695, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -34583,46 +34334,46 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_49backward_sums
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 720, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 695, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 695, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 720, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 695, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 695, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 695, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 695, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 720, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 720, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 721, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 695, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 695, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 696, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 720, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 695, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34691,7 +34442,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_sums", 0);
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":698
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -34702,19 +34453,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":724
+  /* "src/kernels.pxi":699
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 724, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 699, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 724, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 699, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 724, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 699, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -34726,7 +34477,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":725
+  /* "src/kernels.pxi":700
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -34734,16 +34485,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -34764,13 +34515,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 725, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 700, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 725, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 700, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -34782,13 +34533,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 725, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 700, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":726
+  /* "src/kernels.pxi":701
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -34796,16 +34547,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -34826,13 +34577,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 726, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 701, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 726, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 701, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -34844,13 +34595,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 726, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 701, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":727
+  /* "src/kernels.pxi":702
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -34862,21 +34613,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":728
+    /* "src/kernels.pxi":703
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 728, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 703, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 728, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 703, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 728, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 703, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -34888,7 +34639,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":727
+    /* "src/kernels.pxi":702
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -34897,7 +34648,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":729
+  /* "src/kernels.pxi":704
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -34905,29 +34656,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 729, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 704, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 729, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 704, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 729, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 704, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -34948,13 +34699,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -34966,41 +34717,41 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 729, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 704, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":730
+  /* "src/kernels.pxi":705
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 730, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 705, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":731
+  /* "src/kernels.pxi":706
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 731, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 706, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 731, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 706, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":732
+  /* "src/kernels.pxi":707
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35013,7 +34764,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":733
+        /* "src/kernels.pxi":708
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -35031,7 +34782,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":734
+        /* "src/kernels.pxi":709
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -35052,7 +34803,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":733
+        /* "src/kernels.pxi":708
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -35062,7 +34813,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
         __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":735
+        /* "src/kernels.pxi":710
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -35075,7 +34826,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":736
+        /* "src/kernels.pxi":711
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -35089,7 +34840,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":732
+      /* "src/kernels.pxi":707
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35106,21 +34857,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":737
+  /* "src/kernels.pxi":712
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 737, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 712, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 737, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 712, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 737, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 712, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -35132,7 +34883,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48backward_sums(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":720
+  /* "src/kernels.pxi":695
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -35193,46 +34944,46 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_51backward_sums
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 720, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 695, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 720, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 695, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 695, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 720, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 695, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 695, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 695, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 720, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 695, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 720, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 720, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 721, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 695, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 695, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 696, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 720, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 695, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35301,7 +35052,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_sums", 0);
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":698
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -35312,19 +35063,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":724
+  /* "src/kernels.pxi":699
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 724, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 699, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 724, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 699, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 724, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 699, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -35336,7 +35087,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":725
+  /* "src/kernels.pxi":700
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -35344,16 +35095,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 725, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 700, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -35374,13 +35125,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 725, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 700, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 725, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 700, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -35392,13 +35143,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 725, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 700, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":726
+  /* "src/kernels.pxi":701
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -35406,16 +35157,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 726, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 701, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -35436,13 +35187,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 726, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 701, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 726, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 701, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -35454,13 +35205,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 726, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 701, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":727
+  /* "src/kernels.pxi":702
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -35472,21 +35223,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":728
+    /* "src/kernels.pxi":703
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 728, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 703, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 728, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 703, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 728, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 703, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -35498,7 +35249,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":727
+    /* "src/kernels.pxi":702
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -35507,7 +35258,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":729
+  /* "src/kernels.pxi":704
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -35515,29 +35266,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 729, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 704, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 729, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 704, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 729, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 704, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 729, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 704, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -35558,13 +35309,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 729, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 704, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -35576,41 +35327,41 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 729, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 704, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":730
+  /* "src/kernels.pxi":705
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 730, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 705, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":731
+  /* "src/kernels.pxi":706
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 731, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 706, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 731, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 706, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":732
+  /* "src/kernels.pxi":707
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35623,7 +35374,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":733
+        /* "src/kernels.pxi":708
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -35641,7 +35392,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":734
+        /* "src/kernels.pxi":709
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))             # <<<<<<<<<<<<<<
@@ -35662,7 +35413,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":733
+        /* "src/kernels.pxi":708
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -35672,7 +35423,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
         __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":735
+        /* "src/kernels.pxi":710
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -35685,7 +35436,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":736
+        /* "src/kernels.pxi":711
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -35699,7 +35450,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":732
+      /* "src/kernels.pxi":707
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35716,21 +35467,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":737
+  /* "src/kernels.pxi":712
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 737, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 712, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 737, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 712, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 737, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 712, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -35742,7 +35493,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":720
+  /* "src/kernels.pxi":695
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -35778,7 +35529,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":740
+/* "src/kernels.pxi":715
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -35789,7 +35540,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50backward_sums(CYTHON_UNUS
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(float *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":745
+  /* "src/kernels.pxi":720
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -35798,7 +35549,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":746
+  /* "src/kernels.pxi":721
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -35807,7 +35558,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":747
+    /* "src/kernels.pxi":722
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -35816,7 +35567,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":746
+    /* "src/kernels.pxi":721
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -35826,7 +35577,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":749
+  /* "src/kernels.pxi":724
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -35838,7 +35589,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":740
+  /* "src/kernels.pxi":715
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -35853,7 +35604,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(double *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":745
+  /* "src/kernels.pxi":720
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -35862,7 +35613,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":746
+  /* "src/kernels.pxi":721
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -35871,7 +35622,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":747
+    /* "src/kernels.pxi":722
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -35880,7 +35631,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":746
+    /* "src/kernels.pxi":721
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -35890,7 +35641,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":749
+  /* "src/kernels.pxi":724
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -35902,7 +35653,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":740
+  /* "src/kernels.pxi":715
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -35914,7 +35665,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 
 }
 
-/* "src/kernels.pxi":752
+/* "src/kernels.pxi":727
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -35951,53 +35702,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_21backward_apply(PyObject *
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 752, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 727, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 752, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 727, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 752, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 727, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 727, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -36011,7 +35762,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_21backward_apply(PyObject *
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 752, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 727, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36063,7 +35814,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_apply(CYTHON_UNU
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 752, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 727, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -36081,11 +35832,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_apply(CYTHON_UNU
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 752, __pyx_L1_error)
+    __PYX_ERR(2, 727, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 727, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -36095,7 +35846,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_apply(CYTHON_UNU
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 752, __pyx_L1_error)
+      __PYX_ERR(2, 727, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -36114,9 +35865,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_apply(CYTHON_UNU
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 752, __pyx_L1_error)
+    __PYX_ERR(2, 727, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 727, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -36125,25 +35876,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_apply(CYTHON_UNU
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 752, __pyx_L1_error)
+      __PYX_ERR(2, 727, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 752, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 727, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 752, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 727, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 752, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 752, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 727, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -36202,86 +35953,86 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55backward_appl
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 752, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 727, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 752, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 727, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 752, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 727, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 727, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 753, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 753, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 753, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 754, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 754, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 727, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 727, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 728, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 728, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 728, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 729, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 729, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 754, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 729, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":754
+      /* "src/kernels.pxi":729
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -36293,7 +36044,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55backward_appl
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 752, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 727, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36313,7 +36064,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55backward_appl
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":727
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -36363,7 +36114,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_apply", 0);
 
-  /* "src/kernels.pxi":760
+  /* "src/kernels.pxi":735
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36374,24 +36125,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":736
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 736, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 736, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 736, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":762
+    /* "src/kernels.pxi":737
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36408,7 +36159,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":761
+    /* "src/kernels.pxi":736
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36417,7 +36168,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":738
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36426,7 +36177,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":764
+  /* "src/kernels.pxi":739
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36438,16 +36189,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":765
+    /* "src/kernels.pxi":740
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 765, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 740, __pyx_L1_error)
 
-    /* "src/kernels.pxi":764
+    /* "src/kernels.pxi":739
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36456,7 +36207,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":766
+  /* "src/kernels.pxi":741
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36469,7 +36220,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":742
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36483,7 +36234,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":768
+          /* "src/kernels.pxi":743
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -36498,7 +36249,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":769
+        /* "src/kernels.pxi":744
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -36522,7 +36273,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":770
+        /* "src/kernels.pxi":745
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36540,7 +36291,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":769
+        /* "src/kernels.pxi":744
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -36552,7 +36303,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":766
+      /* "src/kernels.pxi":741
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36569,7 +36320,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":771
+  /* "src/kernels.pxi":746
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36578,7 +36329,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54backward_apply(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":727
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -36635,86 +36386,86 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57backward_appl
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 752, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 727, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 752, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 727, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 752, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 727, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 727, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 727, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 752, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 727, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 753, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 753, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 753, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 754, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 754, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 727, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 727, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 728, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 728, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 728, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 729, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 729, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 754, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 729, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":754
+      /* "src/kernels.pxi":729
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -36726,7 +36477,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57backward_appl
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 752, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 727, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36746,7 +36497,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57backward_appl
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":727
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -36796,7 +36547,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_apply", 0);
 
-  /* "src/kernels.pxi":760
+  /* "src/kernels.pxi":735
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36807,24 +36558,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":736
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 736, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 736, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 736, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":762
+    /* "src/kernels.pxi":737
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36841,7 +36592,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":761
+    /* "src/kernels.pxi":736
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36850,7 +36601,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":738
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36859,7 +36610,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":764
+  /* "src/kernels.pxi":739
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36871,16 +36622,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":765
+    /* "src/kernels.pxi":740
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 765, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 740, __pyx_L1_error)
 
-    /* "src/kernels.pxi":764
+    /* "src/kernels.pxi":739
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36889,7 +36640,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":766
+  /* "src/kernels.pxi":741
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36902,7 +36653,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":742
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36916,7 +36667,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":768
+          /* "src/kernels.pxi":743
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -36931,7 +36682,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":769
+        /* "src/kernels.pxi":744
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -36955,7 +36706,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":770
+        /* "src/kernels.pxi":745
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36973,7 +36724,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":769
+        /* "src/kernels.pxi":744
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -36985,7 +36736,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":766
+      /* "src/kernels.pxi":741
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -37002,7 +36753,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":771
+  /* "src/kernels.pxi":746
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -37011,7 +36762,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":727
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -37038,7 +36789,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56backward_apply(CYTHON_UNU
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":774
+/* "src/kernels.pxi":749
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -37075,53 +36826,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_23bn_backward(PyObject *__p
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 774, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 774, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 749, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -37135,7 +36886,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_23bn_backward(PyObject *__p
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 774, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37187,7 +36938,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22bn_backward(CYTHON_UNUSED
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 774, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 749, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -37205,11 +36956,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22bn_backward(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 774, __pyx_L1_error)
+    __PYX_ERR(2, 749, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 749, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -37219,7 +36970,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22bn_backward(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 774, __pyx_L1_error)
+      __PYX_ERR(2, 749, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -37238,9 +36989,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22bn_backward(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 774, __pyx_L1_error)
+    __PYX_ERR(2, 749, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 749, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -37249,25 +37000,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22bn_backward(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 774, __pyx_L1_error)
+      __PYX_ERR(2, 749, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 774, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 774, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 749, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 774, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 774, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 749, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -37328,95 +37079,95 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_61bn_backward(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 774, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 774, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 749, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 749, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 774, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 774, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 775, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 775, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 775, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 777, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 774, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37492,7 +37243,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_backward", 0);
 
 
-  /* "src/kernels.pxi":785
+  /* "src/kernels.pxi":760
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -37503,7 +37254,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":786
+  /* "src/kernels.pxi":761
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -37512,7 +37263,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":762
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -37521,7 +37272,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":788
+  /* "src/kernels.pxi":763
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -37539,7 +37290,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":789
+  /* "src/kernels.pxi":764
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -37559,7 +37310,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":790
+  /* "src/kernels.pxi":765
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -37579,24 +37330,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":791
+  /* "src/kernels.pxi":766
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 791, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 766, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 791, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 766, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 791, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 766, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":792
+    /* "src/kernels.pxi":767
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -37613,7 +37364,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":791
+    /* "src/kernels.pxi":766
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -37622,7 +37373,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":793
+  /* "src/kernels.pxi":768
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -37631,7 +37382,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":794
+  /* "src/kernels.pxi":769
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -37648,7 +37399,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":795
+  /* "src/kernels.pxi":770
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -37657,7 +37408,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":796
+  /* "src/kernels.pxi":771
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -37666,7 +37417,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":797
+  /* "src/kernels.pxi":772
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -37686,7 +37437,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":798
+  /* "src/kernels.pxi":773
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -37698,7 +37449,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":799
+  /* "src/kernels.pxi":774
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -37710,7 +37461,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":800
+  /* "src/kernels.pxi":775
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -37722,7 +37473,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":776
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -37734,16 +37485,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":802
+    /* "src/kernels.pxi":777
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 802, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 777, __pyx_L1_error)
 
-    /* "src/kernels.pxi":801
+    /* "src/kernels.pxi":776
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -37752,7 +37503,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":803
+  /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -37778,7 +37529,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":804
+    /* "src/kernels.pxi":779
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -37791,7 +37542,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":805
+          /* "src/kernels.pxi":780
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37821,7 +37572,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":806
+                              /* "src/kernels.pxi":781
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -37830,7 +37581,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
                               if (__pyx_v_need_sums) {
 
-                                /* "src/kernels.pxi":807
+                                /* "src/kernels.pxi":782
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -37842,7 +37593,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
                                 __pyx_t_6 = __pyx_v_c;
                                 __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_8)) ))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_7)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_6)) )))));
 
-                                /* "src/kernels.pxi":806
+                                /* "src/kernels.pxi":781
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -37851,7 +37602,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
                               }
 
-                              /* "src/kernels.pxi":808
+                              /* "src/kernels.pxi":783
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -37861,7 +37612,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
                               __pyx_t_6 = __pyx_v_c;
                               __pyx_t_7 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":809
+                              /* "src/kernels.pxi":784
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -37881,7 +37632,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_t_13 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":808
+                              /* "src/kernels.pxi":783
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -37891,7 +37642,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
                               __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, __pyx_v_n, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_invstd.data) + __pyx_t_7)) ))), __pyx_t_12, (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_8)) ))), (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) ))));
 
 
-                              /* "src/kernels.pxi":810
+                              /* "src/kernels.pxi":785
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -37921,7 +37672,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":804
+        /* "src/kernels.pxi":779
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -37938,7 +37689,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":811
+    /* "src/kernels.pxi":786
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -37947,7 +37698,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":812
+    /* "src/kernels.pxi":787
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -37964,7 +37715,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":803
+    /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -37973,7 +37724,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":788
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -37982,7 +37733,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":814
+    /* "src/kernels.pxi":789
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -37991,7 +37742,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":815
+    /* "src/kernels.pxi":790
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -38003,7 +37754,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":816
+      /* "src/kernels.pxi":791
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -38012,16 +37763,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":817
+      /* "src/kernels.pxi":792
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 817, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 792, __pyx_L1_error)
 
-      /* "src/kernels.pxi":815
+      /* "src/kernels.pxi":790
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -38030,7 +37781,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
     }
 
-    /* "src/kernels.pxi":813
+    /* "src/kernels.pxi":788
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -38039,7 +37790,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":793
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38052,7 +37803,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":819
+        /* "src/kernels.pxi":794
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -38061,7 +37812,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":820
+          /* "src/kernels.pxi":795
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -38070,7 +37821,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
           __pyx_t_13 = 0;
 
-          /* "src/kernels.pxi":821
+          /* "src/kernels.pxi":796
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -38085,7 +37836,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
             __pyx_t_11 = (__pyx_v_K * __pyx_v_C);
           }
 
-          /* "src/kernels.pxi":820
+          /* "src/kernels.pxi":795
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -38095,7 +37846,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
           __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_13)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-          /* "src/kernels.pxi":822
+          /* "src/kernels.pxi":797
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -38105,7 +37856,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":823
+          /* "src/kernels.pxi":798
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -38115,7 +37866,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":819
+          /* "src/kernels.pxi":794
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -38124,7 +37875,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
         }
 
-        /* "src/kernels.pxi":824
+        /* "src/kernels.pxi":799
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -38138,7 +37889,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":825
+          /* "src/kernels.pxi":800
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -38158,7 +37909,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":826
+          /* "src/kernels.pxi":801
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -38168,7 +37919,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_6 = __pyx_v_c;
 
-          /* "src/kernels.pxi":825
+          /* "src/kernels.pxi":800
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -38180,7 +37931,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":827
+        /* "src/kernels.pxi":802
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -38195,7 +37946,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
           __pyx_t_14 = NULL;
         }
 
-        /* "src/kernels.pxi":828
+        /* "src/kernels.pxi":803
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -38210,7 +37961,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":827
+        /* "src/kernels.pxi":802
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -38222,7 +37973,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":818
+      /* "src/kernels.pxi":793
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38239,7 +37990,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":829
+  /* "src/kernels.pxi":804
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -38247,14 +37998,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":805
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":774
+  /* "src/kernels.pxi":749
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38323,95 +38074,95 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_63bn_backward(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 774, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 774, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 774, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 749, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 774, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 749, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 774, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 774, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 775, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 775, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 775, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 776, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 777, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 774, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -38487,7 +38238,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_backward", 0);
 
 
-  /* "src/kernels.pxi":785
+  /* "src/kernels.pxi":760
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -38498,7 +38249,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":786
+  /* "src/kernels.pxi":761
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -38507,7 +38258,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":762
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -38516,7 +38267,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":788
+  /* "src/kernels.pxi":763
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -38534,7 +38285,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":789
+  /* "src/kernels.pxi":764
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -38554,7 +38305,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":790
+  /* "src/kernels.pxi":765
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -38574,24 +38325,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":791
+  /* "src/kernels.pxi":766
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 791, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 766, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 791, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 766, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 791, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 766, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":792
+    /* "src/kernels.pxi":767
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -38608,7 +38359,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":791
+    /* "src/kernels.pxi":766
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -38617,7 +38368,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":793
+  /* "src/kernels.pxi":768
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -38626,7 +38377,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":794
+  /* "src/kernels.pxi":769
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -38643,7 +38394,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":795
+  /* "src/kernels.pxi":770
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -38652,7 +38403,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":796
+  /* "src/kernels.pxi":771
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -38661,7 +38412,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":797
+  /* "src/kernels.pxi":772
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -38681,7 +38432,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":798
+  /* "src/kernels.pxi":773
  *     cdef double *part = NULL
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -38693,7 +38444,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":799
+  /* "src/kernels.pxi":774
  *     cdef const double *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -38705,7 +38456,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":800
+  /* "src/kernels.pxi":775
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -38717,7 +38468,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":776
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -38729,16 +38480,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":802
+    /* "src/kernels.pxi":777
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 802, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 777, __pyx_L1_error)
 
-    /* "src/kernels.pxi":801
+    /* "src/kernels.pxi":776
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -38747,7 +38498,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":803
+  /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -38773,7 +38524,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":804
+    /* "src/kernels.pxi":779
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -38786,7 +38537,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":805
+          /* "src/kernels.pxi":780
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -38816,7 +38567,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":806
+                              /* "src/kernels.pxi":781
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -38825,7 +38576,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
                               if (__pyx_v_need_sums) {
 
-                                /* "src/kernels.pxi":807
+                                /* "src/kernels.pxi":782
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -38837,7 +38588,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
                                 __pyx_t_6 = __pyx_v_c;
                                 __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_8)) ))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_7)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_6)) )))));
 
-                                /* "src/kernels.pxi":806
+                                /* "src/kernels.pxi":781
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 if need_sums:             # <<<<<<<<<<<<<<
@@ -38846,7 +38597,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
                               }
 
-                              /* "src/kernels.pxi":808
+                              /* "src/kernels.pxi":783
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -38856,7 +38607,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
                               __pyx_t_6 = __pyx_v_c;
                               __pyx_t_7 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":809
+                              /* "src/kernels.pxi":784
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -38876,7 +38627,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
                               __pyx_t_8 = __pyx_v_c;
                               __pyx_t_13 = __pyx_v_c;
 
-                              /* "src/kernels.pxi":808
+                              /* "src/kernels.pxi":783
  *                 if need_sums:
  *                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -38886,7 +38637,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
                               __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, __pyx_v_n, (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))), (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_invstd.data) + __pyx_t_7)) ))), __pyx_t_12, (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_8)) ))), (*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) ))));
 
 
-                              /* "src/kernels.pxi":810
+                              /* "src/kernels.pxi":785
  *                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -38916,7 +38667,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":804
+        /* "src/kernels.pxi":779
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -38933,7 +38684,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":811
+    /* "src/kernels.pxi":786
  *                           w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -38942,7 +38693,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":812
+    /* "src/kernels.pxi":787
  *                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -38959,7 +38710,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":803
+    /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     if not rows and _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -38968,7 +38719,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":788
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -38977,7 +38728,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":814
+    /* "src/kernels.pxi":789
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -38986,7 +38737,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":815
+    /* "src/kernels.pxi":790
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -38998,7 +38749,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":816
+      /* "src/kernels.pxi":791
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -39007,16 +38758,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":817
+      /* "src/kernels.pxi":792
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 817, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 792, __pyx_L1_error)
 
-      /* "src/kernels.pxi":815
+      /* "src/kernels.pxi":790
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -39025,7 +38776,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
     }
 
-    /* "src/kernels.pxi":813
+    /* "src/kernels.pxi":788
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -39034,7 +38785,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":793
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39047,7 +38798,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":819
+        /* "src/kernels.pxi":794
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -39056,7 +38807,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":820
+          /* "src/kernels.pxi":795
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -39065,7 +38816,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
           __pyx_t_13 = 0;
 
-          /* "src/kernels.pxi":821
+          /* "src/kernels.pxi":796
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))             # <<<<<<<<<<<<<<
@@ -39080,7 +38831,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
             __pyx_t_11 = (__pyx_v_K * __pyx_v_C);
           }
 
-          /* "src/kernels.pxi":820
+          /* "src/kernels.pxi":795
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -39090,7 +38841,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
           __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_13)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-          /* "src/kernels.pxi":822
+          /* "src/kernels.pxi":797
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -39100,7 +38851,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":823
+          /* "src/kernels.pxi":798
  *                            _threads(outer * C * inner, K if rows else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -39110,7 +38861,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
           __pyx_t_13 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_13)) )))));
 
-          /* "src/kernels.pxi":819
+          /* "src/kernels.pxi":794
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -39119,7 +38870,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
         }
 
-        /* "src/kernels.pxi":824
+        /* "src/kernels.pxi":799
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -39133,7 +38884,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":825
+          /* "src/kernels.pxi":800
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -39153,7 +38904,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":826
+          /* "src/kernels.pxi":801
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -39163,7 +38914,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_6 = __pyx_v_c;
 
-          /* "src/kernels.pxi":825
+          /* "src/kernels.pxi":800
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -39175,7 +38926,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":827
+        /* "src/kernels.pxi":802
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -39190,7 +38941,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
           __pyx_t_14 = NULL;
         }
 
-        /* "src/kernels.pxi":828
+        /* "src/kernels.pxi":803
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -39205,7 +38956,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":827
+        /* "src/kernels.pxi":802
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -39217,7 +38968,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":818
+      /* "src/kernels.pxi":793
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39234,7 +38985,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":829
+  /* "src/kernels.pxi":804
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -39242,14 +38993,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":805
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":774
+  /* "src/kernels.pxi":749
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40641,14 +40392,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 437, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults) < (0)) __PYX_ERR(2, 449, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults) < (0)) __PYX_ERR(2, 437, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults);
@@ -41673,98 +41424,98 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_np, __pyx_t_4) < (0)) __PYX_ERR(2, 23, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":58
+  /* "src/kernels.pxi":46
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
  *     """The thread count a kernel called now from this thread would use (omp_get_max_threads)."""
  *     return cn_max_threads()
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_1max_threads, 0, __pyx_mstate_global->__pyx_n_u_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 58, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_1max_threads, 0, __pyx_mstate_global->__pyx_n_u_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 46, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 58, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 46, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":63
+  /* "src/kernels.pxi":51
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
  *     """Set OpenMP's thread count for the calling thread (omp_set_num_threads)."""
  *     cn_set_max_threads(n)
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_3set_max_threads, 0, __pyx_mstate_global->__pyx_n_u_set_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 63, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_3set_max_threads, 0, __pyx_mstate_global->__pyx_n_u_set_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 51, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_set_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 63, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_set_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 51, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":68
+  /* "src/kernels.pxi":56
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
  *     """True when the kernels were compiled with OpenMP."""
  *     return bool(cn_openmp_enabled())
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_5openmp_enabled, 0, __pyx_mstate_global->__pyx_n_u_openmp_enabled, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 68, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_5openmp_enabled, 0, __pyx_mstate_global->__pyx_n_u_openmp_enabled, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 56, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_openmp_enabled, __pyx_t_4) < (0)) __PYX_ERR(2, 68, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_openmp_enabled, __pyx_t_4) < (0)) __PYX_ERR(2, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":73
+  /* "src/kernels.pxi":61
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
  *     """True when this CPU (and OS) can run code built for ``target``: baseline, avx2, avx512."""
  *     return bool(cn_cpu_supports(target.encode()))
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_7cpu_supports, 0, __pyx_mstate_global->__pyx_n_u_cpu_supports, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 73, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_7cpu_supports, 0, __pyx_mstate_global->__pyx_n_u_cpu_supports, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 61, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 73, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 61, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":449
+  /* "src/kernels.pxi":437
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-chunk statistics of each channel of an ``(outer, C, inner)`` array.
  * 
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_25partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_25partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 449, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_27partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_27partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 449, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 449, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 449, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 449, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 437, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -41775,57 +41526,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 449, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 437, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":473
+  /* "src/kernels.pxi":461
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
  *     """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)`` per channel.
  * 
 */
-  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 473, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 461, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 473, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 461, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":493
+  /* "src/kernels.pxi":481
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 493, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 481, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -41836,42 +41587,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 481, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":607
+  /* "src/kernels.pxi":582
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
  *               const double[::1] shift, floating[:, :, ::1] out):
  *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 607, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 607, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 607, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 607, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 607, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 607, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 607, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 607, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 582, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -41882,42 +41633,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 607, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 582, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":632
+  /* "src/kernels.pxi":607
  * # ---------------------------------------------------------------------------------------------
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,             # <<<<<<<<<<<<<<
  *                      const double[::1] bias, double eps, floating[:, :, ::1] out,
  *                      double[::1] mean, double[::1] m2, double[::1] invstd):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 632, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_f, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 632, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_f, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 632, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 632, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 632, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 632, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 632, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 632, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 607, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -41928,42 +41679,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 632, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 607, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":720
+  /* "src/kernels.pxi":695
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 720, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 720, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_19backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 720, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_19backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 720, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 720, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 695, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -41974,42 +41725,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_4) < (0)) __PYX_ERR(2, 720, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_4) < (0)) __PYX_ERR(2, 695, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":727
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 752, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 752, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_21backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 752, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_21backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 752, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 752, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 727, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -42020,42 +41771,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_5) < (0)) __PYX_ERR(2, 752, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_5) < (0)) __PYX_ERR(2, 727, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":774
+  /* "src/kernels.pxi":749
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                 const double[::1] mean, const double[::1] invstd, const double[::1] weight,
  *                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 774, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 774, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_23bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 774, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_23bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 774, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 774, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -42066,7 +41817,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_4) < (0)) __PYX_ERR(2, 774, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_4) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -42188,7 +41939,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "src/kernels.pxi":458
+  /* "src/kernels.pxi":446
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -42197,12 +41948,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 458, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 446, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":727
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -42211,7 +41962,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_True};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 752, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 727, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
@@ -42431,132 +42182,132 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 58};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 46};
     PyObject* const varnames[] = {0};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_max_threads, __pyx_mstate->__pyx_kp_b_iso88591__6, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 63};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 51};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_n};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_set_max_threads, __pyx_mstate->__pyx_kp_b_iso88591_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 68};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 56};
     PyObject* const varnames[] = {0};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_openmp_enabled, __pyx_mstate->__pyx_kp_b_iso88591_4q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 73};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 61};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_target};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_cpu_supports, __pyx_mstate->__pyx_kp_b_iso88591_4q_q_gQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 449};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 437};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 449};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 437};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 449};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 437};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2s, __pyx_mstate->__pyx_n_u_scratch, __pyx_mstate->__pyx_n_u_cnt, __pyx_mstate->__pyx_n_u_sc, __pyx_mstate->__pyx_n_u_pm, __pyx_mstate->__pyx_n_u_pm2};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 473};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 461};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_total, __pyx_mstate->__pyx_n_u_mean_out, __pyx_mstate->__pyx_n_u_m2_out, __pyx_mstate->__pyx_n_u_mo, __pyx_mstate->__pyx_n_u_m2o};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_merge_stats, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 481};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 481};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 481};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 607};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 582};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 607};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 582};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_double_1_double, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 607};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 582};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 632};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 607};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_f, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 632};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 607};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 632};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 607};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_yp, __pyx_mstate->__pyx_n_u_scratch_len, __pyx_mstate->__pyx_n_u_cnt};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_f, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 720};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 695};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 720};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 695};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_double_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 720};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 695};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_s1, __pyx_mstate->__pyx_n_u_s2, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_pv, __pyx_mstate->__pyx_n_u_v1, __pyx_mstate->__pyx_n_u_v2};
     __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 752};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 727};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 752};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 727};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_double_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 752};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 727};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 774};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 774};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_double_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 774};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_gp, __pyx_mstate->__pyx_n_u_dp};
     __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }

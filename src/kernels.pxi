@@ -33,16 +33,6 @@ cdef extern from "cnorm_omp.h" nogil:
     int cn_openmp_enabled()
     int cn_cpu_supports(const char *target)
 
-cdef extern from "cnorm_simd.h" nogil:
-    void cn_norm_stream_f32(const float *x, float *y, Py_ssize_t n, float hi, float lo,
-                            float a, float b)
-    void cn_norm_stream_f64(const double *x, double *y, Py_ssize_t n, double hi, double lo,
-                            double a, double b)
-    void cn_bwd_stream_f32(const float *x, const float *g, float *dx, Py_ssize_t n, float hi,
-                           float lo, float k1, float k2, float k3)
-    void cn_bwd_stream_f64(const double *x, const double *g, double *dx, Py_ssize_t n,
-                           double hi, double lo, double k1, double k2, double k3)
-
 cdef enum:
     CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
     ROW_CHUNK = 16384     # rows layout: values (rows x C) per statistics chunk
@@ -51,8 +41,6 @@ cdef enum:
     GATHER = 512          # planar rows shorter than this are gathered before summing
     FLUSH = 8             # float32: blocks of LANES summed in float before flushing to double
     PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
-    STREAM_MIN = 12 << 20 # outputs of this many bytes or more are written with streaming
-                          # stores (they would not stay in cache anyway)
 
 
 def max_threads():
@@ -500,28 +488,16 @@ def channel_stats(const floating[:, :, ::1] x):
 # ---------------------------------------------------------------------------------------------
 
 cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,
-                           floating lo, floating a, floating b, bint stream) noexcept nogil:
+                           floating lo, floating a, floating b) noexcept nogil:
     cdef Py_ssize_t t
-    if stream:
-        if floating is float:
-            cn_norm_stream_f32(x, y, n, hi, lo, a, b)
-        else:
-            cn_norm_stream_f64(x, y, n, hi, lo, a, b)
-        return
     for t in range(n):
         y[t] = ((x[t] - hi) - lo) * a + b
 
 
 cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,
                           floating hi, floating lo, floating k1, floating k2,
-                          floating k3, bint stream) noexcept nogil:
+                          floating k3) noexcept nogil:
     cdef Py_ssize_t t
-    if stream and x != NULL:
-        if floating is float:
-            cn_bwd_stream_f32(x, dy, dx, n, hi, lo, k1, k2, k3)
-        else:
-            cn_bwd_stream_f64(x, dy, dx, n, hi, lo, k1, k2, k3)
-        return
     if x == NULL:
         for t in range(n):
             dx[t] = dy[t] * k1
@@ -539,7 +515,6 @@ cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
 cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
                  Py_ssize_t c1, int nt) noexcept nogil:
-    cdef bint stream = inner >= GATHER and outer * C * inner * sizeof(floating) >= STREAM_MIN
     """Forward (dy == NULL): out = (x - mean) * a + b.
     Backward: out = dy * k1 + ((x - mean) * k2 + k3), or dy * k1 when x == NULL.
     coef holds per channel [hi, lo, a, b] (forward) or [hi, lo, k1, k2, k3] (backward);
@@ -554,18 +529,18 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
             for o in range(outer):
                 off = (o * C + c) * inner
                 if dy == NULL:
-                    _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3], stream)
+                    _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
                 else:
                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
-                             q[0], q[1], q[2], q[3], q[4], stream)
+                             q[0], q[1], q[2], q[3], q[4])
     elif inner > 1:
         for r in prange(R, schedule="static", num_threads=nt):
             q = coef + w * (r % C)
             if dy == NULL:
-                _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3], stream)
+                _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
             else:
                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
-                         inner, q[0], q[1], q[2], q[3], q[4], stream)
+                         inner, q[0], q[1], q[2], q[3], q[4])
     else:
         for o in prange(outer, schedule="static", num_threads=nt):
             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
