@@ -6,6 +6,7 @@ Threads: ``get_num_threads``, ``set_num_threads``.
 """
 import numbers
 
+from . import _backend
 from ._backend import kernels as _kernels
 from .functional import batch_norm, batch_norm_backward, moments
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
@@ -13,7 +14,7 @@ from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
 __version__ = "0.1.0"
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "batch_norm_backward",
-           "moments", "get_num_threads", "set_num_threads", "openmp_enabled"]
+           "moments", "get_num_threads", "set_num_threads", "openmp_enabled", "show_config"]
 
 
 def get_num_threads():
@@ -46,3 +47,17 @@ def set_num_threads(n):
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP (False: the serial fallback build)."""
     return _kernels.openmp_enabled()
+
+
+def show_config(print_out=True):
+    """The build and runtime configuration: SIMD target in use, targets this CPU runs,
+    OpenMP, threads. Prints it (unless ``print_out=False``) and returns it as a dict."""
+    import numpy
+
+    config = {"cnorm": __version__, "simd_target": _backend.target,
+              "simd_available": _backend.available_targets(), "openmp": openmp_enabled(),
+              "num_threads": get_num_threads(), "numpy": numpy.__version__}
+    if print_out:
+        for key, value in config.items():
+            print(f"{key:>15}: {value}")
+    return config

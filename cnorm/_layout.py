@@ -12,6 +12,8 @@ def as_float_array(x, dtype=None, what="input"):
     ``dtype`` is the required dtype (a layer's); ``None`` accepts float32 or float64.
     Byte-swapped arrays of the right type are converted (a copy), nothing else is.
     """
+    if type(x) is np.ndarray and x.dtype is dtype:  # the common case, checked cheaply
+        return x
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
     if dtype is not None:
         dtype = np.dtype(dtype)
@@ -32,8 +34,9 @@ def check_ndim(x, allowed, what="input"):
 
 def check_channel_vector(v, C, dtype, name, writeable=False):
     """Validate a per-channel parameter or statistic: shape (C,), the data's dtype."""
-    if v is None:
-        return None
+    if v is None or (type(v) is np.ndarray and v.dtype is dtype and v.shape == (C,)
+                     and (v.flags.writeable or not writeable)):
+        return v  # the common case, checked cheaply
     v = as_float_array(v, dtype, what=name)
     if v.shape != (C,):
         raise ValueError(f"{name} should have shape ({C},) to match the input's {C} channels, "
@@ -41,6 +44,11 @@ def check_channel_vector(v, C, dtype, name, writeable=False):
     if writeable and not v.flags.writeable:
         raise ValueError(f"{name} must be writeable to be updated in place")
     return v
+
+
+def contiguous(v):
+    """``v`` itself when None or C-contiguous (the kernels' vectors), else a contiguous copy."""
+    return v if v is None or v.flags.c_contiguous else np.ascontiguousarray(v)
 
 
 class ChannelLayout:

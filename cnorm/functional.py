@@ -9,16 +9,16 @@ import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
 from ._backend import kernels as _kernels
-from ._layout import ChannelLayout, as_float_array, check_channel_vector, check_ndim
+from ._layout import ChannelLayout, as_float_array, check_channel_vector, contiguous
 
 __all__ = ["batch_norm", "batch_norm_backward", "moments"]
 
 
 class _Saved:
-    """A batch-norm forward pass and what its backward needs (float64 per channel).
+    """A batch-norm forward pass (``saved.y``) and what its backward needs.
 
     Training (``batch_stats``) runs the fused statistics + normalize kernel; otherwise the
-    given running statistics normalize in one pass.
+    given running statistics normalize in one pass. Per-channel statistics are float64.
     """
 
     __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "weight", "has_bias",
@@ -26,31 +26,30 @@ class _Saved:
 
     def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
                  compute_y=True):
-        self.layout = ChannelLayout(x)
-        self.x3 = x3 = self.layout.view(x)
+        self.layout = layout = ChannelLayout(x)
+        self.x3 = x3 = layout.view(x)
         self.batch_stats = batch_stats
-        self.weight = None if weight is None else weight.astype(np.float64)
+        self.weight = None if weight is None else weight.copy()  # as it was at forward time
         self.has_bias = bias is not None
-        b = None if bias is None else bias.astype(np.float64)
+        bias = contiguous(bias)
         C = x3.shape[1]
-        y3, self.y = self.layout.empty() if compute_y else (None, None)
-        if batch_stats:
-            self.mean, self.m2, self.invstd = np.empty(C), np.empty(C), np.empty(C)
-            if compute_y:
-                self.count = _kernels.bn_forward_train(x3, self.weight, b, eps, y3, self.mean,
-                                                       self.m2, self.invstd)
-                return
-            self.count, self.mean, self.m2 = _kernels.channel_stats(x3)
-            var = self.m2 / self.count
+        self.count = float(x3.shape[0] * x3.shape[2])
+        self.mean, self.m2, self.invstd = stats = np.empty((3, C))
+        y3, self.y = layout.empty() if compute_y else (None, None)
+        if not compute_y:  # backward only (functional form): statistics, no output
+            if batch_stats:
+                self.count, self.mean, self.m2 = _kernels.channel_stats(x3)
+                var = self.m2 / self.count
+            else:
+                self.mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.invstd = 1.0 / np.sqrt(var + eps)
+        elif batch_stats:
+            _kernels.bn_forward_train(x3, self.weight, bias, eps, y3, stats[0], stats[1],
+                                      stats[2])
         else:
-            self.count, self.m2 = float(x3.shape[0] * x3.shape[2]), None
-            self.mean = running_mean.astype(np.float64)
-            var = running_var.astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.invstd = 1.0 / np.sqrt(var + eps)
-        if compute_y:
-            scale = self.invstd if self.weight is None else self.invstd * self.weight
-            _kernels.normalize(x3, self.mean, scale, np.zeros(C) if b is None else b, y3)
+            _kernels.bn_forward_eval(x3, contiguous(running_mean), contiguous(running_var),
+                                     self.weight, bias, eps, y3, stats[0], stats[2])
 
     def backward(self, grad_output):
         """Returns ``(dx, grad_weight, grad_bias)``; the grads are float64 or None."""
@@ -59,8 +58,7 @@ class _Saved:
             raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
                              f"shape {self.layout.shape}")
         dy3 = self.layout.view(dy)
-        C = self.mean.shape[0]
-        sdy, sdyx = np.empty(C), np.empty(C)
+        sdy, sdyx = np.empty((2, self.mean.shape[0]))
         dx3, dx = self.layout.empty()
         _kernels.bn_backward(self.x3, dy3, self.mean, self.invstd, self.weight,
                              self.batch_stats, self.weight is not None or self.has_bias,

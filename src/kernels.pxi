@@ -26,6 +26,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport NAN, sqrt
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cdef extern from "cnorm_omp.h" nogil:
     int cn_max_threads()
@@ -604,8 +605,8 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[
 # Fused training forward and backward
 # ---------------------------------------------------------------------------------------------
 
-def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,
-                     const double[::1] bias, double eps, floating[:, :, ::1] out,
+def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
+                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
                      double[::1] mean, double[::1] m2, double[::1] invstd):
     """Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``.
 
@@ -626,8 +627,8 @@ def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,
     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
     cdef double *part = NULL
-    cdef const double *w = &weight[0] if weight is not None else NULL
-    cdef const double *b = &bias[0] if bias is not None else NULL
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    cdef const floating *b = &bias[0] if bias is not None else NULL
     cdef const floating *xp = &x[0, 0, 0]
     cdef floating *yp = &out[0, 0, 0]
     if not rows and _fused(C, inner, nt):
@@ -637,8 +638,8 @@ def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,
             for c in prange(C, schedule="static", num_threads=nt):
                 _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
                 invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
-                _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
-                          b[c] if b else 0.0, 0.0)
+                _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
+                          <double>b[c] if b else 0.0, 0.0)
                 _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
         free(coef)
         return n
@@ -657,13 +658,39 @@ def bn_forward_train(const floating[:, :, ::1] x, const double[::1] weight,
         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
         for c in range(C):
             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
-            _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (w[c] if w else 1.0),
-                      b[c] if b else 0.0, 0.0)
+            _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
+                      <double>b[c] if b else 0.0, 0.0)
         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
                _threads(outer * C * inner, outer if rows else outer * C))
     free(coef)
     free(part)
     return n
+
+
+def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,
+                    const floating[::1] running_var, const floating[::1] weight,
+                    const floating[::1] bias, double eps, floating[:, :, ::1] out,
+                    double[::1] mean, double[::1] invstd):
+    """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
+    None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    cdef const floating *b = &bias[0] if bias is not None else NULL
+    for c in range(C):
+        mean[c] = running_mean[c]
+        invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
+    if x.size == 0:
+        return
+    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(C):
+            _set_coef(coef, C, c, inner == 1, 4, mean[c],
+                      invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
+        _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
+               _threads(outer * C * inner, outer * C if inner > 1 else outer))
+    free(coef)
 
 
 cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
@@ -747,7 +774,7 @@ def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
 
 
 def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
-                const double[::1] mean, const double[::1] invstd, const double[::1] weight,
+                const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
                 double[::1] sum_dy_xmu):
     """Backward of batch norm: ``dx`` and the per-channel sums for the parameter gradients.
@@ -769,7 +796,7 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
     cdef double *part = NULL
-    cdef const double *w = &weight[0] if weight is not None else NULL
+    cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *xp = &x[0, 0, 0]
     cdef const floating *gp = &dy[0, 0, 0]
     cdef floating *dp = &dx[0, 0, 0]
@@ -781,7 +808,7 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                 if need_sums:
                     _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
                 _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
-                          w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
+                          <double>w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
                 _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
         free(coef)
         return
@@ -803,3 +830,14 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                _threads(outer * C * inner, outer if rows else outer * C))
     free(coef)
     free(part)
+
+
+def stream_copy(const float[::1] src, float[::1] dst):
+    """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
+    cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
+    cdef Py_ssize_t nb = (n + B - 1) // B
+    if n == 0:
+        return
+    with nogil:
+        for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
+            memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))

@@ -1,0 +1,311 @@
+"""Benchmark report: ``python -m cnorm.bench``.
+
+Times cnorm, a plain NumPy implementation and torch (when installed) side by side in one run,
+over a default grid of batch-norm cases, at 1 and 2 threads. Prints a table of medians,
+speedups and the bandwidth achieved as a fraction of a stream copy measured in the same run,
+and writes the results as JSON and, when matplotlib is installed, a PNG chart.
+
+The same case definitions drive the pytest-benchmark suite in ``bench/``.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import cnorm
+
+from ._backend import kernels as _kernels
+from ._backend import target as _simd_target
+
+try:  # optional comparison
+    import torch
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
+
+EPS = 1e-5
+
+# (name, layer dimensionality, shape, memory layout); float32 throughout
+SHAPES = [
+    ("bn2d", 2, (32, 64, 56, 56), "nchw"),
+    ("bn2d", 2, (32, 256, 14, 14), "nchw"),
+    ("bn2d", 2, (8, 32, 128, 128), "nchw"),
+    ("bn2d", 2, (2, 64, 224, 224), "nchw"),
+    ("bn2d", 2, (64, 512, 7, 7), "nchw"),
+    ("bn1d", 1, (256, 1024), "nc"),
+    ("bn2d-cl", 2, (16, 128, 28, 28), "nhwc"),
+    ("bn1d", 1, (8, 16), "nc"),
+]
+OPS = ("train_fwd", "train_fwd_bwd", "eval_fwd")
+IMPLS = ("cnorm", "numpy", "torch")
+# bytes that must cross memory, in units of the input's size: read x + write y forward,
+# read x and dy + write dx backward
+TRAFFIC = {"train_fwd": 2, "train_fwd_bwd": 5, "eval_fwd": 2}
+
+
+def make_input(shape, layout, seed=0):
+    x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    if layout == "nhwc":
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1)).transpose(0, 3, 1, 2)
+    return x
+
+
+# --- a plain NumPy implementation (what a NumPy user writes), the "numpy" columns -----------
+
+def _np_axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def numpy_train_forward(x, weight, bias, eps=EPS):
+    ax = _np_axes(x)
+    mean = x.mean(axis=ax, keepdims=True)
+    var = x.var(axis=ax, keepdims=True)
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * invstd
+    shp = mean.shape
+    return xhat * weight.reshape(shp) + bias.reshape(shp), (xhat, invstd)
+
+
+def numpy_train_backward(dy, weight, saved):
+    xhat, invstd = saved
+    ax = _np_axes(dy)
+    m = dy.size // dy.shape[1]
+    shp = invstd.shape
+    dbias = dy.sum(axis=ax)
+    dweight = (dy * xhat).sum(axis=ax)
+    dx = (weight.reshape(shp) * invstd / m) * (
+        m * dy - dbias.reshape(shp) - xhat * dweight.reshape(shp))
+    return dx, dweight, dbias
+
+
+def numpy_eval_forward(x, mean, var, weight, bias, eps=EPS):
+    shp = (1, -1) + (1,) * (x.ndim - 2)
+    scale = (weight / np.sqrt(var + eps)).reshape(shp)
+    return (x - mean.reshape(shp)) * scale + bias.reshape(shp)
+
+
+# --- runners: a zero-argument callable per (impl, op, case) ----------------------------------
+
+def make_runner(impl, op, dim, x):
+    """A callable running ``op`` once with ``impl`` on ``x``, or None if impl is unavailable."""
+    C = x.shape[1]
+    dy = np.ones_like(x)
+    if impl == "cnorm":
+        layer = (cnorm.BatchNorm1d if dim == 1 else cnorm.BatchNorm2d)(C)
+        if op == "train_fwd":
+            return lambda: layer(x)
+        if op == "train_fwd_bwd":
+            return lambda: (layer(x), layer.backward(dy))
+        layer.eval()
+        return lambda: layer(x)
+    if impl == "numpy":
+        w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
+        if op == "train_fwd":
+            return lambda: numpy_train_forward(x, w, b)
+        if op == "train_fwd_bwd":
+            return lambda: numpy_train_backward(dy, w, numpy_train_forward(x, w, b)[1])
+        rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+        return lambda: numpy_eval_forward(x, rm, rv, w, b)
+    if impl == "torch":
+        if torch is None:
+            return None
+        layer = (torch.nn.BatchNorm1d if dim == 1 else torch.nn.BatchNorm2d)(C)
+        xt = torch.from_numpy(x)
+        if op == "train_fwd_bwd":
+            xg = xt.detach().clone().requires_grad_()
+            dyt = torch.from_numpy(dy)
+
+            def fwd_bwd():
+                layer(xg).backward(dyt)
+            return fwd_bwd
+        if op == "eval_fwd":
+            layer.eval()
+
+        def fwd():
+            with torch.no_grad():
+                layer(xt)
+        return fwd
+    raise ValueError(impl)
+
+
+def set_threads(n):
+    cnorm.set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+def median_time(fn, min_repeat=5, max_repeat=50, budget=0.6):
+    """Median seconds of fn() after one warm-up call, repeating within a time budget."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_repeat and (len(times) < min_repeat
+                                       or time.perf_counter() - start < budget):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def stream_copy_bandwidth(nbytes=256 << 20):
+    """Read + write bandwidth (bytes/s) of a parallel copy of a buffer larger than the
+    caches, with the current thread count."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    t = median_time(lambda: _kernels.stream_copy(src, dst), min_repeat=5, max_repeat=10)
+    return 2 * src.nbytes / t
+
+
+class Progress:
+    def __init__(self, total, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.enabled = stream.isatty() or os.environ.get("CNORM_BENCH_PROGRESS") == "1"
+
+    def step(self, label):
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.done // self.total
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
+                              f"{self.done}/{self.total} {label:<40.40}")
+            self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=0.6):
+    """Run the grid; returns a dict with the machine, copy bandwidths and one row per case."""
+    impls = [i for i in impls if i != "torch" or torch is not None]
+    rows, copy_bw = [], {}
+    progress = Progress(len(threads) * (1 + len(shapes) * len(ops)))
+    previous = cnorm.get_num_threads()
+    try:
+        for nt in threads:
+            set_threads(nt)
+            progress.step(f"stream copy, {nt} thread(s)")
+            copy_bw[nt] = stream_copy_bandwidth()
+            for name, dim, shape, layout in shapes:
+                x = make_input(shape, layout)
+                for op in ops:
+                    progress.step(f"{op} {shape} {nt}t")
+                    row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
+                           "threads": nt, "bytes": x.nbytes}
+                    for impl in impls:
+                        fn = make_runner(impl, op, dim, x)
+                        # NumPy is slow: fewer repeats keep the run short
+                        row[impl] = median_time(fn, min_repeat=3 if impl == "numpy" else 5,
+                                                budget=budget)
+                    row["gbps"] = TRAFFIC[op] * x.nbytes / row["cnorm"] / 1e9
+                    row["copy_fraction"] = TRAFFIC[op] * x.nbytes / row["cnorm"] / copy_bw[nt]
+                    rows.append(row)
+    finally:
+        progress.close()
+        set_threads(previous)
+    return {"machine": machine_info(), "copy_gbps": {str(k): v / 1e9 for k, v in copy_bw.items()},
+            "rows": rows}
+
+
+def machine_info():
+    return {"cnorm": cnorm.__version__, "simd": _simd_target, "openmp": cnorm.openmp_enabled(),
+            "numpy": np.__version__, "torch": None if torch is None else torch.__version__,
+            "python": platform.python_version(), "cpu": _cpu_name(), "cores": os.cpu_count()}
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def format_table(result):
+    has_torch = any("torch" in r for r in result["rows"])
+    head = ["case", "op", "shape", "thr", "cnorm ms", "numpy ms"]
+    head += ["torch ms", "vs torch"] if has_torch else []
+    head += ["vs numpy", "GB/s", "% copy"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in result["rows"]:
+        cells = [r["case"], r["op"], "x".join(map(str, r["shape"])), str(r["threads"]),
+                 f"{r['cnorm'] * 1e3:.3f}", f"{r['numpy'] * 1e3:.3f}"]
+        if has_torch:
+            cells += [f"{r['torch'] * 1e3:.3f}", f"{r['torch'] / r['cnorm']:.1f}x"]
+        cells += [f"{r['numpy'] / r['cnorm']:.1f}x", f"{r['gbps']:.1f}",
+                  f"{100 * r['copy_fraction']:.0f}%"]
+        lines.append(" | ".join(cells))
+    m = result["machine"]
+    copy = ", ".join(f"{k} thread(s): {v:.1f} GB/s" for k, v in result["copy_gbps"].items())
+    lines.append("")
+    lines.append(f"stream copy (read + write): {copy}")
+    lines.append(f"cnorm {m['cnorm']} ({m['simd']}, OpenMP {m['openmp']}), numpy {m['numpy']}, "
+                 f"torch {m['torch']}, {m['cpu']}, {m['cores']} cores")
+    return "\n".join(lines)
+
+
+def plot(result, path):
+    """Bar chart of cnorm's speedup over torch (or NumPy) per case; needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = result["rows"]
+    base = "torch" if all("torch" in r for r in rows) else "numpy"
+    threads = sorted({r["threads"] for r in rows})
+    labels = sorted({(r["case"], r["op"], tuple(r["shape"])) for r in rows},
+                    key=lambda k: [(x["case"], x["op"], tuple(x["shape"])) for x in rows].index(k))
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(labels) + 1.5))
+    h = 0.8 / len(threads)
+    for i, nt in enumerate(threads):
+        speed = {(r["case"], r["op"], tuple(r["shape"])): r[base] / r["cnorm"]
+                 for r in rows if r["threads"] == nt}
+        ax.barh([j + i * h for j in range(len(labels))], [speed.get(k, 0) for k in labels],
+                height=h, label=f"{nt} thread(s)")
+    ax.set_yticks([j + h * (len(threads) - 1) / 2 for j in range(len(labels))])
+    ax.set_yticklabels([f"{c} {o} {'x'.join(map(str, s))}" for c, o, s in labels], fontsize=7)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel(f"speedup of cnorm over {base} (median time ratio)")
+    ax.invert_yaxis()
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m cnorm.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (1,2)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: small shapes, one thread count, short budget")
+    p.add_argument("--out", default="bench_results", help="folder for the JSON and PNG")
+    p.add_argument("--budget", type=float, default=0.6, help="seconds per measurement")
+    args = p.parse_args(argv)
+    threads = tuple(int(t) for t in args.threads.split(","))
+    shapes = SHAPES
+    if args.quick:
+        shapes = [("bn2d", 2, (4, 8, 16, 16), "nchw"), ("bn1d", 1, (8, 16), "nc"),
+                  ("bn2d-cl", 2, (2, 8, 8, 8), "nhwc")]
+        threads, args.budget = threads[:1], 0.05
+    result = run(threads=threads, shapes=shapes, budget=args.budget)
+    print(format_table(result))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    png = os.path.join(args.out, "bench.png")
+    wrote_png = plot(result, png)
+    print(f"\nwrote {os.path.join(args.out, 'bench.json')}" + (f" and {png}" if wrote_png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

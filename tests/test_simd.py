@@ -1,0 +1,69 @@
+"""Every SIMD target this CPU runs gives bit-identical results, and the choice is reported."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import make_input
+from reference import channels_last
+
+import cnorm
+import cnorm.functional as F
+from cnorm import _backend
+
+TARGETS = _backend.available_targets()
+CASES = [((6, 5, 37, 41), "nchw"), ((6, 5, 37, 41), "nhwc"), ((300, 70), "nc"),
+         ((4, 3, 20, 20), "nchw")]
+
+
+def outputs(x):
+    layer = (cnorm.BatchNorm1d if x.ndim == 2 else cnorm.BatchNorm2d)(x.shape[1], dtype=x.dtype)
+    layer.weight[...] = np.linspace(0.5, 2, x.shape[1])
+    out = [layer(x), layer.backward(x * 0.5 + 1), layer.grad_weight, layer.grad_bias,
+           layer.running_var.copy()]
+    layer.eval()
+    return out + [layer(x), layer.backward(x), layer.grad_weight, *cnorm.moments(x, 0)]
+
+
+def test_baseline_always_available():
+    assert "baseline" in TARGETS
+    assert _backend.target == TARGETS[0]  # the best one is used by default
+
+
+@pytest.mark.skipif(len(TARGETS) < 2, reason="only one SIMD target runs on this CPU")
+@pytest.mark.parametrize("shape,layout", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_targets_bit_identical(rng, monkeypatch, shape, layout, dtype):
+    x = make_input(rng, shape, dtype, offset=50.0)
+    if layout == "nhwc":
+        x = channels_last(x)
+    results = {}
+    for t in TARGETS:
+        monkeypatch.setattr(F, "_kernels", _backend.module_for(t))
+        results[t] = outputs(x)
+    for t in TARGETS[1:]:
+        for a, b in zip(results[TARGETS[0]], results[t]):
+            assert a.tobytes() == b.tobytes(), f"{t} differs from {TARGETS[0]}"
+
+
+def test_show_config(capsys):
+    cfg = cnorm.show_config()
+    assert cfg["simd_target"] == _backend.target and cfg["simd_target"] in cfg["simd_available"]
+    assert cfg["openmp"] == cnorm.openmp_enabled()
+    assert _backend.target in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cnorm_simd_env_forces_target(tmp_path, target):
+    code = "import cnorm; print(cnorm.show_config(False)['simd_target'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env=dict(os.environ, CNORM_SIMD=target), check=True)
+    assert out.stdout.strip() == target
+
+
+def test_cnorm_simd_env_rejects_unknown(tmp_path):
+    out = subprocess.run([sys.executable, "-c", "import cnorm"], cwd=tmp_path,
+                         capture_output=True, text=True,
+                         env=dict(os.environ, CNORM_SIMD="sse9"))
+    assert out.returncode != 0 and "CNORM_SIMD" in out.stderr
