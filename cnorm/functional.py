@@ -70,14 +70,14 @@ class _Saved:
 
 def _update_running(running_mean, running_var, saved, factor):
     """running = (1 - factor) * running + factor * batch (unbiased variance), in place."""
-    n = saved.count
-    if n <= 0:  # an empty batch leaves the running statistics alone, as torch does
-        return
-    if running_mean is not None:
-        running_mean[...] = (1.0 - factor) * running_mean.astype(np.float64) + factor * saved.mean
-    if running_var is not None:
-        running_var[...] = ((1.0 - factor) * running_var.astype(np.float64)
-                            + factor * (saved.m2 / (n - 1)))
+    if saved.count <= 0 or (running_mean is None and running_var is None):
+        return  # an empty batch leaves the running statistics alone, as torch does
+    dtype = (running_mean if running_mean is not None else running_var).dtype
+    _kernels.update_running[_CTYPES[dtype.type]](running_mean, running_var, saved.mean,
+                                                 saved.m2, saved.count, factor)
+
+
+_CTYPES = {np.float32: "float", np.float64: "double"}
 
 
 def _check_bn_input(x, dtype=None):

@@ -3223,6 +3223,12 @@ static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_d_dc
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(PyObject *, int writable_flag);
 
 /* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_float(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(PyObject *, int writable_flag);
 
 /* ObjectToMemviewSlice.proto */
@@ -3588,31 +3594,34 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_2set_max_threads(CYTHON_UNUSED 
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_4openmp_enabled(CYTHON_UNUSED PyObject *__pyx_self); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_6cpu_supports(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_target); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_8partial_stats(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_28partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_30partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_32partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_10merge_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_counts, __Pyx_memviewslice __pyx_v_means, __Pyx_memviewslice __pyx_v_m2); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_12channel_stats(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_34channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_14normalize(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_40normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_16bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_46bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_18bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_52bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_20backward_sums(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_58backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_22backward_apply(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_64backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_66backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_68backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24bn_backward(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_70bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_72bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_74bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu); /* proto */
 static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26stream_copy(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_src, __Pyx_memviewslice __pyx_v_dst); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_28update_running(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_78update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor); /* proto */
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_80update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor); /* proto */
 static PyObject *__pyx_tp_new__initialisation_5cnorm_13_kernels_avx2___pyx_defaults(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -3773,8 +3782,8 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[4];
-    PyObject *__pyx_codeobj_tab[30];
-    PyObject *__pyx_string_tab[218];
+    PyObject *__pyx_codeobj_tab[33];
+    PyObject *__pyx_string_tab[223];
     PyObject *__pyx_number_tab[6];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3942,116 +3951,121 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_enumerate __pyx_string_tab[105]
 #define __pyx_n_u_eps __pyx_string_tab[106]
 #define __pyx_n_u_error __pyx_string_tab[107]
-#define __pyx_n_u_flags __pyx_string_tab[108]
-#define __pyx_n_u_float __pyx_string_tab[109]
-#define __pyx_n_u_float64 __pyx_string_tab[110]
-#define __pyx_n_u_format __pyx_string_tab[111]
-#define __pyx_n_u_fortran __pyx_string_tab[112]
-#define __pyx_n_u_get __pyx_string_tab[113]
-#define __pyx_n_u_gp __pyx_string_tab[114]
-#define __pyx_n_u_id __pyx_string_tab[115]
-#define __pyx_n_u_index __pyx_string_tab[116]
-#define __pyx_n_u_inner __pyx_string_tab[117]
-#define __pyx_n_u_invstd __pyx_string_tab[118]
-#define __pyx_n_u_items __pyx_string_tab[119]
-#define __pyx_n_u_itemsize __pyx_string_tab[120]
-#define __pyx_n_u_k __pyx_string_tab[121]
-#define __pyx_n_u_k1 __pyx_string_tab[122]
-#define __pyx_n_u_k2 __pyx_string_tab[123]
-#define __pyx_n_u_k3 __pyx_string_tab[124]
-#define __pyx_n_u_kind __pyx_string_tab[125]
-#define __pyx_n_u_kwargs __pyx_string_tab[126]
-#define __pyx_n_u_m2 __pyx_string_tab[127]
-#define __pyx_n_u_m2_out __pyx_string_tab[128]
-#define __pyx_n_u_m2o __pyx_string_tab[129]
-#define __pyx_n_u_m2s __pyx_string_tab[130]
-#define __pyx_n_u_max_threads __pyx_string_tab[131]
-#define __pyx_n_u_mean __pyx_string_tab[132]
-#define __pyx_n_u_mean_out __pyx_string_tab[133]
-#define __pyx_n_u_means __pyx_string_tab[134]
-#define __pyx_n_u_memview __pyx_string_tab[135]
-#define __pyx_n_u_merge_stats __pyx_string_tab[136]
-#define __pyx_n_u_mo __pyx_string_tab[137]
-#define __pyx_n_u_mode __pyx_string_tab[138]
-#define __pyx_n_u_n __pyx_string_tab[139]
-#define __pyx_n_u_name __pyx_string_tab[140]
-#define __pyx_n_u_nb __pyx_string_tab[141]
-#define __pyx_n_u_ndim __pyx_string_tab[142]
-#define __pyx_n_u_need_sums __pyx_string_tab[143]
-#define __pyx_n_u_normalize __pyx_string_tab[144]
-#define __pyx_n_u_normalize_const_double_1_double __pyx_string_tab[145]
-#define __pyx_n_u_normalize_const_float_1_float_1 __pyx_string_tab[146]
-#define __pyx_n_u_np __pyx_string_tab[147]
-#define __pyx_n_u_nt __pyx_string_tab[148]
-#define __pyx_n_u_numpy __pyx_string_tab[149]
-#define __pyx_n_u_obj __pyx_string_tab[150]
-#define __pyx_n_u_openmp_enabled __pyx_string_tab[151]
-#define __pyx_n_u_out __pyx_string_tab[152]
-#define __pyx_n_u_outer __pyx_string_tab[153]
-#define __pyx_n_u_p __pyx_string_tab[154]
-#define __pyx_n_u_pack __pyx_string_tab[155]
-#define __pyx_n_u_part __pyx_string_tab[156]
-#define __pyx_n_u_partial_stats __pyx_string_tab[157]
-#define __pyx_n_u_partial_stats_const_double_1 __pyx_string_tab[158]
-#define __pyx_n_u_partial_stats_const_float_1 __pyx_string_tab[159]
-#define __pyx_n_u_pm __pyx_string_tab[160]
-#define __pyx_n_u_pm2 __pyx_string_tab[161]
-#define __pyx_n_u_pop __pyx_string_tab[162]
-#define __pyx_n_u_pv __pyx_string_tab[163]
-#define __pyx_n_u_register __pyx_string_tab[164]
-#define __pyx_n_u_rows __pyx_string_tab[165]
-#define __pyx_n_u_running_mean __pyx_string_tab[166]
-#define __pyx_n_u_running_var __pyx_string_tab[167]
-#define __pyx_n_u_s1 __pyx_string_tab[168]
-#define __pyx_n_u_s2 __pyx_string_tab[169]
-#define __pyx_n_u_sc __pyx_string_tab[170]
-#define __pyx_n_u_scale __pyx_string_tab[171]
-#define __pyx_n_u_scratch __pyx_string_tab[172]
-#define __pyx_n_u_scratch_len __pyx_string_tab[173]
-#define __pyx_n_u_set_max_threads __pyx_string_tab[174]
-#define __pyx_n_u_setdefault __pyx_string_tab[175]
-#define __pyx_n_u_shape __pyx_string_tab[176]
-#define __pyx_n_u_shift __pyx_string_tab[177]
-#define __pyx_n_u_signatures __pyx_string_tab[178]
-#define __pyx_n_u_size __pyx_string_tab[179]
-#define __pyx_n_u_src __pyx_string_tab[180]
-#define __pyx_n_u_start __pyx_string_tab[181]
-#define __pyx_n_u_step __pyx_string_tab[182]
-#define __pyx_n_u_stop __pyx_string_tab[183]
-#define __pyx_n_u_stream_copy __pyx_string_tab[184]
-#define __pyx_n_u_struct __pyx_string_tab[185]
-#define __pyx_n_u_sum_dy __pyx_string_tab[186]
-#define __pyx_n_u_sum_dy_xmu __pyx_string_tab[187]
-#define __pyx_n_u_target __pyx_string_tab[188]
-#define __pyx_n_u_total __pyx_string_tab[189]
-#define __pyx_n_u_training __pyx_string_tab[190]
-#define __pyx_n_u_unpack __pyx_string_tab[191]
-#define __pyx_n_u_update __pyx_string_tab[192]
-#define __pyx_n_u_use_x __pyx_string_tab[193]
-#define __pyx_n_u_v1 __pyx_string_tab[194]
-#define __pyx_n_u_v2 __pyx_string_tab[195]
-#define __pyx_n_u_values __pyx_string_tab[196]
-#define __pyx_n_u_w __pyx_string_tab[197]
-#define __pyx_n_u_weight __pyx_string_tab[198]
-#define __pyx_n_u_x __pyx_string_tab[199]
-#define __pyx_n_u_xp __pyx_string_tab[200]
-#define __pyx_n_u_yp __pyx_string_tab[201]
-#define __pyx_n_u_zeros __pyx_string_tab[202]
-#define __pyx_n_b_O __pyx_string_tab[203]
-#define __pyx_kp_b_iso88591_4q_q_gQ __pyx_string_tab[204]
-#define __pyx_kp_b_iso88591_4q __pyx_string_tab[205]
-#define __pyx_kp_b_iso88591_b_Qa __pyx_string_tab[206]
-#define __pyx_kp_b_iso88591__6 __pyx_string_tab[207]
-#define __pyx_kp_b_iso88591_aq __pyx_string_tab[208]
-#define __pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B __pyx_string_tab[209]
-#define __pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E __pyx_string_tab[210]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r __pyx_string_tab[211]
-#define __pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1 __pyx_string_tab[212]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1 __pyx_string_tab[213]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq __pyx_string_tab[214]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2 __pyx_string_tab[215]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA __pyx_string_tab[216]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c __pyx_string_tab[217]
+#define __pyx_n_u_factor __pyx_string_tab[108]
+#define __pyx_n_u_flags __pyx_string_tab[109]
+#define __pyx_n_u_float __pyx_string_tab[110]
+#define __pyx_n_u_float64 __pyx_string_tab[111]
+#define __pyx_n_u_format __pyx_string_tab[112]
+#define __pyx_n_u_fortran __pyx_string_tab[113]
+#define __pyx_n_u_get __pyx_string_tab[114]
+#define __pyx_n_u_gp __pyx_string_tab[115]
+#define __pyx_n_u_id __pyx_string_tab[116]
+#define __pyx_n_u_index __pyx_string_tab[117]
+#define __pyx_n_u_inner __pyx_string_tab[118]
+#define __pyx_n_u_invstd __pyx_string_tab[119]
+#define __pyx_n_u_items __pyx_string_tab[120]
+#define __pyx_n_u_itemsize __pyx_string_tab[121]
+#define __pyx_n_u_k __pyx_string_tab[122]
+#define __pyx_n_u_k1 __pyx_string_tab[123]
+#define __pyx_n_u_k2 __pyx_string_tab[124]
+#define __pyx_n_u_k3 __pyx_string_tab[125]
+#define __pyx_n_u_kind __pyx_string_tab[126]
+#define __pyx_n_u_kwargs __pyx_string_tab[127]
+#define __pyx_n_u_m2 __pyx_string_tab[128]
+#define __pyx_n_u_m2_out __pyx_string_tab[129]
+#define __pyx_n_u_m2o __pyx_string_tab[130]
+#define __pyx_n_u_m2s __pyx_string_tab[131]
+#define __pyx_n_u_max_threads __pyx_string_tab[132]
+#define __pyx_n_u_mean __pyx_string_tab[133]
+#define __pyx_n_u_mean_out __pyx_string_tab[134]
+#define __pyx_n_u_means __pyx_string_tab[135]
+#define __pyx_n_u_memview __pyx_string_tab[136]
+#define __pyx_n_u_merge_stats __pyx_string_tab[137]
+#define __pyx_n_u_mo __pyx_string_tab[138]
+#define __pyx_n_u_mode __pyx_string_tab[139]
+#define __pyx_n_u_n __pyx_string_tab[140]
+#define __pyx_n_u_name __pyx_string_tab[141]
+#define __pyx_n_u_nb __pyx_string_tab[142]
+#define __pyx_n_u_ndim __pyx_string_tab[143]
+#define __pyx_n_u_need_sums __pyx_string_tab[144]
+#define __pyx_n_u_normalize __pyx_string_tab[145]
+#define __pyx_n_u_normalize_const_double_1_double __pyx_string_tab[146]
+#define __pyx_n_u_normalize_const_float_1_float_1 __pyx_string_tab[147]
+#define __pyx_n_u_np __pyx_string_tab[148]
+#define __pyx_n_u_nt __pyx_string_tab[149]
+#define __pyx_n_u_numpy __pyx_string_tab[150]
+#define __pyx_n_u_obj __pyx_string_tab[151]
+#define __pyx_n_u_openmp_enabled __pyx_string_tab[152]
+#define __pyx_n_u_out __pyx_string_tab[153]
+#define __pyx_n_u_outer __pyx_string_tab[154]
+#define __pyx_n_u_p __pyx_string_tab[155]
+#define __pyx_n_u_pack __pyx_string_tab[156]
+#define __pyx_n_u_part __pyx_string_tab[157]
+#define __pyx_n_u_partial_stats __pyx_string_tab[158]
+#define __pyx_n_u_partial_stats_const_double_1 __pyx_string_tab[159]
+#define __pyx_n_u_partial_stats_const_float_1 __pyx_string_tab[160]
+#define __pyx_n_u_pm __pyx_string_tab[161]
+#define __pyx_n_u_pm2 __pyx_string_tab[162]
+#define __pyx_n_u_pop __pyx_string_tab[163]
+#define __pyx_n_u_pv __pyx_string_tab[164]
+#define __pyx_n_u_register __pyx_string_tab[165]
+#define __pyx_n_u_rows __pyx_string_tab[166]
+#define __pyx_n_u_running_mean __pyx_string_tab[167]
+#define __pyx_n_u_running_var __pyx_string_tab[168]
+#define __pyx_n_u_s1 __pyx_string_tab[169]
+#define __pyx_n_u_s2 __pyx_string_tab[170]
+#define __pyx_n_u_sc __pyx_string_tab[171]
+#define __pyx_n_u_scale __pyx_string_tab[172]
+#define __pyx_n_u_scratch __pyx_string_tab[173]
+#define __pyx_n_u_scratch_len __pyx_string_tab[174]
+#define __pyx_n_u_set_max_threads __pyx_string_tab[175]
+#define __pyx_n_u_setdefault __pyx_string_tab[176]
+#define __pyx_n_u_shape __pyx_string_tab[177]
+#define __pyx_n_u_shift __pyx_string_tab[178]
+#define __pyx_n_u_signatures __pyx_string_tab[179]
+#define __pyx_n_u_size __pyx_string_tab[180]
+#define __pyx_n_u_src __pyx_string_tab[181]
+#define __pyx_n_u_start __pyx_string_tab[182]
+#define __pyx_n_u_step __pyx_string_tab[183]
+#define __pyx_n_u_stop __pyx_string_tab[184]
+#define __pyx_n_u_stream_copy __pyx_string_tab[185]
+#define __pyx_n_u_struct __pyx_string_tab[186]
+#define __pyx_n_u_sum_dy __pyx_string_tab[187]
+#define __pyx_n_u_sum_dy_xmu __pyx_string_tab[188]
+#define __pyx_n_u_target __pyx_string_tab[189]
+#define __pyx_n_u_total __pyx_string_tab[190]
+#define __pyx_n_u_training __pyx_string_tab[191]
+#define __pyx_n_u_unpack __pyx_string_tab[192]
+#define __pyx_n_u_update __pyx_string_tab[193]
+#define __pyx_n_u_update_running __pyx_string_tab[194]
+#define __pyx_n_u_update_running_double_double __pyx_string_tab[195]
+#define __pyx_n_u_update_running_float_float __pyx_string_tab[196]
+#define __pyx_n_u_use_x __pyx_string_tab[197]
+#define __pyx_n_u_v1 __pyx_string_tab[198]
+#define __pyx_n_u_v2 __pyx_string_tab[199]
+#define __pyx_n_u_values __pyx_string_tab[200]
+#define __pyx_n_u_w __pyx_string_tab[201]
+#define __pyx_n_u_weight __pyx_string_tab[202]
+#define __pyx_n_u_x __pyx_string_tab[203]
+#define __pyx_n_u_xp __pyx_string_tab[204]
+#define __pyx_n_u_yp __pyx_string_tab[205]
+#define __pyx_n_u_zeros __pyx_string_tab[206]
+#define __pyx_n_b_O __pyx_string_tab[207]
+#define __pyx_kp_b_iso88591_4q_q_gQ __pyx_string_tab[208]
+#define __pyx_kp_b_iso88591_4q __pyx_string_tab[209]
+#define __pyx_kp_b_iso88591_b_Qa __pyx_string_tab[210]
+#define __pyx_kp_b_iso88591__6 __pyx_string_tab[211]
+#define __pyx_kp_b_iso88591_aq __pyx_string_tab[212]
+#define __pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B __pyx_string_tab[213]
+#define __pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E __pyx_string_tab[214]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r __pyx_string_tab[215]
+#define __pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr __pyx_string_tab[216]
+#define __pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1 __pyx_string_tab[217]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1 __pyx_string_tab[218]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq __pyx_string_tab[219]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2 __pyx_string_tab[220]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA __pyx_string_tab[221]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c __pyx_string_tab[222]
 #define __pyx_float_0_0 __pyx_number_tab[0]
 #define __pyx_int_0 __pyx_number_tab[1]
 #define __pyx_int_neg_1 __pyx_number_tab[2]
@@ -4088,8 +4102,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<4; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<30; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<218; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<33; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<223; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -4132,8 +4146,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<4; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<30; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<218; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<33; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<223; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -5136,6 +5150,885 @@ static PyObject *__pyx_ff_match_signatures_single(PyObject *__pyx_v_signatures, 
   __pyx_r = 0;
   __pyx_L0:;
   __Pyx_XDECREF(__pyx_v_found_match);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":14
+ *     __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(object, int)
+ * 
+ * @cname('__pyx_ff_map_fused_8b55c5_2_2_float__and_double')             # <<<<<<<<<<<<<<
+ * cdef str map_fused_type(object arg, type ndarray):
+ * 
+*/
+
+static PyObject *__pyx_ff_map_fused_8b55c5_2_2_float__and_double(PyObject *__pyx_v_arg, PyTypeObject *__pyx_v_ndarray) {
+  __Pyx_memviewslice __pyx_v_memslice;
+  Py_ssize_t __pyx_v_itemsize;
+  CYTHON_UNUSED int __pyx_v_dtype_signed;
+  Py_UCS4 __pyx_v_kind;
+  PyObject *__pyx_v_arg_as_memoryview = 0;
+  PyObject *__pyx_v_dtype = NULL;
+  PyObject *__pyx_v_arg_base = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  PyObject *__pyx_t_2 = NULL;
+  Py_ssize_t __pyx_t_3;
+  long __pyx_t_4;
+  int __pyx_t_5;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8 = NULL;
+  int __pyx_t_9;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("map_fused_type", 0);
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":22
+ *     cdef Py_UCS4 kind
+ * 
+ *     itemsize = -1             # <<<<<<<<<<<<<<
+ * 
+ *     cdef memoryview arg_as_memoryview
+*/
+  __pyx_v_itemsize = -1L;
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":27
+ * 
+ * 
+ *     if ndarray is not None:             # <<<<<<<<<<<<<<
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype
+*/
+  __pyx_t_1 = (__pyx_v_ndarray != ((PyTypeObject*)Py_None));
+  if (__pyx_t_1) {
+
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":28
+ * 
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):             # <<<<<<<<<<<<<<
+ *             dtype = arg.dtype
+ * 
+*/
+    __pyx_t_1 = __Pyx_TypeCheck(__pyx_v_arg, __pyx_v_ndarray); 
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":29
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype             # <<<<<<<<<<<<<<
+ * 
+ *         elif __pyx_memoryview_check(arg):
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 29, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_dtype = __pyx_t_2;
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":28
+ * 
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):             # <<<<<<<<<<<<<<
+ *             dtype = arg.dtype
+ * 
+*/
+      goto __pyx_L4;
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":31
+ *             dtype = arg.dtype
+ * 
+ *         elif __pyx_memoryview_check(arg):             # <<<<<<<<<<<<<<
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+*/
+    __pyx_t_1 = __pyx_memoryview_check(__pyx_v_arg);
+
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":32
+ * 
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base             # <<<<<<<<<<<<<<
+ *             if isinstance(arg_base, ndarray):
+ *                 dtype = arg_base.dtype
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_base); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 32, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_arg_base = __pyx_t_2;
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":33
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):             # <<<<<<<<<<<<<<
+ *                 dtype = arg_base.dtype
+ *             else:
+*/
+      __pyx_t_1 = __Pyx_TypeCheck(__pyx_v_arg_base, __pyx_v_ndarray); 
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":34
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+ *                 dtype = arg_base.dtype             # <<<<<<<<<<<<<<
+ *             else:
+ *                 dtype = None
+*/
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg_base, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 34, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_v_dtype = __pyx_t_2;
+        __pyx_t_2 = 0;
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":33
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):             # <<<<<<<<<<<<<<
+ *                 dtype = arg_base.dtype
+ *             else:
+*/
+        goto __pyx_L5;
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":36
+ *                 dtype = arg_base.dtype
+ *             else:
+ *                 dtype = None             # <<<<<<<<<<<<<<
+ *         else:
+ *             dtype = None
+*/
+      /*else*/ {
+        __Pyx_INCREF(Py_None);
+        __pyx_v_dtype = Py_None;
+      }
+      __pyx_L5:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":31
+ *             dtype = arg.dtype
+ * 
+ *         elif __pyx_memoryview_check(arg):             # <<<<<<<<<<<<<<
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+*/
+      goto __pyx_L4;
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":38
+ *                 dtype = None
+ *         else:
+ *             dtype = None             # <<<<<<<<<<<<<<
+ * 
+ *         itemsize = -1
+*/
+    /*else*/ {
+      __Pyx_INCREF(Py_None);
+      __pyx_v_dtype = Py_None;
+    }
+    __pyx_L4:;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":40
+ *             dtype = None
+ * 
+ *         itemsize = -1             # <<<<<<<<<<<<<<
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize
+*/
+    __pyx_v_itemsize = -1L;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":41
+ * 
+ *         itemsize = -1
+ *         if dtype is not None:             # <<<<<<<<<<<<<<
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+*/
+    __pyx_t_1 = (__pyx_v_dtype != Py_None);
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":42
+ *         itemsize = -1
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize             # <<<<<<<<<<<<<<
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_dtype, __pyx_mstate_global->__pyx_n_u_itemsize); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 42, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 42, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_v_itemsize = __pyx_t_3;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":43
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)             # <<<<<<<<<<<<<<
+ *             dtype_signed = kind == u'i'
+ *             if kind in u'iu':
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_dtype, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 43, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_t_4 = __Pyx_PyObject_Ord(__pyx_t_2); if (unlikely(__pyx_t_4 == ((long)(long)(Py_UCS4)-1))) __PYX_ERR(1, 43, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_v_kind = __pyx_t_4;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":44
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'             # <<<<<<<<<<<<<<
+ *             if kind in u'iu':
+ *                 pass
+*/
+      __pyx_v_dtype_signed = (__pyx_v_kind == 0x69);
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":45
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'
+ *             if kind in u'iu':             # <<<<<<<<<<<<<<
+ *                 pass
+ *             elif kind == u'f':
+*/
+      switch (__pyx_v_kind) {
+        case 0x69:
+        case 0x75:
+        break;
+        case 0x66:
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":49
+ *             elif kind == u'f':
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        __pyx_t_5 = ((sizeof(float)) == __pyx_v_itemsize);
+
+        if (__pyx_t_5) {
+
+        } else {
+
+          __pyx_t_1 = __pyx_t_5;
+
+          goto __pyx_L8_bool_binop_done;
+        }
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_ndim); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 49, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 49, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __pyx_t_5 = (((Py_ssize_t)__pyx_t_3) == 1);
+
+
+
+        __pyx_t_1 = __pyx_t_5;
+
+        __pyx_L8_bool_binop_done:;
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":50
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'             # <<<<<<<<<<<<<<
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L0;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":49
+ *             elif kind == u'f':
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":51
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'double'
+ *             elif kind == u'c':
+*/
+        __pyx_t_5 = ((sizeof(double)) == __pyx_v_itemsize);
+
+        if (__pyx_t_5) {
+
+        } else {
+
+          __pyx_t_1 = __pyx_t_5;
+
+          goto __pyx_L11_bool_binop_done;
+        }
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_ndim); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 51, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 51, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __pyx_t_5 = (((Py_ssize_t)__pyx_t_3) == 1);
+
+
+
+        __pyx_t_1 = __pyx_t_5;
+
+        __pyx_L11_bool_binop_done:;
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":52
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'             # <<<<<<<<<<<<<<
+ *             elif kind == u'c':
+ *                 pass
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_double);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_double;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L0;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":51
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'double'
+ *             elif kind == u'c':
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":47
+ *             if kind in u'iu':
+ *                 pass
+ *             elif kind == u'f':             # <<<<<<<<<<<<<<
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        break;
+        case 99:
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":53
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'
+ *             elif kind == u'c':             # <<<<<<<<<<<<<<
+ *                 pass
+ * 
+*/
+        break;
+        default: break;
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":41
+ * 
+ *         itemsize = -1
+ *         if dtype is not None:             # <<<<<<<<<<<<<<
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+*/
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":27
+ * 
+ * 
+ *     if ndarray is not None:             # <<<<<<<<<<<<<<
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype
+*/
+  }
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":56
+ *                 pass
+ * 
+ *     if arg is None:             # <<<<<<<<<<<<<<
+ *         return 'float'
+ * 
+*/
+  __pyx_t_1 = (__pyx_v_arg == Py_None);
+  if (__pyx_t_1) {
+
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":57
+ * 
+ *     if arg is None:
+ *         return 'float'             # <<<<<<<<<<<<<<
+ * 
+ *     try:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+        __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":56
+ *                 pass
+ * 
+ *     if arg is None:             # <<<<<<<<<<<<<<
+ *         return 'float'
+ * 
+*/
+  }
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+  {
+    __Pyx_PyThreadState_declare
+    __Pyx_PyThreadState_assign
+    __Pyx_ExceptionSave(&__pyx_t_6, &__pyx_t_7, &__pyx_t_8);
+    __Pyx_XGOTREF(__pyx_t_6);
+    __Pyx_XGOTREF(__pyx_t_7);
+    __Pyx_XGOTREF(__pyx_t_8);
+    /*try:*/ {
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":60
+ * 
+ *     try:
+ *         arg_as_memoryview = memoryview(arg)             # <<<<<<<<<<<<<<
+ *     except (ValueError, TypeError):
+ *         pass
+*/
+      __pyx_t_2 = PyMemoryView_FromObject(__pyx_v_arg); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 60, __pyx_L14_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_arg_as_memoryview = ((PyObject*)__pyx_t_2);
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+    /*else:*/ {
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":67
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))
+ *                 or itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == -1L);
+
+      if (!__pyx_t_5) {
+
+        goto __pyx_L23_next_or;
+      } else {
+
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      __pyx_t_3 = __Pyx_PyMemoryView_Get_itemsize(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 66, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_3 == (sizeof(float)));
+
+
+      if (!__pyx_t_5) {
+
+      } else {
+
+        goto __pyx_L22_next_and;
+      }
+      __pyx_L23_next_or:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":67
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))
+ *                 or itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == (sizeof(float)));
+
+      if (__pyx_t_5) {
+
+      } else {
+
+        __pyx_t_1 = __pyx_t_5;
+
+        goto __pyx_L21_bool_binop_done;
+      }
+      __pyx_L22_next_and:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":68
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):             # <<<<<<<<<<<<<<
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:
+*/
+      __pyx_t_9 = __Pyx_PyMemoryView_Get_ndim(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_9 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(1, 68, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_9 == 1);
+
+
+
+      __pyx_t_1 = __pyx_t_5;
+
+      __pyx_L21_bool_binop_done:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":69
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)             # <<<<<<<<<<<<<<
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+*/
+        __pyx_v_memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(__pyx_v_arg_as_memoryview, 0);
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":70
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        __pyx_t_1 = (__pyx_v_memslice.memview != 0);
+
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":71
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)             # <<<<<<<<<<<<<<
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'float'
+*/
+          __PYX_XCLEAR_MEMVIEW((&__pyx_v_memslice), 1);
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":73
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'float'             # <<<<<<<<<<<<<<
+ *             else:
+ *                 __pyx_PyErr_Clear()
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L17_except_return;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":70
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":75
+ *                 return 'float'
+ *             else:
+ *                 __pyx_PyErr_Clear()             # <<<<<<<<<<<<<<
+ * 
+ *         # try double
+*/
+        /*else*/ {
+          PyErr_Clear();
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":78
+ * 
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == -1L);
+
+      if (!__pyx_t_5) {
+
+        goto __pyx_L29_next_or;
+      } else {
+
+      }
+      __pyx_t_3 = __Pyx_PyMemoryView_Get_itemsize(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 78, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_3 == (sizeof(double)));
+
+
+      if (!__pyx_t_5) {
+
+      } else {
+
+        goto __pyx_L28_next_and;
+      }
+      __pyx_L29_next_or:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":79
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))
+ *                 or itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == (sizeof(double)));
+
+      if (__pyx_t_5) {
+
+      } else {
+
+        __pyx_t_1 = __pyx_t_5;
+
+        goto __pyx_L27_bool_binop_done;
+      }
+      __pyx_L28_next_and:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":80
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):             # <<<<<<<<<<<<<<
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:
+*/
+      __pyx_t_9 = __Pyx_PyMemoryView_Get_ndim(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_9 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(1, 80, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_9 == 1);
+
+
+
+      __pyx_t_1 = __pyx_t_5;
+
+      __pyx_L27_bool_binop_done:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":78
+ * 
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":81
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)             # <<<<<<<<<<<<<<
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+*/
+        __pyx_v_memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(__pyx_v_arg_as_memoryview, 0);
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":82
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        __pyx_t_1 = (__pyx_v_memslice.memview != 0);
+
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":83
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)             # <<<<<<<<<<<<<<
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'double'
+*/
+          __PYX_XCLEAR_MEMVIEW((&__pyx_v_memslice), 1);
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":85
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'double'             # <<<<<<<<<<<<<<
+ *             else:
+ *                 __pyx_PyErr_Clear()
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_double);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_double;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L17_except_return;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":82
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":87
+ *                 return 'double'
+ *             else:
+ *                 __pyx_PyErr_Clear()             # <<<<<<<<<<<<<<
+ *     return None
+*/
+        /*else*/ {
+          PyErr_Clear();
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":78
+ * 
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      }
+    }
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+    goto __pyx_L19_try_end;
+    __pyx_L14_error:;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":61
+ *     try:
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):             # <<<<<<<<<<<<<<
+ *         pass
+ *     else:
+*/
+    __pyx_t_9 = __Pyx_PyErr_ExceptionMatches2(((PyObject *)(((PyTypeObject*)PyExc_ValueError))), ((PyObject *)(((PyTypeObject*)PyExc_TypeError))));
+    if (__pyx_t_9) {
+      __Pyx_ErrRestore(0,0,0);
+      goto __pyx_L15_exception_handled;
+    }
+    goto __pyx_L16_except_error;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+    __pyx_L16_except_error:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    goto __pyx_L1_error;
+    __pyx_L17_except_return:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    goto __pyx_L0;
+    __pyx_L15_exception_handled:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    __pyx_L19_try_end:;
+  }
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":88
+ *             else:
+ *                 __pyx_PyErr_Clear()
+ *     return None             # <<<<<<<<<<<<<<
+*/
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = ((PyObject*)Py_None); __Pyx_INCREF(Py_None);
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  goto __pyx_L0;
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":14
+ *     __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(object, int)
+ * 
+ * @cname('__pyx_ff_map_fused_8b55c5_2_2_float__and_double')             # <<<<<<<<<<<<<<
+ * cdef str map_fused_type(object arg, type ndarray):
+ * 
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("__pyx_ff_map_fused_8b55c5_2_2_float__and_double.map_fused_type", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = 0;
+  __pyx_L0:;
+
+
+
+
+  __Pyx_XDECREF(__pyx_v_arg_as_memoryview);
+  __Pyx_XDECREF(__pyx_v_dtype);
+  __Pyx_XDECREF(__pyx_v_arg_base);
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
@@ -25867,9 +26760,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_8partial_stats(CYTHON_UNUSED Py
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_29partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_29partial_stats = {"__pyx_fuse_0partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_29partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_8partial_stats};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_29partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_31partial_stats = {"__pyx_fuse_0partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_8partial_stats};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -25926,7 +26819,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_29partial_stats(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_28partial_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_30partial_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -25937,7 +26830,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_29partial_stats(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_28partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_30partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -26515,9 +27408,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_28partial_stats(CYTHON_UNUSED P
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_31partial_stats = {"__pyx_fuse_1partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_8partial_stats};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_33partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_33partial_stats = {"__pyx_fuse_1partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_33partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_8partial_stats};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_33partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -26574,7 +27467,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_30partial_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_32partial_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -26585,7 +27478,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_31partial_stats(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_30partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_32partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -27936,9 +28829,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_12channel_stats(CYTHON_UNUSED P
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_35channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_35channel_stats = {"__pyx_fuse_0channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_35channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_12channel_stats};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_35channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_37channel_stats = {"__pyx_fuse_0channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_12channel_stats};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -27995,7 +28888,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_35channel_stats(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_34channel_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_36channel_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -28006,7 +28899,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_35channel_stats(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_34channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -28097,9 +28990,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_34channel_stats(CYTHON_UNUSED P
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_37channel_stats = {"__pyx_fuse_1channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_12channel_stats};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_39channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_39channel_stats = {"__pyx_fuse_1channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_39channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_12channel_stats};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_39channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -28156,7 +29049,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_36channel_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_38channel_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -28167,7 +29060,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_37channel_stats(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_36channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_38channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -30468,9 +31361,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_14normalize(CYTHON_UNUSED PyObj
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_41normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_41normalize = {"__pyx_fuse_0normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_41normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_14normalize};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_41normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_43normalize = {"__pyx_fuse_0normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_43normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_14normalize};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -30563,7 +31456,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_41normalize(PyObjec
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_40normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_42normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -30578,7 +31471,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_41normalize(PyObjec
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_40normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -30834,9 +31727,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_40normalize(CYTHON_UNUSED PyObj
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_43normalize = {"__pyx_fuse_1normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_43normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_14normalize};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_45normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_45normalize = {"__pyx_fuse_1normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_45normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_14normalize};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_45normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -30929,7 +31822,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_43normalize(PyObjec
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_42normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_44normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -30944,7 +31837,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_43normalize(PyObjec
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_42normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_44normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -31458,9 +32351,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_16bn_forward_train(CYTHON_UNUSE
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_47bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_47bn_forward_train = {"__pyx_fuse_0bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_47bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_16bn_forward_train};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_47bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_49bn_forward_train = {"__pyx_fuse_0bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_16bn_forward_train};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_weight = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_bias = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -31579,7 +32472,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_47bn_forward_train(
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_46bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_48bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -31597,7 +32490,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_47bn_forward_train(
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_46bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -32487,9 +33380,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_46bn_forward_train(CYTHON_UNUSE
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_49bn_forward_train = {"__pyx_fuse_1bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_16bn_forward_train};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_51bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_51bn_forward_train = {"__pyx_fuse_1bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_51bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_16bn_forward_train};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_51bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_weight = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_bias = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -32608,7 +33501,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train(
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_48bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_50bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -32626,7 +33519,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_49bn_forward_train(
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_48bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_50bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -33774,9 +34667,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_18bn_forward_eval(CYTHON_UNUSED
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_53bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_53bn_forward_eval = {"__pyx_fuse_0bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_53bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_18bn_forward_eval};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_53bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_55bn_forward_eval = {"__pyx_fuse_0bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_18bn_forward_eval};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -33904,7 +34797,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_53bn_forward_eval(P
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_52bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_54bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -33923,7 +34816,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_53bn_forward_eval(P
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_52bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -34302,9 +35195,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_52bn_forward_eval(CYTHON_UNUSED
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_55bn_forward_eval = {"__pyx_fuse_1bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_18bn_forward_eval};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_57bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_57bn_forward_eval = {"__pyx_fuse_1bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_57bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_18bn_forward_eval};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_57bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -34432,7 +35325,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval(P
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_54bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_56bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -34451,7 +35344,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_55bn_forward_eval(P
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_54bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_56bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -35646,9 +36539,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_20backward_sums(CYTHON_UNUSED P
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_59backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_59backward_sums = {"__pyx_fuse_0backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_59backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_20backward_sums};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_59backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_61backward_sums = {"__pyx_fuse_0backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_20backward_sums};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -35723,7 +36616,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_59backward_sums(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_58backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_60backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -35736,7 +36629,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_59backward_sums(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_58backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -36256,9 +37149,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_58backward_sums(CYTHON_UNUSED P
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_61backward_sums = {"__pyx_fuse_1backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_20backward_sums};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_63backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_63backward_sums = {"__pyx_fuse_1backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_63backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_20backward_sums};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_63backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -36333,7 +37226,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_60backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_62backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -36346,7 +37239,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_61backward_sums(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_60backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_62backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -37260,9 +38153,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_22backward_apply(CYTHON_UNUSED 
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_65backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_65backward_apply = {"__pyx_fuse_0backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_65backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_22backward_apply};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_65backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_67backward_apply = {"__pyx_fuse_0backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_22backward_apply};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -37398,7 +38291,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_65backward_apply(Py
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_64backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
   /* "src/kernels.pxi":754
  * 
@@ -37424,7 +38317,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_65backward_apply(Py
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_64backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_66backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -37693,9 +38586,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_64backward_apply(CYTHON_UNUSED 
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_67backward_apply = {"__pyx_fuse_1backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_22backward_apply};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_69backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_69backward_apply = {"__pyx_fuse_1backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_69backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_22backward_apply};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_69backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -37831,7 +38724,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply(Py
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_68backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
   /* "src/kernels.pxi":754
  * 
@@ -37857,7 +38750,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_67backward_apply(Py
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_66backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_68backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -38384,9 +39277,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_24bn_backward(CYTHON_UNUSED PyO
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_71bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_71bn_backward = {"__pyx_fuse_0bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_71bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_24bn_backward};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_71bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_73bn_backward = {"__pyx_fuse_0bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_24bn_backward};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -38522,7 +39415,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_71bn_backward(PyObj
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_70bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_72bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -38542,7 +39435,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_71bn_backward(PyObj
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_70bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_72bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -39382,9 +40275,9 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_70bn_backward(CYTHON_UNUSED PyO
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_73bn_backward = {"__pyx_fuse_1bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_24bn_backward};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_75bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_75bn_backward = {"__pyx_fuse_1bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_75bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_24bn_backward};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_75bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -39520,7 +40413,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward(PyObj
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_72bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_74bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -39540,7 +40433,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_73bn_backward(PyObj
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_72bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_74bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -40579,6 +41472,7 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26stream_copy(CYTHON_UNUSED PyO
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):             # <<<<<<<<<<<<<<
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))
+ * 
 */
         __pyx_t_2 = __pyx_v_nb;
 
@@ -40609,6 +41503,8 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26stream_copy(CYTHON_UNUSED PyO
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
                             __pyx_t_6 = (__pyx_v_b * __pyx_v_B);
                             __pyx_t_7 = (__pyx_v_b * __pyx_v_B);
@@ -40674,6 +41570,812 @@ static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_26stream_copy(CYTHON_UNUSED PyO
 
 
 
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_29update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+PyDoc_STRVAR(__pyx_doc_5cnorm_13_kernels_avx2_28update_running, "In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,\n    with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None.");
+static PyMethodDef __pyx_mdef_5cnorm_13_kernels_avx2_29update_running = {"update_running", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_pw_5cnorm_13_kernels_avx2_29update_running, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_28update_running};
+static PyObject *__pyx_pw_5cnorm_13_kernels_avx2_29update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  PyObject *__pyx_v_signatures = 0;
+  PyObject *__pyx_v_args = 0;
+  PyObject *__pyx_v_kwargs = 0;
+  CYTHON_UNUSED PyObject *__pyx_v_defaults = 0;
+  CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex = 0;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__pyx_fused_cpdef (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
+    struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 846, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 846, __pyx_L3_error)
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+      for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 846, __pyx_L3_error) }
+      }
+    } else {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+    }
+    __pyx_v_signatures = values[0];
+    __pyx_v_args = values[1];
+    __pyx_v_kwargs = values[2];
+    __pyx_v_defaults = values[3];
+    __pyx_v__fused_sigindex = values[4];
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 846, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("cnorm._kernels_avx2.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_28update_running(__pyx_self, __pyx_v_signatures, __pyx_v_args, __pyx_v_kwargs, __pyx_v_defaults, __pyx_v__fused_sigindex);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_28update_running(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex) {
+  Py_ssize_t __pyx_v_arg_count;
+  PyTypeObject *__pyx_v_ndarray = 0;
+  PyObject *__pyx_v_arg = NULL;
+  PyObject *__pyx_v_dest_sig0 = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  int __pyx_t_6;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("update_running", 0);
+  __Pyx_INCREF(__pyx_v_kwargs);
+  __pyx_t_2 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  if (__pyx_v_kwargs == Py_None) __pyx_t_2 = 0;
+  else
+  {
+    Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 846, __pyx_L1_error)
+    __pyx_t_2 = (__pyx_temp != 0);
+  }
+
+  __pyx_t_3 = (!__pyx_t_2);
+
+
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    __Pyx_INCREF(Py_None);
+    __Pyx_DECREF_SET(__pyx_v_kwargs, Py_None);
+  }
+  if (unlikely(__pyx_v_args == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
+    __PYX_ERR(2, 846, __pyx_L1_error)
+  }
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 846, __pyx_L1_error)
+  __pyx_v_arg_count = __pyx_t_4;
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_1 = (0 < __pyx_v_arg_count);
+
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_args == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(2, 846, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
+    __Pyx_INCREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  __pyx_t_3 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_3;
+
+    goto __pyx_L7_bool_binop_done;
+  }
+  if (unlikely(__pyx_v_kwargs == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
+    __PYX_ERR(2, 846, __pyx_L1_error)
+  }
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 846, __pyx_L1_error)
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L7_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_kwargs == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(2, 846, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  /*else*/ {
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 846, __pyx_L1_error)
+
+  }
+  __pyx_L6:;
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 846, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_5;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_5 = 0;
+  goto __pyx_L0;
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_AddTraceback("cnorm._kernels_avx2.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XDECREF((PyObject *)__pyx_v_ndarray);
+  __Pyx_XDECREF(__pyx_v_arg);
+  __Pyx_XDECREF(__pyx_v_dest_sig0);
+  __Pyx_XDECREF(__pyx_v_kwargs);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_79update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_79update_running = {"__pyx_fuse_0update_running", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_79update_running, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_28update_running};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_13_kernels_avx2_79update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_m2 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  double __pyx_v_count;
+  double __pyx_v_factor;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[6] = {0,0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("update_running (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 846, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  6:
+        values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 846, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 846, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 6)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+    }
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 846, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+  __Pyx_AddTraceback("cnorm._kernels_avx2.update_running", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_78update_running(__pyx_self, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_mean, __pyx_v_m2, __pyx_v_count, __pyx_v_factor);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_78update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor) {
+  Py_ssize_t __pyx_v_c;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  __Pyx_RefNannySetupContext("__pyx_fuse_0update_running", 0);
+
+  /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_mean.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":852
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+*/
+
+    __pyx_t_2 = (__pyx_v_running_mean.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":854
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((float *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_7 * __pyx_v_running_mean.strides[0]) )) = ((float)(((1.0 - __pyx_v_factor) * ((double)(*((float *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_5 * __pyx_v_running_mean.strides[0]) ))))) + (__pyx_v_factor * (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))))));
+    }
+
+
+    /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  }
+
+  /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_var.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":856
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+
+    __pyx_t_2 = (__pyx_v_running_var.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":858
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((float *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_7 * __pyx_v_running_var.strides[0]) )) = ((float)(((1.0 - __pyx_v_factor) * ((double)(*((float *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_6 * __pyx_v_running_var.strides[0]) ))))) + (__pyx_v_factor * (((double)(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_m2.data) + __pyx_t_5)) )))) / (__pyx_v_count - 1.0)))));
+    }
+
+
+    /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  }
+
+  /* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_81update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_81update_running = {"__pyx_fuse_1update_running", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_81update_running, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_13_kernels_avx2_28update_running};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_13_kernels_avx2_81update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_m2 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  double __pyx_v_count;
+  double __pyx_v_factor;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[6] = {0,0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("update_running (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 846, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  6:
+        values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 846, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 846, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 6)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+    }
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 846, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+  __Pyx_AddTraceback("cnorm._kernels_avx2.update_running", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_13_kernels_avx2_80update_running(__pyx_self, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_mean, __pyx_v_m2, __pyx_v_count, __pyx_v_factor);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_13_kernels_avx2_80update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor) {
+  Py_ssize_t __pyx_v_c;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  __Pyx_RefNannySetupContext("__pyx_fuse_1update_running", 0);
+
+  /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_mean.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":852
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+*/
+
+    __pyx_t_2 = (__pyx_v_running_mean.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":854
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((double *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_7 * __pyx_v_running_mean.strides[0]) )) = ((double)(((1.0 - __pyx_v_factor) * ((double)(*((double *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_5 * __pyx_v_running_mean.strides[0]) ))))) + (__pyx_v_factor * (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))))));
+    }
+
+
+    /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  }
+
+  /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_var.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":856
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+
+    __pyx_t_2 = (__pyx_v_running_var.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":858
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((double *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_7 * __pyx_v_running_var.strides[0]) )) = ((double)(((1.0 - __pyx_v_factor) * ((double)(*((double *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_6 * __pyx_v_running_var.strides[0]) ))))) + (__pyx_v_factor * (((double)(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_m2.data) + __pyx_t_5)) )))) / (__pyx_v_count - 1.0)))));
+    }
+
+
+    /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  }
+
+  /* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
 
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
@@ -43136,7 +44838,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_29partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43144,7 +44846,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43197,7 +44899,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_35channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43205,7 +44907,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43243,7 +44945,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_41normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43251,7 +44953,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43289,7 +44991,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_47bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43297,7 +44999,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43335,7 +45037,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_53bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43343,7 +45045,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43381,7 +45083,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_59backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43389,7 +45091,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43427,7 +45129,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_65backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43435,7 +45137,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43473,7 +45175,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_71bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43481,7 +45183,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43525,15 +45227,61 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx2", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 835, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
+  /* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_13_kernels_avx2_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_13_kernels_avx2_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_13_kernels_avx2_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx2, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_13_kernels_avx2___pyx_defaults)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
+  __Pyx_GIVEREF(__pyx_t_9);
+  __pyx_t_9 = 0;
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  __Pyx_as_FusedFunctionObject(__pyx_t_5)->__signatures__ = __pyx_t_4;
+  __Pyx_GIVEREF(__pyx_t_4);
+  __pyx_t_4 = 0;
+  __pyx_t_4 = __pyx_t_5;
+  __Pyx_INCREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+
   /* "src/_kernels_avx2.pyx":1
  * # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False             # <<<<<<<<<<<<<<
  * """cnorm kernels built for the avx2 SIMD target (see kernels.pxi)."""
  * include "kernels.pxi"
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_4) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_5) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
   /*--- Wrapped vars code ---*/
 
@@ -43730,38 +45478,38 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{179},{8},{15},{7},{6},{2},{9},{50},{15},{30},{37},{1},{5},{1},{1},{8},{1},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{1},{14},{81},{78},{13},{62},{60},{4},{4},{11},{96},{92},{15},{130},{124},{16},{95},{91},{1},{13},{38},{37},{18},{19},{3},{4},{5},{6},{12},{8},{6},{2},{3},{5},{15},{2},{2},{5},{6},{9},{3},{5},{5},{5},{7},{6},{7},{3},{2},{2},{5},{5},{6},{5},{8},{1},{2},{2},{2},{4},{6},{2},{6},{3},{3},{11},{4},{8},{5},{7},{11},{2},{4},{1},{4},{2},{4},{9},{9},{52},{50},{2},{2},{5},{3},{14},{3},{5},{1},{4},{4},{13},{38},{37},{2},{3},{3},{2},{8},{4},{12},{11},{2},{2},{2},{5},{7},{11},{15},{10},{5},{5},{10},{4},{3},{5},{4},{4},{11},{6},{6},{10},{6},{5},{8},{6},{6},{5},{2},{2},{6},{1},{6},{1},{2},{2},{5}};
-    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{19},{14},{15},{9},{9},{108},{232},{308},{190},{327},{214},{301},{853},{702}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{179},{8},{15},{7},{6},{2},{9},{50},{15},{30},{37},{1},{5},{1},{1},{8},{1},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{1},{14},{81},{78},{13},{62},{60},{4},{4},{11},{96},{92},{15},{130},{124},{16},{95},{91},{1},{13},{38},{37},{18},{19},{3},{4},{5},{6},{12},{8},{6},{2},{3},{5},{15},{2},{2},{5},{6},{9},{3},{5},{6},{5},{5},{7},{6},{7},{3},{2},{2},{5},{5},{6},{5},{8},{1},{2},{2},{2},{4},{6},{2},{6},{3},{3},{11},{4},{8},{5},{7},{11},{2},{4},{1},{4},{2},{4},{9},{9},{52},{50},{2},{2},{5},{3},{14},{3},{5},{1},{4},{4},{13},{38},{37},{2},{3},{3},{2},{8},{4},{12},{11},{2},{2},{2},{5},{7},{11},{15},{10},{5},{5},{10},{4},{3},{5},{4},{4},{11},{6},{6},{10},{6},{5},{8},{6},{6},{14},{35},{33},{5},{2},{2},{6},{1},{6},{1},{2},{2},{5}};
+    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{19},{14},{15},{9},{9},{108},{232},{308},{140},{190},{327},{214},{301},{853},{702}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2813 bytes) */
-static const char cstring[] = "x\332\305VIw\333\326\025\256$ZV\034y %K\236\322\003J\216\325\346\330jI\311\222\353\244\356\241\344\241N\333\324\032=E\301\001\201G\n\021\t\200x\000%\272Yd\211%\226Xb\211%\226Xb\311%\226\\\366\047\344\047\364{\017\244Lj\212\343N:\"\206\2077\334\373\335\357~\367\n\222%\374\376@\320\313\337\023\331z4\377P\370\352o\244\256\233\255m\225\354\013zE\370J\3265K\255\332\272M\005IS\004E5\331\304\243\303\252\326\373@-SU\210\3227Y\320\3153\277\017\216\035\316|\364\247UI\323tK\220(U\253\232`\351\202I$\345\236\256\325ZB\235\033\331\204\221\317\265\246TS\025\241\256+\344\256@\016\014\254\305Vs\362\034;w\256\242\233\226)isw\205*\266\352M\246\273\222Ap\224 \035\250T\370F\027\352\222%\357\252ZU`GI\226m\022\241\242\333\232\362\215n\021\301\332\005H\253-kW\327\004LWHM-\023S\262\010\014a\246\343@\223M\322\204\027O^\334[|\260\310\0351\t\203\224\n\324.\3135\370@(\303\263l\2535\013\007[-\203\320y\341yEh\351\266\240\021\230\014\007\r\314\353_`\355\022M\240\304b\017\302\034\207C\262T]\023\261\034\326\316u\021T\233\204\255~*\325(\231\227\024E\304<\"\353\265\032\373\246kt^*\313\212J\245r\215\020\215]\253\262J\323\047E\323\341PE\262k\226 \212&Ql\231\210\242\240\330|GM\327\356\301\301\246*\325\360UV5\325\022Ej\312\277\333#\246Fjt\3368Pm\276\017\233-\325j\272\014X\004\3114\245\226\240H\2264\177\302\327\024|\006Q\032w:\377Cic\365\371\363\225\325\047\265\232jP\225\376e\2034l\242\311\204\261p\376=!E\361E\353\000\277\307\200\\\374\206\034X\353\244\"\212]X`6Ld\300\275\177\250\022K\265H\235\r(l\r\376*\266&\263;>\321\336*\265n\200&\354\251.\251\032\277\353\212]\343\3374\251\236\336\331\361\242h\300\000y\227\310{\324\256\247o\335]\330#\013j\372dk\206*\357a\207\047Zo^\323bH\260=\032\266T\353m\333C\374\360I\346<\353\033 \007\354\005$84\205\366\231~\370\374~\235E\250\305\035\245D\021\301gd\024\366P\251(\353\246n\203|\004t\350EC,\333\225\n\310lV\251D[\232\254\352\363\207\323h\271,\311{\373\222\251\210\222a\324Z\203oo!\001\324\022\024\335\206[o\037\336\025\330\377\303\302\316\335\323\306\217\215\354\234\270a""\245\246K\326\361\375\216\r\037\035x\277\033BC\007^~\251\251;\047\255\376@\273\260\226\222\262*\321\262&\366\266\351{\374\305\250\r\216\237\202\343\261\375?\024\304\201\341\223Q\325Dh(\007\203@<\217\274\276\375p\263?n\344DgO\260\340\347=\373\210\201\263\300@UQ\265\243\357\377\026\034g\272\332\277\375G\370z\314\023YF\275\202\204s\371\242\003/\2479\261s\322\254\343\033\327\240\034\"T\024\026\313\204\321R\326t\263>/vK\206(5\017\212\262f\311:\251\310(\261\026\277P\331\260\221l\006\323a\332\255G4\265@1\024j)LZ\371\205\tY\332\255(\007J\213\324\r\253\205J\201\342O\240\264\274*\023\203\022\323\324\315JM\252Rn\037\277,-\002K\324\371nG\000\375\257\032\252\302\305Q\205[\246\2525q\016+\0274\275\274#{{\205\275\342\336\302\036&\261\344\252\322z\261^\024!\216\365\242^/\322\272\004\311\337eM\t\255\023Ic?\376\021w\014\324Yw\002\213\252$\005\254\256\263\026Ec\"\016\336(j\235\025}.0\014\037\264%\357\310\341\303\333\017\327\320\243k~^\0475C\263\200\225\321\002\214\272A\264\272!v{\001\030\217\177b\032\006\302fH\246\305~\250\375\251\003\003/\247\222\344\244Y\307L0\352F\275h\350\206\3214IU\245\026\213\327>5mMCW#2\000{\317M\311\244\005Z\2442E\311\"T6Y\243\326\275\2115\242\261\272\330\027\007\274\366\330\303\272\014\272\253V\254\303\226\216\262\230\242{\201i`\231\005\236X:~XXGm4Zx\264\321\261\241`+\255\364*\036\324mL\006W,\264\0305\236\204\260\n\325\035\000\331\006:\034\202*+\0364\013\315\"\264\310&t\177\237\250\325]\353\340\300h\031\357\210\251\323\277\3778\364\317\314\247\316\242\323p/{\r\177\324\257\006k\207C\311\225\274\237M\337\276t\313\336E\177\315\227\322\327G\036\037\237r%\267\301\036\256y#\336\222\237\365\357\005\215N\346\2067\343\255xe\177\330\237\3657\202\241N\346\374\217\2463\341\224:c\237t>\271\320\031\237v\033\311\265/\243\007q!^\215\033\235\361\234\233w\013\356\252\333\360\206\261\362\261?\344O\370%\177\3357\203k\341D\270\022\226\243\341h&Z\215\314\230\035ZZ\371i\374W\347>\363J\336\266_\360\377\034\224\202\355\260\020\3765\036\212\247\342F\233\237\326pF\035\331\315\262\363`""\314]\277\202I\353\201\031\346\302b\270\306&\330\316\252\323\350\23236\356<q\2572G:\343W\3355\267\342\255z\324\277\023\214\004\013\201\034N\206k\241\202\323K\321f\234\203\301\217\333\303\355|\273\320\031\273\344H\300l\310\315\272\263\356\2067\352\355\005SA#\034\016\363\341B(G\223\321ZT\206I\023\360\320j/\047\353[\311\326v\347\362UL\035\361\036\300\356\247\301L\260\022\224\303\363a3Z\217\354\370i{\246\375,\331\330\354d\306\234!\007~\3764z\246\223\327\2741\3404\r+\037\302\302J\264\022Uc\270\366\211\223s\226\270M\333^\321;i\3400\026\227\035\313-\260\343\206\235;\3560\367\"\343=\365g\374R\047#\370C\014\271\337\372\005\216\020\017\2637\344e\275Yo\303\317\360\34048@J8\027MD\31780C\355\311\366Z\273\234\274XK\3266\223\315\227\311\313W\235\351k\210i\336[\360d\177\322\177\025\254\005\225n<\347\200f1\336j\337I^\254\047\353\257\223\327o:c\014}\331\233\200\323\353\240\342\210\277\340+A>(b\225t\366\307\224\255\300\014\304\270\356\235\353b\366$\234\n\033\021\307\n\227\313\216\351N\301\013\306\323\034\374\312\\t\326\235&\337t\3123\375,\374Mn|\021\344\031\"\347\234-F\311\316X\226/\35128\347\024:\027/\245t]\300\262\254w\007!\230\002Ms\301rx\047\032\212\256FRD\343;\240H7\230\023\223\356\n\260\243\2309\014d\237\005Ka6\234\tK\341f\224\215f\301\021n\373\262\373\205WJ\255?#\342\237yk^\005\320o\343\260\271\350F\\H\207\024?\357/\005W\203j\370&j\014\030?\356\224\360x\327\223\274FJW\333}\214h\334\306\300\201\377\017N\324r\364\337\310\027\2513u\013~l J\017\202\002\367d9\272\023\217\201!Y\026p0\343\333\344\333\235\2439\224In\315\203\037\245p\003PN \337\255x\271=\333~\231l\276I\336\354$;\337u.C9\220j\345C0s\341\375h\024\211v>n\274O\234K\377ku\370<j\304\231\370\t\234\273\335\226\376?^\235\"\007\3078>\356\2548\025pR\366&\261U\321\307\234\013\316\214\363\324\235\201\376Z\275\324\270\344\224\335Q\370lz9\210\306\272gC\256f\203\227\341*\027+\030u\323\373c\300)\271s$a>u\n\300\353\272\367\005\210\272\021\234\017(\250\232\213\276\202\221#\355\005\2003\220H\014\317TX&\200\252\345/\363CJ\341:\322v$Z\004""\252#\274DX\355B{\245-\265\033\235\251_\203\274M^\032X\316\315@LH\264\004)Yn\347Y&=p\227\275<\300\232<\023\254\233\\\201\237!\2020h\322}\336C\242\217\032\343\200$\337\031\273\000i\034b\021\255\270\\1\341\372U\010\351\202\207\2059\3677P6\206X\021\006\355\007$|\010pP\243Nd\025\327\240\017Ka\346c\203\027\301U\277\301Wr\331c\351T`FZ\316}7\343>\345\262Z\205\335\000\375\276;\002\364\307/2X\257\334\364\n\311\255G\220\226+,\01379+\226\303YN\325<\207u8\316\343\354+L\326m\324\333a\377\266/\001\322,\360OM\306\307\353\\\337\230\316V\203\2150\3035k\212\207d!\336e\301H^l\047\333\234\3007f\340\000+is\341U$?\337\327Jn\336\003\356\213\341~$\307\323\355\321\266\234\254m$\033(\203\257\222W\257SqZ\353B:\003\336\257\370\345`8\370<x\027eY \037\362r\265\016\322\246\360\232\301-\320\202\262B\334\313P\033\214\265\301\233\306\341f\335\033\322z\032_V\272\031\225\356\234\347\311\234ER\336v\253\300\362\274\337\014\2668\201\312\340\332}@2\023\257\304eV\335;\271\033\247\004\266_\014`\271{\316}\355}\037\014\005\023\3013\210i\025\263~\000UW\3334Y\337Hu\200B\003\266\200\343\271.gA\271\300\002\033\037C\014rQ\001\336\364\357\311*\313}T\341\025N\tp\322\227\261\246\210\240\034S\237E4\033\231\360)\002\272\000\200\257A{\362\355\245d\215\203;\2252\210\365r[a>5\304J&>\007\357\026\203}t\047\323\361h,\267\263G\225\347\017\341\327Q\005(H]\3259\274!\253\221TS\037\225TW\334\013\350\032\270\316\260\\\312\244\271tD\206\377\303Iu$\203\330+\324\257\327\215\262\204\312y\005\016e~@\357OH\256\301\204\232@\226M\262\355,\177\021\326\311\341tW\2502q)\336F\354\037\363\356\347m\362\226\027\270\201$z\003\372\336F\203`\305K,Z\203YS\341\r\346\r\354PJ\363\247\351}\207J0\211\244\233F\312-\263\262\231\246\017\212\047\n\307\333~\266\003K\226I\357 \362\215>\312\317\004\245>m\270\302*\022\223\010\226\007\010hg\234\261|\261OvYOr\033\004x\322\316\265\213\355u\310\355\315\331\201N\325\216\276\356f\310\370\365n/8\n\341h\362\036\354p\250\237\352\310\346(\177j\r\275\000Q\352\035Z\2127\0079\234j\327\r\326?\244\014n\272\337A%\047\203M\016""\3722\332\254\021\364\341\037F\341\177\001\263\323\214h";
-    PyObject *data = __Pyx_DecompressString(cstring, 2813, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2937 bytes) */
+static const char cstring[] = "x\332\305W\313v\333\326\025\215$ZV\03496\251\247e\247\013\224\034+qm\265\244d\311uRwQ\362\243N\333\324\224d\371\241(X pI!\"\001\020\027\240H\307]+C\0161\304\020C\0141\304\020C\0169\344\260\237\220O\350\276\027\244DJ\262\343\270//\021\217\213\3738g\237}\3669\026$K\370}]\320\013?\020\331\272\277tO\370\372o\244\242\233\215\035\225\034\nzQ\370Z\3265K-\331\272M\005IS\004E5\331\304\223\303\252\326\373@-SU\210\3227Y\320\315w~\037\034;\232y\377O\033\222\246\351\226 Q\252\2264\301\322\005\223H\312m]+7\204\n7\262\006#\237h5\251\254*BEW\310-\201\324\r\254\305V\213\362\";w\261\250\233\226)i\213\267\204\022\266\352M\246\373\222Ap\224 \325U*|\253\013\025\311\222\367U\255$\260\243$\3136\211P\324mM\371V\267\210`\355\003\244\215\206\265\257k\002\246+\244\254\026\210)Y\004\2060\323q\240\311&i\302\323\207Oo\257\334]\341\216\230\204AJ\005j\027\3442| \224\341Y\260\325\262\205\203\255\206A\350\222\360\244(4t[\320\010L\206\203\006\346\365/\260\366\211&Pb\261\007a\221\303!Y\252\256\211X\016k\027\273\010\2525\302V?\222\312\224,I\212\"b\036\221\365r\231}\3235\272$\025dE\245R\241L\210\306\256%Y\245\361\223\242\351p\250(\331eK\020E\223(\266LDQPl\276\243\246k\267\341`M\225\312\370*\253\232j\211\"5\345\337\035\020S#e\272d\324U\233\357\303fK\345\262.\003\026A2M\251!(\222%-\235\3615\006\237A\024\307\235.\275\311mm<y\262\276\361\260\\V\r\252\322\277l\221\252M4\2310\026.\035\023R\024\2376\352\370=\000\344\342\267\244nm\222\242(va\201\3310\221\001w\374P\"\226j\221\n\033P\330\032\374+\332\232\314\356\370D{\253\324\212\001\232\260\247\212\244j\374\256+v\231\177\323\244J|g\307\213\242\001\003\344}\"\037P\273\022\277uwa\217,\250\361\223\255\031\252|\200\035\036j\275y5\213!\301\366\250\332R\271\267m\017\361\243\047\231\363\254o\200\324\331\013Hpd\n\3553\375\350\371x\235E\250\305\035\245D\021\301gd\024\366P\251(\353\246n\203|\004t\350EC,\330\305\"\310l\226\250D\033\232\254\352KG\323h\241 \311\007\207\222\251\210\222a\224\033\203o\273\220\000j\t\212n\303\255\335{\267\004\366w/\263w\353m\343\247F\366\316""\334\260X\326%\353\364~\247\206O\016\034\357\206\320\320\201\227_k\352\336Y\253\337\323.\254\245\244\240J\264\240\211\275m\372\036\1775j\203\343o\301\361\324\376\357\013\342\300\360\331\250j\"4\224\203A \236\047^w\337\337\354\017\0339\323\3313,\370e\317>`\340]`\240\252\250\332\311\367\177\013\216w\272\332\277\375\007\370z\312\023YF\275\202\204s\371\242\003/osb\357\254Y\2477.C9D\250(,\226\t\243\245\254\351feI\354\226\014Q\252\325\263\262f\311:)\312(\261\026\277P\331\260\221l\006\323a\332\255G4\266@1\024j)LZ\371\205\tY\334\255(u\245A*\206\325@\245@\361\047PZ^\225\211A\211i\352fQ\222-\\\313R\211r+\371eu\005\210\242\332w\373\002T\201\222\241*\\\"U8g\252Z\r\247\261\242A\343\313krp\2209\310\036,\037`\022K\261\022\255d+Y\021\022Y\311\352\225,\255H\020\376}\326\232\320\n\2214\366\343\037q\307@\205\365(\260\253Db\330*:kT4&\345`\217\242VX\351\3472\303PBs\362\232\034=\354\276\277\222\236\\\363\313j\251\031\232\005\304\214\006\300\324\r\242U\014\261\333\021\300x\374\021\3230\020<C2-\366C\007\020;0\360\362V\252\2345\353\224\tF\305\250d\r\3350j&)\251\324bQ;\244\246\255i\350mD\006`\357\271&\2314C\263T\246(\\\204\312&k\327\2727\261L4V\035\373\342\200\327\036\207X\257A\367\325\242u\324\330Q\026S\36400\r\\\263\300\026K\307\017\013+\250\220F\003\2176\3726\224m\245\021_\305z\305\306dp\305B\243Q\346\251\010\253P\343\001\220m\240\317!\361U\354\332;\370\266\333\203\3478p{{\047\246t\2619\212\023&P\"\326k\231Z\026\032g\023zxH\324\322\276U\257\033\r\34351u\372\367\237\206\376\231\370\244\271\322\254:\227\334\2527\352\225\374\374\321P\373r\332K\306o_9\005\367\242\227\367\244\370\365\276\313\307\247\035\311\251\262\207Yw\304]\365\222\336m\277\332I\314\271\363\356\272[\360\206\275\005o\313\037\352$\316\377d6\047\232\271\316\330\307\235\217/t\306g\234j{\366\253\360n\224\2116\242jg<\345\244\235\214\263\341T\335a\254|\340\ry\023^\316\333\364L\1776\230\010\326\203B8\034\316\207\033\241\031\261Cs\353?\217\177t\35637\347\356x\031\357\317~\316\337\t2\301_\243\241h:\252\266\370i\325\346hSv\222\354<""\030s\313+b\322\246o\006\251 \033\344\331\004\273\271\321\254v\315\031\033o>t\246\230#\235\361)\047\357\024\335\r\227z7\374\021\177\331\227\203\311 \037(8=\027nG)\030\374\2405\334J\2672\235\261O\233\0220\033r\222\316\202\263\345\216\272\007\376\264_\r\206\203t\260\034\310\341d\230\017\0130i\002\036Z\255\265\366\346\263\366\263\235\316\245)L\035q\357\302\356G\376\274\277\356\027\202\363A-\334\014\355\350Qk\276\365\270\275\265\335I\2145\207\232\360\363\347\321w:9\353\216\001\247\031Xy\017\026\026\303\365\260\024\301\265\217\233\251\346*\267i\307\315\272g\r\034\305\342R\323r2\354\270\341\346\rg\230{\221p\037y\363^\256\223\020\274!\206\334\227^\206#\304\303\354\016\271Iw\301\335\362\022<8U\016\220\022,\206\023\341c\016\314Pk\262\225o\025\332O\363\355\374v{\373y\373\371\213\316\314,b\232v\227]\331\233\364^\370y\277\330\215\347\"\320\314F\317Z7\332O7\333\233/\333/_u\306\030\372\262;\001\2477A\305\021o\331S\374\264\237\305*\351\335\037c\266\002\263\013\037\235\033\373\351\037\316c7s\034\3267\336\252\237\364\323\235\361Yx0\345\226\375\353\200}\014&|\021\335jI\255j\347\313\337\372k\301|\360 \034\n\223\014\2377\316\232\233>^\377#\2700\344\0479m\335s\356w\376$\270T\017\314p6\272\332\312\265\362\235/n\372\213\234\247R@\303\205p\007~!\205\030I\257`~\034\277\207\301tP\ry\334p\271\3244\235i\354\306r&\005\214\023\027\233\233\315\032wp\3325=X1\327\236\273\t\233\021\235s\315g,=:cI\276\244\233M\251f\246s\361\3238u\226\261,\351\336\000\035\246\2212)8s\003\256L\205RH\243\033\240k\227X\023\223\316:\334\241\2309\214(?\366W\203$\334\316\005\333a\022f\347C\216\343\232s\323\315\305\326\277\203}\237\271y\267\010\032\354\340\260\305p.\312\304C\212\227\006\330S~)x\025V\007\214\037o\346\360x\313\225\334j\234:\266\363\000\314\270\216\201\272\367#O\232B\370\337\310]\2513}\r~l\2011w\375\014\367d-\274\021\215\201\255IF>\260\364\273\366w{\047\3639\321\276\266\004\256\346\202-@9\001\355\261\242\265\326B\353y{\373U\373\325^{\357\373\316%F\207Q\256r1\230\251\340N8\212\244?\037U\217\223\370\323\377\265R}""\036V\243D\364\020\316]oI\377\037\257\336\"M\2478>\336\\o\026\301I\331\235\304VY\017s.4\347\233\217\234y\324\002\253\227\032\2376\013\316(|6\335\024\004l\323\265!\235\013\376\363`\203\013\047\214\272\352\376\321\347\224\334;\2210\23743\300\353\212{\023D\335\362\317\373\024TM\205_\303\310\221\3262\300\031H$\206g,r\023@\325\362\326\370!\271`\023i;\022\256\000\325\021^\256\254V\246\265\316ec\3727 o\215\227\251\024\027\220\365\200\204\253\220\265\265V\232e\322]&#\000k\362\235`]\345\325\3401\"\010\203&\235\047=$\372\2501\016H\240G\027 \323C,\242E\207\2537\\\237\202\250/\273X\230r\276\200\3122\304\2620\350\320\047\301=\200\203zy&\253\270\006\275_\n3\037\253\274 oxU\276\222K0K\247\0143\322j\336q\022\316#.\361%\330\r\320\3578#@\177\374\"\203\365\362U7\323\276v\037\322r\231e\3416g\305Z\260\300\251\232\346\260\016Gi\234}\231\225\030\033\265\177\330\273\356I\2004\t\374c\223\361\361\n\3277\246\371%\177+Hp\315\232\346!Y\216\366Y0\332Ow\332;\234\300s\363p\200\225\327\305`\n\311\317\367\265\332Wo\003\367\225\3400\224\243\231\326hKn\347\267\332[(\311/\332/^\306\342\224\357B:\017\336\257{\005\177\330\377\334\177\315\352\301\047\315{\274tn\202\2641\274\246\177\r\264\240\254)\350e\250\r\306\332\340M\365h\263\356\ri=\203/\353\335\214\212wN\363dN\")\257;%`y\336\253\371\3178\201\n\340\332\035@2\037\255G\005\326itRso\tl\277\030\300r\347\234\363\322\375\001\205j\302\177\0141-a\326\033Pu\243E\333\233[\261\016Ph\3003\340x\256\313YP\316\267\300FV\370Ra\006\336\364\357\311*\313\035t\004\353\234\022\340\244\047cM\026A9\245>+h|\022\301#\004t\031\000\317B{\322\255\325v\236\203;\0353\210\365\225\317\202tl\210\325\236\370\034\274[\361\017\321)\315D\243\221\334J\236T\236?\004\337\204E\240 uU\347\350\206\254FRM\177PR]v.\240\203\341:\303r)\021\347\322\t\031\376\017\047\325\211\014b\257P\277^g\314\022*\345f8\224\351\001\275?#\271\006\023j\002Y6\311\266\263\274\025X\047\0073]\241JD\271h\007\261\177\300;\261\335\366./p\003I\364\n\364\275\216\006\301\212VY\264\006\263\246\310\233\3359\354\220\213\363\247""\346~\217J0\211\244\233A\312\255\261\262\031\247\017\212\047\n\307n?\333\201%\313\244\327\020\371j\037\345\347\375\\\2376\\f\025\211I\004\313\003\004\2643\316X\276\322\047\273\254\047\271\016\002<l\245Z\331\326&\344\366\352\302@\327l\207\337t3d\374J\267/\035\205p\324x?x4\324Ouds\230~k\r\275\000Q\352\035\232\213\266\0079\034k\327\034\353\037b\006\327\234\357\241\222\223\3766\007}\rm\326\010\376O\360~\024\376\027\350q\351*";
+    PyObject *data = __Pyx_DecompressString(cstring, 2937, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3724 bytes) */
-static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNote \373th\242 Cytho\373n ,\000delib\237erate\206\000\353\001c\367ter!\001n PE\337P-484\245\"re\376\317!s subcl\366\301\000es\314!buil\373ti\313\000ypes.\377 If you \223ne\257 \336\000p\351\000%\tt\177hen set\200\000\367e \047\212\"atio_n_typ\253\000\047\210D\373iv\242\000o Fal\177se.add_\264 \237ecoll\321@+\000s\377.abcdisa\337bleen\002\001gc\373is\004\003dno d\377efault _\377_reduce_\357_ duM\002non\275-\315@vial\033\000c\377init__sr\377c/kernel?s.pxiuM\002\233A\337alloc\224  a\377rray dat\303a.\013\020\367#\311a\246cs.\377|ASCIIBC\377Ellipsis\377KSequenc\365e\202\204\001.\207\204\007__Py\375x\001\000Dict_N\377extRef__l\220$\264\000__\345\"__\001\005\177getitem\r\001yd0\001\027\000func\035\001\346\030\000st\301@)\001imp\274\244`3\001main\003\002owdulM\002nam\002\003\353ewT\001p~\000che\017cksuT\000\n\001?\004\025\001\370\223@\272 \037\001unpicmk?\000En \005vt\374!\036\230\001qualO\005\352%\363&1c\343b\277\001\206Dex\314\001\202`\301_\203\005\216`\262\006\003\006.\007te\373st\344\002sed_s\337igindA\000is\277_corou\372`e\374\214`\244E_buffe\377rargsasy\337ncio.\036\006sb\377backward\277_apply\000\013[\377const do\275u\324`[:, \000\000:O:1],\000\025\031\016]<\022\037float>\017\006\016\030\rDD\007\230@s\261\006\t\001{-]*\021\374q$\322\000sebias\007bn_\267%\000\010\205\201.\330+\334!\000\2650a\007\217D\235\201%\276C\354$\271A\304/\337n_for\200bev\007alb\001\013\336\202$\205o\227o\016\023\200\330\022\205\t\314\200\"\215\204\007\340\010\353\016\340\200*t\017rain\203(\013\002\322\200:\316\032\360S\t\204\205\033\327\022\234\205\016ccha_nnel_\201\211\001s\000\n\362\301\206\025]\022\021G\017line\377_in_trac\375e\275\207""\001cnorm.\375_\254\213\004_avx2c\377ntcoefco\371u\005\001\002\000scpu_Wsup\204\212\001s\211\214\004s\325\207\003?dpdstd\327\211\001\000\002\357_is_\250\220\003dxd\377yemptyen\377codeenum\376\221\216\002epserro?rflags\311\207\002\316\207\002\26764f\205\000at\213\217\004g\277etgpid\230\211\002i\236\207 rinve\000\253\213\001s\376\000\002izekk1k\1772k3kind\203\211\001\377gsm2m2_o\377utm2om2s\277max_th\221\220\001s\017mean\000\001\030\002\t\000\016\000\331m\232\220\001\217\000ge\336#mor\237\220\001n\314\213\001\265`dim\361\216\0016\361\000ms\234!alm\000\000\006\361[\232\211\047$\r\206\211\037npnt\377numpyobj\177openmp_\205\217\004\377outouter\377ppackpar\rt\000\001ia\236d\000\n\214v\022\021\376\232\212\016pmpm2po\377ppvregis\375t\254Awsrunn\317ing_\311!\004\005va\377rs1s2scs\177calescr\245\222\001\236\000\004_len\224\215\001\375(s\363et\266e\337\222\001shif\355t\312\222\006ss\321@src\363st\330\000r\000psto\376\001\000ream_co\377pystruct\366\325\216\001dy\000\003_xmu\376*\000gettota}l\357\206\002ingun\235!\377updateus\377e_xv1v2v\377alueswwe\377ightxxpy\377pzerosO\200\377\001\340\004\013\2104\210q\377\220\017\230q\240\006\240g\373\250Q\n\006\320\020!\240\021\376\033\003;\220b\230\r\240Q\333\240a*\003>\230\023\002\026\220\367a\220q>\001\030\230\003\230\3776\240\021\240-\250q\330\377\004\032\230\"\230B\230b\377\240\002\240#\240S\250\001\377\330\004\007\200r\210\023\210\377A\330\010\t\330\t\n\330\377\014\027\220q\320\030;\270\3778\3001\300C\300q\330\377\014\022\220!\2201\220C\357\220q\230\0027\000D\240\001\377\240\023\240A\240R\240r\377\250\030\260\023\260B\260b\377\270\002\270\"\270C\270r\375\300\211\001AB\360\014\000\005\377\035\230A\230V\2401\240\377H\250A\250V\2601\260\377L\300\001\300\026\300q\310\376i\002q\210\006\210c\220\021\334l\001\212\000,\240f\"\000R\250\177r\260\022\2602\260Q\213\001\337u\210C\210q\210\004\010\014\357\210E\220\025\305\001\330\014\025\377\220Q\220f\230C\230s\377\240&\250\003\2503\250c\277\260\024\260Q\260d{\000A\357\270T\300\022\256\000D\310""\002\377\310!\3101\330\010\016\210\375a\261 \001\220\021\220#\220\377S\230\006\230k\250\026\250\377q\260\002\260!\2603\260\177c\270\024\270Q\270b\220\000\375\023\337\000t\3107\320RU\277\320UV\330\017\025(\000\003\373\2308\265\000F\250\"\250B\377\250b\260\007\260v\270R\377\270u\300F\310\"\310G\377\320ST\330\004\010\210\001\355\210\362 \360\006\310\032\030\230\010\352\245 \027\243\000:\237\000f\270B\367\270g\300\330\000\t\210\022\210\2756\217\002V\2302\230\000\016Q\276\201H\017\210t\2201k\001\002\357\210&\220\002\301\002\004\230F\377\240\"\240A\330\004 \240\276\263@\032\230)\2401\255A\010\376\342B\230\001\230\021\230#\230\327S\240\004\230Bq\234\"d\260\337\047\270\023\270G\224\"\001\310\377\024\310Q\310b\320PQ\377\320QT\320TW\320W\357X\330\027\030\321@!\2303\377\230c\240\024\240X\250Q\353\250f\311D\047\313 2\300U\377\310&\320PR\320RY\337\320YZ\330\010\372!c\230\375\023\327@R\230q\240\003\240\1773\240d\250!\25023\000\265a\000\032\330\273\204\003\200\001\225a\031\373\230\005\222dE\260\026\260q\375\270\374`\030\230\001\330\004\017O\210r\220\026\340`\244\204\001\022\325\000\277\004\r\210R\210v\355@c\377\230\026\230r\240\021\330\004\277\032\320\032*\250!\375!\005;\210U\217\204\001\330\010\021.\002\273\204\004\277\022\2101\330\r\016\251\204\0033\373\220c\213 &\240\001\240\026\377\240r\250\022\2507\260&\377\270\001\270\025\270a\270s\363\300&\240`\306D\023\024\220B\377\220a\220s\230&\240\002\376\327 G\2506\260\021\260\"\377\260A\260T\270\021\270#\372\241`a\270\0017\220*\230A\374\270\003\274\204\030\035\230Q\230f\240\367A\240Vj\000\047\270\032\300\374\271@\017\001d\240!\2406\250\177\025\250g\260Z\270q\260\n\367\014\210A\305\000,\230a\230\375q\251\204\003u\220D\230\002\230\335$\016\000x\240{\244\204\002b\270~\334\204Qa\330\026\034\230A\247`\337\003\2408\2501\234\206\0027\270\177&\300\010\310\001\310\021\355A\336\227`\\\320\\]\264\205\r\004\320\273\034.\235`A\260S\310 \023\377\270C\270t\3007\310#\377\310W\320TZ\320Z]\377\320]^\330\017\027\220q\333\230\006\325\207\002\"\240\311!""\022\260\3775\270\006\270b\300\007\300\365q\257\205\007\016\256\206m%\270q\300w\004\300E\332\000$\310a`s\374\370\206\024\323\204\016\014\210B\210f\220\377B\220c\230\024\230V\240\3772\240Q\330\004\n\210\"\377\210F\220\"\220C\220t\367\2306\240\226\205\002\016\210b\220\377\006\220a\220r\230\022\230\3772\230R\230u\240F\250\337#\250W\260C\250\210\002q\330\357\004\033\230=\324\212\001\035\230]\376\242\205\014\013\2101\210E\220\031\377\230*\240A\240S\250\007\377\250s\260\047\270\022\270<?\300q\310\003\3103\232 \206\213\002\374\301\205\005\352\211\001a\220q\230\001\230\177\023\230C\230t\2407`\002\377A\260R\260q\270\003\270\3654\323 \003\236\213\002t\3101\310\377B\310a\310q\330\026\036\317\230a\230v\226\213\002\360\205\001\"\260\177B\260e\2706\300\022\246`\375!\202\207\0018\2207\230!\200\327\001\360\024\204\213\032\033\375\211\002G\250\3773\250a\330\004\024\220I\326\202%\007\200\260\213\006\014\220 !\330\277\010\n\210&\220\001\350\212\001f\377\220A\330\010\017\210q\330\377\004\025\220V\2303\230a\177\330\004\022\220(\230!\255\"\3772\240R\240w\250e\260\027:\270R\240\214\001\330\340\213\021\377\207\002\235\206#\372\340\001q\200\215\002C\240q\330\004\351\030\233\"\311\205\0031\310\215\001t\2105\357\220\004\220Fz\0003\230g\366\277@\010\013\016\000\003\2201\330\373\014\r\234\210\001\020\033\2301\320\277\034>\270a\330\020\202\206\001T]\240\241\213\0017\260#\304\214\002!\322\"\177\002\300!\3001\330\020\272\216\001\377u\230D\240\002\240$\240\037a\240r\250\021\342@\241\215\003\032\000\371\031\333\210\002\201\212\001g\250S\260\004\272\257\210\002\026\216B3\300h\211A\320\357PV\320V\222\206\002\032\"\240}!\316\214\002\047\260\025\260aR\003\377t\320\033-\250V\2604\377\260w\270c\300\027\310\006\377\310c\320QS\320SU\377\320UX\320XY\330\010\372\231\210\001Q\314$\"\240\"\240B\377\240b\250\002\250%\250z\313\270\021\313\212\001:\343 \366ar\240\273\022\240\333!r\250\034\224`s\374\205\216\001\270\216\005u\220C\220u\230\361C\331\210\001F\004M\004\t\330\004\027\350\027\000\374\217\003R\005!\304""\214\002\021\220\021\377\220$\220g\230S\240\007_\240v\250U\260\275ab\351`\3775\300\002\300\"\300B\300\035b\332\216\001\330\022\032\302T\237\217\t\212`\377\220\005\220Y\230j\250\001\377\250\023\250G\2603\260g\377\270R\270|\3101\310C\337\310s\320RS\234\217\003s\220\177#\220U\230&\240\005\255\204\004\376\360`\250t\2601\260D\270\377\001\270\022\2701\270A\330\374\363\217\t\205\221\0015\230\004\230B\230\376\322\212\0012\240Q\240c\250\022\277\2502\250R\250q\214\220\r4\373\250q\222@F\270!\2703\376\336 \030\310\021\310!\3106\343\320Q\330\"\241\205\002\306\222\003U\260!\376\245\220\003t\320\023%\240V\250\3774\250w\260c\270\027\300\337\006\300c\310\021\300\211\r9\260\027J\270f\203 a\376\217\004\205\220\004\333\215\001\3371\200\001\360\026\240\2052\020\220\347\n\230#\206\220\001\306\205\003\004\016\210\212\310\205\001\004\341\205\010\t\204\205N\263\205\014\261\207\001rs\240\021\206\224\005\315\205\001\022\2301\342\222\002\335!\201\223\n\004\007\200\315\205\r\r\016}\330\306\205\010\023\2201\330\024\200\210\001\377t\2404\240w\250c\260\375\027\242\210\004\004\300A\300V\310w1\310D\371\220\002[\320[\334\214\002\375\020\271\205\tZ\260s\270$\270_a\270t\3006\252A\330\251\205\n\373f\270\335\223\001\032\3101\310A\376\222\206\003v\230^\2506\260\024;\260T\252@\003\3007\244\221\001\271\205\003\177W\320WZ\320Z[\271\205\006\365\t\333\225\001q\231\210\001z\230\026\230yq\343\217\002\307\205\003\"\250A\330\222\207\007\337\020\220\001\220\021\237\207\001\t\n.\022\0011\330\014\342\204\0014\354\211\010\220\220\001\375$\376@E\310\022\3102\310\277R\310q\330\033#\235\224\nu\333\270J\233\205\004\014\031\205\223\004\006\240\307a\240v\234\222\002\n\006\337\204\tz\270\357\021\270!\330\312\225\025\n\260#\235\260m\005A\300T\266\204\013\266\210\003\032\374\274\217\001\347\225\003v\220^\2406\250\367\024\250T\360\"7\300&\310\007\003\3101\234\204$";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3724, 6215);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3884 bytes) */
+static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNote \373th\242 Cytho\373n ,\000delib\237erate\206\000\353\001c\367ter!\001n PE\337P-484\245\"re\376\317!s subcl\366\301\000es\314!buil\373ti\313\000ypes.\377 If you \223ne\257 \336\000p\351\000%\tt\177hen set\200\000\367e \047\212\"atio_n_typ\253\000\047\210D\373iv\242\000o Fal\177se.add_\264 \237ecoll\321@+\000s\377.abcdisa\337bleen\002\001gc\373is\004\003dno d\377efault _\377_reduce_\357_ duM\002non\275-\315@vial\033\000c\377init__sr\377c/kernel?s.pxiuM\002\233A\337alloc\224  a\377rray dat\303a.\013\020\367#\311a\246cs.\377|ASCIIBC\377Ellipsis\377KSequenc\365e\202\204\001.\207\204\007__Py\375x\001\000Dict_N\377extRef__l\220$\264\000__\345\"__\001\005\177getitem\r\001yd0\001\027\000func\035\001\346\030\000st\301@)\001imp\274\244`3\001main\003\002owdulM\002nam\002\003\353ewT\001p~\000che\017cksuT\000\n\001?\004\025\001\370\223@\272 \037\001unpicmk?\000En \005vt\374!\036\230\001qualO\005\352%\363&1c\343b\277\001\206Dex\314\001\202`\301_\203\005\216`\262\006\003\006.\007te\373st\344\002sed_s\337igindA\000is\277_corou\372`e\374\214`\244E_buffe\377rargsasy\337ncio.\036\006sb\377backward\277_apply\000\013[\377const do\275u\324`[:, \000\000:O:1],\000\025\031\016]<\022\037float>\017\006\016\030\rDD\007\230@s\261\006\t\001{-]*\021\374q$\322\000sebias\007bn_\267%\000\010\205\201.\330+\334!\000\2650a\007\217D\235\201%\276C\354$\271A\304/\337n_for\200bev\007alb\001\013\336\202$\205o\227o\016\023\200\330\022\205\t\314\200\"\215\204\007\340\010\353\016\340\200*t\017rain\203(\013\002\322\200:\316\032\360S\t\204\205\033\327\022\234\205\016ccha_nnel_\201\211\001s\000\n\362\301\206\025]\022\021G\017line\377_in_trac\375e\275\207""\001cnorm.\375_\254\213\004_avx2c\377ntcoefco\371u\005\001\002\000scpu_Wsup\204\212\001s\211\214\004s\325\207\003?dpdstd\327\211\001\000\002\357_is_\250\220\003dxd\377yemptyen\377codeenum\376\221\216\002epserro\337rfact\003\000lasgs\317\207\002\324\207\00264f\213\000\373at\221\217\004getgp\353id\236\211\002i\215 rin\351vk\000\261\213\001s\000\002ize\377kk1k2k3k\367ind\211\211\001gsm2\377m2_outm2\377om2smax_\373th\227\220\001smean\220\000\001\030\002\t\000\016\000m\240\220\001\225\000g-e\344#mo\245\220\001n\322\213\001\273`gdim\367\216\001\367\000ms\242!\023alm\000\000\006[\240\211\047$\r\214\211\037\377npntnump\377yobjopen\367mp_\213\217\004outo\377uterppac\337kpart\000\001ia\340\244d\000\n\222v\022\021\240\212\016pmp\377m2poppvr\337egist\262Aws\377running_\374\311!\004\005vars1s\3772scscale\347scr\253\222\001\000\004_le9n\232\215\001\375(set\274e\345\222\001\337shift\320\222\006ss>\321@srcst\330\000r\000\357psto\001\000rea\377m_copystoruct\333\216\001dy\000\003\357_xmu*\000get\337total\365\206\002in\367gun\235!updaKte\000\003_\265\004\000\013[\233\215\005\313],\001\006]\024\014\356\214\004],\376\001\005]use_xv\3771v2value\377swweight\377xxpypzer\377osO\200\001\340\004\013\377\2104\210q\220\017\230q\277\240\006\240g\250Q\n\006\320\357\020!\240\021\033\003;\220b\277\230\r\240Q\240a*\003>}\230\023\002\026\220a\220q>\001\377\030\230\003\2306\240\021\240\377-\250q\330\004\032\230\"\377\230B\230b\240\002\240#\377\240S\250\001\330\004\007\200\377r\210\023\210A\330\010\t\377\330\t\n\330\014\027\220q\377\320\030;\2708\3001\300\377C\300q\330\014\022\220!\377\2201\220C\220q\230\002\3767\000D\240\001\240\023\240A\377\240R\240r\250\030\260\023\377\260B\260b\270\002\270\"\337\270C\270r\300\211\001AB\377\360\014\000\005\035\230A\230\377V\2401\240H\250A\250\377V\2601\260L\300\001\300\357\026\300q\310i\002q\210\006\317\210c\220\021l\001\212\000,\240\375f\"\000R\250r\260\022\260\3672\260Q\213\001u\210C\210\375q\210\004\010\014\210E\220\025\376\305\001\330\014\025\220Q\220f\377\230C""\230s\240&\250\003\377\2503\250c\260\024\260Q\373\260d{\000A\270T\300\022\376\256\000D\310\002\310!\3101\337\330\010\016\210a\261 \001\220\377\021\220#\220S\230\006\230\377k\250\026\250q\260\002\260\377!\2603\260c\270\024\270\327Q\270b\220\000\023\337\000t\310\3777\320RU\320UV\330\273\017\025(\000\003\2308\265\000F\377\250\"\250B\250b\260\007\377\260v\270R\270u\300F\377\310\"\310G\320ST\330\337\004\010\210\001\210\362 \360\006\256\310\032\030\230\010\245 \027\243\000:~\237\000f\270B\270g\300\330\000\337\t\210\022\2106\217\002V\230\3532\230\000\016Q\201H\017\210t\373\2201k\001\002\210&\220\002\376\301\002\004\230F\240\"\240A\357\330\004 \240\263@\032\230)\353\2401\255A\010\342B\230\001\230\177\021\230#\230S\240\004\230B\375q\234\"d\260\047\270\023\270\375G\224\"\001\310\024\310Q\310\377b\320PQ\320QT\320\377TW\320WX\330\027\030\376\321@!\2303\230c\240\024\277\240X\250Q\250f\311D\047\376\313 2\300U\310&\320P\377R\320RY\320YZ\330\335\010\372!c\230\023\327@R\230\377q\240\003\2403\240d\250W!\25023\000a\000\032\330\273\204\003\377\200\001\360\n\000\005\010\200\317}\220G\230\236@\317E|\240\3776\250\021\250!\330\014\030\276\277\000\025\230l\250$\364 \010\376\320`(\300,\310a\310q\377\330)+\2507\260\"\260\337D\270\001\270\021\250\204\001|\220\2577\230!\330\216f{\211`\001\373\250\021\262\204\002\230\005\230\\\250\377\024\250R\250x\260r\270\377\030\300\033\310A\310Q\330\357(*\250\047\243\204\002a\260s\377\270#\270V\3002\300Q\236\211\000\014\000\005\031-\000\237\204\003E\377\260\026\260q\270\001\330\004\376\202\000\330\004\017\210r\220\026\353\220q\257\205\002\022\341 \004\r\210\367R\210v\371`c\230\026\230{r\240\203\000\032\320\032*\261\000\356\212`\005\210U\233\205\001\330\010\021\374.\002\307\205\004\022\2101\330\r\016\356\265\205\0033\220c\227@&\240\001\277\240\026\240r\250\022\312\000&\376\310\000\025\270a\270s\300&\373\310\002\321e\023\024\220B\220\177a\220s\230&\240\002\343@\337G\2506\260\021\364\000A\260wT\270\021\264\000Q\270a\304!\2377\220*\230A\270\003\310\205\030\035""\377\230Q\230f\240A\240V\236\267 \047\270\032\300\305`\017\001d\373\240!\352 \025\250g\260Zw\270q\330\261\t\014\210A\305\000\337,\230a\230q\265\205\003u\220\337D\230\002\230$\016\000x\240\355{\260\205\002b\270\350\205Qa\330\026\337\034\230A\230S\314`8\250\3751\250\207\0027\270&\300\010\310\367\001\310\021\371aW\320W\\\367\320\\]\300\206\r\004\320\034.\277\250f\260A\260S\223`\023\377\270C\270t\3007\310#\377\310W\320TZ\320Z]\377\320]^\330\017\027\220q\333\230\006\341\210\002\"\240\311!\022\260\3775\270\006\270b\300\007\300\365q\273\206\007\016\272\207m%\270q\300w\004\300E\332\000$\310a`s\374\204\210\024\323\204\016\014\210B\210f\220\377B\220c\230\024\230V\240\3772\240Q\330\004\n\210\"\377\210F\220\"\220C\220t\367\2306\240\226\205\002\016\210b\220\377\006\220a\220r\230\022\230\3772\230R\230u\240F\250\337#\250W\260C\264\211\002q\330\357\004\033\230=\340\213\001\035\230]\376\242\205\014\013\2101\210E\220\031\377\230*\240A\240S\250\007\377\250s\260\047\270\022\270<?\300q\310\003\3103\232 \222\214\002\374\301\205\005\366\212\001a\220q\230\001\230\177\023\230C\230t\2407`\002\377A\260R\260q\270\003\270\3654\323 \003\252\214\002t\3101\310\375B\262\207\002\026\036\230a\230v\374\242\214\002\360\205\001\"\260B\260e\270W6\300\022\246`!\216\210\0018\303\207\001\257\200\001\360\024\220\214\032\033\211\213\002G\377\2503\250a\330\004\024\220\255I\202%\007\200\274\214\006\014\220 !\177\330\010\n\210&\220\001\364\213\001\377f\220A\330\010\017\210q\377\330\004\025\220V\2303\230\377a\330\004\022\220(\230!\376\255\"2\240R\240w\250e/\260:\270R\254\215\001\330\354\214\021\377\207\002t\235\206#\340\001q\214\216\002C\240q\271\210\002\364\233\212\002\313\205\0011\324\216\001t\2105\220w\004\220Fz\0003\230g\277@\373\010\013\016\000\003\2201\330\014\375\r\234\210\001\020\033\2301\320\034\337>\270a\330\020\202\206\001T\240\256\255\214\0017\260#\320\215\002!\322\"\002\277\300!\3001\330\020\306\217\001u\377\230D\240\002\240$\240a\217\240r\250\021\342@\255\216\003\032\000\031\374\333\210\002\215\213""\001g\250S\260\004\260\272\260\210\001\026\216B3\300h\300\212\001\320\357PV\320V\222\206\002\032\"\240}!\332\215\002\047\260\025\260aR\003\377t\320\033-\250V\2604\377\260w\270c\300\027\310\006\377\310c\320QS\320SU\277\320UX\320XY\346\212\001A\373\210Q\314$\"\240\"\240B\377\240b\250\002\250%\250z\316\214\213\001\013\210:\343 \366ar\240\273\022\240\333!r\250\034\224`s\374\221\217\001\304\217\005u\220C\220u\230\351C\331\210\001\346\210\001QK\006\t\330\004\321\027\027\000\210\221\003R\005!\320\215\002\021\220\377\021\220$\220g\230S\240\277\007\240v\250U\260\275ab\376\351`5\300\002\300\"\300B;\300b\346\217\001\330\022\032\302T\253\220\t\376\212`\220\005\220Y\230j\250\377\001\250\023\250G\2603\260\377g\270R\270|\3101\310\277C\310s\320RS\250\220\003s\377\220#\220U\230&\240\005\274\255\204\004\360`\250t\2601\364\214\002\022\237\2701\270A\330\377\220\t\221\222\0015\337\230\004\230B\230\322\212\0012\240\377Q\240c\250\022\2502\250wR\250q\230\221\r4\250q\222@\337F\270!\2703\336 \030\310\177\021\310!\3106\320Q\330\"\334\241\205\002\322\223\003U\260!\261\221\003t\320\377\023%\240V\2504\250w\377\260c\270\027\300\006\300c\373\310\021\300\211\r9\260J\270f\342\203 a\212\221\004\221\221\004\347\216\0011\200\001\373\360\026\240\2052\020\220\n\230#\\\222\221\001\306\205\003\004\016\210\310\205\001\004\341\205\010q\t\204\205N\263\205\014\261\207\001r\240\021\222\225\005\256\220\220\001\022\2301\356\223\002!\215\224\n\004\273\007\200\315\205\r\r\016\330\306\205\010\023\357\2201\330\024\200\210\001t\2404\277\240w\250c\260\027\242\210\004\004\377\300A\300V\3101\310D\256\205\222\002[\320[\334\214\002\020\271\205\tZ\377\260s\270$\270a\270tk\3006\252A\330\251\205\nf\270\351\224\001\337\032\3101\310A\222\206\003v\230\177^\2506\260\024\260T\252@\347\003\3007\260\222\001\271\205\003W\320W\357Z\320Z[\342\204\t\007\200q>\231\210\001z\230\026\230q\343\217\002\307\205\003\357\"\250A\330\222\207\007\020\220\001\333\220\021\237\207\001\t\n\022\0011\330\245\014\342\204\0014\354\211\010\220\220\001$\376@""E\377\310\022\3102\310R\310qw\330\033#\251\225\nu\270J\233\205\004\373\014\031\221\224\004\006\240a\240v\370\250\223\002\n\006\337\204\tz\270\021\270!\275\330\326\226\025\n\260#\260m\005A\223\300T\266\204\013\266\210\003\032\274\217\001\363\226\003v\377\220^\2406\250\024\250T\376\360\"7\300&\310\003\3101\000\234\204$";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3884, 6443);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (6215 bytes) */
-static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__src/kernels.pxiunable to allocate array data.unable to allocate shape and strides.|ASCIIBCEllipsisKSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesbbackward_applybackward_apply[const double[:, :, ::1],const double[:, :, ::1],double[:, :, ::1]]backward_apply[const float[:, :, ::1],const float[:, :, ::1],float[:, :, ::1]]backward_sumsbackward_sums[const double[:, :, ::1],const double[:, :, ::1]]backward_sums[const float[:, :, ::1],const float[:, :, ::1]]basebiasbn_backwardbn_backward[const double[:, :, ::1],const double[:, :, ::1],const double[::1],double[:, :, ::1]]bn_backward[const float[:, :, ::1],const float[:, :, ::1],const float[::1],float[:, :, ::1]]bn_forward_evalbn_forward_eval[const double[:, :, ::1],const double[::1],const double[::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_eval[const float[:, :, ::1],const float[::1],const float[::1],const float[::1],const float[::1],float[:, :, ::1]]bn_forward_trainbn_forward_train[const double[:, :, ::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_train[const float[:, :"", ::1],const float[::1],const float[::1],float[:, :, ::1]]cchannel_statschannel_stats[const double[:, :, ::1]]channel_stats[const float[:, :, ::1]]cline_in_tracebackcnorm._kernels_avx2cntcoefcountcountscpu_supportsdefaultsdoubledpdstdtypedtype_is_objectdxdyemptyencodeenumerateepserrorflagsfloatfloat64formatfortrangetgpidindexinnerinvstditemsitemsizekk1k2k3kindkwargsm2m2_outm2om2smax_threadsmeanmean_outmeansmemviewmerge_statsmomodennamenbndimneed_sumsnormalizenormalize[const double[:, :, ::1],double[:, :, ::1]]normalize[const float[:, :, ::1],float[:, :, ::1]]npntnumpyobjopenmp_enabledoutouterppackpartpartial_statspartial_stats[const double[:, :, ::1]]partial_stats[const float[:, :, ::1]]pmpm2poppvregisterrowsrunning_meanrunning_vars1s2scscalescratchscratch_lenset_max_threadssetdefaultshapeshiftsignaturessizesrcstartstepstopstream_copystructsum_dysum_dy_xmutargettotaltrainingunpackupdateuse_xv1v2valueswweightxxpypzerosO\200\001\340\004\013\2104\210q\220\017\230q\240\006\240g\250Q\200\001\340\004\013\2104\210q\320\020!\240\021\200\001\340\004\013\210;\220b\230\r\240Q\240a\200\001\340\004\013\210>\230\021\200\001\340\004\026\220a\220q\200\001\340\004\030\230\003\2306\240\021\240-\250q\330\004\032\230\"\230B\230b\240\002\240#\240S\250\001\330\004\007\200r\210\023\210A\330\010\t\330\t\n\330\014\027\220q\320\030;\2708\3001\300C\300q\330\014\022\220!\2201\220C\220q\230\002\230\"\230D\240\001\240\023\240A\240R\240r\250\030\260\023\260B\260b\270\002\270\"\270C\270r\300\021\200\001\340AB\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270\"\270A\270T\300\022\3001\300D\310\002\310!\3101\330\010\016\210a\210q\220\001\220\021\220#\220S\230\006\230k\250\026\250q\260\002\260!\2603\260c""\270\024\270Q\270b\300\001\300\023\300C\300t\3107\320RU\320UV\330\017\025\220S\230\003\2308\2401\240F\250\"\250B\250b\260\007\260v\270R\270u\300F\310\"\310G\320ST\330\004\010\210\001\210\021\200\001\360\006\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240\001\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\007\200r\210\023\210A\330\010\017\210t\2201\330\004\010\210\002\210&\220\002\220#\220S\230\004\230F\240\"\240A\330\004 \240\001\330\004\032\230)\2401\330\t\n\330\010\026\220a\220q\230\001\230\021\230#\230S\240\004\240A\240R\240q\250\003\2503\250d\260\047\270\023\270G\3001\300D\310\001\310\024\310Q\310b\320PQ\320QT\320TW\320WX\330\027\030\230\002\230!\2303\230c\240\024\240X\250Q\250f\260B\260b\270\002\270\047\300\022\3002\300U\310&\320PR\320RY\320YZ\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\004\013\2104\210q\200\001\360\014\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004\030\230\001\330\004\017\210r\220\026\220q\230\003\2306\240\022\2401\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\032\320\032*\250!\330\004\010\210\005\210U\220!\2201\330\010\021\220\026\220q\230\001\330\004\007\200r\210\022\2101\330\r\016\330\014\022\220!\2203\220c\230\021\230&\240\001\240\026\240r\250\022\2507\260&\270\001\270\025\270a\270s\300&\310\002\310\"\310G\320ST\330\023\024\220B\220a\220s\230&\240\002\240\"\240G\2506\260\021\260\"\260A\260T\270\021\270#\270Q\270a\330\004\013\2107\220*\230A\200\001\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\010\210\005\210U\220!\2201\330\010\014\210A\210U\220,\230a\230q""\330\010\016\210a\210u\220D\230\002\230$\230a\230x\240{\260!\2603\260b\270\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260a\330\026\034\230A\230S\240\003\2408\2501\250A\250V\2607\270&\300\010\310\001\310\021\310&\320PW\320W\\\320\\]\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270%\270q\300\004\300E\310\021\310$\310a\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240\001\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\014\210B\210f\220B\220c\230\024\230V\2402\240Q\330\004\n\210\"\210F\220\"\220C\220t\2306\240\022\2401\330\004\016\210b\220\006\220a\220r\230\022\2302\230R\230u\240F\250#\250W\260C\260v\270R\270q\330\004\033\230=\250\001\330\004\035\230]\250!\330\004\010\210\005\210U\220!\2201\330\010\013\2101\210E\220\031\230*\240A\240S\250\007\250s\260\047\270\022\270<\300q\310\003\3103\310a\330\004\007\200r\210\022\2101""\330\r\016\330\014\025\220Q\220a\220q\230\001\230\023\230C\230t\2407\250#\250W\260A\260R\260q\270\003\2704\270q\300\003\3001\300C\300t\3101\310B\310a\310q\330\026\036\230a\230v\240R\240r\250\022\2507\260\"\260B\260e\2706\300\022\3007\310!\330\004\013\2108\2207\230!\200\001\360\024\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\007\200q\210\006\210c\220\021\330\010\014\210F\220!\330\010\n\210&\220\001\330\010\016\210f\220A\330\010\017\210q\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\030\230\001\230\023\230A\230S\240\003\2401\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\010\013\2105\220\003\2201\330\014\r\330\r\016\330\020\033\2301\320\034>\270a\330\020\034\230A\230T\240\027\250\003\2507\260#\260Q\260d\270!\2704\270q\300\002\300!\3001\330\020\026\220a\220u\230D\240\002\240$\240a\240r\250\021\250#\250R\250r\260\022\2601\330\020\031\230\021\230&\240\003\2403\240g\250S\260\004\260A\260T\270\026\270q\300\003\3003\300h\310a\310q\320PV\320V]\320]^\330\032\"\240!\2401\240F\250\047\260\025\260a\330\020\026\220a\220t\320\033-\250V\2604\260w\270c\300\027\310\006\310c\320QS\320SU\320UX\320XY\330\010\014\210A\210Q\330\010\017\210q\330\004\"\240\"\240B\240b\250\002\250%\250z\270\021\330\004\013\210:\220V\2302\230R\230r\240\022\2402\240R\240r\250\034\260R\260s\270\"\270A\330\004\007\200u\210C\210u\220C\220u\230C\230q\330\010\014\210A\210Q\330\010\014\210A\210Q\330\010\t\330\004\027\220u\230B\230b\240\002\240\"\240B\240b\250\002\250!\330\t\n\330\010\021\220\021\220$\220g\230S\240\007\240v\250U\260\"\260B\260b\270\003\2705\300\002\300\"\300B\300b\310\002\310!""\330\022\032\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\005\220Y\230j\250\001\250\023\250G\2603\260g\270R\270|\3101\310C\310s\320RS\330\010\016\210a\210s\220#\220U\230&\240\005\240R\240r\250\022\2503\250a\250t\2601\260D\270\001\270\022\2701\270A\330\010\014\210E\220\025\220a\220q\330\014\022\220!\2205\230\004\230B\230d\240!\2402\240Q\240c\250\022\2502\250R\250q\330\014\025\220Q\220f\230C\230s\240&\250\003\2504\250q\260\004\260F\270!\2703\270c\300\030\310\021\310!\3106\320QX\320XY\330\026\036\230a\230q\240\006\240g\250U\260!\330\010\016\210a\210t\320\023%\240V\2504\250w\260c\270\027\300\006\300c\310\021\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021\330\004\013\2101\200\001\360\026\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\020\220\n\230#\230Q\330\004\n\210&\220\001\330\004\016\210f\220A\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\036\230a\230r\240\021\240#\240S\250\001\330\004\030\230\001\230\022\2301\230C\230s\240!\330\004\007\200u\210C\210q\330\010\t\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\r\016\330\020\033\2301\320\034>\270a\330\020\023\2201\330\024\036\230a\230t\2404\240w\250c\260\027\270\003\2704\270q\300\004\300A\300V\3101\310D\320PQ\320Q[\320[\\\320\\]\330\020\031\230\021\230&\240\003\2403\240g\250Z\260s\270$\270a\270t\3006\310\021\310!\330\032\"\240!\2401\240F\250\047\260\025\260f\270A\270T\300\032\3101\310A\330\020\026\220a\220v\230^\2506\260\024\260T\270\027\300\003\3007\310&""\320PS\320SU\320UW\320WZ\320Z[\330\010\014\210A\210Q\330\010\t\330\004\007\200q\330\010\017\210z\230\026\230q\240\002\240\"\240B\240b\250\002\250\"\250A\330\010\013\2105\220\003\2201\330\014\020\220\001\220\021\330\014\r\330\t\n\330\010\013\2101\330\014\032\230!\2304\230t\2407\250#\250W\260A\260T\270\021\270$\270f\300E\310\022\3102\310R\310q\330\033#\2401\240F\250\"\250B\250b\260\007\260u\270J\300b\310\002\310!\330\014\031\230\021\230#\230S\240\006\240a\240v\250Q\250a\330\014\031\230\021\230#\230S\240\005\240R\240r\250\022\2503\250a\250z\270\021\270!\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\n\260#\260T\270\021\270$\270f\300A\300T\310\021\310!\3106\320QX\320XY\330\026\034\230A\230T\240\032\2501\250A\330\010\016\210a\210v\220^\2406\250\024\250T\260\027\270\003\2707\300&\310\003\3101\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021";
+    #else /* compression: none (6443 bytes) */
+static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__src/kernels.pxiunable to allocate array data.unable to allocate shape and strides.|ASCIIBCEllipsisKSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesbbackward_applybackward_apply[const double[:, :, ::1],const double[:, :, ::1],double[:, :, ::1]]backward_apply[const float[:, :, ::1],const float[:, :, ::1],float[:, :, ::1]]backward_sumsbackward_sums[const double[:, :, ::1],const double[:, :, ::1]]backward_sums[const float[:, :, ::1],const float[:, :, ::1]]basebiasbn_backwardbn_backward[const double[:, :, ::1],const double[:, :, ::1],const double[::1],double[:, :, ::1]]bn_backward[const float[:, :, ::1],const float[:, :, ::1],const float[::1],float[:, :, ::1]]bn_forward_evalbn_forward_eval[const double[:, :, ::1],const double[::1],const double[::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_eval[const float[:, :, ::1],const float[::1],const float[::1],const float[::1],const float[::1],float[:, :, ::1]]bn_forward_trainbn_forward_train[const double[:, :, ::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_train[const float[:, :"", ::1],const float[::1],const float[::1],float[:, :, ::1]]cchannel_statschannel_stats[const double[:, :, ::1]]channel_stats[const float[:, :, ::1]]cline_in_tracebackcnorm._kernels_avx2cntcoefcountcountscpu_supportsdefaultsdoubledpdstdtypedtype_is_objectdxdyemptyencodeenumerateepserrorfactorflagsfloatfloat64formatfortrangetgpidindexinnerinvstditemsitemsizekk1k2k3kindkwargsm2m2_outm2om2smax_threadsmeanmean_outmeansmemviewmerge_statsmomodennamenbndimneed_sumsnormalizenormalize[const double[:, :, ::1],double[:, :, ::1]]normalize[const float[:, :, ::1],float[:, :, ::1]]npntnumpyobjopenmp_enabledoutouterppackpartpartial_statspartial_stats[const double[:, :, ::1]]partial_stats[const float[:, :, ::1]]pmpm2poppvregisterrowsrunning_meanrunning_vars1s2scscalescratchscratch_lenset_max_threadssetdefaultshapeshiftsignaturessizesrcstartstepstopstream_copystructsum_dysum_dy_xmutargettotaltrainingunpackupdateupdate_runningupdate_running[double[:],double[:]]update_running[float[:],float[:]]use_xv1v2valueswweightxxpypzerosO\200\001\340\004\013\2104\210q\220\017\230q\240\006\240g\250Q\200\001\340\004\013\2104\210q\320\020!\240\021\200\001\340\004\013\210;\220b\230\r\240Q\240a\200\001\340\004\013\210>\230\021\200\001\340\004\026\220a\220q\200\001\340\004\030\230\003\2306\240\021\240-\250q\330\004\032\230\"\230B\230b\240\002\240#\240S\250\001\330\004\007\200r\210\023\210A\330\010\t\330\t\n\330\014\027\220q\320\030;\2708\3001\300C\300q\330\014\022\220!\2201\220C\220q\230\002\230\"\230D\240\001\240\023\240A\240R\240r\250\030\260\023\260B\260b\270\002\270\"\270C\270r\300\021\200\001\340AB\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270\"\270A\270T\300\022\3001\300D\310\002\310!\3101\330\010\016""\210a\210q\220\001\220\021\220#\220S\230\006\230k\250\026\250q\260\002\260!\2603\260c\270\024\270Q\270b\300\001\300\023\300C\300t\3107\320RU\320UV\330\017\025\220S\230\003\2308\2401\240F\250\"\250B\250b\260\007\260v\270R\270u\300F\310\"\310G\320ST\330\004\010\210\001\210\021\200\001\360\006\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240\001\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\007\200r\210\023\210A\330\010\017\210t\2201\330\004\010\210\002\210&\220\002\220#\220S\230\004\230F\240\"\240A\330\004 \240\001\330\004\032\230)\2401\330\t\n\330\010\026\220a\220q\230\001\230\021\230#\230S\240\004\240A\240R\240q\250\003\2503\250d\260\047\270\023\270G\3001\300D\310\001\310\024\310Q\310b\320PQ\320QT\320TW\320WX\330\027\030\230\002\230!\2303\230c\240\024\240X\250Q\250f\260B\260b\270\002\270\047\300\022\3002\300U\310&\320PR\320RY\320YZ\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\004\013\2104\210q\200\001\360\n\000\005\010\200}\220G\2301\330\010\014\210E\220\025\220a\220|\2406\250\021\250!\330\014\030\230\001\230\025\230l\250$\250b\260\010\270\002\270(\300,\310a\310q\330)+\2507\260\"\260D\270\001\270\021\330\004\007\200|\2207\230!\330\010\014\210E\220\025\220a\220{\240&\250\001\250\021\330\014\027\220q\230\005\230\\\250\024\250R\250x\260r\270\030\300\033\310A\310Q\330(*\250\047\260\023\260B\260a\260s\270#\270V\3002\300Q\200\001\360\014\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004\030\230\001\330\004\017\210r\220\026\220q\230\003\2306\240\022\2401\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\032\320\032*\250!\330\004\010\210\005\210U\220!\2201\330\010\021\220\026\220q\230\001\330\004\007\200r\210\022\2101\330\r\016\330\014\022\220!\2203\220c\230""\021\230&\240\001\240\026\240r\250\022\2507\260&\270\001\270\025\270a\270s\300&\310\002\310\"\310G\320ST\330\023\024\220B\220a\220s\230&\240\002\240\"\240G\2506\260\021\260\"\260A\260T\270\021\270#\270Q\270a\330\004\013\2107\220*\230A\200\001\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\010\210\005\210U\220!\2201\330\010\014\210A\210U\220,\230a\230q\330\010\016\210a\210u\220D\230\002\230$\230a\230x\240{\260!\2603\260b\270\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260a\330\026\034\230A\230S\240\003\2408\2501\250A\250V\2607\270&\300\010\310\001\310\021\310&\320PW\320W\\\320\\]\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270%\270q\300\004\300E\310\021\310$\310a\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240\001""\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\014\210B\210f\220B\220c\230\024\230V\2402\240Q\330\004\n\210\"\210F\220\"\220C\220t\2306\240\022\2401\330\004\016\210b\220\006\220a\220r\230\022\2302\230R\230u\240F\250#\250W\260C\260v\270R\270q\330\004\033\230=\250\001\330\004\035\230]\250!\330\004\010\210\005\210U\220!\2201\330\010\013\2101\210E\220\031\230*\240A\240S\250\007\250s\260\047\270\022\270<\300q\310\003\3103\310a\330\004\007\200r\210\022\2101\330\r\016\330\014\025\220Q\220a\220q\230\001\230\023\230C\230t\2407\250#\250W\260A\260R\260q\270\003\2704\270q\300\003\3001\300C\300t\3101\310B\310a\310q\330\026\036\230a\230v\240R\240r\250\022\2507\260\"\260B\260e\2706\300\022\3007\310!\330\004\013\2108\2207\230!\200\001\360\024\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\007\200q\210\006\210c\220\021\330\010\014\210F\220!\330\010\n\210&\220\001\330\010\016\210f\220A\330\010\017\210q\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\030\230\001\230\023\230A\230S\240\003\2401\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\010\013\2105\220\003\2201\330\014\r\330\r\016\330\020\033\2301\320\034>\270a\330\020\034\230A\230T\240\027\250\003\2507\260#\260Q\260d\270!\2704\270q\300\002\300!\3001\330\020\026\220a\220u\230D\240\002\240$\240a\240r\250\021\250#\250R\250r\260\022\2601\330\020\031\230\021\230&\240\003\2403\240g\250S\260\004\260A\260T\270\026\270q\300\003\3003\300h\310a\310q\320PV\320V]\320]^\330\032\"\240!\2401\240F\250\047\260\025\260a\330\020\026\220a\220t\320\033-\250V\2604\260w\270c\300""\027\310\006\310c\320QS\320SU\320UX\320XY\330\010\014\210A\210Q\330\010\017\210q\330\004\"\240\"\240B\240b\250\002\250%\250z\270\021\330\004\013\210:\220V\2302\230R\230r\240\022\2402\240R\240r\250\034\260R\260s\270\"\270A\330\004\007\200u\210C\210u\220C\220u\230C\230q\330\010\014\210A\210Q\330\010\014\210A\210Q\330\010\t\330\004\027\220u\230B\230b\240\002\240\"\240B\240b\250\002\250!\330\t\n\330\010\021\220\021\220$\220g\230S\240\007\240v\250U\260\"\260B\260b\270\003\2705\300\002\300\"\300B\300b\310\002\310!\330\022\032\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\005\220Y\230j\250\001\250\023\250G\2603\260g\270R\270|\3101\310C\310s\320RS\330\010\016\210a\210s\220#\220U\230&\240\005\240R\240r\250\022\2503\250a\250t\2601\260D\270\001\270\022\2701\270A\330\010\014\210E\220\025\220a\220q\330\014\022\220!\2205\230\004\230B\230d\240!\2402\240Q\240c\250\022\2502\250R\250q\330\014\025\220Q\220f\230C\230s\240&\250\003\2504\250q\260\004\260F\270!\2703\270c\300\030\310\021\310!\3106\320QX\320XY\330\026\036\230a\230q\240\006\240g\250U\260!\330\010\016\210a\210t\320\023%\240V\2504\250w\260c\270\027\300\006\300c\310\021\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021\330\004\013\2101\200\001\360\026\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\020\220\n\230#\230Q\330\004\n\210&\220\001\330\004\016\210f\220A\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\036\230a\230r\240\021\240#\240S\250\001\330\004\030\230\001\230\022\2301""\230C\230s\240!\330\004\007\200u\210C\210q\330\010\t\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\r\016\330\020\033\2301\320\034>\270a\330\020\023\2201\330\024\036\230a\230t\2404\240w\250c\260\027\270\003\2704\270q\300\004\300A\300V\3101\310D\320PQ\320Q[\320[\\\320\\]\330\020\031\230\021\230&\240\003\2403\240g\250Z\260s\270$\270a\270t\3006\310\021\310!\330\032\"\240!\2401\240F\250\047\260\025\260f\270A\270T\300\032\3101\310A\330\020\026\220a\220v\230^\2506\260\024\260T\270\027\300\003\3007\310&\320PS\320SU\320UW\320WZ\320Z[\330\010\014\210A\210Q\330\010\t\330\004\007\200q\330\010\017\210z\230\026\230q\240\002\240\"\240B\240b\250\002\250\"\250A\330\010\013\2105\220\003\2201\330\014\020\220\001\220\021\330\014\r\330\t\n\330\010\013\2101\330\014\032\230!\2304\230t\2407\250#\250W\260A\260T\270\021\270$\270f\300E\310\022\3102\310R\310q\330\033#\2401\240F\250\"\250B\250b\260\007\260u\270J\300b\310\002\310!\330\014\031\230\021\230#\230S\240\006\240a\240v\250Q\250a\330\014\031\230\021\230#\230S\240\005\240R\240r\250\022\2503\250a\250z\270\021\270!\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\n\260#\260T\270\021\270$\270f\300A\300T\310\021\310!\3106\320QX\320XY\330\026\034\230A\230T\240\032\2501\250A\330\010\016\210a\210v\220^\2406\250\024\250T\260\027\270\003\2707\300&\310\003\3101\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 203; i++) {
+    for (int i = 0; i < 207; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 28) PyUnicode_InternInPlace(&string);
@@ -43772,8 +45520,8 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 203; i < 218; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-203].length;
+    for (int i = 207; i < 223; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-207].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -43783,15 +45531,15 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 218; i++) {
+    for (Py_ssize_t i = 0; i < 223; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 203;
-      for (Py_ssize_t i=0; i<15; ++i) {
+      PyObject **table = stringtab + 207;
+      for (Py_ssize_t i=0; i<16; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -44034,6 +45782,21 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 835};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_src, __pyx_mstate->__pyx_n_u_dst, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_nb};
     __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_stream_copy, __pyx_mstate->__pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 846};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
+    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 846};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
+    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_double_double, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 846};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor, __pyx_mstate->__pyx_n_u_c};
+    __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -51812,6 +53575,52 @@ static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_d_dc
     retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
                                                  (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 3,
                                                  &__Pyx_TypeInfo_double__const__, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_float(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_STRIDED) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, 0,
+                                                 PyBUF_RECORDS_RO | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_float, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_STRIDED) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, 0,
+                                                 PyBUF_RECORDS_RO | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_double, stack,
                                                  &result, obj);
     if (unlikely(retcode == -1))
         goto __pyx_fail;

@@ -3223,6 +3223,12 @@ static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_d_dc
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(PyObject *, int writable_flag);
 
 /* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_float(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(PyObject *, int writable_flag);
+
+/* ObjectToMemviewSlice.proto */
 static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(PyObject *, int writable_flag);
 
 /* ObjectToMemviewSlice.proto */
@@ -3588,31 +3594,34 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_2set_max_threads(CYTHON_UNU
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_4openmp_enabled(CYTHON_UNUSED PyObject *__pyx_self); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_6cpu_supports(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_target); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_counts, __Pyx_memviewslice __pyx_v_means, __Pyx_memviewslice __pyx_v_m2); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_34channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_40normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_46bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_52bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_58backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_64backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_70bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu); /* proto */
 static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_src, __Pyx_memviewslice __pyx_v_dst); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor); /* proto */
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor); /* proto */
 static PyObject *__pyx_tp_new__initialisation_5cnorm_17_kernels_baseline___pyx_defaults(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -3773,8 +3782,8 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[4];
-    PyObject *__pyx_codeobj_tab[30];
-    PyObject *__pyx_string_tab[218];
+    PyObject *__pyx_codeobj_tab[33];
+    PyObject *__pyx_string_tab[223];
     PyObject *__pyx_number_tab[6];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3942,116 +3951,121 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_enumerate __pyx_string_tab[105]
 #define __pyx_n_u_eps __pyx_string_tab[106]
 #define __pyx_n_u_error __pyx_string_tab[107]
-#define __pyx_n_u_flags __pyx_string_tab[108]
-#define __pyx_n_u_float __pyx_string_tab[109]
-#define __pyx_n_u_float64 __pyx_string_tab[110]
-#define __pyx_n_u_format __pyx_string_tab[111]
-#define __pyx_n_u_fortran __pyx_string_tab[112]
-#define __pyx_n_u_get __pyx_string_tab[113]
-#define __pyx_n_u_gp __pyx_string_tab[114]
-#define __pyx_n_u_id __pyx_string_tab[115]
-#define __pyx_n_u_index __pyx_string_tab[116]
-#define __pyx_n_u_inner __pyx_string_tab[117]
-#define __pyx_n_u_invstd __pyx_string_tab[118]
-#define __pyx_n_u_items __pyx_string_tab[119]
-#define __pyx_n_u_itemsize __pyx_string_tab[120]
-#define __pyx_n_u_k __pyx_string_tab[121]
-#define __pyx_n_u_k1 __pyx_string_tab[122]
-#define __pyx_n_u_k2 __pyx_string_tab[123]
-#define __pyx_n_u_k3 __pyx_string_tab[124]
-#define __pyx_n_u_kind __pyx_string_tab[125]
-#define __pyx_n_u_kwargs __pyx_string_tab[126]
-#define __pyx_n_u_m2 __pyx_string_tab[127]
-#define __pyx_n_u_m2_out __pyx_string_tab[128]
-#define __pyx_n_u_m2o __pyx_string_tab[129]
-#define __pyx_n_u_m2s __pyx_string_tab[130]
-#define __pyx_n_u_max_threads __pyx_string_tab[131]
-#define __pyx_n_u_mean __pyx_string_tab[132]
-#define __pyx_n_u_mean_out __pyx_string_tab[133]
-#define __pyx_n_u_means __pyx_string_tab[134]
-#define __pyx_n_u_memview __pyx_string_tab[135]
-#define __pyx_n_u_merge_stats __pyx_string_tab[136]
-#define __pyx_n_u_mo __pyx_string_tab[137]
-#define __pyx_n_u_mode __pyx_string_tab[138]
-#define __pyx_n_u_n __pyx_string_tab[139]
-#define __pyx_n_u_name __pyx_string_tab[140]
-#define __pyx_n_u_nb __pyx_string_tab[141]
-#define __pyx_n_u_ndim __pyx_string_tab[142]
-#define __pyx_n_u_need_sums __pyx_string_tab[143]
-#define __pyx_n_u_normalize __pyx_string_tab[144]
-#define __pyx_n_u_normalize_const_double_1_double __pyx_string_tab[145]
-#define __pyx_n_u_normalize_const_float_1_float_1 __pyx_string_tab[146]
-#define __pyx_n_u_np __pyx_string_tab[147]
-#define __pyx_n_u_nt __pyx_string_tab[148]
-#define __pyx_n_u_numpy __pyx_string_tab[149]
-#define __pyx_n_u_obj __pyx_string_tab[150]
-#define __pyx_n_u_openmp_enabled __pyx_string_tab[151]
-#define __pyx_n_u_out __pyx_string_tab[152]
-#define __pyx_n_u_outer __pyx_string_tab[153]
-#define __pyx_n_u_p __pyx_string_tab[154]
-#define __pyx_n_u_pack __pyx_string_tab[155]
-#define __pyx_n_u_part __pyx_string_tab[156]
-#define __pyx_n_u_partial_stats __pyx_string_tab[157]
-#define __pyx_n_u_partial_stats_const_double_1 __pyx_string_tab[158]
-#define __pyx_n_u_partial_stats_const_float_1 __pyx_string_tab[159]
-#define __pyx_n_u_pm __pyx_string_tab[160]
-#define __pyx_n_u_pm2 __pyx_string_tab[161]
-#define __pyx_n_u_pop __pyx_string_tab[162]
-#define __pyx_n_u_pv __pyx_string_tab[163]
-#define __pyx_n_u_register __pyx_string_tab[164]
-#define __pyx_n_u_rows __pyx_string_tab[165]
-#define __pyx_n_u_running_mean __pyx_string_tab[166]
-#define __pyx_n_u_running_var __pyx_string_tab[167]
-#define __pyx_n_u_s1 __pyx_string_tab[168]
-#define __pyx_n_u_s2 __pyx_string_tab[169]
-#define __pyx_n_u_sc __pyx_string_tab[170]
-#define __pyx_n_u_scale __pyx_string_tab[171]
-#define __pyx_n_u_scratch __pyx_string_tab[172]
-#define __pyx_n_u_scratch_len __pyx_string_tab[173]
-#define __pyx_n_u_set_max_threads __pyx_string_tab[174]
-#define __pyx_n_u_setdefault __pyx_string_tab[175]
-#define __pyx_n_u_shape __pyx_string_tab[176]
-#define __pyx_n_u_shift __pyx_string_tab[177]
-#define __pyx_n_u_signatures __pyx_string_tab[178]
-#define __pyx_n_u_size __pyx_string_tab[179]
-#define __pyx_n_u_src __pyx_string_tab[180]
-#define __pyx_n_u_start __pyx_string_tab[181]
-#define __pyx_n_u_step __pyx_string_tab[182]
-#define __pyx_n_u_stop __pyx_string_tab[183]
-#define __pyx_n_u_stream_copy __pyx_string_tab[184]
-#define __pyx_n_u_struct __pyx_string_tab[185]
-#define __pyx_n_u_sum_dy __pyx_string_tab[186]
-#define __pyx_n_u_sum_dy_xmu __pyx_string_tab[187]
-#define __pyx_n_u_target __pyx_string_tab[188]
-#define __pyx_n_u_total __pyx_string_tab[189]
-#define __pyx_n_u_training __pyx_string_tab[190]
-#define __pyx_n_u_unpack __pyx_string_tab[191]
-#define __pyx_n_u_update __pyx_string_tab[192]
-#define __pyx_n_u_use_x __pyx_string_tab[193]
-#define __pyx_n_u_v1 __pyx_string_tab[194]
-#define __pyx_n_u_v2 __pyx_string_tab[195]
-#define __pyx_n_u_values __pyx_string_tab[196]
-#define __pyx_n_u_w __pyx_string_tab[197]
-#define __pyx_n_u_weight __pyx_string_tab[198]
-#define __pyx_n_u_x __pyx_string_tab[199]
-#define __pyx_n_u_xp __pyx_string_tab[200]
-#define __pyx_n_u_yp __pyx_string_tab[201]
-#define __pyx_n_u_zeros __pyx_string_tab[202]
-#define __pyx_n_b_O __pyx_string_tab[203]
-#define __pyx_kp_b_iso88591_4q_q_gQ __pyx_string_tab[204]
-#define __pyx_kp_b_iso88591_4q __pyx_string_tab[205]
-#define __pyx_kp_b_iso88591_b_Qa __pyx_string_tab[206]
-#define __pyx_kp_b_iso88591__6 __pyx_string_tab[207]
-#define __pyx_kp_b_iso88591_aq __pyx_string_tab[208]
-#define __pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B __pyx_string_tab[209]
-#define __pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E __pyx_string_tab[210]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r __pyx_string_tab[211]
-#define __pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1 __pyx_string_tab[212]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1 __pyx_string_tab[213]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq __pyx_string_tab[214]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2 __pyx_string_tab[215]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA __pyx_string_tab[216]
-#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c __pyx_string_tab[217]
+#define __pyx_n_u_factor __pyx_string_tab[108]
+#define __pyx_n_u_flags __pyx_string_tab[109]
+#define __pyx_n_u_float __pyx_string_tab[110]
+#define __pyx_n_u_float64 __pyx_string_tab[111]
+#define __pyx_n_u_format __pyx_string_tab[112]
+#define __pyx_n_u_fortran __pyx_string_tab[113]
+#define __pyx_n_u_get __pyx_string_tab[114]
+#define __pyx_n_u_gp __pyx_string_tab[115]
+#define __pyx_n_u_id __pyx_string_tab[116]
+#define __pyx_n_u_index __pyx_string_tab[117]
+#define __pyx_n_u_inner __pyx_string_tab[118]
+#define __pyx_n_u_invstd __pyx_string_tab[119]
+#define __pyx_n_u_items __pyx_string_tab[120]
+#define __pyx_n_u_itemsize __pyx_string_tab[121]
+#define __pyx_n_u_k __pyx_string_tab[122]
+#define __pyx_n_u_k1 __pyx_string_tab[123]
+#define __pyx_n_u_k2 __pyx_string_tab[124]
+#define __pyx_n_u_k3 __pyx_string_tab[125]
+#define __pyx_n_u_kind __pyx_string_tab[126]
+#define __pyx_n_u_kwargs __pyx_string_tab[127]
+#define __pyx_n_u_m2 __pyx_string_tab[128]
+#define __pyx_n_u_m2_out __pyx_string_tab[129]
+#define __pyx_n_u_m2o __pyx_string_tab[130]
+#define __pyx_n_u_m2s __pyx_string_tab[131]
+#define __pyx_n_u_max_threads __pyx_string_tab[132]
+#define __pyx_n_u_mean __pyx_string_tab[133]
+#define __pyx_n_u_mean_out __pyx_string_tab[134]
+#define __pyx_n_u_means __pyx_string_tab[135]
+#define __pyx_n_u_memview __pyx_string_tab[136]
+#define __pyx_n_u_merge_stats __pyx_string_tab[137]
+#define __pyx_n_u_mo __pyx_string_tab[138]
+#define __pyx_n_u_mode __pyx_string_tab[139]
+#define __pyx_n_u_n __pyx_string_tab[140]
+#define __pyx_n_u_name __pyx_string_tab[141]
+#define __pyx_n_u_nb __pyx_string_tab[142]
+#define __pyx_n_u_ndim __pyx_string_tab[143]
+#define __pyx_n_u_need_sums __pyx_string_tab[144]
+#define __pyx_n_u_normalize __pyx_string_tab[145]
+#define __pyx_n_u_normalize_const_double_1_double __pyx_string_tab[146]
+#define __pyx_n_u_normalize_const_float_1_float_1 __pyx_string_tab[147]
+#define __pyx_n_u_np __pyx_string_tab[148]
+#define __pyx_n_u_nt __pyx_string_tab[149]
+#define __pyx_n_u_numpy __pyx_string_tab[150]
+#define __pyx_n_u_obj __pyx_string_tab[151]
+#define __pyx_n_u_openmp_enabled __pyx_string_tab[152]
+#define __pyx_n_u_out __pyx_string_tab[153]
+#define __pyx_n_u_outer __pyx_string_tab[154]
+#define __pyx_n_u_p __pyx_string_tab[155]
+#define __pyx_n_u_pack __pyx_string_tab[156]
+#define __pyx_n_u_part __pyx_string_tab[157]
+#define __pyx_n_u_partial_stats __pyx_string_tab[158]
+#define __pyx_n_u_partial_stats_const_double_1 __pyx_string_tab[159]
+#define __pyx_n_u_partial_stats_const_float_1 __pyx_string_tab[160]
+#define __pyx_n_u_pm __pyx_string_tab[161]
+#define __pyx_n_u_pm2 __pyx_string_tab[162]
+#define __pyx_n_u_pop __pyx_string_tab[163]
+#define __pyx_n_u_pv __pyx_string_tab[164]
+#define __pyx_n_u_register __pyx_string_tab[165]
+#define __pyx_n_u_rows __pyx_string_tab[166]
+#define __pyx_n_u_running_mean __pyx_string_tab[167]
+#define __pyx_n_u_running_var __pyx_string_tab[168]
+#define __pyx_n_u_s1 __pyx_string_tab[169]
+#define __pyx_n_u_s2 __pyx_string_tab[170]
+#define __pyx_n_u_sc __pyx_string_tab[171]
+#define __pyx_n_u_scale __pyx_string_tab[172]
+#define __pyx_n_u_scratch __pyx_string_tab[173]
+#define __pyx_n_u_scratch_len __pyx_string_tab[174]
+#define __pyx_n_u_set_max_threads __pyx_string_tab[175]
+#define __pyx_n_u_setdefault __pyx_string_tab[176]
+#define __pyx_n_u_shape __pyx_string_tab[177]
+#define __pyx_n_u_shift __pyx_string_tab[178]
+#define __pyx_n_u_signatures __pyx_string_tab[179]
+#define __pyx_n_u_size __pyx_string_tab[180]
+#define __pyx_n_u_src __pyx_string_tab[181]
+#define __pyx_n_u_start __pyx_string_tab[182]
+#define __pyx_n_u_step __pyx_string_tab[183]
+#define __pyx_n_u_stop __pyx_string_tab[184]
+#define __pyx_n_u_stream_copy __pyx_string_tab[185]
+#define __pyx_n_u_struct __pyx_string_tab[186]
+#define __pyx_n_u_sum_dy __pyx_string_tab[187]
+#define __pyx_n_u_sum_dy_xmu __pyx_string_tab[188]
+#define __pyx_n_u_target __pyx_string_tab[189]
+#define __pyx_n_u_total __pyx_string_tab[190]
+#define __pyx_n_u_training __pyx_string_tab[191]
+#define __pyx_n_u_unpack __pyx_string_tab[192]
+#define __pyx_n_u_update __pyx_string_tab[193]
+#define __pyx_n_u_update_running __pyx_string_tab[194]
+#define __pyx_n_u_update_running_double_double __pyx_string_tab[195]
+#define __pyx_n_u_update_running_float_float __pyx_string_tab[196]
+#define __pyx_n_u_use_x __pyx_string_tab[197]
+#define __pyx_n_u_v1 __pyx_string_tab[198]
+#define __pyx_n_u_v2 __pyx_string_tab[199]
+#define __pyx_n_u_values __pyx_string_tab[200]
+#define __pyx_n_u_w __pyx_string_tab[201]
+#define __pyx_n_u_weight __pyx_string_tab[202]
+#define __pyx_n_u_x __pyx_string_tab[203]
+#define __pyx_n_u_xp __pyx_string_tab[204]
+#define __pyx_n_u_yp __pyx_string_tab[205]
+#define __pyx_n_u_zeros __pyx_string_tab[206]
+#define __pyx_n_b_O __pyx_string_tab[207]
+#define __pyx_kp_b_iso88591_4q_q_gQ __pyx_string_tab[208]
+#define __pyx_kp_b_iso88591_4q __pyx_string_tab[209]
+#define __pyx_kp_b_iso88591_b_Qa __pyx_string_tab[210]
+#define __pyx_kp_b_iso88591__6 __pyx_string_tab[211]
+#define __pyx_kp_b_iso88591_aq __pyx_string_tab[212]
+#define __pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B __pyx_string_tab[213]
+#define __pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E __pyx_string_tab[214]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r __pyx_string_tab[215]
+#define __pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr __pyx_string_tab[216]
+#define __pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1 __pyx_string_tab[217]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1 __pyx_string_tab[218]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq __pyx_string_tab[219]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2 __pyx_string_tab[220]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA __pyx_string_tab[221]
+#define __pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c __pyx_string_tab[222]
 #define __pyx_float_0_0 __pyx_number_tab[0]
 #define __pyx_int_0 __pyx_number_tab[1]
 #define __pyx_int_neg_1 __pyx_number_tab[2]
@@ -4088,8 +4102,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<4; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<30; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<218; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<33; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<223; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -4132,8 +4146,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<4; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<30; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<218; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<33; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<223; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -5136,6 +5150,885 @@ static PyObject *__pyx_ff_match_signatures_single(PyObject *__pyx_v_signatures, 
   __pyx_r = 0;
   __pyx_L0:;
   __Pyx_XDECREF(__pyx_v_found_match);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":14
+ *     __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(object, int)
+ * 
+ * @cname('__pyx_ff_map_fused_8b55c5_2_2_float__and_double')             # <<<<<<<<<<<<<<
+ * cdef str map_fused_type(object arg, type ndarray):
+ * 
+*/
+
+static PyObject *__pyx_ff_map_fused_8b55c5_2_2_float__and_double(PyObject *__pyx_v_arg, PyTypeObject *__pyx_v_ndarray) {
+  __Pyx_memviewslice __pyx_v_memslice;
+  Py_ssize_t __pyx_v_itemsize;
+  CYTHON_UNUSED int __pyx_v_dtype_signed;
+  Py_UCS4 __pyx_v_kind;
+  PyObject *__pyx_v_arg_as_memoryview = 0;
+  PyObject *__pyx_v_dtype = NULL;
+  PyObject *__pyx_v_arg_base = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  PyObject *__pyx_t_2 = NULL;
+  Py_ssize_t __pyx_t_3;
+  long __pyx_t_4;
+  int __pyx_t_5;
+  PyObject *__pyx_t_6 = NULL;
+  PyObject *__pyx_t_7 = NULL;
+  PyObject *__pyx_t_8 = NULL;
+  int __pyx_t_9;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("map_fused_type", 0);
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":22
+ *     cdef Py_UCS4 kind
+ * 
+ *     itemsize = -1             # <<<<<<<<<<<<<<
+ * 
+ *     cdef memoryview arg_as_memoryview
+*/
+  __pyx_v_itemsize = -1L;
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":27
+ * 
+ * 
+ *     if ndarray is not None:             # <<<<<<<<<<<<<<
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype
+*/
+  __pyx_t_1 = (__pyx_v_ndarray != ((PyTypeObject*)Py_None));
+  if (__pyx_t_1) {
+
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":28
+ * 
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):             # <<<<<<<<<<<<<<
+ *             dtype = arg.dtype
+ * 
+*/
+    __pyx_t_1 = __Pyx_TypeCheck(__pyx_v_arg, __pyx_v_ndarray); 
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":29
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype             # <<<<<<<<<<<<<<
+ * 
+ *         elif __pyx_memoryview_check(arg):
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 29, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_dtype = __pyx_t_2;
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":28
+ * 
+ *     if ndarray is not None:
+ *         if isinstance(arg, ndarray):             # <<<<<<<<<<<<<<
+ *             dtype = arg.dtype
+ * 
+*/
+      goto __pyx_L4;
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":31
+ *             dtype = arg.dtype
+ * 
+ *         elif __pyx_memoryview_check(arg):             # <<<<<<<<<<<<<<
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+*/
+    __pyx_t_1 = __pyx_memoryview_check(__pyx_v_arg);
+
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":32
+ * 
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base             # <<<<<<<<<<<<<<
+ *             if isinstance(arg_base, ndarray):
+ *                 dtype = arg_base.dtype
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_base); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 32, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_arg_base = __pyx_t_2;
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":33
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):             # <<<<<<<<<<<<<<
+ *                 dtype = arg_base.dtype
+ *             else:
+*/
+      __pyx_t_1 = __Pyx_TypeCheck(__pyx_v_arg_base, __pyx_v_ndarray); 
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":34
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+ *                 dtype = arg_base.dtype             # <<<<<<<<<<<<<<
+ *             else:
+ *                 dtype = None
+*/
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg_base, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 34, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_v_dtype = __pyx_t_2;
+        __pyx_t_2 = 0;
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":33
+ *         elif __pyx_memoryview_check(arg):
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):             # <<<<<<<<<<<<<<
+ *                 dtype = arg_base.dtype
+ *             else:
+*/
+        goto __pyx_L5;
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":36
+ *                 dtype = arg_base.dtype
+ *             else:
+ *                 dtype = None             # <<<<<<<<<<<<<<
+ *         else:
+ *             dtype = None
+*/
+      /*else*/ {
+        __Pyx_INCREF(Py_None);
+        __pyx_v_dtype = Py_None;
+      }
+      __pyx_L5:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":31
+ *             dtype = arg.dtype
+ * 
+ *         elif __pyx_memoryview_check(arg):             # <<<<<<<<<<<<<<
+ *             arg_base = arg.base
+ *             if isinstance(arg_base, ndarray):
+*/
+      goto __pyx_L4;
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":38
+ *                 dtype = None
+ *         else:
+ *             dtype = None             # <<<<<<<<<<<<<<
+ * 
+ *         itemsize = -1
+*/
+    /*else*/ {
+      __Pyx_INCREF(Py_None);
+      __pyx_v_dtype = Py_None;
+    }
+    __pyx_L4:;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":40
+ *             dtype = None
+ * 
+ *         itemsize = -1             # <<<<<<<<<<<<<<
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize
+*/
+    __pyx_v_itemsize = -1L;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":41
+ * 
+ *         itemsize = -1
+ *         if dtype is not None:             # <<<<<<<<<<<<<<
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+*/
+    __pyx_t_1 = (__pyx_v_dtype != Py_None);
+    if (__pyx_t_1) {
+
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":42
+ *         itemsize = -1
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize             # <<<<<<<<<<<<<<
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_dtype, __pyx_mstate_global->__pyx_n_u_itemsize); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 42, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 42, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_v_itemsize = __pyx_t_3;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":43
+ *         if dtype is not None:
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)             # <<<<<<<<<<<<<<
+ *             dtype_signed = kind == u'i'
+ *             if kind in u'iu':
+*/
+      __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_dtype, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 43, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_t_4 = __Pyx_PyObject_Ord(__pyx_t_2); if (unlikely(__pyx_t_4 == ((long)(long)(Py_UCS4)-1))) __PYX_ERR(1, 43, __pyx_L1_error)
+      __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+      __pyx_v_kind = __pyx_t_4;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":44
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'             # <<<<<<<<<<<<<<
+ *             if kind in u'iu':
+ *                 pass
+*/
+      __pyx_v_dtype_signed = (__pyx_v_kind == 0x69);
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":45
+ *             kind = ord(dtype.kind)
+ *             dtype_signed = kind == u'i'
+ *             if kind in u'iu':             # <<<<<<<<<<<<<<
+ *                 pass
+ *             elif kind == u'f':
+*/
+      switch (__pyx_v_kind) {
+        case 0x69:
+        case 0x75:
+        break;
+        case 0x66:
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":49
+ *             elif kind == u'f':
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        __pyx_t_5 = ((sizeof(float)) == __pyx_v_itemsize);
+
+        if (__pyx_t_5) {
+
+        } else {
+
+          __pyx_t_1 = __pyx_t_5;
+
+          goto __pyx_L8_bool_binop_done;
+        }
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_ndim); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 49, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 49, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __pyx_t_5 = (((Py_ssize_t)__pyx_t_3) == 1);
+
+
+
+        __pyx_t_1 = __pyx_t_5;
+
+        __pyx_L8_bool_binop_done:;
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":50
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'             # <<<<<<<<<<<<<<
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L0;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":49
+ *             elif kind == u'f':
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":51
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'double'
+ *             elif kind == u'c':
+*/
+        __pyx_t_5 = ((sizeof(double)) == __pyx_v_itemsize);
+
+        if (__pyx_t_5) {
+
+        } else {
+
+          __pyx_t_1 = __pyx_t_5;
+
+          goto __pyx_L11_bool_binop_done;
+        }
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_v_arg, __pyx_mstate_global->__pyx_n_u_ndim); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 51, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_2);
+        __pyx_t_3 = __Pyx_PyIndex_AsSsize_t(__pyx_t_2); if (unlikely((__pyx_t_3 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 51, __pyx_L1_error)
+        __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+        __pyx_t_5 = (((Py_ssize_t)__pyx_t_3) == 1);
+
+
+
+        __pyx_t_1 = __pyx_t_5;
+
+        __pyx_L11_bool_binop_done:;
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":52
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'             # <<<<<<<<<<<<<<
+ *             elif kind == u'c':
+ *                 pass
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_double);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_double;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L0;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":51
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'float'
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:             # <<<<<<<<<<<<<<
+ *                     return 'double'
+ *             elif kind == u'c':
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":47
+ *             if kind in u'iu':
+ *                 pass
+ *             elif kind == u'f':             # <<<<<<<<<<<<<<
+ *                 pass
+ *                 if sizeof(float) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+*/
+        break;
+        case 99:
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":53
+ *                 if sizeof(double) == itemsize and (<Py_ssize_t>arg.ndim) == 1:
+ *                     return 'double'
+ *             elif kind == u'c':             # <<<<<<<<<<<<<<
+ *                 pass
+ * 
+*/
+        break;
+        default: break;
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":41
+ * 
+ *         itemsize = -1
+ *         if dtype is not None:             # <<<<<<<<<<<<<<
+ *             itemsize = dtype.itemsize
+ *             kind = ord(dtype.kind)
+*/
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":27
+ * 
+ * 
+ *     if ndarray is not None:             # <<<<<<<<<<<<<<
+ *         if isinstance(arg, ndarray):
+ *             dtype = arg.dtype
+*/
+  }
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":56
+ *                 pass
+ * 
+ *     if arg is None:             # <<<<<<<<<<<<<<
+ *         return 'float'
+ * 
+*/
+  __pyx_t_1 = (__pyx_v_arg == Py_None);
+  if (__pyx_t_1) {
+
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":57
+ * 
+ *     if arg is None:
+ *         return 'float'             # <<<<<<<<<<<<<<
+ * 
+ *     try:
+*/
+    {
+      PyObject *__pyx_temp;
+      {
+        __pyx_temp = __pyx_r;
+        __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+        __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+      }
+      __Pyx_XDECREF(__pyx_temp);
+    }
+    goto __pyx_L0;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":56
+ *                 pass
+ * 
+ *     if arg is None:             # <<<<<<<<<<<<<<
+ *         return 'float'
+ * 
+*/
+  }
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+  {
+    __Pyx_PyThreadState_declare
+    __Pyx_PyThreadState_assign
+    __Pyx_ExceptionSave(&__pyx_t_6, &__pyx_t_7, &__pyx_t_8);
+    __Pyx_XGOTREF(__pyx_t_6);
+    __Pyx_XGOTREF(__pyx_t_7);
+    __Pyx_XGOTREF(__pyx_t_8);
+    /*try:*/ {
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":60
+ * 
+ *     try:
+ *         arg_as_memoryview = memoryview(arg)             # <<<<<<<<<<<<<<
+ *     except (ValueError, TypeError):
+ *         pass
+*/
+      __pyx_t_2 = PyMemoryView_FromObject(__pyx_v_arg); if (unlikely(!__pyx_t_2)) __PYX_ERR(1, 60, __pyx_L14_error)
+      __Pyx_GOTREF(__pyx_t_2);
+      __pyx_v_arg_as_memoryview = ((PyObject*)__pyx_t_2);
+      __pyx_t_2 = 0;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+    }
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+    /*else:*/ {
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":67
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))
+ *                 or itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == -1L);
+
+      if (!__pyx_t_5) {
+
+        goto __pyx_L23_next_or;
+      } else {
+
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      __pyx_t_3 = __Pyx_PyMemoryView_Get_itemsize(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 66, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_3 == (sizeof(float)));
+
+
+      if (!__pyx_t_5) {
+
+      } else {
+
+        goto __pyx_L22_next_and;
+      }
+      __pyx_L23_next_or:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":67
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))
+ *                 or itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == (sizeof(float)));
+
+      if (__pyx_t_5) {
+
+      } else {
+
+        __pyx_t_1 = __pyx_t_5;
+
+        goto __pyx_L21_bool_binop_done;
+      }
+      __pyx_L22_next_and:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":68
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):             # <<<<<<<<<<<<<<
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:
+*/
+      __pyx_t_9 = __Pyx_PyMemoryView_Get_ndim(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_9 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(1, 68, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_9 == 1);
+
+
+
+      __pyx_t_1 = __pyx_t_5;
+
+      __pyx_L21_bool_binop_done:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":69
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)             # <<<<<<<<<<<<<<
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+*/
+        __pyx_v_memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(__pyx_v_arg_as_memoryview, 0);
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":70
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        __pyx_t_1 = (__pyx_v_memslice.memview != 0);
+
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":71
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)             # <<<<<<<<<<<<<<
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'float'
+*/
+          __PYX_XCLEAR_MEMVIEW((&__pyx_v_memslice), 1);
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":73
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'float'             # <<<<<<<<<<<<<<
+ *             else:
+ *                 __pyx_PyErr_Clear()
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_float);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_float;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L17_except_return;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":70
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_float(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":75
+ *                 return 'float'
+ *             else:
+ *                 __pyx_PyErr_Clear()             # <<<<<<<<<<<<<<
+ * 
+ *         # try double
+*/
+        /*else*/ {
+          PyErr_Clear();
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":66
+ * 
+ *         # try float
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(float))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(float))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      }
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":78
+ * 
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == -1L);
+
+      if (!__pyx_t_5) {
+
+        goto __pyx_L29_next_or;
+      } else {
+
+      }
+      __pyx_t_3 = __Pyx_PyMemoryView_Get_itemsize(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_3 == ((Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(1, 78, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_3 == (sizeof(double)));
+
+
+      if (!__pyx_t_5) {
+
+      } else {
+
+        goto __pyx_L28_next_and;
+      }
+      __pyx_L29_next_or:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":79
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))
+ *                 or itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+*/
+      __pyx_t_5 = (__pyx_v_itemsize == (sizeof(double)));
+
+      if (__pyx_t_5) {
+
+      } else {
+
+        __pyx_t_1 = __pyx_t_5;
+
+        goto __pyx_L27_bool_binop_done;
+      }
+      __pyx_L28_next_and:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":80
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):             # <<<<<<<<<<<<<<
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:
+*/
+      __pyx_t_9 = __Pyx_PyMemoryView_Get_ndim(__pyx_v_arg_as_memoryview); if (unlikely(__pyx_t_9 == ((int)-1) && PyErr_Occurred())) __PYX_ERR(1, 80, __pyx_L16_except_error)
+      __pyx_t_5 = (__pyx_t_9 == 1);
+
+
+
+      __pyx_t_1 = __pyx_t_5;
+
+      __pyx_L27_bool_binop_done:;
+
+      /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":78
+ * 
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      if (__pyx_t_1) {
+
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":81
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)             # <<<<<<<<<<<<<<
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+*/
+        __pyx_v_memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(__pyx_v_arg_as_memoryview, 0);
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":82
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        __pyx_t_1 = (__pyx_v_memslice.memview != 0);
+
+        if (__pyx_t_1) {
+
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":83
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)             # <<<<<<<<<<<<<<
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'double'
+*/
+          __PYX_XCLEAR_MEMVIEW((&__pyx_v_memslice), 1);
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":85
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+ *                 return 'double'             # <<<<<<<<<<<<<<
+ *             else:
+ *                 __pyx_PyErr_Clear()
+*/
+          {
+            PyObject *__pyx_temp;
+            {
+              __pyx_temp = __pyx_r;
+              __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_double);
+              __pyx_r = __pyx_mstate_global->__pyx_n_u_double;
+            }
+            __Pyx_XDECREF(__pyx_temp);
+          }
+          goto __pyx_L17_except_return;
+
+          /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":82
+ *                 and arg_as_memoryview.ndim == 1):
+ *             memslice = __Pyx_PyObject_to_MemoryviewSlice_ds_double(arg_as_memoryview, 0)
+ *             if memslice.memview:             # <<<<<<<<<<<<<<
+ *                 __PYX_XCLEAR_MEMVIEW(&memslice, 1)
+ *                 # print 'found a match for the buffer through format parsing'
+*/
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":87
+ *                 return 'double'
+ *             else:
+ *                 __pyx_PyErr_Clear()             # <<<<<<<<<<<<<<
+ *     return None
+*/
+        /*else*/ {
+          PyErr_Clear();
+        }
+
+        /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":78
+ * 
+ *         # try double
+ *         if (((itemsize == -1 and arg_as_memoryview.itemsize == sizeof(double))             # <<<<<<<<<<<<<<
+ *                 or itemsize == sizeof(double))
+ *                 and arg_as_memoryview.ndim == 1):
+*/
+      }
+    }
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
+    __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
+    goto __pyx_L19_try_end;
+    __pyx_L14_error:;
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":61
+ *     try:
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):             # <<<<<<<<<<<<<<
+ *         pass
+ *     else:
+*/
+    __pyx_t_9 = __Pyx_PyErr_ExceptionMatches2(((PyObject *)(((PyTypeObject*)PyExc_ValueError))), ((PyObject *)(((PyTypeObject*)PyExc_TypeError))));
+    if (__pyx_t_9) {
+      __Pyx_ErrRestore(0,0,0);
+      goto __pyx_L15_exception_handled;
+    }
+    goto __pyx_L16_except_error;
+
+    /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":59
+ *         return 'float'
+ * 
+ *     try:             # <<<<<<<<<<<<<<
+ *         arg_as_memoryview = memoryview(arg)
+ *     except (ValueError, TypeError):
+*/
+    __pyx_L16_except_error:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    goto __pyx_L1_error;
+    __pyx_L17_except_return:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    goto __pyx_L0;
+    __pyx_L15_exception_handled:;
+    __Pyx_XGIVEREF(__pyx_t_6);
+    __Pyx_XGIVEREF(__pyx_t_7);
+    __Pyx_XGIVEREF(__pyx_t_8);
+    __Pyx_ExceptionReset(__pyx_t_6, __pyx_t_7, __pyx_t_8);
+    __pyx_L19_try_end:;
+  }
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":88
+ *             else:
+ *                 __pyx_PyErr_Clear()
+ *     return None             # <<<<<<<<<<<<<<
+*/
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = ((PyObject*)Py_None); __Pyx_INCREF(Py_None);
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  goto __pyx_L0;
+
+  /* "__pyx_ff_map_fused_8b55c5_2_2_float__and_double":14
+ *     __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(object, int)
+ * 
+ * @cname('__pyx_ff_map_fused_8b55c5_2_2_float__and_double')             # <<<<<<<<<<<<<<
+ * cdef str map_fused_type(object arg, type ndarray):
+ * 
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_AddTraceback("__pyx_ff_map_fused_8b55c5_2_2_float__and_double.map_fused_type", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = 0;
+  __pyx_L0:;
+
+
+
+
+  __Pyx_XDECREF(__pyx_v_arg_as_memoryview);
+  __Pyx_XDECREF(__pyx_v_dtype);
+  __Pyx_XDECREF(__pyx_v_arg_base);
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
@@ -25867,9 +26760,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_29partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_29partial_stats = {"__pyx_fuse_0partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_29partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_8partial_stats};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_29partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats = {"__pyx_fuse_0partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_8partial_stats};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -25926,7 +26819,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_29partial_stats
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_28partial_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -25937,7 +26830,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_29partial_stats
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -26515,9 +27408,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28partial_stats(CYTHON_UNUS
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats = {"__pyx_fuse_1partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_8partial_stats};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_33partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33partial_stats = {"__pyx_fuse_1partial_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_33partial_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_8partial_stats};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_33partial_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -26574,7 +27467,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -26585,7 +27478,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -27936,9 +28829,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_35channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_35channel_stats = {"__pyx_fuse_0channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_35channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_12channel_stats};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_35channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats = {"__pyx_fuse_0channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_12channel_stats};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -27995,7 +28888,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_35channel_stats
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_34channel_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -28006,7 +28899,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_35channel_stats
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_34channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -28097,9 +28990,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_34channel_stats(CYTHON_UNUS
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats = {"__pyx_fuse_1channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_12channel_stats};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39channel_stats = {"__pyx_fuse_1channel_stats", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39channel_stats, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_12channel_stats};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39channel_stats(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   CYTHON_UNUSED Py_ssize_t __pyx_nargs;
   CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
@@ -28156,7 +29049,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(__pyx_self, __pyx_v_x);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(__pyx_self, __pyx_v_x);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -28167,7 +29060,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -30468,9 +31361,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_41normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_41normalize = {"__pyx_fuse_0normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_41normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_41normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43normalize = {"__pyx_fuse_0normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_43normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -30563,7 +31456,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_41normalize(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_40normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_42normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -30578,7 +31471,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_41normalize(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_40normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -30834,9 +31727,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_40normalize(CYTHON_UNUSED P
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_43normalize = {"__pyx_fuse_1normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_43normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_45normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45normalize = {"__pyx_fuse_1normalize", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_45normalize, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_14normalize};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_45normalize(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_scale = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -30929,7 +31822,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyO
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_42normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_44normalize(__pyx_self, __pyx_v_x, __pyx_v_mean, __pyx_v_scale, __pyx_v_shift, __pyx_v_out);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -30944,7 +31837,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyO
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_scale, __Pyx_memviewslice __pyx_v_shift, __Pyx_memviewslice __pyx_v_out) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -31458,9 +32351,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_47bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_47bn_forward_train = {"__pyx_fuse_0bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_47bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_47bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train = {"__pyx_fuse_0bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_weight = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_bias = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -31579,7 +32472,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_47bn_forward_tr
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_46bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -31597,7 +32490,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_47bn_forward_tr
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_46bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -32487,9 +33380,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_46bn_forward_train(CYTHON_U
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train = {"__pyx_fuse_1bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_51bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51bn_forward_train = {"__pyx_fuse_1bn_forward_train", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_51bn_forward_train, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_16bn_forward_train};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_51bn_forward_train(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_weight = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_bias = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -32608,7 +33501,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_tr
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(__pyx_self, __pyx_v_x, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_m2, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -32626,7 +33519,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_tr
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -33774,9 +34667,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_53bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_53bn_forward_eval = {"__pyx_fuse_0bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_53bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_18bn_forward_eval};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_53bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval = {"__pyx_fuse_0bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_18bn_forward_eval};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -33904,7 +34797,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_53bn_forward_ev
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_52bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -33923,7 +34816,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_53bn_forward_ev
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_52bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -34302,9 +35195,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_52bn_forward_eval(CYTHON_UN
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval = {"__pyx_fuse_1bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_18bn_forward_eval};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57bn_forward_eval = {"__pyx_fuse_1bn_forward_eval", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57bn_forward_eval, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_18bn_forward_eval};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57bn_forward_eval(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -34432,7 +35325,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_ev
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(__pyx_self, __pyx_v_x, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_weight, __pyx_v_bias, __pyx_v_eps, __pyx_v_out, __pyx_v_mean, __pyx_v_invstd);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -34451,7 +35344,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_ev
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_weight, __Pyx_memviewslice __pyx_v_bias, double __pyx_v_eps, __Pyx_memviewslice __pyx_v_out, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -35646,9 +36539,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_59backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_59backward_sums = {"__pyx_fuse_0backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_59backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_20backward_sums};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_59backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums = {"__pyx_fuse_0backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_20backward_sums};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -35723,7 +36616,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_59backward_sums
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_58backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -35736,7 +36629,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_59backward_sums
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_58backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -36256,9 +37149,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_58backward_sums(CYTHON_UNUS
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums = {"__pyx_fuse_1backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_20backward_sums};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_63backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63backward_sums = {"__pyx_fuse_1backward_sums", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_63backward_sums, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_20backward_sums};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_63backward_sums(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -36333,7 +37226,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -36346,7 +37239,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -37260,9 +38153,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_65backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_65backward_apply = {"__pyx_fuse_0backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_65backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_22backward_apply};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_65backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply = {"__pyx_fuse_0backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_22backward_apply};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -37398,7 +38291,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_65backward_appl
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_64backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
   /* "src/kernels.pxi":754
  * 
@@ -37424,7 +38317,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_65backward_appl
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_64backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -37693,9 +38586,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_64backward_apply(CYTHON_UNU
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply = {"__pyx_fuse_1backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_67backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_22backward_apply};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_67backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_69backward_apply = {"__pyx_fuse_1backward_apply", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_apply, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_22backward_apply};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_apply(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -37831,7 +38724,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
   /* "src/kernels.pxi":754
  * 
@@ -37857,7 +38750,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_k1, __Pyx_memviewslice __pyx_v_k2, __Pyx_memviewslice __pyx_v_k3, __Pyx_memviewslice __pyx_v_dx, int __pyx_v_use_x) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -38384,9 +39277,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_71bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_71bn_backward = {"__pyx_fuse_0bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_71bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_24bn_backward};
-static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_71bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward = {"__pyx_fuse_0bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_24bn_backward};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -38522,7 +39415,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_71bn_backward(P
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_70bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -38542,7 +39435,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_71bn_backward(P
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_70bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -39382,9 +40275,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_70bn_backward(CYTHON_UNUSED
 }
 
 /* Python wrapper */
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
-static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward = {"__pyx_fuse_1bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_24bn_backward};
-static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_75bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_75bn_backward = {"__pyx_fuse_1bn_backward", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_75bn_backward, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_24bn_backward};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_75bn_backward(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
   __Pyx_memviewslice __pyx_v_x = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_dy = { 0, 0, { 0 }, { 0 }, { 0 } };
   __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
@@ -39520,7 +40413,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(P
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_invstd, __pyx_v_weight, __pyx_v_training, __pyx_v_need_sums, __pyx_v_dx, __pyx_v_sum_dy, __pyx_v_sum_dy_xmu);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -39540,7 +40433,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(P
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_x, __Pyx_memviewslice __pyx_v_dy, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_invstd, __Pyx_memviewslice __pyx_v_weight, int __pyx_v_training, int __pyx_v_need_sums, __Pyx_memviewslice __pyx_v_dx, __Pyx_memviewslice __pyx_v_sum_dy, __Pyx_memviewslice __pyx_v_sum_dy_xmu) {
   Py_ssize_t __pyx_v_outer;
   Py_ssize_t __pyx_v_C;
   Py_ssize_t __pyx_v_inner;
@@ -40579,6 +41472,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):             # <<<<<<<<<<<<<<
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))
+ * 
 */
         __pyx_t_2 = __pyx_v_nb;
 
@@ -40609,6 +41503,8 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))             # <<<<<<<<<<<<<<
+ * 
+ * 
 */
                             __pyx_t_6 = (__pyx_v_b * __pyx_v_B);
                             __pyx_t_7 = (__pyx_v_b * __pyx_v_B);
@@ -40674,6 +41570,812 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
 
 
 
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_29update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+PyDoc_STRVAR(__pyx_doc_5cnorm_17_kernels_baseline_28update_running, "In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,\n    with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None.");
+static PyMethodDef __pyx_mdef_5cnorm_17_kernels_baseline_29update_running = {"update_running", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_pw_5cnorm_17_kernels_baseline_29update_running, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_28update_running};
+static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_29update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  PyObject *__pyx_v_signatures = 0;
+  PyObject *__pyx_v_args = 0;
+  PyObject *__pyx_v_kwargs = 0;
+  CYTHON_UNUSED PyObject *__pyx_v_defaults = 0;
+  CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex = 0;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[5] = {0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("__pyx_fused_cpdef (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
+    struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 846, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 846, __pyx_L3_error)
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+      for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 846, __pyx_L3_error) }
+      }
+    } else {
+      switch (__pyx_nargs) {
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
+    }
+    __pyx_v_signatures = values[0];
+    __pyx_v_args = values[1];
+    __pyx_v_kwargs = values[2];
+    __pyx_v_defaults = values[3];
+    __pyx_v__fused_sigindex = values[4];
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 846, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("cnorm._kernels_baseline.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_28update_running(__pyx_self, __pyx_v_signatures, __pyx_v_args, __pyx_v_kwargs, __pyx_v_defaults, __pyx_v__fused_sigindex);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_signatures, PyObject *__pyx_v_args, PyObject *__pyx_v_kwargs, CYTHON_UNUSED PyObject *__pyx_v_defaults, CYTHON_UNUSED PyObject *__pyx_v__fused_sigindex) {
+  Py_ssize_t __pyx_v_arg_count;
+  PyTypeObject *__pyx_v_ndarray = 0;
+  PyObject *__pyx_v_arg = NULL;
+  PyObject *__pyx_v_dest_sig0 = NULL;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  PyObject *__pyx_t_5 = NULL;
+  int __pyx_t_6;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("update_running", 0);
+  __Pyx_INCREF(__pyx_v_kwargs);
+  __pyx_t_2 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_2) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_2;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  if (__pyx_v_kwargs == Py_None) __pyx_t_2 = 0;
+  else
+  {
+    Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 846, __pyx_L1_error)
+    __pyx_t_2 = (__pyx_temp != 0);
+  }
+
+  __pyx_t_3 = (!__pyx_t_2);
+
+
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    __Pyx_INCREF(Py_None);
+    __Pyx_DECREF_SET(__pyx_v_kwargs, Py_None);
+  }
+  if (unlikely(__pyx_v_args == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
+    __PYX_ERR(2, 846, __pyx_L1_error)
+  }
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 846, __pyx_L1_error)
+  __pyx_v_arg_count = __pyx_t_4;
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_1 = (0 < __pyx_v_arg_count);
+
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_args == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(2, 846, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
+    __Pyx_INCREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  __pyx_t_3 = (__pyx_v_kwargs != Py_None);
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_1 = __pyx_t_3;
+
+    goto __pyx_L7_bool_binop_done;
+  }
+  if (unlikely(__pyx_v_kwargs == Py_None)) {
+    PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
+    __PYX_ERR(2, 846, __pyx_L1_error)
+  }
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 846, __pyx_L1_error)
+
+  __pyx_t_1 = __pyx_t_3;
+
+  __pyx_L7_bool_binop_done:;
+  if (__pyx_t_1) {
+
+    if (unlikely(__pyx_v_kwargs == Py_None)) {
+      PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
+      __PYX_ERR(2, 846, __pyx_L1_error)
+    }
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_v_arg = __pyx_t_5;
+    __pyx_t_5 = 0;
+    goto __pyx_L6;
+  }
+  /*else*/ {
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 846, __pyx_L1_error)
+
+  }
+  __pyx_L6:;
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 846, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
+  __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_5;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_5 = 0;
+  goto __pyx_L0;
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.__pyx_fused_cpdef", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+  __Pyx_XDECREF((PyObject *)__pyx_v_ndarray);
+  __Pyx_XDECREF(__pyx_v_arg);
+  __Pyx_XDECREF(__pyx_v_dest_sig0);
+  __Pyx_XDECREF(__pyx_v_kwargs);
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_79update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_79update_running = {"__pyx_fuse_0update_running", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_79update_running, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_28update_running};
+static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_79update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_m2 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  double __pyx_v_count;
+  double __pyx_v_factor;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[6] = {0,0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("update_running (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 846, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  6:
+        values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 846, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 846, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 6)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+    }
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 846, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.update_running", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_78update_running(__pyx_self, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_mean, __pyx_v_m2, __pyx_v_count, __pyx_v_factor);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor) {
+  Py_ssize_t __pyx_v_c;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  __Pyx_RefNannySetupContext("__pyx_fuse_0update_running", 0);
+
+  /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_mean.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":852
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+*/
+
+    __pyx_t_2 = (__pyx_v_running_mean.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":854
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((float *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_7 * __pyx_v_running_mean.strides[0]) )) = ((float)(((1.0 - __pyx_v_factor) * ((double)(*((float *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_5 * __pyx_v_running_mean.strides[0]) ))))) + (__pyx_v_factor * (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))))));
+    }
+
+
+    /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  }
+
+  /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_var.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":856
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+
+    __pyx_t_2 = (__pyx_v_running_var.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":858
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((float *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_7 * __pyx_v_running_var.strides[0]) )) = ((float)(((1.0 - __pyx_v_factor) * ((double)(*((float *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_6 * __pyx_v_running_var.strides[0]) ))))) + (__pyx_v_factor * (((double)(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_m2.data) + __pyx_t_5)) )))) / (__pyx_v_count - 1.0)))));
+    }
+
+
+    /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  }
+
+  /* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* Python wrapper */
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_81update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds); /*proto*/
+static PyMethodDef __pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_81update_running = {"__pyx_fuse_1update_running", (PyCFunction)(void(*)(void))(PyCFunctionWithKeywords)__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_81update_running, METH_VARARGS|METH_KEYWORDS, __pyx_doc_5cnorm_17_kernels_baseline_28update_running};
+static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_81update_running(PyObject *__pyx_self, PyObject *__pyx_args, PyObject *__pyx_kwds) {
+  __Pyx_memviewslice __pyx_v_running_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_running_var = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_mean = { 0, 0, { 0 }, { 0 }, { 0 } };
+  __Pyx_memviewslice __pyx_v_m2 = { 0, 0, { 0 }, { 0 }, { 0 } };
+  double __pyx_v_count;
+  double __pyx_v_factor;
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[6] = {0,0,0,0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("update_running (wrapper)", 0);
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_VARARGS(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 846, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  6:
+        values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  5:
+        values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  4:
+        values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  3:
+        values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 846, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 846, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 6)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 846, __pyx_L3_error)
+      values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 846, __pyx_L3_error)
+    }
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 846, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+  __Pyx_AddTraceback("cnorm._kernels_baseline.update_running", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_80update_running(__pyx_self, __pyx_v_running_mean, __pyx_v_running_var, __pyx_v_mean, __pyx_v_m2, __pyx_v_count, __pyx_v_factor);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_running_var, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_mean, 1);
+  __PYX_XCLEAR_MEMVIEW(&__pyx_v_m2, 1);
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNUSED PyObject *__pyx_self, __Pyx_memviewslice __pyx_v_running_mean, __Pyx_memviewslice __pyx_v_running_var, __Pyx_memviewslice __pyx_v_mean, __Pyx_memviewslice __pyx_v_m2, double __pyx_v_count, double __pyx_v_factor) {
+  Py_ssize_t __pyx_v_c;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  __Pyx_RefNannySetupContext("__pyx_fuse_1update_running", 0);
+
+  /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_mean.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":852
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+*/
+
+    __pyx_t_2 = (__pyx_v_running_mean.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":854
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":853
+ *     if running_mean is not None:
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((double *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_7 * __pyx_v_running_mean.strides[0]) )) = ((double)(((1.0 - __pyx_v_factor) * ((double)(*((double *) ( /* dim=0 */ (__pyx_v_running_mean.data + __pyx_t_5 * __pyx_v_running_mean.strides[0]) ))))) + (__pyx_v_factor * (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_6)) ))))));
+    }
+
+
+    /* "src/kernels.pxi":851
+ *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+ *     cdef Py_ssize_t c
+ *     if running_mean is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_mean.shape[0]):
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+*/
+  }
+
+  /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  __pyx_t_1 = (((PyObject *) __pyx_v_running_var.memview) != Py_None);
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":856
+ *                                          + factor * mean[c])
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+
+    __pyx_t_2 = (__pyx_v_running_var.shape[0]);
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_6 = __pyx_v_c;
+
+      /* "src/kernels.pxi":858
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+ *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
+*/
+      __pyx_t_5 = __pyx_v_c;
+
+      /* "src/kernels.pxi":857
+ *     if running_var is not None:
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
+ *                                         + factor * (m2[c] / (count - 1.0)))
+*/
+      __pyx_t_7 = __pyx_v_c;
+      *((double *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_7 * __pyx_v_running_var.strides[0]) )) = ((double)(((1.0 - __pyx_v_factor) * ((double)(*((double *) ( /* dim=0 */ (__pyx_v_running_var.data + __pyx_t_6 * __pyx_v_running_var.strides[0]) ))))) + (__pyx_v_factor * (((double)(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_m2.data) + __pyx_t_5)) )))) / (__pyx_v_count - 1.0)))));
+    }
+
+
+    /* "src/kernels.pxi":855
+ *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+ *                                          + factor * mean[c])
+ *     if running_var is not None:             # <<<<<<<<<<<<<<
+ *         for c in range(running_var.shape[0]):
+ *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+*/
+  }
+
+  /* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
 
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
@@ -43136,7 +44838,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_29partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43144,7 +44846,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 438, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43197,7 +44899,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_35channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43205,7 +44907,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 482, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43243,7 +44945,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_41normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43251,7 +44953,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 583, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43289,7 +44991,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_47bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43297,7 +44999,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 608, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43335,7 +45037,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_53bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43343,7 +45045,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 670, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43381,7 +45083,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_59backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43389,7 +45091,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 722, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43427,7 +45129,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_65backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43435,7 +45137,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
   if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 754, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
@@ -43473,7 +45175,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
 */
   __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_71bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43481,7 +45183,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
   if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
@@ -43525,15 +45227,61 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 835, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
+  /* "src/kernels.pxi":846
+ * 
+ * 
+ * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
+ *                    const double[::1] m2, double count, double factor):
+ *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+*/
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
+  #endif
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_9);
+  __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
+  __Pyx_GIVEREF(__pyx_t_9);
+  __pyx_t_9 = 0;
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
+  __Pyx_as_FusedFunctionObject(__pyx_t_5)->__signatures__ = __pyx_t_4;
+  __Pyx_GIVEREF(__pyx_t_4);
+  __pyx_t_4 = 0;
+  __pyx_t_4 = __pyx_t_5;
+  __Pyx_INCREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 846, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+
   /* "src/_kernels_baseline.pyx":1
  * # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False             # <<<<<<<<<<<<<<
  * """cnorm kernels built for the baseline SIMD target (see kernels.pxi)."""
  * include "kernels.pxi"
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_4) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_test, __pyx_t_5) < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
   /*--- Wrapped vars code ---*/
 
@@ -43730,38 +45478,38 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{179},{8},{15},{7},{6},{2},{9},{50},{15},{30},{37},{1},{5},{1},{1},{8},{1},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{1},{14},{81},{78},{13},{62},{60},{4},{4},{11},{96},{92},{15},{130},{124},{16},{95},{91},{1},{13},{38},{37},{18},{23},{3},{4},{5},{6},{12},{8},{6},{2},{3},{5},{15},{2},{2},{5},{6},{9},{3},{5},{5},{5},{7},{6},{7},{3},{2},{2},{5},{5},{6},{5},{8},{1},{2},{2},{2},{4},{6},{2},{6},{3},{3},{11},{4},{8},{5},{7},{11},{2},{4},{1},{4},{2},{4},{9},{9},{52},{50},{2},{2},{5},{3},{14},{3},{5},{1},{4},{4},{13},{38},{37},{2},{3},{3},{2},{8},{4},{12},{11},{2},{2},{2},{5},{7},{11},{15},{10},{5},{5},{10},{4},{3},{5},{4},{4},{11},{6},{6},{10},{6},{5},{8},{6},{6},{5},{2},{2},{6},{1},{6},{1},{2},{2},{5}};
-    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{19},{14},{15},{9},{9},{108},{232},{308},{190},{327},{214},{301},{853},{702}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{179},{8},{15},{7},{6},{2},{9},{50},{15},{30},{37},{1},{5},{1},{1},{8},{1},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{1},{14},{81},{78},{13},{62},{60},{4},{4},{11},{96},{92},{15},{130},{124},{16},{95},{91},{1},{13},{38},{37},{18},{23},{3},{4},{5},{6},{12},{8},{6},{2},{3},{5},{15},{2},{2},{5},{6},{9},{3},{5},{6},{5},{5},{7},{6},{7},{3},{2},{2},{5},{5},{6},{5},{8},{1},{2},{2},{2},{4},{6},{2},{6},{3},{3},{11},{4},{8},{5},{7},{11},{2},{4},{1},{4},{2},{4},{9},{9},{52},{50},{2},{2},{5},{3},{14},{3},{5},{1},{4},{4},{13},{38},{37},{2},{3},{3},{2},{8},{4},{12},{11},{2},{2},{2},{5},{7},{11},{15},{10},{5},{5},{10},{4},{3},{5},{4},{4},{11},{6},{6},{10},{6},{5},{8},{6},{6},{14},{35},{33},{5},{2},{2},{6},{1},{6},{1},{2},{2},{5}};
+    const struct { const unsigned int length: 10; } bytes_length_index[] = {{1},{19},{14},{15},{9},{9},{108},{232},{308},{140},{190},{327},{214},{301},{853},{702}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2813 bytes) */
-static const char cstring[] = "x\332\305VIw\333\326\025\256$ZV\034y %K\236\322\003J\216\325\346\330jI\311\222\353\244\356\241\344\241N\333\324\032=E\301\001\201G\n\021\t\200x\000%\272Yd\211%\226Xb\211%\226Xb\311%\226\\\366\047\344\047\364{\017\244Lj\212\343N:\"\206\2077\334\373\335\357~\367\n\222%\374\376@\320\313\337\023\331z4\377P\370\352o\244\256\233\255m\225\354\013zE\370J\3265K\255\332\272M\005IS\004E5\331\304\243\303\252\326\373@-SU\210\3227Y\320\3153\277\017\216\035\316|\364\247UI\323tK\220(U\253\232`\351\202I$\345\236\256\325ZB\235\033\331\204\221\317\265\246TS\025\241\256+\344\256@\016\014\254\305Vs\362\034;w\256\242\233\226)isw\205*\266\352M\246\273\222Ap\224 \035\250T\370F\027\352\222%\357\252ZU`GI\226m\022\241\242\333\232\362\215n\021\301\332\005H\253-kW\327\004LWHM-\023S\262\010\014a\246\343@\223M\322\204\027O^\334[|\260\310\0351\t\203\224\n\324.\3135\370@(\303\263l\2535\013\007[-\203\320y\341yEh\351\266\240\021\230\014\007\r\314\353_`\355\022M\240\304b\017\302\034\207C\262T]\023\261\034\326\316u\021T\233\204\255~*\325(\231\227\024E\304<\"\353\265\032\373\246kt^*\313\212J\245r\215\020\215]\253\262J\323\047E\323\341PE\262k\226 \212&Ql\231\210\242\240\330|GM\327\356\301\301\246*\325\360UV5\325\022Ej\312\277\333#\246Fjt\3368Pm\276\017\233-\325j\272\014X\004\3114\245\226\240H\2264\177\302\327\024|\006Q\032w:\377Cic\365\371\363\225\325\047\265\232jP\225\376e\2034l\242\311\204\261p\376=!E\361E\353\000\277\307\200\\\374\206\034X\353\244\"\212]X`6Ld\300\275\177\250\022K\265H\235\r(l\r\376*\266&\263;>\321\336*\265n\200&\354\251.\251\032\277\353\212]\343\3374\251\236\336\331\361\242h\300\000y\227\310{\324\256\247o\335]\330#\013j\372dk\206*\357a\207\047Zo^\323bH\260=\032\266T\353m\333C\374\360I\346<\353\033 \007\354\005$84\205\366\231~\370\374~\235E\250\305\035\245D\021\301gd\024\366P\251(\353\246n\203|\004t\350EC,\333\225\n\310lV\251D[\232\254\352\363\207\323h\271,\311{\373\222\251\210\222a\324Z\203oo!\001\324\022\024\335\206[o\037\336\025\330\377\303\302\316\335\323\306\217\215\354\234\270a""\245\246K\326\361\375\216\r\037\035x\277\033BC\007^~\251\251;\047\255\376@\273\260\226\222\262*\321\262&\366\266\351{\374\305\250\r\216\237\202\343\261\375?\024\304\201\341\223Q\325Dh(\007\203@<\217\274\276\375p\263?n\344DgO\260\340\347=\373\210\201\263\300@UQ\265\243\357\377\026\034g\272\332\277\375G\370z\314\023YF\275\202\204s\371\242\003/\2479\261s\322\254\343\033\327\240\034\"T\024\026\313\204\321R\326t\263>/vK\206\310\362\203\315\2215K\326IEF\231\265\370\205\312\206\215\2043\230\026\323nM\242\251\025\212\241PKa\362\312/L\314\322\216E9PZ\244nX-T\0134\000\004j\313+31(1M\335\254\324\244*\3456\362\313\322\"\360D\255\357v\005\250\001UCU\270@\252p\315T\265&\316a%\203\246\227wdo\257\260W\334[\330\303$\226`UZ/\326\213\"\004\262^\324\353EZ\227 \373\273\2541\241u\"i\354\307?\342\216\201:\353P`Q\225\244\240\325u\326\246hL\310\301\035E\255\263\302\317E\206a\204\326\344\0359|x\373\341:zt\315\317k\245fh\026\2602Z\200Q7\210V7\304n?\000\343\361OL\303@\350\014\311\264\330\017\365?u`\340\345T\242\2344\353\230\tF\335\250\027\r\3350\232&\251\252\324b\361\332\247\246\255i\350lD\006`\357\271)\231\264@\213T\246([\204\312&k\326\2727\261F4V\033\373\342\200\327\036{X\247Aw\325\212u\330\326Q\026St00\r,\263\300\023K\307\017\013\353\250\217F\013\2176\2726\024m\245\225^\305\203\272\215\311\340\212\2056\243\306\023\021V\241\302\003 \333@\227CPi\305\203f\241Y\204\036\331\204\356\357\023\265\272k\035\034\030-\343\0351u\372\367\037\207\376\231\371\324Yt\032\356e\257\341\217\372\325`\355p(\271\222\367\263\351\333\227n\331\273\350\257\371R\372\372\310\343\343S\256\3446\330\3035o\304[\362\263\376\275\240\321\311\334\360f\274\025\257\354\017\373\263\376F0\324\311\234\377\321t&\234Rg\354\223\316\047\027:\343\323n#\271\366e\364 .\304\253q\2433\236s\363n\301]u\033\3360V>\366\207\374\t\277\344\257\373fp-\234\010W\302r4\034\315D\253\221\031\263CK+?\215\377\352\334g^\311\333\366\013\376\237\203R\260\035\026\302\277\306C\361T\334h\363\323\032\316\250#\273Yv\036\214\271\353W0i=0\303\\X\014\327\330\004\333Y""u\032]s\306\306\235\047\356U\346Hg\374\252\273\346V\274U\217\372w\202\221`!\220\303\311p-Tpz)\332\214s0\370q{\270\235o\027:c\227\034\t\230\r\271Yw\326\335\360F\275\275`*h\204\303a>\\\010\345h2Z\213\3120i\002\036Z\355\345d}+\331\332\356\\\276\212\251#\336\003\330\3754\230\tV\202rx>lF\353\221\035?m\317\264\237%\033\233\235\314\2303\344\300\317\237F\317t\362\2327\006\234\246a\345CXX\211V\242j\014\327>qr\316\022\267i\333+z\047\r\034\306\342\262c\271\005v\334\260s\307\035\346^d\274\247\376\214_\352d\004\177\210!\367[\277\300\021\342a\366\206\274\2547\353m\370\031\036\234\006\007H\t\347\242\211\350\031\007f\250=\331^k\227\223\027k\311\332f\262\3712y\371\2523}\r1\315{\013\236\354O\372\257\202\265\240\322\215\347\034\320,\306[\355;\311\213\365d\375u\362\372Mg\214\241/{\023pz\035T\034\361\027|%\310\007E\254\222\316\376\230\262\025\230\201\030\327\275s]\314\236\204Sa#\342X\341r\3311\335)x\301x\232\203_\231\213\316\272\323\344\233Ny\246\237\205\277\311\215/\202<C\344\234\263\305(\331\031\313\362%]\006\347\234B\347\342\245\224\256\013X\226\365\356 \004S\240i.X\016\357DC\321\325H\212h|\007\024\351\006sb\322]\001v\0243\207\201\354\263`)\314\2063a)\334\214\262\321,8\302m_v\277\360J\251\365gD\3743o\315\253\000\372m\0346\027\335\210\013\351\220\342\347\375\245\340jP\r\337D\215\001\343\307\235\022\036\357z\222\327H\351j\273\217\021\215\333\0308\360\377\301\211Z\216\376\033\371\"u\246n\301\217\rD\351AP\340\236,Gw\34210$\313\002\016f|\233|\273s4\2072\311\255y\360\243\024n\000\312\t\344\273\025/\267g\333/\223\3157\311\233\235d\347\273\316e(\007R\255|\010f.\274\037\215\"\321\316\307\215\367\211s\351\177\255\016\237G\2158\023?\201s\267\333\322\377\307\253S\344\340\030\307\307\235\025\247\002N\312\336$\266*\372\230s\301\231q\236\2723\320_\253\227\032\227\234\262;\n\237M/\007\321X\367l\310\325l\3602\\\345b\005\243nz\177\0148%w\216$\314\247N\001x]\367\276\000Q7\202\363\001\005Us\321W0r\244\275\000p\006\022\211\341\231\n\313\004P\265\374e~H)\\G\332\216D\213@u\204\227\010\253]h\257\264\245v""\2433\365k\220\267\311K\003\313\271\031\210\t\211\226 %\313\355<\313\244\007\356\262\227\007X\223g\202u\223+\3603D\020\006M\272\317{H\364Qc\034\220\344;c\027 \215C,\242\025\227+&\\\277\n!]\360\2600\347\376\006\312\306\020+\302\240\375\200\204\017\001\016j\324\211\254\342\032\364a)\314|l\360\"\270\3527\370J.{,\235\n\314H\313\271\357f\334\247\\V\253\260\033\240\337wG\200\376\370E\006\353\225\233^!\271\365\010\322r\205e\341&g\305r8\313\251\232\347\260\016\307y\234}\205\311\272\215z;\354\337\366%@\232\005\376\251\311\370x\235\353\033\323\331j\260\021f\270fM\361\220,\304\273,\030\311\213\355d\233\023\370\306\014\034`%m.\274\212\344\347\373Z\311\315{\300}1\334\217\344x\272=\332\226\223\265\215d\003e\360U\362\352u*Nk]Hg\300\373\025\277\034\014\007\237\007\357\242,\013\344C^\256\326A\332\024^3\270\005ZPV\210{\031j\203\2616x\3238\334\254{CZO\343\313J7\243\322\235\363<\231\263H\312\333n\025X\236\367\233\301\026\047P\031\\\273\017Hf\342\225\270\314\252{\047w\343\224\300\366\213\001,w\317\271\257\275\357\203\241`\"x\0061\255b\326\017\240\352j\233&\353\033\251\016Ph\300\026p<\327\345,(\027X`\343c\210A.*\300\233\376=Ye\271\217*\274\302)\001N\3722\326\024\021\224c\352\263\210f#\023>E@\027\000\3605hO\276\275\224\254qp\247R\006\261^n+\314\247\206X\311\304\347\340\335b\260\217\356d:\036\215\345v\366\250\362\374!\374:\252\000\005\251\253:\2077d5\222j\352\243\222\352\212{\001]\003\327\031\226K\2314\227\216\310\360\1778\251\216d\020{\205\372\365\272Q\226P9\257\300\241\314\017\350\375\t\3115\230P\023\310\262I\266\235\345/\302:9\234\356\nU&.\305\333\210\375c\336\375\274M\336\362\0027\220Do@\337\333h\020\254x\211Ek0k*\274\301\274\201\035Ji\3764\275\357P\t&\221t\323H\271eV6\323\364A\361D\341x\333\317v`\3112\351\035D\276\321G\371\231\240\324\247\rWXEb\022\301\362\000\001\355\2143\226/\366\311.\353In\203\000O\332\271v\261\275\016\271\2759;\320\251\332\321\327\335\014\031\277\336\355\005G!\034M\336\203\035\016\365S\035\331\034\345O\255\241\027 J\275CK\361\346 \207S\355\272\301\372\207\224\301M""\367;\250\344d\260\311A_F\2335\202>\374\303(\374/\274/\216*";
-    PyObject *data = __Pyx_DecompressString(cstring, 2813, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2938 bytes) */
+static const char cstring[] = "x\332\305W[W\333V\026.\340\020\232\222&6\327\220t\226\014ih3\t36\0042i\047\263\014\271L:3\235\030\010\271P\252%K\307F\305\226d\035\311\3404\263V\037\365\250G=\352Q\217z\324\243\036\375\350G?\316O\350O\230\357\034\331\200\201\244i\346\226\205u9:\227\275\277\375\355o\357\010\222%\374\376@\320K?\020\331\272\277pO\370\372o\244\246\233\315-\225\354\013zY\370Z\3265K\255\330\272M\005IS\004E5\331\304\223\303\252\326\373@-SU\210rl\262\240\233\357\374\336?v8\363\376\237\326$M\323-A\242T\255h\202\245\013&\221\224\333\272Vm\n5nd\003F>\321\032RUU\204\232\256\220[\00290\260\026[\315\313\363\354\334\371\262nZ\246\244\315\337\022*\330\2527\231\356J\006\301Q\202t\240R\341[]\250I\226\274\253j\025\201\035%Y\266I\204\262nk\312\267\272E\004k\027 \2555\255]]\0230]!U\265DL\311\"0\204\231\216\003M6I\023\236>|z{\351\356\022w\304$\014R*P\273$W\341\003\241\014\317\222\255V-\034l5\rB\027\204\047e\241\251\333\202F`2\03440\357\370\002k\227h\002%\026{\020\3469\034\222\245\352\232\210\345\260v\276\213\240\332 l\365#\251J\311\202\244(\"\346\021Y\257V\3317]\243\013RIVT*\225\252\204h\354Z\221U\232<)\232\016\207\312\222]\265\004Q4\211b\313D\024\005\305\346;j\272v\033\0166T\251\212\257\262\252\251\226(RS\376\335\03615R\245\013\306\201j\363}\330l\251Z\325e\300\"H\246)5\005E\262\244\2053\276&\3403\210\222\270\323\2057\205\215\265\047OV\327\036V\253\252AU\372\227\rR\267\211&\023\306\302\205#B\212\342\323\346\001~\017\000\271\370-9\260\326IY\024\273\260\300l\230\310\200;z\250\020K\265H\215\r(l\r\376\225mMfw|\242\275Uj\315\000M\330SMR5~\327\025\273\312\277iR-\271\263\343E\321\200\001\362.\221\367\250]K\336\272\273\260G\026\324\344\311\326\014U\336\303\016\017\265\336\274\206\305\220`{\324m\251\332\333\266\207\370\341\223\314yvl\200\034\260\027\220\340\320\024z\314\364\303\347\243u\026\241\026w\224\022E\004\237\221Q\330C\245\242\254\233\272\r\362\021\320\241\027\r\261d\227\313 \263Y\241\022mj\262\252/\034N\243\245\222$\357\355K\246\"J\206Qm\366\277mC\002\250%(\272\r\267\266\357\335\022\330\337\275\334\316""\255\267\215\237\032\3319s\303rU\227\254\323\373\235\032>9p\264\033BC\373^~\255\251;g\255~O\273\260\226\222\222*\321\222&\366\2669\366\370\253Q\353\037\177\013\216\247\366\177_\020\373\206\317FU\023\241\241\034\014\002\361<\361\272\375\376f\177\330\310\231\316\236a\301/{\366\001\003\357\002\003UE\325N\276\377[p\274\323\325\343\333\177\200\257\247<\221e\324+H8\227/\332\367\3626\047v\316\232uz\343*\224C\204\212\302b\2310Z\312\232n\326\026\304n\311\020Y~\2609\262f\311:)\313(\263\026\277P\331\260\221p\006\323b\332\255I4\261B1\024j)L^\371\205\211Y\322\261(\007J\223\324\014\253\211j\201\006\200@mye&\006%\246\251\233eI\266p\255J\025\312-\345\227\345%\240\212\212\337\355\rP\t*\206\252p\231T\341\240\251j\r\234\306\n\007M.\257\311\336^n/\277\267\270\207I,\315*\264\226\257\345E\310d-\257\327\362\264&A\374wY{BkD\322\330\217\177\304\035\0035\326\247\300\256\nI\240\253\351\254Y\321\230\234\203A\212Zc\345\237K\rC\n\r\312kr\370\260\375\376jzr\315/+\246fh\026\0203\232\000S7\210V3\304nW\000\343\361GL\303@\000\r\311\264\330\017]@\342@\337\313[\351r\326\254S&\0305\243\2267t\303h\230\244\242R\213Em\237\232\266\246\241\277\021\031\200\275\347\206d\322\034\315S\231\242x\021*\233\254e\353\336\304*\321X\205<\026\007\274\3668\304\372\r\272\253\226\255\303\346\216\262\230\242\217\201i\340\232\005\266X:~XXC\2254\232x\264\321\273\241t+\315\344*\036\324lL\006W,4\033U\236\216\260\nu\036\000\331\006z\035\222\\\305\256\275\375o\333=x\216\002\267\263sbJ\027\233\3038a\002%\342A#\327\310C\347lB\367\367\211Z\331\265\016\016\214\246\361\232\230:\375\373O\003\377L}\342,9u\367\222W\367\207\375JP<\034j_\316\372\351\344\355+\267\344]\364\213\276\224\274\336\367\370\370\244+\271u\3660\355\ry\313~\332\277\035\324;\251\031o\326[\365J\376\240?\347o\004\003\235\324\371\237Lg\314)tF>\356||\2413:\345\326\333\323_Ew\343\\\274\026\327;\243\0317\353\346\3345\267\356\rb\345\003\177\300\037\363\013\376\272o\006\323\341X\270\032\226\242\301h6Z\213\314\230\035ZX\375y\364\243s\237y\005o\313\317\371\177\016\n\301V\230\013""\377\032\017\304\223q\275\305O\253;\303\216\354\246\331y0\346\226_\306\244\365\300\0143a>,\262\t\266\263\346\324\273\346\214\214:\017\335\t\346Hgt\302-\272eo\315\243\376\215`(X\014\344p<,\206\nN/D\233q\006\006?h\r\266\262\255\\g\344SG\002f\003n\332\235s7\274ao/\230\014\352\341`\230\r\027C9\032\217\212Q\t&\215\301C\253\265\322^\177\326~\266\325\2714\201\251C\336]\330\375(\230\rV\203Rx>lD\353\221\035?j\315\266\036\26776;\251\021g\300\201\237?\017\277\323\311io\0048M\301\312{\260\260\034\255F\225\030\256}\354d\234en\323\226\227\367\316\0328\214\305%\307rs\354\270A\347\206;\310\275Hy\217\374Y\277\320I\t\376\000C\356K?\307\021\342a\366\006\274\2647\347m\370)\036\234:\007H\t\347\243\261\3501\007f\2405\336*\266J\355\247\305vq\263\275\371\274\375\374Egj\0321\315z\213\236\354\217\373/\202bP\356\306s\036h\346\343g\255\033\355\247\353\355\365\227\355\227\257:#\014}\331\033\203\323\353\240\342\220\277\350+A6\310c\225\364\356\217\t[\201\331\205\217\316\215\374\364\017\367\261\227;\n\353\033\1779H\007\331\316\3504<\230\360\252\301u\300>\002\023\276\210o\265\244V\275\363\345o\203\225p6|\020\rDi\206\317\033w\305\313\036\255\377\021\\\030\010\322\234\266\3369\357\273`\034\\:\010\315h:\276\332*\264\212\235/n\006\363\234\247RH\243\271h\013~!\205\030I\257`~\022\277\207\341dX\217x\334p\271\344\230\356$vc9\223\001\306\251\213\316\272\323\340\016Nz\246\017+f\33237a3\242s\316y\306\322\2433\222\346K\272\331\224qr\235\213\237&\251\263\210ei\357\006\3500\211\224\311\300\231\033pe\"\222\"\032\337\000]\273\304\032\033wW\341\016\305\314AD\371q\260\034\246\341v!\334\214\3220\273\030q\034W\334\233^!\261\376\035\354\373\314+ze\320`\013\207\315G3q.\031R\374,\300\236\010*\341\253\250\336g\374\250S\300\343-O\362\352I\352\330\356\0030\343:\006\016\374\037y\322\224\242\377F\356J\235\311k\360c\003\214\271\033\344\270\047+\321\215x\004lM3\362\201\245\337\265\277\3339\231\317\251\366\265\005p\265\020n\000\3121h\217\025\257\264\346Z\317\333\233\257\332\257v\332;\337w.1:\014s\225K\300\314\204w\242a$\375\371""\270~\224\304\237\376\257\225\352\363\250\036\247\342\207p\356zK\372\377x\365\026i:\305\361Qg\325)\203\223\2627\216\255\362>\346\\pf\235G\356,j\201\325K\215O\235\222;\014\237M/\003\001[\367lH\347\\\360<\\\343\302\t\243\256z\177\0148%wN$\314\047N\016x]\361n\202\250\033\301\371\200\202\252\231\350k\0309\324Z\0048}\211\304\360LDn\014\250Z\376\n?\244\020\256#m\207\242%\240:\304\313\225\325\312\265V\271lL\376\006\344m\3602\225\341\002\262\032\222h\031\262\266\322\312\262L\272\313d\004`\215\277\023\254\253\274\032<F\004a\320\270\373\244\207\3041j\214\002\022\350\321\005\310\364\000\213h\331\345\352\r\327\047 \352\213\036\026f\334/\240\262\014\261<\014\332\017Hx\017\340\240^\236\311*\256A\357\227\302\314\307:/\310k~\235\257\344\022\314\322)\307\214\264\234;n\312}\304%\276\002\273\001\372\035w\010\350\217^d\260^\276\352\345\332\327\356CZ.\263,\334\344\254X\t\3478U\263\034\326\3018\213\263/\263\022c\243\366\017\372\327}\t\220\246\201\177b2>^\341\372\3064\277\022l\204)\256Y\223<$\213\361.\013F\373\351V{\213\023xf\026\016\260\362:\037N \371\371\276V\373\352m\340\276\024\356Gr<\325\032n\311\355\342F{\003%\371E\373\305\313D\234\212]Hg\301\373U\277\024\014\006\237\007\257Y=\370\304\271\307K\347:H\233\300k\006\327@\013\312\232\202^\206\332`\254\r\336\324\0177\353\336\220\326S\370\262\332\315\250d\347,O\3464\222\362\272[\001\226\347\375F\360\214\023\250\004\256\335\001$\263\361j\\b\235F\0473\363\226\300\036\027\003X\356\236s_z?\240P\215\005\217!\246\025\314z\003\252\256\265h{}#\321\001\n\rx\006\034\317u9\013\312\005\026\330\310\n_&\312\301\233\343{\262\312r\007\035\301*\247\0048\351\313X\223GPN\251\317\022\032\237T\370\010\001]\004\300\323\320\236lk\271]\344\340N&\014b}\345\2630\233\030b\265\307>\007\357\226\202}tJS\361p,\267\322\047\225\347\017\3417Q\031(H]\3259\274!\253\221T\223\037\224T\227\335\013\350`\270\316\260\\J%\271tB\206\377\303Iu\"\203\330+\324\257\327\031\263\204\312x9\016e\266O\357\317H\256\376\204\032C\226\215\263\355,\177\t\326\311\341TW\250Rq!\336B\354\037\360Nl""\273\275\315\013\\_\022\275\002}\257\243A\260\342e\026\255\376\254)\363fw\006;\024\222\374ix\337\243\022\214#\351\246\220r+\254l&\351\203\342\211\302\261}\234\355\300\222e\322k\210|\375\030\345g\203\3021m\270\314*\022\223\010\226\007\010hg\224\261|\351\230\354\262\236\344:\010\360\260\225i\345[\353\220\333\253s}]\263\035}\323\315\220\321+\335\276t\030\302\321\340\375\340\341\320q\252#\233\243\354[k\350\005\210R\357\320B\274\331\317\341D\273fX\377\2200\270\341~\017\225\034\01769\350+h\263\206\360\177\202\367\243\360\277\000\201\263\352\354";
+    PyObject *data = __Pyx_DecompressString(cstring, 2938, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3726 bytes) */
-static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNote \373th\242 Cytho\373n ,\000delib\237erate\206\000\353\001c\367ter!\001n PE\337P-484\245\"re\376\317!s subcl\366\301\000es\314!buil\373ti\313\000ypes.\377 If you \223ne\257 \336\000p\351\000%\tt\177hen set\200\000\367e \047\212\"atio_n_typ\253\000\047\210D\373iv\242\000o Fal\177se.add_\264 \237ecoll\321@+\000s\377.abcdisa\337bleen\002\001gc\373is\004\003dno d\377efault _\377_reduce_\357_ duM\002non\275-\315@vial\033\000c\377init__sr\377c/kernel?s.pxiuM\002\233A\337alloc\224  a\377rray dat\303a.\013\020\367#\311a\246cs.\377|ASCIIBC\377Ellipsis\377KSequenc\365e\202\204\001.\207\204\007__Py\375x\001\000Dict_N\377extRef__l\220$\264\000__\345\"__\001\005\177getitem\r\001yd0\001\027\000func\035\001\346\030\000st\301@)\001imp\274\244`3\001main\003\002owdulM\002nam\002\003\353ewT\001p~\000che\017cksuT\000\n\001?\004\025\001\370\223@\272 \037\001unpicmk?\000En \005vt\374!\036\230\001qualO\005\352%\363&1c\343b\277\001\206Dex\314\001\202`\301_\203\005\216`\262\006\003\006.\007te\373st\344\002sed_s\337igindA\000is\277_corou\372`e\374\214`\244E_buffe\377rargsasy\337ncio.\036\006sb\377backward\277_apply\000\013[\377const do\275u\324`[:, \000\000:O:1],\000\025\031\016]<\022\037float>\017\006\016\030\rDD\007\230@s\261\006\t\001{-]*\021\374q$\322\000sebias\007bn_\267%\000\010\205\201.\330+\334!\000\2650a\007\217D\235\201%\276C\354$\271A\304/\337n_for\200bev\007alb\001\013\336\202$\205o\227o\016\023\200\330\022\205\t\314\200\"\215\204\007\340\010\353\016\340\200*t\017rain\203(\013\002\322\200:\316\032\360S\t\204\205\033\327\022\234\205\016ccha_nnel_\201\211\001s\000\n\362\301\206\025]\022\021G\017line\377_in_trac\375e\275\207""\001cnorm.}_\254\213\004_base \001\377cntcoefc\363ou\005\001\002\000scpu\257_sup\210\212\001s\215\214\004s~\331\207\003dpdstd\333\211\001\336\000\002_is_\254\220\003dx\377dyemptye\377ncodeenu\375m\225\216\002epserr\177orflags\315\207\002n\322\207\00264f\211\000at\217\217\004\177getgpid\234\211\002=i\213 rinve\000\257\213\001\375s\000\002izekk1\377k2k3kind\376\207\211\001gsm2m2_\377outm2om2\177smax_th\225\220\001\037smean\000\001\030\002\t\000\262\016\000m\236\220\001\217\000ge\342#m\345o\243\220\001n\320\213\001\271`diml\365\216\001\361\000ms\240!alm\000\342\000\006[\236\211\047$\r\212\211\037npn\377tnumpyob\377jopenmp_\376\211\217\004outoute\377rppackpa\033rt\000\001ia\242d\000\n\220v\374\022\021\236\212\016pmpm2p\377oppvregi\373st\254Awsrun\237ning_\311!\004\005v\377ars1s2sc\377scalescr<\251\222\001\000\004_len\230\215\001\375(\347set\266e\343\222\001shi\333ft\316\222\006ss\321@sr\347cst\330\000r\000pst\375o\001\000ream_c\377opystruc\355t\331\216\001dy\000\003_xm\375u*\000gettot\373al\363\206\002ingun\376\235!updateu\377se_xv1v2\377valuesww\377eightxxp\377ypzerosO\377\200\001\340\004\013\2104\210\377q\220\017\230q\240\006\240\367g\250Q\n\006\320\020!\240\375\021\033\003;\220b\230\r\240\267Q\240a*\003>\230\023\002\026\357\220a\220q>\001\030\230\003\377\2306\240\021\240-\250q\377\330\004\032\230\"\230B\230\377b\240\002\240#\240S\250\377\001\330\004\007\200r\210\023\377\210A\330\010\t\330\t\n\377\330\014\027\220q\320\030;\377\2708\3001\300C\300q\377\330\014\022\220!\2201\220\337C\220q\230\0027\000D\240\377\001\240\023\240A\240R\240\377r\250\030\260\023\260B\260\377b\270\002\270\"\270C\270\373r\300\211\001AB\360\014\000\377\005\035\230A\230V\2401\377\240H\250A\250V\2601\377\260L\300\001\300\026\300q\375\310i\002q\210\006\210c\220\271\021l\001\212\000,\240f\"\000R\377\250r\260\022\2602\260Q\276\213\001u\210C\210q\210\004\010\337\014\210E\220\025\305\001\330\014\377\025\220Q\220f\230C\230\377s\240&\250\003\2503\250\177c\260\024\260Q\260d{\000\337A\270T\300\022\256\000D""\310\377\002\310!\3101\330\010\016\373\210a\261 \001\220\021\220#\377\220S\230\006\230k\250\026\377\250q\260\002\260!\2603\377\260c\270\024\270Q\270b\372\220\000\023\337\000t\3107\320R\177U\320UV\330\017\025(\000\367\003\2308\265\000F\250\"\250\377B\250b\260\007\260v\270\377R\270u\300F\310\"\310\377G\320ST\330\004\010\210\333\001\210\362 \360\006\310\032\030\230\325\010\245 \027\243\000:\237\000f\270\357B\270g\300\330\000\t\210\022{\2106\217\002V\2302\230\000\016}Q\201H\017\210t\2201k\001\337\002\210&\220\002\301\002\004\230\377F\240\"\240A\330\004 }\240\263@\032\230)\2401\255A\375\010\342B\230\001\230\021\230#\257\230S\240\004\230Bq\234\"d\277\260\047\270\023\270G\224\"\001\377\310\024\310Q\310b\320P\377Q\320QT\320TW\320\337WX\330\027\030\321@!\230\3773\230c\240\024\240X\250\327Q\250f\311D\047\313 2\300\377U\310&\320PR\320R\277Y\320YZ\330\010\372!c\373\230\023\327@R\230q\240\003\377\2403\240d\250!\2502j3\000a\000\032\330\273\204\003\200\001\225a\367\031\230\005\222dE\260\026\260\373q\270\374`\030\230\001\330\004\237\017\210r\220\026\340`\244\204\001\022~\325\000\004\r\210R\210v\355@\377c\230\026\230r\240\021\330\177\004\032\320\032*\250!\375!w\005\210U\217\204\001\330\010\021.\002~\273\204\004\022\2101\330\r\016\251\204\003\3673\220c\213 &\240\001\240\377\026\240r\250\022\2507\260\377&\270\001\270\025\270a\270\347s\300&\240`\306D\023\024\220\377B\220a\220s\230&\240\375\002\327 G\2506\260\021\260\377\"\260A\260T\270\021\270\365#\241`a\270\0017\220*\230\371A\270\003\274\204\030\035\230Q\230f\357\240A\240Vj\000\047\270\032\371\300\271@\017\001d\240!\2406\377\250\025\250g\260Z\270q\356\260\n\014\210A\305\000,\230a\373\230q\251\204\003u\220D\230\002\273\230$\016\000x\240{\244\204\002b\375\270\334\204Qa\330\026\034\230A\276\247`\003\2408\2501\234\206\0027\377\270&\300\010\310\001\310\021\274\355A\227`\\\320\\]\264\205\r\004w\320\034.\235`A\260S\310 \377\023\270C\270t\3007\310\377#\310W\320TZ\320Z\377]\320]^\330\017\027\220\267q\230\006\325\207\002\"\240\311!\022\377\2605""\270\006\270b\300\007\353\300q\257\205\007\016\256\206m%\270q\357\300\004\300E\332\000$\310a\370`s\370\206\024\323\204\016\014\210B\210f\377\220B\220c\230\024\230V\377\2402\240Q\330\004\n\210\377\"\210F\220\"\220C\220\357t\2306\240\226\205\002\016\210b\377\220\006\220a\220r\230\022\377\2302\230R\230u\240F\277\250#\250W\260C\250\210\002q\337\330\004\033\230=\324\212\001\035\230\375]\242\205\014\013\2101\210E\220\377\031\230*\240A\240S\250\377\007\250s\260\047\270\022\270\177<\300q\310\003\3103\232 \370\206\213\002\301\205\005\352\211\001a\220q\230\001\377\230\023\230C\230t\2407\376`\002A\260R\260q\270\003\353\2704\323 \003\236\213\002t\3101\377\310B\310a\310q\330\026\237\036\230a\230v\226\213\002\360\205\001\"\377\260B\260e\2706\300\022\372\246`!\202\207\0018\2207\230!\257\200\001\360\024\204\213\032\033\375\211\002G\377\2503\250a\330\004\024\220\255I\202%\007\200\260\213\006\014\220 !\177\330\010\n\210&\220\001\350\212\001\377f\220A\330\010\017\210q\377\330\004\025\220V\2303\230\377a\330\004\022\220(\230!\376\255\"2\240R\240w\250e/\260:\270R\240\214\001\330\340\213\021\377\207\002\364\235\206#\340\001q\200\215\002C\240q\330\323\004\030\233\"\311\205\0031\310\215\001t\210\3375\220\004\220Fz\0003\230\355g\277@\010\013\016\000\003\2201\367\330\014\r\234\210\001\020\033\2301\177\320\034>\270a\330\020\202\206\001\273T\240\241\213\0017\260#\304\214\002!\376\322\"\002\300!\3001\330\020\376\272\216\001u\230D\240\002\240$?\240a\240r\250\021\342@\241\215\003\362\032\000\031\333\210\002\201\212\001g\250S\260u\004\257\210\002\026\216B3\300h\211A\337\320PV\320V\222\206\002\032\"\373\240!\316\214\002\047\260\025\260a\376R\003t\320\033-\250V\260\3774\260w\270c\300\027\310\377\006\310c\320QS\320S\377U\320UX\320XY\330\365\010\231\210\001Q\314$\"\240\"\240\377B\240b\250\002\250%\250\227z\270\021\313\212\001:\343 \366arw\240\022\240\333!r\250\034\224`\371s\205\216\001\270\216\005u\220C\220u\343\230C\331\210\001F\004M\004\t\330\004\321\027\027\000\374\217\003R\005!\304\214\002\021\220""\377\021\220$\220g\230S\240\277\007\240v\250U\260\275ab\376\351`5\300\002\300\"\300B;\300b\332\216\001\330\022\032\302T\237\217\t\376\212`\220\005\220Y\230j\250\377\001\250\023\250G\2603\260\377g\270R\270|\3101\310\277C\310s\320RS\234\217\003s\377\220#\220U\230&\240\005\374\255\204\004\360`\250t\2601\260D\377\270\001\270\022\2701\270A\371\330\363\217\t\205\221\0015\230\004\230B\375\230\322\212\0012\240Q\240c\250\177\022\2502\250R\250q\214\220\r\3674\250q\222@F\270!\270\3753\336 \030\310\021\310!\310\3076\320Q\330\"\241\205\002\306\222\003U\260\375!\245\220\003t\320\023%\240V\377\2504\250w\260c\270\027\277\300\006\300c\310\021\300\211\r9/\260J\270f\203 a\376\217\004\205\220\004\276\333\215\0011\200\001\360\026\240\2052\020\317\220\n\230#\206\220\001\306\205\003\004\016\025\210\310\205\001\004\341\205\010\t\204\205N\263\205\014\261\207\001\347r\240\021\206\224\005\315\205\001\022\2301\272\342\222\002!\201\223\n\004\007\200\315\205\r\r\373\016\330\306\205\010\023\2201\330\024\376\200\210\001t\2404\240w\250c\373\260\027\242\210\004\004\300A\300V\357\3101\310D\371\220\002[\320[\372\334\214\002\020\271\205\tZ\260s\270$\277\270a\270t\3006\252A\330\366\251\205\nf\270\335\223\001\032\3101\310\375A\222\206\003v\230^\2506\260w\024\260T\252@\003\3007\244\221\001\376\271\205\003W\320WZ\320Z[\352\271\205\006\t\333\225\001q\231\210\001z\230\026\363\230q\343\217\002\307\205\003\"\250A\330\276\222\207\007\020\220\001\220\021\237\207\001\t]\n\022\0011\330\014\342\204\0014\354\211\010\372\220\220\001$\376@E\310\022\3102\177\310R\310q\330\033#\235\224\n\267u\270J\233\205\004\014\031\205\223\004\006\217\240a\240v\234\222\002\n\006\337\204\tz\337\270\021\270!\330\312\225\025\n\260;#\260m\005A\300T\266\204\013\266\210\003\371\032\274\217\001\347\225\003v\220^\2406\357\250\024\250T\360\"7\300&\017\310\003\3101\234\204$";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3726, 6219);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3886 bytes) */
+static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNote \373th\242 Cytho\373n ,\000delib\237erate\206\000\353\001c\367ter!\001n PE\337P-484\245\"re\376\317!s subcl\366\301\000es\314!buil\373ti\313\000ypes.\377 If you \223ne\257 \336\000p\351\000%\tt\177hen set\200\000\367e \047\212\"atio_n_typ\253\000\047\210D\373iv\242\000o Fal\177se.add_\264 \237ecoll\321@+\000s\377.abcdisa\337bleen\002\001gc\373is\004\003dno d\377efault _\377_reduce_\357_ duM\002non\275-\315@vial\033\000c\377init__sr\377c/kernel?s.pxiuM\002\233A\337alloc\224  a\377rray dat\303a.\013\020\367#\311a\246cs.\377|ASCIIBC\377Ellipsis\377KSequenc\365e\202\204\001.\207\204\007__Py\375x\001\000Dict_N\377extRef__l\220$\264\000__\345\"__\001\005\177getitem\r\001yd0\001\027\000func\035\001\346\030\000st\301@)\001imp\274\244`3\001main\003\002owdulM\002nam\002\003\353ewT\001p~\000che\017cksuT\000\n\001?\004\025\001\370\223@\272 \037\001unpicmk?\000En \005vt\374!\036\230\001qualO\005\352%\363&1c\343b\277\001\206Dex\314\001\202`\301_\203\005\216`\262\006\003\006.\007te\373st\344\002sed_s\337igindA\000is\277_corou\372`e\374\214`\244E_buffe\377rargsasy\337ncio.\036\006sb\377backward\277_apply\000\013[\377const do\275u\324`[:, \000\000:O:1],\000\025\031\016]<\022\037float>\017\006\016\030\rDD\007\230@s\261\006\t\001{-]*\021\374q$\322\000sebias\007bn_\267%\000\010\205\201.\330+\334!\000\2650a\007\217D\235\201%\276C\354$\271A\304/\337n_for\200bev\007alb\001\013\336\202$\205o\227o\016\023\200\330\022\205\t\314\200\"\215\204\007\340\010\353\016\340\200*t\017rain\203(\013\002\322\200:\316\032\360S\t\204\205\033\327\022\234\205\016ccha_nnel_\201\211\001s\000\n\362\301\206\025]\022\021G\017line\377_in_trac\375e\275\207""\001cnorm.}_\254\213\004_base \001\377cntcoefc\363ou\005\001\002\000scpu\257_sup\210\212\001s\215\214\004s~\331\207\003dpdstd\333\211\001\336\000\002_is_\254\220\003dx\377dyemptye\377ncodeenu\375m\225\216\002epserr\277orfact\003\000l\347ags\323\207\002\330\207\00264f\366\217\000at\225\217\004getg\327pid\242\211\002i\221 ri\323nvk\000\265\213\001s\000\002iz\377ekk1k2k3\357kind\215\211\001gsm\3772m2_outm\3772om2smax\367_th\233\220\001smea!n\000\001\030\002\t\000\016\000m\244\220\001\225\000[ge\350#mo\251\220\001n\326\213\001\316\277`dim\373\216\001\367\000ms&\246!alm\000\000\006[\244\211\047$\r\376\220\211\037npntnum\377pyobjope\357nmp_\217\217\004out\377outerppa\277ckpart\000\001i\301a\250d\000\n\226v\022\021\244\212\016pm\377pm2poppv\277regist\262Aw\377srunning\371_\311!\004\005vars1\377s2scscal\317escr\257\222\001\000\004_lsen\236\215\001\375(set\274e\276\351\222\001shift\324\222\006s}s\321@srcst\330\000\336r\000psto\001\000re\377am_copys\337truct\337\216\001dy\336\000\003_xmu*\000ge\277ttotal\371\206\002i\357ngun\235!upd\227ate\000\003_\265\004\000\013[\226\237\215\005],\001\006]\024\014\362\214\004]\375,\001\005]use_x\377v1v2valu\377eswweigh\377txxpypze\377rosO\200\001\340\004\377\013\2104\210q\220\017\230\177q\240\006\240g\250Q\n\006\337\320\020!\240\021\033\003;\220\177b\230\r\240Q\240a*\003\373>\230\023\002\026\220a\220q\376>\001\030\230\003\2306\240\021\377\240-\250q\330\004\032\230\377\"\230B\230b\240\002\240\377#\240S\250\001\330\004\007\377\200r\210\023\210A\330\010\377\t\330\t\n\330\014\027\220\377q\320\030;\2708\3001\377\300C\300q\330\014\022\220\377!\2201\220C\220q\230\375\0027\000D\240\001\240\023\240\377A\240R\240r\250\030\260\377\023\260B\260b\270\002\270\277\"\270C\270r\300\211\001A\377B\360\014\000\005\035\230A\377\230V\2401\240H\250A\377\250V\2601\260L\300\001\337\300\026\300q\310i\002q\210\237\006\210c\220\021l\001\212\000,\373\240f\"\000R\250r\260\022\357\2602\260Q\213\001u\210C\373\210q\210\004\010\014\210E\220\375\025\305\001\330\014\025\220Q""\220\377f\230C\230s\240&\250\377\003\2503\250c\260\024\260\367Q\260d{\000A\270T\300\375\022\256\000D\310\002\310!\310\2771\330\010\016\210a\261 \001\377\220\021\220#\220S\230\006\377\230k\250\026\250q\260\002\377\260!\2603\260c\270\024\257\270Q\270b\220\000\023\337\000t\377\3107\320RU\320UVw\330\017\025(\000\003\2308\265\000\377F\250\"\250B\250b\260\377\007\260v\270R\270u\300\377F\310\"\310G\320ST\277\330\004\010\210\001\210\362 \360]\006\310\032\030\230\010\245 \027\243\000\375:\237\000f\270B\270g\300\276\330\000\t\210\022\2106\217\002V\327\2302\230\000\016Q\201H\017\210\367t\2201k\001\002\210&\220\375\002\301\002\004\230F\240\"\240\337A\330\004 \240\263@\032\230\327)\2401\255A\010\342B\230\001\377\230\021\230#\230S\240\004\372\230Bq\234\"d\260\047\270\023\373\270G\224\"\001\310\024\310Q\377\310b\320PQ\320QT\377\320TW\320WX\330\027\375\030\321@!\2303\230c\240\177\024\240X\250Q\250f\311D\375\047\313 2\300U\310&\320\377PR\320RY\320YZ\273\330\010\372!c\230\023\327@R\377\230q\240\003\2403\240d\257\250!\25023\000a\000\032\330\376\273\204\003\200\001\360\n\000\005\010\237\200}\220G\230\236@\317E|\377\2406\250\021\250!\330\014}\030\277\000\025\230l\250$\364 \375\010\320`(\300,\310a\310\377q\330)+\2507\260\"\277\260D\270\001\270\021\250\204\001|_\2207\230!\330\216f{\211`\367\001\250\021\262\204\002\230\005\230\\\377\250\024\250R\250x\260r\377\270\030\300\033\310A\310Q\337\330(*\250\047\243\204\002a\260\377s\270#\270V\3002\300=Q\211\000\014\000\005\031-\000\237\204\003\377E\260\026\260q\270\001\330\375\004\202\000\330\004\017\210r\220\327\026\220q\257\205\002\022\341 \004\r\357\210R\210v\371`c\230\026\367\230r\240\203\000\032\320\032*\334\261\000\212`\005\210U\233\205\001\330\010\371\021.\002\307\205\004\022\2101\330\r\335\016\265\205\0033\220c\227@&\240\177\001\240\026\240r\250\022\312\000\375&\310\000\025\270a\270s\300\367&\310\002\321e\023\024\220B\377\220a\220s\230&\240\002\276\343@G\2506\260\021\364\000A\357\260T\270\021\264\000Q\270a>\304!7\220*\230A\270\003\310\205""\030\377\035\230Q\230f\240A\240=V\267 \047\270\032\300\305`\017\001\367d\240!\352 \025\250g\260\357Z\270q\330\261\t\014\210A\276\305\000,\230a\230q\265\205\003u\277\220D\230\002\230$\016\000x\333\240{\260\205\002b\270\350\205Qa\330\277\026\034\230A\230S\314`8\373\2501\250\207\0027\270&\300\010\357\310\001\310\021\371aW\320W\357\\\320\\]\300\206\r\004\320\034\177.\250f\260A\260S\223`\377\023\270C\270t\3007\310\377#\310W\320TZ\320Z\377]\320]^\330\017\027\220\267q\230\006\341\210\002\"\240\311!\022\377\2605\270\006\270b\300\007\353\300q\273\206\007\016\272\207m%\270q\357\300\004\300E\332\000$\310a\370`s\204\210\024\323\204\016\014\210B\210f\377\220B\220c\230\024\230V\377\2402\240Q\330\004\n\210\377\"\210F\220\"\220C\220\357t\2306\240\226\205\002\016\210b\377\220\006\220a\220r\230\022\377\2302\230R\230u\240F\277\250#\250W\260C\264\211\002q\337\330\004\033\230=\340\213\001\035\230\375]\242\205\014\013\2101\210E\220\377\031\230*\240A\240S\250\377\007\250s\260\047\270\022\270\177<\300q\310\003\3103\232 \370\222\214\002\301\205\005\366\212\001a\220q\230\001\377\230\023\230C\230t\2407\376`\002A\260R\260q\270\003\353\2704\323 \003\252\214\002t\3101\373\310B\262\207\002\026\036\230a\230\371v\242\214\002\360\205\001\"\260B\260e\257\2706\300\022\246`!\216\210\0018^\303\207\001\200\001\360\024\220\214\032\033\211\213\002\377G\2503\250a\330\004\024[\220I\202%\007\200\274\214\006\014\220 \377!\330\010\n\210&\220\001\376\364\213\001f\220A\330\010\017\210\377q\330\004\025\220V\2303\377\230a\330\004\022\220(\230\375!\255\"2\240R\240w\250_e\260:\270R\254\215\001\330\354\214\021\350\377\207\002\235\206#\340\001q\214\216\002C\240q\350\271\210\002\233\212\002\313\205\0011\324\216\001t\2105\357\220\004\220Fz\0003\230g\366\277@\010\013\016\000\003\2201\330\373\014\r\234\210\001\020\033\2301\320\277\034>\270a\330\020\202\206\001T]\240\255\214\0017\260#\320\215\002!\322\"\177\002\300!\3001\330\020\306\217\001\377u\230D\240\002\240$\240\037a\240r\250\021\342@\255\216\003\032\000\371\031\333""\210\002\215\213\001g\250S\260\004u\260\260\210\001\026\216B3\300h\300\212\001\337\320PV\320V\222\206\002\032\"\373\240!\332\215\002\047\260\025\260a\376R\003t\320\033-\250V\260\3774\260w\270c\300\027\310\377\006\310c\320QS\320S\177U\320UX\320XY\346\212\001\367A\210Q\314$\"\240\"\240\377B\240b\250\002\250%\250\235z\214\213\001\013\210:\343 \366arw\240\022\240\333!r\250\034\224`\371s\221\217\001\304\217\005u\220C\220u\323\230C\331\210\001\346\210\001QK\006\t\330\243\004\027\027\000\210\221\003R\005!\320\215\002\021\377\220\021\220$\220g\230S\177\240\007\240v\250U\260\275a\375b\351`5\300\002\300\"\300wB\300b\346\217\001\330\022\032\302T\374\253\220\t\212`\220\005\220Y\230j\377\250\001\250\023\250G\2603\377\260g\270R\270|\3101\177\310C\310s\320RS\250\220\003\377s\220#\220U\230&\240y\005\255\204\004\360`\250t\2601\364\214\002?\022\2701\270A\330\377\220\t\221\222\001\2775\230\004\230B\230\322\212\0012\377\240Q\240c\250\022\2502\357\250R\250q\230\221\r4\250q\276\222@F\270!\2703\336 \030\377\310\021\310!\3106\320Q\270\330\"\241\205\002\322\223\003U\260!\261\221\003t\377\320\023%\240V\2504\250\377w\260c\270\027\300\006\300\367c\310\021\300\211\r9\260J\270\305f\203 a\212\221\004\221\221\004\347\216\0011\200\367\001\360\026\240\2052\020\220\n\230\271#\222\221\001\306\205\003\004\016\210\310\205\001\004\342\341\205\010\t\204\205N\263\205\014\261\207\001r\240\021\\\222\225\005\220\220\001\022\2301\356\223\002!\215\224\nw\004\007\200\315\205\r\r\016\330\306\205\010\337\023\2201\330\024\200\210\001t\240\1774\240w\250c\260\027\242\210\004\377\004\300A\300V\3101\310]D\205\222\002[\320[\334\214\002\020\271\205\t\377Z\260s\270$\270a\270\327t\3006\252A\330\251\205\nf\270\276\351\224\001\032\3101\310A\222\206\003v\377\230^\2506\260\024\260T\316\252@\003\3007\260\222\001\271\205\003W\320\337WZ\320Z[\342\204\t\007\200}q\231\210\001z\230\026\230q\343\217\002\336\307\205\003\"\250A\330\222\207\007\020\220\267\001\220\021\237\207\001\t\n\022\0011K\330\014\342\204\0014\354\211\010\220\220""\001$\376@\377E\310\022\3102\310R\310\357q\330\033#\251\225\nu\270J\366\233\205\004\014\031\221\224\004\006\240a\240\361v\250\223\002\n\006\337\204\tz\270\021\270{!\330\326\226\025\n\260#\260m\005\047A\300T\266\204\013\266\210\003\032\274\217\001\363\226\003\377v\220^\2406\250\024\250\375T\360\"7\300&\310\003\310\0011\234\204$";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3886, 6447);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (6219 bytes) */
-static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__src/kernels.pxiunable to allocate array data.unable to allocate shape and strides.|ASCIIBCEllipsisKSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesbbackward_applybackward_apply[const double[:, :, ::1],const double[:, :, ::1],double[:, :, ::1]]backward_apply[const float[:, :, ::1],const float[:, :, ::1],float[:, :, ::1]]backward_sumsbackward_sums[const double[:, :, ::1],const double[:, :, ::1]]backward_sums[const float[:, :, ::1],const float[:, :, ::1]]basebiasbn_backwardbn_backward[const double[:, :, ::1],const double[:, :, ::1],const double[::1],double[:, :, ::1]]bn_backward[const float[:, :, ::1],const float[:, :, ::1],const float[::1],float[:, :, ::1]]bn_forward_evalbn_forward_eval[const double[:, :, ::1],const double[::1],const double[::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_eval[const float[:, :, ::1],const float[::1],const float[::1],const float[::1],const float[::1],float[:, :, ::1]]bn_forward_trainbn_forward_train[const double[:, :, ::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_train[const float[:, :"", ::1],const float[::1],const float[::1],float[:, :, ::1]]cchannel_statschannel_stats[const double[:, :, ::1]]channel_stats[const float[:, :, ::1]]cline_in_tracebackcnorm._kernels_baselinecntcoefcountcountscpu_supportsdefaultsdoubledpdstdtypedtype_is_objectdxdyemptyencodeenumerateepserrorflagsfloatfloat64formatfortrangetgpidindexinnerinvstditemsitemsizekk1k2k3kindkwargsm2m2_outm2om2smax_threadsmeanmean_outmeansmemviewmerge_statsmomodennamenbndimneed_sumsnormalizenormalize[const double[:, :, ::1],double[:, :, ::1]]normalize[const float[:, :, ::1],float[:, :, ::1]]npntnumpyobjopenmp_enabledoutouterppackpartpartial_statspartial_stats[const double[:, :, ::1]]partial_stats[const float[:, :, ::1]]pmpm2poppvregisterrowsrunning_meanrunning_vars1s2scscalescratchscratch_lenset_max_threadssetdefaultshapeshiftsignaturessizesrcstartstepstopstream_copystructsum_dysum_dy_xmutargettotaltrainingunpackupdateuse_xv1v2valueswweightxxpypzerosO\200\001\340\004\013\2104\210q\220\017\230q\240\006\240g\250Q\200\001\340\004\013\2104\210q\320\020!\240\021\200\001\340\004\013\210;\220b\230\r\240Q\240a\200\001\340\004\013\210>\230\021\200\001\340\004\026\220a\220q\200\001\340\004\030\230\003\2306\240\021\240-\250q\330\004\032\230\"\230B\230b\240\002\240#\240S\250\001\330\004\007\200r\210\023\210A\330\010\t\330\t\n\330\014\027\220q\320\030;\2708\3001\300C\300q\330\014\022\220!\2201\220C\220q\230\002\230\"\230D\240\001\240\023\240A\240R\240r\250\030\260\023\260B\260b\270\002\270\"\270C\270r\300\021\200\001\340AB\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270\"\270A\270T\300\022\3001\300D\310\002\310!\3101\330\010\016\210a\210q\220\001\220\021\220#\220S\230\006\230k\250\026\250q\260\002\260!\2603\260c""\270\024\270Q\270b\300\001\300\023\300C\300t\3107\320RU\320UV\330\017\025\220S\230\003\2308\2401\240F\250\"\250B\250b\260\007\260v\270R\270u\300F\310\"\310G\320ST\330\004\010\210\001\210\021\200\001\360\006\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240\001\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\007\200r\210\023\210A\330\010\017\210t\2201\330\004\010\210\002\210&\220\002\220#\220S\230\004\230F\240\"\240A\330\004 \240\001\330\004\032\230)\2401\330\t\n\330\010\026\220a\220q\230\001\230\021\230#\230S\240\004\240A\240R\240q\250\003\2503\250d\260\047\270\023\270G\3001\300D\310\001\310\024\310Q\310b\320PQ\320QT\320TW\320WX\330\027\030\230\002\230!\2303\230c\240\024\240X\250Q\250f\260B\260b\270\002\270\047\300\022\3002\300U\310&\320PR\320RY\320YZ\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\004\013\2104\210q\200\001\360\014\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004\030\230\001\330\004\017\210r\220\026\220q\230\003\2306\240\022\2401\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\032\320\032*\250!\330\004\010\210\005\210U\220!\2201\330\010\021\220\026\220q\230\001\330\004\007\200r\210\022\2101\330\r\016\330\014\022\220!\2203\220c\230\021\230&\240\001\240\026\240r\250\022\2507\260&\270\001\270\025\270a\270s\300&\310\002\310\"\310G\320ST\330\023\024\220B\220a\220s\230&\240\002\240\"\240G\2506\260\021\260\"\260A\260T\270\021\270#\270Q\270a\330\004\013\2107\220*\230A\200\001\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\010\210\005\210U\220!\2201\330\010\014\210A\210U\220,\230a\230q""\330\010\016\210a\210u\220D\230\002\230$\230a\230x\240{\260!\2603\260b\270\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260a\330\026\034\230A\230S\240\003\2408\2501\250A\250V\2607\270&\300\010\310\001\310\021\310&\320PW\320W\\\320\\]\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270%\270q\300\004\300E\310\021\310$\310a\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240\001\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\014\210B\210f\220B\220c\230\024\230V\2402\240Q\330\004\n\210\"\210F\220\"\220C\220t\2306\240\022\2401\330\004\016\210b\220\006\220a\220r\230\022\2302\230R\230u\240F\250#\250W\260C\260v\270R\270q\330\004\033\230=\250\001\330\004\035\230]\250!\330\004\010\210\005\210U\220!\2201\330\010\013\2101\210E\220\031\230*\240A\240S\250\007\250s\260\047\270\022\270<\300q\310\003\3103\310a\330\004\007\200r\210\022\2101""\330\r\016\330\014\025\220Q\220a\220q\230\001\230\023\230C\230t\2407\250#\250W\260A\260R\260q\270\003\2704\270q\300\003\3001\300C\300t\3101\310B\310a\310q\330\026\036\230a\230v\240R\240r\250\022\2507\260\"\260B\260e\2706\300\022\3007\310!\330\004\013\2108\2207\230!\200\001\360\024\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\007\200q\210\006\210c\220\021\330\010\014\210F\220!\330\010\n\210&\220\001\330\010\016\210f\220A\330\010\017\210q\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\030\230\001\230\023\230A\230S\240\003\2401\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\010\013\2105\220\003\2201\330\014\r\330\r\016\330\020\033\2301\320\034>\270a\330\020\034\230A\230T\240\027\250\003\2507\260#\260Q\260d\270!\2704\270q\300\002\300!\3001\330\020\026\220a\220u\230D\240\002\240$\240a\240r\250\021\250#\250R\250r\260\022\2601\330\020\031\230\021\230&\240\003\2403\240g\250S\260\004\260A\260T\270\026\270q\300\003\3003\300h\310a\310q\320PV\320V]\320]^\330\032\"\240!\2401\240F\250\047\260\025\260a\330\020\026\220a\220t\320\033-\250V\2604\260w\270c\300\027\310\006\310c\320QS\320SU\320UX\320XY\330\010\014\210A\210Q\330\010\017\210q\330\004\"\240\"\240B\240b\250\002\250%\250z\270\021\330\004\013\210:\220V\2302\230R\230r\240\022\2402\240R\240r\250\034\260R\260s\270\"\270A\330\004\007\200u\210C\210u\220C\220u\230C\230q\330\010\014\210A\210Q\330\010\014\210A\210Q\330\010\t\330\004\027\220u\230B\230b\240\002\240\"\240B\240b\250\002\250!\330\t\n\330\010\021\220\021\220$\220g\230S\240\007\240v\250U\260\"\260B\260b\270\003\2705\300\002\300\"\300B\300b\310\002\310!""\330\022\032\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\005\220Y\230j\250\001\250\023\250G\2603\260g\270R\270|\3101\310C\310s\320RS\330\010\016\210a\210s\220#\220U\230&\240\005\240R\240r\250\022\2503\250a\250t\2601\260D\270\001\270\022\2701\270A\330\010\014\210E\220\025\220a\220q\330\014\022\220!\2205\230\004\230B\230d\240!\2402\240Q\240c\250\022\2502\250R\250q\330\014\025\220Q\220f\230C\230s\240&\250\003\2504\250q\260\004\260F\270!\2703\270c\300\030\310\021\310!\3106\320QX\320XY\330\026\036\230a\230q\240\006\240g\250U\260!\330\010\016\210a\210t\320\023%\240V\2504\250w\260c\270\027\300\006\300c\310\021\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021\330\004\013\2101\200\001\360\026\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\020\220\n\230#\230Q\330\004\n\210&\220\001\330\004\016\210f\220A\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\036\230a\230r\240\021\240#\240S\250\001\330\004\030\230\001\230\022\2301\230C\230s\240!\330\004\007\200u\210C\210q\330\010\t\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\r\016\330\020\033\2301\320\034>\270a\330\020\023\2201\330\024\036\230a\230t\2404\240w\250c\260\027\270\003\2704\270q\300\004\300A\300V\3101\310D\320PQ\320Q[\320[\\\320\\]\330\020\031\230\021\230&\240\003\2403\240g\250Z\260s\270$\270a\270t\3006\310\021\310!\330\032\"\240!\2401\240F\250\047\260\025\260f\270A\270T\300\032\3101\310A\330\020\026\220a\220v\230^\2506\260\024\260T\270\027\300\003\3007\310&""\320PS\320SU\320UW\320WZ\320Z[\330\010\014\210A\210Q\330\010\t\330\004\007\200q\330\010\017\210z\230\026\230q\240\002\240\"\240B\240b\250\002\250\"\250A\330\010\013\2105\220\003\2201\330\014\020\220\001\220\021\330\014\r\330\t\n\330\010\013\2101\330\014\032\230!\2304\230t\2407\250#\250W\260A\260T\270\021\270$\270f\300E\310\022\3102\310R\310q\330\033#\2401\240F\250\"\250B\250b\260\007\260u\270J\300b\310\002\310!\330\014\031\230\021\230#\230S\240\006\240a\240v\250Q\250a\330\014\031\230\021\230#\230S\240\005\240R\240r\250\022\2503\250a\250z\270\021\270!\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\n\260#\260T\270\021\270$\270f\300A\300T\310\021\310!\3106\320QX\320XY\330\026\034\230A\230T\240\032\2501\250A\330\010\016\210a\210v\220^\2406\250\024\250T\260\027\270\003\2707\300&\310\003\3101\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021";
+    #else /* compression: none (6447 bytes) */
+static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__src/kernels.pxiunable to allocate array data.unable to allocate shape and strides.|ASCIIBCEllipsisKSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesbbackward_applybackward_apply[const double[:, :, ::1],const double[:, :, ::1],double[:, :, ::1]]backward_apply[const float[:, :, ::1],const float[:, :, ::1],float[:, :, ::1]]backward_sumsbackward_sums[const double[:, :, ::1],const double[:, :, ::1]]backward_sums[const float[:, :, ::1],const float[:, :, ::1]]basebiasbn_backwardbn_backward[const double[:, :, ::1],const double[:, :, ::1],const double[::1],double[:, :, ::1]]bn_backward[const float[:, :, ::1],const float[:, :, ::1],const float[::1],float[:, :, ::1]]bn_forward_evalbn_forward_eval[const double[:, :, ::1],const double[::1],const double[::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_eval[const float[:, :, ::1],const float[::1],const float[::1],const float[::1],const float[::1],float[:, :, ::1]]bn_forward_trainbn_forward_train[const double[:, :, ::1],const double[::1],const double[::1],double[:, :, ::1]]bn_forward_train[const float[:, :"", ::1],const float[::1],const float[::1],float[:, :, ::1]]cchannel_statschannel_stats[const double[:, :, ::1]]channel_stats[const float[:, :, ::1]]cline_in_tracebackcnorm._kernels_baselinecntcoefcountcountscpu_supportsdefaultsdoubledpdstdtypedtype_is_objectdxdyemptyencodeenumerateepserrorfactorflagsfloatfloat64formatfortrangetgpidindexinnerinvstditemsitemsizekk1k2k3kindkwargsm2m2_outm2om2smax_threadsmeanmean_outmeansmemviewmerge_statsmomodennamenbndimneed_sumsnormalizenormalize[const double[:, :, ::1],double[:, :, ::1]]normalize[const float[:, :, ::1],float[:, :, ::1]]npntnumpyobjopenmp_enabledoutouterppackpartpartial_statspartial_stats[const double[:, :, ::1]]partial_stats[const float[:, :, ::1]]pmpm2poppvregisterrowsrunning_meanrunning_vars1s2scscalescratchscratch_lenset_max_threadssetdefaultshapeshiftsignaturessizesrcstartstepstopstream_copystructsum_dysum_dy_xmutargettotaltrainingunpackupdateupdate_runningupdate_running[double[:],double[:]]update_running[float[:],float[:]]use_xv1v2valueswweightxxpypzerosO\200\001\340\004\013\2104\210q\220\017\230q\240\006\240g\250Q\200\001\340\004\013\2104\210q\320\020!\240\021\200\001\340\004\013\210;\220b\230\r\240Q\240a\200\001\340\004\013\210>\230\021\200\001\340\004\026\220a\220q\200\001\340\004\030\230\003\2306\240\021\240-\250q\330\004\032\230\"\230B\230b\240\002\240#\240S\250\001\330\004\007\200r\210\023\210A\330\010\t\330\t\n\330\014\027\220q\320\030;\2708\3001\300C\300q\330\014\022\220!\2201\220C\220q\230\002\230\"\230D\240\001\240\023\240A\240R\240r\250\030\260\023\260B\260b\270\002\270\"\270C\270r\300\021\200\001\340AB\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270\"\270A\270T\300\022\3001\300D\310\002\310!\3101\330\010""\016\210a\210q\220\001\220\021\220#\220S\230\006\230k\250\026\250q\260\002\260!\2603\260c\270\024\270Q\270b\300\001\300\023\300C\300t\3107\320RU\320UV\330\017\025\220S\230\003\2308\2401\240F\250\"\250B\250b\260\007\260v\270R\270u\300F\310\"\310G\320ST\330\004\010\210\001\210\021\200\001\360\006\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240\001\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\t\210\022\2106\220\021\220#\220V\2302\230Q\330\004\007\200r\210\023\210A\330\010\017\210t\2201\330\004\010\210\002\210&\220\002\220#\220S\230\004\230F\240\"\240A\330\004 \240\001\330\004\032\230)\2401\330\t\n\330\010\026\220a\220q\230\001\230\021\230#\230S\240\004\240A\240R\240q\250\003\2503\250d\260\047\270\023\270G\3001\300D\310\001\310\024\310Q\310b\320PQ\320QT\320TW\320WX\330\027\030\230\002\230!\2303\230c\240\024\240X\250Q\250f\260B\260b\270\002\270\047\300\022\3002\300U\310&\320PR\320RY\320YZ\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\010\025\220Q\220c\230\023\230A\230R\230q\240\003\2403\240d\250!\2502\250Q\250a\330\004\013\2104\210q\200\001\360\n\000\005\010\200}\220G\2301\330\010\014\210E\220\025\220a\220|\2406\250\021\250!\330\014\030\230\001\230\025\230l\250$\250b\260\010\270\002\270(\300,\310a\310q\330)+\2507\260\"\260D\270\001\270\021\330\004\007\200|\2207\230!\330\010\014\210E\220\025\220a\220{\240&\250\001\250\021\330\014\027\220q\230\005\230\\\250\024\250R\250x\260r\270\030\300\033\310A\310Q\330(*\250\047\260\023\260B\260a\260s\270#\270V\3002\300Q\200\001\360\014\000\005\031\230\005\230V\2401\240H\250E\260\026\260q\270\001\330\004\030\230\001\330\004\017\210r\220\026\220q\230\003\2306\240\022\2401\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\032\320\032*\250!\330\004\010\210\005\210U\220!\2201\330\010\021\220\026\220q\230\001\330\004\007\200r\210\022\2101\330\r\016\330\014\022\220!\2203\220c""\230\021\230&\240\001\240\026\240r\250\022\2507\260&\270\001\270\025\270a\270s\300&\310\002\310\"\310G\320ST\330\023\024\220B\220a\220s\230&\240\002\240\"\240G\2506\260\021\260\"\260A\260T\270\021\270#\270Q\270a\330\004\013\2107\220*\230A\200\001\360\014\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\010\210\005\210U\220!\2201\330\010\014\210A\210U\220,\230a\230q\330\010\016\210a\210u\220D\230\002\230$\230a\230x\240{\260!\2603\260b\270\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260a\330\026\034\230A\230S\240\003\2408\2501\250A\250V\2607\270&\300\010\310\001\310\021\310&\320PW\320W\\\320\\]\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\007\200u\210C\210q\330\010\t\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\003\2503\250c\260\024\260Q\260d\270%\270q\300\004\300E\310\021\310$\310a\330\010\016\210a\210q\220\001\220\021\220#\220S\230\004\320\034.\250f\260A\260S\270\001\270\023\270C\270t\3007\310#\310W\320TZ\320Z]\320]^\330\017\027\220q\230\006\230b\240\002\240\"\240G\2506\260\022\2605\270\006\270b\300\007\300q\330\004\010\210\001\210\021\200\001\360\016\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\030\230\010\240""\001\240\027\250\003\250:\260Q\260f\270B\270g\300Q\330\004\r\210R\210v\220Q\220c\230\026\230r\240\021\330\004\014\210B\210f\220B\220c\230\024\230V\2402\240Q\330\004\n\210\"\210F\220\"\220C\220t\2306\240\022\2401\330\004\016\210b\220\006\220a\220r\230\022\2302\230R\230u\240F\250#\250W\260C\260v\270R\270q\330\004\033\230=\250\001\330\004\035\230]\250!\330\004\010\210\005\210U\220!\2201\330\010\013\2101\210E\220\031\230*\240A\240S\250\007\250s\260\047\270\022\270<\300q\310\003\3103\310a\330\004\007\200r\210\022\2101\330\r\016\330\014\025\220Q\220a\220q\230\001\230\023\230C\230t\2407\250#\250W\260A\260R\260q\270\003\2704\270q\300\003\3001\300C\300t\3101\310B\310a\310q\330\026\036\230a\230v\240R\240r\250\022\2507\260\"\260B\260e\2706\300\022\3007\310!\330\004\013\2108\2207\230!\200\001\360\024\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\007\200q\210\006\210c\220\021\330\010\014\210F\220!\330\010\n\210&\220\001\330\010\016\210f\220A\330\010\017\210q\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\035\230Q\230d\240!\2406\250\025\250g\260Z\270q\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\030\230\001\230\023\230A\230S\240\003\2401\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\010\013\2105\220\003\2201\330\014\r\330\r\016\330\020\033\2301\320\034>\270a\330\020\034\230A\230T\240\027\250\003\2507\260#\260Q\260d\270!\2704\270q\300\002\300!\3001\330\020\026\220a\220u\230D\240\002\240$\240a\240r\250\021\250#\250R\250r\260\022\2601\330\020\031\230\021\230&\240\003\2403\240g\250S\260\004\260A\260T\270\026\270q\300\003\3003\300h\310a\310q\320PV\320V]\320]^\330\032\"\240!\2401\240F\250\047\260\025\260a\330\020\026\220a\220t\320\033-\250V\2604\260w\270c""\300\027\310\006\310c\320QS\320SU\320UX\320XY\330\010\014\210A\210Q\330\010\017\210q\330\004\"\240\"\240B\240b\250\002\250%\250z\270\021\330\004\013\210:\220V\2302\230R\230r\240\022\2402\240R\240r\250\034\260R\260s\270\"\270A\330\004\007\200u\210C\210u\220C\220u\230C\230q\330\010\014\210A\210Q\330\010\014\210A\210Q\330\010\t\330\004\027\220u\230B\230b\240\002\240\"\240B\240b\250\002\250!\330\t\n\330\010\021\220\021\220$\220g\230S\240\007\240v\250U\260\"\260B\260b\270\003\2705\300\002\300\"\300B\300b\310\002\310!\330\022\032\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\005\220Y\230j\250\001\250\023\250G\2603\260g\270R\270|\3101\310C\310s\320RS\330\010\016\210a\210s\220#\220U\230&\240\005\240R\240r\250\022\2503\250a\250t\2601\260D\270\001\270\022\2701\270A\330\010\014\210E\220\025\220a\220q\330\014\022\220!\2205\230\004\230B\230d\240!\2402\240Q\240c\250\022\2502\250R\250q\330\014\025\220Q\220f\230C\230s\240&\250\003\2504\250q\260\004\260F\270!\2703\270c\300\030\310\021\310!\3106\320QX\320XY\330\026\036\230a\230q\240\006\240g\250U\260!\330\010\016\210a\210t\320\023%\240V\2504\250w\260c\270\027\300\006\300c\310\021\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021\330\004\013\2101\200\001\360\026\000\005\035\230A\230V\2401\240H\250A\250V\2601\260L\300\001\300\026\300q\310\001\330\004\033\2308\2401\240G\2503\250a\330\004\024\220I\230V\2402\240Q\330\004\020\220\n\230#\230Q\330\004\n\210&\220\001\330\004\016\210f\220A\330\004\007\200q\210\006\210c\220\021\330\010\t\330\004\025\220V\2303\230a\330\004\022\220(\230!\2306\240\022\2402\240R\240w\250e\260:\270R\270r\300\021\330\004\032\230,\240f\250A\250R\250r\260\022\2602\260Q\330\004\030\230\001\330\004\035\230Q\230f\240A\240V\2507\260\047\270\032\3001\330\004\036\230a\230q\240\001\240\023\240C\240q\330\004\036\230a\230r\240\021\240#\240S\250\001\330\004\030\230\001\230\022""\2301\230C\230s\240!\330\004\007\200u\210C\210q\330\010\t\330\004\007\200t\2105\220\004\220F\230!\2303\230g\240Q\330\r\016\330\020\033\2301\320\034>\270a\330\020\023\2201\330\024\036\230a\230t\2404\240w\250c\260\027\270\003\2704\270q\300\004\300A\300V\3101\310D\320PQ\320Q[\320[\\\320\\]\330\020\031\230\021\230&\240\003\2403\240g\250Z\260s\270$\270a\270t\3006\310\021\310!\330\032\"\240!\2401\240F\250\047\260\025\260f\270A\270T\300\032\3101\310A\330\020\026\220a\220v\230^\2506\260\024\260T\270\027\300\003\3007\310&\320PS\320SU\320UW\320WZ\320Z[\330\010\014\210A\210Q\330\010\t\330\004\007\200q\330\010\017\210z\230\026\230q\240\002\240\"\240B\240b\250\002\250\"\250A\330\010\013\2105\220\003\2201\330\014\020\220\001\220\021\330\014\r\330\t\n\330\010\013\2101\330\014\032\230!\2304\230t\2407\250#\250W\260A\260T\270\021\270$\270f\300E\310\022\3102\310R\310q\330\033#\2401\240F\250\"\250B\250b\260\007\260u\270J\300b\310\002\310!\330\014\031\230\021\230#\230S\240\006\240a\240v\250Q\250a\330\014\031\230\021\230#\230S\240\005\240R\240r\250\022\2503\250a\250z\270\021\270!\330\010\014\210E\220\025\220a\220q\330\014\025\220Q\220f\230C\230s\240&\250\n\260#\260T\270\021\270$\270f\300A\300T\310\021\310!\3106\320QX\320XY\330\026\034\230A\230T\240\032\2501\250A\330\010\016\210a\210v\220^\2406\250\024\250T\260\027\270\003\2707\300&\310\003\3101\330\017\027\220q\230\006\230b\240\002\240\"\240G\2509\260J\270f\300B\300a\330\004\010\210\001\210\021\330\004\010\210\001\210\021";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 203; i++) {
+    for (int i = 0; i < 207; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 28) PyUnicode_InternInPlace(&string);
@@ -43772,8 +45520,8 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 203; i < 218; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-203].length;
+    for (int i = 207; i < 223; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-207].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -43783,15 +45531,15 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 218; i++) {
+    for (Py_ssize_t i = 0; i < 223; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 203;
-      for (Py_ssize_t i=0; i<15; ++i) {
+      PyObject **table = stringtab + 207;
+      for (Py_ssize_t i=0; i<16; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -44034,6 +45782,21 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 835};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_src, __pyx_mstate->__pyx_n_u_dst, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_nb};
     __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_stream_copy, __pyx_mstate->__pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 846};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
+    __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 846};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
+    __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_double_double, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 846};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor, __pyx_mstate->__pyx_n_u_c};
+    __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -51812,6 +53575,52 @@ static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_d_d_dc
     retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, __Pyx_IS_C_CONTIG,
                                                  (PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) | writable_flag, 3,
                                                  &__Pyx_TypeInfo_double__const__, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_float(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_STRIDED) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, 0,
+                                                 PyBUF_RECORDS_RO | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_float, stack,
+                                                 &result, obj);
+    if (unlikely(retcode == -1))
+        goto __pyx_fail;
+    return result;
+__pyx_fail:
+    result.memview = NULL;
+    result.data = NULL;
+    return result;
+}
+
+/* ObjectToMemviewSlice */
+static CYTHON_INLINE __Pyx_memviewslice __Pyx_PyObject_to_MemoryviewSlice_ds_double(PyObject *obj, int writable_flag) {
+    __Pyx_memviewslice result = __Pyx_MEMSLICE_INIT;
+    __Pyx_BufFmt_StackElem stack[1];
+    int axes_specs[] = { (__Pyx_MEMVIEW_DIRECT | __Pyx_MEMVIEW_STRIDED) };
+    int retcode;
+    if (obj == Py_None) {
+        result.memview = (struct __pyx_memoryview_obj *) Py_None;
+        return result;
+    }
+    retcode = __Pyx_ValidateAndInit_memviewslice(axes_specs, 0,
+                                                 PyBUF_RECORDS_RO | writable_flag, 1,
+                                                 &__Pyx_TypeInfo_double, stack,
                                                  &result, obj);
     if (unlikely(retcode == -1))
         goto __pyx_fail;

@@ -841,3 +841,18 @@ def stream_copy(const float[::1] src, float[::1] dst):
     with nogil:
         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))
+
+
+def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,
+                   const double[::1] m2, double count, double factor):
+    """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
+    with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
+    cdef Py_ssize_t c
+    if running_mean is not None:
+        for c in range(running_mean.shape[0]):
+            running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+                                         + factor * mean[c])
+    if running_var is not None:
+        for c in range(running_var.shape[0]):
+            running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+                                        + factor * (m2[c] / (count - 1.0)))

@@ -168,3 +168,13 @@ def test_train_eval_return_layer():
     assert layer.eval() is layer and layer.training is False
     assert layer.train() is layer and layer.training is True
     assert layer.train(False).training is False
+
+
+def test_batch_norm_training_without_running_stats(rng):
+    x = make_input(rng, (6, 3, 4), np.float64)
+    y = cnorm.batch_norm(x, None, None, training=True)
+    np.testing.assert_allclose(y, bn_forward(x, x.mean(axis=(0, 2)), x.var(axis=(0, 2)),
+                                             None, None, 1e-5), rtol=1e-12, atol=1e-12)
+    rv = np.ones(3)
+    cnorm.batch_norm(x, None, rv, training=True, momentum=1.0)  # only the variance tracked
+    np.testing.assert_allclose(rv, x.var(axis=(0, 2), ddof=1), rtol=1e-12)
