@@ -36,10 +36,12 @@ cdef extern from "cnorm_omp.h" nogil:
 
 cdef enum:
     CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
-    ROW_CHUNK = 16384     # rows layout: values (rows x C) per statistics chunk
+    ROW_CHUNK = 65536     # rows layout: values (rows x C) per statistics chunk
     LANES = 32            # independent accumulators per sum (a fixed lane structure: the
                           # same sums on every SIMD target)
-    GATHER = 512          # planar rows shorter than this are gathered before summing
+    GATHER = 512          # inner sizes below this use block mode: chunks of whole outer
+                          # rows visited in memory order (short rows of one channel are
+                          # scattered over many pages)
     FLUSH = 8             # float32: blocks of LANES summed in float before flushing to double
     PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
 
@@ -74,35 +76,41 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
     return nt if nt > 0 else 1
 
 
-cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:
-    """Whole channels per thread (fused, cache-resident) when channels share out evenly and
-    a channel's rows are long; short rows are visited in memory order instead (split path),
-    as a channel's short rows are scattered over many pages."""
-    return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)
-
-
-cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t C) noexcept nogil:
-    return ROW_CHUNK // C if C < ROW_CHUNK else 1
+cdef inline Py_ssize_t _block_rows(Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
+    """Outer rows per chunk in block mode (inner < GATHER): all channels of those rows.
+    Rows mode (inner == 1) sizes chunks by all channels' values, as its lanes span channels;
+    short rows size them by one channel's values, about CHUNK."""
+    if inner == 1:
+        return max(1, ROW_CHUNK // C) if C > 0 else 1
+    return max(1, CHUNK // inner)
 
 
 cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
-    """Statistics chunks per channel (planar) or row blocks (rows); depends on the shape only."""
-    if C == 0:
+    """Statistics chunks: per channel in plane mode (inner >= GATHER: CHUNK values of one
+    channel), or blocks of outer rows in block mode. Depends on the shape only."""
+    if C == 0 or outer == 0 or inner == 0:
         return 0
-    if inner > 1:
+    if inner >= GATHER:
         return (outer * inner + CHUNK - 1) // CHUNK
-    return (outer + _rows_per_chunk(C) - 1) // _rows_per_chunk(C)
+    return (outer + _block_rows(C, inner) - 1) // _block_rows(C, inner)
 
 
 cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
-    return k * CHUNK if inner > 1 else k * _rows_per_chunk(C)
+    return k * CHUNK if inner >= GATHER else k * _block_rows(C, inner)
 
 
 cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
                                   Py_ssize_t inner) noexcept nogil:
-    if inner > 1:
+    if inner >= GATHER:
         return min((k + 1) * CHUNK, outer * inner)
-    return min((k + 1) * _rows_per_chunk(C), outer)
+    return min((k + 1) * _block_rows(C, inner), outer)
+
+
+cdef inline double _chunk_count(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
+                                Py_ssize_t inner) noexcept nogil:
+    """Values of each channel in chunk k."""
+    cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner)
+    return <double>(span if inner >= GATHER else span * inner)
 
 
 cdef inline double _lane_sum(const double *a) noexcept nogil:
@@ -194,34 +202,6 @@ cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stri
 
 
 cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
-                      Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, double shift,
-                      double *s1, double *s2) noexcept nogil:
-    """_segment_sums of the chunk; short rows (inner < GATHER) are first gathered into one
-    contiguous run in L1, so that the lanes run full instead of on short tails. Which way a
-    chunk goes depends on the shape only."""
-    cdef floating xb[CHUNK]
-    cdef floating gb[CHUNK]
-    cdef Py_ssize_t o = j0 // inner
-    cdef Py_ssize_t i = j0 - o * inner
-    cdef Py_ssize_t j = j0, seg, t, off
-    if inner >= GATHER:
-        _segment_sums(x, dy, C, inner, c, j0, j1, shift, s1, s2)
-        return
-    while j < j1:
-        seg = min(inner - i, j1 - j)
-        off = (o * C + c) * inner + i
-        for t in range(seg):
-            xb[j - j0 + t] = x[off + t]
-        if dy != NULL:
-            for t in range(seg):
-                gb[j - j0 + t] = dy[off + t]
-        j += seg
-        o += 1
-        i = 0
-    _segment_sums(xb, gb if dy != NULL else NULL, 1, j1 - j0, 0, 0, j1 - j0, shift, s1, s2)
-
-
-cdef void _segment_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
                         Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, double shift,
                         double *s1, double *s2) noexcept nogil:
     """Without dy: s1 = sum(x - shift), s2 = sum((x - shift)^2), shift of the data type.
@@ -320,7 +300,7 @@ cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py
 
 cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,
                      Py_ssize_t r1, const double *shift, double *s1, double *s2) noexcept nogil:
-    """Per channel, as _segment_sums, with per-channel shifts (of the data type without dy).
+    """Per channel, as _plane_sums, with per-channel shifts (of the data type without dy).
     Channels go in blocks of LANES whose lanes stay in registers over the rows."""
     cdef double a1[LANES]
     cdef double a2[LANES]
@@ -361,25 +341,96 @@ cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssi
         cb += LANES
 
 
-cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_ssize_t r1,
-                            double *mean, double *m2, double *scratch) noexcept nogil:
+cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,
+                      double *s1, double *s2) noexcept nogil:
+    """A short row in double, in 8 lanes (block mode with 1 < inner < GATHER)."""
+    cdef double a1[8]
+    cdef double a2[8]
+    cdef double d, e
+    cdef Py_ssize_t t = 0
+    cdef int l
+    for l in range(8):
+        a1[l] = 0.0
+        a2[l] = 0.0
+    if g == NULL:
+        while t + 8 <= n:
+            for l in range(8):
+                d = <double>p[t + l] - shift
+                a1[l] += d
+                a2[l] += d * d
+            t += 8
+        for l in range(n - t):
+            d = <double>p[t + l] - shift
+            a1[l] += d
+            a2[l] += d * d
+    else:
+        while t + 8 <= n:
+            for l in range(8):
+                e = <double>g[t + l]
+                a1[l] += e
+                a2[l] += e * (<double>p[t + l] - shift)
+            t += 8
+        for l in range(n - t):
+            e = <double>g[t + l]
+            a1[l] += e
+            a2[l] += e * (<double>p[t + l] - shift)
+    d = 0.0
+    e = 0.0
+    for l in range(8):
+        d = d + a1[l]
+        e = e + a2[l]
+    s1[0] = d
+    s2[0] = e
+
+
+cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
+                      Py_ssize_t o0, Py_ssize_t o1, const double *shift, double *s1,
+                      double *s2) noexcept nogil:
+    """Per-channel sums over outer rows [o0, o1), in memory order (block mode)."""
+    cdef Py_ssize_t o, c, off
+    cdef double a, b
+    if inner == 1:
+        _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
+        return
+    for c in range(C):
+        s1[c] = 0.0
+        s2[c] = 0.0
+    for o in range(o0, o1):
+        for c in range(C):
+            off = (o * C + c) * inner
+            _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
+            s1[c] += a
+            s2[c] += b
+
+
+cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,
+                             Py_ssize_t o1, double *mean, double *m2,
+                             double *scratch) noexcept nogil:
     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
+    cdef Py_ssize_t c
     cdef double *shift = scratch
     cdef double *s1 = scratch + C
-    cdef double n = <double>(r1 - r0)
-    cdef Py_ssize_t c
+    cdef double n = <double>((o1 - o0) * inner)
     cdef bint redo = False
     for c in range(C):
-        shift[c] = x[r0 * C + c]
-    _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
+        shift[c] = x[(o0 * C + c) * inner]
+    _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
     for c in range(C):
         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
     if redo:
         for c in range(C):
             shift[c] = <double><floating>mean[c]
-        _rows_sums(x, <const floating *>NULL, C, r0, r1, shift, s1, m2)
+        _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
         for c in range(C):
             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+
+
+cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:
+    """Whole channels per thread, normalized right after their statistics while in cache,
+    when a channel's rows are long (plane mode) and channels share out evenly. Short rows
+    (block and rows modes) go in memory order instead: measured faster, as one channel's
+    short rows are scattered over many pages."""
+    return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,9 +439,9 @@ cdef void _rows_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t r0, Py_s
 
 cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
-    """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (rows layout)."""
+    """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
-    if inner > 1:
+    if inner >= GATHER:
         for u in prange(K * C, schedule="static", num_threads=nt):
             c = u // K
             k = u - c * K
@@ -398,8 +449,9 @@ cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_
                                pm + k * C + c, pm2 + k * C + c)
     else:
         for k in prange(K, schedule="static", num_threads=nt):
-            _rows_chunk_stats(x, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),
-                              pm + k * C, pm2 + k * C, scratch + 2 * k * C)
+            _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),
+                               _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
+                               scratch + 2 * k * C)
 
 
 cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,
@@ -447,15 +499,15 @@ def partial_stats(const floating[:, :, ::1] x):
     counts = np.empty(K, dtype=np.float64)
     means = np.zeros((K, C), dtype=np.float64)
     m2s = np.zeros((K, C), dtype=np.float64)
-    scratch = np.empty(2 * K * C if inner == 1 else 1, dtype=np.float64)
+    scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
     cdef double[::1] cnt = counts, sc = scratch
     cdef double[:, ::1] pm = means, pm2 = m2s
     for k in range(K):
-        cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner))
+        cnt[k] = _chunk_count(k, outer, C, inner)
     if K > 0:
         with nogil:
             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
-                      _threads(outer * C * inner, K * C if inner > 1 else K))
+                      _threads(outer * C * inner, K * C if inner >= GATHER else K))
     return counts, means, m2s
 
 
@@ -525,9 +577,9 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
     cdef int w = 4 if dy == NULL else 5
     cdef const floating *q
     if inner > 1 and c1 - c0 < C:
-        for c in range(c0, c1):
-            q = coef + w * c
-            for o in range(outer):
+        for o in range(outer):
+            for c in range(c0, c1):
+                q = coef + w * c
                 off = (o * C + c) * inner
                 if dy == NULL:
                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
@@ -605,6 +657,33 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[
 # Fused training forward and backward
 # ---------------------------------------------------------------------------------------------
 
+cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
+                         Py_ssize_t inner, Py_ssize_t c, double eps, const floating *w,
+                         const floating *b, double *mean, double *m2, double *invstd,
+                         floating *coef) noexcept nogil:
+    """Training forward of channel c: statistics (the split path's chunks, merged in the same
+    order: same bits), then normalize while the channel is in cache."""
+    _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
+    invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
+    _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
+              <double>b[c] if b else 0.0, 0.0)
+    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)
+
+
+cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,
+                          Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c, const double *mean,
+                          const double *invstd, const floating *w, bint training,
+                          bint need_sums, double *sdy, double *sdyx,
+                          floating *coef) noexcept nogil:
+    """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
+    path), then dx while x and dy of the channel are in cache."""
+    if need_sums:
+        _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
+    _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
+              <double>w[c] if w else 1.0, sdy[c], sdyx[c])
+    _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)
+
+
 def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
                      const floating[::1] bias, double eps, floating[:, :, ::1] out,
                      double[::1] mean, double[::1] m2, double[::1] invstd):
@@ -631,19 +710,16 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
     cdef const floating *b = &bias[0] if bias is not None else NULL
     cdef const floating *xp = &x[0, 0, 0]
     cdef floating *yp = &out[0, 0, 0]
-    if not rows and _fused(C, inner, nt):
+    if _fused(C, inner, nt):
         if coef == NULL:
             raise MemoryError()
         with nogil:
             for c in prange(C, schedule="static", num_threads=nt):
-                _plane_stats(xp, outer, C, inner, c, &mean[c], &m2[c])
-                invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
-                _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
-                          <double>b[c] if b else 0.0, 0.0)
-                _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, c, c + 1, 1)
+                _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
+                               &invstd[0], coef)
         free(coef)
         return n
-    cdef Py_ssize_t scratch_len = 2 * K * C if rows else 1
+    cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
     if coef == NULL or part == NULL:
         free(coef)
@@ -652,9 +728,9 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
     cdef double *cnt = part + 2 * K * C + scratch_len
     with nogil:
         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
-                  _threads(outer * C * inner, K if rows else K * C))
+                  _threads(outer * C * inner, K if inner < GATHER else K * C))
         for c in range(K):
-            cnt[c] = <double>(_chunk_end(c, outer, C, inner) - _chunk_start(c, C, inner))
+            cnt[c] = _chunk_count(c, outer, C, inner)
         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
         for c in range(C):
             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
@@ -698,7 +774,7 @@ cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer
                          int nt) noexcept nogil:
     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
-    if inner > 1:
+    if inner >= GATHER:
         for u in prange(K * C, schedule="static", num_threads=nt):
             c = u // K
             k = u - c * K
@@ -706,8 +782,8 @@ cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer
                         p1 + k * C + c, p2 + k * C + c)
     else:
         for k in prange(K, schedule="static", num_threads=nt):
-            _rows_sums(x, dy, C, _chunk_start(k, C, inner), _chunk_end(k, outer, C, inner),
-                       mean, p1 + k * C, p2 + k * C)
+            _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),
+                        _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
 
 
 cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
@@ -733,7 +809,7 @@ def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     cdef double[::1] v1 = s1, v2 = s2
     with nogil:
         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
-                       &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner > 1 else K))
+                       &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
     return s1, s2
@@ -802,14 +878,11 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     cdef floating *dp = &dx[0, 0, 0]
     if coef == NULL:
         raise MemoryError()
-    if not rows and _fused(C, inner, nt):
+    if _fused(C, inner, nt):
         with nogil:
             for c in prange(C, schedule="static", num_threads=nt):
-                if need_sums:
-                    _plane_dot(xp, gp, outer, C, inner, c, mean[c], &sum_dy[c], &sum_dy_xmu[c])
-                _bwd_coef(coef, C, c, False, training, n, mean[c], invstd[c],
-                          <double>w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
-                _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, c, c + 1, 1)
+                _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
+                                training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
         free(coef)
         return
     if need_sums:
@@ -820,7 +893,7 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     with nogil:
         if need_sums:
             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
-                           _threads(outer * C * inner, K if rows else K * C))
+                           _threads(outer * C * inner, K if inner < GATHER else K * C))
             _add_partials(K, C, part, &sum_dy[0])
             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
         for c in range(C):
