@@ -3,11 +3,13 @@ import pytest
 
 import cnorm
 
-# Shapes for the parity grids: not multiples of SIMD widths, C = 1, H*W = 1, channels whose
-# plane spans several statistics chunks (16384 elements), and sizes above the parallel cut-off.
+# Shapes for the parity grids: not multiples of SIMD widths, C = 1, H*W = 1, and each
+# statistics mode with several chunks per channel: plane (H*W >= 512, 4096-value chunks),
+# block (1 < H*W < 512, chunks of outer rows) and rows (H*W = 1); sizes above the parallel
+# cut-off.
 SHAPES = {
-    1: [(7, 3), (5, 4, 9), (2, 1, 33), (5000, 7), (3, 5, 1)],
-    2: [(3, 5, 7, 9), (4, 3, 1, 1), (2, 1, 13, 11), (3, 2, 130, 129)],
+    1: [(7, 3), (5, 4, 9), (2, 1, 33), (20000, 5), (3, 5, 1), (100, 2, 50)],
+    2: [(3, 5, 7, 9), (4, 3, 1, 1), (2, 1, 13, 11), (3, 2, 130, 129), (70, 3, 10, 10)],
     3: [(2, 3, 4, 5, 6), (3, 2, 1, 1, 1)],
 }
 LAYERS = {1: cnorm.BatchNorm1d, 2: cnorm.BatchNorm2d, 3: cnorm.BatchNorm3d}

@@ -14,7 +14,8 @@ needs_openmp = pytest.mark.skipif(not cnorm.openmp_enabled(), reason="serial bui
 
 # Large enough to run in parallel and to span several chunks per channel.
 CASES = [((8, 16, 40, 40), "nchw"), ((8, 16, 40, 40), "nhwc"), ((3, 2, 150, 151), "nchw"),
-         ((6000, 33), "nc"), ((4, 5, 20000), "ncl")]
+         ((6000, 33), "nc"), ((4, 5, 20000), "ncl"), ((200, 24, 7, 7), "nchw"),
+         ((150, 40, 9), "ncl")]
 
 
 def run_all(x, dtype):
