@@ -146,17 +146,23 @@ def set_threads(n):
         torch.set_num_threads(n)
 
 
-def median_time(fn, min_repeat=5, max_repeat=50, budget=0.6):
-    """Median seconds of fn() after one warm-up call, repeating within a time budget."""
+def _once(fn):
+    t0 = time.perf_counter()
     fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < max_repeat and (len(times) < min_repeat
-                                       or time.perf_counter() - start < budget):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return time.perf_counter() - t0
+
+
+def median_times(fns, budget=1.0, min_rounds=5, max_rounds=200):
+    """Median seconds of each callable in ``fns`` (a dict), measured side by side: rounds in
+    which each runs once, in turn, so that a burst of noise on a shared machine hits all of
+    them alike. As many rounds as fit in ``budget`` seconds, within the bounds."""
+    first = {k: _once(f) for k, f in fns.items()}  # warm-up, and a cost estimate
+    rounds = int(min(max_rounds, max(min_rounds, budget / max(sum(first.values()), 1e-9))))
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            times[k].append(_once(f))
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def stream_copy_bandwidth(nbytes=256 << 20):
@@ -164,7 +170,7 @@ def stream_copy_bandwidth(nbytes=256 << 20):
     caches, with the current thread count."""
     src = np.ones(nbytes // 4, np.float32)
     dst = np.empty_like(src)
-    t = median_time(lambda: _kernels.stream_copy(src, dst), min_repeat=5, max_repeat=10)
+    t = median_times({"copy": lambda: _kernels.stream_copy(src, dst)}, min_rounds=10)["copy"]
     return 2 * src.nbytes / t
 
 
@@ -187,7 +193,7 @@ class Progress:
             self.stream.write("\n")
 
 
-def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=0.6):
+def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0):
     """Run the grid; returns a dict with the machine, copy bandwidths and one row per case."""
     impls = [i for i in impls if i != "torch" or torch is not None]
     warm_malloc()
@@ -205,11 +211,8 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=0.6):
                     progress.step(f"{op} {shape} {nt}t")
                     row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
                            "threads": nt, "bytes": x.nbytes}
-                    for impl in impls:
-                        fn = make_runner(impl, op, dim, x)
-                        # NumPy is slow: fewer repeats keep the run short
-                        row[impl] = median_time(fn, min_repeat=3 if impl == "numpy" else 5,
-                                                budget=budget)
+                    row.update(median_times({i: make_runner(i, op, dim, x) for i in impls},
+                                            budget=budget))
                     row["gbps"] = TRAFFIC[op] * x.nbytes / row["cnorm"] / 1e9
                     row["copy_fraction"] = TRAFFIC[op] * x.nbytes / row["cnorm"] / copy_bw[nt]
                     rows.append(row)
@@ -298,7 +301,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: small shapes, one thread count, short budget")
     p.add_argument("--out", default="bench_results", help="folder for the JSON and PNG")
-    p.add_argument("--budget", type=float, default=0.6, help="seconds per measurement")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="seconds of timed rounds per case (all implementations)")
     args = p.parse_args(argv)
     threads = tuple(int(t) for t in args.threads.split(","))
     shapes = SHAPES
