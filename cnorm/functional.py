@@ -80,11 +80,22 @@ def _update_running(running_mean, running_var, saved, factor):
 _CTYPES = {np.float32: "float", np.float64: "double"}
 
 
-def _check_bn_input(x, dtype=None):
-    x = as_float_array(x, dtype)
+def _check_bn_args(x, running_mean, running_var, weight, bias, training, update):
+    """The functional forms' checks; returns the validated arrays. ``update``: the running
+    arrays will be written in place."""
+    x = as_float_array(x)
     if x.ndim < 2:
         raise ValueError(f"expected 2D or higher input (N, C, ...) (got {x.ndim}D input)")
-    return x
+    C, dt = x.shape[1], x.dtype
+    running_mean = check_channel_vector(running_mean, C, dt, "running_mean", writeable=update)
+    running_var = check_channel_vector(running_var, C, dt, "running_var", writeable=update)
+    weight = check_channel_vector(weight, C, dt, "weight")
+    bias = check_channel_vector(bias, C, dt, "bias")
+    if training:
+        _check_batch_size(x)
+    elif running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    return x, running_mean, running_var, weight, bias
 
 
 def _check_batch_size(x):
@@ -92,14 +103,6 @@ def _check_batch_size(x):
     if x.size == x.shape[1]:
         raise ValueError("Expected more than 1 value per channel when training, "
                          f"got input size {x.shape}")
-
-
-def _check_bn_vectors(x, running_mean, running_var, weight, bias, training):
-    C, dt = x.shape[1], x.dtype
-    return (check_channel_vector(running_mean, C, dt, "running_mean", writeable=training),
-            check_channel_vector(running_var, C, dt, "running_var", writeable=training),
-            check_channel_vector(weight, C, dt, "weight"),
-            check_channel_vector(bias, C, dt, "bias"))
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -127,13 +130,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     Raises ``TypeError`` for a non-float input or mismatched dtypes and ``ValueError`` for bad
     shapes; nothing is modified when an error is raised.
     """
-    x = _check_bn_input(x)
-    running_mean, running_var, weight, bias = _check_bn_vectors(
-        x, running_mean, running_var, weight, bias, training)
-    if training:
-        _check_batch_size(x)
-    elif running_mean is None or running_var is None:
-        raise ValueError("running_mean and running_var are required when training=False")
+    x, running_mean, running_var, weight, bias = _check_bn_args(
+        x, running_mean, running_var, weight, bias, training, update=training)
     saved = _Saved(x, running_mean, running_var, weight, bias, eps, batch_stats=training)
     if training:
         _update_running(running_mean, running_var, saved, float(momentum))
@@ -152,13 +150,8 @@ def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, 
     Returns ``(dx, grad_weight, grad_bias)``: ``dx`` shaped like ``x`` in its memory layout,
     the parameter gradients of x's dtype, or None where ``weight`` / ``bias`` is None.
     """
-    x = _check_bn_input(x)
-    running_mean, running_var, weight, bias = _check_bn_vectors(
-        x, running_mean, running_var, weight, bias, False)
-    if training:
-        _check_batch_size(x)
-    elif running_mean is None or running_var is None:
-        raise ValueError("running_mean and running_var are required when training=False")
+    x, running_mean, running_var, weight, bias = _check_bn_args(
+        x, running_mean, running_var, weight, bias, training, update=False)
     saved = _Saved(x, running_mean, running_var, weight, bias, eps, batch_stats=training,
                    compute_y=False)
     dx, gw, gb = saved.backward(grad_output)

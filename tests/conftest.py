@@ -30,3 +30,22 @@ def make_input(rng, shape, dtype, offset=0.0, scale=1.0):
     sc = scale * rng.uniform(0.5, 3, size=C)
     shp = (1, C) + (1,) * (len(shape) - 2)
     return (rng.standard_normal(shape) * sc.reshape(shp) + off.reshape(shp)).astype(dtype)
+
+
+def layout_input(rng, shape, layout, dtype, offset):
+    """make_input in the given memory layout ("nhwc": channels-last, anything else: C order)."""
+    from reference import channels_last
+    x = make_input(rng, shape, dtype, offset=offset)
+    return channels_last(x) if layout == "nhwc" else x
+
+
+def all_outputs(x):
+    """Every public batch-norm result for x: train forward/backward, running statistics,
+    eval forward/backward, moments. For the bit-identity tests."""
+    layer = LAYERS[max(x.ndim - 2, 1)](x.shape[1], dtype=x.dtype)
+    layer.weight[...] = np.linspace(0.5, 2, x.shape[1])
+    out = [layer(x), layer.backward(x * 0.5 + 1), layer.grad_weight, layer.grad_bias]
+    out += [layer.running_mean.copy(), layer.running_var.copy()]
+    layer.eval()
+    out += [layer(x), layer.backward(x), layer.grad_weight, layer.grad_bias]
+    return out + list(cnorm.moments(x, 0))

@@ -5,8 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_input
-from reference import channels_last
+from conftest import all_outputs, layout_input
 
 import cnorm
 import cnorm.functional as F
@@ -15,15 +14,6 @@ from cnorm import _backend
 TARGETS = _backend.available_targets()
 CASES = [((6, 5, 37, 41), "nchw"), ((6, 5, 37, 41), "nhwc"), ((300, 70), "nc"),
          ((4, 3, 20, 20), "nchw")]
-
-
-def outputs(x):
-    layer = (cnorm.BatchNorm1d if x.ndim == 2 else cnorm.BatchNorm2d)(x.shape[1], dtype=x.dtype)
-    layer.weight[...] = np.linspace(0.5, 2, x.shape[1])
-    out = [layer(x), layer.backward(x * 0.5 + 1), layer.grad_weight, layer.grad_bias,
-           layer.running_var.copy()]
-    layer.eval()
-    return out + [layer(x), layer.backward(x), layer.grad_weight, *cnorm.moments(x, 0)]
 
 
 def test_baseline_always_available():
@@ -35,13 +25,11 @@ def test_baseline_always_available():
 @pytest.mark.parametrize("shape,layout", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_targets_bit_identical(rng, monkeypatch, shape, layout, dtype):
-    x = make_input(rng, shape, dtype, offset=50.0)
-    if layout == "nhwc":
-        x = channels_last(x)
+    x = layout_input(rng, shape, layout, dtype, offset=50.0)
     results = {}
     for t in TARGETS:
         monkeypatch.setattr(F, "_kernels", _backend.module_for(t))
-        results[t] = outputs(x)
+        results[t] = all_outputs(x)
     for t in TARGETS[1:]:
         for a, b in zip(results[TARGETS[0]], results[t]):
             assert a.tobytes() == b.tobytes(), f"{t} differs from {TARGETS[0]}"

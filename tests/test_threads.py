@@ -5,8 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import LAYERS, make_input
-from reference import channels_last
+from conftest import all_outputs, layout_input
 
 import cnorm
 
@@ -16,18 +15,6 @@ needs_openmp = pytest.mark.skipif(not cnorm.openmp_enabled(), reason="serial bui
 CASES = [((8, 16, 40, 40), "nchw"), ((8, 16, 40, 40), "nhwc"), ((3, 2, 150, 151), "nchw"),
          ((6000, 33), "nc"), ((4, 5, 20000), "ncl"), ((200, 24, 7, 7), "nchw"),
          ((150, 40, 9), "ncl")]
-
-
-def run_all(x, dtype):
-    """Every public kernel path: train forward/backward, eval forward/backward, moments."""
-    layer = LAYERS[max(x.ndim - 2, 1)](x.shape[1], dtype=dtype)
-    layer.weight[...] = np.linspace(0.5, 2, x.shape[1])
-    out = [layer(x), layer.backward(x * 0.5 + 1), layer.grad_weight, layer.grad_bias]
-    out += [layer.running_mean.copy(), layer.running_var.copy()]
-    layer.eval()
-    out += [layer(x), layer.backward(x), layer.grad_weight, layer.grad_bias]
-    out += list(cnorm.moments(x, 0))
-    return out
 
 
 @pytest.fixture
@@ -41,14 +28,12 @@ def restore_threads():
 @pytest.mark.parametrize("shape,layout", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_across_thread_counts(rng, restore_threads, shape, layout, dtype):
-    x = make_input(rng, shape, dtype, offset=100.0)
-    if layout == "nhwc":
-        x = channels_last(x)
+    x = layout_input(rng, shape, layout, dtype, offset=100.0)
     results = {}
     for n in (1, 2, 3):
         cnorm.set_num_threads(n)
         assert cnorm.get_num_threads() == n
-        results[n] = run_all(x, dtype)
+        results[n] = all_outputs(x)
     for n in (2, 3):
         for a, b in zip(results[1], results[n]):
             assert a.tobytes() == b.tobytes(), f"{n} threads differ from 1"
