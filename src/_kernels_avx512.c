@@ -1775,7 +1775,7 @@ enum  {
   __pyx_e_5cnorm_15_kernels_avx512_PARALLEL_MIN = 0x8000
 };
 
-/* "src/kernels.pxi":490
+/* "src/kernels.pxi":493
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -3431,9 +3431,9 @@ static PyObject *indirect_contiguous = 0;
 static int __pyx_memoryview_thread_locks_used;
 static PyThread_type_lock __pyx_memoryview_thread_locks[8];
 static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t, Py_ssize_t); /*proto*/
-static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_ssize_t, Py_ssize_t); /*proto*/
+static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_ssize_t, Py_ssize_t, Py_ssize_t); /*proto*/
 static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssize_t, Py_ssize_t, Py_ssize_t); /*proto*/
-static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py_ssize_t, Py_ssize_t, Py_ssize_t); /*proto*/
+static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t); /*proto*/
 static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t); /*proto*/
 static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t); /*proto*/
 static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double const *); /*proto*/
@@ -20788,12 +20788,12 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
 /* "src/kernels.pxi":79
  * 
  * 
- * cdef inline Py_ssize_t _block_rows(Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
+ * cdef inline Py_ssize_t _block_rows(Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
+ *                                    Py_ssize_t inner) noexcept nogil:
  *     """Outer rows per chunk in block mode (inner < GATHER): all channels of those rows.
- *     Rows mode (inner == 1) sizes chunks by all channels' values, as its lanes span channels;
 */
 
-static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner) {
+static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner) {
   Py_ssize_t __pyx_r;
   int __pyx_t_1;
   Py_ssize_t __pyx_t_2;
@@ -20802,23 +20802,23 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
   Py_ssize_t __pyx_t_5;
   int __pyx_t_6;
 
-  /* "src/kernels.pxi":83
- *     Rows mode (inner == 1) sizes chunks by all channels' values, as its lanes span channels;
- *     short rows size them by one channel's values, about CHUNK."""
+  /* "src/kernels.pxi":85
+ *     short rows size them by one channel's values, about CHUNK, and at least 8 chunks so the
+ *     statistics spread over threads. Depends on the shape only."""
  *     if inner == 1:             # <<<<<<<<<<<<<<
  *         return max(1, ROW_CHUNK // C) if C > 0 else 1
- *     return max(1, CHUNK // inner)
+ *     return max(1, min(CHUNK // inner, (outer + 7) // 8))
 */
   __pyx_t_1 = (__pyx_v_inner == 1);
 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":84
- *     short rows size them by one channel's values, about CHUNK."""
+    /* "src/kernels.pxi":86
+ *     statistics spread over threads. Depends on the shape only."""
  *     if inner == 1:
  *         return max(1, ROW_CHUNK // C) if C > 0 else 1             # <<<<<<<<<<<<<<
- *     return max(1, CHUNK // inner)
+ *     return max(1, min(CHUNK // inner, (outer + 7) // 8))
  * 
 */
     __pyx_t_1 = (__pyx_v_C > 0);
@@ -20851,39 +20851,54 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":83
- *     Rows mode (inner == 1) sizes chunks by all channels' values, as its lanes span channels;
- *     short rows size them by one channel's values, about CHUNK."""
+    /* "src/kernels.pxi":85
+ *     short rows size them by one channel's values, about CHUNK, and at least 8 chunks so the
+ *     statistics spread over threads. Depends on the shape only."""
  *     if inner == 1:             # <<<<<<<<<<<<<<
  *         return max(1, ROW_CHUNK // C) if C > 0 else 1
- *     return max(1, CHUNK // inner)
+ *     return max(1, min(CHUNK // inner, (outer + 7) // 8))
 */
   }
 
-  /* "src/kernels.pxi":85
+  /* "src/kernels.pxi":87
  *     if inner == 1:
  *         return max(1, ROW_CHUNK // C) if C > 0 else 1
- *     return max(1, CHUNK // inner)             # <<<<<<<<<<<<<<
+ *     return max(1, min(CHUNK // inner, (outer + 7) // 8))             # <<<<<<<<<<<<<<
  * 
  * 
 */
 
-  __pyx_t_2 = (__pyx_e_5cnorm_15_kernels_avx512_CHUNK / __pyx_v_inner);
+  __pyx_t_2 = ((__pyx_v_outer + 7) / 8);
+
+  __pyx_t_5 = (__pyx_e_5cnorm_15_kernels_avx512_CHUNK / __pyx_v_inner);
+  __pyx_t_1 = (__pyx_t_2 < __pyx_t_5);
+
+  if (__pyx_t_1) {
+
+    __pyx_t_3 = __pyx_t_2;
+  } else {
+
+    __pyx_t_3 = __pyx_t_5;
+  }
+
+
+  __pyx_t_2 = __pyx_t_3;
+
 
   __pyx_t_4 = 1;
   __pyx_t_1 = (__pyx_t_2 > __pyx_t_4);
 
   if (__pyx_t_1) {
 
-    __pyx_t_5 = __pyx_t_2;
+    __pyx_t_3 = __pyx_t_2;
   } else {
 
-    __pyx_t_5 = __pyx_t_4;
+    __pyx_t_3 = __pyx_t_4;
   }
 
   {
 
-    __pyx_r = __pyx_t_5;
+    __pyx_r = __pyx_t_3;
   }
 
   goto __pyx_L0;
@@ -20891,9 +20906,9 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
   /* "src/kernels.pxi":79
  * 
  * 
- * cdef inline Py_ssize_t _block_rows(Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
+ * cdef inline Py_ssize_t _block_rows(Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
+ *                                    Py_ssize_t inner) noexcept nogil:
  *     """Outer rows per chunk in block mode (inner < GATHER): all channels of those rows.
- *     Rows mode (inner == 1) sizes chunks by all channels' values, as its lanes span channels;
 */
 
   /* function exit code */
@@ -20901,7 +20916,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":88
+/* "src/kernels.pxi":90
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20914,7 +20929,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":91
+  /* "src/kernels.pxi":93
  *     """Statistics chunks: per channel in plane mode (inner >= GATHER: CHUNK values of one
  *     channel), or blocks of outer rows in block mode. Depends on the shape only."""
  *     if C == 0 or outer == 0 or inner == 0:             # <<<<<<<<<<<<<<
@@ -20950,7 +20965,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":92
+    /* "src/kernels.pxi":94
  *     channel), or blocks of outer rows in block mode. Depends on the shape only."""
  *     if C == 0 or outer == 0 or inner == 0:
  *         return 0             # <<<<<<<<<<<<<<
@@ -20963,7 +20978,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":91
+    /* "src/kernels.pxi":93
  *     """Statistics chunks: per channel in plane mode (inner >= GATHER: CHUNK values of one
  *     channel), or blocks of outer rows in block mode. Depends on the shape only."""
  *     if C == 0 or outer == 0 or inner == 0:             # <<<<<<<<<<<<<<
@@ -20972,23 +20987,23 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
 */
   }
 
-  /* "src/kernels.pxi":93
+  /* "src/kernels.pxi":95
  *     if C == 0 or outer == 0 or inner == 0:
  *         return 0
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
  *         return (outer * inner + CHUNK - 1) // CHUNK
- *     return (outer + _block_rows(C, inner) - 1) // _block_rows(C, inner)
+ *     return (outer + _block_rows(outer, C, inner) - 1) // _block_rows(outer, C, inner)
 */
   __pyx_t_1 = (__pyx_v_inner >= __pyx_e_5cnorm_15_kernels_avx512_GATHER);
 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":94
+    /* "src/kernels.pxi":96
  *         return 0
  *     if inner >= GATHER:
  *         return (outer * inner + CHUNK - 1) // CHUNK             # <<<<<<<<<<<<<<
- *     return (outer + _block_rows(C, inner) - 1) // _block_rows(C, inner)
+ *     return (outer + _block_rows(outer, C, inner) - 1) // _block_rows(outer, C, inner)
  * 
 */
     {
@@ -20997,29 +21012,29 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":93
+    /* "src/kernels.pxi":95
  *     if C == 0 or outer == 0 or inner == 0:
  *         return 0
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
  *         return (outer * inner + CHUNK - 1) // CHUNK
- *     return (outer + _block_rows(C, inner) - 1) // _block_rows(C, inner)
+ *     return (outer + _block_rows(outer, C, inner) - 1) // _block_rows(outer, C, inner)
 */
   }
 
-  /* "src/kernels.pxi":95
+  /* "src/kernels.pxi":97
  *     if inner >= GATHER:
  *         return (outer * inner + CHUNK - 1) // CHUNK
- *     return (outer + _block_rows(C, inner) - 1) // _block_rows(C, inner)             # <<<<<<<<<<<<<<
+ *     return (outer + _block_rows(outer, C, inner) - 1) // _block_rows(outer, C, inner)             # <<<<<<<<<<<<<<
  * 
  * 
 */
   {
 
-    __pyx_r = (((__pyx_v_outer + __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_C, __pyx_v_inner)) - 1) / __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_C, __pyx_v_inner));
+    __pyx_r = (((__pyx_v_outer + __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_outer, __pyx_v_C, __pyx_v_inner)) - 1) / __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_outer, __pyx_v_C, __pyx_v_inner));
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":88
+  /* "src/kernels.pxi":90
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -21032,23 +21047,23 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":98
+/* "src/kernels.pxi":100
  * 
  * 
- * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
- *     return k * CHUNK if inner >= GATHER else k * _block_rows(C, inner)
- * 
+ * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
+ *                                     Py_ssize_t inner) noexcept nogil:
+ *     return k * CHUNK if inner >= GATHER else k * _block_rows(outer, C, inner)
 */
 
-static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py_ssize_t __pyx_v_k, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner) {
+static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py_ssize_t __pyx_v_k, Py_ssize_t __pyx_v_outer, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_inner) {
   Py_ssize_t __pyx_r;
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":99
- * 
- * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
- *     return k * CHUNK if inner >= GATHER else k * _block_rows(C, inner)             # <<<<<<<<<<<<<<
+  /* "src/kernels.pxi":102
+ * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
+ *                                     Py_ssize_t inner) noexcept nogil:
+ *     return k * CHUNK if inner >= GATHER else k * _block_rows(outer, C, inner)             # <<<<<<<<<<<<<<
  * 
  * 
 */
@@ -21059,7 +21074,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py
     __pyx_t_1 = (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK);
   } else {
 
-    __pyx_t_1 = (__pyx_v_k * __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_C, __pyx_v_inner));
+    __pyx_t_1 = (__pyx_v_k * __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_outer, __pyx_v_C, __pyx_v_inner));
   }
 
   {
@@ -21067,12 +21082,12 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":98
+  /* "src/kernels.pxi":100
  * 
  * 
- * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
- *     return k * CHUNK if inner >= GATHER else k * _block_rows(C, inner)
- * 
+ * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
+ *                                     Py_ssize_t inner) noexcept nogil:
+ *     return k * CHUNK if inner >= GATHER else k * _block_rows(outer, C, inner)
 */
 
   /* function exit code */
@@ -21080,7 +21095,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":102
+/* "src/kernels.pxi":105
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21095,23 +21110,23 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":104
+  /* "src/kernels.pxi":107
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
  *         return min((k + 1) * CHUNK, outer * inner)
- *     return min((k + 1) * _block_rows(C, inner), outer)
+ *     return min((k + 1) * _block_rows(outer, C, inner), outer)
 */
   __pyx_t_1 = (__pyx_v_inner >= __pyx_e_5cnorm_15_kernels_avx512_GATHER);
 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":105
+    /* "src/kernels.pxi":108
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner >= GATHER:
  *         return min((k + 1) * CHUNK, outer * inner)             # <<<<<<<<<<<<<<
- *     return min((k + 1) * _block_rows(C, inner), outer)
+ *     return min((k + 1) * _block_rows(outer, C, inner), outer)
  * 
 */
 
@@ -21135,26 +21150,26 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
 
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":104
+    /* "src/kernels.pxi":107
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
  *         return min((k + 1) * CHUNK, outer * inner)
- *     return min((k + 1) * _block_rows(C, inner), outer)
+ *     return min((k + 1) * _block_rows(outer, C, inner), outer)
 */
   }
 
-  /* "src/kernels.pxi":106
+  /* "src/kernels.pxi":109
  *     if inner >= GATHER:
  *         return min((k + 1) * CHUNK, outer * inner)
- *     return min((k + 1) * _block_rows(C, inner), outer)             # <<<<<<<<<<<<<<
+ *     return min((k + 1) * _block_rows(outer, C, inner), outer)             # <<<<<<<<<<<<<<
  * 
  * 
 */
 
   __pyx_t_4 = __pyx_v_outer;
 
-  __pyx_t_2 = ((__pyx_v_k + 1) * __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_C, __pyx_v_inner));
+  __pyx_t_2 = ((__pyx_v_k + 1) * __pyx_f_5cnorm_15_kernels_avx512__block_rows(__pyx_v_outer, __pyx_v_C, __pyx_v_inner));
   __pyx_t_1 = (__pyx_t_4 < __pyx_t_2);
 
   if (__pyx_t_1) {
@@ -21172,7 +21187,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
 
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":102
+  /* "src/kernels.pxi":105
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21185,7 +21200,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":109
+/* "src/kernels.pxi":112
  * 
  * 
  * cdef inline double _chunk_count(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21199,18 +21214,18 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssi
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":112
+  /* "src/kernels.pxi":115
  *                                 Py_ssize_t inner) noexcept nogil:
  *     """Values of each channel in chunk k."""
- *     cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner)             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner)             # <<<<<<<<<<<<<<
  *     return <double>(span if inner >= GATHER else span * inner)
  * 
 */
-  __pyx_v_span = (__pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner) - __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_C, __pyx_v_inner));
+  __pyx_v_span = (__pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner) - __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner));
 
-  /* "src/kernels.pxi":113
+  /* "src/kernels.pxi":116
  *     """Values of each channel in chunk k."""
- *     cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner)
+ *     cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner)
  *     return <double>(span if inner >= GATHER else span * inner)             # <<<<<<<<<<<<<<
  * 
  * 
@@ -21232,7 +21247,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssi
 
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":109
+  /* "src/kernels.pxi":112
  * 
  * 
  * cdef inline double _chunk_count(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21246,7 +21261,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssi
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":116
+/* "src/kernels.pxi":119
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -21262,7 +21277,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":117
+  /* "src/kernels.pxi":120
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:
  *     cdef double s = 0.0             # <<<<<<<<<<<<<<
@@ -21271,7 +21286,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
 */
   __pyx_v_s = 0.0;
 
-  /* "src/kernels.pxi":119
+  /* "src/kernels.pxi":122
  *     cdef double s = 0.0
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21285,7 +21300,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":120
+    /* "src/kernels.pxi":123
  *     cdef int l
  *     for l in range(LANES):
  *         s = s + a[l]             # <<<<<<<<<<<<<<
@@ -21296,7 +21311,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   }
 
 
-  /* "src/kernels.pxi":121
+  /* "src/kernels.pxi":124
  *     for l in range(LANES):
  *         s = s + a[l]
  *     return s             # <<<<<<<<<<<<<<
@@ -21309,7 +21324,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":116
+  /* "src/kernels.pxi":119
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -21324,7 +21339,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":124
+/* "src/kernels.pxi":127
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -21337,7 +21352,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
   double __pyx_v_d;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":128
+  /* "src/kernels.pxi":131
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -21349,7 +21364,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":129
+    /* "src/kernels.pxi":132
  *     cdef double tot, d
  *     if nb <= 0.0:
  *         return             # <<<<<<<<<<<<<<
@@ -21360,7 +21375,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":128
+    /* "src/kernels.pxi":131
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -21369,7 +21384,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   }
 
-  /* "src/kernels.pxi":130
+  /* "src/kernels.pxi":133
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -21381,7 +21396,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":131
+    /* "src/kernels.pxi":134
  *         return
  *     if n[0] == 0.0:
  *         n[0] = nb             # <<<<<<<<<<<<<<
@@ -21390,7 +21405,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
     (__pyx_v_n[0]) = __pyx_v_nb;
 
-    /* "src/kernels.pxi":132
+    /* "src/kernels.pxi":135
  *     if n[0] == 0.0:
  *         n[0] = nb
  *         m[0] = mb             # <<<<<<<<<<<<<<
@@ -21399,7 +21414,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
     (__pyx_v_m[0]) = __pyx_v_mb;
 
-    /* "src/kernels.pxi":133
+    /* "src/kernels.pxi":136
  *         n[0] = nb
  *         m[0] = mb
  *         M[0] = Mb             # <<<<<<<<<<<<<<
@@ -21408,7 +21423,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
     (__pyx_v_M[0]) = __pyx_v_Mb;
 
-    /* "src/kernels.pxi":134
+    /* "src/kernels.pxi":137
  *         m[0] = mb
  *         M[0] = Mb
  *         return             # <<<<<<<<<<<<<<
@@ -21419,7 +21434,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":130
+    /* "src/kernels.pxi":133
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -21428,7 +21443,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   }
 
-  /* "src/kernels.pxi":135
+  /* "src/kernels.pxi":138
  *         M[0] = Mb
  *         return
  *     tot = n[0] + nb             # <<<<<<<<<<<<<<
@@ -21437,7 +21452,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   __pyx_v_tot = ((__pyx_v_n[0]) + __pyx_v_nb);
 
-  /* "src/kernels.pxi":136
+  /* "src/kernels.pxi":139
  *         return
  *     tot = n[0] + nb
  *     d = mb - m[0]             # <<<<<<<<<<<<<<
@@ -21446,7 +21461,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   __pyx_v_d = (__pyx_v_mb - (__pyx_v_m[0]));
 
-  /* "src/kernels.pxi":137
+  /* "src/kernels.pxi":140
  *     tot = n[0] + nb
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)             # <<<<<<<<<<<<<<
@@ -21455,7 +21470,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   (__pyx_v_m[0]) = ((__pyx_v_m[0]) + (__pyx_v_d * (__pyx_v_nb / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":138
+  /* "src/kernels.pxi":141
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)             # <<<<<<<<<<<<<<
@@ -21464,7 +21479,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   (__pyx_v_M[0]) = (((__pyx_v_M[0]) + __pyx_v_Mb) + ((__pyx_v_d * __pyx_v_d) * (((__pyx_v_n[0]) * __pyx_v_nb) / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":139
+  /* "src/kernels.pxi":142
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
  *     n[0] = tot             # <<<<<<<<<<<<<<
@@ -21473,7 +21488,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   (__pyx_v_n[0]) = __pyx_v_tot;
 
-  /* "src/kernels.pxi":124
+  /* "src/kernels.pxi":127
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -21487,7 +21502,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 
 }
 
-/* "src/kernels.pxi":142
+/* "src/kernels.pxi":145
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -21504,7 +21519,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":145
+  /* "src/kernels.pxi":148
  *                                double *m2) noexcept nogil:
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n             # <<<<<<<<<<<<<<
@@ -21513,7 +21528,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   __pyx_v_mu = (__pyx_v_s1 / __pyx_v_n);
 
-  /* "src/kernels.pxi":146
+  /* "src/kernels.pxi":149
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu             # <<<<<<<<<<<<<<
@@ -21522,7 +21537,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   __pyx_v_corr = (__pyx_v_s1 * __pyx_v_mu);
 
-  /* "src/kernels.pxi":147
+  /* "src/kernels.pxi":150
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr             # <<<<<<<<<<<<<<
@@ -21531,7 +21546,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   __pyx_v_v = (__pyx_v_s2 - __pyx_v_corr);
 
-  /* "src/kernels.pxi":148
+  /* "src/kernels.pxi":151
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu             # <<<<<<<<<<<<<<
@@ -21540,7 +21555,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   (__pyx_v_mean[0]) = (__pyx_v_shift + __pyx_v_mu);
 
-  /* "src/kernels.pxi":149
+  /* "src/kernels.pxi":152
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v             # <<<<<<<<<<<<<<
@@ -21560,7 +21575,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   (__pyx_v_m2[0]) = __pyx_t_1;
 
 
-  /* "src/kernels.pxi":150
+  /* "src/kernels.pxi":153
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v
  *     return corr > 1e6 * v and mean[0] - mean[0] == 0.0             # <<<<<<<<<<<<<<
@@ -21588,7 +21603,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":142
+  /* "src/kernels.pxi":145
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -21604,7 +21619,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":157
+/* "src/kernels.pxi":160
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -21633,7 +21648,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 
 
 
-  /* "src/kernels.pxi":173
+  /* "src/kernels.pxi":176
  *     cdef Py_ssize_t b
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21647,7 +21662,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":174
+    /* "src/kernels.pxi":177
  *     cdef int l
  *     for l in range(LANES):
  *         f1[l] = f1o[l]             # <<<<<<<<<<<<<<
@@ -21656,7 +21671,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1[__pyx_v_l]) = (__pyx_v_f1o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":175
+    /* "src/kernels.pxi":178
  *     for l in range(LANES):
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]             # <<<<<<<<<<<<<<
@@ -21665,7 +21680,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f2[__pyx_v_l]) = (__pyx_v_f2o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":176
+    /* "src/kernels.pxi":179
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]             # <<<<<<<<<<<<<<
@@ -21676,7 +21691,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":177
+  /* "src/kernels.pxi":180
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]
  *     for b in range(nblocks):             # <<<<<<<<<<<<<<
@@ -21690,7 +21705,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
     __pyx_v_b = __pyx_t_6;
 
-    /* "src/kernels.pxi":178
+    /* "src/kernels.pxi":181
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -21702,7 +21717,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":179
+      /* "src/kernels.pxi":182
  *     for b in range(nblocks):
  *         if g == NULL:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21716,7 +21731,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":180
+        /* "src/kernels.pxi":183
  *         if g == NULL:
  *             for l in range(LANES):
  *                 d = p[l] - s[l]             # <<<<<<<<<<<<<<
@@ -21725,7 +21740,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_l]) - (__pyx_v_s[__pyx_v_l]));
 
-        /* "src/kernels.pxi":181
+        /* "src/kernels.pxi":184
  *             for l in range(LANES):
  *                 d = p[l] - s[l]
  *                 f1[l] += d             # <<<<<<<<<<<<<<
@@ -21736,7 +21751,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":182
+        /* "src/kernels.pxi":185
  *                 d = p[l] - s[l]
  *                 f1[l] += d
  *                 f2[l] += d * d             # <<<<<<<<<<<<<<
@@ -21749,7 +21764,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":178
+      /* "src/kernels.pxi":181
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -21759,7 +21774,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":184
+    /* "src/kernels.pxi":187
  *                 f2[l] += d * d
  *         else:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21774,7 +21789,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":185
+        /* "src/kernels.pxi":188
  *         else:
  *             for l in range(LANES):
  *                 e = g[l]             # <<<<<<<<<<<<<<
@@ -21783,7 +21798,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_l]);
 
-        /* "src/kernels.pxi":186
+        /* "src/kernels.pxi":189
  *             for l in range(LANES):
  *                 e = g[l]
  *                 f1[l] += e             # <<<<<<<<<<<<<<
@@ -21794,7 +21809,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":187
+        /* "src/kernels.pxi":190
  *                 e = g[l]
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])             # <<<<<<<<<<<<<<
@@ -21807,7 +21822,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":188
+      /* "src/kernels.pxi":191
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride             # <<<<<<<<<<<<<<
@@ -21818,7 +21833,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":189
+    /* "src/kernels.pxi":192
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride
  *         p += stride             # <<<<<<<<<<<<<<
@@ -21827,7 +21842,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_p = (__pyx_v_p + __pyx_v_stride);
 
-    /* "src/kernels.pxi":190
+    /* "src/kernels.pxi":193
  *             g += stride
  *         p += stride
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -21836,7 +21851,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":191
+    /* "src/kernels.pxi":194
  *         p += stride
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
@@ -21848,7 +21863,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":192
+      /* "src/kernels.pxi":195
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21862,7 +21877,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":193
+        /* "src/kernels.pxi":196
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -21873,7 +21888,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-        /* "src/kernels.pxi":194
+        /* "src/kernels.pxi":197
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -21884,7 +21899,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-        /* "src/kernels.pxi":195
+        /* "src/kernels.pxi":198
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -21893,7 +21908,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-        /* "src/kernels.pxi":196
+        /* "src/kernels.pxi":199
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -21904,7 +21919,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":197
+      /* "src/kernels.pxi":200
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -21913,7 +21928,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
       __pyx_v_blocks = 0;
 
-      /* "src/kernels.pxi":191
+      /* "src/kernels.pxi":194
  *         p += stride
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
@@ -21924,7 +21939,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":198
+  /* "src/kernels.pxi":201
  *                 f2[l] = 0.0
  *             blocks = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21938,7 +21953,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":199
+    /* "src/kernels.pxi":202
  *             blocks = 0
  *     for l in range(LANES):
  *         f1o[l] = f1[l]             # <<<<<<<<<<<<<<
@@ -21947,7 +21962,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1o[__pyx_v_l]) = (__pyx_v_f1[__pyx_v_l]);
 
-    /* "src/kernels.pxi":200
+    /* "src/kernels.pxi":203
  *     for l in range(LANES):
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]             # <<<<<<<<<<<<<<
@@ -21958,7 +21973,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":204
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]
  *     return blocks             # <<<<<<<<<<<<<<
@@ -21971,7 +21986,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":157
+  /* "src/kernels.pxi":160
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -22015,7 +22030,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 
 
 
-  /* "src/kernels.pxi":173
+  /* "src/kernels.pxi":176
  *     cdef Py_ssize_t b
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22029,7 +22044,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":174
+    /* "src/kernels.pxi":177
  *     cdef int l
  *     for l in range(LANES):
  *         f1[l] = f1o[l]             # <<<<<<<<<<<<<<
@@ -22038,7 +22053,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1[__pyx_v_l]) = (__pyx_v_f1o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":175
+    /* "src/kernels.pxi":178
  *     for l in range(LANES):
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]             # <<<<<<<<<<<<<<
@@ -22047,7 +22062,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f2[__pyx_v_l]) = (__pyx_v_f2o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":176
+    /* "src/kernels.pxi":179
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]             # <<<<<<<<<<<<<<
@@ -22058,7 +22073,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":177
+  /* "src/kernels.pxi":180
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]
  *     for b in range(nblocks):             # <<<<<<<<<<<<<<
@@ -22072,7 +22087,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
     __pyx_v_b = __pyx_t_6;
 
-    /* "src/kernels.pxi":178
+    /* "src/kernels.pxi":181
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -22084,7 +22099,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":179
+      /* "src/kernels.pxi":182
  *     for b in range(nblocks):
  *         if g == NULL:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22098,7 +22113,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":180
+        /* "src/kernels.pxi":183
  *         if g == NULL:
  *             for l in range(LANES):
  *                 d = p[l] - s[l]             # <<<<<<<<<<<<<<
@@ -22107,7 +22122,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_l]) - (__pyx_v_s[__pyx_v_l]));
 
-        /* "src/kernels.pxi":181
+        /* "src/kernels.pxi":184
  *             for l in range(LANES):
  *                 d = p[l] - s[l]
  *                 f1[l] += d             # <<<<<<<<<<<<<<
@@ -22118,7 +22133,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":182
+        /* "src/kernels.pxi":185
  *                 d = p[l] - s[l]
  *                 f1[l] += d
  *                 f2[l] += d * d             # <<<<<<<<<<<<<<
@@ -22131,7 +22146,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":178
+      /* "src/kernels.pxi":181
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -22141,7 +22156,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":184
+    /* "src/kernels.pxi":187
  *                 f2[l] += d * d
  *         else:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22156,7 +22171,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":185
+        /* "src/kernels.pxi":188
  *         else:
  *             for l in range(LANES):
  *                 e = g[l]             # <<<<<<<<<<<<<<
@@ -22165,7 +22180,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_l]);
 
-        /* "src/kernels.pxi":186
+        /* "src/kernels.pxi":189
  *             for l in range(LANES):
  *                 e = g[l]
  *                 f1[l] += e             # <<<<<<<<<<<<<<
@@ -22176,7 +22191,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":187
+        /* "src/kernels.pxi":190
  *                 e = g[l]
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])             # <<<<<<<<<<<<<<
@@ -22189,7 +22204,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":188
+      /* "src/kernels.pxi":191
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride             # <<<<<<<<<<<<<<
@@ -22200,7 +22215,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":189
+    /* "src/kernels.pxi":192
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride
  *         p += stride             # <<<<<<<<<<<<<<
@@ -22209,7 +22224,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_p = (__pyx_v_p + __pyx_v_stride);
 
-    /* "src/kernels.pxi":190
+    /* "src/kernels.pxi":193
  *             g += stride
  *         p += stride
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -22218,7 +22233,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":192
+    /* "src/kernels.pxi":195
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22232,7 +22247,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":193
+      /* "src/kernels.pxi":196
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -22243,7 +22258,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       __pyx_t_8 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":194
+      /* "src/kernels.pxi":197
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -22254,7 +22269,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       __pyx_t_8 = __pyx_v_l;
       (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":195
+      /* "src/kernels.pxi":198
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22263,7 +22278,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
       (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":196
+      /* "src/kernels.pxi":199
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22274,7 +22289,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     }
 
 
-    /* "src/kernels.pxi":197
+    /* "src/kernels.pxi":200
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -22285,7 +22300,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":198
+  /* "src/kernels.pxi":201
  *                 f2[l] = 0.0
  *             blocks = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22299,7 +22314,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":199
+    /* "src/kernels.pxi":202
  *             blocks = 0
  *     for l in range(LANES):
  *         f1o[l] = f1[l]             # <<<<<<<<<<<<<<
@@ -22308,7 +22323,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1o[__pyx_v_l]) = (__pyx_v_f1[__pyx_v_l]);
 
-    /* "src/kernels.pxi":200
+    /* "src/kernels.pxi":203
  *     for l in range(LANES):
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]             # <<<<<<<<<<<<<<
@@ -22319,7 +22334,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":204
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]
  *     return blocks             # <<<<<<<<<<<<<<
@@ -22332,7 +22347,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":157
+  /* "src/kernels.pxi":160
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -22355,7 +22370,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":204
+/* "src/kernels.pxi":207
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -22391,7 +22406,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   int __pyx_t_9;
   long __pyx_t_10;
 
-  /* "src/kernels.pxi":215
+  /* "src/kernels.pxi":218
  *     cdef floating f2[LANES]
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -22400,7 +22415,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":216
+  /* "src/kernels.pxi":219
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -22409,7 +22424,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":217
+  /* "src/kernels.pxi":220
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb             # <<<<<<<<<<<<<<
@@ -22418,7 +22433,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":218
+  /* "src/kernels.pxi":221
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb
  *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
@@ -22427,7 +22442,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":221
+  /* "src/kernels.pxi":224
  *     cdef const floating *p
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift             # <<<<<<<<<<<<<<
@@ -22436,7 +22451,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_fs = ((float)__pyx_v_shift);
 
-  /* "src/kernels.pxi":222
+  /* "src/kernels.pxi":225
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22450,7 +22465,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":223
+    /* "src/kernels.pxi":226
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22459,7 +22474,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":224
+    /* "src/kernels.pxi":227
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22468,7 +22483,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":225
+    /* "src/kernels.pxi":228
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *         f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22477,7 +22492,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":226
+    /* "src/kernels.pxi":229
  *         a2[l] = 0.0
  *         f1[l] = 0.0
  *         f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22486,7 +22501,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":227
+    /* "src/kernels.pxi":230
  *         f1[l] = 0.0
  *         f2[l] = 0.0
  *         sh[l] = fs             # <<<<<<<<<<<<<<
@@ -22497,7 +22512,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   }
 
 
-  /* "src/kernels.pxi":228
+  /* "src/kernels.pxi":231
  *         f2[l] = 0.0
  *         sh[l] = fs
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -22510,7 +22525,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":229
+    /* "src/kernels.pxi":232
  *         sh[l] = fs
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -22534,7 +22549,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":230
+    /* "src/kernels.pxi":233
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -22543,7 +22558,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":231
+    /* "src/kernels.pxi":234
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -22562,7 +22577,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 
     __pyx_v_g = __pyx_t_8;
 
-    /* "src/kernels.pxi":232
+    /* "src/kernels.pxi":235
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES             # <<<<<<<<<<<<<<
@@ -22571,7 +22586,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_nb = (__pyx_v_seg / __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":233
+    /* "src/kernels.pxi":236
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)             # <<<<<<<<<<<<<<
@@ -22580,7 +22595,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_blocks = __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop(__pyx_v_p, __pyx_v_g, __pyx_e_5cnorm_15_kernels_avx512_LANES, __pyx_v_nb, __pyx_v_sh, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, __pyx_v_blocks);
 
-    /* "src/kernels.pxi":234
+    /* "src/kernels.pxi":237
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES             # <<<<<<<<<<<<<<
@@ -22589,7 +22604,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_t = (__pyx_v_nb * __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":235
+    /* "src/kernels.pxi":238
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES
  *         for l in range(seg - t):             # <<<<<<<<<<<<<<
@@ -22603,7 +22618,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":236
+      /* "src/kernels.pxi":239
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22615,7 +22630,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
       if (__pyx_t_4) {
 
 
-        /* "src/kernels.pxi":237
+        /* "src/kernels.pxi":240
  *         for l in range(seg - t):
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
@@ -22626,7 +22641,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
 
-        /* "src/kernels.pxi":238
+        /* "src/kernels.pxi":241
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22637,7 +22652,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
 
-        /* "src/kernels.pxi":236
+        /* "src/kernels.pxi":239
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22647,7 +22662,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":240
+      /* "src/kernels.pxi":243
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
  *             else:
  *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -22659,7 +22674,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":241
+        /* "src/kernels.pxi":244
  *             else:
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22674,7 +22689,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     }
 
 
-    /* "src/kernels.pxi":242
+    /* "src/kernels.pxi":245
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
@@ -22683,7 +22698,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":243
+    /* "src/kernels.pxi":246
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -22692,7 +22707,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":244
+    /* "src/kernels.pxi":247
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -22702,7 +22717,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":245
+  /* "src/kernels.pxi":248
  *         o += 1
  *         i = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22716,7 +22731,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":246
+    /* "src/kernels.pxi":249
  *         i = 0
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -22727,7 +22742,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_t_9 = __pyx_v_l;
     (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-    /* "src/kernels.pxi":247
+    /* "src/kernels.pxi":250
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -22740,7 +22755,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   }
 
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":251
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
@@ -22749,7 +22764,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":249
+  /* "src/kernels.pxi":252
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
@@ -22758,7 +22773,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":250
+  /* "src/kernels.pxi":253
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22770,7 +22785,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":251
+    /* "src/kernels.pxi":254
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
@@ -22781,7 +22796,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_t_10 = 0;
     (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
 
-    /* "src/kernels.pxi":250
+    /* "src/kernels.pxi":253
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22790,7 +22805,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   }
 
-  /* "src/kernels.pxi":204
+  /* "src/kernels.pxi":207
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -22845,7 +22860,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   int __pyx_t_9;
   long __pyx_t_10;
 
-  /* "src/kernels.pxi":215
+  /* "src/kernels.pxi":218
  *     cdef floating f2[LANES]
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -22854,7 +22869,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":216
+  /* "src/kernels.pxi":219
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -22863,7 +22878,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":217
+  /* "src/kernels.pxi":220
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb             # <<<<<<<<<<<<<<
@@ -22872,7 +22887,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":218
+  /* "src/kernels.pxi":221
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb
  *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
@@ -22881,7 +22896,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":221
+  /* "src/kernels.pxi":224
  *     cdef const floating *p
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift             # <<<<<<<<<<<<<<
@@ -22890,7 +22905,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_fs = ((double)__pyx_v_shift);
 
-  /* "src/kernels.pxi":222
+  /* "src/kernels.pxi":225
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22904,7 +22919,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":223
+    /* "src/kernels.pxi":226
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22913,7 +22928,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":224
+    /* "src/kernels.pxi":227
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22922,7 +22937,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":225
+    /* "src/kernels.pxi":228
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *         f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22931,7 +22946,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":226
+    /* "src/kernels.pxi":229
  *         a2[l] = 0.0
  *         f1[l] = 0.0
  *         f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22940,7 +22955,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":227
+    /* "src/kernels.pxi":230
  *         f1[l] = 0.0
  *         f2[l] = 0.0
  *         sh[l] = fs             # <<<<<<<<<<<<<<
@@ -22951,7 +22966,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":228
+  /* "src/kernels.pxi":231
  *         f2[l] = 0.0
  *         sh[l] = fs
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -22964,7 +22979,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":229
+    /* "src/kernels.pxi":232
  *         sh[l] = fs
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -22988,7 +23003,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":230
+    /* "src/kernels.pxi":233
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -22997,7 +23012,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":231
+    /* "src/kernels.pxi":234
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -23016,7 +23031,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 
     __pyx_v_g = __pyx_t_8;
 
-    /* "src/kernels.pxi":232
+    /* "src/kernels.pxi":235
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES             # <<<<<<<<<<<<<<
@@ -23025,7 +23040,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_nb = (__pyx_v_seg / __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":233
+    /* "src/kernels.pxi":236
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)             # <<<<<<<<<<<<<<
@@ -23034,7 +23049,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_blocks = __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop(__pyx_v_p, __pyx_v_g, __pyx_e_5cnorm_15_kernels_avx512_LANES, __pyx_v_nb, __pyx_v_sh, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, __pyx_v_blocks);
 
-    /* "src/kernels.pxi":234
+    /* "src/kernels.pxi":237
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES             # <<<<<<<<<<<<<<
@@ -23043,7 +23058,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_t = (__pyx_v_nb * __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":235
+    /* "src/kernels.pxi":238
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES
  *         for l in range(seg - t):             # <<<<<<<<<<<<<<
@@ -23057,7 +23072,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":236
+      /* "src/kernels.pxi":239
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -23069,7 +23084,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
       if (__pyx_t_4) {
 
 
-        /* "src/kernels.pxi":237
+        /* "src/kernels.pxi":240
  *         for l in range(seg - t):
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
@@ -23080,7 +23095,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
 
-        /* "src/kernels.pxi":238
+        /* "src/kernels.pxi":241
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -23091,7 +23106,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
 
-        /* "src/kernels.pxi":236
+        /* "src/kernels.pxi":239
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -23101,7 +23116,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":240
+      /* "src/kernels.pxi":243
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
  *             else:
  *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -23113,7 +23128,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":241
+        /* "src/kernels.pxi":244
  *             else:
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -23128,7 +23143,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     }
 
 
-    /* "src/kernels.pxi":242
+    /* "src/kernels.pxi":245
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
@@ -23137,7 +23152,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":243
+    /* "src/kernels.pxi":246
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -23146,7 +23161,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":244
+    /* "src/kernels.pxi":247
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -23156,7 +23171,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":245
+  /* "src/kernels.pxi":248
  *         o += 1
  *         i = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -23170,7 +23185,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":246
+    /* "src/kernels.pxi":249
  *         i = 0
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -23181,7 +23196,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_t_9 = __pyx_v_l;
     (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-    /* "src/kernels.pxi":247
+    /* "src/kernels.pxi":250
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -23194,7 +23209,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":251
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
@@ -23203,7 +23218,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":249
+  /* "src/kernels.pxi":252
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
@@ -23212,7 +23227,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":250
+  /* "src/kernels.pxi":253
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -23224,7 +23239,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":251
+    /* "src/kernels.pxi":254
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
@@ -23235,7 +23250,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_t_10 = 0;
     (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
 
-    /* "src/kernels.pxi":250
+    /* "src/kernels.pxi":253
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -23244,7 +23259,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   }
 
-  /* "src/kernels.pxi":204
+  /* "src/kernels.pxi":207
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23271,7 +23286,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 
 }
 
-/* "src/kernels.pxi":254
+/* "src/kernels.pxi":257
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -23287,7 +23302,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":257
+  /* "src/kernels.pxi":260
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -23296,7 +23311,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":258
+  /* "src/kernels.pxi":261
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -23305,7 +23320,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":259
+  /* "src/kernels.pxi":262
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -23314,7 +23329,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":260
+  /* "src/kernels.pxi":263
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23323,7 +23338,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":261
+  /* "src/kernels.pxi":264
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23335,7 +23350,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":262
+    /* "src/kernels.pxi":265
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
@@ -23344,7 +23359,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
     __pyx_v_shift = ((double)((float)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":263
+    /* "src/kernels.pxi":266
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23353,7 +23368,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":264
+    /* "src/kernels.pxi":267
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
@@ -23362,7 +23377,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
     (void)(__pyx_f_5cnorm_15_kernels_avx512__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":261
+    /* "src/kernels.pxi":264
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23371,7 +23386,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   }
 
-  /* "src/kernels.pxi":254
+  /* "src/kernels.pxi":257
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -23395,7 +23410,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":257
+  /* "src/kernels.pxi":260
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -23404,7 +23419,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":258
+  /* "src/kernels.pxi":261
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -23413,7 +23428,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":259
+  /* "src/kernels.pxi":262
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -23422,7 +23437,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":260
+  /* "src/kernels.pxi":263
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23431,7 +23446,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":261
+  /* "src/kernels.pxi":264
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23443,7 +23458,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":262
+    /* "src/kernels.pxi":265
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
@@ -23452,7 +23467,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
     __pyx_v_shift = ((double)((double)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":263
+    /* "src/kernels.pxi":266
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23461,7 +23476,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":264
+    /* "src/kernels.pxi":267
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
@@ -23470,7 +23485,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
     (void)(__pyx_f_5cnorm_15_kernels_avx512__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":261
+    /* "src/kernels.pxi":264
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23479,7 +23494,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   }
 
-  /* "src/kernels.pxi":254
+  /* "src/kernels.pxi":257
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -23495,7 +23510,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 
 }
 
-/* "src/kernels.pxi":267
+/* "src/kernels.pxi":270
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23514,7 +23529,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":270
+  /* "src/kernels.pxi":273
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23523,7 +23538,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":271
+  /* "src/kernels.pxi":274
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -23532,7 +23547,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":272
+  /* "src/kernels.pxi":275
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23541,7 +23556,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":273
+  /* "src/kernels.pxi":276
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23550,7 +23565,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":274
+  /* "src/kernels.pxi":277
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23564,7 +23579,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":275
+    /* "src/kernels.pxi":278
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -23573,7 +23588,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":276
+    /* "src/kernels.pxi":279
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -23584,7 +23599,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   }
 
 
-  /* "src/kernels.pxi":277
+  /* "src/kernels.pxi":280
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23596,7 +23611,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":281
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -23605,7 +23620,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":279
+    /* "src/kernels.pxi":282
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -23614,7 +23629,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":277
+    /* "src/kernels.pxi":280
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23623,7 +23638,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   }
 
-  /* "src/kernels.pxi":267
+  /* "src/kernels.pxi":270
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23650,7 +23665,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":270
+  /* "src/kernels.pxi":273
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23659,7 +23674,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":271
+  /* "src/kernels.pxi":274
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -23668,7 +23683,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":272
+  /* "src/kernels.pxi":275
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23677,7 +23692,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":273
+  /* "src/kernels.pxi":276
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23686,7 +23701,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":274
+  /* "src/kernels.pxi":277
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23700,7 +23715,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":275
+    /* "src/kernels.pxi":278
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -23709,7 +23724,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":276
+    /* "src/kernels.pxi":279
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -23720,7 +23735,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   }
 
 
-  /* "src/kernels.pxi":277
+  /* "src/kernels.pxi":280
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23732,7 +23747,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":281
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -23741,7 +23756,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":279
+    /* "src/kernels.pxi":282
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -23750,7 +23765,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":277
+    /* "src/kernels.pxi":280
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23759,7 +23774,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   }
 
-  /* "src/kernels.pxi":267
+  /* "src/kernels.pxi":270
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23775,7 +23790,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 
 }
 
-/* "src/kernels.pxi":282
+/* "src/kernels.pxi":285
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23793,7 +23808,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":286
+  /* "src/kernels.pxi":289
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23802,7 +23817,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":288
+  /* "src/kernels.pxi":291
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23811,7 +23826,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":289
+  /* "src/kernels.pxi":292
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23820,7 +23835,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":290
+  /* "src/kernels.pxi":293
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23834,7 +23849,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":291
+    /* "src/kernels.pxi":294
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -23843,7 +23858,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":292
+    /* "src/kernels.pxi":295
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -23854,7 +23869,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":293
+    /* "src/kernels.pxi":296
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -23867,7 +23882,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
   }
 
 
-  /* "src/kernels.pxi":282
+  /* "src/kernels.pxi":285
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23892,7 +23907,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":286
+  /* "src/kernels.pxi":289
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23901,7 +23916,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":288
+  /* "src/kernels.pxi":291
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23910,7 +23925,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":289
+  /* "src/kernels.pxi":292
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23919,7 +23934,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":290
+  /* "src/kernels.pxi":293
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23933,7 +23948,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":291
+    /* "src/kernels.pxi":294
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -23942,7 +23957,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":292
+    /* "src/kernels.pxi":295
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -23953,7 +23968,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":293
+    /* "src/kernels.pxi":296
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -23966,7 +23981,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
   }
 
 
-  /* "src/kernels.pxi":282
+  /* "src/kernels.pxi":285
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23981,7 +23996,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 
 }
 
-/* "src/kernels.pxi":301
+/* "src/kernels.pxi":304
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -24014,7 +24029,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
   Py_ssize_t __pyx_t_11;
   int __pyx_t_12;
 
-  /* "src/kernels.pxi":310
+  /* "src/kernels.pxi":313
  *     cdef floating f2[LANES]
  *     cdef floating fs[LANES]
  *     cdef Py_ssize_t r, cb = 0, w             # <<<<<<<<<<<<<<
@@ -24023,7 +24038,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   __pyx_v_cb = 0;
 
-  /* "src/kernels.pxi":314
+  /* "src/kernels.pxi":317
  *     cdef const floating *p
  *     cdef const floating *g
  *     while cb < C:             # <<<<<<<<<<<<<<
@@ -24036,7 +24051,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 
     if (!__pyx_t_1) break;
 
-    /* "src/kernels.pxi":315
+    /* "src/kernels.pxi":318
  *     cdef const floating *g
  *     while cb < C:
  *         w = min(LANES, C - cb)             # <<<<<<<<<<<<<<
@@ -24060,7 +24075,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     __pyx_v_w = __pyx_t_4;
 
 
-    /* "src/kernels.pxi":316
+    /* "src/kernels.pxi":319
  *     while cb < C:
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -24074,7 +24089,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":317
+      /* "src/kernels.pxi":320
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):
  *             a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24083,7 +24098,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
       (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":318
+      /* "src/kernels.pxi":321
  *         for l in range(LANES):
  *             a1[l] = 0.0
  *             a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24092,7 +24107,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
       (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":319
+      /* "src/kernels.pxi":322
  *             a1[l] = 0.0
  *             a2[l] = 0.0
  *             f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24101,7 +24116,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
       (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":320
+      /* "src/kernels.pxi":323
  *             a2[l] = 0.0
  *             f1[l] = 0.0
  *             f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24110,7 +24125,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
       (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":321
+      /* "src/kernels.pxi":324
  *             f1[l] = 0.0
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0             # <<<<<<<<<<<<<<
@@ -24132,7 +24147,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     }
 
 
-    /* "src/kernels.pxi":322
+    /* "src/kernels.pxi":325
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -24144,7 +24159,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     if (__pyx_t_1) {
 
 
-      /* "src/kernels.pxi":323
+      /* "src/kernels.pxi":326
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,             # <<<<<<<<<<<<<<
@@ -24162,7 +24177,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       }
 
 
-      /* "src/kernels.pxi":324
+      /* "src/kernels.pxi":327
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
  *                        fs, f1, f2, a1, a2, 0)             # <<<<<<<<<<<<<<
@@ -24172,7 +24187,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       (void)(__pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop(((__pyx_v_x + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb), __pyx_t_8, __pyx_v_C, (__pyx_v_r1 - __pyx_v_r0), __pyx_v_fs, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, 0));
 
 
-      /* "src/kernels.pxi":322
+      /* "src/kernels.pxi":325
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -24182,7 +24197,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":326
+    /* "src/kernels.pxi":329
  *                        fs, f1, f2, a1, a2, 0)
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -24197,7 +24212,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       for (__pyx_t_9 = __pyx_v_r0; __pyx_t_9 < __pyx_t_2; __pyx_t_9+=1) {
         __pyx_v_r = __pyx_t_9;
 
-        /* "src/kernels.pxi":327
+        /* "src/kernels.pxi":330
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb             # <<<<<<<<<<<<<<
@@ -24206,7 +24221,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
         __pyx_v_p = ((__pyx_v_x + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
 
-        /* "src/kernels.pxi":328
+        /* "src/kernels.pxi":331
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -24225,7 +24240,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 
         __pyx_v_g = __pyx_t_8;
 
-        /* "src/kernels.pxi":329
+        /* "src/kernels.pxi":332
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):             # <<<<<<<<<<<<<<
@@ -24239,7 +24254,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_11; __pyx_t_6+=1) {
           __pyx_v_l = __pyx_t_6;
 
-          /* "src/kernels.pxi":330
+          /* "src/kernels.pxi":333
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24251,7 +24266,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
           if (__pyx_t_1) {
 
 
-            /* "src/kernels.pxi":331
+            /* "src/kernels.pxi":334
  *                 for l in range(w):
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]             # <<<<<<<<<<<<<<
@@ -24262,7 +24277,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))));
 
-            /* "src/kernels.pxi":332
+            /* "src/kernels.pxi":335
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -24273,7 +24288,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + ((((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
 
-            /* "src/kernels.pxi":330
+            /* "src/kernels.pxi":333
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24283,7 +24298,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
             goto __pyx_L12;
           }
 
-          /* "src/kernels.pxi":334
+          /* "src/kernels.pxi":337
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
  *                     else:
  *                         a1[l] += <double>g[l]             # <<<<<<<<<<<<<<
@@ -24295,7 +24310,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + ((double)(__pyx_v_g[__pyx_v_l])));
 
-            /* "src/kernels.pxi":335
+            /* "src/kernels.pxi":338
  *                     else:
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -24314,7 +24329,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":336
+    /* "src/kernels.pxi":339
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):             # <<<<<<<<<<<<<<
@@ -24328,7 +24343,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_2; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":337
+      /* "src/kernels.pxi":340
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]             # <<<<<<<<<<<<<<
@@ -24337,7 +24352,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
       (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a1[__pyx_v_l]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":338
+      /* "src/kernels.pxi":341
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]             # <<<<<<<<<<<<<<
@@ -24346,7 +24361,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
       (__pyx_v_s2[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a2[__pyx_v_l]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":339
+      /* "src/kernels.pxi":342
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24358,7 +24373,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       if (__pyx_t_1) {
 
 
-        /* "src/kernels.pxi":340
+        /* "src/kernels.pxi":343
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]             # <<<<<<<<<<<<<<
@@ -24369,7 +24384,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
         __pyx_t_9 = (__pyx_v_cb + __pyx_v_l);
         (__pyx_v_s2[__pyx_t_9]) = ((__pyx_v_s2[__pyx_t_9]) + ((((double)(__pyx_v_fs[__pyx_v_l])) - (__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)])) * (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":339
+        /* "src/kernels.pxi":342
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24380,7 +24395,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     }
 
 
-    /* "src/kernels.pxi":341
+    /* "src/kernels.pxi":344
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
  *         cb += LANES             # <<<<<<<<<<<<<<
@@ -24390,7 +24405,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     __pyx_v_cb = (__pyx_v_cb + __pyx_e_5cnorm_15_kernels_avx512_LANES);
   }
 
-  /* "src/kernels.pxi":301
+  /* "src/kernels.pxi":304
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -24437,7 +24452,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
   Py_ssize_t __pyx_t_11;
   int __pyx_t_12;
 
-  /* "src/kernels.pxi":310
+  /* "src/kernels.pxi":313
  *     cdef floating f2[LANES]
  *     cdef floating fs[LANES]
  *     cdef Py_ssize_t r, cb = 0, w             # <<<<<<<<<<<<<<
@@ -24446,7 +24461,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   __pyx_v_cb = 0;
 
-  /* "src/kernels.pxi":314
+  /* "src/kernels.pxi":317
  *     cdef const floating *p
  *     cdef const floating *g
  *     while cb < C:             # <<<<<<<<<<<<<<
@@ -24459,7 +24474,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 
     if (!__pyx_t_1) break;
 
-    /* "src/kernels.pxi":315
+    /* "src/kernels.pxi":318
  *     cdef const floating *g
  *     while cb < C:
  *         w = min(LANES, C - cb)             # <<<<<<<<<<<<<<
@@ -24483,7 +24498,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     __pyx_v_w = __pyx_t_4;
 
 
-    /* "src/kernels.pxi":316
+    /* "src/kernels.pxi":319
  *     while cb < C:
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -24497,7 +24512,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":317
+      /* "src/kernels.pxi":320
  *         w = min(LANES, C - cb)
  *         for l in range(LANES):
  *             a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24506,7 +24521,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
       (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":318
+      /* "src/kernels.pxi":321
  *         for l in range(LANES):
  *             a1[l] = 0.0
  *             a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24515,7 +24530,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
       (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":319
+      /* "src/kernels.pxi":322
  *             a1[l] = 0.0
  *             a2[l] = 0.0
  *             f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24524,7 +24539,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
       (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":320
+      /* "src/kernels.pxi":323
  *             a2[l] = 0.0
  *             f1[l] = 0.0
  *             f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24533,7 +24548,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
       (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":321
+      /* "src/kernels.pxi":324
  *             f1[l] = 0.0
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0             # <<<<<<<<<<<<<<
@@ -24555,7 +24570,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     }
 
 
-    /* "src/kernels.pxi":322
+    /* "src/kernels.pxi":325
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -24567,7 +24582,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     if (__pyx_t_1) {
 
 
-      /* "src/kernels.pxi":323
+      /* "src/kernels.pxi":326
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,             # <<<<<<<<<<<<<<
@@ -24585,7 +24600,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       }
 
 
-      /* "src/kernels.pxi":324
+      /* "src/kernels.pxi":327
  *         if w == LANES:
  *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
  *                        fs, f1, f2, a1, a2, 0)             # <<<<<<<<<<<<<<
@@ -24595,7 +24610,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       (void)(__pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop(((__pyx_v_x + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb), __pyx_t_8, __pyx_v_C, (__pyx_v_r1 - __pyx_v_r0), __pyx_v_fs, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, 0));
 
 
-      /* "src/kernels.pxi":322
+      /* "src/kernels.pxi":325
  *             f2[l] = 0.0
  *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
  *         if w == LANES:             # <<<<<<<<<<<<<<
@@ -24605,7 +24620,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":326
+    /* "src/kernels.pxi":329
  *                        fs, f1, f2, a1, a2, 0)
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -24620,7 +24635,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       for (__pyx_t_9 = __pyx_v_r0; __pyx_t_9 < __pyx_t_2; __pyx_t_9+=1) {
         __pyx_v_r = __pyx_t_9;
 
-        /* "src/kernels.pxi":327
+        /* "src/kernels.pxi":330
  *         else:  # the last, partial block of channels: straight into the double lanes
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb             # <<<<<<<<<<<<<<
@@ -24629,7 +24644,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
         __pyx_v_p = ((__pyx_v_x + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
 
-        /* "src/kernels.pxi":328
+        /* "src/kernels.pxi":331
  *             for r in range(r0, r1):
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -24648,7 +24663,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 
         __pyx_v_g = __pyx_t_8;
 
-        /* "src/kernels.pxi":329
+        /* "src/kernels.pxi":332
  *                 p = x + r * C + cb
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):             # <<<<<<<<<<<<<<
@@ -24662,7 +24677,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_11; __pyx_t_6+=1) {
           __pyx_v_l = __pyx_t_6;
 
-          /* "src/kernels.pxi":330
+          /* "src/kernels.pxi":333
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24674,7 +24689,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
           if (__pyx_t_1) {
 
 
-            /* "src/kernels.pxi":331
+            /* "src/kernels.pxi":334
  *                 for l in range(w):
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]             # <<<<<<<<<<<<<<
@@ -24685,7 +24700,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))));
 
-            /* "src/kernels.pxi":332
+            /* "src/kernels.pxi":335
  *                     if dy == NULL:
  *                         a1[l] += <double>p[l] - <double>fs[l]
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -24696,7 +24711,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + ((((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
 
-            /* "src/kernels.pxi":330
+            /* "src/kernels.pxi":333
  *                 g = dy + r * C + cb if dy != NULL else NULL
  *                 for l in range(w):
  *                     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24706,7 +24721,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
             goto __pyx_L12;
           }
 
-          /* "src/kernels.pxi":334
+          /* "src/kernels.pxi":337
  *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
  *                     else:
  *                         a1[l] += <double>g[l]             # <<<<<<<<<<<<<<
@@ -24718,7 +24733,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
             __pyx_t_12 = __pyx_v_l;
             (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + ((double)(__pyx_v_g[__pyx_v_l])));
 
-            /* "src/kernels.pxi":335
+            /* "src/kernels.pxi":338
  *                     else:
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
@@ -24737,7 +24752,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":336
+    /* "src/kernels.pxi":339
  *                         a1[l] += <double>g[l]
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):             # <<<<<<<<<<<<<<
@@ -24751,7 +24766,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_2; __pyx_t_6+=1) {
       __pyx_v_l = __pyx_t_6;
 
-      /* "src/kernels.pxi":337
+      /* "src/kernels.pxi":340
  *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]             # <<<<<<<<<<<<<<
@@ -24760,7 +24775,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
       (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a1[__pyx_v_l]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":338
+      /* "src/kernels.pxi":341
  *         for l in range(w):
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]             # <<<<<<<<<<<<<<
@@ -24769,7 +24784,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
       (__pyx_v_s2[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a2[__pyx_v_l]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":339
+      /* "src/kernels.pxi":342
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24781,7 +24796,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       if (__pyx_t_1) {
 
 
-        /* "src/kernels.pxi":340
+        /* "src/kernels.pxi":343
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]             # <<<<<<<<<<<<<<
@@ -24792,7 +24807,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
         __pyx_t_9 = (__pyx_v_cb + __pyx_v_l);
         (__pyx_v_s2[__pyx_t_9]) = ((__pyx_v_s2[__pyx_t_9]) + ((((double)(__pyx_v_fs[__pyx_v_l])) - (__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)])) * (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":339
+        /* "src/kernels.pxi":342
  *             s1[cb + l] = a1[l] + <double>f1[l]
  *             s2[cb + l] = a2[l] + <double>f2[l]
  *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24803,7 +24818,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     }
 
 
-    /* "src/kernels.pxi":341
+    /* "src/kernels.pxi":344
  *             if dy != NULL:  # sums were around fs; move them to the exact shift
  *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
  *         cb += LANES             # <<<<<<<<<<<<<<
@@ -24813,7 +24828,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     __pyx_v_cb = (__pyx_v_cb + __pyx_e_5cnorm_15_kernels_avx512_LANES);
   }
 
-  /* "src/kernels.pxi":301
+  /* "src/kernels.pxi":304
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -24835,7 +24850,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 
 }
 
-/* "src/kernels.pxi":344
+/* "src/kernels.pxi":347
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -24856,7 +24871,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":350
+  /* "src/kernels.pxi":353
  *     cdef double a2[8]
  *     cdef double d, e
  *     cdef Py_ssize_t t = 0             # <<<<<<<<<<<<<<
@@ -24865,7 +24880,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   __pyx_v_t = 0;
 
-  /* "src/kernels.pxi":352
+  /* "src/kernels.pxi":355
  *     cdef Py_ssize_t t = 0
  *     cdef int l
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -24875,7 +24890,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":353
+    /* "src/kernels.pxi":356
  *     cdef int l
  *     for l in range(8):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24884,7 +24899,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":354
+    /* "src/kernels.pxi":357
  *     for l in range(8):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24894,7 +24909,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
   }
 
-  /* "src/kernels.pxi":355
+  /* "src/kernels.pxi":358
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -24906,7 +24921,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":356
+    /* "src/kernels.pxi":359
  *         a2[l] = 0.0
  *     if g == NULL:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -24919,7 +24934,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":357
+      /* "src/kernels.pxi":360
  *     if g == NULL:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -24929,7 +24944,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":358
+        /* "src/kernels.pxi":361
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -24938,7 +24953,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
         __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-        /* "src/kernels.pxi":359
+        /* "src/kernels.pxi":362
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d             # <<<<<<<<<<<<<<
@@ -24949,7 +24964,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":360
+        /* "src/kernels.pxi":363
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d
  *                 a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -24961,7 +24976,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_d * __pyx_v_d));
       }
 
-      /* "src/kernels.pxi":361
+      /* "src/kernels.pxi":364
  *                 a1[l] += d
  *                 a2[l] += d * d
  *             t += 8             # <<<<<<<<<<<<<<
@@ -24971,7 +24986,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":362
+    /* "src/kernels.pxi":365
  *                 a2[l] += d * d
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -24985,7 +25000,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":363
+      /* "src/kernels.pxi":366
  *             t += 8
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -24994,7 +25009,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
       __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-      /* "src/kernels.pxi":364
+      /* "src/kernels.pxi":367
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift
  *             a1[l] += d             # <<<<<<<<<<<<<<
@@ -25005,7 +25020,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-      /* "src/kernels.pxi":365
+      /* "src/kernels.pxi":368
  *             d = <double>p[t + l] - shift
  *             a1[l] += d
  *             a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25018,7 +25033,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     }
 
 
-    /* "src/kernels.pxi":355
+    /* "src/kernels.pxi":358
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25028,7 +25043,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     goto __pyx_L5;
   }
 
-  /* "src/kernels.pxi":367
+  /* "src/kernels.pxi":370
  *             a2[l] += d * d
  *     else:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25042,7 +25057,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":368
+      /* "src/kernels.pxi":371
  *     else:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25052,7 +25067,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":369
+        /* "src/kernels.pxi":372
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25061,7 +25076,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
         __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":370
+        /* "src/kernels.pxi":373
  *             for l in range(8):
  *                 e = <double>g[t + l]
  *                 a1[l] += e             # <<<<<<<<<<<<<<
@@ -25072,7 +25087,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":371
+        /* "src/kernels.pxi":374
  *                 e = <double>g[t + l]
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25084,7 +25099,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
       }
 
-      /* "src/kernels.pxi":372
+      /* "src/kernels.pxi":375
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25094,7 +25109,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":373
+    /* "src/kernels.pxi":376
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25108,7 +25123,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":374
+      /* "src/kernels.pxi":377
  *             t += 8
  *         for l in range(n - t):
  *             e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25117,7 +25132,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
       __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-      /* "src/kernels.pxi":375
+      /* "src/kernels.pxi":378
  *         for l in range(n - t):
  *             e = <double>g[t + l]
  *             a1[l] += e             # <<<<<<<<<<<<<<
@@ -25128,7 +25143,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-      /* "src/kernels.pxi":376
+      /* "src/kernels.pxi":379
  *             e = <double>g[t + l]
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25143,7 +25158,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   }
   __pyx_L5:;
 
-  /* "src/kernels.pxi":377
+  /* "src/kernels.pxi":380
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0             # <<<<<<<<<<<<<<
@@ -25152,7 +25167,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   __pyx_v_d = 0.0;
 
-  /* "src/kernels.pxi":378
+  /* "src/kernels.pxi":381
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0
  *     e = 0.0             # <<<<<<<<<<<<<<
@@ -25161,7 +25176,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   __pyx_v_e = 0.0;
 
-  /* "src/kernels.pxi":379
+  /* "src/kernels.pxi":382
  *     d = 0.0
  *     e = 0.0
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25171,7 +25186,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":380
+    /* "src/kernels.pxi":383
  *     e = 0.0
  *     for l in range(8):
  *         d = d + a1[l]             # <<<<<<<<<<<<<<
@@ -25180,7 +25195,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
     __pyx_v_d = (__pyx_v_d + (__pyx_v_a1[__pyx_v_l]));
 
-    /* "src/kernels.pxi":381
+    /* "src/kernels.pxi":384
  *     for l in range(8):
  *         d = d + a1[l]
  *         e = e + a2[l]             # <<<<<<<<<<<<<<
@@ -25190,7 +25205,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     __pyx_v_e = (__pyx_v_e + (__pyx_v_a2[__pyx_v_l]));
   }
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":385
  *         d = d + a1[l]
  *         e = e + a2[l]
  *     s1[0] = d             # <<<<<<<<<<<<<<
@@ -25199,7 +25214,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   (__pyx_v_s1[0]) = __pyx_v_d;
 
-  /* "src/kernels.pxi":383
+  /* "src/kernels.pxi":386
  *         e = e + a2[l]
  *     s1[0] = d
  *     s2[0] = e             # <<<<<<<<<<<<<<
@@ -25208,7 +25223,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   (__pyx_v_s2[0]) = __pyx_v_e;
 
-  /* "src/kernels.pxi":344
+  /* "src/kernels.pxi":347
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -25238,7 +25253,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":350
+  /* "src/kernels.pxi":353
  *     cdef double a2[8]
  *     cdef double d, e
  *     cdef Py_ssize_t t = 0             # <<<<<<<<<<<<<<
@@ -25247,7 +25262,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   __pyx_v_t = 0;
 
-  /* "src/kernels.pxi":352
+  /* "src/kernels.pxi":355
  *     cdef Py_ssize_t t = 0
  *     cdef int l
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25257,7 +25272,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":353
+    /* "src/kernels.pxi":356
  *     cdef int l
  *     for l in range(8):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -25266,7 +25281,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":354
+    /* "src/kernels.pxi":357
  *     for l in range(8):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -25276,7 +25291,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
   }
 
-  /* "src/kernels.pxi":355
+  /* "src/kernels.pxi":358
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25288,7 +25303,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":356
+    /* "src/kernels.pxi":359
  *         a2[l] = 0.0
  *     if g == NULL:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25301,7 +25316,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":357
+      /* "src/kernels.pxi":360
  *     if g == NULL:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25311,7 +25326,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":358
+        /* "src/kernels.pxi":361
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25320,7 +25335,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
         __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-        /* "src/kernels.pxi":359
+        /* "src/kernels.pxi":362
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d             # <<<<<<<<<<<<<<
@@ -25331,7 +25346,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":360
+        /* "src/kernels.pxi":363
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d
  *                 a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25343,7 +25358,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_d * __pyx_v_d));
       }
 
-      /* "src/kernels.pxi":361
+      /* "src/kernels.pxi":364
  *                 a1[l] += d
  *                 a2[l] += d * d
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25353,7 +25368,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":362
+    /* "src/kernels.pxi":365
  *                 a2[l] += d * d
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25367,7 +25382,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":363
+      /* "src/kernels.pxi":366
  *             t += 8
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25376,7 +25391,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
       __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-      /* "src/kernels.pxi":364
+      /* "src/kernels.pxi":367
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift
  *             a1[l] += d             # <<<<<<<<<<<<<<
@@ -25387,7 +25402,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-      /* "src/kernels.pxi":365
+      /* "src/kernels.pxi":368
  *             d = <double>p[t + l] - shift
  *             a1[l] += d
  *             a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25400,7 +25415,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     }
 
 
-    /* "src/kernels.pxi":355
+    /* "src/kernels.pxi":358
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25410,7 +25425,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     goto __pyx_L5;
   }
 
-  /* "src/kernels.pxi":367
+  /* "src/kernels.pxi":370
  *             a2[l] += d * d
  *     else:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25424,7 +25439,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":368
+      /* "src/kernels.pxi":371
  *     else:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25434,7 +25449,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":369
+        /* "src/kernels.pxi":372
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25443,7 +25458,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
         __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":370
+        /* "src/kernels.pxi":373
  *             for l in range(8):
  *                 e = <double>g[t + l]
  *                 a1[l] += e             # <<<<<<<<<<<<<<
@@ -25454,7 +25469,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":371
+        /* "src/kernels.pxi":374
  *                 e = <double>g[t + l]
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25466,7 +25481,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
       }
 
-      /* "src/kernels.pxi":372
+      /* "src/kernels.pxi":375
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25476,7 +25491,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":373
+    /* "src/kernels.pxi":376
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25490,7 +25505,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":374
+      /* "src/kernels.pxi":377
  *             t += 8
  *         for l in range(n - t):
  *             e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25499,7 +25514,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
       __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-      /* "src/kernels.pxi":375
+      /* "src/kernels.pxi":378
  *         for l in range(n - t):
  *             e = <double>g[t + l]
  *             a1[l] += e             # <<<<<<<<<<<<<<
@@ -25510,7 +25525,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-      /* "src/kernels.pxi":376
+      /* "src/kernels.pxi":379
  *             e = <double>g[t + l]
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25525,7 +25540,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   }
   __pyx_L5:;
 
-  /* "src/kernels.pxi":377
+  /* "src/kernels.pxi":380
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0             # <<<<<<<<<<<<<<
@@ -25534,7 +25549,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   __pyx_v_d = 0.0;
 
-  /* "src/kernels.pxi":378
+  /* "src/kernels.pxi":381
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0
  *     e = 0.0             # <<<<<<<<<<<<<<
@@ -25543,7 +25558,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   __pyx_v_e = 0.0;
 
-  /* "src/kernels.pxi":379
+  /* "src/kernels.pxi":382
  *     d = 0.0
  *     e = 0.0
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25553,7 +25568,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":380
+    /* "src/kernels.pxi":383
  *     e = 0.0
  *     for l in range(8):
  *         d = d + a1[l]             # <<<<<<<<<<<<<<
@@ -25562,7 +25577,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
     __pyx_v_d = (__pyx_v_d + (__pyx_v_a1[__pyx_v_l]));
 
-    /* "src/kernels.pxi":381
+    /* "src/kernels.pxi":384
  *     for l in range(8):
  *         d = d + a1[l]
  *         e = e + a2[l]             # <<<<<<<<<<<<<<
@@ -25572,7 +25587,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     __pyx_v_e = (__pyx_v_e + (__pyx_v_a2[__pyx_v_l]));
   }
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":385
  *         d = d + a1[l]
  *         e = e + a2[l]
  *     s1[0] = d             # <<<<<<<<<<<<<<
@@ -25581,7 +25596,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   (__pyx_v_s1[0]) = __pyx_v_d;
 
-  /* "src/kernels.pxi":383
+  /* "src/kernels.pxi":386
  *         e = e + a2[l]
  *     s1[0] = d
  *     s2[0] = e             # <<<<<<<<<<<<<<
@@ -25590,7 +25605,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   (__pyx_v_s2[0]) = __pyx_v_e;
 
-  /* "src/kernels.pxi":344
+  /* "src/kernels.pxi":347
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -25607,7 +25622,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 
 }
 
-/* "src/kernels.pxi":386
+/* "src/kernels.pxi":389
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25631,7 +25646,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   float const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":392
+  /* "src/kernels.pxi":395
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25643,7 +25658,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":393
+    /* "src/kernels.pxi":396
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -25652,7 +25667,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":394
+    /* "src/kernels.pxi":397
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -25663,7 +25678,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":392
+    /* "src/kernels.pxi":395
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25672,7 +25687,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
   }
 
-  /* "src/kernels.pxi":395
+  /* "src/kernels.pxi":398
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -25686,7 +25701,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":396
+    /* "src/kernels.pxi":399
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25695,7 +25710,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":397
+    /* "src/kernels.pxi":400
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25706,7 +25721,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   }
 
 
-  /* "src/kernels.pxi":398
+  /* "src/kernels.pxi":401
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -25720,7 +25735,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":399
+    /* "src/kernels.pxi":402
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25734,7 +25749,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":400
+      /* "src/kernels.pxi":403
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -25743,7 +25758,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":401
+      /* "src/kernels.pxi":404
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -25763,7 +25778,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
       __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":402
+      /* "src/kernels.pxi":405
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -25774,7 +25789,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":403
+      /* "src/kernels.pxi":406
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -25789,7 +25804,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   }
 
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":389
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25822,7 +25837,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   double const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":392
+  /* "src/kernels.pxi":395
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25834,7 +25849,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":393
+    /* "src/kernels.pxi":396
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -25843,7 +25858,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":394
+    /* "src/kernels.pxi":397
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -25854,7 +25869,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":392
+    /* "src/kernels.pxi":395
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25863,7 +25878,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
   }
 
-  /* "src/kernels.pxi":395
+  /* "src/kernels.pxi":398
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -25877,7 +25892,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":396
+    /* "src/kernels.pxi":399
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25886,7 +25901,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":397
+    /* "src/kernels.pxi":400
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25897,7 +25912,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":398
+  /* "src/kernels.pxi":401
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -25911,7 +25926,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":399
+    /* "src/kernels.pxi":402
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25925,7 +25940,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":400
+      /* "src/kernels.pxi":403
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -25934,7 +25949,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":401
+      /* "src/kernels.pxi":404
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -25954,7 +25969,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
       __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":402
+      /* "src/kernels.pxi":405
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -25965,7 +25980,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":403
+      /* "src/kernels.pxi":406
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -25980,7 +25995,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":389
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25997,7 +26012,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 
 }
 
-/* "src/kernels.pxi":406
+/* "src/kernels.pxi":409
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26015,7 +26030,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":411
+  /* "src/kernels.pxi":414
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26024,7 +26039,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":412
+  /* "src/kernels.pxi":415
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26033,7 +26048,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":413
+  /* "src/kernels.pxi":416
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26042,7 +26057,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":414
+  /* "src/kernels.pxi":417
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26051,7 +26066,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":415
+  /* "src/kernels.pxi":418
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26065,7 +26080,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":416
+    /* "src/kernels.pxi":419
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26076,7 +26091,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   }
 
 
-  /* "src/kernels.pxi":417
+  /* "src/kernels.pxi":420
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26085,7 +26100,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":418
+  /* "src/kernels.pxi":421
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26099,7 +26114,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":419
+    /* "src/kernels.pxi":422
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26110,7 +26125,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   }
 
 
-  /* "src/kernels.pxi":420
+  /* "src/kernels.pxi":423
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26119,7 +26134,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":421
+    /* "src/kernels.pxi":424
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26133,7 +26148,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":422
+      /* "src/kernels.pxi":425
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26144,7 +26159,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     }
 
 
-    /* "src/kernels.pxi":423
+    /* "src/kernels.pxi":426
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26153,7 +26168,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":424
+    /* "src/kernels.pxi":427
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26167,7 +26182,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":425
+      /* "src/kernels.pxi":428
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26178,7 +26193,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     }
 
 
-    /* "src/kernels.pxi":420
+    /* "src/kernels.pxi":423
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26187,7 +26202,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   }
 
-  /* "src/kernels.pxi":406
+  /* "src/kernels.pxi":409
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26213,7 +26228,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":411
+  /* "src/kernels.pxi":414
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26222,7 +26237,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":412
+  /* "src/kernels.pxi":415
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26231,7 +26246,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":413
+  /* "src/kernels.pxi":416
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26240,7 +26255,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":414
+  /* "src/kernels.pxi":417
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26249,7 +26264,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":415
+  /* "src/kernels.pxi":418
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26263,7 +26278,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":416
+    /* "src/kernels.pxi":419
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26274,7 +26289,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   }
 
 
-  /* "src/kernels.pxi":417
+  /* "src/kernels.pxi":420
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26283,7 +26298,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":418
+  /* "src/kernels.pxi":421
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26297,7 +26312,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":419
+    /* "src/kernels.pxi":422
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26308,7 +26323,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   }
 
 
-  /* "src/kernels.pxi":420
+  /* "src/kernels.pxi":423
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26317,7 +26332,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":421
+    /* "src/kernels.pxi":424
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26331,7 +26346,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":422
+      /* "src/kernels.pxi":425
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26342,7 +26357,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     }
 
 
-    /* "src/kernels.pxi":423
+    /* "src/kernels.pxi":426
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26351,7 +26366,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":424
+    /* "src/kernels.pxi":427
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26365,7 +26380,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":425
+      /* "src/kernels.pxi":428
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26376,7 +26391,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     }
 
 
-    /* "src/kernels.pxi":420
+    /* "src/kernels.pxi":423
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26385,7 +26400,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   }
 
-  /* "src/kernels.pxi":406
+  /* "src/kernels.pxi":409
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26401,7 +26416,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 
 }
 
-/* "src/kernels.pxi":428
+/* "src/kernels.pxi":431
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26414,7 +26429,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__fused(Py_ssize_t __py
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":433
+  /* "src/kernels.pxi":436
  *     (block and rows modes) go in memory order instead: measured faster, as one channel's
  *     short rows are scattered over many pages."""
  *     return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)             # <<<<<<<<<<<<<<
@@ -26462,7 +26477,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__fused(Py_ssize_t __py
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":428
+  /* "src/kernels.pxi":431
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26475,7 +26490,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__fused(Py_ssize_t __py
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":440
+/* "src/kernels.pxi":443
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26493,7 +26508,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":446
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26502,7 +26517,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":444
+  /* "src/kernels.pxi":447
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26514,7 +26529,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":445
+    /* "src/kernels.pxi":448
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26549,7 +26564,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":446
+                              /* "src/kernels.pxi":449
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26558,7 +26573,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":447
+                              /* "src/kernels.pxi":450
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26567,7 +26582,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":448
+                              /* "src/kernels.pxi":451
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26589,7 +26604,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 
         }
 
-        /* "src/kernels.pxi":445
+        /* "src/kernels.pxi":448
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26606,7 +26621,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
         }
     }
 
-    /* "src/kernels.pxi":444
+    /* "src/kernels.pxi":447
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26616,11 +26631,11 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":451
+  /* "src/kernels.pxi":454
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),
+ *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),
  *                                _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
 */
   /*else*/ {
@@ -26652,14 +26667,14 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":452
+                              /* "src/kernels.pxi":455
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
- *             _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),             # <<<<<<<<<<<<<<
+ *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
  *                                _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
  *                                scratch + 2 * k * C)
 */
-                              __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (__pyx_v_pm + (__pyx_v_k * __pyx_v_C)), (__pyx_v_pm2 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_scratch + ((2 * __pyx_v_k) * __pyx_v_C)));
+                              __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (__pyx_v_pm + (__pyx_v_k * __pyx_v_C)), (__pyx_v_pm2 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_scratch + ((2 * __pyx_v_k) * __pyx_v_C)));
                           }
                       }
                   }
@@ -26674,11 +26689,11 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 
         }
 
-        /* "src/kernels.pxi":451
+        /* "src/kernels.pxi":454
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),
+ *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),
  *                                _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
 */
         /*finally:*/ {
@@ -26693,7 +26708,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":440
+  /* "src/kernels.pxi":443
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26718,7 +26733,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":446
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26727,7 +26742,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":444
+  /* "src/kernels.pxi":447
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26739,7 +26754,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":445
+    /* "src/kernels.pxi":448
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26774,7 +26789,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":446
+                              /* "src/kernels.pxi":449
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26783,7 +26798,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":447
+                              /* "src/kernels.pxi":450
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26792,7 +26807,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":448
+                              /* "src/kernels.pxi":451
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26814,7 +26829,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 
         }
 
-        /* "src/kernels.pxi":445
+        /* "src/kernels.pxi":448
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26831,7 +26846,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
         }
     }
 
-    /* "src/kernels.pxi":444
+    /* "src/kernels.pxi":447
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26841,11 +26856,11 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":451
+  /* "src/kernels.pxi":454
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),
+ *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),
  *                                _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
 */
   /*else*/ {
@@ -26877,14 +26892,14 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":452
+                              /* "src/kernels.pxi":455
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
- *             _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),             # <<<<<<<<<<<<<<
+ *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
  *                                _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
  *                                scratch + 2 * k * C)
 */
-                              __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (__pyx_v_pm + (__pyx_v_k * __pyx_v_C)), (__pyx_v_pm2 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_scratch + ((2 * __pyx_v_k) * __pyx_v_C)));
+                              __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (__pyx_v_pm + (__pyx_v_k * __pyx_v_C)), (__pyx_v_pm2 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_scratch + ((2 * __pyx_v_k) * __pyx_v_C)));
                           }
                       }
                   }
@@ -26899,11 +26914,11 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 
         }
 
-        /* "src/kernels.pxi":451
+        /* "src/kernels.pxi":454
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),
+ *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),
  *                                _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
 */
         /*finally:*/ {
@@ -26918,7 +26933,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":440
+  /* "src/kernels.pxi":443
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26933,7 +26948,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 
 }
 
-/* "src/kernels.pxi":457
+/* "src/kernels.pxi":460
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -26959,7 +26974,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   Py_ssize_t __pyx_t_7;
   double __pyx_t_8;
 
-  /* "src/kernels.pxi":463
+  /* "src/kernels.pxi":466
  *     same bits as _merge_into)."""
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d             # <<<<<<<<<<<<<<
@@ -26968,7 +26983,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":464
+  /* "src/kernels.pxi":467
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26982,7 +26997,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":465
+    /* "src/kernels.pxi":468
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):
  *         mean[c] = 0.0             # <<<<<<<<<<<<<<
@@ -26991,7 +27006,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
     (__pyx_v_mean[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":466
+    /* "src/kernels.pxi":469
  *     for c in range(C):
  *         mean[c] = 0.0
  *         m2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -27002,7 +27017,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   }
 
 
-  /* "src/kernels.pxi":467
+  /* "src/kernels.pxi":470
  *         mean[c] = 0.0
  *         m2[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -27016,7 +27031,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":468
+    /* "src/kernels.pxi":471
  *         m2[c] = 0.0
  *     for k in range(K):
  *         nb = cnt[k]             # <<<<<<<<<<<<<<
@@ -27025,7 +27040,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
     __pyx_v_nb = (__pyx_v_cnt[__pyx_v_k]);
 
-    /* "src/kernels.pxi":469
+    /* "src/kernels.pxi":472
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27037,7 +27052,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":470
+      /* "src/kernels.pxi":473
  *         nb = cnt[k]
  *         if nb <= 0.0:
  *             continue             # <<<<<<<<<<<<<<
@@ -27046,7 +27061,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       goto __pyx_L5_continue;
 
-      /* "src/kernels.pxi":469
+      /* "src/kernels.pxi":472
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27055,7 +27070,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
     }
 
-    /* "src/kernels.pxi":471
+    /* "src/kernels.pxi":474
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27067,7 +27082,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":472
+      /* "src/kernels.pxi":475
  *             continue
  *         if n == 0.0:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27081,7 +27096,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":473
+        /* "src/kernels.pxi":476
  *         if n == 0.0:
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]             # <<<<<<<<<<<<<<
@@ -27090,7 +27105,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
         (__pyx_v_mean[__pyx_v_c]) = (__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]);
 
-        /* "src/kernels.pxi":474
+        /* "src/kernels.pxi":477
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]
  *                 m2[c] = pm2[k * C + c]             # <<<<<<<<<<<<<<
@@ -27101,7 +27116,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       }
 
 
-      /* "src/kernels.pxi":471
+      /* "src/kernels.pxi":474
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27111,7 +27126,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       goto __pyx_L8;
     }
 
-    /* "src/kernels.pxi":476
+    /* "src/kernels.pxi":479
  *                 m2[c] = pm2[k * C + c]
  *         else:
  *             tot = n + nb             # <<<<<<<<<<<<<<
@@ -27121,7 +27136,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     /*else*/ {
       __pyx_v_tot = (__pyx_v_n + __pyx_v_nb);
 
-      /* "src/kernels.pxi":477
+      /* "src/kernels.pxi":480
  *         else:
  *             tot = n + nb
  *             fa = nb / tot             # <<<<<<<<<<<<<<
@@ -27130,7 +27145,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       __pyx_v_fa = (__pyx_v_nb / __pyx_v_tot);
 
-      /* "src/kernels.pxi":478
+      /* "src/kernels.pxi":481
  *             tot = n + nb
  *             fa = nb / tot
  *             fb = n * nb / tot             # <<<<<<<<<<<<<<
@@ -27139,7 +27154,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       __pyx_v_fb = ((__pyx_v_n * __pyx_v_nb) / __pyx_v_tot);
 
-      /* "src/kernels.pxi":479
+      /* "src/kernels.pxi":482
  *             fa = nb / tot
  *             fb = n * nb / tot
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27153,7 +27168,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":480
+        /* "src/kernels.pxi":483
  *             fb = n * nb / tot
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]             # <<<<<<<<<<<<<<
@@ -27162,7 +27177,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
         __pyx_v_d = ((__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]) - (__pyx_v_mean[__pyx_v_c]));
 
-        /* "src/kernels.pxi":481
+        /* "src/kernels.pxi":484
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa             # <<<<<<<<<<<<<<
@@ -27171,7 +27186,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
         (__pyx_v_mean[__pyx_v_c]) = ((__pyx_v_mean[__pyx_v_c]) + (__pyx_v_d * __pyx_v_fa));
 
-        /* "src/kernels.pxi":482
+        /* "src/kernels.pxi":485
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb             # <<<<<<<<<<<<<<
@@ -27184,7 +27199,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     }
     __pyx_L8:;
 
-    /* "src/kernels.pxi":483
+    /* "src/kernels.pxi":486
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb             # <<<<<<<<<<<<<<
@@ -27206,7 +27221,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   }
 
 
-  /* "src/kernels.pxi":484
+  /* "src/kernels.pxi":487
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27218,7 +27233,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":485
+    /* "src/kernels.pxi":488
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27232,7 +27247,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":486
+      /* "src/kernels.pxi":489
  *     if n == 0.0:
  *         for c in range(C):
  *             mean[c] = NAN             # <<<<<<<<<<<<<<
@@ -27241,7 +27256,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       (__pyx_v_mean[__pyx_v_c]) = NAN;
 
-      /* "src/kernels.pxi":487
+      /* "src/kernels.pxi":490
  *         for c in range(C):
  *             mean[c] = NAN
  *             m2[c] = NAN             # <<<<<<<<<<<<<<
@@ -27252,7 +27267,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     }
 
 
-    /* "src/kernels.pxi":484
+    /* "src/kernels.pxi":487
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27261,7 +27276,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
   }
 
-  /* "src/kernels.pxi":457
+  /* "src/kernels.pxi":460
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -27280,7 +27295,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 
 }
 
-/* "src/kernels.pxi":490
+/* "src/kernels.pxi":493
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -27317,53 +27332,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_9partial_stats(PyObject *__py
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 490, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 490, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 490, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 493, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 493, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 493, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 493, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -27377,7 +27392,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_9partial_stats(PyObject *__py
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 490, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27429,7 +27444,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 490, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 493, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -27447,11 +27462,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 490, __pyx_L1_error)
+    __PYX_ERR(2, 493, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 493, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -27461,7 +27476,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 490, __pyx_L1_error)
+      __PYX_ERR(2, 493, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -27480,9 +27495,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 490, __pyx_L1_error)
+    __PYX_ERR(2, 493, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 493, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -27491,25 +27506,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 490, __pyx_L1_error)
+      __PYX_ERR(2, 493, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 490, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 490, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 493, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 490, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 490, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 493, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -27561,32 +27576,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_31partial_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 490, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 490, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 490, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 493, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 490, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 490, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 490, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27651,7 +27666,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0partial_stats", 0);
 
-  /* "src/kernels.pxi":497
+  /* "src/kernels.pxi":500
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -27662,19 +27677,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":498
+  /* "src/kernels.pxi":501
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 498, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 498, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 501, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 498, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 501, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -27686,7 +27701,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":499
+  /* "src/kernels.pxi":502
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27694,16 +27709,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -27724,13 +27739,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 499, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 499, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -27742,13 +27757,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 499, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 502, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":500
+  /* "src/kernels.pxi":503
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27756,26 +27771,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 500, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 500, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -27796,13 +27811,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -27814,13 +27829,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 500, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 503, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":501
+  /* "src/kernels.pxi":504
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27828,26 +27843,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 501, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 501, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -27868,13 +27883,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -27886,13 +27901,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 501, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 504, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":505
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27900,15 +27915,15 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_15_kernels_avx512_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -27917,9 +27932,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -27940,13 +27955,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -27958,45 +27973,45 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 505, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":503
+  /* "src/kernels.pxi":506
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":504
+  /* "src/kernels.pxi":507
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":508
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28010,7 +28025,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":506
+    /* "src/kernels.pxi":509
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28022,7 +28037,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   }
 
 
-  /* "src/kernels.pxi":507
+  /* "src/kernels.pxi":510
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28034,7 +28049,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":508
+    /* "src/kernels.pxi":511
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28047,7 +28062,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":509
+          /* "src/kernels.pxi":512
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28063,7 +28078,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":510
+          /* "src/kernels.pxi":513
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28081,7 +28096,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":509
+          /* "src/kernels.pxi":512
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28092,7 +28107,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":508
+        /* "src/kernels.pxi":511
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28109,7 +28124,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":507
+    /* "src/kernels.pxi":510
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28118,24 +28133,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":511
+  /* "src/kernels.pxi":514
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28147,7 +28162,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":490
+  /* "src/kernels.pxi":493
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28209,32 +28224,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_33partial_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 490, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 490, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 490, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 490, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 493, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 490, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 490, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 490, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28299,7 +28314,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1partial_stats", 0);
 
-  /* "src/kernels.pxi":497
+  /* "src/kernels.pxi":500
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -28310,19 +28325,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":498
+  /* "src/kernels.pxi":501
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 498, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 498, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 501, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 498, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 501, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -28334,7 +28349,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":499
+  /* "src/kernels.pxi":502
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28342,16 +28357,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 499, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 502, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -28372,13 +28387,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 499, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 499, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -28390,13 +28405,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 499, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 502, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":500
+  /* "src/kernels.pxi":503
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28404,26 +28419,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 500, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 500, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -28444,13 +28459,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -28462,13 +28477,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 500, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 503, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":501
+  /* "src/kernels.pxi":504
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28476,26 +28491,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 501, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 501, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -28516,13 +28531,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -28534,13 +28549,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 501, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 504, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":505
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28548,15 +28563,15 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_15_kernels_avx512_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -28565,9 +28580,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -28588,13 +28603,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -28606,45 +28621,45 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 505, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":503
+  /* "src/kernels.pxi":506
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":504
+  /* "src/kernels.pxi":507
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":508
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28658,7 +28673,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":506
+    /* "src/kernels.pxi":509
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28670,7 +28685,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   }
 
 
-  /* "src/kernels.pxi":507
+  /* "src/kernels.pxi":510
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28682,7 +28697,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":508
+    /* "src/kernels.pxi":511
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28695,7 +28710,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":509
+          /* "src/kernels.pxi":512
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28711,7 +28726,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":510
+          /* "src/kernels.pxi":513
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28729,7 +28744,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":509
+          /* "src/kernels.pxi":512
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28740,7 +28755,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":508
+        /* "src/kernels.pxi":511
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28757,7 +28772,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":507
+    /* "src/kernels.pxi":510
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28766,24 +28781,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":511
+  /* "src/kernels.pxi":514
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28795,7 +28810,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":490
+  /* "src/kernels.pxi":493
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28834,7 +28849,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":514
+/* "src/kernels.pxi":517
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -28884,46 +28899,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_counts,&__pyx_mstate_global->__pyx_n_u_means,&__pyx_mstate_global->__pyx_n_u_m2,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 514, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 517, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 514, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 517, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 514, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 517, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 514, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 517, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 514, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 517, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 514, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 517, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 514, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 517, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 514, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 517, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 514, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 517, __pyx_L3_error)
     }
-    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
-    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 514, __pyx_L3_error)
+    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 517, __pyx_L3_error)
+    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 517, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 517, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 514, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 517, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28983,7 +28998,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("merge_stats", 0);
 
-  /* "src/kernels.pxi":520
+  /* "src/kernels.pxi":523
  *     A channel with no values gets mean and m2 NaN.
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k             # <<<<<<<<<<<<<<
@@ -28993,7 +29008,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   __pyx_v_K = (__pyx_v_means.shape[0]);
   __pyx_v_C = (__pyx_v_means.shape[1]);
 
-  /* "src/kernels.pxi":521
+  /* "src/kernels.pxi":524
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0             # <<<<<<<<<<<<<<
@@ -29002,7 +29017,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
 */
   __pyx_v_total = 0.0;
 
-  /* "src/kernels.pxi":522
+  /* "src/kernels.pxi":525
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29010,16 +29025,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
  *     cdef double[::1] mo = mean_out, m2o = m2_out
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 522, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 522, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 522, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 522, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 522, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 525, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -29040,13 +29055,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_3, __pyx_t_6};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 522, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 525, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 522, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 525, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -29058,13 +29073,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 522, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 525, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_mean_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":523
+  /* "src/kernels.pxi":526
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29072,16 +29087,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
  *     for k in range(K):
 */
   __pyx_t_4 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 523, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 523, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 523, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 523, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 523, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   #if CYTHON_VECTORCALL
@@ -29102,13 +29117,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_4, __pyx_t_5, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_3 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 523, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_3);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_3 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 523, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     #endif
@@ -29120,29 +29135,29 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 523, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 526, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_m2_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":524
+  /* "src/kernels.pxi":527
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         total += counts[k]
 */
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 524, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 527, __pyx_L1_error)
   __pyx_v_mo = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 524, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 527, __pyx_L1_error)
   __pyx_v_m2o = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
 
-  /* "src/kernels.pxi":525
+  /* "src/kernels.pxi":528
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -29156,7 +29171,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   for (__pyx_t_11 = 0; __pyx_t_11 < __pyx_t_10; __pyx_t_11+=1) {
     __pyx_v_k = __pyx_t_11;
 
-    /* "src/kernels.pxi":526
+    /* "src/kernels.pxi":529
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):
  *         total += counts[k]             # <<<<<<<<<<<<<<
@@ -29168,7 +29183,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   }
 
 
-  /* "src/kernels.pxi":527
+  /* "src/kernels.pxi":530
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29180,7 +29195,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   if (__pyx_t_13) {
 
 
-    /* "src/kernels.pxi":528
+    /* "src/kernels.pxi":531
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29193,7 +29208,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":529
+          /* "src/kernels.pxi":532
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29224,7 +29239,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":530
+          /* "src/kernels.pxi":533
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])             # <<<<<<<<<<<<<<
@@ -29246,7 +29261,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
           __pyx_t_12 = 0;
           __pyx_t_16 = 0;
 
-          /* "src/kernels.pxi":529
+          /* "src/kernels.pxi":532
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29259,7 +29274,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":528
+        /* "src/kernels.pxi":531
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29276,7 +29291,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":527
+    /* "src/kernels.pxi":530
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29285,25 +29300,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":531
+  /* "src/kernels.pxi":534
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
  *     return total, mean_out, m2_out             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 531, __pyx_L1_error)
+  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 534, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 531, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 534, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 531, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 534, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_mean_out);
   __Pyx_GIVEREF(__pyx_v_mean_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 531, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 534, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2_out);
   __Pyx_GIVEREF(__pyx_v_m2_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 531, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 534, __pyx_L1_error);
   __pyx_t_1 = 0;
   {
     PyObject *__pyx_temp;
@@ -29316,7 +29331,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   __pyx_t_6 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":517
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -29349,7 +29364,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":534
+/* "src/kernels.pxi":537
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29386,53 +29401,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_13channel_stats(PyObject *__p
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 534, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 537, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 534, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 537, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 534, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 537, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 537, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 537, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 537, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -29446,7 +29461,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_13channel_stats(PyObject *__p
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 534, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 537, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29498,7 +29513,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 534, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 537, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -29516,11 +29531,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 534, __pyx_L1_error)
+    __PYX_ERR(2, 537, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 537, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -29530,7 +29545,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 534, __pyx_L1_error)
+      __PYX_ERR(2, 537, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -29549,9 +29564,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 534, __pyx_L1_error)
+    __PYX_ERR(2, 537, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 537, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -29560,25 +29575,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 534, __pyx_L1_error)
+      __PYX_ERR(2, 537, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 534, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 534, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 537, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 534, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 534, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 537, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -29630,32 +29645,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_37channel_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 534, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 537, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 534, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 537, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 534, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 537, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 534, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 534, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 537, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 534, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 537, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29692,19 +29707,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_36channel_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0channel_stats", 0);
 
-  /* "src/kernels.pxi":536
+  /* "src/kernels.pxi":539
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -29724,13 +29739,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_36channel_stats(CYTHON_UNUSED
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 536, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -29745,7 +29760,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_36channel_stats(CYTHON_UNUSED
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":534
+  /* "src/kernels.pxi":537
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29791,32 +29806,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_39channel_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 534, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 537, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 534, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 534, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 537, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 534, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 537, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 534, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 534, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 537, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 534, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 537, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29853,19 +29868,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1channel_stats", 0);
 
-  /* "src/kernels.pxi":536
+  /* "src/kernels.pxi":539
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -29885,13 +29900,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 536, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 536, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -29906,7 +29921,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":534
+  /* "src/kernels.pxi":537
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29929,7 +29944,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":543
+/* "src/kernels.pxi":546
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -29943,7 +29958,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":546
+  /* "src/kernels.pxi":549
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -29957,7 +29972,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":547
+    /* "src/kernels.pxi":550
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -29968,7 +29983,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row
   }
 
 
-  /* "src/kernels.pxi":543
+  /* "src/kernels.pxi":546
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -29986,7 +30001,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":546
+  /* "src/kernels.pxi":549
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -30000,7 +30015,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":547
+    /* "src/kernels.pxi":550
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -30011,7 +30026,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
   }
 
 
-  /* "src/kernels.pxi":543
+  /* "src/kernels.pxi":546
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30023,7 +30038,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
 
 }
 
-/* "src/kernels.pxi":550
+/* "src/kernels.pxi":553
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30038,7 +30053,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":554
+  /* "src/kernels.pxi":557
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30050,7 +30065,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":555
+    /* "src/kernels.pxi":558
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30064,7 +30079,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":556
+      /* "src/kernels.pxi":559
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30075,7 +30090,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     }
 
 
-    /* "src/kernels.pxi":554
+    /* "src/kernels.pxi":557
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30085,7 +30100,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":558
+  /* "src/kernels.pxi":561
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30100,7 +30115,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":559
+      /* "src/kernels.pxi":562
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30113,7 +30128,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":550
+  /* "src/kernels.pxi":553
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30132,7 +30147,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":554
+  /* "src/kernels.pxi":557
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30144,7 +30159,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":555
+    /* "src/kernels.pxi":558
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30158,7 +30173,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":556
+      /* "src/kernels.pxi":559
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30169,7 +30184,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     }
 
 
-    /* "src/kernels.pxi":554
+    /* "src/kernels.pxi":557
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30179,7 +30194,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":558
+  /* "src/kernels.pxi":561
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30194,7 +30209,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":559
+      /* "src/kernels.pxi":562
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30207,7 +30222,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":550
+  /* "src/kernels.pxi":553
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30219,7 +30234,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
 
 }
 
-/* "src/kernels.pxi":562
+/* "src/kernels.pxi":565
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30229,7 +30244,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(double __pyx_v_mean, float *__pyx_v_hi, float *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":564
+  /* "src/kernels.pxi":567
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30238,7 +30253,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_hi[0]) = ((float)__pyx_v_mean);
 
-  /* "src/kernels.pxi":565
+  /* "src/kernels.pxi":568
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30247,7 +30262,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_lo[0]) = ((float)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":562
+  /* "src/kernels.pxi":565
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30260,7 +30275,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(do
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(double __pyx_v_mean, double *__pyx_v_hi, double *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":564
+  /* "src/kernels.pxi":567
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30269,7 +30284,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_hi[0]) = ((double)__pyx_v_mean);
 
-  /* "src/kernels.pxi":565
+  /* "src/kernels.pxi":568
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30278,7 +30293,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_lo[0]) = ((double)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":562
+  /* "src/kernels.pxi":565
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30289,7 +30304,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(do
   /* function exit code */
 }
 
-/* "src/kernels.pxi":568
+/* "src/kernels.pxi":571
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30317,7 +30332,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   float const *__pyx_t_10;
   float const *__pyx_t_11;
 
-  /* "src/kernels.pxi":576
+  /* "src/kernels.pxi":579
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30326,7 +30341,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":577
+  /* "src/kernels.pxi":580
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -30345,7 +30360,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":582
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30371,7 +30386,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":580
+    /* "src/kernels.pxi":583
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -30385,7 +30400,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":581
+      /* "src/kernels.pxi":584
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -30399,7 +30414,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":582
+        /* "src/kernels.pxi":585
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -30408,7 +30423,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":583
+        /* "src/kernels.pxi":586
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -30417,7 +30432,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":584
+        /* "src/kernels.pxi":587
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30429,7 +30444,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":585
+          /* "src/kernels.pxi":588
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30438,7 +30453,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
           __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":584
+          /* "src/kernels.pxi":587
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30448,7 +30463,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":587
+        /* "src/kernels.pxi":590
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -30467,7 +30482,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
           }
 
 
-          /* "src/kernels.pxi":588
+          /* "src/kernels.pxi":591
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30483,7 +30498,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     }
 
 
-    /* "src/kernels.pxi":579
+    /* "src/kernels.pxi":582
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30493,7 +30508,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":589
+  /* "src/kernels.pxi":592
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30505,7 +30520,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":590
+    /* "src/kernels.pxi":593
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30540,7 +30555,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":591
+                              /* "src/kernels.pxi":594
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -30549,7 +30564,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":592
+                              /* "src/kernels.pxi":595
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30561,7 +30576,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":593
+                                /* "src/kernels.pxi":596
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30570,7 +30585,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
                                 __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":592
+                                /* "src/kernels.pxi":595
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30580,7 +30595,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":595
+                              /* "src/kernels.pxi":598
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -30599,7 +30614,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                                 }
 
 
-                                /* "src/kernels.pxi":596
+                                /* "src/kernels.pxi":599
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30624,7 +30639,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 
         }
 
-        /* "src/kernels.pxi":590
+        /* "src/kernels.pxi":593
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30641,7 +30656,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
         }
     }
 
-    /* "src/kernels.pxi":589
+    /* "src/kernels.pxi":592
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30651,7 +30666,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":598
+  /* "src/kernels.pxi":601
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30687,7 +30702,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":599
+                              /* "src/kernels.pxi":602
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -30715,7 +30730,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                               }
 
 
-                              /* "src/kernels.pxi":600
+                              /* "src/kernels.pxi":603
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -30739,7 +30754,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 
         }
 
-        /* "src/kernels.pxi":598
+        /* "src/kernels.pxi":601
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30758,7 +30773,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":568
+  /* "src/kernels.pxi":571
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30796,7 +30811,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   double const *__pyx_t_10;
   double const *__pyx_t_11;
 
-  /* "src/kernels.pxi":576
+  /* "src/kernels.pxi":579
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30805,7 +30820,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":577
+  /* "src/kernels.pxi":580
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -30824,7 +30839,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":582
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30850,7 +30865,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":580
+    /* "src/kernels.pxi":583
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -30864,7 +30879,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":581
+      /* "src/kernels.pxi":584
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -30878,7 +30893,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":582
+        /* "src/kernels.pxi":585
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -30887,7 +30902,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":583
+        /* "src/kernels.pxi":586
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -30896,7 +30911,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":584
+        /* "src/kernels.pxi":587
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30908,7 +30923,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":585
+          /* "src/kernels.pxi":588
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30917,7 +30932,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
           __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":584
+          /* "src/kernels.pxi":587
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30927,7 +30942,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":587
+        /* "src/kernels.pxi":590
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -30946,7 +30961,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
           }
 
 
-          /* "src/kernels.pxi":588
+          /* "src/kernels.pxi":591
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30962,7 +30977,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     }
 
 
-    /* "src/kernels.pxi":579
+    /* "src/kernels.pxi":582
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30972,7 +30987,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":589
+  /* "src/kernels.pxi":592
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30984,7 +30999,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":590
+    /* "src/kernels.pxi":593
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31019,7 +31034,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":591
+                              /* "src/kernels.pxi":594
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -31028,7 +31043,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":592
+                              /* "src/kernels.pxi":595
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31040,7 +31055,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":593
+                                /* "src/kernels.pxi":596
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -31049,7 +31064,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
                                 __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":592
+                                /* "src/kernels.pxi":595
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31059,7 +31074,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":595
+                              /* "src/kernels.pxi":598
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -31078,7 +31093,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                                 }
 
 
-                                /* "src/kernels.pxi":596
+                                /* "src/kernels.pxi":599
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -31103,7 +31118,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
         }
 
-        /* "src/kernels.pxi":590
+        /* "src/kernels.pxi":593
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31120,7 +31135,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
         }
     }
 
-    /* "src/kernels.pxi":589
+    /* "src/kernels.pxi":592
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -31130,7 +31145,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":598
+  /* "src/kernels.pxi":601
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31166,7 +31181,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":599
+                              /* "src/kernels.pxi":602
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -31194,7 +31209,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                               }
 
 
-                              /* "src/kernels.pxi":600
+                              /* "src/kernels.pxi":603
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -31218,7 +31233,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
         }
 
-        /* "src/kernels.pxi":598
+        /* "src/kernels.pxi":601
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31237,7 +31252,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":568
+  /* "src/kernels.pxi":571
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -31255,7 +31270,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
 }
 
-/* "src/kernels.pxi":603
+/* "src/kernels.pxi":606
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31275,7 +31290,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":607
+  /* "src/kernels.pxi":610
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31284,7 +31299,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":608
+  /* "src/kernels.pxi":611
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31293,7 +31308,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":609
+  /* "src/kernels.pxi":612
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31302,7 +31317,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":610
+  /* "src/kernels.pxi":613
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31311,7 +31326,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":611
+  /* "src/kernels.pxi":614
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31320,7 +31335,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":615
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31332,7 +31347,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":613
+    /* "src/kernels.pxi":616
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31346,7 +31361,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":614
+      /* "src/kernels.pxi":617
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31357,7 +31372,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     }
 
 
-    /* "src/kernels.pxi":612
+    /* "src/kernels.pxi":615
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31367,7 +31382,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":615
+  /* "src/kernels.pxi":618
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31379,7 +31394,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":616
+    /* "src/kernels.pxi":619
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31393,7 +31408,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":617
+      /* "src/kernels.pxi":620
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31404,7 +31419,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     }
 
 
-    /* "src/kernels.pxi":615
+    /* "src/kernels.pxi":618
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31414,7 +31429,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":619
+  /* "src/kernels.pxi":622
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31429,7 +31444,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":620
+      /* "src/kernels.pxi":623
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31442,7 +31457,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":603
+  /* "src/kernels.pxi":606
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31471,7 +31486,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":607
+  /* "src/kernels.pxi":610
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31480,7 +31495,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":608
+  /* "src/kernels.pxi":611
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31489,7 +31504,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":609
+  /* "src/kernels.pxi":612
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31498,7 +31513,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":610
+  /* "src/kernels.pxi":613
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31507,7 +31522,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":611
+  /* "src/kernels.pxi":614
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31516,7 +31531,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":615
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31528,7 +31543,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":613
+    /* "src/kernels.pxi":616
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31542,7 +31557,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":614
+      /* "src/kernels.pxi":617
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31553,7 +31568,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     }
 
 
-    /* "src/kernels.pxi":612
+    /* "src/kernels.pxi":615
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31563,7 +31578,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":615
+  /* "src/kernels.pxi":618
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31575,7 +31590,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":616
+    /* "src/kernels.pxi":619
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31589,7 +31604,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":617
+      /* "src/kernels.pxi":620
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31600,7 +31615,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     }
 
 
-    /* "src/kernels.pxi":615
+    /* "src/kernels.pxi":618
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31610,7 +31625,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":619
+  /* "src/kernels.pxi":622
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31625,7 +31640,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":620
+      /* "src/kernels.pxi":623
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31638,7 +31653,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":603
+  /* "src/kernels.pxi":606
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31655,7 +31670,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 
 }
 
-/* "src/kernels.pxi":623
+/* "src/kernels.pxi":626
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31669,7 +31684,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":629
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31685,7 +31700,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":627
+  /* "src/kernels.pxi":630
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31702,7 +31717,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":628
+  /* "src/kernels.pxi":631
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -31711,7 +31726,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":629
+  /* "src/kernels.pxi":632
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -31720,7 +31735,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((float)__pyx_v_a);
 
-  /* "src/kernels.pxi":630
+  /* "src/kernels.pxi":633
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -31729,7 +31744,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((float)__pyx_v_b);
 
-  /* "src/kernels.pxi":631
+  /* "src/kernels.pxi":634
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31741,7 +31756,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":632
+    /* "src/kernels.pxi":635
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -31750,7 +31765,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((float)__pyx_v_e);
 
-    /* "src/kernels.pxi":631
+    /* "src/kernels.pxi":634
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31759,7 +31774,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   }
 
-  /* "src/kernels.pxi":623
+  /* "src/kernels.pxi":626
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31778,7 +31793,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":629
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31794,7 +31809,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":627
+  /* "src/kernels.pxi":630
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31811,7 +31826,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":628
+  /* "src/kernels.pxi":631
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -31820,7 +31835,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":629
+  /* "src/kernels.pxi":632
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -31829,7 +31844,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((double)__pyx_v_a);
 
-  /* "src/kernels.pxi":630
+  /* "src/kernels.pxi":633
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -31838,7 +31853,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((double)__pyx_v_b);
 
-  /* "src/kernels.pxi":631
+  /* "src/kernels.pxi":634
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31850,7 +31865,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":632
+    /* "src/kernels.pxi":635
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -31859,7 +31874,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((double)__pyx_v_e);
 
-    /* "src/kernels.pxi":631
+    /* "src/kernels.pxi":634
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31868,7 +31883,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   }
 
-  /* "src/kernels.pxi":623
+  /* "src/kernels.pxi":626
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31881,7 +31896,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 
 }
 
-/* "src/kernels.pxi":635
+/* "src/kernels.pxi":638
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -31918,53 +31933,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_15normalize(PyObject *__pyx_s
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 635, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 638, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 638, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 635, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 638, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -31978,7 +31993,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_15normalize(PyObject *__pyx_s
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 635, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 638, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32030,7 +32045,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 635, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 638, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -32048,11 +32063,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 635, __pyx_L1_error)
+    __PYX_ERR(2, 638, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 638, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -32062,7 +32077,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 635, __pyx_L1_error)
+      __PYX_ERR(2, 638, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -32081,9 +32096,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 635, __pyx_L1_error)
+    __PYX_ERR(2, 638, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 638, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -32092,25 +32107,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 635, __pyx_L1_error)
+      __PYX_ERR(2, 638, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 635, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 635, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 638, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 635, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 635, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 638, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -32166,60 +32181,60 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_43normalize(PyObj
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 635, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 638, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 638, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 635, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 638, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 635, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 638, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32275,7 +32290,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0normalize", 0);
 
-  /* "src/kernels.pxi":642
+  /* "src/kernels.pxi":645
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32286,24 +32301,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":643
+  /* "src/kernels.pxi":646
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 643, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 646, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 643, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 646, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 643, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 646, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":644
+    /* "src/kernels.pxi":647
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32320,7 +32335,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":643
+    /* "src/kernels.pxi":646
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32329,7 +32344,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":648
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32338,7 +32353,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":649
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32350,16 +32365,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":650
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 647, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 650, __pyx_L1_error)
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":649
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32368,7 +32383,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":648
+  /* "src/kernels.pxi":651
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32381,7 +32396,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":649
+        /* "src/kernels.pxi":652
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32395,7 +32410,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":650
+          /* "src/kernels.pxi":653
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32409,7 +32424,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":651
+        /* "src/kernels.pxi":654
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32423,7 +32438,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":652
+        /* "src/kernels.pxi":655
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32441,7 +32456,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":651
+        /* "src/kernels.pxi":654
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32452,7 +32467,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 
       }
 
-      /* "src/kernels.pxi":648
+      /* "src/kernels.pxi":651
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32469,7 +32484,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":656
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32478,7 +32493,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":635
+  /* "src/kernels.pxi":638
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32532,60 +32547,60 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_45normalize(PyObj
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 635, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 638, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 635, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 638, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 635, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 638, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 635, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 635, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 636, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 635, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 638, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32641,7 +32656,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1normalize", 0);
 
-  /* "src/kernels.pxi":642
+  /* "src/kernels.pxi":645
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32652,24 +32667,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":643
+  /* "src/kernels.pxi":646
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 643, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 646, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 643, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 646, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 643, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 646, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":644
+    /* "src/kernels.pxi":647
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32686,7 +32701,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":643
+    /* "src/kernels.pxi":646
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32695,7 +32710,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":648
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32704,7 +32719,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":649
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32716,16 +32731,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":650
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 647, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 650, __pyx_L1_error)
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":649
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32734,7 +32749,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":648
+  /* "src/kernels.pxi":651
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32747,7 +32762,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":649
+        /* "src/kernels.pxi":652
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32761,7 +32776,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":650
+          /* "src/kernels.pxi":653
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32775,7 +32790,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":651
+        /* "src/kernels.pxi":654
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32789,7 +32804,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":652
+        /* "src/kernels.pxi":655
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32807,7 +32822,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":651
+        /* "src/kernels.pxi":654
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32818,7 +32833,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 
       }
 
-      /* "src/kernels.pxi":648
+      /* "src/kernels.pxi":651
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32835,7 +32850,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":656
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32844,7 +32859,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":635
+  /* "src/kernels.pxi":638
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32871,7 +32886,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":660
+/* "src/kernels.pxi":663
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -32884,7 +32899,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":666
+  /* "src/kernels.pxi":669
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -32893,7 +32908,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":667
+  /* "src/kernels.pxi":670
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -32902,7 +32917,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":668
+  /* "src/kernels.pxi":671
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32920,7 +32935,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
   }
 
 
-  /* "src/kernels.pxi":669
+  /* "src/kernels.pxi":672
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -32938,7 +32953,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
   }
 
 
-  /* "src/kernels.pxi":668
+  /* "src/kernels.pxi":671
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32949,7 +32964,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 
 
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":673
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -32958,7 +32973,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_v_x, ((float const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":660
+  /* "src/kernels.pxi":663
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -32974,7 +32989,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":666
+  /* "src/kernels.pxi":669
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -32983,7 +32998,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":667
+  /* "src/kernels.pxi":670
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -32992,7 +33007,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":668
+  /* "src/kernels.pxi":671
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33010,7 +33025,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   }
 
 
-  /* "src/kernels.pxi":669
+  /* "src/kernels.pxi":672
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33028,7 +33043,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   }
 
 
-  /* "src/kernels.pxi":668
+  /* "src/kernels.pxi":671
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33039,7 +33054,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 
 
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":673
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33048,7 +33063,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_v_x, ((double const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":660
+  /* "src/kernels.pxi":663
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33059,7 +33074,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   /* function exit code */
 }
 
-/* "src/kernels.pxi":673
+/* "src/kernels.pxi":676
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33072,7 +33087,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   int __pyx_t_2;
   float const *__pyx_t_3;
 
-  /* "src/kernels.pxi":680
+  /* "src/kernels.pxi":683
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33081,7 +33096,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":681
+    /* "src/kernels.pxi":684
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33090,7 +33105,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":680
+    /* "src/kernels.pxi":683
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33099,7 +33114,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
 */
   }
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":686
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33117,7 +33132,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   }
 
 
-  /* "src/kernels.pxi":682
+  /* "src/kernels.pxi":685
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33127,7 +33142,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":684
+  /* "src/kernels.pxi":687
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33144,7 +33159,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":673
+  /* "src/kernels.pxi":676
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33160,7 +33175,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   int __pyx_t_2;
   double const *__pyx_t_3;
 
-  /* "src/kernels.pxi":680
+  /* "src/kernels.pxi":683
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33169,7 +33184,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":681
+    /* "src/kernels.pxi":684
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33178,7 +33193,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":680
+    /* "src/kernels.pxi":683
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33187,7 +33202,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
 */
   }
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":686
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33205,7 +33220,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   }
 
 
-  /* "src/kernels.pxi":682
+  /* "src/kernels.pxi":685
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33215,7 +33230,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":684
+  /* "src/kernels.pxi":687
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33232,7 +33247,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":673
+  /* "src/kernels.pxi":676
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33243,7 +33258,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   /* function exit code */
 }
 
-/* "src/kernels.pxi":687
+/* "src/kernels.pxi":690
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -33280,53 +33295,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_17bn_forward_train(PyObject *
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 687, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 690, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 690, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 687, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 690, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -33340,7 +33355,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_17bn_forward_train(PyObject *
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 687, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 690, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33392,7 +33407,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 687, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 690, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -33410,11 +33425,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 687, __pyx_L1_error)
+    __PYX_ERR(2, 690, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 690, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -33424,7 +33439,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 687, __pyx_L1_error)
+      __PYX_ERR(2, 690, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -33443,9 +33458,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 687, __pyx_L1_error)
+    __PYX_ERR(2, 690, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 690, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -33454,25 +33469,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 687, __pyx_L1_error)
+      __PYX_ERR(2, 690, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 687, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 687, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 690, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 687, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 687, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 690, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -33531,81 +33546,81 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_49bn_forward_trai
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 687, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 690, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 690, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 687, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 690, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 687, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 687, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 688, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 688, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 688, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 689, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 689, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 689, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 691, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 687, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 690, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33679,7 +33694,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_train", 0);
 
-  /* "src/kernels.pxi":697
+  /* "src/kernels.pxi":700
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -33690,7 +33705,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":698
+  /* "src/kernels.pxi":701
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -33699,7 +33714,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":699
+  /* "src/kernels.pxi":702
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -33708,24 +33723,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":700
+  /* "src/kernels.pxi":703
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 700, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 703, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 700, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 703, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 700, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 703, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":701
+    /* "src/kernels.pxi":704
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -33745,7 +33760,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":702
+    /* "src/kernels.pxi":705
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -33765,7 +33780,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":703
+    /* "src/kernels.pxi":706
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -33785,7 +33800,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":704
+    /* "src/kernels.pxi":707
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -33803,7 +33818,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":700
+    /* "src/kernels.pxi":703
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -33812,7 +33827,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":705
+  /* "src/kernels.pxi":708
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -33821,7 +33836,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":706
+  /* "src/kernels.pxi":709
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -33838,7 +33853,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":707
+  /* "src/kernels.pxi":710
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -33847,7 +33862,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":708
+  /* "src/kernels.pxi":711
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -33856,7 +33871,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":709
+  /* "src/kernels.pxi":712
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -33876,7 +33891,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":710
+  /* "src/kernels.pxi":713
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -33896,7 +33911,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":711
+  /* "src/kernels.pxi":714
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -33908,7 +33923,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":712
+  /* "src/kernels.pxi":715
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -33920,7 +33935,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":713
+  /* "src/kernels.pxi":716
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -33932,7 +33947,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":714
+    /* "src/kernels.pxi":717
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -33944,16 +33959,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":715
+      /* "src/kernels.pxi":718
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 715, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 718, __pyx_L1_error)
 
-      /* "src/kernels.pxi":714
+      /* "src/kernels.pxi":717
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -33962,7 +33977,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     }
 
-    /* "src/kernels.pxi":716
+    /* "src/kernels.pxi":719
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -33975,7 +33990,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":717
+          /* "src/kernels.pxi":720
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34005,7 +34020,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":718
+                              /* "src/kernels.pxi":721
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34015,7 +34030,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":719
+                              /* "src/kernels.pxi":722
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -34024,7 +34039,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":718
+                              /* "src/kernels.pxi":721
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34046,7 +34061,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
         }
 
-        /* "src/kernels.pxi":716
+        /* "src/kernels.pxi":719
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34063,7 +34078,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":720
+    /* "src/kernels.pxi":723
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34072,14 +34087,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":721
+    /* "src/kernels.pxi":724
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 721, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 724, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -34092,7 +34107,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":713
+    /* "src/kernels.pxi":716
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34101,7 +34116,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":722
+  /* "src/kernels.pxi":725
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -34120,7 +34135,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":726
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -34129,7 +34144,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":724
+  /* "src/kernels.pxi":727
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34155,7 +34170,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":725
+    /* "src/kernels.pxi":728
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34164,7 +34179,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":726
+    /* "src/kernels.pxi":729
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -34173,16 +34188,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":727
+    /* "src/kernels.pxi":730
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 727, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
 
-    /* "src/kernels.pxi":724
+    /* "src/kernels.pxi":727
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34191,7 +34206,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":728
+  /* "src/kernels.pxi":731
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -34200,7 +34215,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":729
+  /* "src/kernels.pxi":732
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34213,7 +34228,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":731
+        /* "src/kernels.pxi":734
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -34231,7 +34246,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":730
+        /* "src/kernels.pxi":733
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -34241,7 +34256,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":732
+        /* "src/kernels.pxi":735
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -34255,7 +34270,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":733
+          /* "src/kernels.pxi":736
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34266,7 +34281,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":734
+        /* "src/kernels.pxi":737
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -34277,7 +34292,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":735
+        /* "src/kernels.pxi":738
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -34291,7 +34306,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":736
+          /* "src/kernels.pxi":739
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -34302,7 +34317,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":737
+          /* "src/kernels.pxi":740
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34322,7 +34337,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":738
+          /* "src/kernels.pxi":741
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -34340,7 +34355,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":737
+          /* "src/kernels.pxi":740
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34353,7 +34368,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":740
+        /* "src/kernels.pxi":743
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -34368,7 +34383,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":739
+        /* "src/kernels.pxi":742
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -34379,7 +34394,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":729
+      /* "src/kernels.pxi":732
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34396,7 +34411,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":741
+  /* "src/kernels.pxi":744
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -34405,7 +34420,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":742
+  /* "src/kernels.pxi":745
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -34414,14 +34429,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":743
+  /* "src/kernels.pxi":746
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 743, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 746, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -34434,7 +34449,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":687
+  /* "src/kernels.pxi":690
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -34500,81 +34515,81 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_51bn_forward_trai
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 687, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 690, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 687, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 690, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 687, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 690, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 687, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 687, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 687, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 688, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 688, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 688, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 689, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 689, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 689, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 691, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 687, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 690, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34648,7 +34663,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_train", 0);
 
-  /* "src/kernels.pxi":697
+  /* "src/kernels.pxi":700
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -34659,7 +34674,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":698
+  /* "src/kernels.pxi":701
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34668,7 +34683,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":699
+  /* "src/kernels.pxi":702
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -34677,24 +34692,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":700
+  /* "src/kernels.pxi":703
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 700, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 703, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 700, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 703, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 700, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 703, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":701
+    /* "src/kernels.pxi":704
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -34714,7 +34729,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":702
+    /* "src/kernels.pxi":705
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -34734,7 +34749,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":703
+    /* "src/kernels.pxi":706
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -34754,7 +34769,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":704
+    /* "src/kernels.pxi":707
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -34772,7 +34787,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":700
+    /* "src/kernels.pxi":703
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -34781,7 +34796,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":705
+  /* "src/kernels.pxi":708
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -34790,7 +34805,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":706
+  /* "src/kernels.pxi":709
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -34807,7 +34822,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":707
+  /* "src/kernels.pxi":710
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -34816,7 +34831,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":708
+  /* "src/kernels.pxi":711
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -34825,7 +34840,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":709
+  /* "src/kernels.pxi":712
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -34845,7 +34860,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":710
+  /* "src/kernels.pxi":713
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -34865,7 +34880,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":711
+  /* "src/kernels.pxi":714
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34877,7 +34892,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":712
+  /* "src/kernels.pxi":715
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34889,7 +34904,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":713
+  /* "src/kernels.pxi":716
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34901,7 +34916,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":714
+    /* "src/kernels.pxi":717
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34913,16 +34928,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":715
+      /* "src/kernels.pxi":718
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 715, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 718, __pyx_L1_error)
 
-      /* "src/kernels.pxi":714
+      /* "src/kernels.pxi":717
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34931,7 +34946,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     }
 
-    /* "src/kernels.pxi":716
+    /* "src/kernels.pxi":719
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34944,7 +34959,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":717
+          /* "src/kernels.pxi":720
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34974,7 +34989,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":718
+                              /* "src/kernels.pxi":721
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34984,7 +34999,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":719
+                              /* "src/kernels.pxi":722
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -34993,7 +35008,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":718
+                              /* "src/kernels.pxi":721
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -35015,7 +35030,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
         }
 
-        /* "src/kernels.pxi":716
+        /* "src/kernels.pxi":719
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35032,7 +35047,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":720
+    /* "src/kernels.pxi":723
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35041,14 +35056,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":721
+    /* "src/kernels.pxi":724
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 721, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 724, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -35061,7 +35076,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":713
+    /* "src/kernels.pxi":716
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -35070,7 +35085,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":722
+  /* "src/kernels.pxi":725
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -35089,7 +35104,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":726
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -35098,7 +35113,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":724
+  /* "src/kernels.pxi":727
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35124,7 +35139,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":725
+    /* "src/kernels.pxi":728
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35133,7 +35148,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":726
+    /* "src/kernels.pxi":729
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -35142,16 +35157,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":727
+    /* "src/kernels.pxi":730
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 727, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
 
-    /* "src/kernels.pxi":724
+    /* "src/kernels.pxi":727
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35160,7 +35175,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":728
+  /* "src/kernels.pxi":731
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -35169,7 +35184,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":729
+  /* "src/kernels.pxi":732
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35182,7 +35197,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":731
+        /* "src/kernels.pxi":734
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -35200,7 +35215,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":730
+        /* "src/kernels.pxi":733
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -35210,7 +35225,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":732
+        /* "src/kernels.pxi":735
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -35224,7 +35239,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":733
+          /* "src/kernels.pxi":736
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -35235,7 +35250,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":734
+        /* "src/kernels.pxi":737
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -35246,7 +35261,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":735
+        /* "src/kernels.pxi":738
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -35260,7 +35275,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":736
+          /* "src/kernels.pxi":739
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -35271,7 +35286,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":737
+          /* "src/kernels.pxi":740
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35291,7 +35306,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":738
+          /* "src/kernels.pxi":741
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -35309,7 +35324,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":737
+          /* "src/kernels.pxi":740
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35322,7 +35337,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":740
+        /* "src/kernels.pxi":743
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -35337,7 +35352,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":739
+        /* "src/kernels.pxi":742
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -35348,7 +35363,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":729
+      /* "src/kernels.pxi":732
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35365,7 +35380,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":741
+  /* "src/kernels.pxi":744
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -35374,7 +35389,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":742
+  /* "src/kernels.pxi":745
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -35383,14 +35398,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":743
+  /* "src/kernels.pxi":746
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 743, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 746, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -35403,7 +35418,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":687
+  /* "src/kernels.pxi":690
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -35439,7 +35454,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":746
+/* "src/kernels.pxi":749
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -35476,53 +35491,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_19bn_forward_eval(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 746, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 746, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 749, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -35536,7 +35551,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_19bn_forward_eval(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 746, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35588,7 +35603,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 746, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 749, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -35606,11 +35621,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 746, __pyx_L1_error)
+    __PYX_ERR(2, 749, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 749, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -35620,7 +35635,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 746, __pyx_L1_error)
+      __PYX_ERR(2, 749, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -35639,9 +35654,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 746, __pyx_L1_error)
+    __PYX_ERR(2, 749, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 749, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -35650,25 +35665,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 746, __pyx_L1_error)
+      __PYX_ERR(2, 749, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 746, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 746, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 749, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 746, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 746, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 749, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -35728,88 +35743,88 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_55bn_forward_eval
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 746, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 746, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 749, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 746, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 746, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 747, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 747, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 748, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 748, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 748, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 746, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35878,7 +35893,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":755
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -35889,7 +35904,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":753
+  /* "src/kernels.pxi":756
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -35909,7 +35924,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":754
+  /* "src/kernels.pxi":757
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -35929,7 +35944,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":755
+  /* "src/kernels.pxi":758
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -35943,7 +35958,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":756
+    /* "src/kernels.pxi":759
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -35954,7 +35969,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((float const  *) ( /* dim=0 */ ((char *) (((float const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":757
+    /* "src/kernels.pxi":760
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -35967,24 +35982,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":758
+  /* "src/kernels.pxi":761
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":759
+    /* "src/kernels.pxi":762
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36001,7 +36016,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":758
+    /* "src/kernels.pxi":761
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36010,7 +36025,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":760
+  /* "src/kernels.pxi":763
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36019,7 +36034,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":764
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36031,16 +36046,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":762
+    /* "src/kernels.pxi":765
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 762, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 765, __pyx_L1_error)
 
-    /* "src/kernels.pxi":761
+    /* "src/kernels.pxi":764
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36049,7 +36064,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":766
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36062,7 +36077,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":764
+        /* "src/kernels.pxi":767
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36076,7 +36091,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":765
+          /* "src/kernels.pxi":768
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36085,7 +36100,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":766
+          /* "src/kernels.pxi":769
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36114,7 +36129,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":765
+          /* "src/kernels.pxi":768
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36127,7 +36142,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":770
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36141,7 +36156,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":768
+        /* "src/kernels.pxi":771
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36159,7 +36174,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":770
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36170,7 +36185,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 
       }
 
-      /* "src/kernels.pxi":763
+      /* "src/kernels.pxi":766
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36187,7 +36202,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":769
+  /* "src/kernels.pxi":772
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36196,7 +36211,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":746
+  /* "src/kernels.pxi":749
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36256,88 +36271,88 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_57bn_forward_eval
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 746, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 746, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 746, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 749, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 746, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 746, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 746, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 747, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 747, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 748, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 748, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 748, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 746, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36406,7 +36421,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":755
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36417,7 +36432,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":753
+  /* "src/kernels.pxi":756
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -36437,7 +36452,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":754
+  /* "src/kernels.pxi":757
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -36457,7 +36472,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":755
+  /* "src/kernels.pxi":758
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -36471,7 +36486,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":756
+    /* "src/kernels.pxi":759
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -36482,7 +36497,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":757
+    /* "src/kernels.pxi":760
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -36495,24 +36510,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":758
+  /* "src/kernels.pxi":761
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":759
+    /* "src/kernels.pxi":762
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36529,7 +36544,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":758
+    /* "src/kernels.pxi":761
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36538,7 +36553,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":760
+  /* "src/kernels.pxi":763
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36547,7 +36562,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":764
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36559,16 +36574,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":762
+    /* "src/kernels.pxi":765
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 762, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 765, __pyx_L1_error)
 
-    /* "src/kernels.pxi":761
+    /* "src/kernels.pxi":764
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36577,7 +36592,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":766
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36590,7 +36605,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":764
+        /* "src/kernels.pxi":767
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36604,7 +36619,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":765
+          /* "src/kernels.pxi":768
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36613,7 +36628,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":766
+          /* "src/kernels.pxi":769
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36642,7 +36657,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":765
+          /* "src/kernels.pxi":768
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36655,7 +36670,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":770
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36669,7 +36684,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":768
+        /* "src/kernels.pxi":771
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36687,7 +36702,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":770
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36698,7 +36713,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 
       }
 
-      /* "src/kernels.pxi":763
+      /* "src/kernels.pxi":766
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36715,7 +36730,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":769
+  /* "src/kernels.pxi":772
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36724,7 +36739,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":746
+  /* "src/kernels.pxi":749
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36753,7 +36768,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":772
+/* "src/kernels.pxi":775
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -36771,7 +36786,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":776
+  /* "src/kernels.pxi":779
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -36780,7 +36795,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":777
+  /* "src/kernels.pxi":780
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -36792,7 +36807,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":778
+    /* "src/kernels.pxi":781
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36827,7 +36842,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":779
+                              /* "src/kernels.pxi":782
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -36836,7 +36851,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":780
+                              /* "src/kernels.pxi":783
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -36845,7 +36860,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":781
+                              /* "src/kernels.pxi":784
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -36867,7 +36882,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 
         }
 
-        /* "src/kernels.pxi":778
+        /* "src/kernels.pxi":781
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36884,7 +36899,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
         }
     }
 
-    /* "src/kernels.pxi":777
+    /* "src/kernels.pxi":780
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -36894,11 +36909,11 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":784
+  /* "src/kernels.pxi":787
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),
+ *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),
  *                         _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
 */
   /*else*/ {
@@ -36930,14 +36945,14 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":785
+                              /* "src/kernels.pxi":788
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
- *             _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),             # <<<<<<<<<<<<<<
+ *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
  *                         _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
  * 
 */
-                              __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (__pyx_v_p1 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_p2 + (__pyx_v_k * __pyx_v_C)));
+                              __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (__pyx_v_p1 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_p2 + (__pyx_v_k * __pyx_v_C)));
                           }
                       }
                   }
@@ -36952,11 +36967,11 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 
         }
 
-        /* "src/kernels.pxi":784
+        /* "src/kernels.pxi":787
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),
+ *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),
  *                         _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
 */
         /*finally:*/ {
@@ -36971,7 +36986,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":772
+  /* "src/kernels.pxi":775
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -36996,7 +37011,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":776
+  /* "src/kernels.pxi":779
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -37005,7 +37020,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":777
+  /* "src/kernels.pxi":780
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37017,7 +37032,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":778
+    /* "src/kernels.pxi":781
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37052,7 +37067,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":779
+                              /* "src/kernels.pxi":782
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -37061,7 +37076,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":780
+                              /* "src/kernels.pxi":783
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -37070,7 +37085,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":781
+                              /* "src/kernels.pxi":784
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -37092,7 +37107,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 
         }
 
-        /* "src/kernels.pxi":778
+        /* "src/kernels.pxi":781
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37109,7 +37124,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
         }
     }
 
-    /* "src/kernels.pxi":777
+    /* "src/kernels.pxi":780
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37119,11 +37134,11 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":784
+  /* "src/kernels.pxi":787
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),
+ *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),
  *                         _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
 */
   /*else*/ {
@@ -37155,14 +37170,14 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":785
+                              /* "src/kernels.pxi":788
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
- *             _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),             # <<<<<<<<<<<<<<
+ *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
  *                         _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
  * 
 */
-                              __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (__pyx_v_p1 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_p2 + (__pyx_v_k * __pyx_v_C)));
+                              __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (__pyx_v_p1 + (__pyx_v_k * __pyx_v_C)), (__pyx_v_p2 + (__pyx_v_k * __pyx_v_C)));
                           }
                       }
                   }
@@ -37177,11 +37192,11 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 
         }
 
-        /* "src/kernels.pxi":784
+        /* "src/kernels.pxi":787
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
- *             _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),
+ *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),
  *                         _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
 */
         /*finally:*/ {
@@ -37196,7 +37211,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":772
+  /* "src/kernels.pxi":775
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -37211,7 +37226,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 
 }
 
-/* "src/kernels.pxi":789
+/* "src/kernels.pxi":792
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37230,7 +37245,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
 
-  /* "src/kernels.pxi":791
+  /* "src/kernels.pxi":794
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
  *     cdef Py_ssize_t k, c
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -37244,7 +37259,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":792
+    /* "src/kernels.pxi":795
  *     cdef Py_ssize_t k, c
  *     for c in range(C):
  *         s[c] = 0.0             # <<<<<<<<<<<<<<
@@ -37255,7 +37270,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   }
 
 
-  /* "src/kernels.pxi":793
+  /* "src/kernels.pxi":796
  *     for c in range(C):
  *         s[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -37269,7 +37284,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":794
+    /* "src/kernels.pxi":797
  *         s[c] = 0.0
  *     for k in range(K):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -37283,7 +37298,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":795
+      /* "src/kernels.pxi":798
  *     for k in range(K):
  *         for c in range(C):
  *             s[c] += p[k * C + c]             # <<<<<<<<<<<<<<
@@ -37298,7 +37313,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   }
 
 
-  /* "src/kernels.pxi":789
+  /* "src/kernels.pxi":792
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37311,7 +37326,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
 
 }
 
-/* "src/kernels.pxi":798
+/* "src/kernels.pxi":801
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -37348,53 +37363,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_21backward_sums(PyObject *__p
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 798, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 801, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 801, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 798, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 801, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 801, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -37408,7 +37423,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_21backward_sums(PyObject *__p
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 798, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 801, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37460,7 +37475,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 798, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 801, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -37478,11 +37493,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 798, __pyx_L1_error)
+    __PYX_ERR(2, 801, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 801, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -37492,7 +37507,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 798, __pyx_L1_error)
+      __PYX_ERR(2, 801, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -37511,9 +37526,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 798, __pyx_L1_error)
+    __PYX_ERR(2, 801, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 801, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -37522,25 +37537,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 798, __pyx_L1_error)
+      __PYX_ERR(2, 801, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 798, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 798, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 801, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 798, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 798, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 801, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -37594,46 +37609,46 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_61backward_sums(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 798, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 801, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 801, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 798, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 801, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 798, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 798, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 799, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 802, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 798, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 801, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37702,7 +37717,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_sums", 0);
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":804
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -37713,19 +37728,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":802
+  /* "src/kernels.pxi":805
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 802, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 805, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 802, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 805, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 802, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 805, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -37737,7 +37752,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":803
+  /* "src/kernels.pxi":806
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37745,16 +37760,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -37775,13 +37790,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 803, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 803, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -37793,13 +37808,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 803, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 806, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":804
+  /* "src/kernels.pxi":807
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37807,16 +37822,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -37837,13 +37852,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 804, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 804, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -37855,13 +37870,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 804, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 807, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":805
+  /* "src/kernels.pxi":808
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -37873,21 +37888,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":806
+    /* "src/kernels.pxi":809
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 806, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 809, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 806, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 806, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -37899,7 +37914,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":805
+    /* "src/kernels.pxi":808
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -37908,7 +37923,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":807
+  /* "src/kernels.pxi":810
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37916,29 +37931,29 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 807, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 807, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 807, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -37959,13 +37974,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -37977,41 +37992,41 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 810, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":811
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 811, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":809
+  /* "src/kernels.pxi":812
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 809, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 809, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":810
+  /* "src/kernels.pxi":813
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38024,7 +38039,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":811
+        /* "src/kernels.pxi":814
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38042,7 +38057,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":812
+        /* "src/kernels.pxi":815
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38063,7 +38078,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":811
+        /* "src/kernels.pxi":814
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38073,7 +38088,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":813
+        /* "src/kernels.pxi":816
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38086,7 +38101,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":814
+        /* "src/kernels.pxi":817
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38100,7 +38115,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":810
+      /* "src/kernels.pxi":813
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38117,21 +38132,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":815
+  /* "src/kernels.pxi":818
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 815, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 815, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 815, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38143,7 +38158,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":798
+  /* "src/kernels.pxi":801
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38204,46 +38219,46 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_63backward_sums(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 798, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 801, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 798, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 801, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 798, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 801, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 798, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 798, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 798, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 799, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 802, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 798, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 801, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -38312,7 +38327,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_sums", 0);
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":804
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -38323,19 +38338,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":802
+  /* "src/kernels.pxi":805
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 802, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 805, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 802, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 805, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 802, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 805, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -38347,7 +38362,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":803
+  /* "src/kernels.pxi":806
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38355,16 +38370,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 803, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 806, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38385,13 +38400,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 803, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 803, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38403,13 +38418,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 803, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 806, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":804
+  /* "src/kernels.pxi":807
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38417,16 +38432,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 804, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 807, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -38447,13 +38462,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 804, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 804, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -38465,13 +38480,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 804, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 807, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":805
+  /* "src/kernels.pxi":808
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38483,21 +38498,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":806
+    /* "src/kernels.pxi":809
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 806, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 809, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 806, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 806, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -38509,7 +38524,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":805
+    /* "src/kernels.pxi":808
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38518,7 +38533,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":807
+  /* "src/kernels.pxi":810
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38526,29 +38541,29 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 807, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 807, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 807, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38569,13 +38584,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38587,41 +38602,41 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 810, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":811
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 811, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":809
+  /* "src/kernels.pxi":812
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 809, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 809, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":810
+  /* "src/kernels.pxi":813
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38634,7 +38649,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":811
+        /* "src/kernels.pxi":814
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38652,7 +38667,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":812
+        /* "src/kernels.pxi":815
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38673,7 +38688,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":811
+        /* "src/kernels.pxi":814
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38683,7 +38698,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":813
+        /* "src/kernels.pxi":816
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38696,7 +38711,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":814
+        /* "src/kernels.pxi":817
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38710,7 +38725,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":810
+      /* "src/kernels.pxi":813
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38727,21 +38742,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":815
+  /* "src/kernels.pxi":818
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 815, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 815, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 815, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38753,7 +38768,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":798
+  /* "src/kernels.pxi":801
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38789,7 +38804,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":818
+/* "src/kernels.pxi":821
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38800,7 +38815,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(float *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":823
+  /* "src/kernels.pxi":826
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -38809,7 +38824,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":824
+  /* "src/kernels.pxi":827
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38818,7 +38833,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":825
+    /* "src/kernels.pxi":828
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -38827,7 +38842,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":824
+    /* "src/kernels.pxi":827
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38837,7 +38852,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":827
+  /* "src/kernels.pxi":830
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -38849,7 +38864,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":821
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38864,7 +38879,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(double *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":823
+  /* "src/kernels.pxi":826
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -38873,7 +38888,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":824
+  /* "src/kernels.pxi":827
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38882,7 +38897,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":825
+    /* "src/kernels.pxi":828
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -38891,7 +38906,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":824
+    /* "src/kernels.pxi":827
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38901,7 +38916,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":827
+  /* "src/kernels.pxi":830
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -38913,7 +38928,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":821
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38925,7 +38940,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 
 }
 
-/* "src/kernels.pxi":830
+/* "src/kernels.pxi":833
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38962,53 +38977,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_23backward_apply(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 830, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 833, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 830, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 833, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 830, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 833, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -39022,7 +39037,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_23backward_apply(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 830, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 833, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39074,7 +39089,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 830, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 833, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -39092,11 +39107,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 830, __pyx_L1_error)
+    __PYX_ERR(2, 833, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 833, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -39106,7 +39121,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 830, __pyx_L1_error)
+      __PYX_ERR(2, 833, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -39125,9 +39140,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 830, __pyx_L1_error)
+    __PYX_ERR(2, 833, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 833, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -39136,25 +39151,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 830, __pyx_L1_error)
+      __PYX_ERR(2, 833, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 830, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 830, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 833, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 830, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 830, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 833, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -39213,86 +39228,86 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_67backward_apply(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 830, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 833, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 830, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 833, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 830, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 833, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 830, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 830, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 831, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 831, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 831, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 832, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 832, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 832, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 835, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":832
+      /* "src/kernels.pxi":835
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39304,7 +39319,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_67backward_apply(
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 830, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 833, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39324,7 +39339,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_67backward_apply(
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39374,7 +39389,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_apply", 0);
 
-  /* "src/kernels.pxi":838
+  /* "src/kernels.pxi":841
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -39385,24 +39400,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":839
+  /* "src/kernels.pxi":842
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 839, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 842, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 839, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 842, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 839, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 842, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":840
+    /* "src/kernels.pxi":843
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -39419,7 +39434,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":839
+    /* "src/kernels.pxi":842
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -39428,7 +39443,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":841
+  /* "src/kernels.pxi":844
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -39437,7 +39452,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":842
+  /* "src/kernels.pxi":845
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39449,16 +39464,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":843
+    /* "src/kernels.pxi":846
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 843, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 846, __pyx_L1_error)
 
-    /* "src/kernels.pxi":842
+    /* "src/kernels.pxi":845
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39467,7 +39482,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":844
+  /* "src/kernels.pxi":847
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39480,7 +39495,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":845
+        /* "src/kernels.pxi":848
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -39494,7 +39509,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":846
+          /* "src/kernels.pxi":849
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -39509,7 +39524,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":847
+        /* "src/kernels.pxi":850
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39533,7 +39548,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":848
+        /* "src/kernels.pxi":851
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -39551,7 +39566,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":847
+        /* "src/kernels.pxi":850
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39563,7 +39578,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 
       }
 
-      /* "src/kernels.pxi":844
+      /* "src/kernels.pxi":847
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39580,7 +39595,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
       }
   }
 
-  /* "src/kernels.pxi":849
+  /* "src/kernels.pxi":852
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -39589,7 +39604,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39646,86 +39661,86 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_69backward_apply(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 830, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 833, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 830, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 833, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 830, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 833, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 830, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 830, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 830, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 831, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 831, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 831, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 832, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 832, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 832, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 835, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":832
+      /* "src/kernels.pxi":835
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39737,7 +39752,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_69backward_apply(
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 830, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 833, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39757,7 +39772,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_69backward_apply(
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39807,7 +39822,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_apply", 0);
 
-  /* "src/kernels.pxi":838
+  /* "src/kernels.pxi":841
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -39818,24 +39833,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":839
+  /* "src/kernels.pxi":842
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 839, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 842, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 839, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 842, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 839, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 842, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":840
+    /* "src/kernels.pxi":843
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -39852,7 +39867,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":839
+    /* "src/kernels.pxi":842
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -39861,7 +39876,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":841
+  /* "src/kernels.pxi":844
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -39870,7 +39885,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":842
+  /* "src/kernels.pxi":845
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39882,16 +39897,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":843
+    /* "src/kernels.pxi":846
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 843, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 846, __pyx_L1_error)
 
-    /* "src/kernels.pxi":842
+    /* "src/kernels.pxi":845
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39900,7 +39915,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":844
+  /* "src/kernels.pxi":847
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39913,7 +39928,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":845
+        /* "src/kernels.pxi":848
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -39927,7 +39942,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":846
+          /* "src/kernels.pxi":849
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -39942,7 +39957,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":847
+        /* "src/kernels.pxi":850
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39966,7 +39981,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":848
+        /* "src/kernels.pxi":851
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -39984,7 +39999,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":847
+        /* "src/kernels.pxi":850
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39996,7 +40011,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 
       }
 
-      /* "src/kernels.pxi":844
+      /* "src/kernels.pxi":847
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -40013,7 +40028,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
       }
   }
 
-  /* "src/kernels.pxi":849
+  /* "src/kernels.pxi":852
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -40022,7 +40037,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40049,7 +40064,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":852
+/* "src/kernels.pxi":855
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40086,53 +40101,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_25bn_backward(PyObject *__pyx
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 852, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 855, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 855, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 852, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 855, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -40146,7 +40161,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_25bn_backward(PyObject *__pyx
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 852, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 855, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40198,7 +40213,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 852, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 855, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -40216,11 +40231,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 852, __pyx_L1_error)
+    __PYX_ERR(2, 855, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 855, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -40230,7 +40245,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 852, __pyx_L1_error)
+      __PYX_ERR(2, 855, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -40249,9 +40264,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 852, __pyx_L1_error)
+    __PYX_ERR(2, 855, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 855, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -40260,25 +40275,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 852, __pyx_L1_error)
+      __PYX_ERR(2, 855, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 852, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 852, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 855, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 852, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 852, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 855, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -40339,95 +40354,95 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_73bn_backward(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 852, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 855, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 855, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 852, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 855, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 852, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 852, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 853, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 853, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 853, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 858, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 852, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 855, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40502,7 +40517,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_backward", 0);
 
 
-  /* "src/kernels.pxi":863
+  /* "src/kernels.pxi":866
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -40513,7 +40528,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":864
+  /* "src/kernels.pxi":867
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -40522,7 +40537,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":865
+  /* "src/kernels.pxi":868
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -40531,7 +40546,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":866
+  /* "src/kernels.pxi":869
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -40549,7 +40564,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":867
+  /* "src/kernels.pxi":870
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40569,7 +40584,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":868
+  /* "src/kernels.pxi":871
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40589,24 +40604,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":869
+  /* "src/kernels.pxi":872
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 869, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 872, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 869, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 872, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 869, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 872, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":870
+    /* "src/kernels.pxi":873
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -40623,7 +40638,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":869
+    /* "src/kernels.pxi":872
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -40632,7 +40647,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":871
+  /* "src/kernels.pxi":874
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -40641,7 +40656,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":872
+  /* "src/kernels.pxi":875
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -40658,7 +40673,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":873
+  /* "src/kernels.pxi":876
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -40667,7 +40682,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":874
+  /* "src/kernels.pxi":877
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -40676,7 +40691,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":875
+  /* "src/kernels.pxi":878
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -40696,7 +40711,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":876
+  /* "src/kernels.pxi":879
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40708,7 +40723,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":877
+  /* "src/kernels.pxi":880
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40720,7 +40735,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":881
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40732,7 +40747,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":882
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40744,16 +40759,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":880
+    /* "src/kernels.pxi":883
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 880, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 883, __pyx_L1_error)
 
-    /* "src/kernels.pxi":879
+    /* "src/kernels.pxi":882
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40762,7 +40777,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":884
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -40774,7 +40789,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":882
+    /* "src/kernels.pxi":885
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -40787,7 +40802,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":883
+          /* "src/kernels.pxi":886
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -40817,7 +40832,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":884
+                              /* "src/kernels.pxi":887
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -40827,7 +40842,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":885
+                              /* "src/kernels.pxi":888
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -40837,7 +40852,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":884
+                              /* "src/kernels.pxi":887
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -40859,7 +40874,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":882
+        /* "src/kernels.pxi":885
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -40876,7 +40891,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":886
+    /* "src/kernels.pxi":889
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -40885,7 +40900,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":887
+    /* "src/kernels.pxi":890
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -40902,7 +40917,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":881
+    /* "src/kernels.pxi":884
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -40911,7 +40926,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":888
+  /* "src/kernels.pxi":891
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -40920,7 +40935,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":889
+    /* "src/kernels.pxi":892
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -40929,7 +40944,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":890
+    /* "src/kernels.pxi":893
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -40941,7 +40956,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":891
+      /* "src/kernels.pxi":894
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -40950,16 +40965,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":892
+      /* "src/kernels.pxi":895
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 892, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
 
-      /* "src/kernels.pxi":890
+      /* "src/kernels.pxi":893
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -40968,7 +40983,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
     }
 
-    /* "src/kernels.pxi":888
+    /* "src/kernels.pxi":891
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -40977,7 +40992,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":893
+  /* "src/kernels.pxi":896
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -40990,7 +41005,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":894
+        /* "src/kernels.pxi":897
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -40999,7 +41014,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":895
+          /* "src/kernels.pxi":898
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41008,7 +41023,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":896
+          /* "src/kernels.pxi":899
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -41026,7 +41041,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":895
+          /* "src/kernels.pxi":898
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41036,7 +41051,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":897
+          /* "src/kernels.pxi":900
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -41046,7 +41061,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":901
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -41056,7 +41071,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":894
+          /* "src/kernels.pxi":897
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41065,7 +41080,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
         }
 
-        /* "src/kernels.pxi":899
+        /* "src/kernels.pxi":902
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -41079,7 +41094,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":900
+          /* "src/kernels.pxi":903
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41099,7 +41114,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":901
+          /* "src/kernels.pxi":904
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -41109,7 +41124,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":900
+          /* "src/kernels.pxi":903
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41121,7 +41136,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":902
+        /* "src/kernels.pxi":905
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41136,7 +41151,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":903
+        /* "src/kernels.pxi":906
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -41151,7 +41166,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":902
+        /* "src/kernels.pxi":905
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41163,7 +41178,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":893
+      /* "src/kernels.pxi":896
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41180,7 +41195,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":904
+  /* "src/kernels.pxi":907
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -41189,7 +41204,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":905
+  /* "src/kernels.pxi":908
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -41198,7 +41213,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":852
+  /* "src/kernels.pxi":855
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -41267,95 +41282,95 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_75bn_backward(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 852, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 855, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 852, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 855, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 852, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 855, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 852, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 852, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 852, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 853, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 853, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 853, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 854, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 858, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 852, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 855, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -41430,7 +41445,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_backward", 0);
 
 
-  /* "src/kernels.pxi":863
+  /* "src/kernels.pxi":866
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -41441,7 +41456,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":864
+  /* "src/kernels.pxi":867
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -41450,7 +41465,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":865
+  /* "src/kernels.pxi":868
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -41459,7 +41474,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":866
+  /* "src/kernels.pxi":869
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -41477,7 +41492,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":867
+  /* "src/kernels.pxi":870
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41497,7 +41512,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":868
+  /* "src/kernels.pxi":871
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41517,24 +41532,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":869
+  /* "src/kernels.pxi":872
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 869, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 872, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 869, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 872, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 869, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 872, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":870
+    /* "src/kernels.pxi":873
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -41551,7 +41566,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":869
+    /* "src/kernels.pxi":872
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -41560,7 +41575,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":871
+  /* "src/kernels.pxi":874
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -41569,7 +41584,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":872
+  /* "src/kernels.pxi":875
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -41586,7 +41601,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":873
+  /* "src/kernels.pxi":876
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -41595,7 +41610,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":874
+  /* "src/kernels.pxi":877
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -41604,7 +41619,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":875
+  /* "src/kernels.pxi":878
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -41624,7 +41639,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":876
+  /* "src/kernels.pxi":879
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41636,7 +41651,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":877
+  /* "src/kernels.pxi":880
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41648,7 +41663,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":881
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41660,7 +41675,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":882
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41672,16 +41687,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":880
+    /* "src/kernels.pxi":883
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 880, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 883, __pyx_L1_error)
 
-    /* "src/kernels.pxi":879
+    /* "src/kernels.pxi":882
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41690,7 +41705,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":884
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41702,7 +41717,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":882
+    /* "src/kernels.pxi":885
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41715,7 +41730,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":883
+          /* "src/kernels.pxi":886
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -41745,7 +41760,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":884
+                              /* "src/kernels.pxi":887
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41755,7 +41770,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":885
+                              /* "src/kernels.pxi":888
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -41765,7 +41780,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":884
+                              /* "src/kernels.pxi":887
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41787,7 +41802,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":882
+        /* "src/kernels.pxi":885
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41804,7 +41819,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":886
+    /* "src/kernels.pxi":889
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -41813,7 +41828,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":887
+    /* "src/kernels.pxi":890
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -41830,7 +41845,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":881
+    /* "src/kernels.pxi":884
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41839,7 +41854,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":888
+  /* "src/kernels.pxi":891
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41848,7 +41863,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":889
+    /* "src/kernels.pxi":892
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -41857,7 +41872,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":890
+    /* "src/kernels.pxi":893
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41869,7 +41884,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":891
+      /* "src/kernels.pxi":894
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -41878,16 +41893,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":892
+      /* "src/kernels.pxi":895
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 892, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
 
-      /* "src/kernels.pxi":890
+      /* "src/kernels.pxi":893
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41896,7 +41911,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
     }
 
-    /* "src/kernels.pxi":888
+    /* "src/kernels.pxi":891
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41905,7 +41920,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":893
+  /* "src/kernels.pxi":896
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41918,7 +41933,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":894
+        /* "src/kernels.pxi":897
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41927,7 +41942,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":895
+          /* "src/kernels.pxi":898
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41936,7 +41951,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":896
+          /* "src/kernels.pxi":899
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -41954,7 +41969,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":895
+          /* "src/kernels.pxi":898
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41964,7 +41979,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":897
+          /* "src/kernels.pxi":900
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -41974,7 +41989,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":901
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -41984,7 +41999,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":894
+          /* "src/kernels.pxi":897
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41993,7 +42008,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
         }
 
-        /* "src/kernels.pxi":899
+        /* "src/kernels.pxi":902
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -42007,7 +42022,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":900
+          /* "src/kernels.pxi":903
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42027,7 +42042,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":901
+          /* "src/kernels.pxi":904
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -42037,7 +42052,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":900
+          /* "src/kernels.pxi":903
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42049,7 +42064,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":902
+        /* "src/kernels.pxi":905
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42064,7 +42079,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":903
+        /* "src/kernels.pxi":906
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -42079,7 +42094,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":902
+        /* "src/kernels.pxi":905
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42091,7 +42106,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":893
+      /* "src/kernels.pxi":896
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42108,7 +42123,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":904
+  /* "src/kernels.pxi":907
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -42117,7 +42132,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":905
+  /* "src/kernels.pxi":908
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -42126,7 +42141,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":852
+  /* "src/kernels.pxi":855
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -42163,7 +42178,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":908
+/* "src/kernels.pxi":911
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42212,39 +42227,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_src,&__pyx_mstate_global->__pyx_n_u_dst,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 908, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 911, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 908, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 911, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 908, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 911, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 908, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 911, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 908, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 911, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 908, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 911, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 908, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 911, __pyx_L3_error)
     }
-    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 908, __pyx_L3_error)
-    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 908, __pyx_L3_error)
+    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 911, __pyx_L3_error)
+    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 911, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 908, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 911, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42288,7 +42303,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   Py_ssize_t __pyx_t_10;
   __Pyx_RefNannySetupContext("stream_copy", 0);
 
-  /* "src/kernels.pxi":910
+  /* "src/kernels.pxi":913
  * def stream_copy(const float[::1] src, float[::1] dst):
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16             # <<<<<<<<<<<<<<
@@ -42298,7 +42313,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   __pyx_v_n = (__pyx_v_src.shape[0]);
   __pyx_v_B = 0x10000;
 
-  /* "src/kernels.pxi":911
+  /* "src/kernels.pxi":914
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B             # <<<<<<<<<<<<<<
@@ -42307,7 +42322,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
 */
   __pyx_v_nb = (((__pyx_v_n + __pyx_v_B) - 1) / __pyx_v_B);
 
-  /* "src/kernels.pxi":912
+  /* "src/kernels.pxi":915
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42319,7 +42334,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":913
+    /* "src/kernels.pxi":916
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -42336,7 +42351,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":912
+    /* "src/kernels.pxi":915
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42345,7 +42360,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":914
+  /* "src/kernels.pxi":917
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42358,7 +42373,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":915
+        /* "src/kernels.pxi":918
  *         return
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):             # <<<<<<<<<<<<<<
@@ -42390,7 +42405,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
                         {
                             __pyx_v_b = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                            /* "src/kernels.pxi":916
+                            /* "src/kernels.pxi":919
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))             # <<<<<<<<<<<<<<
@@ -42430,7 +42445,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":914
+      /* "src/kernels.pxi":917
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42447,7 +42462,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":908
+  /* "src/kernels.pxi":911
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42467,7 +42482,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":919
+/* "src/kernels.pxi":922
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -42504,53 +42519,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_29update_running(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 919, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 922, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 922, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 919, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 922, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -42564,7 +42579,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_29update_running(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 919, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 922, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42616,7 +42631,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 919, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 922, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -42634,11 +42649,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 919, __pyx_L1_error)
+    __PYX_ERR(2, 922, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 922, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -42648,7 +42663,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 919, __pyx_L1_error)
+      __PYX_ERR(2, 922, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -42667,9 +42682,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 919, __pyx_L1_error)
+    __PYX_ERR(2, 922, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 922, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -42678,25 +42693,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 919, __pyx_L1_error)
+      __PYX_ERR(2, 922, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 919, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 919, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 922, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 919, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 919, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 922, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -42753,67 +42768,67 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_79update_running(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 919, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 922, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 922, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 919, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 922, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 919, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 919, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 919, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 920, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 920, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 920, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 919, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 922, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42857,7 +42872,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_0update_running", 0);
 
-  /* "src/kernels.pxi":924
+  /* "src/kernels.pxi":927
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -42869,7 +42884,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":925
+    /* "src/kernels.pxi":928
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -42883,7 +42898,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":926
+      /* "src/kernels.pxi":929
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -42892,7 +42907,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":927
+      /* "src/kernels.pxi":930
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -42901,7 +42916,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":926
+      /* "src/kernels.pxi":929
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -42913,7 +42928,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":924
+    /* "src/kernels.pxi":927
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -42922,7 +42937,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":928
+  /* "src/kernels.pxi":931
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -42934,7 +42949,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":929
+    /* "src/kernels.pxi":932
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -42948,7 +42963,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":930
+      /* "src/kernels.pxi":933
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -42956,14 +42971,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":931
+      /* "src/kernels.pxi":934
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":930
+      /* "src/kernels.pxi":933
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -42974,7 +42989,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":928
+    /* "src/kernels.pxi":931
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -42983,7 +42998,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":919
+  /* "src/kernels.pxi":922
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -43027,67 +43042,67 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_81update_running(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 919, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 922, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 919, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 922, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 919, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 922, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 919, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 919, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 919, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 919, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 920, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 920, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 920, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 919, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 922, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -43131,7 +43146,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_1update_running", 0);
 
-  /* "src/kernels.pxi":924
+  /* "src/kernels.pxi":927
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43143,7 +43158,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":925
+    /* "src/kernels.pxi":928
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -43157,7 +43172,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":926
+      /* "src/kernels.pxi":929
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43166,7 +43181,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":927
+      /* "src/kernels.pxi":930
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -43175,7 +43190,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":926
+      /* "src/kernels.pxi":929
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43187,7 +43202,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":924
+    /* "src/kernels.pxi":927
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43196,7 +43211,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":928
+  /* "src/kernels.pxi":931
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43208,7 +43223,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":929
+    /* "src/kernels.pxi":932
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -43222,7 +43237,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":930
+      /* "src/kernels.pxi":933
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43230,14 +43245,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":931
+      /* "src/kernels.pxi":934
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":930
+      /* "src/kernels.pxi":933
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43248,7 +43263,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":928
+    /* "src/kernels.pxi":931
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43257,7 +43272,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":919
+  /* "src/kernels.pxi":922
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -44628,14 +44643,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_15_kernels_avx512___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_15_kernels_avx512___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 493, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults = &__pyx_type_5cnorm_15_kernels_avx512___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults) < (0)) __PYX_ERR(2, 490, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults);
@@ -45720,38 +45735,38 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 64, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":490
+  /* "src/kernels.pxi":493
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-chunk statistics of each channel of an ``(outer, C, inner)`` array.
  * 
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 490, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 490, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 490, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 490, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 490, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45762,57 +45777,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 490, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":517
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
  *     """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)`` per channel.
  * 
 */
-  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 514, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":534
+  /* "src/kernels.pxi":537
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 534, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 534, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 534, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 534, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45823,42 +45838,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 534, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":635
+  /* "src/kernels.pxi":638
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
  *               const double[::1] shift, floating[:, :, ::1] out):
  *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 635, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 635, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 635, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 635, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 635, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45869,42 +45884,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 635, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 638, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":687
+  /* "src/kernels.pxi":690
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
  *                      const floating[::1] bias, double eps, floating[:, :, ::1] out,
  *                      double[::1] mean, double[::1] m2, double[::1] invstd):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 687, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 687, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 687, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 687, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 687, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45915,42 +45930,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 687, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 690, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":746
+  /* "src/kernels.pxi":749
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
  *                     const floating[::1] running_var, const floating[::1] weight,
  *                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 746, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 746, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 746, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 746, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45961,42 +45976,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 746, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":798
+  /* "src/kernels.pxi":801
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 798, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 798, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 798, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 798, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 798, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46007,42 +46022,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 798, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 801, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 830, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 830, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 830, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 830, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46053,42 +46068,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 830, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":852
+  /* "src/kernels.pxi":855
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                 const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
  *                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 852, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 852, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 852, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 852, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 852, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46099,57 +46114,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 852, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 855, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":908
+  /* "src/kernels.pxi":911
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 908, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 911, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 908, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 911, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":919
+  /* "src/kernels.pxi":922
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
  *                    const double[::1] m2, double count, double factor):
  *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 919, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 919, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 919, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 919, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 919, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46160,7 +46175,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 919, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 922, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -46282,7 +46297,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "src/kernels.pxi":499
+  /* "src/kernels.pxi":502
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -46291,12 +46306,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 499, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 502, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -46305,7 +46320,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_True};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 830, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 833, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
@@ -46545,147 +46560,147 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_cpu_supports, __pyx_mstate->__pyx_kp_b_iso88591_4q_q_gQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 490};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 490};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 490};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2s, __pyx_mstate->__pyx_n_u_scratch, __pyx_mstate->__pyx_n_u_cnt, __pyx_mstate->__pyx_n_u_sc, __pyx_mstate->__pyx_n_u_pm, __pyx_mstate->__pyx_n_u_pm2};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 514};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 517};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_total, __pyx_mstate->__pyx_n_u_mean_out, __pyx_mstate->__pyx_n_u_m2_out, __pyx_mstate->__pyx_n_u_mo, __pyx_mstate->__pyx_n_u_m2o};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_merge_stats, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 534};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 537};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 534};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 537};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 534};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 537};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 635};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 638};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 635};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 638};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_double_1_double, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 635};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 638};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 687};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 690};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 687};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 690};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 687};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 690};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_yp, __pyx_mstate->__pyx_n_u_scratch_len, __pyx_mstate->__pyx_n_u_cnt};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 746};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 746};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_double_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 746};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 798};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 801};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 798};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 801};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_double_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 798};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 801};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_s1, __pyx_mstate->__pyx_n_u_s2, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_pv, __pyx_mstate->__pyx_n_u_v1, __pyx_mstate->__pyx_n_u_v2};
     __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 830};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 833};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 830};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 833};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_double_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 830};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 833};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 852};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 855};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 852};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 855};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_double_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 852};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 855};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_gp, __pyx_mstate->__pyx_n_u_dp};
     __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 908};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 911};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_src, __pyx_mstate->__pyx_n_u_dst, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_nb};
     __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_stream_copy, __pyx_mstate->__pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 919};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 922};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 919};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 922};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_double_double, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 919};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 922};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor, __pyx_mstate->__pyx_n_u_c};
     __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }

@@ -76,13 +76,15 @@ cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
     return nt if nt > 0 else 1
 
 
-cdef inline Py_ssize_t _block_rows(Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
+cdef inline Py_ssize_t _block_rows(Py_ssize_t outer, Py_ssize_t C,
+                                   Py_ssize_t inner) noexcept nogil:
     """Outer rows per chunk in block mode (inner < GATHER): all channels of those rows.
     Rows mode (inner == 1) sizes chunks by all channels' values, as its lanes span channels;
-    short rows size them by one channel's values, about CHUNK."""
+    short rows size them by one channel's values, about CHUNK, and at least 8 chunks so the
+    statistics spread over threads. Depends on the shape only."""
     if inner == 1:
         return max(1, ROW_CHUNK // C) if C > 0 else 1
-    return max(1, CHUNK // inner)
+    return max(1, min(CHUNK // inner, (outer + 7) // 8))
 
 
 cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
@@ -92,24 +94,25 @@ cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner
         return 0
     if inner >= GATHER:
         return (outer * inner + CHUNK - 1) // CHUNK
-    return (outer + _block_rows(C, inner) - 1) // _block_rows(C, inner)
+    return (outer + _block_rows(outer, C, inner) - 1) // _block_rows(outer, C, inner)
 
 
-cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
-    return k * CHUNK if inner >= GATHER else k * _block_rows(C, inner)
+cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
+                                    Py_ssize_t inner) noexcept nogil:
+    return k * CHUNK if inner >= GATHER else k * _block_rows(outer, C, inner)
 
 
 cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
                                   Py_ssize_t inner) noexcept nogil:
     if inner >= GATHER:
         return min((k + 1) * CHUNK, outer * inner)
-    return min((k + 1) * _block_rows(C, inner), outer)
+    return min((k + 1) * _block_rows(outer, C, inner), outer)
 
 
 cdef inline double _chunk_count(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
                                 Py_ssize_t inner) noexcept nogil:
     """Values of each channel in chunk k."""
-    cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, C, inner)
+    cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner)
     return <double>(span if inner >= GATHER else span * inner)
 
 
@@ -449,7 +452,7 @@ cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_
                                pm + k * C + c, pm2 + k * C + c)
     else:
         for k in prange(K, schedule="static", num_threads=nt):
-            _block_chunk_stats(x, C, inner, _chunk_start(k, C, inner),
+            _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),
                                _chunk_end(k, outer, C, inner), pm + k * C, pm2 + k * C,
                                scratch + 2 * k * C)
 
@@ -782,7 +785,7 @@ cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer
                         p1 + k * C + c, p2 + k * C + c)
     else:
         for k in prange(K, schedule="static", num_threads=nt):
-            _block_sums(x, dy, C, inner, _chunk_start(k, C, inner),
+            _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),
                         _chunk_end(k, outer, C, inner), mean, p1 + k * C, p2 + k * C)
 
 
