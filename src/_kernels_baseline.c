@@ -1775,7 +1775,7 @@ enum  {
   __pyx_e_5cnorm_17_kernels_baseline_PARALLEL_MIN = 0x8000
 };
 
-/* "src/kernels.pxi":493
+/* "src/kernels.pxi":500
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -25646,7 +25646,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   float const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":395
+  /* "src/kernels.pxi":398
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25658,27 +25658,27 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":396
+    /* "src/kernels.pxi":399
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
  *         return
- *     for c in range(C):
+ *     if inner >= 4 * LANES:
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":397
+    /* "src/kernels.pxi":400
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
- *     for c in range(C):
- *         s1[c] = 0.0
+ *     if inner >= 4 * LANES:
+ *         for c in range(C):
 */
     {
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":395
+    /* "src/kernels.pxi":398
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25687,8 +25687,65 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
   }
 
-  /* "src/kernels.pxi":398
+  /* "src/kernels.pxi":401
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
+ *         return
+ *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+*/
+  __pyx_t_1 = (__pyx_v_inner >= (4 * __pyx_e_5cnorm_17_kernels_baseline_LANES));
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":402
+ *         return
+ *     if inner >= 4 * LANES:
+ *         for c in range(C):             # <<<<<<<<<<<<<<
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+ *         return
+*/
+
+    __pyx_t_2 = __pyx_v_C;
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":403
+ *     if inner >= 4 * LANES:
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])             # <<<<<<<<<<<<<<
+ *         return
+ *     for c in range(C):
+*/
+      __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_o0 * __pyx_v_inner), (__pyx_v_o1 * __pyx_v_inner), (__pyx_v_shift[__pyx_v_c]), (&(__pyx_v_s1[__pyx_v_c])), (&(__pyx_v_s2[__pyx_v_c])));
+    }
+
+
+    /* "src/kernels.pxi":404
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+ *         return             # <<<<<<<<<<<<<<
+ *     for c in range(C):
+ *         s1[c] = 0.0
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "src/kernels.pxi":401
+ *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
+ *         return
+ *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+*/
+  }
+
+  /* "src/kernels.pxi":405
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
  *         s1[c] = 0.0
@@ -25701,7 +25758,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":399
+    /* "src/kernels.pxi":406
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25710,7 +25767,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":400
+    /* "src/kernels.pxi":407
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25721,7 +25778,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   }
 
 
-  /* "src/kernels.pxi":401
+  /* "src/kernels.pxi":408
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -25735,7 +25792,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":402
+    /* "src/kernels.pxi":409
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25749,7 +25806,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":403
+      /* "src/kernels.pxi":410
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -25758,7 +25815,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":404
+      /* "src/kernels.pxi":411
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -25778,7 +25835,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
       __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":405
+      /* "src/kernels.pxi":412
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -25789,7 +25846,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":406
+      /* "src/kernels.pxi":413
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -25837,7 +25894,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   double const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":395
+  /* "src/kernels.pxi":398
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25849,27 +25906,27 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":396
+    /* "src/kernels.pxi":399
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
  *         return
- *     for c in range(C):
+ *     if inner >= 4 * LANES:
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":397
+    /* "src/kernels.pxi":400
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
- *     for c in range(C):
- *         s1[c] = 0.0
+ *     if inner >= 4 * LANES:
+ *         for c in range(C):
 */
     {
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":395
+    /* "src/kernels.pxi":398
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25878,8 +25935,65 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
   }
 
-  /* "src/kernels.pxi":398
+  /* "src/kernels.pxi":401
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
+ *         return
+ *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+*/
+  __pyx_t_1 = (__pyx_v_inner >= (4 * __pyx_e_5cnorm_17_kernels_baseline_LANES));
+
+  if (__pyx_t_1) {
+
+
+    /* "src/kernels.pxi":402
+ *         return
+ *     if inner >= 4 * LANES:
+ *         for c in range(C):             # <<<<<<<<<<<<<<
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+ *         return
+*/
+
+    __pyx_t_2 = __pyx_v_C;
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_c = __pyx_t_4;
+
+      /* "src/kernels.pxi":403
+ *     if inner >= 4 * LANES:
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])             # <<<<<<<<<<<<<<
+ *         return
+ *     for c in range(C):
+*/
+      __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_o0 * __pyx_v_inner), (__pyx_v_o1 * __pyx_v_inner), (__pyx_v_shift[__pyx_v_c]), (&(__pyx_v_s1[__pyx_v_c])), (&(__pyx_v_s2[__pyx_v_c])));
+    }
+
+
+    /* "src/kernels.pxi":404
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+ *         return             # <<<<<<<<<<<<<<
+ *     for c in range(C):
+ *         s1[c] = 0.0
+*/
+    {
+    }
+    goto __pyx_L0;
+
+    /* "src/kernels.pxi":401
+ *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
+ *         return
+ *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
+*/
+  }
+
+  /* "src/kernels.pxi":405
+ *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
  *         s1[c] = 0.0
@@ -25892,7 +26006,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":399
+    /* "src/kernels.pxi":406
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25901,7 +26015,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":400
+    /* "src/kernels.pxi":407
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25912,7 +26026,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   }
 
 
-  /* "src/kernels.pxi":401
+  /* "src/kernels.pxi":408
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -25926,7 +26040,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":402
+    /* "src/kernels.pxi":409
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25940,7 +26054,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":403
+      /* "src/kernels.pxi":410
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -25949,7 +26063,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":404
+      /* "src/kernels.pxi":411
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -25969,7 +26083,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
       __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":405
+      /* "src/kernels.pxi":412
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -25980,7 +26094,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":406
+      /* "src/kernels.pxi":413
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -26012,7 +26126,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 
 }
 
-/* "src/kernels.pxi":409
+/* "src/kernels.pxi":416
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26030,7 +26144,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":414
+  /* "src/kernels.pxi":421
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26039,7 +26153,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":415
+  /* "src/kernels.pxi":422
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26048,7 +26162,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":416
+  /* "src/kernels.pxi":423
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26057,7 +26171,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":417
+  /* "src/kernels.pxi":424
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26066,7 +26180,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":418
+  /* "src/kernels.pxi":425
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26080,7 +26194,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":419
+    /* "src/kernels.pxi":426
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26091,7 +26205,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   }
 
 
-  /* "src/kernels.pxi":420
+  /* "src/kernels.pxi":427
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26100,7 +26214,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":428
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26114,7 +26228,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":422
+    /* "src/kernels.pxi":429
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26125,7 +26239,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   }
 
 
-  /* "src/kernels.pxi":423
+  /* "src/kernels.pxi":430
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26134,7 +26248,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":424
+    /* "src/kernels.pxi":431
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26148,7 +26262,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":425
+      /* "src/kernels.pxi":432
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26159,7 +26273,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     }
 
 
-    /* "src/kernels.pxi":426
+    /* "src/kernels.pxi":433
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26168,7 +26282,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":427
+    /* "src/kernels.pxi":434
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26182,7 +26296,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":428
+      /* "src/kernels.pxi":435
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26193,7 +26307,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     }
 
 
-    /* "src/kernels.pxi":423
+    /* "src/kernels.pxi":430
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26202,7 +26316,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   }
 
-  /* "src/kernels.pxi":409
+  /* "src/kernels.pxi":416
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26228,7 +26342,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":414
+  /* "src/kernels.pxi":421
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26237,7 +26351,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":415
+  /* "src/kernels.pxi":422
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26246,7 +26360,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":416
+  /* "src/kernels.pxi":423
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26255,7 +26369,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":417
+  /* "src/kernels.pxi":424
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26264,7 +26378,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":418
+  /* "src/kernels.pxi":425
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26278,7 +26392,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":419
+    /* "src/kernels.pxi":426
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26289,7 +26403,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   }
 
 
-  /* "src/kernels.pxi":420
+  /* "src/kernels.pxi":427
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26298,7 +26412,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":428
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26312,7 +26426,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":422
+    /* "src/kernels.pxi":429
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26323,7 +26437,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   }
 
 
-  /* "src/kernels.pxi":423
+  /* "src/kernels.pxi":430
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26332,7 +26446,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":424
+    /* "src/kernels.pxi":431
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26346,7 +26460,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":425
+      /* "src/kernels.pxi":432
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26357,7 +26471,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     }
 
 
-    /* "src/kernels.pxi":426
+    /* "src/kernels.pxi":433
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26366,7 +26480,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":427
+    /* "src/kernels.pxi":434
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26380,7 +26494,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":428
+      /* "src/kernels.pxi":435
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26391,7 +26505,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     }
 
 
-    /* "src/kernels.pxi":423
+    /* "src/kernels.pxi":430
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26400,7 +26514,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   }
 
-  /* "src/kernels.pxi":409
+  /* "src/kernels.pxi":416
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26416,7 +26530,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 
 }
 
-/* "src/kernels.pxi":431
+/* "src/kernels.pxi":438
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26429,7 +26543,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":436
+  /* "src/kernels.pxi":443
  *     (block and rows modes) go in memory order instead: measured faster, as one channel's
  *     short rows are scattered over many pages."""
  *     return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)             # <<<<<<<<<<<<<<
@@ -26477,7 +26591,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":431
+  /* "src/kernels.pxi":438
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26490,7 +26604,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":443
+/* "src/kernels.pxi":450
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26508,7 +26622,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":446
+  /* "src/kernels.pxi":453
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26517,7 +26631,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":447
+  /* "src/kernels.pxi":454
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26529,7 +26643,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":448
+    /* "src/kernels.pxi":455
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26564,7 +26678,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":449
+                              /* "src/kernels.pxi":456
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26573,7 +26687,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":450
+                              /* "src/kernels.pxi":457
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26582,7 +26696,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":451
+                              /* "src/kernels.pxi":458
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26604,7 +26718,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 
         }
 
-        /* "src/kernels.pxi":448
+        /* "src/kernels.pxi":455
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26621,7 +26735,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
         }
     }
 
-    /* "src/kernels.pxi":447
+    /* "src/kernels.pxi":454
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26631,7 +26745,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":454
+  /* "src/kernels.pxi":461
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26667,7 +26781,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":455
+                              /* "src/kernels.pxi":462
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26689,7 +26803,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 
         }
 
-        /* "src/kernels.pxi":454
+        /* "src/kernels.pxi":461
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26708,7 +26822,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":450
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26733,7 +26847,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":446
+  /* "src/kernels.pxi":453
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26742,7 +26856,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":447
+  /* "src/kernels.pxi":454
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26754,7 +26868,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":448
+    /* "src/kernels.pxi":455
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26789,7 +26903,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":449
+                              /* "src/kernels.pxi":456
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26798,7 +26912,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":450
+                              /* "src/kernels.pxi":457
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26807,7 +26921,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":451
+                              /* "src/kernels.pxi":458
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26829,7 +26943,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
         }
 
-        /* "src/kernels.pxi":448
+        /* "src/kernels.pxi":455
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26846,7 +26960,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
         }
     }
 
-    /* "src/kernels.pxi":447
+    /* "src/kernels.pxi":454
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26856,7 +26970,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":454
+  /* "src/kernels.pxi":461
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26892,7 +27006,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":455
+                              /* "src/kernels.pxi":462
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26914,7 +27028,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
         }
 
-        /* "src/kernels.pxi":454
+        /* "src/kernels.pxi":461
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26933,7 +27047,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":450
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26948,7 +27062,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
 }
 
-/* "src/kernels.pxi":460
+/* "src/kernels.pxi":467
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -26974,7 +27088,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   Py_ssize_t __pyx_t_7;
   double __pyx_t_8;
 
-  /* "src/kernels.pxi":466
+  /* "src/kernels.pxi":473
  *     same bits as _merge_into)."""
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d             # <<<<<<<<<<<<<<
@@ -26983,7 +27097,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":467
+  /* "src/kernels.pxi":474
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26997,7 +27111,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":468
+    /* "src/kernels.pxi":475
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):
  *         mean[c] = 0.0             # <<<<<<<<<<<<<<
@@ -27006,7 +27120,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     (__pyx_v_mean[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":469
+    /* "src/kernels.pxi":476
  *     for c in range(C):
  *         mean[c] = 0.0
  *         m2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -27017,7 +27131,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   }
 
 
-  /* "src/kernels.pxi":470
+  /* "src/kernels.pxi":477
  *         mean[c] = 0.0
  *         m2[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -27031,7 +27145,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":471
+    /* "src/kernels.pxi":478
  *         m2[c] = 0.0
  *     for k in range(K):
  *         nb = cnt[k]             # <<<<<<<<<<<<<<
@@ -27040,7 +27154,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     __pyx_v_nb = (__pyx_v_cnt[__pyx_v_k]);
 
-    /* "src/kernels.pxi":472
+    /* "src/kernels.pxi":479
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27052,7 +27166,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":473
+      /* "src/kernels.pxi":480
  *         nb = cnt[k]
  *         if nb <= 0.0:
  *             continue             # <<<<<<<<<<<<<<
@@ -27061,7 +27175,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       goto __pyx_L5_continue;
 
-      /* "src/kernels.pxi":472
+      /* "src/kernels.pxi":479
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27070,7 +27184,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     }
 
-    /* "src/kernels.pxi":474
+    /* "src/kernels.pxi":481
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27082,7 +27196,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":475
+      /* "src/kernels.pxi":482
  *             continue
  *         if n == 0.0:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27096,7 +27210,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":476
+        /* "src/kernels.pxi":483
  *         if n == 0.0:
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]             # <<<<<<<<<<<<<<
@@ -27105,7 +27219,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         (__pyx_v_mean[__pyx_v_c]) = (__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]);
 
-        /* "src/kernels.pxi":477
+        /* "src/kernels.pxi":484
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]
  *                 m2[c] = pm2[k * C + c]             # <<<<<<<<<<<<<<
@@ -27116,7 +27230,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       }
 
 
-      /* "src/kernels.pxi":474
+      /* "src/kernels.pxi":481
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27126,7 +27240,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       goto __pyx_L8;
     }
 
-    /* "src/kernels.pxi":479
+    /* "src/kernels.pxi":486
  *                 m2[c] = pm2[k * C + c]
  *         else:
  *             tot = n + nb             # <<<<<<<<<<<<<<
@@ -27136,7 +27250,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     /*else*/ {
       __pyx_v_tot = (__pyx_v_n + __pyx_v_nb);
 
-      /* "src/kernels.pxi":480
+      /* "src/kernels.pxi":487
  *         else:
  *             tot = n + nb
  *             fa = nb / tot             # <<<<<<<<<<<<<<
@@ -27145,7 +27259,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       __pyx_v_fa = (__pyx_v_nb / __pyx_v_tot);
 
-      /* "src/kernels.pxi":481
+      /* "src/kernels.pxi":488
  *             tot = n + nb
  *             fa = nb / tot
  *             fb = n * nb / tot             # <<<<<<<<<<<<<<
@@ -27154,7 +27268,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       __pyx_v_fb = ((__pyx_v_n * __pyx_v_nb) / __pyx_v_tot);
 
-      /* "src/kernels.pxi":482
+      /* "src/kernels.pxi":489
  *             fa = nb / tot
  *             fb = n * nb / tot
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27168,7 +27282,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":483
+        /* "src/kernels.pxi":490
  *             fb = n * nb / tot
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]             # <<<<<<<<<<<<<<
@@ -27177,7 +27291,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         __pyx_v_d = ((__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]) - (__pyx_v_mean[__pyx_v_c]));
 
-        /* "src/kernels.pxi":484
+        /* "src/kernels.pxi":491
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa             # <<<<<<<<<<<<<<
@@ -27186,7 +27300,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         (__pyx_v_mean[__pyx_v_c]) = ((__pyx_v_mean[__pyx_v_c]) + (__pyx_v_d * __pyx_v_fa));
 
-        /* "src/kernels.pxi":485
+        /* "src/kernels.pxi":492
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb             # <<<<<<<<<<<<<<
@@ -27199,7 +27313,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     }
     __pyx_L8:;
 
-    /* "src/kernels.pxi":486
+    /* "src/kernels.pxi":493
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb             # <<<<<<<<<<<<<<
@@ -27221,7 +27335,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   }
 
 
-  /* "src/kernels.pxi":487
+  /* "src/kernels.pxi":494
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27233,7 +27347,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":488
+    /* "src/kernels.pxi":495
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27247,7 +27361,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":489
+      /* "src/kernels.pxi":496
  *     if n == 0.0:
  *         for c in range(C):
  *             mean[c] = NAN             # <<<<<<<<<<<<<<
@@ -27256,7 +27370,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       (__pyx_v_mean[__pyx_v_c]) = NAN;
 
-      /* "src/kernels.pxi":490
+      /* "src/kernels.pxi":497
  *         for c in range(C):
  *             mean[c] = NAN
  *             m2[c] = NAN             # <<<<<<<<<<<<<<
@@ -27267,7 +27381,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     }
 
 
-    /* "src/kernels.pxi":487
+    /* "src/kernels.pxi":494
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27276,7 +27390,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
   }
 
-  /* "src/kernels.pxi":460
+  /* "src/kernels.pxi":467
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -27295,7 +27409,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 
 }
 
-/* "src/kernels.pxi":493
+/* "src/kernels.pxi":500
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -27332,53 +27446,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_9partial_stats(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 500, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 500, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 493, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 500, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 500, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 500, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 500, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -27392,7 +27506,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_9partial_stats(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 500, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27444,7 +27558,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 493, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 500, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -27462,11 +27576,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 493, __pyx_L1_error)
+    __PYX_ERR(2, 500, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 500, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -27476,7 +27590,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 493, __pyx_L1_error)
+      __PYX_ERR(2, 500, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -27495,9 +27609,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 493, __pyx_L1_error)
+    __PYX_ERR(2, 500, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 500, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -27506,25 +27620,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 493, __pyx_L1_error)
+      __PYX_ERR(2, 500, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 493, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 500, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 493, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 500, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -27576,32 +27690,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 500, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 500, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 493, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 500, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 500, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 500, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27666,7 +27780,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0partial_stats", 0);
 
-  /* "src/kernels.pxi":500
+  /* "src/kernels.pxi":507
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -27677,19 +27791,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":501
+  /* "src/kernels.pxi":508
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -27701,7 +27815,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":509
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27709,16 +27823,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -27739,13 +27853,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -27757,13 +27871,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 509, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":503
+  /* "src/kernels.pxi":510
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27771,26 +27885,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -27811,13 +27925,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -27829,13 +27943,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 503, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 510, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":504
+  /* "src/kernels.pxi":511
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27843,26 +27957,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -27883,13 +27997,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -27901,13 +28015,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 504, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 511, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":512
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27915,15 +28029,15 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_17_kernels_baseline_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -27932,9 +28046,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -27955,13 +28069,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -27973,45 +28087,45 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 505, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 512, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":506
+  /* "src/kernels.pxi":513
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":507
+  /* "src/kernels.pxi":514
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":508
+  /* "src/kernels.pxi":515
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28025,7 +28139,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":509
+    /* "src/kernels.pxi":516
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28037,7 +28151,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":510
+  /* "src/kernels.pxi":517
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28049,7 +28163,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":511
+    /* "src/kernels.pxi":518
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28062,7 +28176,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":512
+          /* "src/kernels.pxi":519
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28078,7 +28192,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":513
+          /* "src/kernels.pxi":520
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28096,7 +28210,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":512
+          /* "src/kernels.pxi":519
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28107,7 +28221,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
 
         }
 
-        /* "src/kernels.pxi":511
+        /* "src/kernels.pxi":518
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28124,7 +28238,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
         }
     }
 
-    /* "src/kernels.pxi":510
+    /* "src/kernels.pxi":517
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28133,24 +28247,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":521
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 521, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28162,7 +28276,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":493
+  /* "src/kernels.pxi":500
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28224,32 +28338,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_33partial_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 493, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 500, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 500, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 493, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 500, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 493, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 493, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 500, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 493, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 500, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28314,7 +28428,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1partial_stats", 0);
 
-  /* "src/kernels.pxi":500
+  /* "src/kernels.pxi":507
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -28325,19 +28439,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":501
+  /* "src/kernels.pxi":508
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 501, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -28349,7 +28463,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":509
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28357,16 +28471,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 502, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 509, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -28387,13 +28501,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 502, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -28405,13 +28519,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 502, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 509, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":503
+  /* "src/kernels.pxi":510
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28419,26 +28533,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 503, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 503, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -28459,13 +28573,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 503, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -28477,13 +28591,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 503, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 510, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":504
+  /* "src/kernels.pxi":511
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28491,26 +28605,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 504, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 504, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -28531,13 +28645,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 504, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -28549,13 +28663,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 504, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 511, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":512
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28563,15 +28677,15 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_17_kernels_baseline_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -28580,9 +28694,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 512, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -28603,13 +28717,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 505, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -28621,45 +28735,45 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 505, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 512, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":506
+  /* "src/kernels.pxi":513
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 506, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":507
+  /* "src/kernels.pxi":514
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 507, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":508
+  /* "src/kernels.pxi":515
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28673,7 +28787,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":509
+    /* "src/kernels.pxi":516
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28685,7 +28799,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":510
+  /* "src/kernels.pxi":517
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28697,7 +28811,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":511
+    /* "src/kernels.pxi":518
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28710,7 +28824,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":512
+          /* "src/kernels.pxi":519
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28726,7 +28840,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":513
+          /* "src/kernels.pxi":520
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28744,7 +28858,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":512
+          /* "src/kernels.pxi":519
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28755,7 +28869,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
 
         }
 
-        /* "src/kernels.pxi":511
+        /* "src/kernels.pxi":518
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28772,7 +28886,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
         }
     }
 
-    /* "src/kernels.pxi":510
+    /* "src/kernels.pxi":517
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28781,24 +28895,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":521
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 521, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 514, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28810,7 +28924,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":493
+  /* "src/kernels.pxi":500
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28849,7 +28963,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":517
+/* "src/kernels.pxi":524
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -28899,46 +29013,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_counts,&__pyx_mstate_global->__pyx_n_u_means,&__pyx_mstate_global->__pyx_n_u_m2,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 517, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 524, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 517, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 524, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 517, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 524, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 517, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 524, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 517, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 524, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 517, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 524, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 517, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 524, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 517, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 524, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 517, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 524, __pyx_L3_error)
     }
-    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 517, __pyx_L3_error)
-    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 517, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 517, __pyx_L3_error)
+    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 524, __pyx_L3_error)
+    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 524, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 524, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 517, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 524, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28998,7 +29112,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("merge_stats", 0);
 
-  /* "src/kernels.pxi":523
+  /* "src/kernels.pxi":530
  *     A channel with no values gets mean and m2 NaN.
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k             # <<<<<<<<<<<<<<
@@ -29008,7 +29122,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   __pyx_v_K = (__pyx_v_means.shape[0]);
   __pyx_v_C = (__pyx_v_means.shape[1]);
 
-  /* "src/kernels.pxi":524
+  /* "src/kernels.pxi":531
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0             # <<<<<<<<<<<<<<
@@ -29017,7 +29131,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 */
   __pyx_v_total = 0.0;
 
-  /* "src/kernels.pxi":525
+  /* "src/kernels.pxi":532
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29025,16 +29139,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
  *     cdef double[::1] mo = mean_out, m2o = m2_out
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 525, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 532, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 525, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 532, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 525, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 532, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 525, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 532, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 525, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 532, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -29055,13 +29169,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_3, __pyx_t_6};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 525, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 532, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 525, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 532, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -29073,13 +29187,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 525, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 532, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_mean_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":526
+  /* "src/kernels.pxi":533
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29087,16 +29201,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
  *     for k in range(K):
 */
   __pyx_t_4 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 526, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 533, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 526, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 533, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 526, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 533, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 533, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 526, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 533, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   #if CYTHON_VECTORCALL
@@ -29117,13 +29231,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_4, __pyx_t_5, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_3 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 533, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_3);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_3 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 533, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     #endif
@@ -29135,29 +29249,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 526, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 533, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_m2_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":527
+  /* "src/kernels.pxi":534
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         total += counts[k]
 */
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 527, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 534, __pyx_L1_error)
   __pyx_v_mo = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 527, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 534, __pyx_L1_error)
   __pyx_v_m2o = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
 
-  /* "src/kernels.pxi":528
+  /* "src/kernels.pxi":535
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -29171,7 +29285,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   for (__pyx_t_11 = 0; __pyx_t_11 < __pyx_t_10; __pyx_t_11+=1) {
     __pyx_v_k = __pyx_t_11;
 
-    /* "src/kernels.pxi":529
+    /* "src/kernels.pxi":536
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):
  *         total += counts[k]             # <<<<<<<<<<<<<<
@@ -29183,7 +29297,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   }
 
 
-  /* "src/kernels.pxi":530
+  /* "src/kernels.pxi":537
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29195,7 +29309,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   if (__pyx_t_13) {
 
 
-    /* "src/kernels.pxi":531
+    /* "src/kernels.pxi":538
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29208,7 +29322,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":532
+          /* "src/kernels.pxi":539
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29239,7 +29353,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":533
+          /* "src/kernels.pxi":540
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])             # <<<<<<<<<<<<<<
@@ -29261,7 +29375,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
           __pyx_t_12 = 0;
           __pyx_t_16 = 0;
 
-          /* "src/kernels.pxi":532
+          /* "src/kernels.pxi":539
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29274,7 +29388,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":531
+        /* "src/kernels.pxi":538
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29291,7 +29405,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":530
+    /* "src/kernels.pxi":537
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29300,25 +29414,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":534
+  /* "src/kernels.pxi":541
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
  *     return total, mean_out, m2_out             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 541, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 541, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 534, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 541, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_mean_out);
   __Pyx_GIVEREF(__pyx_v_mean_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 534, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 541, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2_out);
   __Pyx_GIVEREF(__pyx_v_m2_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 534, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 541, __pyx_L1_error);
   __pyx_t_1 = 0;
   {
     PyObject *__pyx_temp;
@@ -29331,7 +29445,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   __pyx_t_6 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":524
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -29364,7 +29478,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":537
+/* "src/kernels.pxi":544
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29401,53 +29515,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_13channel_stats(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 537, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 544, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 537, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 544, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 537, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 544, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 544, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 544, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 544, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -29461,7 +29575,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_13channel_stats(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 537, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 544, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29513,7 +29627,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 537, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 544, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -29531,11 +29645,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 537, __pyx_L1_error)
+    __PYX_ERR(2, 544, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 544, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -29545,7 +29659,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 537, __pyx_L1_error)
+      __PYX_ERR(2, 544, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -29564,9 +29678,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 537, __pyx_L1_error)
+    __PYX_ERR(2, 544, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 544, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -29575,25 +29689,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 537, __pyx_L1_error)
+      __PYX_ERR(2, 544, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 537, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 544, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 537, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 544, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -29645,32 +29759,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 537, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 544, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 537, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 544, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 537, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 544, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 537, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 544, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 537, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 544, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29707,19 +29821,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0channel_stats", 0);
 
-  /* "src/kernels.pxi":539
+  /* "src/kernels.pxi":546
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -29739,13 +29853,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUS
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -29760,7 +29874,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUS
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":537
+  /* "src/kernels.pxi":544
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29806,32 +29920,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39channel_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 537, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 544, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 537, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 544, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 537, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 544, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 537, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 537, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 544, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 537, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 544, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29868,19 +29982,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1channel_stats", 0);
 
-  /* "src/kernels.pxi":539
+  /* "src/kernels.pxi":546
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -29900,13 +30014,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -29921,7 +30035,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":537
+  /* "src/kernels.pxi":544
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29944,7 +30058,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":546
+/* "src/kernels.pxi":553
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -29958,7 +30072,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":556
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -29972,7 +30086,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":550
+    /* "src/kernels.pxi":557
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -29983,7 +30097,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   }
 
 
-  /* "src/kernels.pxi":546
+  /* "src/kernels.pxi":553
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30001,7 +30115,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":556
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -30015,7 +30129,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":550
+    /* "src/kernels.pxi":557
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -30026,7 +30140,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   }
 
 
-  /* "src/kernels.pxi":546
+  /* "src/kernels.pxi":553
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30038,7 +30152,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
 
 }
 
-/* "src/kernels.pxi":553
+/* "src/kernels.pxi":560
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30053,7 +30167,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":557
+  /* "src/kernels.pxi":564
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30065,7 +30179,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":558
+    /* "src/kernels.pxi":565
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30079,7 +30193,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":559
+      /* "src/kernels.pxi":566
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30090,7 +30204,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
 
-    /* "src/kernels.pxi":557
+    /* "src/kernels.pxi":564
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30100,7 +30214,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":561
+  /* "src/kernels.pxi":568
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30115,7 +30229,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":562
+      /* "src/kernels.pxi":569
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30128,7 +30242,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":553
+  /* "src/kernels.pxi":560
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30147,7 +30261,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":557
+  /* "src/kernels.pxi":564
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30159,7 +30273,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":558
+    /* "src/kernels.pxi":565
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30173,7 +30287,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":559
+      /* "src/kernels.pxi":566
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30184,7 +30298,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
 
-    /* "src/kernels.pxi":557
+    /* "src/kernels.pxi":564
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30194,7 +30308,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":561
+  /* "src/kernels.pxi":568
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30209,7 +30323,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":562
+      /* "src/kernels.pxi":569
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30222,7 +30336,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":553
+  /* "src/kernels.pxi":560
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30234,7 +30348,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
 
 }
 
-/* "src/kernels.pxi":565
+/* "src/kernels.pxi":572
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30244,7 +30358,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(double __pyx_v_mean, float *__pyx_v_hi, float *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":567
+  /* "src/kernels.pxi":574
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30253,7 +30367,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_hi[0]) = ((float)__pyx_v_mean);
 
-  /* "src/kernels.pxi":568
+  /* "src/kernels.pxi":575
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30262,7 +30376,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_lo[0]) = ((float)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":565
+  /* "src/kernels.pxi":572
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30275,7 +30389,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(double __pyx_v_mean, double *__pyx_v_hi, double *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":567
+  /* "src/kernels.pxi":574
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30284,7 +30398,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_hi[0]) = ((double)__pyx_v_mean);
 
-  /* "src/kernels.pxi":568
+  /* "src/kernels.pxi":575
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30293,7 +30407,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_lo[0]) = ((double)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":565
+  /* "src/kernels.pxi":572
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30304,7 +30418,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
   /* function exit code */
 }
 
-/* "src/kernels.pxi":571
+/* "src/kernels.pxi":578
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30332,7 +30446,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   float const *__pyx_t_10;
   float const *__pyx_t_11;
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":586
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30341,7 +30455,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":587
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -30360,7 +30474,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":582
+  /* "src/kernels.pxi":589
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30386,7 +30500,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":583
+    /* "src/kernels.pxi":590
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -30400,7 +30514,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":584
+      /* "src/kernels.pxi":591
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -30414,7 +30528,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":585
+        /* "src/kernels.pxi":592
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -30423,7 +30537,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":586
+        /* "src/kernels.pxi":593
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -30432,7 +30546,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":587
+        /* "src/kernels.pxi":594
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30444,7 +30558,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":588
+          /* "src/kernels.pxi":595
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30453,7 +30567,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
           __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":587
+          /* "src/kernels.pxi":594
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30463,7 +30577,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":590
+        /* "src/kernels.pxi":597
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -30482,7 +30596,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
           }
 
 
-          /* "src/kernels.pxi":591
+          /* "src/kernels.pxi":598
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30498,7 +30612,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     }
 
 
-    /* "src/kernels.pxi":582
+    /* "src/kernels.pxi":589
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30508,7 +30622,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":592
+  /* "src/kernels.pxi":599
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30520,7 +30634,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":593
+    /* "src/kernels.pxi":600
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30555,7 +30669,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":594
+                              /* "src/kernels.pxi":601
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -30564,7 +30678,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":595
+                              /* "src/kernels.pxi":602
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30576,7 +30690,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":596
+                                /* "src/kernels.pxi":603
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30585,7 +30699,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
                                 __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":595
+                                /* "src/kernels.pxi":602
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30595,7 +30709,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":598
+                              /* "src/kernels.pxi":605
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -30614,7 +30728,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                                 }
 
 
-                                /* "src/kernels.pxi":599
+                                /* "src/kernels.pxi":606
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30639,7 +30753,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
         }
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":600
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30656,7 +30770,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
         }
     }
 
-    /* "src/kernels.pxi":592
+    /* "src/kernels.pxi":599
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30666,7 +30780,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":601
+  /* "src/kernels.pxi":608
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30702,7 +30816,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":602
+                              /* "src/kernels.pxi":609
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -30730,7 +30844,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                               }
 
 
-                              /* "src/kernels.pxi":603
+                              /* "src/kernels.pxi":610
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -30754,7 +30868,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
         }
 
-        /* "src/kernels.pxi":601
+        /* "src/kernels.pxi":608
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30773,7 +30887,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":571
+  /* "src/kernels.pxi":578
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30811,7 +30925,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   double const *__pyx_t_10;
   double const *__pyx_t_11;
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":586
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30820,7 +30934,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":587
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -30839,7 +30953,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":582
+  /* "src/kernels.pxi":589
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30865,7 +30979,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":583
+    /* "src/kernels.pxi":590
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -30879,7 +30993,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":584
+      /* "src/kernels.pxi":591
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -30893,7 +31007,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":585
+        /* "src/kernels.pxi":592
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -30902,7 +31016,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":586
+        /* "src/kernels.pxi":593
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -30911,7 +31025,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":587
+        /* "src/kernels.pxi":594
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30923,7 +31037,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":588
+          /* "src/kernels.pxi":595
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30932,7 +31046,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
           __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":587
+          /* "src/kernels.pxi":594
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30942,7 +31056,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":590
+        /* "src/kernels.pxi":597
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -30961,7 +31075,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
           }
 
 
-          /* "src/kernels.pxi":591
+          /* "src/kernels.pxi":598
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30977,7 +31091,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     }
 
 
-    /* "src/kernels.pxi":582
+    /* "src/kernels.pxi":589
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30987,7 +31101,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":592
+  /* "src/kernels.pxi":599
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30999,7 +31113,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":593
+    /* "src/kernels.pxi":600
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31034,7 +31148,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":594
+                              /* "src/kernels.pxi":601
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -31043,7 +31157,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":595
+                              /* "src/kernels.pxi":602
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31055,7 +31169,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":596
+                                /* "src/kernels.pxi":603
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -31064,7 +31178,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
                                 __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":595
+                                /* "src/kernels.pxi":602
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31074,7 +31188,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":598
+                              /* "src/kernels.pxi":605
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -31093,7 +31207,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                                 }
 
 
-                                /* "src/kernels.pxi":599
+                                /* "src/kernels.pxi":606
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -31118,7 +31232,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
         }
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":600
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31135,7 +31249,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
         }
     }
 
-    /* "src/kernels.pxi":592
+    /* "src/kernels.pxi":599
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -31145,7 +31259,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":601
+  /* "src/kernels.pxi":608
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31181,7 +31295,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":602
+                              /* "src/kernels.pxi":609
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -31209,7 +31323,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                               }
 
 
-                              /* "src/kernels.pxi":603
+                              /* "src/kernels.pxi":610
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -31233,7 +31347,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
         }
 
-        /* "src/kernels.pxi":601
+        /* "src/kernels.pxi":608
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31252,7 +31366,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":571
+  /* "src/kernels.pxi":578
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -31270,7 +31384,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
 }
 
-/* "src/kernels.pxi":606
+/* "src/kernels.pxi":613
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31290,7 +31404,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":610
+  /* "src/kernels.pxi":617
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31299,7 +31413,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":611
+  /* "src/kernels.pxi":618
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31308,7 +31422,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":619
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31317,7 +31431,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":613
+  /* "src/kernels.pxi":620
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31326,7 +31440,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":614
+  /* "src/kernels.pxi":621
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31335,7 +31449,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":615
+  /* "src/kernels.pxi":622
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31347,7 +31461,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":616
+    /* "src/kernels.pxi":623
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31361,7 +31475,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":617
+      /* "src/kernels.pxi":624
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31372,7 +31486,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     }
 
 
-    /* "src/kernels.pxi":615
+    /* "src/kernels.pxi":622
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31382,7 +31496,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":618
+  /* "src/kernels.pxi":625
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31394,7 +31508,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":619
+    /* "src/kernels.pxi":626
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31408,7 +31522,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":620
+      /* "src/kernels.pxi":627
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31419,7 +31533,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     }
 
 
-    /* "src/kernels.pxi":618
+    /* "src/kernels.pxi":625
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31429,7 +31543,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":622
+  /* "src/kernels.pxi":629
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31444,7 +31558,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":623
+      /* "src/kernels.pxi":630
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31457,7 +31571,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":606
+  /* "src/kernels.pxi":613
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31486,7 +31600,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":610
+  /* "src/kernels.pxi":617
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31495,7 +31609,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":611
+  /* "src/kernels.pxi":618
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31504,7 +31618,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":612
+  /* "src/kernels.pxi":619
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31513,7 +31627,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":613
+  /* "src/kernels.pxi":620
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31522,7 +31636,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":614
+  /* "src/kernels.pxi":621
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31531,7 +31645,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":615
+  /* "src/kernels.pxi":622
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31543,7 +31657,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":616
+    /* "src/kernels.pxi":623
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31557,7 +31671,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":617
+      /* "src/kernels.pxi":624
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31568,7 +31682,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     }
 
 
-    /* "src/kernels.pxi":615
+    /* "src/kernels.pxi":622
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31578,7 +31692,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":618
+  /* "src/kernels.pxi":625
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31590,7 +31704,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":619
+    /* "src/kernels.pxi":626
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31604,7 +31718,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":620
+      /* "src/kernels.pxi":627
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31615,7 +31729,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     }
 
 
-    /* "src/kernels.pxi":618
+    /* "src/kernels.pxi":625
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31625,7 +31739,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":622
+  /* "src/kernels.pxi":629
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31640,7 +31754,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":623
+      /* "src/kernels.pxi":630
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31653,7 +31767,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":606
+  /* "src/kernels.pxi":613
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31670,7 +31784,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 
 }
 
-/* "src/kernels.pxi":626
+/* "src/kernels.pxi":633
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31684,7 +31798,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":629
+  /* "src/kernels.pxi":636
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31700,7 +31814,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":630
+  /* "src/kernels.pxi":637
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31717,7 +31831,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":631
+  /* "src/kernels.pxi":638
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -31726,7 +31840,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":632
+  /* "src/kernels.pxi":639
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -31735,7 +31849,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((float)__pyx_v_a);
 
-  /* "src/kernels.pxi":633
+  /* "src/kernels.pxi":640
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -31744,7 +31858,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((float)__pyx_v_b);
 
-  /* "src/kernels.pxi":634
+  /* "src/kernels.pxi":641
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31756,7 +31870,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":635
+    /* "src/kernels.pxi":642
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -31765,7 +31879,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((float)__pyx_v_e);
 
-    /* "src/kernels.pxi":634
+    /* "src/kernels.pxi":641
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31774,7 +31888,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   }
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":633
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31793,7 +31907,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":629
+  /* "src/kernels.pxi":636
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31809,7 +31923,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":630
+  /* "src/kernels.pxi":637
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31826,7 +31940,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":631
+  /* "src/kernels.pxi":638
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -31835,7 +31949,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":632
+  /* "src/kernels.pxi":639
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -31844,7 +31958,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((double)__pyx_v_a);
 
-  /* "src/kernels.pxi":633
+  /* "src/kernels.pxi":640
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -31853,7 +31967,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((double)__pyx_v_b);
 
-  /* "src/kernels.pxi":634
+  /* "src/kernels.pxi":641
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31865,7 +31979,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":635
+    /* "src/kernels.pxi":642
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -31874,7 +31988,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((double)__pyx_v_e);
 
-    /* "src/kernels.pxi":634
+    /* "src/kernels.pxi":641
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31883,7 +31997,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   }
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":633
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31896,7 +32010,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 
 }
 
-/* "src/kernels.pxi":638
+/* "src/kernels.pxi":645
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -31933,53 +32047,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 638, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 645, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 645, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 638, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 645, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -31993,7 +32107,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 638, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 645, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32045,7 +32159,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 638, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 645, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -32063,11 +32177,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 638, __pyx_L1_error)
+    __PYX_ERR(2, 645, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 645, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -32077,7 +32191,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 638, __pyx_L1_error)
+      __PYX_ERR(2, 645, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -32096,9 +32210,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 638, __pyx_L1_error)
+    __PYX_ERR(2, 645, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 645, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -32107,25 +32221,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 638, __pyx_L1_error)
+      __PYX_ERR(2, 645, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 638, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 645, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 638, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 645, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -32181,60 +32295,60 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 638, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 645, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 645, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 638, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 645, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 638, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 645, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32290,7 +32404,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0normalize", 0);
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":652
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32301,24 +32415,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":653
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 646, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 646, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 646, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":654
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32335,7 +32449,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":653
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32344,7 +32458,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":648
+  /* "src/kernels.pxi":655
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32353,7 +32467,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":649
+  /* "src/kernels.pxi":656
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32365,16 +32479,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":650
+    /* "src/kernels.pxi":657
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 650, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 657, __pyx_L1_error)
 
-    /* "src/kernels.pxi":649
+    /* "src/kernels.pxi":656
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32383,7 +32497,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":651
+  /* "src/kernels.pxi":658
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32396,7 +32510,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":652
+        /* "src/kernels.pxi":659
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32410,7 +32524,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":653
+          /* "src/kernels.pxi":660
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32424,7 +32538,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":654
+        /* "src/kernels.pxi":661
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32438,7 +32552,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":655
+        /* "src/kernels.pxi":662
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32456,7 +32570,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":654
+        /* "src/kernels.pxi":661
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32467,7 +32581,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":651
+      /* "src/kernels.pxi":658
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32484,7 +32598,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":663
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32493,7 +32607,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":638
+  /* "src/kernels.pxi":645
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32547,60 +32661,60 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_45normalize(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 638, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 645, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 645, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 638, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 645, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 638, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 638, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 639, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 638, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 645, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32656,7 +32770,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1normalize", 0);
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":652
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32667,24 +32781,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":653
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 646, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 646, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 646, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":654
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32701,7 +32815,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":653
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32710,7 +32824,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":648
+  /* "src/kernels.pxi":655
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32719,7 +32833,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":649
+  /* "src/kernels.pxi":656
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32731,16 +32845,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":650
+    /* "src/kernels.pxi":657
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 650, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 657, __pyx_L1_error)
 
-    /* "src/kernels.pxi":649
+    /* "src/kernels.pxi":656
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32749,7 +32863,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":651
+  /* "src/kernels.pxi":658
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32762,7 +32876,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":652
+        /* "src/kernels.pxi":659
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32776,7 +32890,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":653
+          /* "src/kernels.pxi":660
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32790,7 +32904,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":654
+        /* "src/kernels.pxi":661
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32804,7 +32918,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":655
+        /* "src/kernels.pxi":662
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32822,7 +32936,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":654
+        /* "src/kernels.pxi":661
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32833,7 +32947,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":651
+      /* "src/kernels.pxi":658
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32850,7 +32964,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":663
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32859,7 +32973,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":638
+  /* "src/kernels.pxi":645
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32886,7 +33000,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":663
+/* "src/kernels.pxi":670
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -32899,7 +33013,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":669
+  /* "src/kernels.pxi":676
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -32908,7 +33022,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":677
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -32917,7 +33031,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":671
+  /* "src/kernels.pxi":678
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32935,7 +33049,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
   }
 
 
-  /* "src/kernels.pxi":672
+  /* "src/kernels.pxi":679
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -32953,7 +33067,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
   }
 
 
-  /* "src/kernels.pxi":671
+  /* "src/kernels.pxi":678
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -32964,7 +33078,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 
 
 
-  /* "src/kernels.pxi":673
+  /* "src/kernels.pxi":680
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -32973,7 +33087,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_v_x, ((float const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":670
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -32989,7 +33103,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":669
+  /* "src/kernels.pxi":676
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -32998,7 +33112,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":677
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -33007,7 +33121,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":671
+  /* "src/kernels.pxi":678
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33025,7 +33139,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   }
 
 
-  /* "src/kernels.pxi":672
+  /* "src/kernels.pxi":679
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33043,7 +33157,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   }
 
 
-  /* "src/kernels.pxi":671
+  /* "src/kernels.pxi":678
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33054,7 +33168,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 
 
 
-  /* "src/kernels.pxi":673
+  /* "src/kernels.pxi":680
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33063,7 +33177,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_v_x, ((double const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":670
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33074,7 +33188,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   /* function exit code */
 }
 
-/* "src/kernels.pxi":676
+/* "src/kernels.pxi":683
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33087,7 +33201,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   int __pyx_t_2;
   float const *__pyx_t_3;
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":690
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33096,7 +33210,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":684
+    /* "src/kernels.pxi":691
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33105,7 +33219,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":683
+    /* "src/kernels.pxi":690
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33114,7 +33228,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
 */
   }
 
-  /* "src/kernels.pxi":686
+  /* "src/kernels.pxi":693
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33132,7 +33246,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   }
 
 
-  /* "src/kernels.pxi":685
+  /* "src/kernels.pxi":692
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33142,7 +33256,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":687
+  /* "src/kernels.pxi":694
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33159,7 +33273,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":676
+  /* "src/kernels.pxi":683
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33175,7 +33289,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   int __pyx_t_2;
   double const *__pyx_t_3;
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":690
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33184,7 +33298,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":684
+    /* "src/kernels.pxi":691
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33193,7 +33307,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":683
+    /* "src/kernels.pxi":690
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33202,7 +33316,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
 */
   }
 
-  /* "src/kernels.pxi":686
+  /* "src/kernels.pxi":693
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33220,7 +33334,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   }
 
 
-  /* "src/kernels.pxi":685
+  /* "src/kernels.pxi":692
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33230,7 +33344,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":687
+  /* "src/kernels.pxi":694
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33247,7 +33361,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":676
+  /* "src/kernels.pxi":683
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33258,7 +33372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   /* function exit code */
 }
 
-/* "src/kernels.pxi":690
+/* "src/kernels.pxi":697
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -33295,53 +33409,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 690, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 697, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 697, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 690, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 697, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -33355,7 +33469,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 690, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 697, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33407,7 +33521,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 690, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 697, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -33425,11 +33539,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 690, __pyx_L1_error)
+    __PYX_ERR(2, 697, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 697, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -33439,7 +33553,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 690, __pyx_L1_error)
+      __PYX_ERR(2, 697, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -33458,9 +33572,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 690, __pyx_L1_error)
+    __PYX_ERR(2, 697, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 697, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -33469,25 +33583,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 690, __pyx_L1_error)
+      __PYX_ERR(2, 697, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 690, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 697, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 690, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 697, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -33546,81 +33660,81 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_tr
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 690, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 697, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 697, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 690, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 697, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 691, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 698, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 690, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 697, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33694,7 +33808,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_train", 0);
 
-  /* "src/kernels.pxi":700
+  /* "src/kernels.pxi":707
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -33705,7 +33819,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":701
+  /* "src/kernels.pxi":708
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -33714,7 +33828,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":702
+  /* "src/kernels.pxi":709
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -33723,24 +33837,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":703
+  /* "src/kernels.pxi":710
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 703, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 710, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 703, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 710, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 703, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 710, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":704
+    /* "src/kernels.pxi":711
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -33760,7 +33874,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":705
+    /* "src/kernels.pxi":712
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -33780,7 +33894,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":706
+    /* "src/kernels.pxi":713
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -33800,7 +33914,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":707
+    /* "src/kernels.pxi":714
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -33818,7 +33932,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":703
+    /* "src/kernels.pxi":710
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -33827,7 +33941,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":708
+  /* "src/kernels.pxi":715
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -33836,7 +33950,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":709
+  /* "src/kernels.pxi":716
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -33853,7 +33967,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":710
+  /* "src/kernels.pxi":717
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -33862,7 +33976,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":711
+  /* "src/kernels.pxi":718
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -33871,7 +33985,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":712
+  /* "src/kernels.pxi":719
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -33891,7 +34005,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":713
+  /* "src/kernels.pxi":720
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -33911,7 +34025,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":714
+  /* "src/kernels.pxi":721
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -33923,7 +34037,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":715
+  /* "src/kernels.pxi":722
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -33935,7 +34049,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":716
+  /* "src/kernels.pxi":723
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -33947,7 +34061,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":717
+    /* "src/kernels.pxi":724
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -33959,16 +34073,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":718
+      /* "src/kernels.pxi":725
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 718, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 725, __pyx_L1_error)
 
-      /* "src/kernels.pxi":717
+      /* "src/kernels.pxi":724
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -33977,7 +34091,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     }
 
-    /* "src/kernels.pxi":719
+    /* "src/kernels.pxi":726
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -33990,7 +34104,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":720
+          /* "src/kernels.pxi":727
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34020,7 +34134,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":721
+                              /* "src/kernels.pxi":728
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34030,7 +34144,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":722
+                              /* "src/kernels.pxi":729
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -34039,7 +34153,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":721
+                              /* "src/kernels.pxi":728
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34061,7 +34175,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
         }
 
-        /* "src/kernels.pxi":719
+        /* "src/kernels.pxi":726
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34078,7 +34192,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":723
+    /* "src/kernels.pxi":730
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34087,14 +34201,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":724
+    /* "src/kernels.pxi":731
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 724, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 731, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -34107,7 +34221,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":716
+    /* "src/kernels.pxi":723
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34116,7 +34230,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":725
+  /* "src/kernels.pxi":732
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -34135,7 +34249,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":726
+  /* "src/kernels.pxi":733
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -34144,7 +34258,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":727
+  /* "src/kernels.pxi":734
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34170,7 +34284,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":728
+    /* "src/kernels.pxi":735
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34179,7 +34293,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":729
+    /* "src/kernels.pxi":736
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -34188,16 +34302,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":730
+    /* "src/kernels.pxi":737
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 737, __pyx_L1_error)
 
-    /* "src/kernels.pxi":727
+    /* "src/kernels.pxi":734
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34206,7 +34320,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":731
+  /* "src/kernels.pxi":738
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -34215,7 +34329,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":732
+  /* "src/kernels.pxi":739
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34228,7 +34342,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":734
+        /* "src/kernels.pxi":741
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -34246,7 +34360,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":733
+        /* "src/kernels.pxi":740
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -34256,7 +34370,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":735
+        /* "src/kernels.pxi":742
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -34270,7 +34384,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":736
+          /* "src/kernels.pxi":743
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34281,7 +34395,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":737
+        /* "src/kernels.pxi":744
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -34292,7 +34406,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":738
+        /* "src/kernels.pxi":745
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -34306,7 +34420,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":739
+          /* "src/kernels.pxi":746
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -34317,7 +34431,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":740
+          /* "src/kernels.pxi":747
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34337,7 +34451,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":741
+          /* "src/kernels.pxi":748
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -34355,7 +34469,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":740
+          /* "src/kernels.pxi":747
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34368,7 +34482,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":743
+        /* "src/kernels.pxi":750
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -34383,7 +34497,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":742
+        /* "src/kernels.pxi":749
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -34394,7 +34508,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
       }
 
-      /* "src/kernels.pxi":732
+      /* "src/kernels.pxi":739
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34411,7 +34525,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
       }
   }
 
-  /* "src/kernels.pxi":744
+  /* "src/kernels.pxi":751
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -34420,7 +34534,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":745
+  /* "src/kernels.pxi":752
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -34429,14 +34543,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":746
+  /* "src/kernels.pxi":753
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 753, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -34449,7 +34563,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":697
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -34515,81 +34629,81 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_51bn_forward_tr
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 690, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 697, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 697, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 690, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 697, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 690, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 690, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 691, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 691, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 692, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 698, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 690, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 697, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34663,7 +34777,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_train", 0);
 
-  /* "src/kernels.pxi":700
+  /* "src/kernels.pxi":707
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -34674,7 +34788,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":701
+  /* "src/kernels.pxi":708
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34683,7 +34797,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":702
+  /* "src/kernels.pxi":709
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -34692,24 +34806,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":703
+  /* "src/kernels.pxi":710
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 703, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 710, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 703, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 710, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 703, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 710, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":704
+    /* "src/kernels.pxi":711
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -34729,7 +34843,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":705
+    /* "src/kernels.pxi":712
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -34749,7 +34863,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":706
+    /* "src/kernels.pxi":713
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -34769,7 +34883,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":707
+    /* "src/kernels.pxi":714
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -34787,7 +34901,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":703
+    /* "src/kernels.pxi":710
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -34796,7 +34910,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":708
+  /* "src/kernels.pxi":715
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -34805,7 +34919,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":709
+  /* "src/kernels.pxi":716
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -34822,7 +34936,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":710
+  /* "src/kernels.pxi":717
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -34831,7 +34945,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":711
+  /* "src/kernels.pxi":718
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -34840,7 +34954,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":712
+  /* "src/kernels.pxi":719
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -34860,7 +34974,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":713
+  /* "src/kernels.pxi":720
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -34880,7 +34994,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":714
+  /* "src/kernels.pxi":721
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34892,7 +35006,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":715
+  /* "src/kernels.pxi":722
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34904,7 +35018,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":716
+  /* "src/kernels.pxi":723
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34916,7 +35030,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":717
+    /* "src/kernels.pxi":724
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34928,16 +35042,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":718
+      /* "src/kernels.pxi":725
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 718, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 725, __pyx_L1_error)
 
-      /* "src/kernels.pxi":717
+      /* "src/kernels.pxi":724
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34946,7 +35060,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     }
 
-    /* "src/kernels.pxi":719
+    /* "src/kernels.pxi":726
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34959,7 +35073,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":720
+          /* "src/kernels.pxi":727
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34989,7 +35103,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":721
+                              /* "src/kernels.pxi":728
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34999,7 +35113,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":722
+                              /* "src/kernels.pxi":729
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -35008,7 +35122,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":721
+                              /* "src/kernels.pxi":728
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -35030,7 +35144,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
         }
 
-        /* "src/kernels.pxi":719
+        /* "src/kernels.pxi":726
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35047,7 +35161,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":723
+    /* "src/kernels.pxi":730
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35056,14 +35170,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":724
+    /* "src/kernels.pxi":731
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 724, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 731, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -35076,7 +35190,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":716
+    /* "src/kernels.pxi":723
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -35085,7 +35199,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":725
+  /* "src/kernels.pxi":732
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -35104,7 +35218,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":726
+  /* "src/kernels.pxi":733
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -35113,7 +35227,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":727
+  /* "src/kernels.pxi":734
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35139,7 +35253,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":728
+    /* "src/kernels.pxi":735
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35148,7 +35262,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":729
+    /* "src/kernels.pxi":736
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -35157,16 +35271,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":730
+    /* "src/kernels.pxi":737
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 737, __pyx_L1_error)
 
-    /* "src/kernels.pxi":727
+    /* "src/kernels.pxi":734
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35175,7 +35289,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":731
+  /* "src/kernels.pxi":738
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -35184,7 +35298,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":732
+  /* "src/kernels.pxi":739
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35197,7 +35311,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":734
+        /* "src/kernels.pxi":741
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -35215,7 +35329,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":733
+        /* "src/kernels.pxi":740
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -35225,7 +35339,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":735
+        /* "src/kernels.pxi":742
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -35239,7 +35353,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":736
+          /* "src/kernels.pxi":743
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -35250,7 +35364,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":737
+        /* "src/kernels.pxi":744
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -35261,7 +35375,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":738
+        /* "src/kernels.pxi":745
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -35275,7 +35389,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":739
+          /* "src/kernels.pxi":746
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -35286,7 +35400,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":740
+          /* "src/kernels.pxi":747
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35306,7 +35420,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":741
+          /* "src/kernels.pxi":748
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -35324,7 +35438,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":740
+          /* "src/kernels.pxi":747
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35337,7 +35451,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":743
+        /* "src/kernels.pxi":750
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -35352,7 +35466,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":742
+        /* "src/kernels.pxi":749
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -35363,7 +35477,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
       }
 
-      /* "src/kernels.pxi":732
+      /* "src/kernels.pxi":739
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35380,7 +35494,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
       }
   }
 
-  /* "src/kernels.pxi":744
+  /* "src/kernels.pxi":751
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -35389,7 +35503,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":745
+  /* "src/kernels.pxi":752
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -35398,14 +35512,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":746
+  /* "src/kernels.pxi":753
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 746, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 753, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -35418,7 +35532,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":697
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -35454,7 +35568,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":749
+/* "src/kernels.pxi":756
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -35491,53 +35605,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_19bn_forward_eval(PyObject 
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 756, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 756, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 749, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 756, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -35551,7 +35665,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_19bn_forward_eval(PyObject 
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 756, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35603,7 +35717,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 749, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 756, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -35621,11 +35735,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 749, __pyx_L1_error)
+    __PYX_ERR(2, 756, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 756, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -35635,7 +35749,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 749, __pyx_L1_error)
+      __PYX_ERR(2, 756, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -35654,9 +35768,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 749, __pyx_L1_error)
+    __PYX_ERR(2, 756, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 756, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -35665,25 +35779,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 749, __pyx_L1_error)
+      __PYX_ERR(2, 756, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 749, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 756, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 749, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 756, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -35743,88 +35857,88 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_ev
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 756, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 756, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 749, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 756, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 758, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 756, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35893,7 +36007,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":755
+  /* "src/kernels.pxi":762
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -35904,7 +36018,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":756
+  /* "src/kernels.pxi":763
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -35924,7 +36038,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":757
+  /* "src/kernels.pxi":764
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -35944,7 +36058,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":758
+  /* "src/kernels.pxi":765
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -35958,7 +36072,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":759
+    /* "src/kernels.pxi":766
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -35969,7 +36083,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((float const  *) ( /* dim=0 */ ((char *) (((float const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":760
+    /* "src/kernels.pxi":767
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -35982,24 +36096,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   }
 
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":768
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 768, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 768, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 768, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":762
+    /* "src/kernels.pxi":769
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36016,7 +36130,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":761
+    /* "src/kernels.pxi":768
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36025,7 +36139,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":770
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36034,7 +36148,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":764
+  /* "src/kernels.pxi":771
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36046,16 +36160,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":765
+    /* "src/kernels.pxi":772
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 765, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 772, __pyx_L1_error)
 
-    /* "src/kernels.pxi":764
+    /* "src/kernels.pxi":771
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36064,7 +36178,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":766
+  /* "src/kernels.pxi":773
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36077,7 +36191,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":774
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36091,7 +36205,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":768
+          /* "src/kernels.pxi":775
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36100,7 +36214,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":769
+          /* "src/kernels.pxi":776
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36129,7 +36243,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
           }
 
 
-          /* "src/kernels.pxi":768
+          /* "src/kernels.pxi":775
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36142,7 +36256,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":770
+        /* "src/kernels.pxi":777
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36156,7 +36270,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":771
+        /* "src/kernels.pxi":778
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36174,7 +36288,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":770
+        /* "src/kernels.pxi":777
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36185,7 +36299,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 
       }
 
-      /* "src/kernels.pxi":766
+      /* "src/kernels.pxi":773
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36202,7 +36316,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
       }
   }
 
-  /* "src/kernels.pxi":772
+  /* "src/kernels.pxi":779
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36211,7 +36325,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":749
+  /* "src/kernels.pxi":756
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36271,88 +36385,88 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57bn_forward_ev
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 749, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 756, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 756, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 749, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 756, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 749, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 749, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 750, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 751, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 751, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 752, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 758, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 749, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 756, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36421,7 +36535,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":755
+  /* "src/kernels.pxi":762
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36432,7 +36546,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":756
+  /* "src/kernels.pxi":763
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -36452,7 +36566,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":757
+  /* "src/kernels.pxi":764
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -36472,7 +36586,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":758
+  /* "src/kernels.pxi":765
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -36486,7 +36600,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":759
+    /* "src/kernels.pxi":766
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -36497,7 +36611,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":760
+    /* "src/kernels.pxi":767
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -36510,24 +36624,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   }
 
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":768
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 768, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 768, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 768, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":762
+    /* "src/kernels.pxi":769
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36544,7 +36658,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":761
+    /* "src/kernels.pxi":768
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36553,7 +36667,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":770
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36562,7 +36676,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":764
+  /* "src/kernels.pxi":771
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36574,16 +36688,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":765
+    /* "src/kernels.pxi":772
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 765, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 772, __pyx_L1_error)
 
-    /* "src/kernels.pxi":764
+    /* "src/kernels.pxi":771
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36592,7 +36706,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":766
+  /* "src/kernels.pxi":773
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36605,7 +36719,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":767
+        /* "src/kernels.pxi":774
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36619,7 +36733,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":768
+          /* "src/kernels.pxi":775
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36628,7 +36742,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":769
+          /* "src/kernels.pxi":776
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36657,7 +36771,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
           }
 
 
-          /* "src/kernels.pxi":768
+          /* "src/kernels.pxi":775
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36670,7 +36784,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":770
+        /* "src/kernels.pxi":777
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36684,7 +36798,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":771
+        /* "src/kernels.pxi":778
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36702,7 +36816,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":770
+        /* "src/kernels.pxi":777
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36713,7 +36827,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 
       }
 
-      /* "src/kernels.pxi":766
+      /* "src/kernels.pxi":773
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36730,7 +36844,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
       }
   }
 
-  /* "src/kernels.pxi":772
+  /* "src/kernels.pxi":779
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36739,7 +36853,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":749
+  /* "src/kernels.pxi":756
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36768,7 +36882,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":775
+/* "src/kernels.pxi":782
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -36786,7 +36900,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":779
+  /* "src/kernels.pxi":786
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -36795,7 +36909,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":780
+  /* "src/kernels.pxi":787
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -36807,7 +36921,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":781
+    /* "src/kernels.pxi":788
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36842,7 +36956,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":782
+                              /* "src/kernels.pxi":789
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -36851,7 +36965,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":783
+                              /* "src/kernels.pxi":790
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -36860,7 +36974,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":784
+                              /* "src/kernels.pxi":791
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -36882,7 +36996,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 
         }
 
-        /* "src/kernels.pxi":781
+        /* "src/kernels.pxi":788
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36899,7 +37013,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
         }
     }
 
-    /* "src/kernels.pxi":780
+    /* "src/kernels.pxi":787
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -36909,7 +37023,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":794
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36945,7 +37059,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":788
+                              /* "src/kernels.pxi":795
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -36967,7 +37081,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 
         }
 
-        /* "src/kernels.pxi":787
+        /* "src/kernels.pxi":794
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36986,7 +37100,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":775
+  /* "src/kernels.pxi":782
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -37011,7 +37125,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":779
+  /* "src/kernels.pxi":786
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -37020,7 +37134,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":780
+  /* "src/kernels.pxi":787
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37032,7 +37146,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":781
+    /* "src/kernels.pxi":788
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37067,7 +37181,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":782
+                              /* "src/kernels.pxi":789
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -37076,7 +37190,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":783
+                              /* "src/kernels.pxi":790
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -37085,7 +37199,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":784
+                              /* "src/kernels.pxi":791
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -37107,7 +37221,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
         }
 
-        /* "src/kernels.pxi":781
+        /* "src/kernels.pxi":788
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37124,7 +37238,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
         }
     }
 
-    /* "src/kernels.pxi":780
+    /* "src/kernels.pxi":787
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37134,7 +37248,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":794
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37170,7 +37284,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":788
+                              /* "src/kernels.pxi":795
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -37192,7 +37306,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
         }
 
-        /* "src/kernels.pxi":787
+        /* "src/kernels.pxi":794
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37211,7 +37325,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":775
+  /* "src/kernels.pxi":782
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -37226,7 +37340,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
 }
 
-/* "src/kernels.pxi":792
+/* "src/kernels.pxi":799
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37245,7 +37359,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
 
-  /* "src/kernels.pxi":794
+  /* "src/kernels.pxi":801
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
  *     cdef Py_ssize_t k, c
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -37259,7 +37373,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":795
+    /* "src/kernels.pxi":802
  *     cdef Py_ssize_t k, c
  *     for c in range(C):
  *         s[c] = 0.0             # <<<<<<<<<<<<<<
@@ -37270,7 +37384,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   }
 
 
-  /* "src/kernels.pxi":796
+  /* "src/kernels.pxi":803
  *     for c in range(C):
  *         s[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -37284,7 +37398,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":797
+    /* "src/kernels.pxi":804
  *         s[c] = 0.0
  *     for k in range(K):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -37298,7 +37412,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":798
+      /* "src/kernels.pxi":805
  *     for k in range(K):
  *         for c in range(C):
  *             s[c] += p[k * C + c]             # <<<<<<<<<<<<<<
@@ -37313,7 +37427,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   }
 
 
-  /* "src/kernels.pxi":792
+  /* "src/kernels.pxi":799
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37326,7 +37440,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
 
 }
 
-/* "src/kernels.pxi":801
+/* "src/kernels.pxi":808
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -37363,53 +37477,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_21backward_sums(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 801, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 808, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 808, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 801, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 808, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 808, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -37423,7 +37537,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_21backward_sums(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 801, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 808, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37475,7 +37589,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 801, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 808, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -37493,11 +37607,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 801, __pyx_L1_error)
+    __PYX_ERR(2, 808, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 808, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -37507,7 +37621,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 801, __pyx_L1_error)
+      __PYX_ERR(2, 808, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -37526,9 +37640,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 801, __pyx_L1_error)
+    __PYX_ERR(2, 808, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 808, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -37537,25 +37651,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 801, __pyx_L1_error)
+      __PYX_ERR(2, 808, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 801, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 808, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 801, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 808, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -37609,46 +37723,46 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 801, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 808, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 808, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 801, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 808, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 802, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 809, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 801, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 808, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37717,7 +37831,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_sums", 0);
 
-  /* "src/kernels.pxi":804
+  /* "src/kernels.pxi":811
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -37728,19 +37842,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":805
+  /* "src/kernels.pxi":812
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 805, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 812, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 805, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 812, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 805, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 812, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -37752,7 +37866,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":806
+  /* "src/kernels.pxi":813
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37760,16 +37874,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -37790,13 +37904,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -37808,13 +37922,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 806, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 813, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":807
+  /* "src/kernels.pxi":814
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37822,16 +37936,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -37852,13 +37966,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -37870,13 +37984,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 814, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":815
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -37888,21 +38002,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":809
+    /* "src/kernels.pxi":816
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 809, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 816, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -37914,7 +38028,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":808
+    /* "src/kernels.pxi":815
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -37923,7 +38037,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":810
+  /* "src/kernels.pxi":817
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37931,29 +38045,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -37974,13 +38088,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -37992,41 +38106,41 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 810, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":811
+  /* "src/kernels.pxi":818
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 811, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 818, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":812
+  /* "src/kernels.pxi":819
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":820
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38039,7 +38153,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":814
+        /* "src/kernels.pxi":821
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38057,7 +38171,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":815
+        /* "src/kernels.pxi":822
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38078,7 +38192,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":814
+        /* "src/kernels.pxi":821
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38088,7 +38202,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":816
+        /* "src/kernels.pxi":823
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38101,7 +38215,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":817
+        /* "src/kernels.pxi":824
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38115,7 +38229,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":813
+      /* "src/kernels.pxi":820
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38132,21 +38246,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":825
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38158,7 +38272,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":808
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38219,46 +38333,46 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_63backward_sums
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 801, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 808, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 808, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 801, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 808, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 801, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 801, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 802, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 809, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 801, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 808, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -38327,7 +38441,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_sums", 0);
 
-  /* "src/kernels.pxi":804
+  /* "src/kernels.pxi":811
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -38338,19 +38452,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":805
+  /* "src/kernels.pxi":812
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 805, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 812, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 805, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 812, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 805, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 812, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -38362,7 +38476,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":806
+  /* "src/kernels.pxi":813
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38370,16 +38484,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 806, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38400,13 +38514,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 806, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38418,13 +38532,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 806, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 813, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":807
+  /* "src/kernels.pxi":814
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38432,16 +38546,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 807, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 814, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -38462,13 +38576,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 807, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -38480,13 +38594,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 807, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 814, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":815
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38498,21 +38612,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":809
+    /* "src/kernels.pxi":816
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 809, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 816, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 809, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -38524,7 +38638,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":808
+    /* "src/kernels.pxi":815
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38533,7 +38647,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":810
+  /* "src/kernels.pxi":817
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38541,29 +38655,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 810, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 810, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38584,13 +38698,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 810, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38602,41 +38716,41 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 810, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":811
+  /* "src/kernels.pxi":818
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 811, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 818, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":812
+  /* "src/kernels.pxi":819
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":820
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38649,7 +38763,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":814
+        /* "src/kernels.pxi":821
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38667,7 +38781,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":815
+        /* "src/kernels.pxi":822
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38688,7 +38802,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":814
+        /* "src/kernels.pxi":821
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38698,7 +38812,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":816
+        /* "src/kernels.pxi":823
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38711,7 +38825,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":817
+        /* "src/kernels.pxi":824
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38725,7 +38839,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":813
+      /* "src/kernels.pxi":820
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38742,21 +38856,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":825
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 818, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38768,7 +38882,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":808
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38804,7 +38918,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":821
+/* "src/kernels.pxi":828
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38815,7 +38929,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(float *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":826
+  /* "src/kernels.pxi":833
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -38824,7 +38938,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":827
+  /* "src/kernels.pxi":834
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38833,7 +38947,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":828
+    /* "src/kernels.pxi":835
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -38842,7 +38956,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":827
+    /* "src/kernels.pxi":834
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38852,7 +38966,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":837
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -38864,7 +38978,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":821
+  /* "src/kernels.pxi":828
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38879,7 +38993,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(double *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":826
+  /* "src/kernels.pxi":833
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -38888,7 +39002,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":827
+  /* "src/kernels.pxi":834
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38897,7 +39011,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":828
+    /* "src/kernels.pxi":835
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -38906,7 +39020,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":827
+    /* "src/kernels.pxi":834
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38916,7 +39030,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":837
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -38928,7 +39042,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":821
+  /* "src/kernels.pxi":828
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38940,7 +39054,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 
 }
 
-/* "src/kernels.pxi":833
+/* "src/kernels.pxi":840
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38977,53 +39091,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_23backward_apply(PyObject *
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 833, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 840, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 833, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 840, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 833, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 840, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -39037,7 +39151,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_23backward_apply(PyObject *
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 833, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 840, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39089,7 +39203,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 833, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 840, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -39107,11 +39221,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 833, __pyx_L1_error)
+    __PYX_ERR(2, 840, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 840, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -39121,7 +39235,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 833, __pyx_L1_error)
+      __PYX_ERR(2, 840, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -39140,9 +39254,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 833, __pyx_L1_error)
+    __PYX_ERR(2, 840, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 840, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -39151,25 +39265,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 833, __pyx_L1_error)
+      __PYX_ERR(2, 840, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 833, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 840, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 833, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 840, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -39228,86 +39342,86 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 833, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 840, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 833, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 840, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 833, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 840, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 835, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 842, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":835
+      /* "src/kernels.pxi":842
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39319,7 +39433,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 833, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 840, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39339,7 +39453,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":840
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39389,7 +39503,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_apply", 0);
 
-  /* "src/kernels.pxi":841
+  /* "src/kernels.pxi":848
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -39400,24 +39514,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":842
+  /* "src/kernels.pxi":849
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 842, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 849, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 842, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 849, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 842, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 849, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":843
+    /* "src/kernels.pxi":850
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -39434,7 +39548,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":842
+    /* "src/kernels.pxi":849
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -39443,7 +39557,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":844
+  /* "src/kernels.pxi":851
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -39452,7 +39566,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":852
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39464,16 +39578,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":846
+    /* "src/kernels.pxi":853
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 846, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 853, __pyx_L1_error)
 
-    /* "src/kernels.pxi":845
+    /* "src/kernels.pxi":852
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39482,7 +39596,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":847
+  /* "src/kernels.pxi":854
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39495,7 +39609,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":848
+        /* "src/kernels.pxi":855
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -39509,7 +39623,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":849
+          /* "src/kernels.pxi":856
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -39524,7 +39638,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":850
+        /* "src/kernels.pxi":857
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39548,7 +39662,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":851
+        /* "src/kernels.pxi":858
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -39566,7 +39680,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":850
+        /* "src/kernels.pxi":857
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39578,7 +39692,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":847
+      /* "src/kernels.pxi":854
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39595,7 +39709,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":852
+  /* "src/kernels.pxi":859
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -39604,7 +39718,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":840
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39661,86 +39775,86 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_appl
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 833, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 840, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 833, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 840, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 833, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 840, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 833, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 833, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 834, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 835, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 835, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 842, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":835
+      /* "src/kernels.pxi":842
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39752,7 +39866,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_appl
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 833, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 840, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39772,7 +39886,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_appl
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":840
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39822,7 +39936,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_apply", 0);
 
-  /* "src/kernels.pxi":841
+  /* "src/kernels.pxi":848
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -39833,24 +39947,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":842
+  /* "src/kernels.pxi":849
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 842, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 849, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 842, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 849, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 842, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 849, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":843
+    /* "src/kernels.pxi":850
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -39867,7 +39981,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":842
+    /* "src/kernels.pxi":849
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -39876,7 +39990,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":844
+  /* "src/kernels.pxi":851
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -39885,7 +39999,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":852
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39897,16 +40011,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":846
+    /* "src/kernels.pxi":853
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 846, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 853, __pyx_L1_error)
 
-    /* "src/kernels.pxi":845
+    /* "src/kernels.pxi":852
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39915,7 +40029,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":847
+  /* "src/kernels.pxi":854
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39928,7 +40042,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":848
+        /* "src/kernels.pxi":855
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -39942,7 +40056,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":849
+          /* "src/kernels.pxi":856
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -39957,7 +40071,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":850
+        /* "src/kernels.pxi":857
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39981,7 +40095,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":851
+        /* "src/kernels.pxi":858
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -39999,7 +40113,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":850
+        /* "src/kernels.pxi":857
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -40011,7 +40125,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":847
+      /* "src/kernels.pxi":854
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -40028,7 +40142,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":852
+  /* "src/kernels.pxi":859
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -40037,7 +40151,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":840
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40064,7 +40178,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":855
+/* "src/kernels.pxi":862
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40101,53 +40215,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_25bn_backward(PyObject *__p
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 855, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 862, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 862, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 855, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 862, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -40161,7 +40275,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_25bn_backward(PyObject *__p
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 855, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 862, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40213,7 +40327,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 855, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 862, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -40231,11 +40345,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 855, __pyx_L1_error)
+    __PYX_ERR(2, 862, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 862, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -40245,7 +40359,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 855, __pyx_L1_error)
+      __PYX_ERR(2, 862, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -40264,9 +40378,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 855, __pyx_L1_error)
+    __PYX_ERR(2, 862, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 862, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -40275,25 +40389,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 855, __pyx_L1_error)
+      __PYX_ERR(2, 862, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 855, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 862, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 855, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 862, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -40354,95 +40468,95 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 855, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 862, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 862, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 855, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 862, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 858, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 865, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 855, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 862, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40517,7 +40631,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_backward", 0);
 
 
-  /* "src/kernels.pxi":866
+  /* "src/kernels.pxi":873
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -40528,7 +40642,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":867
+  /* "src/kernels.pxi":874
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -40537,7 +40651,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":868
+  /* "src/kernels.pxi":875
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -40546,7 +40660,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":869
+  /* "src/kernels.pxi":876
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -40564,7 +40678,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":870
+  /* "src/kernels.pxi":877
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40584,7 +40698,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":871
+  /* "src/kernels.pxi":878
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40604,24 +40718,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":872
+  /* "src/kernels.pxi":879
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 872, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 879, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 872, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 879, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 872, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 879, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":873
+    /* "src/kernels.pxi":880
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -40638,7 +40752,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":872
+    /* "src/kernels.pxi":879
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -40647,7 +40761,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":874
+  /* "src/kernels.pxi":881
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -40656,7 +40770,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":875
+  /* "src/kernels.pxi":882
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -40673,7 +40787,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":876
+  /* "src/kernels.pxi":883
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -40682,7 +40796,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":877
+  /* "src/kernels.pxi":884
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -40691,7 +40805,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":885
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -40711,7 +40825,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":886
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40723,7 +40837,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":880
+  /* "src/kernels.pxi":887
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40735,7 +40849,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":888
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40747,7 +40861,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":882
+  /* "src/kernels.pxi":889
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40759,16 +40873,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":883
+    /* "src/kernels.pxi":890
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 883, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 890, __pyx_L1_error)
 
-    /* "src/kernels.pxi":882
+    /* "src/kernels.pxi":889
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40777,7 +40891,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":884
+  /* "src/kernels.pxi":891
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -40789,7 +40903,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":885
+    /* "src/kernels.pxi":892
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -40802,7 +40916,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":886
+          /* "src/kernels.pxi":893
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -40832,7 +40946,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":887
+                              /* "src/kernels.pxi":894
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -40842,7 +40956,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":888
+                              /* "src/kernels.pxi":895
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -40852,7 +40966,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":887
+                              /* "src/kernels.pxi":894
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -40874,7 +40988,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":885
+        /* "src/kernels.pxi":892
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -40891,7 +41005,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":889
+    /* "src/kernels.pxi":896
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -40900,7 +41014,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":890
+    /* "src/kernels.pxi":897
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -40917,7 +41031,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":884
+    /* "src/kernels.pxi":891
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -40926,7 +41040,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":891
+  /* "src/kernels.pxi":898
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -40935,7 +41049,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":892
+    /* "src/kernels.pxi":899
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -40944,7 +41058,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":893
+    /* "src/kernels.pxi":900
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -40956,7 +41070,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":894
+      /* "src/kernels.pxi":901
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -40965,16 +41079,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":895
+      /* "src/kernels.pxi":902
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 902, __pyx_L1_error)
 
-      /* "src/kernels.pxi":893
+      /* "src/kernels.pxi":900
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -40983,7 +41097,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
     }
 
-    /* "src/kernels.pxi":891
+    /* "src/kernels.pxi":898
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -40992,7 +41106,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":896
+  /* "src/kernels.pxi":903
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41005,7 +41119,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":897
+        /* "src/kernels.pxi":904
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41014,7 +41128,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":905
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41023,7 +41137,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":899
+          /* "src/kernels.pxi":906
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -41041,7 +41155,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":905
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41051,7 +41165,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":900
+          /* "src/kernels.pxi":907
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -41061,7 +41175,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":901
+          /* "src/kernels.pxi":908
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -41071,7 +41185,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":897
+          /* "src/kernels.pxi":904
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41080,7 +41194,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
         }
 
-        /* "src/kernels.pxi":902
+        /* "src/kernels.pxi":909
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -41094,7 +41208,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":903
+          /* "src/kernels.pxi":910
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41114,7 +41228,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":904
+          /* "src/kernels.pxi":911
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -41124,7 +41238,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":903
+          /* "src/kernels.pxi":910
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41136,7 +41250,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":905
+        /* "src/kernels.pxi":912
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41151,7 +41265,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":906
+        /* "src/kernels.pxi":913
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -41166,7 +41280,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":905
+        /* "src/kernels.pxi":912
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41178,7 +41292,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":896
+      /* "src/kernels.pxi":903
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41195,7 +41309,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":907
+  /* "src/kernels.pxi":914
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -41204,7 +41318,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":908
+  /* "src/kernels.pxi":915
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -41213,7 +41327,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":855
+  /* "src/kernels.pxi":862
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -41282,95 +41396,95 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_75bn_backward(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 855, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 862, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 862, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 855, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 862, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 855, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 855, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 856, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 857, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 858, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 865, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 855, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 862, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -41445,7 +41559,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_backward", 0);
 
 
-  /* "src/kernels.pxi":866
+  /* "src/kernels.pxi":873
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -41456,7 +41570,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":867
+  /* "src/kernels.pxi":874
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -41465,7 +41579,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":868
+  /* "src/kernels.pxi":875
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -41474,7 +41588,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":869
+  /* "src/kernels.pxi":876
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -41492,7 +41606,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":870
+  /* "src/kernels.pxi":877
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41512,7 +41626,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":871
+  /* "src/kernels.pxi":878
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41532,24 +41646,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":872
+  /* "src/kernels.pxi":879
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 872, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 879, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 872, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 879, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 872, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 879, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":873
+    /* "src/kernels.pxi":880
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -41566,7 +41680,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":872
+    /* "src/kernels.pxi":879
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -41575,7 +41689,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":874
+  /* "src/kernels.pxi":881
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -41584,7 +41698,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":875
+  /* "src/kernels.pxi":882
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -41601,7 +41715,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":876
+  /* "src/kernels.pxi":883
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -41610,7 +41724,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":877
+  /* "src/kernels.pxi":884
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -41619,7 +41733,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":885
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -41639,7 +41753,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":886
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41651,7 +41765,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":880
+  /* "src/kernels.pxi":887
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41663,7 +41777,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":888
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41675,7 +41789,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":882
+  /* "src/kernels.pxi":889
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41687,16 +41801,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":883
+    /* "src/kernels.pxi":890
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 883, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 890, __pyx_L1_error)
 
-    /* "src/kernels.pxi":882
+    /* "src/kernels.pxi":889
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41705,7 +41819,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":884
+  /* "src/kernels.pxi":891
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41717,7 +41831,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":885
+    /* "src/kernels.pxi":892
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41730,7 +41844,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":886
+          /* "src/kernels.pxi":893
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -41760,7 +41874,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":887
+                              /* "src/kernels.pxi":894
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41770,7 +41884,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":888
+                              /* "src/kernels.pxi":895
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -41780,7 +41894,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":887
+                              /* "src/kernels.pxi":894
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41802,7 +41916,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":885
+        /* "src/kernels.pxi":892
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41819,7 +41933,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":889
+    /* "src/kernels.pxi":896
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -41828,7 +41942,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":890
+    /* "src/kernels.pxi":897
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -41845,7 +41959,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":884
+    /* "src/kernels.pxi":891
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41854,7 +41968,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":891
+  /* "src/kernels.pxi":898
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41863,7 +41977,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":892
+    /* "src/kernels.pxi":899
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -41872,7 +41986,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":893
+    /* "src/kernels.pxi":900
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41884,7 +41998,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":894
+      /* "src/kernels.pxi":901
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -41893,16 +42007,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":895
+      /* "src/kernels.pxi":902
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 902, __pyx_L1_error)
 
-      /* "src/kernels.pxi":893
+      /* "src/kernels.pxi":900
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41911,7 +42025,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
     }
 
-    /* "src/kernels.pxi":891
+    /* "src/kernels.pxi":898
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41920,7 +42034,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":896
+  /* "src/kernels.pxi":903
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41933,7 +42047,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":897
+        /* "src/kernels.pxi":904
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41942,7 +42056,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":905
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41951,7 +42065,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":899
+          /* "src/kernels.pxi":906
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -41969,7 +42083,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":905
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41979,7 +42093,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":900
+          /* "src/kernels.pxi":907
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -41989,7 +42103,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":901
+          /* "src/kernels.pxi":908
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -41999,7 +42113,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":897
+          /* "src/kernels.pxi":904
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -42008,7 +42122,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
         }
 
-        /* "src/kernels.pxi":902
+        /* "src/kernels.pxi":909
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -42022,7 +42136,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":903
+          /* "src/kernels.pxi":910
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42042,7 +42156,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":904
+          /* "src/kernels.pxi":911
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -42052,7 +42166,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":903
+          /* "src/kernels.pxi":910
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42064,7 +42178,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":905
+        /* "src/kernels.pxi":912
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42079,7 +42193,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":906
+        /* "src/kernels.pxi":913
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -42094,7 +42208,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":905
+        /* "src/kernels.pxi":912
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42106,7 +42220,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":896
+      /* "src/kernels.pxi":903
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42123,7 +42237,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":907
+  /* "src/kernels.pxi":914
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -42132,7 +42246,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":908
+  /* "src/kernels.pxi":915
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -42141,7 +42255,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":855
+  /* "src/kernels.pxi":862
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -42178,7 +42292,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":911
+/* "src/kernels.pxi":918
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42227,39 +42341,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_src,&__pyx_mstate_global->__pyx_n_u_dst,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 911, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 918, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 911, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 918, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 911, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 918, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 911, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 918, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 911, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 918, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 911, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 918, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 911, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 918, __pyx_L3_error)
     }
-    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 911, __pyx_L3_error)
-    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 911, __pyx_L3_error)
+    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 918, __pyx_L3_error)
+    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 918, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 911, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 918, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42303,7 +42417,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   Py_ssize_t __pyx_t_10;
   __Pyx_RefNannySetupContext("stream_copy", 0);
 
-  /* "src/kernels.pxi":913
+  /* "src/kernels.pxi":920
  * def stream_copy(const float[::1] src, float[::1] dst):
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16             # <<<<<<<<<<<<<<
@@ -42313,7 +42427,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   __pyx_v_n = (__pyx_v_src.shape[0]);
   __pyx_v_B = 0x10000;
 
-  /* "src/kernels.pxi":914
+  /* "src/kernels.pxi":921
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B             # <<<<<<<<<<<<<<
@@ -42322,7 +42436,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
 */
   __pyx_v_nb = (((__pyx_v_n + __pyx_v_B) - 1) / __pyx_v_B);
 
-  /* "src/kernels.pxi":915
+  /* "src/kernels.pxi":922
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42334,7 +42448,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":916
+    /* "src/kernels.pxi":923
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -42351,7 +42465,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":915
+    /* "src/kernels.pxi":922
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42360,7 +42474,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":917
+  /* "src/kernels.pxi":924
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42373,7 +42487,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":918
+        /* "src/kernels.pxi":925
  *         return
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):             # <<<<<<<<<<<<<<
@@ -42405,7 +42519,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
                         {
                             __pyx_v_b = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                            /* "src/kernels.pxi":919
+                            /* "src/kernels.pxi":926
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))             # <<<<<<<<<<<<<<
@@ -42445,7 +42559,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":917
+      /* "src/kernels.pxi":924
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42462,7 +42576,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":911
+  /* "src/kernels.pxi":918
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42482,7 +42596,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":922
+/* "src/kernels.pxi":929
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -42519,53 +42633,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_29update_running(PyObject *
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 922, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 929, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 929, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 922, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 929, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -42579,7 +42693,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_29update_running(PyObject *
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 922, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 929, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42631,7 +42745,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 922, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 929, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -42649,11 +42763,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 922, __pyx_L1_error)
+    __PYX_ERR(2, 929, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 929, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -42663,7 +42777,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 922, __pyx_L1_error)
+      __PYX_ERR(2, 929, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -42682,9 +42796,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 922, __pyx_L1_error)
+    __PYX_ERR(2, 929, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 929, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -42693,25 +42807,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 922, __pyx_L1_error)
+      __PYX_ERR(2, 929, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 922, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 929, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 922, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 929, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -42768,67 +42882,67 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_79update_runnin
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 922, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 929, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 929, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 922, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 929, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 930, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 922, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 929, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42872,7 +42986,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_0update_running", 0);
 
-  /* "src/kernels.pxi":927
+  /* "src/kernels.pxi":934
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -42884,7 +42998,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":928
+    /* "src/kernels.pxi":935
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -42898,7 +43012,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":929
+      /* "src/kernels.pxi":936
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -42907,7 +43021,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":930
+      /* "src/kernels.pxi":937
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -42916,7 +43030,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":929
+      /* "src/kernels.pxi":936
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -42928,7 +43042,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":927
+    /* "src/kernels.pxi":934
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -42937,7 +43051,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":931
+  /* "src/kernels.pxi":938
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -42949,7 +43063,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":932
+    /* "src/kernels.pxi":939
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -42963,7 +43077,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":933
+      /* "src/kernels.pxi":940
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -42971,14 +43085,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":934
+      /* "src/kernels.pxi":941
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":933
+      /* "src/kernels.pxi":940
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -42989,7 +43103,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":931
+    /* "src/kernels.pxi":938
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -42998,7 +43112,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":922
+  /* "src/kernels.pxi":929
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -43042,67 +43156,67 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_81update_runnin
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 922, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 929, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 929, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 922, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 929, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 922, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 922, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 930, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 922, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 929, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -43146,7 +43260,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_1update_running", 0);
 
-  /* "src/kernels.pxi":927
+  /* "src/kernels.pxi":934
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43158,7 +43272,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":928
+    /* "src/kernels.pxi":935
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -43172,7 +43286,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":929
+      /* "src/kernels.pxi":936
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43181,7 +43295,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":930
+      /* "src/kernels.pxi":937
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -43190,7 +43304,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":929
+      /* "src/kernels.pxi":936
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43202,7 +43316,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":927
+    /* "src/kernels.pxi":934
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43211,7 +43325,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":931
+  /* "src/kernels.pxi":938
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43223,7 +43337,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":932
+    /* "src/kernels.pxi":939
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -43237,7 +43351,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":933
+      /* "src/kernels.pxi":940
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43245,14 +43359,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":934
+      /* "src/kernels.pxi":941
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":933
+      /* "src/kernels.pxi":940
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43263,7 +43377,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":931
+    /* "src/kernels.pxi":938
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43272,7 +43386,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":922
+  /* "src/kernels.pxi":929
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -44643,14 +44757,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 500, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults);
@@ -45735,38 +45849,38 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 64, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":493
+  /* "src/kernels.pxi":500
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-chunk statistics of each channel of an ``(outer, C, inner)`` array.
  * 
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 493, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 493, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45777,57 +45891,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 493, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":524
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
  *     """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)`` per channel.
  * 
 */
-  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 524, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 517, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 524, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":537
+  /* "src/kernels.pxi":544
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 537, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 537, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 537, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 537, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45838,42 +45952,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 537, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 544, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":638
+  /* "src/kernels.pxi":645
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
  *               const double[::1] shift, floating[:, :, ::1] out):
  *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 638, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 638, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 638, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 638, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 638, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45884,42 +45998,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 638, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 645, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":697
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
  *                      const floating[::1] bias, double eps, floating[:, :, ::1] out,
  *                      double[::1] mean, double[::1] m2, double[::1] invstd):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 690, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 690, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 690, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 690, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 690, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45930,42 +46044,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 690, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 697, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":749
+  /* "src/kernels.pxi":756
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
  *                     const floating[::1] running_var, const floating[::1] weight,
  *                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 749, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 749, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 749, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45976,42 +46090,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 749, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 756, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":808
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 801, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 801, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 801, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 801, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 801, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46022,42 +46136,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 801, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 808, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":840
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 833, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 833, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 833, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 833, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 833, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46068,42 +46182,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 833, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 840, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":855
+  /* "src/kernels.pxi":862
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                 const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
  *                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 855, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 855, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 855, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 855, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 855, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46114,57 +46228,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 855, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 862, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":911
+  /* "src/kernels.pxi":918
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 911, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 918, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 911, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 918, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":922
+  /* "src/kernels.pxi":929
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
  *                    const double[::1] m2, double count, double factor):
  *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 922, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 922, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 922, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 922, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 922, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46175,7 +46289,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 922, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 929, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -46297,7 +46411,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "src/kernels.pxi":502
+  /* "src/kernels.pxi":509
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -46306,12 +46420,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 502, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 509, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":840
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -46320,7 +46434,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_True};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 833, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 840, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
@@ -46560,147 +46674,147 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_cpu_supports, __pyx_mstate->__pyx_kp_b_iso88591_4q_q_gQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 500};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 500};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 493};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 500};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2s, __pyx_mstate->__pyx_n_u_scratch, __pyx_mstate->__pyx_n_u_cnt, __pyx_mstate->__pyx_n_u_sc, __pyx_mstate->__pyx_n_u_pm, __pyx_mstate->__pyx_n_u_pm2};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 517};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 524};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_total, __pyx_mstate->__pyx_n_u_mean_out, __pyx_mstate->__pyx_n_u_m2_out, __pyx_mstate->__pyx_n_u_mo, __pyx_mstate->__pyx_n_u_m2o};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_merge_stats, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 537};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 544};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 537};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 544};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 537};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 544};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 638};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 645};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 638};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 645};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_double_1_double, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 638};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 645};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 690};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 697};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 690};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 697};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 690};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 697};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_yp, __pyx_mstate->__pyx_n_u_scratch_len, __pyx_mstate->__pyx_n_u_cnt};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 756};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 756};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_double_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 749};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 756};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 801};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 808};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 801};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 808};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_double_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 801};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 808};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_s1, __pyx_mstate->__pyx_n_u_s2, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_pv, __pyx_mstate->__pyx_n_u_v1, __pyx_mstate->__pyx_n_u_v2};
     __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 833};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 840};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 833};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 840};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_double_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 833};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 840};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 855};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 862};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 855};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 862};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_double_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 855};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 862};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_gp, __pyx_mstate->__pyx_n_u_dp};
     __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 911};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 918};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_src, __pyx_mstate->__pyx_n_u_dst, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_nb};
     __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_stream_copy, __pyx_mstate->__pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 922};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 929};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 922};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 929};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_double_double, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 922};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 929};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor, __pyx_mstate->__pyx_n_u_c};
     __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }

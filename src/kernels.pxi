@@ -389,11 +389,18 @@ cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double
 cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
                       Py_ssize_t o0, Py_ssize_t o1, const double *shift, double *s1,
                       double *s2) noexcept nogil:
-    """Per-channel sums over outer rows [o0, o1), in memory order (block mode)."""
+    """Per-channel sums over outer rows [o0, o1) (block mode). Rows of at least 4*LANES
+    values: a channel's lanes run on across its few rows in the chunk (few streams, which
+    the prefetcher follows). Shorter rows: each row summed on its own, in memory order
+    (measured faster: the LANES-wide blocks would leave long scalar tails)."""
     cdef Py_ssize_t o, c, off
     cdef double a, b
     if inner == 1:
         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
+        return
+    if inner >= 4 * LANES:
+        for c in range(C):
+            _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
         return
     for c in range(C):
         s1[c] = 0.0
