@@ -1775,7 +1775,7 @@ enum  {
   __pyx_e_5cnorm_17_kernels_baseline_PARALLEL_MIN = 0x8000
 };
 
-/* "src/kernels.pxi":500
+/* "src/kernels.pxi":505
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -24005,405 +24005,451 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(double con
 */
 
 static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float const *__pyx_v_x, float const *__pyx_v_dy, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_r0, Py_ssize_t __pyx_v_r1, double const *__pyx_v_shift, double *__pyx_v_s1, double *__pyx_v_s2) {
-  double __pyx_v_a1[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  double __pyx_v_a2[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  float __pyx_v_f1[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  float __pyx_v_f2[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  float __pyx_v_fs[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  Py_ssize_t __pyx_v_r;
-  Py_ssize_t __pyx_v_cb;
-  Py_ssize_t __pyx_v_w;
-  int __pyx_v_l;
+  float *__pyx_v_buf;
+  float *__pyx_v_f1;
+  float *__pyx_v_f2;
+  float *__pyx_v_fs;
   float const *__pyx_v_p;
   float const *__pyx_v_g;
-  int __pyx_t_1;
+  float __pyx_v_d;
+  float __pyx_v_e;
+  Py_ssize_t __pyx_v_r;
+  Py_ssize_t __pyx_v_c;
+  int __pyx_v_blocks;
+  Py_ssize_t __pyx_t_1;
   Py_ssize_t __pyx_t_2;
-  int __pyx_t_3;
-  Py_ssize_t __pyx_t_4;
-  int __pyx_t_5;
-  int __pyx_t_6;
-  double __pyx_t_7;
-  float const *__pyx_t_8;
-  Py_ssize_t __pyx_t_9;
-  Py_ssize_t __pyx_t_10;
-  Py_ssize_t __pyx_t_11;
-  int __pyx_t_12;
+  Py_ssize_t __pyx_t_3;
+  int __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  int __pyx_t_9;
+
+  /* "src/kernels.pxi":310
+ *     where the prefetcher would not follow), vectorized across channels, into data-type
+ *     accumulators flushed into the double sums every FLUSH rows."""
+ *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))             # <<<<<<<<<<<<<<
+ *     cdef floating *f1 = buf
+ *     cdef floating *f2 = buf + C
+*/
+  __pyx_v_buf = ((float *)malloc(((3 * __pyx_v_C) * (sizeof(float)))));
+
+  /* "src/kernels.pxi":311
+ *     accumulators flushed into the double sums every FLUSH rows."""
+ *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
+ *     cdef floating *f1 = buf             # <<<<<<<<<<<<<<
+ *     cdef floating *f2 = buf + C
+ *     cdef floating *fs = buf + 2 * C
+*/
+  __pyx_v_f1 = __pyx_v_buf;
+
+  /* "src/kernels.pxi":312
+ *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
+ *     cdef floating *f1 = buf
+ *     cdef floating *f2 = buf + C             # <<<<<<<<<<<<<<
+ *     cdef floating *fs = buf + 2 * C
+ *     cdef const floating *p
+*/
+  __pyx_v_f2 = (__pyx_v_buf + __pyx_v_C);
 
   /* "src/kernels.pxi":313
- *     cdef floating f2[LANES]
- *     cdef floating fs[LANES]
- *     cdef Py_ssize_t r, cb = 0, w             # <<<<<<<<<<<<<<
- *     cdef int l
- *     cdef const floating *p
-*/
-  __pyx_v_cb = 0;
-
-  /* "src/kernels.pxi":317
+ *     cdef floating *f1 = buf
+ *     cdef floating *f2 = buf + C
+ *     cdef floating *fs = buf + 2 * C             # <<<<<<<<<<<<<<
  *     cdef const floating *p
  *     cdef const floating *g
- *     while cb < C:             # <<<<<<<<<<<<<<
- *         w = min(LANES, C - cb)
- *         for l in range(LANES):
 */
-  while (1) {
-    __pyx_t_1 = (__pyx_v_cb < __pyx_v_C);
+  __pyx_v_fs = (__pyx_v_buf + (2 * __pyx_v_C));
 
-
-    if (!__pyx_t_1) break;
-
-    /* "src/kernels.pxi":318
- *     cdef const floating *g
- *     while cb < C:
- *         w = min(LANES, C - cb)             # <<<<<<<<<<<<<<
- *         for l in range(LANES):
- *             a1[l] = 0.0
+  /* "src/kernels.pxi":318
+ *     cdef floating d, e
+ *     cdef Py_ssize_t r, c
+ *     cdef int blocks = 0             # <<<<<<<<<<<<<<
+ *     for c in range(C):
+ *         s1[c] = 0.0
 */
+  __pyx_v_blocks = 0;
 
-    __pyx_t_2 = (__pyx_v_C - __pyx_v_cb);
-
-    __pyx_t_3 = __pyx_e_5cnorm_17_kernels_baseline_LANES;
-    __pyx_t_1 = (__pyx_t_2 < __pyx_t_3);
-
-    if (__pyx_t_1) {
-
-      __pyx_t_4 = __pyx_t_2;
-    } else {
-
-      __pyx_t_4 = __pyx_t_3;
-    }
-
-    __pyx_v_w = __pyx_t_4;
-
-
-    /* "src/kernels.pxi":319
- *     while cb < C:
- *         w = min(LANES, C - cb)
- *         for l in range(LANES):             # <<<<<<<<<<<<<<
- *             a1[l] = 0.0
- *             a2[l] = 0.0
+  /* "src/kernels.pxi":319
+ *     cdef Py_ssize_t r, c
+ *     cdef int blocks = 0
+ *     for c in range(C):             # <<<<<<<<<<<<<<
+ *         s1[c] = 0.0
+ *         s2[c] = 0.0
 */
 
-    __pyx_t_3 = __pyx_e_5cnorm_17_kernels_baseline_LANES;
-    __pyx_t_5 = __pyx_t_3;
+  __pyx_t_1 = __pyx_v_C;
+  __pyx_t_2 = __pyx_t_1;
 
-    for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
-      __pyx_v_l = __pyx_t_6;
+  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":320
- *         w = min(LANES, C - cb)
- *         for l in range(LANES):
- *             a1[l] = 0.0             # <<<<<<<<<<<<<<
- *             a2[l] = 0.0
- *             f1[l] = 0.0
+    /* "src/kernels.pxi":320
+ *     cdef int blocks = 0
+ *     for c in range(C):
+ *         s1[c] = 0.0             # <<<<<<<<<<<<<<
+ *         s2[c] = 0.0
+ *         f1[c] = 0.0
 */
-      (__pyx_v_a1[__pyx_v_l]) = 0.0;
+    (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":321
- *         for l in range(LANES):
- *             a1[l] = 0.0
- *             a2[l] = 0.0             # <<<<<<<<<<<<<<
- *             f1[l] = 0.0
- *             f2[l] = 0.0
+    /* "src/kernels.pxi":321
+ *     for c in range(C):
+ *         s1[c] = 0.0
+ *         s2[c] = 0.0             # <<<<<<<<<<<<<<
+ *         f1[c] = 0.0
+ *         f2[c] = 0.0
 */
-      (__pyx_v_a2[__pyx_v_l]) = 0.0;
+    (__pyx_v_s2[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":322
- *             a1[l] = 0.0
- *             a2[l] = 0.0
- *             f1[l] = 0.0             # <<<<<<<<<<<<<<
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
+    /* "src/kernels.pxi":322
+ *         s1[c] = 0.0
+ *         s2[c] = 0.0
+ *         f1[c] = 0.0             # <<<<<<<<<<<<<<
+ *         f2[c] = 0.0
+ *         fs[c] = <floating>shift[c]
 */
-      (__pyx_v_f1[__pyx_v_l]) = 0.0;
+    (__pyx_v_f1[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":323
- *             a2[l] = 0.0
- *             f1[l] = 0.0
- *             f2[l] = 0.0             # <<<<<<<<<<<<<<
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:
+    /* "src/kernels.pxi":323
+ *         s2[c] = 0.0
+ *         f1[c] = 0.0
+ *         f2[c] = 0.0             # <<<<<<<<<<<<<<
+ *         fs[c] = <floating>shift[c]
+ *     for r in range(r0, r1):
 */
-      (__pyx_v_f2[__pyx_v_l]) = 0.0;
+    (__pyx_v_f2[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":324
- *             f1[l] = 0.0
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0             # <<<<<<<<<<<<<<
- *         if w == LANES:
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
+    /* "src/kernels.pxi":324
+ *         f1[c] = 0.0
+ *         f2[c] = 0.0
+ *         fs[c] = <floating>shift[c]             # <<<<<<<<<<<<<<
+ *     for r in range(r0, r1):
+ *         p = x + r * C
 */
-      __pyx_t_1 = (__pyx_v_l < __pyx_v_w);
-
-      if (__pyx_t_1) {
-
-        __pyx_t_7 = ((float)(__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)]));
-      } else {
-
-        __pyx_t_7 = 0.0;
-      }
-
-      (__pyx_v_fs[__pyx_v_l]) = __pyx_t_7;
-
-    }
+    (__pyx_v_fs[__pyx_v_c]) = ((float)(__pyx_v_shift[__pyx_v_c]));
+  }
 
 
-    /* "src/kernels.pxi":325
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:             # <<<<<<<<<<<<<<
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
- *                        fs, f1, f2, a1, a2, 0)
+  /* "src/kernels.pxi":325
+ *         f2[c] = 0.0
+ *         fs[c] = <floating>shift[c]
+ *     for r in range(r0, r1):             # <<<<<<<<<<<<<<
+ *         p = x + r * C
+ *         if dy == NULL:
 */
-    __pyx_t_1 = (__pyx_v_w == __pyx_e_5cnorm_17_kernels_baseline_LANES);
 
-    if (__pyx_t_1) {
+  __pyx_t_1 = __pyx_v_r1;
+  __pyx_t_2 = __pyx_t_1;
 
+  for (__pyx_t_3 = __pyx_v_r0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_r = __pyx_t_3;
 
-      /* "src/kernels.pxi":326
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,             # <<<<<<<<<<<<<<
- *                        fs, f1, f2, a1, a2, 0)
- *         else:  # the last, partial block of channels: straight into the double lanes
+    /* "src/kernels.pxi":326
+ *         fs[c] = <floating>shift[c]
+ *     for r in range(r0, r1):
+ *         p = x + r * C             # <<<<<<<<<<<<<<
+ *         if dy == NULL:
+ *             for c in range(C):
 */
-      __pyx_t_1 = (__pyx_v_dy != NULL);
+    __pyx_v_p = (__pyx_v_x + (__pyx_v_r * __pyx_v_C));
 
-      if (__pyx_t_1) {
+    /* "src/kernels.pxi":327
+ *     for r in range(r0, r1):
+ *         p = x + r * C
+ *         if dy == NULL:             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]
+*/
+    __pyx_t_4 = (__pyx_v_dy == NULL);
 
-        __pyx_t_8 = ((__pyx_v_dy + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb);
-      } else {
+    if (__pyx_t_4) {
 
-        __pyx_t_8 = NULL;
+
+      /* "src/kernels.pxi":328
+ *         p = x + r * C
+ *         if dy == NULL:
+ *             for c in range(C):             # <<<<<<<<<<<<<<
+ *                 d = p[c] - fs[c]
+ *                 f1[c] += d
+*/
+
+      __pyx_t_5 = __pyx_v_C;
+      __pyx_t_6 = __pyx_t_5;
+
+      for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
+        __pyx_v_c = __pyx_t_7;
+
+        /* "src/kernels.pxi":329
+ *         if dy == NULL:
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]             # <<<<<<<<<<<<<<
+ *                 f1[c] += d
+ *                 f2[c] += d * d
+*/
+        __pyx_v_d = ((__pyx_v_p[__pyx_v_c]) - (__pyx_v_fs[__pyx_v_c]));
+
+        /* "src/kernels.pxi":330
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]
+ *                 f1[c] += d             # <<<<<<<<<<<<<<
+ *                 f2[c] += d * d
+ *         else:
+*/
+
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
+
+        /* "src/kernels.pxi":331
+ *                 d = p[c] - fs[c]
+ *                 f1[c] += d
+ *                 f2[c] += d * d             # <<<<<<<<<<<<<<
+ *         else:
+ *             g = dy + r * C
+*/
+
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f2[__pyx_t_8]) = ((__pyx_v_f2[__pyx_t_8]) + (__pyx_v_d * __pyx_v_d));
       }
 
 
       /* "src/kernels.pxi":327
- *         if w == LANES:
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
- *                        fs, f1, f2, a1, a2, 0)             # <<<<<<<<<<<<<<
- *         else:  # the last, partial block of channels: straight into the double lanes
- *             for r in range(r0, r1):
-*/
-      (void)(__pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__lane_loop(((__pyx_v_x + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb), __pyx_t_8, __pyx_v_C, (__pyx_v_r1 - __pyx_v_r0), __pyx_v_fs, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, 0));
-
-
-      /* "src/kernels.pxi":325
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:             # <<<<<<<<<<<<<<
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
- *                        fs, f1, f2, a1, a2, 0)
+ *     for r in range(r0, r1):
+ *         p = x + r * C
+ *         if dy == NULL:             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]
 */
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":329
- *                        fs, f1, f2, a1, a2, 0)
- *         else:  # the last, partial block of channels: straight into the double lanes
- *             for r in range(r0, r1):             # <<<<<<<<<<<<<<
- *                 p = x + r * C + cb
- *                 g = dy + r * C + cb if dy != NULL else NULL
+    /* "src/kernels.pxi":333
+ *                 f2[c] += d * d
+ *         else:
+ *             g = dy + r * C             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 e = g[c]
 */
     /*else*/ {
+      __pyx_v_g = (__pyx_v_dy + (__pyx_v_r * __pyx_v_C));
 
-      __pyx_t_4 = __pyx_v_r1;
-      __pyx_t_2 = __pyx_t_4;
-
-      for (__pyx_t_9 = __pyx_v_r0; __pyx_t_9 < __pyx_t_2; __pyx_t_9+=1) {
-        __pyx_v_r = __pyx_t_9;
-
-        /* "src/kernels.pxi":330
- *         else:  # the last, partial block of channels: straight into the double lanes
- *             for r in range(r0, r1):
- *                 p = x + r * C + cb             # <<<<<<<<<<<<<<
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):
-*/
-        __pyx_v_p = ((__pyx_v_x + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
-
-        /* "src/kernels.pxi":331
- *             for r in range(r0, r1):
- *                 p = x + r * C + cb
- *                 g = dy + r * C + cb if dy != NULL else NULL             # <<<<<<<<<<<<<<
- *                 for l in range(w):
- *                     if dy == NULL:
-*/
-        __pyx_t_1 = (__pyx_v_dy != NULL);
-
-        if (__pyx_t_1) {
-
-          __pyx_t_8 = ((__pyx_v_dy + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
-        } else {
-
-          __pyx_t_8 = NULL;
-        }
-
-        __pyx_v_g = __pyx_t_8;
-
-        /* "src/kernels.pxi":332
- *                 p = x + r * C + cb
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):             # <<<<<<<<<<<<<<
- *                     if dy == NULL:
- *                         a1[l] += <double>p[l] - <double>fs[l]
+      /* "src/kernels.pxi":334
+ *         else:
+ *             g = dy + r * C
+ *             for c in range(C):             # <<<<<<<<<<<<<<
+ *                 e = g[c]
+ *                 f1[c] += e
 */
 
-        __pyx_t_10 = __pyx_v_w;
-        __pyx_t_11 = __pyx_t_10;
+      __pyx_t_5 = __pyx_v_C;
+      __pyx_t_6 = __pyx_t_5;
 
-        for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_11; __pyx_t_6+=1) {
-          __pyx_v_l = __pyx_t_6;
+      for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
+        __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":333
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):
- *                     if dy == NULL:             # <<<<<<<<<<<<<<
- *                         a1[l] += <double>p[l] - <double>fs[l]
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
+        /* "src/kernels.pxi":335
+ *             g = dy + r * C
+ *             for c in range(C):
+ *                 e = g[c]             # <<<<<<<<<<<<<<
+ *                 f1[c] += e
+ *                 f2[c] += e * (p[c] - fs[c])
 */
-          __pyx_t_1 = (__pyx_v_dy == NULL);
+        __pyx_v_e = (__pyx_v_g[__pyx_v_c]);
 
-          if (__pyx_t_1) {
-
-
-            /* "src/kernels.pxi":334
- *                 for l in range(w):
- *                     if dy == NULL:
- *                         a1[l] += <double>p[l] - <double>fs[l]             # <<<<<<<<<<<<<<
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
- *                     else:
+        /* "src/kernels.pxi":336
+ *             for c in range(C):
+ *                 e = g[c]
+ *                 f1[c] += e             # <<<<<<<<<<<<<<
+ *                 f2[c] += e * (p[c] - fs[c])
+ *         blocks += 1
 */
 
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))));
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-            /* "src/kernels.pxi":335
- *                     if dy == NULL:
- *                         a1[l] += <double>p[l] - <double>fs[l]
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
- *                     else:
- *                         a1[l] += <double>g[l]
+        /* "src/kernels.pxi":337
+ *                 e = g[c]
+ *                 f1[c] += e
+ *                 f2[c] += e * (p[c] - fs[c])             # <<<<<<<<<<<<<<
+ *         blocks += 1
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
 */
 
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + ((((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
-
-            /* "src/kernels.pxi":333
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):
- *                     if dy == NULL:             # <<<<<<<<<<<<<<
- *                         a1[l] += <double>p[l] - <double>fs[l]
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
-*/
-            goto __pyx_L12;
-          }
-
-          /* "src/kernels.pxi":337
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
- *                     else:
- *                         a1[l] += <double>g[l]             # <<<<<<<<<<<<<<
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
- *         for l in range(w):
-*/
-          /*else*/ {
-
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + ((double)(__pyx_v_g[__pyx_v_l])));
-
-            /* "src/kernels.pxi":338
- *                     else:
- *                         a1[l] += <double>g[l]
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
- *         for l in range(w):
- *             s1[cb + l] = a1[l] + <double>f1[l]
-*/
-
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + (((double)(__pyx_v_g[__pyx_v_l])) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
-          }
-          __pyx_L12:;
-        }
-
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f2[__pyx_t_8]) = ((__pyx_v_f2[__pyx_t_8]) + (__pyx_v_e * ((__pyx_v_p[__pyx_v_c]) - (__pyx_v_fs[__pyx_v_c]))));
       }
 
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":339
- *                         a1[l] += <double>g[l]
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
- *         for l in range(w):             # <<<<<<<<<<<<<<
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]
+    /* "src/kernels.pxi":338
+ *                 f1[c] += e
+ *                 f2[c] += e * (p[c] - fs[c])
+ *         blocks += 1             # <<<<<<<<<<<<<<
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
+ *             for c in range(C):
 */
+    __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    __pyx_t_4 = __pyx_v_w;
-    __pyx_t_2 = __pyx_t_4;
+    /* "src/kernels.pxi":339
+ *                 f2[c] += e * (p[c] - fs[c])
+ *         blocks += 1
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 s1[c] += <double>f1[c]
+*/
+    __pyx_t_9 = (__pyx_v_blocks == __pyx_e_5cnorm_17_kernels_baseline_FLUSH);
 
-    for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_2; __pyx_t_6+=1) {
-      __pyx_v_l = __pyx_t_6;
+    if (!__pyx_t_9) {
+
+    } else {
+
+      __pyx_t_4 = __pyx_t_9;
+
+      goto __pyx_L13_bool_binop_done;
+    }
+    __pyx_t_9 = (__pyx_v_r == (__pyx_v_r1 - 1));
+
+
+    __pyx_t_4 = __pyx_t_9;
+
+    __pyx_L13_bool_binop_done:;
+    if (__pyx_t_4) {
+
 
       /* "src/kernels.pxi":340
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
- *         for l in range(w):
- *             s1[cb + l] = a1[l] + <double>f1[l]             # <<<<<<<<<<<<<<
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         blocks += 1
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
+ *             for c in range(C):             # <<<<<<<<<<<<<<
+ *                 s1[c] += <double>f1[c]
+ *                 s2[c] += <double>f2[c]
 */
-      (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a1[__pyx_v_l]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":341
- *         for l in range(w):
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]             # <<<<<<<<<<<<<<
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
+      __pyx_t_5 = __pyx_v_C;
+      __pyx_t_6 = __pyx_t_5;
+
+      for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
+        __pyx_v_c = __pyx_t_7;
+
+        /* "src/kernels.pxi":341
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
+ *             for c in range(C):
+ *                 s1[c] += <double>f1[c]             # <<<<<<<<<<<<<<
+ *                 s2[c] += <double>f2[c]
+ *                 f1[c] = 0.0
 */
-      (__pyx_v_s2[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a2[__pyx_v_l]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":342
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
- *         cb += LANES
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_c])));
+
+        /* "src/kernels.pxi":342
+ *             for c in range(C):
+ *                 s1[c] += <double>f1[c]
+ *                 s2[c] += <double>f2[c]             # <<<<<<<<<<<<<<
+ *                 f1[c] = 0.0
+ *                 f2[c] = 0.0
 */
-      __pyx_t_1 = (__pyx_v_dy != NULL);
 
-      if (__pyx_t_1) {
-
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_s2[__pyx_t_8]) = ((__pyx_v_s2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_c])));
 
         /* "src/kernels.pxi":343
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]             # <<<<<<<<<<<<<<
- *         cb += LANES
+ *                 s1[c] += <double>f1[c]
+ *                 s2[c] += <double>f2[c]
+ *                 f1[c] = 0.0             # <<<<<<<<<<<<<<
+ *                 f2[c] = 0.0
+ *             blocks = 0
+*/
+        (__pyx_v_f1[__pyx_v_c]) = 0.0;
+
+        /* "src/kernels.pxi":344
+ *                 s2[c] += <double>f2[c]
+ *                 f1[c] = 0.0
+ *                 f2[c] = 0.0             # <<<<<<<<<<<<<<
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+*/
+        (__pyx_v_f2[__pyx_v_c]) = 0.0;
+      }
+
+
+      /* "src/kernels.pxi":345
+ *                 f1[c] = 0.0
+ *                 f2[c] = 0.0
+ *             blocks = 0             # <<<<<<<<<<<<<<
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         for c in range(C):
+*/
+      __pyx_v_blocks = 0;
+
+      /* "src/kernels.pxi":339
+ *                 f2[c] += e * (p[c] - fs[c])
+ *         blocks += 1
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 s1[c] += <double>f1[c]
+*/
+    }
+  }
+
+
+  /* "src/kernels.pxi":346
+ *                 f2[c] = 0.0
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+*/
+  __pyx_t_4 = (__pyx_v_dy != NULL);
+
+  if (__pyx_t_4) {
+
+
+    /* "src/kernels.pxi":347
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         for c in range(C):             # <<<<<<<<<<<<<<
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+ *     free(buf)
+*/
+
+    __pyx_t_1 = __pyx_v_C;
+    __pyx_t_2 = __pyx_t_1;
+
+    for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+      __pyx_v_c = __pyx_t_3;
+
+      /* "src/kernels.pxi":348
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]             # <<<<<<<<<<<<<<
+ *     free(buf)
  * 
 */
 
-        __pyx_t_9 = (__pyx_v_cb + __pyx_v_l);
-        (__pyx_v_s2[__pyx_t_9]) = ((__pyx_v_s2[__pyx_t_9]) + ((((double)(__pyx_v_fs[__pyx_v_l])) - (__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)])) * (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)])));
-
-        /* "src/kernels.pxi":342
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
- *         cb += LANES
-*/
-      }
+      __pyx_t_5 = __pyx_v_c;
+      (__pyx_v_s2[__pyx_t_5]) = ((__pyx_v_s2[__pyx_t_5]) + ((((double)(__pyx_v_fs[__pyx_v_c])) - (__pyx_v_shift[__pyx_v_c])) * (__pyx_v_s1[__pyx_v_c])));
     }
 
 
-    /* "src/kernels.pxi":344
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
- *         cb += LANES             # <<<<<<<<<<<<<<
+    /* "src/kernels.pxi":346
+ *                 f2[c] = 0.0
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+*/
+  }
+
+  /* "src/kernels.pxi":349
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+ *     free(buf)             # <<<<<<<<<<<<<<
  * 
  * 
 */
-    __pyx_v_cb = (__pyx_v_cb + __pyx_e_5cnorm_17_kernels_baseline_LANES);
-  }
+  free(__pyx_v_buf);
 
   /* "src/kernels.pxi":304
  * # ---------------------------------------------------------------------------------------------
@@ -24428,405 +24474,415 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(float cons
 }
 
 static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double const *__pyx_v_x, double const *__pyx_v_dy, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_r0, Py_ssize_t __pyx_v_r1, double const *__pyx_v_shift, double *__pyx_v_s1, double *__pyx_v_s2) {
-  double __pyx_v_a1[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  double __pyx_v_a2[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  double __pyx_v_f1[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  double __pyx_v_f2[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  double __pyx_v_fs[__pyx_e_5cnorm_17_kernels_baseline_LANES];
-  Py_ssize_t __pyx_v_r;
-  Py_ssize_t __pyx_v_cb;
-  Py_ssize_t __pyx_v_w;
-  int __pyx_v_l;
+  double *__pyx_v_buf;
+  double *__pyx_v_f1;
+  double *__pyx_v_f2;
+  double *__pyx_v_fs;
   double const *__pyx_v_p;
   double const *__pyx_v_g;
-  int __pyx_t_1;
+  double __pyx_v_d;
+  double __pyx_v_e;
+  Py_ssize_t __pyx_v_r;
+  Py_ssize_t __pyx_v_c;
+  int __pyx_v_blocks;
+  Py_ssize_t __pyx_t_1;
   Py_ssize_t __pyx_t_2;
-  int __pyx_t_3;
-  Py_ssize_t __pyx_t_4;
-  int __pyx_t_5;
-  int __pyx_t_6;
-  double __pyx_t_7;
-  double const *__pyx_t_8;
-  Py_ssize_t __pyx_t_9;
-  Py_ssize_t __pyx_t_10;
-  Py_ssize_t __pyx_t_11;
-  int __pyx_t_12;
+  Py_ssize_t __pyx_t_3;
+  int __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+
+  /* "src/kernels.pxi":310
+ *     where the prefetcher would not follow), vectorized across channels, into data-type
+ *     accumulators flushed into the double sums every FLUSH rows."""
+ *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))             # <<<<<<<<<<<<<<
+ *     cdef floating *f1 = buf
+ *     cdef floating *f2 = buf + C
+*/
+  __pyx_v_buf = ((double *)malloc(((3 * __pyx_v_C) * (sizeof(double)))));
+
+  /* "src/kernels.pxi":311
+ *     accumulators flushed into the double sums every FLUSH rows."""
+ *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
+ *     cdef floating *f1 = buf             # <<<<<<<<<<<<<<
+ *     cdef floating *f2 = buf + C
+ *     cdef floating *fs = buf + 2 * C
+*/
+  __pyx_v_f1 = __pyx_v_buf;
+
+  /* "src/kernels.pxi":312
+ *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
+ *     cdef floating *f1 = buf
+ *     cdef floating *f2 = buf + C             # <<<<<<<<<<<<<<
+ *     cdef floating *fs = buf + 2 * C
+ *     cdef const floating *p
+*/
+  __pyx_v_f2 = (__pyx_v_buf + __pyx_v_C);
 
   /* "src/kernels.pxi":313
- *     cdef floating f2[LANES]
- *     cdef floating fs[LANES]
- *     cdef Py_ssize_t r, cb = 0, w             # <<<<<<<<<<<<<<
- *     cdef int l
- *     cdef const floating *p
-*/
-  __pyx_v_cb = 0;
-
-  /* "src/kernels.pxi":317
+ *     cdef floating *f1 = buf
+ *     cdef floating *f2 = buf + C
+ *     cdef floating *fs = buf + 2 * C             # <<<<<<<<<<<<<<
  *     cdef const floating *p
  *     cdef const floating *g
- *     while cb < C:             # <<<<<<<<<<<<<<
- *         w = min(LANES, C - cb)
- *         for l in range(LANES):
 */
-  while (1) {
-    __pyx_t_1 = (__pyx_v_cb < __pyx_v_C);
+  __pyx_v_fs = (__pyx_v_buf + (2 * __pyx_v_C));
 
-
-    if (!__pyx_t_1) break;
-
-    /* "src/kernels.pxi":318
- *     cdef const floating *g
- *     while cb < C:
- *         w = min(LANES, C - cb)             # <<<<<<<<<<<<<<
- *         for l in range(LANES):
- *             a1[l] = 0.0
+  /* "src/kernels.pxi":318
+ *     cdef floating d, e
+ *     cdef Py_ssize_t r, c
+ *     cdef int blocks = 0             # <<<<<<<<<<<<<<
+ *     for c in range(C):
+ *         s1[c] = 0.0
 */
+  __pyx_v_blocks = 0;
 
-    __pyx_t_2 = (__pyx_v_C - __pyx_v_cb);
-
-    __pyx_t_3 = __pyx_e_5cnorm_17_kernels_baseline_LANES;
-    __pyx_t_1 = (__pyx_t_2 < __pyx_t_3);
-
-    if (__pyx_t_1) {
-
-      __pyx_t_4 = __pyx_t_2;
-    } else {
-
-      __pyx_t_4 = __pyx_t_3;
-    }
-
-    __pyx_v_w = __pyx_t_4;
-
-
-    /* "src/kernels.pxi":319
- *     while cb < C:
- *         w = min(LANES, C - cb)
- *         for l in range(LANES):             # <<<<<<<<<<<<<<
- *             a1[l] = 0.0
- *             a2[l] = 0.0
+  /* "src/kernels.pxi":319
+ *     cdef Py_ssize_t r, c
+ *     cdef int blocks = 0
+ *     for c in range(C):             # <<<<<<<<<<<<<<
+ *         s1[c] = 0.0
+ *         s2[c] = 0.0
 */
 
-    __pyx_t_3 = __pyx_e_5cnorm_17_kernels_baseline_LANES;
-    __pyx_t_5 = __pyx_t_3;
+  __pyx_t_1 = __pyx_v_C;
+  __pyx_t_2 = __pyx_t_1;
 
-    for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
-      __pyx_v_l = __pyx_t_6;
+  for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":320
- *         w = min(LANES, C - cb)
- *         for l in range(LANES):
- *             a1[l] = 0.0             # <<<<<<<<<<<<<<
- *             a2[l] = 0.0
- *             f1[l] = 0.0
+    /* "src/kernels.pxi":320
+ *     cdef int blocks = 0
+ *     for c in range(C):
+ *         s1[c] = 0.0             # <<<<<<<<<<<<<<
+ *         s2[c] = 0.0
+ *         f1[c] = 0.0
 */
-      (__pyx_v_a1[__pyx_v_l]) = 0.0;
+    (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":321
- *         for l in range(LANES):
- *             a1[l] = 0.0
- *             a2[l] = 0.0             # <<<<<<<<<<<<<<
- *             f1[l] = 0.0
- *             f2[l] = 0.0
+    /* "src/kernels.pxi":321
+ *     for c in range(C):
+ *         s1[c] = 0.0
+ *         s2[c] = 0.0             # <<<<<<<<<<<<<<
+ *         f1[c] = 0.0
+ *         f2[c] = 0.0
 */
-      (__pyx_v_a2[__pyx_v_l]) = 0.0;
+    (__pyx_v_s2[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":322
- *             a1[l] = 0.0
- *             a2[l] = 0.0
- *             f1[l] = 0.0             # <<<<<<<<<<<<<<
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
+    /* "src/kernels.pxi":322
+ *         s1[c] = 0.0
+ *         s2[c] = 0.0
+ *         f1[c] = 0.0             # <<<<<<<<<<<<<<
+ *         f2[c] = 0.0
+ *         fs[c] = <floating>shift[c]
 */
-      (__pyx_v_f1[__pyx_v_l]) = 0.0;
+    (__pyx_v_f1[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":323
- *             a2[l] = 0.0
- *             f1[l] = 0.0
- *             f2[l] = 0.0             # <<<<<<<<<<<<<<
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:
+    /* "src/kernels.pxi":323
+ *         s2[c] = 0.0
+ *         f1[c] = 0.0
+ *         f2[c] = 0.0             # <<<<<<<<<<<<<<
+ *         fs[c] = <floating>shift[c]
+ *     for r in range(r0, r1):
 */
-      (__pyx_v_f2[__pyx_v_l]) = 0.0;
+    (__pyx_v_f2[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":324
- *             f1[l] = 0.0
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0             # <<<<<<<<<<<<<<
- *         if w == LANES:
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
+    /* "src/kernels.pxi":324
+ *         f1[c] = 0.0
+ *         f2[c] = 0.0
+ *         fs[c] = <floating>shift[c]             # <<<<<<<<<<<<<<
+ *     for r in range(r0, r1):
+ *         p = x + r * C
 */
-      __pyx_t_1 = (__pyx_v_l < __pyx_v_w);
-
-      if (__pyx_t_1) {
-
-        __pyx_t_7 = ((double)(__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)]));
-      } else {
-
-        __pyx_t_7 = 0.0;
-      }
-
-      (__pyx_v_fs[__pyx_v_l]) = __pyx_t_7;
-
-    }
+    (__pyx_v_fs[__pyx_v_c]) = ((double)(__pyx_v_shift[__pyx_v_c]));
+  }
 
 
-    /* "src/kernels.pxi":325
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:             # <<<<<<<<<<<<<<
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
- *                        fs, f1, f2, a1, a2, 0)
+  /* "src/kernels.pxi":325
+ *         f2[c] = 0.0
+ *         fs[c] = <floating>shift[c]
+ *     for r in range(r0, r1):             # <<<<<<<<<<<<<<
+ *         p = x + r * C
+ *         if dy == NULL:
 */
-    __pyx_t_1 = (__pyx_v_w == __pyx_e_5cnorm_17_kernels_baseline_LANES);
 
-    if (__pyx_t_1) {
+  __pyx_t_1 = __pyx_v_r1;
+  __pyx_t_2 = __pyx_t_1;
 
+  for (__pyx_t_3 = __pyx_v_r0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+    __pyx_v_r = __pyx_t_3;
 
-      /* "src/kernels.pxi":326
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,             # <<<<<<<<<<<<<<
- *                        fs, f1, f2, a1, a2, 0)
- *         else:  # the last, partial block of channels: straight into the double lanes
+    /* "src/kernels.pxi":326
+ *         fs[c] = <floating>shift[c]
+ *     for r in range(r0, r1):
+ *         p = x + r * C             # <<<<<<<<<<<<<<
+ *         if dy == NULL:
+ *             for c in range(C):
 */
-      __pyx_t_1 = (__pyx_v_dy != NULL);
+    __pyx_v_p = (__pyx_v_x + (__pyx_v_r * __pyx_v_C));
 
-      if (__pyx_t_1) {
+    /* "src/kernels.pxi":327
+ *     for r in range(r0, r1):
+ *         p = x + r * C
+ *         if dy == NULL:             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]
+*/
+    __pyx_t_4 = (__pyx_v_dy == NULL);
 
-        __pyx_t_8 = ((__pyx_v_dy + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb);
-      } else {
+    if (__pyx_t_4) {
 
-        __pyx_t_8 = NULL;
+
+      /* "src/kernels.pxi":328
+ *         p = x + r * C
+ *         if dy == NULL:
+ *             for c in range(C):             # <<<<<<<<<<<<<<
+ *                 d = p[c] - fs[c]
+ *                 f1[c] += d
+*/
+
+      __pyx_t_5 = __pyx_v_C;
+      __pyx_t_6 = __pyx_t_5;
+
+      for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
+        __pyx_v_c = __pyx_t_7;
+
+        /* "src/kernels.pxi":329
+ *         if dy == NULL:
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]             # <<<<<<<<<<<<<<
+ *                 f1[c] += d
+ *                 f2[c] += d * d
+*/
+        __pyx_v_d = ((__pyx_v_p[__pyx_v_c]) - (__pyx_v_fs[__pyx_v_c]));
+
+        /* "src/kernels.pxi":330
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]
+ *                 f1[c] += d             # <<<<<<<<<<<<<<
+ *                 f2[c] += d * d
+ *         else:
+*/
+
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
+
+        /* "src/kernels.pxi":331
+ *                 d = p[c] - fs[c]
+ *                 f1[c] += d
+ *                 f2[c] += d * d             # <<<<<<<<<<<<<<
+ *         else:
+ *             g = dy + r * C
+*/
+
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f2[__pyx_t_8]) = ((__pyx_v_f2[__pyx_t_8]) + (__pyx_v_d * __pyx_v_d));
       }
 
 
       /* "src/kernels.pxi":327
- *         if w == LANES:
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
- *                        fs, f1, f2, a1, a2, 0)             # <<<<<<<<<<<<<<
- *         else:  # the last, partial block of channels: straight into the double lanes
- *             for r in range(r0, r1):
-*/
-      (void)(__pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__lane_loop(((__pyx_v_x + (__pyx_v_r0 * __pyx_v_C)) + __pyx_v_cb), __pyx_t_8, __pyx_v_C, (__pyx_v_r1 - __pyx_v_r0), __pyx_v_fs, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, 0));
-
-
-      /* "src/kernels.pxi":325
- *             f2[l] = 0.0
- *             fs[l] = <floating>shift[cb + l] if l < w else 0.0
- *         if w == LANES:             # <<<<<<<<<<<<<<
- *             _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
- *                        fs, f1, f2, a1, a2, 0)
+ *     for r in range(r0, r1):
+ *         p = x + r * C
+ *         if dy == NULL:             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 d = p[c] - fs[c]
 */
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":329
- *                        fs, f1, f2, a1, a2, 0)
- *         else:  # the last, partial block of channels: straight into the double lanes
- *             for r in range(r0, r1):             # <<<<<<<<<<<<<<
- *                 p = x + r * C + cb
- *                 g = dy + r * C + cb if dy != NULL else NULL
+    /* "src/kernels.pxi":333
+ *                 f2[c] += d * d
+ *         else:
+ *             g = dy + r * C             # <<<<<<<<<<<<<<
+ *             for c in range(C):
+ *                 e = g[c]
 */
     /*else*/ {
+      __pyx_v_g = (__pyx_v_dy + (__pyx_v_r * __pyx_v_C));
 
-      __pyx_t_4 = __pyx_v_r1;
-      __pyx_t_2 = __pyx_t_4;
-
-      for (__pyx_t_9 = __pyx_v_r0; __pyx_t_9 < __pyx_t_2; __pyx_t_9+=1) {
-        __pyx_v_r = __pyx_t_9;
-
-        /* "src/kernels.pxi":330
- *         else:  # the last, partial block of channels: straight into the double lanes
- *             for r in range(r0, r1):
- *                 p = x + r * C + cb             # <<<<<<<<<<<<<<
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):
-*/
-        __pyx_v_p = ((__pyx_v_x + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
-
-        /* "src/kernels.pxi":331
- *             for r in range(r0, r1):
- *                 p = x + r * C + cb
- *                 g = dy + r * C + cb if dy != NULL else NULL             # <<<<<<<<<<<<<<
- *                 for l in range(w):
- *                     if dy == NULL:
-*/
-        __pyx_t_1 = (__pyx_v_dy != NULL);
-
-        if (__pyx_t_1) {
-
-          __pyx_t_8 = ((__pyx_v_dy + (__pyx_v_r * __pyx_v_C)) + __pyx_v_cb);
-        } else {
-
-          __pyx_t_8 = NULL;
-        }
-
-        __pyx_v_g = __pyx_t_8;
-
-        /* "src/kernels.pxi":332
- *                 p = x + r * C + cb
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):             # <<<<<<<<<<<<<<
- *                     if dy == NULL:
- *                         a1[l] += <double>p[l] - <double>fs[l]
+      /* "src/kernels.pxi":334
+ *         else:
+ *             g = dy + r * C
+ *             for c in range(C):             # <<<<<<<<<<<<<<
+ *                 e = g[c]
+ *                 f1[c] += e
 */
 
-        __pyx_t_10 = __pyx_v_w;
-        __pyx_t_11 = __pyx_t_10;
+      __pyx_t_5 = __pyx_v_C;
+      __pyx_t_6 = __pyx_t_5;
 
-        for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_11; __pyx_t_6+=1) {
-          __pyx_v_l = __pyx_t_6;
+      for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
+        __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":333
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):
- *                     if dy == NULL:             # <<<<<<<<<<<<<<
- *                         a1[l] += <double>p[l] - <double>fs[l]
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
+        /* "src/kernels.pxi":335
+ *             g = dy + r * C
+ *             for c in range(C):
+ *                 e = g[c]             # <<<<<<<<<<<<<<
+ *                 f1[c] += e
+ *                 f2[c] += e * (p[c] - fs[c])
 */
-          __pyx_t_1 = (__pyx_v_dy == NULL);
+        __pyx_v_e = (__pyx_v_g[__pyx_v_c]);
 
-          if (__pyx_t_1) {
-
-
-            /* "src/kernels.pxi":334
- *                 for l in range(w):
- *                     if dy == NULL:
- *                         a1[l] += <double>p[l] - <double>fs[l]             # <<<<<<<<<<<<<<
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
- *                     else:
+        /* "src/kernels.pxi":336
+ *             for c in range(C):
+ *                 e = g[c]
+ *                 f1[c] += e             # <<<<<<<<<<<<<<
+ *                 f2[c] += e * (p[c] - fs[c])
+ *         blocks += 1
 */
 
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))));
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-            /* "src/kernels.pxi":335
- *                     if dy == NULL:
- *                         a1[l] += <double>p[l] - <double>fs[l]
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
- *                     else:
- *                         a1[l] += <double>g[l]
+        /* "src/kernels.pxi":337
+ *                 e = g[c]
+ *                 f1[c] += e
+ *                 f2[c] += e * (p[c] - fs[c])             # <<<<<<<<<<<<<<
+ *         blocks += 1
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
 */
 
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + ((((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l]))) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
-
-            /* "src/kernels.pxi":333
- *                 g = dy + r * C + cb if dy != NULL else NULL
- *                 for l in range(w):
- *                     if dy == NULL:             # <<<<<<<<<<<<<<
- *                         a1[l] += <double>p[l] - <double>fs[l]
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
-*/
-            goto __pyx_L12;
-          }
-
-          /* "src/kernels.pxi":337
- *                         a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
- *                     else:
- *                         a1[l] += <double>g[l]             # <<<<<<<<<<<<<<
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
- *         for l in range(w):
-*/
-          /*else*/ {
-
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a1[__pyx_t_12]) = ((__pyx_v_a1[__pyx_t_12]) + ((double)(__pyx_v_g[__pyx_v_l])));
-
-            /* "src/kernels.pxi":338
- *                     else:
- *                         a1[l] += <double>g[l]
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])             # <<<<<<<<<<<<<<
- *         for l in range(w):
- *             s1[cb + l] = a1[l] + <double>f1[l]
-*/
-
-            __pyx_t_12 = __pyx_v_l;
-            (__pyx_v_a2[__pyx_t_12]) = ((__pyx_v_a2[__pyx_t_12]) + (((double)(__pyx_v_g[__pyx_v_l])) * (((double)(__pyx_v_p[__pyx_v_l])) - ((double)(__pyx_v_fs[__pyx_v_l])))));
-          }
-          __pyx_L12:;
-        }
-
+        __pyx_t_8 = __pyx_v_c;
+        (__pyx_v_f2[__pyx_t_8]) = ((__pyx_v_f2[__pyx_t_8]) + (__pyx_v_e * ((__pyx_v_p[__pyx_v_c]) - (__pyx_v_fs[__pyx_v_c]))));
       }
 
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":339
- *                         a1[l] += <double>g[l]
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
- *         for l in range(w):             # <<<<<<<<<<<<<<
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]
+    /* "src/kernels.pxi":338
+ *                 f1[c] += e
+ *                 f2[c] += e * (p[c] - fs[c])
+ *         blocks += 1             # <<<<<<<<<<<<<<
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
+ *             for c in range(C):
+*/
+    __pyx_v_blocks = (__pyx_v_blocks + 1);
+
+    /* "src/kernels.pxi":340
+ *         blocks += 1
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
+ *             for c in range(C):             # <<<<<<<<<<<<<<
+ *                 s1[c] += <double>f1[c]
+ *                 s2[c] += <double>f2[c]
 */
 
-    __pyx_t_4 = __pyx_v_w;
-    __pyx_t_2 = __pyx_t_4;
+    __pyx_t_5 = __pyx_v_C;
+    __pyx_t_6 = __pyx_t_5;
 
-    for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_2; __pyx_t_6+=1) {
-      __pyx_v_l = __pyx_t_6;
-
-      /* "src/kernels.pxi":340
- *                         a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
- *         for l in range(w):
- *             s1[cb + l] = a1[l] + <double>f1[l]             # <<<<<<<<<<<<<<
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
-*/
-      (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a1[__pyx_v_l]) + ((double)(__pyx_v_f1[__pyx_v_l])));
+    for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
+      __pyx_v_c = __pyx_t_7;
 
       /* "src/kernels.pxi":341
- *         for l in range(w):
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]             # <<<<<<<<<<<<<<
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
+ *         if floating is double or blocks == FLUSH or r == r1 - 1:
+ *             for c in range(C):
+ *                 s1[c] += <double>f1[c]             # <<<<<<<<<<<<<<
+ *                 s2[c] += <double>f2[c]
+ *                 f1[c] = 0.0
 */
-      (__pyx_v_s2[(__pyx_v_cb + __pyx_v_l)]) = ((__pyx_v_a2[__pyx_v_l]) + ((double)(__pyx_v_f2[__pyx_v_l])));
+
+      __pyx_t_8 = __pyx_v_c;
+      (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_c])));
 
       /* "src/kernels.pxi":342
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
- *         cb += LANES
-*/
-      __pyx_t_1 = (__pyx_v_dy != NULL);
-
-      if (__pyx_t_1) {
-
-
-        /* "src/kernels.pxi":343
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]             # <<<<<<<<<<<<<<
- *         cb += LANES
- * 
+ *             for c in range(C):
+ *                 s1[c] += <double>f1[c]
+ *                 s2[c] += <double>f2[c]             # <<<<<<<<<<<<<<
+ *                 f1[c] = 0.0
+ *                 f2[c] = 0.0
 */
 
-        __pyx_t_9 = (__pyx_v_cb + __pyx_v_l);
-        (__pyx_v_s2[__pyx_t_9]) = ((__pyx_v_s2[__pyx_t_9]) + ((((double)(__pyx_v_fs[__pyx_v_l])) - (__pyx_v_shift[(__pyx_v_cb + __pyx_v_l)])) * (__pyx_v_s1[(__pyx_v_cb + __pyx_v_l)])));
+      __pyx_t_8 = __pyx_v_c;
+      (__pyx_v_s2[__pyx_t_8]) = ((__pyx_v_s2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_c])));
 
-        /* "src/kernels.pxi":342
- *             s1[cb + l] = a1[l] + <double>f1[l]
- *             s2[cb + l] = a2[l] + <double>f2[l]
- *             if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
- *         cb += LANES
+      /* "src/kernels.pxi":343
+ *                 s1[c] += <double>f1[c]
+ *                 s2[c] += <double>f2[c]
+ *                 f1[c] = 0.0             # <<<<<<<<<<<<<<
+ *                 f2[c] = 0.0
+ *             blocks = 0
 */
-      }
+      (__pyx_v_f1[__pyx_v_c]) = 0.0;
+
+      /* "src/kernels.pxi":344
+ *                 s2[c] += <double>f2[c]
+ *                 f1[c] = 0.0
+ *                 f2[c] = 0.0             # <<<<<<<<<<<<<<
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+*/
+      (__pyx_v_f2[__pyx_v_c]) = 0.0;
     }
 
 
-    /* "src/kernels.pxi":344
- *             if dy != NULL:  # sums were around fs; move them to the exact shift
- *                 s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
- *         cb += LANES             # <<<<<<<<<<<<<<
+    /* "src/kernels.pxi":345
+ *                 f1[c] = 0.0
+ *                 f2[c] = 0.0
+ *             blocks = 0             # <<<<<<<<<<<<<<
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         for c in range(C):
+*/
+    __pyx_v_blocks = 0;
+  }
+
+
+  /* "src/kernels.pxi":346
+ *                 f2[c] = 0.0
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+*/
+  __pyx_t_4 = (__pyx_v_dy != NULL);
+
+  if (__pyx_t_4) {
+
+
+    /* "src/kernels.pxi":347
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         for c in range(C):             # <<<<<<<<<<<<<<
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+ *     free(buf)
+*/
+
+    __pyx_t_1 = __pyx_v_C;
+    __pyx_t_2 = __pyx_t_1;
+
+    for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
+      __pyx_v_c = __pyx_t_3;
+
+      /* "src/kernels.pxi":348
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]             # <<<<<<<<<<<<<<
+ *     free(buf)
+ * 
+*/
+
+      __pyx_t_5 = __pyx_v_c;
+      (__pyx_v_s2[__pyx_t_5]) = ((__pyx_v_s2[__pyx_t_5]) + ((((double)(__pyx_v_fs[__pyx_v_c])) - (__pyx_v_shift[__pyx_v_c])) * (__pyx_v_s1[__pyx_v_c])));
+    }
+
+
+    /* "src/kernels.pxi":346
+ *                 f2[c] = 0.0
+ *             blocks = 0
+ *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+*/
+  }
+
+  /* "src/kernels.pxi":349
+ *         for c in range(C):
+ *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+ *     free(buf)             # <<<<<<<<<<<<<<
  * 
  * 
 */
-    __pyx_v_cb = (__pyx_v_cb + __pyx_e_5cnorm_17_kernels_baseline_LANES);
-  }
+  free(__pyx_v_buf);
 
   /* "src/kernels.pxi":304
  * # ---------------------------------------------------------------------------------------------
@@ -24850,7 +24906,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(double con
 
 }
 
-/* "src/kernels.pxi":347
+/* "src/kernels.pxi":352
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -24871,7 +24927,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":353
+  /* "src/kernels.pxi":358
  *     cdef double a2[8]
  *     cdef double d, e
  *     cdef Py_ssize_t t = 0             # <<<<<<<<<<<<<<
@@ -24880,7 +24936,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
   __pyx_v_t = 0;
 
-  /* "src/kernels.pxi":355
+  /* "src/kernels.pxi":360
  *     cdef Py_ssize_t t = 0
  *     cdef int l
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -24890,7 +24946,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":356
+    /* "src/kernels.pxi":361
  *     cdef int l
  *     for l in range(8):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24899,7 +24955,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":357
+    /* "src/kernels.pxi":362
  *     for l in range(8):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24909,7 +24965,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
   }
 
-  /* "src/kernels.pxi":358
+  /* "src/kernels.pxi":363
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -24921,7 +24977,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":359
+    /* "src/kernels.pxi":364
  *         a2[l] = 0.0
  *     if g == NULL:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -24934,7 +24990,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":360
+      /* "src/kernels.pxi":365
  *     if g == NULL:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -24944,7 +25000,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":361
+        /* "src/kernels.pxi":366
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -24953,7 +25009,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
         __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-        /* "src/kernels.pxi":362
+        /* "src/kernels.pxi":367
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d             # <<<<<<<<<<<<<<
@@ -24964,7 +25020,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":363
+        /* "src/kernels.pxi":368
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d
  *                 a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -24976,7 +25032,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_d * __pyx_v_d));
       }
 
-      /* "src/kernels.pxi":364
+      /* "src/kernels.pxi":369
  *                 a1[l] += d
  *                 a2[l] += d * d
  *             t += 8             # <<<<<<<<<<<<<<
@@ -24986,7 +25042,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":365
+    /* "src/kernels.pxi":370
  *                 a2[l] += d * d
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25000,7 +25056,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":366
+      /* "src/kernels.pxi":371
  *             t += 8
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25009,7 +25065,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
       __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-      /* "src/kernels.pxi":367
+      /* "src/kernels.pxi":372
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift
  *             a1[l] += d             # <<<<<<<<<<<<<<
@@ -25020,7 +25076,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-      /* "src/kernels.pxi":368
+      /* "src/kernels.pxi":373
  *             d = <double>p[t + l] - shift
  *             a1[l] += d
  *             a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25033,7 +25089,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
     }
 
 
-    /* "src/kernels.pxi":358
+    /* "src/kernels.pxi":363
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25043,7 +25099,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
     goto __pyx_L5;
   }
 
-  /* "src/kernels.pxi":370
+  /* "src/kernels.pxi":375
  *             a2[l] += d * d
  *     else:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25057,7 +25113,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":371
+      /* "src/kernels.pxi":376
  *     else:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25067,7 +25123,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":372
+        /* "src/kernels.pxi":377
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25076,7 +25132,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
         __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":373
+        /* "src/kernels.pxi":378
  *             for l in range(8):
  *                 e = <double>g[t + l]
  *                 a1[l] += e             # <<<<<<<<<<<<<<
@@ -25087,7 +25143,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":374
+        /* "src/kernels.pxi":379
  *                 e = <double>g[t + l]
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25099,7 +25155,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
       }
 
-      /* "src/kernels.pxi":375
+      /* "src/kernels.pxi":380
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25109,7 +25165,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":376
+    /* "src/kernels.pxi":381
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25123,7 +25179,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":377
+      /* "src/kernels.pxi":382
  *             t += 8
  *         for l in range(n - t):
  *             e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25132,7 +25188,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
       __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-      /* "src/kernels.pxi":378
+      /* "src/kernels.pxi":383
  *         for l in range(n - t):
  *             e = <double>g[t + l]
  *             a1[l] += e             # <<<<<<<<<<<<<<
@@ -25143,7 +25199,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-      /* "src/kernels.pxi":379
+      /* "src/kernels.pxi":384
  *             e = <double>g[t + l]
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25158,7 +25214,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
   }
   __pyx_L5:;
 
-  /* "src/kernels.pxi":380
+  /* "src/kernels.pxi":385
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0             # <<<<<<<<<<<<<<
@@ -25167,7 +25223,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
   __pyx_v_d = 0.0;
 
-  /* "src/kernels.pxi":381
+  /* "src/kernels.pxi":386
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0
  *     e = 0.0             # <<<<<<<<<<<<<<
@@ -25176,7 +25232,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
   __pyx_v_e = 0.0;
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":387
  *     d = 0.0
  *     e = 0.0
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25186,7 +25242,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":383
+    /* "src/kernels.pxi":388
  *     e = 0.0
  *     for l in range(8):
  *         d = d + a1[l]             # <<<<<<<<<<<<<<
@@ -25195,7 +25251,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
     __pyx_v_d = (__pyx_v_d + (__pyx_v_a1[__pyx_v_l]));
 
-    /* "src/kernels.pxi":384
+    /* "src/kernels.pxi":389
  *     for l in range(8):
  *         d = d + a1[l]
  *         e = e + a2[l]             # <<<<<<<<<<<<<<
@@ -25205,7 +25261,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
     __pyx_v_e = (__pyx_v_e + (__pyx_v_a2[__pyx_v_l]));
   }
 
-  /* "src/kernels.pxi":385
+  /* "src/kernels.pxi":390
  *         d = d + a1[l]
  *         e = e + a2[l]
  *     s1[0] = d             # <<<<<<<<<<<<<<
@@ -25214,7 +25270,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
   (__pyx_v_s1[0]) = __pyx_v_d;
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":391
  *         e = e + a2[l]
  *     s1[0] = d
  *     s2[0] = e             # <<<<<<<<<<<<<<
@@ -25223,7 +25279,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums(float con
 */
   (__pyx_v_s2[0]) = __pyx_v_e;
 
-  /* "src/kernels.pxi":347
+  /* "src/kernels.pxi":352
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -25253,7 +25309,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":353
+  /* "src/kernels.pxi":358
  *     cdef double a2[8]
  *     cdef double d, e
  *     cdef Py_ssize_t t = 0             # <<<<<<<<<<<<<<
@@ -25262,7 +25318,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
   __pyx_v_t = 0;
 
-  /* "src/kernels.pxi":355
+  /* "src/kernels.pxi":360
  *     cdef Py_ssize_t t = 0
  *     cdef int l
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25272,7 +25328,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":356
+    /* "src/kernels.pxi":361
  *     cdef int l
  *     for l in range(8):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -25281,7 +25337,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":357
+    /* "src/kernels.pxi":362
  *     for l in range(8):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -25291,7 +25347,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
   }
 
-  /* "src/kernels.pxi":358
+  /* "src/kernels.pxi":363
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25303,7 +25359,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":359
+    /* "src/kernels.pxi":364
  *         a2[l] = 0.0
  *     if g == NULL:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25316,7 +25372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":360
+      /* "src/kernels.pxi":365
  *     if g == NULL:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25326,7 +25382,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":361
+        /* "src/kernels.pxi":366
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25335,7 +25391,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
         __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-        /* "src/kernels.pxi":362
+        /* "src/kernels.pxi":367
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d             # <<<<<<<<<<<<<<
@@ -25346,7 +25402,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":363
+        /* "src/kernels.pxi":368
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d
  *                 a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25358,7 +25414,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_d * __pyx_v_d));
       }
 
-      /* "src/kernels.pxi":364
+      /* "src/kernels.pxi":369
  *                 a1[l] += d
  *                 a2[l] += d * d
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25368,7 +25424,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":365
+    /* "src/kernels.pxi":370
  *                 a2[l] += d * d
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25382,7 +25438,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":366
+      /* "src/kernels.pxi":371
  *             t += 8
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25391,7 +25447,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
       __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-      /* "src/kernels.pxi":367
+      /* "src/kernels.pxi":372
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift
  *             a1[l] += d             # <<<<<<<<<<<<<<
@@ -25402,7 +25458,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-      /* "src/kernels.pxi":368
+      /* "src/kernels.pxi":373
  *             d = <double>p[t + l] - shift
  *             a1[l] += d
  *             a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25415,7 +25471,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
     }
 
 
-    /* "src/kernels.pxi":358
+    /* "src/kernels.pxi":363
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25425,7 +25481,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
     goto __pyx_L5;
   }
 
-  /* "src/kernels.pxi":370
+  /* "src/kernels.pxi":375
  *             a2[l] += d * d
  *     else:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25439,7 +25495,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":371
+      /* "src/kernels.pxi":376
  *     else:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25449,7 +25505,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":372
+        /* "src/kernels.pxi":377
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25458,7 +25514,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
         __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":373
+        /* "src/kernels.pxi":378
  *             for l in range(8):
  *                 e = <double>g[t + l]
  *                 a1[l] += e             # <<<<<<<<<<<<<<
@@ -25469,7 +25525,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":374
+        /* "src/kernels.pxi":379
  *                 e = <double>g[t + l]
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25481,7 +25537,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
       }
 
-      /* "src/kernels.pxi":375
+      /* "src/kernels.pxi":380
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25491,7 +25547,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":376
+    /* "src/kernels.pxi":381
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25505,7 +25561,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":377
+      /* "src/kernels.pxi":382
  *             t += 8
  *         for l in range(n - t):
  *             e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25514,7 +25570,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
       __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-      /* "src/kernels.pxi":378
+      /* "src/kernels.pxi":383
  *         for l in range(n - t):
  *             e = <double>g[t + l]
  *             a1[l] += e             # <<<<<<<<<<<<<<
@@ -25525,7 +25581,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-      /* "src/kernels.pxi":379
+      /* "src/kernels.pxi":384
  *             e = <double>g[t + l]
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25540,7 +25596,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
   }
   __pyx_L5:;
 
-  /* "src/kernels.pxi":380
+  /* "src/kernels.pxi":385
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0             # <<<<<<<<<<<<<<
@@ -25549,7 +25605,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
   __pyx_v_d = 0.0;
 
-  /* "src/kernels.pxi":381
+  /* "src/kernels.pxi":386
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0
  *     e = 0.0             # <<<<<<<<<<<<<<
@@ -25558,7 +25614,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
   __pyx_v_e = 0.0;
 
-  /* "src/kernels.pxi":382
+  /* "src/kernels.pxi":387
  *     d = 0.0
  *     e = 0.0
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25568,7 +25624,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":383
+    /* "src/kernels.pxi":388
  *     e = 0.0
  *     for l in range(8):
  *         d = d + a1[l]             # <<<<<<<<<<<<<<
@@ -25577,7 +25633,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
     __pyx_v_d = (__pyx_v_d + (__pyx_v_a1[__pyx_v_l]));
 
-    /* "src/kernels.pxi":384
+    /* "src/kernels.pxi":389
  *     for l in range(8):
  *         d = d + a1[l]
  *         e = e + a2[l]             # <<<<<<<<<<<<<<
@@ -25587,7 +25643,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
     __pyx_v_e = (__pyx_v_e + (__pyx_v_a2[__pyx_v_l]));
   }
 
-  /* "src/kernels.pxi":385
+  /* "src/kernels.pxi":390
  *         d = d + a1[l]
  *         e = e + a2[l]
  *     s1[0] = d             # <<<<<<<<<<<<<<
@@ -25596,7 +25652,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
   (__pyx_v_s1[0]) = __pyx_v_d;
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":391
  *         e = e + a2[l]
  *     s1[0] = d
  *     s2[0] = e             # <<<<<<<<<<<<<<
@@ -25605,7 +25661,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 */
   (__pyx_v_s2[0]) = __pyx_v_e;
 
-  /* "src/kernels.pxi":347
+  /* "src/kernels.pxi":352
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -25622,7 +25678,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums(double co
 
 }
 
-/* "src/kernels.pxi":389
+/* "src/kernels.pxi":394
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25646,7 +25702,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   float const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":398
+  /* "src/kernels.pxi":403
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25658,7 +25714,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":399
+    /* "src/kernels.pxi":404
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -25667,7 +25723,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":400
+    /* "src/kernels.pxi":405
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -25678,7 +25734,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":398
+    /* "src/kernels.pxi":403
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25687,7 +25743,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
   }
 
-  /* "src/kernels.pxi":401
+  /* "src/kernels.pxi":406
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -25699,7 +25755,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":402
+    /* "src/kernels.pxi":407
  *         return
  *     if inner >= 4 * LANES:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25713,7 +25769,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":403
+      /* "src/kernels.pxi":408
  *     if inner >= 4 * LANES:
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])             # <<<<<<<<<<<<<<
@@ -25724,7 +25780,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
     }
 
 
-    /* "src/kernels.pxi":404
+    /* "src/kernels.pxi":409
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return             # <<<<<<<<<<<<<<
@@ -25735,7 +25791,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":401
+    /* "src/kernels.pxi":406
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -25744,7 +25800,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
   }
 
-  /* "src/kernels.pxi":405
+  /* "src/kernels.pxi":410
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -25758,7 +25814,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":406
+    /* "src/kernels.pxi":411
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25767,7 +25823,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":407
+    /* "src/kernels.pxi":412
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25778,7 +25834,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   }
 
 
-  /* "src/kernels.pxi":408
+  /* "src/kernels.pxi":413
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -25792,7 +25848,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":409
+    /* "src/kernels.pxi":414
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25806,7 +25862,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":410
+      /* "src/kernels.pxi":415
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -25815,7 +25871,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":411
+      /* "src/kernels.pxi":416
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -25835,7 +25891,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
       __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":412
+      /* "src/kernels.pxi":417
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -25846,7 +25902,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":413
+      /* "src/kernels.pxi":418
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -25861,7 +25917,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(float con
   }
 
 
-  /* "src/kernels.pxi":389
+  /* "src/kernels.pxi":394
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25894,7 +25950,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   double const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":398
+  /* "src/kernels.pxi":403
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25906,7 +25962,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":399
+    /* "src/kernels.pxi":404
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -25915,7 +25971,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":400
+    /* "src/kernels.pxi":405
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -25926,7 +25982,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":398
+    /* "src/kernels.pxi":403
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25935,7 +25991,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
   }
 
-  /* "src/kernels.pxi":401
+  /* "src/kernels.pxi":406
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -25947,7 +26003,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":402
+    /* "src/kernels.pxi":407
  *         return
  *     if inner >= 4 * LANES:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25961,7 +26017,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":403
+      /* "src/kernels.pxi":408
  *     if inner >= 4 * LANES:
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])             # <<<<<<<<<<<<<<
@@ -25972,7 +26028,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
     }
 
 
-    /* "src/kernels.pxi":404
+    /* "src/kernels.pxi":409
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return             # <<<<<<<<<<<<<<
@@ -25983,7 +26039,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":401
+    /* "src/kernels.pxi":406
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -25992,7 +26048,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
   }
 
-  /* "src/kernels.pxi":405
+  /* "src/kernels.pxi":410
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26006,7 +26062,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":406
+    /* "src/kernels.pxi":411
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -26015,7 +26071,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":407
+    /* "src/kernels.pxi":412
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -26026,7 +26082,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   }
 
 
-  /* "src/kernels.pxi":408
+  /* "src/kernels.pxi":413
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -26040,7 +26096,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":409
+    /* "src/kernels.pxi":414
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26054,7 +26110,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":410
+      /* "src/kernels.pxi":415
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -26063,7 +26119,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":411
+      /* "src/kernels.pxi":416
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -26083,7 +26139,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
       __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":412
+      /* "src/kernels.pxi":417
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -26094,7 +26150,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":413
+      /* "src/kernels.pxi":418
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -26109,7 +26165,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
   }
 
 
-  /* "src/kernels.pxi":389
+  /* "src/kernels.pxi":394
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26126,7 +26182,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(double co
 
 }
 
-/* "src/kernels.pxi":416
+/* "src/kernels.pxi":421
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26144,7 +26200,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":426
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26153,7 +26209,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":422
+  /* "src/kernels.pxi":427
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26162,7 +26218,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":423
+  /* "src/kernels.pxi":428
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26171,7 +26227,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":424
+  /* "src/kernels.pxi":429
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26180,7 +26236,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":425
+  /* "src/kernels.pxi":430
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26194,7 +26250,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":426
+    /* "src/kernels.pxi":431
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26205,7 +26261,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   }
 
 
-  /* "src/kernels.pxi":427
+  /* "src/kernels.pxi":432
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26214,7 +26270,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":428
+  /* "src/kernels.pxi":433
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26228,7 +26284,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":429
+    /* "src/kernels.pxi":434
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26239,7 +26295,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
   }
 
 
-  /* "src/kernels.pxi":430
+  /* "src/kernels.pxi":435
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26248,7 +26304,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":431
+    /* "src/kernels.pxi":436
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26262,7 +26318,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":432
+      /* "src/kernels.pxi":437
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26273,7 +26329,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     }
 
 
-    /* "src/kernels.pxi":433
+    /* "src/kernels.pxi":438
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26282,7 +26338,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":434
+    /* "src/kernels.pxi":439
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26296,7 +26352,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":435
+      /* "src/kernels.pxi":440
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26307,7 +26363,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
     }
 
 
-    /* "src/kernels.pxi":430
+    /* "src/kernels.pxi":435
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26316,7 +26372,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(fl
 */
   }
 
-  /* "src/kernels.pxi":416
+  /* "src/kernels.pxi":421
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26342,7 +26398,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":426
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26351,7 +26407,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":422
+  /* "src/kernels.pxi":427
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26360,7 +26416,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":423
+  /* "src/kernels.pxi":428
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26369,7 +26425,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":424
+  /* "src/kernels.pxi":429
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26378,7 +26434,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":425
+  /* "src/kernels.pxi":430
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26392,7 +26448,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":426
+    /* "src/kernels.pxi":431
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26403,7 +26459,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   }
 
 
-  /* "src/kernels.pxi":427
+  /* "src/kernels.pxi":432
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26412,7 +26468,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":428
+  /* "src/kernels.pxi":433
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26426,7 +26482,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":429
+    /* "src/kernels.pxi":434
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26437,7 +26493,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
   }
 
 
-  /* "src/kernels.pxi":430
+  /* "src/kernels.pxi":435
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26446,7 +26502,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":431
+    /* "src/kernels.pxi":436
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26460,7 +26516,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":432
+      /* "src/kernels.pxi":437
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26471,7 +26527,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     }
 
 
-    /* "src/kernels.pxi":433
+    /* "src/kernels.pxi":438
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26480,7 +26536,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":434
+    /* "src/kernels.pxi":439
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26494,7 +26550,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":435
+      /* "src/kernels.pxi":440
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26505,7 +26561,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
     }
 
 
-    /* "src/kernels.pxi":430
+    /* "src/kernels.pxi":435
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26514,7 +26570,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 */
   }
 
-  /* "src/kernels.pxi":416
+  /* "src/kernels.pxi":421
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26530,7 +26586,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__block_chunk_stats(do
 
 }
 
-/* "src/kernels.pxi":438
+/* "src/kernels.pxi":443
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26543,7 +26599,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":448
  *     (block and rows modes) go in memory order instead: measured faster, as one channel's
  *     short rows are scattered over many pages."""
  *     return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)             # <<<<<<<<<<<<<<
@@ -26591,7 +26647,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":438
+  /* "src/kernels.pxi":443
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26604,7 +26660,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_17_kernels_baseline__fused(Py_ssize_t __
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":450
+/* "src/kernels.pxi":455
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26622,7 +26678,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":453
+  /* "src/kernels.pxi":458
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26631,7 +26687,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":454
+  /* "src/kernels.pxi":459
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26643,7 +26699,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":455
+    /* "src/kernels.pxi":460
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26678,7 +26734,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":456
+                              /* "src/kernels.pxi":461
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26687,7 +26743,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":457
+                              /* "src/kernels.pxi":462
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26696,7 +26752,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":458
+                              /* "src/kernels.pxi":463
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26718,7 +26774,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 
         }
 
-        /* "src/kernels.pxi":455
+        /* "src/kernels.pxi":460
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26735,7 +26791,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
         }
     }
 
-    /* "src/kernels.pxi":454
+    /* "src/kernels.pxi":459
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26745,7 +26801,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":461
+  /* "src/kernels.pxi":466
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26781,7 +26837,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":462
+                              /* "src/kernels.pxi":467
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26803,7 +26859,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
 
         }
 
-        /* "src/kernels.pxi":461
+        /* "src/kernels.pxi":466
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26822,7 +26878,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(float const
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":450
+  /* "src/kernels.pxi":455
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26847,7 +26903,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":453
+  /* "src/kernels.pxi":458
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26856,7 +26912,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":454
+  /* "src/kernels.pxi":459
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26868,7 +26924,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":455
+    /* "src/kernels.pxi":460
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26903,7 +26959,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":456
+                              /* "src/kernels.pxi":461
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26912,7 +26968,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":457
+                              /* "src/kernels.pxi":462
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26921,7 +26977,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":458
+                              /* "src/kernels.pxi":463
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26943,7 +26999,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
         }
 
-        /* "src/kernels.pxi":455
+        /* "src/kernels.pxi":460
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26960,7 +27016,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
         }
     }
 
-    /* "src/kernels.pxi":454
+    /* "src/kernels.pxi":459
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26970,7 +27026,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":461
+  /* "src/kernels.pxi":466
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27006,7 +27062,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":462
+                              /* "src/kernels.pxi":467
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -27028,7 +27084,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
         }
 
-        /* "src/kernels.pxi":461
+        /* "src/kernels.pxi":466
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27047,7 +27103,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":450
+  /* "src/kernels.pxi":455
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -27062,7 +27118,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(double cons
 
 }
 
-/* "src/kernels.pxi":467
+/* "src/kernels.pxi":472
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -27088,7 +27144,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   Py_ssize_t __pyx_t_7;
   double __pyx_t_8;
 
-  /* "src/kernels.pxi":473
+  /* "src/kernels.pxi":478
  *     same bits as _merge_into)."""
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d             # <<<<<<<<<<<<<<
@@ -27097,7 +27153,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":474
+  /* "src/kernels.pxi":479
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -27111,7 +27167,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":475
+    /* "src/kernels.pxi":480
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):
  *         mean[c] = 0.0             # <<<<<<<<<<<<<<
@@ -27120,7 +27176,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     (__pyx_v_mean[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":476
+    /* "src/kernels.pxi":481
  *     for c in range(C):
  *         mean[c] = 0.0
  *         m2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -27131,7 +27187,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   }
 
 
-  /* "src/kernels.pxi":477
+  /* "src/kernels.pxi":482
  *         mean[c] = 0.0
  *         m2[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -27145,7 +27201,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":478
+    /* "src/kernels.pxi":483
  *         m2[c] = 0.0
  *     for k in range(K):
  *         nb = cnt[k]             # <<<<<<<<<<<<<<
@@ -27154,7 +27210,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     __pyx_v_nb = (__pyx_v_cnt[__pyx_v_k]);
 
-    /* "src/kernels.pxi":479
+    /* "src/kernels.pxi":484
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27166,7 +27222,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":480
+      /* "src/kernels.pxi":485
  *         nb = cnt[k]
  *         if nb <= 0.0:
  *             continue             # <<<<<<<<<<<<<<
@@ -27175,7 +27231,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       goto __pyx_L5_continue;
 
-      /* "src/kernels.pxi":479
+      /* "src/kernels.pxi":484
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27184,7 +27240,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
     }
 
-    /* "src/kernels.pxi":481
+    /* "src/kernels.pxi":486
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27196,7 +27252,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":482
+      /* "src/kernels.pxi":487
  *             continue
  *         if n == 0.0:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27210,7 +27266,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":483
+        /* "src/kernels.pxi":488
  *         if n == 0.0:
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]             # <<<<<<<<<<<<<<
@@ -27219,7 +27275,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         (__pyx_v_mean[__pyx_v_c]) = (__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]);
 
-        /* "src/kernels.pxi":484
+        /* "src/kernels.pxi":489
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]
  *                 m2[c] = pm2[k * C + c]             # <<<<<<<<<<<<<<
@@ -27230,7 +27286,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       }
 
 
-      /* "src/kernels.pxi":481
+      /* "src/kernels.pxi":486
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27240,7 +27296,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       goto __pyx_L8;
     }
 
-    /* "src/kernels.pxi":486
+    /* "src/kernels.pxi":491
  *                 m2[c] = pm2[k * C + c]
  *         else:
  *             tot = n + nb             # <<<<<<<<<<<<<<
@@ -27250,7 +27306,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     /*else*/ {
       __pyx_v_tot = (__pyx_v_n + __pyx_v_nb);
 
-      /* "src/kernels.pxi":487
+      /* "src/kernels.pxi":492
  *         else:
  *             tot = n + nb
  *             fa = nb / tot             # <<<<<<<<<<<<<<
@@ -27259,7 +27315,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       __pyx_v_fa = (__pyx_v_nb / __pyx_v_tot);
 
-      /* "src/kernels.pxi":488
+      /* "src/kernels.pxi":493
  *             tot = n + nb
  *             fa = nb / tot
  *             fb = n * nb / tot             # <<<<<<<<<<<<<<
@@ -27268,7 +27324,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       __pyx_v_fb = ((__pyx_v_n * __pyx_v_nb) / __pyx_v_tot);
 
-      /* "src/kernels.pxi":489
+      /* "src/kernels.pxi":494
  *             fa = nb / tot
  *             fb = n * nb / tot
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27282,7 +27338,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":490
+        /* "src/kernels.pxi":495
  *             fb = n * nb / tot
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]             # <<<<<<<<<<<<<<
@@ -27291,7 +27347,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         __pyx_v_d = ((__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]) - (__pyx_v_mean[__pyx_v_c]));
 
-        /* "src/kernels.pxi":491
+        /* "src/kernels.pxi":496
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa             # <<<<<<<<<<<<<<
@@ -27300,7 +27356,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
         (__pyx_v_mean[__pyx_v_c]) = ((__pyx_v_mean[__pyx_v_c]) + (__pyx_v_d * __pyx_v_fa));
 
-        /* "src/kernels.pxi":492
+        /* "src/kernels.pxi":497
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb             # <<<<<<<<<<<<<<
@@ -27313,7 +27369,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     }
     __pyx_L8:;
 
-    /* "src/kernels.pxi":493
+    /* "src/kernels.pxi":498
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb             # <<<<<<<<<<<<<<
@@ -27335,7 +27391,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   }
 
 
-  /* "src/kernels.pxi":494
+  /* "src/kernels.pxi":499
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27347,7 +27403,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":495
+    /* "src/kernels.pxi":500
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27361,7 +27417,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":496
+      /* "src/kernels.pxi":501
  *     if n == 0.0:
  *         for c in range(C):
  *             mean[c] = NAN             # <<<<<<<<<<<<<<
@@ -27370,7 +27426,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
       (__pyx_v_mean[__pyx_v_c]) = NAN;
 
-      /* "src/kernels.pxi":497
+      /* "src/kernels.pxi":502
  *         for c in range(C):
  *             mean[c] = NAN
  *             m2[c] = NAN             # <<<<<<<<<<<<<<
@@ -27381,7 +27437,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
     }
 
 
-    /* "src/kernels.pxi":494
+    /* "src/kernels.pxi":499
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27390,7 +27446,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 */
   }
 
-  /* "src/kernels.pxi":467
+  /* "src/kernels.pxi":472
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -27409,7 +27465,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__merge(Py_ssize_t __pyx_v_K, Py_s
 
 }
 
-/* "src/kernels.pxi":500
+/* "src/kernels.pxi":505
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -27446,53 +27502,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_9partial_stats(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 500, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 505, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 500, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 505, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 500, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 505, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 505, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 505, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 505, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -27506,7 +27562,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_9partial_stats(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 500, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 505, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27558,7 +27614,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 500, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 505, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -27576,11 +27632,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 500, __pyx_L1_error)
+    __PYX_ERR(2, 505, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 505, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -27590,7 +27646,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 500, __pyx_L1_error)
+      __PYX_ERR(2, 505, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -27609,9 +27665,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 500, __pyx_L1_error)
+    __PYX_ERR(2, 505, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 505, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -27620,25 +27676,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_8partial_stats(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 500, __pyx_L1_error)
+      __PYX_ERR(2, 505, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 500, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 505, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 500, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 505, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -27690,32 +27746,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_31partial_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 500, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 505, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 500, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 505, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 500, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 505, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 500, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 505, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 500, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 505, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27780,7 +27836,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0partial_stats", 0);
 
-  /* "src/kernels.pxi":507
+  /* "src/kernels.pxi":512
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -27791,19 +27847,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":508
+  /* "src/kernels.pxi":513
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 508, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 513, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 508, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 513, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 508, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 513, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -27815,7 +27871,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":509
+  /* "src/kernels.pxi":514
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27823,16 +27879,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -27853,13 +27909,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -27871,13 +27927,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 509, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":510
+  /* "src/kernels.pxi":515
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27885,26 +27941,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -27925,13 +27981,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -27943,13 +27999,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 510, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 515, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":511
+  /* "src/kernels.pxi":516
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27957,26 +28013,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -27997,13 +28053,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -28015,13 +28071,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 511, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 516, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":512
+  /* "src/kernels.pxi":517
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28029,15 +28085,15 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_17_kernels_baseline_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -28046,9 +28102,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -28069,13 +28125,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -28087,45 +28143,45 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 512, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":513
+  /* "src/kernels.pxi":518
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":519
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":520
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28139,7 +28195,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":516
+    /* "src/kernels.pxi":521
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28151,7 +28207,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":522
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28163,7 +28219,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":518
+    /* "src/kernels.pxi":523
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28176,7 +28232,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":519
+          /* "src/kernels.pxi":524
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28192,7 +28248,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":520
+          /* "src/kernels.pxi":525
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28210,7 +28266,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":519
+          /* "src/kernels.pxi":524
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28221,7 +28277,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
 
         }
 
-        /* "src/kernels.pxi":518
+        /* "src/kernels.pxi":523
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28238,7 +28294,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
         }
     }
 
-    /* "src/kernels.pxi":517
+    /* "src/kernels.pxi":522
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28247,24 +28303,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":521
+  /* "src/kernels.pxi":526
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 521, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28276,7 +28332,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_30partial_stats(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":500
+  /* "src/kernels.pxi":505
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28338,32 +28394,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_33partial_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 500, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 505, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 500, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 505, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 500, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 505, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 500, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 500, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 505, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 500, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 505, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28428,7 +28484,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1partial_stats", 0);
 
-  /* "src/kernels.pxi":507
+  /* "src/kernels.pxi":512
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -28439,19 +28495,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":508
+  /* "src/kernels.pxi":513
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 508, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 513, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 508, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 513, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 508, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 513, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -28463,7 +28519,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":509
+  /* "src/kernels.pxi":514
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28471,16 +28527,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 509, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 514, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -28501,13 +28557,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 509, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -28519,13 +28575,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 509, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":510
+  /* "src/kernels.pxi":515
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28533,26 +28589,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 510, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 510, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -28573,13 +28629,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 510, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -28591,13 +28647,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 510, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 515, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":511
+  /* "src/kernels.pxi":516
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28605,26 +28661,26 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 511, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 511, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -28645,13 +28701,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 511, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -28663,13 +28719,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 511, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 516, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":512
+  /* "src/kernels.pxi":517
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28677,15 +28733,15 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_17_kernels_baseline_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -28694,9 +28750,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 512, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -28717,13 +28773,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 512, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -28735,45 +28791,45 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 512, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":513
+  /* "src/kernels.pxi":518
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":519
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":520
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28787,7 +28843,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":516
+    /* "src/kernels.pxi":521
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28799,7 +28855,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":522
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28811,7 +28867,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":518
+    /* "src/kernels.pxi":523
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28824,7 +28880,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":519
+          /* "src/kernels.pxi":524
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28840,7 +28896,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":520
+          /* "src/kernels.pxi":525
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28858,7 +28914,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":519
+          /* "src/kernels.pxi":524
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28869,7 +28925,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
 
         }
 
-        /* "src/kernels.pxi":518
+        /* "src/kernels.pxi":523
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28886,7 +28942,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
         }
     }
 
-    /* "src/kernels.pxi":517
+    /* "src/kernels.pxi":522
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28895,24 +28951,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":521
+  /* "src/kernels.pxi":526
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 521, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 521, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28924,7 +28980,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":500
+  /* "src/kernels.pxi":505
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28963,7 +29019,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_32partial_stats(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":524
+/* "src/kernels.pxi":529
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -29013,46 +29069,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_counts,&__pyx_mstate_global->__pyx_n_u_means,&__pyx_mstate_global->__pyx_n_u_m2,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 524, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 529, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 524, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 529, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 524, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 529, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 524, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 529, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 524, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 529, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 524, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 529, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 524, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 529, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 524, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 529, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 524, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 529, __pyx_L3_error)
     }
-    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 524, __pyx_L3_error)
-    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 524, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 524, __pyx_L3_error)
+    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 529, __pyx_L3_error)
+    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 529, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 529, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 524, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 529, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29112,7 +29168,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("merge_stats", 0);
 
-  /* "src/kernels.pxi":530
+  /* "src/kernels.pxi":535
  *     A channel with no values gets mean and m2 NaN.
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k             # <<<<<<<<<<<<<<
@@ -29122,7 +29178,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   __pyx_v_K = (__pyx_v_means.shape[0]);
   __pyx_v_C = (__pyx_v_means.shape[1]);
 
-  /* "src/kernels.pxi":531
+  /* "src/kernels.pxi":536
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0             # <<<<<<<<<<<<<<
@@ -29131,7 +29187,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 */
   __pyx_v_total = 0.0;
 
-  /* "src/kernels.pxi":532
+  /* "src/kernels.pxi":537
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29139,16 +29195,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
  *     cdef double[::1] mo = mean_out, m2o = m2_out
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 532, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 532, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 532, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 532, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 532, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 537, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -29169,13 +29225,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_3, __pyx_t_6};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 532, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 532, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -29187,13 +29243,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 532, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 537, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_mean_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":533
+  /* "src/kernels.pxi":538
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29201,16 +29257,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
  *     for k in range(K):
 */
   __pyx_t_4 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 533, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 538, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 533, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 538, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 533, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 538, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 533, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 538, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 533, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 538, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   #if CYTHON_VECTORCALL
@@ -29231,13 +29287,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_4, __pyx_t_5, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_3 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 533, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 538, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_3);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_3 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 533, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 538, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     #endif
@@ -29249,29 +29305,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 533, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 538, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_m2_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":534
+  /* "src/kernels.pxi":539
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         total += counts[k]
 */
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 539, __pyx_L1_error)
   __pyx_v_mo = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 534, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 539, __pyx_L1_error)
   __pyx_v_m2o = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
 
-  /* "src/kernels.pxi":535
+  /* "src/kernels.pxi":540
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -29285,7 +29341,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   for (__pyx_t_11 = 0; __pyx_t_11 < __pyx_t_10; __pyx_t_11+=1) {
     __pyx_v_k = __pyx_t_11;
 
-    /* "src/kernels.pxi":536
+    /* "src/kernels.pxi":541
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):
  *         total += counts[k]             # <<<<<<<<<<<<<<
@@ -29297,7 +29353,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   }
 
 
-  /* "src/kernels.pxi":537
+  /* "src/kernels.pxi":542
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29309,7 +29365,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   if (__pyx_t_13) {
 
 
-    /* "src/kernels.pxi":538
+    /* "src/kernels.pxi":543
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29322,7 +29378,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":539
+          /* "src/kernels.pxi":544
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29353,7 +29409,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":540
+          /* "src/kernels.pxi":545
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])             # <<<<<<<<<<<<<<
@@ -29375,7 +29431,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
           __pyx_t_12 = 0;
           __pyx_t_16 = 0;
 
-          /* "src/kernels.pxi":539
+          /* "src/kernels.pxi":544
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29388,7 +29444,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":538
+        /* "src/kernels.pxi":543
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29405,7 +29461,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":537
+    /* "src/kernels.pxi":542
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29414,25 +29470,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":541
+  /* "src/kernels.pxi":546
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
  *     return total, mean_out, m2_out             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 541, __pyx_L1_error)
+  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 541, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 546, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 541, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 546, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_mean_out);
   __Pyx_GIVEREF(__pyx_v_mean_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 541, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 546, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2_out);
   __Pyx_GIVEREF(__pyx_v_m2_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 541, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 546, __pyx_L1_error);
   __pyx_t_1 = 0;
   {
     PyObject *__pyx_temp;
@@ -29445,7 +29501,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   __pyx_t_6 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":524
+  /* "src/kernels.pxi":529
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -29478,7 +29534,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_10merge_stats(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":544
+/* "src/kernels.pxi":549
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29515,53 +29571,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_13channel_stats(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 544, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 549, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 544, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 549, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 544, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 549, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 549, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 549, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 549, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -29575,7 +29631,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_13channel_stats(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 544, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 549, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29627,7 +29683,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 544, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 549, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -29645,11 +29701,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 544, __pyx_L1_error)
+    __PYX_ERR(2, 549, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 549, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -29659,7 +29715,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 544, __pyx_L1_error)
+      __PYX_ERR(2, 549, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -29678,9 +29734,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 544, __pyx_L1_error)
+    __PYX_ERR(2, 549, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 549, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -29689,25 +29745,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_12channel_stats(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 544, __pyx_L1_error)
+      __PYX_ERR(2, 549, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 544, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 549, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 544, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 549, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -29759,32 +29815,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_37channel_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 544, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 549, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 544, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 549, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 544, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 549, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 544, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 549, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 544, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 549, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29821,19 +29877,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0channel_stats", 0);
 
-  /* "src/kernels.pxi":546
+  /* "src/kernels.pxi":551
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -29853,13 +29909,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUS
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -29874,7 +29930,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_36channel_stats(CYTHON_UNUS
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":544
+  /* "src/kernels.pxi":549
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29920,32 +29976,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_39channel_stats
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 544, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 549, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 544, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 549, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 544, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 549, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 544, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 544, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 549, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 544, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 549, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29982,19 +30038,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1channel_stats", 0);
 
-  /* "src/kernels.pxi":546
+  /* "src/kernels.pxi":551
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -30014,13 +30070,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -30035,7 +30091,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":544
+  /* "src/kernels.pxi":549
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -30058,7 +30114,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_38channel_stats(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":553
+/* "src/kernels.pxi":558
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30072,7 +30128,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":556
+  /* "src/kernels.pxi":561
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -30086,7 +30142,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":557
+    /* "src/kernels.pxi":562
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -30097,7 +30153,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_r
   }
 
 
-  /* "src/kernels.pxi":553
+  /* "src/kernels.pxi":558
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30115,7 +30171,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":556
+  /* "src/kernels.pxi":561
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -30129,7 +30185,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":557
+    /* "src/kernels.pxi":562
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -30140,7 +30196,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
   }
 
 
-  /* "src/kernels.pxi":553
+  /* "src/kernels.pxi":558
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30152,7 +30208,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_r
 
 }
 
-/* "src/kernels.pxi":560
+/* "src/kernels.pxi":565
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30167,7 +30223,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":564
+  /* "src/kernels.pxi":569
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30179,7 +30235,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":565
+    /* "src/kernels.pxi":570
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30193,7 +30249,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":566
+      /* "src/kernels.pxi":571
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30204,7 +30260,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
 
-    /* "src/kernels.pxi":564
+    /* "src/kernels.pxi":569
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30214,7 +30270,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":568
+  /* "src/kernels.pxi":573
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30229,7 +30285,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":569
+      /* "src/kernels.pxi":574
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30242,7 +30298,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":560
+  /* "src/kernels.pxi":565
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30261,7 +30317,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":564
+  /* "src/kernels.pxi":569
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30273,7 +30329,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":565
+    /* "src/kernels.pxi":570
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30287,7 +30343,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":566
+      /* "src/kernels.pxi":571
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30298,7 +30354,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     }
 
 
-    /* "src/kernels.pxi":564
+    /* "src/kernels.pxi":569
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30308,7 +30364,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":568
+  /* "src/kernels.pxi":573
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30323,7 +30379,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":569
+      /* "src/kernels.pxi":574
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30336,7 +30392,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":560
+  /* "src/kernels.pxi":565
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30348,7 +30404,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
 
 }
 
-/* "src/kernels.pxi":572
+/* "src/kernels.pxi":577
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30358,7 +30414,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_ro
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(double __pyx_v_mean, float *__pyx_v_hi, float *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":574
+  /* "src/kernels.pxi":579
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30367,7 +30423,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_hi[0]) = ((float)__pyx_v_mean);
 
-  /* "src/kernels.pxi":575
+  /* "src/kernels.pxi":580
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30376,7 +30432,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_lo[0]) = ((float)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":572
+  /* "src/kernels.pxi":577
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30389,7 +30445,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(double __pyx_v_mean, double *__pyx_v_hi, double *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":574
+  /* "src/kernels.pxi":579
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30398,7 +30454,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_hi[0]) = ((double)__pyx_v_mean);
 
-  /* "src/kernels.pxi":575
+  /* "src/kernels.pxi":580
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30407,7 +30463,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
 */
   (__pyx_v_lo[0]) = ((double)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":572
+  /* "src/kernels.pxi":577
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30418,7 +30474,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(
   /* function exit code */
 }
 
-/* "src/kernels.pxi":578
+/* "src/kernels.pxi":583
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30446,7 +30502,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   float const *__pyx_t_10;
   float const *__pyx_t_11;
 
-  /* "src/kernels.pxi":586
+  /* "src/kernels.pxi":591
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30455,7 +30511,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":587
+  /* "src/kernels.pxi":592
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -30474,7 +30530,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":589
+  /* "src/kernels.pxi":594
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30500,7 +30556,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":590
+    /* "src/kernels.pxi":595
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -30514,7 +30570,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":591
+      /* "src/kernels.pxi":596
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -30528,7 +30584,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":592
+        /* "src/kernels.pxi":597
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -30537,7 +30593,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":598
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -30546,7 +30602,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":594
+        /* "src/kernels.pxi":599
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30558,7 +30614,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":595
+          /* "src/kernels.pxi":600
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30567,7 +30623,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
           __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":594
+          /* "src/kernels.pxi":599
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30577,7 +30633,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":597
+        /* "src/kernels.pxi":602
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -30596,7 +30652,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
           }
 
 
-          /* "src/kernels.pxi":598
+          /* "src/kernels.pxi":603
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30612,7 +30668,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     }
 
 
-    /* "src/kernels.pxi":589
+    /* "src/kernels.pxi":594
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30622,7 +30678,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":599
+  /* "src/kernels.pxi":604
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30634,7 +30690,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":600
+    /* "src/kernels.pxi":605
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30669,7 +30725,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":601
+                              /* "src/kernels.pxi":606
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -30678,7 +30734,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":602
+                              /* "src/kernels.pxi":607
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30690,7 +30746,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":603
+                                /* "src/kernels.pxi":608
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30699,7 +30755,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 */
                                 __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":602
+                                /* "src/kernels.pxi":607
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30709,7 +30765,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":605
+                              /* "src/kernels.pxi":610
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -30728,7 +30784,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                                 }
 
 
-                                /* "src/kernels.pxi":606
+                                /* "src/kernels.pxi":611
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30753,7 +30809,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
         }
 
-        /* "src/kernels.pxi":600
+        /* "src/kernels.pxi":605
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30770,7 +30826,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
         }
     }
 
-    /* "src/kernels.pxi":599
+    /* "src/kernels.pxi":604
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30780,7 +30836,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":608
+  /* "src/kernels.pxi":613
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30816,7 +30872,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":609
+                              /* "src/kernels.pxi":614
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -30844,7 +30900,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
                               }
 
 
-                              /* "src/kernels.pxi":610
+                              /* "src/kernels.pxi":615
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -30868,7 +30924,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
 
         }
 
-        /* "src/kernels.pxi":608
+        /* "src/kernels.pxi":613
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30887,7 +30943,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(float const *_
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":578
+  /* "src/kernels.pxi":583
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30925,7 +30981,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   double const *__pyx_t_10;
   double const *__pyx_t_11;
 
-  /* "src/kernels.pxi":586
+  /* "src/kernels.pxi":591
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30934,7 +30990,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":587
+  /* "src/kernels.pxi":592
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -30953,7 +31009,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":589
+  /* "src/kernels.pxi":594
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30979,7 +31035,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":590
+    /* "src/kernels.pxi":595
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -30993,7 +31049,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":591
+      /* "src/kernels.pxi":596
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -31007,7 +31063,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":592
+        /* "src/kernels.pxi":597
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -31016,7 +31072,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":593
+        /* "src/kernels.pxi":598
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -31025,7 +31081,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":594
+        /* "src/kernels.pxi":599
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31037,7 +31093,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":595
+          /* "src/kernels.pxi":600
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -31046,7 +31102,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
           __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":594
+          /* "src/kernels.pxi":599
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31056,7 +31112,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":597
+        /* "src/kernels.pxi":602
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -31075,7 +31131,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
           }
 
 
-          /* "src/kernels.pxi":598
+          /* "src/kernels.pxi":603
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -31091,7 +31147,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     }
 
 
-    /* "src/kernels.pxi":589
+    /* "src/kernels.pxi":594
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -31101,7 +31157,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":599
+  /* "src/kernels.pxi":604
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -31113,7 +31169,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":600
+    /* "src/kernels.pxi":605
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31148,7 +31204,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":601
+                              /* "src/kernels.pxi":606
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -31157,7 +31213,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":602
+                              /* "src/kernels.pxi":607
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31169,7 +31225,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":603
+                                /* "src/kernels.pxi":608
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -31178,7 +31234,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 */
                                 __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":602
+                                /* "src/kernels.pxi":607
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31188,7 +31244,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":605
+                              /* "src/kernels.pxi":610
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -31207,7 +31263,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                                 }
 
 
-                                /* "src/kernels.pxi":606
+                                /* "src/kernels.pxi":611
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -31232,7 +31288,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
         }
 
-        /* "src/kernels.pxi":600
+        /* "src/kernels.pxi":605
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31249,7 +31305,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
         }
     }
 
-    /* "src/kernels.pxi":599
+    /* "src/kernels.pxi":604
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -31259,7 +31315,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":608
+  /* "src/kernels.pxi":613
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31295,7 +31351,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":609
+                              /* "src/kernels.pxi":614
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -31323,7 +31379,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
                               }
 
 
-                              /* "src/kernels.pxi":610
+                              /* "src/kernels.pxi":615
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -31347,7 +31403,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
         }
 
-        /* "src/kernels.pxi":608
+        /* "src/kernels.pxi":613
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31366,7 +31422,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":578
+  /* "src/kernels.pxi":583
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -31384,7 +31440,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(double const *
 
 }
 
-/* "src/kernels.pxi":613
+/* "src/kernels.pxi":618
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31404,7 +31460,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":617
+  /* "src/kernels.pxi":622
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31413,7 +31469,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":618
+  /* "src/kernels.pxi":623
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31422,7 +31478,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":619
+  /* "src/kernels.pxi":624
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31431,7 +31487,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":620
+  /* "src/kernels.pxi":625
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31440,7 +31496,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":621
+  /* "src/kernels.pxi":626
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31449,7 +31505,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":622
+  /* "src/kernels.pxi":627
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31461,7 +31517,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":623
+    /* "src/kernels.pxi":628
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31475,7 +31531,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":624
+      /* "src/kernels.pxi":629
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31486,7 +31542,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     }
 
 
-    /* "src/kernels.pxi":622
+    /* "src/kernels.pxi":627
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31496,7 +31552,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":625
+  /* "src/kernels.pxi":630
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31508,7 +31564,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":626
+    /* "src/kernels.pxi":631
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31522,7 +31578,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":627
+      /* "src/kernels.pxi":632
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31533,7 +31589,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     }
 
 
-    /* "src/kernels.pxi":625
+    /* "src/kernels.pxi":630
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31543,7 +31599,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":629
+  /* "src/kernels.pxi":634
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31558,7 +31614,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":630
+      /* "src/kernels.pxi":635
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31571,7 +31627,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply_cols(float con
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":613
+  /* "src/kernels.pxi":618
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31600,7 +31656,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":617
+  /* "src/kernels.pxi":622
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31609,7 +31665,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":618
+  /* "src/kernels.pxi":623
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31618,7 +31674,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":619
+  /* "src/kernels.pxi":624
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31627,7 +31683,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":620
+  /* "src/kernels.pxi":625
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31636,7 +31692,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":621
+  /* "src/kernels.pxi":626
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31645,7 +31701,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":622
+  /* "src/kernels.pxi":627
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31657,7 +31713,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":623
+    /* "src/kernels.pxi":628
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31671,7 +31727,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":624
+      /* "src/kernels.pxi":629
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31682,7 +31738,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     }
 
 
-    /* "src/kernels.pxi":622
+    /* "src/kernels.pxi":627
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31692,7 +31748,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":625
+  /* "src/kernels.pxi":630
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31704,7 +31760,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":626
+    /* "src/kernels.pxi":631
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31718,7 +31774,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":627
+      /* "src/kernels.pxi":632
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31729,7 +31785,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     }
 
 
-    /* "src/kernels.pxi":625
+    /* "src/kernels.pxi":630
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31739,7 +31795,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":629
+  /* "src/kernels.pxi":634
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31754,7 +31810,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":630
+      /* "src/kernels.pxi":635
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31767,7 +31823,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":613
+  /* "src/kernels.pxi":618
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31784,7 +31840,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply_cols(double co
 
 }
 
-/* "src/kernels.pxi":633
+/* "src/kernels.pxi":638
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31798,7 +31854,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":636
+  /* "src/kernels.pxi":641
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31814,7 +31870,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":637
+  /* "src/kernels.pxi":642
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31831,7 +31887,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":638
+  /* "src/kernels.pxi":643
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -31840,7 +31896,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":639
+  /* "src/kernels.pxi":644
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -31849,7 +31905,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((float)__pyx_v_a);
 
-  /* "src/kernels.pxi":640
+  /* "src/kernels.pxi":645
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -31858,7 +31914,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((float)__pyx_v_b);
 
-  /* "src/kernels.pxi":641
+  /* "src/kernels.pxi":646
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31870,7 +31926,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":642
+    /* "src/kernels.pxi":647
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -31879,7 +31935,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((float)__pyx_v_e);
 
-    /* "src/kernels.pxi":641
+    /* "src/kernels.pxi":646
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31888,7 +31944,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(float *__py
 */
   }
 
-  /* "src/kernels.pxi":633
+  /* "src/kernels.pxi":638
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31907,7 +31963,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":636
+  /* "src/kernels.pxi":641
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31923,7 +31979,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":637
+  /* "src/kernels.pxi":642
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31940,7 +31996,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":638
+  /* "src/kernels.pxi":643
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -31949,7 +32005,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":639
+  /* "src/kernels.pxi":644
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -31958,7 +32014,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((double)__pyx_v_a);
 
-  /* "src/kernels.pxi":640
+  /* "src/kernels.pxi":645
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -31967,7 +32023,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((double)__pyx_v_b);
 
-  /* "src/kernels.pxi":641
+  /* "src/kernels.pxi":646
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31979,7 +32035,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":642
+    /* "src/kernels.pxi":647
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -31988,7 +32044,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((double)__pyx_v_e);
 
-    /* "src/kernels.pxi":641
+    /* "src/kernels.pxi":646
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31997,7 +32053,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 */
   }
 
-  /* "src/kernels.pxi":633
+  /* "src/kernels.pxi":638
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -32010,7 +32066,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(double *__p
 
 }
 
-/* "src/kernels.pxi":645
+/* "src/kernels.pxi":650
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32047,53 +32103,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 645, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 650, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 650, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 645, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 650, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -32107,7 +32163,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_15normalize(PyObject *__pyx
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 645, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 650, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32159,7 +32215,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 645, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 650, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -32177,11 +32233,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 645, __pyx_L1_error)
+    __PYX_ERR(2, 650, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 650, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -32191,7 +32247,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 645, __pyx_L1_error)
+      __PYX_ERR(2, 650, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -32210,9 +32266,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 645, __pyx_L1_error)
+    __PYX_ERR(2, 650, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 650, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -32221,25 +32277,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_14normalize(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 645, __pyx_L1_error)
+      __PYX_ERR(2, 650, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 645, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 650, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 645, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 650, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -32295,60 +32351,60 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_43normalize(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 645, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 650, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 650, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 645, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 650, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 645, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 650, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32404,7 +32460,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0normalize", 0);
 
-  /* "src/kernels.pxi":652
+  /* "src/kernels.pxi":657
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32415,24 +32471,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":658
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 653, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 658, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 653, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 658, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 653, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 658, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":654
+    /* "src/kernels.pxi":659
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32449,7 +32505,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":653
+    /* "src/kernels.pxi":658
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32458,7 +32514,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":655
+  /* "src/kernels.pxi":660
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32467,7 +32523,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":661
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32479,16 +32535,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":657
+    /* "src/kernels.pxi":662
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 657, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 662, __pyx_L1_error)
 
-    /* "src/kernels.pxi":656
+    /* "src/kernels.pxi":661
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32497,7 +32553,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":663
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32510,7 +32566,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":659
+        /* "src/kernels.pxi":664
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32524,7 +32580,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":660
+          /* "src/kernels.pxi":665
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32538,7 +32594,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":661
+        /* "src/kernels.pxi":666
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32552,7 +32608,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":662
+        /* "src/kernels.pxi":667
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32570,7 +32626,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":661
+        /* "src/kernels.pxi":666
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32581,7 +32637,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":658
+      /* "src/kernels.pxi":663
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32598,7 +32654,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":668
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32607,7 +32663,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_42normalize(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":650
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32661,60 +32717,60 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_45normalize(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 645, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 650, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 650, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 645, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 650, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 645, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 645, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 646, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 645, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 650, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32770,7 +32826,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1normalize", 0);
 
-  /* "src/kernels.pxi":652
+  /* "src/kernels.pxi":657
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32781,24 +32837,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":653
+  /* "src/kernels.pxi":658
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 653, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 658, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 653, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 658, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 653, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 658, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":654
+    /* "src/kernels.pxi":659
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32815,7 +32871,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":653
+    /* "src/kernels.pxi":658
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32824,7 +32880,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":655
+  /* "src/kernels.pxi":660
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32833,7 +32889,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":656
+  /* "src/kernels.pxi":661
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32845,16 +32901,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":657
+    /* "src/kernels.pxi":662
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 657, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 662, __pyx_L1_error)
 
-    /* "src/kernels.pxi":656
+    /* "src/kernels.pxi":661
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32863,7 +32919,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":663
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32876,7 +32932,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":659
+        /* "src/kernels.pxi":664
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32890,7 +32946,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":660
+          /* "src/kernels.pxi":665
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32904,7 +32960,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":661
+        /* "src/kernels.pxi":666
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32918,7 +32974,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":662
+        /* "src/kernels.pxi":667
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32936,7 +32992,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":661
+        /* "src/kernels.pxi":666
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32947,7 +33003,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":658
+      /* "src/kernels.pxi":663
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32964,7 +33020,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":668
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32973,7 +33029,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":650
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -33000,7 +33056,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_44normalize(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":670
+/* "src/kernels.pxi":675
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33013,7 +33069,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":676
+  /* "src/kernels.pxi":681
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -33022,7 +33078,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":677
+  /* "src/kernels.pxi":682
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -33031,7 +33087,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":678
+  /* "src/kernels.pxi":683
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33049,7 +33105,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
   }
 
 
-  /* "src/kernels.pxi":679
+  /* "src/kernels.pxi":684
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33067,7 +33123,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
   }
 
 
-  /* "src/kernels.pxi":678
+  /* "src/kernels.pxi":683
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33078,7 +33134,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 
 
 
-  /* "src/kernels.pxi":680
+  /* "src/kernels.pxi":685
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33087,7 +33143,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_forward(float 
 */
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_v_x, ((float const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":675
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33103,7 +33159,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":676
+  /* "src/kernels.pxi":681
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -33112,7 +33168,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":677
+  /* "src/kernels.pxi":682
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -33121,7 +33177,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":678
+  /* "src/kernels.pxi":683
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33139,7 +33195,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   }
 
 
-  /* "src/kernels.pxi":679
+  /* "src/kernels.pxi":684
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33157,7 +33213,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   }
 
 
-  /* "src/kernels.pxi":678
+  /* "src/kernels.pxi":683
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33168,7 +33224,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 
 
 
-  /* "src/kernels.pxi":680
+  /* "src/kernels.pxi":685
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33177,7 +33233,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
 */
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_v_x, ((double const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":670
+  /* "src/kernels.pxi":675
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33188,7 +33244,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_forward(double
   /* function exit code */
 }
 
-/* "src/kernels.pxi":683
+/* "src/kernels.pxi":688
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33201,7 +33257,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   int __pyx_t_2;
   float const *__pyx_t_3;
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":695
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33210,7 +33266,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":691
+    /* "src/kernels.pxi":696
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33219,7 +33275,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":690
+    /* "src/kernels.pxi":695
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33228,7 +33284,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
 */
   }
 
-  /* "src/kernels.pxi":693
+  /* "src/kernels.pxi":698
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33246,7 +33302,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   }
 
 
-  /* "src/kernels.pxi":692
+  /* "src/kernels.pxi":697
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33256,7 +33312,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":694
+  /* "src/kernels.pxi":699
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33273,7 +33329,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__fused_backward(float
   __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":688
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33289,7 +33345,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   int __pyx_t_2;
   double const *__pyx_t_3;
 
-  /* "src/kernels.pxi":690
+  /* "src/kernels.pxi":695
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33298,7 +33354,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":691
+    /* "src/kernels.pxi":696
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33307,7 +33363,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":690
+    /* "src/kernels.pxi":695
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33316,7 +33372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
 */
   }
 
-  /* "src/kernels.pxi":693
+  /* "src/kernels.pxi":698
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33334,7 +33390,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   }
 
 
-  /* "src/kernels.pxi":692
+  /* "src/kernels.pxi":697
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33344,7 +33400,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":694
+  /* "src/kernels.pxi":699
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33361,7 +33417,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":688
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33372,7 +33428,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__fused_backward(doubl
   /* function exit code */
 }
 
-/* "src/kernels.pxi":697
+/* "src/kernels.pxi":702
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -33409,53 +33465,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 697, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 702, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 702, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 697, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 702, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -33469,7 +33525,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_17bn_forward_train(PyObject
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 697, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 702, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33521,7 +33577,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 697, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 702, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -33539,11 +33595,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 697, __pyx_L1_error)
+    __PYX_ERR(2, 702, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 702, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -33553,7 +33609,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 697, __pyx_L1_error)
+      __PYX_ERR(2, 702, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -33572,9 +33628,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 697, __pyx_L1_error)
+    __PYX_ERR(2, 702, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 702, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -33583,25 +33639,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_16bn_forward_train(CYTHON_U
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 697, __pyx_L1_error)
+      __PYX_ERR(2, 702, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 697, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 702, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 697, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 702, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -33660,81 +33716,81 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_49bn_forward_tr
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 697, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 702, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 702, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 697, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 702, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 698, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 703, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 697, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 702, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33808,7 +33864,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_train", 0);
 
-  /* "src/kernels.pxi":707
+  /* "src/kernels.pxi":712
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -33819,7 +33875,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":708
+  /* "src/kernels.pxi":713
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -33828,7 +33884,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":709
+  /* "src/kernels.pxi":714
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -33837,24 +33893,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":710
+  /* "src/kernels.pxi":715
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 710, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 715, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 710, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 715, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 710, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 715, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":711
+    /* "src/kernels.pxi":716
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -33874,7 +33930,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":712
+    /* "src/kernels.pxi":717
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -33894,7 +33950,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":713
+    /* "src/kernels.pxi":718
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -33914,7 +33970,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":714
+    /* "src/kernels.pxi":719
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -33932,7 +33988,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":710
+    /* "src/kernels.pxi":715
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -33941,7 +33997,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":715
+  /* "src/kernels.pxi":720
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -33950,7 +34006,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":716
+  /* "src/kernels.pxi":721
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -33967,7 +34023,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":717
+  /* "src/kernels.pxi":722
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -33976,7 +34032,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":718
+  /* "src/kernels.pxi":723
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -33985,7 +34041,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":719
+  /* "src/kernels.pxi":724
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -34005,7 +34061,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":720
+  /* "src/kernels.pxi":725
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -34025,7 +34081,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":721
+  /* "src/kernels.pxi":726
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34037,7 +34093,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":722
+  /* "src/kernels.pxi":727
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34049,7 +34105,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":728
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34061,7 +34117,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":724
+    /* "src/kernels.pxi":729
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34073,16 +34129,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":725
+      /* "src/kernels.pxi":730
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 725, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
 
-      /* "src/kernels.pxi":724
+      /* "src/kernels.pxi":729
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34091,7 +34147,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     }
 
-    /* "src/kernels.pxi":726
+    /* "src/kernels.pxi":731
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34104,7 +34160,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":727
+          /* "src/kernels.pxi":732
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34134,7 +34190,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":728
+                              /* "src/kernels.pxi":733
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34144,7 +34200,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":729
+                              /* "src/kernels.pxi":734
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -34153,7 +34209,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":728
+                              /* "src/kernels.pxi":733
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34175,7 +34231,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
         }
 
-        /* "src/kernels.pxi":726
+        /* "src/kernels.pxi":731
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34192,7 +34248,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":730
+    /* "src/kernels.pxi":735
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34201,14 +34257,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":731
+    /* "src/kernels.pxi":736
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 731, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 736, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -34221,7 +34277,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":723
+    /* "src/kernels.pxi":728
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34230,7 +34286,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":732
+  /* "src/kernels.pxi":737
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -34249,7 +34305,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":733
+  /* "src/kernels.pxi":738
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -34258,7 +34314,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":734
+  /* "src/kernels.pxi":739
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34284,7 +34340,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":735
+    /* "src/kernels.pxi":740
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34293,7 +34349,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":736
+    /* "src/kernels.pxi":741
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -34302,16 +34358,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":737
+    /* "src/kernels.pxi":742
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 737, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 742, __pyx_L1_error)
 
-    /* "src/kernels.pxi":734
+    /* "src/kernels.pxi":739
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34320,7 +34376,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":738
+  /* "src/kernels.pxi":743
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -34329,7 +34385,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":739
+  /* "src/kernels.pxi":744
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34342,7 +34398,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":741
+        /* "src/kernels.pxi":746
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -34360,7 +34416,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":740
+        /* "src/kernels.pxi":745
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -34370,7 +34426,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":742
+        /* "src/kernels.pxi":747
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -34384,7 +34440,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":743
+          /* "src/kernels.pxi":748
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34395,7 +34451,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":744
+        /* "src/kernels.pxi":749
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -34406,7 +34462,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":745
+        /* "src/kernels.pxi":750
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -34420,7 +34476,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":746
+          /* "src/kernels.pxi":751
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -34431,7 +34487,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":747
+          /* "src/kernels.pxi":752
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34451,7 +34507,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":748
+          /* "src/kernels.pxi":753
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -34469,7 +34525,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":747
+          /* "src/kernels.pxi":752
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34482,7 +34538,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":750
+        /* "src/kernels.pxi":755
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -34497,7 +34553,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":749
+        /* "src/kernels.pxi":754
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -34508,7 +34564,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 
       }
 
-      /* "src/kernels.pxi":739
+      /* "src/kernels.pxi":744
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34525,7 +34581,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
       }
   }
 
-  /* "src/kernels.pxi":751
+  /* "src/kernels.pxi":756
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -34534,7 +34590,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":757
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -34543,14 +34599,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":753
+  /* "src/kernels.pxi":758
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 753, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 758, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -34563,7 +34619,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_48bn_forward_train(CYTHON_U
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":697
+  /* "src/kernels.pxi":702
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -34629,81 +34685,81 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_51bn_forward_tr
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 697, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 702, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 702, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 697, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 702, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 697, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 697, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 698, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 698, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 699, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 703, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 697, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 702, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34777,7 +34833,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_train", 0);
 
-  /* "src/kernels.pxi":707
+  /* "src/kernels.pxi":712
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -34788,7 +34844,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":708
+  /* "src/kernels.pxi":713
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34797,7 +34853,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":709
+  /* "src/kernels.pxi":714
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -34806,24 +34862,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":710
+  /* "src/kernels.pxi":715
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 710, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 715, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 710, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 715, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 710, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 715, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":711
+    /* "src/kernels.pxi":716
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -34843,7 +34899,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":712
+    /* "src/kernels.pxi":717
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -34863,7 +34919,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":713
+    /* "src/kernels.pxi":718
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -34883,7 +34939,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":714
+    /* "src/kernels.pxi":719
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -34901,7 +34957,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":710
+    /* "src/kernels.pxi":715
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -34910,7 +34966,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":715
+  /* "src/kernels.pxi":720
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -34919,7 +34975,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":716
+  /* "src/kernels.pxi":721
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -34936,7 +34992,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":717
+  /* "src/kernels.pxi":722
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -34945,7 +35001,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":718
+  /* "src/kernels.pxi":723
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -34954,7 +35010,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":719
+  /* "src/kernels.pxi":724
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -34974,7 +35030,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":720
+  /* "src/kernels.pxi":725
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -34994,7 +35050,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":721
+  /* "src/kernels.pxi":726
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -35006,7 +35062,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":722
+  /* "src/kernels.pxi":727
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -35018,7 +35074,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":728
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -35030,7 +35086,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":724
+    /* "src/kernels.pxi":729
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -35042,16 +35098,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":725
+      /* "src/kernels.pxi":730
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 725, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
 
-      /* "src/kernels.pxi":724
+      /* "src/kernels.pxi":729
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -35060,7 +35116,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     }
 
-    /* "src/kernels.pxi":726
+    /* "src/kernels.pxi":731
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35073,7 +35129,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":727
+          /* "src/kernels.pxi":732
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -35103,7 +35159,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":728
+                              /* "src/kernels.pxi":733
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -35113,7 +35169,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":729
+                              /* "src/kernels.pxi":734
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -35122,7 +35178,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":728
+                              /* "src/kernels.pxi":733
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -35144,7 +35200,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
         }
 
-        /* "src/kernels.pxi":726
+        /* "src/kernels.pxi":731
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35161,7 +35217,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
     }
 
-    /* "src/kernels.pxi":730
+    /* "src/kernels.pxi":735
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35170,14 +35226,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":731
+    /* "src/kernels.pxi":736
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 731, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 736, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -35190,7 +35246,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":723
+    /* "src/kernels.pxi":728
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -35199,7 +35255,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":732
+  /* "src/kernels.pxi":737
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -35218,7 +35274,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":733
+  /* "src/kernels.pxi":738
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -35227,7 +35283,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":734
+  /* "src/kernels.pxi":739
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35253,7 +35309,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":735
+    /* "src/kernels.pxi":740
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35262,7 +35318,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":736
+    /* "src/kernels.pxi":741
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -35271,16 +35327,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":737
+    /* "src/kernels.pxi":742
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 737, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 742, __pyx_L1_error)
 
-    /* "src/kernels.pxi":734
+    /* "src/kernels.pxi":739
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35289,7 +35345,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   }
 
-  /* "src/kernels.pxi":738
+  /* "src/kernels.pxi":743
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -35298,7 +35354,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":739
+  /* "src/kernels.pxi":744
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35311,7 +35367,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":741
+        /* "src/kernels.pxi":746
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -35329,7 +35385,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":740
+        /* "src/kernels.pxi":745
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -35339,7 +35395,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":742
+        /* "src/kernels.pxi":747
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -35353,7 +35409,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":743
+          /* "src/kernels.pxi":748
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -35364,7 +35420,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":744
+        /* "src/kernels.pxi":749
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -35375,7 +35431,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":745
+        /* "src/kernels.pxi":750
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -35389,7 +35445,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":746
+          /* "src/kernels.pxi":751
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -35400,7 +35456,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":747
+          /* "src/kernels.pxi":752
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35420,7 +35476,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":748
+          /* "src/kernels.pxi":753
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -35438,7 +35494,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           }
 
 
-          /* "src/kernels.pxi":747
+          /* "src/kernels.pxi":752
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35451,7 +35507,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
         }
 
 
-        /* "src/kernels.pxi":750
+        /* "src/kernels.pxi":755
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -35466,7 +35522,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":749
+        /* "src/kernels.pxi":754
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -35477,7 +35533,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 
       }
 
-      /* "src/kernels.pxi":739
+      /* "src/kernels.pxi":744
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35494,7 +35550,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
       }
   }
 
-  /* "src/kernels.pxi":751
+  /* "src/kernels.pxi":756
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -35503,7 +35559,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":752
+  /* "src/kernels.pxi":757
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -35512,14 +35568,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":753
+  /* "src/kernels.pxi":758
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 753, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 758, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -35532,7 +35588,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":697
+  /* "src/kernels.pxi":702
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -35568,7 +35624,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_50bn_forward_train(CYTHON_U
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":756
+/* "src/kernels.pxi":761
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -35605,53 +35661,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_19bn_forward_eval(PyObject 
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 756, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 761, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 761, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 756, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 761, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -35665,7 +35721,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_19bn_forward_eval(PyObject 
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 756, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 761, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35717,7 +35773,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 756, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -35735,11 +35791,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 756, __pyx_L1_error)
+    __PYX_ERR(2, 761, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 761, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -35749,7 +35805,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 756, __pyx_L1_error)
+      __PYX_ERR(2, 761, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -35768,9 +35824,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 756, __pyx_L1_error)
+    __PYX_ERR(2, 761, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -35779,25 +35835,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_18bn_forward_eval(CYTHON_UN
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 756, __pyx_L1_error)
+      __PYX_ERR(2, 761, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 756, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 761, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 756, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 761, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -35857,88 +35913,88 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_55bn_forward_ev
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 756, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 761, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 761, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 756, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 761, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 758, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 763, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 756, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 761, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36007,7 +36063,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":762
+  /* "src/kernels.pxi":767
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36018,7 +36074,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":768
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -36038,7 +36094,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":764
+  /* "src/kernels.pxi":769
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -36058,7 +36114,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":765
+  /* "src/kernels.pxi":770
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -36072,7 +36128,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":766
+    /* "src/kernels.pxi":771
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -36083,7 +36139,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((float const  *) ( /* dim=0 */ ((char *) (((float const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":767
+    /* "src/kernels.pxi":772
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -36096,24 +36152,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   }
 
 
-  /* "src/kernels.pxi":768
+  /* "src/kernels.pxi":773
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 768, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 773, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 768, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 773, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 768, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 773, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":769
+    /* "src/kernels.pxi":774
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36130,7 +36186,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":768
+    /* "src/kernels.pxi":773
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36139,7 +36195,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":770
+  /* "src/kernels.pxi":775
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36148,7 +36204,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":771
+  /* "src/kernels.pxi":776
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36160,16 +36216,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":772
+    /* "src/kernels.pxi":777
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 772, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 777, __pyx_L1_error)
 
-    /* "src/kernels.pxi":771
+    /* "src/kernels.pxi":776
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36178,7 +36234,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":773
+  /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36191,7 +36247,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":774
+        /* "src/kernels.pxi":779
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36205,7 +36261,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":775
+          /* "src/kernels.pxi":780
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36214,7 +36270,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":776
+          /* "src/kernels.pxi":781
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36243,7 +36299,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
           }
 
 
-          /* "src/kernels.pxi":775
+          /* "src/kernels.pxi":780
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36256,7 +36312,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":777
+        /* "src/kernels.pxi":782
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36270,7 +36326,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":778
+        /* "src/kernels.pxi":783
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36288,7 +36344,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":777
+        /* "src/kernels.pxi":782
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36299,7 +36355,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 
       }
 
-      /* "src/kernels.pxi":773
+      /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36316,7 +36372,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
       }
   }
 
-  /* "src/kernels.pxi":779
+  /* "src/kernels.pxi":784
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36325,7 +36381,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_54bn_forward_eval(CYTHON_UN
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":756
+  /* "src/kernels.pxi":761
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36385,88 +36441,88 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_57bn_forward_ev
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 756, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 761, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 761, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 756, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 761, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 756, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 756, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 757, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 758, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 758, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 759, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 763, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 756, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 761, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36535,7 +36591,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":762
+  /* "src/kernels.pxi":767
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36546,7 +36602,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":763
+  /* "src/kernels.pxi":768
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -36566,7 +36622,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":764
+  /* "src/kernels.pxi":769
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -36586,7 +36642,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":765
+  /* "src/kernels.pxi":770
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -36600,7 +36656,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":766
+    /* "src/kernels.pxi":771
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -36611,7 +36667,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":767
+    /* "src/kernels.pxi":772
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -36624,24 +36680,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   }
 
 
-  /* "src/kernels.pxi":768
+  /* "src/kernels.pxi":773
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 768, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 773, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 768, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 773, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 768, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 773, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":769
+    /* "src/kernels.pxi":774
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36658,7 +36714,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":768
+    /* "src/kernels.pxi":773
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36667,7 +36723,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":770
+  /* "src/kernels.pxi":775
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36676,7 +36732,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":771
+  /* "src/kernels.pxi":776
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36688,16 +36744,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":772
+    /* "src/kernels.pxi":777
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 772, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 777, __pyx_L1_error)
 
-    /* "src/kernels.pxi":771
+    /* "src/kernels.pxi":776
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36706,7 +36762,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   }
 
-  /* "src/kernels.pxi":773
+  /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36719,7 +36775,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":774
+        /* "src/kernels.pxi":779
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36733,7 +36789,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":775
+          /* "src/kernels.pxi":780
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36742,7 +36798,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":776
+          /* "src/kernels.pxi":781
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36771,7 +36827,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
           }
 
 
-          /* "src/kernels.pxi":775
+          /* "src/kernels.pxi":780
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36784,7 +36840,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":777
+        /* "src/kernels.pxi":782
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36798,7 +36854,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":778
+        /* "src/kernels.pxi":783
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36816,7 +36872,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
         }
 
 
-        /* "src/kernels.pxi":777
+        /* "src/kernels.pxi":782
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36827,7 +36883,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 
       }
 
-      /* "src/kernels.pxi":773
+      /* "src/kernels.pxi":778
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36844,7 +36900,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
       }
   }
 
-  /* "src/kernels.pxi":779
+  /* "src/kernels.pxi":784
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36853,7 +36909,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":756
+  /* "src/kernels.pxi":761
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36882,7 +36938,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_56bn_forward_eval(CYTHON_UN
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":782
+/* "src/kernels.pxi":787
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -36900,7 +36956,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":786
+  /* "src/kernels.pxi":791
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -36909,7 +36965,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":792
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -36921,7 +36977,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":788
+    /* "src/kernels.pxi":793
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -36956,7 +37012,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":789
+                              /* "src/kernels.pxi":794
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -36965,7 +37021,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":790
+                              /* "src/kernels.pxi":795
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -36974,7 +37030,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":791
+                              /* "src/kernels.pxi":796
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -36996,7 +37052,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 
         }
 
-        /* "src/kernels.pxi":788
+        /* "src/kernels.pxi":793
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37013,7 +37069,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
         }
     }
 
-    /* "src/kernels.pxi":787
+    /* "src/kernels.pxi":792
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37023,7 +37079,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":794
+  /* "src/kernels.pxi":799
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37059,7 +37115,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":795
+                              /* "src/kernels.pxi":800
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -37081,7 +37137,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
 
         }
 
-        /* "src/kernels.pxi":794
+        /* "src/kernels.pxi":799
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37100,7 +37156,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(float 
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":782
+  /* "src/kernels.pxi":787
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -37125,7 +37181,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":786
+  /* "src/kernels.pxi":791
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -37134,7 +37190,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":792
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37146,7 +37202,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":788
+    /* "src/kernels.pxi":793
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37181,7 +37237,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":789
+                              /* "src/kernels.pxi":794
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -37190,7 +37246,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":790
+                              /* "src/kernels.pxi":795
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -37199,7 +37255,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":791
+                              /* "src/kernels.pxi":796
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -37221,7 +37277,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
         }
 
-        /* "src/kernels.pxi":788
+        /* "src/kernels.pxi":793
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37238,7 +37294,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
         }
     }
 
-    /* "src/kernels.pxi":787
+    /* "src/kernels.pxi":792
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37248,7 +37304,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":794
+  /* "src/kernels.pxi":799
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37284,7 +37340,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":795
+                              /* "src/kernels.pxi":800
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -37306,7 +37362,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
         }
 
-        /* "src/kernels.pxi":794
+        /* "src/kernels.pxi":799
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37325,7 +37381,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":782
+  /* "src/kernels.pxi":787
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -37340,7 +37396,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(double
 
 }
 
-/* "src/kernels.pxi":799
+/* "src/kernels.pxi":804
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37359,7 +37415,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
 
-  /* "src/kernels.pxi":801
+  /* "src/kernels.pxi":806
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
  *     cdef Py_ssize_t k, c
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -37373,7 +37429,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":802
+    /* "src/kernels.pxi":807
  *     cdef Py_ssize_t k, c
  *     for c in range(C):
  *         s[c] = 0.0             # <<<<<<<<<<<<<<
@@ -37384,7 +37440,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   }
 
 
-  /* "src/kernels.pxi":803
+  /* "src/kernels.pxi":808
  *     for c in range(C):
  *         s[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -37398,7 +37454,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":804
+    /* "src/kernels.pxi":809
  *         s[c] = 0.0
  *     for k in range(K):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -37412,7 +37468,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":805
+      /* "src/kernels.pxi":810
  *     for k in range(K):
  *         for c in range(C):
  *             s[c] += p[k * C + c]             # <<<<<<<<<<<<<<
@@ -37427,7 +37483,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
   }
 
 
-  /* "src/kernels.pxi":799
+  /* "src/kernels.pxi":804
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37440,7 +37496,7 @@ static void __pyx_f_5cnorm_17_kernels_baseline__add_partials(Py_ssize_t __pyx_v_
 
 }
 
-/* "src/kernels.pxi":808
+/* "src/kernels.pxi":813
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -37477,53 +37533,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_21backward_sums(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 808, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 813, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 813, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 808, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 813, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 813, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -37537,7 +37593,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_21backward_sums(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 808, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 813, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37589,7 +37645,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 808, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 813, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -37607,11 +37663,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 808, __pyx_L1_error)
+    __PYX_ERR(2, 813, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 813, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -37621,7 +37677,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 808, __pyx_L1_error)
+      __PYX_ERR(2, 813, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -37640,9 +37696,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 808, __pyx_L1_error)
+    __PYX_ERR(2, 813, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 813, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -37651,25 +37707,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_20backward_sums(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 808, __pyx_L1_error)
+      __PYX_ERR(2, 813, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 808, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 813, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 808, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 813, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -37723,46 +37779,46 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_61backward_sums
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 808, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 813, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 813, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 808, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 813, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 809, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 814, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 808, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 813, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37831,7 +37887,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_sums", 0);
 
-  /* "src/kernels.pxi":811
+  /* "src/kernels.pxi":816
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -37842,19 +37898,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":812
+  /* "src/kernels.pxi":817
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -37866,7 +37922,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":818
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37874,16 +37930,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -37904,13 +37960,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -37922,13 +37978,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 813, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":814
+  /* "src/kernels.pxi":819
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37936,16 +37992,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -37966,13 +38022,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -37984,13 +38040,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 814, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 819, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":815
+  /* "src/kernels.pxi":820
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38002,21 +38058,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":816
+    /* "src/kernels.pxi":821
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 816, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 821, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -38028,7 +38084,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":815
+    /* "src/kernels.pxi":820
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38037,7 +38093,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":817
+  /* "src/kernels.pxi":822
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38045,29 +38101,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38088,13 +38144,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38106,41 +38162,41 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":823
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 823, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":819
+  /* "src/kernels.pxi":824
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":820
+  /* "src/kernels.pxi":825
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38153,7 +38209,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":821
+        /* "src/kernels.pxi":826
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38171,7 +38227,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":822
+        /* "src/kernels.pxi":827
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38192,7 +38248,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":821
+        /* "src/kernels.pxi":826
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38202,7 +38258,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":823
+        /* "src/kernels.pxi":828
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38215,7 +38271,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":824
+        /* "src/kernels.pxi":829
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38229,7 +38285,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":820
+      /* "src/kernels.pxi":825
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38246,21 +38302,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":825
+  /* "src/kernels.pxi":830
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 825, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 830, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38272,7 +38328,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_60backward_sums(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":813
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38333,46 +38389,46 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_63backward_sums
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 808, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 813, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 813, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 808, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 813, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 808, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 808, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 809, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 814, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 808, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 813, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -38441,7 +38497,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_sums", 0);
 
-  /* "src/kernels.pxi":811
+  /* "src/kernels.pxi":816
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -38452,19 +38508,19 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":812
+  /* "src/kernels.pxi":817
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 812, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 817, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -38476,7 +38532,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":818
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38484,16 +38540,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 818, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38514,13 +38570,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 813, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38532,13 +38588,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 813, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":814
+  /* "src/kernels.pxi":819
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38546,16 +38602,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 814, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 819, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -38576,13 +38632,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 814, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -38594,13 +38650,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 814, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 819, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":815
+  /* "src/kernels.pxi":820
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38612,21 +38668,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":816
+    /* "src/kernels.pxi":821
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 816, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 821, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 816, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -38638,7 +38694,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":815
+    /* "src/kernels.pxi":820
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38647,7 +38703,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":817
+  /* "src/kernels.pxi":822
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38655,29 +38711,29 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 817, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38698,13 +38754,13 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 817, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38716,41 +38772,41 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":823
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 823, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":819
+  /* "src/kernels.pxi":824
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":820
+  /* "src/kernels.pxi":825
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38763,7 +38819,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":821
+        /* "src/kernels.pxi":826
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38781,7 +38837,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":822
+        /* "src/kernels.pxi":827
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38802,7 +38858,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":821
+        /* "src/kernels.pxi":826
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38812,7 +38868,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":823
+        /* "src/kernels.pxi":828
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38825,7 +38881,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":824
+        /* "src/kernels.pxi":829
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38839,7 +38895,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
         __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":820
+      /* "src/kernels.pxi":825
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38856,21 +38912,21 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":825
+  /* "src/kernels.pxi":830
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 825, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 830, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38882,7 +38938,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":813
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38918,7 +38974,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":828
+/* "src/kernels.pxi":833
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38929,7 +38985,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_62backward_sums(CYTHON_UNUS
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(float *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":838
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -38938,7 +38994,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":834
+  /* "src/kernels.pxi":839
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38947,7 +39003,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":835
+    /* "src/kernels.pxi":840
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -38956,7 +39012,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
     __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":834
+    /* "src/kernels.pxi":839
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -38966,7 +39022,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":837
+  /* "src/kernels.pxi":842
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -38978,7 +39034,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":828
+  /* "src/kernels.pxi":833
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38993,7 +39049,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_coef(double *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":838
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -39002,7 +39058,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":834
+  /* "src/kernels.pxi":839
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -39011,7 +39067,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":835
+    /* "src/kernels.pxi":840
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -39020,7 +39076,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 */
     __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":834
+    /* "src/kernels.pxi":839
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -39030,7 +39086,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":837
+  /* "src/kernels.pxi":842
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -39042,7 +39098,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":828
+  /* "src/kernels.pxi":833
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -39054,7 +39110,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__bwd_co
 
 }
 
-/* "src/kernels.pxi":840
+/* "src/kernels.pxi":845
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39091,53 +39147,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_23backward_apply(PyObject *
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 840, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 845, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 840, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 845, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 840, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 845, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -39151,7 +39207,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_23backward_apply(PyObject *
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 840, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 845, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39203,7 +39259,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 840, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 845, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -39221,11 +39277,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 840, __pyx_L1_error)
+    __PYX_ERR(2, 845, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 845, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -39235,7 +39291,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 840, __pyx_L1_error)
+      __PYX_ERR(2, 845, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -39254,9 +39310,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 840, __pyx_L1_error)
+    __PYX_ERR(2, 845, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 845, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -39265,25 +39321,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_22backward_apply(CYTHON_UNU
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 840, __pyx_L1_error)
+      __PYX_ERR(2, 845, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 840, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 845, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 840, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 845, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -39342,86 +39398,86 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 840, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 845, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 840, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 845, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 840, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 845, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 842, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":842
+      /* "src/kernels.pxi":847
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39433,7 +39489,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 840, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 845, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39453,7 +39509,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_67backward_appl
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":840
+  /* "src/kernels.pxi":845
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39503,7 +39559,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_apply", 0);
 
-  /* "src/kernels.pxi":848
+  /* "src/kernels.pxi":853
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -39514,24 +39570,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":849
+  /* "src/kernels.pxi":854
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 849, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 854, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 849, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 854, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 849, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 854, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":850
+    /* "src/kernels.pxi":855
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -39548,7 +39604,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":849
+    /* "src/kernels.pxi":854
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -39557,7 +39613,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":851
+  /* "src/kernels.pxi":856
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -39566,7 +39622,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":852
+  /* "src/kernels.pxi":857
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39578,16 +39634,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":853
+    /* "src/kernels.pxi":858
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 853, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 858, __pyx_L1_error)
 
-    /* "src/kernels.pxi":852
+    /* "src/kernels.pxi":857
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39596,7 +39652,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":854
+  /* "src/kernels.pxi":859
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39609,7 +39665,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":855
+        /* "src/kernels.pxi":860
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -39623,7 +39679,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":856
+          /* "src/kernels.pxi":861
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -39638,7 +39694,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":857
+        /* "src/kernels.pxi":862
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39662,7 +39718,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":858
+        /* "src/kernels.pxi":863
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -39680,7 +39736,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":857
+        /* "src/kernels.pxi":862
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39692,7 +39748,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":854
+      /* "src/kernels.pxi":859
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39709,7 +39765,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":859
+  /* "src/kernels.pxi":864
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -39718,7 +39774,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_66backward_apply(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":840
+  /* "src/kernels.pxi":845
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39775,86 +39831,86 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_appl
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 840, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 845, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 840, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 845, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 840, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 845, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 840, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 840, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 841, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 842, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 842, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":842
+      /* "src/kernels.pxi":847
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39866,7 +39922,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_appl
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 840, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 845, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39886,7 +39942,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_69backward_appl
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":840
+  /* "src/kernels.pxi":845
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39936,7 +39992,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_apply", 0);
 
-  /* "src/kernels.pxi":848
+  /* "src/kernels.pxi":853
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -39947,24 +40003,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":849
+  /* "src/kernels.pxi":854
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 849, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 854, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 849, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 854, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 849, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 854, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":850
+    /* "src/kernels.pxi":855
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -39981,7 +40037,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":849
+    /* "src/kernels.pxi":854
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -39990,7 +40046,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":851
+  /* "src/kernels.pxi":856
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -39999,7 +40055,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":852
+  /* "src/kernels.pxi":857
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40011,16 +40067,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":853
+    /* "src/kernels.pxi":858
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 853, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 858, __pyx_L1_error)
 
-    /* "src/kernels.pxi":852
+    /* "src/kernels.pxi":857
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40029,7 +40085,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":854
+  /* "src/kernels.pxi":859
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -40042,7 +40098,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":855
+        /* "src/kernels.pxi":860
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -40056,7 +40112,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":856
+          /* "src/kernels.pxi":861
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -40071,7 +40127,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":857
+        /* "src/kernels.pxi":862
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -40095,7 +40151,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":858
+        /* "src/kernels.pxi":863
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -40113,7 +40169,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":857
+        /* "src/kernels.pxi":862
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -40125,7 +40181,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":854
+      /* "src/kernels.pxi":859
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -40142,7 +40198,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":859
+  /* "src/kernels.pxi":864
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -40151,7 +40207,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":840
+  /* "src/kernels.pxi":845
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40178,7 +40234,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_68backward_apply(CYTHON_UNU
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":862
+/* "src/kernels.pxi":867
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40215,53 +40271,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_25bn_backward(PyObject *__p
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 862, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 867, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 867, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 862, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 867, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -40275,7 +40331,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_25bn_backward(PyObject *__p
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 862, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 867, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40327,7 +40383,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 862, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 867, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -40345,11 +40401,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 862, __pyx_L1_error)
+    __PYX_ERR(2, 867, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 867, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -40359,7 +40415,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 862, __pyx_L1_error)
+      __PYX_ERR(2, 867, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -40378,9 +40434,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 862, __pyx_L1_error)
+    __PYX_ERR(2, 867, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 867, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -40389,25 +40445,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_24bn_backward(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 862, __pyx_L1_error)
+      __PYX_ERR(2, 867, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 862, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 867, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 862, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 867, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -40468,95 +40524,95 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_73bn_backward(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 862, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 867, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 867, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 862, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 867, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 865, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 862, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 867, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40631,7 +40687,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_backward", 0);
 
 
-  /* "src/kernels.pxi":873
+  /* "src/kernels.pxi":878
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -40642,7 +40698,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":874
+  /* "src/kernels.pxi":879
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -40651,7 +40707,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":875
+  /* "src/kernels.pxi":880
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -40660,7 +40716,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":876
+  /* "src/kernels.pxi":881
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -40678,7 +40734,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":877
+  /* "src/kernels.pxi":882
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40698,7 +40754,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":883
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40718,24 +40774,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":884
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 879, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 884, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 879, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 884, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 879, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 884, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":880
+    /* "src/kernels.pxi":885
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -40752,7 +40808,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":879
+    /* "src/kernels.pxi":884
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -40761,7 +40817,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":886
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -40770,7 +40826,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":882
+  /* "src/kernels.pxi":887
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -40787,7 +40843,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":883
+  /* "src/kernels.pxi":888
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -40796,7 +40852,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":884
+  /* "src/kernels.pxi":889
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -40805,7 +40861,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":885
+  /* "src/kernels.pxi":890
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -40825,7 +40881,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":886
+  /* "src/kernels.pxi":891
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40837,7 +40893,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":887
+  /* "src/kernels.pxi":892
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40849,7 +40905,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":888
+  /* "src/kernels.pxi":893
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40861,7 +40917,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":889
+  /* "src/kernels.pxi":894
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40873,16 +40929,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":890
+    /* "src/kernels.pxi":895
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 890, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
 
-    /* "src/kernels.pxi":889
+    /* "src/kernels.pxi":894
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40891,7 +40947,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":891
+  /* "src/kernels.pxi":896
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -40903,7 +40959,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":892
+    /* "src/kernels.pxi":897
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -40916,7 +40972,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":893
+          /* "src/kernels.pxi":898
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -40946,7 +41002,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":894
+                              /* "src/kernels.pxi":899
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -40956,7 +41012,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":895
+                              /* "src/kernels.pxi":900
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -40966,7 +41022,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":894
+                              /* "src/kernels.pxi":899
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -40988,7 +41044,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":892
+        /* "src/kernels.pxi":897
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41005,7 +41061,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":896
+    /* "src/kernels.pxi":901
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -41014,7 +41070,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":897
+    /* "src/kernels.pxi":902
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -41031,7 +41087,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":891
+    /* "src/kernels.pxi":896
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41040,7 +41096,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":898
+  /* "src/kernels.pxi":903
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41049,7 +41105,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":899
+    /* "src/kernels.pxi":904
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -41058,7 +41114,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":900
+    /* "src/kernels.pxi":905
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41070,7 +41126,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":901
+      /* "src/kernels.pxi":906
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -41079,16 +41135,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":902
+      /* "src/kernels.pxi":907
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 902, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 907, __pyx_L1_error)
 
-      /* "src/kernels.pxi":900
+      /* "src/kernels.pxi":905
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41097,7 +41153,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
     }
 
-    /* "src/kernels.pxi":898
+    /* "src/kernels.pxi":903
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41106,7 +41162,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":903
+  /* "src/kernels.pxi":908
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41119,7 +41175,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":904
+        /* "src/kernels.pxi":909
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41128,7 +41184,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":905
+          /* "src/kernels.pxi":910
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41137,7 +41193,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":906
+          /* "src/kernels.pxi":911
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -41155,7 +41211,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":905
+          /* "src/kernels.pxi":910
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41165,7 +41221,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_fuse_0__pyx_f_5cnorm_17_kernels_baseline__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":907
+          /* "src/kernels.pxi":912
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -41175,7 +41231,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":908
+          /* "src/kernels.pxi":913
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -41185,7 +41241,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":904
+          /* "src/kernels.pxi":909
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41194,7 +41250,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
         }
 
-        /* "src/kernels.pxi":909
+        /* "src/kernels.pxi":914
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -41208,7 +41264,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":915
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41228,7 +41284,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":911
+          /* "src/kernels.pxi":916
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -41238,7 +41294,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":915
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41250,7 +41306,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":912
+        /* "src/kernels.pxi":917
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41265,7 +41321,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":913
+        /* "src/kernels.pxi":918
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -41280,7 +41336,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":912
+        /* "src/kernels.pxi":917
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41292,7 +41348,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":903
+      /* "src/kernels.pxi":908
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41309,7 +41365,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":914
+  /* "src/kernels.pxi":919
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -41318,7 +41374,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":915
+  /* "src/kernels.pxi":920
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -41327,7 +41383,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_72bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":862
+  /* "src/kernels.pxi":867
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -41396,95 +41452,95 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_75bn_backward(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 862, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 867, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 867, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 862, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 867, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 862, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 862, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 863, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 864, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 865, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 862, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 867, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -41559,7 +41615,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_backward", 0);
 
 
-  /* "src/kernels.pxi":873
+  /* "src/kernels.pxi":878
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -41570,7 +41626,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":874
+  /* "src/kernels.pxi":879
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -41579,7 +41635,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_K = __pyx_f_5cnorm_17_kernels_baseline__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":875
+  /* "src/kernels.pxi":880
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -41588,7 +41644,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":876
+  /* "src/kernels.pxi":881
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -41606,7 +41662,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":877
+  /* "src/kernels.pxi":882
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41626,7 +41682,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":883
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41646,24 +41702,24 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":884
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 879, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 884, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 879, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 884, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 879, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 884, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":880
+    /* "src/kernels.pxi":885
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -41680,7 +41736,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":879
+    /* "src/kernels.pxi":884
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -41689,7 +41745,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":886
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -41698,7 +41754,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":882
+  /* "src/kernels.pxi":887
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -41715,7 +41771,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_v_nt = __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":883
+  /* "src/kernels.pxi":888
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -41724,7 +41780,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":884
+  /* "src/kernels.pxi":889
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -41733,7 +41789,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":885
+  /* "src/kernels.pxi":890
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -41753,7 +41809,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":886
+  /* "src/kernels.pxi":891
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41765,7 +41821,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":887
+  /* "src/kernels.pxi":892
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41777,7 +41833,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":888
+  /* "src/kernels.pxi":893
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41789,7 +41845,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":889
+  /* "src/kernels.pxi":894
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41801,16 +41857,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":890
+    /* "src/kernels.pxi":895
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 890, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
 
-    /* "src/kernels.pxi":889
+    /* "src/kernels.pxi":894
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41819,7 +41875,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":891
+  /* "src/kernels.pxi":896
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41831,7 +41887,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":892
+    /* "src/kernels.pxi":897
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41844,7 +41900,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":893
+          /* "src/kernels.pxi":898
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -41874,7 +41930,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":894
+                              /* "src/kernels.pxi":899
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41884,7 +41940,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":895
+                              /* "src/kernels.pxi":900
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -41894,7 +41950,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":894
+                              /* "src/kernels.pxi":899
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41916,7 +41972,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":892
+        /* "src/kernels.pxi":897
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41933,7 +41989,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":896
+    /* "src/kernels.pxi":901
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -41942,7 +41998,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":897
+    /* "src/kernels.pxi":902
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -41959,7 +42015,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":891
+    /* "src/kernels.pxi":896
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41968,7 +42024,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":898
+  /* "src/kernels.pxi":903
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41977,7 +42033,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":899
+    /* "src/kernels.pxi":904
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -41986,7 +42042,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":900
+    /* "src/kernels.pxi":905
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41998,7 +42054,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":901
+      /* "src/kernels.pxi":906
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -42007,16 +42063,16 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":902
+      /* "src/kernels.pxi":907
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 902, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 907, __pyx_L1_error)
 
-      /* "src/kernels.pxi":900
+      /* "src/kernels.pxi":905
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -42025,7 +42081,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
     }
 
-    /* "src/kernels.pxi":898
+    /* "src/kernels.pxi":903
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -42034,7 +42090,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":903
+  /* "src/kernels.pxi":908
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42047,7 +42103,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":904
+        /* "src/kernels.pxi":909
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -42056,7 +42112,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":905
+          /* "src/kernels.pxi":910
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -42065,7 +42121,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":906
+          /* "src/kernels.pxi":911
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -42083,7 +42139,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":905
+          /* "src/kernels.pxi":910
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -42093,7 +42149,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_fuse_1__pyx_f_5cnorm_17_kernels_baseline__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_17_kernels_baseline__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":907
+          /* "src/kernels.pxi":912
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -42103,7 +42159,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":908
+          /* "src/kernels.pxi":913
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -42113,7 +42169,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_17_kernels_baseline__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":904
+          /* "src/kernels.pxi":909
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -42122,7 +42178,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
         }
 
-        /* "src/kernels.pxi":909
+        /* "src/kernels.pxi":914
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -42136,7 +42192,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":915
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42156,7 +42212,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":911
+          /* "src/kernels.pxi":916
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -42166,7 +42222,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":915
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42178,7 +42234,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":912
+        /* "src/kernels.pxi":917
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42193,7 +42249,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":913
+        /* "src/kernels.pxi":918
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -42208,7 +42264,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":912
+        /* "src/kernels.pxi":917
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42220,7 +42276,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":903
+      /* "src/kernels.pxi":908
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42237,7 +42293,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":914
+  /* "src/kernels.pxi":919
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -42246,7 +42302,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":915
+  /* "src/kernels.pxi":920
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -42255,7 +42311,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":862
+  /* "src/kernels.pxi":867
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -42292,7 +42348,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_74bn_backward(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":918
+/* "src/kernels.pxi":923
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42341,39 +42397,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_src,&__pyx_mstate_global->__pyx_n_u_dst,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 918, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 923, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 918, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 923, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 918, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 923, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 918, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 923, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 918, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 923, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 918, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 923, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 918, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 923, __pyx_L3_error)
     }
-    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 918, __pyx_L3_error)
-    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 918, __pyx_L3_error)
+    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 918, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 923, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42417,7 +42473,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   Py_ssize_t __pyx_t_10;
   __Pyx_RefNannySetupContext("stream_copy", 0);
 
-  /* "src/kernels.pxi":920
+  /* "src/kernels.pxi":925
  * def stream_copy(const float[::1] src, float[::1] dst):
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16             # <<<<<<<<<<<<<<
@@ -42427,7 +42483,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   __pyx_v_n = (__pyx_v_src.shape[0]);
   __pyx_v_B = 0x10000;
 
-  /* "src/kernels.pxi":921
+  /* "src/kernels.pxi":926
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B             # <<<<<<<<<<<<<<
@@ -42436,7 +42492,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
 */
   __pyx_v_nb = (((__pyx_v_n + __pyx_v_B) - 1) / __pyx_v_B);
 
-  /* "src/kernels.pxi":922
+  /* "src/kernels.pxi":927
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42448,7 +42504,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":923
+    /* "src/kernels.pxi":928
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -42465,7 +42521,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":922
+    /* "src/kernels.pxi":927
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42474,7 +42530,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":924
+  /* "src/kernels.pxi":929
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42487,7 +42543,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":925
+        /* "src/kernels.pxi":930
  *         return
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):             # <<<<<<<<<<<<<<
@@ -42519,7 +42575,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
                         {
                             __pyx_v_b = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                            /* "src/kernels.pxi":926
+                            /* "src/kernels.pxi":931
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))             # <<<<<<<<<<<<<<
@@ -42559,7 +42615,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
 
       }
 
-      /* "src/kernels.pxi":924
+      /* "src/kernels.pxi":929
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42576,7 +42632,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":918
+  /* "src/kernels.pxi":923
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42596,7 +42652,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_26stream_copy(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":929
+/* "src/kernels.pxi":934
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -42633,53 +42689,53 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_29update_running(PyObject *
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 929, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 934, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 934, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 929, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 934, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -42693,7 +42749,7 @@ static PyObject *__pyx_pw_5cnorm_17_kernels_baseline_29update_running(PyObject *
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 929, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 934, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42745,7 +42801,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 929, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 934, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -42763,11 +42819,11 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 929, __pyx_L1_error)
+    __PYX_ERR(2, 934, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 934, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -42777,7 +42833,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 929, __pyx_L1_error)
+      __PYX_ERR(2, 934, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -42796,9 +42852,9 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 929, __pyx_L1_error)
+    __PYX_ERR(2, 934, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 934, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -42807,25 +42863,25 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_28update_running(CYTHON_UNU
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 929, __pyx_L1_error)
+      __PYX_ERR(2, 934, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 929, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 934, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 929, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 934, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -42882,67 +42938,67 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_17_kernels_baseline_79update_runnin
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 929, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 934, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 934, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 929, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 934, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 930, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 935, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 929, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 934, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42986,7 +43042,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_0update_running", 0);
 
-  /* "src/kernels.pxi":934
+  /* "src/kernels.pxi":939
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -42998,7 +43054,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":935
+    /* "src/kernels.pxi":940
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -43012,7 +43068,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":936
+      /* "src/kernels.pxi":941
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43021,7 +43077,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":937
+      /* "src/kernels.pxi":942
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -43030,7 +43086,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":936
+      /* "src/kernels.pxi":941
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43042,7 +43098,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":934
+    /* "src/kernels.pxi":939
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43051,7 +43107,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":938
+  /* "src/kernels.pxi":943
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43063,7 +43119,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":939
+    /* "src/kernels.pxi":944
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -43077,7 +43133,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":940
+      /* "src/kernels.pxi":945
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43085,14 +43141,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":941
+      /* "src/kernels.pxi":946
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":940
+      /* "src/kernels.pxi":945
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43103,7 +43159,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":938
+    /* "src/kernels.pxi":943
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43112,7 +43168,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_78update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":929
+  /* "src/kernels.pxi":934
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -43156,67 +43212,67 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_17_kernels_baseline_81update_runnin
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 929, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 934, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 934, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 929, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 934, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 929, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 929, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 930, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 930, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 935, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 929, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 934, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -43260,7 +43316,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_1update_running", 0);
 
-  /* "src/kernels.pxi":934
+  /* "src/kernels.pxi":939
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43272,7 +43328,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":935
+    /* "src/kernels.pxi":940
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -43286,7 +43342,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":936
+      /* "src/kernels.pxi":941
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43295,7 +43351,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":937
+      /* "src/kernels.pxi":942
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -43304,7 +43360,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":936
+      /* "src/kernels.pxi":941
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43316,7 +43372,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":934
+    /* "src/kernels.pxi":939
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43325,7 +43381,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":938
+  /* "src/kernels.pxi":943
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43337,7 +43393,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":939
+    /* "src/kernels.pxi":944
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -43351,7 +43407,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":940
+      /* "src/kernels.pxi":945
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43359,14 +43415,14 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":941
+      /* "src/kernels.pxi":946
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":940
+      /* "src/kernels.pxi":945
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43377,7 +43433,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
     }
 
 
-    /* "src/kernels.pxi":938
+    /* "src/kernels.pxi":943
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43386,7 +43442,7 @@ static PyObject *__pyx_pf_5cnorm_17_kernels_baseline_80update_running(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":929
+  /* "src/kernels.pxi":934
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -44757,14 +44813,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 505, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults = &__pyx_type_5cnorm_17_kernels_baseline___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults);
@@ -45849,38 +45905,38 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 64, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":500
+  /* "src/kernels.pxi":505
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-chunk statistics of each channel of an ``(outer, C, inner)`` array.
  * 
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 500, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 500, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 500, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45891,57 +45947,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 500, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":524
+  /* "src/kernels.pxi":529
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
  *     """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)`` per channel.
  * 
 */
-  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 524, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 529, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 524, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 529, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":544
+  /* "src/kernels.pxi":549
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 544, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 544, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 544, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 544, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 544, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45952,42 +46008,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 544, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":650
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
  *               const double[::1] shift, floating[:, :, ::1] out):
  *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 645, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 645, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 645, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 645, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 645, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45998,42 +46054,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 645, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 650, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":697
+  /* "src/kernels.pxi":702
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
  *                      const floating[::1] bias, double eps, floating[:, :, ::1] out,
  *                      double[::1] mean, double[::1] m2, double[::1] invstd):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 697, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 697, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 697, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 697, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 697, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46044,42 +46100,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 697, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 702, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":756
+  /* "src/kernels.pxi":761
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
  *                     const floating[::1] running_var, const floating[::1] weight,
  *                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 756, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 756, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 756, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 756, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 756, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46090,42 +46146,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 756, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":813
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 808, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 808, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 808, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 808, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 808, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46136,42 +46192,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 808, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 813, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":840
+  /* "src/kernels.pxi":845
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 840, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 840, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 840, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 840, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 840, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46182,42 +46238,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 840, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 845, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":862
+  /* "src/kernels.pxi":867
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                 const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
  *                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 862, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 862, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 862, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 862, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 862, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46228,57 +46284,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 862, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 867, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":918
+  /* "src/kernels.pxi":923
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 918, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 923, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 918, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 923, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":929
+  /* "src/kernels.pxi":934
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
  *                    const double[::1] m2, double count, double factor):
  *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_17_kernels_baseline_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 929, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_17_kernels_baseline_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 929, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 929, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_17_kernels_baseline_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_baseline, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 929, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 929, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_17_kernels_baseline___pyx_defaults)) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46289,7 +46345,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_baseline", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 929, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 934, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -46411,7 +46467,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "src/kernels.pxi":509
+  /* "src/kernels.pxi":514
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -46420,12 +46476,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 509, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 514, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "src/kernels.pxi":840
+  /* "src/kernels.pxi":845
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -46434,7 +46490,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_True};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 840, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 845, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
@@ -46674,147 +46730,147 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_cpu_supports, __pyx_mstate->__pyx_kp_b_iso88591_4q_q_gQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 500};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 505};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 500};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 505};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 500};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 505};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2s, __pyx_mstate->__pyx_n_u_scratch, __pyx_mstate->__pyx_n_u_cnt, __pyx_mstate->__pyx_n_u_sc, __pyx_mstate->__pyx_n_u_pm, __pyx_mstate->__pyx_n_u_pm2};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 524};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 529};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_total, __pyx_mstate->__pyx_n_u_mean_out, __pyx_mstate->__pyx_n_u_m2_out, __pyx_mstate->__pyx_n_u_mo, __pyx_mstate->__pyx_n_u_m2o};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_merge_stats, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 544};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 549};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 544};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 549};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 544};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 549};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 645};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 650};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 645};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 650};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_double_1_double, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 645};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 650};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 697};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 702};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 697};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 702};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 697};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 702};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_yp, __pyx_mstate->__pyx_n_u_scratch_len, __pyx_mstate->__pyx_n_u_cnt};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 756};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 761};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 756};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 761};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_double_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 756};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 761};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 808};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 813};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 808};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 813};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_double_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 808};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 813};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_s1, __pyx_mstate->__pyx_n_u_s2, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_pv, __pyx_mstate->__pyx_n_u_v1, __pyx_mstate->__pyx_n_u_v2};
     __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 840};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 845};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 840};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 845};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_double_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 840};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 845};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 862};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 867};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 862};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 867};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_double_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 862};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 867};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_gp, __pyx_mstate->__pyx_n_u_dp};
     __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 918};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 923};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_src, __pyx_mstate->__pyx_n_u_dst, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_nb};
     __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_stream_copy, __pyx_mstate->__pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 929};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 934};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 929};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 934};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_double_double, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 929};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 934};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor, __pyx_mstate->__pyx_n_u_c};
     __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }

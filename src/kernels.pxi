@@ -304,44 +304,49 @@ cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py
 cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,
                      Py_ssize_t r1, const double *shift, double *s1, double *s2) noexcept nogil:
     """Per channel, as _plane_sums, with per-channel shifts (of the data type without dy).
-    Channels go in blocks of LANES whose lanes stay in registers over the rows."""
-    cdef double a1[LANES]
-    cdef double a2[LANES]
-    cdef floating f1[LANES]
-    cdef floating f2[LANES]
-    cdef floating fs[LANES]
-    cdef Py_ssize_t r, cb = 0, w
-    cdef int l
+    Row by row in memory order (a channel's values are C apart: a page apart for C = 1024,
+    where the prefetcher would not follow), vectorized across channels, into data-type
+    accumulators flushed into the double sums every FLUSH rows."""
+    cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
+    cdef floating *f1 = buf
+    cdef floating *f2 = buf + C
+    cdef floating *fs = buf + 2 * C
     cdef const floating *p
     cdef const floating *g
-    while cb < C:
-        w = min(LANES, C - cb)
-        for l in range(LANES):
-            a1[l] = 0.0
-            a2[l] = 0.0
-            f1[l] = 0.0
-            f2[l] = 0.0
-            fs[l] = <floating>shift[cb + l] if l < w else 0.0
-        if w == LANES:
-            _lane_loop(x + r0 * C + cb, dy + r0 * C + cb if dy != NULL else NULL, C, r1 - r0,
-                       fs, f1, f2, a1, a2, 0)
-        else:  # the last, partial block of channels: straight into the double lanes
-            for r in range(r0, r1):
-                p = x + r * C + cb
-                g = dy + r * C + cb if dy != NULL else NULL
-                for l in range(w):
-                    if dy == NULL:
-                        a1[l] += <double>p[l] - <double>fs[l]
-                        a2[l] += (<double>p[l] - <double>fs[l]) * (<double>p[l] - <double>fs[l])
-                    else:
-                        a1[l] += <double>g[l]
-                        a2[l] += <double>g[l] * (<double>p[l] - <double>fs[l])
-        for l in range(w):
-            s1[cb + l] = a1[l] + <double>f1[l]
-            s2[cb + l] = a2[l] + <double>f2[l]
-            if dy != NULL:  # sums were around fs; move them to the exact shift
-                s2[cb + l] += (<double>fs[l] - shift[cb + l]) * s1[cb + l]
-        cb += LANES
+    cdef floating d, e
+    cdef Py_ssize_t r, c
+    cdef int blocks = 0
+    for c in range(C):
+        s1[c] = 0.0
+        s2[c] = 0.0
+        f1[c] = 0.0
+        f2[c] = 0.0
+        fs[c] = <floating>shift[c]
+    for r in range(r0, r1):
+        p = x + r * C
+        if dy == NULL:
+            for c in range(C):
+                d = p[c] - fs[c]
+                f1[c] += d
+                f2[c] += d * d
+        else:
+            g = dy + r * C
+            for c in range(C):
+                e = g[c]
+                f1[c] += e
+                f2[c] += e * (p[c] - fs[c])
+        blocks += 1
+        if floating is double or blocks == FLUSH or r == r1 - 1:
+            for c in range(C):
+                s1[c] += <double>f1[c]
+                s2[c] += <double>f2[c]
+                f1[c] = 0.0
+                f2[c] = 0.0
+            blocks = 0
+    if dy != NULL:  # sums were around fs; move them to the exact shift
+        for c in range(C):
+            s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+    free(buf)
 
 
 cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,
