@@ -178,3 +178,37 @@ def test_batch_norm_training_without_running_stats(rng):
     rv = np.ones(3)
     cnorm.batch_norm(x, None, rv, training=True, momentum=1.0)  # only the variance tracked
     np.testing.assert_allclose(rv, x.var(axis=(0, 2), ddof=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape,layout", [((5, 6, 30, 40), "nchw"), ((5, 6, 30, 40), "nhwc"),
+                                          ((40, 7, 9), "nchw"), ((300, 20), "nchw")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_steps_compose_to_the_fused_kernels(rng, shape, layout, dtype):
+    """partial -> merge -> finalize -> normalize, and backward_sums -> backward_apply, give
+    bit for bit what the fused layer kernels give (the steps are the same code)."""
+    x = make_input(rng, shape, dtype, offset=20)
+    if layout == "nhwc":
+        x = channels_last(x)
+    C = shape[1]
+    w = rng.uniform(0.5, 2, C).astype(dtype)
+    layer = (cnorm.BatchNorm1d if x.ndim < 4 else cnorm.BatchNorm2d)(C, dtype=dtype)
+    layer.weight[...] = w
+    y = layer(x)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = layer.backward(dy)
+
+    x3 = layer._saved.x3
+    n, mean, m2 = _kernels.merge_stats(*_kernels.partial_stats(x3))
+    invstd = 1.0 / np.sqrt(m2 / n + layer.eps)
+    y3 = np.empty_like(x3)
+    _kernels.normalize(x3, mean, invstd * w, np.zeros(C), y3)
+    assert y3.tobytes() == layer._saved.layout.view(y).tobytes()
+
+    dy3 = layer._saved.layout.view(dy)
+    sdy, sdyx = _kernels.backward_sums(x3, dy3, mean)
+    k1 = w.astype(np.float64) * invstd
+    dx3 = np.empty_like(x3)
+    _kernels.backward_apply(x3, dy3, mean, k1, -k1 * invstd * invstd * sdyx / n, -k1 * sdy / n,
+                            dx3)
+    assert dx3.tobytes() == layer._saved.layout.view(dx).tobytes()
+    np.testing.assert_array_equal(layer.grad_bias, sdy.astype(dtype))
