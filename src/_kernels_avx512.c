@@ -1759,12 +1759,12 @@ struct __pyx_MemviewEnum_obj;
 struct __pyx_memoryview_obj;
 struct __pyx_memoryviewslice_obj;
 
-/* "src/kernels.pxi":37
+/* "src/kernels.pxi":40
  *     int cn_cpu_supports(const char *target)
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
- *     CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
- *     ROW_CHUNK = 65536     # rows layout: values (rows x C) per statistics chunk
+ *     CHUNK = 4096          # plane mode: values of one channel per statistics chunk (16 KB)
+ *     ROW_CHUNK = 65536     # rows mode: values (rows x C) per statistics chunk
 */
 enum  {
   __pyx_e_5cnorm_15_kernels_avx512_CHUNK = 0x1000,
@@ -1775,7 +1775,7 @@ enum  {
   __pyx_e_5cnorm_15_kernels_avx512_PARALLEL_MIN = 0x8000
 };
 
-/* "src/kernels.pxi":505
+/* "src/kernels.pxi":508
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -20213,7 +20213,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":49
+/* "src/kernels.pxi":52
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
@@ -20247,14 +20247,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_max_threads(CYTHON_UNUSED PyO
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("max_threads", 0);
 
-  /* "src/kernels.pxi":51
+  /* "src/kernels.pxi":54
  * def max_threads():
  *     """The thread count a kernel called now from this thread would use (omp_get_max_threads)."""
  *     return cn_max_threads()             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyLong_From_int(cn_max_threads()); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 51, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_int(cn_max_threads()); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 54, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -20267,7 +20267,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_max_threads(CYTHON_UNUSED PyO
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":49
+  /* "src/kernels.pxi":52
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
@@ -20286,7 +20286,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_max_threads(CYTHON_UNUSED PyO
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":54
+/* "src/kernels.pxi":57
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
@@ -20334,32 +20334,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_n,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 54, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 57, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 54, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_max_threads", 0) < (0)) __PYX_ERR(2, 54, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_max_threads", 0) < (0)) __PYX_ERR(2, 57, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, i); __PYX_ERR(2, 54, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, i); __PYX_ERR(2, 57, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 54, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 57, __pyx_L3_error)
     }
-    __pyx_v_n = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_n == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 54, __pyx_L3_error)
+    __pyx_v_n = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_n == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 57, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 54, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("set_max_threads", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 57, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20386,7 +20386,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_2set_max_threads(CYTHON_UNUSE
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("set_max_threads", 0);
 
-  /* "src/kernels.pxi":56
+  /* "src/kernels.pxi":59
  * def set_max_threads(int n):
  *     """Set OpenMP's thread count for the calling thread (omp_set_num_threads)."""
  *     cn_set_max_threads(n)             # <<<<<<<<<<<<<<
@@ -20395,7 +20395,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_2set_max_threads(CYTHON_UNUSE
 */
   cn_set_max_threads(__pyx_v_n);
 
-  /* "src/kernels.pxi":54
+  /* "src/kernels.pxi":57
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
@@ -20410,7 +20410,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_2set_max_threads(CYTHON_UNUSE
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":59
+/* "src/kernels.pxi":62
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
@@ -20444,14 +20444,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_4openmp_enabled(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("openmp_enabled", 0);
 
-  /* "src/kernels.pxi":61
+  /* "src/kernels.pxi":64
  * def openmp_enabled():
  *     """True when the kernels were compiled with OpenMP."""
  *     return bool(cn_openmp_enabled())             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = __Pyx_PyBool_FromLong((!(!(cn_openmp_enabled() != 0)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 61, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyBool_FromLong((!(!(cn_openmp_enabled() != 0)))); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 64, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -20464,7 +20464,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_4openmp_enabled(CYTHON_UNUSED
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":59
+  /* "src/kernels.pxi":62
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
@@ -20483,7 +20483,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_4openmp_enabled(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":64
+/* "src/kernels.pxi":67
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
@@ -20531,32 +20531,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_target,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 64, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 67, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 64, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 67, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "cpu_supports", 0) < (0)) __PYX_ERR(2, 64, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "cpu_supports", 0) < (0)) __PYX_ERR(2, 67, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, i); __PYX_ERR(2, 64, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, i); __PYX_ERR(2, 67, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 64, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 67, __pyx_L3_error)
     }
     __pyx_v_target = ((PyObject*)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 64, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("cpu_supports", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 67, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20567,7 +20567,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_target), (&PyUnicode_Type), 1, "target", 1))) __PYX_ERR(2, 64, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_target), (&PyUnicode_Type), 1, "target", 1))) __PYX_ERR(2, 67, __pyx_L1_error)
   __pyx_r = __pyx_pf_5cnorm_15_kernels_avx512_6cpu_supports(__pyx_self, __pyx_v_target);
 
   /* function exit code */
@@ -20598,7 +20598,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_6cpu_supports(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("cpu_supports", 0);
 
-  /* "src/kernels.pxi":66
+  /* "src/kernels.pxi":69
  * def cpu_supports(str target):
  *     """True when this CPU (and OS) can run code built for ``target``: baseline, avx2, avx512."""
  *     return bool(cn_cpu_supports(target.encode()))             # <<<<<<<<<<<<<<
@@ -20607,12 +20607,12 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_6cpu_supports(CYTHON_UNUSED P
 */
   if (unlikely(__pyx_v_target == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "encode");
-    __PYX_ERR(2, 66, __pyx_L1_error)
+    __PYX_ERR(2, 69, __pyx_L1_error)
   }
-  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_target, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 66, __pyx_L1_error)
+  __pyx_t_1 = PyUnicode_AsEncodedString(__pyx_v_target, NULL, NULL); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 69, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_t_1); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(2, 66, __pyx_L1_error)
-  __pyx_t_3 = __Pyx_PyBool_FromLong((!(!(cn_cpu_supports(__pyx_t_2) != 0)))); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 66, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyBytes_AsString(__pyx_t_1); if (unlikely((!__pyx_t_2) && PyErr_Occurred())) __PYX_ERR(2, 69, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyBool_FromLong((!(!(cn_cpu_supports(__pyx_t_2) != 0)))); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 69, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
@@ -20627,7 +20627,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_6cpu_supports(CYTHON_UNUSED P
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":64
+  /* "src/kernels.pxi":67
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
@@ -20647,7 +20647,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_6cpu_supports(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":69
+/* "src/kernels.pxi":72
  * 
  * 
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20662,7 +20662,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":71
+  /* "src/kernels.pxi":74
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:             # <<<<<<<<<<<<<<
@@ -20688,7 +20688,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":72
+    /* "src/kernels.pxi":75
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:
  *         return 1             # <<<<<<<<<<<<<<
@@ -20701,7 +20701,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":71
+    /* "src/kernels.pxi":74
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:
  *     cdef int nt
  *     if work < PARALLEL_MIN or units < 2:             # <<<<<<<<<<<<<<
@@ -20710,7 +20710,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
 */
   }
 
-  /* "src/kernels.pxi":73
+  /* "src/kernels.pxi":76
  *     if work < PARALLEL_MIN or units < 2:
  *         return 1
  *     nt = cn_max_threads()             # <<<<<<<<<<<<<<
@@ -20719,7 +20719,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
 */
   __pyx_v_nt = cn_max_threads();
 
-  /* "src/kernels.pxi":74
+  /* "src/kernels.pxi":77
  *         return 1
  *     nt = cn_max_threads()
  *     if nt > units:             # <<<<<<<<<<<<<<
@@ -20731,7 +20731,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":75
+    /* "src/kernels.pxi":78
  *     nt = cn_max_threads()
  *     if nt > units:
  *         nt = <int>units             # <<<<<<<<<<<<<<
@@ -20740,7 +20740,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
 */
     __pyx_v_nt = ((int)__pyx_v_units);
 
-    /* "src/kernels.pxi":74
+    /* "src/kernels.pxi":77
  *         return 1
  *     nt = cn_max_threads()
  *     if nt > units:             # <<<<<<<<<<<<<<
@@ -20749,7 +20749,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
 */
   }
 
-  /* "src/kernels.pxi":76
+  /* "src/kernels.pxi":79
  *     if nt > units:
  *         nt = <int>units
  *     return nt if nt > 0 else 1             # <<<<<<<<<<<<<<
@@ -20771,7 +20771,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":69
+  /* "src/kernels.pxi":72
  * 
  * 
  * cdef inline int _threads(Py_ssize_t work, Py_ssize_t units) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20785,7 +20785,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__threads(Py_ssize_t __
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":79
+/* "src/kernels.pxi":82
  * 
  * 
  * cdef inline Py_ssize_t _block_rows(Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -20802,7 +20802,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
   Py_ssize_t __pyx_t_5;
   int __pyx_t_6;
 
-  /* "src/kernels.pxi":85
+  /* "src/kernels.pxi":88
  *     short rows size them by one channel's values, about CHUNK, and at least 8 chunks so the
  *     statistics spread over threads. Depends on the shape only."""
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -20814,7 +20814,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":86
+    /* "src/kernels.pxi":89
  *     statistics spread over threads. Depends on the shape only."""
  *     if inner == 1:
  *         return max(1, ROW_CHUNK // C) if C > 0 else 1             # <<<<<<<<<<<<<<
@@ -20851,7 +20851,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":85
+    /* "src/kernels.pxi":88
  *     short rows size them by one channel's values, about CHUNK, and at least 8 chunks so the
  *     statistics spread over threads. Depends on the shape only."""
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -20860,7 +20860,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
 */
   }
 
-  /* "src/kernels.pxi":87
+  /* "src/kernels.pxi":90
  *     if inner == 1:
  *         return max(1, ROW_CHUNK // C) if C > 0 else 1
  *     return max(1, min(CHUNK // inner, (outer + 7) // 8))             # <<<<<<<<<<<<<<
@@ -20903,7 +20903,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
 
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":79
+  /* "src/kernels.pxi":82
  * 
  * 
  * cdef inline Py_ssize_t _block_rows(Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -20916,7 +20916,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__block_rows(Py_
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":90
+/* "src/kernels.pxi":93
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -20929,7 +20929,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":93
+  /* "src/kernels.pxi":96
  *     """Statistics chunks: per channel in plane mode (inner >= GATHER: CHUNK values of one
  *     channel), or blocks of outer rows in block mode. Depends on the shape only."""
  *     if C == 0 or outer == 0 or inner == 0:             # <<<<<<<<<<<<<<
@@ -20965,7 +20965,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":94
+    /* "src/kernels.pxi":97
  *     channel), or blocks of outer rows in block mode. Depends on the shape only."""
  *     if C == 0 or outer == 0 or inner == 0:
  *         return 0             # <<<<<<<<<<<<<<
@@ -20978,7 +20978,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":93
+    /* "src/kernels.pxi":96
  *     """Statistics chunks: per channel in plane mode (inner >= GATHER: CHUNK values of one
  *     channel), or blocks of outer rows in block mode. Depends on the shape only."""
  *     if C == 0 or outer == 0 or inner == 0:             # <<<<<<<<<<<<<<
@@ -20987,7 +20987,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
 */
   }
 
-  /* "src/kernels.pxi":95
+  /* "src/kernels.pxi":98
  *     if C == 0 or outer == 0 or inner == 0:
  *         return 0
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -20999,7 +20999,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":96
+    /* "src/kernels.pxi":99
  *         return 0
  *     if inner >= GATHER:
  *         return (outer * inner + CHUNK - 1) // CHUNK             # <<<<<<<<<<<<<<
@@ -21012,7 +21012,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":95
+    /* "src/kernels.pxi":98
  *     if C == 0 or outer == 0 or inner == 0:
  *         return 0
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -21021,7 +21021,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
 */
   }
 
-  /* "src/kernels.pxi":97
+  /* "src/kernels.pxi":100
  *     if inner >= GATHER:
  *         return (outer * inner + CHUNK - 1) // CHUNK
  *     return (outer + _block_rows(outer, C, inner) - 1) // _block_rows(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -21034,7 +21034,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":90
+  /* "src/kernels.pxi":93
  * 
  * 
  * cdef inline Py_ssize_t _nchunks(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -21047,7 +21047,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__nchunks(Py_ssi
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":100
+/* "src/kernels.pxi":103
  * 
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21060,7 +21060,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":102
+  /* "src/kernels.pxi":105
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                     Py_ssize_t inner) noexcept nogil:
  *     return k * CHUNK if inner >= GATHER else k * _block_rows(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -21082,7 +21082,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":100
+  /* "src/kernels.pxi":103
  * 
  * 
  * cdef inline Py_ssize_t _chunk_start(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21095,7 +21095,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_start(Py
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":105
+/* "src/kernels.pxi":108
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21110,7 +21110,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":107
+  /* "src/kernels.pxi":110
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -21122,7 +21122,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":108
+    /* "src/kernels.pxi":111
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner >= GATHER:
  *         return min((k + 1) * CHUNK, outer * inner)             # <<<<<<<<<<<<<<
@@ -21150,7 +21150,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
 
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":107
+    /* "src/kernels.pxi":110
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,
  *                                   Py_ssize_t inner) noexcept nogil:
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -21159,7 +21159,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
 */
   }
 
-  /* "src/kernels.pxi":109
+  /* "src/kernels.pxi":112
  *     if inner >= GATHER:
  *         return min((k + 1) * CHUNK, outer * inner)
  *     return min((k + 1) * _block_rows(outer, C, inner), outer)             # <<<<<<<<<<<<<<
@@ -21187,7 +21187,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
 
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":105
+  /* "src/kernels.pxi":108
  * 
  * 
  * cdef inline Py_ssize_t _chunk_end(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21200,7 +21200,7 @@ static CYTHON_INLINE Py_ssize_t __pyx_f_5cnorm_15_kernels_avx512__chunk_end(Py_s
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":112
+/* "src/kernels.pxi":115
  * 
  * 
  * cdef inline double _chunk_count(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21214,7 +21214,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssi
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":115
+  /* "src/kernels.pxi":118
  *                                 Py_ssize_t inner) noexcept nogil:
  *     """Values of each channel in chunk k."""
  *     cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -21223,7 +21223,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssi
 */
   __pyx_v_span = (__pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner) - __pyx_f_5cnorm_15_kernels_avx512__chunk_start(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner));
 
-  /* "src/kernels.pxi":116
+  /* "src/kernels.pxi":119
  *     """Values of each channel in chunk k."""
  *     cdef Py_ssize_t span = _chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner)
  *     return <double>(span if inner >= GATHER else span * inner)             # <<<<<<<<<<<<<<
@@ -21247,7 +21247,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssi
 
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":112
+  /* "src/kernels.pxi":115
  * 
  * 
  * cdef inline double _chunk_count(Py_ssize_t k, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -21261,7 +21261,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__chunk_count(Py_ssi
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":119
+/* "src/kernels.pxi":122
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -21277,7 +21277,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":120
+  /* "src/kernels.pxi":123
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:
  *     cdef double s = 0.0             # <<<<<<<<<<<<<<
@@ -21286,7 +21286,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
 */
   __pyx_v_s = 0.0;
 
-  /* "src/kernels.pxi":122
+  /* "src/kernels.pxi":125
  *     cdef double s = 0.0
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21300,7 +21300,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":123
+    /* "src/kernels.pxi":126
  *     cdef int l
  *     for l in range(LANES):
  *         s = s + a[l]             # <<<<<<<<<<<<<<
@@ -21311,7 +21311,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   }
 
 
-  /* "src/kernels.pxi":124
+  /* "src/kernels.pxi":127
  *     for l in range(LANES):
  *         s = s + a[l]
  *     return s             # <<<<<<<<<<<<<<
@@ -21324,7 +21324,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":119
+  /* "src/kernels.pxi":122
  * 
  * 
  * cdef inline double _lane_sum(const double *a) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -21339,7 +21339,7 @@ static CYTHON_INLINE double __pyx_f_5cnorm_15_kernels_avx512__lane_sum(double co
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":127
+/* "src/kernels.pxi":130
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -21352,7 +21352,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
   double __pyx_v_d;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":131
+  /* "src/kernels.pxi":134
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -21364,7 +21364,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":132
+    /* "src/kernels.pxi":135
  *     cdef double tot, d
  *     if nb <= 0.0:
  *         return             # <<<<<<<<<<<<<<
@@ -21375,7 +21375,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":131
+    /* "src/kernels.pxi":134
  *     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
  *     cdef double tot, d
  *     if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -21384,7 +21384,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   }
 
-  /* "src/kernels.pxi":133
+  /* "src/kernels.pxi":136
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -21396,7 +21396,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":134
+    /* "src/kernels.pxi":137
  *         return
  *     if n[0] == 0.0:
  *         n[0] = nb             # <<<<<<<<<<<<<<
@@ -21405,7 +21405,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
     (__pyx_v_n[0]) = __pyx_v_nb;
 
-    /* "src/kernels.pxi":135
+    /* "src/kernels.pxi":138
  *     if n[0] == 0.0:
  *         n[0] = nb
  *         m[0] = mb             # <<<<<<<<<<<<<<
@@ -21414,7 +21414,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
     (__pyx_v_m[0]) = __pyx_v_mb;
 
-    /* "src/kernels.pxi":136
+    /* "src/kernels.pxi":139
  *         n[0] = nb
  *         m[0] = mb
  *         M[0] = Mb             # <<<<<<<<<<<<<<
@@ -21423,7 +21423,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
     (__pyx_v_M[0]) = __pyx_v_Mb;
 
-    /* "src/kernels.pxi":137
+    /* "src/kernels.pxi":140
  *         m[0] = mb
  *         M[0] = Mb
  *         return             # <<<<<<<<<<<<<<
@@ -21434,7 +21434,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":133
+    /* "src/kernels.pxi":136
  *     if nb <= 0.0:
  *         return
  *     if n[0] == 0.0:             # <<<<<<<<<<<<<<
@@ -21443,7 +21443,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   }
 
-  /* "src/kernels.pxi":138
+  /* "src/kernels.pxi":141
  *         M[0] = Mb
  *         return
  *     tot = n[0] + nb             # <<<<<<<<<<<<<<
@@ -21452,7 +21452,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   __pyx_v_tot = ((__pyx_v_n[0]) + __pyx_v_nb);
 
-  /* "src/kernels.pxi":139
+  /* "src/kernels.pxi":142
  *         return
  *     tot = n[0] + nb
  *     d = mb - m[0]             # <<<<<<<<<<<<<<
@@ -21461,7 +21461,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   __pyx_v_d = (__pyx_v_mb - (__pyx_v_m[0]));
 
-  /* "src/kernels.pxi":140
+  /* "src/kernels.pxi":143
  *     tot = n[0] + nb
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)             # <<<<<<<<<<<<<<
@@ -21470,7 +21470,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   (__pyx_v_m[0]) = ((__pyx_v_m[0]) + (__pyx_v_d * (__pyx_v_nb / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":141
+  /* "src/kernels.pxi":144
  *     d = mb - m[0]
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)             # <<<<<<<<<<<<<<
@@ -21479,7 +21479,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   (__pyx_v_M[0]) = (((__pyx_v_M[0]) + __pyx_v_Mb) + ((__pyx_v_d * __pyx_v_d) * (((__pyx_v_n[0]) * __pyx_v_nb) / __pyx_v_tot)));
 
-  /* "src/kernels.pxi":142
+  /* "src/kernels.pxi":145
  *     m[0] = m[0] + d * (nb / tot)
  *     M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
  *     n[0] = tot             # <<<<<<<<<<<<<<
@@ -21488,7 +21488,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 */
   (__pyx_v_n[0]) = __pyx_v_tot;
 
-  /* "src/kernels.pxi":127
+  /* "src/kernels.pxi":130
  * 
  * 
  * cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,             # <<<<<<<<<<<<<<
@@ -21502,7 +21502,7 @@ static CYTHON_INLINE void __pyx_f_5cnorm_15_kernels_avx512__merge_into(double *_
 
 }
 
-/* "src/kernels.pxi":145
+/* "src/kernels.pxi":148
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -21519,7 +21519,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   int __pyx_t_2;
   int __pyx_t_3;
 
-  /* "src/kernels.pxi":148
+  /* "src/kernels.pxi":151
  *                                double *m2) noexcept nogil:
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n             # <<<<<<<<<<<<<<
@@ -21528,7 +21528,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   __pyx_v_mu = (__pyx_v_s1 / __pyx_v_n);
 
-  /* "src/kernels.pxi":149
+  /* "src/kernels.pxi":152
  *     """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits."""
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu             # <<<<<<<<<<<<<<
@@ -21537,7 +21537,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   __pyx_v_corr = (__pyx_v_s1 * __pyx_v_mu);
 
-  /* "src/kernels.pxi":150
+  /* "src/kernels.pxi":153
  *     cdef double mu = s1 / n
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr             # <<<<<<<<<<<<<<
@@ -21546,7 +21546,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   __pyx_v_v = (__pyx_v_s2 - __pyx_v_corr);
 
-  /* "src/kernels.pxi":151
+  /* "src/kernels.pxi":154
  *     cdef double corr = s1 * mu
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu             # <<<<<<<<<<<<<<
@@ -21555,7 +21555,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
 */
   (__pyx_v_mean[0]) = (__pyx_v_shift + __pyx_v_mu);
 
-  /* "src/kernels.pxi":152
+  /* "src/kernels.pxi":155
  *     cdef double v = s2 - corr
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v             # <<<<<<<<<<<<<<
@@ -21575,7 +21575,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   (__pyx_v_m2[0]) = __pyx_t_1;
 
 
-  /* "src/kernels.pxi":153
+  /* "src/kernels.pxi":156
  *     mean[0] = shift + mu
  *     m2[0] = 0.0 if v < 0.0 else v
  *     return corr > 1e6 * v and mean[0] - mean[0] == 0.0             # <<<<<<<<<<<<<<
@@ -21603,7 +21603,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":145
+  /* "src/kernels.pxi":148
  * 
  * 
  * cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,             # <<<<<<<<<<<<<<
@@ -21619,7 +21619,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__finish_chunk(double _
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":160
+/* "src/kernels.pxi":163
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -21648,7 +21648,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 
 
 
-  /* "src/kernels.pxi":176
+  /* "src/kernels.pxi":179
  *     cdef Py_ssize_t b
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21662,7 +21662,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":177
+    /* "src/kernels.pxi":180
  *     cdef int l
  *     for l in range(LANES):
  *         f1[l] = f1o[l]             # <<<<<<<<<<<<<<
@@ -21671,7 +21671,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1[__pyx_v_l]) = (__pyx_v_f1o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":178
+    /* "src/kernels.pxi":181
  *     for l in range(LANES):
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]             # <<<<<<<<<<<<<<
@@ -21680,7 +21680,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f2[__pyx_v_l]) = (__pyx_v_f2o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":179
+    /* "src/kernels.pxi":182
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]             # <<<<<<<<<<<<<<
@@ -21691,7 +21691,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":180
+  /* "src/kernels.pxi":183
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]
  *     for b in range(nblocks):             # <<<<<<<<<<<<<<
@@ -21705,7 +21705,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
     __pyx_v_b = __pyx_t_6;
 
-    /* "src/kernels.pxi":181
+    /* "src/kernels.pxi":184
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -21717,7 +21717,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":182
+      /* "src/kernels.pxi":185
  *     for b in range(nblocks):
  *         if g == NULL:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21731,7 +21731,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":183
+        /* "src/kernels.pxi":186
  *         if g == NULL:
  *             for l in range(LANES):
  *                 d = p[l] - s[l]             # <<<<<<<<<<<<<<
@@ -21740,7 +21740,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_l]) - (__pyx_v_s[__pyx_v_l]));
 
-        /* "src/kernels.pxi":184
+        /* "src/kernels.pxi":187
  *             for l in range(LANES):
  *                 d = p[l] - s[l]
  *                 f1[l] += d             # <<<<<<<<<<<<<<
@@ -21751,7 +21751,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":185
+        /* "src/kernels.pxi":188
  *                 d = p[l] - s[l]
  *                 f1[l] += d
  *                 f2[l] += d * d             # <<<<<<<<<<<<<<
@@ -21764,7 +21764,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":181
+      /* "src/kernels.pxi":184
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -21774,7 +21774,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":187
+    /* "src/kernels.pxi":190
  *                 f2[l] += d * d
  *         else:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21789,7 +21789,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":188
+        /* "src/kernels.pxi":191
  *         else:
  *             for l in range(LANES):
  *                 e = g[l]             # <<<<<<<<<<<<<<
@@ -21798,7 +21798,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_l]);
 
-        /* "src/kernels.pxi":189
+        /* "src/kernels.pxi":192
  *             for l in range(LANES):
  *                 e = g[l]
  *                 f1[l] += e             # <<<<<<<<<<<<<<
@@ -21809,7 +21809,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":190
+        /* "src/kernels.pxi":193
  *                 e = g[l]
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])             # <<<<<<<<<<<<<<
@@ -21822,7 +21822,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":191
+      /* "src/kernels.pxi":194
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride             # <<<<<<<<<<<<<<
@@ -21833,7 +21833,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":192
+    /* "src/kernels.pxi":195
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride
  *         p += stride             # <<<<<<<<<<<<<<
@@ -21842,7 +21842,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_p = (__pyx_v_p + __pyx_v_stride);
 
-    /* "src/kernels.pxi":193
+    /* "src/kernels.pxi":196
  *             g += stride
  *         p += stride
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -21851,7 +21851,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":194
+    /* "src/kernels.pxi":197
  *         p += stride
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
@@ -21863,7 +21863,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":195
+      /* "src/kernels.pxi":198
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21877,7 +21877,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":196
+        /* "src/kernels.pxi":199
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -21888,7 +21888,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-        /* "src/kernels.pxi":197
+        /* "src/kernels.pxi":200
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -21899,7 +21899,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-        /* "src/kernels.pxi":198
+        /* "src/kernels.pxi":201
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -21908,7 +21908,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-        /* "src/kernels.pxi":199
+        /* "src/kernels.pxi":202
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -21919,7 +21919,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":200
+      /* "src/kernels.pxi":203
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -21928,7 +21928,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
       __pyx_v_blocks = 0;
 
-      /* "src/kernels.pxi":194
+      /* "src/kernels.pxi":197
  *         p += stride
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:             # <<<<<<<<<<<<<<
@@ -21939,7 +21939,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":204
  *                 f2[l] = 0.0
  *             blocks = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -21953,7 +21953,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":202
+    /* "src/kernels.pxi":205
  *             blocks = 0
  *     for l in range(LANES):
  *         f1o[l] = f1[l]             # <<<<<<<<<<<<<<
@@ -21962,7 +21962,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1o[__pyx_v_l]) = (__pyx_v_f1[__pyx_v_l]);
 
-    /* "src/kernels.pxi":203
+    /* "src/kernels.pxi":206
  *     for l in range(LANES):
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]             # <<<<<<<<<<<<<<
@@ -21973,7 +21973,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":204
+  /* "src/kernels.pxi":207
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]
  *     return blocks             # <<<<<<<<<<<<<<
@@ -21986,7 +21986,7 @@ static CYTHON_INLINE int __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":160
+  /* "src/kernels.pxi":163
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -22030,7 +22030,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 
 
 
-  /* "src/kernels.pxi":176
+  /* "src/kernels.pxi":179
  *     cdef Py_ssize_t b
  *     cdef int l
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22044,7 +22044,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":177
+    /* "src/kernels.pxi":180
  *     cdef int l
  *     for l in range(LANES):
  *         f1[l] = f1o[l]             # <<<<<<<<<<<<<<
@@ -22053,7 +22053,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1[__pyx_v_l]) = (__pyx_v_f1o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":178
+    /* "src/kernels.pxi":181
  *     for l in range(LANES):
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]             # <<<<<<<<<<<<<<
@@ -22062,7 +22062,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f2[__pyx_v_l]) = (__pyx_v_f2o[__pyx_v_l]);
 
-    /* "src/kernels.pxi":179
+    /* "src/kernels.pxi":182
  *         f1[l] = f1o[l]
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]             # <<<<<<<<<<<<<<
@@ -22073,7 +22073,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":180
+  /* "src/kernels.pxi":183
  *         f2[l] = f2o[l]
  *         s[l] = shift[l]
  *     for b in range(nblocks):             # <<<<<<<<<<<<<<
@@ -22087,7 +22087,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
     __pyx_v_b = __pyx_t_6;
 
-    /* "src/kernels.pxi":181
+    /* "src/kernels.pxi":184
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -22099,7 +22099,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     if (__pyx_t_7) {
 
 
-      /* "src/kernels.pxi":182
+      /* "src/kernels.pxi":185
  *     for b in range(nblocks):
  *         if g == NULL:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22113,7 +22113,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":183
+        /* "src/kernels.pxi":186
  *         if g == NULL:
  *             for l in range(LANES):
  *                 d = p[l] - s[l]             # <<<<<<<<<<<<<<
@@ -22122,7 +22122,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_l]) - (__pyx_v_s[__pyx_v_l]));
 
-        /* "src/kernels.pxi":184
+        /* "src/kernels.pxi":187
  *             for l in range(LANES):
  *                 d = p[l] - s[l]
  *                 f1[l] += d             # <<<<<<<<<<<<<<
@@ -22133,7 +22133,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":185
+        /* "src/kernels.pxi":188
  *                 d = p[l] - s[l]
  *                 f1[l] += d
  *                 f2[l] += d * d             # <<<<<<<<<<<<<<
@@ -22146,7 +22146,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":181
+      /* "src/kernels.pxi":184
  *         s[l] = shift[l]
  *     for b in range(nblocks):
  *         if g == NULL:             # <<<<<<<<<<<<<<
@@ -22156,7 +22156,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":187
+    /* "src/kernels.pxi":190
  *                 f2[l] += d * d
  *         else:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22171,7 +22171,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
         __pyx_v_l = __pyx_t_3;
 
-        /* "src/kernels.pxi":188
+        /* "src/kernels.pxi":191
  *         else:
  *             for l in range(LANES):
  *                 e = g[l]             # <<<<<<<<<<<<<<
@@ -22180,7 +22180,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_l]);
 
-        /* "src/kernels.pxi":189
+        /* "src/kernels.pxi":192
  *             for l in range(LANES):
  *                 e = g[l]
  *                 f1[l] += e             # <<<<<<<<<<<<<<
@@ -22191,7 +22191,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
         __pyx_t_8 = __pyx_v_l;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":190
+        /* "src/kernels.pxi":193
  *                 e = g[l]
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])             # <<<<<<<<<<<<<<
@@ -22204,7 +22204,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       }
 
 
-      /* "src/kernels.pxi":191
+      /* "src/kernels.pxi":194
  *                 f1[l] += e
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride             # <<<<<<<<<<<<<<
@@ -22215,7 +22215,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":192
+    /* "src/kernels.pxi":195
  *                 f2[l] += e * (p[l] - s[l])
  *             g += stride
  *         p += stride             # <<<<<<<<<<<<<<
@@ -22224,7 +22224,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_p = (__pyx_v_p + __pyx_v_stride);
 
-    /* "src/kernels.pxi":193
+    /* "src/kernels.pxi":196
  *             g += stride
  *         p += stride
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -22233,7 +22233,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":195
+    /* "src/kernels.pxi":198
  *         blocks += 1
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22247,7 +22247,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":196
+      /* "src/kernels.pxi":199
  *         if floating is double or blocks == FLUSH:
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -22258,7 +22258,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       __pyx_t_8 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_8]) = ((__pyx_v_a1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-      /* "src/kernels.pxi":197
+      /* "src/kernels.pxi":200
  *             for l in range(LANES):
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -22269,7 +22269,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
       __pyx_t_8 = __pyx_v_l;
       (__pyx_v_a2[__pyx_t_8]) = ((__pyx_v_a2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_l])));
 
-      /* "src/kernels.pxi":198
+      /* "src/kernels.pxi":201
  *                 a1[l] += <double>f1[l]
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22278,7 +22278,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
       (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-      /* "src/kernels.pxi":199
+      /* "src/kernels.pxi":202
  *                 a2[l] += <double>f2[l]
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22289,7 +22289,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
     }
 
 
-    /* "src/kernels.pxi":200
+    /* "src/kernels.pxi":203
  *                 f1[l] = 0.0
  *                 f2[l] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -22300,7 +22300,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":201
+  /* "src/kernels.pxi":204
  *                 f2[l] = 0.0
  *             blocks = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22314,7 +22314,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":202
+    /* "src/kernels.pxi":205
  *             blocks = 0
  *     for l in range(LANES):
  *         f1o[l] = f1[l]             # <<<<<<<<<<<<<<
@@ -22323,7 +22323,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
 */
     (__pyx_v_f1o[__pyx_v_l]) = (__pyx_v_f1[__pyx_v_l]);
 
-    /* "src/kernels.pxi":203
+    /* "src/kernels.pxi":206
  *     for l in range(LANES):
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]             # <<<<<<<<<<<<<<
@@ -22334,7 +22334,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
 
 
-  /* "src/kernels.pxi":204
+  /* "src/kernels.pxi":207
  *         f1o[l] = f1[l]
  *         f2o[l] = f2[l]
  *     return blocks             # <<<<<<<<<<<<<<
@@ -22347,7 +22347,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":160
+  /* "src/kernels.pxi":163
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline int _lane_loop(const floating *p, const floating *g, Py_ssize_t stride,             # <<<<<<<<<<<<<<
@@ -22370,7 +22370,7 @@ static CYTHON_INLINE int __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":207
+/* "src/kernels.pxi":210
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -22406,7 +22406,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   int __pyx_t_9;
   long __pyx_t_10;
 
-  /* "src/kernels.pxi":218
+  /* "src/kernels.pxi":221
  *     cdef floating f2[LANES]
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -22415,7 +22415,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":219
+  /* "src/kernels.pxi":222
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -22424,7 +22424,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":220
+  /* "src/kernels.pxi":223
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb             # <<<<<<<<<<<<<<
@@ -22433,7 +22433,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":221
+  /* "src/kernels.pxi":224
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb
  *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
@@ -22442,7 +22442,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":224
+  /* "src/kernels.pxi":227
  *     cdef const floating *p
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift             # <<<<<<<<<<<<<<
@@ -22451,7 +22451,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   __pyx_v_fs = ((float)__pyx_v_shift);
 
-  /* "src/kernels.pxi":225
+  /* "src/kernels.pxi":228
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22465,7 +22465,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":226
+    /* "src/kernels.pxi":229
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22474,7 +22474,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":227
+    /* "src/kernels.pxi":230
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22483,7 +22483,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":228
+    /* "src/kernels.pxi":231
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *         f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22492,7 +22492,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":229
+    /* "src/kernels.pxi":232
  *         a2[l] = 0.0
  *         f1[l] = 0.0
  *         f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22501,7 +22501,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":230
+    /* "src/kernels.pxi":233
  *         f1[l] = 0.0
  *         f2[l] = 0.0
  *         sh[l] = fs             # <<<<<<<<<<<<<<
@@ -22512,7 +22512,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   }
 
 
-  /* "src/kernels.pxi":231
+  /* "src/kernels.pxi":234
  *         f2[l] = 0.0
  *         sh[l] = fs
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -22525,7 +22525,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":232
+    /* "src/kernels.pxi":235
  *         sh[l] = fs
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -22549,7 +22549,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":233
+    /* "src/kernels.pxi":236
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -22558,7 +22558,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":234
+    /* "src/kernels.pxi":237
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -22577,7 +22577,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 
     __pyx_v_g = __pyx_t_8;
 
-    /* "src/kernels.pxi":235
+    /* "src/kernels.pxi":238
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES             # <<<<<<<<<<<<<<
@@ -22586,7 +22586,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_nb = (__pyx_v_seg / __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":236
+    /* "src/kernels.pxi":239
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)             # <<<<<<<<<<<<<<
@@ -22595,7 +22595,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_blocks = __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__lane_loop(__pyx_v_p, __pyx_v_g, __pyx_e_5cnorm_15_kernels_avx512_LANES, __pyx_v_nb, __pyx_v_sh, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, __pyx_v_blocks);
 
-    /* "src/kernels.pxi":237
+    /* "src/kernels.pxi":240
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES             # <<<<<<<<<<<<<<
@@ -22604,7 +22604,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_t = (__pyx_v_nb * __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":238
+    /* "src/kernels.pxi":241
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES
  *         for l in range(seg - t):             # <<<<<<<<<<<<<<
@@ -22618,7 +22618,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":239
+      /* "src/kernels.pxi":242
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22630,7 +22630,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
       if (__pyx_t_4) {
 
 
-        /* "src/kernels.pxi":240
+        /* "src/kernels.pxi":243
  *         for l in range(seg - t):
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
@@ -22641,7 +22641,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
 
-        /* "src/kernels.pxi":241
+        /* "src/kernels.pxi":244
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22652,7 +22652,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
 
-        /* "src/kernels.pxi":239
+        /* "src/kernels.pxi":242
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -22662,7 +22662,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":243
+      /* "src/kernels.pxi":246
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
  *             else:
  *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -22674,7 +22674,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":244
+        /* "src/kernels.pxi":247
  *             else:
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -22689,7 +22689,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     }
 
 
-    /* "src/kernels.pxi":245
+    /* "src/kernels.pxi":248
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
@@ -22698,7 +22698,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":246
+    /* "src/kernels.pxi":249
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -22707,7 +22707,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":247
+    /* "src/kernels.pxi":250
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -22717,7 +22717,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":251
  *         o += 1
  *         i = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22731,7 +22731,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":249
+    /* "src/kernels.pxi":252
  *         i = 0
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -22742,7 +22742,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_t_9 = __pyx_v_l;
     (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-    /* "src/kernels.pxi":250
+    /* "src/kernels.pxi":253
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -22755,7 +22755,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   }
 
 
-  /* "src/kernels.pxi":251
+  /* "src/kernels.pxi":254
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
@@ -22764,7 +22764,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":252
+  /* "src/kernels.pxi":255
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
@@ -22773,7 +22773,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":253
+  /* "src/kernels.pxi":256
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22785,7 +22785,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":254
+    /* "src/kernels.pxi":257
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
@@ -22796,7 +22796,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
     __pyx_t_10 = 0;
     (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
 
-    /* "src/kernels.pxi":253
+    /* "src/kernels.pxi":256
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -22805,7 +22805,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(float const
 */
   }
 
-  /* "src/kernels.pxi":207
+  /* "src/kernels.pxi":210
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -22860,7 +22860,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   int __pyx_t_9;
   long __pyx_t_10;
 
-  /* "src/kernels.pxi":218
+  /* "src/kernels.pxi":221
  *     cdef floating f2[LANES]
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner             # <<<<<<<<<<<<<<
@@ -22869,7 +22869,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_o = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":219
+  /* "src/kernels.pxi":222
  *     cdef floating sh[LANES]
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner             # <<<<<<<<<<<<<<
@@ -22878,7 +22878,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_i = (__pyx_v_j0 - (__pyx_v_o * __pyx_v_inner));
 
-  /* "src/kernels.pxi":220
+  /* "src/kernels.pxi":223
  *     cdef Py_ssize_t o = j0 // inner
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb             # <<<<<<<<<<<<<<
@@ -22887,7 +22887,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_j = __pyx_v_j0;
 
-  /* "src/kernels.pxi":221
+  /* "src/kernels.pxi":224
  *     cdef Py_ssize_t i = j0 - o * inner
  *     cdef Py_ssize_t j = j0, t, seg, nb
  *     cdef int l, blocks = 0             # <<<<<<<<<<<<<<
@@ -22896,7 +22896,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":224
+  /* "src/kernels.pxi":227
  *     cdef const floating *p
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift             # <<<<<<<<<<<<<<
@@ -22905,7 +22905,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   __pyx_v_fs = ((double)__pyx_v_shift);
 
-  /* "src/kernels.pxi":225
+  /* "src/kernels.pxi":228
  *     cdef const floating *g
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -22919,7 +22919,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":226
+    /* "src/kernels.pxi":229
  *     cdef floating fs = <floating>shift
  *     for l in range(LANES):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22928,7 +22928,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":227
+    /* "src/kernels.pxi":230
  *     for l in range(LANES):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22937,7 +22937,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":228
+    /* "src/kernels.pxi":231
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *         f1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22946,7 +22946,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_f1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":229
+    /* "src/kernels.pxi":232
  *         a2[l] = 0.0
  *         f1[l] = 0.0
  *         f2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -22955,7 +22955,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     (__pyx_v_f2[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":230
+    /* "src/kernels.pxi":233
  *         f1[l] = 0.0
  *         f2[l] = 0.0
  *         sh[l] = fs             # <<<<<<<<<<<<<<
@@ -22966,7 +22966,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":231
+  /* "src/kernels.pxi":234
  *         f2[l] = 0.0
  *         sh[l] = fs
  *     while j < j1:             # <<<<<<<<<<<<<<
@@ -22979,7 +22979,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 
     if (!__pyx_t_4) break;
 
-    /* "src/kernels.pxi":232
+    /* "src/kernels.pxi":235
  *         sh[l] = fs
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)             # <<<<<<<<<<<<<<
@@ -23003,7 +23003,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_v_seg = __pyx_t_7;
 
 
-    /* "src/kernels.pxi":233
+    /* "src/kernels.pxi":236
  *     while j < j1:
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i             # <<<<<<<<<<<<<<
@@ -23012,7 +23012,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_p = ((__pyx_v_x + (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner)) + __pyx_v_i);
 
-    /* "src/kernels.pxi":234
+    /* "src/kernels.pxi":237
  *         seg = min(inner - i, j1 - j)
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL             # <<<<<<<<<<<<<<
@@ -23031,7 +23031,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 
     __pyx_v_g = __pyx_t_8;
 
-    /* "src/kernels.pxi":235
+    /* "src/kernels.pxi":238
  *         p = x + (o * C + c) * inner + i
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES             # <<<<<<<<<<<<<<
@@ -23040,7 +23040,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_nb = (__pyx_v_seg / __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":236
+    /* "src/kernels.pxi":239
  *         g = dy + (p - x) if dy != NULL else NULL
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)             # <<<<<<<<<<<<<<
@@ -23049,7 +23049,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_blocks = __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__lane_loop(__pyx_v_p, __pyx_v_g, __pyx_e_5cnorm_15_kernels_avx512_LANES, __pyx_v_nb, __pyx_v_sh, __pyx_v_f1, __pyx_v_f2, __pyx_v_a1, __pyx_v_a2, __pyx_v_blocks);
 
-    /* "src/kernels.pxi":237
+    /* "src/kernels.pxi":240
  *         nb = seg // LANES
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES             # <<<<<<<<<<<<<<
@@ -23058,7 +23058,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_t = (__pyx_v_nb * __pyx_e_5cnorm_15_kernels_avx512_LANES);
 
-    /* "src/kernels.pxi":238
+    /* "src/kernels.pxi":241
  *         blocks = _lane_loop(p, g, LANES, nb, sh, f1, f2, a1, a2, blocks)
  *         t = nb * LANES
  *         for l in range(seg - t):             # <<<<<<<<<<<<<<
@@ -23072,7 +23072,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_5; __pyx_t_3+=1) {
       __pyx_v_l = __pyx_t_3;
 
-      /* "src/kernels.pxi":239
+      /* "src/kernels.pxi":242
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -23084,7 +23084,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
       if (__pyx_t_4) {
 
 
-        /* "src/kernels.pxi":240
+        /* "src/kernels.pxi":243
  *         for l in range(seg - t):
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs             # <<<<<<<<<<<<<<
@@ -23095,7 +23095,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)));
 
-        /* "src/kernels.pxi":241
+        /* "src/kernels.pxi":244
  *             if dy == NULL:
  *                 a1[l] += <double>p[t + l] - <double>fs
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -23106,7 +23106,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a2[__pyx_t_9]) = ((__pyx_v_a2[__pyx_t_9]) + ((((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs)) * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - ((double)__pyx_v_fs))));
 
-        /* "src/kernels.pxi":239
+        /* "src/kernels.pxi":242
  *         t = nb * LANES
  *         for l in range(seg - t):
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -23116,7 +23116,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         goto __pyx_L9;
       }
 
-      /* "src/kernels.pxi":243
+      /* "src/kernels.pxi":246
  *                 a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
  *             else:
  *                 a1[l] += <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -23128,7 +23128,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
         __pyx_t_9 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)])));
 
-        /* "src/kernels.pxi":244
+        /* "src/kernels.pxi":247
  *             else:
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)             # <<<<<<<<<<<<<<
@@ -23143,7 +23143,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     }
 
 
-    /* "src/kernels.pxi":245
+    /* "src/kernels.pxi":248
  *                 a1[l] += <double>g[t + l]
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg             # <<<<<<<<<<<<<<
@@ -23152,7 +23152,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_j = (__pyx_v_j + __pyx_v_seg);
 
-    /* "src/kernels.pxi":246
+    /* "src/kernels.pxi":249
  *                 a2[l] += <double>g[t + l] * (<double>p[t + l] - <double>fs)
  *         j += seg
  *         o += 1             # <<<<<<<<<<<<<<
@@ -23161,7 +23161,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
     __pyx_v_o = (__pyx_v_o + 1);
 
-    /* "src/kernels.pxi":247
+    /* "src/kernels.pxi":250
  *         j += seg
  *         o += 1
  *         i = 0             # <<<<<<<<<<<<<<
@@ -23171,7 +23171,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_v_i = 0;
   }
 
-  /* "src/kernels.pxi":248
+  /* "src/kernels.pxi":251
  *         o += 1
  *         i = 0
  *     for l in range(LANES):             # <<<<<<<<<<<<<<
@@ -23185,7 +23185,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_l = __pyx_t_3;
 
-    /* "src/kernels.pxi":249
+    /* "src/kernels.pxi":252
  *         i = 0
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]             # <<<<<<<<<<<<<<
@@ -23196,7 +23196,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_t_9 = __pyx_v_l;
     (__pyx_v_a1[__pyx_t_9]) = ((__pyx_v_a1[__pyx_t_9]) + ((double)(__pyx_v_f1[__pyx_v_l])));
 
-    /* "src/kernels.pxi":250
+    /* "src/kernels.pxi":253
  *     for l in range(LANES):
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]             # <<<<<<<<<<<<<<
@@ -23209,7 +23209,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":251
+  /* "src/kernels.pxi":254
  *         a1[l] += <double>f1[l]
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)             # <<<<<<<<<<<<<<
@@ -23218,7 +23218,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   (__pyx_v_s1[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a1);
 
-  /* "src/kernels.pxi":252
+  /* "src/kernels.pxi":255
  *         a2[l] += <double>f2[l]
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)             # <<<<<<<<<<<<<<
@@ -23227,7 +23227,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   (__pyx_v_s2[0]) = __pyx_f_5cnorm_15_kernels_avx512__lane_sum(__pyx_v_a2);
 
-  /* "src/kernels.pxi":253
+  /* "src/kernels.pxi":256
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -23239,7 +23239,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":254
+    /* "src/kernels.pxi":257
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         s2[0] += (<double>fs - shift) * s1[0]             # <<<<<<<<<<<<<<
@@ -23250,7 +23250,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
     __pyx_t_10 = 0;
     (__pyx_v_s2[__pyx_t_10]) = ((__pyx_v_s2[__pyx_t_10]) + ((((double)__pyx_v_fs) - __pyx_v_shift) * (__pyx_v_s1[0])));
 
-    /* "src/kernels.pxi":253
+    /* "src/kernels.pxi":256
  *     s1[0] = _lane_sum(a1)
  *     s2[0] = _lane_sum(a2)
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -23259,7 +23259,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 */
   }
 
-  /* "src/kernels.pxi":207
+  /* "src/kernels.pxi":210
  * 
  * 
  * cdef void _plane_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23286,7 +23286,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(double cons
 
 }
 
-/* "src/kernels.pxi":257
+/* "src/kernels.pxi":260
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -23302,7 +23302,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":260
+  /* "src/kernels.pxi":263
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -23311,7 +23311,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":261
+  /* "src/kernels.pxi":264
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -23320,7 +23320,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":262
+  /* "src/kernels.pxi":265
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -23329,7 +23329,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":263
+  /* "src/kernels.pxi":266
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23338,7 +23338,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":264
+  /* "src/kernels.pxi":267
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23350,7 +23350,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":265
+    /* "src/kernels.pxi":268
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
@@ -23359,7 +23359,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
     __pyx_v_shift = ((double)((float)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":266
+    /* "src/kernels.pxi":269
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23368,7 +23368,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":267
+    /* "src/kernels.pxi":270
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
@@ -23377,7 +23377,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
     (void)(__pyx_f_5cnorm_15_kernels_avx512__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":264
+    /* "src/kernels.pxi":267
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23386,7 +23386,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(floa
 */
   }
 
-  /* "src/kernels.pxi":257
+  /* "src/kernels.pxi":260
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -23410,7 +23410,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
   double __pyx_v_shift;
   int __pyx_t_1;
 
-  /* "src/kernels.pxi":260
+  /* "src/kernels.pxi":263
  *                              Py_ssize_t j0, Py_ssize_t j1, double *mean,
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner             # <<<<<<<<<<<<<<
@@ -23419,7 +23419,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_v_o0 = (__pyx_v_j0 / __pyx_v_inner);
 
-  /* "src/kernels.pxi":261
+  /* "src/kernels.pxi":264
  *                              double *m2) noexcept nogil:
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2             # <<<<<<<<<<<<<<
@@ -23428,7 +23428,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_v_n = ((double)(__pyx_v_j1 - __pyx_v_j0));
 
-  /* "src/kernels.pxi":262
+  /* "src/kernels.pxi":265
  *     cdef Py_ssize_t o0 = j0 // inner
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]             # <<<<<<<<<<<<<<
@@ -23437,7 +23437,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_v_shift = (__pyx_v_x[((((__pyx_v_o0 * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner) + (__pyx_v_j0 - (__pyx_v_o0 * __pyx_v_inner)))]);
 
-  /* "src/kernels.pxi":263
+  /* "src/kernels.pxi":266
  *     cdef double n = <double>(j1 - j0), s1, s2
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23446,7 +23446,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-  /* "src/kernels.pxi":264
+  /* "src/kernels.pxi":267
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23458,7 +23458,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":265
+    /* "src/kernels.pxi":268
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]             # <<<<<<<<<<<<<<
@@ -23467,7 +23467,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
     __pyx_v_shift = ((double)((double)(__pyx_v_mean[0])));
 
-    /* "src/kernels.pxi":266
+    /* "src/kernels.pxi":269
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)             # <<<<<<<<<<<<<<
@@ -23476,7 +23476,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_c, __pyx_v_j0, __pyx_v_j1, __pyx_v_shift, (&__pyx_v_s1), (&__pyx_v_s2));
 
-    /* "src/kernels.pxi":267
+    /* "src/kernels.pxi":270
  *         shift = <double><floating>mean[0]
  *         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *         _finish_chunk(n, shift, s1, s2, mean, m2)             # <<<<<<<<<<<<<<
@@ -23485,7 +23485,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
     (void)(__pyx_f_5cnorm_15_kernels_avx512__finish_chunk(__pyx_v_n, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2, __pyx_v_mean, __pyx_v_m2));
 
-    /* "src/kernels.pxi":264
+    /* "src/kernels.pxi":267
  *     cdef double shift = x[(o0 * C + c) * inner + (j0 - o0 * inner)]
  *     _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
  *     if _finish_chunk(n, shift, s1, s2, mean, m2):             # <<<<<<<<<<<<<<
@@ -23494,7 +23494,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 */
   }
 
-  /* "src/kernels.pxi":257
+  /* "src/kernels.pxi":260
  * 
  * 
  * cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,             # <<<<<<<<<<<<<<
@@ -23510,7 +23510,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(doub
 
 }
 
-/* "src/kernels.pxi":270
+/* "src/kernels.pxi":273
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23529,7 +23529,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":273
+  /* "src/kernels.pxi":276
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23538,7 +23538,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":274
+  /* "src/kernels.pxi":277
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -23547,7 +23547,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":275
+  /* "src/kernels.pxi":278
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23556,7 +23556,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":276
+  /* "src/kernels.pxi":279
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23565,7 +23565,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":277
+  /* "src/kernels.pxi":280
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23579,7 +23579,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":281
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -23588,7 +23588,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":279
+    /* "src/kernels.pxi":282
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -23599,7 +23599,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   }
 
 
-  /* "src/kernels.pxi":280
+  /* "src/kernels.pxi":283
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23611,7 +23611,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":281
+    /* "src/kernels.pxi":284
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -23620,7 +23620,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":282
+    /* "src/kernels.pxi":285
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -23629,7 +23629,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":280
+    /* "src/kernels.pxi":283
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23638,7 +23638,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(float cons
 */
   }
 
-  /* "src/kernels.pxi":270
+  /* "src/kernels.pxi":273
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23665,7 +23665,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "src/kernels.pxi":273
+  /* "src/kernels.pxi":276
  *                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23674,7 +23674,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":274
+  /* "src/kernels.pxi":277
  *     """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb             # <<<<<<<<<<<<<<
@@ -23683,7 +23683,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":275
+  /* "src/kernels.pxi":278
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23692,7 +23692,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   (__pyx_v_mean[0]) = 0.0;
 
-  /* "src/kernels.pxi":276
+  /* "src/kernels.pxi":279
  *     cdef double n = 0.0, mb, Mb
  *     mean[0] = 0.0
  *     m2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23701,7 +23701,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   (__pyx_v_m2[0]) = 0.0;
 
-  /* "src/kernels.pxi":277
+  /* "src/kernels.pxi":280
  *     mean[0] = 0.0
  *     m2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23715,7 +23715,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":278
+    /* "src/kernels.pxi":281
  *     m2[0] = 0.0
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)             # <<<<<<<<<<<<<<
@@ -23724,7 +23724,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_chunk_stats(__pyx_v_x, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), (&__pyx_v_mb), (&__pyx_v_Mb));
 
-    /* "src/kernels.pxi":279
+    /* "src/kernels.pxi":282
  *     for k in range(K):
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)             # <<<<<<<<<<<<<<
@@ -23735,7 +23735,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   }
 
 
-  /* "src/kernels.pxi":280
+  /* "src/kernels.pxi":283
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23747,7 +23747,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":281
+    /* "src/kernels.pxi":284
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:
  *         mean[0] = NAN             # <<<<<<<<<<<<<<
@@ -23756,7 +23756,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
     (__pyx_v_mean[0]) = NAN;
 
-    /* "src/kernels.pxi":282
+    /* "src/kernels.pxi":285
  *     if n == 0.0:
  *         mean[0] = NAN
  *         m2[0] = NAN             # <<<<<<<<<<<<<<
@@ -23765,7 +23765,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
     (__pyx_v_m2[0]) = NAN;
 
-    /* "src/kernels.pxi":280
+    /* "src/kernels.pxi":283
  *         _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
  *         _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -23774,7 +23774,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 */
   }
 
-  /* "src/kernels.pxi":270
+  /* "src/kernels.pxi":273
  * 
  * 
  * cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -23790,7 +23790,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(double con
 
 }
 
-/* "src/kernels.pxi":285
+/* "src/kernels.pxi":288
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23808,7 +23808,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":289
+  /* "src/kernels.pxi":292
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23817,7 +23817,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":291
+  /* "src/kernels.pxi":294
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23826,7 +23826,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":292
+  /* "src/kernels.pxi":295
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23835,7 +23835,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":293
+  /* "src/kernels.pxi":296
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23849,7 +23849,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":294
+    /* "src/kernels.pxi":297
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -23858,7 +23858,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":295
+    /* "src/kernels.pxi":298
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -23869,7 +23869,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":296
+    /* "src/kernels.pxi":299
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -23882,7 +23882,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(float const 
   }
 
 
-  /* "src/kernels.pxi":285
+  /* "src/kernels.pxi":288
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23907,7 +23907,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
   Py_ssize_t __pyx_t_3;
   long __pyx_t_4;
 
-  /* "src/kernels.pxi":289
+  /* "src/kernels.pxi":292
  *                      double *s2) noexcept nogil:
  *     """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -23916,7 +23916,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":291
+  /* "src/kernels.pxi":294
  *     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
  *     cdef double a, b
  *     s1[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23925,7 +23925,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
   (__pyx_v_s1[0]) = 0.0;
 
-  /* "src/kernels.pxi":292
+  /* "src/kernels.pxi":295
  *     cdef double a, b
  *     s1[0] = 0.0
  *     s2[0] = 0.0             # <<<<<<<<<<<<<<
@@ -23934,7 +23934,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
   (__pyx_v_s2[0]) = 0.0;
 
-  /* "src/kernels.pxi":293
+  /* "src/kernels.pxi":296
  *     s1[0] = 0.0
  *     s2[0] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -23948,7 +23948,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":294
+    /* "src/kernels.pxi":297
  *     s2[0] = 0.0
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)             # <<<<<<<<<<<<<<
@@ -23957,7 +23957,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_k * __pyx_e_5cnorm_15_kernels_avx512_CHUNK), __pyx_f_5cnorm_15_kernels_avx512__chunk_end(__pyx_v_k, __pyx_v_outer, __pyx_v_C, __pyx_v_inner), __pyx_v_mean, (&__pyx_v_a), (&__pyx_v_b));
 
-    /* "src/kernels.pxi":295
+    /* "src/kernels.pxi":298
  *     for k in range(K):
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a             # <<<<<<<<<<<<<<
@@ -23968,7 +23968,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
     __pyx_t_4 = 0;
     (__pyx_v_s1[__pyx_t_4]) = ((__pyx_v_s1[__pyx_t_4]) + __pyx_v_a);
 
-    /* "src/kernels.pxi":296
+    /* "src/kernels.pxi":299
  *         _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
  *         s1[0] += a
  *         s2[0] += b             # <<<<<<<<<<<<<<
@@ -23981,7 +23981,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
   }
 
 
-  /* "src/kernels.pxi":285
+  /* "src/kernels.pxi":288
  * 
  * 
  * cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -23996,7 +23996,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(double const
 
 }
 
-/* "src/kernels.pxi":304
+/* "src/kernels.pxi":307
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -24026,7 +24026,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
   Py_ssize_t __pyx_t_8;
   int __pyx_t_9;
 
-  /* "src/kernels.pxi":310
+  /* "src/kernels.pxi":313
  *     where the prefetcher would not follow), vectorized across channels, into data-type
  *     accumulators flushed into the double sums every FLUSH rows."""
  *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -24035,7 +24035,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   __pyx_v_buf = ((float *)malloc(((3 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":311
+  /* "src/kernels.pxi":314
  *     accumulators flushed into the double sums every FLUSH rows."""
  *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
  *     cdef floating *f1 = buf             # <<<<<<<<<<<<<<
@@ -24044,7 +24044,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   __pyx_v_f1 = __pyx_v_buf;
 
-  /* "src/kernels.pxi":312
+  /* "src/kernels.pxi":315
  *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
  *     cdef floating *f1 = buf
  *     cdef floating *f2 = buf + C             # <<<<<<<<<<<<<<
@@ -24053,7 +24053,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   __pyx_v_f2 = (__pyx_v_buf + __pyx_v_C);
 
-  /* "src/kernels.pxi":313
+  /* "src/kernels.pxi":316
  *     cdef floating *f1 = buf
  *     cdef floating *f2 = buf + C
  *     cdef floating *fs = buf + 2 * C             # <<<<<<<<<<<<<<
@@ -24062,7 +24062,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   __pyx_v_fs = (__pyx_v_buf + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":318
+  /* "src/kernels.pxi":321
  *     cdef floating d, e
  *     cdef Py_ssize_t r, c
  *     cdef int blocks = 0             # <<<<<<<<<<<<<<
@@ -24071,7 +24071,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":319
+  /* "src/kernels.pxi":322
  *     cdef Py_ssize_t r, c
  *     cdef int blocks = 0
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -24085,7 +24085,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":320
+    /* "src/kernels.pxi":323
  *     cdef int blocks = 0
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24094,7 +24094,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":321
+    /* "src/kernels.pxi":324
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24103,7 +24103,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
     (__pyx_v_s2[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":322
+    /* "src/kernels.pxi":325
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *         f1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24112,7 +24112,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
     (__pyx_v_f1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":323
+    /* "src/kernels.pxi":326
  *         s2[c] = 0.0
  *         f1[c] = 0.0
  *         f2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24121,7 +24121,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
     (__pyx_v_f2[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":324
+    /* "src/kernels.pxi":327
  *         f1[c] = 0.0
  *         f2[c] = 0.0
  *         fs[c] = <floating>shift[c]             # <<<<<<<<<<<<<<
@@ -24132,7 +24132,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
   }
 
 
-  /* "src/kernels.pxi":325
+  /* "src/kernels.pxi":328
  *         f2[c] = 0.0
  *         fs[c] = <floating>shift[c]
  *     for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -24146,7 +24146,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
   for (__pyx_t_3 = __pyx_v_r0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_r = __pyx_t_3;
 
-    /* "src/kernels.pxi":326
+    /* "src/kernels.pxi":329
  *         fs[c] = <floating>shift[c]
  *     for r in range(r0, r1):
  *         p = x + r * C             # <<<<<<<<<<<<<<
@@ -24155,7 +24155,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
     __pyx_v_p = (__pyx_v_x + (__pyx_v_r * __pyx_v_C));
 
-    /* "src/kernels.pxi":327
+    /* "src/kernels.pxi":330
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24167,7 +24167,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":328
+      /* "src/kernels.pxi":331
  *         p = x + r * C
  *         if dy == NULL:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -24181,7 +24181,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":329
+        /* "src/kernels.pxi":332
  *         if dy == NULL:
  *             for c in range(C):
  *                 d = p[c] - fs[c]             # <<<<<<<<<<<<<<
@@ -24190,7 +24190,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_c]) - (__pyx_v_fs[__pyx_v_c]));
 
-        /* "src/kernels.pxi":330
+        /* "src/kernels.pxi":333
  *             for c in range(C):
  *                 d = p[c] - fs[c]
  *                 f1[c] += d             # <<<<<<<<<<<<<<
@@ -24201,7 +24201,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":331
+        /* "src/kernels.pxi":334
  *                 d = p[c] - fs[c]
  *                 f1[c] += d
  *                 f2[c] += d * d             # <<<<<<<<<<<<<<
@@ -24214,7 +24214,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       }
 
 
-      /* "src/kernels.pxi":327
+      /* "src/kernels.pxi":330
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24224,7 +24224,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":333
+    /* "src/kernels.pxi":336
  *                 f2[c] += d * d
  *         else:
  *             g = dy + r * C             # <<<<<<<<<<<<<<
@@ -24234,7 +24234,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     /*else*/ {
       __pyx_v_g = (__pyx_v_dy + (__pyx_v_r * __pyx_v_C));
 
-      /* "src/kernels.pxi":334
+      /* "src/kernels.pxi":337
  *         else:
  *             g = dy + r * C
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -24248,7 +24248,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":335
+        /* "src/kernels.pxi":338
  *             g = dy + r * C
  *             for c in range(C):
  *                 e = g[c]             # <<<<<<<<<<<<<<
@@ -24257,7 +24257,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_c]);
 
-        /* "src/kernels.pxi":336
+        /* "src/kernels.pxi":339
  *             for c in range(C):
  *                 e = g[c]
  *                 f1[c] += e             # <<<<<<<<<<<<<<
@@ -24268,7 +24268,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":337
+        /* "src/kernels.pxi":340
  *                 e = g[c]
  *                 f1[c] += e
  *                 f2[c] += e * (p[c] - fs[c])             # <<<<<<<<<<<<<<
@@ -24283,7 +24283,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":338
+    /* "src/kernels.pxi":341
  *                 f1[c] += e
  *                 f2[c] += e * (p[c] - fs[c])
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -24292,7 +24292,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":339
+    /* "src/kernels.pxi":342
  *                 f2[c] += e * (p[c] - fs[c])
  *         blocks += 1
  *         if floating is double or blocks == FLUSH or r == r1 - 1:             # <<<<<<<<<<<<<<
@@ -24318,7 +24318,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":340
+      /* "src/kernels.pxi":343
  *         blocks += 1
  *         if floating is double or blocks == FLUSH or r == r1 - 1:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -24332,7 +24332,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":341
+        /* "src/kernels.pxi":344
  *         if floating is double or blocks == FLUSH or r == r1 - 1:
  *             for c in range(C):
  *                 s1[c] += <double>f1[c]             # <<<<<<<<<<<<<<
@@ -24343,7 +24343,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_c])));
 
-        /* "src/kernels.pxi":342
+        /* "src/kernels.pxi":345
  *             for c in range(C):
  *                 s1[c] += <double>f1[c]
  *                 s2[c] += <double>f2[c]             # <<<<<<<<<<<<<<
@@ -24354,7 +24354,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_s2[__pyx_t_8]) = ((__pyx_v_s2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_c])));
 
-        /* "src/kernels.pxi":343
+        /* "src/kernels.pxi":346
  *                 s1[c] += <double>f1[c]
  *                 s2[c] += <double>f2[c]
  *                 f1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24363,7 +24363,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
         (__pyx_v_f1[__pyx_v_c]) = 0.0;
 
-        /* "src/kernels.pxi":344
+        /* "src/kernels.pxi":347
  *                 s2[c] += <double>f2[c]
  *                 f1[c] = 0.0
  *                 f2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24374,7 +24374,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
       }
 
 
-      /* "src/kernels.pxi":345
+      /* "src/kernels.pxi":348
  *                 f1[c] = 0.0
  *                 f2[c] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -24383,7 +24383,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
       __pyx_v_blocks = 0;
 
-      /* "src/kernels.pxi":339
+      /* "src/kernels.pxi":342
  *                 f2[c] += e * (p[c] - fs[c])
  *         blocks += 1
  *         if floating is double or blocks == FLUSH or r == r1 - 1:             # <<<<<<<<<<<<<<
@@ -24394,7 +24394,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
   }
 
 
-  /* "src/kernels.pxi":346
+  /* "src/kernels.pxi":349
  *                 f2[c] = 0.0
  *             blocks = 0
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24406,7 +24406,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":347
+    /* "src/kernels.pxi":350
  *             blocks = 0
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -24420,7 +24420,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":348
+      /* "src/kernels.pxi":351
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         for c in range(C):
  *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]             # <<<<<<<<<<<<<<
@@ -24433,7 +24433,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
     }
 
 
-    /* "src/kernels.pxi":346
+    /* "src/kernels.pxi":349
  *                 f2[c] = 0.0
  *             blocks = 0
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24442,7 +24442,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   }
 
-  /* "src/kernels.pxi":349
+  /* "src/kernels.pxi":352
  *         for c in range(C):
  *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
  *     free(buf)             # <<<<<<<<<<<<<<
@@ -24451,7 +24451,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(float const 
 */
   free(__pyx_v_buf);
 
-  /* "src/kernels.pxi":304
+  /* "src/kernels.pxi":307
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -24494,7 +24494,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
   Py_ssize_t __pyx_t_7;
   Py_ssize_t __pyx_t_8;
 
-  /* "src/kernels.pxi":310
+  /* "src/kernels.pxi":313
  *     where the prefetcher would not follow), vectorized across channels, into data-type
  *     accumulators flushed into the double sums every FLUSH rows."""
  *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -24503,7 +24503,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   __pyx_v_buf = ((double *)malloc(((3 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":311
+  /* "src/kernels.pxi":314
  *     accumulators flushed into the double sums every FLUSH rows."""
  *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
  *     cdef floating *f1 = buf             # <<<<<<<<<<<<<<
@@ -24512,7 +24512,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   __pyx_v_f1 = __pyx_v_buf;
 
-  /* "src/kernels.pxi":312
+  /* "src/kernels.pxi":315
  *     cdef floating *buf = <floating *>malloc(3 * C * sizeof(floating))
  *     cdef floating *f1 = buf
  *     cdef floating *f2 = buf + C             # <<<<<<<<<<<<<<
@@ -24521,7 +24521,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   __pyx_v_f2 = (__pyx_v_buf + __pyx_v_C);
 
-  /* "src/kernels.pxi":313
+  /* "src/kernels.pxi":316
  *     cdef floating *f1 = buf
  *     cdef floating *f2 = buf + C
  *     cdef floating *fs = buf + 2 * C             # <<<<<<<<<<<<<<
@@ -24530,7 +24530,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   __pyx_v_fs = (__pyx_v_buf + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":318
+  /* "src/kernels.pxi":321
  *     cdef floating d, e
  *     cdef Py_ssize_t r, c
  *     cdef int blocks = 0             # <<<<<<<<<<<<<<
@@ -24539,7 +24539,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   __pyx_v_blocks = 0;
 
-  /* "src/kernels.pxi":319
+  /* "src/kernels.pxi":322
  *     cdef Py_ssize_t r, c
  *     cdef int blocks = 0
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -24553,7 +24553,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":320
+    /* "src/kernels.pxi":323
  *     cdef int blocks = 0
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24562,7 +24562,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":321
+    /* "src/kernels.pxi":324
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24571,7 +24571,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
     (__pyx_v_s2[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":322
+    /* "src/kernels.pxi":325
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *         f1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24580,7 +24580,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
     (__pyx_v_f1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":323
+    /* "src/kernels.pxi":326
  *         s2[c] = 0.0
  *         f1[c] = 0.0
  *         f2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24589,7 +24589,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
     (__pyx_v_f2[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":324
+    /* "src/kernels.pxi":327
  *         f1[c] = 0.0
  *         f2[c] = 0.0
  *         fs[c] = <floating>shift[c]             # <<<<<<<<<<<<<<
@@ -24600,7 +24600,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
   }
 
 
-  /* "src/kernels.pxi":325
+  /* "src/kernels.pxi":328
  *         f2[c] = 0.0
  *         fs[c] = <floating>shift[c]
  *     for r in range(r0, r1):             # <<<<<<<<<<<<<<
@@ -24614,7 +24614,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
   for (__pyx_t_3 = __pyx_v_r0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_r = __pyx_t_3;
 
-    /* "src/kernels.pxi":326
+    /* "src/kernels.pxi":329
  *         fs[c] = <floating>shift[c]
  *     for r in range(r0, r1):
  *         p = x + r * C             # <<<<<<<<<<<<<<
@@ -24623,7 +24623,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
     __pyx_v_p = (__pyx_v_x + (__pyx_v_r * __pyx_v_C));
 
-    /* "src/kernels.pxi":327
+    /* "src/kernels.pxi":330
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24635,7 +24635,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":328
+      /* "src/kernels.pxi":331
  *         p = x + r * C
  *         if dy == NULL:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -24649,7 +24649,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":329
+        /* "src/kernels.pxi":332
  *         if dy == NULL:
  *             for c in range(C):
  *                 d = p[c] - fs[c]             # <<<<<<<<<<<<<<
@@ -24658,7 +24658,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
         __pyx_v_d = ((__pyx_v_p[__pyx_v_c]) - (__pyx_v_fs[__pyx_v_c]));
 
-        /* "src/kernels.pxi":330
+        /* "src/kernels.pxi":333
  *             for c in range(C):
  *                 d = p[c] - fs[c]
  *                 f1[c] += d             # <<<<<<<<<<<<<<
@@ -24669,7 +24669,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":331
+        /* "src/kernels.pxi":334
  *                 d = p[c] - fs[c]
  *                 f1[c] += d
  *                 f2[c] += d * d             # <<<<<<<<<<<<<<
@@ -24682,7 +24682,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       }
 
 
-      /* "src/kernels.pxi":327
+      /* "src/kernels.pxi":330
  *     for r in range(r0, r1):
  *         p = x + r * C
  *         if dy == NULL:             # <<<<<<<<<<<<<<
@@ -24692,7 +24692,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       goto __pyx_L7;
     }
 
-    /* "src/kernels.pxi":333
+    /* "src/kernels.pxi":336
  *                 f2[c] += d * d
  *         else:
  *             g = dy + r * C             # <<<<<<<<<<<<<<
@@ -24702,7 +24702,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     /*else*/ {
       __pyx_v_g = (__pyx_v_dy + (__pyx_v_r * __pyx_v_C));
 
-      /* "src/kernels.pxi":334
+      /* "src/kernels.pxi":337
  *         else:
  *             g = dy + r * C
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -24716,7 +24716,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":335
+        /* "src/kernels.pxi":338
  *             g = dy + r * C
  *             for c in range(C):
  *                 e = g[c]             # <<<<<<<<<<<<<<
@@ -24725,7 +24725,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
         __pyx_v_e = (__pyx_v_g[__pyx_v_c]);
 
-        /* "src/kernels.pxi":336
+        /* "src/kernels.pxi":339
  *             for c in range(C):
  *                 e = g[c]
  *                 f1[c] += e             # <<<<<<<<<<<<<<
@@ -24736,7 +24736,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
         __pyx_t_8 = __pyx_v_c;
         (__pyx_v_f1[__pyx_t_8]) = ((__pyx_v_f1[__pyx_t_8]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":337
+        /* "src/kernels.pxi":340
  *                 e = g[c]
  *                 f1[c] += e
  *                 f2[c] += e * (p[c] - fs[c])             # <<<<<<<<<<<<<<
@@ -24751,7 +24751,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     }
     __pyx_L7:;
 
-    /* "src/kernels.pxi":338
+    /* "src/kernels.pxi":341
  *                 f1[c] += e
  *                 f2[c] += e * (p[c] - fs[c])
  *         blocks += 1             # <<<<<<<<<<<<<<
@@ -24760,7 +24760,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
     __pyx_v_blocks = (__pyx_v_blocks + 1);
 
-    /* "src/kernels.pxi":340
+    /* "src/kernels.pxi":343
  *         blocks += 1
  *         if floating is double or blocks == FLUSH or r == r1 - 1:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -24774,7 +24774,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":341
+      /* "src/kernels.pxi":344
  *         if floating is double or blocks == FLUSH or r == r1 - 1:
  *             for c in range(C):
  *                 s1[c] += <double>f1[c]             # <<<<<<<<<<<<<<
@@ -24785,7 +24785,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       __pyx_t_8 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_8]) = ((__pyx_v_s1[__pyx_t_8]) + ((double)(__pyx_v_f1[__pyx_v_c])));
 
-      /* "src/kernels.pxi":342
+      /* "src/kernels.pxi":345
  *             for c in range(C):
  *                 s1[c] += <double>f1[c]
  *                 s2[c] += <double>f2[c]             # <<<<<<<<<<<<<<
@@ -24796,7 +24796,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
       __pyx_t_8 = __pyx_v_c;
       (__pyx_v_s2[__pyx_t_8]) = ((__pyx_v_s2[__pyx_t_8]) + ((double)(__pyx_v_f2[__pyx_v_c])));
 
-      /* "src/kernels.pxi":343
+      /* "src/kernels.pxi":346
  *                 s1[c] += <double>f1[c]
  *                 s2[c] += <double>f2[c]
  *                 f1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24805,7 +24805,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
       (__pyx_v_f1[__pyx_v_c]) = 0.0;
 
-      /* "src/kernels.pxi":344
+      /* "src/kernels.pxi":347
  *                 s2[c] += <double>f2[c]
  *                 f1[c] = 0.0
  *                 f2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -24816,7 +24816,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     }
 
 
-    /* "src/kernels.pxi":345
+    /* "src/kernels.pxi":348
  *                 f1[c] = 0.0
  *                 f2[c] = 0.0
  *             blocks = 0             # <<<<<<<<<<<<<<
@@ -24827,7 +24827,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
   }
 
 
-  /* "src/kernels.pxi":346
+  /* "src/kernels.pxi":349
  *                 f2[c] = 0.0
  *             blocks = 0
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24839,7 +24839,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":347
+    /* "src/kernels.pxi":350
  *             blocks = 0
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -24853,7 +24853,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":348
+      /* "src/kernels.pxi":351
  *     if dy != NULL:  # sums were around fs; move them to the exact shift
  *         for c in range(C):
  *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]             # <<<<<<<<<<<<<<
@@ -24866,7 +24866,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
     }
 
 
-    /* "src/kernels.pxi":346
+    /* "src/kernels.pxi":349
  *                 f2[c] = 0.0
  *             blocks = 0
  *     if dy != NULL:  # sums were around fs; move them to the exact shift             # <<<<<<<<<<<<<<
@@ -24875,7 +24875,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   }
 
-  /* "src/kernels.pxi":349
+  /* "src/kernels.pxi":352
  *         for c in range(C):
  *             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
  *     free(buf)             # <<<<<<<<<<<<<<
@@ -24884,7 +24884,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 */
   free(__pyx_v_buf);
 
-  /* "src/kernels.pxi":304
+  /* "src/kernels.pxi":307
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,             # <<<<<<<<<<<<<<
@@ -24906,7 +24906,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(double const
 
 }
 
-/* "src/kernels.pxi":352
+/* "src/kernels.pxi":355
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -24927,7 +24927,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":358
+  /* "src/kernels.pxi":361
  *     cdef double a2[8]
  *     cdef double d, e
  *     cdef Py_ssize_t t = 0             # <<<<<<<<<<<<<<
@@ -24936,7 +24936,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   __pyx_v_t = 0;
 
-  /* "src/kernels.pxi":360
+  /* "src/kernels.pxi":363
  *     cdef Py_ssize_t t = 0
  *     cdef int l
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -24946,7 +24946,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":361
+    /* "src/kernels.pxi":364
  *     cdef int l
  *     for l in range(8):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24955,7 +24955,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":362
+    /* "src/kernels.pxi":365
  *     for l in range(8):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -24965,7 +24965,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
   }
 
-  /* "src/kernels.pxi":363
+  /* "src/kernels.pxi":366
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -24977,7 +24977,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":364
+    /* "src/kernels.pxi":367
  *         a2[l] = 0.0
  *     if g == NULL:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -24990,7 +24990,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":365
+      /* "src/kernels.pxi":368
  *     if g == NULL:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25000,7 +25000,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":366
+        /* "src/kernels.pxi":369
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25009,7 +25009,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
         __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-        /* "src/kernels.pxi":367
+        /* "src/kernels.pxi":370
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d             # <<<<<<<<<<<<<<
@@ -25020,7 +25020,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":368
+        /* "src/kernels.pxi":371
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d
  *                 a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25032,7 +25032,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_d * __pyx_v_d));
       }
 
-      /* "src/kernels.pxi":369
+      /* "src/kernels.pxi":372
  *                 a1[l] += d
  *                 a2[l] += d * d
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25042,7 +25042,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":370
+    /* "src/kernels.pxi":373
  *                 a2[l] += d * d
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25056,7 +25056,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":371
+      /* "src/kernels.pxi":374
  *             t += 8
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25065,7 +25065,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
       __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-      /* "src/kernels.pxi":372
+      /* "src/kernels.pxi":375
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift
  *             a1[l] += d             # <<<<<<<<<<<<<<
@@ -25076,7 +25076,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-      /* "src/kernels.pxi":373
+      /* "src/kernels.pxi":376
  *             d = <double>p[t + l] - shift
  *             a1[l] += d
  *             a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25089,7 +25089,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     }
 
 
-    /* "src/kernels.pxi":363
+    /* "src/kernels.pxi":366
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25099,7 +25099,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     goto __pyx_L5;
   }
 
-  /* "src/kernels.pxi":375
+  /* "src/kernels.pxi":378
  *             a2[l] += d * d
  *     else:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25113,7 +25113,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":376
+      /* "src/kernels.pxi":379
  *     else:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25123,7 +25123,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":377
+        /* "src/kernels.pxi":380
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25132,7 +25132,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
         __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":378
+        /* "src/kernels.pxi":381
  *             for l in range(8):
  *                 e = <double>g[t + l]
  *                 a1[l] += e             # <<<<<<<<<<<<<<
@@ -25143,7 +25143,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":379
+        /* "src/kernels.pxi":382
  *                 e = <double>g[t + l]
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25155,7 +25155,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
       }
 
-      /* "src/kernels.pxi":380
+      /* "src/kernels.pxi":383
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25165,7 +25165,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":381
+    /* "src/kernels.pxi":384
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25179,7 +25179,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":382
+      /* "src/kernels.pxi":385
  *             t += 8
  *         for l in range(n - t):
  *             e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25188,7 +25188,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
       __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-      /* "src/kernels.pxi":383
+      /* "src/kernels.pxi":386
  *         for l in range(n - t):
  *             e = <double>g[t + l]
  *             a1[l] += e             # <<<<<<<<<<<<<<
@@ -25199,7 +25199,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-      /* "src/kernels.pxi":384
+      /* "src/kernels.pxi":387
  *             e = <double>g[t + l]
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25214,7 +25214,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   }
   __pyx_L5:;
 
-  /* "src/kernels.pxi":385
+  /* "src/kernels.pxi":388
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0             # <<<<<<<<<<<<<<
@@ -25223,7 +25223,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   __pyx_v_d = 0.0;
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":389
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0
  *     e = 0.0             # <<<<<<<<<<<<<<
@@ -25232,7 +25232,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   __pyx_v_e = 0.0;
 
-  /* "src/kernels.pxi":387
+  /* "src/kernels.pxi":390
  *     d = 0.0
  *     e = 0.0
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25242,7 +25242,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":388
+    /* "src/kernels.pxi":391
  *     e = 0.0
  *     for l in range(8):
  *         d = d + a1[l]             # <<<<<<<<<<<<<<
@@ -25251,7 +25251,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
     __pyx_v_d = (__pyx_v_d + (__pyx_v_a1[__pyx_v_l]));
 
-    /* "src/kernels.pxi":389
+    /* "src/kernels.pxi":392
  *     for l in range(8):
  *         d = d + a1[l]
  *         e = e + a2[l]             # <<<<<<<<<<<<<<
@@ -25261,7 +25261,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
     __pyx_v_e = (__pyx_v_e + (__pyx_v_a2[__pyx_v_l]));
   }
 
-  /* "src/kernels.pxi":390
+  /* "src/kernels.pxi":393
  *         d = d + a1[l]
  *         e = e + a2[l]
  *     s1[0] = d             # <<<<<<<<<<<<<<
@@ -25270,7 +25270,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   (__pyx_v_s1[0]) = __pyx_v_d;
 
-  /* "src/kernels.pxi":391
+  /* "src/kernels.pxi":394
  *         e = e + a2[l]
  *     s1[0] = d
  *     s2[0] = e             # <<<<<<<<<<<<<<
@@ -25279,7 +25279,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums(float const
 */
   (__pyx_v_s2[0]) = __pyx_v_e;
 
-  /* "src/kernels.pxi":352
+  /* "src/kernels.pxi":355
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -25309,7 +25309,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   Py_ssize_t __pyx_t_4;
   Py_ssize_t __pyx_t_5;
 
-  /* "src/kernels.pxi":358
+  /* "src/kernels.pxi":361
  *     cdef double a2[8]
  *     cdef double d, e
  *     cdef Py_ssize_t t = 0             # <<<<<<<<<<<<<<
@@ -25318,7 +25318,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   __pyx_v_t = 0;
 
-  /* "src/kernels.pxi":360
+  /* "src/kernels.pxi":363
  *     cdef Py_ssize_t t = 0
  *     cdef int l
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25328,7 +25328,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":361
+    /* "src/kernels.pxi":364
  *     cdef int l
  *     for l in range(8):
  *         a1[l] = 0.0             # <<<<<<<<<<<<<<
@@ -25337,7 +25337,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
     (__pyx_v_a1[__pyx_v_l]) = 0.0;
 
-    /* "src/kernels.pxi":362
+    /* "src/kernels.pxi":365
  *     for l in range(8):
  *         a1[l] = 0.0
  *         a2[l] = 0.0             # <<<<<<<<<<<<<<
@@ -25347,7 +25347,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     (__pyx_v_a2[__pyx_v_l]) = 0.0;
   }
 
-  /* "src/kernels.pxi":363
+  /* "src/kernels.pxi":366
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25359,7 +25359,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":364
+    /* "src/kernels.pxi":367
  *         a2[l] = 0.0
  *     if g == NULL:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25372,7 +25372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":365
+      /* "src/kernels.pxi":368
  *     if g == NULL:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25382,7 +25382,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":366
+        /* "src/kernels.pxi":369
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25391,7 +25391,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
         __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-        /* "src/kernels.pxi":367
+        /* "src/kernels.pxi":370
  *             for l in range(8):
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d             # <<<<<<<<<<<<<<
@@ -25402,7 +25402,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-        /* "src/kernels.pxi":368
+        /* "src/kernels.pxi":371
  *                 d = <double>p[t + l] - shift
  *                 a1[l] += d
  *                 a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25414,7 +25414,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_d * __pyx_v_d));
       }
 
-      /* "src/kernels.pxi":369
+      /* "src/kernels.pxi":372
  *                 a1[l] += d
  *                 a2[l] += d * d
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25424,7 +25424,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":370
+    /* "src/kernels.pxi":373
  *                 a2[l] += d * d
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25438,7 +25438,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":371
+      /* "src/kernels.pxi":374
  *             t += 8
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift             # <<<<<<<<<<<<<<
@@ -25447,7 +25447,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
       __pyx_v_d = (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift);
 
-      /* "src/kernels.pxi":372
+      /* "src/kernels.pxi":375
  *         for l in range(n - t):
  *             d = <double>p[t + l] - shift
  *             a1[l] += d             # <<<<<<<<<<<<<<
@@ -25458,7 +25458,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_d);
 
-      /* "src/kernels.pxi":373
+      /* "src/kernels.pxi":376
  *             d = <double>p[t + l] - shift
  *             a1[l] += d
  *             a2[l] += d * d             # <<<<<<<<<<<<<<
@@ -25471,7 +25471,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     }
 
 
-    /* "src/kernels.pxi":363
+    /* "src/kernels.pxi":366
  *         a1[l] = 0.0
  *         a2[l] = 0.0
  *     if g == NULL:             # <<<<<<<<<<<<<<
@@ -25481,7 +25481,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     goto __pyx_L5;
   }
 
-  /* "src/kernels.pxi":375
+  /* "src/kernels.pxi":378
  *             a2[l] += d * d
  *     else:
  *         while t + 8 <= n:             # <<<<<<<<<<<<<<
@@ -25495,7 +25495,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 
       if (!__pyx_t_2) break;
 
-      /* "src/kernels.pxi":376
+      /* "src/kernels.pxi":379
  *     else:
  *         while t + 8 <= n:
  *             for l in range(8):             # <<<<<<<<<<<<<<
@@ -25505,7 +25505,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
         __pyx_v_l = __pyx_t_1;
 
-        /* "src/kernels.pxi":377
+        /* "src/kernels.pxi":380
  *         while t + 8 <= n:
  *             for l in range(8):
  *                 e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25514,7 +25514,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
         __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-        /* "src/kernels.pxi":378
+        /* "src/kernels.pxi":381
  *             for l in range(8):
  *                 e = <double>g[t + l]
  *                 a1[l] += e             # <<<<<<<<<<<<<<
@@ -25525,7 +25525,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         __pyx_t_3 = __pyx_v_l;
         (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-        /* "src/kernels.pxi":379
+        /* "src/kernels.pxi":382
  *                 e = <double>g[t + l]
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25537,7 +25537,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
         (__pyx_v_a2[__pyx_t_3]) = ((__pyx_v_a2[__pyx_t_3]) + (__pyx_v_e * (((double)(__pyx_v_p[(__pyx_v_t + __pyx_v_l)])) - __pyx_v_shift)));
       }
 
-      /* "src/kernels.pxi":380
+      /* "src/kernels.pxi":383
  *                 a1[l] += e
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8             # <<<<<<<<<<<<<<
@@ -25547,7 +25547,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_v_t = (__pyx_v_t + 8);
     }
 
-    /* "src/kernels.pxi":381
+    /* "src/kernels.pxi":384
  *                 a2[l] += e * (<double>p[t + l] - shift)
  *             t += 8
  *         for l in range(n - t):             # <<<<<<<<<<<<<<
@@ -25561,7 +25561,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     for (__pyx_t_1 = 0; __pyx_t_1 < __pyx_t_5; __pyx_t_1+=1) {
       __pyx_v_l = __pyx_t_1;
 
-      /* "src/kernels.pxi":382
+      /* "src/kernels.pxi":385
  *             t += 8
  *         for l in range(n - t):
  *             e = <double>g[t + l]             # <<<<<<<<<<<<<<
@@ -25570,7 +25570,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
       __pyx_v_e = ((double)(__pyx_v_g[(__pyx_v_t + __pyx_v_l)]));
 
-      /* "src/kernels.pxi":383
+      /* "src/kernels.pxi":386
  *         for l in range(n - t):
  *             e = <double>g[t + l]
  *             a1[l] += e             # <<<<<<<<<<<<<<
@@ -25581,7 +25581,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
       __pyx_t_3 = __pyx_v_l;
       (__pyx_v_a1[__pyx_t_3]) = ((__pyx_v_a1[__pyx_t_3]) + __pyx_v_e);
 
-      /* "src/kernels.pxi":384
+      /* "src/kernels.pxi":387
  *             e = <double>g[t + l]
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)             # <<<<<<<<<<<<<<
@@ -25596,7 +25596,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   }
   __pyx_L5:;
 
-  /* "src/kernels.pxi":385
+  /* "src/kernels.pxi":388
  *             a1[l] += e
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0             # <<<<<<<<<<<<<<
@@ -25605,7 +25605,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   __pyx_v_d = 0.0;
 
-  /* "src/kernels.pxi":386
+  /* "src/kernels.pxi":389
  *             a2[l] += e * (<double>p[t + l] - shift)
  *     d = 0.0
  *     e = 0.0             # <<<<<<<<<<<<<<
@@ -25614,7 +25614,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   __pyx_v_e = 0.0;
 
-  /* "src/kernels.pxi":387
+  /* "src/kernels.pxi":390
  *     d = 0.0
  *     e = 0.0
  *     for l in range(8):             # <<<<<<<<<<<<<<
@@ -25624,7 +25624,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
   for (__pyx_t_1 = 0; __pyx_t_1 < 8; __pyx_t_1+=1) {
     __pyx_v_l = __pyx_t_1;
 
-    /* "src/kernels.pxi":388
+    /* "src/kernels.pxi":391
  *     e = 0.0
  *     for l in range(8):
  *         d = d + a1[l]             # <<<<<<<<<<<<<<
@@ -25633,7 +25633,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
     __pyx_v_d = (__pyx_v_d + (__pyx_v_a1[__pyx_v_l]));
 
-    /* "src/kernels.pxi":389
+    /* "src/kernels.pxi":392
  *     for l in range(8):
  *         d = d + a1[l]
  *         e = e + a2[l]             # <<<<<<<<<<<<<<
@@ -25643,7 +25643,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
     __pyx_v_e = (__pyx_v_e + (__pyx_v_a2[__pyx_v_l]));
   }
 
-  /* "src/kernels.pxi":390
+  /* "src/kernels.pxi":393
  *         d = d + a1[l]
  *         e = e + a2[l]
  *     s1[0] = d             # <<<<<<<<<<<<<<
@@ -25652,7 +25652,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   (__pyx_v_s1[0]) = __pyx_v_d;
 
-  /* "src/kernels.pxi":391
+  /* "src/kernels.pxi":394
  *         e = e + a2[l]
  *     s1[0] = d
  *     s2[0] = e             # <<<<<<<<<<<<<<
@@ -25661,7 +25661,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 */
   (__pyx_v_s2[0]) = __pyx_v_e;
 
-  /* "src/kernels.pxi":352
+  /* "src/kernels.pxi":355
  * 
  * 
  * cdef void _short_sums(const floating *p, const floating *g, Py_ssize_t n, double shift,             # <<<<<<<<<<<<<<
@@ -25678,7 +25678,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums(double cons
 
 }
 
-/* "src/kernels.pxi":394
+/* "src/kernels.pxi":397
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25702,7 +25702,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   float const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":403
+  /* "src/kernels.pxi":406
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25714,7 +25714,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":404
+    /* "src/kernels.pxi":407
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -25723,7 +25723,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":405
+    /* "src/kernels.pxi":408
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -25734,7 +25734,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":403
+    /* "src/kernels.pxi":406
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25743,7 +25743,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
   }
 
-  /* "src/kernels.pxi":406
+  /* "src/kernels.pxi":409
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -25755,7 +25755,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":407
+    /* "src/kernels.pxi":410
  *         return
  *     if inner >= 4 * LANES:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25769,7 +25769,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":408
+      /* "src/kernels.pxi":411
  *     if inner >= 4 * LANES:
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])             # <<<<<<<<<<<<<<
@@ -25780,7 +25780,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
     }
 
 
-    /* "src/kernels.pxi":409
+    /* "src/kernels.pxi":412
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return             # <<<<<<<<<<<<<<
@@ -25791,7 +25791,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":406
+    /* "src/kernels.pxi":409
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -25800,7 +25800,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
   }
 
-  /* "src/kernels.pxi":410
+  /* "src/kernels.pxi":413
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -25814,7 +25814,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":411
+    /* "src/kernels.pxi":414
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25823,7 +25823,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":412
+    /* "src/kernels.pxi":415
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -25834,7 +25834,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   }
 
 
-  /* "src/kernels.pxi":413
+  /* "src/kernels.pxi":416
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -25848,7 +25848,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":414
+    /* "src/kernels.pxi":417
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -25862,7 +25862,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":415
+      /* "src/kernels.pxi":418
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -25871,7 +25871,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":416
+      /* "src/kernels.pxi":419
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -25891,7 +25891,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
       __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":417
+      /* "src/kernels.pxi":420
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -25902,7 +25902,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":418
+      /* "src/kernels.pxi":421
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -25917,7 +25917,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(float const
   }
 
 
-  /* "src/kernels.pxi":394
+  /* "src/kernels.pxi":397
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -25950,7 +25950,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   double const *__pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "src/kernels.pxi":403
+  /* "src/kernels.pxi":406
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25962,7 +25962,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":404
+    /* "src/kernels.pxi":407
  *     cdef double a, b
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)             # <<<<<<<<<<<<<<
@@ -25971,7 +25971,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__rows_sums(__pyx_v_x, __pyx_v_dy, __pyx_v_C, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_s2);
 
-    /* "src/kernels.pxi":405
+    /* "src/kernels.pxi":408
  *     if inner == 1:
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return             # <<<<<<<<<<<<<<
@@ -25982,7 +25982,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":403
+    /* "src/kernels.pxi":406
  *     cdef Py_ssize_t o, c, off
  *     cdef double a, b
  *     if inner == 1:             # <<<<<<<<<<<<<<
@@ -25991,7 +25991,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
   }
 
-  /* "src/kernels.pxi":406
+  /* "src/kernels.pxi":409
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -26003,7 +26003,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":407
+    /* "src/kernels.pxi":410
  *         return
  *     if inner >= 4 * LANES:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26017,7 +26017,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":408
+      /* "src/kernels.pxi":411
  *     if inner >= 4 * LANES:
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])             # <<<<<<<<<<<<<<
@@ -26028,7 +26028,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
     }
 
 
-    /* "src/kernels.pxi":409
+    /* "src/kernels.pxi":412
  *         for c in range(C):
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return             # <<<<<<<<<<<<<<
@@ -26039,7 +26039,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":406
+    /* "src/kernels.pxi":409
  *         _rows_sums(x, dy, C, o0, o1, shift, s1, s2)
  *         return
  *     if inner >= 4 * LANES:             # <<<<<<<<<<<<<<
@@ -26048,7 +26048,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
   }
 
-  /* "src/kernels.pxi":410
+  /* "src/kernels.pxi":413
  *             _plane_sums(x, dy, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &s2[c])
  *         return
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26062,7 +26062,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_c = __pyx_t_4;
 
-    /* "src/kernels.pxi":411
+    /* "src/kernels.pxi":414
  *         return
  *     for c in range(C):
  *         s1[c] = 0.0             # <<<<<<<<<<<<<<
@@ -26071,7 +26071,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
     (__pyx_v_s1[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":412
+    /* "src/kernels.pxi":415
  *     for c in range(C):
  *         s1[c] = 0.0
  *         s2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -26082,7 +26082,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":413
+  /* "src/kernels.pxi":416
  *         s1[c] = 0.0
  *         s2[c] = 0.0
  *     for o in range(o0, o1):             # <<<<<<<<<<<<<<
@@ -26096,7 +26096,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   for (__pyx_t_4 = __pyx_v_o0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_o = __pyx_t_4;
 
-    /* "src/kernels.pxi":414
+    /* "src/kernels.pxi":417
  *         s2[c] = 0.0
  *     for o in range(o0, o1):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26110,7 +26110,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_c = __pyx_t_7;
 
-      /* "src/kernels.pxi":415
+      /* "src/kernels.pxi":418
  *     for o in range(o0, o1):
  *         for c in range(C):
  *             off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -26119,7 +26119,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 */
       __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-      /* "src/kernels.pxi":416
+      /* "src/kernels.pxi":419
  *         for c in range(C):
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)             # <<<<<<<<<<<<<<
@@ -26139,7 +26139,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
       __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__short_sums((__pyx_v_x + __pyx_v_off), __pyx_t_8, __pyx_v_inner, (__pyx_v_shift[__pyx_v_c]), (&__pyx_v_a), (&__pyx_v_b));
 
 
-      /* "src/kernels.pxi":417
+      /* "src/kernels.pxi":420
  *             off = (o * C + c) * inner
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a             # <<<<<<<<<<<<<<
@@ -26150,7 +26150,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
       __pyx_t_9 = __pyx_v_c;
       (__pyx_v_s1[__pyx_t_9]) = ((__pyx_v_s1[__pyx_t_9]) + __pyx_v_a);
 
-      /* "src/kernels.pxi":418
+      /* "src/kernels.pxi":421
  *             _short_sums(x + off, dy + off if dy != NULL else NULL, inner, shift[c], &a, &b)
  *             s1[c] += a
  *             s2[c] += b             # <<<<<<<<<<<<<<
@@ -26165,7 +26165,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
   }
 
 
-  /* "src/kernels.pxi":394
+  /* "src/kernels.pxi":397
  * 
  * 
  * cdef void _block_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26182,7 +26182,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(double cons
 
 }
 
-/* "src/kernels.pxi":421
+/* "src/kernels.pxi":424
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26200,7 +26200,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":426
+  /* "src/kernels.pxi":429
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26209,7 +26209,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":427
+  /* "src/kernels.pxi":430
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26218,7 +26218,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":428
+  /* "src/kernels.pxi":431
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26227,7 +26227,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":429
+  /* "src/kernels.pxi":432
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26236,7 +26236,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":430
+  /* "src/kernels.pxi":433
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26250,7 +26250,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":431
+    /* "src/kernels.pxi":434
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26261,7 +26261,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   }
 
 
-  /* "src/kernels.pxi":432
+  /* "src/kernels.pxi":435
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26270,7 +26270,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":433
+  /* "src/kernels.pxi":436
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26284,7 +26284,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":434
+    /* "src/kernels.pxi":437
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26295,7 +26295,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
   }
 
 
-  /* "src/kernels.pxi":435
+  /* "src/kernels.pxi":438
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26304,7 +26304,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":436
+    /* "src/kernels.pxi":439
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26318,7 +26318,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":437
+      /* "src/kernels.pxi":440
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26329,7 +26329,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     }
 
 
-    /* "src/kernels.pxi":438
+    /* "src/kernels.pxi":441
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26338,7 +26338,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((float const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":439
+    /* "src/kernels.pxi":442
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26352,7 +26352,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":440
+      /* "src/kernels.pxi":443
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26363,7 +26363,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
     }
 
 
-    /* "src/kernels.pxi":435
+    /* "src/kernels.pxi":438
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26372,7 +26372,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(floa
 */
   }
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":424
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26398,7 +26398,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":426
+  /* "src/kernels.pxi":429
  *     """mean, m2: this chunk's length-C partials; scratch: 2*C doubles."""
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch             # <<<<<<<<<<<<<<
@@ -26407,7 +26407,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_shift = __pyx_v_scratch;
 
-  /* "src/kernels.pxi":427
+  /* "src/kernels.pxi":430
  *     cdef Py_ssize_t c
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C             # <<<<<<<<<<<<<<
@@ -26416,7 +26416,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_s1 = (__pyx_v_scratch + __pyx_v_C);
 
-  /* "src/kernels.pxi":428
+  /* "src/kernels.pxi":431
  *     cdef double *shift = scratch
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)             # <<<<<<<<<<<<<<
@@ -26425,7 +26425,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_n = ((double)((__pyx_v_o1 - __pyx_v_o0) * __pyx_v_inner));
 
-  /* "src/kernels.pxi":429
+  /* "src/kernels.pxi":432
  *     cdef double *s1 = scratch + C
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False             # <<<<<<<<<<<<<<
@@ -26434,7 +26434,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_v_redo = 0;
 
-  /* "src/kernels.pxi":430
+  /* "src/kernels.pxi":433
  *     cdef double n = <double>((o1 - o0) * inner)
  *     cdef bint redo = False
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26448,7 +26448,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":431
+    /* "src/kernels.pxi":434
  *     cdef bint redo = False
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]             # <<<<<<<<<<<<<<
@@ -26459,7 +26459,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   }
 
 
-  /* "src/kernels.pxi":432
+  /* "src/kernels.pxi":435
  *     for c in range(C):
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26468,7 +26468,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-  /* "src/kernels.pxi":433
+  /* "src/kernels.pxi":436
  *         shift[c] = x[(o0 * C + c) * inner]
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -26482,7 +26482,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":434
+    /* "src/kernels.pxi":437
  *     _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26493,7 +26493,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
   }
 
 
-  /* "src/kernels.pxi":435
+  /* "src/kernels.pxi":438
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26502,7 +26502,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   if (__pyx_v_redo) {
 
-    /* "src/kernels.pxi":436
+    /* "src/kernels.pxi":439
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26516,7 +26516,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":437
+      /* "src/kernels.pxi":440
  *     if redo:
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]             # <<<<<<<<<<<<<<
@@ -26527,7 +26527,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     }
 
 
-    /* "src/kernels.pxi":438
+    /* "src/kernels.pxi":441
  *         for c in range(C):
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)             # <<<<<<<<<<<<<<
@@ -26536,7 +26536,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_sums(__pyx_v_x, ((double const *)NULL), __pyx_v_C, __pyx_v_inner, __pyx_v_o0, __pyx_v_o1, __pyx_v_shift, __pyx_v_s1, __pyx_v_m2);
 
-    /* "src/kernels.pxi":439
+    /* "src/kernels.pxi":442
  *             shift[c] = <double><floating>mean[c]
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -26550,7 +26550,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":440
+      /* "src/kernels.pxi":443
  *         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
  *         for c in range(C):
  *             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -26561,7 +26561,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
     }
 
 
-    /* "src/kernels.pxi":435
+    /* "src/kernels.pxi":438
  *     for c in range(C):
  *         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
  *     if redo:             # <<<<<<<<<<<<<<
@@ -26570,7 +26570,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 */
   }
 
-  /* "src/kernels.pxi":421
+  /* "src/kernels.pxi":424
  * 
  * 
  * cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t o0,             # <<<<<<<<<<<<<<
@@ -26586,7 +26586,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__block_chunk_stats(doub
 
 }
 
-/* "src/kernels.pxi":443
+/* "src/kernels.pxi":446
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26599,7 +26599,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__fused(Py_ssize_t __py
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":448
+  /* "src/kernels.pxi":451
  *     (block and rows modes) go in memory order instead: measured faster, as one channel's
  *     short rows are scattered over many pages."""
  *     return inner >= GATHER and (nt == 1 or C % nt == 0 or C >= 8 * nt)             # <<<<<<<<<<<<<<
@@ -26647,7 +26647,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__fused(Py_ssize_t __py
   }
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":443
+  /* "src/kernels.pxi":446
  * 
  * 
  * cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -26660,7 +26660,7 @@ static CYTHON_INLINE int __pyx_f_5cnorm_15_kernels_avx512__fused(Py_ssize_t __py
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":455
+/* "src/kernels.pxi":458
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26678,7 +26678,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":458
+  /* "src/kernels.pxi":461
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26687,7 +26687,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":459
+  /* "src/kernels.pxi":462
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26699,7 +26699,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":460
+    /* "src/kernels.pxi":463
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26734,7 +26734,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":461
+                              /* "src/kernels.pxi":464
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26743,7 +26743,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":462
+                              /* "src/kernels.pxi":465
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26752,7 +26752,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":463
+                              /* "src/kernels.pxi":466
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26774,7 +26774,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 
         }
 
-        /* "src/kernels.pxi":460
+        /* "src/kernels.pxi":463
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26791,7 +26791,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
         }
     }
 
-    /* "src/kernels.pxi":459
+    /* "src/kernels.pxi":462
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26801,7 +26801,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":466
+  /* "src/kernels.pxi":469
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26837,7 +26837,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":467
+                              /* "src/kernels.pxi":470
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26859,7 +26859,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
 
         }
 
-        /* "src/kernels.pxi":466
+        /* "src/kernels.pxi":469
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26878,7 +26878,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(float const *
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":455
+  /* "src/kernels.pxi":458
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -26903,7 +26903,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":458
+  /* "src/kernels.pxi":461
  *                     double *pm, double *pm2, double *scratch, int nt) noexcept nogil:
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -26912,7 +26912,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":459
+  /* "src/kernels.pxi":462
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -26924,7 +26924,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":460
+    /* "src/kernels.pxi":463
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -26959,7 +26959,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":461
+                              /* "src/kernels.pxi":464
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -26968,7 +26968,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":462
+                              /* "src/kernels.pxi":465
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -26977,7 +26977,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":463
+                              /* "src/kernels.pxi":466
  *             c = u // K
  *             k = u - c * K
  *             _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -26999,7 +26999,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 
         }
 
-        /* "src/kernels.pxi":460
+        /* "src/kernels.pxi":463
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27016,7 +27016,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
         }
     }
 
-    /* "src/kernels.pxi":459
+    /* "src/kernels.pxi":462
  *     """Chunk partials into (K, C) arrays; scratch: K*2*C doubles (block mode)."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -27026,7 +27026,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":466
+  /* "src/kernels.pxi":469
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27062,7 +27062,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":467
+                              /* "src/kernels.pxi":470
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_chunk_stats(x, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -27084,7 +27084,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 
         }
 
-        /* "src/kernels.pxi":466
+        /* "src/kernels.pxi":469
  *                                pm + k * C + c, pm2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -27103,7 +27103,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":455
+  /* "src/kernels.pxi":458
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _partials(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,             # <<<<<<<<<<<<<<
@@ -27118,7 +27118,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(double const 
 
 }
 
-/* "src/kernels.pxi":472
+/* "src/kernels.pxi":475
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -27144,7 +27144,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   Py_ssize_t __pyx_t_7;
   double __pyx_t_8;
 
-  /* "src/kernels.pxi":478
+  /* "src/kernels.pxi":481
  *     same bits as _merge_into)."""
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d             # <<<<<<<<<<<<<<
@@ -27153,7 +27153,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
   __pyx_v_n = 0.0;
 
-  /* "src/kernels.pxi":479
+  /* "src/kernels.pxi":482
  *     cdef Py_ssize_t k, c
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -27167,7 +27167,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":480
+    /* "src/kernels.pxi":483
  *     cdef double n = 0.0, nb, tot, fa, fb, d
  *     for c in range(C):
  *         mean[c] = 0.0             # <<<<<<<<<<<<<<
@@ -27176,7 +27176,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
     (__pyx_v_mean[__pyx_v_c]) = 0.0;
 
-    /* "src/kernels.pxi":481
+    /* "src/kernels.pxi":484
  *     for c in range(C):
  *         mean[c] = 0.0
  *         m2[c] = 0.0             # <<<<<<<<<<<<<<
@@ -27187,7 +27187,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   }
 
 
-  /* "src/kernels.pxi":482
+  /* "src/kernels.pxi":485
  *         mean[c] = 0.0
  *         m2[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -27201,7 +27201,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":483
+    /* "src/kernels.pxi":486
  *         m2[c] = 0.0
  *     for k in range(K):
  *         nb = cnt[k]             # <<<<<<<<<<<<<<
@@ -27210,7 +27210,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
     __pyx_v_nb = (__pyx_v_cnt[__pyx_v_k]);
 
-    /* "src/kernels.pxi":484
+    /* "src/kernels.pxi":487
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27222,7 +27222,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":485
+      /* "src/kernels.pxi":488
  *         nb = cnt[k]
  *         if nb <= 0.0:
  *             continue             # <<<<<<<<<<<<<<
@@ -27231,7 +27231,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       goto __pyx_L5_continue;
 
-      /* "src/kernels.pxi":484
+      /* "src/kernels.pxi":487
  *     for k in range(K):
  *         nb = cnt[k]
  *         if nb <= 0.0:             # <<<<<<<<<<<<<<
@@ -27240,7 +27240,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
     }
 
-    /* "src/kernels.pxi":486
+    /* "src/kernels.pxi":489
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27252,7 +27252,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     if (__pyx_t_4) {
 
 
-      /* "src/kernels.pxi":487
+      /* "src/kernels.pxi":490
  *             continue
  *         if n == 0.0:
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27266,7 +27266,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":488
+        /* "src/kernels.pxi":491
  *         if n == 0.0:
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]             # <<<<<<<<<<<<<<
@@ -27275,7 +27275,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
         (__pyx_v_mean[__pyx_v_c]) = (__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]);
 
-        /* "src/kernels.pxi":489
+        /* "src/kernels.pxi":492
  *             for c in range(C):
  *                 mean[c] = pm[k * C + c]
  *                 m2[c] = pm2[k * C + c]             # <<<<<<<<<<<<<<
@@ -27286,7 +27286,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       }
 
 
-      /* "src/kernels.pxi":486
+      /* "src/kernels.pxi":489
  *         if nb <= 0.0:
  *             continue
  *         if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27296,7 +27296,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       goto __pyx_L8;
     }
 
-    /* "src/kernels.pxi":491
+    /* "src/kernels.pxi":494
  *                 m2[c] = pm2[k * C + c]
  *         else:
  *             tot = n + nb             # <<<<<<<<<<<<<<
@@ -27306,7 +27306,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     /*else*/ {
       __pyx_v_tot = (__pyx_v_n + __pyx_v_nb);
 
-      /* "src/kernels.pxi":492
+      /* "src/kernels.pxi":495
  *         else:
  *             tot = n + nb
  *             fa = nb / tot             # <<<<<<<<<<<<<<
@@ -27315,7 +27315,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       __pyx_v_fa = (__pyx_v_nb / __pyx_v_tot);
 
-      /* "src/kernels.pxi":493
+      /* "src/kernels.pxi":496
  *             tot = n + nb
  *             fa = nb / tot
  *             fb = n * nb / tot             # <<<<<<<<<<<<<<
@@ -27324,7 +27324,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       __pyx_v_fb = ((__pyx_v_n * __pyx_v_nb) / __pyx_v_tot);
 
-      /* "src/kernels.pxi":494
+      /* "src/kernels.pxi":497
  *             fa = nb / tot
  *             fb = n * nb / tot
  *             for c in range(C):             # <<<<<<<<<<<<<<
@@ -27338,7 +27338,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
       for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
         __pyx_v_c = __pyx_t_7;
 
-        /* "src/kernels.pxi":495
+        /* "src/kernels.pxi":498
  *             fb = n * nb / tot
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]             # <<<<<<<<<<<<<<
@@ -27347,7 +27347,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
         __pyx_v_d = ((__pyx_v_pm[((__pyx_v_k * __pyx_v_C) + __pyx_v_c)]) - (__pyx_v_mean[__pyx_v_c]));
 
-        /* "src/kernels.pxi":496
+        /* "src/kernels.pxi":499
  *             for c in range(C):
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa             # <<<<<<<<<<<<<<
@@ -27356,7 +27356,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
         (__pyx_v_mean[__pyx_v_c]) = ((__pyx_v_mean[__pyx_v_c]) + (__pyx_v_d * __pyx_v_fa));
 
-        /* "src/kernels.pxi":497
+        /* "src/kernels.pxi":500
  *                 d = pm[k * C + c] - mean[c]
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb             # <<<<<<<<<<<<<<
@@ -27369,7 +27369,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     }
     __pyx_L8:;
 
-    /* "src/kernels.pxi":498
+    /* "src/kernels.pxi":501
  *                 mean[c] = mean[c] + d * fa
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb             # <<<<<<<<<<<<<<
@@ -27391,7 +27391,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   }
 
 
-  /* "src/kernels.pxi":499
+  /* "src/kernels.pxi":502
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27403,7 +27403,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":500
+    /* "src/kernels.pxi":503
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -27417,7 +27417,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_c = __pyx_t_3;
 
-      /* "src/kernels.pxi":501
+      /* "src/kernels.pxi":504
  *     if n == 0.0:
  *         for c in range(C):
  *             mean[c] = NAN             # <<<<<<<<<<<<<<
@@ -27426,7 +27426,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
       (__pyx_v_mean[__pyx_v_c]) = NAN;
 
-      /* "src/kernels.pxi":502
+      /* "src/kernels.pxi":505
  *         for c in range(C):
  *             mean[c] = NAN
  *             m2[c] = NAN             # <<<<<<<<<<<<<<
@@ -27437,7 +27437,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
     }
 
 
-    /* "src/kernels.pxi":499
+    /* "src/kernels.pxi":502
  *                 m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
  *         n = tot if n != 0.0 else nb
  *     if n == 0.0:             # <<<<<<<<<<<<<<
@@ -27446,7 +27446,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 */
   }
 
-  /* "src/kernels.pxi":472
+  /* "src/kernels.pxi":475
  * 
  * 
  * cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,             # <<<<<<<<<<<<<<
@@ -27465,7 +27465,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__merge(Py_ssize_t __pyx_v_K, Py_ssi
 
 }
 
-/* "src/kernels.pxi":505
+/* "src/kernels.pxi":508
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -27502,53 +27502,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_9partial_stats(PyObject *__py
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 505, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 508, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 505, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 508, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 505, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 508, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 508, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 508, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 508, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 508, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -27562,7 +27562,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_9partial_stats(PyObject *__py
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 505, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 508, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27614,7 +27614,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 505, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 508, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -27632,11 +27632,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 505, __pyx_L1_error)
+    __PYX_ERR(2, 508, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 508, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -27646,7 +27646,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 505, __pyx_L1_error)
+      __PYX_ERR(2, 508, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -27665,9 +27665,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 505, __pyx_L1_error)
+    __PYX_ERR(2, 508, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 508, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -27676,25 +27676,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_8partial_stats(CYTHON_UNUSED 
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 505, __pyx_L1_error)
+      __PYX_ERR(2, 508, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 508, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 505, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 508, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 505, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 508, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -27746,32 +27746,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_31partial_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 505, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 508, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 505, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 508, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 505, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 508, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 508, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 505, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 508, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 505, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 508, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -27836,7 +27836,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0partial_stats", 0);
 
-  /* "src/kernels.pxi":512
+  /* "src/kernels.pxi":515
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -27847,19 +27847,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":513
+  /* "src/kernels.pxi":516
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -27871,7 +27871,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":517
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27879,16 +27879,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -27909,13 +27909,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 517, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -27927,13 +27927,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":518
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -27941,26 +27941,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 518, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 518, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -27981,13 +27981,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -27999,13 +27999,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 515, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 518, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":516
+  /* "src/kernels.pxi":519
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28013,26 +28013,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 519, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 519, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -28053,13 +28053,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -28071,13 +28071,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 516, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 519, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":520
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28085,15 +28085,15 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_15_kernels_avx512_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -28102,9 +28102,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -28125,13 +28125,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -28143,45 +28143,45 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 517, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 520, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":518
+  /* "src/kernels.pxi":521
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 521, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 521, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":519
+  /* "src/kernels.pxi":522
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 522, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 522, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":520
+  /* "src/kernels.pxi":523
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28195,7 +28195,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":521
+    /* "src/kernels.pxi":524
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28207,7 +28207,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   }
 
 
-  /* "src/kernels.pxi":522
+  /* "src/kernels.pxi":525
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28219,7 +28219,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":523
+    /* "src/kernels.pxi":526
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28232,7 +28232,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":524
+          /* "src/kernels.pxi":527
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28248,7 +28248,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":525
+          /* "src/kernels.pxi":528
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28266,7 +28266,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":524
+          /* "src/kernels.pxi":527
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28277,7 +28277,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":523
+        /* "src/kernels.pxi":526
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28294,7 +28294,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":522
+    /* "src/kernels.pxi":525
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28303,24 +28303,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":526
+  /* "src/kernels.pxi":529
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 529, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 529, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 529, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 529, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28332,7 +28332,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_30partial_stats(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":508
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -28394,32 +28394,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_33partial_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 505, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 508, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 508, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 505, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "partial_stats", 0) < (0)) __PYX_ERR(2, 508, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 505, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, i); __PYX_ERR(2, 508, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 505, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 508, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 505, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 508, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 505, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("partial_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 508, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -28484,7 +28484,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1partial_stats", 0);
 
-  /* "src/kernels.pxi":512
+  /* "src/kernels.pxi":515
  *     The chunking depends on the shape only.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -28495,19 +28495,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":513
+  /* "src/kernels.pxi":516
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k             # <<<<<<<<<<<<<<
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 513, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 516, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -28519,7 +28519,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":517
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28527,16 +28527,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     m2s = np.zeros((K, C), dtype=np.float64)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 514, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 517, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -28557,13 +28557,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 514, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 517, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -28575,13 +28575,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 514, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_counts = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":515
+  /* "src/kernels.pxi":518
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28589,26 +28589,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_2 = PyTuple_New(2); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 0, __pyx_t_7) != (0)) __PYX_ERR(2, 518, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 515, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_2, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 518, __pyx_L1_error);
   __pyx_t_7 = 0;
   __pyx_t_5 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 515, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 518, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -28629,13 +28629,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_2, __pyx_t_7};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 515, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 518, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -28647,13 +28647,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 515, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 518, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_means = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":516
+  /* "src/kernels.pxi":519
  *     counts = np.empty(K, dtype=np.float64)
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28661,26 +28661,26 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     cdef double[::1] cnt = counts, sc = scratch
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(2); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_5) != (0)) __PYX_ERR(2, 519, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 516, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_2) != (0)) __PYX_ERR(2, 519, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 516, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 519, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   #if CYTHON_VECTORCALL
@@ -28701,13 +28701,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_2 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_2);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_2 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 516, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 519, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     #endif
@@ -28719,13 +28719,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 516, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 519, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_m2s = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":517
+  /* "src/kernels.pxi":520
  *     means = np.zeros((K, C), dtype=np.float64)
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -28733,15 +28733,15 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
  *     cdef double[:, ::1] pm = means, pm2 = m2s
 */
   __pyx_t_7 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_4 = (__pyx_v_inner < __pyx_e_5cnorm_15_kernels_avx512_GATHER);
 
   if (__pyx_t_4) {
-    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+    __pyx_t_6 = PyLong_FromSsize_t(((2 * __pyx_v_K) * __pyx_v_C)); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __pyx_t_2 = __pyx_t_6;
     __pyx_t_6 = 0;
@@ -28750,9 +28750,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __pyx_t_2 = __pyx_mstate_global->__pyx_int_1;
   }
 
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 517, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 520, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
   #if CYTHON_VECTORCALL
@@ -28773,13 +28773,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_7, __pyx_t_2, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_6 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+    if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_6);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_6 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 517, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 520, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     #endif
@@ -28791,45 +28791,45 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 517, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 520, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_scratch = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":518
+  /* "src/kernels.pxi":521
  *     m2s = np.zeros((K, C), dtype=np.float64)
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch             # <<<<<<<<<<<<<<
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_counts, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 521, __pyx_L1_error)
   __pyx_v_cnt = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 518, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_scratch, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 521, __pyx_L1_error)
   __pyx_v_sc = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":519
+  /* "src/kernels.pxi":522
  *     scratch = np.empty(2 * K * C if inner < GATHER else 1, dtype=np.float64)
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_means, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 522, __pyx_L1_error)
   __pyx_v_pm = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 519, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double(__pyx_v_m2s, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 522, __pyx_L1_error)
   __pyx_v_pm2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":520
+  /* "src/kernels.pxi":523
  *     cdef double[::1] cnt = counts, sc = scratch
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -28843,7 +28843,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   for (__pyx_t_13 = 0; __pyx_t_13 < __pyx_t_12; __pyx_t_13+=1) {
     __pyx_v_k = __pyx_t_13;
 
-    /* "src/kernels.pxi":521
+    /* "src/kernels.pxi":524
  *     cdef double[:, ::1] pm = means, pm2 = m2s
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -28855,7 +28855,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   }
 
 
-  /* "src/kernels.pxi":522
+  /* "src/kernels.pxi":525
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28867,7 +28867,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":523
+    /* "src/kernels.pxi":526
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28880,7 +28880,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":524
+          /* "src/kernels.pxi":527
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28896,7 +28896,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
           __pyx_t_20 = 0;
           __pyx_t_21 = 0;
 
-          /* "src/kernels.pxi":525
+          /* "src/kernels.pxi":528
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -28914,7 +28914,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
           }
 
 
-          /* "src/kernels.pxi":524
+          /* "src/kernels.pxi":527
  *     if K > 0:
  *         with nogil:
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],             # <<<<<<<<<<<<<<
@@ -28925,7 +28925,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
 
         }
 
-        /* "src/kernels.pxi":523
+        /* "src/kernels.pxi":526
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -28942,7 +28942,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
         }
     }
 
-    /* "src/kernels.pxi":522
+    /* "src/kernels.pxi":525
  *     for k in range(K):
  *         cnt[k] = _chunk_count(k, outer, C, inner)
  *     if K > 0:             # <<<<<<<<<<<<<<
@@ -28951,24 +28951,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":526
+  /* "src/kernels.pxi":529
  *             _partials(&x[0, 0, 0], outer, C, inner, &pm[0, 0], &pm2[0, 0], &sc[0],
  *                       _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *     return counts, means, m2s             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 526, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(3); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 529, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_counts);
   __Pyx_GIVEREF(__pyx_v_counts);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_counts) != (0)) __PYX_ERR(2, 529, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_means);
   __Pyx_GIVEREF(__pyx_v_means);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_means) != (0)) __PYX_ERR(2, 529, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2s);
   __Pyx_GIVEREF(__pyx_v_m2s);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 526, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 2, __pyx_v_m2s) != (0)) __PYX_ERR(2, 529, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -28980,7 +28980,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":508
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29019,7 +29019,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_32partial_stats(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":529
+/* "src/kernels.pxi":532
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -29069,46 +29069,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_counts,&__pyx_mstate_global->__pyx_n_u_means,&__pyx_mstate_global->__pyx_n_u_m2,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 529, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 532, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 529, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 532, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 529, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 532, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 529, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 532, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 529, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "merge_stats", 0) < (0)) __PYX_ERR(2, 532, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 529, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, i); __PYX_ERR(2, 532, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 529, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 532, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 529, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 532, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 529, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 532, __pyx_L3_error)
     }
-    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 529, __pyx_L3_error)
-    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 529, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 529, __pyx_L3_error)
+    __pyx_v_counts = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_counts.memview)) __PYX_ERR(2, 532, __pyx_L3_error)
+    __pyx_v_means = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_means.memview)) __PYX_ERR(2, 532, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_d_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 532, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 529, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("merge_stats", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 532, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29168,7 +29168,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("merge_stats", 0);
 
-  /* "src/kernels.pxi":535
+  /* "src/kernels.pxi":538
  *     A channel with no values gets mean and m2 NaN.
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k             # <<<<<<<<<<<<<<
@@ -29178,7 +29178,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   __pyx_v_K = (__pyx_v_means.shape[0]);
   __pyx_v_C = (__pyx_v_means.shape[1]);
 
-  /* "src/kernels.pxi":536
+  /* "src/kernels.pxi":539
  *     """
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0             # <<<<<<<<<<<<<<
@@ -29187,7 +29187,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
 */
   __pyx_v_total = 0.0;
 
-  /* "src/kernels.pxi":537
+  /* "src/kernels.pxi":540
  *     cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29195,16 +29195,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
  *     cdef double[::1] mo = mean_out, m2o = m2_out
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 540, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 540, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 540, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 540, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 537, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 540, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -29225,13 +29225,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_3, __pyx_t_6};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 540, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 537, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 540, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -29243,13 +29243,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 537, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 540, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_mean_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":538
+  /* "src/kernels.pxi":541
  *     cdef double total = 0.0
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -29257,16 +29257,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
  *     for k in range(K):
 */
   __pyx_t_4 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 538, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 541, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 538, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 541, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 538, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 541, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 538, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 541, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 538, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 541, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   #if CYTHON_VECTORCALL
@@ -29287,13 +29287,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     PyObject *__pyx_callargs[3] = {__pyx_t_4, __pyx_t_5, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_3 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 538, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 541, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_3);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_3 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 538, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 541, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     #endif
@@ -29305,29 +29305,29 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 538, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 541, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_m2_out = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "src/kernels.pxi":539
+  /* "src/kernels.pxi":542
  *     mean_out = np.empty(C, dtype=np.float64)
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out             # <<<<<<<<<<<<<<
  *     for k in range(K):
  *         total += counts[k]
 */
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_mean_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 542, __pyx_L1_error)
   __pyx_v_mo = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
-  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 539, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_m2_out, PyBUF_WRITABLE); if (unlikely(!__pyx_t_8.memview)) __PYX_ERR(2, 542, __pyx_L1_error)
   __pyx_v_m2o = __pyx_t_8;
   __pyx_t_8.memview = NULL;
   __pyx_t_8.data = NULL;
 
-  /* "src/kernels.pxi":540
+  /* "src/kernels.pxi":543
  *     m2_out = np.empty(C, dtype=np.float64)
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -29341,7 +29341,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   for (__pyx_t_11 = 0; __pyx_t_11 < __pyx_t_10; __pyx_t_11+=1) {
     __pyx_v_k = __pyx_t_11;
 
-    /* "src/kernels.pxi":541
+    /* "src/kernels.pxi":544
  *     cdef double[::1] mo = mean_out, m2o = m2_out
  *     for k in range(K):
  *         total += counts[k]             # <<<<<<<<<<<<<<
@@ -29353,7 +29353,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   }
 
 
-  /* "src/kernels.pxi":542
+  /* "src/kernels.pxi":545
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29365,7 +29365,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   if (__pyx_t_13) {
 
 
-    /* "src/kernels.pxi":543
+    /* "src/kernels.pxi":546
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29378,7 +29378,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":544
+          /* "src/kernels.pxi":547
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29409,7 +29409,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":545
+          /* "src/kernels.pxi":548
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])             # <<<<<<<<<<<<<<
@@ -29431,7 +29431,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
           __pyx_t_12 = 0;
           __pyx_t_16 = 0;
 
-          /* "src/kernels.pxi":544
+          /* "src/kernels.pxi":547
  *     if C > 0:
  *         with nogil:
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,             # <<<<<<<<<<<<<<
@@ -29444,7 +29444,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":543
+        /* "src/kernels.pxi":546
  *         total += counts[k]
  *     if C > 0:
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -29461,7 +29461,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":542
+    /* "src/kernels.pxi":545
  *     for k in range(K):
  *         total += counts[k]
  *     if C > 0:             # <<<<<<<<<<<<<<
@@ -29470,25 +29470,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":546
+  /* "src/kernels.pxi":549
  *             _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
  *                    &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
  *     return total, mean_out, m2_out             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_1 = PyFloat_FromDouble(__pyx_v_total); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 546, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 549, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 546, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_t_1) != (0)) __PYX_ERR(2, 549, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_mean_out);
   __Pyx_GIVEREF(__pyx_v_mean_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 546, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_v_mean_out) != (0)) __PYX_ERR(2, 549, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_m2_out);
   __Pyx_GIVEREF(__pyx_v_m2_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 546, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_v_m2_out) != (0)) __PYX_ERR(2, 549, __pyx_L1_error);
   __pyx_t_1 = 0;
   {
     PyObject *__pyx_temp;
@@ -29501,7 +29501,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   __pyx_t_6 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":529
+  /* "src/kernels.pxi":532
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
@@ -29534,7 +29534,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_10merge_stats(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":549
+/* "src/kernels.pxi":552
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29571,53 +29571,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_13channel_stats(PyObject *__p
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 549, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 552, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 549, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 552, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 549, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 552, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 552, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 552, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 552, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 552, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -29631,7 +29631,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_13channel_stats(PyObject *__p
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 549, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 552, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29683,7 +29683,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 549, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 552, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -29701,11 +29701,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 549, __pyx_L1_error)
+    __PYX_ERR(2, 552, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 552, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -29715,7 +29715,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 549, __pyx_L1_error)
+      __PYX_ERR(2, 552, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -29734,9 +29734,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 549, __pyx_L1_error)
+    __PYX_ERR(2, 552, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 552, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -29745,25 +29745,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_12channel_stats(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 549, __pyx_L1_error)
+      __PYX_ERR(2, 552, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 552, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 549, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 1, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 552, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 549, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 552, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -29815,32 +29815,32 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_37channel_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 549, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 552, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 549, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 552, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 549, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 552, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 552, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 549, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 552, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 549, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 552, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -29877,19 +29877,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_36channel_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0channel_stats", 0);
 
-  /* "src/kernels.pxi":551
+  /* "src/kernels.pxi":554
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -29909,13 +29909,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_36channel_stats(CYTHON_UNUSED
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 554, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -29930,7 +29930,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_36channel_stats(CYTHON_UNUSED
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":552
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -29976,32 +29976,32 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_39channel_stats(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 549, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 552, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 552, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 549, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "channel_stats", 0) < (0)) __PYX_ERR(2, 552, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 549, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, i); __PYX_ERR(2, 552, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 549, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 552, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 549, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 552, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 549, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("channel_stats", 1, 1, 1, __pyx_nargs); __PYX_ERR(2, 552, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -30038,19 +30038,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1channel_stats", 0);
 
-  /* "src/kernels.pxi":551
+  /* "src/kernels.pxi":554
  * def channel_stats(const floating[:, :, ::1] x):
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_merge_stats); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_t_3 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_partial_stats); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_5 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -30070,13 +30070,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 554, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PySequence_Tuple(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 551, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_Call(__pyx_t_1, __pyx_t_4, NULL); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 554, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -30091,7 +30091,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":552
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
@@ -30114,7 +30114,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_38channel_stats(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":558
+/* "src/kernels.pxi":561
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30128,7 +30128,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":561
+  /* "src/kernels.pxi":564
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -30142,7 +30142,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":562
+    /* "src/kernels.pxi":565
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -30153,7 +30153,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row
   }
 
 
-  /* "src/kernels.pxi":558
+  /* "src/kernels.pxi":561
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30171,7 +30171,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
   Py_ssize_t __pyx_t_2;
   Py_ssize_t __pyx_t_3;
 
-  /* "src/kernels.pxi":561
+  /* "src/kernels.pxi":564
  *                            floating lo, floating a, floating b) noexcept nogil:
  *     cdef Py_ssize_t t
  *     for t in range(n):             # <<<<<<<<<<<<<<
@@ -30185,7 +30185,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_t = __pyx_t_3;
 
-    /* "src/kernels.pxi":562
+    /* "src/kernels.pxi":565
  *     cdef Py_ssize_t t
  *     for t in range(n):
  *         y[t] = ((x[t] - hi) - lo) * a + b             # <<<<<<<<<<<<<<
@@ -30196,7 +30196,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
   }
 
 
-  /* "src/kernels.pxi":558
+  /* "src/kernels.pxi":561
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef inline void _norm_row(const floating *x, floating *y, Py_ssize_t n, floating hi,             # <<<<<<<<<<<<<<
@@ -30208,7 +30208,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row
 
 }
 
-/* "src/kernels.pxi":565
+/* "src/kernels.pxi":568
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30223,7 +30223,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":569
+  /* "src/kernels.pxi":572
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30235,7 +30235,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":570
+    /* "src/kernels.pxi":573
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30249,7 +30249,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":571
+      /* "src/kernels.pxi":574
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30260,7 +30260,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     }
 
 
-    /* "src/kernels.pxi":569
+    /* "src/kernels.pxi":572
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30270,7 +30270,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":573
+  /* "src/kernels.pxi":576
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30285,7 +30285,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":574
+      /* "src/kernels.pxi":577
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30298,7 +30298,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":565
+  /* "src/kernels.pxi":568
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30317,7 +30317,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":569
+  /* "src/kernels.pxi":572
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30329,7 +30329,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":570
+    /* "src/kernels.pxi":573
  *     cdef Py_ssize_t t
  *     if x == NULL:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30343,7 +30343,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":571
+      /* "src/kernels.pxi":574
  *     if x == NULL:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1             # <<<<<<<<<<<<<<
@@ -30354,7 +30354,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     }
 
 
-    /* "src/kernels.pxi":569
+    /* "src/kernels.pxi":572
  *                           floating k3) noexcept nogil:
  *     cdef Py_ssize_t t
  *     if x == NULL:             # <<<<<<<<<<<<<<
@@ -30364,7 +30364,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":573
+  /* "src/kernels.pxi":576
  *             dx[t] = dy[t] * k1
  *     else:
  *         for t in range(n):             # <<<<<<<<<<<<<<
@@ -30379,7 +30379,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_t = __pyx_t_4;
 
-      /* "src/kernels.pxi":574
+      /* "src/kernels.pxi":577
  *     else:
  *         for t in range(n):
  *             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)             # <<<<<<<<<<<<<<
@@ -30392,7 +30392,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":565
+  /* "src/kernels.pxi":568
  * 
  * 
  * cdef inline void _bwd_row(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,             # <<<<<<<<<<<<<<
@@ -30404,7 +30404,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
 
 }
 
-/* "src/kernels.pxi":577
+/* "src/kernels.pxi":580
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30414,7 +30414,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_row(
 
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(double __pyx_v_mean, float *__pyx_v_hi, float *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":582
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30423,7 +30423,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_hi[0]) = ((float)__pyx_v_mean);
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":583
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30432,7 +30432,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_lo[0]) = ((float)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":577
+  /* "src/kernels.pxi":580
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30445,7 +30445,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(do
 
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(double __pyx_v_mean, double *__pyx_v_hi, double *__pyx_v_lo) {
 
-  /* "src/kernels.pxi":579
+  /* "src/kernels.pxi":582
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean             # <<<<<<<<<<<<<<
@@ -30454,7 +30454,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_hi[0]) = ((double)__pyx_v_mean);
 
-  /* "src/kernels.pxi":580
+  /* "src/kernels.pxi":583
  *     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
  *     hi[0] = <floating>mean
  *     lo[0] = <floating>(mean - <double>hi[0])             # <<<<<<<<<<<<<<
@@ -30463,7 +30463,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(do
 */
   (__pyx_v_lo[0]) = ((double)(__pyx_v_mean - ((double)(__pyx_v_hi[0]))));
 
-  /* "src/kernels.pxi":577
+  /* "src/kernels.pxi":580
  * 
  * 
  * cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -30474,7 +30474,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(do
   /* function exit code */
 }
 
-/* "src/kernels.pxi":583
+/* "src/kernels.pxi":586
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30502,7 +30502,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   float const *__pyx_t_10;
   float const *__pyx_t_11;
 
-  /* "src/kernels.pxi":591
+  /* "src/kernels.pxi":594
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30511,7 +30511,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":592
+  /* "src/kernels.pxi":595
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -30530,7 +30530,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":594
+  /* "src/kernels.pxi":597
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30556,7 +30556,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":595
+    /* "src/kernels.pxi":598
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -30570,7 +30570,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":596
+      /* "src/kernels.pxi":599
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -30584,7 +30584,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":597
+        /* "src/kernels.pxi":600
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -30593,7 +30593,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":598
+        /* "src/kernels.pxi":601
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -30602,7 +30602,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":599
+        /* "src/kernels.pxi":602
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30614,7 +30614,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":600
+          /* "src/kernels.pxi":603
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30623,7 +30623,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
           __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":599
+          /* "src/kernels.pxi":602
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30633,7 +30633,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":602
+        /* "src/kernels.pxi":605
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -30652,7 +30652,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
           }
 
 
-          /* "src/kernels.pxi":603
+          /* "src/kernels.pxi":606
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30668,7 +30668,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     }
 
 
-    /* "src/kernels.pxi":594
+    /* "src/kernels.pxi":597
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -30678,7 +30678,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":604
+  /* "src/kernels.pxi":607
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30690,7 +30690,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":605
+    /* "src/kernels.pxi":608
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30725,7 +30725,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":606
+                              /* "src/kernels.pxi":609
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -30734,7 +30734,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":607
+                              /* "src/kernels.pxi":610
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30746,7 +30746,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":608
+                                /* "src/kernels.pxi":611
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -30755,7 +30755,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 */
                                 __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":607
+                                /* "src/kernels.pxi":610
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -30765,7 +30765,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":610
+                              /* "src/kernels.pxi":613
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -30784,7 +30784,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                                 }
 
 
-                                /* "src/kernels.pxi":611
+                                /* "src/kernels.pxi":614
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -30809,7 +30809,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 
         }
 
-        /* "src/kernels.pxi":605
+        /* "src/kernels.pxi":608
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30826,7 +30826,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
         }
     }
 
-    /* "src/kernels.pxi":604
+    /* "src/kernels.pxi":607
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -30836,7 +30836,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":613
+  /* "src/kernels.pxi":616
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30872,7 +30872,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":614
+                              /* "src/kernels.pxi":617
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -30900,7 +30900,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
                               }
 
 
-                              /* "src/kernels.pxi":615
+                              /* "src/kernels.pxi":618
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -30924,7 +30924,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
 
         }
 
-        /* "src/kernels.pxi":613
+        /* "src/kernels.pxi":616
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -30943,7 +30943,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(float const *__p
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":583
+  /* "src/kernels.pxi":586
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -30981,7 +30981,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   double const *__pyx_t_10;
   double const *__pyx_t_11;
 
-  /* "src/kernels.pxi":591
+  /* "src/kernels.pxi":594
  *     planar layout: channels [c0, c1) (serially, when that is not all of them);
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C             # <<<<<<<<<<<<<<
@@ -30990,7 +30990,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
   __pyx_v_R = (__pyx_v_outer * __pyx_v_C);
 
-  /* "src/kernels.pxi":592
+  /* "src/kernels.pxi":595
  *     rows layout: all channels."""
  *     cdef Py_ssize_t r, c, o, off, R = outer * C
  *     cdef int w = 4 if dy == NULL else 5             # <<<<<<<<<<<<<<
@@ -31009,7 +31009,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":594
+  /* "src/kernels.pxi":597
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -31035,7 +31035,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":595
+    /* "src/kernels.pxi":598
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):             # <<<<<<<<<<<<<<
@@ -31049,7 +31049,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_o = __pyx_t_6;
 
-      /* "src/kernels.pxi":596
+      /* "src/kernels.pxi":599
  *     if inner > 1 and c1 - c0 < C:
  *         for o in range(outer):
  *             for c in range(c0, c1):             # <<<<<<<<<<<<<<
@@ -31063,7 +31063,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
       for (__pyx_t_9 = __pyx_v_c0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_c = __pyx_t_9;
 
-        /* "src/kernels.pxi":597
+        /* "src/kernels.pxi":600
  *         for o in range(outer):
  *             for c in range(c0, c1):
  *                 q = coef + w * c             # <<<<<<<<<<<<<<
@@ -31072,7 +31072,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
         __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * __pyx_v_c));
 
-        /* "src/kernels.pxi":598
+        /* "src/kernels.pxi":601
  *             for c in range(c0, c1):
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner             # <<<<<<<<<<<<<<
@@ -31081,7 +31081,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
         __pyx_v_off = (((__pyx_v_o * __pyx_v_C) + __pyx_v_c) * __pyx_v_inner);
 
-        /* "src/kernels.pxi":599
+        /* "src/kernels.pxi":602
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31093,7 +31093,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
         if (__pyx_t_2) {
 
 
-          /* "src/kernels.pxi":600
+          /* "src/kernels.pxi":603
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -31102,7 +31102,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
           __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + __pyx_v_off), (__pyx_v_out + __pyx_v_off), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-          /* "src/kernels.pxi":599
+          /* "src/kernels.pxi":602
  *                 q = coef + w * c
  *                 off = (o * C + c) * inner
  *                 if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31112,7 +31112,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
           goto __pyx_L10;
         }
 
-        /* "src/kernels.pxi":602
+        /* "src/kernels.pxi":605
  *                     _norm_row(x + off, out + off, inner, q[0], q[1], q[2], q[3])
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,             # <<<<<<<<<<<<<<
@@ -31131,7 +31131,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
           }
 
 
-          /* "src/kernels.pxi":603
+          /* "src/kernels.pxi":606
  *                 else:
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -31147,7 +31147,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     }
 
 
-    /* "src/kernels.pxi":594
+    /* "src/kernels.pxi":597
  *     cdef int w = 4 if dy == NULL else 5
  *     cdef const floating *q
  *     if inner > 1 and c1 - c0 < C:             # <<<<<<<<<<<<<<
@@ -31157,7 +31157,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":604
+  /* "src/kernels.pxi":607
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -31169,7 +31169,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":605
+    /* "src/kernels.pxi":608
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31204,7 +31204,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                           {
                               __pyx_v_r = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":606
+                              /* "src/kernels.pxi":609
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)             # <<<<<<<<<<<<<<
@@ -31213,7 +31213,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
                               __pyx_v_q = (__pyx_v_coef + (__pyx_v_w * (__pyx_v_r % __pyx_v_C)));
 
-                              /* "src/kernels.pxi":607
+                              /* "src/kernels.pxi":610
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31225,7 +31225,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                               if (__pyx_t_2) {
 
 
-                                /* "src/kernels.pxi":608
+                                /* "src/kernels.pxi":611
  *             q = coef + w * (r % C)
  *             if dy == NULL:
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])             # <<<<<<<<<<<<<<
@@ -31234,7 +31234,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 */
                                 __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__norm_row((__pyx_v_x + (__pyx_v_r * __pyx_v_inner)), (__pyx_v_out + (__pyx_v_r * __pyx_v_inner)), __pyx_v_inner, (__pyx_v_q[0]), (__pyx_v_q[1]), (__pyx_v_q[2]), (__pyx_v_q[3]));
 
-                                /* "src/kernels.pxi":607
+                                /* "src/kernels.pxi":610
  *         for r in prange(R, schedule="static", num_threads=nt):
  *             q = coef + w * (r % C)
  *             if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31244,7 +31244,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                                 goto __pyx_L18;
                               }
 
-                              /* "src/kernels.pxi":610
+                              /* "src/kernels.pxi":613
  *                 _norm_row(x + r * inner, out + r * inner, inner, q[0], q[1], q[2], q[3])
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,             # <<<<<<<<<<<<<<
@@ -31263,7 +31263,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                                 }
 
 
-                                /* "src/kernels.pxi":611
+                                /* "src/kernels.pxi":614
  *             else:
  *                 _bwd_row(x + r * inner if x != NULL else NULL, dy + r * inner, out + r * inner,
  *                          inner, q[0], q[1], q[2], q[3], q[4])             # <<<<<<<<<<<<<<
@@ -31288,7 +31288,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
         }
 
-        /* "src/kernels.pxi":605
+        /* "src/kernels.pxi":608
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:
  *         for r in prange(R, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31305,7 +31305,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
         }
     }
 
-    /* "src/kernels.pxi":604
+    /* "src/kernels.pxi":607
  *                     _bwd_row(x + off if x != NULL else NULL, dy + off, out + off, inner,
  *                              q[0], q[1], q[2], q[3], q[4])
  *     elif inner > 1:             # <<<<<<<<<<<<<<
@@ -31315,7 +31315,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":613
+  /* "src/kernels.pxi":616
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31351,7 +31351,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                           {
                               __pyx_v_o = (Py_ssize_t)(0 + 1 * __pyx_t_5);
 
-                              /* "src/kernels.pxi":614
+                              /* "src/kernels.pxi":617
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,             # <<<<<<<<<<<<<<
@@ -31379,7 +31379,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
                               }
 
 
-                              /* "src/kernels.pxi":615
+                              /* "src/kernels.pxi":618
  *         for o in prange(outer, schedule="static", num_threads=nt):
  *             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
  *                         out + o * C, C, coef)             # <<<<<<<<<<<<<<
@@ -31403,7 +31403,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
         }
 
-        /* "src/kernels.pxi":613
+        /* "src/kernels.pxi":616
  *                          inner, q[0], q[1], q[2], q[3], q[4])
  *     else:
  *         for o in prange(outer, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -31422,7 +31422,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":583
+  /* "src/kernels.pxi":586
  * 
  * 
  * cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -31440,7 +31440,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(double const *__
 
 }
 
-/* "src/kernels.pxi":618
+/* "src/kernels.pxi":621
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31460,7 +31460,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":622
+  /* "src/kernels.pxi":625
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31469,7 +31469,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":623
+  /* "src/kernels.pxi":626
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31478,7 +31478,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":624
+  /* "src/kernels.pxi":627
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31487,7 +31487,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":625
+  /* "src/kernels.pxi":628
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31496,7 +31496,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":629
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31505,7 +31505,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":627
+  /* "src/kernels.pxi":630
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31517,7 +31517,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":628
+    /* "src/kernels.pxi":631
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31531,7 +31531,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":629
+      /* "src/kernels.pxi":632
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31542,7 +31542,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     }
 
 
-    /* "src/kernels.pxi":627
+    /* "src/kernels.pxi":630
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31552,7 +31552,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":630
+  /* "src/kernels.pxi":633
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31564,7 +31564,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":631
+    /* "src/kernels.pxi":634
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31578,7 +31578,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":632
+      /* "src/kernels.pxi":635
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31589,7 +31589,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     }
 
 
-    /* "src/kernels.pxi":630
+    /* "src/kernels.pxi":633
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31599,7 +31599,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":634
+  /* "src/kernels.pxi":637
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31614,7 +31614,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":635
+      /* "src/kernels.pxi":638
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31627,7 +31627,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply_cols(float const
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":618
+  /* "src/kernels.pxi":621
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31656,7 +31656,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":622
+  /* "src/kernels.pxi":625
  *     """One row of the rows layout. coef is channel-major: [hi | lo | a | b (| e)] blocks of C."""
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef             # <<<<<<<<<<<<<<
@@ -31665,7 +31665,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_hi = __pyx_v_coef;
 
-  /* "src/kernels.pxi":623
+  /* "src/kernels.pxi":626
  *     cdef Py_ssize_t c
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C             # <<<<<<<<<<<<<<
@@ -31674,7 +31674,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_lo = (__pyx_v_coef + __pyx_v_C);
 
-  /* "src/kernels.pxi":624
+  /* "src/kernels.pxi":627
  *     cdef const floating *hi = coef
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C             # <<<<<<<<<<<<<<
@@ -31683,7 +31683,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_a = (__pyx_v_coef + (2 * __pyx_v_C));
 
-  /* "src/kernels.pxi":625
+  /* "src/kernels.pxi":628
  *     cdef const floating *lo = coef + C
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C             # <<<<<<<<<<<<<<
@@ -31692,7 +31692,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_b = (__pyx_v_coef + (3 * __pyx_v_C));
 
-  /* "src/kernels.pxi":626
+  /* "src/kernels.pxi":629
  *     cdef const floating *a = coef + 2 * C
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C             # <<<<<<<<<<<<<<
@@ -31701,7 +31701,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 */
   __pyx_v_e = (__pyx_v_coef + (4 * __pyx_v_C));
 
-  /* "src/kernels.pxi":627
+  /* "src/kernels.pxi":630
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31713,7 +31713,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":628
+    /* "src/kernels.pxi":631
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31727,7 +31727,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":629
+      /* "src/kernels.pxi":632
  *     if dy == NULL:
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]             # <<<<<<<<<<<<<<
@@ -31738,7 +31738,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     }
 
 
-    /* "src/kernels.pxi":627
+    /* "src/kernels.pxi":630
  *     cdef const floating *b = coef + 3 * C
  *     cdef const floating *e = coef + 4 * C
  *     if dy == NULL:             # <<<<<<<<<<<<<<
@@ -31748,7 +31748,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":630
+  /* "src/kernels.pxi":633
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31760,7 +31760,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":631
+    /* "src/kernels.pxi":634
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31774,7 +31774,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":632
+      /* "src/kernels.pxi":635
  *     elif x == NULL:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c]             # <<<<<<<<<<<<<<
@@ -31785,7 +31785,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     }
 
 
-    /* "src/kernels.pxi":630
+    /* "src/kernels.pxi":633
  *         for c in range(C):
  *             out[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c]
  *     elif x == NULL:             # <<<<<<<<<<<<<<
@@ -31795,7 +31795,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":634
+  /* "src/kernels.pxi":637
  *             out[c] = dy[c] * a[c]
  *     else:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -31810,7 +31810,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":635
+      /* "src/kernels.pxi":638
  *     else:
  *         for c in range(C):
  *             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])             # <<<<<<<<<<<<<<
@@ -31823,7 +31823,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":618
+  /* "src/kernels.pxi":621
  * 
  * 
  * cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -31840,7 +31840,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply_cols(double cons
 
 }
 
-/* "src/kernels.pxi":638
+/* "src/kernels.pxi":641
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31854,7 +31854,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":641
+  /* "src/kernels.pxi":644
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31870,7 +31870,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":642
+  /* "src/kernels.pxi":645
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31887,7 +31887,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":643
+  /* "src/kernels.pxi":646
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -31896,7 +31896,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":644
+  /* "src/kernels.pxi":647
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -31905,7 +31905,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((float)__pyx_v_a);
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":648
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -31914,7 +31914,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((float)__pyx_v_b);
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":649
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31926,7 +31926,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":650
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -31935,7 +31935,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((float)__pyx_v_e);
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":649
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -31944,7 +31944,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(float *__pyx_
 */
   }
 
-  /* "src/kernels.pxi":638
+  /* "src/kernels.pxi":641
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -31963,7 +31963,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   Py_ssize_t __pyx_t_1;
   int __pyx_t_2;
 
-  /* "src/kernels.pxi":641
+  /* "src/kernels.pxi":644
  *                     double a, double b, double e) noexcept nogil:
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1             # <<<<<<<<<<<<<<
@@ -31979,7 +31979,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   }
   __pyx_v_s = __pyx_t_1;
 
-  /* "src/kernels.pxi":642
+  /* "src/kernels.pxi":645
  *     """Store channel c's coefficients: interleaved (planar) or channel-major blocks (rows)."""
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)             # <<<<<<<<<<<<<<
@@ -31996,7 +31996,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   __pyx_v_q = (__pyx_v_coef + __pyx_t_1);
 
 
-  /* "src/kernels.pxi":643
+  /* "src/kernels.pxi":646
  *     cdef Py_ssize_t s = C if rows else 1
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)             # <<<<<<<<<<<<<<
@@ -32005,7 +32005,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__split(__pyx_v_mean, __pyx_v_q, (__pyx_v_q + __pyx_v_s));
 
-  /* "src/kernels.pxi":644
+  /* "src/kernels.pxi":647
  *     cdef floating *q = coef + (c if rows else w * c)
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a             # <<<<<<<<<<<<<<
@@ -32014,7 +32014,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   (__pyx_v_q[(2 * __pyx_v_s)]) = ((double)__pyx_v_a);
 
-  /* "src/kernels.pxi":645
+  /* "src/kernels.pxi":648
  *     _split(mean, q, q + s)
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b             # <<<<<<<<<<<<<<
@@ -32023,7 +32023,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   (__pyx_v_q[(3 * __pyx_v_s)]) = ((double)__pyx_v_b);
 
-  /* "src/kernels.pxi":646
+  /* "src/kernels.pxi":649
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -32035,7 +32035,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":647
+    /* "src/kernels.pxi":650
  *     q[3 * s] = <floating>b
  *     if w == 5:
  *         q[4 * s] = <floating>e             # <<<<<<<<<<<<<<
@@ -32044,7 +32044,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
     (__pyx_v_q[(4 * __pyx_v_s)]) = ((double)__pyx_v_e);
 
-    /* "src/kernels.pxi":646
+    /* "src/kernels.pxi":649
  *     q[2 * s] = <floating>a
  *     q[3 * s] = <floating>b
  *     if w == 5:             # <<<<<<<<<<<<<<
@@ -32053,7 +32053,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 */
   }
 
-  /* "src/kernels.pxi":638
+  /* "src/kernels.pxi":641
  * 
  * 
  * cdef void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int w, double mean,             # <<<<<<<<<<<<<<
@@ -32066,7 +32066,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(double *__pyx
 
 }
 
-/* "src/kernels.pxi":650
+/* "src/kernels.pxi":653
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32103,53 +32103,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_15normalize(PyObject *__pyx_s
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 650, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 653, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 653, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 650, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 653, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 653, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 653, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 653, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 653, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -32163,7 +32163,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_15normalize(PyObject *__pyx_s
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 650, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 653, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32215,7 +32215,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 650, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 653, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -32233,11 +32233,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 650, __pyx_L1_error)
+    __PYX_ERR(2, 653, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 653, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -32247,7 +32247,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 650, __pyx_L1_error)
+      __PYX_ERR(2, 653, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -32266,9 +32266,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 650, __pyx_L1_error)
+    __PYX_ERR(2, 653, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 653, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -32277,25 +32277,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_14normalize(CYTHON_UNUSED PyO
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 650, __pyx_L1_error)
+      __PYX_ERR(2, 653, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 653, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 650, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 5, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 653, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 650, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 653, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -32351,60 +32351,60 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_43normalize(PyObj
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 650, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 653, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 653, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 650, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 653, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 653, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 653, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 653, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 653, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 650, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 653, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32460,7 +32460,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0normalize", 0);
 
-  /* "src/kernels.pxi":657
+  /* "src/kernels.pxi":660
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32471,24 +32471,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":661
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 658, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 661, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 658, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 661, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 658, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 661, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":659
+    /* "src/kernels.pxi":662
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32505,7 +32505,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":658
+    /* "src/kernels.pxi":661
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32514,7 +32514,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":660
+  /* "src/kernels.pxi":663
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32523,7 +32523,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":661
+  /* "src/kernels.pxi":664
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32535,16 +32535,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":662
+    /* "src/kernels.pxi":665
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 662, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 665, __pyx_L1_error)
 
-    /* "src/kernels.pxi":661
+    /* "src/kernels.pxi":664
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32553,7 +32553,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":666
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32566,7 +32566,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":664
+        /* "src/kernels.pxi":667
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32580,7 +32580,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":665
+          /* "src/kernels.pxi":668
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32594,7 +32594,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":666
+        /* "src/kernels.pxi":669
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32608,7 +32608,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":667
+        /* "src/kernels.pxi":670
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32626,7 +32626,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":666
+        /* "src/kernels.pxi":669
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32637,7 +32637,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 
       }
 
-      /* "src/kernels.pxi":663
+      /* "src/kernels.pxi":666
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32654,7 +32654,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":668
+  /* "src/kernels.pxi":671
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -32663,7 +32663,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_42normalize(CYTHON_UNUSED PyO
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":650
+  /* "src/kernels.pxi":653
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -32717,60 +32717,60 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_45normalize(PyObj
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_scale,&__pyx_mstate_global->__pyx_n_u_shift,&__pyx_mstate_global->__pyx_n_u_out,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 650, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 653, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 653, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "normalize", 0) < (0)) __PYX_ERR(2, 653, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 5; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 650, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, i); __PYX_ERR(2, 653, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 5)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 653, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 650, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 653, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
-    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 650, __pyx_L3_error)
-    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 651, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 653, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 653, __pyx_L3_error)
+    __pyx_v_scale = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_scale.memview)) __PYX_ERR(2, 653, __pyx_L3_error)
+    __pyx_v_shift = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_shift.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 654, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 650, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("normalize", 1, 5, 5, __pyx_nargs); __PYX_ERR(2, 653, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -32826,7 +32826,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1normalize", 0);
 
-  /* "src/kernels.pxi":657
+  /* "src/kernels.pxi":660
  *     This is the eval-mode forward: one pass over x.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -32837,24 +32837,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":658
+  /* "src/kernels.pxi":661
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 658, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 661, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 658, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 661, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 658, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 661, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":659
+    /* "src/kernels.pxi":662
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -32871,7 +32871,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":658
+    /* "src/kernels.pxi":661
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -32880,7 +32880,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":660
+  /* "src/kernels.pxi":663
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -32889,7 +32889,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":661
+  /* "src/kernels.pxi":664
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32901,16 +32901,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":662
+    /* "src/kernels.pxi":665
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 662, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 665, __pyx_L1_error)
 
-    /* "src/kernels.pxi":661
+    /* "src/kernels.pxi":664
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -32919,7 +32919,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   }
 
-  /* "src/kernels.pxi":663
+  /* "src/kernels.pxi":666
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -32932,7 +32932,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":664
+        /* "src/kernels.pxi":667
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -32946,7 +32946,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":665
+          /* "src/kernels.pxi":668
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)             # <<<<<<<<<<<<<<
@@ -32960,7 +32960,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":666
+        /* "src/kernels.pxi":669
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -32974,7 +32974,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         __pyx_t_11 = 0;
         __pyx_t_12 = 0;
 
-        /* "src/kernels.pxi":667
+        /* "src/kernels.pxi":670
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -32992,7 +32992,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
         }
 
 
-        /* "src/kernels.pxi":666
+        /* "src/kernels.pxi":669
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c], scale[c], shift[c], 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -33003,7 +33003,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 
       }
 
-      /* "src/kernels.pxi":663
+      /* "src/kernels.pxi":666
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -33020,7 +33020,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
       }
   }
 
-  /* "src/kernels.pxi":668
+  /* "src/kernels.pxi":671
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -33029,7 +33029,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":650
+  /* "src/kernels.pxi":653
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
@@ -33056,7 +33056,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_44normalize(CYTHON_UNUSED PyO
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":675
+/* "src/kernels.pxi":678
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33069,7 +33069,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":681
+  /* "src/kernels.pxi":684
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -33078,7 +33078,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":682
+  /* "src/kernels.pxi":685
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -33087,7 +33087,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":686
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33105,7 +33105,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
   }
 
 
-  /* "src/kernels.pxi":684
+  /* "src/kernels.pxi":687
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33123,7 +33123,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
   }
 
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":686
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33134,7 +33134,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 
 
 
-  /* "src/kernels.pxi":685
+  /* "src/kernels.pxi":688
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33143,7 +33143,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_forward(float co
 */
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_v_x, ((float const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":675
+  /* "src/kernels.pxi":678
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33159,7 +33159,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   int __pyx_t_2;
   double __pyx_t_3;
 
-  /* "src/kernels.pxi":681
+  /* "src/kernels.pxi":684
  *     """Training forward of channel c: statistics (the split path's chunks, merged in the same
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])             # <<<<<<<<<<<<<<
@@ -33168,7 +33168,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_stats(__pyx_v_x, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (&(__pyx_v_mean[__pyx_v_c])), (&(__pyx_v_m2[__pyx_v_c])));
 
-  /* "src/kernels.pxi":682
+  /* "src/kernels.pxi":685
  *     order: same bits), then normalize while the channel is in cache."""
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)             # <<<<<<<<<<<<<<
@@ -33177,7 +33177,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 */
   (__pyx_v_invstd[__pyx_v_c]) = (1.0 / sqrt((((__pyx_v_m2[__pyx_v_c]) / ((double)(__pyx_v_outer * __pyx_v_inner))) + __pyx_v_eps)));
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":686
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33195,7 +33195,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   }
 
 
-  /* "src/kernels.pxi":684
+  /* "src/kernels.pxi":687
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -33213,7 +33213,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   }
 
 
-  /* "src/kernels.pxi":683
+  /* "src/kernels.pxi":686
  *     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
  *     invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -33224,7 +33224,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 
 
 
-  /* "src/kernels.pxi":685
+  /* "src/kernels.pxi":688
  *     _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *               <double>b[c] if b else 0.0, 0.0)
  *     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33233,7 +33233,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
 */
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_v_x, ((double const *)NULL), __pyx_v_y, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
-  /* "src/kernels.pxi":675
+  /* "src/kernels.pxi":678
  * # ---------------------------------------------------------------------------------------------
  * 
  * cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -33244,7 +33244,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_forward(double c
   /* function exit code */
 }
 
-/* "src/kernels.pxi":688
+/* "src/kernels.pxi":691
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33257,7 +33257,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   int __pyx_t_2;
   float const *__pyx_t_3;
 
-  /* "src/kernels.pxi":695
+  /* "src/kernels.pxi":698
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33266,7 +33266,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":696
+    /* "src/kernels.pxi":699
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33275,7 +33275,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":695
+    /* "src/kernels.pxi":698
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33284,7 +33284,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
 */
   }
 
-  /* "src/kernels.pxi":698
+  /* "src/kernels.pxi":701
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33302,7 +33302,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   }
 
 
-  /* "src/kernels.pxi":697
+  /* "src/kernels.pxi":700
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33312,7 +33312,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":699
+  /* "src/kernels.pxi":702
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33329,7 +33329,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__fused_backward(float c
   __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":688
+  /* "src/kernels.pxi":691
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33345,7 +33345,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   int __pyx_t_2;
   double const *__pyx_t_3;
 
-  /* "src/kernels.pxi":695
+  /* "src/kernels.pxi":698
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33354,7 +33354,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":696
+    /* "src/kernels.pxi":699
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])             # <<<<<<<<<<<<<<
@@ -33363,7 +33363,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__plane_dot(__pyx_v_x, __pyx_v_dy, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_c, (__pyx_v_mean[__pyx_v_c]), (&(__pyx_v_sdy[__pyx_v_c])), (&(__pyx_v_sdyx[__pyx_v_c])));
 
-    /* "src/kernels.pxi":695
+    /* "src/kernels.pxi":698
  *     """Backward of channel c: the sums (chunk sums added in chunk order, as in the split
  *     path), then dx while x and dy of the channel are in cache."""
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -33372,7 +33372,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
 */
   }
 
-  /* "src/kernels.pxi":698
+  /* "src/kernels.pxi":701
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])             # <<<<<<<<<<<<<<
@@ -33390,7 +33390,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   }
 
 
-  /* "src/kernels.pxi":697
+  /* "src/kernels.pxi":700
  *     if need_sums:
  *         _plane_dot(x, dy, outer, C, inner, c, mean[c], &sdy[c], &sdyx[c])
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],             # <<<<<<<<<<<<<<
@@ -33400,7 +33400,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, 0, __pyx_v_training, ((double)(__pyx_v_outer * __pyx_v_inner)), (__pyx_v_mean[__pyx_v_c]), (__pyx_v_invstd[__pyx_v_c]), __pyx_t_1, (__pyx_v_sdy[__pyx_v_c]), (__pyx_v_sdyx[__pyx_v_c]));
 
 
-  /* "src/kernels.pxi":699
+  /* "src/kernels.pxi":702
  *     _bwd_coef(coef, C, c, False, training, <double>(outer * inner), mean[c], invstd[c],
  *               <double>w[c] if w else 1.0, sdy[c], sdyx[c])
  *     _apply(x if training else NULL, dy, dx, outer, C, inner, coef, c, c + 1, 1)             # <<<<<<<<<<<<<<
@@ -33417,7 +33417,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__apply(__pyx_t_3, __pyx_v_dy, __pyx_v_dx, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_coef, __pyx_v_c, (__pyx_v_c + 1), 1);
 
 
-  /* "src/kernels.pxi":688
+  /* "src/kernels.pxi":691
  * 
  * 
  * cdef void _fused_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,             # <<<<<<<<<<<<<<
@@ -33428,7 +33428,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__fused_backward(double 
   /* function exit code */
 }
 
-/* "src/kernels.pxi":702
+/* "src/kernels.pxi":705
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -33465,53 +33465,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_17bn_forward_train(PyObject *
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 702, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 705, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 705, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 702, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 705, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 705, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 705, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 705, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 705, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -33525,7 +33525,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_17bn_forward_train(PyObject *
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 702, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 705, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33577,7 +33577,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 702, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 705, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -33595,11 +33595,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 702, __pyx_L1_error)
+    __PYX_ERR(2, 705, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 705, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -33609,7 +33609,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 702, __pyx_L1_error)
+      __PYX_ERR(2, 705, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -33628,9 +33628,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 702, __pyx_L1_error)
+    __PYX_ERR(2, 705, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 705, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -33639,25 +33639,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_16bn_forward_train(CYTHON_UNU
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 702, __pyx_L1_error)
+      __PYX_ERR(2, 705, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 705, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 702, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 8, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 705, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 702, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 705, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -33716,81 +33716,81 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_49bn_forward_trai
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 702, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 705, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 705, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 702, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 705, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 705, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 703, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 705, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 705, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 706, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 706, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 706, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 707, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 707, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 707, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 702, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 705, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -33864,7 +33864,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_train", 0);
 
-  /* "src/kernels.pxi":712
+  /* "src/kernels.pxi":715
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -33875,7 +33875,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":713
+  /* "src/kernels.pxi":716
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -33884,7 +33884,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":714
+  /* "src/kernels.pxi":717
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -33893,24 +33893,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":715
+  /* "src/kernels.pxi":718
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 715, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 718, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 715, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 718, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 715, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 718, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":716
+    /* "src/kernels.pxi":719
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -33930,7 +33930,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":717
+    /* "src/kernels.pxi":720
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -33950,7 +33950,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":718
+    /* "src/kernels.pxi":721
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -33970,7 +33970,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":719
+    /* "src/kernels.pxi":722
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -33988,7 +33988,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":715
+    /* "src/kernels.pxi":718
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -33997,7 +33997,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":720
+  /* "src/kernels.pxi":723
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -34006,7 +34006,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":721
+  /* "src/kernels.pxi":724
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -34023,7 +34023,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":722
+  /* "src/kernels.pxi":725
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -34032,7 +34032,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":726
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -34041,7 +34041,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":724
+  /* "src/kernels.pxi":727
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -34061,7 +34061,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":725
+  /* "src/kernels.pxi":728
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -34081,7 +34081,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":726
+  /* "src/kernels.pxi":729
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34093,7 +34093,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":727
+  /* "src/kernels.pxi":730
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -34105,7 +34105,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":728
+  /* "src/kernels.pxi":731
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34117,7 +34117,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":729
+    /* "src/kernels.pxi":732
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34129,16 +34129,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":730
+      /* "src/kernels.pxi":733
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 733, __pyx_L1_error)
 
-      /* "src/kernels.pxi":729
+      /* "src/kernels.pxi":732
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -34147,7 +34147,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     }
 
-    /* "src/kernels.pxi":731
+    /* "src/kernels.pxi":734
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34160,7 +34160,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":732
+          /* "src/kernels.pxi":735
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -34190,7 +34190,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":733
+                              /* "src/kernels.pxi":736
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34200,7 +34200,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":734
+                              /* "src/kernels.pxi":737
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -34209,7 +34209,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":733
+                              /* "src/kernels.pxi":736
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -34231,7 +34231,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
         }
 
-        /* "src/kernels.pxi":731
+        /* "src/kernels.pxi":734
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -34248,7 +34248,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":735
+    /* "src/kernels.pxi":738
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34257,14 +34257,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":736
+    /* "src/kernels.pxi":739
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 736, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 739, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -34277,7 +34277,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":728
+    /* "src/kernels.pxi":731
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -34286,7 +34286,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":737
+  /* "src/kernels.pxi":740
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -34305,7 +34305,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":738
+  /* "src/kernels.pxi":741
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -34314,7 +34314,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":739
+  /* "src/kernels.pxi":742
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34340,7 +34340,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":740
+    /* "src/kernels.pxi":743
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -34349,7 +34349,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":741
+    /* "src/kernels.pxi":744
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -34358,16 +34358,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":742
+    /* "src/kernels.pxi":745
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 742, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 745, __pyx_L1_error)
 
-    /* "src/kernels.pxi":739
+    /* "src/kernels.pxi":742
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -34376,7 +34376,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":743
+  /* "src/kernels.pxi":746
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -34385,7 +34385,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":744
+  /* "src/kernels.pxi":747
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34398,7 +34398,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":746
+        /* "src/kernels.pxi":749
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -34416,7 +34416,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":745
+        /* "src/kernels.pxi":748
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -34426,7 +34426,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":747
+        /* "src/kernels.pxi":750
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -34440,7 +34440,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":748
+          /* "src/kernels.pxi":751
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34451,7 +34451,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":749
+        /* "src/kernels.pxi":752
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -34462,7 +34462,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":750
+        /* "src/kernels.pxi":753
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -34476,7 +34476,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":751
+          /* "src/kernels.pxi":754
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -34487,7 +34487,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":752
+          /* "src/kernels.pxi":755
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34507,7 +34507,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":753
+          /* "src/kernels.pxi":756
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -34525,7 +34525,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":752
+          /* "src/kernels.pxi":755
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -34538,7 +34538,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":755
+        /* "src/kernels.pxi":758
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -34553,7 +34553,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":754
+        /* "src/kernels.pxi":757
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -34564,7 +34564,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":744
+      /* "src/kernels.pxi":747
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -34581,7 +34581,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":756
+  /* "src/kernels.pxi":759
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -34590,7 +34590,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":757
+  /* "src/kernels.pxi":760
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -34599,14 +34599,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":758
+  /* "src/kernels.pxi":761
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -34619,7 +34619,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_48bn_forward_train(CYTHON_UNU
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":702
+  /* "src/kernels.pxi":705
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -34685,81 +34685,81 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_51bn_forward_trai
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 702, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 705, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 705, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_train", 0) < (0)) __PYX_ERR(2, 705, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 8; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 702, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, i); __PYX_ERR(2, 705, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 8)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 705, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 702, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 705, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 702, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 703, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 703, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 704, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 705, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 705, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 706, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[3]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 706, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[4], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 706, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[5], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 707, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 707, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 707, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 702, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_train", 1, 8, 8, __pyx_nargs); __PYX_ERR(2, 705, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -34833,7 +34833,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_train", 0);
 
-  /* "src/kernels.pxi":712
+  /* "src/kernels.pxi":715
  *     after its statistics, while the channel is in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -34844,7 +34844,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":713
+  /* "src/kernels.pxi":716
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -34853,7 +34853,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":714
+  /* "src/kernels.pxi":717
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -34862,24 +34862,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":715
+  /* "src/kernels.pxi":718
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         mean[:] = NAN
  *         m2[:] = NAN
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 715, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 718, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 715, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 718, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 715, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 718, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":716
+    /* "src/kernels.pxi":719
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:
  *         mean[:] = NAN             # <<<<<<<<<<<<<<
@@ -34899,7 +34899,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":717
+    /* "src/kernels.pxi":720
  *     if x.size == 0:
  *         mean[:] = NAN
  *         m2[:] = NAN             # <<<<<<<<<<<<<<
@@ -34919,7 +34919,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":718
+    /* "src/kernels.pxi":721
  *         mean[:] = NAN
  *         m2[:] = NAN
  *         invstd[:] = NAN             # <<<<<<<<<<<<<<
@@ -34939,7 +34939,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":719
+    /* "src/kernels.pxi":722
  *         m2[:] = NAN
  *         invstd[:] = NAN
  *         return 0.0             # <<<<<<<<<<<<<<
@@ -34957,7 +34957,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":715
+    /* "src/kernels.pxi":718
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -34966,7 +34966,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":720
+  /* "src/kernels.pxi":723
  *         invstd[:] = NAN
  *         return 0.0
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -34975,7 +34975,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":721
+  /* "src/kernels.pxi":724
  *         return 0.0
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -34992,7 +34992,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":722
+  /* "src/kernels.pxi":725
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -35001,7 +35001,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":723
+  /* "src/kernels.pxi":726
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -35010,7 +35010,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":724
+  /* "src/kernels.pxi":727
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -35030,7 +35030,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":725
+  /* "src/kernels.pxi":728
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -35050,7 +35050,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
   __pyx_v_b = __pyx_t_7;
 
-  /* "src/kernels.pxi":726
+  /* "src/kernels.pxi":729
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -35062,7 +35062,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_t_9 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_8 * __pyx_v_x.strides[1]) )) + __pyx_t_9)) ))));
 
-  /* "src/kernels.pxi":727
+  /* "src/kernels.pxi":730
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -35074,7 +35074,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_t_6 = 0;
   __pyx_v_yp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_8 * __pyx_v_out.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":728
+  /* "src/kernels.pxi":731
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -35086,7 +35086,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":729
+    /* "src/kernels.pxi":732
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -35098,16 +35098,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
     if (unlikely(__pyx_t_3)) {
 
 
-      /* "src/kernels.pxi":730
+      /* "src/kernels.pxi":733
  *     if _fused(C, inner, nt):
  *         if coef == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 730, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 733, __pyx_L1_error)
 
-      /* "src/kernels.pxi":729
+      /* "src/kernels.pxi":732
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):
  *         if coef == NULL:             # <<<<<<<<<<<<<<
@@ -35116,7 +35116,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     }
 
-    /* "src/kernels.pxi":731
+    /* "src/kernels.pxi":734
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35129,7 +35129,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":732
+          /* "src/kernels.pxi":735
  *             raise MemoryError()
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -35159,7 +35159,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_10);
 
-                              /* "src/kernels.pxi":733
+                              /* "src/kernels.pxi":736
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -35169,7 +35169,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
                               __pyx_t_6 = 0;
                               __pyx_t_8 = 0;
 
-                              /* "src/kernels.pxi":734
+                              /* "src/kernels.pxi":737
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)             # <<<<<<<<<<<<<<
@@ -35178,7 +35178,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
                               __pyx_t_9 = 0;
 
-                              /* "src/kernels.pxi":733
+                              /* "src/kernels.pxi":736
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],             # <<<<<<<<<<<<<<
@@ -35200,7 +35200,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
         }
 
-        /* "src/kernels.pxi":731
+        /* "src/kernels.pxi":734
  *         if coef == NULL:
  *             raise MemoryError()
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -35217,7 +35217,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
     }
 
-    /* "src/kernels.pxi":735
+    /* "src/kernels.pxi":738
  *                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
  *                                &invstd[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35226,14 +35226,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":736
+    /* "src/kernels.pxi":739
  *                                &invstd[0], coef)
  *         free(coef)
  *         return n             # <<<<<<<<<<<<<<
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
 */
-    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 736, __pyx_L1_error)
+    __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 739, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     {
       PyObject *__pyx_temp;
@@ -35246,7 +35246,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
     __pyx_t_2 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":728
+    /* "src/kernels.pxi":731
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef floating *yp = &out[0, 0, 0]
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -35255,7 +35255,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":737
+  /* "src/kernels.pxi":740
  *         free(coef)
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1             # <<<<<<<<<<<<<<
@@ -35274,7 +35274,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
   __pyx_v_scratch_len = __pyx_t_11;
 
-  /* "src/kernels.pxi":738
+  /* "src/kernels.pxi":741
  *         return n
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))             # <<<<<<<<<<<<<<
@@ -35283,7 +35283,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_part = ((double *)malloc((((((2 * __pyx_v_K) * __pyx_v_C) + __pyx_v_scratch_len) + __pyx_v_K) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":739
+  /* "src/kernels.pxi":742
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35309,7 +35309,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":740
+    /* "src/kernels.pxi":743
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -35318,7 +35318,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":741
+    /* "src/kernels.pxi":744
  *     if coef == NULL or part == NULL:
  *         free(coef)
  *         free(part)             # <<<<<<<<<<<<<<
@@ -35327,16 +35327,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
     free(__pyx_v_part);
 
-    /* "src/kernels.pxi":742
+    /* "src/kernels.pxi":745
  *         free(coef)
  *         free(part)
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 742, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 745, __pyx_L1_error)
 
-    /* "src/kernels.pxi":739
+    /* "src/kernels.pxi":742
  *     cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
  *     part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
  *     if coef == NULL or part == NULL:             # <<<<<<<<<<<<<<
@@ -35345,7 +35345,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   }
 
-  /* "src/kernels.pxi":743
+  /* "src/kernels.pxi":746
  *         free(part)
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len             # <<<<<<<<<<<<<<
@@ -35354,7 +35354,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   __pyx_v_cnt = ((__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)) + __pyx_v_scratch_len);
 
-  /* "src/kernels.pxi":744
+  /* "src/kernels.pxi":747
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35367,7 +35367,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":746
+        /* "src/kernels.pxi":749
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -35385,7 +35385,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":745
+        /* "src/kernels.pxi":748
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,             # <<<<<<<<<<<<<<
@@ -35395,7 +35395,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__partials(__pyx_v_xp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (__pyx_v_part + ((2 * __pyx_v_K) * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_11));
 
 
-        /* "src/kernels.pxi":747
+        /* "src/kernels.pxi":750
  *         _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):             # <<<<<<<<<<<<<<
@@ -35409,7 +35409,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":748
+          /* "src/kernels.pxi":751
  *                   _threads(outer * C * inner, K if inner < GATHER else K * C))
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)             # <<<<<<<<<<<<<<
@@ -35420,7 +35420,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":749
+        /* "src/kernels.pxi":752
  *         for c in range(K):
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])             # <<<<<<<<<<<<<<
@@ -35431,7 +35431,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         __pyx_t_8 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__merge(__pyx_v_K, __pyx_v_C, __pyx_v_cnt, __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_9)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) )))));
 
-        /* "src/kernels.pxi":750
+        /* "src/kernels.pxi":753
  *             cnt[c] = _chunk_count(c, outer, C, inner)
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -35445,7 +35445,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_10; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":751
+          /* "src/kernels.pxi":754
  *         _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)             # <<<<<<<<<<<<<<
@@ -35456,7 +35456,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           __pyx_t_9 = __pyx_v_c;
           *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_invstd.data) + __pyx_t_9)) )) = (1.0 / sqrt((((*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_m2.data) + __pyx_t_8)) ))) / __pyx_v_n) + __pyx_v_eps)));
 
-          /* "src/kernels.pxi":752
+          /* "src/kernels.pxi":755
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35476,7 +35476,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":753
+          /* "src/kernels.pxi":756
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -35494,7 +35494,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           }
 
 
-          /* "src/kernels.pxi":752
+          /* "src/kernels.pxi":755
  *         for c in range(C):
  *             invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),             # <<<<<<<<<<<<<<
@@ -35507,7 +35507,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
         }
 
 
-        /* "src/kernels.pxi":755
+        /* "src/kernels.pxi":758
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -35522,7 +35522,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
           __pyx_t_11 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":754
+        /* "src/kernels.pxi":757
  *             _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
  *                       <double>b[c] if b else 0.0, 0.0)
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -35533,7 +35533,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 
       }
 
-      /* "src/kernels.pxi":744
+      /* "src/kernels.pxi":747
  *         raise MemoryError()
  *     cdef double *cnt = part + 2 * K * C + scratch_len
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -35550,7 +35550,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
       }
   }
 
-  /* "src/kernels.pxi":756
+  /* "src/kernels.pxi":759
  *         _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -35559,7 +35559,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":757
+  /* "src/kernels.pxi":760
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -35568,14 +35568,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":758
+  /* "src/kernels.pxi":761
  *     free(coef)
  *     free(part)
  *     return n             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 758, __pyx_L1_error)
+  __pyx_t_2 = PyFloat_FromDouble(__pyx_v_n); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 761, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   {
     PyObject *__pyx_temp;
@@ -35588,7 +35588,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":702
+  /* "src/kernels.pxi":705
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
@@ -35624,7 +35624,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_50bn_forward_train(CYTHON_UNU
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":761
+/* "src/kernels.pxi":764
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -35661,53 +35661,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_19bn_forward_eval(PyObject *_
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 761, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 764, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 764, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 761, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 764, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 764, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 764, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 764, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 764, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -35721,7 +35721,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_19bn_forward_eval(PyObject *_
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 761, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 764, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -35773,7 +35773,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 764, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -35791,11 +35791,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 761, __pyx_L1_error)
+    __PYX_ERR(2, 764, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 764, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -35805,7 +35805,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 761, __pyx_L1_error)
+      __PYX_ERR(2, 764, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -35824,9 +35824,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 761, __pyx_L1_error)
+    __PYX_ERR(2, 764, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 764, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -35835,25 +35835,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_18bn_forward_eval(CYTHON_UNUS
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 761, __pyx_L1_error)
+      __PYX_ERR(2, 764, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 764, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 761, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 9, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 764, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 761, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 764, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -35913,88 +35913,88 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_55bn_forward_eval
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 761, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 764, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 764, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 761, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 764, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 764, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 763, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 765, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 765, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 766, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 766, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 766, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 767, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 767, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 761, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 764, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36063,7 +36063,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":767
+  /* "src/kernels.pxi":770
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36074,7 +36074,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":768
+  /* "src/kernels.pxi":771
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -36094,7 +36094,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":769
+  /* "src/kernels.pxi":772
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -36114,7 +36114,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":770
+  /* "src/kernels.pxi":773
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -36128,7 +36128,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":771
+    /* "src/kernels.pxi":774
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -36139,7 +36139,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((float const  *) ( /* dim=0 */ ((char *) (((float const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":772
+    /* "src/kernels.pxi":775
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -36152,24 +36152,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":773
+  /* "src/kernels.pxi":776
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 773, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 773, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 773, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":774
+    /* "src/kernels.pxi":777
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36186,7 +36186,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":773
+    /* "src/kernels.pxi":776
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36195,7 +36195,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":775
+  /* "src/kernels.pxi":778
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36204,7 +36204,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   __pyx_v_coef = ((float *)malloc(((4 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":776
+  /* "src/kernels.pxi":779
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36216,16 +36216,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":777
+    /* "src/kernels.pxi":780
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 777, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 780, __pyx_L1_error)
 
-    /* "src/kernels.pxi":776
+    /* "src/kernels.pxi":779
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36234,7 +36234,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":778
+  /* "src/kernels.pxi":781
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36247,7 +36247,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":779
+        /* "src/kernels.pxi":782
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36261,7 +36261,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":780
+          /* "src/kernels.pxi":783
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36270,7 +36270,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":781
+          /* "src/kernels.pxi":784
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36299,7 +36299,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":780
+          /* "src/kernels.pxi":783
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36312,7 +36312,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":782
+        /* "src/kernels.pxi":785
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36326,7 +36326,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":783
+        /* "src/kernels.pxi":786
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36344,7 +36344,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":782
+        /* "src/kernels.pxi":785
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36355,7 +36355,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 
       }
 
-      /* "src/kernels.pxi":778
+      /* "src/kernels.pxi":781
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36372,7 +36372,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":784
+  /* "src/kernels.pxi":787
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36381,7 +36381,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_54bn_forward_eval(CYTHON_UNUS
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":764
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36441,88 +36441,88 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_57bn_forward_eval
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_bias,&__pyx_mstate_global->__pyx_n_u_eps,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 761, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 764, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 764, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_forward_eval", 0) < (0)) __PYX_ERR(2, 764, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 9; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 761, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, i); __PYX_ERR(2, 764, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 9)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 764, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 761, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 764, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 761, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 762, __pyx_L3_error)
-    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
-    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 763, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 763, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 764, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 765, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 765, __pyx_L3_error)
+    __pyx_v_bias = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_bias.memview)) __PYX_ERR(2, 766, __pyx_L3_error)
+    __pyx_v_eps = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_eps == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 766, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(2, 766, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 767, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 767, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 761, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_forward_eval", 1, 9, 9, __pyx_nargs); __PYX_ERR(2, 764, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -36591,7 +36591,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_forward_eval", 0);
 
-  /* "src/kernels.pxi":767
+  /* "src/kernels.pxi":770
  *     """Eval forward with running statistics, one pass over x. ``weight`` / ``bias`` may be
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -36602,7 +36602,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":768
+  /* "src/kernels.pxi":771
  *     None. Writes ``mean`` (the running mean in float64) and ``invstd`` for the backward."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -36622,7 +36622,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_w = __pyx_t_1;
 
-  /* "src/kernels.pxi":769
+  /* "src/kernels.pxi":772
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL             # <<<<<<<<<<<<<<
@@ -36642,7 +36642,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 
   __pyx_v_b = __pyx_t_4;
 
-  /* "src/kernels.pxi":770
+  /* "src/kernels.pxi":773
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -36656,7 +36656,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_c = __pyx_t_7;
 
-    /* "src/kernels.pxi":771
+    /* "src/kernels.pxi":774
  *     cdef const floating *b = &bias[0] if bias is not None else NULL
  *     for c in range(C):
  *         mean[c] = running_mean[c]             # <<<<<<<<<<<<<<
@@ -36667,7 +36667,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
     __pyx_t_8 = __pyx_v_c;
     *((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_mean.data) + __pyx_t_8)) )) = (*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_running_mean.data) + __pyx_t_3)) )));
 
-    /* "src/kernels.pxi":772
+    /* "src/kernels.pxi":775
  *     for c in range(C):
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)             # <<<<<<<<<<<<<<
@@ -36680,24 +36680,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   }
 
 
-  /* "src/kernels.pxi":773
+  /* "src/kernels.pxi":776
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
 */
-  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 773, __pyx_L1_error)
+  __pyx_t_9 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 773, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_10)) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 773, __pyx_L1_error)
+  __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_10, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(2, 776, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
   if (__pyx_t_2) {
 
 
-    /* "src/kernels.pxi":774
+    /* "src/kernels.pxi":777
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -36714,7 +36714,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":773
+    /* "src/kernels.pxi":776
  *         mean[c] = running_mean[c]
  *         invstd[c] = 1.0 / sqrt(<double>running_var[c] + eps)
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -36723,7 +36723,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":775
+  /* "src/kernels.pxi":778
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -36732,7 +36732,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   __pyx_v_coef = ((double *)malloc(((4 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":776
+  /* "src/kernels.pxi":779
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36744,16 +36744,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "src/kernels.pxi":777
+    /* "src/kernels.pxi":780
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 777, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 780, __pyx_L1_error)
 
-    /* "src/kernels.pxi":776
+    /* "src/kernels.pxi":779
  *         return
  *     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -36762,7 +36762,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   }
 
-  /* "src/kernels.pxi":778
+  /* "src/kernels.pxi":781
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36775,7 +36775,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":779
+        /* "src/kernels.pxi":782
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -36789,7 +36789,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
           __pyx_v_c = __pyx_t_7;
 
-          /* "src/kernels.pxi":780
+          /* "src/kernels.pxi":783
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36798,7 +36798,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
           __pyx_t_3 = __pyx_v_c;
 
-          /* "src/kernels.pxi":781
+          /* "src/kernels.pxi":784
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -36827,7 +36827,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
           }
 
 
-          /* "src/kernels.pxi":780
+          /* "src/kernels.pxi":783
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],             # <<<<<<<<<<<<<<
@@ -36840,7 +36840,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":782
+        /* "src/kernels.pxi":785
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36854,7 +36854,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         __pyx_t_15 = 0;
         __pyx_t_16 = 0;
 
-        /* "src/kernels.pxi":783
+        /* "src/kernels.pxi":786
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -36872,7 +36872,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
         }
 
 
-        /* "src/kernels.pxi":782
+        /* "src/kernels.pxi":785
  *             _set_coef(coef, C, c, inner == 1, 4, mean[c],
  *                       invstd[c] * (<double>w[c] if w else 1.0), <double>b[c] if b else 0.0, 0.0)
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -36883,7 +36883,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 
       }
 
-      /* "src/kernels.pxi":778
+      /* "src/kernels.pxi":781
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -36900,7 +36900,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
       }
   }
 
-  /* "src/kernels.pxi":784
+  /* "src/kernels.pxi":787
  *         _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -36909,7 +36909,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":764
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
@@ -36938,7 +36938,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_56bn_forward_eval(CYTHON_UNUS
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":787
+/* "src/kernels.pxi":790
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -36956,7 +36956,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":791
+  /* "src/kernels.pxi":794
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -36965,7 +36965,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":792
+  /* "src/kernels.pxi":795
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -36977,7 +36977,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":793
+    /* "src/kernels.pxi":796
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37012,7 +37012,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":794
+                              /* "src/kernels.pxi":797
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -37021,7 +37021,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":795
+                              /* "src/kernels.pxi":798
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -37030,7 +37030,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":796
+                              /* "src/kernels.pxi":799
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -37052,7 +37052,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 
         }
 
-        /* "src/kernels.pxi":793
+        /* "src/kernels.pxi":796
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37069,7 +37069,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
         }
     }
 
-    /* "src/kernels.pxi":792
+    /* "src/kernels.pxi":795
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37079,7 +37079,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":799
+  /* "src/kernels.pxi":802
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37115,7 +37115,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":800
+                              /* "src/kernels.pxi":803
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -37137,7 +37137,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
 
         }
 
-        /* "src/kernels.pxi":799
+        /* "src/kernels.pxi":802
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37156,7 +37156,7 @@ static void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(float co
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":790
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -37181,7 +37181,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "src/kernels.pxi":791
+  /* "src/kernels.pxi":794
  *                          int nt) noexcept nogil:
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c             # <<<<<<<<<<<<<<
@@ -37190,7 +37190,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":792
+  /* "src/kernels.pxi":795
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37202,7 +37202,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":793
+    /* "src/kernels.pxi":796
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37237,7 +37237,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
                           {
                               __pyx_v_u = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":794
+                              /* "src/kernels.pxi":797
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K             # <<<<<<<<<<<<<<
@@ -37246,7 +37246,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 */
                               __pyx_v_c = (__pyx_v_u / __pyx_v_K);
 
-                              /* "src/kernels.pxi":795
+                              /* "src/kernels.pxi":798
  *         for u in prange(K * C, schedule="static", num_threads=nt):
  *             c = u // K
  *             k = u - c * K             # <<<<<<<<<<<<<<
@@ -37255,7 +37255,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 */
                               __pyx_v_k = (__pyx_v_u - (__pyx_v_c * __pyx_v_K));
 
-                              /* "src/kernels.pxi":796
+                              /* "src/kernels.pxi":799
  *             c = u // K
  *             k = u - c * K
  *             _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean[c],             # <<<<<<<<<<<<<<
@@ -37277,7 +37277,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 
         }
 
-        /* "src/kernels.pxi":793
+        /* "src/kernels.pxi":796
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:
  *         for u in prange(K * C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37294,7 +37294,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
         }
     }
 
-    /* "src/kernels.pxi":792
+    /* "src/kernels.pxi":795
  *     """Chunk partials of sum(dy) and sum(dy*(x-mean)) into (K, C) arrays."""
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c
  *     if inner >= GATHER:             # <<<<<<<<<<<<<<
@@ -37304,7 +37304,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":799
+  /* "src/kernels.pxi":802
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37340,7 +37340,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
                           {
                               __pyx_v_k = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                              /* "src/kernels.pxi":800
+                              /* "src/kernels.pxi":803
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):
  *             _block_sums(x, dy, C, inner, _chunk_start(k, outer, C, inner),             # <<<<<<<<<<<<<<
@@ -37362,7 +37362,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 
         }
 
-        /* "src/kernels.pxi":799
+        /* "src/kernels.pxi":802
  *                         p1 + k * C + c, p2 + k * C + c)
  *     else:
  *         for k in prange(K, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -37381,7 +37381,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":787
+  /* "src/kernels.pxi":790
  * 
  * 
  * cdef void _sums_partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,             # <<<<<<<<<<<<<<
@@ -37396,7 +37396,7 @@ static void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(double c
 
 }
 
-/* "src/kernels.pxi":804
+/* "src/kernels.pxi":807
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37415,7 +37415,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   Py_ssize_t __pyx_t_6;
   Py_ssize_t __pyx_t_7;
 
-  /* "src/kernels.pxi":806
+  /* "src/kernels.pxi":809
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:
  *     cdef Py_ssize_t k, c
  *     for c in range(C):             # <<<<<<<<<<<<<<
@@ -37429,7 +37429,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_c = __pyx_t_3;
 
-    /* "src/kernels.pxi":807
+    /* "src/kernels.pxi":810
  *     cdef Py_ssize_t k, c
  *     for c in range(C):
  *         s[c] = 0.0             # <<<<<<<<<<<<<<
@@ -37440,7 +37440,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   }
 
 
-  /* "src/kernels.pxi":808
+  /* "src/kernels.pxi":811
  *     for c in range(C):
  *         s[c] = 0.0
  *     for k in range(K):             # <<<<<<<<<<<<<<
@@ -37454,7 +37454,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "src/kernels.pxi":809
+    /* "src/kernels.pxi":812
  *         s[c] = 0.0
  *     for k in range(K):
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -37468,7 +37468,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_c = __pyx_t_6;
 
-      /* "src/kernels.pxi":810
+      /* "src/kernels.pxi":813
  *     for k in range(K):
  *         for c in range(C):
  *             s[c] += p[k * C + c]             # <<<<<<<<<<<<<<
@@ -37483,7 +37483,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
   }
 
 
-  /* "src/kernels.pxi":804
+  /* "src/kernels.pxi":807
  * 
  * 
  * cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -37496,7 +37496,7 @@ static void __pyx_f_5cnorm_15_kernels_avx512__add_partials(Py_ssize_t __pyx_v_K,
 
 }
 
-/* "src/kernels.pxi":813
+/* "src/kernels.pxi":816
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -37533,53 +37533,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_21backward_sums(PyObject *__p
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 813, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 816, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 816, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 813, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 816, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 816, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 816, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 816, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 816, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -37593,7 +37593,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_21backward_sums(PyObject *__p
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 813, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 816, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37645,7 +37645,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 813, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 816, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -37663,11 +37663,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 813, __pyx_L1_error)
+    __PYX_ERR(2, 816, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 816, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -37677,7 +37677,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 813, __pyx_L1_error)
+      __PYX_ERR(2, 816, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -37696,9 +37696,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 813, __pyx_L1_error)
+    __PYX_ERR(2, 816, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 816, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -37707,25 +37707,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_20backward_sums(CYTHON_UNUSED
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 813, __pyx_L1_error)
+      __PYX_ERR(2, 816, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 816, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 813, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 3, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 816, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 813, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 816, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -37779,46 +37779,46 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_61backward_sums(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 813, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 816, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 816, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 813, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 816, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 816, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 816, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 816, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 814, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 816, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 816, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 817, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 813, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 816, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -37887,7 +37887,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_sums", 0);
 
-  /* "src/kernels.pxi":816
+  /* "src/kernels.pxi":819
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -37898,19 +37898,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":817
+  /* "src/kernels.pxi":820
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 820, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 820, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 820, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -37922,7 +37922,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":821
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37930,16 +37930,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -37960,13 +37960,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 821, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 821, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -37978,13 +37978,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 821, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":819
+  /* "src/kernels.pxi":822
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -37992,16 +37992,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -38022,13 +38022,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -38040,13 +38040,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 819, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":820
+  /* "src/kernels.pxi":823
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38058,21 +38058,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":821
+    /* "src/kernels.pxi":824
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 821, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 824, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 824, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 824, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -38084,7 +38084,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":820
+    /* "src/kernels.pxi":823
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38093,7 +38093,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":822
+  /* "src/kernels.pxi":825
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38101,29 +38101,29 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38144,13 +38144,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38162,41 +38162,41 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 822, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 825, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":823
+  /* "src/kernels.pxi":826
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 823, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 826, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":824
+  /* "src/kernels.pxi":827
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 827, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 827, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":825
+  /* "src/kernels.pxi":828
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38209,7 +38209,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":826
+        /* "src/kernels.pxi":829
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38227,7 +38227,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":827
+        /* "src/kernels.pxi":830
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38248,7 +38248,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":826
+        /* "src/kernels.pxi":829
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38258,7 +38258,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials((&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":828
+        /* "src/kernels.pxi":831
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38271,7 +38271,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":829
+        /* "src/kernels.pxi":832
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38285,7 +38285,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":825
+      /* "src/kernels.pxi":828
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38302,21 +38302,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 833, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 833, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38328,7 +38328,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_60backward_sums(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":816
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38389,46 +38389,46 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_63backward_sums(P
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 813, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 816, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 816, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_sums", 0) < (0)) __PYX_ERR(2, 816, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 813, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, i); __PYX_ERR(2, 816, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 816, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 816, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 813, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 816, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 813, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 814, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 816, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 816, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 817, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 813, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_sums", 1, 3, 3, __pyx_nargs); __PYX_ERR(2, 816, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -38497,7 +38497,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_sums", 0);
 
-  /* "src/kernels.pxi":816
+  /* "src/kernels.pxi":819
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -38508,19 +38508,19 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":817
+  /* "src/kernels.pxi":820
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0             # <<<<<<<<<<<<<<
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 820, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 820, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 817, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_CompareBoolGt_object_int(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, Py_GT); if (unlikely((__pyx_t_4 < 0))) __PYX_ERR(2, 820, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_4) {
 
@@ -38532,7 +38532,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
 
   __pyx_v_K = __pyx_t_1;
 
-  /* "src/kernels.pxi":818
+  /* "src/kernels.pxi":821
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38540,16 +38540,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
  *     if K == 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 818, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 821, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38570,13 +38570,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_2, __pyx_t_5, __pyx_t_8};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 821, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 818, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 821, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38588,13 +38588,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 818, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 821, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s1 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":819
+  /* "src/kernels.pxi":822
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38602,16 +38602,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
  *         return s1, s2
 */
   __pyx_t_6 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_zeros); if (unlikely(!__pyx_t_8)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_8);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 819, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 822, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   #if CYTHON_VECTORCALL
@@ -38632,13 +38632,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_6, __pyx_t_7, __pyx_t_2};
     #if CYTHON_VECTORCALL
     __pyx_t_5 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_5);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_5 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 819, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     #endif
@@ -38650,13 +38650,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 819, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 822, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_s2 = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":820
+  /* "src/kernels.pxi":823
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38668,21 +38668,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   if (__pyx_t_4) {
 
 
-    /* "src/kernels.pxi":821
+    /* "src/kernels.pxi":824
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:
  *         return s1, s2             # <<<<<<<<<<<<<<
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
 */
-    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 821, __pyx_L1_error)
+    __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 824, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_INCREF(__pyx_v_s1);
     __Pyx_GIVEREF(__pyx_v_s1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 824, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_s2);
     __Pyx_GIVEREF(__pyx_v_s2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 821, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 824, __pyx_L1_error);
     {
       PyObject *__pyx_temp;
       {
@@ -38694,7 +38694,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __pyx_t_3 = 0;
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":820
+    /* "src/kernels.pxi":823
  *     s1 = np.zeros(C, dtype=np.float64)
  *     s2 = np.zeros(C, dtype=np.float64)
  *     if K == 0:             # <<<<<<<<<<<<<<
@@ -38703,7 +38703,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
 */
   }
 
-  /* "src/kernels.pxi":822
+  /* "src/kernels.pxi":825
  *     if K == 0:
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -38711,29 +38711,29 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
  *     cdef double[::1] v1 = s1, v2 = s2
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_empty); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_K); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_C); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_6 = PyTuple_New(3); if (unlikely(!__pyx_t_6)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_6);
   __Pyx_INCREF(__pyx_mstate_global->__pyx_int_2);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 0, __pyx_mstate_global->__pyx_int_2) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_5);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 1, __pyx_t_5) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_7);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 822, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_6, 2, __pyx_t_7) != (0)) __PYX_ERR(2, 825, __pyx_L1_error);
   __pyx_t_5 = 0;
   __pyx_t_7 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_7);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 822, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 825, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
   #if CYTHON_VECTORCALL
@@ -38754,13 +38754,13 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     PyObject *__pyx_callargs[3] = {__pyx_t_8, __pyx_t_6, __pyx_t_5};
     #if CYTHON_VECTORCALL
     __pyx_t_7 = __pyx_mstate_global->__pyx_tuple[2];
-    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+    if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_7);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
       __pyx_t_7 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 822, __pyx_L1_error)
+      if (unlikely(!__pyx_t_7)) __PYX_ERR(2, 825, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
     }
     #endif
@@ -38772,41 +38772,41 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 822, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 825, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_p = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "src/kernels.pxi":823
+  /* "src/kernels.pxi":826
  *         return s1, s2
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p             # <<<<<<<<<<<<<<
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
 */
-  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 823, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(__pyx_v_p, PyBUF_WRITABLE); if (unlikely(!__pyx_t_10.memview)) __PYX_ERR(2, 826, __pyx_L1_error)
   __pyx_v_pv = __pyx_t_10;
   __pyx_t_10.memview = NULL;
   __pyx_t_10.data = NULL;
 
-  /* "src/kernels.pxi":824
+  /* "src/kernels.pxi":827
  *     p = np.empty((2, K, C), dtype=np.float64)
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2             # <<<<<<<<<<<<<<
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
 */
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s1, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 827, __pyx_L1_error)
   __pyx_v_v1 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
-  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 824, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_to_MemoryviewSlice_dc_double(__pyx_v_s2, PyBUF_WRITABLE); if (unlikely(!__pyx_t_11.memview)) __PYX_ERR(2, 827, __pyx_L1_error)
   __pyx_v_v2 = __pyx_t_11;
   __pyx_t_11.memview = NULL;
   __pyx_t_11.data = NULL;
 
-  /* "src/kernels.pxi":825
+  /* "src/kernels.pxi":828
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38819,7 +38819,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":826
+        /* "src/kernels.pxi":829
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38837,7 +38837,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_t_20 = 0;
         __pyx_t_21 = 0;
 
-        /* "src/kernels.pxi":827
+        /* "src/kernels.pxi":830
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))             # <<<<<<<<<<<<<<
@@ -38858,7 +38858,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         }
 
 
-        /* "src/kernels.pxi":826
+        /* "src/kernels.pxi":829
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],             # <<<<<<<<<<<<<<
@@ -38868,7 +38868,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials((&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_12 * __pyx_v_x.strides[0]) ) + __pyx_t_13 * __pyx_v_x.strides[1]) )) + __pyx_t_14)) )))), (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_15 * __pyx_v_dy.strides[0]) ) + __pyx_t_16 * __pyx_v_dy.strides[1]) )) + __pyx_t_17)) )))), __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_18)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_19 * __pyx_v_pv.strides[0]) ) + __pyx_t_20 * __pyx_v_pv.strides[1]) )) + __pyx_t_21)) )))), (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_22 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_24)) )))), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_1));
 
 
-        /* "src/kernels.pxi":828
+        /* "src/kernels.pxi":831
  *         _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])             # <<<<<<<<<<<<<<
@@ -38881,7 +38881,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_t_21 = 0;
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_24 * __pyx_v_pv.strides[0]) ) + __pyx_t_23 * __pyx_v_pv.strides[1]) )) + __pyx_t_22)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v1.data) + __pyx_t_21)) )))));
 
-        /* "src/kernels.pxi":829
+        /* "src/kernels.pxi":832
  *                        &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])             # <<<<<<<<<<<<<<
@@ -38895,7 +38895,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
         __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_pv.data + __pyx_t_21 * __pyx_v_pv.strides[0]) ) + __pyx_t_22 * __pyx_v_pv.strides[1]) )) + __pyx_t_23)) )))), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_v2.data) + __pyx_t_24)) )))));
       }
 
-      /* "src/kernels.pxi":825
+      /* "src/kernels.pxi":828
  *     cdef double[:, :, ::1] pv = p
  *     cdef double[::1] v1 = s1, v2 = s2
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -38912,21 +38912,21 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
       }
   }
 
-  /* "src/kernels.pxi":830
+  /* "src/kernels.pxi":833
  *         _add_partials(K, C, &pv[0, 0, 0], &v1[0])
  *         _add_partials(K, C, &pv[1, 0, 0], &v2[0])
  *     return s1, s2             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 830, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 833, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_INCREF(__pyx_v_s1);
   __Pyx_GIVEREF(__pyx_v_s1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_v_s1) != (0)) __PYX_ERR(2, 833, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_s2);
   __Pyx_GIVEREF(__pyx_v_s2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 830, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_v_s2) != (0)) __PYX_ERR(2, 833, __pyx_L1_error);
   {
     PyObject *__pyx_temp;
     {
@@ -38938,7 +38938,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":816
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -38974,7 +38974,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":833
+/* "src/kernels.pxi":836
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -38985,7 +38985,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_62backward_sums(CYTHON_UNUSED
 static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(float *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":838
+  /* "src/kernels.pxi":841
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -38994,7 +38994,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":839
+  /* "src/kernels.pxi":842
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -39003,7 +39003,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":840
+    /* "src/kernels.pxi":843
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -39012,7 +39012,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
     __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":839
+    /* "src/kernels.pxi":842
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -39022,7 +39022,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":842
+  /* "src/kernels.pxi":845
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -39034,7 +39034,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":836
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -39049,7 +39049,7 @@ static CYTHON_INLINE void __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef(double *__pyx_v_coef, Py_ssize_t __pyx_v_C, Py_ssize_t __pyx_v_c, int __pyx_v_rows, int __pyx_v_training, double __pyx_v_n, double __pyx_v_mean, double __pyx_v_invstd, double __pyx_v_w, double __pyx_v_s1, double __pyx_v_s2) {
   double __pyx_v_k1;
 
-  /* "src/kernels.pxi":838
+  /* "src/kernels.pxi":841
  *     """dx = dy*k1 + (x-mean)*k2 + k3: k1 = w*invstd and, for batch statistics,
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd             # <<<<<<<<<<<<<<
@@ -39058,7 +39058,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   __pyx_v_k1 = (__pyx_v_w * __pyx_v_invstd);
 
-  /* "src/kernels.pxi":839
+  /* "src/kernels.pxi":842
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -39067,7 +39067,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
   if (__pyx_v_training) {
 
-    /* "src/kernels.pxi":840
+    /* "src/kernels.pxi":843
  *     cdef double k1 = w * invstd
  *     if training:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)             # <<<<<<<<<<<<<<
@@ -39076,7 +39076,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 */
     __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__set_coef(__pyx_v_coef, __pyx_v_C, __pyx_v_c, __pyx_v_rows, 5, __pyx_v_mean, __pyx_v_k1, (((((-__pyx_v_k1) * __pyx_v_invstd) * __pyx_v_invstd) * __pyx_v_s2) / __pyx_v_n), (((-__pyx_v_k1) * __pyx_v_s1) / __pyx_v_n));
 
-    /* "src/kernels.pxi":839
+    /* "src/kernels.pxi":842
  *     k2 = -k1*invstd^2*s2/n, k3 = -k1*s1/n (s1 = sum dy, s2 = sum dy*(x-mean))."""
  *     cdef double k1 = w * invstd
  *     if training:             # <<<<<<<<<<<<<<
@@ -39086,7 +39086,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
     goto __pyx_L3;
   }
 
-  /* "src/kernels.pxi":842
+  /* "src/kernels.pxi":845
  *         _set_coef(coef, C, c, rows, 5, mean, k1, -k1 * invstd * invstd * s2 / n, -k1 * s1 / n)
  *     else:
  *         _set_coef(coef, C, c, rows, 5, mean, k1, 0.0, 0.0)             # <<<<<<<<<<<<<<
@@ -39098,7 +39098,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
   }
   __pyx_L3:;
 
-  /* "src/kernels.pxi":833
+  /* "src/kernels.pxi":836
  * 
  * 
  * cdef inline void _bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows,             # <<<<<<<<<<<<<<
@@ -39110,7 +39110,7 @@ static CYTHON_INLINE void __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__bwd_coef
 
 }
 
-/* "src/kernels.pxi":845
+/* "src/kernels.pxi":848
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39147,53 +39147,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_23backward_apply(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 845, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 848, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 845, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 848, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 845, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 848, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 848, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -39207,7 +39207,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_23backward_apply(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 845, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 848, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39259,7 +39259,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 845, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 848, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -39277,11 +39277,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 845, __pyx_L1_error)
+    __PYX_ERR(2, 848, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 848, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -39291,7 +39291,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 845, __pyx_L1_error)
+      __PYX_ERR(2, 848, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -39310,9 +39310,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 845, __pyx_L1_error)
+    __PYX_ERR(2, 848, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 848, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -39321,25 +39321,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_22backward_apply(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 845, __pyx_L1_error)
+      __PYX_ERR(2, 848, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 848, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 845, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 7, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 848, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 845, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 848, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -39398,86 +39398,86 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_67backward_apply(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 845, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 848, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 845, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 848, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 845, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 848, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 848, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 848, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 848, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 849, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 849, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 849, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 850, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 850, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 850, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":847
+      /* "src/kernels.pxi":850
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39489,7 +39489,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_67backward_apply(
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 845, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 848, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39509,7 +39509,7 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_67backward_apply(
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":848
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39559,7 +39559,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0backward_apply", 0);
 
-  /* "src/kernels.pxi":853
+  /* "src/kernels.pxi":856
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -39570,24 +39570,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":854
+  /* "src/kernels.pxi":857
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 854, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 857, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 854, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 857, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 854, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 857, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":855
+    /* "src/kernels.pxi":858
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -39604,7 +39604,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":854
+    /* "src/kernels.pxi":857
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -39613,7 +39613,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":856
+  /* "src/kernels.pxi":859
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -39622,7 +39622,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":857
+  /* "src/kernels.pxi":860
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39634,16 +39634,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":858
+    /* "src/kernels.pxi":861
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 858, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 861, __pyx_L1_error)
 
-    /* "src/kernels.pxi":857
+    /* "src/kernels.pxi":860
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -39652,7 +39652,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":859
+  /* "src/kernels.pxi":862
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39665,7 +39665,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":860
+        /* "src/kernels.pxi":863
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -39679,7 +39679,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":861
+          /* "src/kernels.pxi":864
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -39694,7 +39694,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":862
+        /* "src/kernels.pxi":865
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39718,7 +39718,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":863
+        /* "src/kernels.pxi":866
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -39736,7 +39736,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":862
+        /* "src/kernels.pxi":865
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -39748,7 +39748,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 
       }
 
-      /* "src/kernels.pxi":859
+      /* "src/kernels.pxi":862
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -39765,7 +39765,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
       }
   }
 
-  /* "src/kernels.pxi":864
+  /* "src/kernels.pxi":867
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -39774,7 +39774,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_66backward_apply(CYTHON_UNUSE
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":848
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39831,86 +39831,86 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_69backward_apply(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_k1,&__pyx_mstate_global->__pyx_n_u_k2,&__pyx_mstate_global->__pyx_n_u_k3,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_use_x,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 845, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 848, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 845, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "backward_apply", 0) < (0)) __PYX_ERR(2, 848, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 7; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 845, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, i); __PYX_ERR(2, 848, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 848, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 848, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 845, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 848, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 845, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
-    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
-    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 846, __pyx_L3_error)
-    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 847, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 848, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 848, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 849, __pyx_L3_error)
+    __pyx_v_k1 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_k1.memview)) __PYX_ERR(2, 849, __pyx_L3_error)
+    __pyx_v_k2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_k2.memview)) __PYX_ERR(2, 849, __pyx_L3_error)
+    __pyx_v_k3 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[5], 0); if (unlikely(!__pyx_v_k3.memview)) __PYX_ERR(2, 850, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[6], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 850, __pyx_L3_error)
     if (values[7]) {
-      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 847, __pyx_L3_error)
+      __pyx_v_use_x = __Pyx_PyObject_IsTrue(values[7]); if (unlikely((__pyx_v_use_x == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 850, __pyx_L3_error)
     } else {
 
-      /* "src/kernels.pxi":847
+      /* "src/kernels.pxi":850
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):             # <<<<<<<<<<<<<<
@@ -39922,7 +39922,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_69backward_apply(
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 845, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("backward_apply", 0, 7, 8, __pyx_nargs); __PYX_ERR(2, 848, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -39942,7 +39942,7 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_69backward_apply(
   __pyx_L4_argument_unpacking_done:;
   __pyx_r = __pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(__pyx_self, __pyx_v_x, __pyx_v_dy, __pyx_v_mean, __pyx_v_k1, __pyx_v_k2, __pyx_v_k3, __pyx_v_dx, __pyx_v_use_x);
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":848
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -39992,7 +39992,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1backward_apply", 0);
 
-  /* "src/kernels.pxi":853
+  /* "src/kernels.pxi":856
  *     Fixed statistics (eval): use_x=False, so NaN/Inf in x do not leak into dx.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c             # <<<<<<<<<<<<<<
@@ -40003,24 +40003,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":854
+  /* "src/kernels.pxi":857
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
 */
-  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 854, __pyx_L1_error)
+  __pyx_t_1 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 857, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 854, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 857, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 854, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_2, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 857, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   if (__pyx_t_3) {
 
 
-    /* "src/kernels.pxi":855
+    /* "src/kernels.pxi":858
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -40037,7 +40037,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":854
+    /* "src/kernels.pxi":857
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -40046,7 +40046,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":856
+  /* "src/kernels.pxi":859
  *     if x.size == 0:
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -40055,7 +40055,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":857
+  /* "src/kernels.pxi":860
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40067,16 +40067,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   if (unlikely(__pyx_t_3)) {
 
 
-    /* "src/kernels.pxi":858
+    /* "src/kernels.pxi":861
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         for c in range(C):
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 858, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 861, __pyx_L1_error)
 
-    /* "src/kernels.pxi":857
+    /* "src/kernels.pxi":860
  *         return
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40085,7 +40085,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":859
+  /* "src/kernels.pxi":862
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -40098,7 +40098,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":860
+        /* "src/kernels.pxi":863
  *         raise MemoryError()
  *     with nogil:
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -40112,7 +40112,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
           __pyx_v_c = __pyx_t_6;
 
-          /* "src/kernels.pxi":861
+          /* "src/kernels.pxi":864
  *     with nogil:
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])             # <<<<<<<<<<<<<<
@@ -40127,7 +40127,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":862
+        /* "src/kernels.pxi":865
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -40151,7 +40151,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         __pyx_t_12 = 0;
         __pyx_t_13 = 0;
 
-        /* "src/kernels.pxi":863
+        /* "src/kernels.pxi":866
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))             # <<<<<<<<<<<<<<
@@ -40169,7 +40169,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
         }
 
 
-        /* "src/kernels.pxi":862
+        /* "src/kernels.pxi":865
  *         for c in range(C):
  *             _set_coef(coef, C, c, inner == 1, 5, mean[c], k1[c], k2[c], k3[c])
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,             # <<<<<<<<<<<<<<
@@ -40181,7 +40181,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 
       }
 
-      /* "src/kernels.pxi":859
+      /* "src/kernels.pxi":862
  *     if coef == NULL:
  *         raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -40198,7 +40198,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
       }
   }
 
-  /* "src/kernels.pxi":864
+  /* "src/kernels.pxi":867
  *         _apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner,
  *                coef, 0, C, _threads(outer * C * inner, outer * C if inner > 1 else outer))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -40207,7 +40207,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":848
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40234,7 +40234,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_68backward_apply(CYTHON_UNUSE
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":867
+/* "src/kernels.pxi":870
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -40271,53 +40271,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_25bn_backward(PyObject *__pyx
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 867, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 870, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 870, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 867, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 870, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 870, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 870, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 870, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 870, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -40331,7 +40331,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_25bn_backward(PyObject *__pyx
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 867, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 870, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40383,7 +40383,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 867, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 870, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -40401,11 +40401,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 867, __pyx_L1_error)
+    __PYX_ERR(2, 870, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 870, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -40415,7 +40415,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 867, __pyx_L1_error)
+      __PYX_ERR(2, 870, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -40434,9 +40434,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 867, __pyx_L1_error)
+    __PYX_ERR(2, 870, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_x, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 870, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -40445,25 +40445,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_24bn_backward(CYTHON_UNUSED P
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 867, __pyx_L1_error)
+      __PYX_ERR(2, 870, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_x); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 870, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 867, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_x, 0, 10, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 870, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 867, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 870, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_02b6e3_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -40524,95 +40524,95 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_73bn_backward(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 867, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 870, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 870, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 867, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 870, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 870, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 871, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 871, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 871, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_float(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 873, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 867, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 870, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -40687,7 +40687,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __Pyx_RefNannySetupContext("__pyx_fuse_0bn_backward", 0);
 
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":881
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -40698,7 +40698,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":882
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -40707,7 +40707,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":880
+  /* "src/kernels.pxi":883
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -40716,7 +40716,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":884
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -40734,7 +40734,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":882
+  /* "src/kernels.pxi":885
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40754,7 +40754,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":883
+  /* "src/kernels.pxi":886
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -40774,24 +40774,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":884
+  /* "src/kernels.pxi":887
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 884, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_float__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 887, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 884, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 887, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 884, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 887, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":885
+    /* "src/kernels.pxi":888
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -40808,7 +40808,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":884
+    /* "src/kernels.pxi":887
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -40817,7 +40817,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":886
+  /* "src/kernels.pxi":889
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -40826,7 +40826,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":887
+  /* "src/kernels.pxi":890
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -40843,7 +40843,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":888
+  /* "src/kernels.pxi":891
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -40852,7 +40852,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((float *)malloc(((5 * __pyx_v_C) * (sizeof(float)))));
 
-  /* "src/kernels.pxi":889
+  /* "src/kernels.pxi":892
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -40861,7 +40861,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":890
+  /* "src/kernels.pxi":893
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -40881,7 +40881,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":891
+  /* "src/kernels.pxi":894
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40893,7 +40893,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":892
+  /* "src/kernels.pxi":895
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40905,7 +40905,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((float const  *) ( /* dim=2 */ ((char *) (((float const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":893
+  /* "src/kernels.pxi":896
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -40917,7 +40917,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((float *) ( /* dim=2 */ ((char *) (((float *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":894
+  /* "src/kernels.pxi":897
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40929,16 +40929,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":895
+    /* "src/kernels.pxi":898
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 898, __pyx_L1_error)
 
-    /* "src/kernels.pxi":894
+    /* "src/kernels.pxi":897
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -40947,7 +40947,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":896
+  /* "src/kernels.pxi":899
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -40959,7 +40959,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":897
+    /* "src/kernels.pxi":900
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -40972,7 +40972,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":901
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -41002,7 +41002,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":899
+                              /* "src/kernels.pxi":902
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41012,7 +41012,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":900
+                              /* "src/kernels.pxi":903
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -41022,7 +41022,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":899
+                              /* "src/kernels.pxi":902
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41044,7 +41044,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":897
+        /* "src/kernels.pxi":900
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41061,7 +41061,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":901
+    /* "src/kernels.pxi":904
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -41070,7 +41070,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":902
+    /* "src/kernels.pxi":905
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -41087,7 +41087,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":896
+    /* "src/kernels.pxi":899
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41096,7 +41096,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":903
+  /* "src/kernels.pxi":906
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41105,7 +41105,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":904
+    /* "src/kernels.pxi":907
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -41114,7 +41114,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":905
+    /* "src/kernels.pxi":908
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41126,7 +41126,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":906
+      /* "src/kernels.pxi":909
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -41135,16 +41135,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":907
+      /* "src/kernels.pxi":910
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 907, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 910, __pyx_L1_error)
 
-      /* "src/kernels.pxi":905
+      /* "src/kernels.pxi":908
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -41153,7 +41153,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
     }
 
-    /* "src/kernels.pxi":903
+    /* "src/kernels.pxi":906
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -41162,7 +41162,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":908
+  /* "src/kernels.pxi":911
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41175,7 +41175,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":909
+        /* "src/kernels.pxi":912
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41184,7 +41184,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":913
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41193,7 +41193,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":911
+          /* "src/kernels.pxi":914
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -41211,7 +41211,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":913
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -41221,7 +41221,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_fuse_0__pyx_f_5cnorm_15_kernels_avx512__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":912
+          /* "src/kernels.pxi":915
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -41231,7 +41231,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":913
+          /* "src/kernels.pxi":916
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -41241,7 +41241,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":909
+          /* "src/kernels.pxi":912
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -41250,7 +41250,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
         }
 
-        /* "src/kernels.pxi":914
+        /* "src/kernels.pxi":917
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -41264,7 +41264,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":915
+          /* "src/kernels.pxi":918
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41284,7 +41284,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":916
+          /* "src/kernels.pxi":919
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -41294,7 +41294,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":915
+          /* "src/kernels.pxi":918
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -41306,7 +41306,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":917
+        /* "src/kernels.pxi":920
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41321,7 +41321,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":918
+        /* "src/kernels.pxi":921
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -41336,7 +41336,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":917
+        /* "src/kernels.pxi":920
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -41348,7 +41348,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":908
+      /* "src/kernels.pxi":911
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -41365,7 +41365,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":919
+  /* "src/kernels.pxi":922
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -41374,7 +41374,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":920
+  /* "src/kernels.pxi":923
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -41383,7 +41383,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_72bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":867
+  /* "src/kernels.pxi":870
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -41452,95 +41452,95 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_75bn_backward(PyO
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_x,&__pyx_mstate_global->__pyx_n_u_dy,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_invstd,&__pyx_mstate_global->__pyx_n_u_weight,&__pyx_mstate_global->__pyx_n_u_training,&__pyx_mstate_global->__pyx_n_u_need_sums,&__pyx_mstate_global->__pyx_n_u_dx,&__pyx_mstate_global->__pyx_n_u_sum_dy,&__pyx_mstate_global->__pyx_n_u_sum_dy_xmu,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 867, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 870, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case 10:
         values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  9:
         values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  8:
         values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  7:
         values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 870, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "bn_backward", 0) < (0)) __PYX_ERR(2, 870, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 10; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 867, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, i); __PYX_ERR(2, 870, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 10)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[6] = __Pyx_ArgRef_VARARGS(__pyx_args, 6);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[6])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[7] = __Pyx_ArgRef_VARARGS(__pyx_args, 7);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[7])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[8] = __Pyx_ArgRef_VARARGS(__pyx_args, 8);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[8])) __PYX_ERR(2, 870, __pyx_L3_error)
       values[9] = __Pyx_ArgRef_VARARGS(__pyx_args, 9);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 867, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[9])) __PYX_ERR(2, 870, __pyx_L3_error)
     }
-    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
-    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 867, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
-    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
-    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 868, __pyx_L3_error)
-    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 869, __pyx_L3_error)
-    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
+    __pyx_v_x = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[0], 0); if (unlikely(!__pyx_v_x.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
+    __pyx_v_dy = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double__const__(values[1], 0); if (unlikely(!__pyx_v_dy.memview)) __PYX_ERR(2, 870, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 871, __pyx_L3_error)
+    __pyx_v_invstd = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_invstd.memview)) __PYX_ERR(2, 871, __pyx_L3_error)
+    __pyx_v_weight = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[4], 0); if (unlikely(!__pyx_v_weight.memview)) __PYX_ERR(2, 871, __pyx_L3_error)
+    __pyx_v_training = __Pyx_PyObject_IsTrue(values[5]); if (unlikely((__pyx_v_training == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_need_sums = __Pyx_PyObject_IsTrue(values[6]); if (unlikely((__pyx_v_need_sums == (int)-1) && PyErr_Occurred())) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_dx = __Pyx_PyObject_to_MemoryviewSlice_d_d_dc_double(values[7], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dx.memview)) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_sum_dy = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[8], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy.memview)) __PYX_ERR(2, 872, __pyx_L3_error)
+    __pyx_v_sum_dy_xmu = __Pyx_PyObject_to_MemoryviewSlice_dc_double(values[9], PyBUF_WRITABLE); if (unlikely(!__pyx_v_sum_dy_xmu.memview)) __PYX_ERR(2, 873, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 867, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("bn_backward", 1, 10, 10, __pyx_nargs); __PYX_ERR(2, 870, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -41615,7 +41615,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __Pyx_RefNannySetupContext("__pyx_fuse_1bn_backward", 0);
 
 
-  /* "src/kernels.pxi":878
+  /* "src/kernels.pxi":881
  *     channel are in cache.
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]             # <<<<<<<<<<<<<<
@@ -41626,7 +41626,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_v_C = (__pyx_v_x.shape[1]);
   __pyx_v_inner = (__pyx_v_x.shape[2]);
 
-  /* "src/kernels.pxi":879
+  /* "src/kernels.pxi":882
  *     """
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)             # <<<<<<<<<<<<<<
@@ -41635,7 +41635,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_K = __pyx_f_5cnorm_15_kernels_avx512__nchunks(__pyx_v_outer, __pyx_v_C, __pyx_v_inner);
 
-  /* "src/kernels.pxi":880
+  /* "src/kernels.pxi":883
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)             # <<<<<<<<<<<<<<
@@ -41644,7 +41644,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_n = ((double)(__pyx_v_outer * __pyx_v_inner));
 
-  /* "src/kernels.pxi":881
+  /* "src/kernels.pxi":884
  *     cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training             # <<<<<<<<<<<<<<
@@ -41662,7 +41662,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_L3_bool_binop_done:;
   __pyx_v_need_sums = __pyx_t_1;
 
-  /* "src/kernels.pxi":882
+  /* "src/kernels.pxi":885
  *     cdef double n = <double>(outer * inner)
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41682,7 +41682,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":883
+  /* "src/kernels.pxi":886
  *     need_sums = need_sums or training
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0             # <<<<<<<<<<<<<<
@@ -41702,24 +41702,24 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":884
+  /* "src/kernels.pxi":887
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
  *         return
  *     cdef bint rows = inner == 1
 */
-  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 884, __pyx_L1_error)
+  __pyx_t_2 = __pyx_memoryview_fromslice(__pyx_v_x, 3, (PyObject *(*)(char *)) __pyx_memview_get_double__const__, (int (*)(char *, PyObject *)) NULL, 0);; if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 887, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 884, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(2, 887, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 884, __pyx_L1_error)
+  __pyx_t_1 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_0, 0, 0)); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(2, 887, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":885
+    /* "src/kernels.pxi":888
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -41736,7 +41736,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":884
+    /* "src/kernels.pxi":887
  *     sum_dy[:] = 0.0
  *     sum_dy_xmu[:] = 0.0
  *     if x.size == 0:             # <<<<<<<<<<<<<<
@@ -41745,7 +41745,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":886
+  /* "src/kernels.pxi":889
  *     if x.size == 0:
  *         return
  *     cdef bint rows = inner == 1             # <<<<<<<<<<<<<<
@@ -41754,7 +41754,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_rows = (__pyx_v_inner == 1);
 
-  /* "src/kernels.pxi":887
+  /* "src/kernels.pxi":890
  *         return
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)             # <<<<<<<<<<<<<<
@@ -41771,7 +41771,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_v_nt = __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_4);
 
 
-  /* "src/kernels.pxi":888
+  /* "src/kernels.pxi":891
  *     cdef bint rows = inner == 1
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))             # <<<<<<<<<<<<<<
@@ -41780,7 +41780,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_coef = ((double *)malloc(((5 * __pyx_v_C) * (sizeof(double)))));
 
-  /* "src/kernels.pxi":889
+  /* "src/kernels.pxi":892
  *     cdef int nt = _threads(outer * C * inner, C if rows else K * C)
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL             # <<<<<<<<<<<<<<
@@ -41789,7 +41789,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   __pyx_v_part = NULL;
 
-  /* "src/kernels.pxi":890
+  /* "src/kernels.pxi":893
  *     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL             # <<<<<<<<<<<<<<
@@ -41809,7 +41809,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 
   __pyx_v_w = __pyx_t_5;
 
-  /* "src/kernels.pxi":891
+  /* "src/kernels.pxi":894
  *     cdef double *part = NULL
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41821,7 +41821,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_xp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_x.data + __pyx_t_6 * __pyx_v_x.strides[0]) ) + __pyx_t_7 * __pyx_v_x.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":892
+  /* "src/kernels.pxi":895
  *     cdef const floating *w = &weight[0] if weight is not None else NULL
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41833,7 +41833,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_t_6 = 0;
   __pyx_v_gp = (&(*((double const  *) ( /* dim=2 */ ((char *) (((double const  *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dy.data + __pyx_t_8 * __pyx_v_dy.strides[0]) ) + __pyx_t_7 * __pyx_v_dy.strides[1]) )) + __pyx_t_6)) ))));
 
-  /* "src/kernels.pxi":893
+  /* "src/kernels.pxi":896
  *     cdef const floating *xp = &x[0, 0, 0]
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]             # <<<<<<<<<<<<<<
@@ -41845,7 +41845,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   __pyx_t_8 = 0;
   __pyx_v_dp = (&(*((double *) ( /* dim=2 */ ((char *) (((double *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_dx.data + __pyx_t_6 * __pyx_v_dx.strides[0]) ) + __pyx_t_7 * __pyx_v_dx.strides[1]) )) + __pyx_t_8)) ))));
 
-  /* "src/kernels.pxi":894
+  /* "src/kernels.pxi":897
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41857,16 +41857,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "src/kernels.pxi":895
+    /* "src/kernels.pxi":898
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:
  *         raise MemoryError()             # <<<<<<<<<<<<<<
  *     if _fused(C, inner, nt):
  *         with nogil:
 */
-    PyErr_NoMemory(); __PYX_ERR(2, 895, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(2, 898, __pyx_L1_error)
 
-    /* "src/kernels.pxi":894
+    /* "src/kernels.pxi":897
  *     cdef const floating *gp = &dy[0, 0, 0]
  *     cdef floating *dp = &dx[0, 0, 0]
  *     if coef == NULL:             # <<<<<<<<<<<<<<
@@ -41875,7 +41875,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":896
+  /* "src/kernels.pxi":899
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -41887,7 +41887,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":897
+    /* "src/kernels.pxi":900
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41900,7 +41900,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "src/kernels.pxi":898
+          /* "src/kernels.pxi":901
  *     if _fused(C, inner, nt):
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):             # <<<<<<<<<<<<<<
@@ -41930,7 +41930,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
                           {
                               __pyx_v_c = (Py_ssize_t)(0 + 1 * __pyx_t_9);
 
-                              /* "src/kernels.pxi":899
+                              /* "src/kernels.pxi":902
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41940,7 +41940,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
                               __pyx_t_8 = 0;
                               __pyx_t_7 = 0;
 
-                              /* "src/kernels.pxi":900
+                              /* "src/kernels.pxi":903
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)             # <<<<<<<<<<<<<<
@@ -41950,7 +41950,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
                               __pyx_t_6 = 0;
                               __pyx_t_11 = 0;
 
-                              /* "src/kernels.pxi":899
+                              /* "src/kernels.pxi":902
  *         with nogil:
  *             for c in prange(C, schedule="static", num_threads=nt):
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,             # <<<<<<<<<<<<<<
@@ -41972,7 +41972,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 
         }
 
-        /* "src/kernels.pxi":897
+        /* "src/kernels.pxi":900
  *         raise MemoryError()
  *     if _fused(C, inner, nt):
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -41989,7 +41989,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         }
     }
 
-    /* "src/kernels.pxi":901
+    /* "src/kernels.pxi":904
  *                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)             # <<<<<<<<<<<<<<
@@ -41998,7 +41998,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
     free(__pyx_v_coef);
 
-    /* "src/kernels.pxi":902
+    /* "src/kernels.pxi":905
  *                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
  *         free(coef)
  *         return             # <<<<<<<<<<<<<<
@@ -42015,7 +42015,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":896
+    /* "src/kernels.pxi":899
  *     if coef == NULL:
  *         raise MemoryError()
  *     if _fused(C, inner, nt):             # <<<<<<<<<<<<<<
@@ -42024,7 +42024,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":903
+  /* "src/kernels.pxi":906
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -42033,7 +42033,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   if (__pyx_v_need_sums) {
 
-    /* "src/kernels.pxi":904
+    /* "src/kernels.pxi":907
  *         return
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))             # <<<<<<<<<<<<<<
@@ -42042,7 +42042,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
     __pyx_v_part = ((double *)malloc((((2 * __pyx_v_K) * __pyx_v_C) * (sizeof(double)))));
 
-    /* "src/kernels.pxi":905
+    /* "src/kernels.pxi":908
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -42054,7 +42054,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
     if (unlikely(__pyx_t_1)) {
 
 
-      /* "src/kernels.pxi":906
+      /* "src/kernels.pxi":909
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:
  *             free(coef)             # <<<<<<<<<<<<<<
@@ -42063,16 +42063,16 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
       free(__pyx_v_coef);
 
-      /* "src/kernels.pxi":907
+      /* "src/kernels.pxi":910
  *         if part == NULL:
  *             free(coef)
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *     with nogil:
  *         if need_sums:
 */
-      PyErr_NoMemory(); __PYX_ERR(2, 907, __pyx_L1_error)
+      PyErr_NoMemory(); __PYX_ERR(2, 910, __pyx_L1_error)
 
-      /* "src/kernels.pxi":905
+      /* "src/kernels.pxi":908
  *     if need_sums:
  *         part = <double *>malloc(2 * K * C * sizeof(double))
  *         if part == NULL:             # <<<<<<<<<<<<<<
@@ -42081,7 +42081,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
     }
 
-    /* "src/kernels.pxi":903
+    /* "src/kernels.pxi":906
  *         free(coef)
  *         return
  *     if need_sums:             # <<<<<<<<<<<<<<
@@ -42090,7 +42090,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":908
+  /* "src/kernels.pxi":911
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42103,7 +42103,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":909
+        /* "src/kernels.pxi":912
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -42112,7 +42112,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
         if (__pyx_v_need_sums) {
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":913
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -42121,7 +42121,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
           __pyx_t_11 = 0;
 
-          /* "src/kernels.pxi":911
+          /* "src/kernels.pxi":914
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))             # <<<<<<<<<<<<<<
@@ -42139,7 +42139,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":910
+          /* "src/kernels.pxi":913
  *     with nogil:
  *         if need_sums:
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,             # <<<<<<<<<<<<<<
@@ -42149,7 +42149,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_fuse_1__pyx_f_5cnorm_15_kernels_avx512__sums_partials(__pyx_v_xp, __pyx_v_gp, __pyx_v_outer, __pyx_v_C, __pyx_v_inner, (&(*((double const  *) ( /* dim=0 */ ((char *) (((double const  *) __pyx_v_mean.data) + __pyx_t_11)) )))), __pyx_v_part, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), __pyx_f_5cnorm_15_kernels_avx512__threads(((__pyx_v_outer * __pyx_v_C) * __pyx_v_inner), __pyx_t_10));
 
 
-          /* "src/kernels.pxi":912
+          /* "src/kernels.pxi":915
  *             _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])             # <<<<<<<<<<<<<<
@@ -42159,7 +42159,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, __pyx_v_part, (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":913
+          /* "src/kernels.pxi":916
  *                            _threads(outer * C * inner, K if inner < GATHER else K * C))
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])             # <<<<<<<<<<<<<<
@@ -42169,7 +42169,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_11 = 0;
           __pyx_f_5cnorm_15_kernels_avx512__add_partials(__pyx_v_K, __pyx_v_C, (__pyx_v_part + (__pyx_v_K * __pyx_v_C)), (&(*((double *) ( /* dim=0 */ ((char *) (((double *) __pyx_v_sum_dy_xmu.data) + __pyx_t_11)) )))));
 
-          /* "src/kernels.pxi":909
+          /* "src/kernels.pxi":912
  *             raise MemoryError()
  *     with nogil:
  *         if need_sums:             # <<<<<<<<<<<<<<
@@ -42178,7 +42178,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
         }
 
-        /* "src/kernels.pxi":914
+        /* "src/kernels.pxi":917
  *             _add_partials(K, C, part, &sum_dy[0])
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):             # <<<<<<<<<<<<<<
@@ -42192,7 +42192,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_9; __pyx_t_4+=1) {
           __pyx_v_c = __pyx_t_4;
 
-          /* "src/kernels.pxi":915
+          /* "src/kernels.pxi":918
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42212,7 +42212,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           }
 
 
-          /* "src/kernels.pxi":916
+          /* "src/kernels.pxi":919
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])             # <<<<<<<<<<<<<<
@@ -42222,7 +42222,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_7 = __pyx_v_c;
           __pyx_t_8 = __pyx_v_c;
 
-          /* "src/kernels.pxi":915
+          /* "src/kernels.pxi":918
  *             _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
  *         for c in range(C):
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,             # <<<<<<<<<<<<<<
@@ -42234,7 +42234,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
         }
 
 
-        /* "src/kernels.pxi":917
+        /* "src/kernels.pxi":920
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42249,7 +42249,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_13 = NULL;
         }
 
-        /* "src/kernels.pxi":918
+        /* "src/kernels.pxi":921
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))             # <<<<<<<<<<<<<<
@@ -42264,7 +42264,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
           __pyx_t_10 = (__pyx_v_outer * __pyx_v_C);
         }
 
-        /* "src/kernels.pxi":917
+        /* "src/kernels.pxi":920
  *             _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
  *                       sum_dy[c], sum_dy_xmu[c])
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,             # <<<<<<<<<<<<<<
@@ -42276,7 +42276,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":908
+      /* "src/kernels.pxi":911
  *             free(coef)
  *             raise MemoryError()
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42293,7 +42293,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":919
+  /* "src/kernels.pxi":922
  *         _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)             # <<<<<<<<<<<<<<
@@ -42302,7 +42302,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_coef);
 
-  /* "src/kernels.pxi":920
+  /* "src/kernels.pxi":923
  *                _threads(outer * C * inner, outer if rows else outer * C))
  *     free(coef)
  *     free(part)             # <<<<<<<<<<<<<<
@@ -42311,7 +42311,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
 */
   free(__pyx_v_part);
 
-  /* "src/kernels.pxi":867
+  /* "src/kernels.pxi":870
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -42348,7 +42348,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_74bn_backward(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":923
+/* "src/kernels.pxi":926
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42397,39 +42397,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_src,&__pyx_mstate_global->__pyx_n_u_dst,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 923, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 926, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 923, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 926, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 923, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 926, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 923, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "stream_copy", 0) < (0)) __PYX_ERR(2, 926, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 923, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, i); __PYX_ERR(2, 926, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 923, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 926, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 923, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 926, __pyx_L3_error)
     }
-    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
-    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 923, __pyx_L3_error)
+    __pyx_v_src = __Pyx_PyObject_to_MemoryviewSlice_dc_float__const__(values[0], 0); if (unlikely(!__pyx_v_src.memview)) __PYX_ERR(2, 926, __pyx_L3_error)
+    __pyx_v_dst = __Pyx_PyObject_to_MemoryviewSlice_dc_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_dst.memview)) __PYX_ERR(2, 926, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 923, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("stream_copy", 1, 2, 2, __pyx_nargs); __PYX_ERR(2, 926, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42473,7 +42473,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   Py_ssize_t __pyx_t_10;
   __Pyx_RefNannySetupContext("stream_copy", 0);
 
-  /* "src/kernels.pxi":925
+  /* "src/kernels.pxi":928
  * def stream_copy(const float[::1] src, float[::1] dst):
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16             # <<<<<<<<<<<<<<
@@ -42483,7 +42483,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   __pyx_v_n = (__pyx_v_src.shape[0]);
   __pyx_v_B = 0x10000;
 
-  /* "src/kernels.pxi":926
+  /* "src/kernels.pxi":929
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B             # <<<<<<<<<<<<<<
@@ -42492,7 +42492,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
 */
   __pyx_v_nb = (((__pyx_v_n + __pyx_v_B) - 1) / __pyx_v_B);
 
-  /* "src/kernels.pxi":927
+  /* "src/kernels.pxi":930
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42504,7 +42504,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":928
+    /* "src/kernels.pxi":931
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:
  *         return             # <<<<<<<<<<<<<<
@@ -42521,7 +42521,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
     }
     goto __pyx_L0;
 
-    /* "src/kernels.pxi":927
+    /* "src/kernels.pxi":930
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
  *     cdef Py_ssize_t nb = (n + B - 1) // B
  *     if n == 0:             # <<<<<<<<<<<<<<
@@ -42530,7 +42530,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
 */
   }
 
-  /* "src/kernels.pxi":929
+  /* "src/kernels.pxi":932
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42543,7 +42543,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "src/kernels.pxi":930
+        /* "src/kernels.pxi":933
  *         return
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):             # <<<<<<<<<<<<<<
@@ -42575,7 +42575,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
                         {
                             __pyx_v_b = (Py_ssize_t)(0 + 1 * __pyx_t_3);
 
-                            /* "src/kernels.pxi":931
+                            /* "src/kernels.pxi":934
  *     with nogil:
  *         for b in prange(nb, schedule="static", num_threads=_threads(n, nb)):
  *             memcpy(&dst[b * B], &src[b * B], min(B, n - b * B) * sizeof(float))             # <<<<<<<<<<<<<<
@@ -42615,7 +42615,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
 
       }
 
-      /* "src/kernels.pxi":929
+      /* "src/kernels.pxi":932
  *     if n == 0:
  *         return
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -42632,7 +42632,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
       }
   }
 
-  /* "src/kernels.pxi":923
+  /* "src/kernels.pxi":926
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
@@ -42652,7 +42652,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_26stream_copy(CYTHON_UNUSED P
   return __pyx_r;
 }
 
-/* "src/kernels.pxi":934
+/* "src/kernels.pxi":937
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -42689,53 +42689,53 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_29update_running(PyObject *__
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 934, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 937, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(2, 937, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 934, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(2, 937, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 937, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 937, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 937, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 937, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -42749,7 +42749,7 @@ static PyObject *__pyx_pw_5cnorm_15_kernels_avx512_29update_running(PyObject *__
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 934, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(2, 937, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -42801,7 +42801,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 934, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(2, 937, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -42819,11 +42819,11 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(2, 934, __pyx_L1_error)
+    __PYX_ERR(2, 937, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(2, 937, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -42833,7 +42833,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 934, __pyx_L1_error)
+      __PYX_ERR(2, 937, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -42852,9 +42852,9 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(2, 934, __pyx_L1_error)
+    __PYX_ERR(2, 937, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_running_mean, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(2, 937, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -42863,25 +42863,25 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_28update_running(CYTHON_UNUSE
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(2, 934, __pyx_L1_error)
+      __PYX_ERR(2, 937, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_running_mean); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 937, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 934, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_running_mean, 0, 6, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(2, 937, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 934, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(2, 937, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_8b55c5_2_2_float__and_double(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -42938,67 +42938,67 @@ static PyObject *__pyx_fuse_0__pyx_pw_5cnorm_15_kernels_avx512_79update_running(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 934, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 937, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 937, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 934, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 937, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 937, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 935, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 937, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_float(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 937, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 937, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 938, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 938, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 938, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 934, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 937, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -43042,7 +43042,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_0update_running", 0);
 
-  /* "src/kernels.pxi":939
+  /* "src/kernels.pxi":942
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43054,7 +43054,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":940
+    /* "src/kernels.pxi":943
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -43068,7 +43068,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":941
+      /* "src/kernels.pxi":944
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43077,7 +43077,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":942
+      /* "src/kernels.pxi":945
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -43086,7 +43086,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":941
+      /* "src/kernels.pxi":944
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43098,7 +43098,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":939
+    /* "src/kernels.pxi":942
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43107,7 +43107,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":943
+  /* "src/kernels.pxi":946
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43119,7 +43119,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":944
+    /* "src/kernels.pxi":947
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -43133,7 +43133,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":945
+      /* "src/kernels.pxi":948
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43141,14 +43141,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":946
+      /* "src/kernels.pxi":949
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":945
+      /* "src/kernels.pxi":948
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43159,7 +43159,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":943
+    /* "src/kernels.pxi":946
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43168,7 +43168,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_78update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":934
+  /* "src/kernels.pxi":937
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -43212,67 +43212,67 @@ static PyObject *__pyx_fuse_1__pyx_pw_5cnorm_15_kernels_avx512_81update_running(
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_running_mean,&__pyx_mstate_global->__pyx_n_u_running_var,&__pyx_mstate_global->__pyx_n_u_mean,&__pyx_mstate_global->__pyx_n_u_m2,&__pyx_mstate_global->__pyx_n_u_count,&__pyx_mstate_global->__pyx_n_u_factor,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 934, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(2, 937, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  6:
         values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 937, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "update_running", 0) < (0)) __PYX_ERR(2, 937, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 6; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 934, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, i); __PYX_ERR(2, 937, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 6)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(2, 937, __pyx_L3_error)
       values[5] = __Pyx_ArgRef_VARARGS(__pyx_args, 5);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 934, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[5])) __PYX_ERR(2, 937, __pyx_L3_error)
     }
-    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
-    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
-    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 934, __pyx_L3_error)
-    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 935, __pyx_L3_error)
-    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
-    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 935, __pyx_L3_error)
+    __pyx_v_running_mean = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[0], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_mean.memview)) __PYX_ERR(2, 937, __pyx_L3_error)
+    __pyx_v_running_var = __Pyx_PyObject_to_MemoryviewSlice_ds_double(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_running_var.memview)) __PYX_ERR(2, 937, __pyx_L3_error)
+    __pyx_v_mean = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[2], 0); if (unlikely(!__pyx_v_mean.memview)) __PYX_ERR(2, 937, __pyx_L3_error)
+    __pyx_v_m2 = __Pyx_PyObject_to_MemoryviewSlice_dc_double__const__(values[3], 0); if (unlikely(!__pyx_v_m2.memview)) __PYX_ERR(2, 938, __pyx_L3_error)
+    __pyx_v_count = __Pyx_PyFloat_AsDouble(values[4]); if (unlikely((__pyx_v_count == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 938, __pyx_L3_error)
+    __pyx_v_factor = __Pyx_PyFloat_AsDouble(values[5]); if (unlikely((__pyx_v_factor == (double)-1) && PyErr_Occurred())) __PYX_ERR(2, 938, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 934, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("update_running", 1, 6, 6, __pyx_nargs); __PYX_ERR(2, 937, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -43316,7 +43316,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
   Py_ssize_t __pyx_t_7;
   __Pyx_RefNannySetupContext("__pyx_fuse_1update_running", 0);
 
-  /* "src/kernels.pxi":939
+  /* "src/kernels.pxi":942
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43328,7 +43328,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":940
+    /* "src/kernels.pxi":943
  *     cdef Py_ssize_t c
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):             # <<<<<<<<<<<<<<
@@ -43342,7 +43342,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":941
+      /* "src/kernels.pxi":944
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43351,7 +43351,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":942
+      /* "src/kernels.pxi":945
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])             # <<<<<<<<<<<<<<
@@ -43360,7 +43360,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":941
+      /* "src/kernels.pxi":944
  *     if running_mean is not None:
  *         for c in range(running_mean.shape[0]):
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]             # <<<<<<<<<<<<<<
@@ -43372,7 +43372,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":939
+    /* "src/kernels.pxi":942
  *     with the unbiased batch variance ``m2 / (count - 1)``. Either array may be None."""
  *     cdef Py_ssize_t c
  *     if running_mean is not None:             # <<<<<<<<<<<<<<
@@ -43381,7 +43381,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":943
+  /* "src/kernels.pxi":946
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43393,7 +43393,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
   if (__pyx_t_1) {
 
 
-    /* "src/kernels.pxi":944
+    /* "src/kernels.pxi":947
  *                                          + factor * mean[c])
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):             # <<<<<<<<<<<<<<
@@ -43407,7 +43407,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_c = __pyx_t_4;
 
-      /* "src/kernels.pxi":945
+      /* "src/kernels.pxi":948
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43415,14 +43415,14 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
       __pyx_t_6 = __pyx_v_c;
 
-      /* "src/kernels.pxi":946
+      /* "src/kernels.pxi":949
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
  *                                         + factor * (m2[c] / (count - 1.0)))             # <<<<<<<<<<<<<<
 */
       __pyx_t_5 = __pyx_v_c;
 
-      /* "src/kernels.pxi":945
+      /* "src/kernels.pxi":948
  *     if running_var is not None:
  *         for c in range(running_var.shape[0]):
  *             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]             # <<<<<<<<<<<<<<
@@ -43433,7 +43433,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
     }
 
 
-    /* "src/kernels.pxi":943
+    /* "src/kernels.pxi":946
  *             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
  *                                          + factor * mean[c])
  *     if running_var is not None:             # <<<<<<<<<<<<<<
@@ -43442,7 +43442,7 @@ static PyObject *__pyx_pf_5cnorm_15_kernels_avx512_80update_running(CYTHON_UNUSE
 */
   }
 
-  /* "src/kernels.pxi":934
+  /* "src/kernels.pxi":937
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
@@ -44813,14 +44813,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_15_kernels_avx512___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_5cnorm_15_kernels_avx512___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 508, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults = &__pyx_type_5cnorm_15_kernels_avx512___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults) < (0)) __PYX_ERR(2, 508, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults);
@@ -45832,111 +45832,111 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pyx_unpickle_Enum, __pyx_t_4) < (0)) __PYX_ERR(1, 4, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":23
- * # mean. The apply step subtracts the mean as hi + lo of the data type: exact for x near the mean,
- * # so float32 output keeps full accuracy at offsets of 1e6.
+  /* "src/kernels.pxi":26
+ * # as hi + lo of the data type: exact for x near the mean, so float32 output keeps full accuracy
+ * # at offsets of 1e6.
  * import numpy as np             # <<<<<<<<<<<<<<
  * 
  * from cython cimport floating
 */
-  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_numpy, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 23, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_numpy, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(2, 26, __pyx_L1_error)
   __pyx_t_4 = __pyx_t_1;
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_np, __pyx_t_4) < (0)) __PYX_ERR(2, 23, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_np, __pyx_t_4) < (0)) __PYX_ERR(2, 26, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":49
+  /* "src/kernels.pxi":52
  * 
  * 
  * def max_threads():             # <<<<<<<<<<<<<<
  *     """The thread count a kernel called now from this thread would use (omp_get_max_threads)."""
  *     return cn_max_threads()
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_1max_threads, 0, __pyx_mstate_global->__pyx_n_u_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 49, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_1max_threads, 0, __pyx_mstate_global->__pyx_n_u_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 52, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 49, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 52, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":54
+  /* "src/kernels.pxi":57
  * 
  * 
  * def set_max_threads(int n):             # <<<<<<<<<<<<<<
  *     """Set OpenMP's thread count for the calling thread (omp_set_num_threads)."""
  *     cn_set_max_threads(n)
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_3set_max_threads, 0, __pyx_mstate_global->__pyx_n_u_set_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 54, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_3set_max_threads, 0, __pyx_mstate_global->__pyx_n_u_set_max_threads, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_set_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 54, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_set_max_threads, __pyx_t_4) < (0)) __PYX_ERR(2, 57, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":59
+  /* "src/kernels.pxi":62
  * 
  * 
  * def openmp_enabled():             # <<<<<<<<<<<<<<
  *     """True when the kernels were compiled with OpenMP."""
  *     return bool(cn_openmp_enabled())
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_5openmp_enabled, 0, __pyx_mstate_global->__pyx_n_u_openmp_enabled, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 59, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_5openmp_enabled, 0, __pyx_mstate_global->__pyx_n_u_openmp_enabled, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_openmp_enabled, __pyx_t_4) < (0)) __PYX_ERR(2, 59, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_openmp_enabled, __pyx_t_4) < (0)) __PYX_ERR(2, 62, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":64
+  /* "src/kernels.pxi":67
  * 
  * 
  * def cpu_supports(str target):             # <<<<<<<<<<<<<<
  *     """True when this CPU (and OS) can run code built for ``target``: baseline, avx2, avx512."""
  *     return bool(cn_cpu_supports(target.encode()))
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_7cpu_supports, 0, __pyx_mstate_global->__pyx_n_u_cpu_supports, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 64, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_7cpu_supports, 0, __pyx_mstate_global->__pyx_n_u_cpu_supports, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 67, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 64, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_cpu_supports, __pyx_t_4) < (0)) __PYX_ERR(2, 67, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":505
+  /* "src/kernels.pxi":508
  * 
  * 
  * def partial_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-chunk statistics of each channel of an ``(outer, C, inner)`` array.
  * 
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_31partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_33partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 505, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_9partial_stats, 0, __pyx_mstate_global->__pyx_n_u_partial_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 505, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 505, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 508, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -45947,57 +45947,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 505, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_partial_stats, __pyx_t_4) < (0)) __PYX_ERR(2, 508, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":529
+  /* "src/kernels.pxi":532
  * 
  * 
  * def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):             # <<<<<<<<<<<<<<
  *     """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)`` per channel.
  * 
 */
-  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 529, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_11merge_stats, 0, __pyx_mstate_global->__pyx_n_u_merge_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 532, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 529, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_merge_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 532, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":549
+  /* "src/kernels.pxi":552
  * 
  * 
  * def channel_stats(const floating[:, :, ::1] x):             # <<<<<<<<<<<<<<
  *     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
  *     return merge_stats(*partial_stats(x))
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_37channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[8])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 549, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_39channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 549, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 549, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_13channel_stats, 0, __pyx_mstate_global->__pyx_n_u_channel_stats, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 549, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 549, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 552, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46008,42 +46008,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 549, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_channel_stats, __pyx_t_5) < (0)) __PYX_ERR(2, 552, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":650
+  /* "src/kernels.pxi":653
  * 
  * 
  * def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,             # <<<<<<<<<<<<<<
  *               const double[::1] shift, floating[:, :, ::1] out):
  *     """``out = (x - mean) * scale + shift`` per channel, with the mean subtracted as hi + lo.
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_43normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_float_1_float_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 650, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_45normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize_const_double_1_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 650, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 650, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_15normalize, 0, __pyx_mstate_global->__pyx_n_u_normalize, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 650, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 650, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 653, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46054,42 +46054,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 650, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_normalize, __pyx_t_4) < (0)) __PYX_ERR(2, 653, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":702
+  /* "src/kernels.pxi":705
  * 
  * 
  * def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,             # <<<<<<<<<<<<<<
  *                      const floating[::1] bias, double eps, floating[:, :, ::1] out,
  *                      double[::1] mean, double[::1] m2, double[::1] invstd):
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_49bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_float_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 702, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_51bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train_const_double_1, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 702, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 702, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_17bn_forward_train, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_train, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 702, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 702, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 705, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46100,42 +46100,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 702, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_train, __pyx_t_5) < (0)) __PYX_ERR(2, 705, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":761
+  /* "src/kernels.pxi":764
  * 
  * 
  * def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,             # <<<<<<<<<<<<<<
  *                     const floating[::1] running_var, const floating[::1] weight,
  *                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_55bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_float_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 761, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_57bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval_const_double_1_c, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 761, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 761, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_19bn_forward_eval, 0, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 761, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 761, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 764, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46146,42 +46146,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 761, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_forward_eval, __pyx_t_4) < (0)) __PYX_ERR(2, 764, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":813
+  /* "src/kernels.pxi":816
  * 
  * 
  * def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                   const double[::1] mean):
  *     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_61backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_float_1_cons, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 813, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_63backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums_const_double_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 813, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 813, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_21backward_sums, 0, __pyx_mstate_global->__pyx_n_u_backward_sums, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 813, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 813, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 816, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46192,42 +46192,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 813, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_sums, __pyx_t_5) < (0)) __PYX_ERR(2, 816, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":848
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
  *                    const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True):
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_67backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_float_1_con, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 845, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_69backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply_const_double_1_co, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_tuple[3]);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 845, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 845, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_23backward_apply, 0, __pyx_mstate_global->__pyx_n_u_backward_apply, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 845, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 845, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 848, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46238,42 +46238,42 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 845, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_backward_apply, __pyx_t_4) < (0)) __PYX_ERR(2, 848, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "src/kernels.pxi":867
+  /* "src/kernels.pxi":870
  * 
  * 
  * def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
  *                 const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
  *                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
 */
-  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_73bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_float_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[26])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 867, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_4) < (0)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_75bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward_const_double_1_const, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[27])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 867, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_4) < (0)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 867, __pyx_L1_error)
+  __pyx_t_4 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_25bn_backward, 0, __pyx_mstate_global->__pyx_n_u_bn_backward, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[28])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 867, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 867, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_4, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 870, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_4)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46284,57 +46284,57 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_5 = 0;
   __pyx_t_5 = __pyx_t_4;
   __Pyx_INCREF(__pyx_t_5);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 867, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_bn_backward, __pyx_t_5) < (0)) __PYX_ERR(2, 870, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":923
+  /* "src/kernels.pxi":926
  * 
  * 
  * def stream_copy(const float[::1] src, float[::1] dst):             # <<<<<<<<<<<<<<
  *     """``dst[:] = src`` in parallel blocks: the stream-copy bandwidth probe of the report."""
  *     cdef Py_ssize_t n = src.shape[0], b, B = 1 << 16
 */
-  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 923, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_CyFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_27stream_copy, 0, __pyx_mstate_global->__pyx_n_u_stream_copy, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[29])); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 926, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_4);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 923, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_stream_copy, __pyx_t_4) < (0)) __PYX_ERR(2, 926, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "src/kernels.pxi":934
+  /* "src/kernels.pxi":937
  * 
  * 
  * def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,             # <<<<<<<<<<<<<<
  *                    const double[::1] m2, double count, double factor):
  *     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``,
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_5cnorm_15_kernels_avx512_79update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_float_float, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[30])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 934, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float, __pyx_t_5) < (0)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_5cnorm_15_kernels_avx512_81update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running_double_double, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[31])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 934, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_double, __pyx_t_5) < (0)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 934, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_5cnorm_15_kernels_avx512_29update_running, 0, __pyx_mstate_global->__pyx_n_u_update_running, NULL, __pyx_mstate_global->__pyx_n_u_cnorm__kernels_avx512, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[32])); if (unlikely(!__pyx_t_5)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 934, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 934, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_5cnorm_15_kernels_avx512___pyx_defaults)) __PYX_ERR(2, 937, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -46345,7 +46345,7 @@ __Pyx_RefNannySetupContext("PyInit__kernels_avx512", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 934, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_update_running, __pyx_t_4) < (0)) __PYX_ERR(2, 937, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -46467,7 +46467,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   if (__Pyx_PyTuple_SET_ITEM(__pyx_mstate_global->__pyx_tuple[1], 0, __pyx_mstate_global->__pyx_slice[0]) != (0)) __PYX_ERR(1, 763, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
 
-  /* "src/kernels.pxi":514
+  /* "src/kernels.pxi":517
  *     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
  *     cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
  *     counts = np.empty(K, dtype=np.float64)             # <<<<<<<<<<<<<<
@@ -46476,12 +46476,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_dtype};
-    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 514, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[2] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[2])) __PYX_ERR(2, 517, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[2]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[2]);
 
-  /* "src/kernels.pxi":845
+  /* "src/kernels.pxi":848
  * 
  * 
  * def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,             # <<<<<<<<<<<<<<
@@ -46490,7 +46490,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_True};
-    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 845, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[3] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[3])) __PYX_ERR(2, 848, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[3]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[3]);
@@ -46710,167 +46710,167 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 49};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 52};
     PyObject* const varnames[] = {0};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_max_threads, __pyx_mstate->__pyx_kp_b_iso88591__6, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 54};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 57};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_n};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_set_max_threads, __pyx_mstate->__pyx_kp_b_iso88591_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 59};
+    const __Pyx_PyCode_New_function_description descr = {0, 0, 0, 0, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 62};
     PyObject* const varnames[] = {0};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_openmp_enabled, __pyx_mstate->__pyx_kp_b_iso88591_4q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 64};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 67};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_target};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_cpu_supports, __pyx_mstate->__pyx_kp_b_iso88591_4q_q_gQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 505};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 508};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 505};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 508};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 505};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 508};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2s, __pyx_mstate->__pyx_n_u_scratch, __pyx_mstate->__pyx_n_u_cnt, __pyx_mstate->__pyx_n_u_sc, __pyx_mstate->__pyx_n_u_pm, __pyx_mstate->__pyx_n_u_pm2};
     __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_partial_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_RvQc_r_BfBc_V2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 529};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 532};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_counts, __pyx_mstate->__pyx_n_u_means, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_total, __pyx_mstate->__pyx_n_u_mean_out, __pyx_mstate->__pyx_n_u_m2_out, __pyx_mstate->__pyx_n_u_mo, __pyx_mstate->__pyx_n_u_m2o};
     __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_merge_stats, __pyx_mstate->__pyx_kp_b_iso88591_V1HE_q_r_q_6_1_RvQc_r_U_1_q_r_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 549};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 552};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 549};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 552};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 549};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 552};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x};
     __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_channel_stats_const_float_1, __pyx_mstate->__pyx_kp_b_iso88591_b_Qa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 650};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 653};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 650};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 653};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out};
     __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_double_1_double, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 650};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 653};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_shift, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_normalize_const_float_1_float_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_q_c_fARr_2Q_uCq_E_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 702};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 705};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 702};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 705};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_double_1, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 702};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 705};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_yp, __pyx_mstate->__pyx_n_u_scratch_len, __pyx_mstate->__pyx_n_u_cnt};
     __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_train_const_float_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_q_c_F_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 761};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 764};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 761};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 764};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd};
     __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_double_1_c, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 761};
+    const __Pyx_PyCode_New_function_description descr = {9, 0, 0, 16, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 764};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_bias, __pyx_mstate->__pyx_n_u_eps, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_forward_eval_const_float_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfAV7_1_Qd_6_gZq_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 813};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 816};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 813};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 816};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean};
     __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_double_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 813};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 816};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_s1, __pyx_mstate->__pyx_n_u_s2, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_pv, __pyx_mstate->__pyx_n_u_v1, __pyx_mstate->__pyx_n_u_v2};
     __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_sums_const_float_1_cons, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_QfBgQ_6_V2Q_6_V2Q_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 845};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 848};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 845};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 848};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x};
     __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_double_1_co, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 845};
+    const __Pyx_PyCode_New_function_description descr = {8, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 848};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_k1, __pyx_mstate->__pyx_n_u_k2, __pyx_mstate->__pyx_n_u_k3, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_use_x, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_coef};
     __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_backward_apply_const_float_1_con, __pyx_mstate->__pyx_kp_b_iso88591_AB_AV1HAV1L_q_q_c_fARr_2Q_uCq_E, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 867};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 870};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[26] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[26])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 867};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 870};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu};
     __pyx_mstate_global->__pyx_codeobj_tab[27] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_double_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[27])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 867};
+    const __Pyx_PyCode_New_function_description descr = {10, 0, 0, 24, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 870};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_x, __pyx_mstate->__pyx_n_u_dy, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_invstd, __pyx_mstate->__pyx_n_u_weight, __pyx_mstate->__pyx_n_u_training, __pyx_mstate->__pyx_n_u_need_sums, __pyx_mstate->__pyx_n_u_dx, __pyx_mstate->__pyx_n_u_sum_dy, __pyx_mstate->__pyx_n_u_sum_dy_xmu, __pyx_mstate->__pyx_n_u_outer, __pyx_mstate->__pyx_n_u_C, __pyx_mstate->__pyx_n_u_inner, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_K, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_nt, __pyx_mstate->__pyx_n_u_coef, __pyx_mstate->__pyx_n_u_part, __pyx_mstate->__pyx_n_u_w, __pyx_mstate->__pyx_n_u_xp, __pyx_mstate->__pyx_n_u_gp, __pyx_mstate->__pyx_n_u_dp};
     __pyx_mstate_global->__pyx_codeobj_tab[28] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_bn_backward_const_float_1_const, __pyx_mstate->__pyx_kp_b_iso88591_AV1HAV1L_q_81G3a_IV2Q_Q_fA_q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[28])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 923};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 926};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_src, __pyx_mstate->__pyx_n_u_dst, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_B, __pyx_mstate->__pyx_n_u_nb};
     __pyx_mstate_global->__pyx_codeobj_tab[29] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_stream_copy, __pyx_mstate->__pyx_kp_b_iso88591_6_q_Bb_S_r_A_q_81Cq_1Cq_D_ARr_B, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[29])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 934};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 937};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[30] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[30])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 934};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 937};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor};
     __pyx_mstate_global->__pyx_codeobj_tab[31] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_double_double, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[31])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 934};
+    const __Pyx_PyCode_New_function_description descr = {6, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 937};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_running_mean, __pyx_mstate->__pyx_n_u_running_var, __pyx_mstate->__pyx_n_u_mean, __pyx_mstate->__pyx_n_u_m2, __pyx_mstate->__pyx_n_u_count, __pyx_mstate->__pyx_n_u_factor, __pyx_mstate->__pyx_n_u_c};
     __pyx_mstate_global->__pyx_codeobj_tab[32] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_kernels_pxi, __pyx_mstate->__pyx_n_u_update_running_float_float, __pyx_mstate->__pyx_kp_b_iso88591_G1_E_a_6_l_b_aq_7_D_7_E_a_q_Rxr, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[32])) goto bad;
   }

@@ -2,24 +2,27 @@
 # by one small .pyx per SIMD target (_kernels_baseline/_avx2/_avx512.pyx) that setup.py
 # compiles with that target's flags. cnorm._backend imports the best one the CPU runs.
 #
-# Every op works on a C-contiguous 3-D view ``(outer, C, inner)`` of the input:
-#   * "planar": NCHW batch norm, outer = N, inner = H*W (one channel = outer rows of inner);
-#   * "rows": (N, C) and channels-last NHWC, outer = N*H*W, inner = 1 (vectorized across C).
+# Every op works on a C-contiguous 3-D view ``(outer, C, inner)`` of the input, with statistics
+# chunks in one of three modes, chosen by the shape:
+#   * plane (inner >= GATHER, e.g. NCHW with large H*W): chunks of CHUNK values of one channel;
+#     training forward and backward are fused per channel (the channel's slab is read from
+#     DRAM once and re-read from L2: about 2 bytes of traffic per input byte forward, 3 back);
+#   * block (1 < inner < GATHER, short rows): chunks of whole outer rows, in memory order;
+#   * rows (inner == 1: (N, C) and channels-last NHWC): chunks of rows, vectorized across C.
 #
 # Steps that compose: partial_stats -> merge_stats -> (finalize) -> normalize, and
-# backward_sums -> backward_apply. bn_forward_train and bn_backward fuse them per channel so the
-# channel's slab is read from DRAM once and re-read from cache (2 bytes of traffic per byte of
-# input forward, 3 backward).
+# backward_sums -> backward_apply; the fused kernels give the same bits (tested).
 #
-# Determinism: statistics chunks depend on the shape only; each chunk's partial is computed by
-# the same function whatever the thread count or path (fused or split), and partials are merged
-# in chunk order. Results are bit-identical for any thread count.
+# Determinism: chunks depend on the shape only; each chunk's partial is computed by the same
+# function whatever the thread count or path (fused or split), and partials are merged in chunk
+# order. Results are bit-identical for any thread count and any SIMD target.
 #
-# Accuracy: LANES independent double accumulators (the compiler vectorizes them without
-# reassociating any sum), around a shift: the chunk's first value. When the shift turns out far
-# from the chunk's mean (cancellation of more than 6 digits) the chunk is summed again around its
-# mean. The apply step subtracts the mean as hi + lo of the data type: exact for x near the mean,
-# so float32 output keeps full accuracy at offsets of 1e6.
+# Accuracy: sums in LANES independent accumulators (vectorized without reassociating any sum;
+# float32 data in float lanes flushed into double every FLUSH blocks), around a shift: the
+# chunk's first value. When the shift turns out far from the chunk's mean (cancellation of more
+# than 6 digits) the chunk is summed again around its mean. The apply step subtracts the mean
+# as hi + lo of the data type: exact for x near the mean, so float32 output keeps full accuracy
+# at offsets of 1e6.
 import numpy as np
 
 from cython cimport floating
@@ -35,8 +38,8 @@ cdef extern from "cnorm_omp.h" nogil:
     int cn_cpu_supports(const char *target)
 
 cdef enum:
-    CHUNK = 4096          # planar: values of one channel per statistics chunk (16 KB float32)
-    ROW_CHUNK = 65536     # rows layout: values (rows x C) per statistics chunk
+    CHUNK = 4096          # plane mode: values of one channel per statistics chunk (16 KB)
+    ROW_CHUNK = 65536     # rows mode: values (rows x C) per statistics chunk
     LANES = 32            # independent accumulators per sum (a fixed lane structure: the
                           # same sums on every SIMD target)
     GATHER = 512          # inner sizes below this use block mode: chunks of whole outer
