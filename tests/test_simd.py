@@ -55,3 +55,21 @@ def test_cnorm_simd_env_rejects_unknown(tmp_path):
                          capture_output=True, text=True,
                          env=dict(os.environ, CNORM_SIMD="sse9"))
     assert out.returncode != 0 and "CNORM_SIMD" in out.stderr
+
+
+def test_baseline_module_has_no_wide_vector_code():
+    """The baseline build must run on any x86-64 CPU: no AVX/AVX-512 register in its code
+    (the wider targets are only imported after the CPU check)."""
+    import platform
+    import shutil
+
+    if platform.machine().lower() not in ("x86_64", "amd64") or not shutil.which("objdump"):
+        pytest.skip("needs x86-64 and objdump")
+    base = _backend.module_for("baseline").__file__
+    asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", base], capture_output=True,
+                         text=True, check=True).stdout
+    assert "%ymm" not in asm and "%zmm" not in asm
+    if "avx512" in TARGETS:  # and the check would see them if they were there
+        wide = subprocess.run(["objdump", "-d", _backend.module_for("avx512").__file__],
+                              capture_output=True, text=True, check=True).stdout
+        assert "%zmm" in wide
