@@ -549,9 +549,39 @@ def merge_stats(const double[::1] counts, const double[:, ::1] means, const doub
     return total, mean_out, m2_out
 
 
+cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                double *mean, double *m2) noexcept nogil:
+    """Per-channel mean and M2 of a non-empty array: chunk partials (in parallel), then their
+    merge in order. Returns -1 when out of memory."""
+    cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
+    cdef Py_ssize_t scratch = 2 * K * C if inner < GATHER else 1
+    cdef double *part = <double *>malloc((2 * K * C + scratch + K) * sizeof(double))
+    cdef double *cnt = part + 2 * K * C + scratch
+    if part == NULL:
+        return -1
+    _partials(x, outer, C, inner, part, part + K * C, part + 2 * K * C,
+              _threads(outer * C * inner, K if inner < GATHER else K * C))
+    for k in range(K):
+        cnt[k] = _chunk_count(k, outer, C, inner)
+    _merge(K, C, cnt, part, part + K * C, mean, m2)
+    free(part)
+    return 0
+
+
 def channel_stats(const floating[:, :, ::1] x):
-    """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge)."""
-    return merge_stats(*partial_stats(x))
+    """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partial + merge).
+    A channel with no values gets mean and m2 NaN."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    mean = np.full(C, np.nan)
+    m2 = np.full(C, np.nan)
+    cdef double[::1] mv = mean, m2v = m2
+    cdef int err = 0
+    if x.size > 0:
+        with nogil:
+            err = _stats(&x[0, 0, 0], outer, C, inner, &mv[0], &m2v[0])
+        if err:
+            raise MemoryError()
+    return float(outer * inner), mean, m2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -675,6 +705,16 @@ def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[
 # Fused training forward and backward
 # ---------------------------------------------------------------------------------------------
 
+cdef inline void _fwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, double n,
+                           double eps, const double *mean, const double *m2, double *invstd,
+                           const floating *w, const floating *b) noexcept nogil:
+    """Finalize channel c (invstd from the biased variance) and store its forward
+    coefficients: y = (x - mean) * (invstd * w) + b."""
+    invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
+    _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
+              <double>b[c] if b else 0.0, 0.0)
+
+
 cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
                          Py_ssize_t inner, Py_ssize_t c, double eps, const floating *w,
                          const floating *b, double *mean, double *m2, double *invstd,
@@ -682,9 +722,7 @@ cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ss
     """Training forward of channel c: statistics (the split path's chunks, merged in the same
     order: same bits), then normalize while the channel is in cache."""
     _plane_stats(x, outer, C, inner, c, &mean[c], &m2[c])
-    invstd[c] = 1.0 / sqrt(m2[c] / <double>(outer * inner) + eps)
-    _set_coef(coef, C, c, False, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
-              <double>b[c] if b else 0.0, 0.0)
+    _fwd_coef(coef, C, c, False, <double>(outer * inner), eps, mean, m2, invstd, w, b)
     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, c, c + 1, 1)
 
 
@@ -713,7 +751,7 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
     after its statistics, while the channel is in cache.
     """
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
+    cdef Py_ssize_t c
     cdef double n = <double>(outer * inner)
     if x.size == 0:
         mean[:] = NAN
@@ -721,43 +759,30 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
         invstd[:] = NAN
         return 0.0
     cdef bint rows = inner == 1
-    cdef int nt = _threads(outer * C * inner, C if rows else K * C)
-    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
-    cdef double *part = NULL
+    # units (channel x chunk): with fewer channels than threads the split path spreads chunks
+    cdef int nt = _threads(outer * C * inner, _nchunks(outer, C, inner) * C), err = 0
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
     cdef const floating *xp = &x[0, 0, 0]
     cdef floating *yp = &out[0, 0, 0]
-    if _fused(C, inner, nt):
-        if coef == NULL:
-            raise MemoryError()
-        with nogil:
+    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        if _fused(C, inner, nt):
             for c in prange(C, schedule="static", num_threads=nt):
                 _fused_forward(xp, yp, outer, C, inner, c, eps, w, b, &mean[0], &m2[0],
                                &invstd[0], coef)
-        free(coef)
-        return n
-    cdef Py_ssize_t scratch_len = 2 * K * C if inner < GATHER else 1
-    part = <double *>malloc((2 * K * C + scratch_len + K) * sizeof(double))
-    if coef == NULL or part == NULL:
-        free(coef)
-        free(part)
-        raise MemoryError()
-    cdef double *cnt = part + 2 * K * C + scratch_len
-    with nogil:
-        _partials(xp, outer, C, inner, part, part + K * C, part + 2 * K * C,
-                  _threads(outer * C * inner, K if inner < GATHER else K * C))
-        for c in range(K):
-            cnt[c] = _chunk_count(c, outer, C, inner)
-        _merge(K, C, cnt, part, part + K * C, &mean[0], &m2[0])
-        for c in range(C):
-            invstd[c] = 1.0 / sqrt(m2[c] / n + eps)
-            _set_coef(coef, C, c, rows, 4, mean[c], invstd[c] * (<double>w[c] if w else 1.0),
-                      <double>b[c] if b else 0.0, 0.0)
-        _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
-               _threads(outer * C * inner, outer if rows else outer * C))
+        else:
+            err = _stats(xp, outer, C, inner, &mean[0], &m2[0])
+            if not err:
+                for c in range(C):
+                    _fwd_coef(coef, C, c, rows, n, eps, &mean[0], &m2[0], &invstd[0], w, b)
+                _apply(xp, <const floating *>NULL, yp, outer, C, inner, coef, 0, C,
+                       _threads(outer * C * inner, outer if rows else outer * C))
     free(coef)
-    free(part)
+    if err:
+        raise MemoryError()
     return n
 
 
@@ -813,23 +838,35 @@ cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) 
             s[c] += p[k * C + c]
 
 
+cdef int _sums(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+               Py_ssize_t inner, const double *mean, double *s1, double *s2) noexcept nogil:
+    """Per-channel sum(dy) and sum(dy*(x-mean)) of a non-empty array: chunk partials (in
+    parallel), added in chunk order. Returns -1 when out of memory."""
+    cdef Py_ssize_t K = _nchunks(outer, C, inner)
+    cdef double *part = <double *>malloc(2 * K * C * sizeof(double))
+    if part == NULL:
+        return -1
+    _sums_partials(x, dy, outer, C, inner, mean, part, part + K * C,
+                   _threads(outer * C * inner, K if inner < GATHER else K * C))
+    _add_partials(K, C, part, s1)
+    _add_partials(K, C, part + K * C, s2)
+    free(part)
+    return 0
+
+
 def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                   const double[::1] mean):
     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays, deterministic."""
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0
     s1 = np.zeros(C, dtype=np.float64)
     s2 = np.zeros(C, dtype=np.float64)
-    if K == 0:
-        return s1, s2
-    p = np.empty((2, K, C), dtype=np.float64)
-    cdef double[:, :, ::1] pv = p
     cdef double[::1] v1 = s1, v2 = s2
-    with nogil:
-        _sums_partials(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &pv[0, 0, 0],
-                       &pv[1, 0, 0], _threads(outer * C * inner, K * C if inner >= GATHER else K))
-        _add_partials(K, C, &pv[0, 0, 0], &v1[0])
-        _add_partials(K, C, &pv[1, 0, 0], &v2[0])
+    cdef int err = 0
+    if x.size > 0:
+        with nogil:
+            err = _sums(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &v1[0], &v2[0])
+        if err:
+            raise MemoryError()
     return s1, s2
 
 
@@ -879,7 +916,7 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     channel are in cache.
     """
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
-    cdef Py_ssize_t c, K = _nchunks(outer, C, inner)
+    cdef Py_ssize_t c
     cdef double n = <double>(outer * inner)
     need_sums = need_sums or training
     sum_dy[:] = 0.0
@@ -887,40 +924,32 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     if x.size == 0:
         return
     cdef bint rows = inner == 1
-    cdef int nt = _threads(outer * C * inner, C if rows else K * C)
-    cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
-    cdef double *part = NULL
+    # units (channel x chunk): with fewer channels than threads the split path spreads chunks
+    cdef int nt = _threads(outer * C * inner, _nchunks(outer, C, inner) * C), err = 0
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *xp = &x[0, 0, 0]
     cdef const floating *gp = &dy[0, 0, 0]
     cdef floating *dp = &dx[0, 0, 0]
+    cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
     if coef == NULL:
         raise MemoryError()
-    if _fused(C, inner, nt):
-        with nogil:
+    with nogil:
+        if _fused(C, inner, nt):
             for c in prange(C, schedule="static", num_threads=nt):
                 _fused_backward(xp, gp, dp, outer, C, inner, c, &mean[0], &invstd[0], w,
                                 training, need_sums, &sum_dy[0], &sum_dy_xmu[0], coef)
-        free(coef)
-        return
-    if need_sums:
-        part = <double *>malloc(2 * K * C * sizeof(double))
-        if part == NULL:
-            free(coef)
-            raise MemoryError()
-    with nogil:
-        if need_sums:
-            _sums_partials(xp, gp, outer, C, inner, &mean[0], part, part + K * C,
-                           _threads(outer * C * inner, K if inner < GATHER else K * C))
-            _add_partials(K, C, part, &sum_dy[0])
-            _add_partials(K, C, part + K * C, &sum_dy_xmu[0])
-        for c in range(C):
-            _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c], w[c] if w else 1.0,
-                      sum_dy[c], sum_dy_xmu[c])
-        _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
-               _threads(outer * C * inner, outer if rows else outer * C))
+        else:
+            if need_sums:
+                err = _sums(xp, gp, outer, C, inner, &mean[0], &sum_dy[0], &sum_dy_xmu[0])
+            if not err:
+                for c in range(C):
+                    _bwd_coef(coef, C, c, rows, training, n, mean[c], invstd[c],
+                              w[c] if w else 1.0, sum_dy[c], sum_dy_xmu[c])
+                _apply(xp if training else NULL, gp, dp, outer, C, inner, coef, 0, C,
+                       _threads(outer * C * inner, outer if rows else outer * C))
     free(coef)
-    free(part)
+    if err:
+        raise MemoryError()
 
 
 def stream_copy(const float[::1] src, float[::1] dst):
