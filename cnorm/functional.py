@@ -50,6 +50,7 @@ class _Saved:
         else:
             _kernels.bn_forward_eval(x3, contiguous(running_mean), contiguous(running_var),
                                      self.weight, bias, eps, y3, stats[0], stats[2])
+            self.m2 = None  # running statistics: no batch M2
 
     def backward(self, grad_output):
         """Returns ``(dx, grad_weight, grad_bias)``; the grads are float64 or None."""

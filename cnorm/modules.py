@@ -3,8 +3,8 @@ import numbers
 
 import numpy as np
 
-from ._layout import FLOAT_TYPES, as_float_array, check_channel_vector, check_ndim
-from .functional import _cast, _check_batch_size, _Saved, _update_running
+from ._layout import FLOAT_TYPES, as_float_array, check_ndim
+from .functional import _cast, _check_bn_args, _Saved, _update_running
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
@@ -141,20 +141,21 @@ class _BatchNorm(_Layer):
         if C != self.num_features:
             raise ValueError(f"expected input with {self.num_features} channels "
                              f"(num_features), got {C} channels")
-        # Parameters may have been reassigned by the user: check them on every call.
-        vec = {name: check_channel_vector(getattr(self, name), C, self.dtype, name)
-               for name in ("weight", "bias", "running_mean", "running_var")}
+        # Parameters may have been reassigned by the user: the functional form's checks run
+        # on every call.
         batch_stats = self.training or not self.track_running_stats
-        if batch_stats:
-            _check_batch_size(x)
-        saved = _Saved(x, vec["running_mean"], vec["running_var"], vec["weight"], vec["bias"],
-                       self.eps, batch_stats)
+        update = self.training and self.track_running_stats
+        x, running_mean, running_var, weight, bias = _check_bn_args(
+            x, self.running_mean, self.running_var, self.weight, self.bias, batch_stats, update)
+        saved = _Saved(x, running_mean, running_var, weight, bias, self.eps, batch_stats)
         # Every check passed and the kernels ran: only now is state changed.
-        if self.training and self.track_running_stats:
+        if update:
             self.num_batches_tracked += 1
             factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
                       else float(self.momentum))
-            _update_running(self.running_mean, self.running_var, saved, factor)
+            _update_running(running_mean, running_var, saved, factor)
+            # keep the arrays that were updated (a byte-swapped assignment was converted)
+            self.running_mean, self.running_var = running_mean, running_var
         self._saved = saved
         y, saved.y = saved.y, None  # the output is the caller's; do not keep it alive
         return y
