@@ -1,20 +1,48 @@
 """cnorm: fast, accurate normalization layers for NumPy on OpenMP Cython kernels.
 
-Layers (torch.nn names and semantics): ``BatchNorm1d``, ``BatchNorm2d``, ``BatchNorm3d``.
-Functional forms: ``batch_norm``, ``batch_norm_backward``, ``moments``.
+Layers (torch.nn names and semantics): ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``GroupNorm``,
+``InstanceNorm1d/2d/3d``, ``RMSNorm``.
+Functional forms: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``,
+``rms_norm``, each with a ``*_backward``; ``moments``.
 Threads: ``get_num_threads``, ``set_num_threads``.
 """
 import numbers
 
 from . import _backend
 from ._backend import kernels as _kernels
-from .functional import batch_norm, batch_norm_backward, moments
-from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .functional import (
+    batch_norm,
+    batch_norm_backward,
+    group_norm,
+    group_norm_backward,
+    instance_norm,
+    instance_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+    moments,
+    rms_norm,
+    rms_norm_backward,
+)
+from .modules import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    InstanceNorm3d,
+    LayerNorm,
+    RMSNorm,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "batch_norm_backward",
-           "moments", "get_num_threads", "set_num_threads", "openmp_enabled", "show_config"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm",
+           "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
+           "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
+           "rms_norm", "rms_norm_backward", "moments",
+           "get_num_threads", "set_num_threads", "openmp_enabled", "show_config"]
 
 
 def get_num_threads():

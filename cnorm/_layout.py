@@ -33,14 +33,17 @@ def check_ndim(x, allowed, what="input"):
 
 
 def check_channel_vector(v, C, dtype, name, writeable=False):
-    """Validate a per-channel parameter or statistic: shape (C,), the data's dtype."""
-    if v is None or (type(v) is np.ndarray and v.dtype is dtype and v.shape == (C,)
+    """Validate a per-channel parameter or statistic: shape (C,), the data's dtype.
+    ``C`` may also be a shape tuple (LayerNorm's parameters: ``normalized_shape``)."""
+    shape = C if isinstance(C, tuple) else (C,)
+    if v is None or (type(v) is np.ndarray and v.dtype is dtype and v.shape == shape
                      and (v.flags.writeable or not writeable)):
         return v  # the common case, checked cheaply
     v = as_float_array(v, dtype, what=name)
-    if v.shape != (C,):
-        raise ValueError(f"{name} should have shape ({C},) to match the input's {C} channels, "
-                         f"got shape {v.shape}")
+    if v.shape != shape:
+        want = (f"{shape} to match normalized_shape" if isinstance(C, tuple) else
+                f"({C},) to match the input's {C} channels")
+        raise ValueError(f"{name} should have shape {want}, got shape {v.shape}")
     if writeable and not v.flags.writeable:
         raise ValueError(f"{name} must be writeable to be updated in place")
     return v
@@ -51,37 +54,72 @@ def contiguous(v):
     return v if v is None or v.flags.c_contiguous else np.ascontiguousarray(v)
 
 
-class ChannelLayout:
-    """How an array of logical shape (N, C, *spatial) maps onto the kernels' (outer, C, inner).
+def is_channels_last(x):
+    """True for an (N, C, *spatial) array whose memory is (N, *spatial, C), not C order."""
+    return (x.ndim > 2 and not x.flags.c_contiguous
+            and np.moveaxis(x, 1, -1).flags.c_contiguous)
 
-    C-contiguous memory gives (N, C, prod(spatial)); channels-last memory (NHWC, as made by
+
+class ChannelLayout:
+    """How an array of logical shape (N, C, *spatial) maps onto the kernels' views.
+
+    Batch norm, (outer, C, inner): C-contiguous memory gives (N, C, prod(spatial));
+    channels-last memory (NHWC, as made by
     ``np.ascontiguousarray(x_nhwc).transpose(0, 3, 1, 2)``) gives (N*prod(spatial), C, 1).
+    Per-sample norms (``per_sample``: group and instance norm) keep N apart:
+    (N, 1, C, prod(spatial)) or (N, prod(spatial), C, 1).
     Any other strides are copied to C order. Outputs are allocated in the same layout.
     """
 
-    __slots__ = ("shape", "dtype", "channels_last")
+    __slots__ = ("shape", "dtype", "channels_last", "kshape")
 
-    def __init__(self, x):
+    def __init__(self, x, per_sample=False):
         self.shape = x.shape
         self.dtype = x.dtype
-        self.channels_last = (x.ndim > 2 and not x.flags.c_contiguous
-                              and np.moveaxis(x, 1, -1).flags.c_contiguous)
-
-    def shape3(self):
-        N, C, spatial = self.shape[0], self.shape[1], prod(self.shape[2:])
-        return (N * spatial, C, 1) if self.channels_last else (N, C, spatial)
+        self.channels_last = is_channels_last(x)
+        N, C, S = self.shape[0], self.shape[1], prod(self.shape[2:])
+        if per_sample:
+            self.kshape = (N, S, C, 1) if self.channels_last else (N, 1, C, S)
+        else:
+            self.kshape = (N * S, C, 1) if self.channels_last else (N, C, S)
 
     def view(self, a):
-        """The (outer, C, inner) C-contiguous view of ``a`` (shaped like the layout), copying
-        only when ``a`` is not already in this memory layout."""
+        """The kernels' C-contiguous view of ``a`` (shaped like the layout), copying only
+        when ``a`` is not already in this memory layout."""
         if self.channels_last:
             a = np.moveaxis(a, 1, -1)
-        return np.ascontiguousarray(a).reshape(self.shape3())
+        return np.ascontiguousarray(a).reshape(self.kshape)
 
     def empty(self):
         """A new output: returns ``(out3, out)``, the kernel view and the user-facing array."""
         if self.channels_last:
             t = np.empty(self.shape[:1] + self.shape[2:] + self.shape[1:2], dtype=self.dtype)
-            return t.reshape(self.shape3()), np.moveaxis(t, -1, 1)
+            return t.reshape(self.kshape), np.moveaxis(t, -1, 1)
         out = np.empty(self.shape, dtype=self.dtype)
-        return out.reshape(self.shape3()), out
+        return out.reshape(self.kshape), out
+
+
+class RowLayout:
+    """Rows over the last ``k`` axes (layer and RMS norm): the kernels' (R, L) C-contiguous
+    view. The kernels write C order; :meth:`restore` gives a channels-last input's output
+    (or gradient) its input's layout again (one copy, for that layout only)."""
+
+    __slots__ = ("shape", "dtype", "rl", "channels_last")
+
+    def __init__(self, x, k):
+        self.shape = x.shape
+        self.dtype = x.dtype
+        self.rl = (prod(x.shape[:x.ndim - k]), prod(x.shape[x.ndim - k:]))
+        self.channels_last = is_channels_last(x)
+
+    def view(self, a):
+        return np.ascontiguousarray(a).reshape(self.rl)
+
+    def empty(self):
+        out = np.empty(self.shape, dtype=self.dtype)
+        return out.reshape(self.rl), out
+
+    def restore(self, out):
+        if not self.channels_last:
+            return out
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(out, 1, -1)), -1, 1)

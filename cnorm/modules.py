@@ -4,9 +4,23 @@ import numbers
 import numpy as np
 
 from ._layout import FLOAT_TYPES, as_float_array, check_ndim
-from .functional import _cast, _check_bn_args, _Saved, _update_running
+from .functional import (
+    _cast,
+    _check_bn_args,
+    _check_group_args,
+    _check_instance_args,
+    _check_row_args,
+    _GroupSaved,
+    _instance_forward,
+    _normalized_shape,
+    _rms_eps,
+    _RowSaved,
+    _Saved,
+    _update_running,
+)
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
 
 
 def _layer_dtype(dtype):
@@ -88,6 +102,25 @@ class _Layer:
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
 
+    def _ran(self, saved):
+        """Keep a successful forward for backward; return its output (not kept alive here)."""
+        self._saved = saved
+        y, saved.y = saved.y, None
+        return y
+
+    def backward(self, grad_output):
+        """Gradient of the loss with respect to the last ``forward``'s input.
+
+        Also sets ``grad_weight`` and ``grad_bias`` (overwritten; None without the parameter).
+        Matches torch autograd for the mode the forward ran in. The forward's input must not
+        have been modified in between (it is kept by reference, not copied).
+        """
+        if self._saved is None:
+            raise RuntimeError("backward called before forward")
+        dx, gw, gb = self._saved.backward(grad_output)
+        self.grad_weight, self.grad_bias = _cast(gw, self.dtype), _cast(gb, self.dtype)
+        return dx
+
 
 class _BatchNorm(_Layer):
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
@@ -121,6 +154,11 @@ class _BatchNorm(_Layer):
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
+    def _check_channels(self, x):
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"expected input with {self.num_features} channels "
+                             f"(num_features), got {x.shape[1]} channels")
+
     def reset_running_stats(self):
         """Running statistics back to mean 0, variance 1, no batches tracked."""
         if self.track_running_stats:
@@ -137,10 +175,7 @@ class _BatchNorm(_Layer):
         """
         x = as_float_array(x, self.dtype)
         check_ndim(x, self._ndims)
-        C = x.shape[1]
-        if C != self.num_features:
-            raise ValueError(f"expected input with {self.num_features} channels "
-                             f"(num_features), got {C} channels")
+        self._check_channels(x)
         # Parameters may have been reassigned by the user: the functional form's checks run
         # on every call.
         batch_stats = self.training or not self.track_running_stats
@@ -156,22 +191,7 @@ class _BatchNorm(_Layer):
             _update_running(running_mean, running_var, saved, factor)
             # keep the arrays that were updated (a byte-swapped assignment was converted)
             self.running_mean, self.running_var = running_mean, running_var
-        self._saved = saved
-        y, saved.y = saved.y, None  # the output is the caller's; do not keep it alive
-        return y
-
-    def backward(self, grad_output):
-        """Gradient of the loss with respect to the last ``forward``'s input.
-
-        Also sets ``grad_weight`` and ``grad_bias`` (overwritten; None without the parameter).
-        Matches torch autograd for the mode the forward ran in. The forward's input must not
-        have been modified in between (it is kept by reference, not copied).
-        """
-        if self._saved is None:
-            raise RuntimeError("backward called before forward")
-        dx, gw, gb = self._saved.backward(grad_output)
-        self.grad_weight, self.grad_bias = _cast(gw, self.dtype), _cast(gb, self.dtype)
-        return dx
+        return self._ran(saved)
 
 
 class BatchNorm1d(_BatchNorm):
@@ -190,3 +210,148 @@ class BatchNorm3d(_BatchNorm):
     """Batch normalization over a 5D (N, C, D, H, W) input, per channel C."""
 
     _ndims = (5,)
+
+
+class _InstanceNorm(_BatchNorm):
+    """Instance norm: batch norm's constructor, buffers and repr; statistics per instance."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, dtype=np.float32, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         bias=bias)
+        self._unbatched = False
+
+    def forward(self, x):
+        """Normalize each (sample, channel) of ``x`` over its spatial axes; returns a new array
+        in x's memory layout. An unbatched input (without the N axis) is accepted, as torch.
+
+        With ``track_running_stats``, training updates the running statistics with the batch
+        mean of the per-instance statistics (``momentum=None``: not updated, as torch) and eval
+        normalizes with them. ``num_batches_tracked`` is not advanced, as torch.
+        """
+        x = as_float_array(x, self.dtype)
+        check_ndim(x, self._ndims)
+        unbatched = x.ndim == self._ndims[0]
+        if unbatched:
+            x = x[None]
+        self._check_channels(x)
+        use_input_stats = self.training or not self.track_running_stats
+        update = use_input_stats and self.track_running_stats
+        x, running_mean, running_var, weight, bias = _check_instance_args(
+            x, self.running_mean, self.running_var, self.weight, self.bias, use_input_stats,
+            update)
+        saved = _instance_forward(x, running_mean, running_var, weight, bias, use_input_stats,
+                                  0.0 if self.momentum is None else self.momentum, self.eps)
+        if update:  # keep the arrays that were updated (a byte-swapped assignment was converted)
+            self.running_mean, self.running_var = running_mean, running_var
+        self._unbatched = unbatched
+        y = self._ran(saved)
+        return y[0] if unbatched else y
+
+    def backward(self, grad_output):
+        if self._saved is not None and self._unbatched:
+            return super().backward(as_float_array(grad_output, self.dtype, "grad_output")[None])[0]
+        return super().backward(grad_output)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalization over a 3D (N, C, L) or unbatched 2D (C, L) input."""
+
+    _ndims = (2, 3)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalization over a 4D (N, C, H, W) or unbatched 3D (C, H, W) input."""
+
+    _ndims = (3, 4)
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalization over a 5D (N, C, D, H, W) or unbatched 4D input."""
+
+    _ndims = (4, 5)
+
+
+class LayerNorm(_Layer):
+    """Layer normalization over the last ``len(normalized_shape)`` axes (torch.nn.LayerNorm).
+
+    ``weight`` and ``bias`` have shape ``normalized_shape`` (``bias`` None with
+    ``bias=False``; both None with ``elementwise_affine=False``).
+    """
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 dtype=np.float32):
+        super().__init__(dtype)
+        self.normalized_shape = ns = _normalized_shape(normalized_shape)
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = np.ones(ns, self.dtype) if self.elementwise_affine else None
+        self.bias = np.zeros(ns, self.dtype) if self.elementwise_affine and bias else None
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+    def forward(self, x):
+        """Normalize each row over the normalized axes; returns a new array shaped like x."""
+        x, ns, weight, bias = _check_row_args(x, self.normalized_shape, self.weight, self.bias,
+                                              self.dtype)
+        return self._ran(_RowSaved(x, ns, weight, bias, self.eps, rms=False))
+
+
+class RMSNorm(_Layer):
+    """Root-mean-square normalization (torch.nn.RMSNorm): ``x / sqrt(mean(x**2) + eps) *
+    weight`` over the last ``len(normalized_shape)`` axes. ``eps=None`` is the machine epsilon
+    of the layer's dtype. ``bias`` is always None."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
+        super().__init__(dtype)
+        self.normalized_shape = ns = _normalized_shape(normalized_shape)
+        self.eps = None if eps is None else float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = np.ones(ns, self.dtype) if self.elementwise_affine else None
+        self.bias = None
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+    def forward(self, x):
+        """Normalize each row by its root mean square; returns a new array shaped like x."""
+        x, ns, weight, _ = _check_row_args(x, self.normalized_shape, self.weight, None,
+                                           self.dtype)
+        return self._ran(_RowSaved(x, ns, weight, None, _rms_eps(self.eps, x.dtype), rms=True))
+
+
+class GroupNorm(_Layer):
+    """Group normalization (torch.nn.GroupNorm) of an (N, C, ...) input: each sample's
+    channels in ``num_groups`` groups, normalized per group, then a per-channel affine."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32, *,
+                 bias=True):
+        super().__init__(dtype)
+        self.num_groups = _positive_int(num_groups, "num_groups")
+        self.num_channels = C = _positive_int(num_channels, "num_channels")
+        if C % self.num_groups:
+            raise ValueError(f"num_channels ({C}) must be divisible by num_groups "
+                             f"({self.num_groups})")
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self.weight = np.ones(C, self.dtype) if self.affine else None
+        self.bias = np.zeros(C, self.dtype) if self.affine and bias else None
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
+                f"affine={self.affine}, bias={self.bias is not None}")
+
+    def forward(self, x):
+        """Normalize ``x`` (N, C, ...) per (sample, group); returns a new array in x's
+        memory layout."""
+        x = as_float_array(x, self.dtype)
+        if x.ndim < 2:
+            raise ValueError(f"expected 2D or higher input (N, C, ...) (got {x.ndim}D input)")
+        if x.shape[1] != self.num_channels:
+            raise ValueError(f"expected input with {self.num_channels} channels "
+                             f"(num_channels), got {x.shape[1]} channels")
+        x, G, weight, bias = _check_group_args(x, self.num_groups, self.weight, self.bias)
+        return self._ran(_GroupSaved(x, G, weight, bias, self.eps))

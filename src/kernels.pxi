@@ -28,7 +28,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport NAN, sqrt
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 cdef extern from "cnorm_omp.h" nogil:
@@ -272,14 +272,17 @@ cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, 
 
 cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                        Py_ssize_t c, double *mean, double *m2) noexcept nogil:
-    """Whole-channel statistics: chunk partials merged in order (same as merge_stats)."""
-    cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
+    """Whole-channel statistics: chunks of CHUNK values merged in order (plane mode's chunks,
+    so the same bits as merge_stats there). Any inner: also the per-row statistics of the
+    row norms (outer = 1)."""
+    cdef Py_ssize_t k, n_all = outer * inner, j1
     cdef double n = 0.0, mb, Mb
     mean[0] = 0.0
     m2[0] = 0.0
-    for k in range(K):
-        _plane_chunk_stats(x, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), &mb, &Mb)
-        _merge_into(&n, mean, m2, <double>(_chunk_end(k, outer, C, inner) - k * CHUNK), mb, Mb)
+    for k in range((n_all + CHUNK - 1) // CHUNK):
+        j1 = min((k + 1) * CHUNK, n_all)
+        _plane_chunk_stats(x, C, inner, c, k * CHUNK, j1, &mb, &Mb)
+        _merge_into(&n, mean, m2, <double>(j1 - k * CHUNK), mb, Mb)
     if n == 0.0:
         mean[0] = NAN
         m2[0] = NAN
@@ -288,13 +291,14 @@ cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssi
 cdef void _plane_dot(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
                      Py_ssize_t inner, Py_ssize_t c, double mean, double *s1,
                      double *s2) noexcept nogil:
-    """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums)."""
-    cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
+    """Whole-channel sum(dy), sum(dy*(x-mean)): chunk sums added in order (= backward_sums
+    in plane mode). Any inner, as _plane_stats."""
+    cdef Py_ssize_t k, n_all = outer * inner
     cdef double a, b
     s1[0] = 0.0
     s2[0] = 0.0
-    for k in range(K):
-        _plane_sums(x, dy, C, inner, c, k * CHUNK, _chunk_end(k, outer, C, inner), mean, &a, &b)
+    for k in range((n_all + CHUNK - 1) // CHUNK):
+        _plane_sums(x, dy, C, inner, c, k * CHUNK, min((k + 1) * CHUNK, n_all), mean, &a, &b)
         s1[0] += a
         s2[0] += b
 
@@ -550,9 +554,9 @@ def merge_stats(const double[::1] counts, const double[:, ::1] means, const doub
 
 
 cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                double *mean, double *m2) noexcept nogil:
-    """Per-channel mean and M2 of a non-empty array: chunk partials (in parallel), then their
-    merge in order. Returns -1 when out of memory."""
+                double *mean, double *m2, bint serial=False) noexcept nogil:
+    """Per-channel mean and M2 of a non-empty array: chunk partials (in parallel unless
+    ``serial``), then their merge in order. Returns -1 when out of memory."""
     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
     cdef Py_ssize_t scratch = 2 * K * C if inner < GATHER else 1
     cdef double *part = <double *>malloc((2 * K * C + scratch + K) * sizeof(double))
@@ -560,7 +564,7 @@ cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t in
     if part == NULL:
         return -1
     _partials(x, outer, C, inner, part, part + K * C, part + 2 * K * C,
-              _threads(outer * C * inner, K if inner < GATHER else K * C))
+              1 if serial else _threads(outer * C * inner, K if inner < GATHER else K * C))
     for k in range(K):
         cnt[k] = _chunk_count(k, outer, C, inner)
     _merge(K, C, cnt, part, part + K * C, mean, m2)
@@ -839,15 +843,16 @@ cdef void _add_partials(Py_ssize_t K, Py_ssize_t C, const double *p, double *s) 
 
 
 cdef int _sums(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
-               Py_ssize_t inner, const double *mean, double *s1, double *s2) noexcept nogil:
+               Py_ssize_t inner, const double *mean, double *s1, double *s2,
+               bint serial=False) noexcept nogil:
     """Per-channel sum(dy) and sum(dy*(x-mean)) of a non-empty array: chunk partials (in
-    parallel), added in chunk order. Returns -1 when out of memory."""
+    parallel unless ``serial``), added in chunk order. Returns -1 when out of memory."""
     cdef Py_ssize_t K = _nchunks(outer, C, inner)
     cdef double *part = <double *>malloc(2 * K * C * sizeof(double))
     if part == NULL:
         return -1
     _sums_partials(x, dy, outer, C, inner, mean, part, part + K * C,
-                   _threads(outer * C * inner, K if inner < GATHER else K * C))
+                   1 if serial else _threads(outer * C * inner, K if inner < GATHER else K * C))
     _add_partials(K, C, part, s1)
     _add_partials(K, C, part + K * C, s2)
     free(part)
@@ -976,3 +981,341 @@ def update_running(floating[:] running_mean, floating[:] running_var, const doub
         for c in range(running_var.shape[0]):
             running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
                                         + factor * (m2[c] / (count - 1.0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Row norms (LayerNorm, RMSNorm): statistics per row of an (R, L) matrix, affine per column.
+# A row's statistics are plane-mode chunks of its L values (_plane_stats with outer = 1).
+# ---------------------------------------------------------------------------------------------
+
+cdef enum:
+    LONG_ROW = 4096       # rows at least this long: backward by column blocks (see row_backward)
+
+
+cdef void _row_apply(const floating *x, floating *y, Py_ssize_t n, floating hi, floating lo,
+                     floating a, const floating *w, const floating *b) noexcept nogil:
+    """y = ((x - hi) - lo) * a, times w and plus b per column when given."""
+    cdef Py_ssize_t t
+    if w != NULL and b != NULL:
+        for t in range(n):
+            y[t] = (((x[t] - hi) - lo) * a) * w[t] + b[t]
+    elif w != NULL:
+        for t in range(n):
+            y[t] = (((x[t] - hi) - lo) * a) * w[t]
+    elif b != NULL:
+        for t in range(n):
+            y[t] = ((x[t] - hi) - lo) * a + b[t]
+    else:
+        for t in range(n):
+            y[t] = ((x[t] - hi) - lo) * a
+
+
+cdef void _row_forward(const floating *x, floating *y, Py_ssize_t L, double eps, bint rms,
+                       const floating *w, const floating *b, double *mean,
+                       double *invstd) noexcept nogil:
+    """One row: statistics, then the output while the row is in cache. RMSNorm keeps
+    mean = 0 and invstd = 1/sqrt(mean(x^2) + eps), where mean(x^2) = M2/L + mean^2 (no
+    cancellation: both terms are positive)."""
+    cdef double m, m2
+    cdef floating hi = 0.0, lo = 0.0
+    _plane_stats(x, 1, 1, L, 0, &m, &m2)
+    if rms:
+        invstd[0] = 1.0 / sqrt(m2 / <double>L + m * m + eps)
+        mean[0] = 0.0
+    else:
+        invstd[0] = 1.0 / sqrt(m2 / <double>L + eps)
+        mean[0] = m
+        _split(m, &hi, &lo)
+    _row_apply(x, y, L, hi, lo, <floating>invstd[0], w, b)
+
+
+def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floating[::1] bias,
+                double eps, bint rms, floating[:, ::1] out, double[::1] mean,
+                double[::1] invstd):
+    """LayerNorm (``rms`` False) or RMSNorm forward of each row of ``x`` (R, L).
+
+    LayerNorm: ``out = (x - mean) * invstd * weight + bias`` with the row's biased variance.
+    RMSNorm: ``out = x * invstd * weight`` with ``invstd = 1/sqrt(mean(x^2) + eps)`` and
+    ``mean`` set to 0. ``weight`` / ``bias`` (length L) may be None. Rows are independent:
+    each thread takes whole rows, statistics then output while the row is in cache.
+    """
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    cdef const floating *b = &bias[0] if bias is not None else NULL
+    if R == 0:
+        return
+    if L == 0:
+        mean[:] = NAN
+        invstd[:] = NAN
+        return
+    cdef const floating *xp = &x[0, 0]
+    cdef floating *yp = &out[0, 0]
+    with nogil:
+        for r in prange(R, schedule="static", num_threads=_threads(R * L, R)):
+            _row_forward(xp + r * L, yp + r * L, L, eps, rms, w, b, &mean[r], &invstd[r])
+
+
+cdef void _row_dot(const floating *x, const floating *dy, const floating *w, Py_ssize_t L,
+                   double shift, floating *buf, double *s1, double *s2) noexcept nogil:
+    """s1 = sum(g), s2 = sum(g * (x - shift)) over a row, g = dy * w (dy without w), in
+    plane-mode chunks added in order; buf: min(L, CHUNK) values of scratch for g."""
+    cdef Py_ssize_t k, j0, n, t
+    cdef const floating *g
+    cdef double a, c
+    s1[0] = 0.0
+    s2[0] = 0.0
+    for k in range((L + CHUNK - 1) // CHUNK):
+        j0 = k * CHUNK
+        n = min(CHUNK, L - j0)
+        g = dy + j0
+        if w != NULL:
+            for t in range(n):
+                buf[t] = dy[j0 + t] * w[j0 + t]
+            g = buf
+        _plane_sums(x + j0, g, 1, n, 0, 0, n, shift, &a, &c)
+        s1[0] += a
+        s2[0] += c
+
+
+cdef void _row_grad(const floating *x, const floating *dy, const floating *w, floating *dx,
+                    Py_ssize_t n, const floating *q, double *pw, double *pb) noexcept nogil:
+    """A row segment: dx = g*k1 + ((x - hi) - lo)*k2 + k3 with g = dy*w, q = [hi, lo, k1, k2,
+    k3, invstd]; and, when pw is given, pw += dy * x_hat, pb += dy (double, per column)."""
+    cdef Py_ssize_t t
+    cdef floating hi = q[0], lo = q[1], k1 = q[2], k2 = q[3], k3 = q[4], a = q[5]
+    if w != NULL:
+        for t in range(n):
+            dx[t] = (dy[t] * w[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3)
+    else:
+        for t in range(n):
+            dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)
+    if pw != NULL:
+        for t in range(n):
+            pw[t] += <double>(dy[t] * (((x[t] - hi) - lo) * a))
+            pb[t] += <double>dy[t]
+
+
+cdef void _row_coef(floating *q, Py_ssize_t L, bint rms, double mean, double invstd, double s1,
+                    double s2) noexcept nogil:
+    """LayerNorm: dx = invstd*g - invstd*s1/L - (x - mean)*invstd^3*s2/L; RMSNorm (mean 0,
+    invstd = 1/rms): dx = invstd*g - x*invstd^3*s2/L."""
+    _split(mean, q, q + 1)
+    q[2] = <floating>invstd
+    q[3] = <floating>(-invstd * invstd * invstd * s2 / <double>L)
+    q[4] = <floating>(0.0 if rms else -invstd * s1 / <double>L)
+    q[5] = <floating>invstd
+
+
+def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const double[::1] mean,
+                 const double[::1] invstd, const floating[::1] weight, bint rms,
+                 bint param_grads, floating[:, ::1] dx, double[::1] grad_weight,
+                 double[::1] grad_bias):
+    """Backward of :func:`row_forward`: ``dx`` and, with ``param_grads``, the per-column
+    ``grad_weight = sum(dy * x_hat)`` and ``grad_bias = sum(dy)`` over rows (float64).
+
+    Rows shorter than LONG_ROW: chunks of rows, each thread a chunk (row sums, dx while the
+    row is in cache), the column sums in one partial per chunk, added in chunk order.
+    Longer rows: the row sums first, then dx by blocks of columns over all rows in order,
+    each block owning its columns' sums. Both orders depend on the shape only.
+    """
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K
+    cdef Py_ssize_t B = max(1, ROW_CHUNK // L) if L > 0 else 1
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    grad_weight[:] = 0.0
+    grad_bias[:] = 0.0
+    if R == 0 or L == 0:
+        return
+    cdef const floating *xp = &x[0, 0]
+    cdef const floating *gp = &dy[0, 0]
+    cdef floating *dp = &dx[0, 0]
+    cdef bint short = L < LONG_ROW
+    K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t P = K if short and param_grads else (1 if param_grads else 0)
+    cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
+    cdef floating *q = <floating *>malloc(6 * R * sizeof(floating))
+    cdef double *s = part + 2 * P * L
+    cdef floating *buf
+    cdef double *pw
+    cdef int err = 0, nt = _threads(R * L, K)
+    if part == NULL or q == NULL:
+        free(part)
+        free(q)
+        raise MemoryError()
+    with nogil:
+        if short:
+            for k in prange(K, schedule="static", num_threads=nt):
+                buf = <floating *>malloc(L * sizeof(floating))
+                if buf == NULL:
+                    err |= 1
+                    continue
+                pw = part + 2 * k * L if param_grads else NULL
+                for r in range(k * B, min(R, (k + 1) * B)):
+                    _row_dot(xp + r * L, gp + r * L, w, L, mean[r], buf, &s[2 * r],
+                             &s[2 * r + 1])
+                    _row_coef(q + 6 * r, L, rms, mean[r], invstd[r], s[2 * r], s[2 * r + 1])
+                    _row_grad(xp + r * L, gp + r * L, w, dp + r * L, L, q + 6 * r, pw,
+                              pw + L if pw != NULL else NULL)
+                free(buf)
+        else:
+            for r in prange(R, schedule="static", num_threads=_threads(R * L, R)):
+                buf = <floating *>malloc(CHUNK * sizeof(floating))
+                if buf == NULL:
+                    err |= 1
+                    continue
+                _row_dot(xp + r * L, gp + r * L, w, L, mean[r], buf, &s[2 * r], &s[2 * r + 1])
+                _row_coef(q + 6 * r, L, rms, mean[r], invstd[r], s[2 * r], s[2 * r + 1])
+                free(buf)
+            for k in prange(K, schedule="static", num_threads=nt):
+                j0 = k * CHUNK
+                n = min(CHUNK, L - j0)
+                for r in range(R):
+                    _row_grad(xp + r * L + j0, gp + r * L + j0, w + j0 if w != NULL else NULL,
+                              dp + r * L + j0, n, q + 6 * r,
+                              part + j0 if param_grads else NULL,
+                              part + L + j0 if param_grads else NULL)
+        for k in range(P):
+            for j0 in range(L):
+                grad_weight[j0] += part[2 * k * L + j0]
+                grad_bias[j0] += part[2 * k * L + L + j0]
+    free(part)
+    free(q)
+    if err:
+        raise MemoryError()
+
+
+# ---------------------------------------------------------------------------------------------
+# Group norms (GroupNorm, InstanceNorm): each sample n of an (N, outer, C, inner) view is a
+# batch-norm problem over its (outer, C, inner) part, with statistics per group of C // G
+# channels (the (outer, G, C/G * inner) view) and coefficients per (sample, channel).
+# NCHW: (N, 1, C, H*W); channels-last: (N, H*W, C, 1). Samples go to threads whole (the
+# sample's steps run serially, while it is in cache) or, with fewer samples than threads,
+# one by one with the steps in parallel: the same bits either way.
+# ---------------------------------------------------------------------------------------------
+
+cdef int _group_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
+                        Py_ssize_t inner, Py_ssize_t G, double eps, const floating *w,
+                        const floating *b, double *mean, double *m2, double *invstd,
+                        floating *coef, bint serial) noexcept nogil:
+    """One sample: group statistics, then the output with per-channel coefficients."""
+    cdef Py_ssize_t Cg = C // G, c, g
+    cdef double cnt = <double>(outer * Cg * inner)
+    if _stats(x, outer, G, Cg * inner, mean, m2, serial):
+        return -1
+    for g in range(G):
+        invstd[g] = 1.0 / sqrt(m2[g] / cnt + eps)
+    for c in range(C):
+        g = c // Cg
+        _set_coef(coef, C, c, inner == 1, 4, mean[g], invstd[g] * (<double>w[c] if w else 1.0),
+                  <double>b[c] if b else 0.0, 0.0)
+    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, 0, C,
+           1 if serial else _threads(outer * C * inner, outer if inner == 1 else outer * C))
+    return 0
+
+
+def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] weight,
+                  const floating[::1] bias, double eps, floating[:, :, :, ::1] out,
+                  double[:, ::1] mean, double[:, ::1] m2, double[:, ::1] invstd):
+    """GroupNorm forward on an (N, outer, C, inner) view: per (sample, group) ``mean``, ``m2``
+    and ``invstd`` (N, G), and ``out = (x - mean) * invstd * weight + bias`` per channel.
+    InstanceNorm is G = C. ``weight`` / ``bias`` may be None."""
+    cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
+    cdef Py_ssize_t S = outer * C * inner, n
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    cdef const floating *b = &bias[0] if bias is not None else NULL
+    if N == 0:
+        return
+    if S == 0:
+        mean[:, :] = NAN
+        m2[:, :] = NAN
+        invstd[:, :] = NAN
+        return
+    cdef int nt = _threads(N * S, N), err = 0
+    cdef floating *coef = <floating *>malloc(4 * N * C * sizeof(floating))
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *yp = &out[0, 0, 0, 0]
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt > 1:
+            for n in prange(N, schedule="static", num_threads=nt):
+                err |= _group_forward(xp + n * S, yp + n * S, outer, C, inner, G, eps, w, b,
+                                      &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C,
+                                      True)
+        else:
+            for n in range(N):
+                err |= _group_forward(xp + n * S, yp + n * S, outer, C, inner, G, eps, w, b,
+                                      &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C,
+                                      False)
+    free(coef)
+    if err:
+        raise MemoryError()
+
+
+cdef int _group_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,
+                         Py_ssize_t C, Py_ssize_t inner, Py_ssize_t G, const double *mean,
+                         const double *invstd, const floating *w, double *s1, double *s2,
+                         double *mc, floating *coef, bint serial) noexcept nogil:
+    """One sample: per-channel sum(dy), sum(dy * (x - mean)), combined per group with the
+    weights; then dx = dy*k1 + (x - mean)*k2 + k3 per channel."""
+    cdef Py_ssize_t Cg = C // G, c, g
+    cdef double M = <double>(outer * Cg * inner), A, Bw, inv, wc
+    for c in range(C):
+        mc[c] = mean[c // Cg]
+    if _sums(x, dy, outer, C, inner, mc, s1, s2, serial):
+        return -1
+    for g in range(G):
+        A = 0.0
+        Bw = 0.0
+        for c in range(g * Cg, (g + 1) * Cg):
+            wc = <double>w[c] if w else 1.0
+            A = A + wc * s1[c]
+            Bw = Bw + wc * s2[c]
+        inv = invstd[g]
+        for c in range(g * Cg, (g + 1) * Cg):
+            _set_coef(coef, C, c, inner == 1, 5, mean[g], (<double>w[c] if w else 1.0) * inv,
+                      -inv * inv * inv * Bw / M, -inv * A / M)
+    _apply(x, dy, dx, outer, C, inner, coef, 0, C,
+           1 if serial else _threads(outer * C * inner, outer if inner == 1 else outer * C))
+    return 0
+
+
+def group_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                   Py_ssize_t G, const double[:, ::1] mean, const double[:, ::1] invstd,
+                   const floating[::1] weight, floating[:, :, :, ::1] dx, double[:, ::1] sum_dy,
+                   double[:, ::1] sum_dy_xmu):
+    """Backward of :func:`group_forward` (batch statistics): ``dx`` and the per (sample,
+    channel) ``sum_dy`` and ``sum_dy_xmu = sum(dy * (x - mean))`` (N, C) for the parameter
+    gradients: grad_bias = sum over n of sum_dy, grad_weight = sum over n of
+    invstd * sum_dy_xmu."""
+    cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
+    cdef Py_ssize_t S = outer * C * inner, n
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    sum_dy[:, :] = 0.0
+    sum_dy_xmu[:, :] = 0.0
+    if N == 0 or S == 0:
+        return
+    cdef int nt = _threads(N * S, N), err = 0
+    cdef floating *coef = <floating *>malloc(5 * N * C * sizeof(floating))
+    cdef double *mc = <double *>malloc(N * C * sizeof(double))
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *gp = &dy[0, 0, 0, 0]
+    cdef floating *dp = &dx[0, 0, 0, 0]
+    if coef == NULL or mc == NULL:
+        free(coef)
+        free(mc)
+        raise MemoryError()
+    with nogil:
+        if nt > 1:
+            for n in prange(N, schedule="static", num_threads=nt):
+                err |= _group_backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, G,
+                                       &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
+                                       &sum_dy_xmu[n, 0], mc + n * C, coef + 5 * n * C, True)
+        else:
+            for n in range(N):
+                err |= _group_backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, G,
+                                       &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
+                                       &sum_dy_xmu[n, 0], mc + n * C, coef + 5 * n * C, False)
+    free(coef)
+    free(mc)
+    if err:
+        raise MemoryError()
