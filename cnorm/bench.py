@@ -1,7 +1,8 @@
 """Benchmark report: ``python -m cnorm.bench``.
 
 Times cnorm, a plain NumPy implementation and torch (when installed) side by side in one run,
-over a default grid of batch-norm cases, at 1 and 2 threads. Prints a table of medians,
+over a default grid of batch-, layer-, group-, instance- and RMS-norm cases, at 1 and 2
+threads. Prints a table of medians,
 speedups and the bandwidth achieved as a fraction of a stream copy measured in the same run,
 and writes the results as JSON and, when matplotlib is installed, a PNG chart.
 
@@ -28,18 +29,42 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 EPS = 1e-5
 
-# (name, layer dimensionality, shape, memory layout); float32 throughout
+# (name, layer kind, shape, memory layout); float32 throughout. Kinds: see LAYERS.
 SHAPES = [
-    ("bn2d", 2, (32, 64, 56, 56), "nchw"),
-    ("bn2d", 2, (32, 256, 14, 14), "nchw"),
-    ("bn2d", 2, (8, 32, 128, 128), "nchw"),
-    ("bn2d", 2, (2, 64, 224, 224), "nchw"),
-    ("bn2d", 2, (64, 512, 7, 7), "nchw"),
-    ("bn1d", 1, (256, 1024), "nc"),
-    ("bn2d-cl", 2, (16, 128, 28, 28), "nhwc"),
-    ("bn1d", 1, (8, 16), "nc"),
+    ("bn2d", "bn2d", (32, 64, 56, 56), "nchw"),
+    ("bn2d", "bn2d", (32, 256, 14, 14), "nchw"),
+    ("bn2d", "bn2d", (8, 32, 128, 128), "nchw"),
+    ("bn2d", "bn2d", (2, 64, 224, 224), "nchw"),
+    ("bn2d", "bn2d", (64, 512, 7, 7), "nchw"),
+    ("bn1d", "bn1d", (256, 1024), "nc"),
+    ("bn2d-cl", "bn2d", (16, 128, 28, 28), "nhwc"),
+    ("bn1d", "bn1d", (8, 16), "nc"),
+    ("ln", "ln", (64, 196, 768), "nc"),
+    ("ln", "ln", (4096, 64), "nc"),
+    ("ln-chw", "ln-chw", (32, 64, 56, 56), "nchw"),
+    ("gn32", "gn32", (32, 64, 56, 56), "nchw"),
+    ("gn32", "gn32", (16, 128, 28, 28), "nchw"),
+    ("gn32-cl", "gn32", (32, 64, 56, 56), "nhwc"),
+    ("gn32-cl", "gn32", (16, 128, 28, 28), "nhwc"),
+    ("in2d", "in2d", (16, 64, 56, 56), "nchw"),
+    ("rms", "rms", (64, 196, 768), "nc"),
 ]
 OPS = ("train_fwd", "train_fwd_bwd", "eval_fwd")
+
+
+def ops_for(kind):
+    """Batch norm has an eval path of its own; the other layers compute the same either way."""
+    return OPS if kind.startswith("bn") else OPS[:2]
+
+
+def make_layer(lib, kind, shape):
+    """The layer of ``kind`` for ``shape`` from ``lib``: cnorm or torch.nn (same names and
+    constructor arguments)."""
+    C = shape[1]
+    return {"bn1d": lambda: lib.BatchNorm1d(C), "bn2d": lambda: lib.BatchNorm2d(C),
+            "ln": lambda: lib.LayerNorm(shape[-1]), "ln-chw": lambda: lib.LayerNorm(shape[1:]),
+            "gn32": lambda: lib.GroupNorm(32, C), "in2d": lambda: lib.InstanceNorm2d(C),
+            "rms": lambda: lib.RMSNorm(shape[-1])}[kind]()
 IMPLS = ("cnorm", "numpy", "torch")
 # bytes that must cross memory, in units of the input's size: read x + write y forward,
 # read x and dy + write dx backward
@@ -87,14 +112,55 @@ def numpy_eval_forward(x, mean, var, weight, bias, eps=EPS):
     return (x - mean.reshape(shp)) * scale + bias.reshape(shp)
 
 
+def numpy_rows(kind, x):
+    """The (rows, L) view whose rows a per-row norm normalizes, and the shape its (per-channel
+    or per-column) parameters broadcast to over x."""
+    N, C = x.shape[:2]
+    rows = {"ln": (-1, x.shape[-1]), "rms": (-1, x.shape[-1]), "ln-chw": (N, -1),
+            "gn32": (N * 32, -1), "in2d": (N * C, -1)}[kind]
+    pshape = x.shape[1:] if kind == "ln-chw" else (
+        (x.shape[-1],) if kind in ("ln", "rms") else (C,) + (1,) * (x.ndim - 2))
+    return x.reshape(rows), pshape
+
+
+def numpy_rows_train(kind, x, dy=None, eps=EPS):
+    """Forward (and, given dy, backward with parameter gradients) of a per-row norm."""
+    rms = kind == "rms"
+    X, pshape = numpy_rows(kind, x)
+    if rms:
+        inv = 1.0 / np.sqrt((X * X).mean(axis=1, keepdims=True) + eps)
+        xhat = X * inv
+    else:
+        inv = 1.0 / np.sqrt(X.var(axis=1, keepdims=True) + eps)
+        xhat = (X - X.mean(axis=1, keepdims=True)) * inv
+    affine = kind != "in2d"  # torch's defaults: InstanceNorm2d has no parameters
+    w, b = np.ones(pshape, x.dtype), np.zeros(pshape, x.dtype)
+    y = xhat.reshape(x.shape) * w + b if affine else xhat.reshape(x.shape)
+    if dy is None:
+        return y
+    G = (dy * w if affine else dy).reshape(X.shape)
+    gx = G * xhat
+    corr = xhat * gx.mean(axis=1, keepdims=True)
+    dx = inv * (G - corr if rms else G - G.mean(axis=1, keepdims=True) - corr)
+    if not affine:
+        return dx
+    lead = x.ndim - len(pshape)  # parameter gradients: sums over the broadcast axes
+    ax = tuple(i for i in range(x.ndim) if i < lead or pshape[i - lead] == 1)
+    return dx, (dy * xhat.reshape(x.shape)).sum(axis=ax), dy.sum(axis=ax)
+
+
 # --- runners: a zero-argument callable per (impl, op, case) ----------------------------------
 
-def make_runner(impl, op, dim, x):
+def make_runner(impl, op, kind, x):
     """A callable running ``op`` once with ``impl`` on ``x``, or None if impl is unavailable."""
     C = x.shape[1]
     dy = np.ones_like(x)
+    if impl == "numpy" and not kind.startswith("bn"):
+        if op == "train_fwd":
+            return lambda: numpy_rows_train(kind, x)
+        return lambda: numpy_rows_train(kind, x, dy)
     if impl == "cnorm":
-        layer = (cnorm.BatchNorm1d if dim == 1 else cnorm.BatchNorm2d)(C)
+        layer = make_layer(cnorm, kind, x.shape)
         if op == "train_fwd":
             return lambda: layer(x)
         if op == "train_fwd_bwd":
@@ -112,7 +178,7 @@ def make_runner(impl, op, dim, x):
     if impl == "torch":
         if torch is None:
             return None
-        layer = (torch.nn.BatchNorm1d if dim == 1 else torch.nn.BatchNorm2d)(C)
+        layer = make_layer(torch.nn, kind, x.shape)
         xt = torch.from_numpy(x)
         if op == "train_fwd_bwd":
             xg = xt.detach().clone().requires_grad_()
@@ -193,25 +259,29 @@ class Progress:
             self.stream.write("\n")
 
 
+def _ops(kind, ops):
+    return [op for op in ops if op in ops_for(kind)]
+
+
 def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0):
     """Run the grid; returns a dict with the machine, copy bandwidths and one row per case."""
     impls = [i for i in impls if i != "torch" or torch is not None]
     warm_malloc()
     rows, copy_bw = [], {}
-    progress = Progress(len(threads) * (1 + len(shapes) * len(ops)))
+    progress = Progress(len(threads) * (1 + sum(len(_ops(c[1], ops)) for c in shapes)))
     previous = cnorm.get_num_threads()
     try:
         for nt in threads:
             set_threads(nt)
             progress.step(f"stream copy, {nt} thread(s)")
             copy_bw[nt] = stream_copy_bandwidth()
-            for name, dim, shape, layout in shapes:
+            for name, kind, shape, layout in shapes:
                 x = make_input(shape, layout)
-                for op in ops:
+                for op in _ops(kind, ops):
                     progress.step(f"{op} {shape} {nt}t")
                     row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
                            "threads": nt, "bytes": x.nbytes}
-                    row.update(median_times({i: make_runner(i, op, dim, x) for i in impls},
+                    row.update(median_times({i: make_runner(i, op, kind, x) for i in impls},
                                             budget=budget))
                     row["gbps"] = TRAFFIC[op] * x.nbytes / row["cnorm"] / 1e9
                     row["copy_fraction"] = TRAFFIC[op] * x.nbytes / row["cnorm"] / copy_bw[nt]
@@ -307,8 +377,11 @@ def main(argv=None):
     threads = tuple(int(t) for t in args.threads.split(","))
     shapes = SHAPES
     if args.quick:
-        shapes = [("bn2d", 2, (4, 8, 16, 16), "nchw"), ("bn1d", 1, (8, 16), "nc"),
-                  ("bn2d-cl", 2, (2, 8, 8, 8), "nhwc")]
+        shapes = [("bn2d", "bn2d", (4, 8, 16, 16), "nchw"), ("bn1d", "bn1d", (8, 16), "nc"),
+                  ("bn2d-cl", "bn2d", (2, 8, 8, 8), "nhwc"), ("ln", "ln", (16, 64), "nc"),
+                  ("gn32-cl", "gn32", (2, 64, 4, 4), "nhwc"), ("in2d", "in2d", (2, 4, 8, 8),
+                                                                "nchw"),
+                  ("rms", "rms", (16, 64), "nc")]
         threads, args.budget = threads[:1], 0.05
     result = run(threads=threads, shapes=shapes, budget=args.budget)
     print(format_table(result))

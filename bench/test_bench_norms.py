@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: cnorm vs NumPy vs torch on the report's grid.
+"""pytest-benchmark suite: cnorm vs NumPy vs torch on the report's grid (every layer kind).
 
     pytest bench/ --benchmark-only          # measure (groups: op and shape)
     pytest bench/ --benchmark-disable       # smoke: run each case once
@@ -9,15 +9,15 @@ import pytest
 
 from cnorm import bench
 
-CASES = [pytest.param(c, id=f"{c[0]}-{'x'.join(map(str, c[2]))}") for c in bench.SHAPES]
+CASES = [pytest.param(c, op, id=f"{c[0]}-{'x'.join(map(str, c[2]))}-{op}")
+         for c in bench.SHAPES for op in bench.ops_for(c[1])]
 
 
 @pytest.mark.parametrize("impl", bench.IMPLS)
-@pytest.mark.parametrize("op", bench.OPS)
-@pytest.mark.parametrize("case", CASES)
-def test_batchnorm(benchmark, case, op, impl):
-    name, dim, shape, layout = case
-    fn = bench.make_runner(impl, op, dim, bench.make_input(shape, layout))
+@pytest.mark.parametrize("case,op", CASES)
+def test_norm(benchmark, case, op, impl):
+    name, kind, shape, layout = case
+    fn = bench.make_runner(impl, op, kind, bench.make_input(shape, layout))
     if fn is None:
         pytest.skip(f"{impl} is not installed")
     benchmark.group = f"{op} {name} {'x'.join(map(str, shape))}"
