@@ -1196,10 +1196,25 @@ cdef int _group_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssi
                         Py_ssize_t inner, Py_ssize_t G, double eps, const floating *w,
                         const floating *b, double *mean, double *m2, double *invstd,
                         floating *coef, bint serial) noexcept nogil:
-    """One sample: group statistics, then the output with per-channel coefficients."""
+    """One sample: group statistics, then the output with per-channel coefficients.
+    Channels-last (inner == 1): the statistics of each channel (rows mode, vectorized across
+    channels), merged over the group's channels in order; planar: of each group's slab."""
     cdef Py_ssize_t Cg = C // G, c, g
-    cdef double cnt = <double>(outer * Cg * inner)
-    if _stats(x, outer, G, Cg * inner, mean, m2, serial):
+    cdef double cnt = <double>(outer * Cg * inner), n
+    cdef double *cs
+    if inner == 1 and Cg > 1:
+        cs = <double *>malloc(2 * C * sizeof(double))
+        if cs == NULL or _stats(x, outer, C, 1, cs, cs + C, serial):
+            free(cs)
+            return -1
+        for g in range(G):
+            n = 0.0
+            mean[g] = 0.0
+            m2[g] = 0.0
+            for c in range(g * Cg, (g + 1) * Cg):
+                _merge_into(&n, &mean[g], &m2[g], <double>outer, cs[c], cs[C + c])
+        free(cs)
+    elif _stats(x, outer, G, Cg * inner, mean, m2, serial):
         return -1
     for g in range(G):
         invstd[g] = 1.0 / sqrt(m2[g] / cnt + eps)
