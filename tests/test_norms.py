@@ -3,8 +3,13 @@ against torch when it is installed: several steps, affine variants, layouts, dty
 import numpy as np
 import pytest
 from conftest import TOL, make_input
-from reference import (RefInstanceNorm, channels_last, group_norm_ref, layer_norm_ref,
-                       rel_err)
+from reference import (
+    RefInstanceNorm,
+    channels_last,
+    group_norm_ref,
+    layer_norm_ref,
+    rel_err,
+)
 
 import cnorm
 

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 from conftest import make_input
 from reference import channels_last, rel_err
-from test_norms import AFFINE, GROUP_CASES, INSTANCE_CASES, REPRS, ROW_CASES, cid, randomize
+from test_norms import (
+    AFFINE,
+    GROUP_CASES,
+    INSTANCE_CASES,
+    REPRS,
+    ROW_CASES,
+    cid,
+    randomize,
+)
 
 import cnorm
 
