@@ -105,16 +105,22 @@ def _check_bn_args(x, running_mean, running_var, weight, bias, training, update)
     x = as_float_array(x)
     if x.ndim < 2:
         raise ValueError(f"expected 2D or higher input (N, C, ...) (got {x.ndim}D input)")
-    C, dt = x.shape[1], x.dtype
-    running_mean = check_channel_vector(running_mean, C, dt, "running_mean", writeable=update)
-    running_var = check_channel_vector(running_var, C, dt, "running_var", writeable=update)
-    weight = check_channel_vector(weight, C, dt, "weight")
-    bias = check_channel_vector(bias, C, dt, "bias")
+    running_mean, running_var, weight, bias = _check_channel_arrays(
+        x, running_mean, running_var, weight, bias, update)
     if training:
         _check_batch_size(x)
     elif running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
     return x, running_mean, running_var, weight, bias
+
+
+def _check_channel_arrays(x, running_mean, running_var, weight, bias, update):
+    """Per-channel statistics and parameters: (C,) arrays of x's dtype, or None; the running
+    ones writeable when ``update``."""
+    C, dt = x.shape[1], x.dtype
+    return (check_channel_vector(running_mean, C, dt, "running_mean", writeable=update),
+            check_channel_vector(running_var, C, dt, "running_var", writeable=update),
+            check_channel_vector(weight, C, dt, "weight"), check_channel_vector(bias, C, dt, "bias"))
 
 
 def _check_batch_size(x):
@@ -380,11 +386,8 @@ def _check_instance_args(x, running_mean, running_var, weight, bias, use_input_s
     x = as_float_array(x)
     if x.ndim < 3:
         raise ValueError(f"expected 3D or higher input (N, C, *spatial) (got {x.ndim}D input)")
-    C, dt = x.shape[1], x.dtype
-    running_mean = check_channel_vector(running_mean, C, dt, "running_mean", writeable=update)
-    running_var = check_channel_vector(running_var, C, dt, "running_var", writeable=update)
-    weight = check_channel_vector(weight, C, dt, "weight")
-    bias = check_channel_vector(bias, C, dt, "bias")
+    running_mean, running_var, weight, bias = _check_channel_arrays(
+        x, running_mean, running_var, weight, bias, update)
     if use_input_stats:
         if prod(x.shape[2:]) == 1:
             raise ValueError("Expected more than 1 spatial element when training, "
