@@ -272,7 +272,29 @@ class InstanceNorm3d(_InstanceNorm):
     _ndims = (4, 5)
 
 
-class LayerNorm(_Layer):
+class _RowNorm(_Layer):
+    """Layer and RMS norm: statistics per row over the last ``len(normalized_shape)`` axes,
+    parameters shaped ``normalized_shape``."""
+
+    _rms = False
+
+    def __init__(self, normalized_shape, eps, elementwise_affine, bias, dtype):
+        super().__init__(dtype)
+        self.normalized_shape = ns = _normalized_shape(normalized_shape)
+        self.eps = None if eps is None else float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = np.ones(ns, self.dtype) if self.elementwise_affine else None
+        self.bias = np.zeros(ns, self.dtype) if self.elementwise_affine and bias else None
+
+    def forward(self, x):
+        """Normalize each row over the normalized axes; returns a new array shaped like x."""
+        x, ns, weight, bias = _check_row_args(x, self.normalized_shape, self.weight, self.bias,
+                                              self.dtype)
+        eps = _rms_eps(self.eps, x.dtype) if self._rms else self.eps
+        return self._ran(_RowSaved(x, ns, weight, bias, eps, rms=self._rms))
+
+
+class LayerNorm(_RowNorm):
     """Layer normalization over the last ``len(normalized_shape)`` axes (torch.nn.LayerNorm).
 
     ``weight`` and ``bias`` have shape ``normalized_shape`` (``bias`` None with
@@ -281,46 +303,26 @@ class LayerNorm(_Layer):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  dtype=np.float32):
-        super().__init__(dtype)
-        self.normalized_shape = ns = _normalized_shape(normalized_shape)
-        self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        self.weight = np.ones(ns, self.dtype) if self.elementwise_affine else None
-        self.bias = np.zeros(ns, self.dtype) if self.elementwise_affine and bias else None
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, dtype)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
-    def forward(self, x):
-        """Normalize each row over the normalized axes; returns a new array shaped like x."""
-        x, ns, weight, bias = _check_row_args(x, self.normalized_shape, self.weight, self.bias,
-                                              self.dtype)
-        return self._ran(_RowSaved(x, ns, weight, bias, self.eps, rms=False))
 
-
-class RMSNorm(_Layer):
+class RMSNorm(_RowNorm):
     """Root-mean-square normalization (torch.nn.RMSNorm): ``x / sqrt(mean(x**2) + eps) *
     weight`` over the last ``len(normalized_shape)`` axes. ``eps=None`` is the machine epsilon
     of the layer's dtype. ``bias`` is always None."""
 
+    _rms = True
+
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
-        super().__init__(dtype)
-        self.normalized_shape = ns = _normalized_shape(normalized_shape)
-        self.eps = None if eps is None else float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        self.weight = np.ones(ns, self.dtype) if self.elementwise_affine else None
-        self.bias = None
+        super().__init__(normalized_shape, eps, elementwise_affine, False, dtype)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
-
-    def forward(self, x):
-        """Normalize each row by its root mean square; returns a new array shaped like x."""
-        x, ns, weight, _ = _check_row_args(x, self.normalized_shape, self.weight, None,
-                                           self.dtype)
-        return self._ran(_RowSaved(x, ns, weight, None, _rms_eps(self.eps, x.dtype), rms=True))
 
 
 class GroupNorm(_Layer):

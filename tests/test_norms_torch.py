@@ -28,6 +28,15 @@ def twin(ours, theirs):
     return theirs
 
 
+def compare_pair(rng, ours, theirs_cls, shape, dtype, steps=3, eval_from=2, **kw):
+    """ours (randomized) and torch's layer of the same arguments: repr, then the steps."""
+    randomize(ours, rng)
+    theirs = twin(ours, theirs_cls(dtype=TORCH_DTYPE[dtype], **kw))
+    assert repr(ours) == repr(theirs)
+    compare_steps(rng, ours, theirs, shape, dtype, steps, eval_from)
+    return theirs
+
+
 def compare_steps(rng, ours, theirs, shape, dtype, steps=3, eval_from=2):
     tol = TORCH_TOL[dtype]
     for step in range(steps):
@@ -64,12 +73,9 @@ def compare_steps(rng, ours, theirs, shape, dtype, steps=3, eval_from=2):
 @pytest.mark.parametrize("affine,bias", AFFINE)
 def test_layer_norm_vs_torch(rng, case, dtype, affine, bias):
     shape, ns = case
-    ours = cnorm.LayerNorm(ns, elementwise_affine=affine, bias=bias, dtype=dtype)
-    randomize(ours, rng)
-    theirs = twin(ours, torch.nn.LayerNorm(ns, elementwise_affine=affine, bias=bias,
-                                           dtype=TORCH_DTYPE[dtype]))
-    assert repr(ours) == repr(theirs)
-    compare_steps(rng, ours, theirs, shape, dtype)
+    kw = dict(elementwise_affine=affine, bias=bias)
+    compare_pair(rng, cnorm.LayerNorm(ns, dtype=dtype, **kw),
+                 lambda **k: torch.nn.LayerNorm(ns, **k), shape, dtype, **kw)
 
 
 @pytest.mark.parametrize("case", ROW_CASES, ids=cid)
@@ -78,12 +84,9 @@ def test_layer_norm_vs_torch(rng, case, dtype, affine, bias):
 @pytest.mark.parametrize("eps", [None, 1e-6])
 def test_rms_norm_vs_torch(rng, case, dtype, affine, eps):
     shape, ns = case
-    ours = cnorm.RMSNorm(ns, eps=eps, elementwise_affine=affine, dtype=dtype)
-    randomize(ours, rng)
-    theirs = twin(ours, torch.nn.RMSNorm(ns, eps=eps, elementwise_affine=affine,
-                                         dtype=TORCH_DTYPE[dtype]))
-    assert repr(ours) == repr(theirs)
-    compare_steps(rng, ours, theirs, shape, dtype)
+    kw = dict(eps=eps, elementwise_affine=affine)
+    compare_pair(rng, cnorm.RMSNorm(ns, dtype=dtype, **kw),
+                 lambda **k: torch.nn.RMSNorm(ns, **k), shape, dtype, **kw)
 
 
 @pytest.mark.parametrize("case", GROUP_CASES, ids=cid)
@@ -93,12 +96,9 @@ def test_group_norm_vs_torch(rng, case, dtype, affine, bias):
     shape, G = case
     if shape[2:] == (1, 1):
         pytest.skip("groups of one value: dx is rounding noise in both")
-    ours = cnorm.GroupNorm(G, shape[1], affine=affine, bias=bias, dtype=dtype)
-    randomize(ours, rng)
-    theirs = twin(ours, torch.nn.GroupNorm(G, shape[1], affine=affine, bias=bias,
-                                           dtype=TORCH_DTYPE[dtype]))
-    assert repr(ours) == repr(theirs)
-    compare_steps(rng, ours, theirs, shape, dtype)
+    kw = dict(affine=affine, bias=bias)
+    compare_pair(rng, cnorm.GroupNorm(G, shape[1], dtype=dtype, **kw),
+                 lambda **k: torch.nn.GroupNorm(G, shape[1], **k), shape, dtype, **kw)
 
 
 @pytest.mark.parametrize("case", INSTANCE_CASES, ids=cid)
@@ -111,11 +111,9 @@ def test_instance_norm_vs_torch(rng, case, dtype, affine, bias, momentum, track)
     C = shape[1] if len(shape) == dim + 2 else shape[0]
     kw = dict(momentum=momentum, affine=affine, bias=bias, track_running_stats=track)
     ours = getattr(cnorm, f"InstanceNorm{dim}d")(C, dtype=dtype, **kw)
-    randomize(ours, rng)
-    theirs = twin(ours, getattr(torch.nn, f"InstanceNorm{dim}d")(C, dtype=TORCH_DTYPE[dtype],
-                                                                   **kw))
-    assert repr(ours) == repr(theirs)
-    compare_steps(rng, ours, theirs, shape, dtype, steps=4, eval_from=3)
+    theirs = compare_pair(rng, ours,
+                          lambda **k: getattr(torch.nn, f"InstanceNorm{dim}d")(C, **k),
+                          shape, dtype, steps=4, eval_from=3, **kw)
     if track:
         assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked)
 
