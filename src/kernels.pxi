@@ -985,11 +985,104 @@ def update_running(floating[:] running_mean, floating[:] running_var, const doub
 
 # ---------------------------------------------------------------------------------------------
 # Row norms (LayerNorm, RMSNorm): statistics per row of an (R, L) matrix, affine per column.
-# A row's statistics are plane-mode chunks of its L values (_plane_stats with outer = 1).
+# A row's sums run over chunks of CHUNK values in RLANES lanes, reduced by a fixed pairwise tree:
+# rows are often short (64 values), where the batch-norm planes' 32 lanes and serial lane sum
+# cost more than the data.
 # ---------------------------------------------------------------------------------------------
 
 cdef enum:
     LONG_ROW = 4096       # rows at least this long: backward by column blocks (see row_backward)
+    RLANES = 16           # lanes of a row sum (the tree in _row_sums assumes 16)
+    ROW_BLOCK = 8         # rows per forward step (their scalar steps overlap)
+
+
+cdef void _row_sums(const floating *x, const floating *dy, const floating *w, Py_ssize_t n,
+                    double shift, double *s1, double *s2) noexcept nogil:
+    """As _plane_sums for n contiguous values, with g = dy * w (dy without w): without dy
+    s1 = sum(x - shift), s2 = sum((x - shift)^2) (shift of the data type); with dy
+    s1 = sum(g), s2 = sum(g * (x - shift)). float32 lanes are flushed into double every FLUSH
+    blocks; the tail is added in double after the lanes' tree."""
+    cdef double a1[RLANES]
+    cdef double a2[RLANES]
+    cdef double c1, c2
+    cdef floating f1[RLANES]
+    cdef floating f2[RLANES]
+    cdef floating fs = <floating>shift, d, e
+    cdef Py_ssize_t b, t, nb = n // RLANES
+    cdef const floating *p
+    cdef int l, blocks = 0
+    for l in range(RLANES):
+        a1[l] = 0.0
+        a2[l] = 0.0
+        f1[l] = 0.0
+        f2[l] = 0.0
+    for b in range(nb):
+        p = x + b * RLANES
+        if dy == NULL:
+            for l in range(RLANES):
+                d = p[l] - fs
+                f1[l] += d
+                f2[l] += d * d
+        elif w == NULL:
+            for l in range(RLANES):
+                e = dy[b * RLANES + l]
+                f1[l] += e
+                f2[l] += e * (p[l] - fs)
+        else:
+            for l in range(RLANES):
+                e = dy[b * RLANES + l] * w[b * RLANES + l]
+                f1[l] += e
+                f2[l] += e * (p[l] - fs)
+        blocks += 1
+        if floating is double or blocks == FLUSH:
+            for l in range(RLANES):
+                a1[l] += <double>f1[l]
+                a2[l] += <double>f2[l]
+                f1[l] = 0.0
+                f2[l] = 0.0
+            blocks = 0
+    for l in range(RLANES):
+        a1[l] += <double>f1[l]
+        a2[l] += <double>f2[l]
+    for l in range(8):
+        a1[l] += a1[l + 8]
+        a2[l] += a2[l + 8]
+    for l in range(4):
+        a1[l] += a1[l + 4]
+        a2[l] += a2[l + 4]
+    c1 = (a1[0] + a1[2]) + (a1[1] + a1[3])
+    c2 = (a2[0] + a2[2]) + (a2[1] + a2[3])
+    for t in range(nb * RLANES, n):  # the tail, in double
+        if dy == NULL:
+            c1 += <double>x[t] - <double>fs
+            c2 += (<double>x[t] - <double>fs) * (<double>x[t] - <double>fs)
+        else:
+            e = dy[t] * w[t] if w != NULL else dy[t]
+            c1 += <double>e
+            c2 += <double>e * (<double>x[t] - <double>fs)
+    if dy != NULL:  # sums were around fs; move them to the exact shift
+        c2 += (<double>fs - shift) * c1
+    s1[0] = c1
+    s2[0] = c2
+
+
+cdef void _row_moments(const floating *x, Py_ssize_t L, double *mean, double *m2) noexcept nogil:
+    """Mean and M2 of a row: chunks of CHUNK values around their first value (again around
+    the chunk's mean when that lost digits), merged in order."""
+    cdef Py_ssize_t k, j0, n
+    cdef double cnt = 0.0, shift, s1, s2, mb, Mb
+    mean[0] = 0.0
+    m2[0] = 0.0
+    for k in range((L + CHUNK - 1) // CHUNK):
+        j0 = k * CHUNK
+        n = min(CHUNK, L - j0)
+        shift = x[j0]
+        _row_sums(x + j0, <const floating *>NULL, NULL, n, shift, &s1, &s2)
+        if _finish_chunk(<double>n, shift, s1, s2, &mb, &Mb):
+            shift = <double><floating>mb
+            _row_sums(x + j0, <const floating *>NULL, NULL, n, shift, &s1, &s2)
+            _finish_chunk(<double>n, shift, s1, s2, &mb, &Mb)
+        _merge_into(&cnt, mean, m2, <double>n, mb, Mb)
 
 
 cdef void _row_apply(const floating *x, floating *y, Py_ssize_t n, floating hi, floating lo,
@@ -1010,23 +1103,26 @@ cdef void _row_apply(const floating *x, floating *y, Py_ssize_t n, floating hi, 
             y[t] = ((x[t] - hi) - lo) * a
 
 
-cdef void _row_forward(const floating *x, floating *y, Py_ssize_t L, double eps, bint rms,
-                       const floating *w, const floating *b, double *mean,
+cdef void _row_forward(const floating *x, floating *y, Py_ssize_t n, Py_ssize_t L, double eps,
+                       bint rms, const floating *w, const floating *b, double *mean,
                        double *invstd) noexcept nogil:
-    """One row: statistics, then the output while the row is in cache. RMSNorm keeps
-    mean = 0 and invstd = 1/sqrt(mean(x^2) + eps), where mean(x^2) = M2/L + mean^2 (no
-    cancellation: both terms are positive)."""
-    cdef double m, m2
+    """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache. The rows'
+    scalar steps (division, square root) run side by side, not as one chain per row.
+    RMSNorm keeps mean = 0 and invstd = 1/sqrt(mean(x^2) + eps), where mean(x^2) =
+    M2/L + mean^2 (no cancellation: both terms are positive)."""
+    cdef double m2[ROW_BLOCK]
     cdef floating hi = 0.0, lo = 0.0
-    _plane_stats(x, 1, 1, L, 0, &m, &m2)
-    if rms:
-        invstd[0] = 1.0 / sqrt(m2 / <double>L + m * m + eps)
-        mean[0] = 0.0
-    else:
-        invstd[0] = 1.0 / sqrt(m2 / <double>L + eps)
-        mean[0] = m
-        _split(m, &hi, &lo)
-    _row_apply(x, y, L, hi, lo, <floating>invstd[0], w, b)
+    cdef Py_ssize_t i
+    for i in range(n):
+        _row_moments(x + i * L, L, &mean[i], &m2[i])
+    for i in range(n):
+        invstd[i] = 1.0 / sqrt(m2[i] / <double>L + (mean[i] * mean[i] if rms else 0.0) + eps)
+    for i in range(n):
+        if rms:
+            mean[i] = 0.0
+        else:
+            _split(mean[i], &hi, &lo)
+        _row_apply(x + i * L, y + i * L, L, hi, lo, <floating>invstd[i], w, b)
 
 
 def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floating[::1] bias,
@@ -1039,7 +1135,7 @@ def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floa
     ``mean`` set to 0. ``weight`` / ``bias`` (length L) may be None. Rows are independent:
     each thread takes whole rows, statistics then output while the row is in cache.
     """
-    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
     if R == 0:
@@ -1050,29 +1146,26 @@ def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floa
         return
     cdef const floating *xp = &x[0, 0]
     cdef floating *yp = &out[0, 0]
+    cdef Py_ssize_t K = (R + ROW_BLOCK - 1) // ROW_BLOCK
     with nogil:
-        for r in prange(R, schedule="static", num_threads=_threads(R * L, R)):
-            _row_forward(xp + r * L, yp + r * L, L, eps, rms, w, b, &mean[r], &invstd[r])
+        for k in prange(K, schedule="static", num_threads=_threads(R * L, K)):
+            r = k * ROW_BLOCK
+            _row_forward(xp + r * L, yp + r * L, min(ROW_BLOCK, R - r), L, eps, rms, w, b,
+                         &mean[r], &invstd[r])
 
 
 cdef void _row_dot(const floating *x, const floating *dy, const floating *w, Py_ssize_t L,
-                   double shift, floating *buf, double *s1, double *s2) noexcept nogil:
-    """s1 = sum(g), s2 = sum(g * (x - shift)) over a row, g = dy * w (dy without w), in
-    plane-mode chunks added in order; buf: min(L, CHUNK) values of scratch for g."""
-    cdef Py_ssize_t k, j0, n, t
-    cdef const floating *g
+                   double shift, double *s1, double *s2) noexcept nogil:
+    """s1 = sum(g), s2 = sum(g * (x - shift)) over a row, g = dy * w (dy without w): chunk
+    sums added in order."""
+    cdef Py_ssize_t k, j0
     cdef double a, c
     s1[0] = 0.0
     s2[0] = 0.0
     for k in range((L + CHUNK - 1) // CHUNK):
         j0 = k * CHUNK
-        n = min(CHUNK, L - j0)
-        g = dy + j0
-        if w != NULL:
-            for t in range(n):
-                buf[t] = dy[j0 + t] * w[j0 + t]
-            g = buf
-        _plane_sums(x + j0, g, 1, n, 0, 0, n, shift, &a, &c)
+        _row_sums(x + j0, dy + j0, w + j0 if w != NULL else NULL, min(CHUNK, L - j0), shift,
+                  &a, &c)
         s1[0] += a
         s2[0] += c
 
@@ -1134,9 +1227,8 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
     cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
     cdef floating *q = <floating *>malloc(6 * R * sizeof(floating))
     cdef double *s = part + 2 * P * L
-    cdef floating *buf
     cdef double *pw
-    cdef int err = 0, nt = _threads(R * L, K)
+    cdef int nt = _threads(R * L, K)
     if part == NULL or q == NULL:
         free(part)
         free(q)
@@ -1144,27 +1236,16 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
     with nogil:
         if short:
             for k in prange(K, schedule="static", num_threads=nt):
-                buf = <floating *>malloc(L * sizeof(floating))
-                if buf == NULL:
-                    err |= 1
-                    continue
                 pw = part + 2 * k * L if param_grads else NULL
                 for r in range(k * B, min(R, (k + 1) * B)):
-                    _row_dot(xp + r * L, gp + r * L, w, L, mean[r], buf, &s[2 * r],
-                             &s[2 * r + 1])
+                    _row_dot(xp + r * L, gp + r * L, w, L, mean[r], &s[2 * r], &s[2 * r + 1])
                     _row_coef(q + 6 * r, L, rms, mean[r], invstd[r], s[2 * r], s[2 * r + 1])
                     _row_grad(xp + r * L, gp + r * L, w, dp + r * L, L, q + 6 * r, pw,
                               pw + L if pw != NULL else NULL)
-                free(buf)
         else:
             for r in prange(R, schedule="static", num_threads=_threads(R * L, R)):
-                buf = <floating *>malloc(CHUNK * sizeof(floating))
-                if buf == NULL:
-                    err |= 1
-                    continue
-                _row_dot(xp + r * L, gp + r * L, w, L, mean[r], buf, &s[2 * r], &s[2 * r + 1])
+                _row_dot(xp + r * L, gp + r * L, w, L, mean[r], &s[2 * r], &s[2 * r + 1])
                 _row_coef(q + 6 * r, L, rms, mean[r], invstd[r], s[2 * r], s[2 * r + 1])
-                free(buf)
             for k in prange(K, schedule="static", num_threads=nt):
                 j0 = k * CHUNK
                 n = min(CHUNK, L - j0)
@@ -1179,8 +1260,6 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
                 grad_bias[j0] += part[2 * k * L + L + j0]
     free(part)
     free(q)
-    if err:
-        raise MemoryError()
 
 
 # ---------------------------------------------------------------------------------------------
