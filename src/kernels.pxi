@@ -1271,19 +1271,55 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
 # one by one with the steps in parallel: the same bits either way.
 # ---------------------------------------------------------------------------------------------
 
+cdef void _group_fwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t Cg, Py_ssize_t g, bint rows,
+                          double cnt, double eps, const double *mean, const double *m2,
+                          double *invstd, const floating *w, const floating *b) noexcept nogil:
+    """Finalize group g and store its channels' forward coefficients."""
+    cdef Py_ssize_t c
+    invstd[g] = 1.0 / sqrt(m2[g] / cnt + eps)
+    for c in range(g * Cg, (g + 1) * Cg):
+        _set_coef(coef, C, c, rows, 4, mean[g], invstd[g] * (<double>w[c] if w else 1.0),
+                  <double>b[c] if b else 0.0, 0.0)
+
+
+cdef void _group_fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
+                               Py_ssize_t inner, Py_ssize_t G, Py_ssize_t g, double eps,
+                               const floating *w, const floating *b, double *mean, double *m2,
+                               double *invstd, floating *coef) noexcept nogil:
+    """Planar group g of one sample: statistics (plane chunks: the bits of _stats), then its
+    output while the group's slab is in cache."""
+    cdef Py_ssize_t Cg = C // G
+    _plane_stats(x, outer, G, Cg * inner, g, &mean[g], &m2[g])
+    _group_fwd_coef(coef, C, Cg, g, False, <double>(outer * Cg * inner), eps, mean, m2, invstd,
+                    w, b)
+    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1)
+
+
 cdef int _group_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
                         Py_ssize_t inner, Py_ssize_t G, double eps, const floating *w,
                         const floating *b, double *mean, double *m2, double *invstd,
-                        floating *coef, bint serial) noexcept nogil:
-    """One sample: group statistics, then the output with per-channel coefficients.
-    Channels-last (inner == 1): the statistics of each channel (rows mode, vectorized across
-    channels), merged over the group's channels in order; planar: of each group's slab."""
+                        floating *coef, int nt) noexcept nogil:
+    """One sample, on nt threads: group statistics, then the output with per-channel
+    coefficients. Planar groups of at least GATHER values: group by group (in parallel when
+    there are enough groups), each normalized while in cache. Channels-last (inner == 1):
+    the statistics of each channel (rows mode, vectorized across channels), merged over the
+    group's channels in order. Otherwise the steps over the whole sample."""
     cdef Py_ssize_t Cg = C // G, c, g
     cdef double cnt = <double>(outer * Cg * inner), n
     cdef double *cs
+    if inner > 1 and Cg * inner >= GATHER and (nt == 1 or G >= nt):
+        if nt == 1:
+            for g in range(G):
+                _group_fused_forward(x, y, outer, C, inner, G, g, eps, w, b, mean, m2, invstd,
+                                     coef)
+        else:
+            for g in prange(G, schedule="static", num_threads=nt):
+                _group_fused_forward(x, y, outer, C, inner, G, g, eps, w, b, mean, m2, invstd,
+                                     coef)
+        return 0
     if inner == 1 and Cg > 1:
         cs = <double *>malloc(2 * C * sizeof(double))
-        if cs == NULL or _stats(x, outer, C, 1, cs, cs + C, serial):
+        if cs == NULL or _stats(x, outer, C, 1, cs, cs + C, nt == 1):
             free(cs)
             return -1
         for g in range(G):
@@ -1293,16 +1329,12 @@ cdef int _group_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssi
             for c in range(g * Cg, (g + 1) * Cg):
                 _merge_into(&n, &mean[g], &m2[g], <double>outer, cs[c], cs[C + c])
         free(cs)
-    elif _stats(x, outer, G, Cg * inner, mean, m2, serial):
+    elif _stats(x, outer, G, Cg * inner, mean, m2, nt == 1):
         return -1
     for g in range(G):
-        invstd[g] = 1.0 / sqrt(m2[g] / cnt + eps)
-    for c in range(C):
-        g = c // Cg
-        _set_coef(coef, C, c, inner == 1, 4, mean[g], invstd[g] * (<double>w[c] if w else 1.0),
-                  <double>b[c] if b else 0.0, 0.0)
+        _group_fwd_coef(coef, C, Cg, g, inner == 1, cnt, eps, mean, m2, invstd, w, b)
     _apply(x, <const floating *>NULL, y, outer, C, inner, coef, 0, C,
-           1 if serial else _threads(outer * C * inner, outer if inner == 1 else outer * C))
+           1 if nt == 1 else _threads(outer * C * inner, outer if inner == 1 else outer * C))
     return 0
 
 
@@ -1334,42 +1366,74 @@ def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[:
             for n in prange(N, schedule="static", num_threads=nt):
                 err |= _group_forward(xp + n * S, yp + n * S, outer, C, inner, G, eps, w, b,
                                       &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C,
-                                      True)
+                                      1)
         else:
             for n in range(N):
                 err |= _group_forward(xp + n * S, yp + n * S, outer, C, inner, G, eps, w, b,
                                       &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C,
-                                      False)
+                                      _threads(S, S))
     free(coef)
     if err:
         raise MemoryError()
 
 
+cdef void _group_bwd_coef(floating *coef, Py_ssize_t C, Py_ssize_t Cg, Py_ssize_t g, bint rows,
+                          double M, const double *mean, const double *invstd,
+                          const floating *w, const double *s1, const double *s2) noexcept nogil:
+    """Group g's channels' backward coefficients from their sums, combined with the weights:
+    dx = dy*w*invstd - invstd^3 * sum(w*dy*(x-mean)) / M * (x - mean) - invstd * sum(w*dy) / M."""
+    cdef Py_ssize_t c
+    cdef double A = 0.0, Bw = 0.0, inv = invstd[g], wc
+    for c in range(g * Cg, (g + 1) * Cg):
+        wc = <double>w[c] if w else 1.0
+        A = A + wc * s1[c]
+        Bw = Bw + wc * s2[c]
+    for c in range(g * Cg, (g + 1) * Cg):
+        _set_coef(coef, C, c, rows, 5, mean[g], (<double>w[c] if w else 1.0) * inv,
+                  -inv * inv * inv * Bw / M, -inv * A / M)
+
+
+cdef void _group_fused_backward(const floating *x, const floating *dy, floating *dx,
+                                Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t G,
+                                Py_ssize_t g, const double *mean, const double *invstd,
+                                const floating *w, double *s1, double *s2,
+                                floating *coef) noexcept nogil:
+    """Planar group g of one sample: its channels' sums (plane chunks: the bits of _sums),
+    then dx while x and dy of the group are in cache."""
+    cdef Py_ssize_t Cg = C // G, c
+    for c in range(g * Cg, (g + 1) * Cg):
+        _plane_dot(x, dy, outer, C, inner, c, mean[g], &s1[c], &s2[c])
+    _group_bwd_coef(coef, C, Cg, g, False, <double>(outer * Cg * inner), mean, invstd, w, s1, s2)
+    _apply(x, dy, dx, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1)
+
+
 cdef int _group_backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,
                          Py_ssize_t C, Py_ssize_t inner, Py_ssize_t G, const double *mean,
                          const double *invstd, const floating *w, double *s1, double *s2,
-                         double *mc, floating *coef, bint serial) noexcept nogil:
-    """One sample: per-channel sum(dy), sum(dy * (x - mean)), combined per group with the
-    weights; then dx = dy*k1 + (x - mean)*k2 + k3 per channel."""
+                         double *mc, floating *coef, int nt) noexcept nogil:
+    """One sample, on nt threads: per-channel sum(dy), sum(dy * (x - mean)), combined per
+    group with the weights; then dx = dy*k1 + (x - mean)*k2 + k3 per channel. Planar
+    channels of at least GATHER values go group by group, as the forward."""
     cdef Py_ssize_t Cg = C // G, c, g
-    cdef double M = <double>(outer * Cg * inner), A, Bw, inv, wc
+    cdef double M = <double>(outer * Cg * inner)
+    if inner >= GATHER and (nt == 1 or G >= nt):
+        if nt == 1:
+            for g in range(G):
+                _group_fused_backward(x, dy, dx, outer, C, inner, G, g, mean, invstd, w, s1,
+                                      s2, coef)
+        else:
+            for g in prange(G, schedule="static", num_threads=nt):
+                _group_fused_backward(x, dy, dx, outer, C, inner, G, g, mean, invstd, w, s1,
+                                      s2, coef)
+        return 0
     for c in range(C):
         mc[c] = mean[c // Cg]
-    if _sums(x, dy, outer, C, inner, mc, s1, s2, serial):
+    if _sums(x, dy, outer, C, inner, mc, s1, s2, nt == 1):
         return -1
     for g in range(G):
-        A = 0.0
-        Bw = 0.0
-        for c in range(g * Cg, (g + 1) * Cg):
-            wc = <double>w[c] if w else 1.0
-            A = A + wc * s1[c]
-            Bw = Bw + wc * s2[c]
-        inv = invstd[g]
-        for c in range(g * Cg, (g + 1) * Cg):
-            _set_coef(coef, C, c, inner == 1, 5, mean[g], (<double>w[c] if w else 1.0) * inv,
-                      -inv * inv * inv * Bw / M, -inv * A / M)
+        _group_bwd_coef(coef, C, Cg, g, inner == 1, M, mean, invstd, w, s1, s2)
     _apply(x, dy, dx, outer, C, inner, coef, 0, C,
-           1 if serial else _threads(outer * C * inner, outer if inner == 1 else outer * C))
+           1 if nt == 1 else _threads(outer * C * inner, outer if inner == 1 else outer * C))
     return 0
 
 
@@ -1403,12 +1467,13 @@ def group_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             for n in prange(N, schedule="static", num_threads=nt):
                 err |= _group_backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, G,
                                        &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
-                                       &sum_dy_xmu[n, 0], mc + n * C, coef + 5 * n * C, True)
+                                       &sum_dy_xmu[n, 0], mc + n * C, coef + 5 * n * C, 1)
         else:
             for n in range(N):
                 err |= _group_backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, G,
                                        &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
-                                       &sum_dy_xmu[n, 0], mc + n * C, coef + 5 * n * C, False)
+                                       &sum_dy_xmu[n, 0], mc + n * C, coef + 5 * n * C,
+                                       _threads(S, S))
     free(coef)
     free(mc)
     if err:
