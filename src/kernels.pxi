@@ -993,7 +993,8 @@ def update_running(floating[:] running_mean, floating[:] running_var, const doub
 cdef enum:
     LONG_ROW = 4096       # rows at least this long: backward by column blocks (see row_backward)
     RLANES = 16           # lanes of a row sum (the tree in _row_sums assumes 16)
-    ROW_BLOCK = 8         # rows per forward step (their scalar steps overlap)
+    ROW_BLOCK = 8         # at most this many rows, of at most CHUNK values together, per
+                          # forward step (their scalar steps overlap, and they stay in cache)
 
 
 cdef void _row_sums(const floating *x, const floating *dy, const floating *w, Py_ssize_t n,
@@ -1146,11 +1147,12 @@ def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floa
         return
     cdef const floating *xp = &x[0, 0]
     cdef floating *yp = &out[0, 0]
-    cdef Py_ssize_t K = (R + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L))
+    cdef Py_ssize_t K = (R + B - 1) // B
     with nogil:
         for k in prange(K, schedule="static", num_threads=_threads(R * L, K)):
-            r = k * ROW_BLOCK
-            _row_forward(xp + r * L, yp + r * L, min(ROW_BLOCK, R - r), L, eps, rms, w, b,
+            r = k * B
+            _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b,
                          &mean[r], &invstd[r])
 
 
