@@ -1173,9 +1173,10 @@ cdef void _row_dot(const floating *x, const floating *dy, const floating *w, Py_
 
 
 cdef void _row_grad(const floating *x, const floating *dy, const floating *w, floating *dx,
-                    Py_ssize_t n, const floating *q, double *pw, double *pb) noexcept nogil:
+                    Py_ssize_t n, const floating *q, floating *pw, floating *pb) noexcept nogil:
     """A row segment: dx = g*k1 + ((x - hi) - lo)*k2 + k3 with g = dy*w, q = [hi, lo, k1, k2,
-    k3, invstd]; and, when pw is given, pw += dy * x_hat, pb += dy (double, per column)."""
+    k3, invstd]; and, when pw is given, pw += dy * x_hat, pb += dy per column, in the data
+    type (the caller flushes them into double every FLUSH rows, see _flush_cols)."""
     cdef Py_ssize_t t
     cdef floating hi = q[0], lo = q[1], k1 = q[2], k2 = q[3], k3 = q[4], a = q[5]
     if w != NULL:
@@ -1186,8 +1187,16 @@ cdef void _row_grad(const floating *x, const floating *dy, const floating *w, fl
             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)
     if pw != NULL:
         for t in range(n):
-            pw[t] += <double>(dy[t] * (((x[t] - hi) - lo) * a))
-            pb[t] += <double>dy[t]
+            pw[t] += dy[t] * (((x[t] - hi) - lo) * a)
+            pb[t] += dy[t]
+
+
+cdef inline void _flush_cols(floating *f, double *p, Py_ssize_t n) noexcept nogil:
+    """p += f, f = 0: column sums kept in the data type for a few rows, then in double."""
+    cdef Py_ssize_t t
+    for t in range(n):
+        p[t] += <double>f[t]
+        f[t] = 0.0
 
 
 cdef void _row_coef(floating *q, Py_ssize_t L, bint rms, double mean, double invstd, double s1,
@@ -1229,8 +1238,8 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
     cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
     cdef floating *q = <floating *>malloc(6 * R * sizeof(floating))
     cdef double *s = part + 2 * P * L
-    cdef double *pw
-    cdef int nt = _threads(R * L, K)
+    cdef floating *f
+    cdef int err = 0, nt = _threads(R * L, K)
     if part == NULL or q == NULL:
         free(part)
         free(q)
@@ -1238,12 +1247,19 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
     with nogil:
         if short:
             for k in prange(K, schedule="static", num_threads=nt):
-                pw = part + 2 * k * L if param_grads else NULL
+                f = <floating *>calloc(2 * L, sizeof(floating)) if param_grads else NULL
+                if param_grads and f == NULL:
+                    err |= 1
+                    continue
                 for r in range(k * B, min(R, (k + 1) * B)):
                     _row_dot(xp + r * L, gp + r * L, w, L, mean[r], &s[2 * r], &s[2 * r + 1])
                     _row_coef(q + 6 * r, L, rms, mean[r], invstd[r], s[2 * r], s[2 * r + 1])
-                    _row_grad(xp + r * L, gp + r * L, w, dp + r * L, L, q + 6 * r, pw,
-                              pw + L if pw != NULL else NULL)
+                    _row_grad(xp + r * L, gp + r * L, w, dp + r * L, L, q + 6 * r, f,
+                              f + L if f != NULL else NULL)
+                    if f != NULL and ((r + 1 - k * B) % FLUSH == 0
+                                      or r + 1 == min(R, (k + 1) * B)):
+                        _flush_cols(f, part + 2 * k * L, 2 * L)
+                free(f)
         else:
             for r in prange(R, schedule="static", num_threads=_threads(R * L, R)):
                 _row_dot(xp + r * L, gp + r * L, w, L, mean[r], &s[2 * r], &s[2 * r + 1])
@@ -1251,17 +1267,25 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
             for k in prange(K, schedule="static", num_threads=nt):
                 j0 = k * CHUNK
                 n = min(CHUNK, L - j0)
+                f = <floating *>calloc(2 * n, sizeof(floating)) if param_grads else NULL
+                if param_grads and f == NULL:
+                    err |= 1
+                    continue
                 for r in range(R):
                     _row_grad(xp + r * L + j0, gp + r * L + j0, w + j0 if w != NULL else NULL,
-                              dp + r * L + j0, n, q + 6 * r,
-                              part + j0 if param_grads else NULL,
-                              part + L + j0 if param_grads else NULL)
+                              dp + r * L + j0, n, q + 6 * r, f, f + n if f != NULL else NULL)
+                    if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
+                        _flush_cols(f, part + j0, n)
+                        _flush_cols(f + n, part + L + j0, n)
+                free(f)
         for k in range(P):
             for j0 in range(L):
                 grad_weight[j0] += part[2 * k * L + j0]
                 grad_bias[j0] += part[2 * k * L + L + j0]
     free(part)
     free(q)
+    if err:
+        raise MemoryError()
 
 
 # ---------------------------------------------------------------------------------------------
