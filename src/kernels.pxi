@@ -27,6 +27,7 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.float cimport DBL_MAX
 from libc.math cimport NAN, sqrt
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
@@ -156,6 +157,30 @@ cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, dou
     return corr > 1e6 * v and mean[0] - mean[0] == 0.0
 
 
+cdef inline bint _too_wide(double n, double s1, double m2) noexcept nogil:
+    """float32 lanes lost a chunk: (x - shift)^2 overflowed (|x - shift| above ~1e19) or
+    underflowed (below ~1e-19) in float. NaN data also lands here, and stays NaN."""
+    return not (m2 <= DBL_MAX) or (m2 < 1e-30 * n and (m2 != 0.0 or s1 != 0.0))
+
+
+cdef void _chunk_wide(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
+                      Py_ssize_t j0, Py_ssize_t j1, double shift, double *s1,
+                      double *s2) noexcept nogil:
+    """The sums of _plane_sums (no dy) over channel c's flat range [j0, j1) of its
+    (outer, inner) plane, every step in double: the rare fallback for _too_wide chunks, in any
+    layout (block mode: j = o * inner; rows mode: inner = 1)."""
+    cdef Py_ssize_t j, o, i
+    cdef double d, a = 0.0, b = 0.0
+    for j in range(j0, j1):
+        o = j // inner
+        i = j - o * inner
+        d = <double>x[(o * C + c) * inner + i] - shift
+        a = a + d
+        b = b + d * d
+    s1[0] = a
+    s2[0] = b
+
+
 # ---------------------------------------------------------------------------------------------
 # Planar layout: channel c of chunk k is the flat range [j0, j1) of its (outer, inner) plane.
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +292,9 @@ cdef void _plane_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, 
     if _finish_chunk(n, shift, s1, s2, mean, m2):
         shift = <double><floating>mean[0]
         _plane_sums(x, <const floating *>NULL, C, inner, c, j0, j1, shift, &s1, &s2)
+        _finish_chunk(n, shift, s1, s2, mean, m2)
+    if floating is float and _too_wide(n, s1, m2[0]):
+        _chunk_wide(x, C, inner, c, j0, j1, shift, &s1, &s2)
         _finish_chunk(n, shift, s1, s2, mean, m2)
 
 
@@ -445,6 +473,11 @@ cdef void _block_chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, 
         _block_sums(x, <const floating *>NULL, C, inner, o0, o1, shift, s1, m2)
         for c in range(C):
             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+    if floating is float:
+        for c in range(C):
+            if _too_wide(n, s1[c], m2[c]):
+                _chunk_wide(x, C, inner, c, o0 * inner, o1 * inner, shift[c], &s1[c], &m2[c])
+                _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
 
 
 cdef inline bint _fused(Py_ssize_t C, Py_ssize_t inner, int nt) noexcept nogil:
@@ -1082,6 +1115,9 @@ cdef void _row_moments(const floating *x, Py_ssize_t L, double *mean, double *m2
         if _finish_chunk(<double>n, shift, s1, s2, &mb, &Mb):
             shift = <double><floating>mb
             _row_sums(x + j0, <const floating *>NULL, NULL, n, shift, &s1, &s2)
+            _finish_chunk(<double>n, shift, s1, s2, &mb, &Mb)
+        if floating is float and _too_wide(<double>n, s1, Mb):
+            _chunk_wide(x + j0, 1, n, 0, 0, n, shift, &s1, &s2)
             _finish_chunk(<double>n, shift, s1, s2, &mb, &Mb)
         _merge_into(&cnt, mean, m2, <double>n, mb, Mb)
 
