@@ -28,7 +28,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.float cimport DBL_MAX
-from libc.math cimport NAN, sqrt
+from libc.math cimport INFINITY, NAN, sqrt
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
@@ -1140,6 +1140,14 @@ cdef void _row_apply(const floating *x, floating *y, Py_ssize_t n, floating hi, 
             y[t] = ((x[t] - hi) - lo) * a
 
 
+cdef bint _has_nan(const floating *x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t t
+    for t in range(n):
+        if x[t] != x[t]:
+            return True
+    return False
+
+
 cdef void _row_forward(const floating *x, floating *y, Py_ssize_t n, Py_ssize_t L, double eps,
                        bint rms, const floating *w, const floating *b, double *mean,
                        double *invstd) noexcept nogil:
@@ -1148,12 +1156,16 @@ cdef void _row_forward(const floating *x, floating *y, Py_ssize_t n, Py_ssize_t 
     RMSNorm keeps mean = 0 and invstd = 1/sqrt(mean(x^2) + eps), where mean(x^2) =
     M2/L + mean^2 (no cancellation: both terms are positive)."""
     cdef double m2[ROW_BLOCK]
+    cdef double v
     cdef floating hi = 0.0, lo = 0.0
     cdef Py_ssize_t i
     for i in range(n):
         _row_moments(x + i * L, L, &mean[i], &m2[i])
     for i in range(n):
-        invstd[i] = 1.0 / sqrt(m2[i] / <double>L + (mean[i] * mean[i] if rms else 0.0) + eps)
+        v = m2[i] / <double>L + (mean[i] * mean[i] if rms else 0.0)
+        if rms and v != v and not _has_nan(x + i * L, L):
+            v = INFINITY  # infinite values (M2 is inf - inf): mean(x^2) is inf, as in torch
+        invstd[i] = 1.0 / sqrt(v + eps)
     for i in range(n):
         if rms:
             mean[i] = 0.0
