@@ -7,7 +7,7 @@ best one the CPU supports at import, so a wheel built here runs on any x86-64 CP
 OpenMP is probed by compiling and linking a tiny program with -fopenmp; when that fails
 the kernels are built serially (same results, one thread) and a warning is printed.
 Set CNORM_DISABLE_OPENMP=1 to force the serial build, CNORM_TARGETS=baseline,avx2 to limit
-the targets.
+the targets, CNORM_SANITIZE=address for an AddressSanitizer build (tests/run_asan.sh).
 """
 import os
 import platform
@@ -64,6 +64,8 @@ class BuildExt(build_ext):
         # No -ffast-math: it breaks NaN/Inf propagation and reorders the deterministic sums.
         # -ffp-contract=off keeps a*b+c unfused so every build target rounds identically.
         cflags = ["/O2"] if msvc else ["-O3", "-ffp-contract=off"]
+        sanitize = os.environ.get("CNORM_SANITIZE", "")
+        san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
         kept = []
         for ext in self.extensions:
             target = ext.name.rsplit("_", 1)[1]
@@ -71,8 +73,8 @@ class BuildExt(build_ext):
             if tflags and not self._compiles("int main(void) { return 0; }\n", tflags):
                 print(f"WARNING: the compiler cannot build the {target} target; skipped.")
                 continue
-            ext.extra_compile_args += cflags + tflags + ([flag] if flag else [])
-            ext.extra_link_args += [flag] if flag and not msvc else []
+            ext.extra_compile_args += cflags + tflags + san + ([flag] if flag else [])
+            ext.extra_link_args += ([flag] if flag and not msvc else []) + san
             kept.append(ext)
         self.extensions = kept
         super().build_extensions()
