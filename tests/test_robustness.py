@@ -30,7 +30,8 @@ def isolated(code, timeout=600):
     """Run ``code`` (with this directory importable) in a fresh interpreter; fail with its
     output when it exits non-zero or dies of a signal."""
     prog = f"import sys; sys.path.insert(0, {HERE!r})\n" + textwrap.dedent(code)
-    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
+    # cwd: the tests directory, so that a source checkout does not shadow the installed cnorm
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, cwd=HERE,
                        timeout=timeout)
     assert p.returncode == 0, f"child exited with {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p.stdout
