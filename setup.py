@@ -1,6 +1,6 @@
 """Build script: compiles the Cython kernels in src/ into cnorm._kernels_<target>.
 
-One kernel source (src/kernels.pxi) is built once per SIMD target: ``baseline`` (any x86-64,
+One kernel source (src/kernels.pxi and the files it includes) is built once per SIMD target: ``baseline`` (any x86-64,
 or any CPU elsewhere) and, on x86-64 with GCC/clang, ``avx2`` and ``avx512``. cnorm picks the
 best one the CPU supports at import, so a wheel built here runs on any x86-64 CPU.
 
@@ -69,7 +69,7 @@ class BuildExt(build_ext):
         kept = []
         for ext in self.extensions:
             target = ext.name.rsplit("_", 1)[1]
-            tflags = TARGET_FLAGS[target]
+            tflags = TARGET_FLAGS.get(target, [])  # cnorm._stream: the baseline
             if tflags and not self._compiles("int main(void) { return 0; }\n", tflags):
                 print(f"WARNING: the compiler cannot build the {target} target; skipped.")
                 continue
@@ -80,11 +80,13 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+KERNEL_SOURCES = [os.path.join("src", f) for f in sorted(os.listdir("src"))
+                  if f.endswith(".pxi") or f.endswith(".h")]
 extensions = [
     Extension(f"cnorm._kernels_{t}", [f"src/_kernels_{t}.pyx"], include_dirs=["src"],
-              depends=["src/kernels.pxi", "src/cnorm_omp.h"])
+              depends=KERNEL_SOURCES)
     for t in wanted_targets()
-]
+] + [Extension("cnorm._stream", ["src/_stream.pyx"])]  # the benchmark's copy probe
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),

@@ -2,7 +2,8 @@
 
 ``CNORM_SIMD=baseline|avx2|avx512`` forces a target (an error if it is not built or not
 supported here). Every target computes bit-identical results: the sums have a fixed lane
-structure in the source and no fused multiply-adds are generated.
+structure in the source and no fused multiply-adds are generated. The op modules look up
+``kernels`` at call time, so a test can swap it for another target's module.
 """
 import importlib
 import os
@@ -19,8 +20,8 @@ def _load(target):
 
 _baseline = _load("baseline")
 if _baseline is None:
-    raise ImportError("cnorm's compiled kernels are missing: install cnorm with pip "
-                      "(pip install .) rather than importing it from its source tree")
+    raise ImportError("cnorm's compiled kernels are missing: build them with "
+                      "'pip install -e .' (or 'pip install .') before importing cnorm")
 
 
 def available_targets():
@@ -47,3 +48,9 @@ def module_for(target):
     if target not in available_targets():
         raise ValueError(f"SIMD target {target!r} is not available here")
     return _load(target)
+
+
+def threads():
+    """The thread count for a kernel called now (read at every call: OMP_NUM_THREADS,
+    threadpoolctl and cnorm.set_num_threads all apply)."""
+    return _baseline.max_threads()

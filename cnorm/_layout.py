@@ -1,52 +1,7 @@
-"""Input checks and the (outer, C, inner) views the kernels work on."""
+"""The kernels' C-contiguous views of an input, and outputs in the input's memory layout."""
 from math import prod
 
 import numpy as np
-
-FLOAT_TYPES = (np.float32, np.float64)
-
-
-def as_float_array(x, dtype=None, what="input"):
-    """Return ``x`` as an ndarray of native byte order, raising TypeError on a wrong dtype.
-
-    ``dtype`` is the required dtype (a layer's); ``None`` accepts float32 or float64.
-    Byte-swapped arrays of the right type are converted (a copy), nothing else is.
-    """
-    if type(x) is np.ndarray and x.dtype is dtype:  # the common case, checked cheaply
-        return x
-    x = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if dtype is not None:
-        dtype = np.dtype(dtype)
-        if x.dtype.type is not dtype.type:
-            raise TypeError(f"expected {what} of dtype {dtype.name}, got {x.dtype.name}")
-    elif x.dtype.type not in FLOAT_TYPES:
-        raise TypeError(f"expected {what} of dtype float32 or float64, got {x.dtype.name}")
-    if not x.dtype.isnative:
-        x = x.astype(x.dtype.newbyteorder("="))
-    return x
-
-
-def check_ndim(x, allowed, what="input"):
-    if x.ndim not in allowed:
-        want = " or ".join(f"{d}D" for d in allowed)
-        raise ValueError(f"expected {want} {what} (got {x.ndim}D {what})")
-
-
-def check_channel_vector(v, C, dtype, name, writeable=False):
-    """Validate a per-channel parameter or statistic: shape (C,), the data's dtype.
-    ``C`` may also be a shape tuple (LayerNorm's parameters: ``normalized_shape``)."""
-    shape = C if isinstance(C, tuple) else (C,)
-    if v is None or (type(v) is np.ndarray and v.dtype is dtype and v.shape == shape
-                     and (v.flags.writeable or not writeable)):
-        return v  # the common case, checked cheaply
-    v = as_float_array(v, dtype, what=name)
-    if v.shape != shape:
-        want = (f"{shape} to match normalized_shape" if isinstance(C, tuple) else
-                f"({C},) to match the input's {C} channels")
-        raise ValueError(f"{name} should have shape {want}, got shape {v.shape}")
-    if writeable and not v.flags.writeable:
-        raise ValueError(f"{name} must be writeable to be updated in place")
-    return v
 
 
 def contiguous(v):

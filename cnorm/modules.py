@@ -1,49 +1,36 @@
-"""Layer objects with torch.nn's names and semantics, on NumPy arrays."""
+"""Layer objects with torch.nn's names and semantics, on NumPy arrays.
+
+The hierarchy follows torch: ``_Module`` (mode, parameters, state_dict, backward) is the parent
+of every layer; ``_NormBase`` (num_features and running statistics) of the batch and instance
+norms. A forward validates its input once, through its op family's ``check_*``, and keeps
+the op family's context for ``backward``; state changes only after every check and kernel ran.
+"""
 import numbers
 
 import numpy as np
 
-from ._layout import FLOAT_TYPES, as_float_array, check_ndim
-from .functional import (
-    _cast,
-    _check_bn_args,
-    _check_group_args,
-    _check_instance_args,
-    _check_row_args,
-    _GroupSaved,
-    _instance_forward,
-    _normalized_shape,
-    _rms_eps,
-    _RowSaved,
-    _Saved,
-    _update_running,
+from ._batch_norm import BatchNormContext, check_batch_norm
+from ._group_norm import (
+    GroupNormContext,
+    check_group_norm,
+    check_instance_norm,
+    instance_norm_context,
 )
+from ._row_norm import RowNormContext, check_row_norm, rms_eps
+from ._validate import layer_dtype, normalized_shape, positive_int
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
 
 
-def _layer_dtype(dtype):
-    dt = np.dtype(dtype)
-    if dt.type not in FLOAT_TYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt.name}")
-    return dt
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-class _Layer:
+class _Module:
     """Shared parts of every layer: mode, gradients, state_dict, calling convention."""
 
     _param_names = ("weight", "bias")
     _buffer_names = ()
 
     def __init__(self, dtype):
-        self.dtype = _layer_dtype(dtype)
+        self.dtype = layer_dtype(dtype)
         self.training = True
         self.grad_weight = None
         self.grad_bias = None
@@ -102,10 +89,10 @@ class _Layer:
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _ran(self, saved):
+    def _ran(self, ctx):
         """Keep a successful forward for backward; return its output (not kept alive here)."""
-        self._saved = saved
-        y, saved.y = saved.y, None
+        self._saved = ctx
+        y, ctx.y = ctx.y, None
         return y
 
     def backward(self, grad_output):
@@ -117,31 +104,30 @@ class _Layer:
         """
         if self._saved is None:
             raise RuntimeError("backward called before forward")
-        dx, gw, gb = self._saved.backward(grad_output)
-        self.grad_weight, self.grad_bias = _cast(gw, self.dtype), _cast(gb, self.dtype)
+        dx, self.grad_weight, self.grad_bias = self._saved.backward(grad_output)
         return dx
 
 
-class _BatchNorm(_Layer):
+class _NormBase(_Module):
+    """Batch and instance norm: num_features, affine parameters and running statistics."""
+
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     _ndims = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32, *, bias=True):
+    def __init__(self, num_features, eps, momentum, affine, track_running_stats, dtype, bias):
         super().__init__(dtype)
-        self.num_features = _positive_int(num_features, "num_features")
+        self.num_features = C = positive_int(num_features, "num_features")
         self.eps = float(eps)
         if momentum is not None and not isinstance(momentum, numbers.Real):
             raise TypeError(f"momentum must be a float or None, got {momentum!r}")
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        C, dt = self.num_features, self.dtype
-        self.weight = np.ones(C, dt) if self.affine else None
-        self.bias = np.zeros(C, dt) if self.affine and bias else None
+        self.weight = np.ones(C, self.dtype) if self.affine else None
+        self.bias = np.zeros(C, self.dtype) if self.affine and bias else None
         if self.track_running_stats:
-            self.running_mean = np.zeros(C, dt)
-            self.running_var = np.ones(C, dt)
+            self.running_mean = np.zeros(C, self.dtype)
+            self.running_var = np.ones(C, self.dtype)
             self.num_batches_tracked = np.array(0, dtype=np.int64)
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
@@ -154,17 +140,26 @@ class _BatchNorm(_Layer):
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
-    def _check_channels(self, x):
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"expected input with {self.num_features} channels "
-                             f"(num_features), got {x.shape[1]} channels")
-
     def reset_running_stats(self):
         """Running statistics back to mean 0, variance 1, no batches tracked."""
         if self.track_running_stats:
             self.running_mean[...] = 0
             self.running_var[...] = 1
             self.num_batches_tracked[...] = 0
+
+    def _checked(self, check, x, batch_stats):
+        """Run the op family's check on x with this layer's arrays and rules; returns
+        ``(update, (x, running_mean, running_var, weight, bias))``."""
+        update = batch_stats and self.training and self.track_running_stats
+        return update, check(x, self.running_mean, self.running_var, self.weight, self.bias,
+                             batch_stats, update, dtype=self.dtype, ndims=self._ndims,
+                             num_features=self.num_features)
+
+
+class _BatchNorm(_NormBase):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, bias)
 
     def forward(self, x):
         """Normalize ``x`` (N, C, ...) per channel; returns a new array in x's memory layout.
@@ -173,25 +168,16 @@ class _BatchNorm(_Layer):
         ``track_running_stats``, updates the running ones; eval mode uses the running
         statistics (or the batch's when ``track_running_stats=False``).
         """
-        x = as_float_array(x, self.dtype)
-        check_ndim(x, self._ndims)
-        self._check_channels(x)
-        # Parameters may have been reassigned by the user: the functional form's checks run
-        # on every call.
         batch_stats = self.training or not self.track_running_stats
-        update = self.training and self.track_running_stats
-        x, running_mean, running_var, weight, bias = _check_bn_args(
-            x, self.running_mean, self.running_var, self.weight, self.bias, batch_stats, update)
-        saved = _Saved(x, running_mean, running_var, weight, bias, self.eps, batch_stats)
-        # Every check passed and the kernels ran: only now is state changed.
-        if update:
+        update, (x, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats)
+        ctx = BatchNormContext(x, rm, rv, w, b, self.eps, batch_stats)
+        if update:  # every check passed and the kernels ran: only now is state changed
             self.num_batches_tracked += 1
-            factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                      else float(self.momentum))
-            _update_running(running_mean, running_var, saved, factor)
+            ctx.update_running(rm, rv, 1.0 / float(self.num_batches_tracked)
+                               if self.momentum is None else float(self.momentum))
             # keep the arrays that were updated (a byte-swapped assignment was converted)
-            self.running_mean, self.running_var = running_mean, running_var
-        return self._ran(saved)
+            self.running_mean, self.running_var = rm, rv
+        return self._ran(ctx)
 
 
 class BatchNorm1d(_BatchNorm):
@@ -212,13 +198,12 @@ class BatchNorm3d(_BatchNorm):
     _ndims = (5,)
 
 
-class _InstanceNorm(_BatchNorm):
-    """Instance norm: batch norm's constructor, buffers and repr; statistics per instance."""
+class _InstanceNorm(_NormBase):
+    """Instance norm: statistics per (sample, channel); unbatched input accepted, as torch."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
                  track_running_stats=False, dtype=np.float32, *, bias=True):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
-                         bias=bias)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, bias)
         self._unbatched = False
 
     def forward(self, x):
@@ -229,28 +214,21 @@ class _InstanceNorm(_BatchNorm):
         mean of the per-instance statistics (``momentum=None``: not updated, as torch) and eval
         normalizes with them. ``num_batches_tracked`` is not advanced, as torch.
         """
-        x = as_float_array(x, self.dtype)
-        check_ndim(x, self._ndims)
-        unbatched = x.ndim == self._ndims[0]
-        if unbatched:
-            x = x[None]
-        self._check_channels(x)
+        unbatched = np.ndim(x) == self._ndims[0]
         use_input_stats = self.training or not self.track_running_stats
-        update = use_input_stats and self.track_running_stats
-        x, running_mean, running_var, weight, bias = _check_instance_args(
-            x, self.running_mean, self.running_var, self.weight, self.bias, use_input_stats,
-            update)
-        saved = _instance_forward(x, running_mean, running_var, weight, bias, use_input_stats,
-                                  0.0 if self.momentum is None else self.momentum, self.eps)
+        update, (x, rm, rv, w, b) = self._checked(check_instance_norm, x, use_input_stats)
+        ctx = instance_norm_context(x, rm, rv, w, b, use_input_stats,
+                                    0.0 if self.momentum is None else self.momentum, self.eps)
         if update:  # keep the arrays that were updated (a byte-swapped assignment was converted)
-            self.running_mean, self.running_var = running_mean, running_var
+            self.running_mean, self.running_var = rm, rv
         self._unbatched = unbatched
-        y = self._ran(saved)
+        y = self._ran(ctx)
         return y[0] if unbatched else y
 
     def backward(self, grad_output):
-        if self._saved is not None and self._unbatched:
-            return super().backward(as_float_array(grad_output, self.dtype, "grad_output")[None])[0]
+        if self._saved is not None and self._unbatched and np.ndim(grad_output) == \
+                self._ndims[0]:
+            return super().backward(np.asarray(grad_output)[None])[0]
         return super().backward(grad_output)
 
 
@@ -272,15 +250,15 @@ class InstanceNorm3d(_InstanceNorm):
     _ndims = (4, 5)
 
 
-class _RowNorm(_Layer):
+class _RowNorm(_Module):
     """Layer and RMS norm: statistics per row over the last ``len(normalized_shape)`` axes,
     parameters shaped ``normalized_shape``."""
 
     _rms = False
 
-    def __init__(self, normalized_shape, eps, elementwise_affine, bias, dtype):
+    def __init__(self, shape, eps, elementwise_affine, bias, dtype):
         super().__init__(dtype)
-        self.normalized_shape = ns = _normalized_shape(normalized_shape)
+        self.normalized_shape = ns = normalized_shape(shape)
         self.eps = None if eps is None else float(eps)
         self.elementwise_affine = bool(elementwise_affine)
         self.weight = np.ones(ns, self.dtype) if self.elementwise_affine else None
@@ -288,10 +266,10 @@ class _RowNorm(_Layer):
 
     def forward(self, x):
         """Normalize each row over the normalized axes; returns a new array shaped like x."""
-        x, ns, weight, bias = _check_row_args(x, self.normalized_shape, self.weight, self.bias,
-                                              self.dtype)
-        eps = _rms_eps(self.eps, x.dtype) if self._rms else self.eps
-        return self._ran(_RowSaved(x, ns, weight, bias, eps, rms=self._rms))
+        x, ns, weight, bias = check_row_norm(x, self.normalized_shape, self.weight, self.bias,
+                                             self.dtype)
+        eps = rms_eps(self.eps, x.dtype) if self._rms else self.eps
+        return self._ran(RowNormContext(x, ns, weight, bias, eps, rms=self._rms))
 
 
 class LayerNorm(_RowNorm):
@@ -325,15 +303,15 @@ class RMSNorm(_RowNorm):
                 f"elementwise_affine={self.elementwise_affine}")
 
 
-class GroupNorm(_Layer):
+class GroupNorm(_Module):
     """Group normalization (torch.nn.GroupNorm) of an (N, C, ...) input: each sample's
     channels in ``num_groups`` groups, normalized per group, then a per-channel affine."""
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32, *,
                  bias=True):
         super().__init__(dtype)
-        self.num_groups = _positive_int(num_groups, "num_groups")
-        self.num_channels = C = _positive_int(num_channels, "num_channels")
+        self.num_groups = positive_int(num_groups, "num_groups")
+        self.num_channels = C = positive_int(num_channels, "num_channels")
         if C % self.num_groups:
             raise ValueError(f"num_channels ({C}) must be divisible by num_groups "
                              f"({self.num_groups})")
@@ -349,11 +327,6 @@ class GroupNorm(_Layer):
     def forward(self, x):
         """Normalize ``x`` (N, C, ...) per (sample, group); returns a new array in x's
         memory layout."""
-        x = as_float_array(x, self.dtype)
-        if x.ndim < 2:
-            raise ValueError(f"expected 2D or higher input (N, C, ...) (got {x.ndim}D input)")
-        if x.shape[1] != self.num_channels:
-            raise ValueError(f"expected input with {self.num_channels} channels "
-                             f"(num_channels), got {x.shape[1]} channels")
-        x, G, weight, bias = _check_group_args(x, self.num_groups, self.weight, self.bias)
-        return self._ran(_GroupSaved(x, G, weight, bias, self.eps))
+        x, G, weight, bias = check_group_norm(x, self.num_groups, self.weight, self.bias,
+                                              self.dtype, self.num_channels)
+        return self._ran(GroupNormContext(x, G, weight, bias, self.eps))

@@ -1,0 +1,80 @@
+"""Batch norm: argument checks and the forward/backward context, shared by
+``cnorm.batch_norm`` and the BatchNorm layers (and by instance norm's eval mode)."""
+import numpy as np
+
+from . import _backend
+from ._context import Context, update_running
+from ._layout import ChannelLayout, contiguous
+from ._validate import as_float_array, check_channels, check_ndim, check_vectors
+
+
+def check_batch_norm(x, running_mean, running_var, weight, bias, training, update, *,
+                     dtype=None, ndims=2, num_features=None):
+    """Validate a batch-norm call once; returns (x, running_mean, running_var, weight, bias).
+    ``update``: the running arrays will be written in place. The layers add their dtype,
+    ranks and channel count."""
+    x = as_float_array(x, dtype)
+    check_ndim(x, ndims)
+    check_channels(x, num_features, "num_features")
+    running_mean, running_var, weight, bias = check_vectors(x, running_mean, running_var,
+                                                            weight, bias, update)
+    if training:
+        if x.size == x.shape[1]:  # torch's rule: batch statistics need two values
+            raise ValueError("Expected more than 1 value per channel when training, "
+                             f"got input size {x.shape}")
+    elif running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    return x, running_mean, running_var, weight, bias
+
+
+class BatchNormContext(Context):
+    """A batch-norm forward: with ``batch_stats`` the fused statistics + normalize kernel,
+    otherwise one pass with the given running statistics. ``compute_y=False``: statistics
+    only (a functional backward)."""
+
+    __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "weight", "has_bias",
+                 "batch_stats", "y")
+
+    def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
+                 compute_y=True):
+        k = _backend.kernels
+        self.layout = layout = ChannelLayout(x)
+        self.x3 = x3 = layout.view(x)
+        self.batch_stats = batch_stats
+        self.weight = None if weight is None else weight.copy()  # as it was at forward time
+        self.has_bias = bias is not None
+        C = x3.shape[1]
+        self.count = float(x3.shape[0] * x3.shape[2])
+        self.mean, self.m2, self.invstd = np.empty((3, C))
+        y3, self.y = layout.empty() if compute_y else (None, None)
+        if batch_stats and compute_y:
+            k.bn_forward_train(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2,
+                               self.invstd, _backend.threads())
+            return
+        if batch_stats:
+            _, self.mean, self.m2 = k.channel_stats(x3, _backend.threads())
+            var = self.m2 / self.count
+        else:
+            self.mean, var, self.m2 = (running_mean.astype(np.float64),
+                                       running_var.astype(np.float64), None)
+        if compute_y:
+            k.bn_forward_eval(x3, self.mean, var, self.weight, contiguous(bias), eps, y3,
+                              self.invstd, _backend.threads())
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.invstd = 1.0 / np.sqrt(var + eps)
+
+    def update_running(self, running_mean, running_var, factor):
+        """Move the running statistics toward this batch's (an empty batch leaves them)."""
+        if self.count > 0:
+            update_running(running_mean, running_var, self.mean, self.m2 / (self.count - 1.0),
+                           factor)
+
+    def _backward(self, dy):
+        dy3 = self.layout.view(dy)
+        sdy, sdyx = np.empty((2, self.mean.shape[0]))
+        dx3, dx = self.layout.empty()
+        _backend.kernels.bn_backward(self.x3, dy3, self.mean, self.invstd, self.weight,
+                                     self.batch_stats, self.weight is not None or self.has_bias,
+                                     dx3, sdy, sdyx, _backend.threads())
+        return dx, self.invstd * sdyx, sdy

@@ -1,0 +1,33 @@
+"""What every op family's forward context shares: the backward's checks and the finish of
+the parameter gradients, and the running-statistics update."""
+import numpy as np
+
+from ._validate import as_float_array
+
+
+class Context:
+    """A forward pass (``y``) and what its backward needs. A subclass sets ``layout`` (the
+    input's shape and dtype), ``weight`` (as at forward time, or None) and ``has_bias``, and
+    implements ``_backward(dy) -> (dx, grad_weight, grad_bias)`` with float64 gradients."""
+
+    __slots__ = ()
+
+    def backward(self, grad_output):
+        """Returns ``(dx, grad_weight, grad_bias)``: the parameter gradients in the input's
+        dtype, None where the parameter does not exist."""
+        layout = self.layout
+        dy = as_float_array(grad_output, layout.dtype, what="grad_output")
+        if dy.shape != layout.shape:
+            raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
+                             f"shape {layout.shape}")
+        dx, gw, gb = self._backward(dy)
+        return (dx, None if self.weight is None else gw.astype(layout.dtype),
+                gb.astype(layout.dtype) if self.has_bias else None)
+
+
+def update_running(running_mean, running_var, mean, var, factor):
+    """In place, in float64 then rounded: ``running = (1 - factor) * running + factor * batch``
+    (``var``: the unbiased batch variance). Either array may be None."""
+    for run, batch in ((running_mean, mean), (running_var, var)):
+        if run is not None:
+            run[...] = (1.0 - factor) * run.astype(np.float64) + factor * batch

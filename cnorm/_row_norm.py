@@ -1,0 +1,54 @@
+"""Layer norm and RMS norm: argument checks and the forward/backward context, shared by
+``cnorm.layer_norm`` / ``cnorm.rms_norm`` and the LayerNorm / RMSNorm layers."""
+import numpy as np
+
+from . import _backend
+from ._context import Context
+from ._layout import RowLayout
+from ._validate import as_float_array, check_vector, normalized_shape
+
+
+def check_row_norm(x, shape, weight, bias, dtype=None):
+    """Validate a layer/RMS-norm call once; returns (x, normalized_shape, weight, bias)."""
+    x = as_float_array(x, dtype)
+    ns = normalized_shape(shape)
+    if x.ndim < len(ns) or x.shape[x.ndim - len(ns):] != ns:
+        raise ValueError(f"expected input with shape (*, {', '.join(map(str, ns))}) to match "
+                         f"normalized_shape {ns}, got input of shape {x.shape}")
+    return x, ns, check_vector(weight, ns, x.dtype, "weight"), check_vector(bias, ns, x.dtype,
+                                                                             "bias")
+
+
+def rms_eps(eps, dtype):
+    """RMSNorm's eps=None: the machine epsilon of the data type, as torch."""
+    return float(np.finfo(dtype).eps) if eps is None else float(eps)
+
+
+class RowNormContext(Context):
+    """A layer-norm (``rms`` False) or RMS-norm forward over the last
+    ``len(normalized_shape)`` axes, and what its backward needs."""
+
+    __slots__ = ("layout", "x2", "pshape", "mean", "invstd", "weight", "has_bias", "rms", "y")
+
+    def __init__(self, x, normalized_shape, weight, bias, eps, rms):
+        self.layout = layout = RowLayout(x, len(normalized_shape))
+        self.x2 = x2 = layout.view(x)
+        self.pshape = normalized_shape
+        self.weight = None if weight is None else np.ravel(weight).copy()  # as at forward
+        self.has_bias = bias is not None
+        self.rms = rms
+        self.mean, self.invstd = np.empty((2, x2.shape[0]))
+        y2, y = layout.empty()
+        _backend.kernels.row_forward(x2, self.weight, None if bias is None else np.ravel(bias),
+                                     float(eps), rms, y2, self.mean, self.invstd,
+                                     _backend.threads())
+        self.y = layout.restore(y)
+
+    def _backward(self, dy):
+        dy2 = self.layout.view(dy)
+        dx2, dx = self.layout.empty()
+        gw, gb = np.empty((2, self.x2.shape[1]))
+        _backend.kernels.row_backward(self.x2, dy2, self.mean, self.invstd, self.weight,
+                                      self.rms, self.weight is not None or self.has_bias, dx2,
+                                      gw, gb, _backend.threads())
+        return self.layout.restore(dx), gw.reshape(self.pshape), gb.reshape(self.pshape)

@@ -1,0 +1,93 @@
+"""Argument checks. Each public call runs them once, through its op family's ``check_*``."""
+import numbers
+
+import numpy as np
+
+FLOAT_TYPES = (np.float32, np.float64)
+
+
+def as_float_array(x, dtype=None, what="input"):
+    """Return ``x`` as an ndarray of native byte order, raising TypeError on a wrong dtype.
+
+    ``dtype`` is the required dtype (a layer's); ``None`` accepts float32 or float64.
+    Byte-swapped arrays of the right type are converted (a copy), nothing else is.
+    """
+    if type(x) is np.ndarray and x.dtype is dtype:  # the common case, checked cheaply
+        return x
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if x.dtype.type is not dtype.type:
+            raise TypeError(f"expected {what} of dtype {dtype.name}, got {x.dtype.name}")
+    elif x.dtype.type not in FLOAT_TYPES:
+        raise TypeError(f"expected {what} of dtype float32 or float64, got {x.dtype.name}")
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    return x
+
+
+def check_ndim(x, allowed, what="input"):
+    """``allowed``: the accepted ranks, or an int: the least rank of an (N, C, ...) input."""
+    if isinstance(allowed, int):
+        if x.ndim < allowed:
+            raise ValueError(f"expected {allowed}D or higher input (N, C, ...) "
+                             f"(got {x.ndim}D input)")
+    elif x.ndim not in allowed:
+        want = " or ".join(f"{d}D" for d in allowed)
+        raise ValueError(f"expected {want} {what} (got {x.ndim}D {what})")
+
+
+def check_channels(x, expected, name):
+    if expected is not None and x.shape[1] != expected:
+        raise ValueError(f"expected input with {expected} channels ({name}), got "
+                         f"{x.shape[1]} channels")
+
+
+def check_vector(v, shape, dtype, name, writeable=False):
+    """A per-channel parameter or statistic (``shape`` an int C) or LayerNorm's parameters
+    (``shape`` = normalized_shape): None, or an array of that shape and the data's dtype."""
+    want = shape if isinstance(shape, tuple) else (shape,)
+    if v is None or (type(v) is np.ndarray and v.dtype is dtype and v.shape == want
+                     and (v.flags.writeable or not writeable)):
+        return v  # the common case, checked cheaply
+    v = as_float_array(v, dtype, what=name)
+    if v.shape != want:
+        expect = (f"{want} to match normalized_shape" if isinstance(shape, tuple) else
+                  f"({shape},) to match the input's {shape} channels")
+        raise ValueError(f"{name} should have shape {expect}, got shape {v.shape}")
+    if writeable and not v.flags.writeable:
+        raise ValueError(f"{name} must be writeable to be updated in place")
+    return v
+
+
+def check_vectors(x, running_mean, running_var, weight, bias, update):
+    """Per-channel statistics and parameters of x: (C,) arrays of x's dtype, or None; the
+    running ones writeable when ``update``."""
+    C, dt = x.shape[1], x.dtype
+    return (check_vector(running_mean, C, dt, "running_mean", writeable=update),
+            check_vector(running_var, C, dt, "running_var", writeable=update),
+            check_vector(weight, C, dt, "weight"), check_vector(bias, C, dt, "bias"))
+
+
+def positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def layer_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt.type not in FLOAT_TYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt.name}")
+    return dt
+
+
+def normalized_shape(shape):
+    """torch's rule: an int or a sequence of ints, here each at least 1."""
+    ns = ((shape,) if isinstance(shape, numbers.Integral)
+          else tuple(shape) if np.iterable(shape) else None)
+    if (not ns or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
+                      for d in ns)):
+        raise ValueError("normalized_shape must be a positive int or a non-empty sequence of "
+                         f"positive ints, got {shape!r}")
+    return tuple(int(d) for d in ns)

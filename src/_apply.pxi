@@ -1,0 +1,266 @@
+# Apply: finalize statistics into per-channel coefficients of the data type, and the output and
+# gradient loops. The mean is subtracted as hi + lo, (x - hi) - lo, exact for x near the mean.
+#   forward   y  = _epilogue(((x - hi) - lo) * a + b)            coef [hi, lo, a, b]
+#   backward  dx = g * k1 + (((x - hi) - lo) * k2 + k3)            coef [hi, lo, k1, k2, k3]
+# (g = dy, times a per-column weight in the row norms). Planar layouts store a channel's
+# coefficients together; the rows layout stores each coefficient as a vector over channels.
+# A "group" is Cg channels sharing statistics: a batch-norm channel is a group of one.
+
+
+cdef inline floating _epilogue(floating v) noexcept nogil:
+    """The one place an elementwise epilogue of the forward output plugs in (every forward
+    loop stores through it); the identity for now."""
+    return v
+
+
+cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
+    """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
+    hi[0] = <floating>mean
+    lo[0] = <floating>(mean - <double>hi[0])
+
+
+cdef inline void _set_coef(floating *coef, Py_ssize_t C, Py_ssize_t c, bint rows, int width,
+                           double mean, double a, double b, double e) noexcept nogil:
+    """Channel c's coefficients: interleaved (planar) or vectors over channels (rows)."""
+    cdef Py_ssize_t s = C if rows else 1
+    cdef floating *q = coef + (c if rows else width * c)
+    _split(mean, q, q + s)
+    q[2 * s] = <floating>a
+    q[3 * s] = <floating>b
+    if width == 5:
+        q[4 * s] = <floating>e
+
+
+cdef inline void _fwd_coefs(floating *coef, Py_ssize_t C, Py_ssize_t Cg, Py_ssize_t g,
+                            bint rows, double var, double eps, const double *mean,
+                            double *invstd, const floating *w, const floating *b) noexcept nogil:
+    """Finalize group g (invstd from its variance) and store its channels' forward
+    coefficients: y = (x - mean) * (invstd * w) + b."""
+    cdef Py_ssize_t c
+    invstd[g] = 1.0 / sqrt(var + eps)
+    for c in range(g * Cg, (g + 1) * Cg):
+        _set_coef(coef, C, c, rows, 4, mean[g], invstd[g] * (<double>w[c] if w else 1.0),
+                  <double>b[c] if b else 0.0, 0.0)
+
+
+cdef inline void _bwd_coefs(floating *coef, Py_ssize_t C, Py_ssize_t Cg, Py_ssize_t g,
+                            bint rows, bint training, double M, const double *mean,
+                            const double *invstd, const floating *w, const double *s1,
+                            const double *s2) noexcept nogil:
+    """Group g's channels' backward coefficients from their sums s1 = sum(dy),
+    s2 = sum(dy * (x - mean)): k1 = w * invstd and, through batch statistics of M values,
+    k2 = -invstd^3 * sum_c(w * s2) / M, k3 = -invstd * sum_c(w * s1) / M."""
+    cdef Py_ssize_t c
+    cdef double A = 0.0, B = 0.0, inv = invstd[g], wc
+    if training:
+        for c in range(g * Cg, (g + 1) * Cg):
+            wc = <double>w[c] if w else 1.0
+            A = A + wc * s1[c]
+            B = B + wc * s2[c]
+    for c in range(g * Cg, (g + 1) * Cg):
+        _set_coef(coef, C, c, rows, 5, mean[g], (<double>w[c] if w else 1.0) * inv,
+                  -inv * inv * inv * B / M, -inv * A / M)
+
+
+cdef inline void _norm_run(const floating *x, floating *y, Py_ssize_t n, const floating *q,
+                           const floating *wc, const floating *bc) noexcept nogil:
+    """Forward of n values with coefficients q = [hi, lo, a, b]; wc, bc: per-value weight and
+    bias (row norms) or NULL."""
+    cdef Py_ssize_t t
+    cdef floating hi = q[0], lo = q[1], a = q[2], b = q[3]
+    if wc != NULL and bc != NULL:
+        for t in range(n):
+            y[t] = _epilogue((((x[t] - hi) - lo) * a) * wc[t] + bc[t])
+    elif wc != NULL:
+        for t in range(n):
+            y[t] = _epilogue((((x[t] - hi) - lo) * a) * wc[t] + b)
+    elif bc != NULL:
+        for t in range(n):
+            y[t] = _epilogue(((x[t] - hi) - lo) * a + bc[t])
+    else:
+        for t in range(n):
+            y[t] = _epilogue(((x[t] - hi) - lo) * a + b)
+
+
+cdef inline void _grad_run(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,
+                           const floating *q, const floating *wc, floating a, floating *pw,
+                           floating *pb) noexcept nogil:
+    """Backward of n values with q = [hi, lo, k1, k2, k3]; x NULL: dx = g * k1 (fixed
+    statistics). wc: per-value weight or NULL. pw, pb (or NULL): per-value sums of dy * x_hat
+    (x_hat = (x - mean) * a) and dy, for the row norms' parameter gradients."""
+    cdef Py_ssize_t t
+    cdef floating hi = q[0], lo = q[1], k1 = q[2], k2 = q[3], k3 = q[4]
+    if x == NULL:
+        for t in range(n):
+            dx[t] = dy[t] * k1
+    elif wc != NULL:
+        for t in range(n):
+            dx[t] = (dy[t] * wc[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3)
+    else:
+        for t in range(n):
+            dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)
+    if pw != NULL:
+        for t in range(n):
+            pw[t] += dy[t] * (((x[t] - hi) - lo) * a)
+            pb[t] += dy[t]
+
+
+cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,
+                      const floating *coef) noexcept nogil:
+    """One row of the rows layout (coefficient vectors [hi | lo | a | b (| e)] over C)."""
+    cdef Py_ssize_t c
+    cdef const floating *hi = coef
+    cdef const floating *lo = coef + C
+    cdef const floating *a = coef + 2 * C
+    cdef const floating *b = coef + 3 * C
+    cdef const floating *e = coef + 4 * C
+    if dy == NULL:
+        for c in range(C):
+            out[c] = _epilogue(((x[c] - hi[c]) - lo[c]) * a[c] + b[c])
+    elif x == NULL:
+        for c in range(C):
+            out[c] = dy[c] * a[c]
+    else:
+        for c in range(C):
+            out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])
+
+
+cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
+                 Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
+                 Py_ssize_t c1, int nt) noexcept nogil:
+    """Forward (dy NULL) or backward (x NULL: fixed statistics) of an (outer, C, inner) array.
+    Planar: channels [c0, c1) serially when that is not all of them, else all rows in
+    parallel; rows layout (inner == 1): all channels, rows in parallel."""
+    cdef Py_ssize_t r, c, o, off
+    cdef int w = 4 if dy == NULL else 5
+    if inner > 1 and c1 - c0 < C:
+        for o in range(outer):
+            for c in range(c0, c1):
+                off = (o * C + c) * inner
+                if dy == NULL:
+                    _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL)
+                else:
+                    _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
+                              coef + w * c, NULL, 0.0, NULL, NULL)
+    elif inner > 1:
+        nt = _threads(outer * C * inner, outer * C, nt)
+        for r in prange(outer * C, schedule="static", num_threads=nt):
+            off = r * inner
+            if dy == NULL:
+                _norm_run(x + off, out + off, inner, coef + w * (r % C), NULL, NULL)
+            else:
+                _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
+                          coef + w * (r % C), NULL, 0.0, NULL, NULL)
+    else:
+        nt = _threads(outer * C, outer, nt)
+        for o in prange(outer, schedule="static", num_threads=nt):
+            _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
+                        out + o * C, C, coef)
+
+
+# ---------------------------------------------------------------------------------------------
+# The passes of a batch-norm problem (outer, C, inner) with statistics per group of Cg channels:
+# batch norm (Cg = 1) and one sample of group/instance norm. Planar groups of at least GATHER
+# values go group by group, each normalized while in cache ("fused"); otherwise the statistics
+# step over the whole array, then the apply step. Both give the same bits.
+# ---------------------------------------------------------------------------------------------
+
+cdef inline bint _fused(Py_ssize_t run, Py_ssize_t G, int nt) noexcept nogil:
+    """Group by group when a group's runs are long (planar, at least GATHER values) and the
+    groups share out evenly over the threads."""
+    return run >= GATHER and (nt == 1 or G % nt == 0 or G >= 8 * nt)
+
+
+cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
+                         Py_ssize_t inner, Py_ssize_t Cg, Py_ssize_t g, double eps,
+                         const floating *w, const floating *b, double *mean, double *m2,
+                         double *invstd, floating *coef) noexcept nogil:
+    _plane_stats(x, outer, C // Cg, Cg * inner, g, &mean[g], &m2[g])
+    _fwd_coefs(coef, C, Cg, g, False, m2[g] / <double>(outer * Cg * inner), eps, mean, invstd,
+               w, b)
+    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1)
+
+
+cdef int _forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
+                  Py_ssize_t inner, Py_ssize_t Cg, double eps, const floating *w,
+                  const floating *b, double *mean, double *m2, double *invstd, floating *coef,
+                  int nt) noexcept nogil:
+    """Training forward: per-group mean, M2, invstd and the output, on up to nt threads.
+    Channels-last groups of several channels: each channel's statistics (rows layout),
+    merged over the group in order. Returns -1 when out of memory."""
+    cdef Py_ssize_t G = C // Cg, g, c
+    cdef double n
+    cdef double *cs
+    nt = _threads(outer * C * inner, _nchunks(outer, G, Cg * inner) * G, nt)
+    if inner > 1 and _fused(Cg * inner, G, nt):
+        for g in prange(G, schedule="static", num_threads=nt):
+            _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef)
+        return 0
+    if inner == 1 and Cg > 1:
+        cs = <double *>malloc(2 * C * sizeof(double))
+        if cs == NULL or _stats(x, outer, C, 1, cs, cs + C, nt):
+            free(cs)
+            return -1
+        for g in range(G):
+            n = 0.0
+            mean[g] = 0.0
+            m2[g] = 0.0
+            for c in range(g * Cg, (g + 1) * Cg):
+                _merge_into(&n, &mean[g], &m2[g], <double>outer, cs[c], cs[C + c])
+        free(cs)
+    elif _stats(x, outer, G, Cg * inner, mean, m2, nt):
+        return -1
+    for g in range(G):
+        _fwd_coefs(coef, C, Cg, g, inner == 1, m2[g] / <double>(outer * Cg * inner), eps, mean,
+                   invstd, w, b)
+    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, 0, C, nt)
+    return 0
+
+
+cdef void _fused_backward(const floating *x, const floating *dy, floating *dx,
+                          Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg,
+                          Py_ssize_t g, bint training, bint need_sums, const double *mean,
+                          const double *invstd, const floating *w, double *s1, double *s2,
+                          floating *coef) noexcept nogil:
+    cdef Py_ssize_t c
+    if need_sums:
+        for c in range(g * Cg, (g + 1) * Cg):
+            _plane_dot(x, dy, <const floating *>NULL, outer, C, inner, c, mean[g], &s1[c],
+                       &s2[c])
+    _bwd_coefs(coef, C, Cg, g, False, training, <double>(outer * Cg * inner), mean, invstd, w,
+               s1, s2)
+    _apply(x if training else NULL, dy, dx, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1)
+
+
+cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,
+                   Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg, bint training,
+                   bint need_sums, const double *mean, const double *invstd, const floating *w,
+                   double *s1, double *s2, floating *coef, int nt) noexcept nogil:
+    """Backward: per-channel s1 = sum(dy), s2 = sum(dy * (x - mean)) (when ``need_sums`` or
+    ``training``), then dx, on up to nt threads. ``training``: the statistics were the
+    batch's (differentiate through them). Returns -1 when out of memory."""
+    cdef Py_ssize_t G = C // Cg, g, c
+    cdef double *mc = NULL
+    need_sums = need_sums or training
+    nt = _threads(outer * C * inner, _nchunks(outer, C, inner) * C, nt)
+    if inner > 1 and _fused(inner, G, nt):
+        for g in prange(G, schedule="static", num_threads=nt):
+            _fused_backward(x, dy, dx, outer, C, inner, Cg, g, training, need_sums, mean,
+                            invstd, w, s1, s2, coef)
+        return 0
+    if need_sums:
+        if Cg > 1:
+            mc = <double *>malloc(C * sizeof(double))
+            if mc == NULL:
+                return -1
+            for c in range(C):
+                mc[c] = mean[c // Cg]
+        if _sums(x, dy, outer, C, inner, mc if Cg > 1 else mean, s1, s2, nt):
+            free(mc)
+            return -1
+        free(mc)
+    for g in range(G):
+        _bwd_coefs(coef, C, Cg, g, inner == 1, training, <double>(outer * Cg * inner), mean,
+                   invstd, w, s1, s2)
+    _apply(x if training else NULL, dy, dx, outer, C, inner, coef, 0, C, nt)
+    return 0

@@ -1,0 +1,19 @@
+# Constants of the kernels. CHUNK, ROW_CHUNK, GATHER, LANES and FLUSH fix the summation order
+# (the determinism contract, see _chunks.pxi): changing one changes the bits of results, never
+# their dependence on threads or SIMD target. The others only move speed.
+cdef enum:
+    CHUNK = 4096          # values of one channel (or row) per statistics chunk: 16 KB of
+                          # float32, so the redo around the mean re-reads it from L1/L2
+    ROW_CHUNK = 65536     # rows layout (inner == 1): values (rows x C) per statistics chunk;
+                          # the lanes there span channels, so chunks count all of them
+    GATHER = 512          # inner sizes below this are short rows: chunks of whole outer rows
+                          # in memory order (one channel's short rows lie on many pages)
+    LANES = 32            # independent accumulators per sum: two AVX-512 registers of float,
+                          # enough to hide the add latency; fixed, so every target sums alike
+    FLUSH = 8             # float32 lanes add FLUSH blocks before flushing into double, so a
+                          # float lane's rounding stays near 1e-7 of what it holds
+    PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
+    LONG_ROW = 4096       # row norms: rows at least this long run the backward by column
+                          # blocks (a chunk of such rows would not stay in cache)
+    ROW_BLOCK = 8         # row norms: rows normalized per step (their divisions and square
+                          # roots overlap, and at most CHUNK values of them stay in cache)

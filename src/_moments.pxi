@@ -1,0 +1,223 @@
+# Statistics: per-chunk moments (count, mean, M2) around a shift, Chan's merge, and the
+# composed whole-array steps (partials in parallel, merged in chunk order). One routine makes
+# every chunk's moments, for every op family: _chunk_stats.
+
+
+cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,
+                               double *m2) noexcept nogil:
+    """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits to a shift
+    far from the mean (then the caller sums again around the mean)."""
+    cdef double mu = s1 / n
+    cdef double corr = s1 * mu
+    cdef double v = s2 - corr
+    mean[0] = shift + mu
+    m2[0] = 0.0 if v < 0.0 else v
+    return corr > 1e6 * v and mean[0] - mean[0] == 0.0
+
+
+cdef inline bint _too_wide(double n, double s1, double m2) noexcept nogil:
+    """float32 lanes lost a chunk: (x - shift)^2 overflowed (|x - shift| above ~1e19) or
+    underflowed (below ~1e-19) in float. NaN data also lands here, and stays NaN."""
+    return not (m2 <= DBL_MAX) or (m2 < 1e-30 * n and (m2 != 0.0 or s1 != 0.0))
+
+
+cdef void _chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c0,
+                       Py_ssize_t c1, Py_ssize_t j0, Py_ssize_t j1, double *mean, double *m2,
+                       double *work, floating *lanes) noexcept nogil:
+    """Mean and M2 of channels [c0, c1) over their flat range [j0, j1), into mean[c - c0] and
+    m2[c - c0]: sums around the range's first value; again around the mean when that lost
+    digits; float32 chunks lost in float lanes again in double. work: 2*(c1 - c0) doubles;
+    lanes: 3*C values (rows layout only)."""
+    cdef Py_ssize_t c, m = c1 - c0, o0 = j0 // inner
+    cdef double *shift = work
+    cdef double *s1 = work + m
+    cdef double n = <double>(j1 - j0)
+    cdef bint redo = False
+    for c in range(m):
+        shift[c] = x[(o0 * C + c0 + c) * inner + (j0 - o0 * inner)]
+    _chunk_sums(x, <const floating *>NULL, <const floating *>NULL, C, inner, c0, c1, j0, j1,
+                shift, s1, m2, lanes)
+    for c in range(m):
+        redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+    if redo:
+        for c in range(m):
+            shift[c] = <double><floating>mean[c]
+        _chunk_sums(x, <const floating *>NULL, <const floating *>NULL, C, inner, c0, c1, j0,
+                    j1, shift, s1, m2, lanes)
+        for c in range(m):
+            _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+    if floating is float:
+        for c in range(m):
+            if _too_wide(n, s1[c], m2[c]):
+                _wide_sums(x, C, inner, c0 + c, j0, j1, shift[c], &s1[c], &m2[c])
+                _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+
+
+cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,
+                             double Mb) noexcept nogil:
+    """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
+    cdef double tot, d
+    if nb <= 0.0:
+        return
+    if n[0] == 0.0:
+        n[0] = nb
+        m[0] = mb
+        M[0] = Mb
+        return
+    tot = n[0] + nb
+    d = mb - m[0]
+    m[0] = m[0] + d * (nb / tot)
+    M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
+    n[0] = tot
+
+
+cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm,
+                 const double *pm2, double *mean, double *m2) noexcept nogil:
+    """_merge_into over K chunk partials (K, C) in order, for all channels at once: every
+    channel has the same count per chunk, so the divisions are made once per chunk (the same
+    expressions, the same bits). No values: NaN."""
+    cdef Py_ssize_t k, c
+    cdef double n = 0.0, nb, tot, fa, fb, d
+    for c in range(C):
+        mean[c] = 0.0
+        m2[c] = 0.0
+    for k in range(K):
+        nb = cnt[k]
+        if nb <= 0.0:
+            continue
+        if n == 0.0:
+            for c in range(C):
+                mean[c] = pm[k * C + c]
+                m2[c] = pm2[k * C + c]
+            n = nb
+            continue
+        tot = n + nb
+        fa = nb / tot
+        fb = n * nb / tot
+        for c in range(C):
+            d = pm[k * C + c] - mean[c]
+            mean[c] = mean[c] + d * fa
+            m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
+        n = tot
+    if n == 0.0:
+        for c in range(C):
+            mean[c] = NAN
+            m2[c] = NAN
+
+
+cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                       Py_ssize_t c, double *mean, double *m2) noexcept nogil:
+    """Whole-channel moments on one thread: plane chunks merged in order (the bits of _stats
+    in the plane layout). Any inner: a row of a row norm is (1, 1, L)."""
+    cdef Py_ssize_t k, n_all = outer * inner, j1
+    cdef double n = 0.0, mb, Mb
+    cdef double work[2]
+    mean[0] = 0.0
+    m2[0] = 0.0
+    for k in range((n_all + CHUNK - 1) // CHUNK):
+        j1 = min((k + 1) * CHUNK, n_all)
+        _chunk_stats(x, C, inner, c, c + 1, k * CHUNK, j1, &mb, &Mb, work,
+                     <floating *>NULL)
+        _merge_into(&n, mean, m2, <double>(j1 - k * CHUNK), mb, Mb)
+    if n == 0.0:
+        mean[0] = NAN
+        m2[0] = NAN
+
+
+cdef void _plane_dot(const floating *x, const floating *dy, const floating *w,
+                     Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
+                     double mean, double *s1, double *s2) noexcept nogil:
+    """Whole-channel sum(g), sum(g * (x - mean)) on one thread: plane chunk sums added in
+    order (the bits of _sums in the plane layout)."""
+    cdef Py_ssize_t k, n_all = outer * inner
+    cdef double a, b
+    s1[0] = 0.0
+    s2[0] = 0.0
+    for k in range((n_all + CHUNK - 1) // CHUNK):
+        _plane_sums(x, dy, w, C, inner, c, k * CHUNK, min((k + 1) * CHUNK, n_all), mean, &a, &b)
+        s1[0] += a
+        s2[0] += b
+
+
+cdef inline Py_ssize_t _units(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) noexcept nogil:
+    """Independent parts of a statistics pass: (channel, chunk) pairs, or chunks."""
+    return _nchunks(outer, C, inner) * (C if inner >= GATHER else 1)
+
+
+cdef inline Py_ssize_t _scratch_size(Py_ssize_t C, int nt) noexcept nogil:
+    """Doubles of per-thread scratch for _partials and _dot_partials: 2*C doubles and 3*C
+    values (rows layout lanes, at most 3*C doubles) per thread."""
+    return nt * 5 * C
+
+
+cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+                    Py_ssize_t inner, const double *mean, double *p1, double *p2,
+                    double *scratch, int nt) noexcept nogil:
+    """Chunk partials into (K, C) arrays, in parallel over the units. Without dy: moments
+    (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch: _scratch_size."""
+    cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c, j0, j1
+    cdef double *work
+    if inner >= GATHER:
+        for u in prange(K * C, schedule="static", num_threads=nt):
+            c = u // K
+            k = u - c * K
+            j0 = k * CHUNK
+            j1 = _chunk_end(k, outer, C, inner)
+            if dy == NULL:
+                work = scratch + 2 * threadid()
+                _chunk_stats(x, C, inner, c, c + 1, j0, j1, p1 + k * C + c, p2 + k * C + c,
+                             work, <floating *>NULL)
+            else:
+                _plane_sums(x, dy, <const floating *>NULL, C, inner, c, j0, j1, mean[c],
+                            p1 + k * C + c, p2 + k * C + c)
+        return
+    for k in prange(K, schedule="static", num_threads=nt):
+        work = scratch + 5 * C * threadid()
+        j0 = _chunk_start(k, outer, C, inner)
+        j1 = _chunk_end(k, outer, C, inner)
+        if dy == NULL:
+            _chunk_stats(x, C, inner, 0, C, j0, j1, p1 + k * C, p2 + k * C, work,
+                         <floating *>(work + 2 * C))
+        else:
+            _chunk_sums(x, dy, <const floating *>NULL, C, inner, 0, C, j0, j1, mean,
+                        p1 + k * C, p2 + k * C, <floating *>(work + 2 * C))
+
+
+cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                double *mean, double *m2, int nt) noexcept nogil:
+    """Per-channel mean and M2 of a non-empty array: chunk partials on up to nt threads, then
+    their merge in order. Returns -1 when out of memory."""
+    cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
+    nt = _threads(outer * C * inner, _units(outer, C, inner), nt)
+    cdef double *part = <double *>malloc((2 * K * C + K + _scratch_size(C, nt)) * sizeof(double))
+    cdef double *cnt = part + 2 * K * C
+    if part == NULL:
+        return -1
+    _partials(x, <const floating *>NULL, outer, C, inner, NULL, part, part + K * C, cnt + K, nt)
+    for k in range(K):
+        cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner))
+    _merge(K, C, cnt, part, part + K * C, mean, m2)
+    free(part)
+    return 0
+
+
+cdef int _sums(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+               Py_ssize_t inner, const double *mean, double *s1, double *s2,
+               int nt) noexcept nogil:
+    """Per-channel sum(dy) and sum(dy * (x - mean)) of a non-empty array: chunk partials on up
+    to nt threads, added in chunk order. Returns -1 when out of memory."""
+    cdef Py_ssize_t k, c, K = _nchunks(outer, C, inner)
+    nt = _threads(outer * C * inner, _units(outer, C, inner), nt)
+    cdef double *part = <double *>malloc((2 * K * C + _scratch_size(C, nt)) * sizeof(double))
+    if part == NULL:
+        return -1
+    _partials(x, dy, outer, C, inner, mean, part, part + K * C, part + 2 * K * C, nt)
+    for c in range(C):
+        s1[c] = 0.0
+        s2[c] = 0.0
+    for k in range(K):
+        for c in range(C):
+            s1[c] += part[k * C + c]
+            s2[c] += part[K * C + k * C + c]
+    free(part)
+    return 0

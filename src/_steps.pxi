@@ -1,0 +1,100 @@
+# ---------------------------------------------------------------------------------------------
+# The composable steps on their own, for tests and for building new ops: partial statistics ->
+# merge -> (finalize) -> normalize, and backward sums -> backward apply. They run the same
+# routines as the fused kernels, so they give the same bits (tests/test_layouts.py checks it).
+# Not a stable API.
+# ---------------------------------------------------------------------------------------------
+
+
+def partial_stats(const floating[:, :, ::1] x, int n_threads=1):
+    """Per-chunk moments of each channel of an ``(outer, C, inner)`` array.
+
+    Returns ``(counts, means, m2)``: float64 arrays of shapes (K,), (K, C), (K, C); chunk k
+    holds ``counts[k]`` values of every channel. The chunks depend on the shape only.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t K = _nchunks(outer, C, inner) if x.size > 0 else 0, k
+    cdef int nt = _threads(outer * C * inner, _units(outer, C, inner), n_threads)
+    counts = np.empty(K, dtype=np.float64)
+    means = np.zeros((K, C), dtype=np.float64)
+    m2s = np.zeros((K, C), dtype=np.float64)
+    scratch = np.empty(_scratch_size(C, nt) + 1, dtype=np.float64)
+    cdef double[::1] cnt = counts, sc = scratch
+    cdef double[:, ::1] pm = means, pm2 = m2s
+    for k in range(K):
+        cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner))
+    if K > 0:
+        with nogil:
+            _partials(&x[0, 0, 0], <const floating *>NULL, outer, C, inner, NULL, &pm[0, 0],
+                      &pm2[0, 0], &sc[0], nt)
+    return counts, means, m2s
+
+
+def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):
+    """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)``: the total
+    count and float64 arrays of length C (NaN for a channel with no values)."""
+    cdef Py_ssize_t K = means.shape[0], C = means.shape[1], k
+    cdef double total = 0.0
+    mean_out = np.empty(C, dtype=np.float64)
+    m2_out = np.empty(C, dtype=np.float64)
+    cdef double[::1] mo = mean_out, m2o = m2_out
+    for k in range(K):
+        total += counts[k]
+    if C > 0:
+        with nogil:
+            _merge(K, C, &counts[0] if K > 0 else NULL, &means[0, 0] if K > 0 else NULL,
+                   &m2[0, 0] if K > 0 else NULL, &mo[0], &m2o[0])
+    return total, mean_out, m2_out
+
+
+def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,
+              const double[::1] shift, floating[:, :, ::1] out, int n_threads=1):
+    """``out = (x - mean) * scale + shift`` per channel (the apply step)."""
+    if x.size > 0:
+        _coef_apply(&x[0, 0, 0], NULL, &out[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+                    &mean[0], &scale[0], &shift[0], NULL, n_threads)
+
+
+def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                  const double[::1] mean, int n_threads=1):
+    """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    s1 = np.zeros(C, dtype=np.float64)
+    s2 = np.zeros(C, dtype=np.float64)
+    cdef double[::1] v1 = s1, v2 = s2
+    cdef int err = 0
+    if x.size > 0:
+        with nogil:
+            err = _sums(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &v1[0], &v2[0],
+                        n_threads)
+        if err:
+            raise MemoryError()
+    return s1, s2
+
+
+def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                   const double[::1] mean, const double[::1] k1, const double[::1] k2,
+                   const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True,
+                   int n_threads=1):
+    """``dx = dy * k1 + ((x - mean) * k2 + k3)`` per channel; ``dx = dy * k1`` without use_x
+    (fixed statistics)."""
+    if x.size > 0:
+        _coef_apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], x.shape[0],
+                    x.shape[1], x.shape[2], &mean[0], &k1[0], &k2[0], &k3[0], n_threads)
+
+
+cdef int _coef_apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
+                     Py_ssize_t C, Py_ssize_t inner, const double *mean, const double *a,
+                     const double *b, const double *e, int n_threads) except -1:
+    cdef Py_ssize_t c
+    cdef int width = 4 if dy == NULL else 5
+    cdef floating *coef = <floating *>malloc(width * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(C):
+            _set_coef(coef, C, c, inner == 1, width, mean[c], a[c], b[c],
+                      e[c] if width == 5 else 0.0)
+        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads)
+    free(coef)
+    return 0

@@ -1,0 +1,169 @@
+# Lane sums: the one summation loop of the kernels, for x (statistics) and for dy (backward).
+#   without g:  s1 = sum(x - shift),   s2 = sum((x - shift)^2)
+#   with g:     s1 = sum(g),           s2 = sum(g * (x - shift)),  g = dy (times w when given)
+# Values go into lanes of the data type in blocks (no sum is reassociated, so every SIMD target
+# gives the same bits); float32 lanes are flushed into double every FLUSH blocks.
+
+
+cdef inline void _add_block(const floating *p, const floating *g, const floating *w,
+                            Py_ssize_t width, const floating *s, floating *f1,
+                            floating *f2) noexcept nogil:
+    """One block of ``width`` values into ``width`` lanes (s: the lanes' shifts)."""
+    cdef Py_ssize_t l
+    cdef floating d, e
+    if g == NULL:
+        for l in range(width):
+            d = p[l] - s[l]
+            f1[l] += d
+            f2[l] += d * d
+    elif w == NULL:
+        for l in range(width):
+            e = g[l]
+            f1[l] += e
+            f2[l] += e * (p[l] - s[l])
+    else:
+        for l in range(width):
+            e = g[l] * w[l]
+            f1[l] += e
+            f2[l] += e * (p[l] - s[l])
+
+
+cdef inline void _flush(floating *f1, floating *f2, double *a1, double *a2,
+                        Py_ssize_t width) noexcept nogil:
+    cdef Py_ssize_t l
+    for l in range(width):
+        a1[l] += <double>f1[l]
+        a2[l] += <double>f2[l]
+        f1[l] = 0.0
+        f2[l] = 0.0
+
+
+cdef inline double _tree(double *a) noexcept nogil:
+    """Sum of LANES (= 32) double lanes by a fixed pairwise tree (consumes a)."""
+    cdef int l
+    for l in range(16):
+        a[l] += a[l + 16]
+    for l in range(8):
+        a[l] += a[l + 8]
+    for l in range(4):
+        a[l] += a[l + 4]
+    return (a[0] + a[2]) + (a[1] + a[3])
+
+
+cdef void _plane_sums(const floating *x, const floating *dy, const floating *w, Py_ssize_t C,
+                      Py_ssize_t inner, Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1,
+                      double shift, double *s1, double *s2) noexcept nogil:
+    """Sums over channel c's flat range [j0, j1) of its (outer, inner) plane in an
+    (outer, C, inner) array, run by run (a run: the part of one outer row; C == 1 makes the
+    plane one run). ``w`` is indexed by the inner position. Without dy the shift must be of
+    the data type; with dy any double. Each run's tail goes into the double lanes."""
+    cdef double a1[LANES]
+    cdef double a2[LANES]
+    cdef floating f1[LANES]
+    cdef floating f2[LANES]
+    cdef floating sh[LANES]
+    cdef floating fs = <floating>shift, e
+    cdef Py_ssize_t run = j1 if C == 1 else inner
+    cdef Py_ssize_t o = j0 // run
+    cdef Py_ssize_t i = j0 - o * run
+    cdef Py_ssize_t j = j0, b, t, seg, nb
+    cdef const floating *p
+    cdef const floating *g
+    cdef const floating *wp
+    cdef int l, blocks = 0
+    for l in range(LANES):
+        a1[l] = 0.0
+        a2[l] = 0.0
+        f1[l] = 0.0
+        f2[l] = 0.0
+        sh[l] = fs
+    while j < j1:
+        seg = min(run - i, j1 - j)
+        p = x + (o * C + c) * run + i
+        g = dy + (p - x) if dy != NULL else NULL
+        wp = w + i if w != NULL else NULL
+        nb = seg // LANES
+        for b in range(nb):
+            _add_block(p + b * LANES, g + b * LANES if g != NULL else NULL,
+                       wp + b * LANES if wp != NULL else NULL, LANES, sh, f1, f2)
+            blocks += 1
+            if floating is double or blocks == FLUSH:
+                _flush(f1, f2, a1, a2, LANES)
+                blocks = 0
+        t = nb * LANES
+        for l in range(seg - t):
+            if g == NULL:
+                a1[l] += <double>p[t + l] - <double>fs
+                a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
+            else:
+                e = g[t + l] * wp[t + l] if wp != NULL else g[t + l]
+                a1[l] += <double>e
+                a2[l] += <double>e * (<double>p[t + l] - <double>fs)
+        j += seg
+        o += 1
+        i = 0
+    _flush(f1, f2, a1, a2, LANES)
+    s1[0] = _tree(a1)
+    s2[0] = _tree(a2)
+    if dy != NULL:  # sums were around fs; move them to the exact shift
+        s2[0] += (<double>fs - shift) * s1[0]
+
+
+cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,
+                     Py_ssize_t r1, const double *shift, double *s1, double *s2,
+                     floating *lanes) noexcept nogil:
+    """Per-channel sums over rows [r0, r1) of an (outer, C) matrix: the lanes are the channels.
+    Row by row in memory order (a channel's values are C apart: a page apart for C = 1024,
+    where the prefetcher would not follow). lanes: 3*C values of scratch."""
+    cdef floating *f1 = lanes
+    cdef floating *f2 = lanes + C
+    cdef floating *fs = lanes + 2 * C
+    cdef Py_ssize_t r, c
+    cdef int blocks = 0
+    for c in range(C):
+        s1[c] = 0.0
+        s2[c] = 0.0
+        f1[c] = 0.0
+        f2[c] = 0.0
+        fs[c] = <floating>shift[c]
+    for r in range(r0, r1):
+        _add_block(x + r * C, dy + r * C if dy != NULL else NULL, <const floating *>NULL, C,
+                   fs, f1, f2)
+        blocks += 1
+        if floating is double or blocks == FLUSH or r == r1 - 1:
+            _flush(f1, f2, s1, s2, C)
+            blocks = 0
+    if dy != NULL:
+        for c in range(C):
+            s2[c] += (<double>fs[c] - shift[c]) * s1[c]
+
+
+cdef void _chunk_sums(const floating *x, const floating *dy, const floating *w, Py_ssize_t C,
+                      Py_ssize_t inner, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t j0,
+                      Py_ssize_t j1, const double *shift, double *s1, double *s2,
+                      floating *lanes) noexcept nogil:
+    """Sums of channels [c0, c1) over their flat range [j0, j1), into s1[c - c0], s2[c - c0]
+    (shift likewise): across channels in the rows layout (all channels), else per channel."""
+    cdef Py_ssize_t c
+    if inner == 1 and C > 1:
+        _rows_sums(x, dy, C, j0, j1, shift, s1, s2, lanes)
+        return
+    for c in range(c0, c1):
+        _plane_sums(x, dy, w, C, inner, c, j0, j1, shift[c - c0], &s1[c - c0], &s2[c - c0])
+
+
+cdef void _wide_sums(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
+                     Py_ssize_t j0, Py_ssize_t j1, double shift, double *s1,
+                     double *s2) noexcept nogil:
+    """The x sums of _plane_sums with every step in double, in any layout: the rare fallback
+    for float32 chunks whose squares overflow or underflow in float (see _moments.pxi)."""
+    cdef Py_ssize_t j, o, i
+    cdef double d, a = 0.0, b = 0.0
+    for j in range(j0, j1):
+        o = j // inner
+        i = j - o * inner
+        d = <double>x[(o * C + c) * inner + i] - shift
+        a = a + d
+        b = b + d * d
+    s1[0] = a
+    s2[0] = b

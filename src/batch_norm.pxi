@@ -1,0 +1,97 @@
+# Batch norm: statistics per channel of an (outer, C, inner) array (a group of one channel in
+# the passes of _apply.pxi), and the eval forward with running statistics.
+
+
+def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
+                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
+                     double[::1] mean, double[::1] m2, double[::1] invstd, int n_threads):
+    """Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``.
+
+    ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared
+    deviations) and ``invstd = 1/sqrt(m2/count + eps)``; NaN for an empty batch.
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef int err = 0
+    if x.size == 0:
+        mean[:] = NAN
+        m2[:] = NAN
+        invstd[:] = NAN
+        return
+    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        err = _forward(&x[0, 0, 0], &out[0, 0, 0], outer, C, inner, 1, eps,
+                       &weight[0] if weight is not None else NULL,
+                       &bias[0] if bias is not None else NULL, &mean[0], &m2[0], &invstd[0],
+                       coef, n_threads)
+    free(coef)
+    if err:
+        raise MemoryError()
+
+
+def bn_forward_eval(const floating[:, :, ::1] x, const double[::1] mean,
+                    const double[::1] var, const floating[::1] weight,
+                    const floating[::1] bias, double eps, floating[:, :, ::1] out,
+                    double[::1] invstd, int n_threads):
+    """Eval forward with fixed statistics (``mean``, ``var`` per channel, float64), one pass
+    over x. Writes ``invstd = 1/sqrt(var + eps)`` for the backward."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    cdef const floating *b = &bias[0] if bias is not None else NULL
+    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating) + 1)
+    cdef bint empty = x.size == 0
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(C):
+            _fwd_coefs(coef, C, 1, c, inner == 1, var[c], eps, &mean[0], &invstd[0], w, b)
+        if not empty:
+            _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef,
+                   0, C, n_threads)
+    free(coef)
+
+
+def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+                const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
+                bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
+                double[::1] sum_dy_xmu, int n_threads):
+    """Backward of batch norm: ``dx`` and the per-channel ``sum_dy``, ``sum_dy_xmu =
+    sum(dy * (x - mean))`` for the parameter gradients.
+
+    ``training``: the forward used batch statistics (differentiate through them); otherwise
+    they were constants. ``need_sums`` False skips the sums (fixed statistics, no parameters).
+    """
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    cdef int err = 0
+    sum_dy[:] = 0.0
+    sum_dy_xmu[:] = 0.0
+    if x.size == 0:
+        return
+    cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        err = _backward(&x[0, 0, 0], &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner, 1, training,
+                        need_sums, &mean[0], &invstd[0],
+                        &weight[0] if weight is not None else NULL, &sum_dy[0],
+                        &sum_dy_xmu[0], coef, n_threads)
+    free(coef)
+    if err:
+        raise MemoryError()
+
+
+def channel_stats(const floating[:, :, ::1] x, int n_threads):
+    """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partials merged in
+    order). A channel with no values gets mean and m2 NaN."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    mean = np.full(C, np.nan)
+    m2 = np.full(C, np.nan)
+    cdef double[::1] mv = mean, m2v = m2
+    cdef int err = 0
+    if x.size > 0:
+        with nogil:
+            err = _stats(&x[0, 0, 0], outer, C, inner, &mv[0], &m2v[0], n_threads)
+        if err:
+            raise MemoryError()
+    return float(outer * inner), mean, m2

@@ -1,0 +1,81 @@
+# Group norms (GroupNorm, InstanceNorm = one channel per group): each sample n of an
+# (N, outer, C, inner) view is a batch-norm problem over its (outer, C, inner) part, with
+# statistics per group of Cg = C // G channels (the passes of _apply.pxi). NCHW is
+# (N, 1, C, H*W); channels-last (N, H*W, C, 1). Samples go to threads whole (each sample's
+# passes on one thread, while it is in cache) or, with fewer samples than threads, one by one
+# with the passes in parallel: the same bits either way.
+
+
+def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] weight,
+                  const floating[::1] bias, double eps, floating[:, :, :, ::1] out,
+                  double[:, ::1] mean, double[:, ::1] m2, double[:, ::1] invstd,
+                  int n_threads):
+    """Forward: per (sample, group) ``mean``, ``m2`` and ``invstd`` (N, G), and
+    ``out = (x - mean) * invstd * weight + bias`` per channel. ``weight`` / ``bias`` may be
+    None."""
+    cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
+    cdef Py_ssize_t S = outer * C * inner, n
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    cdef const floating *b = &bias[0] if bias is not None else NULL
+    if N == 0:
+        return
+    if S == 0:
+        mean[:, :] = NAN
+        m2[:, :] = NAN
+        invstd[:, :] = NAN
+        return
+    cdef int nt = _threads(N * S, N, n_threads), err = 0
+    cdef floating *coef = <floating *>malloc(4 * N * C * sizeof(floating))
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *yp = &out[0, 0, 0, 0]
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt > 1:
+            for n in prange(N, schedule="static", num_threads=nt):
+                err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
+                                &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C, 1)
+        else:
+            for n in range(N):
+                err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
+                                &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C,
+                                n_threads)
+    free(coef)
+    if err:
+        raise MemoryError()
+
+
+def group_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+                   Py_ssize_t G, const double[:, ::1] mean, const double[:, ::1] invstd,
+                   const floating[::1] weight, floating[:, :, :, ::1] dx, double[:, ::1] sum_dy,
+                   double[:, ::1] sum_dy_xmu, int n_threads):
+    """Backward of :func:`group_forward`: ``dx`` and the per (sample, channel) ``sum_dy`` and
+    ``sum_dy_xmu = sum(dy * (x - mean))`` (N, C) for the parameter gradients."""
+    cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
+    cdef Py_ssize_t S = outer * C * inner, n
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    sum_dy[:, :] = 0.0
+    sum_dy_xmu[:, :] = 0.0
+    if N == 0 or S == 0:
+        return
+    cdef int nt = _threads(N * S, N, n_threads), err = 0
+    cdef floating *coef = <floating *>malloc(5 * N * C * sizeof(floating))
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *gp = &dy[0, 0, 0, 0]
+    cdef floating *dp = &dx[0, 0, 0, 0]
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt > 1:
+            for n in prange(N, schedule="static", num_threads=nt):
+                err |= _backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, C // G,
+                                 True, True, &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
+                                 &sum_dy_xmu[n, 0], coef + 5 * n * C, 1)
+        else:
+            for n in range(N):
+                err |= _backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, C // G,
+                                 True, True, &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
+                                 &sum_dy_xmu[n, 0], coef + 5 * n * C, n_threads)
+    free(coef)
+    if err:
+        raise MemoryError()

@@ -1,0 +1,160 @@
+# Row norms (LayerNorm, RMSNorm): statistics per row of an (R, L) matrix (a row is a plane
+# (1, 1, L) for the statistics steps), per-column weight and bias.
+
+
+cdef bint _has_nan(const floating *x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t t
+    for t in range(n):
+        if x[t] != x[t]:
+            return True
+    return False
+
+
+cdef void _row_forward(const floating *x, floating *y, Py_ssize_t n, Py_ssize_t L, double eps,
+                       bint rms, const floating *w, const floating *b, double *mean,
+                       double *invstd) noexcept nogil:
+    """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache (their
+    divisions and square roots overlap). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
+    mean(x^2) = M2/L + mean^2 (no cancellation: both terms are positive)."""
+    cdef double m2[ROW_BLOCK]
+    cdef floating q[4 * ROW_BLOCK]
+    cdef double v
+    cdef Py_ssize_t i
+    for i in range(n):
+        _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i])
+    for i in range(n):
+        v = m2[i] / <double>L
+        if rms:
+            v = v + mean[i] * mean[i]
+            if v != v and not _has_nan(x + i * L, L):
+                v = INFINITY  # infinite values (M2 is inf - inf): mean(x^2) is inf, as torch
+            mean[i] = 0.0
+        _fwd_coefs(q + 4 * i, 1, 1, 0, False, v, eps, &mean[i], &invstd[i],
+                   <const floating *>NULL, <const floating *>NULL)
+    for i in range(n):
+        _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b)
+
+
+def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floating[::1] bias,
+                double eps, bint rms, floating[:, ::1] out, double[::1] mean,
+                double[::1] invstd, int n_threads):
+    """LayerNorm (``rms`` False) or RMSNorm forward of each row of ``x`` (R, L).
+
+    LayerNorm: ``out = (x - mean) * invstd * weight + bias`` with the row's biased variance.
+    RMSNorm: ``out = x * invstd * weight`` with ``invstd = 1/sqrt(mean(x^2) + eps)`` and
+    ``mean`` set to 0. ``weight`` / ``bias`` (length L) may be None. Each thread takes
+    blocks of whole rows.
+    """
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    cdef const floating *b = &bias[0] if bias is not None else NULL
+    if R == 0:
+        return
+    if L == 0:
+        mean[:] = NAN
+        invstd[:] = NAN
+        return
+    cdef const floating *xp = &x[0, 0]
+    cdef floating *yp = &out[0, 0]
+    cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L))
+    cdef Py_ssize_t K = (R + B - 1) // B
+    with nogil:
+        for k in prange(K, schedule="static", num_threads=_threads(R * L, K, n_threads)):
+            r = k * B
+            _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b,
+                         &mean[r], &invstd[r])
+
+
+cdef inline void _row_coefs(const floating *x, const floating *dy, const floating *w,
+                            Py_ssize_t L, bint rms, const double *mean, const double *invstd,
+                            double *s, floating *q) noexcept nogil:
+    """A row's sums s = [sum(g), sum(g * (x - mean))] (g = dy * w) and backward coefficients
+    (RMSNorm: the mean is 0 and not differentiated: no sum(g) term)."""
+    _plane_dot(x, dy, w, 1, 1, L, 0, mean[0], &s[0], &s[1])
+    if rms:
+        s[0] = 0.0
+    _bwd_coefs(q, 1, 1, 0, False, True, <double>L, mean, invstd, <const floating *>NULL,
+               &s[0], &s[1])
+
+
+cdef inline void _flush_cols(floating *f, double *p, Py_ssize_t n) noexcept nogil:
+    """p += f, f = 0: column sums kept in the data type for a few rows, then in double."""
+    cdef Py_ssize_t t
+    for t in range(n):
+        p[t] += <double>f[t]
+        f[t] = 0.0
+
+
+def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const double[::1] mean,
+                 const double[::1] invstd, const floating[::1] weight, bint rms,
+                 bint param_grads, floating[:, ::1] dx, double[::1] grad_weight,
+                 double[::1] grad_bias, int n_threads):
+    """Backward of :func:`row_forward`: ``dx`` and, with ``param_grads``, the per-column
+    ``grad_weight = sum(dy * x_hat)`` and ``grad_bias = sum(dy)`` over rows (float64).
+
+    Rows shorter than LONG_ROW: chunks of rows, each thread a chunk (row sums, dx while the
+    row is in cache), the column sums in one partial per chunk, added in chunk order.
+    Longer rows: the row sums first, then dx by blocks of columns over all rows in order,
+    each block owning its columns' sums. Both orders depend on the shape only.
+    """
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r1
+    cdef Py_ssize_t B = max(1, ROW_CHUNK // L) if L > 0 else 1
+    cdef const floating *w = &weight[0] if weight is not None else NULL
+    grad_weight[:] = 0.0
+    grad_bias[:] = 0.0
+    if R == 0 or L == 0:
+        return
+    cdef const floating *xp = &x[0, 0]
+    cdef const floating *gp = &dy[0, 0]
+    cdef floating *dp = &dx[0, 0]
+    cdef bint short = L < LONG_ROW
+    K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
+    cdef int nt = _threads(R * L, K, n_threads)
+    cdef Py_ssize_t P = K if short and param_grads else (1 if param_grads else 0)
+    cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>CHUNK) if param_grads else 0
+    # every buffer is made here, before the parallel regions: column partials, row sums,
+    # row coefficients and each thread's data-type column sums
+    cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
+    cdef floating *q = <floating *>malloc(5 * R * sizeof(floating))
+    cdef floating *fbuf = <floating *>calloc(nt * F + 1, sizeof(floating))
+    cdef double *s = part + 2 * P * L
+    cdef floating *f
+    if part == NULL or q == NULL or fbuf == NULL:
+        free(part)
+        free(q)
+        free(fbuf)
+        raise MemoryError()
+    with nogil:
+        if short:
+            for k in prange(K, schedule="static", num_threads=nt):
+                f = fbuf + F * threadid() if param_grads else NULL
+                r1 = min(R, (k + 1) * B)
+                for r in range(k * B, r1):
+                    _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
+                               &s[2 * r], q + 5 * r)
+                    _grad_run(xp + r * L, gp + r * L, dp + r * L, L, q + 5 * r, w,
+                              <floating>invstd[r], f, f + L if f != NULL else NULL)
+                    if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
+                        _flush_cols(f, part + 2 * k * L, 2 * L)
+        else:
+            for r in prange(R, schedule="static", num_threads=_threads(R * L, R, n_threads)):
+                _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
+                           q + 5 * r)
+            for k in prange(K, schedule="static", num_threads=nt):
+                j0 = k * CHUNK
+                n = min(CHUNK, L - j0)
+                f = fbuf + F * threadid() if param_grads else NULL
+                for r in range(R):
+                    _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n, q + 5 * r,
+                              w + j0 if w != NULL else NULL, <floating>invstd[r], f,
+                              f + n if f != NULL else NULL)
+                    if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
+                        _flush_cols(f, part + j0, n)
+                        _flush_cols(f + n, part + L + j0, n)
+        for k in range(P):
+            for j0 in range(L):
+                grad_weight[j0] += part[2 * k * L + j0]
+                grad_bias[j0] += part[2 * k * L + L + j0]
+    free(part)
+    free(q)
+    free(fbuf)
