@@ -10,6 +10,9 @@ cdef enum:
                           # in memory order (one channel's short rows lie on many pages)
     LANES = 32            # independent accumulators per sum: two AVX-512 registers of float,
                           # enough to hide the add latency; fixed, so every target sums alike
+                          # (16 was measured: GCC unrolls a 16-wide block fully and then fails
+                          # to vectorize it, 3x slower)
+    PAD = 16              # doubles between threads' scratch buffers: no cache line is shared
     FLUSH = 8             # float32 lanes add FLUSH blocks before flushing into double, so a
                           # float lane's rounding stays near 1e-7 of what it holds
     PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves

@@ -144,17 +144,17 @@ cdef inline Py_ssize_t _units(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) 
     return _nchunks(outer, C, inner) * (C if inner >= GATHER else 1)
 
 
-cdef inline Py_ssize_t _scratch_size(Py_ssize_t C, int nt) noexcept nogil:
-    """Doubles of per-thread scratch for _partials and _dot_partials: 2*C doubles and 3*C
-    values (rows layout lanes, at most 3*C doubles) per thread."""
-    return nt * 5 * C
+cdef inline Py_ssize_t _scratch_stride(Py_ssize_t C) noexcept nogil:
+    """Doubles of one thread's scratch in _partials: 2*C doubles and 3*C values (the rows
+    layout's lanes, at most 3*C doubles), padded so that no two threads share a line."""
+    return 5 * C + PAD
 
 
 cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
                     Py_ssize_t inner, const double *mean, double *p1, double *p2,
                     double *scratch, int nt) noexcept nogil:
     """Chunk partials into (K, C) arrays, in parallel over the units. Without dy: moments
-    (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch: _scratch_size."""
+    (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch: nt * _scratch_stride(C) doubles."""
     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c, j0, j1
     cdef double *work
     if inner >= GATHER:
@@ -164,7 +164,7 @@ cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_
             j0 = k * CHUNK
             j1 = _chunk_end(k, outer, C, inner)
             if dy == NULL:
-                work = scratch + 2 * threadid()
+                work = scratch + _scratch_stride(C) * threadid()
                 _chunk_stats(x, C, inner, c, c + 1, j0, j1, p1 + k * C + c, p2 + k * C + c,
                              work, <floating *>NULL)
             else:
@@ -172,7 +172,7 @@ cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_
                             p1 + k * C + c, p2 + k * C + c)
         return
     for k in prange(K, schedule="static", num_threads=nt):
-        work = scratch + 5 * C * threadid()
+        work = scratch + _scratch_stride(C) * threadid()
         j0 = _chunk_start(k, outer, C, inner)
         j1 = _chunk_end(k, outer, C, inner)
         if dy == NULL:
@@ -189,7 +189,7 @@ cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t in
     their merge in order. Returns -1 when out of memory."""
     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
     nt = _threads(outer * C * inner, _units(outer, C, inner), nt)
-    cdef double *part = <double *>malloc((2 * K * C + K + _scratch_size(C, nt)) * sizeof(double))
+    cdef double *part = <double *>malloc((2 * K * C + K + nt * _scratch_stride(C)) * sizeof(double))
     cdef double *cnt = part + 2 * K * C
     if part == NULL:
         return -1
@@ -208,7 +208,7 @@ cdef int _sums(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize
     to nt threads, added in chunk order. Returns -1 when out of memory."""
     cdef Py_ssize_t k, c, K = _nchunks(outer, C, inner)
     nt = _threads(outer * C * inner, _units(outer, C, inner), nt)
-    cdef double *part = <double *>malloc((2 * K * C + _scratch_size(C, nt)) * sizeof(double))
+    cdef double *part = <double *>malloc((2 * K * C + nt * _scratch_stride(C)) * sizeof(double))
     if part == NULL:
         return -1
     _partials(x, dy, outer, C, inner, mean, part, part + K * C, part + 2 * K * C, nt)

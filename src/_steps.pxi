@@ -18,7 +18,7 @@ def partial_stats(const floating[:, :, ::1] x, int n_threads=1):
     counts = np.empty(K, dtype=np.float64)
     means = np.zeros((K, C), dtype=np.float64)
     m2s = np.zeros((K, C), dtype=np.float64)
-    scratch = np.empty(_scratch_size(C, nt) + 1, dtype=np.float64)
+    scratch = np.empty(nt * _scratch_stride(C) + 1, dtype=np.float64)
     cdef double[::1] cnt = counts, sc = scratch
     cdef double[:, ::1] pm = means, pm2 = m2s
     for k in range(K):

@@ -111,7 +111,7 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
     K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
     cdef int nt = _threads(R * L, K, n_threads)
     cdef Py_ssize_t P = K if short and param_grads else (1 if param_grads else 0)
-    cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>CHUNK) if param_grads else 0
+    cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>CHUNK) + 2 * PAD if param_grads else 0
     # every buffer is made here, before the parallel regions: column partials, row sums,
     # row coefficients and each thread's data-type column sums
     cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
