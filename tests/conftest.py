@@ -1,21 +1,29 @@
+"""Helpers and fixtures shared by the test modules (which never import each other)."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
 import cnorm
 
-# Shapes for the parity grids: not multiples of SIMD widths, C = 1, H*W = 1, and each
-# statistics mode with several chunks per channel: plane (H*W >= 512, 4096-value chunks),
-# block (1 < H*W < 512, chunks of outer rows) and rows (H*W = 1); sizes above the parallel
-# cut-off.
-SHAPES = {
-    1: [(7, 3), (5, 4, 9), (2, 1, 33), (20000, 5), (3, 5, 1), (100, 2, 50)],
-    2: [(3, 5, 7, 9), (4, 3, 1, 1), (2, 1, 13, 11), (3, 2, 130, 129), (70, 3, 10, 10)],
-    3: [(2, 3, 4, 5, 6), (3, 2, 1, 1, 1)],
-}
-LAYERS = {1: cnorm.BatchNorm1d, 2: cnorm.BatchNorm2d, 3: cnorm.BatchNorm3d}
-SHAPE_PARAMS = [pytest.param(d, s, id=f"{d}d-{'x'.join(map(str, s))}")
-                for d, shapes in SHAPES.items() for s in shapes]
+HERE = os.path.dirname(os.path.abspath(__file__))
 TOL = {np.float32: 2e-6, np.float64: 1e-12}
+needs_openmp = pytest.mark.skipif(not cnorm.openmp_enabled(), reason="serial build")
+
+try:  # hypothesis: a quick profile by default, many examples in CI (CI=true)
+    from hypothesis import HealthCheck, settings
+
+    for name, examples in (("dev", 150), ("ci", 1000)):
+        settings.register_profile(name, max_examples=examples, deadline=None,
+                                  suppress_health_check=[HealthCheck.too_slow,
+                                                         HealthCheck.data_too_large])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
+                                         "ci" if os.environ.get("CI") else "dev"))
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
 
 
 @pytest.fixture
@@ -23,8 +31,17 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture
+def restore_threads():
+    n = cnorm.get_num_threads()
+    yield
+    cnorm.set_num_threads(n)
+
+
 def make_input(rng, shape, dtype, offset=0.0, scale=1.0):
     """Per-channel offsets and scales so that every channel has its own statistics."""
+    if len(shape) < 2:
+        return (offset + scale * rng.standard_normal(shape)).astype(dtype)
     C = shape[1]
     off = offset + rng.uniform(-2, 2, size=C)
     sc = scale * rng.uniform(0.5, 3, size=C)
@@ -32,20 +49,86 @@ def make_input(rng, shape, dtype, offset=0.0, scale=1.0):
     return (rng.standard_normal(shape) * sc.reshape(shp) + off.reshape(shp)).astype(dtype)
 
 
-def layout_input(rng, shape, layout, dtype, offset):
-    """make_input in the given memory layout ("nhwc": channels-last, anything else: C order)."""
-    from reference import channels_last
-    x = make_input(rng, shape, dtype, offset=offset)
-    return channels_last(x) if layout == "nhwc" else x
+def channels_last(x):
+    """The same logical array with NHWC (channels-last) memory."""
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1)).transpose(
+        (0, x.ndim - 1) + tuple(range(1, x.ndim - 1)))
 
 
-def all_outputs(x):
-    """Every public batch-norm result for x: train forward/backward, running statistics,
-    eval forward/backward, moments. For the bit-identity tests."""
-    layer = LAYERS[max(x.ndim - 2, 1)](x.shape[1], dtype=x.dtype)
-    layer.weight[...] = np.linspace(0.5, 2, x.shape[1])
-    out = [layer(x), layer.backward(x * 0.5 + 1), layer.grad_weight, layer.grad_bias]
-    out += [layer.running_mean.copy(), layer.running_var.copy()]
-    layer.eval()
-    out += [layer(x), layer.backward(x), layer.grad_weight, layer.grad_bias]
-    return out + list(cnorm.moments(x, 0))
+def in_layout(x, layout):
+    """x in "nhwc" (channels-last) memory, or as it is."""
+    return channels_last(x) if layout == "nhwc" and x.ndim > 2 else x
+
+
+def rel_err(a, ref):
+    """max |a - ref| / max|ref|: a scale-free error (an all-zero ref needs a == ref)."""
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if ref.size == 0:
+        return 0.0
+    err = float(np.max(np.abs(a - ref)))
+    scale = float(np.max(np.abs(ref)))
+    return err / scale if scale > 0 else (0.0 if err == 0 else np.inf)
+
+
+def check(got, want, dtype, what, factor=1.0, scale=0.0):
+    """got has want's dtype and shape and is within TOL[dtype] * factor of it, relative to
+    max|want| or to ``scale`` where that is larger (a gradient that is zero in exact arithmetic
+    is only zero to rounding of its terms' size). want None: got must be None."""
+    if want is None:
+        assert got is None, what
+        return
+    assert got is not None and got.dtype == dtype and got.shape == np.shape(want), what
+    err = float(np.max(np.abs(np.asarray(got, np.float64) - want), initial=0.0))
+    bound = TOL[dtype] * factor * max(float(np.max(np.abs(want), initial=0.0)), scale)
+    assert err <= bound, (what, err, bound)
+
+
+def state(layer):
+    """Copies of everything a call may change: parameters, running statistics, counters,
+    mode, gradients and the cached forward."""
+    out = {k: (v.copy() if isinstance(v, np.ndarray) else v)
+           for k, v in vars(layer).items() if k != "_saved"}
+    out["_saved"] = id(getattr(layer, "_saved", None))
+    return out
+
+
+def same_state(a, b):
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, np.ndarray):
+            if not (isinstance(y, np.ndarray) and x.dtype == y.dtype and x.shape == y.shape
+                    and x.tobytes() == y.tobytes()):
+                return False
+        elif x != y and not (x is None and y is None):
+            return False
+    return True
+
+
+def numeric_grad(f, v, h=1e-6):
+    """Central finite differences of the scalar f() with respect to the array v (in place)."""
+    g = np.zeros_like(v)
+    it = np.nditer(v, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = v[i]
+        v[i] = old + h
+        fp = f()
+        v[i] = old - h
+        fm = f()
+        v[i] = old
+        g[i] = (fp - fm) / (2 * h)
+    return g
+
+
+def isolated(code, timeout=600):
+    """Run ``code`` (with tests/ importable) in a fresh interpreter whose working directory is
+    tests/, so that a source checkout does not shadow the installed cnorm; fail with its
+    output when it exits non-zero or dies of a signal."""
+    prog = f"import sys; sys.path.insert(0, {HERE!r})\n" + textwrap.dedent(code)
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, cwd=HERE,
+                       timeout=timeout)
+    assert p.returncode == 0, f"child exited with {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p.stdout

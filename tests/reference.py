@@ -78,21 +78,6 @@ class RefBatchNorm:
         return bn_backward(x, dy, mean, var, self.weight, self.eps, self.batch_stats)
 
 
-def rel_err(a, ref):
-    """max |a - ref| / max(|ref|, tiny): a scale-free error."""
-    a = np.asarray(a, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if ref.size == 0:
-        return 0.0
-    return float(np.max(np.abs(a - ref)) / max(np.max(np.abs(ref)), 1e-300))
-
-
-def channels_last(x):
-    """The same logical array with NHWC (channels-last) memory."""
-    return np.ascontiguousarray(np.moveaxis(x, 1, -1)).transpose(
-        (0, x.ndim - 1) + tuple(range(1, x.ndim - 1)))
-
-
 # ---------------------------------------------------------------------------------------------
 # Row-wise norms: every layer below normalizes the rows of a 2-D (rows, L) float64 view.
 # ---------------------------------------------------------------------------------------------

@@ -1,166 +1,207 @@
-"""Every error of API.md, with the layer's state unchanged after it."""
-import copy
-
+"""Every error of API.md, for every layer kind and functional form: the error type, a message
+naming what was expected and what came, and no state changed by the failed call. Each input
+is validated once per call."""
 import numpy as np
 import pytest
-from conftest import make_input
+from conftest import make_input, same_state, state
+from zoo import KINDS, make, shape_for
 
 import cnorm
+from cnorm import _validate
 
 
-def snapshot(layer):
-    state = {k: v.copy() for k, v in layer.state_dict().items()}
-    extra = (layer.training, layer._saved, copy.copy(layer.grad_weight),
-             copy.copy(layer.grad_bias))
-    return state, extra
+def bad_inputs(kind):
+    """(what, call(layer), error type, message fragments) for ``kind``'s layer."""
+    shape = shape_for(kind)
+    ok = np.ones(shape, np.float32)
+    cases = [
+        ("wrong ndim", lambda L: L(np.ones(shape[-1] + 1, np.float32)), ValueError,
+         [f"({shape[-1] + 1},)"] if kind in ("ln", "ln2", "rms") else ["got 1D"]),
+        ("float64 to a float32 layer", lambda L: L(ok.astype(np.float64)), TypeError,
+         ["float32", "float64"]),
+        ("int input", lambda L: L(ok.astype(np.int32)), TypeError, ["float32", "int32"]),
+        ("float16 input", lambda L: L(ok.astype(np.float16)), TypeError, ["float16"]),
+        ("complex input", lambda L: L(ok.astype(np.complex64)), TypeError, ["complex64"]),
+        ("list input", lambda L: L(ok.tolist()), TypeError, ["float32", "float64"]),
+        ("string input", lambda L: L("abc"), TypeError, []),
+        ("dy of another shape", lambda L: L.backward(np.ones(shape[:-1] + (shape[-1] + 1,),
+                                                             np.float32)), ValueError, ["shape"]),
+        ("dy of another dtype", lambda L: L.backward(ok.astype(np.float64)), TypeError,
+         ["float64"]),
+    ]
+    if kind.startswith(("bn", "in")) or kind == "gn":
+        cases.append(("channel count", lambda L: L(np.ones((shape[0], shape[1] + 1) + shape[2:],
+                                                           np.float32)), ValueError,
+                      [f"{shape[1]} channels", f"got {shape[1] + 1}"]))
+    else:
+        cases.append(("normalized shape", lambda L: L(np.ones(shape[:-1] + (shape[-1] + 2,),
+                                                              np.float32)), ValueError,
+                      [str(shape[-1]), str(shape[-1] + 2)]))
+    if kind.startswith("bn"):
+        cases.append(("one value per channel", lambda L: L(np.ones((1, shape[1]) + (1,) * (
+            len(shape) - 2), np.float32)), ValueError, ["Expected more than 1 value"]))
+    if kind.startswith("in"):
+        cases.append(("one spatial element", lambda L: L(np.ones(shape[:2] + (1,) * (
+            len(shape) - 2), np.float32)), ValueError, ["Expected more than 1 spatial"]))
+    return cases
 
 
-def assert_unchanged(layer, snap):
-    state, extra = snapshot(layer)
-    assert state.keys() == snap[0].keys()
-    for k in state:
-        assert state[k].tobytes() == snap[0][k].tobytes(), k
-    assert extra[0] == snap[1][0] and extra[1] is snap[1][1]
-    for a, b in zip(extra[2:], snap[1][2:]):
-        assert (a is None and b is None) or a.tobytes() == b.tobytes()
+BAD_CASES = [(kind, i) for kind in KINDS for i in range(len(bad_inputs(kind)))]
 
 
-@pytest.fixture
-def trained(rng):
-    """A BatchNorm2d(4) with non-trivial state: two steps and a backward done."""
-    layer = cnorm.BatchNorm2d(4, momentum=None)
+def trained(kind, rng):
+    """A layer with moved statistics, a cached forward and gradients."""
+    shape = shape_for(kind)
+    layer = make(kind, shape, np.float32, rng)
     for _ in range(2):
-        layer(make_input(rng, (3, 4, 5, 5), np.float32))
-    layer.backward(np.ones((3, 4, 5, 5), np.float32))
+        layer(rng.standard_normal(shape).astype(np.float32))
+    layer.backward(rng.standard_normal(shape).astype(np.float32))
     return layer
 
 
-FORWARD_ERRORS = [
-    (np.zeros((3, 4, 5), np.float32), ValueError, r"expected 4D input \(got 3D input\)"),
-    (np.zeros((3, 4, 5, 5, 5), np.float32), ValueError, r"expected 4D input \(got 5D input\)"),
-    (np.zeros((3, 5, 2, 2), np.float32), ValueError, r"4 channels.*got 5"),
-    (np.zeros((1, 4, 1, 1), np.float32), ValueError, "Expected more than 1 value per channel"),
-    (np.zeros((3, 4, 2, 2), np.float64), TypeError, "float32.*float64"),
-    (np.zeros((3, 4, 2, 2), np.int32), TypeError, "float32.*int32"),
-    (np.zeros((3, 4, 2, 2), np.float16), TypeError, "float32.*float16"),
-    ([[1.0, 2.0]], TypeError, "float32.*float64"),
-]
-
-
-@pytest.mark.parametrize("x,err,match", FORWARD_ERRORS)
 @pytest.mark.parametrize("training", [True, False])
-def test_forward_errors_leave_state(trained, x, err, match, training):
-    trained.train(training)
-    snap = snapshot(trained)
-    if "more than 1" in match and not training:  # eval with running stats: allowed
-        trained(x)
+@pytest.mark.parametrize("kind,i", BAD_CASES)
+def test_bad_input_raises_and_changes_nothing(rng, kind, i, training):
+    what, call, err, fragments = bad_inputs(kind)[i]
+    layer = trained(kind, rng).train(training)
+    before = state(layer)
+    if not training and what in ("one value per channel", "one spatial element"):
+        call(layer)  # eval with running statistics: no error, as torch
         return
-    with pytest.raises(err, match=match):
-        trained(x)
-    assert_unchanged(trained, snap)
+    with pytest.raises(err) as info:
+        call(layer)
+    for f in fragments:
+        assert f in str(info.value), (what, str(info.value))
+    assert same_state(before, state(layer)), what
+    y = layer(rng.standard_normal(shape_for(kind)).astype(np.float32))  # and it still works
+    assert np.all(np.isfinite(y))
 
 
-def test_single_value_also_rejected_without_running_stats():
-    layer = cnorm.BatchNorm1d(3, track_running_stats=False).eval()  # uses batch stats
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
-        layer(np.ones((1, 3), np.float32))
-
-
-def test_batchnorm1d_ndim_message():
-    with pytest.raises(ValueError, match=r"expected 2D or 3D input \(got 4D input\)"):
-        cnorm.BatchNorm1d(3)(np.ones((2, 3, 4, 4), np.float32))
-    with pytest.raises(ValueError, match=r"expected 5D input \(got 4D input\)"):
-        cnorm.BatchNorm3d(3)(np.ones((2, 3, 4, 4), np.float32))
-
-
-def test_backward_before_forward():
-    layer = cnorm.BatchNorm2d(3)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_backward_before_forward_changes_nothing(kind):
+    layer = make(kind, shape_for(kind), np.float32)
+    before = state(layer)
     with pytest.raises(RuntimeError, match="before forward"):
-        layer.backward(np.ones((2, 3, 2, 2), np.float32))
+        layer.backward(np.ones(shape_for(kind), np.float32))
+    assert same_state(before, state(layer))
     assert layer.grad_weight is None and layer.grad_bias is None
 
 
-@pytest.mark.parametrize("dy,err", [
-    (np.ones((3, 4, 5, 4), np.float32), ValueError),
-    (np.ones((3, 4, 5), np.float32), ValueError),
-    (np.ones((3, 4, 5, 5), np.float64), TypeError),
+@pytest.mark.parametrize("kind,param,bad,err", [
+    ("bn2d", "weight", lambda C: np.ones(C + 1, np.float32), ValueError),
+    ("bn2d", "bias", lambda C: np.ones(C, np.float64), TypeError),
+    ("bn2d", "running_var", lambda C: np.ones((C, 1), np.float32), ValueError),
+    ("ln2", "weight", lambda C: np.ones(7, np.float32), ValueError),
+    ("ln", "bias", lambda C: np.ones(7, np.float64), TypeError),
+    ("rms", "weight", lambda C: np.ones(6, np.float32), ValueError),
+    ("gn", "weight", lambda C: np.ones(C - 1, np.float32), ValueError),
+    ("in2d", "bias", lambda C: np.ones(C, np.int32), TypeError),
+    ("in2d", "running_mean", lambda C: np.ones(C + 2, np.float32), ValueError),
 ])
-def test_backward_errors_leave_state(trained, dy, err):
-    snap = snapshot(trained)
-    with pytest.raises(err):
-        trained.backward(dy)
-    assert_unchanged(trained, snap)
+def test_bad_reassigned_parameter_changes_nothing(rng, kind, param, bad, err):
+    layer = trained(kind, rng)
+    setattr(layer, param, bad(shape_for(kind)[1]))
+    before = state(layer)
+    with pytest.raises(err, match=param):
+        layer(rng.standard_normal(shape_for(kind)).astype(np.float32))
+    assert same_state(before, state(layer))
 
 
-@pytest.mark.parametrize("name,value,err", [
-    ("weight", np.ones(5, np.float32), ValueError),
-    ("bias", np.ones(4, np.float64), TypeError),
-    ("running_var", np.ones((4, 1), np.float32), ValueError),
-])
-def test_bad_reassigned_parameter(trained, rng, name, value, err):
-    setattr(trained, name, value)
-    snap = snapshot(trained)
-    with pytest.raises(err, match=name):
-        trained(make_input(rng, (3, 4, 5, 5), np.float32))
-    assert_unchanged(trained, snap)
+def test_read_only_running_array_is_an_error_and_changes_nothing(rng):
+    x = make_input(rng, (4, 3, 2, 2), np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    rm.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        cnorm.batch_norm(x, rm, rv, training=True)
+    np.testing.assert_array_equal(rv, 1)
 
 
-def test_load_state_dict_errors_leave_state(trained):
-    good = trained.state_dict()
-    cases = [({k: v for k, v in good.items() if k != "running_var"}, KeyError),
-             (dict(good, extra=np.ones(4)), KeyError),
-             (dict(good, weight=np.ones(5)), ValueError),
-             (dict(good, num_batches_tracked=np.ones(2)), ValueError),
-             (dict(good, bias="abc"), ValueError)]
-    for bad, err in cases:
-        mutated = dict(bad, running_mean=np.full(4, 7.0))  # would change state if applied
-        snap = snapshot(trained)
+def test_load_state_dict_errors_change_nothing(rng):
+    layer = trained("bn2d", rng)
+    good = layer.state_dict()
+    C = good["weight"].shape[0]
+    for bad, err in [({k: v for k, v in good.items() if k != "running_var"}, KeyError),
+                     (dict(good, extra=np.ones(C)), KeyError),
+                     (dict(good, weight=np.ones(C + 1)), ValueError),
+                     (dict(good, num_batches_tracked=np.ones(2)), ValueError),
+                     (dict(good, bias="abc"), ValueError)]:
+        before = state(layer)
         with pytest.raises(err):
-            trained.load_state_dict(mutated)
-        assert_unchanged(trained, snap)
+            layer.load_state_dict(dict(bad, running_mean=np.full(C, 7.0)))
+        assert same_state(before, state(layer))
     # num_batches_tracked may be missing (old torch checkpoints); it then keeps its value
     old = {k: v for k, v in good.items() if k != "num_batches_tracked"}
-    trained.load_state_dict(dict(old, running_mean=np.full(4, 7.0)))
-    np.testing.assert_array_equal(trained.running_mean, 7.0)
-    assert int(trained.num_batches_tracked) == 2
+    layer.load_state_dict(dict(old, running_mean=np.full(C, 7.0)))
+    np.testing.assert_array_equal(layer.running_mean, 7.0)
+    assert int(layer.num_batches_tracked) == 2
 
 
-@pytest.mark.parametrize("kwargs,err", [
-    (dict(num_features=0), ValueError), (dict(num_features=2.5), ValueError),
-    (dict(num_features=3, dtype=np.int32), TypeError),
-    (dict(num_features=3, momentum="0.1"), TypeError),
+@pytest.mark.parametrize("make_layer,err,match", [
+    (lambda: cnorm.BatchNorm2d(0), ValueError, "num_features"),
+    (lambda: cnorm.BatchNorm2d(2.5), ValueError, "num_features"),
+    (lambda: cnorm.BatchNorm2d(3, dtype=np.int32), TypeError, "int32"),
+    (lambda: cnorm.BatchNorm2d(3, momentum="0.1"), TypeError, "momentum"),
+    (lambda: cnorm.InstanceNorm2d(0), ValueError, "num_features"),
+    (lambda: cnorm.GroupNorm(4, 6), ValueError, "divisible"),
+    (lambda: cnorm.GroupNorm(0, 6), ValueError, "num_groups"),
+    (lambda: cnorm.LayerNorm(()), ValueError, "normalized_shape"),
+    (lambda: cnorm.LayerNorm((3, 0)), ValueError, "normalized_shape"),
+    (lambda: cnorm.RMSNorm(-1), ValueError, "normalized_shape"),
+    (lambda: cnorm.BatchNorm2d(3).train("yes"), ValueError, "boolean"),
 ])
-def test_constructor_errors(kwargs, err):
-    with pytest.raises(err):
-        cnorm.BatchNorm2d(**kwargs)
-
-
-def test_train_mode_must_be_bool():
-    with pytest.raises(ValueError):
-        cnorm.BatchNorm2d(3).train("yes")
+def test_constructor_and_mode_errors(make_layer, err, match):
+    with pytest.raises(err, match=match):
+        make_layer()
 
 
 def test_functional_errors_leave_arrays(rng):
-    x = make_input(rng, (4, 3, 2, 2), np.float32)
-    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    x = make_input(rng, (4, 6, 2, 2), np.float32)
+    rm, rv = np.zeros(6, np.float32), np.ones(6, np.float32)
     cases = [
-        (dict(x=x, running_mean=np.zeros(4, np.float32), running_var=rv, training=True),
-         ValueError),
-        (dict(x=x, running_mean=rm, running_var=np.ones(3), training=True), TypeError),
-        (dict(x=x, running_mean=rm, running_var=rv, weight=np.ones(2, np.float32),
-              training=True), ValueError),
-        (dict(x=x[:1, :, :1, :1], running_mean=rm, running_var=rv, training=True), ValueError),
-        (dict(x=x, running_mean=None, running_var=None, training=False), ValueError),
-        (dict(x=x[0, 0, 0], running_mean=rm, running_var=rv, training=True), ValueError),
-        (dict(x=x.astype(np.int64), running_mean=rm, running_var=rv), TypeError),
+        (lambda: cnorm.batch_norm(x, np.zeros(4, np.float32), rv, training=True), ValueError),
+        (lambda: cnorm.batch_norm(x, rm, np.ones(6), training=True), TypeError),
+        (lambda: cnorm.batch_norm(x, rm, rv, np.ones(2, np.float32), training=True), ValueError),
+        (lambda: cnorm.batch_norm(x[:1, :, :1, :1], rm, rv, training=True), ValueError),
+        (lambda: cnorm.batch_norm(x, None, None, training=False), ValueError),
+        (lambda: cnorm.batch_norm(x[0, 0, 0], rm, rv, training=True), ValueError),
+        (lambda: cnorm.batch_norm(x.astype(np.int64), rm, rv), TypeError),
+        (lambda: cnorm.group_norm(x, 4), ValueError),
+        (lambda: cnorm.instance_norm(x, use_input_stats=False), ValueError),
+        (lambda: cnorm.instance_norm(x, rm, rv.astype(np.float64)), TypeError),
+        (lambda: cnorm.instance_norm(x[:, :, :1, :1], rm, rv), ValueError),
+        (lambda: cnorm.layer_norm(x, 2, weight=np.ones(4, np.float32)), ValueError),
+        (lambda: cnorm.layer_norm_backward(np.ones(3, np.float32), x, 2), ValueError),
+        (lambda: cnorm.moments(np.arange(10), 0), TypeError),
+        (lambda: cnorm.moments(np.ones((2, 3)), 2), np.exceptions.AxisError),
     ]
-    for kw, err in cases:
+    for call, err in cases:
         with pytest.raises(err):
-            cnorm.batch_norm(**kw)
+            call()
         np.testing.assert_array_equal(rm, 0)
         np.testing.assert_array_equal(rv, 1)
-    ro = np.zeros(3, np.float32)
-    ro.flags.writeable = False
-    with pytest.raises(ValueError, match="writeable"):
-        cnorm.batch_norm(x, ro, rv, training=True)
-    np.testing.assert_array_equal(rv, 1)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_input_is_validated_once(rng, monkeypatch, kind):
+    """One forward checks x once and each parameter or statistic once; one backward checks dy
+    once."""
+    shape = shape_for(kind)
+    layer = make(kind, shape, np.float32, rng)
+    x = rng.standard_normal(shape).astype(np.float32).astype(">f4")  # not the fast path
+    seen = []
+    real = _validate.as_float_array
+
+    def counting(v, dtype=None, what="input"):
+        seen.append(what)
+        return real(v, dtype, what)
+
+    monkeypatch.setattr(_validate, "as_float_array", counting)
+    for module in ("_batch_norm", "_row_norm", "_group_norm", "_context"):
+        mod = __import__(f"cnorm.{module}", fromlist=["x"])
+        if hasattr(mod, "as_float_array"):
+            monkeypatch.setattr(mod, "as_float_array", counting)
+    layer(x)
+    assert seen.count("input") == 1, seen
+    seen.clear()
+    layer.backward(x)
+    assert seen == ["grad_output"], seen

@@ -1,13 +1,11 @@
 """Property-based tests (hypothesis): random layers, shapes, dtypes, layouts, parameters and
-values (including large offsets and scales) against the float64 reference."""
+values (including large offsets and scales) against the float64 reference. The number of
+examples comes from the hypothesis profile (conftest.py): 150 by default, 1000 in CI."""
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from conftest import channels_last, rel_err
+from hypothesis import given
 from hypothesis import strategies as st
 from zoo import KINDS, make, reference, stat_groups
-
-from reference import channels_last, rel_err
-
-EXAMPLES = 1000
 
 
 @st.composite
@@ -32,8 +30,6 @@ def cases(draw):
     return kind, tuple(shape), dtype, offset, scale, layout, affine, eps, seed
 
 
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases())
 def test_every_layer_matches_float64_reference(case):
     kind, shape, dtype, offset, scale, layout, affine, eps, seed = case

@@ -1,21 +1,18 @@
-"""Robustness of every layer: awkward arrays, NaN/Inf, extreme magnitudes, empty and size-1
-inputs, bad input that changes nothing, many Python threads at once, memory, 64-bit sizes.
+"""Robustness of every layer: empty and size-1 inputs, NaN/Inf, extreme magnitudes, many
+Python threads at once, the GIL, memory, 64-bit sizes. (Awkward arrays: test_layouts.py; bad
+input: test_errors.py.)
 
 Cases that could crash the interpreter (odd strides, threads, huge arrays) run in a child
 process (``isolated``), so that a segfault fails one test and not the run.
 """
 import os
-import subprocess
-import sys
-import textwrap
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from zoo import FAMILY_4D, KINDS, make, reference, same_state, stat_groups, state
-
-import cnorm
-from reference import channels_last, rel_err
+from conftest import channels_last, isolated, rel_err, same_state, state
+from zoo import FAMILY_4D, KINDS, make, reference, shape_for, stat_groups, torch_twin
 
 try:
     import torch
@@ -23,69 +20,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     torch = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TOL = {np.float32: 2e-5, np.float64: 1e-11}
 
 
-def isolated(code, timeout=600):
-    """Run ``code`` (with this directory importable) in a fresh interpreter; fail with its
-    output when it exits non-zero or dies of a signal."""
-    prog = f"import sys; sys.path.insert(0, {HERE!r})\n" + textwrap.dedent(code)
-    # cwd: the tests directory, so that a source checkout does not shadow the installed cnorm
-    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, cwd=HERE,
-                       timeout=timeout)
-    assert p.returncode == 0, f"child exited with {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p.stdout
-
-
-def shape_for(kind):
-    return {2: (6, 5), 3: (4, 6, 9), 4: (3, 4, 6, 7), 5: (2, 4, 3, 4, 5)}[KINDS[kind][0][-1]]
-
-
-# ------------------------------------------------------------------ awkward arrays
-
-def awkward_variants(x):
-    """(name, array) views and copies of x's values in awkward memory: same dtype family."""
-    big = np.zeros(tuple(2 * d for d in x.shape), x.dtype)
-    big[tuple(slice(None, None, 2) for _ in x.shape)] = x
-    ro = x.copy()
-    ro.flags.writeable = False
-    return [("fortran", np.asfortranarray(x)),
-            ("negative_strides", x[::-1, ..., ::-1]),
-            ("strided_slice", big[tuple(slice(None, None, 2) for _ in x.shape)]),
-            ("read_only", ro),
-            ("byteswapped", x.astype(x.dtype.newbyteorder())),
-            ("transposed_back", np.ascontiguousarray(x.T).T)]
-
-
-def check_awkward(kind, dtype):
-    """Every awkward variant: output and gradient match the float64 reference of the same
-    logical values, and neither input is modified."""
-    rng = np.random.default_rng(1)
-    shape = shape_for(kind)
-    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    for name, xa in awkward_variants(x):
-        for dname, dya in awkward_variants(dy)[:4]:
-            layer = make(kind, shape, dtype)
-            x_before, dy_before = xa.copy(), dya.copy()
-            y = layer(xa)
-            dx = layer.backward(dya)
-            assert y.dtype == np.dtype(dtype) and dx.dtype == np.dtype(dtype), name
-            assert y.shape == shape and dx.shape == shape, name
-            assert np.array_equal(xa, x_before) and np.array_equal(dya, dy_before), name
-            ry, rdx = reference(kind, layer, xa, dya)
-            assert rel_err(y, ry) < TOL[dtype], (name, dname)
-            assert rel_err(dx, rdx) < 10 * TOL[dtype], (name, dname)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_awkward_arrays(kind, dtype):
-    isolated(f"""
-        import numpy as np, test_robustness as t
-        t.check_awkward({kind!r}, np.{np.dtype(dtype).name})
-    """)
-
+# ------------------------------------------------------------------ empty and size-1
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_empty_batch_in_eval(kind):
@@ -159,12 +96,7 @@ def test_nan_and_inf_stay_in_their_statistics_group(kind, value, layout):
     if kind.startswith("bn"):  # only channel 2's running statistics are poisoned
         assert np.array_equal(np.isfinite(dirty.running_mean), np.arange(4) != 2)
     if torch is not None:
-        tl = make(kind, x.shape, np.float32)
-        t_layer = {"bn2d": lambda: torch.nn.BatchNorm2d(4), "ln": lambda: torch.nn.LayerNorm(7),
-                   "ln2": lambda: torch.nn.LayerNorm((6, 7)), "rms": lambda: torch.nn.RMSNorm(7),
-                   "gn": lambda: torch.nn.GroupNorm(tl.num_groups if kind == "gn" else 1, 4),
-                   "in2d": lambda: torch.nn.InstanceNorm2d(4, affine=True,
-                                                           track_running_stats=True)}[kind]()
+        t_layer = torch_twin(kind, make(kind, x.shape, np.float32), torch)
         xt = torch.from_numpy(np.ascontiguousarray(bad)).requires_grad_()
         yt = t_layer(xt)
         yt.backward(torch.from_numpy(np.ascontiguousarray(dy)))
@@ -191,76 +123,6 @@ def test_extreme_magnitudes_float32(kind, scale, layout):
     assert np.all(np.isfinite(y))
     assert rel_err(y, ry) < 1e-5
     assert np.std(y.astype(np.float64)) > 0.1 * np.std(ry)
-
-
-# ------------------------------------------------------------------ bad input
-
-def bad_inputs(kind):
-    """(what, call(layer), error type, message fragments) for ``kind``'s 4-D layer."""
-    shape = shape_for(kind)
-    ok = np.ones(shape, np.float32)
-    cases = [
-        ("wrong ndim", lambda L: L(np.ones(shape[-1] + 1, np.float32)), ValueError, []),
-        ("float64 to a float32 layer", lambda L: L(ok.astype(np.float64)), TypeError,
-         ["float32", "float64"]),
-        ("int input", lambda L: L(ok.astype(np.int32)), TypeError, ["int32"]),
-        ("complex input", lambda L: L(ok.astype(np.complex64)), TypeError, ["complex64"]),
-        ("dy of another shape", lambda L: L.backward(np.ones(shape[:-1] + (shape[-1] + 1,),
-                                                             np.float32)), ValueError, []),
-        ("dy of another dtype", lambda L: L.backward(ok.astype(np.float64)), TypeError,
-         ["float64"]),
-        ("string input", lambda L: L("abc"), TypeError, []),
-    ]
-    if kind.startswith("bn") or kind.startswith("in") or kind == "gn":
-        cases.append(("channel count", lambda L: L(np.ones((shape[0], shape[1] + 1) + shape[2:],
-                                                           np.float32)), ValueError,
-                      [str(shape[1]), str(shape[1] + 1)]))
-    else:
-        cases.append(("normalized shape", lambda L: L(np.ones(shape[:-1] + (shape[-1] + 2,),
-                                                              np.float32)), ValueError,
-                      [str(shape[-1]), str(shape[-1] + 2)]))
-    if kind.startswith("bn"):
-        cases.append(("one value per channel", lambda L: L(np.ones((1, shape[1]) + (1,) * (
-            len(shape) - 2), np.float32)), ValueError, ["more than 1 value"]))
-    if kind.startswith("in"):
-        cases.append(("one spatial element", lambda L: L(np.ones(shape[:2] + (1,) * (
-            len(shape) - 2), np.float32)), ValueError, ["spatial"]))
-    return cases
-
-
-BAD_CASES = [(kind, i) for kind in KINDS for i in range(len(bad_inputs(kind)))]
-
-
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("kind,i", BAD_CASES)
-def test_bad_input_raises_and_changes_nothing(kind, i, training):
-    what, call, err, fragments = bad_inputs(kind)[i]
-    if not training and what in ("one value per channel", "one spatial element"):
-        pytest.skip("eval mode normalizes with the running statistics: no error (torch)")
-    shape = shape_for(kind)
-    layer = make(kind, shape, np.float32)
-    rng = np.random.default_rng(5)
-    layer(rng.standard_normal(shape).astype(np.float32))  # a cached forward and moved stats
-    layer.backward(rng.standard_normal(shape).astype(np.float32))
-    layer.train(training)
-    before = state(layer)
-    with pytest.raises(err) as info:
-        call(layer)
-    for f in fragments:
-        assert f in str(info.value), (what, str(info.value))
-    assert same_state(before, state(layer)), what
-    # and the layer still works, from the state it had
-    y = layer(rng.standard_normal(shape).astype(np.float32))
-    assert np.all(np.isfinite(y))
-
-
-def test_backward_before_forward_changes_nothing():
-    for kind in KINDS:
-        layer = make(kind, shape_for(kind), np.float32)
-        before = state(layer)
-        with pytest.raises(RuntimeError):
-            layer.backward(np.ones(shape_for(kind), np.float32))
-        assert same_state(before, state(layer)), kind
 
 
 # ------------------------------------------------------------------ concurrency
@@ -415,21 +277,38 @@ def test_more_than_2_31_elements():
     """, timeout=1200)
 
 
-def test_kernel_indices_are_64_bit_by_construction():
-    """Every C ``int`` in the kernels is a lane, block, thread or flag count, never an index
-    or a size: all index arithmetic is Py_ssize_t (64-bit)."""
-    import re
-    src = open(os.path.join(HERE, "..", "src", "kernels.pxi")).read()
-    allowed = {"l", "blocks", "nt", "err", "w", "n", "u"}
+def kernel_int_names(src):
+    """Names declared C ``int`` in Cython source: variables (``cdef int a = f(x), b``) and
+    parameters (``int n``), but not the names of functions returning int."""
     names = set()
-    for decl in re.findall(r"cdef (?:inline )?int ([^(\n]+)\n", src):
-        if "(" in decl:
-            continue
-        for part in decl.split(","):
-            names.add(part.split("=")[0].strip())
-    for params in re.findall(r"\(([^)]*)\)", src):
-        for p in params.split(","):
-            m = re.match(r"\s*int\s+(\w+)", p)
-            if m:
-                names.add(m.group(1))
-    assert names <= allowed, names - allowed
+    for decl in re.findall(r"^\s*cdef (?:inline )?int (.+)$", src, flags=re.M):
+        if re.match(r"\s*\w+\(", decl):
+            continue  # a function returning int; its parameters are read below
+        depth, part, parts = 0, "", []
+        for ch in decl:  # split at top-level commas only
+            depth += (ch == "(") - (ch == ")")
+            if ch == "," and depth == 0:
+                parts.append(part)
+                part = ""
+            else:
+                part += ch
+        parts.append(part)
+        names.update(p.split("=")[0].strip() for p in parts)
+    names.update(re.findall(r"[(,]\s*int (\w+)", src))
+    return names
+
+
+def test_kernel_int_lint_sees_every_declaration():
+    src = "cdef int nt = _threads(N * S, N), err = 0\ncdef int _f(int a, Py_ssize_t b):\n"
+    assert kernel_int_names(src) == {"nt", "err", "a"}
+
+
+def test_kernel_indices_are_64_bit_by_construction():
+    """Every C ``int`` in the kernels is a lane, block, thread, width or flag count, never an
+    index or a size: all index arithmetic is Py_ssize_t (64-bit)."""
+    src_dir = os.path.join(HERE, "..", "src")
+    src = "".join(open(os.path.join(src_dir, f)).read() for f in sorted(os.listdir(src_dir))
+                  if f.endswith((".pxi", ".pyx")))
+    allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width", "h"}
+    names = kernel_int_names(src)
+    assert names and names <= allowed, names - allowed

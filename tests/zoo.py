@@ -1,17 +1,27 @@
-"""Every layer of cnorm with its float64 reference, for the robustness and property tests.
+"""The registry of layer kinds every concern's tests run over.
 
-``make(kind, shape, dtype)`` builds a layer for an input of ``shape`` with non-trivial
-parameters; ``reference(kind, layer, x, dy)`` gives the float64 (y, dx) of a training-mode
-forward and backward (batch statistics), computed by the formulas of ``reference.py``.
-``stat_groups(kind, shape)`` labels each element with the statistics it belongs to, so that
-tests can say which outputs one bad value may reach.
+``KINDS[kind]``: the input ranks it takes and a builder from (shape, dtype). ``make`` builds a
+layer with non-trivial parameters; ``reference`` gives the float64 (y, dx) of its training
+forward and backward (batch statistics, by the formulas of reference.py); ``torch_twin`` the
+torch.nn layer with the same arguments and state; ``stat_groups`` labels each element with the
+statistics it belongs to; ``shape_for`` a small input shape of the kind's largest rank.
 """
 import numpy as np
-
-import cnorm
 from reference import bn_backward, bn_forward, channel_axes, group_norm_ref, layer_norm_ref
 
-# kind: (allowed input ndims, builder from (shape, dtype))
+import cnorm
+
+
+def groups(C):
+    """The largest group count below C that divides it (1 for C = 1): groups of >1 channel."""
+    return max([g for g in range(1, C) if C % g == 0] or [1])
+
+
+def _instance(dim):
+    return lambda s, dt: getattr(cnorm, f"InstanceNorm{dim}d")(
+        s[1], affine=True, track_running_stats=True, dtype=dt)
+
+
 KINDS = {
     "bn1d": ((2, 3), lambda s, dt: cnorm.BatchNorm1d(s[1], dtype=dt)),
     "bn2d": ((4,), lambda s, dt: cnorm.BatchNorm2d(s[1], dtype=dt)),
@@ -20,20 +30,16 @@ KINDS = {
     "ln2": ((3, 4, 5), lambda s, dt: cnorm.LayerNorm(s[-2:], dtype=dt)),
     "rms": ((2, 3, 4, 5), lambda s, dt: cnorm.RMSNorm(s[-1], dtype=dt)),
     "gn": ((3, 4, 5), lambda s, dt: cnorm.GroupNorm(groups(s[1]), s[1], dtype=dt)),
-    "in1d": ((3,), lambda s, dt: cnorm.InstanceNorm1d(s[1], affine=True,
-                                                      track_running_stats=True, dtype=dt)),
-    "in2d": ((4,), lambda s, dt: cnorm.InstanceNorm2d(s[1], affine=True,
-                                                      track_running_stats=True, dtype=dt)),
-    "in3d": ((5,), lambda s, dt: cnorm.InstanceNorm3d(s[1], affine=True,
-                                                      track_running_stats=True, dtype=dt)),
+    "in1d": ((3,), _instance(1)),
+    "in2d": ((4,), _instance(2)),
+    "in3d": ((5,), _instance(3)),
 }
 # a 4-D kind per family, for tests that take one input shape for all
 FAMILY_4D = ["bn2d", "ln", "ln2", "rms", "gn", "in2d"]
 
 
-def groups(C):
-    """The largest group count below C that divides it (1 for C = 1): groups of >1 channel."""
-    return max([g for g in range(1, C) if C % g == 0] or [1])
+def shape_for(kind):
+    return {2: (6, 5), 3: (4, 6, 9), 4: (3, 4, 6, 7), 5: (2, 4, 3, 4, 5)}[KINDS[kind][0][-1]]
 
 
 def make(kind, shape, dtype, rng=None):
@@ -65,6 +71,30 @@ def reference(kind, layer, x, dy):
     return group_norm_ref(x, dy, G, w, b, layer.eps)[:2]
 
 
+def torch_twin(kind, layer, torch):
+    """torch.nn's layer built with ``layer``'s arguments, holding its parameters and buffers."""
+    dt = {np.float32: torch.float32, np.float64: torch.float64}[layer.dtype.type]
+    name = type(layer).__name__
+    if kind.startswith("bn") or kind.startswith("in"):
+        twin = getattr(torch.nn, name)(layer.num_features, eps=layer.eps,
+                                       momentum=layer.momentum, affine=layer.affine,
+                                       bias=layer.bias is not None or not layer.affine,
+                                       track_running_stats=layer.track_running_stats, dtype=dt)
+    elif kind == "gn":
+        twin = torch.nn.GroupNorm(layer.num_groups, layer.num_channels, eps=layer.eps,
+                                  affine=layer.affine, bias=layer.bias is not None, dtype=dt)
+    elif kind == "rms":
+        twin = torch.nn.RMSNorm(list(layer.normalized_shape), eps=layer.eps,
+                                elementwise_affine=layer.elementwise_affine, dtype=dt)
+    else:
+        twin = torch.nn.LayerNorm(layer.normalized_shape, eps=layer.eps,
+                                  elementwise_affine=layer.elementwise_affine,
+                                  bias=layer.bias is not None, dtype=dt)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
+                          layer.state_dict().items()})
+    return twin
+
+
 def stat_groups(kind, shape):
     """An int array of ``shape``: equal labels share statistics (batch norm: a channel; row
     norms: a row; group norm: a (sample, group); instance norm: a (sample, channel))."""
@@ -79,26 +109,3 @@ def stat_groups(kind, shape):
         G = groups(shape[1])
         return idx[0] * G + idx[1] // (shape[1] // G)
     return idx[0] * shape[1] + idx[1]
-
-
-def state(layer):
-    """Copies of everything a call may change: parameters, running statistics, counters,
-    mode and the cached forward."""
-    out = {k: (v.copy() if isinstance(v, np.ndarray) else v)
-           for k, v in vars(layer).items() if k != "_saved"}
-    out["_saved"] = id(getattr(layer, "_saved", None))
-    return out
-
-
-def same_state(a, b):
-    if a.keys() != b.keys():
-        return False
-    for k in a:
-        x, y = a[k], b[k]
-        if isinstance(x, np.ndarray):
-            if not (isinstance(y, np.ndarray) and x.dtype == y.dtype and x.shape == y.shape
-                    and x.tobytes() == y.tobytes()):
-                return False
-        elif x != y and not (x is None and y is None):
-            return False
-    return True
