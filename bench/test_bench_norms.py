@@ -3,22 +3,27 @@
     pytest bench/ --benchmark-only          # measure (groups: op and shape)
     pytest bench/ --benchmark-disable       # smoke: run each case once
 
-The cases and runners are those of ``python -m cnorm.bench`` (cnorm/bench.py).
+The cases and runners are those of ``python -m cnorm.bench`` (cnorm/_bench_cases.py). Here all
+implementations share one process; the report runs each in its own.
 """
+import importlib
+
 import pytest
 
-from cnorm import bench
+from cnorm import _bench_cases as cases
 
 CASES = [pytest.param(c, op, id=f"{c[0]}-{'x'.join(map(str, c[2]))}-{op}")
-         for c in bench.SHAPES for op in bench.ops_for(c[1])]
+         for c in cases.SHAPES for op in cases.ops_for(c[1])]
 
 
-@pytest.mark.parametrize("impl", bench.IMPLS)
+@pytest.mark.parametrize("impl", cases.IMPLS)
 @pytest.mark.parametrize("case,op", CASES)
 def test_norm(benchmark, case, op, impl):
     name, kind, shape, layout = case
-    fn = bench.make_runner(impl, op, kind, bench.make_input(shape, layout))
-    if fn is None:
+    try:
+        lib = None if impl == "numpy" else importlib.import_module(impl)
+    except ImportError:
         pytest.skip(f"{impl} is not installed")
+    fn = cases.make_runner(impl, op, kind, cases.make_input(shape, layout), lib)
     benchmark.group = f"{op} {name} {'x'.join(map(str, shape))}"
     benchmark(fn)

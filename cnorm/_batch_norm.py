@@ -67,7 +67,7 @@ class BatchNormContext(Context):
     def update_running(self, running_mean, running_var, factor):
         """Move the running statistics toward this batch's (an empty batch leaves them)."""
         if self.count > 0:
-            update_running(running_mean, running_var, self.mean, self.m2 / (self.count - 1.0),
+            update_running(running_mean, running_var, self.mean, self.m2, self.count - 1.0,
                            factor)
 
     def _backward(self, dy):

@@ -2,6 +2,7 @@
 the parameter gradients, and the running-statistics update."""
 import numpy as np
 
+from . import _backend
 from ._validate import as_float_array
 
 
@@ -25,9 +26,10 @@ class Context:
                 gb.astype(layout.dtype) if self.has_bias else None)
 
 
-def update_running(running_mean, running_var, mean, var, factor):
+def update_running(running_mean, running_var, mean, m2, divisor, factor):
     """In place, in float64 then rounded: ``running = (1 - factor) * running + factor * batch``
-    (``var``: the unbiased batch variance). Either array may be None."""
-    for run, batch in ((running_mean, mean), (running_var, var)):
-        if run is not None:
-            run[...] = (1.0 - factor) * run.astype(np.float64) + factor * batch
+    with the unbiased batch variance ``m2 / divisor``. Either array may be None."""
+    run = running_mean if running_mean is not None else running_var
+    if run is not None:
+        kernel = _backend.kernels.update_running["float" if run.dtype == np.float32 else "double"]
+        kernel(running_mean, running_var, mean, m2, divisor, factor)

@@ -75,7 +75,7 @@ class GroupNormContext(Context):
         S = prod(self.layout.shape[2:])
         if self.layout.shape[0] > 0 and S > 0:
             update_running(running_mean, running_var, self.mean.mean(axis=0),
-                           (self.m2 / (S - 1)).mean(axis=0), factor)
+                           (self.m2 / (S - 1)).mean(axis=0), 1.0, factor)
 
     def _backward(self, dy):
         dy4 = self.layout.view(dy)

@@ -95,3 +95,18 @@ def channel_stats(const floating[:, :, ::1] x, int n_threads):
         if err:
             raise MemoryError()
     return float(outer * inner), mean, m2
+
+
+def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,
+                   const double[::1] m2, double divisor, double factor):
+    """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``
+    with the batch variance ``m2 / divisor``. Either array may be None."""
+    cdef Py_ssize_t c
+    if running_mean is not None:
+        for c in range(running_mean.shape[0]):
+            running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
+                                         + factor * mean[c])
+    if running_var is not None:
+        for c in range(running_var.shape[0]):
+            running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
+                                        + factor * (m2[c] / divisor))

@@ -52,14 +52,39 @@ def randomize(layer, rng):
             p[...] = rng.uniform(0.5, 2, p.shape) * rng.choice([-1, 1], p.shape)
 
 
-def steps(rng, shape, dtype, n, offset):
-    """n (x, dy) pairs; the second in channels-last memory when the rank allows."""
+def steps(rng, shape, dtype, n, offset, models=()):
+    """n (x, dy) pairs; the second in channels-last memory when the rank allows; before the
+    last, ``models`` (layer and float64 model) switch to eval mode."""
     for step in range(n):
+        if step == n - 1:
+            for m in models:
+                m.eval()
         x = make_input(rng, shape, dtype, offset=offset)
         dy = rng.standard_normal(shape).astype(dtype)
         if step == 1 and len(shape) >= 4:
             x, dy = channels_last(x), channels_last(dy)
         yield step, x, dy
+
+
+def check_step(layer, x, y, dx, want, dtype, dx_scale=0.0):
+    """y, dx and the parameter gradients against want = (y, dx, grad_weight, grad_bias), and
+    y, dx in x's memory layout."""
+    check(y, want[0], dtype, "y")
+    check(dx, want[1], dtype, "dx", 4, dx_scale)
+    check(layer.grad_weight, want[2], dtype, "grad_weight", 4)
+    check(layer.grad_bias, want[3], dtype, "grad_bias", 4)
+    assert y.strides == x.strides and dx.strides == x.strides
+
+
+def paired(layer_cls, model_cls, C, dtype, rng, **kw):
+    """A layer with random parameters and the float64 model holding the same ones."""
+    layer = layer_cls(C, track_running_stats=kw["track"], dtype=dtype,
+                      **{k: v for k, v in kw.items() if k != "track"})
+    randomize(layer, rng)
+    model = model_cls(C, **kw)
+    model.weight = None if layer.weight is None else layer.weight.astype(np.float64)
+    model.bias = None if layer.bias is None else layer.bias.astype(np.float64)
+    return layer, model
 
 
 @pytest.mark.parametrize("dim,shape", BN_SHAPES,
@@ -69,17 +94,9 @@ def steps(rng, shape, dtype, n, offset):
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("track", [True, False])
 def test_batch_norm(rng, dim, shape, dtype, affine, bias, momentum, track):
-    C = shape[1]
-    layer = BN[dim](C, momentum=momentum, affine=affine, bias=bias, track_running_stats=track,
-                    dtype=dtype)
-    randomize(layer, rng)
-    ref = RefBatchNorm(C, momentum=momentum, affine=affine, bias=bias, track=track)
-    ref.weight = None if layer.weight is None else layer.weight.astype(np.float64)
-    ref.bias = None if layer.bias is None else layer.bias.astype(np.float64)
-    for step, x, dy in steps(rng, shape, dtype, 4, 0.0):
-        if step == 3:
-            layer.eval()
-            ref.training = False
+    layer, ref = paired(BN[dim], RefBatchNorm, shape[1], dtype, rng, momentum=momentum,
+                        affine=affine, bias=bias, track=track)
+    for step, x, dy in steps(rng, shape, dtype, 4, 0.0, (layer, ref)):
         x_before = x.copy()
         y, dx = layer(x), layer.backward(dy)
         ry = ref.forward(x)
@@ -109,17 +126,10 @@ def test_row_norms(rng, case, dtype, rms, affine, bias):
     else:
         layer = cnorm.LayerNorm(ns, elementwise_affine=affine, bias=bias, dtype=dtype)
     randomize(layer, rng)
-    for step, x, dy in steps(rng, shape, dtype, 3, 5.0):
-        if step == 2:
-            layer.eval()  # no running statistics: the same computation
+    for step, x, dy in steps(rng, shape, dtype, 3, 5.0, (layer,)):  # eval: the same numbers
         y, dx = layer(x), layer.backward(dy)
-        ry, rdx, rgw, rgb = layer_norm_ref(x, dy, len(ns), layer.weight, layer.bias,
-                                           layer.eps, rms)
-        check(y, ry, dtype, "y")
-        check(dx, rdx, dtype, "dx", 4)
-        check(layer.grad_weight, rgw, dtype, "grad_weight", 4)
-        check(layer.grad_bias, rgb, dtype, "grad_bias", 4)
-        assert y.strides == x.strides and dx.strides == x.strides
+        check_step(layer, x, y, dx, layer_norm_ref(x, dy, len(ns), layer.weight, layer.bias,
+                                                   layer.eps, rms), dtype)
 
 
 @pytest.mark.parametrize("case", GROUP_CASES, ids=cid)
@@ -129,18 +139,12 @@ def test_group_norm(rng, case, dtype, affine, bias):
     shape, G = case
     layer = cnorm.GroupNorm(G, shape[1], affine=affine, bias=bias, dtype=dtype)
     randomize(layer, rng)
-    for step, x, dy in steps(rng, shape, dtype, 3, 3.0):
-        if step == 2:
-            layer.eval()
+    for step, x, dy in steps(rng, shape, dtype, 3, 3.0, (layer,)):
         y, dx = layer(x), layer.backward(dy)
-        ry, rdx, rgw, rgb, _, var = group_norm_ref(x, dy, G, layer.weight, layer.bias,
-                                                   layer.eps)
+        *want, _, var = group_norm_ref(x, dy, G, layer.weight, layer.bias, layer.eps)
         wmax = 1.0 if layer.weight is None else np.abs(layer.weight).max()
-        check(y, ry, dtype, "y")
-        check(dx, rdx, dtype, "dx", 4, np.abs(dy).max() * wmax / np.sqrt(var.min() + layer.eps))
-        check(layer.grad_weight, rgw, dtype, "grad_weight", 4)
-        check(layer.grad_bias, rgb, dtype, "grad_bias", 4)
-        assert y.strides == x.strides and dx.strides == x.strides
+        check_step(layer, x, y, dx, want, dtype,
+                   np.abs(dy).max() * wmax / np.sqrt(var.min() + layer.eps))
 
 
 @pytest.mark.parametrize("case", INSTANCE_CASES, ids=cid)
@@ -151,25 +155,15 @@ def test_group_norm(rng, case, dtype, affine, bias):
 def test_instance_norm(rng, case, dtype, affine, bias, momentum, track):
     shape, dim = case
     batched = len(shape) == dim + 2
-    C = shape[1] if batched else shape[0]
-    layer = IN[dim](C, momentum=momentum, affine=affine, bias=bias, track_running_stats=track,
-                    dtype=dtype)
-    randomize(layer, rng)
-    ref = RefInstanceNorm(C, momentum=momentum, affine=affine, bias=bias, track=track)
-    ref.weight = None if layer.weight is None else layer.weight.astype(np.float64)
-    ref.bias = None if layer.bias is None else layer.bias.astype(np.float64)
-    for step, x, dy in steps(rng, shape, dtype, 4, 2.0):
-        if step == 3:
-            layer.eval()
-            ref.training = False
+    layer, ref = paired(IN[dim], RefInstanceNorm, shape[1] if batched else shape[0], dtype,
+                        rng, momentum=momentum, affine=affine, bias=bias, track=track)
+    for step, x, dy in steps(rng, shape, dtype, 4, 2.0, (layer, ref)):
         y, dx = layer(x), layer.backward(dy)
         xb, dyb = (x, dy) if batched else (x[None], dy[None])
         ry = ref.forward(xb)
         rdx, rgw, rgb = ref.backward(dyb)
-        check(y, ry if batched else ry[0], dtype, "y")
-        check(dx, rdx if batched else rdx[0], dtype, "dx", 4)
-        check(layer.grad_weight, rgw, dtype, "grad_weight", 4)
-        check(layer.grad_bias, rgb, dtype, "grad_bias", 4)
+        check_step(layer, x, y, dx, (ry if batched else ry[0], rdx if batched else rdx[0], rgw,
+                                     rgb), dtype)
         if track:
             check(layer.running_mean, ref.running_mean, dtype, "running_mean")
             check(layer.running_var, ref.running_var, dtype, "running_var")
