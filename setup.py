@@ -1,8 +1,9 @@
 """Build script: compiles the Cython kernels in src/ into cnorm._kernels_<target>.
 
-One kernel source (src/kernels.pxi and the files it includes) is built once per SIMD target: ``baseline`` (any x86-64,
-or any CPU elsewhere) and, on x86-64 with GCC/clang, ``avx2`` and ``avx512``. cnorm picks the
-best one the CPU supports at import, so a wheel built here runs on any x86-64 CPU.
+One kernel source (src/kernels.pxi and the files it includes) is built once per SIMD target:
+``baseline`` (any x86-64, or any CPU elsewhere) and, on x86-64 with GCC/clang, ``avx2`` and
+``avx512``. cnorm picks the best one the CPU supports at import, so a wheel built here runs on
+any x86-64 CPU. cnorm._stream (the benchmark report's copy probe) is built once, baseline.
 
 OpenMP is probed by compiling and linking a tiny program with -fopenmp; when that fails
 the kernels are built serially (same results, one thread) and a warning is printed.

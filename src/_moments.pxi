@@ -154,7 +154,8 @@ cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_
                     Py_ssize_t inner, const double *mean, double *p1, double *p2,
                     double *scratch, int nt) noexcept nogil:
     """Chunk partials into (K, C) arrays, in parallel over the units. Without dy: moments
-    (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch: nt * _scratch_stride(C) doubles."""
+    (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch:
+    nt * _scratch_stride(C) doubles."""
     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c, j0, j1
     cdef double *work
     if inner >= GATHER:
@@ -189,7 +190,8 @@ cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t in
     their merge in order. Returns -1 when out of memory."""
     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
     nt = _threads(outer * C * inner, _units(outer, C, inner), nt)
-    cdef double *part = <double *>malloc((2 * K * C + K + nt * _scratch_stride(C)) * sizeof(double))
+    cdef double *part = <double *>malloc((2 * K * C + K + nt * _scratch_stride(C))
+                                         * sizeof(double))
     cdef double *cnt = part + 2 * K * C
     if part == NULL:
         return -1

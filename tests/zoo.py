@@ -48,7 +48,8 @@ def make(kind, shape, dtype, rng=None):
     for name in ("weight", "bias"):
         p = getattr(layer, name, None)
         if p is not None:
-            p[...] = rng.uniform(0.5, 1.5, p.shape) if name == "weight" else rng.normal(size=p.shape)
+            p[...] = (rng.uniform(0.5, 1.5, p.shape) if name == "weight"
+                      else rng.normal(size=p.shape))
     return layer
 
 
