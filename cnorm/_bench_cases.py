@@ -184,12 +184,18 @@ def make_runner(impl, op, kind, x, lib):
 
 
 def block_median(fn, seconds, min_rounds=5, max_rounds=200):
-    """Median seconds of ``fn`` over an uninterrupted block of rounds (after one warm-up
-    call), as many as fit in ``seconds`` within the bounds."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    rounds = int(min(max_rounds, max(min_rounds, seconds / max(first, 1e-9))))
+    """Median seconds of ``fn`` over an uninterrupted block of rounds, as many as fit in
+    ``seconds`` within the bounds. First a warm-up of at least 3 calls and a fifth of the
+    time: a library's first calls (lazy initialization, allocator growth, autograd's first
+    graph) can cost a hundred times a steady one."""
+    warm, start = [], time.perf_counter()
+    while len(warm) < 3 or (time.perf_counter() - start < 0.2 * seconds
+                             and len(warm) < max_rounds):
+        t0 = time.perf_counter()
+        fn()
+        warm.append(time.perf_counter() - t0)
+    per_call = float(np.median(warm[-3:]))
+    rounds = int(min(max_rounds, max(min_rounds, 0.8 * seconds / max(per_call, 1e-9))))
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()

@@ -107,16 +107,10 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
                 nbytes = int(np.prod(shape)) * 4
                 for op in _ops(kind, ops):
                     progress.step(f"{op} {shape} {nt}t")
-                    blocks = {k: [] for k in workers}
-                    order = list(workers)
-                    for r in range(rounds):
-                        for k in order[r % len(order):] + order[:r % len(order)]:
-                            blocks[k].append(workers[k].ask(
-                                case=[name, kind, list(shape), layout], op=op,
-                                seconds=budget / rounds)["seconds"])
                     row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
                            "threads": nt, "bytes": nbytes}
-                    row.update({k: float(np.median(v)) for k, v in blocks.items()})
+                    row.update(_time_case(workers, [name, kind, list(shape), layout], op,
+                                          budget, rounds))
                     row["gbps"] = TRAFFIC[op] * nbytes / row["cnorm"] / 1e9
                     row["copy_fraction"] = TRAFFIC[op] * nbytes / row["cnorm"] / copy_bw[nt]
                     rows.append(row)
@@ -128,9 +122,22 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
             "copy_gbps": {str(k): v / 1e9 for k, v in copy_bw.items()}, "rows": rows}
 
 
-def verify_torch(result, budget=1.0):
-    """Time torch alone, in a fresh process per case, for every row of ``result``; returns
-    (row, seconds alone) pairs. The report's torch figure should agree within noise."""
+def _time_case(workers, case, op, budget, rounds):
+    """{label: seconds}: each worker times the case in ``rounds`` blocks of budget/rounds
+    seconds, the workers' blocks alternating in a rotating order; the median block."""
+    blocks = {k: [] for k in workers}
+    order = list(workers)
+    for r in range(rounds):
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            blocks[k].append(workers[k].ask(case=case, op=op,
+                                            seconds=budget / rounds)["seconds"])
+    return {k: float(np.median(v)) for k, v in blocks.items()}
+
+
+def verify_torch(result, budget=1.0, rounds=3):
+    """Time torch alone, in a fresh process per case, with the report's blocks, for every row
+    of ``result``; returns (row, seconds alone) pairs. The report's torch figure should agree
+    within noise."""
     out = []
     for row in result["rows"]:
         if "torch" not in row:
@@ -139,8 +146,9 @@ def verify_torch(result, budget=1.0):
         try:
             w.ask(threads=row["threads"])
             kind = next(c[1] for c in SHAPES + QUICK_SHAPES if c[0] == row["case"])
-            out.append((row, w.ask(case=[row["case"], kind, row["shape"], row["layout"]],
-                                   op=row["op"], seconds=budget)["seconds"]))
+            case = [row["case"], kind, row["shape"], row["layout"]]
+            out.append((row, _time_case({"torch": w}, case, row["op"], budget,
+                                        rounds)["torch"]))
         finally:
             w.close()
     return out
@@ -253,7 +261,7 @@ def main(argv=None):
     if args.verify_torch:
         print("\ntorch alone in a fresh process (case | op | shape | thr | alone ms | report ms"
               " | report / alone)")
-        for row, alone in verify_torch(result, args.budget):
+        for row, alone in verify_torch(result, args.budget, args.rounds):
             print(f"{row['case']} | {row['op']} | {'x'.join(map(str, row['shape']))} | "
                   f"{row['threads']} | {alone * 1e3:.3f} | {row['torch'] * 1e3:.3f} | "
                   f"{row['torch'] / alone:.2f}")
