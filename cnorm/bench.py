@@ -5,11 +5,11 @@ layer-, group-, instance- and RMS-norm cases at 1 and 2 threads, and prints medi
 and the bandwidth achieved as a fraction of a stream copy measured in the same run. Writes the
 results as JSON and, when matplotlib is installed, a PNG chart.
 
-Each implementation runs in a worker process of its own and is timed in uninterrupted blocks;
-the blocks of the implementations alternate, in a rotating order, for ``--rounds`` rounds, and
-a case's time is the median of its block medians. So no implementation's large temporaries,
-allocator state or caches disturb another's figure, and slow drift of a shared machine hits
-all of them alike. ``--verify-torch`` times torch once more alone, in a fresh process per case,
+Each implementation runs in a fresh worker process of its own for every case and is timed in
+uninterrupted blocks; the blocks of the implementations alternate, in a rotating order, for
+``--rounds`` rounds, and a case's time is the median of its block medians. So no
+implementation's large temporaries, allocator state or caches disturb another's figure (or
+its own in a later case), and slow drift of a shared machine hits all of them alike. ``--verify-torch`` times torch once more alone, in a fresh process per case,
 and prints the ratio to the report's figure.
 """
 import argparse
@@ -83,41 +83,57 @@ def _ops(kind, ops):
     return [op for op in ops if op in ops_for(kind)]
 
 
+def _spawn(impls, paths, nt):
+    """Fresh workers {label: Worker} at ``nt`` threads: the implementations that are
+    installed, and the other cnorm builds of ``paths``."""
+    workers = {i: Worker(i) for i in impls}
+    workers.update({label: Worker("cnorm", p) for label, p in (paths or {}).items()})
+    for label, w in list(workers.items()):
+        if not w.available:
+            w.close()
+            del workers[label]
+        else:
+            w.ask(threads=nt)
+    return workers
+
+
 def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=3,
         paths=None):
     """Run the grid; returns a dict with the machine, copy bandwidths and one row per case.
 
-    ``budget``: seconds of timed calls per case and implementation, split over ``rounds``
-    alternating blocks. ``paths``: {label: folder} of other cnorm builds to time as well
-    (e.g. the previous version, for a before/after comparison)."""
-    workers = {i: Worker(i) for i in impls}
-    workers.update({label: Worker("cnorm", p) for label, p in (paths or {}).items()})
-    workers = {k: w for k, w in workers.items() if w.available or w.close()}
-    copier = Worker("copy")
-    versions = {k: w.version for k, w in workers.items()}
-    rows, copy_bw = [], {}
+    Every case starts fresh worker processes, one per implementation, so that no case's
+    figure depends on what ran before it in the same process (a library's allocator and
+    caches carry state from case to case). ``budget``: seconds of timed calls per case and
+    implementation, split over ``rounds`` alternating blocks. ``paths``: {label: folder} of
+    other cnorm builds to time as well (e.g. the previous version, a before/after
+    comparison)."""
+    rows, copy_bw, versions = [], {}, {}
     progress = Progress(len(threads) * (1 + sum(len(_ops(c[1], ops)) for c in shapes)))
     try:
         for nt in threads:
-            for w in list(workers.values()) + [copier]:
-                w.ask(threads=nt)
             progress.step(f"stream copy, {nt} thread(s)")
+            copier = _spawn(["copy"], None, nt)["copy"]
             copy_bw[nt] = copier.ask(copy=COPY_BYTES)["gbps"] * 1e9
+            copier.close()
             for name, kind, shape, layout in shapes:
                 nbytes = int(np.prod(shape)) * 4
-                for op in _ops(kind, ops):
-                    progress.step(f"{op} {shape} {nt}t")
-                    row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
-                           "threads": nt, "bytes": nbytes}
-                    row.update(_time_case(workers, [name, kind, list(shape), layout], op,
-                                          budget, rounds))
-                    row["gbps"] = TRAFFIC[op] * nbytes / row["cnorm"] / 1e9
-                    row["copy_fraction"] = TRAFFIC[op] * nbytes / row["cnorm"] / copy_bw[nt]
-                    rows.append(row)
+                workers = _spawn(impls, paths, nt)
+                versions.update({k: w.version for k, w in workers.items()})
+                try:
+                    for op in _ops(kind, ops):
+                        progress.step(f"{op} {shape} {nt}t")
+                        row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
+                               "threads": nt, "bytes": nbytes}
+                        row.update(_time_case(workers, [name, kind, list(shape), layout], op,
+                                              budget, rounds))
+                        row["gbps"] = TRAFFIC[op] * nbytes / row["cnorm"] / 1e9
+                        row["copy_fraction"] = row["gbps"] * 1e9 / copy_bw[nt]
+                        rows.append(row)
+                finally:
+                    for w in workers.values():
+                        w.close()
     finally:
         progress.close()
-        for w in list(workers.values()) + [copier]:
-            w.close()
     return {"machine": machine_info(versions),
             "copy_gbps": {str(k): v / 1e9 for k, v in copy_bw.items()}, "rows": rows}
 
@@ -142,9 +158,8 @@ def verify_torch(result, budget=1.0, rounds=3):
     for row in result["rows"]:
         if "torch" not in row:
             continue
-        w = Worker("torch")
+        w = _spawn(["torch"], None, row["threads"])["torch"]
         try:
-            w.ask(threads=row["threads"])
             kind = next(c[1] for c in SHAPES + QUICK_SHAPES if c[0] == row["case"])
             case = [row["case"], kind, row["shape"], row["layout"]]
             out.append((row, _time_case({"torch": w}, case, row["op"], budget,
@@ -261,10 +276,16 @@ def main(argv=None):
     if args.verify_torch:
         print("\ntorch alone in a fresh process (case | op | shape | thr | alone ms | report ms"
               " | report / alone)")
+        ratios = []
         for row, alone in verify_torch(result, args.budget, args.rounds):
+            ratios.append(row["torch"] / alone)
             print(f"{row['case']} | {row['op']} | {'x'.join(map(str, row['shape']))} | "
                   f"{row['threads']} | {alone * 1e3:.3f} | {row['torch'] * 1e3:.3f} | "
-                  f"{row['torch'] / alone:.2f}")
+                  f"{ratios[-1]:.2f}")
+        if ratios:
+            within = sum(abs(r - 1) <= 0.15 for r in ratios)
+            print(f"report / alone: median {np.median(ratios):.2f}, {within} of {len(ratios)} "
+                  "within 15%")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(result, f, indent=1)
