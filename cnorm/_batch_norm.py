@@ -51,18 +51,20 @@ class BatchNormContext(Context):
             k.bn_forward_train(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2,
                                self.invstd, _backend.threads())
             return
-        if batch_stats:
+        if not batch_stats and compute_y:
+            k.bn_forward_eval(x3, contiguous(running_mean), contiguous(running_var),
+                              self.weight, contiguous(bias), eps, y3, self.mean, self.invstd,
+                              _backend.threads())
+            self.m2 = None  # running statistics: no batch M2
+            return
+        if batch_stats:  # statistics only (a functional backward)
             _, self.mean, self.m2 = k.channel_stats(x3, _backend.threads())
             var = self.m2 / self.count
         else:
             self.mean, var, self.m2 = (running_mean.astype(np.float64),
                                        running_var.astype(np.float64), None)
-        if compute_y:
-            k.bn_forward_eval(x3, self.mean, var, self.weight, contiguous(bias), eps, y3,
-                              self.invstd, _backend.threads())
-        else:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                self.invstd = 1.0 / np.sqrt(var + eps)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.invstd = 1.0 / np.sqrt(var + eps)
 
     def update_running(self, running_mean, running_var, factor):
         """Move the running statistics toward this batch's (an empty batch leaves them)."""

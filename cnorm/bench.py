@@ -5,9 +5,9 @@ layer-, group-, instance- and RMS-norm cases at 1 and 2 threads, and prints medi
 and the bandwidth achieved as a fraction of a stream copy measured in the same run. Writes the
 results as JSON and, when matplotlib is installed, a PNG chart.
 
-Each implementation runs in a fresh worker process of its own for every case and is timed in
-uninterrupted blocks; the blocks of the implementations alternate, in a rotating order, for
-``--rounds`` rounds, and a case's time is the median of its block medians. So no
+Each implementation runs in worker processes of its own, started fresh for every round of
+every case (``--rounds``, 3), and is timed in uninterrupted blocks; the implementations' blocks
+alternate in a rotating order and a figure is the median over the rounds. So no
 implementation's large temporaries, allocator state or caches disturb another's figure (or
 its own in a later case), and slow drift of a shared machine hits all of them alike. ``--verify-torch`` times torch once more alone, in a fresh process per case,
 and prints the ratio to the report's figure.
@@ -101,14 +101,16 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
         paths=None):
     """Run the grid; returns a dict with the machine, copy bandwidths and one row per case.
 
-    Every case starts fresh worker processes, one per implementation, so that no case's
-    figure depends on what ran before it in the same process (a library's allocator and
-    caches carry state from case to case). ``budget``: seconds of timed calls per case and
-    implementation, split over ``rounds`` alternating blocks. ``paths``: {label: folder} of
+    ``budget``: seconds of timed calls per case and implementation, split over ``rounds``
+    rounds. Every round starts fresh worker processes, one per implementation, which time
+    the case's operations in turn, each in an uninterrupted block, the implementations in a
+    rotating order; a figure is the median over the rounds. So no figure depends on what ran
+    before it in the same process (a library's allocator and caches carry state), and slow
+    drift of a shared machine hits every implementation alike. ``paths``: {label: folder} of
     other cnorm builds to time as well (e.g. the previous version, a before/after
     comparison)."""
     rows, copy_bw, versions = [], {}, {}
-    progress = Progress(len(threads) * (1 + sum(len(_ops(c[1], ops)) for c in shapes)))
+    progress = Progress(len(threads) * (1 + len(shapes) * rounds))
     try:
         for nt in threads:
             progress.step(f"stream copy, {nt} thread(s)")
@@ -117,55 +119,56 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
             copier.close()
             for name, kind, shape, layout in shapes:
                 nbytes = int(np.prod(shape)) * 4
-                workers = _spawn(impls, paths, nt)
-                versions.update({k: w.version for k, w in workers.items()})
-                try:
-                    for op in _ops(kind, ops):
-                        progress.step(f"{op} {shape} {nt}t")
-                        row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
-                               "threads": nt, "bytes": nbytes}
-                        row.update(_time_case(workers, [name, kind, list(shape), layout], op,
-                                              budget, rounds))
-                        row["gbps"] = TRAFFIC[op] * nbytes / row["cnorm"] / 1e9
-                        row["copy_fraction"] = row["gbps"] * 1e9 / copy_bw[nt]
-                        rows.append(row)
-                finally:
-                    for w in workers.values():
-                        w.close()
+                case = [name, kind, list(shape), layout]
+                times = _time_rounds(impls, paths, nt, case, _ops(kind, ops), budget, rounds,
+                                     versions, progress)
+                for op in _ops(kind, ops):
+                    row = {"case": name, "op": op, "shape": list(shape), "layout": layout,
+                           "threads": nt, "bytes": nbytes}
+                    row.update(times[op])
+                    row["gbps"] = TRAFFIC[op] * nbytes / row["cnorm"] / 1e9
+                    row["copy_fraction"] = row["gbps"] * 1e9 / copy_bw[nt]
+                    rows.append(row)
     finally:
         progress.close()
     return {"machine": machine_info(versions),
             "copy_gbps": {str(k): v / 1e9 for k, v in copy_bw.items()}, "rows": rows}
 
 
-def _time_case(workers, case, op, budget, rounds):
-    """{label: seconds}: each worker times the case in ``rounds`` blocks of budget/rounds
-    seconds, the workers' blocks alternating in a rotating order; the median block."""
-    blocks = {k: [] for k in workers}
-    order = list(workers)
+def _time_rounds(impls, paths, nt, case, ops, budget, rounds, versions=None, progress=None):
+    """{op: {label: seconds}}: the median over ``rounds`` rounds, each in fresh workers."""
+    blocks = {}
     for r in range(rounds):
-        for k in order[r % len(order):] + order[:r % len(order)]:
-            blocks[k].append(workers[k].ask(case=case, op=op,
-                                            seconds=budget / rounds)["seconds"])
-    return {k: float(np.median(v)) for k, v in blocks.items()}
+        if progress is not None:
+            progress.step(f"{case[0]} {case[2]} {nt}t, round {r + 1}")
+        workers = _spawn(impls, paths, nt)
+        if versions is not None:
+            versions.update({k: w.version for k, w in workers.items()})
+        order = list(workers)
+        order = order[r % len(order):] + order[:r % len(order)]
+        try:
+            for op in ops:
+                for k in order:
+                    t = workers[k].ask(case=case, op=op, seconds=budget / rounds)["seconds"]
+                    blocks.setdefault(op, {}).setdefault(k, []).append(t)
+        finally:
+            for w in workers.values():
+                w.close()
+    return {op: {k: float(np.median(v)) for k, v in b.items()} for op, b in blocks.items()}
 
 
 def verify_torch(result, budget=1.0, rounds=3):
-    """Time torch alone, in a fresh process per case, with the report's blocks, for every row
-    of ``result``; returns (row, seconds alone) pairs. The report's torch figure should agree
-    within noise."""
+    """Time torch alone (no other implementation running between its blocks) with the
+    report's rounds of fresh processes, for every row of ``result``; returns (row, seconds
+    alone) pairs. The report's torch figure should agree within noise."""
     out = []
     for row in result["rows"]:
-        if "torch" not in row:
-            continue
-        w = _spawn(["torch"], None, row["threads"])["torch"]
-        try:
+        if "torch" in row:
             kind = next(c[1] for c in SHAPES + QUICK_SHAPES if c[0] == row["case"])
             case = [row["case"], kind, row["shape"], row["layout"]]
-            out.append((row, _time_case({"torch": w}, case, row["op"], budget,
-                                        rounds)["torch"]))
-        finally:
-            w.close()
+            times = _time_rounds(["torch"], None, row["threads"], case, [row["op"]], budget,
+                                 rounds)
+            out.append((row, times[row["op"]]["torch"]))
     return out
 
 
@@ -256,7 +259,7 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=1.0,
                    help="seconds of timed calls per case and implementation (1.0)")
     p.add_argument("--rounds", type=int, default=3,
-                   help="alternating blocks per case and implementation (3)")
+                   help="rounds of fresh processes per case and implementation (3)")
     p.add_argument("--cases", default="",
                    help="comma-separated case names to run (default: all), e.g. bn2d,ln")
     p.add_argument("--baseline", metavar="DIR",

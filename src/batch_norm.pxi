@@ -30,12 +30,12 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
         raise MemoryError()
 
 
-def bn_forward_eval(const floating[:, :, ::1] x, const double[::1] mean,
-                    const double[::1] var, const floating[::1] weight,
+def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,
+                    const floating[::1] running_var, const floating[::1] weight,
                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
-                    double[::1] invstd, int n_threads):
-    """Eval forward with fixed statistics (``mean``, ``var`` per channel, float64), one pass
-    over x. Writes ``invstd = 1/sqrt(var + eps)`` for the backward."""
+                    double[::1] mean, double[::1] invstd, int n_threads):
+    """Eval forward with the running statistics, one pass over x. Writes ``mean`` (the running
+    mean in float64) and ``invstd = 1/sqrt(running_var + eps)`` for the backward."""
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
@@ -45,7 +45,9 @@ def bn_forward_eval(const floating[:, :, ::1] x, const double[::1] mean,
         raise MemoryError()
     with nogil:
         for c in range(C):
-            _fwd_coefs(coef, C, 1, c, inner == 1, var[c], eps, &mean[0], &invstd[0], w, b)
+            mean[c] = running_mean[c]
+            _fwd_coefs(coef, C, 1, c, inner == 1, running_var[c], eps, &mean[0], &invstd[0], w,
+                       b)
         if not empty:
             _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef,
                    0, C, n_threads)

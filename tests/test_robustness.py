@@ -309,6 +309,6 @@ def test_kernel_indices_are_64_bit_by_construction():
     src_dir = os.path.join(HERE, "..", "src")
     src = "".join(open(os.path.join(src_dir, f)).read() for f in sorted(os.listdir(src_dir))
                   if f.endswith((".pxi", ".pyx")))
-    allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width", "h"}
+    allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width"}
     names = kernel_int_names(src)
     assert names and names <= allowed, names - allowed
