@@ -28,7 +28,7 @@ cdef void _chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssi
     m2[c - c0]: sums around the range's first value; again around the mean when that lost
     digits; float32 chunks lost in float lanes again in double. work: 2*(c1 - c0) doubles;
     lanes: 3*C values (rows layout only)."""
-    cdef Py_ssize_t c, m = c1 - c0, o0 = j0 // inner
+    cdef Py_ssize_t c, m = c1 - c0, o0 = j0 // inner if j0 >= inner else 0
     cdef double *shift = work
     cdef double *s1 = work + m
     cdef double n = <double>(j1 - j0)

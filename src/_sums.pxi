@@ -64,7 +64,7 @@ cdef void _plane_sums(const floating *x, const floating *dy, const floating *w, 
     cdef floating sh[LANES]
     cdef floating fs = <floating>shift, e
     cdef Py_ssize_t run = j1 if C == 1 else inner
-    cdef Py_ssize_t o = j0 // run
+    cdef Py_ssize_t o = j0 // run if j0 >= run else 0  # no division for a short row's run
     cdef Py_ssize_t i = j0 - o * run
     cdef Py_ssize_t j = j0, b, t, seg, nb
     cdef const floating *p
