@@ -221,13 +221,6 @@ def _import(impl, path):
     return importlib.import_module(impl)
 
 
-def _set_threads(impl, lib, n):
-    if impl == "cnorm":
-        lib.set_num_threads(n)
-    elif impl == "torch":
-        lib.set_num_threads(n)
-
-
 def worker(impl, path=None):
     """Serve timing requests for ``impl`` on stdin/stdout, one JSON object a line:
     {"threads": n}, {"case": [name, kind, shape, layout], "op": op, "seconds": s} and
@@ -246,8 +239,8 @@ def worker(impl, path=None):
         req = json.loads(line)
         if "threads" in req:
             threads = req["threads"]
-            if lib is not None:
-                _set_threads(impl, lib, threads)
+            if lib is not None:  # cnorm and torch: the same call
+                lib.set_num_threads(threads)
             out = {"threads": threads}
         elif "copy" in req:
             src = np.ones(req["copy"] // 4, np.float32)

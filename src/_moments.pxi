@@ -35,14 +35,14 @@ cdef void _chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssi
     cdef bint redo = False
     for c in range(m):
         shift[c] = x[(o0 * C + c0 + c) * inner + (j0 - o0 * inner)]
-    _chunk_sums(x, <const floating *>NULL, <const floating *>NULL, C, inner, c0, c1, j0, j1,
+    _chunk_sums(x, <const floating *>NULL, C, inner, c0, c1, j0, j1,
                 shift, s1, m2, lanes)
     for c in range(m):
         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
     if redo:
         for c in range(m):
             shift[c] = <double><floating>mean[c]
-        _chunk_sums(x, <const floating *>NULL, <const floating *>NULL, C, inner, c0, c1, j0,
+        _chunk_sums(x, <const floating *>NULL, C, inner, c0, c1, j0,
                     j1, shift, s1, m2, lanes)
         for c in range(m):
             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
@@ -180,7 +180,7 @@ cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_
             _chunk_stats(x, C, inner, 0, C, j0, j1, p1 + k * C, p2 + k * C, work,
                          <floating *>(work + 2 * C))
         else:
-            _chunk_sums(x, dy, <const floating *>NULL, C, inner, 0, C, j0, j1, mean,
+            _chunk_sums(x, dy, C, inner, 0, C, j0, j1, mean,
                         p1 + k * C, p2 + k * C, <floating *>(work + 2 * C))
 
 

@@ -47,6 +47,23 @@ def merge_stats(const double[::1] counts, const double[:, ::1] means, const doub
     return total, mean_out, m2_out
 
 
+cdef int _coef_apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
+                     Py_ssize_t C, Py_ssize_t inner, const double *mean, const double *a,
+                     const double *b, const double *e, int n_threads) except -1:
+    cdef Py_ssize_t c
+    cdef int width = 4 if dy == NULL else 5
+    cdef floating *coef = <floating *>malloc(width * C * sizeof(floating))
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(C):
+            _set_coef(coef, C, c, inner == 1, width, mean[c], a[c], b[c],
+                      e[c] if width == 5 else 0.0)
+        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads)
+    free(coef)
+    return 0
+
+
 def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,
               const double[::1] shift, floating[:, :, ::1] out, int n_threads=1):
     """``out = (x - mean) * scale + shift`` per channel (the apply step)."""
@@ -81,20 +98,3 @@ def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     if x.size > 0:
         _coef_apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], x.shape[0],
                     x.shape[1], x.shape[2], &mean[0], &k1[0], &k2[0], &k3[0], n_threads)
-
-
-cdef int _coef_apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
-                     Py_ssize_t C, Py_ssize_t inner, const double *mean, const double *a,
-                     const double *b, const double *e, int n_threads) except -1:
-    cdef Py_ssize_t c
-    cdef int width = 4 if dy == NULL else 5
-    cdef floating *coef = <floating *>malloc(width * C * sizeof(floating))
-    if coef == NULL:
-        raise MemoryError()
-    with nogil:
-        for c in range(C):
-            _set_coef(coef, C, c, inner == 1, width, mean[c], a[c], b[c],
-                      e[c] if width == 5 else 0.0)
-        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads)
-    free(coef)
-    return 0

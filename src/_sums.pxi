@@ -138,9 +138,9 @@ cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssi
             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
 
 
-cdef void _chunk_sums(const floating *x, const floating *dy, const floating *w, Py_ssize_t C,
-                      Py_ssize_t inner, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t j0,
-                      Py_ssize_t j1, const double *shift, double *s1, double *s2,
+cdef void _chunk_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
+                      Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t j0, Py_ssize_t j1,
+                      const double *shift, double *s1, double *s2,
                       floating *lanes) noexcept nogil:
     """Sums of channels [c0, c1) over their flat range [j0, j1), into s1[c - c0], s2[c - c0]
     (shift likewise): across channels in the rows layout (all channels), else per channel."""
@@ -149,7 +149,8 @@ cdef void _chunk_sums(const floating *x, const floating *dy, const floating *w, 
         _rows_sums(x, dy, C, j0, j1, shift, s1, s2, lanes)
         return
     for c in range(c0, c1):
-        _plane_sums(x, dy, w, C, inner, c, j0, j1, shift[c - c0], &s1[c - c0], &s2[c - c0])
+        _plane_sums(x, dy, <const floating *>NULL, C, inner, c, j0, j1, shift[c - c0],
+                    &s1[c - c0], &s2[c - c0])
 
 
 cdef void _wide_sums(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
