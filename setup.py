@@ -1,6 +1,8 @@
-"""Build script: compiles the Cython kernels in src/ into cnorm._kernels_<target>.
+"""Build script: compiles the Cython kernels in src/ into cnorm._kernels_<target> (the norms) and
+cnorm._data_<target> (dataset statistics and input normalization).
 
-One kernel source (src/kernels.pxi and the files it includes) is built once per SIMD target:
+Each kernel source (src/kernels.pxi, src/data.pxi and the files they include) is built once per
+SIMD target:
 ``baseline`` (any x86-64, or any CPU elsewhere) and, on x86-64 with GCC/clang, ``avx2`` and
 ``avx512``. cnorm picks the best one the CPU supports at import, so a wheel built here runs on
 any x86-64 CPU. cnorm._stream (the benchmark report's copy probe) is built once, baseline.
@@ -69,7 +71,7 @@ class BuildExt(build_ext):
         san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
         kept = []
         for ext in self.extensions:
-            target = ext.name.rsplit("_", 1)[1]
+            target = ext.name.rsplit("_", 1)[1]  # cnorm._data_avx2 -> avx2
             tflags = TARGET_FLAGS.get(target, [])  # cnorm._stream: the baseline
             if tflags and not self._compiles("int main(void) { return 0; }\n", tflags):
                 print(f"WARNING: the compiler cannot build the {target} target; skipped.")
@@ -84,9 +86,9 @@ class BuildExt(build_ext):
 KERNEL_SOURCES = [os.path.join("src", f) for f in sorted(os.listdir("src"))
                   if f.endswith(".pxi") or f.endswith(".h")]
 extensions = [
-    Extension(f"cnorm._kernels_{t}", [f"src/_kernels_{t}.pyx"], include_dirs=["src"],
+    Extension(f"cnorm.{family}_{t}", [f"src/{family}_{t}.pyx"], include_dirs=["src"],
               depends=KERNEL_SOURCES)
-    for t in wanted_targets()
+    for family in ("_kernels", "_data") for t in wanted_targets()
 ] + [Extension("cnorm._stream", ["src/_stream.pyx"])]  # the benchmark's copy probe
 
 setup(

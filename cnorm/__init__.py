@@ -4,6 +4,8 @@ Layers (torch.nn names and semantics): ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``G
 ``InstanceNorm1d/2d/3d``, ``RMSNorm``.
 Functional forms: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``,
 ``rms_norm``, each with a ``*_backward``; ``moments``.
+Preparing data: ``Moments``, ``Standardizer`` (a scikit-learn transformer; scikit-learn and
+dask are optional and imported only when it is first used), ``normalize_images``.
 Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
 ``show_config``.
 """
@@ -22,6 +24,8 @@ from .functional import (
     rms_norm,
     rms_norm_backward,
 )
+from ._images import normalize_images
+from ._statistics import Moments
 from .modules import (
     BatchNorm1d,
     BatchNorm2d,
@@ -39,5 +43,17 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
            "rms_norm", "rms_norm_backward", "moments",
+           "Moments", "Standardizer", "normalize_images",
            "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
            "__version__"]
+
+
+def __getattr__(name):
+    # Standardizer imports scikit-learn when it is installed: only on first use, so that
+    # ``import cnorm`` needs NumPy alone and stays fast.
+    if name == "Standardizer":
+        from ._standardizer import Standardizer
+
+        globals()["Standardizer"] = Standardizer
+        return Standardizer
+    raise AttributeError(f"module 'cnorm' has no attribute {name!r}")

@@ -1,9 +1,9 @@
-"""Picks the kernel module built for the best SIMD target this CPU supports.
+"""Picks the kernel modules built for the best SIMD target this CPU supports.
 
 ``CNORM_SIMD=baseline|avx2|avx512`` forces a target (an error if it is not built or not
 supported here). Every target computes bit-identical results: the sums have a fixed lane
 structure in the source and no fused multiply-adds are generated. The op modules look up
-``kernels`` at call time, so a test can swap it for another target's module.
+``kernels`` and ``data`` at call time, so a test can swap it for another target's module.
 """
 import importlib
 import os
@@ -11,9 +11,9 @@ import os
 TARGETS = ("avx512", "avx2", "baseline")  # best first
 
 
-def _load(target):
+def _load(target, family="_kernels"):
     try:
-        return importlib.import_module(f"cnorm._kernels_{target}")
+        return importlib.import_module(f"cnorm.{family}_{target}")
     except ImportError:
         return None
 
@@ -40,14 +40,16 @@ def _select():
 
 
 target = _select()
-kernels = _load(target)
+kernels = _load(target)  # the norms
+data = _load(target, "_data")  # dataset statistics and input normalization
 
 
-def module_for(target):
-    """The kernel module of ``target`` (for tests that compare targets)."""
+def module_for(target, family="_kernels"):
+    """The kernel module of ``target`` (for tests that compare targets); family "_data" for
+    the data kernels."""
     if target not in available_targets():
         raise ValueError(f"SIMD target {target!r} is not available here")
-    return _load(target)
+    return _load(target, family)
 
 
 def threads():

@@ -1,0 +1,3 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""cnorm data kernels built for the baseline SIMD target (see data.pxi)."""
+include "data.pxi"

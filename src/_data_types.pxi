@@ -1,0 +1,132 @@
+# Element types of the data kernels (Moments, Standardizer, normalize_images): every real dtype
+# a dataset comes in, read natively (no converted copy), and the output types. The kind codes
+# are those of cnorm._data_view.KINDS.
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+
+cdef extern from "cnorm_half.h" nogil:
+    ctypedef struct cn_f16:
+        uint16_t bits
+    ctypedef struct cn_bf16:
+        uint16_t bits
+    float cn_f16_float(cn_f16 h)
+    cn_f16 cn_float_f16(float x)
+    float cn_bf16_float(cn_bf16 h)
+    cn_bf16 cn_float_bf16(float x)
+
+
+ctypedef fused pixel_t:   # input elements
+    uint8_t
+    int8_t
+    uint16_t
+    int16_t
+    uint32_t
+    int32_t
+    int64_t
+    cn_f16
+    cn_bf16
+    float
+    double
+
+ctypedef fused out_t:     # output elements
+    float
+    double
+    cn_f16
+    cn_bf16
+
+cdef enum:
+    K_U8, K_I8, K_U16, K_I16, K_U32, K_I32, K_I64, K_F16, K_BF16, K_F32, K_F64
+    MAX_DIMS = 32         # outer dimensions of a canonical view (NumPy's limit is 64: more
+                          # than 32 non-unit dimensions do not collapse in any real array)
+
+
+cdef inline double _dbl(pixel_t v) noexcept nogil:
+    if pixel_t is cn_f16:
+        return cn_f16_float(v)
+    elif pixel_t is cn_bf16:
+        return cn_bf16_float(v)
+    else:
+        return <double>v
+
+
+cdef inline float _flt(pixel_t v) noexcept nogil:
+    if pixel_t is cn_f16:
+        return cn_f16_float(v)
+    elif pixel_t is cn_bf16:
+        return cn_bf16_float(v)
+    else:
+        return <float>v
+
+
+cdef inline int32_t _small(pixel_t v) noexcept nogil:
+    """An 8-bit value as int32 (other types never take the exact 8-bit path)."""
+    if pixel_t is uint8_t or pixel_t is int8_t:
+        return <int32_t>v
+    else:
+        return 0
+
+
+cdef inline void _put(out_t *y, floating v) noexcept nogil:
+    """Store one computed value (rounded to nearest even)."""
+    if out_t is cn_f16:
+        y[0] = cn_float_f16(<float>v)
+    elif out_t is cn_bf16:
+        y[0] = cn_float_bf16(<float>v)
+    else:
+        y[0] = <out_t>v
+
+
+cdef struct View:
+    # A canonical strided view: outer dimensions (memory order, outermost first), then a run of
+    # L pixels (stride rs bytes), each pixel C channels (stride cs bytes). Strides may be
+    # negative. ``inter``: the channels of a pixel are adjacent (cs < rs), as in NHWC or (N, C).
+    char *base
+    int nd
+    Py_ssize_t shape[MAX_DIMS]
+    Py_ssize_t stride[MAX_DIMS]
+    Py_ssize_t rows
+    Py_ssize_t L
+    Py_ssize_t rs
+    Py_ssize_t C
+    Py_ssize_t cs
+    bint inter
+
+
+cdef int _view(View *v, Py_ssize_t addr, const Py_ssize_t[::1] shape,
+               const Py_ssize_t[::1] strides, Py_ssize_t C, Py_ssize_t cs) except -1:
+    """Fill a View from the outer shape and strides followed by the run's (last entry)."""
+    cdef int d, nd = shape.shape[0] - 1
+    if nd > MAX_DIMS or nd < 0:
+        raise ValueError(f"a view with {nd} outer dimensions (at most {MAX_DIMS})")
+    v.base = <char *>addr
+    v.nd = nd
+    v.rows = 1
+    for d in range(nd):
+        v.shape[d] = shape[d]
+        v.stride[d] = strides[d]
+        v.rows *= shape[d]
+    v.L = shape[nd]
+    v.rs = strides[nd]
+    v.C = C
+    v.cs = cs
+    v.inter = C > 1 and abs(cs) < abs(v.rs)
+    return 0
+
+
+cdef inline char *_row(const View *v, Py_ssize_t r) noexcept nogil:
+    """Address of row r's first pixel (row-major over the outer dimensions)."""
+    cdef Py_ssize_t off = 0, q
+    cdef int d
+    for d in range(v.nd - 1, -1, -1):
+        q = r // v.shape[d]
+        off += (r - q * v.shape[d]) * v.stride[d]
+        r = q
+    return v.base + off
+
+
+cdef inline Py_ssize_t _lane_width(Py_ssize_t C, bint inter) noexcept nogil:
+    """Lanes of the lane loops: a multiple of C when the channels interleave (lane l holds
+    channel l % C), wide enough to vectorize."""
+    if not inter:
+        return LANES
+    return C * LANES if C < LANES else C

@@ -1,0 +1,217 @@
+# Per-channel affine maps between canonical Views (see _data_types.pxi), with the dtype
+# conversion and the layout change fused in one pass:
+#     y = ((x - hi[c]) - lo[c]) * a[c] + b[c]
+# (hi + lo: a mean split so that x - hi is exact for x near it). The output is another View of
+# the same logical shape: NHWC -> NCHW is only a change of output strides. ``mirror`` flips the
+# run (a row of an image) for the chosen indices of the first outer dimension.
+# Work: a tile of up to TILE values at a time is converted and mapped in the compute type
+# (double for float64 outputs, else float), then stored converted to the output type.
+# Elementwise, so threads never change the bits.
+
+cdef enum:
+    PIECE = 16384         # values per unit of work: long rows are split so threads share them
+
+cdef void _store(const floating *t, Py_ssize_t tsp, Py_ssize_t tsc, Py_ssize_t n,
+                 Py_ssize_t ce, char *y, Py_ssize_t yps, Py_ssize_t ycs,
+                 out_t *tag) noexcept nogil:
+    """n pixels of ce channels from the tile (element (p, c) at t[p*tsp + c*tsc]) to y (at
+    y + p*yps + c*ycs bytes), converted. Contiguous and deinterleaving (NHWC -> NCHW) cases
+    run as plain loops the compiler vectorizes."""
+    cdef Py_ssize_t p, c, m = n * ce, osz = sizeof(out_t)
+    cdef out_t *o = <out_t *>y
+    cdef out_t *o1
+    cdef out_t *o2
+    if tsp == ce and tsc == 1 and ycs == osz and yps == ce * osz:  # same interleaving
+        for p in range(m):
+            _put(&o[p], t[p])
+    elif tsp == 1 and ce == 1 and yps == osz:  # one planar run
+        for p in range(n):
+            _put(&o[p], t[p])
+    elif tsp == 3 and tsc == 1 and ce == 3 and yps == osz:  # RGB -> planes
+        o1 = <out_t *>(y + ycs)
+        o2 = <out_t *>(y + 2 * ycs)
+        for p in range(n):
+            _put(&o[p], t[3 * p])
+            _put(&o1[p], t[3 * p + 1])
+            _put(&o2[p], t[3 * p + 2])
+    elif tsc == 1 and yps == osz:  # interleaved -> planes
+        for c in range(ce):
+            o1 = <out_t *>(y + c * ycs)
+            for p in range(n):
+                _put(&o1[p], t[p * tsp + c])
+    else:
+        for p in range(n):
+            for c in range(ce):
+                _put(<out_t *>(y + p * yps + c * ycs), t[p * tsp + c * tsc])
+
+
+cdef inline void _map_lanes(const pixel_t *x, Py_ssize_t n, Py_ssize_t W, const floating *q,
+                            floating *t, floating *bad) noexcept nogil:
+    """t = ((x - hi) - lo) * a + b for n contiguous values, coefficients q = [hi, lo, a, b]
+    as W periodic lanes each. Float inputs also add x - x into the lanes ``bad``: they stay 0
+    unless a value is NaN or infinite (one subtraction and one addition, no extra pass)."""
+    cdef Py_ssize_t b, l, nb = n // W, s
+    cdef floating e
+    for b in range(nb):
+        for l in range(W):
+            e = <floating>_dbl(x[b * W + l]) if floating is double else _flt(x[b * W + l])
+            t[b * W + l] = ((e - q[l]) - q[W + l]) * q[2 * W + l] + q[3 * W + l]
+            if not (pixel_t is uint8_t or pixel_t is int8_t or pixel_t is uint16_t or
+                    pixel_t is int16_t or pixel_t is uint32_t or pixel_t is int32_t or
+                    pixel_t is int64_t):
+                bad[l] += e - e
+    s = nb * W
+    for l in range(n - s):
+        e = <floating>_dbl(x[s + l]) if floating is double else _flt(x[s + l])
+        t[s + l] = ((e - q[l]) - q[W + l]) * q[2 * W + l] + q[3 * W + l]
+        bad[l] += e - e
+
+
+cdef void _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t i0,
+                       Py_ssize_t i1, bint flip, const void *coef, char *scratch,
+                       pixel_t *tag, out_t *otag) noexcept nogil:
+    """Row r's pixels [i0, i1). coef: per channel group, 4W periodic lanes of the compute type
+    (interleaved: one group; planar: one per channel)."""
+    cdef Py_ssize_t W = _lane_width(x.C, x.inter), ce = x.C if x.inter else 1
+    cdef Py_ssize_t tp = max(1, TILE // W) * W // ce, i, step, g, ngroups, yps
+    cdef pixel_t *tile = <pixel_t *>(<double *>scratch + TILE + W)
+    cdef double *bad = <double *>scratch + 2 * TILE + 2 * W  # W lanes, of the compute type
+    cdef const pixel_t *src
+    cdef const char *xr = _row(x, r)
+    cdef char *yr = _row(y, r)
+    cdef char *yp
+    ngroups = 1 if x.inter else x.C
+    for g in range(ngroups):
+        i = i0
+        while i < i1:
+            step = min(tp, i1 - i)
+            src = _gather(x, xr + g * x.cs + i * x.rs, step, ce, tile)
+            yp = yr + g * y.cs + ((y.L - i - 1) if flip else i) * y.rs
+            yps = -y.rs if flip else y.rs  # flipped: pixel p goes to L - 1 - p
+            if out_t is double:
+                _map_lanes(src, step * ce, W, <const double *>coef + 4 * W * g,
+                           <double *>scratch, bad)
+                _store(<const double *>scratch, ce, 1, step, ce, yp, yps, y.cs, otag)
+            else:
+                _map_lanes(src, step * ce, W, <const float *>coef + 4 * W * g,
+                           <float *>scratch, <float *>bad)
+                _store(<const float *>scratch, ce, 1, step, ce, yp, yps, y.cs, otag)
+            i += step
+
+
+cdef int _affine(const View *x, const View *y, const unsigned char *mirror,
+                 const void *coef, int nt, pixel_t *tag, out_t *otag) noexcept nogil:
+    """The map over the whole view, in parallel over pieces of rows. Returns 1 when an input
+    value was NaN or infinite, 0 when none was, -1 when out of memory."""
+    cdef Py_ssize_t W = _lane_width(x.C, x.inter), per_row, u, units, r, i0, plane
+    cdef Py_ssize_t sb = (2 * TILE + 3 * W + PAD) * 8, l, t
+    cdef Py_ssize_t piece = max(1, PIECE // x.C)
+    cdef char *scratch
+    per_row = (x.L + piece - 1) // piece
+    units = x.rows * per_row
+    plane = x.rows // x.shape[0] if x.nd >= 1 and x.shape[0] > 0 else 1
+    nt = _threads(x.rows * x.L * x.C, units, nt)
+    scratch = <char *>calloc(nt, sb)  # zero: the lanes of non-finite values start at 0
+    if scratch == NULL:
+        return -1
+    for u in prange(units, schedule="static", num_threads=nt):
+        r = u // per_row
+        i0 = (u - r * per_row) * piece
+        _affine_unit(x, y, r, i0, min(x.L, i0 + piece),
+                     mirror != NULL and mirror[r // plane] != 0, coef,
+                     scratch + sb * threadid(), tag, otag)
+    cdef int found = 0
+    for t in range(nt):
+        for l in range(W):
+            if out_t is double:
+                found |= (<double *>(scratch + sb * t))[2 * TILE + 2 * W + l] != 0.0
+            else:
+                found |= (<float *>(<double *>(scratch + sb * t) + 2 * TILE + 2 * W))[l] != 0.0
+    free(scratch)
+    return found
+
+
+cdef int _affine_to(int out_kind, const View *x, const View *y, const unsigned char *mirror,
+                    const void *coef, int nt, pixel_t *tag) noexcept nogil:
+    """_affine for the output kind (second level of the dispatch)."""
+    if out_kind == K_F32:
+        return _affine(x, y, mirror, coef, nt, tag, <float *>NULL)
+    if out_kind == K_F64:
+        return _affine(x, y, mirror, coef, nt, tag, <double *>NULL)
+    if out_kind == K_F16:
+        return _affine(x, y, mirror, coef, nt, tag, <cn_f16 *>NULL)
+    if out_kind == K_BF16:
+        return _affine(x, y, mirror, coef, nt, tag, <cn_bf16 *>NULL)
+    return -2
+
+
+cdef void _coef_lanes(floating *q, Py_ssize_t W, Py_ssize_t C, bint inter,
+                      const double[::1] mean, const double[::1] a,
+                      const double[::1] b) noexcept nogil:
+    """Per group, W lanes each of hi, lo, a, b (lane l of an interleaved view: channel l % C)."""
+    cdef Py_ssize_t g, l, c, groups = 1 if inter else C
+    for g in range(groups):
+        for l in range(W):
+            c = l % C if inter else g
+            _split(mean[c], &q[4 * W * g + l], &q[4 * W * g + W + l])
+            q[4 * W * g + 2 * W + l] = <floating>a[c]
+            q[4 * W * g + 3 * W + l] = <floating>b[c]
+
+
+def data_affine(Py_ssize_t xaddr, int in_kind, Py_ssize_t yaddr, int out_kind,
+                const Py_ssize_t[::1] shape, const Py_ssize_t[::1] xstrides,
+                const Py_ssize_t[::1] ystrides, Py_ssize_t C, Py_ssize_t xcs, Py_ssize_t ycs,
+                const double[::1] mean, const double[::1] a, const double[::1] b,
+                const unsigned char[::1] mirror, int n_threads):
+    """``y = (x - mean[c]) * a[c] + b[c]`` from the canonical view at ``xaddr`` into the one at
+    ``yaddr`` (same outer ``shape``, run last; strides in bytes), converted to the output
+    kind; the mean is applied as hi + lo in the compute type (double for float64 output, else
+    float). ``mirror`` (None or one flag per index of the first outer dimension) reverses the
+    run. Any size, empty included. Returns True when an input value was NaN or infinite (the
+    output is written all the same)."""
+    cdef View x, y
+    cdef int err = 0
+    _view(&x, xaddr, shape, xstrides, C, xcs)
+    _view(&y, yaddr, shape, ystrides, C, ycs)
+    if x.rows * x.L * C == 0:
+        return False
+    cdef Py_ssize_t W = _lane_width(C, x.inter), groups = 1 if x.inter else C
+    cdef void *coef = malloc(4 * W * groups * sizeof(double))
+    cdef const unsigned char *mp = &mirror[0] if mirror is not None else NULL
+    if coef == NULL:
+        raise MemoryError()
+    if out_kind == K_F64:
+        _coef_lanes(<double *>coef, W, C, x.inter, mean, a, b)
+    else:
+        _coef_lanes(<float *>coef, W, C, x.inter, mean, a, b)
+    with nogil:
+        if in_kind == K_U8:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <uint8_t *>NULL)
+        elif in_kind == K_I8:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <int8_t *>NULL)
+        elif in_kind == K_U16:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <uint16_t *>NULL)
+        elif in_kind == K_I16:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <int16_t *>NULL)
+        elif in_kind == K_U32:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <uint32_t *>NULL)
+        elif in_kind == K_I32:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <int32_t *>NULL)
+        elif in_kind == K_I64:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <int64_t *>NULL)
+        elif in_kind == K_F16:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <cn_f16 *>NULL)
+        elif in_kind == K_BF16:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <cn_bf16 *>NULL)
+        elif in_kind == K_F32:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <float *>NULL)
+        elif in_kind == K_F64:
+            err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <double *>NULL)
+        else:
+            err = -2
+    free(coef)
+    if err == -1:
+        raise MemoryError()
+    if err == -2:
+        raise ValueError(f"unknown element kinds {in_kind} -> {out_kind}")
+    return err == 1
