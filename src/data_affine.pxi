@@ -67,6 +67,27 @@ cdef inline void _map_lanes(const pixel_t *x, Py_ssize_t n, Py_ssize_t W, const 
         bad[l] += e - e
 
 
+cdef void _rgb_planes(const pixel_t *x, Py_ssize_t n, const float *q, Py_ssize_t W,
+                      out_t *o0, out_t *o1, out_t *o2, Py_ssize_t step) noexcept nogil:
+    """The image hot path: n interleaved 3-channel pixels straight into three planes (step -1
+    writes them mirrored), no tile, in float; q: the lanes of the coefficients (see
+    _affine_unit), channel c in lane c."""
+    cdef Py_ssize_t p
+    cdef float h0 = q[0], h1 = q[1], h2 = q[2], l0 = q[W], l1 = q[W + 1], l2 = q[W + 2]
+    cdef float a0 = q[2 * W], a1 = q[2 * W + 1], a2 = q[2 * W + 2]
+    cdef float b0 = q[3 * W], b1 = q[3 * W + 1], b2 = q[3 * W + 2]
+    if step == 1:
+        for p in range(n):
+            _put(&o0[p], ((_flt(x[3 * p]) - h0) - l0) * a0 + b0)
+            _put(&o1[p], ((_flt(x[3 * p + 1]) - h1) - l1) * a1 + b1)
+            _put(&o2[p], ((_flt(x[3 * p + 2]) - h2) - l2) * a2 + b2)
+    else:
+        for p in range(n):
+            _put(&o0[-p], ((_flt(x[3 * p]) - h0) - l0) * a0 + b0)
+            _put(&o1[-p], ((_flt(x[3 * p + 1]) - h1) - l1) * a1 + b1)
+            _put(&o2[-p], ((_flt(x[3 * p + 2]) - h2) - l2) * a2 + b2)
+
+
 cdef void _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t i0,
                        Py_ssize_t i1, bint flip, const void *coef, char *scratch,
                        pixel_t *tag, out_t *otag) noexcept nogil:
@@ -74,6 +95,7 @@ cdef void _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t i0
     (interleaved: one group; planar: one per channel)."""
     cdef Py_ssize_t W = _lane_width(x.C, x.inter), ce = x.C if x.inter else 1
     cdef Py_ssize_t tp = max(1, TILE // W) * W // ce, i, step, g, ngroups, yps
+    cdef bint direct
     cdef pixel_t *tile = <pixel_t *>(<double *>scratch + TILE + W)
     cdef double *bad = <double *>scratch + 2 * TILE + 2 * W  # W lanes, of the compute type
     cdef const pixel_t *src
@@ -81,7 +103,26 @@ cdef void _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t i0
     cdef char *yr = _row(y, r)
     cdef char *yp
     ngroups = 1 if x.inter else x.C
+    if (out_t is not double and x.C == 3 and x.inter and _dense(x, sizeof(pixel_t))
+            and y.rs == sizeof(out_t)):  # RGB -> planes (float compute)
+        yp = yr + ((y.L - i0 - 1) if flip else i0) * y.rs
+        _rgb_planes(<const pixel_t *>(xr + i0 * x.rs), i1 - i0, <const float *>coef, W,
+                    <out_t *>yp, <out_t *>(yp + y.cs), <out_t *>(yp + 2 * y.cs),
+                    -1 if flip else 1)
+        return
+    direct = (not flip and x.inter == y.inter and _dense(x, sizeof(pixel_t))
+              and _dense(y, sizeof(out_t)))  # straight into y: same layout, no tile
     for g in range(ngroups):
+        if direct and out_t is float:
+            _map_lanes(<const pixel_t *>(xr + g * x.cs + i0 * x.rs), (i1 - i0) * ce, W,
+                       <const float *>coef + 4 * W * g, <float *>(yr + g * y.cs + i0 * y.rs),
+                       <float *>bad)
+            continue
+        if direct and out_t is double:
+            _map_lanes(<const pixel_t *>(xr + g * x.cs + i0 * x.rs), (i1 - i0) * ce, W,
+                       <const double *>coef + 4 * W * g, <double *>(yr + g * y.cs + i0 * y.rs),
+                       bad)
+            continue
         i = i0
         while i < i1:
             step = min(tp, i1 - i)
