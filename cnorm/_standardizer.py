@@ -170,6 +170,11 @@ class Standardizer(*_BASES):
         if self.channel_axis is not None:
             if X.ndim == 0:
                 raise ValueError("expected an array with a channel axis, got a scalar")
+            if not -X.ndim <= self.channel_axis < X.ndim:
+                raise ValueError(
+                    f"channel_axis {self.channel_axis} is out of range for {X.ndim}D input. "
+                    "Reshape your data either using array.reshape(-1, 1) if it has a single "
+                    "feature or array.reshape(1, -1) if it contains a single sample.")
             axis = channel_axis_of(self.channel_axis, X.ndim)
         C = 1 if axis is None else X.shape[axis]
         if not reset and C != self.n_features_in_:
