@@ -57,3 +57,7 @@ def __getattr__(name):
         globals()["Standardizer"] = Standardizer
         return Standardizer
     raise AttributeError(f"module 'cnorm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"Standardizer"})

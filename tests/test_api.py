@@ -23,15 +23,29 @@ API_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNor
              "batch_norm_backward", "layer_norm", "layer_norm_backward", "group_norm",
              "group_norm_backward", "instance_norm", "instance_norm_backward", "rms_norm",
              "rms_norm_backward", "moments", "get_num_threads", "set_num_threads",
-             "openmp_enabled", "show_config", "__version__"}
+             "openmp_enabled", "show_config", "__version__", "Moments", "Standardizer",
+             "normalize_images"}
 
 
 def test_namespace_holds_the_api_and_no_stray_names():
     public = {n for n in vars(cnorm) if not n.startswith("_")} | {"__version__"}
     modules = {n for n in public if type(getattr(cnorm, n)).__name__ == "module"}
     assert set(cnorm.__all__) == API_NAMES
-    assert public - modules == API_NAMES  # submodules (functional, modules, ...) aside
+    # submodules (functional, modules, ...) aside; Standardizer is loaded on first use
+    assert (public - modules) | {"Standardizer"} == API_NAMES
+    assert "Standardizer" in dir(cnorm)
     assert "numbers" not in vars(cnorm)
+
+
+def test_import_needs_numpy_only():
+    """``import cnorm`` loads none of the optional dependencies; Standardizer loads
+    scikit-learn (when installed) on first use, dask only for a dask array."""
+    code = ("import sys, cnorm; opt = ('sklearn', 'dask', 'distributed', 'ml_dtypes', 'tqdm', "
+            "'torch', 'mpi4py'); print([m for m in opt if m in sys.modules]); "
+            "cnorm.Standardizer; print('dask' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "False", out
 
 
 def test_version_has_one_source():

@@ -304,11 +304,13 @@ def test_kernel_int_lint_sees_every_declaration():
 
 
 def test_kernel_indices_are_64_bit_by_construction():
-    """Every C ``int`` in the kernels is a lane, block, thread, width or flag count, never an
-    index or a size: all index arithmetic is Py_ssize_t (64-bit)."""
+    """Every C ``int`` in the kernels is a lane, block, thread, width, dimension (d, nd: at
+    most 32) or flag count or an element kind, never an index or a size: all index arithmetic
+    is Py_ssize_t (64-bit)."""
     src_dir = os.path.join(HERE, "..", "src")
     src = "".join(open(os.path.join(src_dir, f)).read() for f in sorted(os.listdir(src_dir))
                   if f.endswith((".pxi", ".pyx")))
-    allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width"}
+    allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width", "d", "nd", "found",
+               "kind", "in_kind", "out_kind"}
     names = kernel_int_names(src)
     assert names and names <= allowed, names - allowed
