@@ -39,6 +39,11 @@ def wanted_targets():
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:  # one compiler per core: the targets build side by side
+            self.parallel = os.cpu_count() or 1
+
     def _compiles(self, code, flags):
         tmp = tempfile.mkdtemp()
         try:
