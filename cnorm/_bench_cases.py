@@ -7,11 +7,25 @@ script), so that no implementation's allocations or caches disturb another's tim
 module imports neither cnorm nor torch at the top: a worker imports only what it times.
 """
 import importlib
+import importlib.util
 import json
+import os
 import sys
 import time
 
 import numpy as np
+
+
+def _load_data_cases():
+    """cnorm/_bench_data.py by its path: a torch or OpenCV worker must not import cnorm."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bench_data.py")
+    spec = importlib.util.spec_from_file_location("cnorm_bench_data", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+data_cases = _load_data_cases()
 
 EPS = 1e-5
 
@@ -51,7 +65,7 @@ def make_layer(lib, kind, shape):
             "ln": lambda: lib.LayerNorm(shape[-1]), "ln-chw": lambda: lib.LayerNorm(shape[1:]),
             "gn32": lambda: lib.GroupNorm(32, C), "in2d": lambda: lib.InstanceNorm2d(C),
             "rms": lambda: lib.RMSNorm(shape[-1])}[kind]()
-IMPLS = ("cnorm", "numpy", "torch")
+IMPLS = ("cnorm", "numpy", "torch")  # the norm cases; data cases name their own
 # bytes that must cross memory, in units of the input's size: read x + write y forward,
 # read x and dy + write dx backward
 TRAFFIC = {"train_fwd": 2, "train_fwd_bwd": 5, "eval_fwd": 2}
@@ -223,8 +237,9 @@ def _import(impl, path):
 
 def worker(impl, path=None):
     """Serve timing requests for ``impl`` on stdin/stdout, one JSON object a line:
-    {"threads": n}, {"case": [name, kind, shape, layout], "op": op, "seconds": s} and
-    {"copy": nbytes} (the stream-copy bandwidth, with cnorm's probe)."""
+    {"threads": n}, {"case": [name, kind, shape, layout], "op": op, "seconds": s} (a data
+    case: {"case": ["data", name, shape], ...}), {"copy": nbytes} and {"read": nbytes} (the
+    stream-copy and read bandwidths, with cnorm's probes)."""
     try:
         lib = _import(impl if impl != "copy" else "cnorm", path)
         copy = importlib.import_module("cnorm._stream") if impl == "copy" else None
@@ -239,14 +254,24 @@ def worker(impl, path=None):
         req = json.loads(line)
         if "threads" in req:
             threads = req["threads"]
-            if lib is not None:  # cnorm and torch: the same call
-                lib.set_num_threads(threads)
+            data_cases.set_threads(impl, lib, threads)
             out = {"threads": threads}
         elif "copy" in req:
             src = np.ones(req["copy"] // 4, np.float32)
             dst = np.empty_like(src)
             t, _ = block_median(lambda: copy.stream_copy(src, dst, threads), 0.5, 10)
             out = {"gbps": 2 * src.nbytes / t / 1e9}
+        elif "read" in req:
+            words = np.ones(req["read"] // 8, np.uint64)
+            t, _ = block_median(lambda: copy.stream_read(words, threads), 0.5, 10)
+            out = {"gbps": words.nbytes / t / 1e9}
+        elif req["case"][0] == "data":
+            _, name, shape = req["case"]
+            if cached[0] != (name, tuple(shape)):
+                x = data_cases.make_input(name, shape)
+                cached = ((name, tuple(shape)), data_cases.make_runner(impl, name, x, lib))
+            t, rounds = block_median(cached[1], req["seconds"])
+            out = {"seconds": t, "rounds": rounds}
         else:
             name, kind, shape, layout = req["case"]
             key = (tuple(req["case"][1:3]) + (layout, req["op"]))

@@ -162,7 +162,9 @@ class Standardizer(*_BASES):
     def _validate(self, X, reset):
         """X as a supported ndarray and its channel axis; checks the channel count (and, with
         scikit-learn, the feature names)."""
-        if BaseEstimator is not None:
+        fast = (not reset and type(X) is np.ndarray and X.dtype.kind in "fiub" and X.size
+                and not hasattr(self, "feature_names_in_"))  # nothing for scikit-learn to add
+        if BaseEstimator is not None and not fast:
             X = validate_data(self, X, reset=reset, dtype="numeric", ensure_2d=False,
                               allow_nd=True, ensure_all_finite=False, copy=False)
         X = _numeric(as_data(X, what="X"))

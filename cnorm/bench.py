@@ -2,8 +2,10 @@
 
 Times cnorm, a plain NumPy implementation and torch (when installed) over a grid of batch-,
 layer-, group-, instance- and RMS-norm cases at 1 and 2 threads, and prints medians, speedups
-and the bandwidth achieved as a fraction of a stream copy measured in the same run. Writes the
-results as JSON and, when matplotlib is installed, a PNG chart.
+and the bandwidth achieved as a fraction of a stream copy measured in the same run. The data
+group times ``normalize_images``, ``Moments`` and ``Standardizer.transform`` against torch,
+OpenCV, scikit-learn and NumPy (those installed), judged against the copy or the read stream.
+Writes the results as JSON and, when matplotlib is installed, a PNG chart.
 
 Each implementation runs in worker processes of its own, started fresh for every round of
 every case (``--rounds``, 3), and is timed in uninterrupted blocks; the implementations' blocks
@@ -26,6 +28,9 @@ import cnorm
 from . import _bench_cases
 from ._backend import target as _simd_target
 from ._bench_cases import IMPLS, OPS, SHAPES, TRAFFIC, ops_for
+from ._bench_data import CASES as DATA_CASES
+from ._bench_data import LABELS as DATA_LABELS
+from ._bench_data import QUICK as DATA_QUICK
 
 QUICK_SHAPES = [("bn2d", "bn2d", (4, 8, 16, 16), "nchw"), ("bn1d", "bn1d", (8, 16), "nc"),
                 ("bn2d-cl", "bn2d", (2, 8, 8, 8), "nhwc"), ("ln", "ln", (16, 64), "nc"),
@@ -98,7 +103,7 @@ def _spawn(impls, paths, nt):
 
 
 def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=3,
-        paths=None):
+        paths=None, data=None):
     """Run the grid; returns a dict with the machine, copy bandwidths and one row per case.
 
     ``budget``: seconds of timed calls per case and implementation, split over ``rounds``
@@ -108,14 +113,21 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
     before it in the same process (a library's allocator and caches carry state), and slow
     drift of a shared machine hits every implementation alike. ``paths``: {label: folder} of
     other cnorm builds to time as well (e.g. the previous version, a before/after
-    comparison)."""
-    rows, copy_bw, versions = [], {}, {}
-    progress = Progress(len(threads) * (1 + len(shapes) * rounds))
+    comparison). ``data``: {name: shape} of data cases (see _bench_data.py), timed after the
+    norms against their own tools, as rows with "group": "data"."""
+    rows, copy_bw, read_bw, versions = [], {}, {}, {}
+    data = data or {}
+    progress = Progress(len(threads) * (1 + (len(shapes) + len(data)) * rounds))
     try:
         for nt in threads:
             progress.step(f"stream copy, {nt} thread(s)")
             copier = _spawn(["copy"], None, nt)["copy"]
             copy_bw[nt] = copier.ask(copy=COPY_BYTES)["gbps"] * 1e9
+            for name, shape in data.items():  # the read probe at the data's own size too
+                size = int(np.prod(shape)) * np.dtype(DATA_CASES[name][1]).itemsize
+                read_bw.setdefault(nt, {})[str(size)] = copier.ask(read=size)["gbps"]
+            if data:
+                read_bw[nt][str(COPY_BYTES)] = copier.ask(read=COPY_BYTES)["gbps"]
             copier.close()
             for name, kind, shape, layout in shapes:
                 nbytes = int(np.prod(shape)) * 4
@@ -129,10 +141,37 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
                     row["gbps"] = TRAFFIC[op] * nbytes / row["cnorm"] / 1e9
                     row["copy_fraction"] = row["gbps"] * 1e9 / copy_bw[nt]
                     rows.append(row)
+            for name, shape in data.items():
+                rows.append(_data_row(name, shape, nt, budget, rounds, versions, progress,
+                                      copy_bw[nt], read_bw[nt]))
     finally:
         progress.close()
     return {"machine": machine_info(versions),
-            "copy_gbps": {str(k): v / 1e9 for k, v in copy_bw.items()}, "rows": rows}
+            "copy_gbps": {str(k): v / 1e9 for k, v in copy_bw.items()},
+            "read_gbps": {str(k): v for k, v in read_bw.items()}, "rows": rows}
+
+
+def _data_row(name, shape, nt, budget, rounds, versions, progress, copy_bw, read_bw):
+    """One data case: every tool of the case in its own workers; the bandwidth of cnorm's
+    figure against the copy stream, or for a reduction against the read stream (DRAM: the
+    largest probe; and the probe at the data's own size, which caches may hold)."""
+    shape, (_, dtype, impls, traffic, limit) = list(shape), DATA_CASES[name]
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    times = _time_rounds(impls, None, nt, ["data", name, shape], [name], budget, rounds,
+                         versions, progress)[name]
+    row = {"group": "data", "case": name, "op": DATA_LABELS[name], "shape": shape,
+           "dtype": dtype, "threads": nt, "bytes": nbytes, "limit": limit, **times}
+    row["gbps"] = traffic * nbytes / row["cnorm"] / 1e9
+    if limit == "copy":
+        row["copy_fraction"] = row["gbps"] * 1e9 / copy_bw
+    else:
+        row["read_fraction"] = row["gbps"] / read_bw[str(COPY_BYTES)]
+        row["read_fraction_same_size"] = row["gbps"] / read_bw[str(nbytes)]
+    others = [k for k in impls if k != "cnorm" and k in row]
+    if others:
+        best = min(others, key=lambda k: row[k])
+        row["fastest_other"], row["speedup"] = best, row[best] / row["cnorm"]
+    return row
 
 
 def _time_rounds(impls, paths, nt, case, ops, budget, rounds, versions=None, progress=None):
@@ -163,7 +202,7 @@ def verify_torch(result, budget=1.0, rounds=3):
     alone) pairs. The report's torch figure should agree within noise."""
     out = []
     for row in result["rows"]:
-        if "torch" in row:
+        if "torch" in row and row.get("group") != "data":
             kind = next(c[1] for c in SHAPES + QUICK_SHAPES if c[0] == row["case"])
             case = [row["case"], kind, row["shape"], row["layout"]]
             times = _time_rounds(["torch"], None, row["threads"], case, [row["op"]], budget,
@@ -190,6 +229,45 @@ def _cpu_name():
 
 
 def format_table(result):
+    """The norms' table, then the data group's (when it ran), then the machine."""
+    norms = {**result, "rows": [r for r in result["rows"] if r.get("group") != "data"]}
+    data = [r for r in result["rows"] if r.get("group") == "data"]
+    lines = [_norms_table(norms)] if norms["rows"] else []
+    if data:
+        lines += ["", _data_table(data, result.get("read_gbps", {}))]
+    m = result["machine"]
+    copy = ", ".join(f"{k} thread(s): {v:.1f} GB/s" for k, v in result["copy_gbps"].items())
+    lines.append("")
+    lines.append(f"stream copy (read + write): {copy}")
+    lines.append(f"cnorm {m['cnorm']} ({m['simd']}, OpenMP {m['openmp']}), numpy {m['numpy']}, "
+                 f"torch {m['torch']}, {m['cpu']}, {m['cores']} cores")
+    return "\n".join(lines)
+
+
+def _data_table(rows, read_gbps):
+    tools = [t for t in ("torch", "cv2", "sklearn", "numpy") if any(t in r for r in rows)]
+    head = ["case", "what", "shape", "thr", "cnorm ms"] + [f"{t} ms" for t in tools]
+    head += ["vs fastest other", "GB/s", "% of limit"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        cells = [r["case"], r["op"], f"{'x'.join(map(str, r['shape']))} {r['dtype']}",
+                 str(r["threads"]), f"{r['cnorm'] * 1e3:.3f}"]
+        cells += [f"{r[t] * 1e3:.3f}" if t in r else "" for t in tools]
+        cells += [f"{r['speedup']:.1f}x ({r['fastest_other']})" if "speedup" in r else ""]
+        cells += [f"{r['gbps']:.1f}"]
+        if r["limit"] == "copy":
+            cells += [f"{100 * r['copy_fraction']:.0f}% copy"]
+        else:
+            cells += [f"{100 * r['read_fraction']:.0f}% read (DRAM), "
+                      f"{100 * r['read_fraction_same_size']:.0f}% read (same size)"]
+        lines.append(" | ".join(cells))
+    for nt, probes in read_gbps.items():
+        sizes = ", ".join(f"{int(k) / 1e6:.3g} MB: {v:.1f} GB/s" for k, v in probes.items())
+        lines.append(f"read stream, {nt} thread(s): {sizes}")
+    return "\n".join(lines)
+
+
+def _norms_table(result):
     has_torch = any("torch" in r for r in result["rows"])
     has_before = any("before" in r for r in result["rows"])
     head = ["case", "op", "shape", "thr", "cnorm ms"]
@@ -209,12 +287,6 @@ def format_table(result):
         cells += [f"{r['numpy'] / r['cnorm']:.1f}x", f"{r['gbps']:.1f}",
                   f"{100 * r['copy_fraction']:.0f}%"]
         lines.append(" | ".join(cells))
-    m = result["machine"]
-    copy = ", ".join(f"{k} thread(s): {v:.1f} GB/s" for k, v in result["copy_gbps"].items())
-    lines.append("")
-    lines.append(f"stream copy (read + write): {copy}")
-    lines.append(f"cnorm {m['cnorm']} ({m['simd']}, OpenMP {m['openmp']}), numpy {m['numpy']}, "
-                 f"torch {m['torch']}, {m['cpu']}, {m['cores']} cores")
     return "\n".join(lines)
 
 
@@ -226,7 +298,9 @@ def plot(result, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = result["rows"]
+    rows = [r for r in result["rows"] if r.get("group") != "data"]
+    if not rows:
+        return False
     base = "torch" if all("torch" in r for r in rows) else "numpy"
     threads = sorted({r["threads"] for r in rows})
     labels = sorted({(r["case"], r["op"], tuple(r["shape"])) for r in rows},
@@ -261,20 +335,25 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3,
                    help="rounds of fresh processes per case and implementation (3)")
     p.add_argument("--cases", default="",
-                   help="comma-separated case names to run (default: all), e.g. bn2d,ln")
+                   help="comma-separated case names to run (default: all), e.g. bn2d,ln; "
+                        "'data' for the data group (normalize_images, moments, standardize), "
+                        "'norms' for all the norms")
     p.add_argument("--baseline", metavar="DIR",
                    help="also time the cnorm installed in DIR (a before/after comparison)")
     p.add_argument("--verify-torch", action="store_true",
                    help="afterwards, time torch alone in a fresh process per case")
     args = p.parse_args(argv)
     threads = tuple(int(t) for t in args.threads.split(","))
-    shapes = SHAPES
-    if args.cases:
-        shapes = [c for c in SHAPES if c[0] in args.cases.split(",")]
+    shapes, data = SHAPES, {k: v[0] for k, v in DATA_CASES.items()}
     if args.quick:
-        shapes, threads, args.budget, args.rounds = QUICK_SHAPES, threads[:1], 0.05, 1
+        shapes, data = QUICK_SHAPES, dict(DATA_QUICK)
+        threads, args.budget, args.rounds = threads[:1], 0.05, 1
+    if args.cases:
+        names = set(args.cases.split(","))
+        shapes = [c for c in shapes if c[0] in names or "norms" in names]
+        data = {k: v for k, v in data.items() if k in names or "data" in names}
     result = run(threads=threads, shapes=shapes, budget=args.budget, rounds=args.rounds,
-                 paths={"before": args.baseline} if args.baseline else None)
+                 paths={"before": args.baseline} if args.baseline else None, data=data)
     print(format_table(result))
     if args.verify_torch:
         print("\ntorch alone in a fresh process (case | op | shape | thr | alone ms | report ms"

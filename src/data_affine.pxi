@@ -45,13 +45,14 @@ cdef void _store(const floating *t, Py_ssize_t tsp, Py_ssize_t tsc, Py_ssize_t n
                 _put(<out_t *>(y + p * yps + c * ycs), t[p * tsp + c * tsc])
 
 
-cdef inline void _map_lanes(const pixel_t *x, Py_ssize_t n, Py_ssize_t W, const floating *q,
-                            floating *t, floating *bad) noexcept nogil:
+cdef inline int _map_lanes(const pixel_t *x, Py_ssize_t n, Py_ssize_t W, const floating *q,
+                           floating *t) noexcept nogil:
     """t = ((x - hi) - lo) * a + b for n contiguous values, coefficients q = [hi, lo, a, b]
-    as W periodic lanes each. Float inputs also add x - x into the lanes ``bad``: they stay 0
-    unless a value is NaN or infinite (one subtraction and one addition, no extra pass)."""
+    as W periodic lanes each. Returns 1 when a float input was NaN or infinite (x - x is then
+    NaN: one subtraction and one compare per value, no extra pass), else 0."""
     cdef Py_ssize_t b, l, nb = n // W, s
     cdef floating e
+    cdef int found = 0
     for b in range(nb):
         for l in range(W):
             e = <floating>_dbl(x[b * W + l]) if floating is double else _flt(x[b * W + l])
@@ -59,12 +60,13 @@ cdef inline void _map_lanes(const pixel_t *x, Py_ssize_t n, Py_ssize_t W, const 
             if not (pixel_t is uint8_t or pixel_t is int8_t or pixel_t is uint16_t or
                     pixel_t is int16_t or pixel_t is uint32_t or pixel_t is int32_t or
                     pixel_t is int64_t):
-                bad[l] += e - e
+                found |= (e - e) != 0
     s = nb * W
     for l in range(n - s):
         e = <floating>_dbl(x[s + l]) if floating is double else _flt(x[s + l])
         t[s + l] = ((e - q[l]) - q[W + l]) * q[2 * W + l] + q[3 * W + l]
-        bad[l] += e - e
+        found |= (e - e) != 0
+    return found
 
 
 cdef void _rgb_planes(const pixel_t *x, Py_ssize_t n, const float *q, Py_ssize_t W,
@@ -88,88 +90,86 @@ cdef void _rgb_planes(const pixel_t *x, Py_ssize_t n, const float *q, Py_ssize_t
             _put(&o2[-p], ((_flt(x[3 * p + 2]) - h2) - l2) * a2 + b2)
 
 
-cdef void _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t i0,
-                       Py_ssize_t i1, bint flip, const void *coef, char *scratch,
-                       pixel_t *tag, out_t *otag) noexcept nogil:
-    """Row r's pixels [i0, i1). coef: per channel group, 4W periodic lanes of the compute type
-    (interleaved: one group; planar: one per channel)."""
+cdef int _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t g,
+                      Py_ssize_t i0, Py_ssize_t i1, bint flip, const void *coef, char *scratch,
+                      pixel_t *tag, out_t *otag) noexcept nogil:
+    """Row r's pixels [i0, i1), channel group g (interleaved: the one group of all channels;
+    planar: channel g). coef: per group, 4W periodic lanes of the compute type. Returns 1 when
+    an input was NaN or infinite."""
     cdef Py_ssize_t W = _lane_width(x.C, x.inter), ce = x.C if x.inter else 1
-    cdef Py_ssize_t tp = max(1, TILE // W) * W // ce, i, step, g, ngroups, yps
-    cdef bint direct
+    cdef Py_ssize_t tp = max(1, TILE // W) * W // ce, i, step, yps
     cdef pixel_t *tile = <pixel_t *>(<double *>scratch + TILE + W)
-    cdef double *bad = <double *>scratch + 2 * TILE + 2 * W  # W lanes, of the compute type
     cdef const pixel_t *src
-    cdef const char *xr = _row(x, r)
-    cdef char *yr = _row(y, r)
+    cdef const char *xr = _row(x, r) + g * x.cs
+    cdef char *yr = _row(y, r) + g * y.cs
     cdef char *yp
-    ngroups = 1 if x.inter else x.C
+    cdef int found = 0
     if (out_t is not double and x.C == 3 and x.inter and _dense(x, sizeof(pixel_t))
             and y.rs == sizeof(out_t)):  # RGB -> planes (float compute)
         yp = yr + ((y.L - i0 - 1) if flip else i0) * y.rs
         _rgb_planes(<const pixel_t *>(xr + i0 * x.rs), i1 - i0, <const float *>coef, W,
                     <out_t *>yp, <out_t *>(yp + y.cs), <out_t *>(yp + 2 * y.cs),
                     -1 if flip else 1)
-        return
-    direct = (not flip and x.inter == y.inter and _dense(x, sizeof(pixel_t))
-              and _dense(y, sizeof(out_t)))  # straight into y: same layout, no tile
-    for g in range(ngroups):
-        if direct and out_t is float:
-            _map_lanes(<const pixel_t *>(xr + g * x.cs + i0 * x.rs), (i1 - i0) * ce, W,
-                       <const float *>coef + 4 * W * g, <float *>(yr + g * y.cs + i0 * y.rs),
-                       <float *>bad)
-            continue
-        if direct and out_t is double:
-            _map_lanes(<const pixel_t *>(xr + g * x.cs + i0 * x.rs), (i1 - i0) * ce, W,
-                       <const double *>coef + 4 * W * g, <double *>(yr + g * y.cs + i0 * y.rs),
-                       bad)
-            continue
-        i = i0
-        while i < i1:
-            step = min(tp, i1 - i)
-            src = _gather(x, xr + g * x.cs + i * x.rs, step, ce, tile)
-            yp = yr + g * y.cs + ((y.L - i - 1) if flip else i) * y.rs
-            yps = -y.rs if flip else y.rs  # flipped: pixel p goes to L - 1 - p
-            if out_t is double:
-                _map_lanes(src, step * ce, W, <const double *>coef + 4 * W * g,
-                           <double *>scratch, bad)
-                _store(<const double *>scratch, ce, 1, step, ce, yp, yps, y.cs, otag)
-            else:
-                _map_lanes(src, step * ce, W, <const float *>coef + 4 * W * g,
-                           <float *>scratch, <float *>bad)
-                _store(<const float *>scratch, ce, 1, step, ce, yp, yps, y.cs, otag)
-            i += step
+        return 0
+    if (not flip and x.inter == y.inter and _dense(x, sizeof(pixel_t))
+            and _dense(y, sizeof(out_t))):  # straight into y: same layout, no tile
+        if out_t is float:
+            return _map_lanes(<const pixel_t *>(xr + i0 * x.rs), (i1 - i0) * ce, W,
+                              <const float *>coef + 4 * W * g, <float *>(yr + i0 * y.rs))
+        if out_t is double:
+            return _map_lanes(<const pixel_t *>(xr + i0 * x.rs), (i1 - i0) * ce, W,
+                              <const double *>coef + 4 * W * g, <double *>(yr + i0 * y.rs))
+    i = i0
+    while i < i1:  # through a tile: gathered input, converted or reordered output
+        step = min(tp, i1 - i)
+        src = _gather(x, xr + i * x.rs, step, ce, tile)
+        yp = yr + ((y.L - i - 1) if flip else i) * y.rs
+        yps = -y.rs if flip else y.rs  # flipped: pixel p goes to L - 1 - p
+        if out_t is double:
+            found |= _map_lanes(src, step * ce, W, <const double *>coef + 4 * W * g,
+                                <double *>scratch)
+            _store(<const double *>scratch, ce, 1, step, ce, yp, yps, y.cs, otag)
+        else:
+            found |= _map_lanes(src, step * ce, W, <const float *>coef + 4 * W * g,
+                                <float *>scratch)
+            _store(<const float *>scratch, ce, 1, step, ce, yp, yps, y.cs, otag)
+        i += step
+    return found
 
 
 cdef int _affine(const View *x, const View *y, const unsigned char *mirror,
                  const void *coef, int nt, pixel_t *tag, out_t *otag) noexcept nogil:
-    """The map over the whole view, in parallel over pieces of rows. Returns 1 when an input
-    value was NaN or infinite, 0 when none was, -1 when out of memory."""
-    cdef Py_ssize_t W = _lane_width(x.C, x.inter), per_row, u, units, r, i0, plane
-    cdef Py_ssize_t sb = (2 * TILE + 3 * W + PAD) * 8, l, t
-    cdef Py_ssize_t piece = max(1, PIECE // x.C)
+    """The map over the whole view, in parallel over units of about PIECE values: pieces of
+    rows (interleaved), of a channel's rows (planar). Returns 1 when an input value was NaN or
+    infinite, 0 when none was, -1 when out of memory."""
+    cdef Py_ssize_t W = _lane_width(x.C, x.inter), per_row, u, units, r, g, i0, plane, t
+    cdef Py_ssize_t sb = (2 * TILE + 2 * W + PAD) * 8
+    cdef Py_ssize_t groups = 1 if x.inter else x.C
+    cdef Py_ssize_t piece = max(1, PIECE // x.C) if x.inter else PIECE
     cdef char *scratch
+    cdef int *found
     per_row = (x.L + piece - 1) // piece
-    units = x.rows * per_row
+    units = x.rows * groups * per_row
     plane = x.rows // x.shape[0] if x.nd >= 1 and x.shape[0] > 0 else 1
     nt = _threads(x.rows * x.L * x.C, units, nt)
-    scratch = <char *>calloc(nt, sb)  # zero: the lanes of non-finite values start at 0
+    scratch = <char *>malloc(nt * sb + nt * PAD * 8)
     if scratch == NULL:
         return -1
-    for u in prange(units, schedule="static", num_threads=nt):
-        r = u // per_row
-        i0 = (u - r * per_row) * piece
-        _affine_unit(x, y, r, i0, min(x.L, i0 + piece),
-                     mirror != NULL and mirror[r // plane] != 0, coef,
-                     scratch + sb * threadid(), tag, otag)
-    cdef int found = 0
+    found = <int *>(scratch + nt * sb)  # one flag per thread, PAD doubles apart
     for t in range(nt):
-        for l in range(W):
-            if out_t is double:
-                found |= (<double *>(scratch + sb * t))[2 * TILE + 2 * W + l] != 0.0
-            else:
-                found |= (<float *>(<double *>(scratch + sb * t) + 2 * TILE + 2 * W))[l] != 0.0
+        found[t * 2 * PAD] = 0
+    for u in prange(units, schedule="static", num_threads=nt):
+        r = u // (groups * per_row)
+        g = (u - r * groups * per_row) // per_row
+        i0 = (u - (r * groups + g) * per_row) * piece
+        found[threadid() * 2 * PAD] |= _affine_unit(
+            x, y, r, g, i0, min(x.L, i0 + piece), mirror != NULL and mirror[r // plane] != 0,
+            coef, scratch + sb * threadid(), tag, otag)
+    u = 0
+    for t in range(nt):
+        u |= found[t * 2 * PAD]
     free(scratch)
-    return found
+    return <int>u
 
 
 cdef int _affine_to(int out_kind, const View *x, const View *y, const unsigned char *mirror,

@@ -1,0 +1,93 @@
+"""The benchmark cases of the data group (preparing data): input normalization of an image
+batch, dataset statistics, and standardization, each against the tools a pipeline uses today.
+
+Shared by the report (``python -m cnorm.bench``, a worker per implementation) and the
+pytest-benchmark suite (bench/test_bench_data.py). Imports nothing but NumPy at the top.
+"""
+import numpy as np
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+# name -> (input shape, input dtype, implementations, bytes moved per input byte, what the
+# bandwidth is judged against: "copy" (read + write stream) or "read")
+CASES = {
+    "normalize_images": ((64, 224, 224, 3), "uint8", ("cnorm", "torch", "cv2", "numpy"), 5,
+                         "copy"),
+    "moments": ((64, 224, 224, 3), "uint8", ("cnorm", "numpy"), 1, "read"),
+    "standardize": ((4096, 512), "float32", ("cnorm", "sklearn", "numpy"), 2, "copy"),
+}
+QUICK = {"normalize_images": (2, 32, 32, 3), "moments": (2, 32, 32, 3),
+         "standardize": (64, 16)}
+LABELS = {"normalize_images": "uint8 NHWC -> float32 NCHW", "moments": "per-channel mean + std",
+          "standardize": "transform float32"}
+
+
+def make_input(name, shape=None):
+    shape, dtype = tuple(shape or CASES[name][0]), CASES[name][1]
+    rng = np.random.default_rng(0)
+    if dtype == "uint8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return (3.0 + 2.0 * rng.standard_normal(shape, dtype=np.float32)).astype(dtype)
+
+
+def set_threads(impl, lib, n):
+    """The library's own thread setting (NumPy and scikit-learn's transform run on one)."""
+    if lib is None or impl == "copy":
+        return
+    if impl in ("cnorm", "torch"):
+        lib.set_num_threads(n)
+    elif impl == "cv2":
+        lib.setNumThreads(n)
+
+
+def make_runner(impl, name, x, lib):
+    """A zero-argument callable doing case ``name`` once with ``impl`` (cnorm, torch, cv2,
+    sklearn or numpy; ``lib`` the imported module, None for numpy)."""
+    if name == "normalize_images":
+        return _normalize_runner(impl, x, lib)
+    if name == "moments":
+        if impl == "cnorm":
+            return lambda: lib.Moments.from_array(x, channel_axis=-1).std
+        return lambda: (x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2)))
+    if name == "standardize":
+        if impl == "cnorm":
+            s = lib.Standardizer().fit(x)
+        elif impl == "sklearn":
+            from sklearn.preprocessing import StandardScaler
+            s = StandardScaler().fit(x)
+        else:
+            mean, std = x.mean(axis=0), x.std(axis=0)
+            return lambda: (x - mean) / std
+        return lambda: s.transform(x)
+    raise ValueError(name)
+
+
+def _normalize_runner(impl, x, lib):
+    N, H, W, C = x.shape
+    if impl == "cnorm":
+        out = np.empty((N, C, H, W), np.float32)  # a loader reuses its batch buffer
+        return lambda: lib.normalize_images(x, MEAN, STD, out=out)
+    if impl == "torch":  # torchvision's to_dtype(scale=True) + normalize, on NCHW output
+        torch = lib
+        xt = torch.from_numpy(x)
+        m = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+        s = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
+
+        def run():
+            y = xt.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+            return y.mul_(1.0 / 255.0).sub_(m).div_(s)
+        return run
+    if impl == "cv2":  # one scale factor: the mean is subtracted, the std not applied
+        images = list(x)
+        return lambda: lib.dnn.blobFromImages(images, 1.0 / 255.0, (W, H),
+                                              tuple(MEAN * 255.0), False, False)
+    m32, s32 = MEAN.astype(np.float32), STD.astype(np.float32)
+
+    def numpy_run():
+        y = x.astype(np.float32)
+        y *= np.float32(1.0 / 255.0)
+        y -= m32
+        y /= s32
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    return numpy_run
