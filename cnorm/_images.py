@@ -3,29 +3,31 @@ optional left-right flip, fused in one pass over the pixels (the data kernel's a
 import numpy as np
 
 from . import _backend
-from ._data_view import KINDS, as_data
+from ._data_view import KINDS, as_data, kind_of, kinds
 
-IN_TYPES = ("uint8", "uint16", "float16", "float32")
-OUT_TYPES = ("float32", "float16", "bfloat16")
+IN_KINDS = kinds("uint8", "uint16", "float16", "float32")
+OUT_KINDS = kinds("float32", "float16", "bfloat16")
 LAYOUTS = ("NHWC", "NCHW")
-DEFAULT_SCALE = {"uint8": 1.0 / 255.0, "uint16": 1.0 / 65535.0}
+DEFAULT_SCALE = {KINDS["uint8"]: 1.0 / 255.0, KINDS["uint16"]: 1.0 / 65535.0}
+F32 = np.dtype(np.float32)
 
 
 def _out_dtype(dtype):
+    """The output dtype and its kind code; TypeError for any other."""
+    if dtype is np.float32 or dtype is F32:  # the default, cheaply
+        return F32, KINDS["float32"]
     if isinstance(dtype, str) and dtype == "bfloat16":
         try:
             import ml_dtypes
         except ImportError:
             raise TypeError("dtype bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
-        return np.dtype(ml_dtypes.bfloat16)
+        dtype = ml_dtypes.bfloat16
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"unsupported output dtype {dtype!r}; supported: "
-                        f"{', '.join(OUT_TYPES)}") from None
-    if dt.name not in OUT_TYPES:
-        raise TypeError(f"unsupported output dtype {dt.name}; supported: {', '.join(OUT_TYPES)}")
-    return dt
+        raise TypeError(f"unsupported output dtype {dtype!r}; supported: float32, float16, "
+                        "bfloat16") from None
+    return dt, kind_of(dt, OUT_KINDS, "output")
 
 
 def _per_channel(v, C, name):
@@ -53,7 +55,7 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
     returned. Computed in float32 and rounded once to the output dtype; parallel over
     images and rows, and deterministic.
     """
-    x = as_data(images, IN_TYPES, "images")
+    x, kind = as_data(images, IN_KINDS, "images")
     for name, lay in (("input_layout", input_layout), ("output_layout", output_layout)):
         if lay not in LAYOUTS:
             raise ValueError(f"{name} must be 'NHWC' or 'NCHW', got {lay!r}")
@@ -67,8 +69,8 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
     std = _per_channel(std, C, "std")
     if np.any(std == 0):
         raise ValueError("std must be non-zero in every channel")
-    s = DEFAULT_SCALE.get(x.dtype.name, 1.0) if scale is None else float(scale)
-    dt = _out_dtype(dtype)
+    s = DEFAULT_SCALE.get(kind, 1.0) if scale is None else float(scale)
+    dt, out_kind = _out_dtype(dtype)
     flags = None
     if mirror is not None:
         flags = np.asarray(mirror)
@@ -92,7 +94,7 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
     y4 = y if batched else y[None]
     ynhwc = y4 if output_layout == "NHWC" else y4.transpose(0, 2, 3, 1)
     _backend.data.data_affine(
-        nhwc.ctypes.data, KINDS[x.dtype.name], ynhwc.ctypes.data, KINDS[dt.name],
+        nhwc.ctypes.data, kind, ynhwc.ctypes.data, out_kind,
         np.array([N, H, W], dtype=np.intp), np.array(nhwc.strides[:3], dtype=np.intp),
         np.array(ynhwc.strides[:3], dtype=np.intp), C, nhwc.strides[3], ynhwc.strides[3],
         mean / s, s / std, np.zeros(C), flags, _backend.threads())

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from . import _backend
-from ._data_view import KINDS, WIDE_INTS, as_data, channel_axis_of, views
+from ._data_view import KINDS, WIDE_INTS, as_data, channel_axis_of, kind_of, views
 from ._statistics import Moments, batch_moments
 
 try:
@@ -70,19 +70,21 @@ def _progress(batches, show, total=None):
     yield from tqdm(batches, total=total, desc="Standardizer.fit", unit="batch")
 
 
-def _numeric(x):
-    """Booleans as uint8 (a view) and other integers the kernels lack as float64."""
+def _numeric(x, what="X"):
+    """An array and its kind code: booleans as uint8 (a view), integers the kernels lack
+    (uint64) as float64."""
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
     if x.dtype == np.bool_:
-        return x.view(np.uint8)
-    if x.dtype.kind in "iu" and x.dtype.name not in KINDS:
-        return x.astype(np.float64)
-    return x
+        x = x.view(np.uint8)
+    elif x.dtype.kind in "iu" and x.dtype.name not in KINDS:
+        x = x.astype(np.float64)
+    return as_data(x, what=what)
 
 
-def _apply(x, axis, mean, mul, add, out_dtype, out=None):
+def _apply(x, kind, axis, mean, mul, add, out_dtype, out=None):
     """(x - mean) * mul + add per channel into a new array of out_dtype (or ``out``), one pass,
     the input's memory layout kept. Returns (y, whether x held NaN or infinity)."""
-    wide = x.dtype.name in WIDE_INTS and out_dtype != np.float64
+    wide = kind in WIDE_INTS and out_dtype != np.float64
     if out is None or wide:  # wide integers into float32: computed in float64, then rounded
         y = np.empty_like(x, dtype=np.float64 if wide else out_dtype)
     else:
@@ -90,7 +92,7 @@ def _apply(x, axis, mean, mul, add, out_dtype, out=None):
     ax = axis if x.ndim else None
     (xa, shape, xs, C, xcs), (ya, _, ys, _, ycs) = views([x, y], ax)
     bad = _backend.data.data_affine(
-        xa, KINDS[x.dtype.name], ya, KINDS[y.dtype.name], shape, xs, ys, C, xcs, ycs,
+        xa, kind, ya, kind_of(y.dtype), shape, xs, ys, C, xcs, ycs,
         np.ascontiguousarray(mean, np.float64), np.ascontiguousarray(mul, np.float64),
         np.ascontiguousarray(add, np.float64), None, _backend.threads())
     if wide:
@@ -103,7 +105,7 @@ def _apply(x, axis, mean, mul, add, out_dtype, out=None):
 
 def _block_moments(block, axis):
     """One dask block's statistics (run on a worker)."""
-    return Moments(axis).update(_numeric(as_data(block)))
+    return Moments(axis).update(_numeric(block)[0])
 
 
 def _merged(a, b):
@@ -113,7 +115,7 @@ def _merged(a, b):
 
 
 def _block_apply(block, axis, mean, mul, add, out_dtype):
-    y, bad = _apply(_numeric(as_data(block)), axis, mean, mul, add, out_dtype)
+    y, bad = _apply(*_numeric(block), axis, mean, mul, add, out_dtype)
     if bad:
         raise ValueError("Input X contains NaN or infinity.")
     return y
@@ -160,14 +162,14 @@ class Standardizer(*_BASES):
             raise ValueError(f"eps must be a non-negative number, got {self.eps!r}")
 
     def _validate(self, X, reset):
-        """X as a supported ndarray and its channel axis; checks the channel count (and, with
-        scikit-learn, the feature names)."""
+        """X as a supported ndarray, its kind code and its channel axis; checks the channel
+        count (and, with scikit-learn, the feature names)."""
         fast = (not reset and type(X) is np.ndarray and X.dtype.kind in "fiub" and X.size
                 and not hasattr(self, "feature_names_in_"))  # nothing for scikit-learn to add
         if BaseEstimator is not None and not fast:
             X = validate_data(self, X, reset=reset, dtype="numeric", ensure_2d=False,
                               allow_nd=True, ensure_all_finite=False, copy=False)
-        X = _numeric(as_data(X, what="X"))
+        X, kind = _numeric(X)
         axis = None
         if self.channel_axis is not None:
             if X.ndim == 0:
@@ -182,7 +184,7 @@ class Standardizer(*_BASES):
         if not reset and C != self.n_features_in_:
             raise ValueError(f"X has {C} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input.")
-        return X, axis
+        return X, kind, axis
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -233,8 +235,8 @@ class Standardizer(*_BASES):
     def _partial_fit(self, X):
         self._check_params()
         first = not hasattr(self, "_moments")
-        X, axis = self._validate(X, reset=first)
-        n, mean, m2, mn, mx = batch_moments(X, axis)
+        X, kind, axis = self._validate(X, reset=first)
+        n, mean, m2, mn, mx = batch_moments(X, kind, axis)
         if n == 0:
             raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum "
                              f"of 1 is required by {type(self).__name__}.")
@@ -307,7 +309,7 @@ class Standardizer(*_BASES):
         coefs = self._coefs(inverse)
         if _is_dask(X):
             return self._dask_map(X, coefs)
-        X, axis = self._validate(X, reset=False)
+        X, kind, axis = self._validate(X, reset=False)
         out_dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
         copy = self.copy if copy is None else copy
         if out is None and not copy and X.dtype == out_dtype and X.flags.writeable:
@@ -320,7 +322,7 @@ class Standardizer(*_BASES):
                                  f"{out_dtype}, got {got}")
             if not out.flags.writeable:
                 raise ValueError("out is read-only")
-        y, bad = _apply(X, axis, *coefs, out_dtype, out)
+        y, bad = _apply(X, kind, axis, *coefs, out_dtype, out)
         if bad:
             raise ValueError("Input X contains NaN or infinity.")
         return y

@@ -3,19 +3,19 @@ over batches and merge across processes (Chan et al.'s pairwise update, in float
 import numpy as np
 
 from . import _backend
-from ._data_view import as_data, channel_axis_of, kind_of, views
+from ._data_view import as_data, channel_axis_of, views
 
 
-def batch_moments(x, axis):
-    """(count, mean, M2, min, max) per channel of a supported array, read in place by the data
-    kernel. ``axis``: the channel axis (non-negative) or None."""
+def batch_moments(x, kind, axis):
+    """(count, mean, M2, min, max) per channel of a supported array of kind code ``kind``,
+    read in place by the data kernel. ``axis``: the channel axis (non-negative) or None."""
     C = 1 if axis is None else x.shape[axis]
-    stats = [np.full(C, np.nan) for _ in range(4)]
     count = x.size // C if C else 0
-    if count:
-        (addr, shape, strides, C, cs), = views([x], axis)
-        _backend.data.data_moments(addr, kind_of(x.dtype), shape, strides, C, cs, *stats,
-                                   _backend.threads())
+    if not count:
+        return (0, *np.full((4, C), np.nan))
+    stats = np.empty((4, C))
+    (addr, shape, strides, C, cs), = views([x], axis)
+    _backend.data.data_moments(addr, kind, shape, strides, C, cs, *stats, _backend.threads())
     return (count, *stats)
 
 
@@ -78,7 +78,7 @@ class Moments:
 
     def update(self, x):
         """Add the values of the array ``x``; returns self. A failed call changes nothing."""
-        x = as_data(x)
+        x, kind = as_data(x)
         axis = None
         if self.channel_axis is not None:
             if x.ndim == 0:
@@ -86,7 +86,7 @@ class Moments:
                                  "channel_axis=None for scalars")
             axis = channel_axis_of(self.channel_axis, x.ndim)
         self._check_channels(1 if axis is None else x.shape[axis], "the batch")
-        self._add(*batch_moments(x, axis))
+        self._add(*batch_moments(x, kind, axis))
         return self
 
     def merge(self, other):
@@ -102,8 +102,7 @@ class Moments:
     def _add(self, n, mean, m2, mn, mx):
         if self.channels is None:
             self.channels = len(mean)
-            self._mean, self._m2, self._min, self._max = (np.full(len(mean), np.nan)
-                                                          for _ in range(4))
+            self._mean, self._m2, self._min, self._max = np.full((4, len(mean)), np.nan)
         if n == 0:
             return
         self._mean, self._m2 = chan_merge(self.count, self._mean, self._m2, n, mean, m2)
