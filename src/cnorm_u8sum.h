@@ -1,6 +1,6 @@
 /* Exact sums of uint8 data by position: the fast path of the 8-bit moments (data_moments.pxi).
-   cn_u8_sums adds n8 = n - n % 192 values from p into 48 position lanes (value j goes to lane
-   j % 48: with C | 48 interleaved channels, lane l holds channel l % C) of s1 (sum) and s2
+   cn_u8_sums (ce channels interleaved, ce | 48) adds n8 = n - n % 192 values from p into 48
+   position lanes (value j goes to lane j % 48: lane l holds channel l % ce) of s1 (sum) and s2
    (sum of squares), and folds min and max into 192 byte lanes (j % 192). Integer sums are
    exact, so every target gives the same bits. Returns n8. The caller keeps n small enough for
    the 32-bit lanes: at most 16384 blocks per call. */
@@ -20,8 +20,8 @@
 #define CN_UNROLL
 #endif
 
-static ptrdiff_t cn_u8_sums(const uint8_t *p, ptrdiff_t n, int64_t *s1, uint64_t *s2,
-                            uint8_t *lo, uint8_t *hi) {
+static ptrdiff_t cn_u8_lanes(const uint8_t *p, ptrdiff_t n, int64_t *s1, uint64_t *s2,
+                             uint8_t *lo, uint8_t *hi) {
     ptrdiff_t nb = n / 192, b;
     int l;
 #if defined(__AVX512BW__)
@@ -119,5 +119,100 @@ static ptrdiff_t cn_u8_sums(const uint8_t *p, ptrdiff_t n, int64_t *s1, uint64_t
     }
 #endif
     return 192 * nb;
+}
+
+#if defined(__AVX512BW__) && defined(__GNUC__)
+/* With VBMI and VNNI (Ice Lake and later, Zen 4 and later): RGB pixels are split into planes
+   by two byte permutes per plane, then each plane's sum and sum of squares are dot products
+   of 4 bytes per int32 lane: sum = dpbusd(x, 1), and sum of squares = dpbusd(x, x - 128) +
+   128 * sum (x - 128 fits a signed byte). About 24 operations per 64 pixels instead of 57. */
+/* Byte permutes that split 64 RGB pixels (192 bytes, v0 v1 v2) into planes: plane c byte i is
+   byte 3i + c, taken from v0 | v1 by CN_IA, then kept or replaced from v2 by CN_IB. */
+static const uint8_t CN_IA[3][64] = {
+    {0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 42, 45, 48, 51, 54, 57, 60, 63, 66,
+     69, 72, 75, 78, 81, 84, 87, 90, 93, 96, 99, 102, 105, 108, 111, 114, 117, 120, 123, 126,
+     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 34, 37, 40, 43, 46, 49, 52, 55, 58, 61, 64, 67,
+     70, 73, 76, 79, 82, 85, 88, 91, 94, 97, 100, 103, 106, 109, 112, 115, 118, 121, 124, 127,
+     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 35, 38, 41, 44, 47, 50, 53, 56, 59, 62, 65, 68,
+     71, 74, 77, 80, 83, 86, 89, 92, 95, 98, 101, 104, 107, 110, 113, 116, 119, 122, 125, 0, 0,
+     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}};
+static const uint8_t CN_IB[3][64] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+     25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 65, 68, 71, 74,
+     77, 80, 83, 86, 89, 92, 95, 98, 101, 104, 107, 110, 113, 116, 119, 122, 125},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+     25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 66, 69, 72, 75,
+     78, 81, 84, 87, 90, 93, 96, 99, 102, 105, 108, 111, 114, 117, 120, 123, 126},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+     25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 64, 67, 70, 73, 76,
+     79, 82, 85, 88, 91, 94, 97, 100, 103, 106, 109, 112, 115, 118, 121, 124, 127}};
+__attribute__((target("avx512f,avx512bw,avx512vbmi,avx512vnni")))
+static ptrdiff_t cn_u8_vnni(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, uint64_t *s2,
+                            uint8_t *lo, uint8_t *hi) {
+    ptrdiff_t nb = n / 192, b;
+    int c, i;
+    const __m512i one = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80);
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, q0 = a0, q1 = a0, q2 = a0;
+    __m512i n0 = _mm512_loadu_si512(lo), n1 = _mm512_loadu_si512(lo + 64);
+    __m512i n2 = _mm512_loadu_si512(lo + 128), m0 = _mm512_loadu_si512(hi);
+    __m512i m1 = _mm512_loadu_si512(hi + 64), m2 = _mm512_loadu_si512(hi + 128);
+    __m512i ja0 = _mm512_loadu_si512(CN_IA[0]), ja1 = _mm512_loadu_si512(CN_IA[1]);
+    __m512i ja2 = _mm512_loadu_si512(CN_IA[2]), jb0 = _mm512_loadu_si512(CN_IB[0]);
+    __m512i jb1 = _mm512_loadu_si512(CN_IB[1]), jb2 = _mm512_loadu_si512(CN_IB[2]);
+#define CN_DOT(acc, sq, v) do { \
+        acc = _mm512_dpbusd_epi32(acc, v, one); \
+        sq = _mm512_dpbusd_epi32(sq, v, _mm512_xor_si512(v, flip)); \
+    } while (0)
+    for (b = 0; b < nb; b++) {
+        const uint8_t *x = p + 192 * b;
+        __m512i v0 = _mm512_loadu_si512(x), v1 = _mm512_loadu_si512(x + 64);
+        __m512i v2 = _mm512_loadu_si512(x + 128);
+        n0 = _mm512_min_epu8(n0, v0); m0 = _mm512_max_epu8(m0, v0);
+        n1 = _mm512_min_epu8(n1, v1); m1 = _mm512_max_epu8(m1, v1);
+        n2 = _mm512_min_epu8(n2, v2); m2 = _mm512_max_epu8(m2, v2);
+        if (ce == 3) {
+            __m512i r = _mm512_permutex2var_epi8(_mm512_permutex2var_epi8(v0, ja0, v1), jb0, v2);
+            __m512i g = _mm512_permutex2var_epi8(_mm512_permutex2var_epi8(v0, ja1, v1), jb1, v2);
+            __m512i u = _mm512_permutex2var_epi8(_mm512_permutex2var_epi8(v0, ja2, v1), jb2, v2);
+            CN_DOT(a0, q0, r); CN_DOT(a1, q1, g); CN_DOT(a2, q2, u);
+        } else {  /* one channel: no planes to make */
+            CN_DOT(a0, q0, v0); CN_DOT(a0, q0, v1); CN_DOT(a0, q0, v2);
+        }
+    }
+#undef CN_DOT
+    {
+        __m512i av[3] = {a0, a1, a2}, qv[3] = {q0, q1, q2};
+        for (c = 0; c < ce; c++) {  /* channel c's totals into lane c (lane l: channel l % ce) */
+            int64_t sum = _mm512_reduce_add_epi32(av[c]) & 0xffffffffLL;  /* < 2^31: exact */
+            int64_t qq = 0;
+            int32_t t[16];
+            _mm512_storeu_si512(t, qv[c]);
+            for (i = 0; i < 16; i++) qq += t[i];
+            s1[c] += sum;
+            s2[c] += (uint64_t)(qq + 128 * sum);
+        }
+        _mm512_storeu_si512(lo, n0); _mm512_storeu_si512(lo + 64, n1);
+        _mm512_storeu_si512(lo + 128, n2);
+        _mm512_storeu_si512(hi, m0); _mm512_storeu_si512(hi + 64, m1);
+        _mm512_storeu_si512(hi + 128, m2);
+    }
+    return 192 * nb;
+}
+#endif
+
+/* The sums of cn_u8_lanes, by the fastest route this CPU has (the same exact integers). */
+static ptrdiff_t cn_u8_sums(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, uint64_t *s2,
+                            uint8_t *lo, uint8_t *hi) {
+#if defined(__AVX512BW__) && defined(__GNUC__)
+    static int vnni = -1;  /* a benign race: every thread computes the same value */
+    if (vnni < 0)
+        vnni = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
+    if (vnni && (ce == 1 || ce == 3))
+        return cn_u8_vnni(p, n, ce, s1, s2, lo, hi);
+#endif
+    (void)ce;
+    return cn_u8_lanes(p, n, s1, s2, lo, hi);
 }
 #endif

@@ -106,7 +106,7 @@ cdef inline void _int_lanes(const pixel_t *x, Py_ssize_t n, Py_ssize_t W, int32_
 
 
 cdef extern from "cnorm_u8sum.h" nogil:
-    Py_ssize_t cn_u8_sums(const uint8_t *p, Py_ssize_t n, int64_t *s1, uint64_t *s2,
+    Py_ssize_t cn_u8_sums(const uint8_t *p, Py_ssize_t n, int ce, int64_t *s1, uint64_t *s2,
                           uint8_t *lo, uint8_t *hi)
 
 
@@ -130,6 +130,7 @@ cdef void _int_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
     cdef const char *src
     cdef int64_t S1, n
     cdef uint64_t S2
+    cdef int32_t vlo, vhi
     for l in range(W):
         s1[l] = 0
         s2[l] = 0
@@ -146,7 +147,7 @@ cdef void _int_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
         src = _row(v, r) + c0 * v.cs
         if fast:
             src += i0 * v.rs
-            done = cn_u8_sums(<const uint8_t *>src, (i1 - i0) * ce, f1, f2, flo, fhi)
+            done = cn_u8_sums(<const uint8_t *>src, (i1 - i0) * ce, <int>ce, f1, f2, flo, fhi)
             _int_lanes(<const pixel_t *>src + done, (i1 - i0) * ce - done, W, s1, s2, lo, hi)
             continue
         i = i0
@@ -155,17 +156,17 @@ cdef void _int_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
             _int_lanes(_gather(v, src + i * v.rs, step, ce, tile), step * ce, W, s1, s2, lo, hi)
             i += step
     n = (r1 - r0) * (i1 - i0)
-    for c in range(ce):
+    for c in range(ce):  # in locals: mn and mx point into the partials other threads write
         S1 = 0
         S2 = 0
-        mn[c] = INFINITY
-        mx[c] = -INFINITY
+        vlo = 2147483647
+        vhi = -2147483647
         l = c
         while l < W:  # the lanes of channel c
             S1 += s1[l]
             S2 += s2[l]
-            mn[c] = min(mn[c], <double>lo[l])
-            mx[c] = max(mx[c], <double>hi[l])
+            vlo = min(vlo, lo[l])
+            vhi = max(vhi, hi[l])
             l += ce
         if fast:
             l = c
@@ -173,35 +174,40 @@ cdef void _int_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
                 if l < 48:
                     S1 += f1[l]
                     S2 += f2[l]
-                mn[c] = min(mn[c], <double>flo[l])
-                mx[c] = max(mx[c], <double>fhi[l])
+                vlo = min(vlo, <int32_t>flo[l])
+                vhi = max(vhi, <int32_t>fhi[l])
                 l += ce
+        mn[c] = vlo
+        mx[c] = vhi
         mean[c] = <double>S1 / <double>n
         m2[c] = <double>(n * <int64_t>S2 - S1 * S1) / <double>n
 
 
 # --- other data: double lanes around a shift -----------------------------------------------
 
+cdef extern from "cnorm_lanes.h" nogil:
+    bint CN_HAVE_LANES8
+    void cn_lanes8(const double *x, Py_ssize_t nb, Py_ssize_t W, const double *sh, double *s1,
+                   double *s2, double *lo, double *hi)
+
+
 cdef inline void _dbl_lanes(const double *x, Py_ssize_t n, Py_ssize_t W, const double *sh,
                             double *s1, double *s2, double *lo, double *hi) noexcept nogil:
-    cdef Py_ssize_t b, l, nb = n // W, t
+    """n values into W lanes around the lanes' shifts sh: lane l gets x[l], x[W + l], ...
+    in order. Eight lanes at a time through all blocks in vector registers (cnorm_lanes.h);
+    the same operations lane by lane where W leaves fewer than eight."""
+    cdef Py_ssize_t b, l, nb = n // W, t = n - nb * W, l8 = (W // 8) * 8 if CN_HAVE_LANES8 else 0
     cdef double e, d
-    for b in range(nb):
-        for l in range(W):
+    for l in range(0, l8, 8):
+        cn_lanes8(x + l, nb, W, sh + l, s1 + l, s2 + l, lo + l, hi + l)
+    for b in range(nb + 1):
+        for l in range(l8 if b < nb else 0, W if b < nb else t):
             e = x[b * W + l]
             d = e - sh[l]
             s1[l] += d
             s2[l] += d * d
             lo[l] = e if e < lo[l] else lo[l]
             hi[l] = e if e > hi[l] else hi[l]
-    t = nb * W
-    for l in range(n - t):
-        e = x[t + l]
-        d = e - sh[l]
-        s1[l] += d
-        s2[l] += d * d
-        lo[l] = e if e < lo[l] else lo[l]
-        hi[l] = e if e > hi[l] else hi[l]
 
 
 cdef inline const double *_as_double(const pixel_t *x, Py_ssize_t n,
@@ -227,6 +233,7 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
     cdef double *dtile = shl + W
     cdef pixel_t *tile = <pixel_t *>(dtile + TILE + W)
     cdef const char *src
+    cdef double a, q, vlo, vhi
     for l in range(W):
         s1[l] = 0.0
         s2[l] = 0.0
@@ -242,18 +249,22 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
             _dbl_lanes(_as_double(_gather(v, src + i * v.rs, step, ce, tile), step * ce, dtile),
                        step * ce, W, shl, s1, s2, lo, hi)
             i += step
-    for c in range(ce):
-        S1[c] = 0.0
-        S2[c] = 0.0
-        mn[c] = INFINITY
-        mx[c] = -INFINITY
+    for c in range(ce):  # in locals: mn and mx point into the partials other threads write
+        a = 0.0
+        q = 0.0
+        vlo = INFINITY
+        vhi = -INFINITY
         l = c
         while l < W:
-            S1[c] += s1[l]
-            S2[c] += s2[l]
-            mn[c] = min(mn[c], lo[l])
-            mx[c] = max(mx[c], hi[l])
+            a = a + s1[l]
+            q = q + s2[l]
+            vlo = min(vlo, lo[l])
+            vhi = max(vhi, hi[l])
             l += ce
+        S1[c] = a
+        S2[c] = q
+        mn[c] = vlo
+        mx[c] = vhi
 
 
 cdef void _dbl_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
