@@ -202,6 +202,9 @@ static ptrdiff_t cn_u8_vnni(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, 
 }
 #endif
 
+/* Tests switch the dot-product route off to check the lane route on the same CPU. */
+static int cn_u8_dot_allowed = 1;
+
 /* The sums of cn_u8_lanes, by the fastest route this CPU has (the same exact integers). */
 static ptrdiff_t cn_u8_sums(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, uint64_t *s2,
                             uint8_t *lo, uint8_t *hi) {
@@ -209,7 +212,7 @@ static ptrdiff_t cn_u8_sums(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, 
     static int vnni = -1;  /* a benign race: every thread computes the same value */
     if (vnni < 0)
         vnni = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
-    if (vnni && (ce == 1 || ce == 3))
+    if (vnni && cn_u8_dot_allowed && (ce == 1 || ce == 3))
         return cn_u8_vnni(p, n, ce, s1, s2, lo, hi);
 #endif
     (void)ce;

@@ -108,6 +108,16 @@ cdef inline void _int_lanes(const pixel_t *x, Py_ssize_t n, Py_ssize_t W, int32_
 cdef extern from "cnorm_u8sum.h" nogil:
     Py_ssize_t cn_u8_sums(const uint8_t *p, Py_ssize_t n, int ce, int64_t *s1, uint64_t *s2,
                           uint8_t *lo, uint8_t *hi)
+    int cn_u8_dot_allowed
+
+
+def allow_u8_dot_products(bint allowed):
+    """Let (True) or keep (False) the uint8 moments from the VBMI/VNNI route; tests use it to
+    check the lane route on a CPU that has both. Returns the previous setting."""
+    global cn_u8_dot_allowed
+    cdef bint before = cn_u8_dot_allowed
+    cn_u8_dot_allowed = allowed
+    return before
 
 
 cdef void _int_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,

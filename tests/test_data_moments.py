@@ -95,14 +95,25 @@ def test_shapes_across_the_chunk_plan(rng, shape, axis):
     assert_matches(cnorm.Moments.from_array(x, channel_axis=axis), x, axis)
 
 
-def test_uint8_sums_are_exact(rng):
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dot", [True, False])
+@pytest.mark.parametrize("C", [1, 3, 4, 5])
+def test_uint8_sums_are_exact(rng, monkeypatch, target, dot, C):
     """8-bit moments come from exact integer sums: the variance is the exact rational value,
-    rounded, on a batch long enough to use every path (SIMD blocks, tails, merges)."""
-    x = rng.integers(0, 256, (6, 61, 101, 3), dtype=np.uint8)
-    m = cnorm.Moments.from_array(x, channel_axis=3)
-    xi = x.reshape(-1, 3).astype(np.int64)
+    rounded, on a batch long enough to use every path (SIMD blocks, tails, merges), on every
+    target and route (VBMI/VNNI dot products where the CPU has them, else position lanes)."""
+    module = _backend.module_for(target, "_data")
+    monkeypatch.setattr(_backend, "data", module)
+    x = rng.integers(0, 256, (6, 61, 101, C), dtype=np.uint8)
+    before = module.allow_u8_dot_products(dot)
+    try:
+        m = cnorm.Moments.from_array(x, channel_axis=3)
+    finally:
+        module.allow_u8_dot_products(before)
+    xi = x.reshape(-1, C).astype(np.int64)
     n = xi.shape[0]
-    for c in range(3):
+    assert np.array_equal(m.min, xi.min(axis=0)) and np.array_equal(m.max, xi.max(axis=0))
+    for c in range(C):
         s1, s2 = int(xi[:, c].sum()), int((xi[:, c] ** 2).sum())
         exact = Fraction(n * s2 - s1 * s1, n * n)
         assert abs(m.var[c] - float(exact)) <= 4e-16 * float(exact)
