@@ -74,8 +74,8 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
     flags = None
     if mirror is not None:
         flags = np.asarray(mirror)
-        if flags.dtype != np.bool_ or flags.shape != ((N,) if batched else ()) and \
-                flags.shape != (N,):
+        shapes = ((N,),) if batched else ((), (1,))
+        if flags.dtype != np.bool_ or flags.shape not in shapes:
             raise ValueError(f"mirror must be None or {N} bools (one per image), got "
                              f"{flags.dtype} of shape {flags.shape}")
         flags = np.ascontiguousarray(flags.reshape(N), dtype=np.uint8)

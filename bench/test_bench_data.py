@@ -1,0 +1,25 @@
+"""pytest-benchmark suite, data group: normalize_images against torch ops, OpenCV's
+blobFromImages and NumPy; Moments against NumPy's mean + std; Standardizer.transform against
+scikit-learn's StandardScaler (the cases of cnorm/_bench_data.py, as in the report).
+
+    pytest bench/test_bench_data.py --benchmark-only
+"""
+import importlib
+
+import pytest
+
+from cnorm import _bench_data as data
+
+CASES = [pytest.param(name, impl, id=f"{name}-{impl}")
+         for name, case in data.CASES.items() for impl in case[2]]
+
+
+@pytest.mark.parametrize("name,impl", CASES)
+def test_data(benchmark, name, impl):
+    try:
+        lib = None if impl == "numpy" else importlib.import_module(impl)
+    except ImportError:
+        pytest.skip(f"{impl} is not installed")
+    fn = data.make_runner(impl, name, data.make_input(name), lib)
+    benchmark.group = f"{name} {'x'.join(map(str, data.CASES[name][0]))} {data.CASES[name][1]}"
+    benchmark(fn)
