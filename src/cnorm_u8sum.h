@@ -20,6 +20,25 @@
 #define CN_UNROLL
 #endif
 
+#if defined(__AVX512BW__)
+/* Min and max of the 192 bytes of a block, byte j in lane j of n0..n2 / m0..m2 (both routes). */
+#define CN_MINMAX_INIT \
+    __m512i n0 = _mm512_loadu_si512(lo), n1 = _mm512_loadu_si512(lo + 64); \
+    __m512i n2 = _mm512_loadu_si512(lo + 128), m0 = _mm512_loadu_si512(hi); \
+    __m512i m1 = _mm512_loadu_si512(hi + 64), m2 = _mm512_loadu_si512(hi + 128)
+#define CN_MINMAX_FOLD(x) \
+    __m512i v0 = _mm512_loadu_si512(x), v1 = _mm512_loadu_si512((x) + 64); \
+    __m512i v2 = _mm512_loadu_si512((x) + 128); \
+    n0 = _mm512_min_epu8(n0, v0); m0 = _mm512_max_epu8(m0, v0); \
+    n1 = _mm512_min_epu8(n1, v1); m1 = _mm512_max_epu8(m1, v1); \
+    n2 = _mm512_min_epu8(n2, v2); m2 = _mm512_max_epu8(m2, v2)
+#define CN_MINMAX_STORE do { \
+        _mm512_storeu_si512(lo, n0); _mm512_storeu_si512(lo + 64, n1); \
+        _mm512_storeu_si512(lo + 128, n2); _mm512_storeu_si512(hi, m0); \
+        _mm512_storeu_si512(hi + 64, m1); _mm512_storeu_si512(hi + 128, m2); \
+    } while (0)
+#endif
+
 static ptrdiff_t cn_u8_lanes(const uint8_t *p, ptrdiff_t n, int64_t *s1, uint64_t *s2,
                              uint8_t *lo, uint8_t *hi) {
     ptrdiff_t nb = n / 192, b;
@@ -27,9 +46,7 @@ static ptrdiff_t cn_u8_lanes(const uint8_t *p, ptrdiff_t n, int64_t *s1, uint64_
 #if defined(__AVX512BW__)
     /* Named accumulators (not arrays), so that they stay in registers. */
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, q0 = a0, q1 = a0, q2 = a0;
-    __m512i n0 = _mm512_loadu_si512(lo), n1 = _mm512_loadu_si512(lo + 64);
-    __m512i n2 = _mm512_loadu_si512(lo + 128), m0 = _mm512_loadu_si512(hi);
-    __m512i m1 = _mm512_loadu_si512(hi + 64), m2 = _mm512_loadu_si512(hi + 128);
+    CN_MINMAX_INIT;
 #define CN_ADD16(acc, sq, off) do { \
         __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x + (off)))); \
         acc = _mm512_add_epi32(acc, w); \
@@ -37,11 +54,7 @@ static ptrdiff_t cn_u8_lanes(const uint8_t *p, ptrdiff_t n, int64_t *s1, uint64_
     } while (0)
     for (b = 0; b < nb; b++) {
         const uint8_t *x = p + 192 * b;
-        __m512i v0 = _mm512_loadu_si512(x), v1 = _mm512_loadu_si512(x + 64);
-        __m512i v2 = _mm512_loadu_si512(x + 128);
-        n0 = _mm512_min_epu8(n0, v0); m0 = _mm512_max_epu8(m0, v0);
-        n1 = _mm512_min_epu8(n1, v1); m1 = _mm512_max_epu8(m1, v1);
-        n2 = _mm512_min_epu8(n2, v2); m2 = _mm512_max_epu8(m2, v2);
+        CN_MINMAX_FOLD(x);
         CN_ADD16(a0, q0, 0);   CN_ADD16(a1, q1, 16);  CN_ADD16(a2, q2, 32);
         CN_ADD16(a0, q0, 48);  CN_ADD16(a1, q1, 64);  CN_ADD16(a2, q2, 80);
         CN_ADD16(a0, q0, 96);  CN_ADD16(a1, q1, 112); CN_ADD16(a2, q2, 128);
@@ -59,10 +72,7 @@ static ptrdiff_t cn_u8_lanes(const uint8_t *p, ptrdiff_t n, int64_t *s1, uint64_
                 s2[16 * l + k] += (uint32_t)tq[k];
             }
         }
-        _mm512_storeu_si512(lo, n0); _mm512_storeu_si512(lo + 64, n1);
-        _mm512_storeu_si512(lo + 128, n2);
-        _mm512_storeu_si512(hi, m0); _mm512_storeu_si512(hi + 64, m1);
-        _mm512_storeu_si512(hi + 128, m2);
+        CN_MINMAX_STORE;
     }
 #elif defined(__AVX2__)
     __m256i a[6], q[6], mn[6], mx[6];
@@ -155,9 +165,7 @@ static ptrdiff_t cn_u8_vnni(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, 
     int c, i;
     const __m512i one = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80);
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, q0 = a0, q1 = a0, q2 = a0;
-    __m512i n0 = _mm512_loadu_si512(lo), n1 = _mm512_loadu_si512(lo + 64);
-    __m512i n2 = _mm512_loadu_si512(lo + 128), m0 = _mm512_loadu_si512(hi);
-    __m512i m1 = _mm512_loadu_si512(hi + 64), m2 = _mm512_loadu_si512(hi + 128);
+    CN_MINMAX_INIT;
     __m512i ja0 = _mm512_loadu_si512(CN_IA[0]), ja1 = _mm512_loadu_si512(CN_IA[1]);
     __m512i ja2 = _mm512_loadu_si512(CN_IA[2]), jb0 = _mm512_loadu_si512(CN_IB[0]);
     __m512i jb1 = _mm512_loadu_si512(CN_IB[1]), jb2 = _mm512_loadu_si512(CN_IB[2]);
@@ -167,11 +175,7 @@ static ptrdiff_t cn_u8_vnni(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, 
     } while (0)
     for (b = 0; b < nb; b++) {
         const uint8_t *x = p + 192 * b;
-        __m512i v0 = _mm512_loadu_si512(x), v1 = _mm512_loadu_si512(x + 64);
-        __m512i v2 = _mm512_loadu_si512(x + 128);
-        n0 = _mm512_min_epu8(n0, v0); m0 = _mm512_max_epu8(m0, v0);
-        n1 = _mm512_min_epu8(n1, v1); m1 = _mm512_max_epu8(m1, v1);
-        n2 = _mm512_min_epu8(n2, v2); m2 = _mm512_max_epu8(m2, v2);
+        CN_MINMAX_FOLD(x);
         if (ce == 3) {
             __m512i r = _mm512_permutex2var_epi8(_mm512_permutex2var_epi8(v0, ja0, v1), jb0, v2);
             __m512i g = _mm512_permutex2var_epi8(_mm512_permutex2var_epi8(v0, ja1, v1), jb1, v2);
@@ -193,10 +197,7 @@ static ptrdiff_t cn_u8_vnni(const uint8_t *p, ptrdiff_t n, int ce, int64_t *s1, 
             s1[c] += sum;
             s2[c] += (uint64_t)(qq + 128 * sum);
         }
-        _mm512_storeu_si512(lo, n0); _mm512_storeu_si512(lo + 64, n1);
-        _mm512_storeu_si512(lo + 128, n2);
-        _mm512_storeu_si512(hi, m0); _mm512_storeu_si512(hi + 64, m1);
-        _mm512_storeu_si512(hi + 128, m2);
+        CN_MINMAX_STORE;
     }
     return 192 * nb;
 }
