@@ -10,12 +10,14 @@ MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
 
 # name -> (input shape, input dtype, implementations, bytes moved per input byte, what the
-# bandwidth is judged against: "copy" (read + write stream) or "read")
+# bandwidth is judged against: "copy" (read + write stream) or "read", the rivals of the
+# issue's speed target: cnorm's speedup is over the fastest of them)
 CASES = {
     "normalize_images": ((64, 224, 224, 3), "uint8", ("cnorm", "torch", "cv2", "numpy"), 5,
-                         "copy"),
-    "moments": ((64, 224, 224, 3), "uint8", ("cnorm", "numpy"), 1, "read"),
-    "standardize": ((4096, 512), "float32", ("cnorm", "sklearn", "numpy"), 2, "copy"),
+                         "copy", ("torch", "cv2")),
+    "moments": ((64, 224, 224, 3), "uint8", ("cnorm", "numpy"), 1, "read", ("numpy",)),
+    "standardize": ((4096, 512), "float32", ("cnorm", "sklearn", "numpy"), 2, "copy",
+                    ("sklearn",)),
 }
 QUICK = {"normalize_images": (2, 32, 32, 3), "moments": (2, 32, 32, 3),
          "standardize": (64, 16)}

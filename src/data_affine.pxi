@@ -4,9 +4,10 @@
 # (hi + lo: a mean split so that x - hi is exact for x near it). The output is another View of
 # the same logical shape: NHWC -> NCHW is only a change of output strides. ``mirror`` flips the
 # run (a row of an image) for the chosen indices of the first outer dimension.
-# Work: a tile of up to TILE values at a time is converted and mapped in the compute type
-# (double for float64 outputs, else float), then stored converted to the output type.
-# Elementwise, so threads never change the bits.
+# Computed in double for float64 outputs, else in float. Three routes, by the strides: RGB pixels
+# straight into three planes (images); dense input into output of the same layout and compute
+# type (Standardizer); anything else through a tile of up to TILE values, gathered, mapped, then
+# stored converted and reordered. Elementwise, so threads never change the bits.
 
 cdef enum:
     PIECE = 16384         # values per unit of work: long rows are split so threads share them
@@ -20,20 +21,12 @@ cdef void _store(const floating *t, Py_ssize_t tsp, Py_ssize_t tsc, Py_ssize_t n
     cdef Py_ssize_t p, c, m = n * ce, osz = sizeof(out_t)
     cdef out_t *o = <out_t *>y
     cdef out_t *o1
-    cdef out_t *o2
     if tsp == ce and tsc == 1 and ycs == osz and yps == ce * osz:  # same interleaving
         for p in range(m):
             _put(&o[p], t[p])
     elif tsp == 1 and ce == 1 and yps == osz:  # one planar run
         for p in range(n):
             _put(&o[p], t[p])
-    elif tsp == 3 and tsc == 1 and ce == 3 and yps == osz:  # RGB -> planes
-        o1 = <out_t *>(y + ycs)
-        o2 = <out_t *>(y + 2 * ycs)
-        for p in range(n):
-            _put(&o[p], t[3 * p])
-            _put(&o1[p], t[3 * p + 1])
-            _put(&o2[p], t[3 * p + 2])
     elif tsc == 1 and yps == osz:  # interleaved -> planes
         for c in range(ce):
             o1 = <out_t *>(y + c * ycs)
