@@ -48,6 +48,33 @@ def test_import_needs_numpy_only():
     assert out[0] == "[]" and out[1] == "False", out
 
 
+def test_standardizer_works_without_scikit_learn():
+    """scikit-learn is optional: without it Standardizer is a plain class with the same
+    methods, parameters and results."""
+    code = """if True:
+        import sys
+        sys.modules["sklearn"] = None  # import sklearn now fails
+        import numpy as np, cnorm
+        X = np.random.default_rng(0).normal(3, 2, (500, 4))
+        s = cnorm.Standardizer(with_mean=True).fit(X)
+        assert np.allclose(s.transform(X), (X - X.mean(0)) / X.std(0), rtol=0, atol=1e-12)
+        assert s.get_params()["channel_axis"] == 1 and s.set_params(eps=0.5) is s
+        assert repr(s).startswith("Standardizer(channel_axis=1") and "eps=0.5" in repr(s)
+        y = s.fit_transform(X)
+        assert np.allclose(s.inverse_transform(y), X)
+        try:
+            cnorm.Standardizer().transform(X)
+        except AttributeError as e:
+            assert "not fitted" in str(e)
+        else:
+            raise AssertionError("transform before fit")
+        print("ok", type(s).__mro__[1].__name__)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok _Estimator"
+
+
 def test_version_has_one_source():
     root = pathlib.Path(__file__).resolve().parents[1]
     assert 'dynamic = ["version"]' in (root / "pyproject.toml").read_text()
