@@ -1,5 +1,6 @@
 """Property-based tests (hypothesis): random layers, shapes, dtypes, layouts, parameters and
-values (including large offsets and scales) against the float64 reference. The number of
+values (including large offsets and scales) against the float64 reference; Moments and
+Standardizer on random views (transposed, stepped, reversed) of every data dtype. The number of
 examples comes from the hypothesis profile (conftest.py): 150 by default, 1000 in CI."""
 import numpy as np
 from conftest import channels_last, rel_err
@@ -64,3 +65,69 @@ def test_every_layer_matches_float64_reference(case):
     w = 1.0 if layer.weight is None else np.abs(layer.weight).max()
     size = np.abs(dy.astype(np.float64)).ravel() * w * invstd[labels]
     assert np.max(np.abs(dx - rdx)) < 20 * tol * max(np.abs(rdx).max(), size.max()), case
+
+
+@st.composite
+def data_views(draw):
+    """A random array of a data dtype, viewed through random transposes, steps and flips,
+    with a random channel axis (or none)."""
+    ndim = draw(st.integers(1, 4))
+    shape = [draw(st.integers(1, 6)) for _ in range(ndim)]
+    shape[draw(st.integers(0, ndim - 1))] = draw(st.integers(1, 3000))
+    dtype = draw(st.sampled_from(["uint8", "int8", "uint16", "int16", "int32", "float16",
+                                  "float32", "float64"]))
+    perm = draw(st.permutations(range(ndim)))
+    steps = [draw(st.sampled_from([1, 1, 2, -1, -3])) for _ in range(ndim)]
+    axis = draw(st.one_of(st.none(), st.integers(-ndim, ndim - 1)))
+    offset = draw(st.sampled_from([0.0, -7.0, 1e4]))
+    return tuple(shape), dtype, perm, steps, axis, offset, draw(st.integers(0, 2**32 - 1))
+
+
+@given(data_views())
+def test_moments_of_any_view_match_float64_reference(case):
+    import cnorm
+
+    shape, dtype, perm, steps, axis, offset, seed = case
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt.kind in "ui":
+        info = np.iinfo(dt)
+        base = rng.integers(max(info.min, -30000), min(info.max, 30000), shape, endpoint=True)
+    else:
+        base = offset + 3 * rng.standard_normal(shape)
+    x = base.astype(dt).transpose(perm)[tuple(slice(None, None, s) for s in steps)]
+    m = cnorm.Moments.from_array(x, channel_axis=axis)
+    xf = x.astype(np.float64)
+    xf = xf.reshape(-1, 1) if axis is None else np.moveaxis(xf, axis, -1).reshape(
+        -1, x.shape[axis])
+    assert m.count == xf.shape[0]
+    mean = xf.mean(axis=0)
+    var = ((xf - mean) ** 2).mean(axis=0)
+    std = np.sqrt(var)
+    assert np.all(np.abs(m.mean - mean) <= 1e-12 * (std + np.abs(mean)) + 1e-300)
+    assert np.all(np.abs(m.var - var) <= 1e-11 * var + 1e-300)
+    assert np.array_equal(m.min, xf.min(axis=0)) and np.array_equal(m.max, xf.max(axis=0))
+
+
+@given(data_views(), st.sampled_from(["float32", "float64"]))
+def test_standardizer_transform_of_any_view_matches_reference(case, out):
+    """The affine kernel through every route (dense, tile, strided) and layout."""
+    import cnorm
+
+    shape, dtype, perm, steps, axis, offset, seed = case
+    rng = np.random.default_rng(seed)
+    x = (offset + 3 * rng.standard_normal(shape)).astype(out)
+    x = x.transpose(perm)[tuple(slice(None, None, s) for s in steps)]
+    s = cnorm.Standardizer(channel_axis=axis)
+    if axis is not None and not -x.ndim <= axis < x.ndim:
+        return
+    s.fit(x)
+    y = s.transform(x)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    shp = [1] * x.ndim
+    if axis is not None:
+        shp[axis] = x.shape[axis]
+    ref = (x.astype(np.float64) - s.mean_.reshape(shp)) / s.scale_.reshape(shp)
+    tol = 1e-6 if out == "float32" else 1e-13
+    ratio = np.max(np.abs(s.mean_) / s.scale_)
+    assert np.max(np.abs(y - ref), initial=0) <= tol * max(1.0, ratio)
