@@ -4,6 +4,7 @@ Layers (torch.nn names and semantics): ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``G
 ``InstanceNorm1d/2d/3d``, ``RMSNorm``.
 Functional forms: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``,
 ``rms_norm``, each with a ``*_backward``; ``moments``.
+Training across processes: ``SyncBatchNorm`` over MPI (mpi4py, imported on first use).
 Preparing data: ``Moments``, ``Standardizer`` (a scikit-learn transformer; scikit-learn and
 dask are optional and imported only when it is first used), ``normalize_images``.
 Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
@@ -26,6 +27,7 @@ from .functional import (
 )
 from ._images import normalize_images
 from ._statistics import Moments
+from ._sync import SyncBatchNorm
 from .modules import (
     BatchNorm1d,
     BatchNorm2d,
@@ -43,7 +45,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
            "rms_norm", "rms_norm_backward", "moments",
-           "Moments", "Standardizer", "normalize_images",
+           "Moments", "Standardizer", "normalize_images", "SyncBatchNorm",
            "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
            "__version__"]
 

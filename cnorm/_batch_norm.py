@@ -9,17 +9,18 @@ from ._validate import as_float_array, check_channels, check_ndim, check_vectors
 
 
 def check_batch_norm(x, running_mean, running_var, weight, bias, training, update, *,
-                     dtype=None, ndims=2, num_features=None):
+                     dtype=None, ndims=2, num_features=None, local_batch=True):
     """Validate a batch-norm call once; returns (x, running_mean, running_var, weight, bias).
     ``update``: the running arrays will be written in place. The layers add their dtype,
-    ranks and channel count."""
+    ranks and channel count. ``local_batch=False``: the batch is one rank's part of a larger
+    one (SyncBatchNorm), so the one-value rule is the caller's."""
     x = as_float_array(x, dtype)
     check_ndim(x, ndims)
     check_channels(x, num_features, "num_features")
     running_mean, running_var, weight, bias = check_vectors(x, running_mean, running_var,
                                                             weight, bias, update)
     if training:
-        if x.size == x.shape[1]:  # torch's rule: batch statistics need two values
+        if local_batch and x.size == x.shape[1]:  # torch's rule: statistics need two values
             raise ValueError("Expected more than 1 value per channel when training, "
                              f"got input size {x.shape}")
     elif running_mean is None or running_var is None:

@@ -138,6 +138,28 @@ class Moments:
             return np.full_like(self._m2, np.nan)
         return self._m2 / (self.count - ddof)
 
+    def allreduce(self, comm=None):
+        """Replace these statistics by their merge over every rank of the mpi4py communicator
+        ``comm`` (None: COMM_WORLD, or this process alone without mpi4py), in rank order, so
+        that every rank holds the same bits; returns self. Ranks without data take part. A
+        channel count that differs between ranks raises ValueError on every rank and changes
+        nothing."""
+        from ._sync import world
+
+        comm = world(comm)
+        parts = comm.allgather((self.channels, self.count, self._mean, self._m2, self._min,
+                                self._max))
+        counts = sorted({p[0] for p in parts if p[0] is not None})
+        if len(counts) > 1:
+            raise ValueError(f"the ranks' statistics have different channel counts: "
+                             f"{[p[0] for p in parts]}")
+        merged = Moments(self.channel_axis)
+        for channels, n, mean, m2, mn, mx in parts:
+            if channels is not None:
+                merged._add(n, mean, m2, mn, mx)
+        self.__dict__.update(merged.__dict__)
+        return self
+
     def __repr__(self):
         return (f"Moments(channel_axis={self.channel_axis!r}, channels={self.channels}, "
                 f"count={self.count})")
