@@ -129,6 +129,23 @@ def check_case(ndim, dtype, momentum, affine, bias, channels_last, empty=False, 
     close(ye, bn(x)[mine], dtype, ("eval", what))
 
 
+def check_sub_communicator():
+    """comm=a sub-communicator from Split: the statistics of that group's batches only."""
+    sub = comm.Split(rank % 2, rank)
+    members = [r for r in range(size) if r % 2 == rank % 2]
+    rng = np.random.default_rng(5)
+    data = [rng.standard_normal((2 + r, 4, 6)) for r in range(size)]  # every rank's shard
+    layer = cnorm.SyncBatchNorm(4, dtype=np.float64, comm=sub)
+    y = layer(data[rank])
+    group = np.concatenate([data[r] for r in members])
+    ref = RefBatchNorm(4)
+    yr = ref.forward(group)
+    lo = sum(len(data[r]) for r in members if r < rank)
+    close(y, yr[lo:lo + len(data[rank])], np.float64, "sub-communicator")
+    close(layer.running_var, ref.running_var, np.float64, "sub-communicator running_var")
+    sub.Free()
+
+
 def check_bits_across_runs():
     outs = []
     for _ in range(2):
@@ -210,6 +227,7 @@ def main():
         check_case(4, dtype, 0.1, True, True, channels_last=False, empty=True)
         check_case(2, dtype, None, True, True, channels_last=False, empty=True)
     check_bits_across_runs()
+    check_sub_communicator()
     check_errors()
     check_moments()
     print(f"OK rank {rank} of {size}", flush=True)

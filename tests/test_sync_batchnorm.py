@@ -94,7 +94,8 @@ def test_under_mpi(ranks):
     """Each rank's y, dx, running statistics and summed parameter gradients against BatchNorm
     on the concatenated batch, the float64 reference and torch (float64 <= 1e-10, float32 <=
     2e-5): 2-5D, channels-last, momentum=None, affine/bias switches, unequal shards and an
-    empty one; identical bits on every rank and across runs; every error on every rank."""
+    empty one; a sub-communicator from Split; identical bits on every rank and across runs;
+    every error on every rank, with no state changed; Moments.allreduce."""
     out = run_mpi(ranks, os.path.join(HERE, "mpi_sync_check.py"))
     assert sorted(line for line in out.split() if line == "OK") == ["OK"] * ranks
 
