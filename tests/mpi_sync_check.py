@@ -1,8 +1,8 @@
 """Run under MPI (``mpiexec -n 2|3 python tests/mpi_sync_check.py``; test_sync_batchnorm.py
 launches it with a timeout). Every rank checks its SyncBatchNorm against BatchNorm on the
 concatenated batch, the float64 reference (reference.py) and torch when installed; then the
-error cases, bit-identity across ranks and runs, and Moments.allreduce. Prints "OK rank r";
-any failure aborts every rank at once (no rank is left waiting)."""
+error cases, bit-identity across ranks and runs, and Moments.allreduce. Rank 0 prints "ALL OK
+on ranks [...]"; any failure aborts every rank at once (no rank is left waiting)."""
 import os
 import sys
 import traceback
@@ -230,7 +230,9 @@ def main():
     check_sub_communicator()
     check_errors()
     check_moments()
-    print(f"OK rank {rank} of {size}", flush=True)
+    done = comm.gather(rank, root=0)  # every rank finished every check
+    if rank == 0:
+        print(f"ALL OK on ranks {done}", flush=True)
 
 
 if __name__ == "__main__":
