@@ -45,17 +45,24 @@ def world(comm):
     return MPI.COMM_WORLD
 
 
+_ERRORS = (ValueError, TypeError, RuntimeError)
+
+
 def agree(comm, error, *facts):
-    """Every rank passes its error (or None) and some facts; returns all ranks' facts. When any
-    rank failed, every rank raises the first failing rank's error type with its message."""
-    gathered = comm.allgather((None if error is None else (type(error), str(error)), facts))
-    for rank, (err, _) in enumerate(gathered):
-        if err is not None:
-            kind, message = err
-            if error is not None and rank == comm.rank:
-                raise error
-            raise kind(f"on rank {rank}: {message}")
-    return [f for _, f in gathered]
+    """Every rank passes its error (None, or one of _ERRORS) and some integer facts; returns
+    every rank's facts, a (size, len(facts)) array in rank order. When any rank failed, every
+    rank raises the first failing rank's error type with its message. One Allgather of a few
+    integers when all is well; the messages travel only when something failed."""
+    code = 0 if error is None else 1 + _ERRORS.index(type(error))
+    rows = np.empty((comm.size, 1 + len(facts)), dtype=np.int64)
+    comm.Allgather(np.array([code, *facts], dtype=np.int64), rows)
+    if rows[:, 0].any():
+        messages = comm.allgather(None if error is None else str(error))
+        bad = int(np.flatnonzero(rows[:, 0])[0])
+        if bad == comm.rank:
+            raise error
+        raise _ERRORS[rows[bad, 0] - 1](f"on rank {bad}: {messages[bad]}")
+    return rows[:, 1:]
 
 
 def gather_rows(comm, row):
@@ -80,7 +87,9 @@ class SyncContext(Context):
         self.has_bias = bias is not None
         C = x3.shape[1]
         count, mean, m2 = k.channel_stats(x3, _backend.threads())
-        local = np.concatenate([[count], np.nan_to_num(mean), np.nan_to_num(m2)])
+        local = np.zeros(1 + 2 * C)  # an empty shard: count 0 (and no NaN to carry)
+        if count:
+            local[0], local[1:C + 1], local[C + 1:] = count, mean, m2
         parts = gather_rows(comm, local)  # rank order: every rank merges the same bits
         self.total, self.mean, self.m2 = k.merge_stats(
             np.ascontiguousarray(parts[:, 0]), np.ascontiguousarray(parts[:, 1:C + 1]),
@@ -179,12 +188,11 @@ class SyncBatchNorm(_BatchNorm):
         except (ValueError, TypeError) as e:
             error = e
         facts = agree(comm, error, self.num_features, n)
-        if len({c for c, _ in facts}) > 1:
-            raise ValueError("num_features differs between ranks: "
-                             f"{[c for c, _ in facts]}")
-        if sum(m for _, m in facts) <= 1:  # torch's rule, on the union of the batches
+        if (facts[:, 0] != self.num_features).any():
+            raise ValueError(f"num_features differs between ranks: {facts[:, 0].tolist()}")
+        if facts[:, 1].sum() <= 1:  # torch's rule, on the union of the batches
             raise ValueError("Expected more than 1 value per channel when training, got "
-                             f"{sum(m for _, m in facts)} over {comm.size} ranks")
+                             f"{int(facts[:, 1].sum())} over {comm.size} ranks")
         ctx = SyncContext(comm, x, w, b, self.eps)
         if update:  # every rank moves its running statistics the same way
             self.num_batches_tracked += 1
