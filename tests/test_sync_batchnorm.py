@@ -118,3 +118,10 @@ def test_training_example_matches_one_process():
     out = run_mpi(2, os.path.join(ROOT, "examples", "train_mpi.py"), "--epochs", "3",
                   "--check")
     assert "matches the one-process run" in out
+
+
+@pytest.mark.parametrize("kw", [{}, dict(momentum=None, affine=False, track_running_stats=False),
+                                dict(eps=1e-3, bias=False)])
+def test_repr_is_torchs(kw):
+    torch = pytest.importorskip("torch")
+    assert repr(cnorm.SyncBatchNorm(64, **kw)) == repr(torch.nn.SyncBatchNorm(64, **kw))
