@@ -125,3 +125,20 @@ def test_training_example_matches_one_process():
 def test_repr_is_torchs(kw):
     torch = pytest.importorskip("torch")
     assert repr(cnorm.SyncBatchNorm(64, **kw)) == repr(torch.nn.SyncBatchNorm(64, **kw))
+
+
+def test_without_mpi4py_it_is_batch_norm():
+    code = """if True:
+        import sys
+        sys.modules["mpi4py"] = None  # import mpi4py now fails
+        import numpy as np, cnorm
+        x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
+        s, b = cnorm.SyncBatchNorm(3), cnorm.BatchNorm1d(3)
+        assert s(x).tobytes() == b(x).tobytes()
+        assert s.backward(x).tobytes() == b.backward(x).tobytes()
+        m = cnorm.Moments.from_array(x)
+        assert m.allreduce() is m and m.count == 20
+        print("ok")
+    """
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
