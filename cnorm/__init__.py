@@ -7,6 +7,7 @@ Functional forms: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_nor
 Training across processes: ``SyncBatchNorm`` over MPI (mpi4py, imported on first use).
 Preparing data: ``Moments``, ``Standardizer`` (a scikit-learn transformer; scikit-learn and
 dask are optional and imported only when it is first used), ``normalize_images``.
+Inference: ``fold_batch_norm`` (an eval-mode batch norm into the preceding layer's weights).
 Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
 ``show_config``.
 """
@@ -25,6 +26,7 @@ from .functional import (
     rms_norm,
     rms_norm_backward,
 )
+from ._fold import fold_batch_norm
 from ._images import normalize_images
 from ._statistics import Moments
 from ._sync import SyncBatchNorm
@@ -45,7 +47,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
            "rms_norm", "rms_norm_backward", "moments",
-           "Moments", "Standardizer", "normalize_images", "SyncBatchNorm",
+           "Moments", "Standardizer", "normalize_images", "SyncBatchNorm", "fold_batch_norm",
            "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
            "__version__"]
 

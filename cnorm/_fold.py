@@ -1,0 +1,48 @@
+"""``fold_batch_norm``: fold an eval-mode batch norm into the linear or convolution layer
+before it, as ``torch.nn.utils.fusion.fuse_conv_bn_weights`` does, so that inference skips
+the normalization."""
+import numpy as np
+
+from .modules import _BatchNorm
+
+
+def fold_batch_norm(weight, bias, bn):
+    """``(weight', bias')`` with ``x @ weight'.T + bias' == bn(x @ weight.T + bias)`` in eval
+    mode (and likewise for a convolution).
+
+    ``weight``: a linear ``(out, in)`` or convolution ``(out, in, *kernel)`` weight, out-channels
+    first; ``bias``: its bias of length ``out``, or None (a zero bias). ``bn``: a BatchNorm1d/
+    2d/3d or SyncBatchNorm with running statistics, in eval mode, whose ``num_features`` is
+    ``out``. Computed in float64 and returned in the dtypes of ``weight`` and of ``bias`` (the
+    weight's when None). A layer with an activation cannot be folded (``ValueError``).
+    """
+    if getattr(bn, "act", None) is not None:
+        raise ValueError(f"cannot fold {type(bn).__name__} with activation {bn.act!r}: only "
+                         "the normalization is linear")
+    if not isinstance(bn, _BatchNorm):
+        raise TypeError(f"expected a batch-norm layer, got {type(bn).__name__}")
+    if bn.training:
+        raise ValueError("fold an eval-mode batch norm (call bn.eval() first): in training "
+                         "it normalizes with batch statistics, which no weight can hold")
+    if bn.running_mean is None:
+        raise ValueError("the batch norm has no running statistics (track_running_stats="
+                         "False): it normalizes with batch statistics even in eval mode")
+    w = np.asarray(weight)
+    if w.ndim < 2 or w.dtype.kind != "f":
+        raise ValueError(f"expected a floating (out, in, ...) weight, got {w.dtype} of shape "
+                         f"{w.shape}")
+    C = bn.num_features
+    if w.shape[0] != C:
+        raise ValueError(f"weight has {w.shape[0]} output channels, the batch norm "
+                         f"{C} features")
+    b_dtype = w.dtype if bias is None else np.asarray(bias).dtype
+    b = np.zeros(C) if bias is None else np.asarray(bias, dtype=np.float64)
+    if b.shape != (C,):
+        raise ValueError(f"bias must have shape ({C},), got {b.shape}")
+    scale = 1.0 / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.astype(np.float64)
+    shift = 0.0 if bn.bias is None else bn.bias.astype(np.float64)
+    new_w = w.astype(np.float64) * scale.reshape((C,) + (1,) * (w.ndim - 1))
+    new_b = (b - bn.running_mean.astype(np.float64)) * scale + shift
+    return new_w.astype(w.dtype), new_b.astype(b_dtype)
