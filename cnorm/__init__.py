@@ -7,6 +7,8 @@ Functional forms: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_nor
 Training across processes: ``SyncBatchNorm`` over MPI (mpi4py, imported on first use).
 Preparing data: ``Moments``, ``Standardizer`` (a scikit-learn transformer; scikit-learn and
 dask are optional and imported only when it is first used), ``normalize_images``.
+Fused blocks: ``BatchNormAct1d/2d/3d``, ``GroupNormAct``, ``batch_norm_act``
+(act(norm(x) + residual) in one pass).
 Inference: ``fold_batch_norm`` (an eval-mode batch norm into the preceding layer's weights).
 Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
 ``show_config``.
@@ -25,6 +27,13 @@ from .functional import (
     moments,
     rms_norm,
     rms_norm_backward,
+)
+from ._blocks import (
+    BatchNormAct1d,
+    BatchNormAct2d,
+    BatchNormAct3d,
+    GroupNormAct,
+    batch_norm_act,
 )
 from ._fold import fold_batch_norm
 from ._images import normalize_images
@@ -48,6 +57,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
            "rms_norm", "rms_norm_backward", "moments",
            "Moments", "Standardizer", "normalize_images", "SyncBatchNorm", "fold_batch_norm",
+           "BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct", "batch_norm_act",
            "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
            "__version__"]
 

@@ -34,28 +34,31 @@ class BatchNormContext(Context):
     only (a functional backward)."""
 
     __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "weight", "has_bias",
-                 "batch_stats", "y")
+                 "batch_stats", "y", "block", "shift")
 
     def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
-                 compute_y=True):
+                 compute_y=True, block=None):
         k = _backend.kernels
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
         self.batch_stats = batch_stats
         self.weight = None if weight is None else weight.copy()  # as it was at forward time
         self.has_bias = bias is not None
+        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
+        self.shift = None if bias is None else bias.astype(np.float64)
         C = x3.shape[1]
         self.count = float(x3.shape[0] * x3.shape[2])
         self.mean, self.m2, self.invstd = np.empty((3, C))
         y3, self.y = layout.empty() if compute_y else (None, None)
+        epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y3)
         if batch_stats and compute_y:
             k.bn_forward_train(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2,
-                               self.invstd, _backend.threads())
+                               self.invstd, *epilogue, _backend.threads())
             return
         if not batch_stats and compute_y:
             k.bn_forward_eval(x3, contiguous(running_mean), contiguous(running_var),
                               self.weight, contiguous(bias), eps, y3, self.mean, self.invstd,
-                              _backend.threads())
+                              *epilogue, _backend.threads())
             self.m2 = None  # running statistics: no batch M2
             return
         if batch_stats:  # statistics only (a functional backward)
@@ -74,6 +77,12 @@ class BatchNormContext(Context):
                            factor)
 
     def _backward(self, dy):
+        if self.block is not None:  # through the activation and the residual first
+            C = self.mean.shape[0]
+            scale = self.invstd * (1.0 if self.weight is None else self.weight)
+            shift = np.zeros(C) if self.shift is None else self.shift
+            dy = self.block.grad(self.layout, self.x3, dy, self.mean[None], scale[None],
+                                 shift[None])
         dy3 = self.layout.view(dy)
         sdy, sdyx = np.empty((2, self.mean.shape[0]))
         dx3, dx = self.layout.empty()

@@ -56,18 +56,23 @@ def check_instance_norm(x, running_mean, running_var, weight, bias, use_input_st
 class GroupNormContext(Context):
     """A group-norm forward with the input's statistics, and what its backward needs."""
 
-    __slots__ = ("layout", "x4", "G", "mean", "m2", "invstd", "weight", "has_bias", "y")
+    __slots__ = ("layout", "x4", "G", "mean", "m2", "invstd", "weight", "has_bias", "y",
+                 "block", "shift")
 
-    def __init__(self, x, G, weight, bias, eps):
+    def __init__(self, x, G, weight, bias, eps, block=None):
         self.layout = layout = ChannelLayout(x, per_sample=True)
         self.x4 = x4 = layout.view(x)
         self.G = G
         self.weight = None if weight is None else weight.copy()  # as it was at forward time
         self.has_bias = bias is not None
+        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
+        self.shift = None if bias is None else bias.astype(np.float64)
         self.mean, self.m2, self.invstd = np.empty((3, x.shape[0], G))
         y4, self.y = layout.empty()
+        epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y4)
         _backend.kernels.group_forward(x4, G, self.weight, contiguous(bias), float(eps), y4,
-                                       self.mean, self.m2, self.invstd, _backend.threads())
+                                       self.mean, self.m2, self.invstd, *epilogue,
+                                       _backend.threads())
 
     def update_running(self, running_mean, running_var, factor):
         """Instance norm's running statistics (G = C), as torch keeps them: toward the batch
@@ -78,9 +83,14 @@ class GroupNormContext(Context):
                            (self.m2 / (S - 1)).mean(axis=0), 1.0, factor)
 
     def _backward(self, dy):
+        N, C = self.layout.shape[:2]
+        if self.block is not None:  # through the activation and the residual first
+            groups = np.arange(C) // (C // self.G)
+            scale = self.invstd[:, groups] * (1.0 if self.weight is None else self.weight)
+            shift = np.zeros((N, C)) + (0.0 if self.shift is None else self.shift)
+            dy = self.block.grad(self.layout, self.x4, dy, self.mean[:, groups], scale, shift)
         dy4 = self.layout.view(dy)
         dx4, dx = self.layout.empty()
-        N, C = self.layout.shape[:2]
         sdy, sdyx = np.empty((2, N, C))
         _backend.kernels.group_backward(self.x4, dy4, self.G, self.mean, self.invstd,
                                         self.weight, dx4, sdy, sdyx, _backend.threads())

@@ -168,9 +168,14 @@ class _BatchNorm(_NormBase):
         ``track_running_stats``, updates the running ones; eval mode uses the running
         statistics (or the batch's when ``track_running_stats=False``).
         """
+        return self._run(x)
+
+    def _run(self, x, block=None):
+        """The forward, with a fused block's epilogue (cnorm/_blocks.py) when given."""
         batch_stats = self.training or not self.track_running_stats
         update, (x, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats)
-        ctx = BatchNormContext(x, rm, rv, w, b, self.eps, batch_stats)
+        ctx = BatchNormContext(x, rm, rv, w, b, self.eps, batch_stats,
+                               block=None if block is None else block(x))
         if update:  # every check passed and the kernels ran: only now is state changed
             self.num_batches_tracked += 1
             ctx.update_running(rm, rv, 1.0 / float(self.num_batches_tracked)
@@ -327,6 +332,11 @@ class GroupNorm(_Module):
     def forward(self, x):
         """Normalize ``x`` (N, C, ...) per (sample, group); returns a new array in x's
         memory layout."""
+        return self._run(x)
+
+    def _run(self, x, block=None):
+        """The forward, with a fused block's epilogue (cnorm/_blocks.py) when given."""
         x, G, weight, bias = check_group_norm(x, self.num_groups, self.weight, self.bias,
                                               self.dtype, self.num_channels)
-        return self._ran(GroupNormContext(x, G, weight, bias, self.eps))
+        return self._ran(GroupNormContext(x, G, weight, bias, self.eps,
+                                          block=None if block is None else block(x)))

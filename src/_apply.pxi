@@ -13,6 +13,33 @@ cdef inline floating _epilogue(floating v) noexcept nogil:
     return v
 
 
+cdef void _act_run(floating *y, const floating *r, Py_ssize_t n, int act,
+                   double slope) noexcept nogil:
+    """The fused block's epilogue, in place on a run just written (still in cache):
+    y = act(y + r), each step rounded as torch's separate ops round (r NULL: no residual). The
+    activation is a switch outside the loops; silu and gelu (erf) are computed in double."""
+    cdef Py_ssize_t t
+    cdef floating s = <floating>slope
+    cdef double v
+    if r != NULL:
+        for t in range(n):
+            y[t] = y[t] + r[t]
+    if act == ACT_RELU:  # y < 0 is False for NaN: NaN propagates, as in torch
+        for t in range(n):
+            y[t] = 0 if y[t] < 0 else y[t]
+    elif act == ACT_LEAKY:
+        for t in range(n):
+            y[t] = y[t] * s if y[t] < 0 else y[t]
+    elif act == ACT_SILU:
+        for t in range(n):
+            v = y[t]
+            y[t] = <floating>(v / (1.0 + exp(-v)))
+    elif act == ACT_GELU:
+        for t in range(n):
+            v = y[t]
+            y[t] = <floating>(0.5 * v * (1.0 + erf(v * M_SQRT1_2)))
+
+
 cdef inline void _split(double mean, floating *hi, floating *lo) noexcept nogil:
     """hi + lo = mean in the data type, so (x - hi) - lo loses nothing for x near the mean."""
     hi[0] = <floating>mean
@@ -127,18 +154,25 @@ cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_s
 
 cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
-                 Py_ssize_t c1, int nt) noexcept nogil:
+                 Py_ssize_t c1, int nt, const floating *res, int act,
+                 double slope) noexcept nogil:
     """Forward (dy NULL) or backward (x NULL: fixed statistics) of an (outer, C, inner) array.
     Planar: channels [c0, c1) serially when that is not all of them, else all rows in
-    parallel; rows layout (inner == 1): all channels, rows in parallel."""
+    parallel; rows layout (inner == 1): all channels, rows in parallel. Forward only: ``res``
+    (laid out as x, or NULL) and ``act`` make the output act(norm(x) + res), each run finished
+    while in cache (_act_run)."""
     cdef Py_ssize_t r, c, o, off
     cdef int w = 4 if dy == NULL else 5
+    cdef bint tail = dy == NULL and (res != NULL or act != ACT_NONE)
     if inner > 1 and c1 - c0 < C:
         for o in range(outer):
             for c in range(c0, c1):
                 off = (o * C + c) * inner
                 if dy == NULL:
                     _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL)
+                    if tail:
+                        _act_run(out + off, res + off if res != NULL else NULL, inner, act,
+                                 slope)
                 else:
                     _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
                               coef + w * c, NULL, 0.0, NULL, NULL)
@@ -148,6 +182,8 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
             off = r * inner
             if dy == NULL:
                 _norm_run(x + off, out + off, inner, coef + w * (r % C), NULL, NULL)
+                if tail:
+                    _act_run(out + off, res + off if res != NULL else NULL, inner, act, slope)
             else:
                 _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
                           coef + w * (r % C), NULL, 0.0, NULL, NULL)
@@ -156,6 +192,8 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
         for o in prange(outer, schedule="static", num_threads=nt):
             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
                         out + o * C, C, coef)
+            if tail:
+                _act_run(out + o * C, res + o * C if res != NULL else NULL, C, act, slope)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,27 +212,31 @@ cdef inline bint _fused(Py_ssize_t run, Py_ssize_t G, int nt) noexcept nogil:
 cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
                          Py_ssize_t inner, Py_ssize_t Cg, Py_ssize_t g, double eps,
                          const floating *w, const floating *b, double *mean, double *m2,
-                         double *invstd, floating *coef) noexcept nogil:
+                         double *invstd, floating *coef, const floating *res, int act,
+                         double slope) noexcept nogil:
     _plane_stats(x, outer, C // Cg, Cg * inner, g, &mean[g], &m2[g])
     _fwd_coefs(coef, C, Cg, g, False, m2[g] / <double>(outer * Cg * inner), eps, mean, invstd,
                w, b)
-    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1)
+    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1, res,
+           act, slope)
 
 
 cdef int _forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
                   Py_ssize_t inner, Py_ssize_t Cg, double eps, const floating *w,
                   const floating *b, double *mean, double *m2, double *invstd, floating *coef,
-                  int nt) noexcept nogil:
-    """Training forward: per-group mean, M2, invstd and the output, on up to nt threads.
-    Channels-last groups of several channels: each channel's statistics (rows layout),
-    merged over the group in order. Returns -1 when out of memory."""
+                  int nt, const floating *res, int act, double slope) noexcept nogil:
+    """Training forward: per-group mean, M2, invstd and the output act(norm(x) + res) (res
+    NULL, act ACT_NONE: the norm alone), on up to nt threads. Channels-last groups of several
+    channels: each channel's statistics (rows layout), merged over the group in order.
+    Returns -1 when out of memory."""
     cdef Py_ssize_t G = C // Cg, g, c
     cdef double n
     cdef double *cs
     nt = _threads(outer * C * inner, _nchunks(outer, G, Cg * inner) * G, nt)
     if inner > 1 and _fused(Cg * inner, G, nt):
         for g in prange(G, schedule="static", num_threads=nt):
-            _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef)
+            _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef, res,
+                           act, slope)
         return 0
     if inner == 1 and Cg > 1:
         cs = <double *>malloc(2 * C * sizeof(double))
@@ -213,7 +255,7 @@ cdef int _forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C
     for g in range(G):
         _fwd_coefs(coef, C, Cg, g, inner == 1, m2[g] / <double>(outer * Cg * inner), eps, mean,
                    invstd, w, b)
-    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, 0, C, nt)
+    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, 0, C, nt, res, act, slope)
     return 0
 
 
@@ -229,7 +271,8 @@ cdef void _fused_backward(const floating *x, const floating *dy, floating *dx,
                        &s2[c])
     _bwd_coefs(coef, C, Cg, g, False, training, <double>(outer * Cg * inner), mean, invstd, w,
                s1, s2)
-    _apply(x if training else NULL, dy, dx, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1)
+    _apply(x if training else NULL, dy, dx, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1,
+           NULL, ACT_NONE, 0.0)
 
 
 cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,
@@ -262,5 +305,6 @@ cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize
     for g in range(G):
         _bwd_coefs(coef, C, Cg, g, inner == 1, training, <double>(outer * Cg * inner), mean,
                    invstd, w, s1, s2)
-    _apply(x if training else NULL, dy, dx, outer, C, inner, coef, 0, C, nt)
+    _apply(x if training else NULL, dy, dx, outer, C, inner, coef, 0, C, nt, NULL, ACT_NONE,
+           0.0)
     return 0

@@ -20,3 +20,10 @@ cdef enum:
                           # blocks (a chunk of such rows would not stay in cache)
     ROW_BLOCK = 8         # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
+
+cdef enum:  # the fused epilogue's activations (cnorm/_act.py names them)
+    ACT_NONE = 0
+    ACT_RELU = 1
+    ACT_LEAKY = 2
+    ACT_SILU = 3
+    ACT_GELU = 4

@@ -59,7 +59,7 @@ cdef int _coef_apply(const floating *x, const floating *dy, floating *out, Py_ss
         for c in range(C):
             _set_coef(coef, C, c, inner == 1, width, mean[c], a[c], b[c],
                       e[c] if width == 5 else 0.0)
-        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads)
+        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads, NULL, ACT_NONE, 0.0)
     free(coef)
     return 0
 

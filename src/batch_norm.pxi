@@ -4,8 +4,12 @@
 
 def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
                      const floating[::1] bias, double eps, floating[:, :, ::1] out,
-                     double[::1] mean, double[::1] m2, double[::1] invstd, int n_threads):
-    """Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``.
+                     double[::1] mean, double[::1] m2, double[::1] invstd,
+                     const floating[:, :, ::1] residual, int act, double slope,
+                     int n_threads):
+    """Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``,
+    or with ``residual`` (None or laid out as x) and ``act`` (ACT_*, ``slope`` for leaky
+    relu) the fused block ``act(that + residual)``.
 
     ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared
     deviations) and ``invstd = 1/sqrt(m2/count + eps)``; NaN for an empty batch.
@@ -24,7 +28,8 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
         err = _forward(&x[0, 0, 0], &out[0, 0, 0], outer, C, inner, 1, eps,
                        &weight[0] if weight is not None else NULL,
                        &bias[0] if bias is not None else NULL, &mean[0], &m2[0], &invstd[0],
-                       coef, n_threads)
+                       coef, n_threads, &residual[0, 0, 0] if residual is not None else NULL,
+                       act, slope)
     free(coef)
     if err:
         raise MemoryError()
@@ -33,9 +38,11 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
 def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,
                     const floating[::1] running_var, const floating[::1] weight,
                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
-                    double[::1] mean, double[::1] invstd, int n_threads):
-    """Eval forward with the running statistics, one pass over x. Writes ``mean`` (the running
-    mean in float64) and ``invstd = 1/sqrt(running_var + eps)`` for the backward."""
+                    double[::1] mean, double[::1] invstd, const floating[:, :, ::1] residual,
+                    int act, double slope, int n_threads):
+    """Eval forward with the running statistics, one pass over x (with ``residual`` and
+    ``act`` as in bn_forward_train). Writes ``mean`` (the running mean in float64) and
+    ``invstd = 1/sqrt(running_var + eps)`` for the backward."""
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
@@ -50,7 +57,8 @@ def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mea
                        b)
         if not empty:
             _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef,
-                   0, C, n_threads)
+                   0, C, n_threads, &residual[0, 0, 0] if residual is not None else NULL, act,
+                   slope)
     free(coef)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.float cimport DBL_MAX
-from libc.math cimport INFINITY, NAN, sqrt
+from libc.math cimport INFINITY, M_SQRT1_2, NAN, erf, exp, sqrt
 from libc.stdlib cimport calloc, free, malloc
 
 include "_config.pxi"

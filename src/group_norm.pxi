@@ -9,10 +9,10 @@
 def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] weight,
                   const floating[::1] bias, double eps, floating[:, :, :, ::1] out,
                   double[:, ::1] mean, double[:, ::1] m2, double[:, ::1] invstd,
-                  int n_threads):
+                  const floating[:, :, :, ::1] residual, int act, double slope, int n_threads):
     """Forward: per (sample, group) ``mean``, ``m2`` and ``invstd`` (N, G), and
-    ``out = (x - mean) * invstd * weight + bias`` per channel. ``weight`` / ``bias`` may be
-    None."""
+    ``out = (x - mean) * invstd * weight + bias`` per channel, or with ``residual`` and
+    ``act`` the fused block act(that + residual). ``weight`` / ``bias`` may be None."""
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
     cdef Py_ssize_t S = outer * C * inner, n
     cdef const floating *w = &weight[0] if weight is not None else NULL
@@ -28,18 +28,20 @@ def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[:
     cdef floating *coef = <floating *>malloc(4 * N * C * sizeof(floating))
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef floating *yp = &out[0, 0, 0, 0]
+    cdef const floating *rp = &residual[0, 0, 0, 0] if residual is not None else NULL
     if coef == NULL:
         raise MemoryError()
     with nogil:
         if nt > 1:
             for n in prange(N, schedule="static", num_threads=nt):
                 err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
-                                &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C, 1)
+                                &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C, 1,
+                                rp + n * S if rp != NULL else NULL, act, slope)
         else:
             for n in range(N):
                 err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
                                 &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C,
-                                n_threads)
+                                n_threads, rp + n * S if rp != NULL else NULL, act, slope)
     free(coef)
     if err:
         raise MemoryError()

@@ -9,13 +9,14 @@
 #   _moments   per-chunk moments, Chan's merge, whole-array statistics steps
 #   _apply     finalize, coefficients, output and gradient loops, the fused and split passes
 #   batch_norm, group_norm, row_norm: the op families' entry points
+#   act        the fused blocks' activation gradient
 #   _steps     the steps on their own (tests, composition)
 import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.float cimport DBL_MAX
-from libc.math cimport INFINITY, NAN, sqrt
+from libc.math cimport INFINITY, M_SQRT1_2, NAN, erf, exp, sqrt
 from libc.stdlib cimport calloc, free, malloc
 
 include "_config.pxi"
@@ -27,4 +28,5 @@ include "_apply.pxi"
 include "batch_norm.pxi"
 include "group_norm.pxi"
 include "row_norm.pxi"
+include "act.pxi"
 include "_steps.pxi"

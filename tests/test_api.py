@@ -24,7 +24,8 @@ API_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNor
              "group_norm_backward", "instance_norm", "instance_norm_backward", "rms_norm",
              "rms_norm_backward", "moments", "get_num_threads", "set_num_threads",
              "openmp_enabled", "show_config", "__version__", "Moments", "Standardizer",
-             "normalize_images", "SyncBatchNorm", "fold_batch_norm"}
+             "normalize_images", "SyncBatchNorm", "fold_batch_norm", "BatchNormAct1d",
+             "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct", "batch_norm_act"}
 
 
 def test_namespace_holds_the_api_and_no_stray_names():

@@ -311,6 +311,6 @@ def test_kernel_indices_are_64_bit_by_construction():
     src = "".join(open(os.path.join(src_dir, f)).read() for f in sorted(os.listdir(src_dir))
                   if f.endswith((".pxi", ".pyx")))
     allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width", "d", "nd", "found",
-               "*found", "kind", "in_kind", "out_kind", "ce"}  # ce: channels (1 or 3) for C
+               "*found", "kind", "in_kind", "out_kind", "ce", "act"}  # ce: 1 or 3; act: a code
     names = kernel_int_names(src)
     assert names and names <= allowed, names - allowed
