@@ -1,6 +1,7 @@
 """pytest-benchmark suite, data group: normalize_images against torch ops, OpenCV's
 blobFromImages and NumPy; Moments against NumPy's mean + std; Standardizer.transform against
-scikit-learn's StandardScaler (the cases of cnorm/_bench_data.py, as in the report).
+scikit-learn's StandardScaler; the fused norm + residual + relu blocks against torch's sequence
+under autograd and cnorm's unfused one (the cases of cnorm/_bench_data.py, as in the report).
 
     pytest bench/test_bench_data.py --benchmark-only
 """
@@ -17,7 +18,7 @@ CASES = [pytest.param(name, impl, id=f"{name}-{impl}")
 @pytest.mark.parametrize("name,impl", CASES)
 def test_data(benchmark, name, impl):
     try:
-        lib = None if impl == "numpy" else importlib.import_module(impl)
+        lib = None if impl == "numpy" else importlib.import_module(data.module_of(impl))
     except ImportError:
         pytest.skip(f"{impl} is not installed")
     fn = data.make_runner(impl, name, data.make_input(name), lib)

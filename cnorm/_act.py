@@ -45,8 +45,9 @@ class Block:
         return (None if self.r is None else layout.view(self.r)), self.code, self.slope
 
     def grad(self, layout, x_view, dy, mean, scale, shift):
-        """g = dy * act'(pre) in dy's user layout; sets grad_residual (a copy of g) when the
-        forward had a residual. mean, scale, shift: (N, C) float64 coefficients of the norm."""
+        """g = dy * act'(pre) in dy's user layout; sets grad_residual (g itself: the norm's
+        backward only reads it) when the forward had a residual. mean, scale, shift: (N, C)
+        float64 coefficients of the norm."""
         g_view, g = layout.empty()
         _backend.kernels.act_grad(
             as4(layout.view(dy)), None if self.y is None else as4(self.y), as4(x_view),
@@ -54,7 +55,7 @@ class Block:
             np.ascontiguousarray(mean), np.ascontiguousarray(scale),
             np.ascontiguousarray(shift), self.code, self.slope, as4(g_view), _backend.threads())
         if self.r is not None:
-            self.grad_residual = g.copy()
+            self.grad_residual = g
         return g
 
 

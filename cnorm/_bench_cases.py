@@ -241,7 +241,7 @@ def worker(impl, path=None):
     case: {"case": ["data", name, shape], ...}), {"copy": nbytes} and {"read": nbytes} (the
     stream-copy and read bandwidths, with cnorm's probes)."""
     try:
-        lib = _import(impl if impl != "copy" else "cnorm", path)
+        lib = _import(data_cases.module_of(impl) if impl != "copy" else "cnorm", path)
         copy = importlib.import_module("cnorm._stream") if impl == "copy" else None
     except ImportError as e:
         print(json.dumps({"unavailable": str(e)}), flush=True)

@@ -18,11 +18,24 @@ CASES = {
     "moments": ((64, 224, 224, 3), "uint8", ("cnorm", "numpy"), 1, "read", ("numpy",)),
     "standardize": ((4096, 512), "float32", ("cnorm", "sklearn", "numpy"), 2, "copy",
                     ("sklearn",)),
+    # fused blocks, forward + backward: at least x, r read and y written, then dy, y, x read
+    # and dx, grad_residual written
+    "bn_add_relu": ((32, 64, 56, 56), "float32", ("cnorm", "cnorm-unfused", "torch"), 8,
+                    "copy", ("torch",)),
+    "gn_add_relu": ((32, 64, 56, 56), "float32", ("cnorm", "cnorm-unfused", "torch"), 8,
+                    "copy", ("torch",)),
 }
 QUICK = {"normalize_images": (2, 32, 32, 3), "moments": (2, 32, 32, 3),
-         "standardize": (64, 16)}
+         "standardize": (64, 16), "bn_add_relu": (4, 64, 8, 8), "gn_add_relu": (4, 64, 8, 8)}
 LABELS = {"normalize_images": "uint8 NHWC -> float32 NCHW", "moments": "per-channel mean + std",
-          "standardize": "transform float32"}
+          "standardize": "transform float32",
+          "bn_add_relu": "BatchNorm2d + residual + relu, fwd + bwd",
+          "gn_add_relu": "GroupNorm(32) + residual + relu, fwd + bwd"}
+
+
+def module_of(impl):
+    """The module an implementation imports: "cnorm-unfused" is cnorm."""
+    return impl.split("-")[0]
 
 
 def make_input(name, shape=None):
@@ -37,7 +50,7 @@ def set_threads(impl, lib, n):
     """The library's own thread setting (NumPy and scikit-learn's transform run on one)."""
     if lib is None or impl == "copy":
         return
-    if impl in ("cnorm", "torch"):
+    if module_of(impl) in ("cnorm", "torch"):
         lib.set_num_threads(n)
     elif impl == "cv2":
         lib.setNumThreads(n)
@@ -48,6 +61,8 @@ def make_runner(impl, name, x, lib):
     sklearn or numpy; ``lib`` the imported module, None for numpy)."""
     if name == "normalize_images":
         return _normalize_runner(impl, x, lib)
+    if name in ("bn_add_relu", "gn_add_relu"):
+        return _block_runner(impl, name, x, lib)
     if name == "moments":
         if impl == "cnorm":
             return lambda: lib.Moments.from_array(x, channel_axis=-1).std
@@ -93,3 +108,29 @@ def _normalize_runner(impl, x, lib):
         y /= s32
         return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
     return numpy_run
+
+
+def _block_runner(impl, name, x, lib):
+    """A training step of norm -> + residual -> relu: cnorm's fused layer, cnorm's norm with
+    the add and relu in NumPy, or torch's sequence under autograd."""
+    rng = np.random.default_rng(1)
+    r = rng.standard_normal(x.shape, dtype=np.float32)
+    dy = rng.standard_normal(x.shape, dtype=np.float32)
+    C = x.shape[1]
+    if impl == "torch":
+        torch = lib
+        norm = torch.nn.GroupNorm(32, C) if name == "gn_add_relu" else torch.nn.BatchNorm2d(C)
+        xt = torch.from_numpy(x).requires_grad_()
+        rt = torch.from_numpy(r).requires_grad_()
+        dyt = torch.from_numpy(dy)
+        return lambda: torch.relu(norm(xt) + rt).backward(dyt)
+    if impl == "cnorm":
+        block = lib.GroupNormAct(32, C) if name == "gn_add_relu" else lib.BatchNormAct2d(C)
+        return lambda: (block(x, r), block.backward(dy), block.grad_residual)
+    norm = lib.GroupNorm(32, C) if name == "gn_add_relu" else lib.BatchNorm2d(C)
+
+    def unfused():
+        y = np.maximum(norm(x) + r, 0)
+        g = dy * (y > 0)  # the relu's gradient, which is also the residual's
+        return norm.backward(g), g
+    return unfused

@@ -250,7 +250,8 @@ def format_table(result):
 
 
 def _data_table(rows, probes):
-    tools = [t for t in ("torch", "cv2", "sklearn", "numpy") if any(t in r for r in rows)]
+    tools = [t for t in ("torch", "cv2", "sklearn", "numpy", "cnorm-unfused")
+             if any(t in r for r in rows)]
     head = ["case", "what", "shape", "thr", "cnorm ms"] + [f"{t} ms" for t in tools]
     head += ["vs target's rivals", "GB/s", "% of limit (DRAM)", "% of limit (same size)"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
@@ -338,7 +339,8 @@ def main(argv=None):
                    help="rounds of fresh processes per case and implementation (3)")
     p.add_argument("--cases", default="",
                    help="comma-separated case names to run (default: all), e.g. bn2d,ln; "
-                        "'data' for the data group (normalize_images, moments, standardize), "
+                        "'data' for the data group (normalize_images, moments, standardize, "
+                        "bn_add_relu, gn_add_relu), "
                         "'norms' for all the norms")
     p.add_argument("--baseline", metavar="DIR",
                    help="also time the cnorm installed in DIR (a before/after comparison)")
