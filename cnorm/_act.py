@@ -1,9 +1,6 @@
 """The fused blocks' epilogue: ``y = act(norm(x) + residual)``, computed by the norm kernels'
-apply step while each run is in cache, and its gradient ``g = dy * act'(pre)`` before the
-norm's own backward (which takes g as its output gradient)."""
-import numpy as np
-
-from . import _backend
+apply step while each run is in cache, and its gradient ``g = dy * act'(pre)``, made by the
+norm's backward kernels group by group before they differentiate through g."""
 from ._validate import as_float_array
 
 # codes of the kernels (src/_config.pxi)
@@ -15,11 +12,6 @@ def act_code(act):
     if act not in ACTS:
         raise ValueError(f"act must be one of {list(ACTS)}, got {act!r}")
     return ACTS[act]
-
-
-def as4(a):
-    """A kernel view as (N, outer, C, inner): batch norm's (outer, C, inner) is one sample."""
-    return a if a.ndim == 4 else a[None]
 
 
 class Block:
@@ -44,19 +36,15 @@ class Block:
         self.y = y_view
         return (None if self.r is None else layout.view(self.r)), self.code, self.slope
 
-    def grad(self, layout, x_view, dy, mean, scale, shift):
-        """g = dy * act'(pre) in dy's user layout; sets grad_residual (g itself: the norm's
-        backward only reads it) when the forward had a residual. mean, scale, shift: (N, C)
-        float64 coefficients of the norm."""
+    def kernel_grad_args(self, layout, shift):
+        """The backward kernels' epilogue arguments (y, residual, shift, act, slope, g) and
+        the user-facing g: the norm's backward writes g = dy * act'(pre) there and
+        differentiates through it; g is also the residual's gradient."""
         g_view, g = layout.empty()
-        _backend.kernels.act_grad(
-            as4(layout.view(dy)), None if self.y is None else as4(self.y), as4(x_view),
-            None if self.r is None else as4(layout.view(self.r)),
-            np.ascontiguousarray(mean), np.ascontiguousarray(scale),
-            np.ascontiguousarray(shift), self.code, self.slope, as4(g_view), _backend.threads())
         if self.r is not None:
             self.grad_residual = g
-        return g
+        r = None if self.r is None else layout.view(self.r)
+        return (self.y, r, shift, self.code, self.slope, g_view), g
 
 
 def no_block(x):

@@ -77,16 +77,13 @@ class BatchNormContext(Context):
                            factor)
 
     def _backward(self, dy):
-        if self.block is not None:  # through the activation and the residual first
-            C = self.mean.shape[0]
-            scale = self.invstd * (1.0 if self.weight is None else self.weight)
-            shift = np.zeros(C) if self.shift is None else self.shift
-            dy = self.block.grad(self.layout, self.x3, dy, self.mean[None], scale[None],
-                                 shift[None])
+        epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
+        if self.block is not None:
+            epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
         dy3 = self.layout.view(dy)
         sdy, sdyx = np.empty((2, self.mean.shape[0]))
         dx3, dx = self.layout.empty()
         _backend.kernels.bn_backward(self.x3, dy3, self.mean, self.invstd, self.weight,
                                      self.batch_stats, self.weight is not None or self.has_bias,
-                                     dx3, sdy, sdyx, _backend.threads())
+                                     dx3, sdy, sdyx, *epilogue, _backend.threads())
         return dx, self.invstd * sdyx, sdy

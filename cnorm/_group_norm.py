@@ -84,16 +84,15 @@ class GroupNormContext(Context):
 
     def _backward(self, dy):
         N, C = self.layout.shape[:2]
-        if self.block is not None:  # through the activation and the residual first
-            groups = np.arange(C) // (C // self.G)
-            scale = self.invstd[:, groups] * (1.0 if self.weight is None else self.weight)
-            shift = np.zeros((N, C)) + (0.0 if self.shift is None else self.shift)
-            dy = self.block.grad(self.layout, self.x4, dy, self.mean[:, groups], scale, shift)
+        epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
+        if self.block is not None:
+            epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
         dy4 = self.layout.view(dy)
         dx4, dx = self.layout.empty()
         sdy, sdyx = np.empty((2, N, C))
         _backend.kernels.group_backward(self.x4, dy4, self.G, self.mean, self.invstd,
-                                        self.weight, dx4, sdy, sdyx, _backend.threads())
+                                        self.weight, dx4, sdy, sdyx, *epilogue,
+                                        _backend.threads())
         gw = (np.repeat(self.invstd, C // self.G, axis=1) * sdyx).sum(axis=0)
         return dx, gw, sdy.sum(axis=0)
 

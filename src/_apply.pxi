@@ -263,8 +263,12 @@ cdef void _fused_backward(const floating *x, const floating *dy, floating *dx,
                           Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg,
                           Py_ssize_t g, bint training, bint need_sums, const double *mean,
                           const double *invstd, const floating *w, double *s1, double *s2,
-                          floating *coef) noexcept nogil:
+                          floating *coef, const Epi *epi) noexcept nogil:
     cdef Py_ssize_t c
+    if epi != NULL:  # a fused block: this group's g first, read from cache below
+        _act_grad_rows(x, dy, 0, outer, C, inner, Cg, g * Cg, (g + 1) * Cg, mean, invstd, w,
+                       epi)
+        dy = <const floating *>epi.g
     if need_sums:
         for c in range(g * Cg, (g + 1) * Cg):
             _plane_dot(x, dy, <const floating *>NULL, outer, C, inner, c, mean[g], &s1[c],
@@ -278,10 +282,13 @@ cdef void _fused_backward(const floating *x, const floating *dy, floating *dx,
 cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,
                    Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg, bint training,
                    bint need_sums, const double *mean, const double *invstd, const floating *w,
-                   double *s1, double *s2, floating *coef, int nt) noexcept nogil:
+                   double *s1, double *s2, floating *coef, int nt,
+                   const Epi *epi) noexcept nogil:
     """Backward: per-channel s1 = sum(dy), s2 = sum(dy * (x - mean)) (when ``need_sums`` or
     ``training``), then dx, on up to nt threads. ``training``: the statistics were the
-    batch's (differentiate through them). Returns -1 when out of memory."""
+    batch's (differentiate through them). ``epi`` (or NULL): a fused block's activation and
+    residual; dy is then the block's output gradient and g = dy * act'(pre) goes to epi.g,
+    group by group while in cache on the fused path. Returns -1 when out of memory."""
     cdef Py_ssize_t G = C // Cg, g, c
     cdef double *mc = NULL
     need_sums = need_sums or training
@@ -289,8 +296,12 @@ cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize
     if inner > 1 and _fused(inner, G, nt):
         for g in prange(G, schedule="static", num_threads=nt):
             _fused_backward(x, dy, dx, outer, C, inner, Cg, g, training, need_sums, mean,
-                            invstd, w, s1, s2, coef)
+                            invstd, w, s1, s2, coef, epi)
         return 0
+    if epi != NULL:  # the whole g first
+        _act_grad(x, dy, outer, C, inner, Cg, mean, invstd, w, epi,
+                  _threads(outer * C * inner, outer, nt))
+        dy = <const floating *>epi.g
     if need_sums:
         if Cg > 1:
             mc = <double *>malloc(C * sizeof(double))

@@ -1,7 +1,18 @@
-# The fused blocks' activation gradient: g = dy * act'(pre) with pre = norm(x) + residual, the
-# step between the block's output gradient and the norm's backward (which then takes g as its
-# dy). relu takes its mask from the forward's output (y > 0, as torch's relu backward); the
-# others recompute pre in double from x, the per-channel coefficients and the residual.
+# The fused blocks' activation gradient: g = dy * act'(pre), pre = norm(x) + residual, made
+# inside the norm's backward (see _backward in _apply.pxi): a group's slab at a time, so that
+# the norm's sums and dx read g from cache. relu takes its mask from the forward's output
+# (y > 0, as torch's relu backward); the others recompute pre in double from x, the
+# per-channel coefficients and the residual.
+
+
+cdef struct Epi:
+    # A fused block's backward epilogue; the pointers are of the data type, laid out as x.
+    const void *y        # the forward's output (relu's mask)
+    const void *r        # the residual, or NULL
+    const double *shift  # per-channel bias, or NULL
+    void *g              # where g goes (the residual's gradient, or a scratch array)
+    int act
+    double slope
 
 
 cdef inline double _act_slope(double p, int act, double slope) noexcept nogil:
@@ -16,38 +27,58 @@ cdef inline double _act_slope(double p, int act, double slope) noexcept nogil:
     return cdf + p * 0.3989422804014327 * exp(-0.5 * p * p)  # Phi(p) + p * phi(p)
 
 
-def act_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] y,
-             const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] residual,
-             const double[:, ::1] mean, const double[:, ::1] scale, const double[:, ::1] shift,
-             int act, double slope, floating[:, :, :, ::1] g, int n_threads):
-    """``g = dy * act'(pre)`` over an (N, outer, C, inner) view. relu: ``y`` (the forward's
-    output) gives the mask; otherwise ``pre = (x - mean) * scale + shift (+ residual)`` with
-    (N, C) coefficients. ``residual`` may be None. In parallel over (sample, outer) rows."""
-    cdef Py_ssize_t N = dy.shape[0], O = dy.shape[1], C = dy.shape[2], I = dy.shape[3]
-    cdef Py_ssize_t u, n, o, c, i, off
+cdef void _act_grad_run(const floating *dy, Py_ssize_t off, Py_ssize_t n, double mean,
+                        double scale, double shift, const floating *x,
+                        const Epi *e) noexcept nogil:
+    """g = dy * act'(pre) for the n values at ``off`` of one channel (planar run)."""
+    cdef Py_ssize_t i
+    cdef const floating *y = <const floating *>e.y + off
+    cdef const floating *r = <const floating *>e.r + off if e.r != NULL else NULL
+    cdef floating *g = <floating *>e.g + off
     cdef double p
-    cdef int nt = _threads(N * O * C * I, N * O, n_threads)
-    if dy.size == 0:
-        return
-    cdef const floating *dp = &dy[0, 0, 0, 0]
-    cdef floating *gp = &g[0, 0, 0, 0]
-    cdef const floating *yp = &y[0, 0, 0, 0] if y is not None else NULL
-    cdef const floating *xp = &x[0, 0, 0, 0] if x is not None else NULL
-    cdef const floating *rp = &residual[0, 0, 0, 0] if residual is not None else NULL
-    with nogil:
-        for u in prange(N * O, schedule="static", num_threads=nt):
-            n = u // O
-            for c in range(C):
-                off = (u * C + c) * I
-                if act == ACT_RELU:
-                    for i in range(I):
-                        gp[off + i] = dp[off + i] if yp[off + i] > 0 else 0
-                elif act == ACT_NONE:
-                    for i in range(I):
-                        gp[off + i] = dp[off + i]
-                else:
-                    for i in range(I):
-                        p = (<double>xp[off + i] - mean[n, c]) * scale[n, c] + shift[n, c]
-                        if rp != NULL:
-                            p = p + <double>rp[off + i]
-                        gp[off + i] = <floating>(<double>dp[off + i] * _act_slope(p, act, slope))
+    dy = dy + off
+    x = x + off
+    if e.act == ACT_RELU:
+        for i in range(n):
+            g[i] = dy[i] if y[i] > 0 else 0
+    elif e.act == ACT_NONE:
+        for i in range(n):
+            g[i] = dy[i]
+    else:
+        for i in range(n):
+            p = (<double>x[i] - mean) * scale + shift
+            if r != NULL:
+                p = p + <double>r[i]
+            g[i] = <floating>(<double>dy[i] * _act_slope(p, e.act, e.slope))
+
+
+cdef void _act_grad_rows(const floating *x, const floating *dy, Py_ssize_t o0, Py_ssize_t o1,
+                         Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg, Py_ssize_t c0,
+                         Py_ssize_t c1, const double *mean, const double *invstd,
+                         const floating *w, const Epi *e) noexcept nogil:
+    """g of channels [c0, c1) over outer rows [o0, o1) of an (outer, C, inner) array, into
+    e.g (the channels-last layout is inner == 1)."""
+    cdef Py_ssize_t o, c, k
+    for o in range(o0, o1):
+        for c in range(c0, c1):
+            k = c // Cg
+            _act_grad_run(dy, (o * C + c) * inner, inner, mean[k],
+                          invstd[k] * (<double>w[c] if w != NULL else 1.0),
+                          e.shift[c] if e.shift != NULL else 0.0, x, e)
+
+
+cdef void _act_grad(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+                    Py_ssize_t inner, Py_ssize_t Cg, const double *mean, const double *invstd,
+                    const floating *w, const Epi *e, int nt) noexcept nogil:
+    """g of every channel, outer rows in parallel on up to nt threads."""
+    cdef Py_ssize_t o
+    for o in prange(outer, schedule="static", num_threads=nt):
+        _act_grad_rows(x, dy, o, o + 1, C, inner, Cg, 0, C, mean, invstd, w, e)
+
+
+cdef Epi _epi(const void *y, const void *r, const double[::1] shift, void *g, int act,
+              double slope) noexcept:
+    cdef Epi e
+    e.y, e.r, e.g, e.act, e.slope = y, r, g, act, slope
+    e.shift = &shift[0] if shift is not None else NULL
+    return e

@@ -65,12 +65,17 @@ def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mea
 def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
                 const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
                 bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
-                double[::1] sum_dy_xmu, int n_threads):
+                double[::1] sum_dy_xmu, const floating[:, :, ::1] y,
+                const floating[:, :, ::1] residual, const double[::1] shift, int act,
+                double slope, floating[:, :, ::1] g, int n_threads):
     """Backward of batch norm: ``dx`` and the per-channel ``sum_dy``, ``sum_dy_xmu =
     sum(dy * (x - mean))`` for the parameter gradients.
 
     ``training``: the forward used batch statistics (differentiate through them); otherwise
     they were constants. ``need_sums`` False skips the sums (fixed statistics, no parameters).
+    A fused block (``g`` not None): ``dy`` is the block's output gradient; ``g = dy *
+    act'(pre)`` (``y``: the forward's output; ``residual``, ``shift`` = bias, or None) is
+    written to ``g`` and the sums and dx are those of g.
     """
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
     cdef int err = 0
@@ -79,13 +84,17 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     if x.size == 0:
         return
     cdef floating *coef = <floating *>malloc(5 * C * sizeof(floating))
+    cdef Epi e
+    if g is not None:
+        e = _epi(&y[0, 0, 0], &residual[0, 0, 0] if residual is not None else NULL, shift,
+                 &g[0, 0, 0], act, slope)
     if coef == NULL:
         raise MemoryError()
     with nogil:
         err = _backward(&x[0, 0, 0], &dy[0, 0, 0], &dx[0, 0, 0], outer, C, inner, 1, training,
                         need_sums, &mean[0], &invstd[0],
                         &weight[0] if weight is not None else NULL, &sum_dy[0],
-                        &sum_dy_xmu[0], coef, n_threads)
+                        &sum_dy_xmu[0], coef, n_threads, &e if g is not None else NULL)
     free(coef)
     if err:
         raise MemoryError()

@@ -50,9 +50,12 @@ def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[:
 def group_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                    Py_ssize_t G, const double[:, ::1] mean, const double[:, ::1] invstd,
                    const floating[::1] weight, floating[:, :, :, ::1] dx, double[:, ::1] sum_dy,
-                   double[:, ::1] sum_dy_xmu, int n_threads):
+                   double[:, ::1] sum_dy_xmu, const floating[:, :, :, ::1] y,
+                   const floating[:, :, :, ::1] residual, const double[::1] shift, int act,
+                   double slope, floating[:, :, :, ::1] g, int n_threads):
     """Backward of :func:`group_forward`: ``dx`` and the per (sample, channel) ``sum_dy`` and
-    ``sum_dy_xmu = sum(dy * (x - mean))`` (N, C) for the parameter gradients."""
+    ``sum_dy_xmu = sum(dy * (x - mean))`` (N, C) for the parameter gradients; with ``g`` the
+    fused block's, as in bn_backward."""
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
     cdef Py_ssize_t S = outer * C * inner, n
     cdef const floating *w = &weight[0] if weight is not None else NULL
@@ -65,19 +68,30 @@ def group_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef const floating *gp = &dy[0, 0, 0, 0]
     cdef floating *dp = &dx[0, 0, 0, 0]
-    if coef == NULL:
+    cdef Epi *epis = <Epi *>malloc(N * sizeof(Epi)) if g is not None else NULL
+    if coef == NULL or (g is not None and epis == NULL):
+        free(coef)
+        free(epis)
         raise MemoryError()
+    if g is not None:  # each sample's pointers
+        for n in range(N):
+            epis[n] = _epi(&y[n, 0, 0, 0],
+                           &residual[n, 0, 0, 0] if residual is not None else NULL, shift,
+                           &g[n, 0, 0, 0], act, slope)
     with nogil:
         if nt > 1:
             for n in prange(N, schedule="static", num_threads=nt):
                 err |= _backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, C // G,
                                  True, True, &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
-                                 &sum_dy_xmu[n, 0], coef + 5 * n * C, 1)
+                                 &sum_dy_xmu[n, 0], coef + 5 * n * C, 1,
+                                 epis + n if epis != NULL else NULL)
         else:
             for n in range(N):
                 err |= _backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, C // G,
                                  True, True, &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
-                                 &sum_dy_xmu[n, 0], coef + 5 * n * C, n_threads)
+                                 &sum_dy_xmu[n, 0], coef + 5 * n * C, n_threads,
+                                 epis + n if epis != NULL else NULL)
     free(coef)
+    free(epis)
     if err:
         raise MemoryError()

@@ -7,9 +7,9 @@
 #   _chunks    the chunk plan: the determinism contract
 #   _sums      lane sums, for x and for dy: the one summation loop
 #   _moments   per-chunk moments, Chan's merge, whole-array statistics steps
+#   act        the fused blocks' activation gradient (used by the backward passes)
 #   _apply     finalize, coefficients, output and gradient loops, the fused and split passes
 #   batch_norm, group_norm, row_norm: the op families' entry points
-#   act        the fused blocks' activation gradient
 #   _steps     the steps on their own (tests, composition)
 import numpy as np
 
@@ -24,9 +24,9 @@ include "_threads.pxi"
 include "_chunks.pxi"
 include "_sums.pxi"
 include "_moments.pxi"
+include "act.pxi"
 include "_apply.pxi"
 include "batch_norm.pxi"
 include "group_norm.pxi"
 include "row_norm.pxi"
-include "act.pxi"
 include "_steps.pxi"
