@@ -11,8 +11,9 @@ Each implementation runs in worker processes of its own, started fresh for every
 every case (``--rounds``, 3), and is timed in uninterrupted blocks; the implementations' blocks
 alternate in a rotating order and a figure is the median over the rounds. So no
 implementation's large temporaries, allocator state or caches disturb another's figure (or
-its own in a later case), and slow drift of a shared machine hits all of them alike. ``--verify-torch`` times torch once more alone, in a fresh process per case,
-and prints the ratio to the report's figure.
+its own in a later case), and slow drift of a shared machine hits all of them alike.
+``--verify-torch`` times torch once more alone, in a fresh process per case, and prints the
+ratio to the report's figure.
 """
 import argparse
 import json

@@ -19,7 +19,8 @@ static inline cn_f16 cn_float_f16(float x) {
 }
 #else  /* portable bit arithmetic, same results */
 static inline float cn_f16_float(cn_f16 h) {
-    uint32_t s = (uint32_t)(h.bits & 0x8000u) << 16, e = (h.bits >> 10) & 0x1fu, m = h.bits & 0x3ffu;
+    uint32_t s = (uint32_t)(h.bits & 0x8000u) << 16;
+    uint32_t e = (h.bits >> 10) & 0x1fu, m = h.bits & 0x3ffu;
     if (e == 0x1f) return cn_bits_float(s | 0x7f800000u | (m << 13));  /* Inf, NaN */
     if (e == 0) {  /* zero, subnormal: m * 2^-24 is exact in float */
         float v = (float)m * 5.9604644775390625e-08f; return s ? -v : v;
