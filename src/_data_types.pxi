@@ -13,6 +13,22 @@ cdef extern from "cnorm_half.h" nogil:
     cn_f16 cn_float_f16(float x)
     float cn_bf16_float(cn_bf16 h)
     cn_bf16 cn_float_bf16(float x)
+    void cn_f16_to_f32_n(const cn_f16 *src, float *dst, Py_ssize_t n)
+    void cn_f32_to_f16_n(const float *src, cn_f16 *dst, Py_ssize_t n)
+    void cn_bf16_to_f32_n(const cn_bf16 *src, float *dst, Py_ssize_t n)
+    void cn_f32_to_bf16_n(const float *src, cn_bf16 *dst, Py_ssize_t n)
+
+
+def half_conversions(const uint16_t[::1] f16, const uint16_t[::1] bf16, const float[::1] x,
+                     float[::1] f16_as_float, float[::1] bf16_as_float, uint16_t[::1] x_as_f16,
+                     uint16_t[::1] x_as_bf16):
+    """The run conversions of cnorm_half.h in this SIMD target (tests compare them with NumPy
+    and ml_dtypes): half bits -> float, and float -> half bits."""
+    with nogil:
+        cn_f16_to_f32_n(<const cn_f16 *>&f16[0], &f16_as_float[0], f16.shape[0])
+        cn_bf16_to_f32_n(<const cn_bf16 *>&bf16[0], &bf16_as_float[0], bf16.shape[0])
+        cn_f32_to_f16_n(&x[0], <cn_f16 *>&x_as_f16[0], x.shape[0])
+        cn_f32_to_bf16_n(&x[0], <cn_bf16 *>&x_as_bf16[0], x.shape[0])
 
 
 ctypedef fused pixel_t:   # input elements

@@ -3,8 +3,12 @@
    types tell them apart from uint16. Conversions round to nearest even and keep NaN a NaN. */
 #ifndef CNORM_HALF_H
 #define CNORM_HALF_H
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 typedef struct { uint16_t bits; } cn_f16;
 typedef struct { uint16_t bits; } cn_bf16;
@@ -50,5 +54,42 @@ static inline cn_bf16 cn_float_bf16(float x) {
     if ((u & 0x7fffffffu) > 0x7f800000u) h.bits = (uint16_t)((u >> 16) | 0x40u);  /* quiet NaN */
     else h.bits = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     return h;
+}
+
+/* Runs of n values, vectorized in each SIMD target: F16C (AVX2 target) and AVX-512 for float16,
+   plain integer arithmetic the compiler vectorizes for bfloat16. The same values as the scalar
+   conversions above (round to nearest even, NaN kept a NaN). */
+static inline void cn_f16_to_f32_n(const cn_f16 *src, float *dst, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+#elif defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++) dst[i] = cn_f16_float(src[i]);
+}
+
+static inline void cn_f32_to_f16_n(const float *src, cn_f16 *dst, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#elif defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) dst[i] = cn_float_f16(src[i]);
+}
+
+static inline void cn_bf16_to_f32_n(const cn_bf16 *src, float *dst, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) dst[i] = cn_bf16_float(src[i]);
+}
+
+static inline void cn_f32_to_bf16_n(const float *src, cn_bf16 *dst, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) dst[i] = cn_float_bf16(src[i]);
 }
 #endif

@@ -83,6 +83,24 @@ cdef void _rgb_planes(const pixel_t *x, Py_ssize_t n, const float *q, Py_ssize_t
             _put(&o2[-p], ((_flt(x[3 * p + 2]) - h2) - l2) * a2 + b2)
 
 
+cdef enum:
+    RGB_TILE = 512        # pixels per float16 step: three float runs of 2 KB, in L1
+
+
+cdef void _rgb_half(const pixel_t *x, Py_ssize_t n, const float *q, Py_ssize_t W,
+                    cn_f16 *o0, cn_f16 *o1, cn_f16 *o2, float *tile) noexcept nogil:
+    """_rgb_planes into float16 planes (step 1): float runs in an L1 tile, then converted a run
+    at a time by F16C (one conversion per value is not vectorized by the compiler)."""
+    cdef Py_ssize_t p0 = 0, m
+    while p0 < n:
+        m = min(RGB_TILE, n - p0)
+        _rgb_planes(x + 3 * p0, m, q, W, tile, tile + RGB_TILE, tile + 2 * RGB_TILE, 1)
+        cn_f32_to_f16_n(tile, o0 + p0, m)
+        cn_f32_to_f16_n(tile + RGB_TILE, o1 + p0, m)
+        cn_f32_to_f16_n(tile + 2 * RGB_TILE, o2 + p0, m)
+        p0 += m
+
+
 cdef int _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t g,
                       Py_ssize_t i0, Py_ssize_t i1, bint flip, const void *coef, char *scratch,
                       pixel_t *tag, out_t *otag) noexcept nogil:
@@ -100,6 +118,12 @@ cdef int _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t g,
     if (out_t is not double and x.C == 3 and x.inter and _dense(x, sizeof(pixel_t))
             and y.rs == sizeof(out_t)):  # RGB -> planes (float compute)
         yp = yr + ((y.L - i0 - 1) if flip else i0) * y.rs
+        if out_t is cn_f16:
+            if not flip:
+                _rgb_half(<const pixel_t *>(xr + i0 * x.rs), i1 - i0, <const float *>coef, W,
+                          <cn_f16 *>yp, <cn_f16 *>(yp + y.cs), <cn_f16 *>(yp + 2 * y.cs),
+                          <float *>scratch)
+                return 0
         _rgb_planes(<const pixel_t *>(xr + i0 * x.rs), i1 - i0, <const float *>coef, W,
                     <out_t *>yp, <out_t *>(yp + y.cs), <out_t *>(yp + 2 * y.cs),
                     -1 if flip else 1)
