@@ -45,7 +45,7 @@ class BatchNormContext(Context):
         self.weight = None if weight is None else weight.copy()  # as it was at forward time
         self.has_bias = bias is not None
         self.block = block  # a fused block's activation and residual (cnorm/_act.py)
-        self.shift = None if bias is None else bias.astype(np.float64)
+        self.shift = None if bias is None or block is None else bias.astype(np.float64)
         C = x3.shape[1]
         self.count = float(x3.shape[0] * x3.shape[2])
         self.mean, self.m2, self.invstd = np.empty((3, C))

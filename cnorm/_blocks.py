@@ -12,7 +12,7 @@ import numpy as np
 
 from ._act import Block, act_code
 from ._batch_norm import BatchNormContext, check_batch_norm
-from .modules import GroupNorm, _BatchNorm
+from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm
 
 
 class _Fused:
@@ -49,7 +49,10 @@ class _Fused:
         return f", act={self.act!r}{slope}"
 
 
-class _BatchNormAct(_Fused, _BatchNorm):
+class _BatchNormAct(_Fused):
+    """The constructor of the BatchNormAct layers, each a subclass of its BatchNorm (as timm's
+    BatchNormAct2d is of BatchNorm2d): the ranks and everything else come from there."""
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32, *, bias=True, act="relu",
                  negative_slope=0.01):
@@ -61,22 +64,16 @@ class _BatchNormAct(_Fused, _BatchNorm):
         return super().extra_repr() + self._act_repr()
 
 
-class BatchNormAct1d(_BatchNormAct):
+class BatchNormAct1d(_BatchNormAct, BatchNorm1d):
     """BatchNorm1d, then + residual, then the activation, in one pass: (N, C) or (N, C, L)."""
 
-    _ndims = (2, 3)
 
-
-class BatchNormAct2d(_BatchNormAct):
+class BatchNormAct2d(_BatchNormAct, BatchNorm2d):
     """BatchNorm2d, then + residual, then the activation, in one pass: (N, C, H, W)."""
 
-    _ndims = (4,)
 
-
-class BatchNormAct3d(_BatchNormAct):
+class BatchNormAct3d(_BatchNormAct, BatchNorm3d):
     """BatchNorm3d, then + residual, then the activation, in one pass: (N, C, D, H, W)."""
-
-    _ndims = (5,)
 
 
 class GroupNormAct(_Fused, GroupNorm):

@@ -66,7 +66,7 @@ class GroupNormContext(Context):
         self.weight = None if weight is None else weight.copy()  # as it was at forward time
         self.has_bias = bias is not None
         self.block = block  # a fused block's activation and residual (cnorm/_act.py)
-        self.shift = None if bias is None else bias.astype(np.float64)
+        self.shift = None if bias is None or block is None else bias.astype(np.float64)
         self.mean, self.m2, self.invstd = np.empty((3, x.shape[0], G))
         y4, self.y = layout.empty()
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y4)

@@ -202,17 +202,14 @@ class Standardizer(*_BASES):
             self._reset()
             self.n_features_in_ = m.channels
             return self._finish(m)
+        fitted = self._clone_empty()  # fitted apart: a failed fit changes nothing
         if isinstance(X, collections.abc.Iterator):
-            fitted = self._clone_empty()
             for batch in _progress(X, progress):
                 fitted.partial_fit(batch)
             if not hasattr(fitted, "_moments"):
                 raise ValueError("fit received an empty iterator: no batches")
-            self._reset()
-            self.__dict__.update({k: v for k, v in fitted.__dict__.items()
-                                  if k.endswith("_") or k == "_moments"})
-            return self
-        fitted = self._clone_empty().partial_fit(X)
+        else:
+            fitted.partial_fit(X)
         self._reset()
         self.__dict__.update({k: v for k, v in fitted.__dict__.items()
                               if k.endswith("_") or k == "_moments"})

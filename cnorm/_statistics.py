@@ -1,5 +1,6 @@
 """Dataset statistics: ``Moments``, per-channel count, mean, variance, min and max that stream
-over batches and merge across processes (Chan et al.'s pairwise update, in float64)."""
+over batches and merge across processes (Chan et al.'s pairwise update, in float64, by the
+kernels' merge step)."""
 import numpy as np
 
 from . import _backend
@@ -17,17 +18,6 @@ def batch_moments(x, kind, axis):
     (addr, shape, strides, C, cs), = views([x], axis)
     _backend.data.data_moments(addr, kind, shape, strides, C, cs, *stats, _backend.threads())
     return (count, *stats)
-
-
-def chan_merge(na, ma, Ma, nb, mb, Mb):
-    """Mean and M2 of the union of two partials (per channel arrays; counts are ints)."""
-    if nb == 0:
-        return ma, Ma
-    if na == 0:
-        return mb, Mb
-    tot = na + nb
-    d = mb - ma
-    return ma + d * (nb / tot), Ma + Mb + d * d * (na * nb / tot)
 
 
 class Moments:
@@ -105,10 +95,13 @@ class Moments:
             self._mean, self._m2, self._min, self._max = np.full((4, len(mean)), np.nan)
         if n == 0:
             return
-        self._mean, self._m2 = chan_merge(self.count, self._mean, self._m2, n, mean, m2)
-        if self.count:
+        if self.count:  # Chan's merge: the kernels' own (merge_stats), as for their chunks
+            _, mean, m2 = _backend.kernels.merge_stats(
+                np.array([self.count, n], np.float64), np.stack([self._mean, mean]),
+                np.stack([self._m2, m2]))
             mn, mx = np.minimum(self._min, mn), np.maximum(self._max, mx)
-        self._min, self._max = np.array(mn, dtype=np.float64), np.array(mx, dtype=np.float64)
+        self._mean, self._m2, self._min, self._max = (np.array(a, dtype=np.float64)
+                                                      for a in (mean, m2, mn, mx))
         self.count += n
 
     @property
