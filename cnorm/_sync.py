@@ -152,7 +152,8 @@ class SyncBatchNorm(_BatchNorm):
         statistics, mode). Containers (list, tuple, dict) are converted item by item, and an
         object holding layers as attributes has them replaced in place, as torch converts a
         module's children; anything else is returned as it is."""
-        if isinstance(layer, _BatchNorm) and not isinstance(layer, SyncBatchNorm):
+        if isinstance(layer, _BatchNorm) and not isinstance(layer, SyncBatchNorm) and \
+                not hasattr(layer, "act"):  # a fused block would lose its activation, residual
             new = cls(layer.num_features, layer.eps, layer.momentum, layer.affine,
                       layer.track_running_stats, layer.dtype, bias=layer.bias is not None,
                       comm=comm)

@@ -80,6 +80,13 @@ def test_convert_sync_batchnorm_keeps_the_state(rng):
     assert type(model.blocks[1]) is cnorm.LayerNorm
 
 
+def test_convert_leaves_fused_blocks_alone():
+    """A BatchNormAct layer is not a plain batch norm: converting it would drop its
+    activation and residual."""
+    block = cnorm.BatchNormAct2d(4, act="silu")
+    assert cnorm.SyncBatchNorm.convert_sync_batchnorm(block) is block
+
+
 def test_moments_allreduce_in_one_process(rng):
     x = rng.standard_normal((50, 4))
     m = cnorm.Moments.from_array(x)
