@@ -52,6 +52,27 @@ def module_for(target, family="_kernels"):
     return _load(target, family)
 
 
+# The kernels' specializations by data dtype: (storage type, compute type), src/_storage.pxi.
+SPECS = {"float32": ("float", "float"), "float64": ("double", "double"),
+         "float16": ("f16_t", "float"), "bfloat16": ("bf16_t", "float")}
+_specialized = {}
+
+
+def kernel(name, dtype, module=None):
+    """The norm kernel ``name`` specialized for data of ``dtype`` (in ``module``, by default the
+    selected target's): called directly, without the fused dispatcher's per-call type
+    search (which could not tell the compute type from None parameters)."""
+    module = kernels if module is None else module
+    key = (module.__name__, name, dtype)
+    fn = _specialized.get(key)
+    if fn is None:
+        fused = getattr(module, name)
+        storage, compute = SPECS[dtype.name]
+        two = "|" in next(iter(fused.__signatures__))
+        fn = _specialized[key] = fused[storage, compute] if two else fused[storage]
+    return fn
+
+
 def threads():
     """The thread count for a kernel called now (read at every call: OMP_NUM_THREADS,
     threadpoolctl and cnorm.set_num_threads all apply)."""

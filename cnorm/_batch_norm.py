@@ -38,7 +38,7 @@ class BatchNormContext(Context):
 
     def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
                  compute_y=True, block=None):
-        k = _backend.kernels
+        dt = x.dtype
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
         self.batch_stats = batch_stats
@@ -52,17 +52,19 @@ class BatchNormContext(Context):
         y3, self.y = layout.empty() if compute_y else (None, None)
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y3)
         if batch_stats and compute_y:
-            k.bn_forward_train(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2,
-                               self.invstd, *epilogue, _backend.threads())
+            kernel = _backend.kernel("bn_forward_train", dt)
+            kernel(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2, self.invstd,
+                   *epilogue, _backend.threads())
             return
         if not batch_stats and compute_y:
-            k.bn_forward_eval(x3, contiguous(running_mean), contiguous(running_var),
-                              self.weight, contiguous(bias), eps, y3, self.mean, self.invstd,
-                              *epilogue, _backend.threads())
+            kernel = _backend.kernel("bn_forward_eval", dt)
+            kernel(x3, contiguous(running_mean), contiguous(running_var), self.weight,
+                   contiguous(bias), eps, y3, self.mean, self.invstd, *epilogue,
+                   _backend.threads())
             self.m2 = None  # running statistics: no batch M2
             return
         if batch_stats:  # statistics only (a functional backward)
-            _, self.mean, self.m2 = k.channel_stats(x3, _backend.threads())
+            _, self.mean, self.m2 = _backend.kernel("channel_stats", dt)(x3, _backend.threads())
             var = self.m2 / self.count
         else:
             self.mean, var, self.m2 = (running_mean.astype(np.float64),
@@ -83,7 +85,8 @@ class BatchNormContext(Context):
         dy3 = self.layout.view(dy)
         sdy, sdyx = np.empty((2, self.mean.shape[0]))
         dx3, dx = self.layout.empty()
-        _backend.kernels.bn_backward(self.x3, dy3, self.mean, self.invstd, self.weight,
-                                     self.batch_stats, self.weight is not None or self.has_bias,
-                                     dx3, sdy, sdyx, *epilogue, _backend.threads())
+        kernel = _backend.kernel("bn_backward", self.layout.dtype)
+        kernel(self.x3, dy3, self.mean, self.invstd, self.weight, self.batch_stats,
+               self.weight is not None or self.has_bias, dx3, sdy, sdyx, *epilogue,
+               _backend.threads())
         return dx, self.invstd * sdyx, sdy

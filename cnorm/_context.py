@@ -3,7 +3,7 @@ the parameter gradients, and the running-statistics update."""
 import numpy as np
 
 from . import _backend
-from ._validate import as_float_array
+from ._validate import as_float_array, param_dtype
 
 
 class Context:
@@ -15,15 +15,16 @@ class Context:
 
     def backward(self, grad_output):
         """Returns ``(dx, grad_weight, grad_bias)``: the parameter gradients in the input's
-        dtype, None where the parameter does not exist."""
+        parameter dtype (float32 for half data), None where the parameter does not exist."""
         layout = self.layout
         dy = as_float_array(grad_output, layout.dtype, what="grad_output")
         if dy.shape != layout.shape:
             raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
                              f"shape {layout.shape}")
         dx, gw, gb = self._backward(dy)
-        return (dx, None if self.weight is None else gw.astype(layout.dtype),
-                gb.astype(layout.dtype) if self.has_bias else None)
+        pdt = param_dtype(layout.dtype)
+        return (dx, None if self.weight is None else gw.astype(pdt),
+                gb.astype(pdt) if self.has_bias else None)
 
 
 def update_running(running_mean, running_var, mean, m2, divisor, factor):

@@ -15,6 +15,7 @@ from ._validate import (
     check_ndim,
     check_vector,
     check_vectors,
+    param_dtype,
     positive_int,
 )
 
@@ -27,8 +28,8 @@ def check_group_norm(x, num_groups, weight, bias, dtype=None, num_channels=None)
     G, C = positive_int(num_groups, "num_groups"), x.shape[1]
     if C % G:
         raise ValueError(f"the input's {C} channels must be divisible by num_groups ({G})")
-    return x, G, check_vector(weight, C, x.dtype, "weight"), check_vector(bias, C, x.dtype,
-                                                                           "bias")
+    pdt = param_dtype(x.dtype)
+    return x, G, check_vector(weight, C, pdt, "weight"), check_vector(bias, C, pdt, "bias")
 
 
 def check_instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, update,
@@ -70,9 +71,9 @@ class GroupNormContext(Context):
         self.mean, self.m2, self.invstd = np.empty((3, x.shape[0], G))
         y4, self.y = layout.empty()
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y4)
-        _backend.kernels.group_forward(x4, G, self.weight, contiguous(bias), float(eps), y4,
-                                       self.mean, self.m2, self.invstd, *epilogue,
-                                       _backend.threads())
+        kernel = _backend.kernel("group_forward", x.dtype)
+        kernel(x4, G, self.weight, contiguous(bias), float(eps), y4, self.mean, self.m2,
+               self.invstd, *epilogue, _backend.threads())
 
     def update_running(self, running_mean, running_var, factor):
         """Instance norm's running statistics (G = C), as torch keeps them: toward the batch
@@ -90,9 +91,9 @@ class GroupNormContext(Context):
         dy4 = self.layout.view(dy)
         dx4, dx = self.layout.empty()
         sdy, sdyx = np.empty((2, N, C))
-        _backend.kernels.group_backward(self.x4, dy4, self.G, self.mean, self.invstd,
-                                        self.weight, dx4, sdy, sdyx, *epilogue,
-                                        _backend.threads())
+        kernel = _backend.kernel("group_backward", self.layout.dtype)
+        kernel(self.x4, dy4, self.G, self.mean, self.invstd, self.weight, dx4, sdy, sdyx,
+               *epilogue, _backend.threads())
         gw = (np.repeat(self.invstd, C // self.G, axis=1) * sdyx).sum(axis=0)
         return dx, gw, sdy.sum(axis=0)
 

@@ -4,6 +4,16 @@ from math import prod
 import numpy as np
 
 
+# The kernels' integer views of 2-byte floats (src/_storage.pxi): distinct types, so that each
+# gets its own specialization.
+STORAGE = {"float16": np.uint16, "bfloat16": np.int16}
+
+
+def storage(a):
+    """``a`` as the kernels take it: half-precision data as its integer bits (a view)."""
+    return a if a.dtype.itemsize > 2 else a.view(STORAGE[a.dtype.name])
+
+
 def contiguous(v):
     """``v`` itself when None or C-contiguous (the kernels' vectors), else a contiguous copy."""
     return v if v is None or v.flags.c_contiguous else np.ascontiguousarray(v)
@@ -43,15 +53,15 @@ class ChannelLayout:
         when ``a`` is not already in this memory layout."""
         if self.channels_last:
             a = np.moveaxis(a, 1, -1)
-        return np.ascontiguousarray(a).reshape(self.kshape)
+        return storage(np.ascontiguousarray(a).reshape(self.kshape))
 
     def empty(self):
         """A new output: returns ``(out3, out)``, the kernel view and the user-facing array."""
         if self.channels_last:
             t = np.empty(self.shape[:1] + self.shape[2:] + self.shape[1:2], dtype=self.dtype)
-            return t.reshape(self.kshape), np.moveaxis(t, -1, 1)
+            return storage(t.reshape(self.kshape)), np.moveaxis(t, -1, 1)
         out = np.empty(self.shape, dtype=self.dtype)
-        return out.reshape(self.kshape), out
+        return storage(out.reshape(self.kshape)), out
 
 
 class RowLayout:
@@ -68,11 +78,11 @@ class RowLayout:
         self.channels_last = is_channels_last(x)
 
     def view(self, a):
-        return np.ascontiguousarray(a).reshape(self.rl)
+        return storage(np.ascontiguousarray(a).reshape(self.rl))
 
     def empty(self):
         out = np.empty(self.shape, dtype=self.dtype)
-        return out.reshape(self.rl), out
+        return storage(out.reshape(self.rl)), out
 
     def restore(self, out):
         if not self.channels_last:

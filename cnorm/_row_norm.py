@@ -5,7 +5,7 @@ import numpy as np
 from . import _backend
 from ._context import Context
 from ._layout import RowLayout
-from ._validate import as_float_array, check_vector, normalized_shape
+from ._validate import as_float_array, check_vector, normalized_shape, param_dtype
 
 
 def check_row_norm(x, shape, weight, bias, dtype=None):
@@ -15,13 +15,15 @@ def check_row_norm(x, shape, weight, bias, dtype=None):
     if x.ndim < len(ns) or x.shape[x.ndim - len(ns):] != ns:
         raise ValueError(f"expected input with shape (*, {', '.join(map(str, ns))}) to match "
                          f"normalized_shape {ns}, got input of shape {x.shape}")
-    return x, ns, check_vector(weight, ns, x.dtype, "weight"), check_vector(bias, ns, x.dtype,
-                                                                             "bias")
+    pdt = param_dtype(x.dtype)
+    return x, ns, check_vector(weight, ns, pdt, "weight"), check_vector(bias, ns, pdt, "bias")
 
 
 def rms_eps(eps, dtype):
     """RMSNorm's eps=None: the machine epsilon of the data type, as torch."""
-    return float(np.finfo(dtype).eps) if eps is None else float(eps)
+    if eps is not None:
+        return float(eps)
+    return 2.0 ** -7 if dtype.name == "bfloat16" else float(np.finfo(dtype).eps)  # 8-bit mantissa
 
 
 class RowNormContext(Context):
@@ -39,16 +41,16 @@ class RowNormContext(Context):
         self.rms = rms
         self.mean, self.invstd = np.empty((2, x2.shape[0]))
         y2, y = layout.empty()
-        _backend.kernels.row_forward(x2, self.weight, None if bias is None else np.ravel(bias),
-                                     float(eps), rms, y2, self.mean, self.invstd,
-                                     _backend.threads())
+        kernel = _backend.kernel("row_forward", x.dtype)
+        kernel(x2, self.weight, None if bias is None else np.ravel(bias), float(eps), rms, y2,
+               self.mean, self.invstd, _backend.threads())
         self.y = layout.restore(y)
 
     def _backward(self, dy):
         dy2 = self.layout.view(dy)
         dx2, dx = self.layout.empty()
         gw, gb = np.empty((2, self.x2.shape[1]))
-        _backend.kernels.row_backward(self.x2, dy2, self.mean, self.invstd, self.weight,
-                                      self.rms, self.weight is not None or self.has_bias, dx2,
-                                      gw, gb, _backend.threads())
+        kernel = _backend.kernel("row_backward", self.layout.dtype)
+        kernel(self.x2, dy2, self.mean, self.invstd, self.weight, self.rms,
+               self.weight is not None or self.has_bias, dx2, gw, gb, _backend.threads())
         return self.layout.restore(dx), gw.reshape(self.pshape), gb.reshape(self.pshape)

@@ -86,7 +86,7 @@ class SyncContext(Context):
         self.weight = None if weight is None else weight.copy()  # as it was at forward time
         self.has_bias = bias is not None
         C = x3.shape[1]
-        count, mean, m2 = k.channel_stats(x3, _backend.threads())
+        count, mean, m2 = _backend.kernel("channel_stats", x.dtype)(x3, _backend.threads())
         local = np.zeros(1 + 2 * C)  # an empty shard: count 0 (and no NaN to carry)
         if count:
             local[0], local[1:C + 1], local[C + 1:] = count, mean, m2
@@ -98,16 +98,17 @@ class SyncContext(Context):
         scale = self.invstd * (1.0 if weight is None else weight.astype(np.float64))
         shift = np.zeros(C) if bias is None else bias.astype(np.float64)
         y3, self.y = layout.empty()
-        k.normalize(x3, self.mean, scale, shift, y3, _backend.threads())
+        _backend.kernel("normalize", x.dtype)(x3, self.mean, scale, shift, y3,
+                                              _backend.threads())
 
     def update_running(self, running_mean, running_var, factor):
         """The running statistics toward the union's, the same on every rank."""
         update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor)
 
     def _backward(self, dy):
-        k = _backend.kernels
         dy3 = self.layout.view(dy)
-        s1, s2 = k.backward_sums(self.x3, dy3, self.mean, _backend.threads())
+        dt = self.layout.dtype
+        s1, s2 = _backend.kernel("backward_sums", dt)(self.x3, dy3, self.mean, _backend.threads())
         C = s1.shape[0]
         sums = gather_rows(self.comm, np.concatenate([s1, s2]))
         S1, S2 = np.zeros(C), np.zeros(C)
@@ -120,7 +121,8 @@ class SyncContext(Context):
         k2 = -inv * inv * inv * (w * S2) / M
         k3 = -inv * (w * S1) / M
         dx3, dx = self.layout.empty()
-        k.backward_apply(self.x3, dy3, self.mean, k1, k2, k3, dx3, True, _backend.threads())
+        _backend.kernel("backward_apply", dt)(self.x3, dy3, self.mean, k1, k2, k3, dx3, True,
+                                              _backend.threads())
         return dx, self.invstd * s2, s1  # this rank's parameter gradients
 
 

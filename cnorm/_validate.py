@@ -3,13 +3,27 @@ import numbers
 
 import numpy as np
 
-FLOAT_TYPES = (np.float32, np.float64)
+FLOAT_NAMES = ("float32", "float64", "float16", "bfloat16")  # bfloat16: ml_dtypes' type
+HALF_NAMES = ("float16", "bfloat16")
+
+
+def is_half(dtype):
+    """True for the 2-byte storage types, float16 and ml_dtypes.bfloat16 (computed in float32,
+    with float32 parameters and statistics)."""
+    return dtype.name in HALF_NAMES
+
+
+def param_dtype(dtype):
+    """The dtype of a layer's parameters, running statistics and parameter gradients: float32
+    for half-precision data, else the data's own."""
+    return np.dtype(np.float32) if is_half(dtype) else dtype
 
 
 def as_float_array(x, dtype=None, what="input"):
     """Return ``x`` as an ndarray of native byte order, raising TypeError on a wrong dtype.
 
-    ``dtype`` is the required dtype (a layer's); ``None`` accepts float32 or float64.
+    ``dtype`` is the required dtype (a layer's); ``None`` accepts float32, float64, float16
+    or bfloat16.
     Byte-swapped arrays of the right type are converted (a copy), nothing else is.
     """
     if type(x) is np.ndarray and x.dtype is dtype:  # the common case, checked cheaply
@@ -19,8 +33,9 @@ def as_float_array(x, dtype=None, what="input"):
         dtype = np.dtype(dtype)
         if x.dtype.type is not dtype.type:
             raise TypeError(f"expected {what} of dtype {dtype.name}, got {x.dtype.name}")
-    elif x.dtype.type not in FLOAT_TYPES:
-        raise TypeError(f"expected {what} of dtype float32 or float64, got {x.dtype.name}")
+    elif x.dtype.name not in FLOAT_NAMES:
+        raise TypeError(f"expected {what} of dtype float32, float64, float16 or bfloat16, got "
+                        f"{x.dtype.name}")
     if not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))
     return x
@@ -45,7 +60,8 @@ def check_channels(x, expected, name):
 
 def check_vector(v, shape, dtype, name, writeable=False):
     """A per-channel parameter or statistic (``shape`` an int C) or LayerNorm's parameters
-    (``shape`` = normalized_shape): None, or an array of that shape and the data's dtype."""
+    (``shape`` = normalized_shape): None, or an array of that shape and ``dtype`` (the data's
+    :func:`param_dtype`)."""
     want = shape if isinstance(shape, tuple) else (shape,)
     if v is None or (type(v) is np.ndarray and v.dtype is dtype and v.shape == want
                      and (v.flags.writeable or not writeable)):
@@ -61,9 +77,9 @@ def check_vector(v, shape, dtype, name, writeable=False):
 
 
 def check_vectors(x, running_mean, running_var, weight, bias, update):
-    """Per-channel statistics and parameters of x: (C,) arrays of x's dtype, or None; the
-    running ones writeable when ``update``."""
-    C, dt = x.shape[1], x.dtype
+    """Per-channel statistics and parameters of x: (C,) arrays of x's parameter dtype, or
+    None; the running ones writeable when ``update``."""
+    C, dt = x.shape[1], param_dtype(x.dtype)
     return (check_vector(running_mean, C, dt, "running_mean", writeable=update),
             check_vector(running_var, C, dt, "running_var", writeable=update),
             check_vector(weight, C, dt, "weight"), check_vector(bias, C, dt, "bias"))
@@ -77,8 +93,8 @@ def positive_int(value, name):
 
 def layer_dtype(dtype):
     dt = np.dtype(dtype)
-    if dt.type not in FLOAT_TYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt.name}")
+    if dt.name not in FLOAT_NAMES:
+        raise TypeError(f"dtype must be float32, float64, float16 or bfloat16, got {dt.name}")
     return dt
 
 

@@ -18,7 +18,8 @@ from ._group_norm import (
     instance_norm_context,
 )
 from ._row_norm import RowNormContext, check_row_norm, rms_eps
-from ._validate import as_float_array
+from ._layout import storage
+from ._validate import as_float_array, param_dtype
 
 __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
@@ -68,7 +69,8 @@ def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, 
     are constants. Nothing is updated.
 
     Returns ``(dx, grad_weight, grad_bias)``: ``dx`` shaped like ``x`` in its memory layout,
-    the parameter gradients of x's dtype, or None where ``weight`` / ``bias`` is None.
+    the parameter gradients (float32 for half data; else of x's dtype), or None where
+    ``weight`` / ``bias`` is None.
     """
     x, running_mean, running_var, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=False)
@@ -79,8 +81,8 @@ def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, 
 def moments(x, axis):
     """Mean and biased variance of ``x`` over ``axis`` (an int, a tuple of ints, or None).
 
-    Returns ``(mean, var)`` of x's dtype (float32 or float64), shaped like ``x`` without the
-    reduced axes. Accumulated in float64 around a shift, in fixed-order chunks: accurate for
+    Returns ``(mean, var)`` of x's dtype (float32 or float64; float32 for float16 and bfloat16
+    data, as the layers' statistics), shaped like ``x`` without the reduced axes. Accumulated in float64 around a shift, in fixed-order chunks: accurate for
     data with a large offset and bit-identical for any thread count. An empty reduction gives
     NaN.
     """
@@ -97,11 +99,12 @@ def moments(x, axis):
         x3 = x.transpose(red + kept).reshape(R, K, 1)
     else:
         x3 = np.ascontiguousarray(x.transpose(kept + red)).reshape(1, K, R)
-    n, mean, m2 = _backend.kernels.channel_stats(x3, _backend.threads())
+    n, mean, m2 = _backend.kernel("channel_stats", x.dtype)(storage(x3), _backend.threads())
     with np.errstate(invalid="ignore", divide="ignore"):
         var = m2 / n
     shape = tuple(x.shape[a] for a in kept)
-    return mean.astype(x.dtype).reshape(shape), var.astype(x.dtype).reshape(shape)
+    dt = param_dtype(x.dtype)
+    return mean.astype(dt).reshape(shape), var.astype(dt).reshape(shape)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):

@@ -17,7 +17,7 @@ from ._group_norm import (
     instance_norm_context,
 )
 from ._row_norm import RowNormContext, check_row_norm, rms_eps
-from ._validate import layer_dtype, normalized_shape, positive_int
+from ._validate import layer_dtype, normalized_shape, param_dtype, positive_int
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
@@ -31,6 +31,7 @@ class _Module:
 
     def __init__(self, dtype):
         self.dtype = layer_dtype(dtype)
+        self._pdtype = param_dtype(self.dtype)  # parameters and statistics: float32 for halves
         self.training = True
         self.grad_weight = None
         self.grad_bias = None
@@ -123,11 +124,11 @@ class _NormBase(_Module):
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.weight = np.ones(C, self.dtype) if self.affine else None
-        self.bias = np.zeros(C, self.dtype) if self.affine and bias else None
+        self.weight = np.ones(C, self._pdtype) if self.affine else None
+        self.bias = np.zeros(C, self._pdtype) if self.affine and bias else None
         if self.track_running_stats:
-            self.running_mean = np.zeros(C, self.dtype)
-            self.running_var = np.ones(C, self.dtype)
+            self.running_mean = np.zeros(C, self._pdtype)
+            self.running_var = np.ones(C, self._pdtype)
             self.num_batches_tracked = np.array(0, dtype=np.int64)
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
@@ -266,8 +267,8 @@ class _RowNorm(_Module):
         self.normalized_shape = ns = normalized_shape(shape)
         self.eps = None if eps is None else float(eps)
         self.elementwise_affine = bool(elementwise_affine)
-        self.weight = np.ones(ns, self.dtype) if self.elementwise_affine else None
-        self.bias = np.zeros(ns, self.dtype) if self.elementwise_affine and bias else None
+        self.weight = np.ones(ns, self._pdtype) if self.elementwise_affine else None
+        self.bias = np.zeros(ns, self._pdtype) if self.elementwise_affine and bias else None
 
     def forward(self, x):
         """Normalize each row over the normalized axes; returns a new array shaped like x."""
@@ -322,8 +323,8 @@ class GroupNorm(_Module):
                              f"({self.num_groups})")
         self.eps = float(eps)
         self.affine = bool(affine)
-        self.weight = np.ones(C, self.dtype) if self.affine else None
-        self.bias = np.zeros(C, self.dtype) if self.affine and bias else None
+        self.weight = np.ones(C, self._pdtype) if self.affine else None
+        self.bias = np.zeros(C, self._pdtype) if self.affine and bias else None
 
     def extra_repr(self):
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "

@@ -1,4 +1,4 @@
-# Apply: finalize statistics into per-channel coefficients of the data type, and the output and
+# Apply: finalize statistics into per-channel coefficients of the compute type, and the output and
 # gradient loops. The mean is subtracted as hi + lo, (x - hi) - lo, exact for x near the mean.
 #   forward   y  = _epilogue(((x - hi) - lo) * a + b)            coef [hi, lo, a, b]
 #   backward  dx = g * k1 + (((x - hi) - lo) * k2 + k3)            coef [hi, lo, k1, k2, k3]
@@ -89,12 +89,28 @@ cdef inline void _bwd_coefs(floating *coef, Py_ssize_t C, Py_ssize_t Cg, Py_ssiz
                   -inv * inv * inv * B / M, -inv * A / M)
 
 
-cdef inline void _norm_run(const floating *x, floating *y, Py_ssize_t n, const floating *q,
-                           const floating *wc, const floating *bc) noexcept nogil:
+cdef inline void _norm_run(const real *x, real *y, Py_ssize_t n, const floating *q,
+                           const floating *wc, const floating *bc, const real *r, int act,
+                           double slope) noexcept nogil:
     """Forward of n values with coefficients q = [hi, lo, a, b]; wc, bc: per-value weight and
-    bias (row norms) or NULL."""
-    cdef Py_ssize_t t
+    bias (row norms) or NULL; then the fused block's epilogue (r, act) while in cache. Half
+    data: through float tiles, rounded once at the store."""
+    cdef Py_ssize_t t, k, o, m
     cdef floating hi = q[0], lo = q[1], a = q[2], b = q[3]
+    cdef floating xt[HALF_TILE]
+    cdef floating rt[HALF_TILE]
+    if real is f16_t or real is bf16_t:
+        for k in range((n + HALF_TILE - 1) // HALF_TILE):
+            o = k * HALF_TILE
+            m = min(<Py_ssize_t>HALF_TILE, n - o)
+            _tile_in(x + o, xt, m)
+            if r != NULL:
+                _tile_in(r + o, rt, m)
+            _norm_run(xt, xt, m, q, wc + o if wc != NULL else NULL,
+                      bc + o if bc != NULL else NULL, &rt[0] if r != NULL else <floating *>NULL,
+                      act, slope)
+            _tile_out(xt, y + o, m)
+        return
     if wc != NULL and bc != NULL:
         for t in range(n):
             y[t] = _epilogue((((x[t] - hi) - lo) * a) * wc[t] + bc[t])
@@ -107,16 +123,34 @@ cdef inline void _norm_run(const floating *x, floating *y, Py_ssize_t n, const f
     else:
         for t in range(n):
             y[t] = _epilogue(((x[t] - hi) - lo) * a + b)
+    if r != NULL or act != ACT_NONE:
+        _act_run(y, r, n, act, slope)
 
 
-cdef inline void _grad_run(const floating *x, const floating *dy, floating *dx, Py_ssize_t n,
+cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n,
                            const floating *q, const floating *wc, floating a, floating *pw,
                            floating *pb) noexcept nogil:
     """Backward of n values with q = [hi, lo, k1, k2, k3]; x NULL: dx = g * k1 (fixed
     statistics). wc: per-value weight or NULL. pw, pb (or NULL): per-value sums of dy * x_hat
-    (x_hat = (x - mean) * a) and dy, for the row norms' parameter gradients."""
-    cdef Py_ssize_t t
+    (x_hat = (x - mean) * a) and dy, for the row norms' parameter gradients. Half data:
+    through float tiles."""
+    cdef Py_ssize_t t, k, o, m
     cdef floating hi = q[0], lo = q[1], k1 = q[2], k2 = q[3], k3 = q[4]
+    cdef floating xt[HALF_TILE]
+    cdef floating gt[HALF_TILE]
+    cdef floating ot[HALF_TILE]
+    if real is f16_t or real is bf16_t:
+        for k in range((n + HALF_TILE - 1) // HALF_TILE):
+            o = k * HALF_TILE
+            m = min(<Py_ssize_t>HALF_TILE, n - o)
+            if x != NULL:
+                _tile_in(x + o, xt, m)
+            _tile_in(dy + o, gt, m)
+            _grad_run(&xt[0] if x != NULL else <floating *>NULL, gt, ot, m, q,
+                      wc + o if wc != NULL else NULL, a, pw + o if pw != NULL else NULL,
+                      pb + o if pb != NULL else NULL)
+            _tile_out(ot, dx + o, m)
+        return
     if x == NULL:
         for t in range(n):
             dx[t] = dy[t] * k1
@@ -132,47 +166,66 @@ cdef inline void _grad_run(const floating *x, const floating *dy, floating *dx, 
             pb[t] += dy[t]
 
 
-cdef void _apply_cols(const floating *x, const floating *dy, floating *out, Py_ssize_t C,
-                      const floating *coef) noexcept nogil:
-    """One row of the rows layout (coefficient vectors [hi | lo | a | b (| e)] over C)."""
-    cdef Py_ssize_t c
+cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
+                      const floating *coef, Py_ssize_t stride, const real *r, int act,
+                      double slope) noexcept nogil:
+    """n channels of one row of the rows layout: coefficient vectors [hi | lo | a | b (| e)],
+    ``stride`` apart. Forward: then the fused block's epilogue. Half data: float tiles."""
+    cdef Py_ssize_t c, k, o, m
     cdef const floating *hi = coef
-    cdef const floating *lo = coef + C
-    cdef const floating *a = coef + 2 * C
-    cdef const floating *b = coef + 3 * C
-    cdef const floating *e = coef + 4 * C
+    cdef const floating *lo = coef + stride
+    cdef const floating *a = coef + 2 * stride
+    cdef const floating *b = coef + 3 * stride
+    cdef const floating *e = coef + 4 * stride
+    cdef floating xt[HALF_TILE]
+    cdef floating gt[HALF_TILE]
+    cdef floating rt[HALF_TILE]
+    if real is f16_t or real is bf16_t:
+        for k in range((n + HALF_TILE - 1) // HALF_TILE):
+            o = k * HALF_TILE
+            m = min(<Py_ssize_t>HALF_TILE, n - o)
+            if x != NULL:
+                _tile_in(x + o, xt, m)
+            if dy != NULL:
+                _tile_in(dy + o, gt, m)
+            if r != NULL:
+                _tile_in(r + o, rt, m)
+            _apply_cols(&xt[0] if x != NULL else <floating *>NULL,
+                        &gt[0] if dy != NULL else <floating *>NULL, &xt[0] if dy == NULL else &gt[0], m,
+                        coef + o, stride, &rt[0] if r != NULL else <floating *>NULL, act, slope)
+            _tile_out(&xt[0] if dy == NULL else &gt[0], out + o, m)
+        return
     if dy == NULL:
-        for c in range(C):
+        for c in range(n):
             out[c] = _epilogue(((x[c] - hi[c]) - lo[c]) * a[c] + b[c])
+        if r != NULL or act != ACT_NONE:
+            _act_run(out, r, n, act, slope)
     elif x == NULL:
-        for c in range(C):
+        for c in range(n):
             out[c] = dy[c] * a[c]
     else:
-        for c in range(C):
+        for c in range(n):
             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])
 
 
-cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
+cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
-                 Py_ssize_t c1, int nt, const floating *res, int act,
+                 Py_ssize_t c1, int nt, const real *res, int act,
                  double slope) noexcept nogil:
     """Forward (dy NULL) or backward (x NULL: fixed statistics) of an (outer, C, inner) array.
     Planar: channels [c0, c1) serially when that is not all of them, else all rows in
     parallel; rows layout (inner == 1): all channels, rows in parallel. Forward only: ``res``
     (laid out as x, or NULL) and ``act`` make the output act(norm(x) + res), each run finished
-    while in cache (_act_run)."""
+    while in cache."""
     cdef Py_ssize_t r, c, o, off
     cdef int w = 4 if dy == NULL else 5
-    cdef bint tail = dy == NULL and (res != NULL or act != ACT_NONE)
     if inner > 1 and c1 - c0 < C:
         for o in range(outer):
             for c in range(c0, c1):
                 off = (o * C + c) * inner
                 if dy == NULL:
-                    _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL)
-                    if tail:
-                        _act_run(out + off, res + off if res != NULL else NULL, inner, act,
-                                 slope)
+                    _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL,
+                              res + off if res != NULL else NULL, act, slope)
                 else:
                     _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
                               coef + w * c, NULL, 0.0, NULL, NULL)
@@ -181,9 +234,8 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
         for r in prange(outer * C, schedule="static", num_threads=nt):
             off = r * inner
             if dy == NULL:
-                _norm_run(x + off, out + off, inner, coef + w * (r % C), NULL, NULL)
-                if tail:
-                    _act_run(out + off, res + off if res != NULL else NULL, inner, act, slope)
+                _norm_run(x + off, out + off, inner, coef + w * (r % C), NULL, NULL,
+                          res + off if res != NULL else NULL, act, slope)
             else:
                 _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
                           coef + w * (r % C), NULL, 0.0, NULL, NULL)
@@ -191,9 +243,8 @@ cdef void _apply(const floating *x, const floating *dy, floating *out, Py_ssize_
         nt = _threads(outer * C, outer, nt)
         for o in prange(outer, schedule="static", num_threads=nt):
             _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
-                        out + o * C, C, coef)
-            if tail:
-                _act_run(out + o * C, res + o * C if res != NULL else NULL, C, act, slope)
+                        out + o * C, C, coef, C, res + o * C if res != NULL else NULL, act,
+                        slope)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,22 +260,22 @@ cdef inline bint _fused(Py_ssize_t run, Py_ssize_t G, int nt) noexcept nogil:
     return run >= GATHER and (nt == 1 or G % nt == 0 or G >= 8 * nt)
 
 
-cdef void _fused_forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
+cdef void _fused_forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
                          Py_ssize_t inner, Py_ssize_t Cg, Py_ssize_t g, double eps,
                          const floating *w, const floating *b, double *mean, double *m2,
-                         double *invstd, floating *coef, const floating *res, int act,
+                         double *invstd, floating *coef, const real *res, int act,
                          double slope) noexcept nogil:
-    _plane_stats(x, outer, C // Cg, Cg * inner, g, &mean[g], &m2[g])
+    _plane_stats(x, outer, C // Cg, Cg * inner, g, &mean[g], &m2[g], coef)
     _fwd_coefs(coef, C, Cg, g, False, m2[g] / <double>(outer * Cg * inner), eps, mean, invstd,
                w, b)
-    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1, res,
-           act, slope)
+    _apply(x, <const real *>NULL, y, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1, res, act,
+           slope)
 
 
-cdef int _forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C,
+cdef int _forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
                   Py_ssize_t inner, Py_ssize_t Cg, double eps, const floating *w,
                   const floating *b, double *mean, double *m2, double *invstd, floating *coef,
-                  int nt, const floating *res, int act, double slope) noexcept nogil:
+                  int nt, const real *res, int act, double slope) noexcept nogil:
     """Training forward: per-group mean, M2, invstd and the output act(norm(x) + res) (res
     NULL, act ACT_NONE: the norm alone), on up to nt threads. Channels-last groups of several
     channels: each channel's statistics (rows layout), merged over the group in order.
@@ -240,7 +291,7 @@ cdef int _forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C
         return 0
     if inner == 1 and Cg > 1:
         cs = <double *>malloc(2 * C * sizeof(double))
-        if cs == NULL or _stats(x, outer, C, 1, cs, cs + C, nt):
+        if cs == NULL or _stats(x, outer, C, 1, cs, cs + C, nt, coef):
             free(cs)
             return -1
         for g in range(G):
@@ -250,16 +301,16 @@ cdef int _forward(const floating *x, floating *y, Py_ssize_t outer, Py_ssize_t C
             for c in range(g * Cg, (g + 1) * Cg):
                 _merge_into(&n, &mean[g], &m2[g], <double>outer, cs[c], cs[C + c])
         free(cs)
-    elif _stats(x, outer, G, Cg * inner, mean, m2, nt):
+    elif _stats(x, outer, G, Cg * inner, mean, m2, nt, coef):
         return -1
     for g in range(G):
         _fwd_coefs(coef, C, Cg, g, inner == 1, m2[g] / <double>(outer * Cg * inner), eps, mean,
                    invstd, w, b)
-    _apply(x, <const floating *>NULL, y, outer, C, inner, coef, 0, C, nt, res, act, slope)
+    _apply(x, <const real *>NULL, y, outer, C, inner, coef, 0, C, nt, res, act, slope)
     return 0
 
 
-cdef void _fused_backward(const floating *x, const floating *dy, floating *dx,
+cdef void _fused_backward(const real *x, const real *dy, real *dx,
                           Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg,
                           Py_ssize_t g, bint training, bint need_sums, const double *mean,
                           const double *invstd, const floating *w, double *s1, double *s2,
@@ -268,7 +319,7 @@ cdef void _fused_backward(const floating *x, const floating *dy, floating *dx,
     if epi != NULL:  # a fused block: this group's g first, read from cache below
         _act_grad_rows(x, dy, 0, outer, C, inner, Cg, g * Cg, (g + 1) * Cg, mean, invstd, w,
                        epi)
-        dy = <const floating *>epi.g
+        dy = <const real *>epi.g
     if need_sums:
         for c in range(g * Cg, (g + 1) * Cg):
             _plane_dot(x, dy, <const floating *>NULL, outer, C, inner, c, mean[g], &s1[c],
@@ -279,7 +330,7 @@ cdef void _fused_backward(const floating *x, const floating *dy, floating *dx,
            NULL, ACT_NONE, 0.0)
 
 
-cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize_t outer,
+cdef int _backward(const real *x, const real *dy, real *dx, Py_ssize_t outer,
                    Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg, bint training,
                    bint need_sums, const double *mean, const double *invstd, const floating *w,
                    double *s1, double *s2, floating *coef, int nt,
@@ -301,7 +352,7 @@ cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize
     if epi != NULL:  # the whole g first
         _act_grad(x, dy, outer, C, inner, Cg, mean, invstd, w, epi,
                   _threads(outer * C * inner, outer, nt))
-        dy = <const floating *>epi.g
+        dy = <const real *>epi.g
     if need_sums:
         if Cg > 1:
             mc = <double *>malloc(C * sizeof(double))
@@ -309,7 +360,7 @@ cdef int _backward(const floating *x, const floating *dy, floating *dx, Py_ssize
                 return -1
             for c in range(C):
                 mc[c] = mean[c // Cg]
-        if _sums(x, dy, outer, C, inner, mc if Cg > 1 else mean, s1, s2, nt):
+        if _sums(x, dy, outer, C, inner, mc if Cg > 1 else mean, s1, s2, nt, coef):
             free(mc)
             return -1
         free(mc)

@@ -4,19 +4,7 @@
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
-cdef extern from "cnorm_half.h" nogil:
-    ctypedef struct cn_f16:
-        uint16_t bits
-    ctypedef struct cn_bf16:
-        uint16_t bits
-    float cn_f16_float(cn_f16 h)
-    cn_f16 cn_float_f16(float x)
-    float cn_bf16_float(cn_bf16 h)
-    cn_bf16 cn_float_bf16(float x)
-    void cn_f16_to_f32_n(const cn_f16 *src, float *dst, Py_ssize_t n)
-    void cn_f32_to_f16_n(const float *src, cn_f16 *dst, Py_ssize_t n)
-    void cn_bf16_to_f32_n(const cn_bf16 *src, float *dst, Py_ssize_t n)
-    void cn_f32_to_bf16_n(const float *src, cn_bf16 *dst, Py_ssize_t n)
+# cn_f16, cn_bf16 and their conversions: _storage.pxi
 
 
 def half_conversions(const uint16_t[::1] f16, const uint16_t[::1] bf16, const float[::1] x,

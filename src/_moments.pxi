@@ -21,7 +21,7 @@ cdef inline bint _too_wide(double n, double s1, double m2) noexcept nogil:
     return not (m2 <= DBL_MAX) or (m2 < 1e-30 * n and (m2 != 0.0 or s1 != 0.0))
 
 
-cdef void _chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c0,
+cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c0,
                        Py_ssize_t c1, Py_ssize_t j0, Py_ssize_t j1, double *mean, double *m2,
                        double *work, floating *lanes) noexcept nogil:
     """Mean and M2 of channels [c0, c1) over their flat range [j0, j1), into mean[c - c0] and
@@ -34,15 +34,15 @@ cdef void _chunk_stats(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssi
     cdef double n = <double>(j1 - j0)
     cdef bint redo = False
     for c in range(m):
-        shift[c] = x[(o0 * C + c0 + c) * inner + (j0 - o0 * inner)]
-    _chunk_sums(x, <const floating *>NULL, C, inner, c0, c1, j0, j1,
+        shift[c] = _d(x[(o0 * C + c0 + c) * inner + (j0 - o0 * inner)])
+    _chunk_sums(x, <const real *>NULL, C, inner, c0, c1, j0, j1,
                 shift, s1, m2, lanes)
     for c in range(m):
         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
     if redo:
         for c in range(m):
             shift[c] = <double><floating>mean[c]
-        _chunk_sums(x, <const floating *>NULL, C, inner, c0, c1, j0,
+        _chunk_sums(x, <const real *>NULL, C, inner, c0, c1, j0,
                     j1, shift, s1, m2, lanes)
         for c in range(m):
             _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
@@ -105,10 +105,12 @@ cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm
             m2[c] = NAN
 
 
-cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                       Py_ssize_t c, double *mean, double *m2) noexcept nogil:
+cdef void _plane_stats(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                       Py_ssize_t c, double *mean, double *m2,
+                       const floating *tag) noexcept nogil:
     """Whole-channel moments on one thread: plane chunks merged in order (the bits of _stats
-    in the plane layout). Any inner: a row of a row norm is (1, 1, L)."""
+    in the plane layout). Any inner: a row of a row norm is (1, 1, L). ``tag``: any pointer of
+    the compute type (its value is unused; float32 for half data)."""
     cdef Py_ssize_t k, n_all = outer * inner, j1
     cdef double n = 0.0, mb, Mb
     cdef double work[2]
@@ -124,7 +126,7 @@ cdef void _plane_stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssi
         m2[0] = NAN
 
 
-cdef void _plane_dot(const floating *x, const floating *dy, const floating *w,
+cdef void _plane_dot(const real *x, const real *dy, const floating *w,
                      Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
                      double mean, double *s1, double *s2) noexcept nogil:
     """Whole-channel sum(g), sum(g * (x - mean)) on one thread: plane chunk sums added in
@@ -150,12 +152,12 @@ cdef inline Py_ssize_t _scratch_stride(Py_ssize_t C) noexcept nogil:
     return 5 * C + PAD
 
 
-cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+cdef void _partials(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
                     Py_ssize_t inner, const double *mean, double *p1, double *p2,
-                    double *scratch, int nt) noexcept nogil:
+                    double *scratch, int nt, const floating *tag) noexcept nogil:
     """Chunk partials into (K, C) arrays, in parallel over the units. Without dy: moments
     (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch:
-    nt * _scratch_stride(C) doubles."""
+    nt * _scratch_stride(C) doubles. ``tag``: as in _plane_stats."""
     cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c, j0, j1
     cdef double *work
     if inner >= GATHER:
@@ -184,8 +186,8 @@ cdef void _partials(const floating *x, const floating *dy, Py_ssize_t outer, Py_
                         p1 + k * C, p2 + k * C, <floating *>(work + 2 * C))
 
 
-cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
-                double *mean, double *m2, int nt) noexcept nogil:
+cdef int _stats(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                double *mean, double *m2, int nt, const floating *tag) noexcept nogil:
     """Per-channel mean and M2 of a non-empty array: chunk partials on up to nt threads, then
     their merge in order. Returns -1 when out of memory."""
     cdef Py_ssize_t k, K = _nchunks(outer, C, inner)
@@ -195,7 +197,7 @@ cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t in
     cdef double *cnt = part + 2 * K * C
     if part == NULL:
         return -1
-    _partials(x, <const floating *>NULL, outer, C, inner, NULL, part, part + K * C, cnt + K, nt)
+    _partials(x, <const real *>NULL, outer, C, inner, NULL, part, part + K * C, cnt + K, nt, tag)
     for k in range(K):
         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner))
     _merge(K, C, cnt, part, part + K * C, mean, m2)
@@ -203,9 +205,9 @@ cdef int _stats(const floating *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t in
     return 0
 
 
-cdef int _sums(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+cdef int _sums(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
                Py_ssize_t inner, const double *mean, double *s1, double *s2,
-               int nt) noexcept nogil:
+               int nt, const floating *tag) noexcept nogil:
     """Per-channel sum(dy) and sum(dy * (x - mean)) of a non-empty array: chunk partials on up
     to nt threads, added in chunk order. Returns -1 when out of memory."""
     cdef Py_ssize_t k, c, K = _nchunks(outer, C, inner)
@@ -213,7 +215,7 @@ cdef int _sums(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize
     cdef double *part = <double *>malloc((2 * K * C + nt * _scratch_stride(C)) * sizeof(double))
     if part == NULL:
         return -1
-    _partials(x, dy, outer, C, inner, mean, part, part + K * C, part + 2 * K * C, nt)
+    _partials(x, dy, outer, C, inner, mean, part, part + K * C, part + 2 * K * C, nt, tag)
     for c in range(C):
         s1[c] = 0.0
         s2[c] = 0.0

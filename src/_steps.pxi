@@ -6,7 +6,7 @@
 # ---------------------------------------------------------------------------------------------
 
 
-def partial_stats(const floating[:, :, ::1] x, int n_threads=1):
+def partial_stats(const real[:, :, ::1] x, int n_threads=1):
     """Per-chunk moments of each channel of an ``(outer, C, inner)`` array.
 
     Returns ``(counts, means, m2)``: float64 arrays of shapes (K,), (K, C), (K, C); chunk k
@@ -25,8 +25,12 @@ def partial_stats(const floating[:, :, ::1] x, int n_threads=1):
         cnt[k] = <double>(_chunk_end(k, outer, C, inner) - _chunk_start(k, outer, C, inner))
     if K > 0:
         with nogil:
-            _partials(&x[0, 0, 0], <const floating *>NULL, outer, C, inner, NULL, &pm[0, 0],
-                      &pm2[0, 0], &sc[0], nt)
+            if real is double:
+                _partials(&x[0, 0, 0], <const real *>NULL, outer, C, inner, NULL, &pm[0, 0],
+                          &pm2[0, 0], &sc[0], nt, <double *>NULL)
+            else:
+                _partials(&x[0, 0, 0], <const real *>NULL, outer, C, inner, NULL, &pm[0, 0],
+                          &pm2[0, 0], &sc[0], nt, <float *>NULL)
     return counts, means, m2s
 
 
@@ -47,9 +51,10 @@ def merge_stats(const double[::1] counts, const double[:, ::1] means, const doub
     return total, mean_out, m2_out
 
 
-cdef int _coef_apply(const floating *x, const floating *dy, floating *out, Py_ssize_t outer,
+cdef int _coef_apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                      Py_ssize_t C, Py_ssize_t inner, const double *mean, const double *a,
-                     const double *b, const double *e, int n_threads) except -1:
+                     const double *b, const double *e, int n_threads,
+                     const floating *tag) except -1:
     cdef Py_ssize_t c
     cdef int width = 4 if dy == NULL else 5
     cdef floating *coef = <floating *>malloc(width * C * sizeof(floating))
@@ -59,20 +64,26 @@ cdef int _coef_apply(const floating *x, const floating *dy, floating *out, Py_ss
         for c in range(C):
             _set_coef(coef, C, c, inner == 1, width, mean[c], a[c], b[c],
                       e[c] if width == 5 else 0.0)
-        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads, NULL, ACT_NONE, 0.0)
+        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads, <const real *>NULL, ACT_NONE,
+               0.0)
     free(coef)
     return 0
 
 
-def normalize(const floating[:, :, ::1] x, const double[::1] mean, const double[::1] scale,
-              const double[::1] shift, floating[:, :, ::1] out, int n_threads=1):
+def normalize(const real[:, :, ::1] x, const double[::1] mean, const double[::1] scale,
+              const double[::1] shift, real[:, :, ::1] out, int n_threads=1):
     """``out = (x - mean) * scale + shift`` per channel (the apply step)."""
-    if x.size > 0:
+    if x.size == 0:
+        return
+    if real is double:
         _coef_apply(&x[0, 0, 0], NULL, &out[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
-                    &mean[0], &scale[0], &shift[0], NULL, n_threads)
+                    &mean[0], &scale[0], &shift[0], NULL, n_threads, <double *>NULL)
+    else:
+        _coef_apply(&x[0, 0, 0], NULL, &out[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+                    &mean[0], &scale[0], &shift[0], NULL, n_threads, <float *>NULL)
 
 
-def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+def backward_sums(const real[:, :, ::1] x, const real[:, :, ::1] dy,
                   const double[::1] mean, int n_threads=1):
     """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as float64 arrays."""
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
@@ -82,19 +93,30 @@ def backward_sums(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     cdef int err = 0
     if x.size > 0:
         with nogil:
-            err = _sums(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &v1[0], &v2[0],
-                        n_threads)
+            if real is double:
+                err = _sums(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &v1[0],
+                            &v2[0], n_threads, <double *>NULL)
+            else:
+                err = _sums(&x[0, 0, 0], &dy[0, 0, 0], outer, C, inner, &mean[0], &v1[0],
+                            &v2[0], n_threads, <float *>NULL)
         if err:
             raise MemoryError()
     return s1, s2
 
 
-def backward_apply(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+def backward_apply(const real[:, :, ::1] x, const real[:, :, ::1] dy,
                    const double[::1] mean, const double[::1] k1, const double[::1] k2,
-                   const double[::1] k3, floating[:, :, ::1] dx, bint use_x=True,
+                   const double[::1] k3, real[:, :, ::1] dx, bint use_x=True,
                    int n_threads=1):
     """``dx = dy * k1 + ((x - mean) * k2 + k3)`` per channel; ``dx = dy * k1`` without use_x
     (fixed statistics)."""
-    if x.size > 0:
+    if x.size == 0:
+        return
+    if real is double:
         _coef_apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], x.shape[0],
-                    x.shape[1], x.shape[2], &mean[0], &k1[0], &k2[0], &k3[0], n_threads)
+                    x.shape[1], x.shape[2], &mean[0], &k1[0], &k2[0], &k3[0], n_threads,
+                    <double *>NULL)
+    else:
+        _coef_apply(&x[0, 0, 0] if use_x else NULL, &dy[0, 0, 0], &dx[0, 0, 0], x.shape[0],
+                    x.shape[1], x.shape[2], &mean[0], &k1[0], &k2[0], &k3[0], n_threads,
+                    <float *>NULL)

@@ -2,16 +2,29 @@
 #   without g:  s1 = sum(x - shift),   s2 = sum((x - shift)^2)
 #   with g:     s1 = sum(g),           s2 = sum(g * (x - shift)),  g = dy (times w when given)
 # Values go into lanes of the data type in blocks (no sum is reassociated, so every SIMD target
-# gives the same bits); float32 lanes are flushed into double every FLUSH blocks.
+# gives the same bits); float32 lanes are flushed into double every FLUSH blocks. Data is of a
+# storage type (``real``), lanes of the compute type (``floating``: float32 for half data).
 
 
-cdef inline void _add_block(const floating *p, const floating *g, const floating *w,
+cdef inline void _add_block(const real *p, const real *g, const floating *w,
                             Py_ssize_t width, const floating *s, floating *f1,
                             floating *f2) noexcept nogil:
-    """One block of ``width`` values into ``width`` lanes (s: the lanes' shifts)."""
-    cdef Py_ssize_t l
+    """One block of ``width`` values into ``width`` lanes (s: the lanes' shifts). Half data:
+    through float tiles, the same lanes and sums as its float32 values."""
+    cdef Py_ssize_t l, k, o, m
     cdef floating d, e
-    if g == NULL:
+    cdef floating pt[HALF_TILE]
+    cdef floating gt[HALF_TILE]
+    if real is f16_t or real is bf16_t:
+        for k in range((width + HALF_TILE - 1) // HALF_TILE):
+            o = k * HALF_TILE
+            m = min(<Py_ssize_t>HALF_TILE, width - o)
+            _tile_in(p + o, pt, m)
+            if g != NULL:
+                _tile_in(g + o, gt, m)
+            _add_block(pt, &gt[0] if g != NULL else <floating *>NULL,
+                       w + o if w != NULL else <const floating *>NULL, m, s + o, f1 + o, f2 + o)
+    elif g == NULL:
         for l in range(width):
             d = p[l] - s[l]
             f1[l] += d
@@ -50,7 +63,7 @@ cdef inline double _tree(double *a) noexcept nogil:
     return (a[0] + a[2]) + (a[1] + a[3])
 
 
-cdef void _plane_sums(const floating *x, const floating *dy, const floating *w, Py_ssize_t C,
+cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize_t C,
                       Py_ssize_t inner, Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1,
                       double shift, double *s1, double *s2) noexcept nogil:
     """Sums over channel c's flat range [j0, j1) of its (outer, inner) plane in an
@@ -67,8 +80,8 @@ cdef void _plane_sums(const floating *x, const floating *dy, const floating *w, 
     cdef Py_ssize_t o = j0 // run if j0 >= run else 0  # no division for a short row's run
     cdef Py_ssize_t i = j0 - o * run
     cdef Py_ssize_t j = j0, b, t, seg, nb
-    cdef const floating *p
-    cdef const floating *g
+    cdef const real *p
+    cdef const real *g
     cdef const floating *wp
     cdef int l, blocks = 0
     for l in range(LANES):
@@ -93,12 +106,12 @@ cdef void _plane_sums(const floating *x, const floating *dy, const floating *w, 
         t = nb * LANES
         for l in range(seg - t):
             if g == NULL:
-                a1[l] += <double>p[t + l] - <double>fs
-                a2[l] += (<double>p[t + l] - <double>fs) * (<double>p[t + l] - <double>fs)
-            else:
-                e = g[t + l] * wp[t + l] if wp != NULL else g[t + l]
+                a1[l] += _d(p[t + l]) - <double>fs
+                a2[l] += (_d(p[t + l]) - <double>fs) * (_d(p[t + l]) - <double>fs)
+            else:  # a product rounded once: that of the compute type
+                e = <floating>(_d(g[t + l]) * wp[t + l]) if wp != NULL else <floating>_d(g[t + l])
                 a1[l] += <double>e
-                a2[l] += <double>e * (<double>p[t + l] - <double>fs)
+                a2[l] += <double>e * (_d(p[t + l]) - <double>fs)
         j += seg
         o += 1
         i = 0
@@ -109,7 +122,7 @@ cdef void _plane_sums(const floating *x, const floating *dy, const floating *w, 
         s2[0] += (<double>fs - shift) * s1[0]
 
 
-cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t r0,
+cdef void _rows_sums(const real *x, const real *dy, Py_ssize_t C, Py_ssize_t r0,
                      Py_ssize_t r1, const double *shift, double *s1, double *s2,
                      floating *lanes) noexcept nogil:
     """Per-channel sums over rows [r0, r1) of an (outer, C) matrix: the lanes are the channels.
@@ -138,7 +151,7 @@ cdef void _rows_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssi
             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
 
 
-cdef void _chunk_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ssize_t inner,
+cdef void _chunk_sums(const real *x, const real *dy, Py_ssize_t C, Py_ssize_t inner,
                       Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t j0, Py_ssize_t j1,
                       const double *shift, double *s1, double *s2,
                       floating *lanes) noexcept nogil:
@@ -153,7 +166,7 @@ cdef void _chunk_sums(const floating *x, const floating *dy, Py_ssize_t C, Py_ss
                     &s1[c - c0], &s2[c - c0])
 
 
-cdef void _wide_sums(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
+cdef void _wide_sums(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c,
                      Py_ssize_t j0, Py_ssize_t j1, double shift, double *s1,
                      double *s2) noexcept nogil:
     """The x sums of _plane_sums with every step in double, in any layout: the rare fallback
@@ -163,7 +176,7 @@ cdef void _wide_sums(const floating *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize
     for j in range(j0, j1):
         o = j // inner
         i = j - o * inner
-        d = <double>x[(o * C + c) * inner + i] - shift
+        d = _d(x[(o * C + c) * inner + i]) - shift
         a = a + d
         b = b + d * d
     s1[0] = a

@@ -27,32 +27,43 @@ cdef inline double _act_slope(double p, int act, double slope) noexcept nogil:
     return cdf + p * 0.3989422804014327 * exp(-0.5 * p * p)  # Phi(p) + p * phi(p)
 
 
-cdef void _act_grad_run(const floating *dy, Py_ssize_t off, Py_ssize_t n, double mean,
-                        double scale, double shift, const floating *x,
+cdef inline bint _positive(real v) noexcept nogil:
+    """v > 0 (False for NaN); for half bits an integer test: sign clear, not zero, not NaN."""
+    if real is f16_t:
+        return 0 < v <= 0x7c00
+    elif real is bf16_t:
+        return 0 < v <= 0x7f80
+    else:
+        return v > 0
+
+
+cdef void _act_grad_run(const real *dy, Py_ssize_t off, Py_ssize_t n, double mean,
+                        double scale, double shift, const real *x,
                         const Epi *e) noexcept nogil:
-    """g = dy * act'(pre) for the n values at ``off`` of one channel (planar run)."""
+    """g = dy * act'(pre) for the n values at ``off`` of one channel (planar run), stored in
+    the data type."""
     cdef Py_ssize_t i
-    cdef const floating *y = <const floating *>e.y + off
-    cdef const floating *r = <const floating *>e.r + off if e.r != NULL else NULL
-    cdef floating *g = <floating *>e.g + off
+    cdef const real *y = <const real *>e.y + off
+    cdef const real *r = <const real *>e.r + off if e.r != NULL else NULL
+    cdef real *g = <real *>e.g + off
     cdef double p
     dy = dy + off
     x = x + off
     if e.act == ACT_RELU:
         for i in range(n):
-            g[i] = dy[i] if y[i] > 0 else 0
+            g[i] = dy[i] if _positive(y[i]) else 0  # 0: +0.0 in every storage type
     elif e.act == ACT_NONE:
         for i in range(n):
             g[i] = dy[i]
     else:
         for i in range(n):
-            p = (<double>x[i] - mean) * scale + shift
+            p = (_d(x[i]) - mean) * scale + shift
             if r != NULL:
-                p = p + <double>r[i]
-            g[i] = <floating>(<double>dy[i] * _act_slope(p, e.act, e.slope))
+                p = p + _d(r[i])
+            _put_value(g + i, _d(dy[i]) * _act_slope(p, e.act, e.slope))
 
 
-cdef void _act_grad_rows(const floating *x, const floating *dy, Py_ssize_t o0, Py_ssize_t o1,
+cdef void _act_grad_rows(const real *x, const real *dy, Py_ssize_t o0, Py_ssize_t o1,
                          Py_ssize_t C, Py_ssize_t inner, Py_ssize_t Cg, Py_ssize_t c0,
                          Py_ssize_t c1, const double *mean, const double *invstd,
                          const floating *w, const Epi *e) noexcept nogil:
@@ -67,7 +78,7 @@ cdef void _act_grad_rows(const floating *x, const floating *dy, Py_ssize_t o0, P
                           e.shift[c] if e.shift != NULL else 0.0, x, e)
 
 
-cdef void _act_grad(const floating *x, const floating *dy, Py_ssize_t outer, Py_ssize_t C,
+cdef void _act_grad(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
                     Py_ssize_t inner, Py_ssize_t Cg, const double *mean, const double *invstd,
                     const floating *w, const Epi *e, int nt) noexcept nogil:
     """g of every channel, outer rows in parallel on up to nt threads."""

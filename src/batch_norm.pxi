@@ -1,11 +1,13 @@
 # Batch norm: statistics per channel of an (outer, C, inner) array (a group of one channel in
-# the passes of _apply.pxi), and the eval forward with running statistics.
+# the passes of _apply.pxi), and the eval forward with running statistics. The entry points
+# take data of a storage type (``real``) and parameters of its compute type (``floating``);
+# cnorm/_backend.py calls the matching specialization.
 
 
-def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
-                     const floating[::1] bias, double eps, floating[:, :, ::1] out,
+def bn_forward_train(const real[:, :, ::1] x, const floating[::1] weight,
+                     const floating[::1] bias, double eps, real[:, :, ::1] out,
                      double[::1] mean, double[::1] m2, double[::1] invstd,
-                     const floating[:, :, ::1] residual, int act, double slope,
+                     const real[:, :, ::1] residual, int act, double slope,
                      int n_threads):
     """Training forward: batch statistics, then ``out = (x - mean) * invstd * weight + bias``,
     or with ``residual`` (None or laid out as x) and ``act`` (ACT_*, ``slope`` for leaky
@@ -14,6 +16,7 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
     ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared
     deviations) and ``invstd = 1/sqrt(m2/count + eps)``; NaN for an empty batch.
     """
+    _check_pair(<const real *>NULL, <const floating *>NULL)
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
     cdef int err = 0
     if x.size == 0:
@@ -35,14 +38,15 @@ def bn_forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
         raise MemoryError()
 
 
-def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,
+def bn_forward_eval(const real[:, :, ::1] x, const floating[::1] running_mean,
                     const floating[::1] running_var, const floating[::1] weight,
-                    const floating[::1] bias, double eps, floating[:, :, ::1] out,
-                    double[::1] mean, double[::1] invstd, const floating[:, :, ::1] residual,
+                    const floating[::1] bias, double eps, real[:, :, ::1] out,
+                    double[::1] mean, double[::1] invstd, const real[:, :, ::1] residual,
                     int act, double slope, int n_threads):
     """Eval forward with the running statistics, one pass over x (with ``residual`` and
     ``act`` as in bn_forward_train). Writes ``mean`` (the running mean in float64) and
     ``invstd = 1/sqrt(running_var + eps)`` for the backward."""
+    _check_pair(<const real *>NULL, <const floating *>NULL)
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
@@ -56,18 +60,18 @@ def bn_forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mea
             _fwd_coefs(coef, C, 1, c, inner == 1, running_var[c], eps, &mean[0], &invstd[0], w,
                        b)
         if not empty:
-            _apply(&x[0, 0, 0], <const floating *>NULL, &out[0, 0, 0], outer, C, inner, coef,
+            _apply(&x[0, 0, 0], <const real *>NULL, &out[0, 0, 0], outer, C, inner, coef,
                    0, C, n_threads, &residual[0, 0, 0] if residual is not None else NULL, act,
                    slope)
     free(coef)
 
 
-def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
+def bn_backward(const real[:, :, ::1] x, const real[:, :, ::1] dy,
                 const double[::1] mean, const double[::1] invstd, const floating[::1] weight,
-                bint training, bint need_sums, floating[:, :, ::1] dx, double[::1] sum_dy,
-                double[::1] sum_dy_xmu, const floating[:, :, ::1] y,
-                const floating[:, :, ::1] residual, const double[::1] shift, int act,
-                double slope, floating[:, :, ::1] g, int n_threads):
+                bint training, bint need_sums, real[:, :, ::1] dx, double[::1] sum_dy,
+                double[::1] sum_dy_xmu, const real[:, :, ::1] y,
+                const real[:, :, ::1] residual, const double[::1] shift, int act,
+                double slope, real[:, :, ::1] g, int n_threads):
     """Backward of batch norm: ``dx`` and the per-channel ``sum_dy``, ``sum_dy_xmu =
     sum(dy * (x - mean))`` for the parameter gradients.
 
@@ -77,6 +81,7 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
     act'(pre)`` (``y``: the forward's output; ``residual``, ``shift`` = bias, or None) is
     written to ``g`` and the sums and dx are those of g.
     """
+    _check_pair(<const real *>NULL, <const floating *>NULL)
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
     cdef int err = 0
     sum_dy[:] = 0.0
@@ -100,7 +105,7 @@ def bn_backward(const floating[:, :, ::1] x, const floating[:, :, ::1] dy,
         raise MemoryError()
 
 
-def channel_stats(const floating[:, :, ::1] x, int n_threads):
+def channel_stats(const real[:, :, ::1] x, int n_threads):
     """Per-channel ``(count, mean, m2)`` of an ``(outer, C, inner)`` array (partials merged in
     order). A channel with no values gets mean and m2 NaN."""
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
@@ -110,7 +115,12 @@ def channel_stats(const floating[:, :, ::1] x, int n_threads):
     cdef int err = 0
     if x.size > 0:
         with nogil:
-            err = _stats(&x[0, 0, 0], outer, C, inner, &mv[0], &m2v[0], n_threads)
+            if real is double:
+                err = _stats(&x[0, 0, 0], outer, C, inner, &mv[0], &m2v[0], n_threads,
+                             <double *>NULL)
+            else:
+                err = _stats(&x[0, 0, 0], outer, C, inner, &mv[0], &m2v[0], n_threads,
+                             <float *>NULL)
         if err:
             raise MemoryError()
     return float(outer * inner), mean, m2

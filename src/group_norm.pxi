@@ -6,13 +6,14 @@
 # with the passes in parallel: the same bits either way.
 
 
-def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] weight,
-                  const floating[::1] bias, double eps, floating[:, :, :, ::1] out,
+def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] weight,
+                  const floating[::1] bias, double eps, real[:, :, :, ::1] out,
                   double[:, ::1] mean, double[:, ::1] m2, double[:, ::1] invstd,
-                  const floating[:, :, :, ::1] residual, int act, double slope, int n_threads):
+                  const real[:, :, :, ::1] residual, int act, double slope, int n_threads):
     """Forward: per (sample, group) ``mean``, ``m2`` and ``invstd`` (N, G), and
     ``out = (x - mean) * invstd * weight + bias`` per channel, or with ``residual`` and
     ``act`` the fused block act(that + residual). ``weight`` / ``bias`` may be None."""
+    _check_pair(<const real *>NULL, <const floating *>NULL)
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
     cdef Py_ssize_t S = outer * C * inner, n
     cdef const floating *w = &weight[0] if weight is not None else NULL
@@ -26,9 +27,9 @@ def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[:
         return
     cdef int nt = _threads(N * S, N, n_threads), err = 0
     cdef floating *coef = <floating *>malloc(4 * N * C * sizeof(floating))
-    cdef const floating *xp = &x[0, 0, 0, 0]
-    cdef floating *yp = &out[0, 0, 0, 0]
-    cdef const floating *rp = &residual[0, 0, 0, 0] if residual is not None else NULL
+    cdef const real *xp = &x[0, 0, 0, 0]
+    cdef real *yp = &out[0, 0, 0, 0]
+    cdef const real *rp = &residual[0, 0, 0, 0] if residual is not None else NULL
     if coef == NULL:
         raise MemoryError()
     with nogil:
@@ -47,15 +48,16 @@ def group_forward(const floating[:, :, :, ::1] x, Py_ssize_t G, const floating[:
         raise MemoryError()
 
 
-def group_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
+def group_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] dy,
                    Py_ssize_t G, const double[:, ::1] mean, const double[:, ::1] invstd,
-                   const floating[::1] weight, floating[:, :, :, ::1] dx, double[:, ::1] sum_dy,
-                   double[:, ::1] sum_dy_xmu, const floating[:, :, :, ::1] y,
-                   const floating[:, :, :, ::1] residual, const double[::1] shift, int act,
-                   double slope, floating[:, :, :, ::1] g, int n_threads):
+                   const floating[::1] weight, real[:, :, :, ::1] dx, double[:, ::1] sum_dy,
+                   double[:, ::1] sum_dy_xmu, const real[:, :, :, ::1] y,
+                   const real[:, :, :, ::1] residual, const double[::1] shift, int act,
+                   double slope, real[:, :, :, ::1] g, int n_threads):
     """Backward of :func:`group_forward`: ``dx`` and the per (sample, channel) ``sum_dy`` and
     ``sum_dy_xmu = sum(dy * (x - mean))`` (N, C) for the parameter gradients; with ``g`` the
     fused block's, as in bn_backward."""
+    _check_pair(<const real *>NULL, <const floating *>NULL)
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
     cdef Py_ssize_t S = outer * C * inner, n
     cdef const floating *w = &weight[0] if weight is not None else NULL
@@ -65,9 +67,9 @@ def group_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         return
     cdef int nt = _threads(N * S, N, n_threads), err = 0
     cdef floating *coef = <floating *>malloc(5 * N * C * sizeof(floating))
-    cdef const floating *xp = &x[0, 0, 0, 0]
-    cdef const floating *gp = &dy[0, 0, 0, 0]
-    cdef floating *dp = &dx[0, 0, 0, 0]
+    cdef const real *xp = &x[0, 0, 0, 0]
+    cdef const real *gp = &dy[0, 0, 0, 0]
+    cdef real *dp = &dx[0, 0, 0, 0]
     cdef Epi *epis = <Epi *>malloc(N * sizeof(Epi)) if g is not None else NULL
     if coef == NULL or (g is not None and epis == NULL):
         free(coef)

@@ -20,6 +20,7 @@ from libc.math cimport INFINITY, M_SQRT1_2, NAN, erf, exp, sqrt
 from libc.stdlib cimport calloc, free, malloc
 
 include "_config.pxi"
+include "_storage.pxi"
 include "_threads.pxi"
 include "_chunks.pxi"
 include "_sums.pxi"

@@ -2,15 +2,15 @@
 # (1, 1, L) for the statistics steps), per-column weight and bias.
 
 
-cdef bint _has_nan(const floating *x, Py_ssize_t n) noexcept nogil:
+cdef bint _has_nan(const real *x, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t t
     for t in range(n):
-        if x[t] != x[t]:
+        if _d(x[t]) != _d(x[t]):
             return True
     return False
 
 
-cdef void _row_forward(const floating *x, floating *y, Py_ssize_t n, Py_ssize_t L, double eps,
+cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, double eps,
                        bint rms, const floating *w, const floating *b, double *mean,
                        double *invstd) noexcept nogil:
     """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache (their
@@ -21,7 +21,7 @@ cdef void _row_forward(const floating *x, floating *y, Py_ssize_t n, Py_ssize_t 
     cdef double v
     cdef Py_ssize_t i
     for i in range(n):
-        _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i])
+        _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i], q)
     for i in range(n):
         v = m2[i] / <double>L
         if rms:
@@ -32,11 +32,11 @@ cdef void _row_forward(const floating *x, floating *y, Py_ssize_t n, Py_ssize_t 
         _fwd_coefs(q + 4 * i, 1, 1, 0, False, v, eps, &mean[i], &invstd[i],
                    <const floating *>NULL, <const floating *>NULL)
     for i in range(n):
-        _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b)
+        _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b, NULL, ACT_NONE, 0.0)
 
 
-def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floating[::1] bias,
-                double eps, bint rms, floating[:, ::1] out, double[::1] mean,
+def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating[::1] bias,
+                double eps, bint rms, real[:, ::1] out, double[::1] mean,
                 double[::1] invstd, int n_threads):
     """LayerNorm (``rms`` False) or RMSNorm forward of each row of ``x`` (R, L).
 
@@ -45,6 +45,7 @@ def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floa
     ``mean`` set to 0. ``weight`` / ``bias`` (length L) may be None. Each thread takes
     blocks of whole rows.
     """
+    _check_pair(<const real *>NULL, <const floating *>NULL)
     cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
@@ -54,8 +55,8 @@ def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floa
         mean[:] = NAN
         invstd[:] = NAN
         return
-    cdef const floating *xp = &x[0, 0]
-    cdef floating *yp = &out[0, 0]
+    cdef const real *xp = &x[0, 0]
+    cdef real *yp = &out[0, 0]
     cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L))
     cdef Py_ssize_t K = (R + B - 1) // B
     with nogil:
@@ -65,7 +66,7 @@ def row_forward(const floating[:, ::1] x, const floating[::1] weight, const floa
                          &mean[r], &invstd[r])
 
 
-cdef inline void _row_coefs(const floating *x, const floating *dy, const floating *w,
+cdef inline void _row_coefs(const real *x, const real *dy, const floating *w,
                             Py_ssize_t L, bint rms, const double *mean, const double *invstd,
                             double *s, floating *q) noexcept nogil:
     """A row's sums s = [sum(g), sum(g * (x - mean))] (g = dy * w) and backward coefficients
@@ -85,9 +86,9 @@ cdef inline void _flush_cols(floating *f, double *p, Py_ssize_t n) noexcept nogi
         f[t] = 0.0
 
 
-def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const double[::1] mean,
+def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] mean,
                  const double[::1] invstd, const floating[::1] weight, bint rms,
-                 bint param_grads, floating[:, ::1] dx, double[::1] grad_weight,
+                 bint param_grads, real[:, ::1] dx, double[::1] grad_weight,
                  double[::1] grad_bias, int n_threads):
     """Backward of :func:`row_forward`: ``dx`` and, with ``param_grads``, the per-column
     ``grad_weight = sum(dy * x_hat)`` and ``grad_bias = sum(dy)`` over rows (float64).
@@ -97,6 +98,7 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
     Longer rows: the row sums first, then dx by blocks of columns over all rows in order,
     each block owning its columns' sums. Both orders depend on the shape only.
     """
+    _check_pair(<const real *>NULL, <const floating *>NULL)
     cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r1
     cdef Py_ssize_t B = max(1, ROW_CHUNK // L) if L > 0 else 1
     cdef const floating *w = &weight[0] if weight is not None else NULL
@@ -104,9 +106,9 @@ def row_backward(const floating[:, ::1] x, const floating[:, ::1] dy, const doub
     grad_bias[:] = 0.0
     if R == 0 or L == 0:
         return
-    cdef const floating *xp = &x[0, 0]
-    cdef const floating *gp = &dy[0, 0]
-    cdef floating *dp = &dx[0, 0]
+    cdef const real *xp = &x[0, 0]
+    cdef const real *gp = &dy[0, 0]
+    cdef real *dp = &dx[0, 0]
     cdef bint short = L < LONG_ROW
     K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
     cdef int nt = _threads(R * L, K, n_threads)

@@ -12,6 +12,11 @@ import cnorm
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOL = {np.float32: 2e-6, np.float64: 1e-12}
 needs_openmp = pytest.mark.skipif(not cnorm.openmp_enabled(), reason="serial build")
+try:  # the half-precision types: float16, and bfloat16 when ml_dtypes (the test extra) is here
+    import ml_dtypes
+    HALVES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
+except ImportError:  # pragma: no cover
+    HALVES = [np.dtype(np.float16)]
 
 try:  # hypothesis: a quick profile by default, many examples in CI (CI=true)
     from hypothesis import HealthCheck, settings

@@ -1,9 +1,9 @@
 """Results are bit-identical for every thread count and every SIMD target, for every layer
-kind, in C order and channels-last, forward, backward, parameter gradients and running
-statistics."""
+kind and dtype (half precision too), in C order and channels-last, forward, backward,
+parameter gradients and running statistics."""
 import numpy as np
 import pytest
-from conftest import in_layout, make_input, needs_openmp
+from conftest import HALVES, in_layout, make_input, needs_openmp
 from zoo import KINDS, make
 
 import cnorm
@@ -23,7 +23,7 @@ def outputs(kind, x):
     """Everything a layer computes: training forward, backward, gradients, running
     statistics, then the eval forward and backward; and the functional forms' moments."""
     layer = make(kind, x.shape, x.dtype)
-    dy = x * 0.5 + 1
+    dy = (x * 0.5 + 1).astype(x.dtype)
     out = [layer(x), layer.backward(dy), layer.grad_weight, layer.grad_bias]
     out += [getattr(layer, "running_mean", None), getattr(layer, "running_var", None)]
     layer.eval()
@@ -38,7 +38,7 @@ def same_bits(a_list, b_list, what):
 
 
 @needs_openmp
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, *HALVES], ids=str)
 @pytest.mark.parametrize("kind,shape,layout", CASES)
 def test_thread_counts_give_the_same_bits(rng, restore_threads, kind, shape, layout, dtype):
     x = in_layout(make_input(rng, shape, dtype, offset=100.0), layout)
@@ -52,7 +52,7 @@ def test_thread_counts_give_the_same_bits(rng, restore_threads, kind, shape, lay
 
 
 @pytest.mark.skipif(len(TARGETS) < 2, reason="only one SIMD target runs on this CPU")
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, *HALVES], ids=str)
 @pytest.mark.parametrize("kind,shape,layout", CASES)
 def test_simd_targets_give_the_same_bits(rng, monkeypatch, kind, shape, layout, dtype):
     x = in_layout(make_input(rng, shape, dtype, offset=50.0), layout)

@@ -11,6 +11,11 @@ from reference import bn_backward, bn_forward, channel_axes, group_norm_ref, lay
 
 import cnorm
 
+try:  # its finfo knows bfloat16 too (torch's RMSNorm eps=None is the dtype's epsilon)
+    from ml_dtypes import finfo
+except ImportError:  # pragma: no cover - ml_dtypes is in the test extra
+    from numpy import finfo
+
 
 def groups(C):
     """The largest group count below C that divides it (1 for C = 1): groups of >1 channel."""
@@ -66,7 +71,7 @@ def reference(kind, layer, x, dy):
                 bn_backward(x, dy, mean, var, w, layer.eps, True)[0])
     if kind in ("ln", "ln2", "rms"):
         k = 2 if kind == "ln2" else 1
-        eps = layer.eps if layer.eps is not None else float(np.finfo(layer.dtype).eps)
+        eps = layer.eps if layer.eps is not None else float(finfo(layer.dtype).eps)
         return layer_norm_ref(x, dy, k, w, b, eps, rms=kind == "rms")[:2]
     G = layer.num_groups if kind == "gn" else x.shape[1]
     return group_norm_ref(x, dy, G, w, b, layer.eps)[:2]

@@ -1,0 +1,161 @@
+"""Half precision (float16, and ml_dtypes' bfloat16 when installed) in every layer kind and
+functional form: data, outputs and input gradients in the half type; parameters, running
+statistics and parameter gradients in float32; all arithmetic in float32 or wider.
+
+The kernels compute half data exactly as float32 data (the same lanes, chunks and formulas on
+float tiles), so every half result must be the float32 layer's result on the upcast input,
+rounded once: bit for bit. An independent float64 reference bounds it to 1 ulp, and torch's
+half-precision layers (where the CPU build runs them) agree to its own rounding."""
+import numpy as np
+import pytest
+from conftest import HALVES, in_layout, make_input
+from zoo import KINDS, finfo, make, reference
+
+import cnorm
+from cnorm._layout import is_channels_last
+
+F32 = np.dtype(np.float32)
+MANTISSA = {"float16": 10, "bfloat16": 7}
+SMALLEST_NORMAL = {"float16": 2.0 ** -14, "bfloat16": 2.0 ** -126}
+SHAPES = {2: (40, 12), 3: (6, 8, 600), 4: (4, 8, 24, 30), 5: (2, 4, 6, 8, 10)}
+CASES = [(kind, SHAPES[ranks[-1]], layout) for kind, (ranks, _) in KINDS.items()
+         for layout in (("nchw", "nhwc") if ranks[-1] > 3 else ("nchw",))]
+
+
+def ids(v):
+    return v.name if isinstance(v, np.dtype) else None
+
+
+def ulp(ref, dtype):
+    """The spacing of ``dtype`` at each value of ref (float64)."""
+    a = np.maximum(np.abs(ref), SMALLEST_NORMAL[dtype.name])
+    return 2.0 ** (np.floor(np.log2(a)) - MANTISSA[dtype.name])
+
+
+def same_bits(got, want, what):
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), what
+
+
+def run(layer, x, dy):
+    """Training forward and backward, then eval forward and backward: outputs, gradients and
+    running statistics."""
+    out = {"y": layer(x), "dx": layer.backward(dy), "gw": layer.grad_weight,
+           "gb": layer.grad_bias, "rm": getattr(layer, "running_mean", None),
+           "rv": getattr(layer, "running_var", None)}
+    layer.eval()
+    out.update(y_eval=layer(x), dx_eval=layer.backward(dy))
+    return {k: v.copy(order="K") for k, v in out.items() if v is not None}
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+@pytest.mark.parametrize("kind,shape,layout", CASES)
+def test_half_is_the_float32_result_rounded_once(rng, kind, shape, layout, dtype):
+    x = in_layout(make_input(rng, shape, np.float32, offset=3.0).astype(dtype), layout)
+    dy = in_layout(make_input(rng, shape, np.float32).astype(dtype), layout)
+    half = make(kind, shape, dtype)
+    assert half.weight.dtype == F32
+    full = make(kind, shape, np.float32)
+    if kind == "rms":  # eps=None is the data type's epsilon: give float32 the half type's
+        full.eps = float(finfo(dtype).eps)
+    got = run(half, x, dy)
+    want = run(full, x.astype(np.float32), dy.astype(np.float32))
+    assert got.keys() == want.keys()
+    for k in got:
+        if k in ("y", "dx", "y_eval", "dx_eval"):
+            assert is_channels_last(got[k]) == is_channels_last(x), k
+            same_bits(got[k], want[k].astype(dtype), k)
+        else:  # parameters' gradients and running statistics stay float32
+            same_bits(got[k], want[k], k)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_within_one_ulp_of_a_float64_reference(rng, kind, dtype):
+    shape = SHAPES[KINDS[kind][0][-1]]
+    x = make_input(rng, shape, np.float32, offset=-2.0, scale=4.0).astype(dtype)
+    dy = make_input(rng, shape, np.float32).astype(dtype)
+    layer = make(kind, shape, dtype)
+    y, dx = layer(x), layer.backward(dy)
+    y_ref, dx_ref = reference(kind, layer, x.astype(np.float64), dy.astype(np.float64))
+    assert y.dtype == dx.dtype == dtype
+    # 1 ulp of the half type, plus the float32 arithmetic's rounding at the outputs' scale
+    # (it decides near zero, where the half type's spacing is finer than float32's error)
+    for got, ref in ((y, y_ref), (dx, dx_ref)):
+        slack = 2.0 ** -21 * np.max(np.abs(ref))
+        assert np.all(np.abs(got.astype(np.float64) - ref) <= ulp(ref, dtype) + slack)
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+def test_functional_forms_take_half_data_and_float32_parameters(rng, dtype):
+    x = make_input(rng, (4, 6, 5, 7), np.float32).astype(dtype)
+    xf = x.astype(np.float32)
+    w, b = np.linspace(0.5, 2, 6, dtype=np.float32), np.linspace(-1, 1, 6, dtype=np.float32)
+    rm, rv = np.zeros(6, np.float32), np.ones(6, np.float32)
+    rm32, rv32 = rm.copy(), rv.copy()
+    pairs = [
+        (cnorm.batch_norm(x, rm, rv, w, b, training=True),
+         cnorm.batch_norm(xf, rm32, rv32, w, b, training=True)),
+        (cnorm.group_norm(x, 3, w, b), cnorm.group_norm(xf, 3, w, b)),
+        (cnorm.instance_norm(x, weight=w, bias=b), cnorm.instance_norm(xf, weight=w, bias=b)),
+        (cnorm.layer_norm(x, (7,)), cnorm.layer_norm(xf, (7,))),
+        (cnorm.rms_norm(x, (5, 7), eps=1e-5), cnorm.rms_norm(xf, (5, 7), eps=1e-5)),
+        (cnorm.batch_norm_act(x, rm, rv, w, b, residual=x, act="silu"),
+         cnorm.batch_norm_act(xf, rm32, rv32, w, b, residual=xf, act="silu")),
+    ]
+    for i, (got, want) in enumerate(pairs):
+        same_bits(got, want.astype(dtype), f"form {i}")
+    same_bits(rm, rm32, "running_mean")
+    dy = (x.astype(np.float32) * 0.5).astype(dtype)
+    got = cnorm.batch_norm_backward(dy, x, rm, rv, w, b, training=True)
+    want = cnorm.batch_norm_backward(dy.astype(np.float32), xf, rm, rv, w, b, training=True)
+    same_bits(got[0], want[0].astype(dtype), "dx")
+    same_bits(got[1], want[1], "grad_weight")
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+def test_half_dtype_errors(dtype):
+    bn = cnorm.BatchNorm2d(3, dtype=dtype)
+    x = np.ones((2, 3, 4, 4), np.float32)
+    with pytest.raises(TypeError, match=dtype.name):
+        bn(x)  # a half layer given float32 input
+    with pytest.raises(TypeError, match="float32"):
+        cnorm.BatchNorm2d(3)(x.astype(dtype))  # and the other way round
+    with pytest.raises(TypeError, match="weight"):  # half data takes float32 parameters
+        cnorm.batch_norm(x.astype(dtype), None, None, np.ones(3, dtype), training=True)
+    assert bn.running_mean.dtype == bn.weight.dtype == F32
+    bn.load_state_dict({k: v.astype(np.float64) for k, v in bn.state_dict().items()})
+    assert bn.running_var.dtype == F32  # loaded values are cast to the parameters' dtype
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_fused_blocks_in_half_precision(rng, dtype, act):
+    """The forward is the float32 block's rounded once; the backward rounds g = dy * act'(pre)
+    to the half type (it is grad_residual), so it is compared within half-precision error."""
+    x = make_input(rng, (4, 8, 12, 12), np.float32).astype(dtype)
+    r = make_input(rng, (4, 8, 12, 12), np.float32).astype(dtype)
+    dy = make_input(rng, (4, 8, 12, 12), np.float32).astype(dtype)
+    for half, full in ((cnorm.BatchNormAct2d(8, dtype=dtype, act=act),
+                        cnorm.BatchNormAct2d(8, act=act)),
+                       (cnorm.GroupNormAct(4, 8, dtype=dtype, act=act),
+                        cnorm.GroupNormAct(4, 8, act=act))):
+        same_bits(half(x, r), full(x.astype(np.float32), r.astype(np.float32)).astype(dtype),
+                  type(half).__name__)
+        dx, dx32 = half.backward(dy), full.backward(dy.astype(np.float32))
+        tol = 4 * 2.0 ** -MANTISSA[dtype.name] * np.max(np.abs(dx32))
+        assert dx.dtype == half.grad_residual.dtype == dtype
+        assert np.max(np.abs(dx.astype(np.float32) - dx32)) <= tol
+        assert half.grad_weight.dtype == F32
+        gw_tol = 4 * 2.0 ** -MANTISSA[dtype.name] * np.max(np.abs(full.grad_weight))
+        assert np.max(np.abs(half.grad_weight - full.grad_weight)) <= gw_tol
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+def test_sync_batchnorm_in_half_precision_on_one_process(rng, dtype):
+    x = make_input(rng, (6, 5, 9, 9), np.float32, offset=2.0).astype(dtype)
+    dy = make_input(rng, (6, 5, 9, 9), np.float32).astype(dtype)
+    half, full = cnorm.SyncBatchNorm(5, dtype=dtype), cnorm.SyncBatchNorm(5)
+    same_bits(half(x), full(x.astype(np.float32)).astype(dtype), "y")
+    same_bits(half.backward(dy), full.backward(dy.astype(np.float32)).astype(dtype), "dx")
+    same_bits(half.running_var, full.running_var, "running_var")
