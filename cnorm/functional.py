@@ -82,9 +82,9 @@ def moments(x, axis):
     """Mean and biased variance of ``x`` over ``axis`` (an int, a tuple of ints, or None).
 
     Returns ``(mean, var)`` of x's dtype (float32 or float64; float32 for float16 and bfloat16
-    data, as the layers' statistics), shaped like ``x`` without the reduced axes. Accumulated in float64 around a shift, in fixed-order chunks: accurate for
-    data with a large offset and bit-identical for any thread count. An empty reduction gives
-    NaN.
+    data, as the layers' statistics), shaped like ``x`` without the reduced axes. Accumulated
+    in float64 around a shift, in fixed-order chunks: accurate for data with a large offset
+    and bit-identical for any thread count. An empty reduction gives NaN.
     """
     x = as_float_array(x)
     red = normalize_axis_tuple(tuple(range(x.ndim)) if axis is None else axis, x.ndim)

@@ -180,6 +180,7 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
     cdef floating xt[HALF_TILE]
     cdef floating gt[HALF_TILE]
     cdef floating rt[HALF_TILE]
+    cdef floating *t
     if real is f16_t or real is bf16_t:
         for k in range((n + HALF_TILE - 1) // HALF_TILE):
             o = k * HALF_TILE
@@ -190,10 +191,11 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
                 _tile_in(dy + o, gt, m)
             if r != NULL:
                 _tile_in(r + o, rt, m)
+            t = &xt[0] if dy == NULL else &gt[0]  # the output, in place
             _apply_cols(&xt[0] if x != NULL else <floating *>NULL,
-                        &gt[0] if dy != NULL else <floating *>NULL, &xt[0] if dy == NULL else &gt[0], m,
-                        coef + o, stride, &rt[0] if r != NULL else <floating *>NULL, act, slope)
-            _tile_out(&xt[0] if dy == NULL else &gt[0], out + o, m)
+                        &gt[0] if dy != NULL else <floating *>NULL, t, m, coef + o, stride,
+                        &rt[0] if r != NULL else <floating *>NULL, act, slope)
+            _tile_out(t, out + o, m)
         return
     if dy == NULL:
         for c in range(n):

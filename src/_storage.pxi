@@ -80,12 +80,7 @@ cdef inline void _tile_out(const floating *src, real *dst, Py_ssize_t n) noexcep
             _put_value(dst + i, src[i])
 
 
-cdef inline int _check_pair(const real *data, const floating *compute) except -1:
-    """The entry points are fused on the storage and the compute type: float64 data computes
-    in float64, every other type in float32 (cnorm/_backend.py picks the pair)."""
-    if real is double:
-        if floating is float:
-            raise TypeError("float64 data computes in float64")
-    elif floating is double:
-        raise TypeError("float32 and half data compute in float32")
-    return 0
+# The entry points are fused on the storage and the compute type: float64 data computes in
+# float64, every other type in float32 (cnorm/_backend.py calls the matching pair). The other
+# pairs raise this, and their code is pruned when compiling.
+WRONG_PAIR = "float64 data computes in float64, float32 and half data in float32"

@@ -16,7 +16,8 @@ def bn_forward_train(const real[:, :, ::1] x, const floating[::1] weight,
     ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared
     deviations) and ``invstd = 1/sqrt(m2/count + eps)``; NaN for an empty batch.
     """
-    _check_pair(<const real *>NULL, <const floating *>NULL)
+    if (real is double and floating is float) or (real is not double and floating is double):
+        raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
     cdef int err = 0
     if x.size == 0:
@@ -46,7 +47,8 @@ def bn_forward_eval(const real[:, :, ::1] x, const floating[::1] running_mean,
     """Eval forward with the running statistics, one pass over x (with ``residual`` and
     ``act`` as in bn_forward_train). Writes ``mean`` (the running mean in float64) and
     ``invstd = 1/sqrt(running_var + eps)`` for the backward."""
-    _check_pair(<const real *>NULL, <const floating *>NULL)
+    if (real is double and floating is float) or (real is not double and floating is double):
+        raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
@@ -81,7 +83,8 @@ def bn_backward(const real[:, :, ::1] x, const real[:, :, ::1] dy,
     act'(pre)`` (``y``: the forward's output; ``residual``, ``shift`` = bias, or None) is
     written to ``g`` and the sums and dx are those of g.
     """
-    _check_pair(<const real *>NULL, <const floating *>NULL)
+    if (real is double and floating is float) or (real is not double and floating is double):
+        raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
     cdef int err = 0
     sum_dy[:] = 0.0

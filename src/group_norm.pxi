@@ -13,7 +13,8 @@ def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] 
     """Forward: per (sample, group) ``mean``, ``m2`` and ``invstd`` (N, G), and
     ``out = (x - mean) * invstd * weight + bias`` per channel, or with ``residual`` and
     ``act`` the fused block act(that + residual). ``weight`` / ``bias`` may be None."""
-    _check_pair(<const real *>NULL, <const floating *>NULL)
+    if (real is double and floating is float) or (real is not double and floating is double):
+        raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
     cdef Py_ssize_t S = outer * C * inner, n
     cdef const floating *w = &weight[0] if weight is not None else NULL
@@ -57,7 +58,8 @@ def group_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] dy,
     """Backward of :func:`group_forward`: ``dx`` and the per (sample, channel) ``sum_dy`` and
     ``sum_dy_xmu = sum(dy * (x - mean))`` (N, C) for the parameter gradients; with ``g`` the
     fused block's, as in bn_backward."""
-    _check_pair(<const real *>NULL, <const floating *>NULL)
+    if (real is double and floating is float) or (real is not double and floating is double):
+        raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
     cdef Py_ssize_t S = outer * C * inner, n
     cdef const floating *w = &weight[0] if weight is not None else NULL

@@ -45,7 +45,8 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
     ``mean`` set to 0. ``weight`` / ``bias`` (length L) may be None. Each thread takes
     blocks of whole rows.
     """
-    _check_pair(<const real *>NULL, <const floating *>NULL)
+    if (real is double and floating is float) or (real is not double and floating is double):
+        raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
@@ -98,7 +99,8 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     Longer rows: the row sums first, then dx by blocks of columns over all rows in order,
     each block owning its columns' sums. Both orders depend on the shape only.
     """
-    _check_pair(<const real *>NULL, <const floating *>NULL)
+    if (real is double and floating is float) or (real is not double and floating is double):
+        raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r1
     cdef Py_ssize_t B = max(1, ROW_CHUNK // L) if L > 0 else 1
     cdef const floating *w = &weight[0] if weight is not None else NULL
