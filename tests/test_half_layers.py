@@ -9,7 +9,7 @@ half-precision layers (where the CPU build runs them) agree to its own rounding.
 import numpy as np
 import pytest
 from conftest import HALVES, in_layout, make_input
-from zoo import KINDS, finfo, make, reference
+from zoo import KINDS, finfo, make, reference, torch_twin
 
 import cnorm
 from cnorm._layout import is_channels_last
@@ -86,6 +86,46 @@ def test_within_one_ulp_of_a_float64_reference(rng, kind, dtype):
         assert np.all(np.abs(got.astype(np.float64) - ref) <= ulp(ref, dtype) + slack)
 
 
+@pytest.mark.filterwarnings("ignore:Mismatch dtype:UserWarning")  # torch's RMSNorm, mixed
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_matches_torchs_half_precision_layers(rng, kind, dtype):
+    """torch runs each layer with half input and float32 parameters (mixed): the same outputs
+    to within the half type's rounding, float32 parameter gradients and running statistics
+    to float32 accuracy."""
+    torch = pytest.importorskip("torch")
+    tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype.name]
+    shape = SHAPES[KINDS[kind][0][-1]]
+    x = make_input(rng, shape, np.float32, offset=1.0).astype(dtype)
+    dy = make_input(rng, shape, np.float32).astype(dtype)
+    ours = make(kind, shape, dtype)
+    theirs = torch_twin(kind, ours, torch)
+    y, dx = ours(x), ours.backward(dy)
+    xt = torch.from_numpy(x.astype(np.float32)).to(tdt).requires_grad_()
+    yt = theirs(xt)
+    yt.backward(torch.from_numpy(dy.astype(np.float32)).to(tdt))
+    assert yt.dtype == tdt and xt.grad.dtype == tdt
+    refs = reference(kind, ours, x.astype(np.float64), dy.astype(np.float64))
+    for got, want, ref, k in ((y, yt, refs[0], 1), (dx, xt.grad, refs[1], 2)):
+        got, want = got.astype(np.float64), want.detach().float().numpy().astype(np.float64)
+        bound = k * ulp(want, dtype) + 2.0 ** -16 * np.max(np.abs(want))
+        # k ulps of torch's, or (torch's RMSNorm backward rounds its sums in the half type)
+        # closer than torch's to the float64 reference
+        assert (np.all(np.abs(got - want) <= bound)
+                or np.max(np.abs(got - ref)) < np.max(np.abs(want - ref)))
+    for name in ("weight", "bias"):  # some of torch's mixed kernels sum these in the half type
+        if getattr(theirs, name, None) is None:  # RMSNorm has no bias
+            continue
+        g = getattr(theirs, name).grad.numpy()
+        assert getattr(ours, f"grad_{name}").dtype == F32
+        bound = 16 * 2.0 ** -MANTISSA[dtype.name] * np.max(np.abs(g))
+        assert np.max(np.abs(getattr(ours, f"grad_{name}") - g)) <= bound
+    if getattr(ours, "running_var", None) is not None:
+        np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-5,
+                                   atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", HALVES, ids=ids)
 def test_functional_forms_take_half_data_and_float32_parameters(rng, dtype):
     x = make_input(rng, (4, 6, 5, 7), np.float32).astype(dtype)
@@ -159,3 +199,50 @@ def test_sync_batchnorm_in_half_precision_on_one_process(rng, dtype):
     same_bits(half(x), full(x.astype(np.float32)).astype(dtype), "y")
     same_bits(half.backward(dy), full.backward(dy.astype(np.float32)).astype(dtype), "dx")
     same_bits(half.running_var, full.running_var, "running_var")
+
+
+@pytest.mark.parametrize("dtype", HALVES, ids=ids)
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "silu", "gelu", None])
+def test_fused_block_matches_torchs_half_precision_sequence(rng, dtype, act):
+    """torch in the half type: BatchNorm2d (float32 parameters) -> + residual -> activation
+    under autograd, each step rounded to the half type; the fused block rounds once."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype.name]
+    shape = (4, 6, 10, 10)
+    x, r, dy = (make_input(rng, shape, np.float32).astype(dtype) for _ in range(3))
+    block = cnorm.BatchNormAct2d(6, dtype=dtype, act=act)
+    block.weight[:] = rng.uniform(0.5, 1.5, 6)
+    y, dx = block(x, r), block.backward(dy)
+    bn = torch.nn.BatchNorm2d(6)
+    with torch.no_grad():
+        bn.weight.copy_(torch.from_numpy(block.weight))
+    fn = {"relu": F.relu, "leaky_relu": F.leaky_relu, "silu": F.silu, "gelu": F.gelu,
+          None: lambda v: v}[act]
+    xt, rt = (torch.from_numpy(a.astype(np.float32)).to(tdt).requires_grad_() for a in (x, r))
+    yt = fn(bn(xt) + rt)
+    yt.backward(torch.from_numpy(dy.astype(np.float32)).to(tdt))
+    # torch rounds the norm's output before the add: an error of an ulp of |norm| + |r|
+    size = np.abs(r.astype(np.float64)) + np.abs(yt.detach().float().numpy())
+    # ... which can move a value that is 0 to rounding across relu's kink: there the two
+    # gradients differ by the whole dy (a handful of elements; their sums shift the rest)
+    kink = np.zeros(shape, bool)
+    if act in ("relu", "leaky_relu"):
+        kink = (y.astype(np.float32) > 0) != (yt.detach().float().numpy() > 0)
+    assert np.mean(kink) < 0.01
+    assert np.all(np.abs(y.astype(np.float64))[kink] <= ulp(size, dtype)[kink])
+    # a kink moves its channel's sums by dy / M: dx = w * invstd * (g - mean(g) - x_hat *
+    # mean(g * x_hat)) moves by up to about 10 |dx| / M per kink (|x_hat| below 3)
+    moved = kink.sum(axis=(0, 2, 3)).reshape(1, -1, 1, 1) * 10 / (shape[0] * 100)
+    for got, want, k in ((y, yt, 1), (dx, xt.grad, 4), (block.grad_residual, rt.grad, 1)):
+        want = want.detach().float().numpy().astype(np.float64)
+        bound = k * ulp(want, dtype) + 2 * ulp(size, dtype) + 2.0 ** -14 * np.max(np.abs(want))
+        if got is dx:
+            bound = bound + moved * np.max(np.abs(want), axis=(0, 2, 3), keepdims=True)
+        assert got.dtype == dtype
+        assert np.all((np.abs(got.astype(np.float64) - want) <= bound) | kink)
+    np.testing.assert_allclose(block.running_var, bn.running_var.numpy(), rtol=1e-5)
+    assert block.grad_weight.dtype == F32
+    g = bn.weight.grad.numpy()
+    assert np.max(np.abs(block.grad_weight - g)) <= 16 * 2.0 ** -MANTISSA[dtype.name] * np.max(
+        np.abs(g))

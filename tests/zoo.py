@@ -79,7 +79,8 @@ def reference(kind, layer, x, dy):
 
 def torch_twin(kind, layer, torch):
     """torch.nn's layer built with ``layer``'s arguments, holding its parameters and buffers."""
-    dt = {np.float32: torch.float32, np.float64: torch.float64}[layer.dtype.type]
+    # the parameters' dtype: float32 for half-precision layers (torch runs them mixed)
+    dt = torch.float64 if layer.dtype == np.float64 else torch.float32
     name = type(layer).__name__
     if kind.startswith("bn") or kind.startswith("in"):
         twin = getattr(torch.nn, name)(layer.num_features, eps=layer.eps,
