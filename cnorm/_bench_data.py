@@ -24,24 +24,45 @@ CASES = {
                     "copy", ("torch",)),
     "gn_add_relu": ((32, 64, 56, 56), "float32", ("cnorm", "cnorm-unfused", "torch"), 8,
                     "copy", ("torch",)),
+    # half precision, forward + backward: cnorm in the half type against cnorm in float32
+    # (the target) and torch in the half type (float32 parameters, as cnorm's)
+    "bn2d_f16": ((32, 64, 56, 56), "float16", ("cnorm", "cnorm-f32", "torch"), 5, "copy",
+                 ("cnorm-f32",)),
+    "bn2d_bf16": ((32, 64, 56, 56), "bfloat16", ("cnorm", "cnorm-f32", "torch"), 5, "copy",
+                  ("cnorm-f32",)),
+    "ln_bf16": ((64, 196, 768), "bfloat16", ("cnorm", "cnorm-f32", "torch"), 5, "copy",
+                ("cnorm-f32",)),
 }
 QUICK = {"normalize_images": (2, 32, 32, 3), "moments": (2, 32, 32, 3),
-         "standardize": (64, 16), "bn_add_relu": (4, 64, 8, 8), "gn_add_relu": (4, 64, 8, 8)}
+         "standardize": (64, 16), "bn_add_relu": (4, 64, 8, 8), "gn_add_relu": (4, 64, 8, 8),
+         "bn2d_f16": (4, 64, 8, 8), "bn2d_bf16": (4, 64, 8, 8), "ln_bf16": (8, 16, 64)}
 LABELS = {"normalize_images": "uint8 NHWC -> float32 NCHW", "moments": "per-channel mean + std",
           "standardize": "transform float32",
           "bn_add_relu": "BatchNorm2d + residual + relu, fwd + bwd",
-          "gn_add_relu": "GroupNorm(32) + residual + relu, fwd + bwd"}
+          "gn_add_relu": "GroupNorm(32) + residual + relu, fwd + bwd",
+          "bn2d_f16": "BatchNorm2d fwd + bwd, float16",
+          "bn2d_bf16": "BatchNorm2d fwd + bwd, bfloat16",
+          "ln_bf16": "LayerNorm(768) fwd + bwd, bfloat16"}
+HALF = {"bn2d_f16", "bn2d_bf16", "ln_bf16"}
+
+
+def dtype_of(name):
+    """A case's input dtype (bfloat16 is ml_dtypes' type, imported only for those cases)."""
+    if CASES[name][1] == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(CASES[name][1])
 
 
 def module_of(impl):
-    """The module an implementation imports: "cnorm-unfused" is cnorm."""
+    """The module an implementation imports: "cnorm-unfused" and "cnorm-f32" are cnorm."""
     return impl.split("-")[0]
 
 
 def make_input(name, shape=None):
-    shape, dtype = tuple(shape or CASES[name][0]), CASES[name][1]
+    shape, dtype = tuple(shape or CASES[name][0]), dtype_of(name)
     rng = np.random.default_rng(0)
-    if dtype == "uint8":
+    if dtype == np.uint8:
         return rng.integers(0, 256, shape, dtype=np.uint8)
     return (3.0 + 2.0 * rng.standard_normal(shape, dtype=np.float32)).astype(dtype)
 
@@ -63,6 +84,8 @@ def make_runner(impl, name, x, lib):
         return _normalize_runner(impl, x, lib)
     if name in ("bn_add_relu", "gn_add_relu"):
         return _block_runner(impl, name, x, lib)
+    if name in HALF:
+        return _half_runner(impl, name, x, lib)
     if name == "moments":
         if impl == "cnorm":
             return lambda: lib.Moments.from_array(x, channel_axis=-1).std
@@ -134,3 +157,22 @@ def _block_runner(impl, name, x, lib):
         g = dy * (y > 0)  # the relu's gradient, which is also the residual's
         return norm.backward(g), g
     return unfused
+
+
+def _half_runner(impl, name, x, lib):
+    """A training step of one norm layer in a half type: cnorm in that type, cnorm on the
+    same values in float32, or torch in that type (float32 parameters) under autograd."""
+    dy = np.random.default_rng(1).standard_normal(x.shape, dtype=np.float32).astype(x.dtype)
+    ln = name.startswith("ln")
+    if impl == "torch":
+        torch = lib
+        norm = torch.nn.LayerNorm(x.shape[-1]) if ln else torch.nn.BatchNorm2d(x.shape[1])
+        tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16}[x.dtype.name]
+        xt = torch.from_numpy(x.astype(np.float32)).to(tdt).requires_grad_()
+        dyt = torch.from_numpy(dy.astype(np.float32)).to(tdt)
+        return lambda: norm(xt).backward(dyt)
+    if impl == "cnorm-f32":
+        x, dy = x.astype(np.float32), dy.astype(np.float32)
+    norm = lib.LayerNorm(x.shape[-1], dtype=x.dtype) if ln else lib.BatchNorm2d(x.shape[1],
+                                                                              dtype=x.dtype)
+    return lambda: (norm(x), norm.backward(dy))

@@ -32,6 +32,7 @@ from ._bench_cases import IMPLS, OPS, SHAPES, TRAFFIC, ops_for
 from ._bench_data import CASES as DATA_CASES
 from ._bench_data import LABELS as DATA_LABELS
 from ._bench_data import QUICK as DATA_QUICK
+from ._bench_data import dtype_of as data_dtype
 
 QUICK_SHAPES = [("bn2d", "bn2d", (4, 8, 16, 16), "nchw"), ("bn1d", "bn1d", (8, 16), "nc"),
                 ("bn2d-cl", "bn2d", (2, 8, 8, 8), "nhwc"), ("ln", "ln", (16, 64), "nc"),
@@ -125,7 +126,7 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
             copier = _spawn(["copy"], None, nt)["copy"]
             copy_bw[nt] = copier.ask(copy=COPY_BYTES)["gbps"] * 1e9
             for name, shape in data.items():  # the probes at the data's own sizes too
-                size = int(np.prod(shape)) * np.dtype(DATA_CASES[name][1]).itemsize
+                size = int(np.prod(shape)) * data_dtype(name).itemsize
                 probes = probe_bw.setdefault(nt, {"read": {}, "copy": {}})
                 if DATA_CASES[name][4] == "read":
                     probes["read"][str(size)] = copier.ask(read=size)["gbps"]
@@ -164,7 +165,7 @@ def _data_row(name, shape, nt, budget, rounds, versions, progress, probes):
     more bytes than any cache holds ("DRAM") and on as many bytes as the case moves ("same
     size", which caches may hold: the case's own data is cached alike)."""
     shape, (_, dtype, impls, traffic, limit, rivals) = list(shape), DATA_CASES[name]
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    nbytes = int(np.prod(shape)) * data_dtype(name).itemsize
     times = _time_rounds(impls, None, nt, ["data", name, shape], [name], budget, rounds,
                          versions, progress)[name]
     row = {"group": "data", "case": name, "op": DATA_LABELS[name], "shape": shape,
@@ -251,7 +252,7 @@ def format_table(result):
 
 
 def _data_table(rows, probes):
-    tools = [t for t in ("torch", "cv2", "sklearn", "numpy", "cnorm-unfused")
+    tools = [t for t in ("torch", "cv2", "sklearn", "numpy", "cnorm-unfused", "cnorm-f32")
              if any(t in r for r in rows)]
     head = ["case", "what", "shape", "thr", "cnorm ms"] + [f"{t} ms" for t in tools]
     head += ["vs target's rivals", "GB/s", "% of limit (DRAM)", "% of limit (same size)"]

@@ -6,6 +6,11 @@
 # storage type (``real``), lanes of the compute type (``floating``: float32 for half data).
 
 
+cdef extern from "cnorm_prefetch.h" nogil:
+    void cn_prefetch(const void *p, Py_ssize_t nbytes)
+    void cn_prefetch_write(void *p, Py_ssize_t nbytes)
+
+
 cdef inline void _add_block(const real *p, const real *g, const floating *w,
                             Py_ssize_t width, const floating *s, floating *f1,
                             floating *f2) noexcept nogil:
@@ -93,6 +98,10 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
     while j < j1:
         seg = min(run - i, j1 - j)
         p = x + (o * C + c) * run + i
+        if C > 1 and j + seg < j1:  # the next run, C runs on: ask for it while this one sums
+            cn_prefetch(x + ((o + 1) * C + c) * run, min(run, j1 - j - seg) * sizeof(real))
+            if dy != NULL:
+                cn_prefetch(dy + ((o + 1) * C + c) * run, min(run, j1 - j - seg) * sizeof(real))
         g = dy + (p - x) if dy != NULL else NULL
         wp = w + i if w != NULL else NULL
         nb = seg // LANES

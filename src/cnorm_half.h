@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__F16C__) || defined(__AVX512F__)
+#if defined(__F16C__) || defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -56,9 +56,9 @@ static inline cn_bf16 cn_float_bf16(float x) {
     return h;
 }
 
-/* Runs of n values, vectorized in each SIMD target: F16C (AVX2 target) and AVX-512 for float16,
-   plain integer arithmetic the compiler vectorizes for bfloat16. The same values as the scalar
-   conversions above (round to nearest even, NaN kept a NaN). */
+/* Runs of n values, vectorized in each SIMD target: F16C (AVX2 target) and AVX-512 for
+   float16; integer shifts and the rounding add in vector registers for bfloat16. The same
+   values as the scalar conversions above (round to nearest even, NaN kept a NaN). */
 static inline void cn_f16_to_f32_n(const cn_f16 *src, float *dst, ptrdiff_t n) {
     ptrdiff_t i = 0;
 #if defined(__AVX512F__)
@@ -86,10 +86,52 @@ static inline void cn_f32_to_f16_n(const float *src, cn_f16 *dst, ptrdiff_t n) {
 }
 
 static inline void cn_bf16_to_f32_n(const cn_bf16 *src, float *dst, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; i++) dst[i] = cn_bf16_float(src[i]);
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+        __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
+        _mm512_storeu_si512((void *)(dst + i), _mm512_slli_epi32(w, 16));
+    }
+#elif defined(__AVX2__)
+    for (; i + 8 <= n; i += 8) {
+        __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(w, 16));
+    }
+#endif
+    for (; i < n; i++) dst[i] = cn_bf16_float(src[i]);
 }
 
+/* u + 0x7fff + (bit 16 of u), shifted down: round to nearest even; a NaN is quieted instead
+   (its top bits with the quiet bit set), as in cn_float_bf16. */
 static inline void cn_f32_to_bf16_n(const float *src, cn_bf16 *dst, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < n; i++) dst[i] = cn_float_bf16(src[i]);
+    ptrdiff_t i = 0;
+#if defined(__AVX512F__)
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+    const __m512i quiet = _mm512_set1_epi32(0x40);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(src + i);
+        __m512i u = _mm512_castps_si512(v), top = _mm512_srli_epi32(u, 16);
+        __m512i r = _mm512_srli_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(u, half), _mm512_and_si512(top, one)), 16);
+        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                                  _mm512_or_si512(top, quiet));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(r));
+    }
+#elif defined(__AVX2__)
+    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
+    const __m256i quiet = _mm256_set1_epi32(0x40);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(src + i);
+        __m256i u = _mm256_castps_si256(v), top = _mm256_srli_epi32(u, 16);
+        __m256i r = _mm256_srli_epi32(
+            _mm256_add_epi32(_mm256_add_epi32(u, half), _mm256_and_si256(top, one)), 16);
+        r = _mm256_blendv_epi8(r, _mm256_or_si256(top, quiet),
+                               _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+        /* 8 values of at most 0xffff: an unsigned saturating pack is exact */
+        _mm_storeu_si128((__m128i *)(dst + i), _mm_packus_epi32(_mm256_castsi256_si128(r),
+                                                                _mm256_extracti128_si256(r, 1)));
+    }
+#endif
+    for (; i < n; i++) dst[i] = cn_float_bf16(src[i]);
 }
 #endif
