@@ -1,7 +1,9 @@
 """pytest-benchmark suite, data group: normalize_images against torch ops, OpenCV's
 blobFromImages and NumPy; Moments against NumPy's mean + std; Standardizer.transform against
 scikit-learn's StandardScaler; the fused norm + residual + relu blocks against torch's sequence
-under autograd and cnorm's unfused one (the cases of cnorm/_bench_data.py, as in the report).
+under autograd and cnorm's unfused one; batch and layer norm in float16 and bfloat16 against
+cnorm in float32 and torch in the half type (the cases of cnorm/_bench_data.py, as in the
+report).
 
     pytest bench/test_bench_data.py --benchmark-only
 """
@@ -21,6 +23,10 @@ def test_data(benchmark, name, impl):
         lib = None if impl == "numpy" else importlib.import_module(data.module_of(impl))
     except ImportError:
         pytest.skip(f"{impl} is not installed")
-    fn = data.make_runner(impl, name, data.make_input(name), lib)
+    try:
+        x = data.make_input(name)
+    except ImportError:
+        pytest.skip("ml_dtypes (the half extra) is not installed")
+    fn = data.make_runner(impl, name, x, lib)
     benchmark.group = f"{name} {'x'.join(map(str, data.CASES[name][0]))} {data.CASES[name][1]}"
     benchmark(fn)

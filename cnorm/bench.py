@@ -16,6 +16,7 @@ its own in a later case), and slow drift of a shared machine hits all of them al
 ratio to the report's figure.
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -342,7 +343,7 @@ def main(argv=None):
     p.add_argument("--cases", default="",
                    help="comma-separated case names to run (default: all), e.g. bn2d,ln; "
                         "'data' for the data group (normalize_images, moments, standardize, "
-                        "bn_add_relu, gn_add_relu), "
+                        "bn_add_relu, gn_add_relu, bn2d_f16, bn2d_bf16, ln_bf16), "
                         "'norms' for all the norms")
     p.add_argument("--baseline", metavar="DIR",
                    help="also time the cnorm installed in DIR (a before/after comparison)")
@@ -358,6 +359,8 @@ def main(argv=None):
         names = set(args.cases.split(","))
         shapes = [c for c in shapes if c[0] in names or "norms" in names]
         data = {k: v for k, v in data.items() if k in names or "data" in names}
+    if importlib.util.find_spec("ml_dtypes") is None:  # the bfloat16 cases need it
+        data = {k: v for k, v in data.items() if DATA_CASES[k][1] != "bfloat16"}
     result = run(threads=threads, shapes=shapes, budget=args.budget, rounds=args.rounds,
                  paths={"before": args.baseline} if args.baseline else None, data=data)
     print(format_table(result))

@@ -1,8 +1,10 @@
-# The kernels of cnorm: one source for float32 and float64 (fused type ``floating``), included
+# The kernels of cnorm: one source for float32, float64, float16 and bfloat16 data (fused type
+# ``real``, computed in ``floating``: float32, or float64 for float64 data), included
 # by one small .pyx per SIMD target (_kernels_baseline/_avx2/_avx512.pyx) that setup.py builds
 # with that target's flags; cnorm._backend imports the best one the CPU runs. Each concern has
 # its own file, included in order of use:
 #   _config    constants, each with its reason
+#   _storage   the storage types of the data and their conversions to the compute type
 #   _threads   thread counts (every kernel takes n_threads)
 #   _chunks    the chunk plan: the determinism contract
 #   _sums      lane sums, for x and for dy: the one summation loop
