@@ -23,7 +23,7 @@ def rms_eps(eps, dtype):
     """RMSNorm's eps=None: the machine epsilon of the data type, as torch."""
     if eps is not None:
         return float(eps)
-    return 2.0 ** -7 if dtype.name == "bfloat16" else float(np.finfo(dtype).eps)  # 8-bit mantissa
+    return 2.0 ** -7 if dtype.kind == "V" else float(np.finfo(dtype).eps)  # bfloat16: 8 bits
 
 
 class RowNormContext(Context):
