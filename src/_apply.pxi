@@ -221,12 +221,10 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     while in cache."""
     cdef Py_ssize_t r, c, o, off
     cdef int w = 4 if dy == NULL else 5
-    if inner > 1 and c1 - c0 < C:  # a group's channels (in cache): outputs are C runs apart
+    if inner > 1 and c1 - c0 < C:
         for o in range(outer):
             for c in range(c0, c1):
                 off = (o * C + c) * inner
-                if o + 1 < outer:  # the next output run's lines, owned before they are written
-                    cn_prefetch_write(out + off + C * inner, inner * sizeof(real))
                 if dy == NULL:
                     _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL,
                               res + off if res != NULL else NULL, act, slope)

@@ -8,7 +8,6 @@
 
 cdef extern from "cnorm_prefetch.h" nogil:
     void cn_prefetch(const void *p, Py_ssize_t nbytes)
-    void cn_prefetch_write(void *p, Py_ssize_t nbytes)
 
 
 cdef inline void _add_block(const real *p, const real *g, const floating *w,

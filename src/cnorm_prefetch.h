@@ -14,13 +14,4 @@ static inline void cn_prefetch(const void *p, ptrdiff_t bytes) {
 #endif
 }
 
-/* The same for lines about to be written (their read for ownership starts early). */
-static inline void cn_prefetch_write(void *p, ptrdiff_t bytes) {
-#if defined(__GNUC__)
-    char *c = (char *)p;
-    for (ptrdiff_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 1, 2);
-#else
-    (void)p; (void)bytes;
-#endif
-}
 #endif
