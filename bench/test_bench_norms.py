@@ -27,3 +27,17 @@ def test_norm(benchmark, case, op, impl):
     fn = cases.make_runner(impl, op, kind, cases.make_input(shape, layout), lib)
     benchmark.group = f"{op} {name} {'x'.join(map(str, shape))}"
     benchmark(fn)
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["new-output", "out="])
+def test_out(benchmark, reuse):
+    """batch_norm's training forward writing a new output each call, or a reused ``out=``
+    buffer (no fresh pages to fault in): (32, 64, 56, 56) float32."""
+    import numpy as np
+
+    import cnorm
+    x = cases.make_input((32, 64, 56, 56), "nchw")
+    rm, rv = np.zeros(64, np.float32), np.ones(64, np.float32)
+    out = np.empty_like(x) if reuse else None
+    benchmark.group = "batch_norm train_fwd 32x64x56x56, out="
+    benchmark(lambda: cnorm.batch_norm(x, rm, rv, training=True, out=out))

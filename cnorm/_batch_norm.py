@@ -37,7 +37,7 @@ class BatchNormContext(Context):
                  "batch_stats", "y", "block", "shift")
 
     def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
-                 compute_y=True, block=None):
+                 compute_y=True, block=None, out=None):
         dt = x.dtype
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
@@ -49,7 +49,8 @@ class BatchNormContext(Context):
         C = x3.shape[1]
         self.count = float(x3.shape[0] * x3.shape[2])
         self.mean, self.m2, self.invstd = np.empty((3, C))
-        y3, self.y = layout.empty() if compute_y else (None, None)
+        inputs = (x, None if block is None else block.r)
+        y3, self.y = layout.empty(out, inputs) if compute_y else (None, None)
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y3)
         if batch_stats and compute_y:
             kernel = _backend.kernel("bn_forward_train", dt)
@@ -78,13 +79,13 @@ class BatchNormContext(Context):
             update_running(running_mean, running_var, self.mean, self.m2, self.count - 1.0,
                            factor)
 
-    def _backward(self, dy):
+    def _backward(self, dy, out=None):
+        dx3, dx = self.layout.empty(out, (self.x3, dy))
         epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
         if self.block is not None:
             epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
         dy3 = self.layout.view(dy)
         sdy, sdyx = np.empty((2, self.mean.shape[0]))
-        dx3, dx = self.layout.empty()
         kernel = _backend.kernel("bn_backward", self.layout.dtype)
         kernel(self.x3, dy3, self.mean, self.invstd, self.weight, self.batch_stats,
                self.weight is not None or self.has_bias, dx3, sdy, sdyx, *epilogue,

@@ -89,16 +89,18 @@ class GroupNormAct(_Fused, GroupNorm):
 
 
 def batch_norm_act(x, running_mean, running_var, weight=None, bias=None, training=False,
-                   momentum=0.1, eps=1e-5, *, residual=None, act="relu", negative_slope=0.01):
+                   momentum=0.1, eps=1e-5, *, residual=None, act="relu", negative_slope=0.01,
+                   out=None):
     """``act(batch_norm(x, ...) + residual)`` in one pass: :func:`cnorm.batch_norm`'s
-    arguments and semantics (the running arrays move in place when training), plus the
-    optional ``residual`` (shaped like x) and the activation (see the module). Returns y."""
+    arguments and semantics (the running arrays move in place when training, ``out`` a
+    preallocated output), plus the optional ``residual`` (shaped like x) and the activation
+    (see the module). Returns y."""
     block = Block(np.asarray(x) if not isinstance(x, np.ndarray) else x, residual, act,
                   negative_slope)
     x, running_mean, running_var, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=training)
     ctx = BatchNormContext(x, running_mean, running_var, weight, bias, eps, training,
-                           block=block)
+                           block=block, out=out)
     if training:
         ctx.update_running(running_mean, running_var, float(momentum))
     return ctx.y

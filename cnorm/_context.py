@@ -9,19 +9,21 @@ from ._validate import as_float_array, param_dtype
 class Context:
     """A forward pass (``y``) and what its backward needs. A subclass sets ``layout`` (the
     input's shape and dtype), ``weight`` (as at forward time, or None) and ``has_bias``, and
-    implements ``_backward(dy) -> (dx, grad_weight, grad_bias)`` with float64 gradients."""
+    implements ``_backward(dy, out) -> (dx, grad_weight, grad_bias)`` with float64 gradients
+    (dx into ``out`` when given)."""
 
     __slots__ = ()
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, out=None):
         """Returns ``(dx, grad_weight, grad_bias)``: the parameter gradients in the input's
-        parameter dtype (float32 for half data), None where the parameter does not exist."""
+        parameter dtype (float32 for half data), None where the parameter does not exist.
+        ``out``: a preallocated dx (see cnorm._layout.check_out)."""
         layout = self.layout
         dy = as_float_array(grad_output, layout.dtype, what="grad_output")
         if dy.shape != layout.shape:
             raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
                              f"shape {layout.shape}")
-        dx, gw, gb = self._backward(dy)
+        dx, gw, gb = self._backward(dy, out)
         pdt = param_dtype(layout.dtype)
         return (dx, None if self.weight is None else gw.astype(pdt),
                 gb.astype(pdt) if self.has_bias else None)

@@ -60,7 +60,7 @@ class GroupNormContext(Context):
     __slots__ = ("layout", "x4", "G", "mean", "m2", "invstd", "weight", "has_bias", "y",
                  "block", "shift")
 
-    def __init__(self, x, G, weight, bias, eps, block=None):
+    def __init__(self, x, G, weight, bias, eps, block=None, out=None):
         self.layout = layout = ChannelLayout(x, per_sample=True)
         self.x4 = x4 = layout.view(x)
         self.G = G
@@ -69,7 +69,7 @@ class GroupNormContext(Context):
         self.block = block  # a fused block's activation and residual (cnorm/_act.py)
         self.shift = None if bias is None or block is None else bias.astype(np.float64)
         self.mean, self.m2, self.invstd = np.empty((3, x.shape[0], G))
-        y4, self.y = layout.empty()
+        y4, self.y = layout.empty(out, (x, None if block is None else block.r))
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y4)
         kernel = _backend.kernel("group_forward", x.dtype)
         kernel(x4, G, self.weight, contiguous(bias), float(eps), y4, self.mean, self.m2,
@@ -83,13 +83,13 @@ class GroupNormContext(Context):
             update_running(running_mean, running_var, self.mean.mean(axis=0),
                            (self.m2 / (S - 1)).mean(axis=0), 1.0, factor)
 
-    def _backward(self, dy):
+    def _backward(self, dy, out=None):
+        dx4, dx = self.layout.empty(out, (self.x4, dy))
         N, C = self.layout.shape[:2]
         epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
         if self.block is not None:
             epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
         dy4 = self.layout.view(dy)
-        dx4, dx = self.layout.empty()
         sdy, sdyx = np.empty((2, N, C))
         kernel = _backend.kernel("group_backward", self.layout.dtype)
         kernel(self.x4, dy4, self.G, self.mean, self.invstd, self.weight, dx4, sdy, sdyx,
@@ -99,11 +99,11 @@ class GroupNormContext(Context):
 
 
 def instance_norm_context(x, running_mean, running_var, weight, bias, use_input_stats,
-                          momentum, eps):
+                          momentum, eps, out=None):
     """Instance norm's forward on checked arguments: the input's statistics (given running
     arrays move toward them, in place) or the running ones (batch norm's eval)."""
     if not use_input_stats:
-        return BatchNormContext(x, running_mean, running_var, weight, bias, eps, False)
-    ctx = GroupNormContext(x, x.shape[1], weight, bias, eps)
+        return BatchNormContext(x, running_mean, running_var, weight, bias, eps, False, out=out)
+    ctx = GroupNormContext(x, x.shape[1], weight, bias, eps, out=out)
     ctx.update_running(running_mean, running_var, float(momentum))
     return ctx

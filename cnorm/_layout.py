@@ -25,6 +25,25 @@ def is_channels_last(x):
             and np.moveaxis(x, 1, -1).flags.c_contiguous)
 
 
+def check_out(out, shape, dtype, channels_last, inputs):
+    """An ``out=`` array: of ``shape`` and ``dtype``, in the memory layout the op writes
+    (channels-last when its input is, else C order), writeable, and sharing no memory with the
+    ``inputs``. ValueError otherwise (TypeError for a non-array), before anything is written."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"out must have shape {shape} and dtype {np.dtype(dtype).name}, got "
+                         f"shape {out.shape} and dtype {out.dtype.name}")
+    if channels_last != is_channels_last(out) or not (channels_last or out.flags.c_contiguous):
+        want = "channels-last" if channels_last else "C-contiguous"
+        raise ValueError(f"out must be {want}, as the input is")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if any(a is not None and np.may_share_memory(out, a) for a in inputs):
+        raise ValueError("out must not share memory with the inputs")
+    return out
+
+
 class ChannelLayout:
     """How an array of logical shape (N, C, *spatial) maps onto the kernels' views.
 
@@ -55,8 +74,12 @@ class ChannelLayout:
             a = np.moveaxis(a, 1, -1)
         return storage(np.ascontiguousarray(a).reshape(self.kshape))
 
-    def empty(self):
-        """A new output: returns ``(out3, out)``, the kernel view and the user-facing array."""
+    def empty(self, out=None, inputs=()):
+        """A new output: returns ``(out3, out)``, the kernel view and the user-facing array;
+        or ``out`` itself, checked against ``inputs`` (see :func:`check_out`)."""
+        if out is not None:
+            check_out(out, self.shape, self.dtype, self.channels_last, inputs)
+            return self.view(out), out
         if self.channels_last:
             t = np.empty(self.shape[:1] + self.shape[2:] + self.shape[1:2], dtype=self.dtype)
             return storage(t.reshape(self.kshape)), np.moveaxis(t, -1, 1)
@@ -69,22 +92,34 @@ class RowLayout:
     view. The kernels write C order; :meth:`restore` gives a channels-last input's output
     (or gradient) its input's layout again (one copy, for that layout only)."""
 
-    __slots__ = ("shape", "dtype", "rl", "channels_last")
+    __slots__ = ("shape", "dtype", "rl", "channels_last", "out")
 
     def __init__(self, x, k):
         self.shape = x.shape
         self.dtype = x.dtype
         self.rl = (prod(x.shape[:x.ndim - k]), prod(x.shape[x.ndim - k:]))
         self.channels_last = is_channels_last(x)
+        self.out = None
 
     def view(self, a):
         return storage(np.ascontiguousarray(a).reshape(self.rl))
 
-    def empty(self):
-        out = np.empty(self.shape, dtype=self.dtype)
-        return storage(out.reshape(self.rl)), out
+    def empty(self, out=None, inputs=()):
+        """As ChannelLayout.empty. A channels-last ``out`` is filled by :meth:`restore`."""
+        if out is not None:
+            check_out(out, self.shape, self.dtype, self.channels_last, inputs)
+            if not self.channels_last:
+                return storage(out.reshape(self.rl)), out
+        self.out = out
+        new = np.empty(self.shape, dtype=self.dtype)
+        return storage(new.reshape(self.rl)), new
 
     def restore(self, out):
         if not self.channels_last:
             return out
-        return np.moveaxis(np.ascontiguousarray(np.moveaxis(out, 1, -1)), -1, 1)
+        moved = np.moveaxis(out, 1, -1)
+        if self.out is not None:  # channels-last out: one copy, as a new array would take
+            np.moveaxis(self.out, 1, -1)[...] = moved
+            out, self.out = self.out, None
+            return out
+        return np.moveaxis(np.ascontiguousarray(moved), -1, 1)

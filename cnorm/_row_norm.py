@@ -32,7 +32,7 @@ class RowNormContext(Context):
 
     __slots__ = ("layout", "x2", "pshape", "mean", "invstd", "weight", "has_bias", "rms", "y")
 
-    def __init__(self, x, normalized_shape, weight, bias, eps, rms):
+    def __init__(self, x, normalized_shape, weight, bias, eps, rms, out=None):
         self.layout = layout = RowLayout(x, len(normalized_shape))
         self.x2 = x2 = layout.view(x)
         self.pshape = normalized_shape
@@ -40,15 +40,15 @@ class RowNormContext(Context):
         self.has_bias = bias is not None
         self.rms = rms
         self.mean, self.invstd = np.empty((2, x2.shape[0]))
-        y2, y = layout.empty()
+        y2, y = layout.empty(out, (x,))
         kernel = _backend.kernel("row_forward", x.dtype)
         kernel(x2, self.weight, None if bias is None else np.ravel(bias), float(eps), rms, y2,
                self.mean, self.invstd, _backend.threads())
         self.y = layout.restore(y)
 
-    def _backward(self, dy):
+    def _backward(self, dy, out=None):
+        dx2, dx = self.layout.empty(out, (self.x2, dy))
         dy2 = self.layout.view(dy)
-        dx2, dx = self.layout.empty()
         gw, gb = np.empty((2, self.x2.shape[1]))
         kernel = _backend.kernel("row_backward", self.layout.dtype)
         kernel(self.x2, dy2, self.mean, self.invstd, self.weight, self.rms,

@@ -105,7 +105,7 @@ class SyncContext(Context):
         """The running statistics toward the union's, the same on every rank."""
         update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor)
 
-    def _backward(self, dy):
+    def _backward(self, dy, out=None):
         dy3 = self.layout.view(dy)
         dt = self.layout.dtype
         s1, s2 = _backend.kernel("backward_sums", dt)(self.x3, dy3, self.mean, _backend.threads())
@@ -120,7 +120,7 @@ class SyncContext(Context):
         k1 = w * inv
         k2 = -inv * inv * inv * (w * S2) / M
         k3 = -inv * (w * S1) / M
-        dx3, dx = self.layout.empty()
+        dx3, dx = self.layout.empty(out, (self.x3, dy))
         _backend.kernel("backward_apply", dt)(self.x3, dy3, self.mean, k1, k2, k3, dx3, True,
                                               _backend.threads())
         return dx, self.invstd * s2, s1  # this rank's parameter gradients
