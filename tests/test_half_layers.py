@@ -246,3 +246,19 @@ def test_fused_block_matches_torchs_half_precision_sequence(rng, dtype, act):
     g = bn.weight.grad.numpy()
     assert np.max(np.abs(block.grad_weight - g)) <= 16 * 2.0 ** -MANTISSA[dtype.name] * np.max(
         np.abs(g))
+
+
+def test_storage_and_compute_types_pair_as_documented():
+    """The entry points are fused on (storage, compute): float64 data computes in float64,
+    float32 and half data in float32; the other pairs refuse to run."""
+    from cnorm import _backend
+    k = _backend.kernels
+    x = np.ones((2, 3, 4), np.float64)
+    args = (None, None, 1e-5, x.copy(), *np.empty((3, 3)), None, 0, 0.0, 1)
+    with pytest.raises(TypeError, match="float64 data computes in float64"):
+        k.bn_forward_train["double", "float"](x, *args)
+    with pytest.raises(TypeError, match="float64 data computes in float64"):
+        k.bn_forward_train["f16_t", "double"](x.astype(np.float16).view(np.uint16),
+                                              None, None, 1e-5,
+                                              np.empty((2, 3, 4), np.uint16),
+                                              *np.empty((3, 3)), None, 0, 0.0, 1)
