@@ -92,34 +92,33 @@ class RowLayout:
     view. The kernels write C order; :meth:`restore` gives a channels-last input's output
     (or gradient) its input's layout again (one copy, for that layout only)."""
 
-    __slots__ = ("shape", "dtype", "rl", "channels_last", "out")
+    __slots__ = ("shape", "dtype", "rl", "channels_last")
 
     def __init__(self, x, k):
         self.shape = x.shape
         self.dtype = x.dtype
         self.rl = (prod(x.shape[:x.ndim - k]), prod(x.shape[x.ndim - k:]))
         self.channels_last = is_channels_last(x)
-        self.out = None
 
     def view(self, a):
         return storage(np.ascontiguousarray(a).reshape(self.rl))
 
     def empty(self, out=None, inputs=()):
-        """As ChannelLayout.empty. A channels-last ``out`` is filled by :meth:`restore`."""
+        """As ChannelLayout.empty; a channels-last ``out`` is written by :meth:`restore`."""
         if out is not None:
             check_out(out, self.shape, self.dtype, self.channels_last, inputs)
             if not self.channels_last:
                 return storage(out.reshape(self.rl)), out
-        self.out = out
         new = np.empty(self.shape, dtype=self.dtype)
         return storage(new.reshape(self.rl)), new
 
-    def restore(self, out):
+    def restore(self, a, out=None):
+        """``a`` (written in C order) in the input's layout: into ``out`` when given (one
+        copy, as a new array would take)."""
         if not self.channels_last:
-            return out
-        moved = np.moveaxis(out, 1, -1)
-        if self.out is not None:  # channels-last out: one copy, as a new array would take
-            np.moveaxis(self.out, 1, -1)[...] = moved
-            out, self.out = self.out, None
-            return out
-        return np.moveaxis(np.ascontiguousarray(moved), -1, 1)
+            return a
+        moved = np.moveaxis(a, 1, -1)
+        if out is None:
+            return np.moveaxis(np.ascontiguousarray(moved), -1, 1)
+        np.moveaxis(out, 1, -1)[...] = moved
+        return out

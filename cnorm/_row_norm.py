@@ -44,7 +44,7 @@ class RowNormContext(Context):
         kernel = _backend.kernel("row_forward", x.dtype)
         kernel(x2, self.weight, None if bias is None else np.ravel(bias), float(eps), rms, y2,
                self.mean, self.invstd, _backend.threads())
-        self.y = layout.restore(y)
+        self.y = layout.restore(y, out)
 
     def _backward(self, dy, out=None):
         dx2, dx = self.layout.empty(out, (self.x2, dy))
@@ -53,4 +53,4 @@ class RowNormContext(Context):
         kernel = _backend.kernel("row_backward", self.layout.dtype)
         kernel(self.x2, dy2, self.mean, self.invstd, self.weight, self.rms,
                self.weight is not None or self.has_bias, dx2, gw, gb, _backend.threads())
-        return self.layout.restore(dx), gw.reshape(self.pshape), gb.reshape(self.pshape)
+        return self.layout.restore(dx, out), gw.reshape(self.pshape), gb.reshape(self.pshape)

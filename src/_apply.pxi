@@ -256,20 +256,18 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
 # step over the whole array, then the apply step. Both give the same bits.
 # ---------------------------------------------------------------------------------------------
 
-cdef inline bint _fused(Py_ssize_t run, Py_ssize_t G, int nt) noexcept nogil:
-    """Group by group when a group's runs are long (planar, at least GATHER values) and the
-    groups share out evenly over the threads."""
-    return run >= GATHER and (nt == 1 or G % nt == 0 or G >= 8 * nt)
-
-
-cdef inline bint _in_cache_pays(Py_ssize_t outer, Py_ssize_t inner, int nt) noexcept nogil:
-    """The in-cache path writes a group's output (or dx) as ``outer`` runs, C runs apart: on
-    one thread each such write stream starts cold after the group's reads, which measured
-    slower than the whole-array passes for short runs (AMD EPYC, one thread, (32, 64, 56, 56):
-    forward 4.4 against 2.9 ms in float32, 2.7 against 1.9 ms in float16; backward in float16
-    3.3 against 2.9 ms, in float32 alike). Contiguous groups (outer == 1), long runs and
-    several threads (one thread's reads overlap another's writes) keep it."""
-    return outer == 1 or nt > 1 or inner >= LONG_RUN
+cdef inline bint _fused(Py_ssize_t outer, Py_ssize_t inner, Py_ssize_t run, Py_ssize_t G,
+                        int nt) noexcept nogil:
+    """Group by group when a group's runs are long (planar, at least GATHER values), the
+    groups share out evenly over the threads, and the in-cache path pays. It writes a group's
+    output (or dx) as ``outer`` runs, C runs apart: on one thread each such write stream
+    starts cold after the group's reads, which measured slower than the whole-array passes
+    for short runs (AMD EPYC, one thread, (32, 64, 56, 56): forward 4.4 against 2.9 ms in
+    float32, 2.7 against 1.9 ms in float16; backward in float16 3.3 against 2.9 ms, in
+    float32 alike). Contiguous groups (outer == 1), long runs and several threads (one
+    thread's reads overlap another's writes) keep it."""
+    return (run >= GATHER and (nt == 1 or G % nt == 0 or G >= 8 * nt)
+            and (outer == 1 or nt > 1 or inner >= LONG_RUN))
 
 
 cdef void _fused_forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
@@ -296,7 +294,7 @@ cdef int _forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
     cdef double n
     cdef double *cs
     nt = _threads(outer * C * inner, _nchunks(outer, G, Cg * inner) * G, nt)
-    if inner > 1 and _fused(Cg * inner, G, nt) and _in_cache_pays(outer, inner, nt):
+    if inner > 1 and _fused(outer, inner, Cg * inner, G, nt):
         for g in prange(G, schedule="static", num_threads=nt):
             _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef, res,
                            act, slope)
@@ -356,7 +354,7 @@ cdef int _backward(const real *x, const real *dy, real *dx, Py_ssize_t outer,
     cdef double *mc = NULL
     need_sums = need_sums or training
     nt = _threads(outer * C * inner, _nchunks(outer, C, inner) * C, nt)
-    if inner > 1 and _fused(inner, G, nt) and _in_cache_pays(outer, inner, nt):
+    if inner > 1 and _fused(outer, inner, inner, G, nt):
         for g in prange(G, schedule="static", num_threads=nt):
             _fused_backward(x, dy, dx, outer, C, inner, Cg, g, training, need_sums, mean,
                             invstd, w, s1, s2, coef, epi)

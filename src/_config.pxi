@@ -19,7 +19,7 @@ cdef enum:
     LONG_ROW = 4096       # row norms: rows at least this long run the backward by column
                           # blocks (a chunk of such rows would not stay in cache)
     LONG_RUN = 8192       # planar runs at least this long keep the in-cache passes on one
-                          # thread (_in_cache_pays); (8, 32, 128, 128) measured alike
+                          # thread (_fused in _apply.pxi); (8, 32, 128, 128) measured alike
     ROW_BLOCK = 8         # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
 

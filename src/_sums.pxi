@@ -83,7 +83,7 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
     cdef Py_ssize_t run = j1 if C == 1 else inner
     cdef Py_ssize_t o = j0 // run if j0 >= run else 0  # no division for a short row's run
     cdef Py_ssize_t i = j0 - o * run
-    cdef Py_ssize_t j = j0, b, t, seg, nb
+    cdef Py_ssize_t j = j0, b, t, seg, nb, nxt, nbytes
     cdef const real *p
     cdef const real *g
     cdef const floating *wp
@@ -98,9 +98,11 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
         seg = min(run - i, j1 - j)
         p = x + (o * C + c) * run + i
         if C > 1 and j + seg < j1:  # the next run, C runs on: ask for it while this one sums
-            cn_prefetch(x + ((o + 1) * C + c) * run, min(run, j1 - j - seg) * sizeof(real))
+            nxt = ((o + 1) * C + c) * run
+            nbytes = min(run, j1 - j - seg) * sizeof(real)
+            cn_prefetch(x + nxt, nbytes)
             if dy != NULL:
-                cn_prefetch(dy + ((o + 1) * C + c) * run, min(run, j1 - j - seg) * sizeof(real))
+                cn_prefetch(dy + nxt, nbytes)
         g = dy + (p - x) if dy != NULL else NULL
         wp = w + i if w != NULL else NULL
         nb = seg // LANES
