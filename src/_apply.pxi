@@ -258,16 +258,15 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
 
 cdef inline bint _fused(Py_ssize_t outer, Py_ssize_t inner, Py_ssize_t run, Py_ssize_t G,
                         int nt) noexcept nogil:
-    """Group by group when a group's runs are long (planar, at least GATHER values), the
-    groups share out evenly over the threads, and the in-cache path pays. It writes a group's
-    output (or dx) as ``outer`` runs, C runs apart: on one thread each such write stream
-    starts cold after the group's reads, which measured slower than the whole-array passes
-    for short runs (AMD EPYC, one thread, (32, 64, 56, 56): forward 4.4 against 2.9 ms in
-    float32, 2.7 against 1.9 ms in float16; backward in float16 3.3 against 2.9 ms, in
-    float32 alike). Contiguous groups (outer == 1), long runs and several threads (one
-    thread's reads overlap another's writes) keep it."""
+    """Group by group, each normalized while in cache, when a group is contiguous (outer ==
+    1: one sample of group/instance norm) or its runs are long, and the groups share out
+    evenly over the threads. Otherwise the two whole-array passes, which read in memory order
+    (_band_sums): a batch-norm channel of short runs, read alone, starts the hardware
+    prefetchers cold at every run, and its output goes out as ``outer`` short streams (AMD
+    EPYC, (32, 64, 56, 56) forward: 2.6 against 3.3 ms on one thread, 1.6 against 2.0 ms on
+    two)."""
     return (run >= GATHER and (nt == 1 or G % nt == 0 or G >= 8 * nt)
-            and (outer == 1 or nt > 1 or inner >= LONG_RUN))
+            and (outer == 1 or inner >= LONG_RUN))
 
 
 cdef void _fused_forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,

@@ -18,8 +18,9 @@ cdef enum:
     PARALLEL_MIN = 32768  # below this many values an OpenMP region costs more than it saves
     LONG_ROW = 4096       # row norms: rows at least this long run the backward by column
                           # blocks (a chunk of such rows would not stay in cache)
-    LONG_RUN = 8192       # planar runs at least this long keep the in-cache passes on one
-                          # thread (_fused in _apply.pxi); (8, 32, 128, 128) measured alike
+    LONG_RUN = 32768      # planar runs at least this long take the in-cache passes (_fused in
+                          # _apply.pxi); (2, 64, 224, 224) measured faster so, (8, 32, 128,
+                          # 128) faster in the whole-array passes
     ROW_BLOCK = 8         # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
 

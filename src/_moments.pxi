@@ -148,8 +148,35 @@ cdef inline Py_ssize_t _units(Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner) 
 
 cdef inline Py_ssize_t _scratch_stride(Py_ssize_t C) noexcept nogil:
     """Doubles of one thread's scratch in _partials: 2*C doubles and 3*C values (the rows
-    layout's lanes, at most 3*C doubles), padded so that no two threads share a line."""
-    return 5 * C + PAD
+    layout's lanes, at most 3*C doubles), or a band's lanes (the plane layout), padded so that
+    no two threads share a line."""
+    return max(5 * C, min(C, <Py_ssize_t>BAND) * BAND_STRIDE) + PAD
+
+
+cdef void _band_unit(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
+                     Py_ssize_t inner, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t k0,
+                     Py_ssize_t k1, const double *mean, double *p1, double *p2,
+                     double *work, const floating *tag) noexcept nogil:
+    """The plane-layout partials of chunks [k0, k1) of channels [c0, c1) by _band_sums, each
+    finished as _chunk_stats would (a chunk that needs its redo or the wide sums gets
+    _chunk_stats itself: the same bits)."""
+    cdef Py_ssize_t k, c, j0, j1
+    cdef double s1, n
+    cdef double w2[2]
+    _band_sums(x, dy, outer, C, inner, c0, c1, k0, k1, mean, p1, p2, work, tag)
+    if dy != NULL:
+        return
+    for k in range(k0, k1):
+        j0 = k * CHUNK
+        j1 = _chunk_end(k, outer, C, inner)
+        n = <double>(j1 - j0)
+        for c in range(c0, c1):
+            s1 = p1[k * C + c]
+            if (_finish_chunk(n, _d(x[((j0 // inner) * C + c) * inner + j0 % inner]), s1,
+                              p2[k * C + c], &p1[k * C + c], &p2[k * C + c])
+                    or (floating is float and _too_wide(n, s1, p2[k * C + c]))):
+                _chunk_stats(x, C, inner, c, c + 1, j0, j1, &p1[k * C + c], &p2[k * C + c],
+                             w2, <floating *>NULL)
 
 
 cdef void _partials(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
@@ -157,22 +184,19 @@ cdef void _partials(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t 
                     double *scratch, int nt, const floating *tag) noexcept nogil:
     """Chunk partials into (K, C) arrays, in parallel over the units. Without dy: moments
     (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch:
-    nt * _scratch_stride(C) doubles. ``tag``: as in _plane_stats."""
-    cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, c, j0, j1
+    nt * _scratch_stride(C) doubles. ``tag``: as in _plane_stats. Several planar channels go
+    in memory order (_band_unit): per thread a run of chunks, BAND channels at a time."""
+    cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, j0, j1
+    cdef Py_ssize_t nb = (C + BAND - 1) // BAND, ng = min(K, <Py_ssize_t>nt)
     cdef double *work
     if inner >= GATHER:
-        for u in prange(K * C, schedule="static", num_threads=nt):
-            c = u // K
-            k = u - c * K
-            j0 = k * CHUNK
-            j1 = _chunk_end(k, outer, C, inner)
-            if dy == NULL:
-                work = scratch + _scratch_stride(C) * threadid()
-                _chunk_stats(x, C, inner, c, c + 1, j0, j1, p1 + k * C + c, p2 + k * C + c,
-                             work, <floating *>NULL)
-            else:
-                _plane_sums(x, dy, <const floating *>NULL, C, inner, c, j0, j1, mean[c],
-                            p1 + k * C + c, p2 + k * C + c)
+        if C == 1:  # the plane is one run (as _plane_sums reads it)
+            inner = outer * inner
+            outer = 1
+        for u in prange(ng * nb, schedule="static", num_threads=nt):
+            _band_unit(x, dy, outer, C, inner, (u % nb) * BAND, min(C, (u % nb + 1) * BAND),
+                       (u // nb) * K // ng, (u // nb + 1) * K // ng, mean, p1, p2,
+                       scratch + _scratch_stride(C) * threadid(), tag)
         return
     for k in prange(K, schedule="static", num_threads=nt):
         work = scratch + _scratch_stride(C) * threadid()

@@ -34,6 +34,40 @@ def partial_stats(const real[:, :, ::1] x, int n_threads=1):
     return counts, means, m2s
 
 
+def plane_moments(const real[:, :, ::1] x):
+    """Per-channel ``(mean, m2)`` as the in-cache passes make them (_plane_stats: one channel
+    at a time on one thread); channel_stats must give the same bits."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+    mean = np.full(C, np.nan)
+    m2 = np.full(C, np.nan)
+    cdef double[::1] mv = mean, m2v = m2
+    if x.size > 0:
+        for c in range(C):
+            if real is double:
+                _plane_stats(&x[0, 0, 0], outer, C, inner, c, &mv[c], &m2v[c], <double *>NULL)
+            else:
+                _plane_stats(&x[0, 0, 0], outer, C, inner, c, &mv[c], &m2v[c], <float *>NULL)
+    return mean, m2
+
+
+def plane_sums(const real[:, :, ::1] x, const real[:, :, ::1] dy, const double[::1] mean):
+    """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` as the in-cache passes make them
+    (_plane_dot); backward_sums must give the same bits."""
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
+    s1 = np.zeros(C, dtype=np.float64)
+    s2 = np.zeros(C, dtype=np.float64)
+    cdef double[::1] v1 = s1, v2 = s2
+    if x.size > 0:
+        for c in range(C):
+            if real is double:
+                _plane_dot(&x[0, 0, 0], &dy[0, 0, 0], <const double *>NULL, outer, C, inner, c,
+                           mean[c], &v1[c], &v2[c])
+            else:
+                _plane_dot(&x[0, 0, 0], &dy[0, 0, 0], <const float *>NULL, outer, C, inner, c,
+                           mean[c], &v1[c], &v2[c])
+    return s1, s2
+
+
 def merge_stats(const double[::1] counts, const double[:, ::1] means, const double[:, ::1] m2):
     """Merge chunk partials in order (Chan et al.). Returns ``(count, mean, m2)``: the total
     count and float64 arrays of length C (NaN for a channel with no values)."""

@@ -67,6 +67,33 @@ cdef inline double _tree(double *a) noexcept nogil:
     return (a[0] + a[2]) + (a[1] + a[3])
 
 
+cdef inline void _seg_add(const real *p, const real *g, const floating *wp, Py_ssize_t seg,
+                          const floating *sh, floating *f1, floating *f2, double *a1,
+                          double *a2, int *blocks) noexcept nogil:
+    """One run's piece of ``seg`` values into the lanes: whole blocks into the float lanes
+    (flushed every FLUSH blocks, the count carried over runs in ``blocks``), the tail into the
+    double lanes. sh: the lanes' shift (all equal)."""
+    cdef Py_ssize_t b, t, nb = seg // LANES
+    cdef floating fs = sh[0], e
+    cdef int l
+    for b in range(nb):
+        _add_block(p + b * LANES, g + b * LANES if g != NULL else NULL,
+                   wp + b * LANES if wp != NULL else NULL, LANES, sh, f1, f2)
+        blocks[0] += 1
+        if floating is double or blocks[0] == FLUSH:
+            _flush(f1, f2, a1, a2, LANES)
+            blocks[0] = 0
+    t = nb * LANES
+    for l in range(seg - t):
+        if g == NULL:
+            a1[l] += _d(p[t + l]) - <double>fs
+            a2[l] += (_d(p[t + l]) - <double>fs) * (_d(p[t + l]) - <double>fs)
+        else:  # a product rounded once: that of the compute type
+            e = <floating>(_d(g[t + l]) * wp[t + l]) if wp != NULL else <floating>_d(g[t + l])
+            a1[l] += <double>e
+            a2[l] += <double>e * (_d(p[t + l]) - <double>fs)
+
+
 cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize_t C,
                       Py_ssize_t inner, Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1,
                       double shift, double *s1, double *s2) noexcept nogil:
@@ -79,14 +106,12 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
     cdef floating f1[LANES]
     cdef floating f2[LANES]
     cdef floating sh[LANES]
-    cdef floating fs = <floating>shift, e
+    cdef floating fs = <floating>shift
     cdef Py_ssize_t run = j1 if C == 1 else inner
     cdef Py_ssize_t o = j0 // run if j0 >= run else 0  # no division for a short row's run
     cdef Py_ssize_t i = j0 - o * run
-    cdef Py_ssize_t j = j0, b, t, seg, nb, nxt, nbytes
+    cdef Py_ssize_t j = j0, seg, nxt, nbytes
     cdef const real *p
-    cdef const real *g
-    cdef const floating *wp
     cdef int l, blocks = 0
     for l in range(LANES):
         a1[l] = 0.0
@@ -103,25 +128,8 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
             cn_prefetch(x + nxt, nbytes)
             if dy != NULL:
                 cn_prefetch(dy + nxt, nbytes)
-        g = dy + (p - x) if dy != NULL else NULL
-        wp = w + i if w != NULL else NULL
-        nb = seg // LANES
-        for b in range(nb):
-            _add_block(p + b * LANES, g + b * LANES if g != NULL else NULL,
-                       wp + b * LANES if wp != NULL else NULL, LANES, sh, f1, f2)
-            blocks += 1
-            if floating is double or blocks == FLUSH:
-                _flush(f1, f2, a1, a2, LANES)
-                blocks = 0
-        t = nb * LANES
-        for l in range(seg - t):
-            if g == NULL:
-                a1[l] += _d(p[t + l]) - <double>fs
-                a2[l] += (_d(p[t + l]) - <double>fs) * (_d(p[t + l]) - <double>fs)
-            else:  # a product rounded once: that of the compute type
-                e = <floating>(_d(g[t + l]) * wp[t + l]) if wp != NULL else <floating>_d(g[t + l])
-                a1[l] += <double>e
-                a2[l] += <double>e * (_d(p[t + l]) - <double>fs)
+        _seg_add(p, dy + (p - x) if dy != NULL else NULL, w + i if w != NULL else NULL, seg,
+                 sh, f1, f2, a1, a2, &blocks)
         j += seg
         o += 1
         i = 0
@@ -130,6 +138,90 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
     s2[0] = _tree(a2)
     if dy != NULL:  # sums were around fs; move them to the exact shift
         s2[0] += (<double>fs - shift) * s1[0]
+
+
+cdef enum:
+    BAND_STRIDE = 4 * LANES + 8  # doubles of one channel's lanes in _band_sums: a1, a2, f1,
+                                 # f2 (f1 and f2 in at most 2 * LANES doubles), the block count
+                                 # and the shift; a multiple of 8 (64-byte lines)
+    BAND = 64                    # channels per unit of _band_sums (their lanes: 68 KB)
+
+
+cdef void _band_sums(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
+                     Py_ssize_t inner, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t k0,
+                     Py_ssize_t k1, const double *mean, double *p1, double *p2,
+                     double *state, const floating *tag) noexcept nogil:
+    """_plane_sums of the plane chunks [k0, k1) of channels [c0, c1), all at once in memory
+    order: row by row, each channel's piece of the row into lanes of its own (kept in
+    ``state``: (c1 - c0) * BAND_STRIDE doubles). A channel of NCHW data is ``outer`` short
+    runs C runs apart; read one channel at a time, every run starts the hardware prefetchers
+    cold (AMD EPYC, (32, 64, 56, 56): 1.5 ms against 0.7 ms for the same bytes in order).
+    Each (channel, chunk) sees the same values in the same order as _plane_sums: the same
+    bits. Writes the raw sums into p1[k * C + c], p2[k * C + c]; the shift is the chunk's
+    first value without dy, else mean[c] (with _plane_sums' correction). ``tag``: any pointer
+    of the compute type (its value is unused)."""
+    cdef double a1[LANES]
+    cdef double a2[LANES]
+    cdef floating f1[LANES]
+    cdef floating f2[LANES]
+    cdef floating sh[LANES]
+    cdef Py_ssize_t n_all = outer * inner, c, jj, ii, e, kb, k
+    cdef Py_ssize_t j = k0 * CHUNK, jend = min(k1 * CHUNK, n_all)
+    cdef Py_ssize_t o = j // inner, i = j - o * inner, row_end
+    cdef double shift
+    cdef double *st
+    cdef floating *fl
+    cdef int l, blocks
+    while j < jend:
+        row_end = min(j + inner - i, jend)
+        for c in range(c0, c1):
+            st = state + (c - c0) * BAND_STRIDE
+            fl = <floating *>(st + 2 * LANES)
+            jj = j
+            ii = i
+            while jj < row_end:
+                k = jj // CHUNK
+                if jj == k * CHUNK:  # a chunk opens: zero lanes, its shift
+                    shift = mean[c] if dy != NULL else _d(x[(o * C + c) * inner + ii])
+                    for l in range(LANES):
+                        a1[l] = 0.0
+                        a2[l] = 0.0
+                        f1[l] = 0.0
+                        f2[l] = 0.0
+                        sh[l] = <floating>shift
+                    blocks = 0
+                else:  # go on with this channel's lanes
+                    for l in range(LANES):
+                        a1[l] = st[l]
+                        a2[l] = st[LANES + l]
+                        f1[l] = fl[l]
+                        f2[l] = fl[LANES + l]
+                        sh[l] = <floating>st[4 * LANES + 1]
+                    blocks = <int>st[4 * LANES]
+                kb = min((k + 1) * CHUNK, n_all)
+                e = min(row_end, kb)
+                _seg_add(x + (o * C + c) * inner + ii,
+                         dy + (o * C + c) * inner + ii if dy != NULL else NULL,
+                         <const floating *>NULL, e - jj, sh, f1, f2, a1, a2, &blocks)
+                if e == kb:  # the chunk closes
+                    _flush(f1, f2, a1, a2, LANES)
+                    p1[k * C + c] = _tree(a1)
+                    p2[k * C + c] = _tree(a2)
+                    if dy != NULL:
+                        p2[k * C + c] += (<double>sh[0] - mean[c]) * p1[k * C + c]
+                else:
+                    for l in range(LANES):
+                        st[l] = a1[l]
+                        st[LANES + l] = a2[l]
+                        fl[l] = f1[l]
+                        fl[LANES + l] = f2[l]
+                    st[4 * LANES] = <double>blocks
+                    st[4 * LANES + 1] = <double>sh[0]
+                ii += e - jj
+                jj = e
+        j = row_end
+        o += 1
+        i = 0
 
 
 cdef void _rows_sums(const real *x, const real *dy, Py_ssize_t C, Py_ssize_t r0,

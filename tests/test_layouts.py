@@ -4,11 +4,12 @@ the input's layout and never share its memory, and the composable kernel steps g
 kernels' bits."""
 import numpy as np
 import pytest
-from conftest import channels_last, isolated, make_input, rel_err
+from conftest import HALVES, channels_last, isolated, make_input, rel_err
 from zoo import FAMILY_4D, KINDS, make, reference, shape_for
 
 import cnorm
 from cnorm import _backend
+from cnorm._layout import storage
 
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
 
@@ -120,3 +121,42 @@ def test_partial_statistics_of_parts_merge_to_the_whole(rng):
     assert n == x.size // 4
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-14)
     np.testing.assert_allclose(M2 / n, x.var(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def awkward_statistics(rng, shape, dtype, kind):
+    """Plain values; an outlier at the start of every chunk (the shift of its sums far from
+    the rest); values near 1e20 or 1e-20 (float32 lanes overflow or underflow: the wide
+    sums)."""
+    x = make_input(rng, shape, np.float64, offset=3.0).reshape(shape[0], shape[1], -1)
+    if kind == "outliers":
+        flat = x.transpose(1, 0, 2).reshape(shape[1], -1)  # each channel's (outer, inner) plane
+        flat[:, ::4096] = 3e4
+        x = flat.reshape(shape[1], shape[0], -1).transpose(1, 0, 2)
+    scale = {"huge": 1e20, "tiny": 1e-20}.get(kind, 1.0)
+    if np.dtype(dtype).itemsize == 2:
+        scale = min(scale, 1.0)
+    return np.ascontiguousarray(x * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("kind", ["plain", "outliers", "huge", "tiny"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, *HALVES], ids=str)
+@pytest.mark.parametrize("shape", [(9, 5, 700), (3, 70, 1000), (6, 3, 4099), (1, 4, 9000)])
+def test_statistics_in_memory_order_give_the_in_cache_bits(rng, shape, dtype, kind):
+    """The whole-array passes read many planar channels at once in memory order; the in-cache
+    passes read one channel at a time. Both must give the same bits (a layer takes one or the
+    other by shape), for the moments and for the backward sums, on 1 and 2 threads."""
+    x = awkward_statistics(rng, shape, dtype, kind)
+    dy = (rng.standard_normal(x.shape) * 3 - 1).astype(dtype)
+    dt = x.dtype
+    k = lambda name: _backend.kernel(name, dt)  # noqa: E731
+    ref = x.astype(np.float64).transpose(1, 0, 2).reshape(shape[1], -1)
+    x, dy = storage(x), storage(dy)
+    mean, m2 = k("plane_moments")(x)
+    s1, s2 = k("plane_sums")(x, dy, mean)
+    assert np.isfinite(mean).all() and np.isfinite(m2).all()
+    assert (abs(mean - ref.mean(axis=1)) <= 1e-5 * ref.std(axis=1)).all()
+    for nt in (1, 2):
+        _, mean_nt, m2_nt = k("channel_stats")(x, nt)
+        assert mean_nt.tobytes() == mean.tobytes() and m2_nt.tobytes() == m2.tobytes()
+        s1_nt, s2_nt = k("backward_sums")(x, dy, mean, nt)
+        assert s1_nt.tobytes() == s1.tobytes() and s2_nt.tobytes() == s2.tobytes()
