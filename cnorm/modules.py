@@ -6,10 +6,12 @@ norms. A forward validates its input once, through its op family's ``check_*``, 
 the op family's context for ``backward``; state changes only after every check and kernel ran.
 """
 import numbers
+import sys
 
 import numpy as np
 
 from ._batch_norm import BatchNormContext, check_batch_norm
+from ._layout import is_channels_last
 from ._group_norm import (
     GroupNormContext,
     check_group_norm,
@@ -90,10 +92,48 @@ class _Module:
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
 
+    def _spare(self, slot, like):
+        """The array this layer last returned from ``slot`` ("_y": a forward's output, "_dx":
+        a backward's), to write the next one into, when nothing outside the layer refers to it
+        any more (no variable, view, tensor or buffer export) and it has the shape, dtype and
+        memory layout of ``like`` (an input, or a context's layout); else None.
+
+        A training loop then writes every step into the same memory: the allocator hands
+        blocks this large back to the OS when they are freed, and fresh pages cost a page
+        fault each (AMD EPYC, BatchNorm2d (16, 128, 28, 28) forward + backward: 6.9 ms with
+        fresh outputs, 1.8 ms reused). The layer holds at most one array per slot."""
+        buf = self.__dict__.pop(slot, None)  # atomic: two threads never take the same one
+        if buf is None or sys.getrefcount(buf) > 2:  # here: buf and the call's argument
+            return None
+        base = buf.base  # a view of it refers to its memory's owner, not to it: check that
+        while base is not None:  # each owner down the chain is referred to by one array only
+            if not isinstance(base, np.ndarray) or sys.getrefcount(base) > 3:
+                return None
+            base = base.base
+        cl = like.channels_last if hasattr(like, "channels_last") else is_channels_last(like)
+        if (buf.shape != like.shape
+                or buf.dtype != like.dtype or is_channels_last(buf) != cl
+                or not (cl or buf.flags.c_contiguous) or not buf.flags.writeable):
+            return None
+        return buf
+
+    def _with_spare(self, slot, like, make):
+        """``make(out)`` with this slot's spare as ``out`` (or None); a call that fails puts
+        the spare back, so that it leaves the layer as it was."""
+        out = self._spare(slot, like)
+        try:
+            return make(out)
+        except BaseException:
+            if out is not None:
+                self.__dict__.setdefault(slot, out)
+            raise
+
     def _ran(self, ctx):
-        """Keep a successful forward for backward; return its output (not kept alive here)."""
+        """Keep a successful forward for backward; return its output (kept as the spare of
+        the next forward, see _spare)."""
         self._saved = ctx
         y, ctx.y = ctx.y, None
+        self._y = y
         return y
 
     def backward(self, grad_output):
@@ -105,7 +145,10 @@ class _Module:
         """
         if self._saved is None:
             raise RuntimeError("backward called before forward")
-        dx, self.grad_weight, self.grad_bias = self._saved.backward(grad_output)
+        saved = self._saved
+        dx, self.grad_weight, self.grad_bias = self._with_spare(
+            "_dx", saved.layout, lambda out: saved.backward(grad_output, out))
+        self._dx = dx
         return dx
 
 
@@ -175,8 +218,9 @@ class _BatchNorm(_NormBase):
         """The forward, with a fused block's epilogue (cnorm/_blocks.py) when given."""
         batch_stats = self.training or not self.track_running_stats
         update, (x, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats)
-        ctx = BatchNormContext(x, rm, rv, w, b, self.eps, batch_stats,
-                               block=None if block is None else block(x))
+        ctx = self._with_spare("_y", x, lambda out: BatchNormContext(
+            x, rm, rv, w, b, self.eps, batch_stats, block=None if block is None else block(x),
+            out=out))
         if update:  # every check passed and the kernels ran: only now is state changed
             self.num_batches_tracked += 1
             ctx.update_running(rm, rv, 1.0 / float(self.num_batches_tracked)
@@ -223,8 +267,9 @@ class _InstanceNorm(_NormBase):
         unbatched = np.ndim(x) == self._ndims[0]
         use_input_stats = self.training or not self.track_running_stats
         update, (x, rm, rv, w, b) = self._checked(check_instance_norm, x, use_input_stats)
-        ctx = instance_norm_context(x, rm, rv, w, b, use_input_stats,
-                                    0.0 if self.momentum is None else self.momentum, self.eps)
+        ctx = self._with_spare("_y", x, lambda out: instance_norm_context(
+            x, rm, rv, w, b, use_input_stats, 0.0 if self.momentum is None else self.momentum,
+            self.eps, out=out))
         if update:  # keep the arrays that were updated (a byte-swapped assignment was converted)
             self.running_mean, self.running_var = rm, rv
         self._unbatched = unbatched
@@ -275,7 +320,8 @@ class _RowNorm(_Module):
         x, ns, weight, bias = check_row_norm(x, self.normalized_shape, self.weight, self.bias,
                                              self.dtype)
         eps = rms_eps(self.eps, x.dtype) if self._rms else self.eps
-        return self._ran(RowNormContext(x, ns, weight, bias, eps, rms=self._rms))
+        return self._ran(self._with_spare("_y", x, lambda out: RowNormContext(
+            x, ns, weight, bias, eps, rms=self._rms, out=out)))
 
 
 class LayerNorm(_RowNorm):
@@ -339,5 +385,5 @@ class GroupNorm(_Module):
         """The forward, with a fused block's epilogue (cnorm/_blocks.py) when given."""
         x, G, weight, bias = check_group_norm(x, self.num_groups, self.weight, self.bias,
                                               self.dtype, self.num_channels)
-        return self._ran(GroupNormContext(x, G, weight, bias, self.eps,
-                                          block=None if block is None else block(x)))
+        return self._ran(self._with_spare("_y", x, lambda out: GroupNormContext(
+            x, G, weight, bias, self.eps, block=None if block is None else block(x), out=out)))

@@ -228,26 +228,38 @@ cdef void _rows_sums(const real *x, const real *dy, Py_ssize_t C, Py_ssize_t r0,
                      Py_ssize_t r1, const double *shift, double *s1, double *s2,
                      floating *lanes) noexcept nogil:
     """Per-channel sums over rows [r0, r1) of an (outer, C) matrix: the lanes are the channels.
-    Row by row in memory order (a channel's values are C apart: a page apart for C = 1024,
-    where the prefetcher would not follow). lanes: 3*C values of scratch."""
-    cdef floating *f1 = lanes
-    cdef floating *f2 = lanes + C
+    FLUSH rows at a time (one row for double lanes), LANES channels at a time, the lanes in
+    registers; then into the double sums. Each channel sees its rows in order with a flush
+    after every FLUSH of them: the bits of a row-by-row sweep, without a store of every lane
+    at every row (AMD EPYC, (256, 1024): 55 against 25 us). lanes: 3*C values of scratch."""
     cdef floating *fs = lanes + 2 * C
-    cdef Py_ssize_t r, c
-    cdef int blocks = 0
+    cdef floating f1[LANES]
+    cdef floating f2[LANES]
+    cdef Py_ssize_t r, rn, c, cw, l, step = 1 if floating is double else FLUSH
     for c in range(C):
         s1[c] = 0.0
         s2[c] = 0.0
-        f1[c] = 0.0
-        f2[c] = 0.0
         fs[c] = <floating>shift[c]
-    for r in range(r0, r1):
-        _add_block(x + r * C, dy + r * C if dy != NULL else NULL, <const floating *>NULL, C,
-                   fs, f1, f2)
-        blocks += 1
-        if floating is double or blocks == FLUSH or r == r1 - 1:
-            _flush(f1, f2, s1, s2, C)
-            blocks = 0
+    r = r0
+    while r < r1:
+        rn = min(r + step, r1)
+        c = 0
+        while c < C:
+            cw = min(<Py_ssize_t>LANES, C - c)
+            for l in range(LANES):
+                f1[l] = 0.0
+                f2[l] = 0.0
+            if cw == LANES:  # a constant width: the lanes stay in registers
+                for l in range(r, rn):
+                    _add_block(x + l * C + c, dy + l * C + c if dy != NULL else NULL,
+                               <const floating *>NULL, LANES, fs + c, f1, f2)
+            else:
+                for l in range(r, rn):
+                    _add_block(x + l * C + c, dy + l * C + c if dy != NULL else NULL,
+                               <const floating *>NULL, cw, fs + c, f1, f2)
+            _flush(f1, f2, s1 + c, s2 + c, cw)
+            c += LANES
+        r = rn
     if dy != NULL:
         for c in range(C):
             s2[c] += (<double>fs[c] - shift[c]) * s1[c]
