@@ -21,6 +21,7 @@ cdef enum:
     LONG_RUN = 32768      # planar runs at least this long take the in-cache passes (_fused in
                           # _apply.pxi); (2, 64, 224, 224) measured faster so, (8, 32, 128,
                           # 128) faster in the whole-array passes
+    ROW_TILE = 512        # rows layout: values per call of the apply loop (see _apply_rows)
     ROW_BLOCK = 8         # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
 

@@ -6,12 +6,7 @@
 #   data_affine    per-channel affine maps between Views: dtype and layout change in one pass
 import numpy as np
 
-from cython cimport floating
-from cython.parallel cimport prange, threadid
-from libc.float cimport DBL_MAX
-from libc.math cimport INFINITY, M_SQRT1_2, NAN, erf, exp, sqrt
-from libc.stdlib cimport calloc, free, malloc
-
+include "_cimports.pxi"
 include "_config.pxi"
 include "_storage.pxi"
 include "_threads.pxi"
