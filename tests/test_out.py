@@ -98,8 +98,14 @@ SPARE_CASES = [(k, l) for k in KINDS for l in ("nchw", "nhwc")
                if l == "nchw" or KINDS[k][0][-1] > 2]
 
 
+@pytest.fixture
+def spare_small(monkeypatch):
+    """Layers recycle outputs of any size (the threshold spares small ones the checks)."""
+    monkeypatch.setattr(cnorm.modules, "SPARE_MIN", 0)
+
+
 @pytest.mark.parametrize("kind,layout", SPARE_CASES)
-def test_a_layer_writes_into_its_dropped_output(kind, layout):
+def test_a_layer_writes_into_its_dropped_output(kind, layout, spare_small):
     """A training loop that drops each step's output and dx gets the same memory back at the
     next step (no fresh pages), with the values of a layer that allocates anew."""
     layer, fresh, x1, x2 = layer_pair(kind, shape_for(kind), layout)
@@ -118,7 +124,7 @@ def test_a_layer_writes_into_its_dropped_output(kind, layout):
 
 @pytest.mark.parametrize("hold", ["variable", "view", "buffer"])
 @pytest.mark.parametrize("kind,layout", SPARE_CASES)
-def test_a_held_output_is_never_written_again(kind, layout, hold):
+def test_a_held_output_is_never_written_again(kind, layout, hold, spare_small):
     """An output or dx that anything still refers to (a variable, a view of it, an exported
     buffer) keeps its values when the layer runs again."""
     layer, _, x1, x2 = layer_pair(kind, shape_for(kind), layout)
@@ -132,7 +138,7 @@ def test_a_held_output_is_never_written_again(kind, layout, hold):
     assert not np.shares_memory(np.asarray(y), y2) and not np.shares_memory(np.asarray(dx), dx2)
 
 
-def test_a_failed_call_keeps_the_spare(rng):
+def test_a_failed_call_keeps_the_spare(rng, spare_small):
     """A forward that fails after taking its spare puts it back: the next one reuses it."""
     layer = cnorm.BatchNorm2d(4)
     x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
@@ -140,3 +146,11 @@ def test_a_failed_call_keeps_the_spare(rng):
     with pytest.raises(ValueError):
         layer(x[:1, :, :1, :1])  # one value per channel in training
     assert layer(x).ctypes.data == addr
+
+
+def test_large_outputs_are_recycled_by_default(rng):
+    """Without the fixture: a 1 MB output (and dx) comes back at the next step."""
+    layer = cnorm.BatchNorm2d(4)
+    x = rng.standard_normal((8, 4, 64, 128)).astype(np.float32)
+    addr = layer(x).ctypes.data, layer.backward(x).ctypes.data
+    assert (layer(x).ctypes.data, layer.backward(x).ctypes.data) == addr
