@@ -96,13 +96,12 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
 
     Rows shorter than LONG_ROW: chunks of rows, each thread a chunk (row sums, dx while the
     row is in cache), the column sums in one partial per chunk, added in chunk order.
-    Longer rows: FLUSH rows at a time, their row sums, then their dx by blocks of columns
-    (re-read from cache), each block owning its columns' sums. Both orders depend on the
-    shape only.
+    Longer rows: the row sums first, then dx by blocks of columns over all rows in order,
+    each block owning its columns' sums. Both orders depend on the shape only.
     """
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
-    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r0, r1
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r1
     cdef Py_ssize_t B = max(1, ROW_CHUNK // L) if L > 0 else 1
     cdef const floating *w = &weight[0] if weight is not None else NULL
     grad_weight[:] = 0.0
@@ -141,26 +140,21 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
                               <floating>invstd[r], f, f + L if f != NULL else NULL)
                     if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
                         _flush_cols(f, part + 2 * k * L, 2 * L)
-        else:  # FLUSH rows at a time: their sums, then dx while they are still in cache
-            r0 = 0
-            while r0 < R:
-                r1 = min(R, r0 + FLUSH)
-                for r in prange(r0, r1, schedule="static",
-                                num_threads=_threads((r1 - r0) * L, r1 - r0, n_threads)):
-                    _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
-                               &s[2 * r], q + 5 * r)
-                for k in prange(K, schedule="static", num_threads=nt):
-                    j0 = k * CHUNK
-                    n = min(CHUNK, L - j0)
-                    f = fbuf + F * threadid() if param_grads else NULL
-                    for r in range(r0, r1):
-                        _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
-                                  q + 5 * r, w + j0 if w != NULL else NULL,
-                                  <floating>invstd[r], f, f + n if f != NULL else NULL)
-                    if f != NULL:
+        else:
+            for r in prange(R, schedule="static", num_threads=_threads(R * L, R, n_threads)):
+                _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
+                           q + 5 * r)
+            for k in prange(K, schedule="static", num_threads=nt):
+                j0 = k * CHUNK
+                n = min(CHUNK, L - j0)
+                f = fbuf + F * threadid() if param_grads else NULL
+                for r in range(R):
+                    _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n, q + 5 * r,
+                              w + j0 if w != NULL else NULL, <floating>invstd[r], f,
+                              f + n if f != NULL else NULL)
+                    if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
                         _flush_cols(f, part + j0, n)
                         _flush_cols(f + n, part + L + j0, n)
-                r0 = r1
         for k in range(P):
             for j0 in range(L):
                 grad_weight[j0] += part[2 * k * L + j0]
