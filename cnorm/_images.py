@@ -4,6 +4,7 @@ import numpy as np
 
 from . import _backend
 from ._data_view import KINDS, as_data, kind_of, kinds
+from ._layout import out_mismatch
 
 IN_KINDS = kinds("uint8", "uint16", "float16", "float32")
 OUT_KINDS = kinds("float32", "float16", "bfloat16")
@@ -84,12 +85,11 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
     if out is None:
         y = np.empty(shape, dtype=dt)
     else:
-        if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dt or \
-                not out.flags.c_contiguous or not out.flags.writeable:
-            got = (f"{out.dtype} {out.shape}, C-contiguous: {out.flags.c_contiguous}"
-                   if isinstance(out, np.ndarray) else type(out).__name__)
+        problem = (out_mismatch(out, shape, dt, False) if isinstance(out, np.ndarray)
+                   else f"got {type(out).__name__}")
+        if problem is not None:  # the rule of the norms' out= (C order: a new array's)
             raise ValueError(f"out must be a writeable C-contiguous {dt.name} array of shape "
-                             f"{shape} ({output_layout}), got {got}")
+                             f"{shape} ({output_layout}): {problem}")
         y = out
     y4 = y if batched else y[None]
     ynhwc = y4 if output_layout == "NHWC" else y4.transpose(0, 2, 3, 1)

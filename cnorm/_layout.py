@@ -25,20 +25,29 @@ def is_channels_last(x):
             and np.moveaxis(x, 1, -1).flags.c_contiguous)
 
 
+def out_mismatch(out, shape, dtype, channels_last):
+    """Why the array ``out`` cannot take an output of ``shape`` and ``dtype`` in the memory
+    layout the op writes (channels-last when its input is, else C order), or None when it can.
+    One rule for ``out=`` (check_out) and for a layer's spare (modules._fits)."""
+    if out.shape != shape or out.dtype != dtype:
+        return (f"out must have shape {shape} and dtype {np.dtype(dtype).name}, got "
+                f"shape {out.shape} and dtype {out.dtype.name}")
+    if channels_last != is_channels_last(out) or not (channels_last or out.flags.c_contiguous):
+        want = "channels-last" if channels_last else "C-contiguous"
+        return f"out must be {want}, as the input is"
+    if not out.flags.writeable:
+        return "out is read-only"
+    return None
+
+
 def check_out(out, shape, dtype, channels_last, inputs):
-    """An ``out=`` array: of ``shape`` and ``dtype``, in the memory layout the op writes
-    (channels-last when its input is, else C order), writeable, and sharing no memory with the
+    """An ``out=`` array that :func:`out_mismatch` accepts and that shares no memory with the
     ``inputs``. ValueError otherwise (TypeError for a non-array), before anything is written."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(f"out must have shape {shape} and dtype {np.dtype(dtype).name}, got "
-                         f"shape {out.shape} and dtype {out.dtype.name}")
-    if channels_last != is_channels_last(out) or not (channels_last or out.flags.c_contiguous):
-        want = "channels-last" if channels_last else "C-contiguous"
-        raise ValueError(f"out must be {want}, as the input is")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
+    problem = out_mismatch(out, shape, dtype, channels_last)
+    if problem is not None:
+        raise ValueError(problem)
     if any(a is not None and np.may_share_memory(out, a) for a in inputs):
         raise ValueError("out must not share memory with the inputs")
     return out

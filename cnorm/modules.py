@@ -11,13 +11,13 @@ import sys
 import numpy as np
 
 from ._batch_norm import BatchNormContext, check_batch_norm
-from ._layout import is_channels_last
 from ._group_norm import (
     GroupNormContext,
     check_group_norm,
     check_instance_norm,
     instance_norm_context,
 )
+from ._layout import is_channels_last, out_mismatch
 from ._row_norm import RowNormContext, check_row_norm, rms_eps
 from ._validate import layer_dtype, normalized_shape, param_dtype, positive_int
 
@@ -31,16 +31,14 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
 
 def _fits(buf, like):
     """``buf`` can take the output for ``like`` (see _Module._spare): nothing else refers to
-    its memory, and it has like's shape, dtype and memory layout and is writeable."""
+    its memory, and ``out=`` would accept it (the same rule, _layout.out_mismatch)."""
     base = buf.base  # a view of it refers to its memory's owner, not to it: check that
     while base is not None:  # each owner down the chain is referred to by one array only
         if not isinstance(base, np.ndarray) or sys.getrefcount(base) > 3:
             return False
         base = base.base
     cl = like.channels_last if hasattr(like, "channels_last") else is_channels_last(like)
-    return (buf.shape == like.shape and buf.dtype == like.dtype
-            and is_channels_last(buf) == cl and (cl or buf.flags.c_contiguous)
-            and buf.flags.writeable)
+    return out_mismatch(buf, like.shape, like.dtype, cl) is None
 
 
 class _Module:
