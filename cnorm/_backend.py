@@ -73,7 +73,24 @@ def kernel(name, dtype, module=None):
     return fn
 
 
+# True in a process made by fork() from one that had imported cnorm. GNU libgomp keeps its
+# thread pool in process memory: the child inherits the pool's bookkeeping but not its threads,
+# so its first parallel region would wait forever for them (a multiprocessing fork Pool, torch
+# DataLoader fork workers). A one-thread region never touches the pool, and results do not
+# depend on the thread count, so the child runs every kernel on one thread, with the same bits.
+forked = False
+
+
+def _mark_forked():
+    global forked
+    forked = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
 def threads():
     """The thread count for a kernel called now (read at every call: OMP_NUM_THREADS,
-    threadpoolctl and cnorm.set_num_threads all apply)."""
-    return _baseline.max_threads()
+    threadpoolctl and cnorm.set_num_threads all apply); 1 in a forked child (see ``forked``)."""
+    return 1 if forked else _baseline.max_threads()
