@@ -10,9 +10,11 @@ dask are optional and imported only when it is first used), ``normalize_images``
 Fused blocks: ``BatchNormAct1d/2d/3d``, ``GroupNormAct``, ``batch_norm_act``
 (act(norm(x) + residual) in one pass).
 Inference: ``fold_batch_norm`` (an eval-mode batch norm into the preceding layer's weights).
+Inference: ``no_grad`` (layers keep no forward context).
 Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
 ``show_config``.
 """
+from ._grad import no_grad
 from ._runtime import get_num_threads, openmp_enabled, set_num_threads, show_config
 from ._version import __version__
 from .functional import (
@@ -58,7 +60,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "rms_norm", "rms_norm_backward", "moments",
            "Moments", "Standardizer", "normalize_images", "SyncBatchNorm", "fold_batch_norm",
            "BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct", "batch_norm_act",
-           "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
+           "no_grad", "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
            "__version__"]
 
 

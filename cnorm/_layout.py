@@ -28,7 +28,7 @@ def is_channels_last(x):
 def out_mismatch(out, shape, dtype, channels_last):
     """Why the array ``out`` cannot take an output of ``shape`` and ``dtype`` in the memory
     layout the op writes (channels-last when its input is, else C order), or None when it can.
-    One rule for ``out=`` (check_out) and for a layer's spare (modules._fits)."""
+    One rule for ``out=`` (check_out) and for normalize_images."""
     if out.shape != shape or out.dtype != dtype:
         return (f"out must have shape {shape} and dtype {np.dtype(dtype).name}, got "
                 f"shape {out.shape} and dtype {out.dtype.name}")

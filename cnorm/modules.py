@@ -6,10 +6,10 @@ norms. A forward validates its input once, through its op family's ``check_*``, 
 the op family's context for ``backward``; state changes only after every check and kernel ran.
 """
 import numbers
-import sys
 
 import numpy as np
 
+from . import _grad
 from ._batch_norm import BatchNormContext, check_batch_norm
 from ._group_norm import (
     GroupNormContext,
@@ -17,28 +17,13 @@ from ._group_norm import (
     check_instance_norm,
     instance_norm_context,
 )
-from ._layout import is_channels_last, out_mismatch
+from ._layout import is_channels_last
+from ._recycle import take
 from ._row_norm import RowNormContext, check_row_norm, rms_eps
 from ._validate import layer_dtype, normalized_shape, param_dtype, positive_int
 
-# Outputs from this size up are written into the layer's previous one when it is free (see
-# _Module._spare); smaller ones come from the allocator's free lists without page faults.
-SPARE_MIN = 1 << 18
-
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
-
-
-def _fits(buf, like):
-    """``buf`` can take the output for ``like`` (see _Module._spare): nothing else refers to
-    its memory, and ``out=`` would accept it (the same rule, _layout.out_mismatch)."""
-    base = buf.base  # a view of it refers to its memory's owner, not to it: check that
-    while base is not None:  # each owner down the chain is referred to by one array only
-        if not isinstance(base, np.ndarray) or sys.getrefcount(base) > 3:
-            return False
-        base = base.base
-    cl = like.channels_last if hasattr(like, "channels_last") else is_channels_last(like)
-    return out_mismatch(buf, like.shape, like.dtype, cl) is None
 
 
 class _Module:
@@ -108,42 +93,39 @@ class _Module:
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _spare(self, slot, like):
-        """The array this layer last returned from ``slot`` ("_y": a forward's output, "_dx":
-        a backward's), to write the next one into, when nothing outside the layer refers to it
-        any more (no variable, view, tensor or buffer export) and it has the shape, dtype and
-        memory layout of ``like`` (an input, or a context's layout); else None.
-
-        A training loop then writes every step into the same memory: the allocator hands
-        blocks this large back to the OS when they are freed, and fresh pages cost a page
-        fault each (AMD EPYC, BatchNorm2d (16, 128, 28, 28) forward + backward: 6.9 ms with
-        fresh outputs, 1.8 ms reused). The layer holds at most one array per slot."""
-        buf = self.__dict__.pop(slot, None)  # atomic: two threads never take the same one
-        if buf is None:
-            return None
-        if buf.nbytes >= SPARE_MIN and sys.getrefcount(buf) == 2 and _fits(buf, like):
-            return buf  # 2 references: buf here and the call's argument
-        self.__dict__.setdefault(slot, buf)  # not this time: the layer stays as it was
-        return None
-
     def _with_spare(self, slot, like, make):
-        """``make(out)`` with this slot's spare as ``out`` (or None); a call that fails puts
-        the spare back, so that it leaves the layer as it was."""
-        out = self._spare(slot, like)
-        try:
-            return make(out)
-        except BaseException:
-            if out is not None:
-                self.__dict__.setdefault(slot, out)
-            raise
+        """``make(out)``: ``out`` an array over this layer's memory for ``slot`` ("_y": the
+        forward's output, "_dx": the backward's) in the shape, dtype and memory layout of
+        ``like`` (an input, or a context's layout), or None for a small output.
+
+        A training loop that drops each step's output then writes every step into the same
+        memory: the allocator hands blocks this large back to the OS when they are freed, and
+        fresh pages cost a page fault each (AMD EPYC, BatchNorm2d (16, 128, 28, 28) forward +
+        backward: 6.9 ms with fresh outputs, 1.8 ms reused). Memory that anything made of it
+        still refers to is never written again (cnorm/_recycle.py)."""
+        cl = like.channels_last if hasattr(like, "channels_last") else is_channels_last(like)
+        return make(take(self, slot, like.shape, like.dtype, cl))
 
     def _ran(self, ctx):
-        """Keep a successful forward for backward; return its output (kept as the spare of
-        the next forward, see _spare)."""
-        self._saved = ctx
+        """Keep a successful forward for backward (not under cnorm.no_grad()); return its
+        output."""
+        self._saved = ctx if _grad.enabled() else None
         y, ctx.y = ctx.y, None
-        self._y = y
         return y
+
+    # Caches: a pickle, copy or deepcopy leaves them out (a checkpoint never carries a batch):
+    # these are None in the copy, the recycled memory (_y, _dx) is not there at all.
+    _cleared = ("_saved", "grad_residual")
+    _dropped = ("_y", "_dx")
+
+    def __getstate__(self):
+        """Parameters, buffers, hyper-parameters, mode and parameter gradients; not the saved
+        forward, nor the recycled output memory."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._dropped}
+        for k in self._cleared:
+            if k in state:
+                state[k] = None
+        return state
 
     def backward(self, grad_output):
         """Gradient of the loss with respect to the last ``forward``'s input.
@@ -153,11 +135,11 @@ class _Module:
         have been modified in between (it is kept by reference, not copied).
         """
         if self._saved is None:
-            raise RuntimeError("backward called before forward")
+            raise RuntimeError("backward called before forward (or after a forward under "
+                               "cnorm.no_grad())")
         saved = self._saved
         dx, self.grad_weight, self.grad_bias = self._with_spare(
             "_dx", saved.layout, lambda out: saved.backward(grad_output, out))
-        self._dx = dx
         return dx
 
 

@@ -5,7 +5,6 @@ updated."""
 import numpy as np
 import pytest
 from conftest import in_layout, make_input
-from zoo import KINDS, make, shape_for
 
 import cnorm
 
@@ -84,73 +83,3 @@ def test_a_wrong_out_raises_before_anything_is_written(rng, name):
         forms(x, dy)[name](x)  # the input itself
     with pytest.raises(TypeError):
         forms(x, dy)[name]([[0.0]])
-
-
-def layer_pair(kind, shape, layout):
-    """Two layers alike (a second as the reference) and two inputs in ``layout``."""
-    rng = np.random.default_rng(5)
-    x1, x2 = (in_layout(make_input(rng, shape, np.float32, offset=1.0), layout)
-              for _ in range(2))
-    return make(kind, shape, np.float32), make(kind, shape, np.float32), x1, x2
-
-
-SPARE_CASES = [(k, l) for k in KINDS for l in ("nchw", "nhwc")
-               if l == "nchw" or KINDS[k][0][-1] > 2]
-
-
-@pytest.fixture
-def spare_small(monkeypatch):
-    """Layers recycle outputs of any size (the threshold spares small ones the checks)."""
-    monkeypatch.setattr(cnorm.modules, "SPARE_MIN", 0)
-
-
-@pytest.mark.parametrize("kind,layout", SPARE_CASES)
-def test_a_layer_writes_into_its_dropped_output(kind, layout, spare_small):
-    """A training loop that drops each step's output and dx gets the same memory back at the
-    next step (no fresh pages), with the values of a layer that allocates anew."""
-    layer, fresh, x1, x2 = layer_pair(kind, shape_for(kind), layout)
-    dy = x1 * 0.5
-    y = layer(x1)
-    dx = layer.backward(dy)
-    y_addr, dx_addr = y.ctypes.data, dx.ctypes.data
-    del y, dx
-    y, dx = layer(x2), layer.backward(dy)
-    assert (y.ctypes.data, dx.ctypes.data) == (y_addr, dx_addr)
-    fresh(x1)
-    want_y, want_dx = fresh(x2), fresh.backward(dy)
-    assert y.tobytes() == want_y.tobytes() and y.strides == want_y.strides
-    assert dx.tobytes() == want_dx.tobytes() and dx.strides == want_dx.strides
-
-
-@pytest.mark.parametrize("hold", ["variable", "view", "buffer"])
-@pytest.mark.parametrize("kind,layout", SPARE_CASES)
-def test_a_held_output_is_never_written_again(kind, layout, hold, spare_small):
-    """An output or dx that anything still refers to (a variable, a view of it, an exported
-    buffer) keeps its values when the layer runs again."""
-    layer, _, x1, x2 = layer_pair(kind, shape_for(kind), layout)
-    keep = {"variable": lambda a: a, "view": lambda a: a[:1],
-            "buffer": lambda a: memoryview(a)}[hold]
-    y = keep(layer(x1))
-    dx = keep(layer.backward(x1 * 0.5))
-    y_bytes, dx_bytes = np.asarray(y).tobytes(), np.asarray(dx).tobytes()
-    y2, dx2 = layer(x2), layer.backward(x2 * 0.25)
-    assert np.asarray(y).tobytes() == y_bytes and np.asarray(dx).tobytes() == dx_bytes
-    assert not np.shares_memory(np.asarray(y), y2) and not np.shares_memory(np.asarray(dx), dx2)
-
-
-def test_a_failed_call_keeps_the_spare(rng, spare_small):
-    """A forward that fails after taking its spare puts it back: the next one reuses it."""
-    layer = cnorm.BatchNorm2d(4)
-    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
-    addr = layer(x).ctypes.data
-    with pytest.raises(ValueError):
-        layer(x[:1, :, :1, :1])  # one value per channel in training
-    assert layer(x).ctypes.data == addr
-
-
-def test_large_outputs_are_recycled_by_default(rng):
-    """Without the fixture: a 1 MB output (and dx) comes back at the next step."""
-    layer = cnorm.BatchNorm2d(4)
-    x = rng.standard_normal((8, 4, 64, 128)).astype(np.float32)
-    addr = layer(x).ctypes.data, layer.backward(x).ctypes.data
-    assert (layer(x).ctypes.data, layer.backward(x).ctypes.data) == addr

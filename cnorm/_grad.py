@@ -1,0 +1,28 @@
+"""``cnorm.no_grad()``: forwards that keep nothing for a backward, as under ``torch.no_grad``."""
+import contextlib
+import threading
+
+_state = threading.local()
+
+
+def enabled():
+    """False inside :func:`no_grad` on this thread."""
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside it (on this thread), layers keep no forward context: no reference to the input
+    or to anything of the batch stays with a layer after its forward returns, and ``backward``
+    raises until the next forward outside it. For inference loops, in either mode; running
+    statistics still move in training mode. Usable as a decorator.
+
+    >>> with cnorm.no_grad():
+    ...     y = model_layer(x)
+    """
+    before = enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = before
