@@ -73,8 +73,8 @@ def test_channels_last_matches_c_order(rng, kind, shape, dtype, training):
     b.train(training)
     y_c, dx_c = a(x), a.backward(dy)
     y, dx = b(channels_last(x)), b.backward(channels_last(dy))
-    assert rel_err(y, y_c) < 4e-6 if dtype == np.float32 else 1e-13
-    assert rel_err(dx, dx_c) < 4e-5 if dtype == np.float32 else 1e-12
+    assert rel_err(y, y_c) < (4e-6 if dtype == np.float32 else 1e-13)
+    assert rel_err(dx, dx_c) < (4e-5 if dtype == np.float32 else 1e-12)
     for out in (y, dx):  # the input's layout, in new memory
         assert np.moveaxis(out, 1, -1).flags.c_contiguous and not out.flags.c_contiguous
     assert y_c.flags.c_contiguous and dx_c.flags.c_contiguous
