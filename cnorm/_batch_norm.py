@@ -73,11 +73,14 @@ class BatchNormContext(Context):
         with np.errstate(invalid="ignore", divide="ignore"):
             self.invstd = 1.0 / np.sqrt(var + eps)
 
-    def update_running(self, running_mean, running_var, factor):
-        """Move the running statistics toward this batch's (an empty batch leaves them)."""
+    def update_running(self, running_mean, running_var, factor, counter=None):
+        """Move the running statistics toward this batch's (an empty batch leaves them, and
+        counts, as torch); ``counter``: see _context.update_running."""
         if self.count > 0:
             update_running(running_mean, running_var, self.mean, self.m2, self.count - 1.0,
-                           factor)
+                           factor, counter)
+        elif counter is not None:
+            update_running(None, None, self.mean, self.mean, 1.0, 0.0, counter)
 
     def _backward(self, dy, out=None):
         dx3, dx = self.layout.empty(out, (self.x3, dy))
@@ -90,4 +93,6 @@ class BatchNormContext(Context):
         kernel(self.x3, dy3, self.mean, self.invstd, self.weight, self.batch_stats,
                self.weight is not None or self.has_bias, dx3, sdy, sdyx, *epilogue,
                _backend.threads())
+        if self.count == 0:  # an empty batch: no gradient (torch's 0, not NaN * 0)
+            return dx, np.zeros_like(sdyx), sdy
         return dx, self.invstd * sdyx, sdy

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._act import Block, act_code
 from ._batch_norm import BatchNormContext, check_batch_norm
+from ._context import write_back
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm
 
 
@@ -97,10 +98,10 @@ def batch_norm_act(x, running_mean, running_var, weight=None, bias=None, trainin
     (see the module). Returns y."""
     block = Block(np.asarray(x) if not isinstance(x, np.ndarray) else x, residual, act,
                   negative_slope)
-    x, running_mean, running_var, weight, bias = check_batch_norm(
+    x, rm, rv, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=training)
-    ctx = BatchNormContext(x, running_mean, running_var, weight, bias, eps, training,
-                           block=block, out=out)
+    ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
     if training:
-        ctx.update_running(running_mean, running_var, float(momentum))
+        ctx.update_running(rm, rv, float(momentum))
+        write_back((running_mean, rm), (running_var, rv))
     return ctx.y

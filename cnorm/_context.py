@@ -29,10 +29,21 @@ class Context:
                 gb.astype(pdt) if self.has_bias else None)
 
 
-def update_running(running_mean, running_var, mean, m2, divisor, factor):
+def update_running(running_mean, running_var, mean, m2, divisor, factor, counter=None):
     """In place, in float64 then rounded: ``running = (1 - factor) * running + factor * batch``
-    with the unbiased batch variance ``m2 / divisor``. Either array may be None."""
+    with the unbiased batch variance ``m2 / divisor``. Either array may be None. ``counter``: a
+    layer's ``num_batches_tracked`` (a 0-d int64 array), incremented by the same kernel call."""
     run = running_mean if running_mean is not None else running_var
-    if run is not None:
-        kernel = _backend.kernels.update_running["float" if run.dtype == np.float32 else "double"]
-        kernel(running_mean, running_var, mean, m2, divisor, factor)
+    if run is not None or counter is not None:
+        float32 = run is not None and run.dtype == np.float32
+        kernel = _backend.kernels.update_running["float" if float32 else "double"]
+        kernel(running_mean, running_var, mean, m2, divisor, factor,
+               None if counter is None else counter.reshape(1))
+
+
+def write_back(*pairs):
+    """For each (given, used) running array: when the checks converted the caller's array (a
+    byte-swapped one into a native copy), the update went into the copy; write it back."""
+    for given, used in pairs:
+        if used is not None and used is not given:
+            given[...] = used

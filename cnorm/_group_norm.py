@@ -94,6 +94,8 @@ class GroupNormContext(Context):
         kernel = _backend.kernel("group_backward", self.layout.dtype)
         kernel(self.x4, dy4, self.G, self.mean, self.invstd, self.weight, dx4, sdy, sdyx,
                *epilogue, _backend.threads())
+        if dx.size == 0:  # empty samples or groups: no gradient (torch's 0, not NaN * 0)
+            return dx, np.zeros(C), np.zeros(C)
         gw = (np.repeat(self.invstd, C // self.G, axis=1) * sdyx).sum(axis=0)
         return dx, gw, sdy.sum(axis=0)
 

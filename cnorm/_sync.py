@@ -101,9 +101,10 @@ class SyncContext(Context):
         _backend.kernel("normalize", x.dtype)(x3, self.mean, scale, shift, y3,
                                               _backend.threads())
 
-    def update_running(self, running_mean, running_var, factor):
+    def update_running(self, running_mean, running_var, factor, counter=None):
         """The running statistics toward the union's, the same on every rank."""
-        update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor)
+        update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor,
+                       counter)
 
     def _backward(self, dy, out=None):
         dy3 = self.layout.view(dy)
@@ -198,10 +199,7 @@ class SyncBatchNorm(_BatchNorm):
                              f"{int(facts[:, 1].sum())} over {comm.size} ranks")
         ctx = SyncContext(comm, x, w, b, self.eps)
         if update:  # every rank moves its running statistics the same way
-            self.num_batches_tracked += 1
-            ctx.update_running(rm, rv, 1.0 / float(self.num_batches_tracked)
-                               if self.momentum is None else float(self.momentum))
-            self.running_mean, self.running_var = rm, rv
+            self._update_running(ctx, rm, rv)
         return self._ran(ctx)
 
     def backward(self, grad_output):

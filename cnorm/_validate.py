@@ -71,14 +71,15 @@ def check_vector(v, shape, dtype, name, writeable=False):
     if v is None or (type(v) is np.ndarray and v.dtype is dtype and v.shape == want
                      and (v.flags.writeable or not writeable)):
         return v  # the common case, checked cheaply
+    if writeable and not (isinstance(v, np.ndarray) and v.flags.writeable):
+        raise ValueError(f"{name} must be a writeable NumPy array to be updated in place, got "
+                         f"{'a read-only array' if isinstance(v, np.ndarray) else type(v).__name__}")
     v = as_float_array(v, dtype, what=name)
     if v.shape != want:
         expect = (f"{want} to match normalized_shape" if isinstance(shape, tuple) else
                   f"({shape},) to match the input's {shape} channels")
         raise ValueError(f"{name} should have shape {expect}, got shape {v.shape}")
-    if writeable and not v.flags.writeable:
-        raise ValueError(f"{name} must be writeable to be updated in place")
-    return v
+    return v  # a byte-swapped one is a native copy: see _context.write_back
 
 
 def check_vectors(x, running_mean, running_var, weight, bias, update):

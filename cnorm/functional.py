@@ -18,6 +18,7 @@ from ._group_norm import (
     instance_norm_context,
 )
 from ._row_norm import RowNormContext, check_row_norm, rms_eps
+from ._context import write_back
 from ._layout import storage
 from ._validate import as_float_array, param_dtype
 
@@ -55,11 +56,12 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     Raises ``TypeError`` for a non-float input or mismatched dtypes and ``ValueError`` for bad
     shapes; nothing is modified when an error is raised.
     """
-    x, running_mean, running_var, weight, bias = check_batch_norm(
+    x, rm, rv, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=training)
-    ctx = BatchNormContext(x, running_mean, running_var, weight, bias, eps, training, out=out)
+    ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, out=out)
     if training:
-        ctx.update_running(running_mean, running_var, float(momentum))
+        ctx.update_running(rm, rv, float(momentum))
+        write_back((running_mean, rm), (running_var, rv))
     return ctx.y
 
 
@@ -186,10 +188,11 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     The output keeps x's memory layout. ``out``: a preallocated output (see
     :func:`batch_norm`).
     """
-    x, running_mean, running_var, weight, bias = check_instance_norm(
+    x, rm, rv, weight, bias = check_instance_norm(
         x, running_mean, running_var, weight, bias, use_input_stats, update=use_input_stats)
-    return instance_norm_context(x, running_mean, running_var, weight, bias, use_input_stats,
-                                 momentum, eps, out=out).y
+    y = instance_norm_context(x, rm, rv, weight, bias, use_input_stats, momentum, eps, out=out).y
+    write_back((running_mean, rm), (running_var, rv))
+    return y
 
 
 def instance_norm_backward(grad_output, x, running_mean=None, running_var=None, weight=None,

@@ -26,6 +26,17 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
 
 
+def _counter(value):
+    """``value`` as a writeable 0-d int64 array (itself when it is one already)."""
+    if (type(value) is np.ndarray and value.dtype == np.int64 and value.ndim == 0
+            and value.flags.writeable):
+        return value
+    a = np.asarray(value)
+    if a.ndim != 0 or a.dtype.kind not in "iuf" or a != np.floor(a):
+        raise ValueError(f"num_batches_tracked must be an integer, got {value!r}")
+    return np.array(a, dtype=np.int64)
+
+
 class _Module:
     """Shared parts of every layer: mode, gradients, state_dict, calling convention."""
 
@@ -87,8 +98,19 @@ class _Module:
                 raise ValueError(f"state_dict[{key!r}] has shape {new.shape}, "
                                  f"expected {target.shape}")
             staged[key] = new
-        for key, new in staged.items():  # copy in place: references users hold stay live
-            getattr(self, key)[...] = new
+        for key, new in staged.items():  # every value is staged: nothing left can fail
+            self._store(key, new)
+
+    def _store(self, key, new):
+        """Parameter or buffer ``key`` takes the values of the array ``new``: in place, so that
+        references users hold stay live, unless the user assigned an array that cannot take
+        them (read-only, another dtype): that one is replaced."""
+        target = getattr(self, key)
+        if (isinstance(target, np.ndarray) and target.flags.writeable
+                and target.shape == new.shape and target.dtype == new.dtype):
+            target[...] = new
+        else:
+            setattr(self, key, new)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -167,6 +189,16 @@ class _NormBase(_Module):
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
+    @property
+    def num_batches_tracked(self):
+        """Training batches seen (a 0-d int64 array), or None without running statistics.
+        Any integer assigned to it is stored as such an array (torch's is a tensor)."""
+        return self._num_batches_tracked
+
+    @num_batches_tracked.setter
+    def num_batches_tracked(self, value):
+        self._num_batches_tracked = None if value is None else _counter(value)
+
     def _optional_keys(self):
         return ("num_batches_tracked",)  # torch fills it in for old checkpoints
 
@@ -178,9 +210,19 @@ class _NormBase(_Module):
     def reset_running_stats(self):
         """Running statistics back to mean 0, variance 1, no batches tracked."""
         if self.track_running_stats:
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked[...] = 0
+            C, dt = self.num_features, self._pdtype
+            self._store("running_mean", np.zeros(C, dt))
+            self._store("running_var", np.ones(C, dt))
+            self._store("num_batches_tracked", np.array(0, dtype=np.int64))
+
+    def _update_running(self, ctx, rm, rv):
+        """The running statistics and num_batches_tracked, moved by one kernel call (atomic:
+        a KeyboardInterrupt cannot fall between them). ``rm``, ``rv``: the checked arrays,
+        kept first (a byte-swapped assignment was converted; same values)."""
+        self.running_mean, self.running_var = rm, rv
+        count = self.num_batches_tracked
+        factor = 1.0 / float(count + 1) if self.momentum is None else float(self.momentum)
+        ctx.update_running(rm, rv, factor, count)
 
     def _checked(self, check, x, batch_stats):
         """Run the op family's check on x with this layer's arrays and rules; returns
@@ -213,11 +255,7 @@ class _BatchNorm(_NormBase):
             x, rm, rv, w, b, self.eps, batch_stats, block=None if block is None else block(x),
             out=out))
         if update:  # every check passed and the kernels ran: only now is state changed
-            self.num_batches_tracked += 1
-            ctx.update_running(rm, rv, 1.0 / float(self.num_batches_tracked)
-                               if self.momentum is None else float(self.momentum))
-            # keep the arrays that were updated (a byte-swapped assignment was converted)
-            self.running_mean, self.running_var = rm, rv
+            self._update_running(ctx, rm, rv)
         return self._ran(ctx)
 
 

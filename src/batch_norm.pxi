@@ -130,10 +130,15 @@ def channel_stats(const real[:, :, ::1] x, int n_threads):
 
 
 def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,
-                   const double[::1] m2, double divisor, double factor):
+                   const double[::1] m2, double divisor, double factor,
+                   long long[::1] counter=None):
     """In place, in double then rounded: ``running = (1 - factor) * running + factor * batch``
-    with the batch variance ``m2 / divisor``. Either array may be None."""
+    with the batch variance ``m2 / divisor``. Either array may be None. ``counter`` (one
+    int64, or None) is incremented in the same call: no Python code runs between the two, so
+    a KeyboardInterrupt cannot leave the count and the statistics apart."""
     cdef Py_ssize_t c
+    if counter is not None:
+        counter[0] += 1
     if running_mean is not None:
         for c in range(running_mean.shape[0]):
             running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
