@@ -4,7 +4,7 @@ Layers (torch.nn names and semantics): ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``G
 ``InstanceNorm1d/2d/3d``, ``RMSNorm``.
 Functional forms: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``,
 ``rms_norm``, each with a ``*_backward``; ``moments``.
-Training across processes: ``SyncBatchNorm`` over MPI (mpi4py, imported on first use).
+Training across processes: ``SyncBatchNorm`` and ``SyncBatchNormAct`` over MPI (mpi4py, imported on first use).
 Preparing data: ``Moments``, ``Standardizer`` (a scikit-learn transformer; scikit-learn and
 dask are optional and imported only when it is first used), ``normalize_images``.
 Fused blocks: ``BatchNormAct1d/2d/3d``, ``GroupNormAct``, ``batch_norm_act``
@@ -40,7 +40,7 @@ from ._blocks import (
 from ._fold import fold_batch_norm
 from ._images import normalize_images
 from ._statistics import Moments
-from ._sync import SyncBatchNorm
+from ._sync import SyncBatchNorm, SyncBatchNormAct
 from .modules import (
     BatchNorm1d,
     BatchNorm2d,
@@ -58,7 +58,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"
            "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
            "rms_norm", "rms_norm_backward", "moments",
-           "Moments", "Standardizer", "normalize_images", "SyncBatchNorm", "fold_batch_norm",
+           "Moments", "Standardizer", "normalize_images", "SyncBatchNorm", "SyncBatchNormAct", "fold_batch_norm",
            "BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct", "batch_norm_act",
            "no_grad", "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
            "__version__"]

@@ -5,15 +5,16 @@ import numpy as np
 from . import _backend
 from ._context import Context, update_running
 from ._layout import ChannelLayout, contiguous
-from ._validate import as_float_array, check_channels, check_ndim, check_vectors
+from ._validate import as_float_array, check_channels, check_eps, check_ndim, check_vectors
 
 
-def check_batch_norm(x, running_mean, running_var, weight, bias, training, update, *,
+def check_batch_norm(x, running_mean, running_var, weight, bias, training, update, *, eps,
                      dtype=None, ndims=2, num_features=None, local_batch=True):
     """Validate a batch-norm call once; returns (x, running_mean, running_var, weight, bias).
     ``update``: the running arrays will be written in place. The layers add their dtype,
     ranks and channel count. ``local_batch=False``: the batch is one rank's part of a larger
     one (SyncBatchNorm), so the one-value rule is the caller's."""
+    check_eps(eps, training)
     x = as_float_array(x, dtype)
     check_ndim(x, ndims)
     check_channels(x, num_features, "num_features")

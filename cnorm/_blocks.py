@@ -99,7 +99,7 @@ def batch_norm_act(x, running_mean, running_var, weight=None, bias=None, trainin
     block = Block(np.asarray(x) if not isinstance(x, np.ndarray) else x, residual, act,
                   negative_slope)
     x, rm, rv, weight, bias = check_batch_norm(
-        x, running_mean, running_var, weight, bias, training, update=training)
+        x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
     ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
     if training:
         ctx.update_running(rm, rv, float(momentum))

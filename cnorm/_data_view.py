@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from ._validate import refuse_masked
+
 # Kind codes of the kernels (src/_data_types.pxi), by dtype name. bfloat16 is ml_dtypes' type,
 # recognised by name so that cnorm never imports ml_dtypes.
 KINDS = {"uint8": 0, "int8": 1, "uint16": 2, "int16": 3, "uint32": 4, "int32": 5, "int64": 6,
@@ -41,7 +43,8 @@ def kinds(*names):
 
 def as_data(x, allowed=frozenset(KINDS.values()), what="input"):
     """``x`` as an ndarray of a supported dtype in native byte order (a byte-swapped array is
-    the only one copied) and its kind code; TypeError for any other dtype."""
+    the only one copied) and its kind code; TypeError for any other dtype or a masked array."""
+    refuse_masked(x, what)
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
     k = kind_of(x.dtype, allowed, what)
     if not x.dtype.isnative:

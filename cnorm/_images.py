@@ -53,7 +53,7 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
     ``output_layout``: "NCHW" or "NHWC"; ``dtype``: float32, float16 or bfloat16 (ml_dtypes,
     or the string "bfloat16"). ``mirror``: None or one bool per image; True flips that image
     left-right. ``out``: a C-contiguous array of the output's shape and dtype, written and
-    returned. Computed in float32 and rounded once to the output dtype; parallel over
+    returned (it may be the images' own memory: they are copied first). Computed in float32 and rounded once to the output dtype; parallel over
     images and rows, and deterministic.
     """
     x, kind = as_data(images, IN_KINDS, "images")
@@ -91,6 +91,8 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
             raise ValueError(f"out must be a writeable C-contiguous {dt.name} array of shape "
                              f"{shape} ({output_layout}): {problem}")
         y = out
+        if np.may_share_memory(out, x):
+            nhwc = nhwc.copy()  # the pixels are read from a copy: the output overwrites them
     y4 = y if batched else y[None]
     ynhwc = y4 if output_layout == "NHWC" else y4.transpose(0, 2, 3, 1)
     _backend.data.data_affine(

@@ -7,6 +7,7 @@ names); without it, a small base gives the same ``get_params``/``set_params``/``
 """
 import collections.abc
 import inspect
+import numbers
 import sys
 
 import numpy as np
@@ -103,6 +104,13 @@ def _apply(x, kind, axis, mean, mul, add, out_dtype, out=None):
     return y, bad
 
 
+def _same_place(a, b):
+    """``a`` and ``b`` view the same memory element for element (each value is read before it
+    is written in place): the same start, strides and item size."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.dtype.itemsize == b.dtype.itemsize)
+
+
 def _block_moments(block, axis):
     """One dask block's statistics (run on a worker)."""
     return Moments(axis).update(_numeric(block)[0])
@@ -158,7 +166,8 @@ class Standardizer(*_BASES):
 
     def _check_params(self):
         channel_axis_of(self.channel_axis, 64)
-        if not np.isscalar(self.eps) or not self.eps >= 0:
+        if (isinstance(self.eps, (bool, np.bool_)) or not isinstance(self.eps, numbers.Real)
+                or not self.eps >= 0):
             raise ValueError(f"eps must be a non-negative number, got {self.eps!r}")
 
     def _validate(self, X, reset):
@@ -305,6 +314,9 @@ class Standardizer(*_BASES):
             raise AttributeError(f"this {type(self).__name__} is not fitted yet; call fit")
         coefs = self._coefs(inverse)
         if _is_dask(X):
+            if out is not None:
+                raise TypeError("out= cannot take the result of a dask array, which is lazy: "
+                                "store it with dask (da.store) or compute it")
             return self._dask_map(X, coefs)
         X, kind, axis = self._validate(X, reset=False)
         out_dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
@@ -319,6 +331,8 @@ class Standardizer(*_BASES):
                                  f"{out_dtype}, got {got}")
             if not out.flags.writeable:
                 raise ValueError("out is read-only")
+            if out is not X and not _same_place(out, X) and np.may_share_memory(out, X):
+                X = X.copy()  # a partial overlap: read a copy, as NumPy's ufuncs buffer it
         y, bad = _apply(X, kind, axis, *coefs, out_dtype, out)
         if bad:
             raise ValueError("Input X contains NaN or infinity.")

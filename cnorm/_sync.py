@@ -8,7 +8,9 @@ bits; then the local normalize step. Backward: local sum(dy) and sum(dy * (x - m
 ``Allgather``, summed in rank order, then the local dx step. mpi4py is imported only when a
 layer without ``comm`` first runs; without mpi4py the layer is BatchNorm in a one-process world.
 """
+import builtins
 import functools
+import types
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from ._batch_norm import check_batch_norm
 from ._context import Context, update_running
 from ._layout import ChannelLayout
 from ._validate import as_float_array
+from ._blocks import _Fused
 from .modules import _BatchNorm
 
 _check_local = functools.partial(check_batch_norm, local_batch=False)
@@ -45,23 +48,34 @@ def world(comm):
     return MPI.COMM_WORLD
 
 
-_ERRORS = (ValueError, TypeError, RuntimeError)
+def _error_type(name):
+    """The built-in exception class called ``name`` (other ranks raise one of the failing
+    rank's type), or RuntimeError when there is none."""
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind
+    return RuntimeError
 
 
 def agree(comm, error, *facts):
-    """Every rank passes its error (None, or one of _ERRORS) and some integer facts; returns
-    every rank's facts, a (size, len(facts)) array in rank order. When any rank failed, every
-    rank raises the first failing rank's error type with its message. One Allgather of a few
-    integers when all is well; the messages travel only when something failed."""
-    code = 0 if error is None else 1 + _ERRORS.index(type(error))
+    """Every rank passes its error (None, or the exception its part raised) and some integer
+    facts; returns every rank's facts, a (size, len(facts)) array in rank order. When any rank
+    failed, every rank raises: the first failing rank its own exception, the others one of
+    its type when it is a built-in (else RuntimeError) naming that rank and its message. One
+    Allgather of a few integers when all is well; the messages travel only when something
+    failed. Call it with every exception of the work before a collective, so that no rank is
+    left waiting in one (or sending a message of another size)."""
     rows = np.empty((comm.size, 1 + len(facts)), dtype=np.int64)
-    comm.Allgather(np.array([code, *facts], dtype=np.int64), rows)
+    comm.Allgather(np.array([error is not None, *facts], dtype=np.int64), rows)
     if rows[:, 0].any():
-        messages = comm.allgather(None if error is None else str(error))
+        told = comm.allgather(None if error is None else (type(error).__name__, str(error)))
         bad = int(np.flatnonzero(rows[:, 0])[0])
         if bad == comm.rank:
             raise error
-        raise _ERRORS[rows[bad, 0] - 1](f"on rank {bad}: {messages[bad]}")
+        name, message = told[bad]
+        kind = _error_type(name)
+        raise kind(f"on rank {bad}: {message}" if kind.__name__ == name else
+                   f"on rank {bad}: {name}: {message}")
     return rows[:, 1:]
 
 
@@ -73,43 +87,74 @@ def gather_rows(comm, row):
 
 
 class SyncContext(Context):
-    """A training forward with statistics of the union of all ranks' batches."""
+    """A training forward with statistics of the union of all ranks' batches. Made in two
+    steps: the constructor does this rank's part (it may fail: the caller agrees on that
+    before any collective), :meth:`normalize` the collective part and the output."""
 
-    __slots__ = ("layout", "x3", "comm", "total", "mean", "m2", "invstd", "weight", "has_bias",
-                 "y")
+    __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "weight",
+                 "has_bias", "y", "block", "shift", "sums")
 
-    def __init__(self, comm, x, weight, bias, eps):
-        k = _backend.kernels
+    def __init__(self, comm, x, weight, bias, block=None):
         self.comm = comm
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
         self.weight = None if weight is None else weight.copy()  # as it was at forward time
         self.has_bias = bias is not None
+        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
+        self.shift = np.zeros(x3.shape[1]) if bias is None else bias.astype(np.float64)
         C = x3.shape[1]
         count, mean, m2 = _backend.kernel("channel_stats", x.dtype)(x3, _backend.threads())
-        local = np.zeros(1 + 2 * C)  # an empty shard: count 0 (and no NaN to carry)
+        self.local = np.zeros(1 + 2 * C)  # an empty shard: count 0 (and no NaN to carry)
         if count:
-            local[0], local[1:C + 1], local[C + 1:] = count, mean, m2
-        parts = gather_rows(comm, local)  # rank order: every rank merges the same bits
-        self.total, self.mean, self.m2 = k.merge_stats(
+            self.local[0], self.local[1:C + 1], self.local[C + 1:] = count, mean, m2
+
+    def normalize(self, eps, out=None):
+        """Gather every rank's statistics (collective), merge them in rank order, so that
+        every rank holds the same bits, and normalize this rank's part (with the block's
+        residual and activation)."""
+        C = self.x3.shape[1]
+        parts = gather_rows(self.comm, self.local)
+        self.total, self.mean, self.m2 = _backend.kernels.merge_stats(
             np.ascontiguousarray(parts[:, 0]), np.ascontiguousarray(parts[:, 1:C + 1]),
             np.ascontiguousarray(parts[:, C + 1:]))
         self.invstd = 1.0 / np.sqrt(self.m2 / self.total + eps)
-        scale = self.invstd * (1.0 if weight is None else weight.astype(np.float64))
-        shift = np.zeros(C) if bias is None else bias.astype(np.float64)
-        y3, self.y = layout.empty()
-        _backend.kernel("normalize", x.dtype)(x3, self.mean, scale, shift, y3,
-                                              _backend.threads())
+        scale = self.invstd * (1.0 if self.weight is None else self.weight.astype(np.float64))
+        inputs = (self.x3, None if self.block is None else self.block.r)
+        y3, self.y = self.layout.empty(out, inputs)
+        epilogue = () if self.block is None else self.block.kernel_args(self.layout, y3)
+        _backend.kernel("normalize", self.layout.dtype)(self.x3, self.mean, scale, self.shift,
+                                                        y3, _backend.threads(), *epilogue)
 
     def update_running(self, running_mean, running_var, factor, counter=None):
         """The running statistics toward the union's, the same on every rank."""
         update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor,
                        counter)
 
-    def _backward(self, dy, out=None):
+    def local_sums(self, dy):
+        """This rank's part of the backward (it may fail: the caller agrees before the
+        collective): Σg and Σg·(x - mean) per channel, g = dy through the block's activation."""
         dy3 = self.layout.view(dy)
+        if self.block is not None:
+            dy3 = self._through_block(dy3)
+        s1, s2 = _backend.kernel("backward_sums", self.layout.dtype)(
+            self.x3, dy3, self.mean, _backend.threads())
+        self.sums = (dy3, s1, s2)
+
+    def _through_block(self, dy3):
+        """g = dy * act'(pre) (also the residual's gradient), by the batch-norm backward
+        kernel in eval form, whose epilogue writes g (its dx is not used)."""
+        epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
+        C = self.x3.shape[1]
+        scratch, _ = self.layout.empty()
+        _backend.kernel("bn_backward", self.layout.dtype)(
+            self.x3, dy3, self.mean, self.invstd, self.weight, False, True, scratch,
+            np.empty(C), np.empty(C), *epilogue, _backend.threads())
+        return epilogue[-1]
+
+    def _backward(self, dy, out=None):
+        """Collective: every rank's sums, added in rank order, then this rank's dx."""
         dt = self.layout.dtype
-        s1, s2 = _backend.kernel("backward_sums", dt)(self.x3, dy3, self.mean, _backend.threads())
+        dy3, s1, s2 = self.sums
         C = s1.shape[0]
         sums = gather_rows(self.comm, np.concatenate([s1, s2]))
         S1, S2 = np.zeros(C), np.zeros(C)
@@ -125,6 +170,47 @@ class SyncContext(Context):
         _backend.kernel("backward_apply", dt)(self.x3, dy3, self.mean, k1, k2, k3, dx3, True,
                                               _backend.threads())
         return dx, self.invstd * s2, s1  # this rank's parameter gradients
+
+
+def _sync_twin(cls, bn, comm):
+    """A synchronized layer with the state of ``bn``: a SyncBatchNormAct for a fused block
+    (its activation kept), else ``cls``."""
+    args = (bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, bn.dtype)
+    if hasattr(bn, "act"):
+        new = SyncBatchNormAct(*args, bias=bn.bias is not None, comm=comm, act=bn.act,
+                               negative_slope=bn.negative_slope)
+    else:
+        new = cls(*args, bias=bn.bias is not None, comm=comm)
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        value = getattr(bn, name)
+        setattr(new, name, None if value is None else value.copy())
+    return new.train(bn.training)
+
+
+_NOT_WALKED = (type, types.ModuleType, types.FunctionType, types.MethodType, np.ndarray)
+
+
+def _convert(cls, obj, comm, seen):
+    """convert_sync_batchnorm's walk; ``seen``: id -> what each object met became (shared
+    layers stay shared, cycles end)."""
+    if id(obj) in seen:
+        return seen[id(obj)]
+    seen[id(obj)] = obj
+    if isinstance(obj, _BatchNorm):
+        if not isinstance(obj, SyncBatchNorm):
+            seen[id(obj)] = _sync_twin(cls, obj, comm)
+    elif isinstance(obj, dict):
+        pairs = [(k, _convert(cls, v, comm, seen)) for k, v in obj.items()]
+        seen[id(obj)] = dict(pairs) if type(obj) is dict else type(obj)(pairs)
+    elif isinstance(obj, (list, tuple)):
+        items = [_convert(cls, v, comm, seen) for v in obj]
+        seen[id(obj)] = type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, _NOT_WALKED):
+        for name, value in list(vars(obj).items()):  # an object holding layers: in place
+            new = _convert(cls, value, comm, seen)
+            if new is not value:
+                setattr(obj, name, new)
+    return seen[id(obj)]
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -151,29 +237,14 @@ class SyncBatchNorm(_BatchNorm):
 
     @classmethod
     def convert_sync_batchnorm(cls, layer, comm=None):
-        """A SyncBatchNorm with the state of a BatchNorm1d/2d/3d (parameters, running
-        statistics, mode). Containers (list, tuple, dict) are converted item by item, and an
-        object holding layers as attributes has them replaced in place, as torch converts a
-        module's children; anything else is returned as it is."""
-        if isinstance(layer, _BatchNorm) and not isinstance(layer, SyncBatchNorm) and \
-                not hasattr(layer, "act"):  # a fused block would lose its activation, residual
-            new = cls(layer.num_features, layer.eps, layer.momentum, layer.affine,
-                      layer.track_running_stats, layer.dtype, bias=layer.bias is not None,
-                      comm=comm)
-            for name in ("weight", "bias", "running_mean", "running_var",
-                         "num_batches_tracked"):
-                value = getattr(layer, name)
-                setattr(new, name, None if value is None else value.copy())
-            return new.train(layer.training)
-        if isinstance(layer, (list, tuple)):
-            return type(layer)(cls.convert_sync_batchnorm(v, comm) for v in layer)
-        if isinstance(layer, dict):
-            return {k: cls.convert_sync_batchnorm(v, comm) for k, v in layer.items()}
-        if hasattr(layer, "__dict__") and not isinstance(layer, type):
-            for name, value in list(vars(layer).items()):
-                if isinstance(value, (_BatchNorm, list, tuple, dict)):
-                    setattr(layer, name, cls.convert_sync_batchnorm(value, comm))
-        return layer
+        """The layers in ``layer`` with their batch norms synchronized, as torch converts a
+        module's children: a BatchNorm1d/2d/3d becomes a SyncBatchNorm, a BatchNormAct1d/2d/3d
+        a SyncBatchNormAct (its activation kept), each with the state of the original
+        (parameters, running statistics, mode). Lists, tuples (named ones too) and dicts are
+        converted item by item into new containers; any other object has its attributes
+        converted in place, at any depth (``model.block.bn``); anything else is returned as it
+        is. Objects met twice are converted once."""
+        return _convert(cls, layer, comm, {})
 
     def _collective(self, comm):
         """Whether forward and backward run over all ranks (batch statistics, several ranks)."""
@@ -182,14 +253,21 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, x):
         """Normalize ``x`` (N, C, *) with the statistics of every rank's batch (training), or
         with the running statistics (eval, no communication)."""
+        return self._run(x)
+
+    def _run(self, x, block=None):
+        """The forward, with a fused block's epilogue (SyncBatchNormAct) when given. Every
+        failure of this rank's part (checks, its statistics, memory) is agreed on before the
+        collective, so no rank is left waiting in it."""
         comm = world(self.comm)
         if not self._collective(comm):
-            return super().forward(x)
-        error, n = None, -1
+            return super()._run(x, block)
+        error, n, ctx = None, -1, None
         try:
-            update, (x, rm, rv, w, b) = self._checked(_check_local, x, True)
+            update, (x, rm, rv, w, b) = self._checked(_check_local, x, True, eps=self.eps)
             n = x.size // x.shape[1] if x.shape[1] else 0
-        except (ValueError, TypeError) as e:
+            ctx = SyncContext(comm, x, w, b, None if block is None else block(x))
+        except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
         facts = agree(comm, error, self.num_features, n)
         if (facts[:, 0] != self.num_features).any():
@@ -197,7 +275,7 @@ class SyncBatchNorm(_BatchNorm):
         if facts[:, 1].sum() <= 1:  # torch's rule, on the union of the batches
             raise ValueError("Expected more than 1 value per channel when training, got "
                              f"{int(facts[:, 1].sum())} over {comm.size} ranks")
-        ctx = SyncContext(comm, x, w, b, self.eps)
+        self._with_spare("_y", x, lambda out: ctx.normalize(self.eps, out))
         if update:  # every rank moves its running statistics the same way
             self._update_running(ctx, rm, rv)
         return self._ran(ctx)
@@ -216,8 +294,27 @@ class SyncBatchNorm(_BatchNorm):
             if dy.shape != ctx.layout.shape:
                 raise ValueError(f"grad_output has shape {dy.shape}, expected the forward "
                                  f"input's shape {ctx.layout.shape}")
-        except (ValueError, TypeError) as e:
+            ctx.local_sums(dy)
+        except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
         agree(ctx.comm, error)
-        dx, self.grad_weight, self.grad_bias = ctx.backward(dy)
+        dx, self.grad_weight, self.grad_bias = self._with_spare(
+            "_dx", ctx.layout, lambda out: ctx.backward(dy, out))
         return dx
+
+
+class SyncBatchNormAct(_Fused, SyncBatchNorm):
+    """SyncBatchNorm, then + residual, then the activation, in one pass (BatchNormAct over
+    MPI): the statistics of every rank's batch, with the block's ``act``, ``negative_slope``,
+    ``forward(x, residual)`` and ``grad_residual``. What ``convert_sync_batchnorm`` makes of a
+    BatchNormAct1d/2d/3d."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32, *, bias=True, comm=None,
+                 act="relu", negative_slope=0.01):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         bias=bias, comm=comm)
+        self._init_act(act, negative_slope)
+
+    def extra_repr(self):
+        return super().extra_repr() + self._act_repr()

@@ -24,6 +24,13 @@ def param_dtype(dtype):
     return np.dtype(np.float32) if is_half(dtype) else dtype
 
 
+def refuse_masked(x, what):
+    """TypeError for a NumPy masked array, whose mask np.asarray would drop without a word."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{what} is a masked array: cnorm would ignore its mask; pass "
+                        "x.filled(value) or x.compressed() to say what the masked values are")
+
+
 def as_float_array(x, dtype=None, what="input"):
     """Return ``x`` as an ndarray of native byte order, raising TypeError on a wrong dtype.
 
@@ -33,6 +40,7 @@ def as_float_array(x, dtype=None, what="input"):
     """
     if type(x) is np.ndarray and x.dtype is dtype:  # the common case, checked cheaply
         return x
+    refuse_masked(x, what)
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
     if dtype is not None:
         dtype = np.dtype(dtype)
@@ -89,6 +97,17 @@ def check_vectors(x, running_mean, running_var, weight, bias, update):
     return (check_vector(running_mean, C, dt, "running_mean", writeable=update),
             check_vector(running_var, C, dt, "running_var", writeable=update),
             check_vector(weight, C, dt, "weight"), check_vector(bias, C, dt, "bias"))
+
+
+def check_eps(eps, training):
+    """Batch norm's eps, by torch's rule: positive when training (a constant channel would
+    give NaN), non-negative otherwise."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number, got {eps!r}")
+    if training and not eps > 0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if not eps >= 0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
 
 
 def positive_int(value, name):

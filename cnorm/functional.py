@@ -57,7 +57,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     shapes; nothing is modified when an error is raised.
     """
     x, rm, rv, weight, bias = check_batch_norm(
-        x, running_mean, running_var, weight, bias, training, update=training)
+        x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
     ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, out=out)
     if training:
         ctx.update_running(rm, rv, float(momentum))
@@ -79,7 +79,7 @@ def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, 
     ``weight`` / ``bias`` is None.
     """
     x, running_mean, running_var, weight, bias = check_batch_norm(
-        x, running_mean, running_var, weight, bias, training, update=False)
+        x, running_mean, running_var, weight, bias, training, update=False, eps=eps)
     return BatchNormContext(x, running_mean, running_var, weight, bias, eps, training,
                             compute_y=False).backward(grad_output, out)
 

@@ -224,13 +224,13 @@ class _NormBase(_Module):
         factor = 1.0 / float(count + 1) if self.momentum is None else float(self.momentum)
         ctx.update_running(rm, rv, factor, count)
 
-    def _checked(self, check, x, batch_stats):
-        """Run the op family's check on x with this layer's arrays and rules; returns
-        ``(update, (x, running_mean, running_var, weight, bias))``."""
+    def _checked(self, check, x, batch_stats, **rules):
+        """Run the op family's check on x with this layer's arrays and rules (and ``rules``);
+        returns ``(update, (x, running_mean, running_var, weight, bias))``."""
         update = batch_stats and self.training and self.track_running_stats
         return update, check(x, self.running_mean, self.running_var, self.weight, self.bias,
                              batch_stats, update, dtype=self.dtype, ndims=self._ndims,
-                             num_features=self.num_features)
+                             num_features=self.num_features, **rules)
 
 
 class _BatchNorm(_NormBase):
@@ -250,7 +250,8 @@ class _BatchNorm(_NormBase):
     def _run(self, x, block=None):
         """The forward, with a fused block's epilogue (cnorm/_blocks.py) when given."""
         batch_stats = self.training or not self.track_running_stats
-        update, (x, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats)
+        update, (x, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats,
+                                                  eps=self.eps)
         ctx = self._with_spare("_y", x, lambda out: BatchNormContext(
             x, rm, rv, w, b, self.eps, batch_stats, block=None if block is None else block(x),
             out=out))

@@ -51,11 +51,22 @@ cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t
             if _too_wide(n, s1[c], m2[c]):
                 _wide_sums(x, C, inner, c0 + c, j0, j1, shift[c], &s1[c], &m2[c])
                 _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+    for c in range(m):
+        if not _finite(mean[c]):  # an infinity around a shift gives inf - inf: IEEE's plain
+            _wide_sums(x, C, inner, c0 + c, j0, j1, 0.0, &s1[c], &m2[c])  # mean (inf, -inf
+            mean[c] = s1[c] / n                                            # or NaN, as NumPy)
+            m2[c] = NAN
+
+
+cdef inline bint _finite(double v) noexcept nogil:
+    return v - v == 0.0  # False for an infinity and for NaN
 
 
 cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,
                              double Mb) noexcept nogil:
-    """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M)."""
+    """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M). An infinite mean
+    on either side makes the merged one IEEE's sum of the two (inf, -inf or NaN, as the mean
+    of the values would be) and M NaN; finite data never takes that branch."""
     cdef double tot, d
     if nb <= 0.0:
         return
@@ -66,8 +77,12 @@ cdef inline void _merge_into(double *n, double *m, double *M, double nb, double 
         return
     tot = n[0] + nb
     d = mb - m[0]
-    m[0] = m[0] + d * (nb / tot)
-    M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
+    if not _finite(d):
+        m[0] = m[0] + mb
+        M[0] = NAN
+    else:
+        m[0] = m[0] + d * (nb / tot)
+        M[0] = M[0] + Mb + d * d * (n[0] * nb / tot)
     n[0] = tot
 
 
@@ -96,8 +111,12 @@ cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm
         fb = n * nb / tot
         for c in range(C):
             d = pm[k * C + c] - mean[c]
-            mean[c] = mean[c] + d * fa
-            m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
+            if not _finite(d):  # as in _merge_into
+                mean[c] = mean[c] + pm[k * C + c]
+                m2[c] = NAN
+            else:
+                mean[c] = mean[c] + d * fa
+                m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
         n = tot
     if n == 0.0:
         for c in range(C):
@@ -174,7 +193,8 @@ cdef void _band_unit(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t
             s1 = p1[k * C + c]
             if (_finish_chunk(n, _d(x[((j0 // inner) * C + c) * inner + j0 % inner]), s1,
                               p2[k * C + c], &p1[k * C + c], &p2[k * C + c])
-                    or (floating is float and _too_wide(n, s1, p2[k * C + c]))):
+                    or (floating is float and _too_wide(n, s1, p2[k * C + c]))
+                    or not _finite(p1[k * C + c])):
                 _chunk_stats(x, C, inner, c, c + 1, j0, j1, &p1[k * C + c], &p2[k * C + c],
                              w2, <floating *>NULL)
 

@@ -88,7 +88,8 @@ def merge_stats(const double[::1] counts, const double[:, ::1] means, const doub
 cdef int _coef_apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                      Py_ssize_t C, Py_ssize_t inner, const double *mean, const double *a,
                      const double *b, const double *e, int n_threads,
-                     const floating *tag) except -1:
+                     const floating *tag, const real *residual=NULL, int act=ACT_NONE,
+                     double slope=0.0) except -1:
     cdef Py_ssize_t c
     cdef int width = 4 if dy == NULL else 5
     cdef floating *coef = <floating *>malloc(width * C * sizeof(floating))
@@ -98,23 +99,27 @@ cdef int _coef_apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
         for c in range(C):
             _set_coef(coef, C, c, inner == 1, width, mean[c], a[c], b[c],
                       e[c] if width == 5 else 0.0)
-        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads, <const real *>NULL, ACT_NONE,
-               0.0)
+        _apply(x, dy, out, outer, C, inner, coef, 0, C, n_threads, residual, act, slope)
     free(coef)
     return 0
 
 
 def normalize(const real[:, :, ::1] x, const double[::1] mean, const double[::1] scale,
-              const double[::1] shift, real[:, :, ::1] out, int n_threads=1):
-    """``out = (x - mean) * scale + shift`` per channel (the apply step)."""
+              const double[::1] shift, real[:, :, ::1] out, int n_threads=1,
+              const real[:, :, ::1] residual=None, int act=ACT_NONE, double slope=0.0):
+    """``out = (x - mean) * scale + shift`` per channel (the apply step); with a fused block's
+    epilogue, ``out = act(that + residual)`` (``residual`` may be None)."""
     if x.size == 0:
         return
+    cdef const real *r = &residual[0, 0, 0] if residual is not None else NULL
     if real is double:
         _coef_apply(&x[0, 0, 0], NULL, &out[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
-                    &mean[0], &scale[0], &shift[0], NULL, n_threads, <double *>NULL)
+                    &mean[0], &scale[0], &shift[0], NULL, n_threads, <double *>NULL, r, act,
+                    slope)
     else:
         _coef_apply(&x[0, 0, 0], NULL, &out[0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
-                    &mean[0], &scale[0], &shift[0], NULL, n_threads, <float *>NULL)
+                    &mean[0], &scale[0], &shift[0], NULL, n_threads, <float *>NULL, r, act,
+                    slope)
 
 
 def backward_sums(const real[:, :, ::1] x, const real[:, :, ::1] dy,

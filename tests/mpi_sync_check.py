@@ -188,6 +188,60 @@ def check_errors():
     layer(good)
     expect_everywhere(ValueError, lambda: layer.backward(good[:2] if rank == 0 else good), layer)
     layer.backward(good)  # the layer still works after the failed calls
+    check_faults(layer, good)
+
+
+class Refuses:
+    """An array-like whose conversion fails with ``kind`` (issue 20, item 5)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __array__(self, dtype=None, copy=None):
+        raise self.kind("this input cannot be read")
+
+
+def check_faults(layer, good):
+    """Any exception on one rank, of any type, raises on every rank and hangs none: the
+    failing rank its own, the others the same built-in type (else RuntimeError) naming it."""
+    for kind in (RuntimeError, KeyError, ZeroDivisionError, MemoryError):
+        bad = rank == size - 1
+        expect_everywhere(kind, lambda: layer(Refuses(kind) if bad else good), layer)
+    class Custom(Exception):
+        pass
+    expect_everywhere(Custom if rank == 0 else RuntimeError,
+                      lambda: layer(Refuses(Custom) if rank == 0 else good), layer)
+    if torch is not None:  # a tensor that requires grad: np.asarray raises RuntimeError
+        t = torch.from_numpy(good).requires_grad_()
+        expect_everywhere(RuntimeError, lambda: layer(t if rank == 1 else good), layer)
+    layer(good)
+    expect_everywhere(RuntimeError,
+                      lambda: layer.backward(Refuses(RuntimeError) if rank == 0 else good),
+                      layer)
+    layer.backward(good)
+
+
+def check_fused_block():
+    """SyncBatchNormAct (what convert_sync_batchnorm makes of a BatchNormAct2d) against
+    BatchNormAct2d on the concatenated batch, with a residual: y, dx, grad_residual, the summed
+    parameter gradients and the running statistics."""
+    x, dy, mine = make_full(4, np.float64, seed=21)
+    r = np.random.default_rng(22).standard_normal(x.shape)
+    whole = cnorm.BatchNormAct2d(6, act="silu", dtype=np.float64)
+    whole.weight[...] = np.linspace(0.5, 2, 6)
+    local = cnorm.SyncBatchNorm.convert_sync_batchnorm(
+        cnorm.BatchNormAct2d(6, act="silu", dtype=np.float64))
+    assert type(local) is cnorm.SyncBatchNormAct
+    local.weight[...] = whole.weight
+    y_all, y = whole(x, r), local(x[mine], r[mine])
+    dx_all, dx = whole.backward(dy), local.backward(dy[mine])
+    close(y, y_all[mine], np.float64, "block y")
+    close(dx, dx_all[mine], np.float64, "block dx")
+    close(local.grad_residual, whole.grad_residual[mine], np.float64, "block grad_residual")
+    for name in ("grad_weight", "grad_bias"):
+        close(comm.allreduce(getattr(local, name)), getattr(whole, name), np.float64, name)
+    close(local.running_var, whole.running_var, np.float64, "block running_var")
+    same_everywhere(local.running_var, "block running_var")
 
 
 def check_moments():
@@ -229,6 +283,7 @@ def main():
     check_bits_across_runs()
     check_sub_communicator()
     check_errors()
+    check_fused_block()
     check_moments()
     done = comm.gather(rank, root=0)  # every rank finished every check
     if rank == 0:

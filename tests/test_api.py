@@ -25,7 +25,7 @@ API_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNor
              "rms_norm_backward", "moments", "get_num_threads", "set_num_threads",
              "openmp_enabled", "show_config", "__version__", "Moments", "Standardizer",
              "normalize_images", "SyncBatchNorm", "fold_batch_norm", "BatchNormAct1d",
-             "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct", "batch_norm_act", "no_grad"}
+             "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct", "batch_norm_act", "no_grad", "SyncBatchNormAct"}
 
 
 def test_namespace_holds_the_api_and_no_stray_names():

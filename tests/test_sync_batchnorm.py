@@ -80,11 +80,62 @@ def test_convert_sync_batchnorm_keeps_the_state(rng):
     assert type(model.blocks[1]) is cnorm.LayerNorm
 
 
-def test_convert_leaves_fused_blocks_alone():
-    """A BatchNormAct layer is not a plain batch norm: converting it would drop its
-    activation and residual."""
-    block = cnorm.BatchNormAct2d(4, act="silu")
-    assert cnorm.SyncBatchNorm.convert_sync_batchnorm(block) is block
+def test_convert_reaches_every_layer(rng):
+    """Issue 20, item 4: nested plain objects, namedtuples and fused blocks (which keep their
+    activation) are converted; a layer shared by two places stays shared; cycles end."""
+    import collections
+
+    Pair = collections.namedtuple("Pair", "bn other")
+
+    class Block:
+        def __init__(self):
+            self.bn = cnorm.BatchNorm2d(3)
+
+    class Model:
+        def __init__(self):
+            self.block = Block()
+            self.pair = Pair(cnorm.BatchNorm1d(2), "text")
+            self.act = cnorm.BatchNormAct2d(4, act="leaky_relu", negative_slope=0.2).eval()
+            self.again = self.block.bn
+            self.me = self
+    model = Model()
+    model.act.running_mean[...] = 5
+    out = cnorm.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert out is model and type(model.block.bn) is cnorm.SyncBatchNorm
+    assert model.again is model.block.bn
+    assert type(model.pair) is Pair and model.pair.other == "text"
+    assert type(model.pair.bn) is cnorm.SyncBatchNorm
+    blk = model.act
+    assert type(blk) is cnorm.SyncBatchNormAct and not blk.training
+    assert (blk.act, blk.negative_slope) == ("leaky_relu", 0.2) and np.all(blk.running_mean == 5)
+    assert repr(blk).endswith("act='leaky_relu', negative_slope=0.2)")
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "silu", "gelu"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_the_synchronized_path_of_a_block_is_the_block(act, residual, rng, monkeypatch):
+    """SyncBatchNormAct through its collective path (forced, in a one-process world) against
+    BatchNormAct2d: forward, dx, grad_residual, parameter gradients, running statistics.
+    Under MPI, tests/mpi_sync_check.py checks it against the whole batch."""
+    monkeypatch.setattr(cnorm.SyncBatchNorm, "_collective", lambda self, comm: True)
+    x, r, dy = (rng.standard_normal((4, 3, 5, 5)) * 2 + 1 for _ in range(3))
+    r = r if residual else None
+    a = cnorm.SyncBatchNormAct(3, act=act, dtype=np.float64, comm=cnorm._sync._OneProcess())
+    b = cnorm.BatchNormAct2d(3, act=act, dtype=np.float64)
+    for layer in (a, b):
+        layer.weight[...] = [0.5, 1.5, -1.0]
+        layer.bias[...] = [0.1, -0.2, 0.3]
+    assert isinstance(a._saved, type(None))
+    ya, yb = a(x, r), b(x, r)
+    assert isinstance(a._saved, cnorm._sync.SyncContext)
+    np.testing.assert_allclose(ya, yb, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.backward(dy), b.backward(dy), rtol=1e-10, atol=1e-10)
+    for name in ("grad_weight", "grad_bias", "grad_residual", "running_mean", "running_var"):
+        got, want = getattr(a, name), getattr(b, name)
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=name)
 
 
 def test_moments_allreduce_in_one_process(rng):
