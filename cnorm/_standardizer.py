@@ -15,6 +15,7 @@ import numpy as np
 from . import _backend
 from ._data_view import KINDS, WIDE_INTS, as_data, channel_axis_of, kind_of, views
 from ._statistics import Moments, batch_moments
+from ._validate import refuse_masked
 
 try:
     from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
@@ -173,6 +174,7 @@ class Standardizer(*_BASES):
     def _validate(self, X, reset):
         """X as a supported ndarray, its kind code and its channel axis; checks the channel
         count (and, with scikit-learn, the feature names)."""
+        refuse_masked(X, "X")  # scikit-learn's validation would drop the mask
         fast = (not reset and type(X) is np.ndarray and X.dtype.kind in "fiub" and X.size
                 and not hasattr(self, "feature_names_in_"))  # nothing for scikit-learn to add
         if BaseEstimator is not None and not fast:
