@@ -29,6 +29,10 @@ def check_batch_norm(x, running_mean, running_var, weight, bias, training, updat
     return x, running_mean, running_var, weight, bias
 
 
+def _f64(v):
+    return None if v is None else v.astype(np.float64)
+
+
 class BatchNormContext(Context):
     """A batch-norm forward: with ``batch_stats`` the fused statistics + normalize kernel,
     otherwise one pass with the given running statistics. ``compute_y=False``: statistics
@@ -57,6 +61,11 @@ class BatchNormContext(Context):
             kernel = _backend.kernel("bn_forward_train", dt)
             kernel(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2, self.invstd,
                    *epilogue, _backend.threads())
+            if block is None:
+                wide = self.widen(self.invstd, lambda x64: BatchNormContext(
+                    x64, None, None, _f64(weight), _f64(bias), eps, True), x)
+                if wide is not None:  # its statistics move the running ones
+                    self.mean, self.m2, self.invstd = wide.mean, wide.m2, wide.invstd
             return
         if not batch_stats and compute_y:
             kernel = _backend.kernel("bn_forward_eval", dt)

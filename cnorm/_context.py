@@ -3,16 +3,36 @@ the parameter gradients, and the running-statistics update."""
 import numpy as np
 
 from . import _backend
+from ._layout import check_out
 from ._validate import as_float_array, param_dtype
+
+# float32 data whose spread nears float32's range: x - mean can overflow (|x - mean| reaches
+# sqrt(M2)) and 1/std falls among float32's subnormals, so the float32 apply gives inf or loses
+# digits. Any group whose 1/std is below this (a variance above 1e64) sends the op to a float64
+# copy of the input, its results rounded once to float32 (torch gives 0 or NaN there).
+WIDE_INVSTD = 1e-32
 
 
 class Context:
     """A forward pass (``y``) and what its backward needs. A subclass sets ``layout`` (the
     input's shape and dtype), ``weight`` (as at forward time, or None) and ``has_bias``, and
     implements ``_backward(dy, out) -> (dx, grad_weight, grad_bias)`` with float64 gradients
-    (dx into ``out`` when given)."""
+    (dx into ``out`` when given). ``wide``: the float64 twin that computed a too-wide float32
+    op (see :meth:`widen`), or unset."""
 
-    __slots__ = ()
+    __slots__ = ("wide",)
+
+    def widen(self, invstd, make, x):
+        """When ``invstd`` says the float32 op reached float32's limits (WIDE_INVSTD): run
+        ``make(x64)`` (this op's context on a float64 copy of x), round its output into
+        ``self.y`` and keep it for backward; returns it, or None (nothing to do)."""
+        if x.dtype != np.float32 or invstd.size == 0 or not invstd.min() < WIDE_INVSTD:
+            return None  # the common case, checked cheaply
+        if not np.any((invstd > 0) & (invstd < WIDE_INVSTD)):
+            return None  # only infinite variances (infinite data): float64 would not help
+        self.wide = wide = make(x.astype(np.float64))
+        np.copyto(self.y, wide.y, casting="unsafe")
+        return wide
 
     def backward(self, grad_output, out=None):
         """Returns ``(dx, grad_weight, grad_bias)``: the parameter gradients in the input's
@@ -23,7 +43,14 @@ class Context:
         if dy.shape != layout.shape:
             raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
                              f"shape {layout.shape}")
-        dx, gw, gb = self._backward(dy, out)
+        wide = getattr(self, "wide", None)
+        if wide is None:
+            dx, gw, gb = self._backward(dy, out)
+        else:  # the float64 twin's gradients, dx rounded once to float32
+            dx64, gw, gb = wide._backward(dy.astype(np.float64))
+            dx = np.empty_like(dx64, dtype=layout.dtype) if out is None else check_out(
+                out, layout.shape, layout.dtype, layout.channels_last, (dy,))
+            np.copyto(dx, dx64, casting="unsafe")
         pdt = param_dtype(layout.dtype)
         return (dx, None if self.weight is None else gw.astype(pdt),
                 gb.astype(pdt) if self.has_bias else None)

@@ -6,7 +6,7 @@ from math import prod
 import numpy as np
 
 from . import _backend
-from ._batch_norm import BatchNormContext
+from ._batch_norm import BatchNormContext, _f64
 from ._context import Context, update_running
 from ._layout import ChannelLayout, contiguous
 from ._validate import (
@@ -74,6 +74,11 @@ class GroupNormContext(Context):
         kernel = _backend.kernel("group_forward", x.dtype)
         kernel(x4, G, self.weight, contiguous(bias), float(eps), y4, self.mean, self.m2,
                self.invstd, *epilogue, _backend.threads())
+        if block is None:
+            wide = self.widen(self.invstd, lambda x64: GroupNormContext(
+                x64, G, _f64(weight), _f64(bias), eps), x)
+            if wide is not None:  # its statistics move the running ones
+                self.mean, self.m2, self.invstd = wide.mean, wide.m2, wide.invstd
 
     def update_running(self, running_mean, running_var, factor):
         """Instance norm's running statistics (G = C), as torch keeps them: toward the batch

@@ -45,6 +45,9 @@ class RowNormContext(Context):
         kernel(x2, self.weight, None if bias is None else np.ravel(bias), float(eps), rms, y2,
                self.mean, self.invstd, _backend.threads())
         self.y = layout.restore(y, out)
+        self.widen(self.invstd, lambda x64: RowNormContext(
+            x64, normalized_shape, None if weight is None else weight.astype(np.float64),
+            None if bias is None else bias.astype(np.float64), eps, rms), x)
 
     def _backward(self, dy, out=None):
         dx2, dx = self.layout.empty(out, (self.x2, dy))

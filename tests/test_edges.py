@@ -167,3 +167,34 @@ def test_dask_transform_refuses_out(rng):
     s = cnorm.Standardizer().fit(X)
     with pytest.raises(TypeError, match="lazy"):
         s.transform(da.from_array(X, chunks=50), out=np.empty_like(X))
+
+
+WIDE = {
+    "bn": (lambda dt: cnorm.BatchNorm2d(3, dtype=dt), (0, 2, 3)),
+    "gn": (lambda dt: cnorm.GroupNorm(3, 3, dtype=dt), (2, 3)),
+    "in": (lambda dt: cnorm.InstanceNorm2d(3, dtype=dt), (2, 3)),
+    "ln": (lambda dt: cnorm.LayerNorm((4, 4), dtype=dt), (2, 3)),
+}
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("kind", list(WIDE))
+def test_values_near_the_float32_maximum_are_exact(kind, layout, rng):
+    """|x| near 3e38: x - mean overflowed float32 and the output was +-inf (torch gives 0 or
+    NaN). Such an op now runs on a float64 copy: y and dx within float32 rounding of the float64
+    layer's, in the input's layout."""
+    make, axes = WIDE[kind]
+    x = (rng.choice([-1, 1], (8, 3, 4, 4)) * rng.uniform(2.5e38, 3.3e38, (8, 3, 4, 4)))
+    x = x.astype(np.float32)
+    if layout == "nhwc":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    a, b = make(np.float32), make(np.float64)
+    y, dx = a(x), a.backward(dy)
+    want_y, want_dx = b(x.astype(np.float64)), b.backward(dy.astype(np.float64))
+    assert y.dtype == np.float32 and y.strides == want_y.astype(np.float32).strides
+    assert np.all(np.isfinite(y)) and np.max(np.abs(y - want_y)) < 1e-6 * np.max(np.abs(want_y))
+    assert np.max(np.abs(dx - want_dx)) <= 1e-6 * np.max(np.abs(want_dx))
+    ref = (x.astype(np.float64) - x.astype(np.float64).mean(axis=axes, keepdims=True)) / \
+        x.astype(np.float64).std(axis=axes, keepdims=True)
+    assert np.max(np.abs(y - ref)) < 1e-6
