@@ -3,6 +3,10 @@
 
 Each validates its arguments once (the op family's ``check_*``) and runs the op family's
 context, the same code the layers run.
+
+Data may be float32, float64, float16 or bfloat16 (ml_dtypes). Half-precision data is computed
+in float32; its parameters, running statistics and parameter gradients are float32 ("x's
+parameter dtype" below; for float32 and float64 data, x's own dtype).
 """
 from math import prod
 
@@ -33,17 +37,20 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
     Parameters
     ----------
-    x : ndarray, float32 or float64, shape (N, C, ...)
+    x : ndarray of float32, float64, float16 or bfloat16 (ml_dtypes), shape (N, C, ...)
         Any memory layout; the output has the layout of ``x`` (C order or channels-last).
-    running_mean, running_var : ndarray (C,) of x's dtype, or None
+        Half-precision data is computed in float32, with float32 parameters and statistics.
+    running_mean, running_var : ndarray (C,) of x's parameter dtype (x's own; float32 for
+        half data), or None
         Used for normalizing when ``training`` is False (then both are required). When
         ``training`` is True they are updated in place:
         ``running = (1 - momentum) * running + momentum * batch_stat`` (unbiased variance).
-    weight, bias : ndarray (C,) of x's dtype, or None
+    weight, bias : ndarray (C,) of x's parameter dtype, or None
         The affine transform ``y = x_hat * weight + bias``.
     training : bool
         Normalize with the batch statistics (biased variance) instead of the running ones.
     momentum, eps : float
+        ``eps`` must be positive when training and non-negative otherwise (torch's rule).
 
     out : ndarray or None
         A preallocated output: x's shape and dtype, in x's memory layout (C order or
@@ -119,7 +126,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
     Normalizes over the last ``len(normalized_shape)`` axes of ``x``, whose shape must end
     with ``normalized_shape``: ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the
     biased variance. ``weight`` and ``bias`` are None or arrays shaped ``normalized_shape`` of
-    x's dtype. Returns a new array shaped like ``x`` (in x's layout when x is channels-last),
+    x's parameter dtype. Returns a new array shaped like ``x`` (in x's layout when x is channels-last),
     or ``out`` (see :func:`batch_norm`).
     """
     x, ns, weight, bias = check_row_norm(x, normalized_shape, weight, bias)
@@ -129,7 +136,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=Non
 def layer_norm_backward(grad_output, x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
                         out=None):
     """Gradients of :func:`layer_norm`: returns ``(dx, grad_weight, grad_bias)`` (of x's
-    dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward. ``out``: a
+    parameter dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward. ``out``: a
     preallocated dx."""
     x, ns, weight, bias = check_row_norm(x, normalized_shape, weight, bias)
     return RowNormContext(x, ns, weight, bias, eps, rms=False).backward(grad_output, out)
@@ -159,7 +166,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
 
     ``x`` is (N, C, ...) with C divisible by ``num_groups``; each sample's channels are split
     into groups of C / num_groups, normalized with the group's mean and biased variance, then
-    ``* weight + bias`` per channel (None or (C,) arrays of x's dtype). The output keeps x's
+    ``* weight + bias`` per channel (None or (C,) arrays of x's parameter dtype). The output keeps x's
     memory layout (C order or channels-last). ``out``: a preallocated output (see
     :func:`batch_norm`).
     """
@@ -170,7 +177,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
 def group_norm_backward(grad_output, x, num_groups, weight=None, bias=None, eps=1e-5, *,
                         out=None):
     """Gradients of :func:`group_norm`: returns ``(dx, grad_weight, grad_bias)`` (of x's
-    dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward. ``out``: a
+    parameter dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward. ``out``: a
     preallocated dx."""
     x, G, weight, bias = check_group_norm(x, num_groups, weight, bias)
     return GroupNormContext(x, G, weight, bias, eps).backward(grad_output, out)
@@ -198,7 +205,7 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
 def instance_norm_backward(grad_output, x, running_mean=None, running_var=None, weight=None,
                            bias=None, use_input_stats=True, eps=1e-5, *, out=None):
     """Gradients of :func:`instance_norm`: returns ``(dx, grad_weight, grad_bias)`` (of x's
-    dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward; updates
+    parameter dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward; updates
     nothing. ``out``: a preallocated dx."""
     x, running_mean, running_var, weight, bias = check_instance_norm(
         x, running_mean, running_var, weight, bias, use_input_stats, update=False)

@@ -1,0 +1,54 @@
+"""The documentation says what the code does (issue 20, item 12): the kernel steps' argument
+lists in docs/api.md are the kernels' own; SyncBatchNorm's documented ranks are the ones it
+takes; the functional forms' docstrings name the half-precision dtypes they accept."""
+import os
+import re
+
+import numpy as np
+import pytest
+
+import cnorm
+from cnorm import _backend
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+API = open(os.path.join(ROOT, "docs", "api.md")).read()
+
+
+def _documented_steps():
+    section = API[API.index("## Kernel steps"):]
+    block = section[section.index("```python"):section.index("```\n", 10)]
+    return {m.group(1): [a.split("=")[0].strip() for a in m.group(2).split(",")]
+            for m in re.finditer(r"^(\w+)\(([^)]*)\)", block, re.M)}
+
+
+def test_kernel_steps_are_documented_with_their_arguments():
+    steps = _documented_steps()
+    assert set(steps) == {"partial_stats", "merge_stats", "normalize", "backward_sums",
+                          "backward_apply"}
+    for name, args in steps.items():
+        fn = getattr(_backend.kernels, name)
+        fn = fn[next(iter(fn.__signatures__))] if hasattr(fn, "__signatures__") else fn
+        code = fn.__code__
+        assert args == list(code.co_varnames[:code.co_argcount]), name
+
+
+def test_sync_batchnorm_takes_the_documented_ranks(rng):
+    assert "of any rank from 2-D up" in API and "2-D to 5-D" not in API
+    layer = cnorm.SyncBatchNorm(3)
+    for ndim in range(2, 7):
+        x = rng.standard_normal((4, 3) + (2,) * (ndim - 2)).astype(np.float32)
+        assert layer(x).shape == x.shape
+    with pytest.raises(ValueError):
+        layer(np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("name", ["batch_norm", "layer_norm", "group_norm", "instance_norm",
+                                  "rms_norm", "batch_norm_backward", "layer_norm_backward",
+                                  "group_norm_backward", "instance_norm_backward"])
+def test_functional_docstrings_do_not_restrict_the_dtypes(name):
+    """The forms take half-precision data: no docstring may say "float32 or float64" of the
+    data, and the module's docstring names all four dtypes."""
+    doc = getattr(cnorm, name).__doc__
+    assert "float32 or float64" not in doc.replace("\n    ", " ")
+    assert all(t in cnorm.functional.__doc__ for t in ("float32", "float64", "float16",
+                                                       "bfloat16"))
