@@ -43,48 +43,29 @@ def test_num_batches_tracked_takes_any_integer(value, rng):
         layer.num_batches_tracked = 2.5
 
 
-def _line_events(fn):
-    """How many line events of cnorm's Python code ``fn()`` runs."""
-    count = 0
-
-    def tracer(frame, event, arg):
-        nonlocal count
-        if frame.f_code.co_filename.startswith(PKG):
-            if event == "line":
-                count += 1
-            return tracer
-        return None
-
-    sys.settrace(tracer)
-    try:
-        fn()
-    finally:
-        sys.settrace(None)
-    return count
-
-
-def _interrupt_at(fn, k):
-    """Run ``fn()`` raising KeyboardInterrupt at its k-th line event in cnorm's code."""
+def _traced(fn, k=None):
+    """Run ``fn()`` counting the line events of cnorm's Python code; with ``k``, raise
+    KeyboardInterrupt at the k-th. Returns the count (None when the interrupt was raised)."""
     seen = 0
 
     def tracer(frame, event, arg):
         nonlocal seen
-        if frame.f_code.co_filename.startswith(PKG):
-            if event == "line":
-                seen += 1
-                if seen == k:
-                    raise KeyboardInterrupt
-            return tracer
-        return None
+        if not frame.f_code.co_filename.startswith(PKG):
+            return None
+        if event == "line":
+            seen += 1
+            if seen == k:
+                raise KeyboardInterrupt
+        return tracer
 
     sys.settrace(tracer)
     try:
         fn()
     except KeyboardInterrupt:
-        return True
+        return None
     finally:
         sys.settrace(None)
-    return False
+    return seen
 
 
 LAYERS = {
@@ -104,12 +85,12 @@ def test_an_interrupted_forward_keeps_count_and_statistics_together(kind, moment
     after = LAYERS[kind](momentum)
     after.load_state_dict(template.state_dict())
     after(x)
-    n = _line_events(lambda: LAYERS[kind](momentum)(x))
+    n = _traced(lambda: LAYERS[kind](momentum)(x))
     assert n > 10
     for k in range(1, n + 1):
         layer = LAYERS[kind](momentum)
         layer.load_state_dict(template.state_dict())
-        interrupted = _interrupt_at(lambda: layer(x), k)
+        interrupted = _traced(lambda: layer(x), k) is None
         got = layer.state_dict()
         want = after.state_dict() if got["num_batches_tracked"] == 2 else template.state_dict()
         for key in ("running_mean", "running_var", "num_batches_tracked"):
