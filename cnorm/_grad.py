@@ -2,12 +2,16 @@
 import contextlib
 import threading
 
-_state = threading.local()
+class _State(threading.local):
+    enabled = True  # a class default: each thread starts enabled, read without a getattr
+
+
+_state = _State()
 
 
 def enabled():
     """False inside :func:`no_grad` on this thread."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 @contextlib.contextmanager
