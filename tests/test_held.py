@@ -163,3 +163,23 @@ def test_large_outputs_are_recycled_by_default(rng):
     x = rng.standard_normal((8, 4, 64, 128)).astype(np.float32)
     addr = layer(x).ctypes.data, layer.backward(x).ctypes.data
     assert (layer(x).ctypes.data, layer.backward(x).ctypes.data) == addr
+
+
+def test_no_grad_is_per_thread_and_restores(rng):
+    """Inside no_grad on one thread, another thread's forward still keeps its context; the
+    flag comes back after the block, also when it raised."""
+    import threading
+
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    a, b = cnorm.BatchNorm1d(3), cnorm.BatchNorm1d(3)
+    with cnorm.no_grad():
+        t = threading.Thread(target=b, args=(x,))
+        t.start()
+        t.join()
+        a(x)
+    assert a._saved is None and b._saved is not None
+    with pytest.raises(ZeroDivisionError):
+        with cnorm.no_grad():
+            1 / 0
+    a(x)
+    assert a._saved is not None
