@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _backend
-from ._context import Context, update_running
+from ._context import WIDE_INVSTD, Context, update_running
 from ._layout import ChannelLayout, contiguous
 from ._validate import as_float_array, check_channels, check_eps, check_ndim, check_vectors
 
@@ -59,10 +59,10 @@ class BatchNormContext(Context):
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y3)
         if batch_stats and compute_y:
             kernel = _backend.kernel("bn_forward_train", dt)
-            kernel(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2, self.invstd,
-                   *epilogue, _backend.threads())
-            if block is None:
-                wide = self.widen(self.invstd, lambda x64: BatchNormContext(
+            least = kernel(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2,
+                           self.invstd, *epilogue, _backend.threads())
+            if least < WIDE_INVSTD and block is None:
+                wide = self.widen(lambda x64: BatchNormContext(
                     x64, None, None, _f64(weight), _f64(bias), eps, True), x)
                 if wide is not None:  # its statistics move the running ones
                     self.mean, self.m2, self.invstd = wide.mean, wide.m2, wide.invstd

@@ -103,5 +103,6 @@ def batch_norm_act(x, running_mean, running_var, weight=None, bias=None, trainin
     ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
     if training:
         ctx.update_running(rm, rv, float(momentum))
-        write_back((running_mean, rm), (running_var, rv))
+        if rm is not running_mean or rv is not running_var:  # converted by the checks
+            write_back((running_mean, rm), (running_var, rv))
     return ctx.y

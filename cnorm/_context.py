@@ -22,14 +22,13 @@ class Context:
 
     __slots__ = ("wide",)
 
-    def widen(self, invstd, make, x):
-        """When ``invstd`` says the float32 op reached float32's limits (WIDE_INVSTD): run
-        ``make(x64)`` (this op's context on a float64 copy of x), round its output into
-        ``self.y`` and keep it for backward; returns it, or None (nothing to do)."""
-        if x.dtype != np.float32 or invstd.size == 0 or not invstd.min() < WIDE_INVSTD:
-            return None  # the common case, checked cheaply
-        if not np.any((invstd > 0) & (invstd < WIDE_INVSTD)):
-            return None  # only infinite variances (infinite data): float64 would not help
+    def widen(self, make, x):
+        """Called when the least positive invstd of a forward (as its kernel returns it) is
+        below WIDE_INVSTD: for float32 data, run ``make(x64)`` (this op's context on a float64
+        copy of x), round its output into ``self.y`` and keep it for backward; returns it, or
+        None (other dtypes: nothing to do)."""
+        if x.dtype.type is not np.float32:
+            return None
         self.wide = wide = make(x.astype(np.float64))
         np.copyto(self.y, wide.y, casting="unsafe")
         return wide
@@ -62,7 +61,7 @@ def update_running(running_mean, running_var, mean, m2, divisor, factor, counter
     layer's ``num_batches_tracked`` (a 0-d int64 array), incremented by the same kernel call."""
     run = running_mean if running_mean is not None else running_var
     if run is not None or counter is not None:
-        float32 = run is not None and run.dtype == np.float32
+        float32 = run is not None and run.dtype.type is np.float32
         kernel = _backend.kernels.update_running["float" if float32 else "double"]
         kernel(running_mean, running_var, mean, m2, divisor, factor,
                None if counter is None else counter.reshape(1))

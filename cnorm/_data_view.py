@@ -44,8 +44,9 @@ def kinds(*names):
 def as_data(x, allowed=frozenset(KINDS.values()), what="input"):
     """``x`` as an ndarray of a supported dtype in native byte order (a byte-swapped array is
     the only one copied) and its kind code; TypeError for any other dtype or a masked array."""
-    refuse_masked(x, what)
-    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if type(x) is not np.ndarray:  # (a masked array is a subclass)
+        refuse_masked(x, what)
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
     k = kind_of(x.dtype, allowed, what)
     if not x.dtype.isnative:
         x = x.astype(x.dtype.newbyteorder("="))

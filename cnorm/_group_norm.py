@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _backend
 from ._batch_norm import BatchNormContext, _f64
-from ._context import Context, update_running
+from ._context import WIDE_INVSTD, Context, update_running
 from ._layout import ChannelLayout, contiguous
 from ._validate import (
     as_float_array,
@@ -72,10 +72,10 @@ class GroupNormContext(Context):
         y4, self.y = layout.empty(out, (x, None if block is None else block.r))
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y4)
         kernel = _backend.kernel("group_forward", x.dtype)
-        kernel(x4, G, self.weight, contiguous(bias), float(eps), y4, self.mean, self.m2,
-               self.invstd, *epilogue, _backend.threads())
-        if block is None:
-            wide = self.widen(self.invstd, lambda x64: GroupNormContext(
+        least = kernel(x4, G, self.weight, contiguous(bias), float(eps), y4, self.mean,
+                       self.m2, self.invstd, *epilogue, _backend.threads())
+        if least < WIDE_INVSTD and block is None:
+            wide = self.widen(lambda x64: GroupNormContext(
                 x64, G, _f64(weight), _f64(bias), eps), x)
             if wide is not None:  # its statistics move the running ones
                 self.mean, self.m2, self.invstd = wide.mean, wide.m2, wide.invstd

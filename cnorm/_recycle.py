@@ -10,6 +10,7 @@ root, and writes into the memory again only once that reference is dead: no inte
 anybody can still reach.
 """
 import weakref
+from math import prod
 
 import numpy as np
 
@@ -32,13 +33,9 @@ class Spare:
         return self.owner.nbytes >= nbytes and (self.root is None or self.root() is None)
 
     def lease(self, shape, dtype, channels_last):
-        """A new array of ``shape`` and ``dtype`` over the memory, C order or channels-last
+        """A new array of ``shape`` and ``dtype`` (a np.dtype) over the memory, C order or channels-last
         (an (N, C, *spatial) array over (N, *spatial, C) memory)."""
-        dtype = np.dtype(dtype)
-        n = dtype.itemsize
-        for d in shape:
-            n *= d
-        root = np.frombuffer(memoryview(self.owner), np.uint8, n)
+        root = np.frombuffer(memoryview(self.owner), np.uint8, prod(shape) * dtype.itemsize)
         self.root = weakref.ref(root)
         flat = root.view(dtype)
         if channels_last:
@@ -50,10 +47,7 @@ def take(holder, slot, shape, dtype, channels_last):
     """An output array for ``holder`` (a layer) in its ``slot``: over the slot's memory when
     nothing made of it is alive, else over new memory that becomes the slot's; None below
     SPARE_MIN (the op allocates). A call that fails after this leaves the memory free again."""
-    dtype = np.dtype(dtype)
-    nbytes = dtype.itemsize
-    for d in shape:
-        nbytes *= d
+    nbytes = prod(shape) * dtype.itemsize
     if nbytes < SPARE_MIN:
         return None
     spare = holder.__dict__.pop(slot, None)  # atomic: two threads never lease the same memory

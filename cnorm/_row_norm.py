@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _backend
-from ._context import Context
+from ._context import WIDE_INVSTD, Context
 from ._layout import RowLayout
 from ._validate import as_float_array, check_vector, normalized_shape, param_dtype
 
@@ -42,12 +42,13 @@ class RowNormContext(Context):
         self.mean, self.invstd = np.empty((2, x2.shape[0]))
         y2, y = layout.empty(out, (x,))
         kernel = _backend.kernel("row_forward", x.dtype)
-        kernel(x2, self.weight, None if bias is None else np.ravel(bias), float(eps), rms, y2,
-               self.mean, self.invstd, _backend.threads())
+        least = kernel(x2, self.weight, None if bias is None else np.ravel(bias), float(eps),
+                       rms, y2, self.mean, self.invstd, _backend.threads())
         self.y = layout.restore(y, out)
-        self.widen(self.invstd, lambda x64: RowNormContext(
-            x64, normalized_shape, None if weight is None else weight.astype(np.float64),
-            None if bias is None else bias.astype(np.float64), eps, rms), x)
+        if least < WIDE_INVSTD:
+            self.widen(lambda x64: RowNormContext(
+                x64, normalized_shape, None if weight is None else weight.astype(np.float64),
+                None if bias is None else bias.astype(np.float64), eps, rms), x)
 
     def _backward(self, dy, out=None):
         dx2, dx = self.layout.empty(out, (self.x2, dy))

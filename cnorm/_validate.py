@@ -40,8 +40,9 @@ def as_float_array(x, dtype=None, what="input"):
     """
     if type(x) is np.ndarray and x.dtype is dtype:  # the common case, checked cheaply
         return x
-    refuse_masked(x, what)
-    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if type(x) is not np.ndarray:  # (a masked array is a subclass)
+        refuse_masked(x, what)
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
     if dtype is not None:
         dtype = np.dtype(dtype)
         if x.dtype.type is not dtype.type:
@@ -102,6 +103,8 @@ def check_vectors(x, running_mean, running_var, weight, bias, update):
 def check_eps(eps, training):
     """Batch norm's eps, by torch's rule: positive when training (a constant channel would
     give NaN), non-negative otherwise."""
+    if type(eps) is float and eps > 0.0:  # the common case, checked cheaply
+        return
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {eps!r}")
     if training and not eps > 0:

@@ -68,7 +68,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, out=out)
     if training:
         ctx.update_running(rm, rv, float(momentum))
-        write_back((running_mean, rm), (running_var, rv))
+        if rm is not running_mean or rv is not running_var:  # converted by the checks
+            write_back((running_mean, rm), (running_var, rv))
     return ctx.y
 
 
@@ -198,7 +199,8 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     x, rm, rv, weight, bias = check_instance_norm(
         x, running_mean, running_var, weight, bias, use_input_stats, update=use_input_stats)
     y = instance_norm_context(x, rm, rv, weight, bias, use_input_stats, momentum, eps, out=out).y
-    write_back((running_mean, rm), (running_var, rv))
+    if rm is not running_mean or rv is not running_var:  # converted by the checks
+        write_back((running_mean, rm), (running_var, rv))
     return y
 
 

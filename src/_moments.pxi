@@ -62,6 +62,18 @@ cdef inline bint _finite(double v) noexcept nogil:
     return v - v == 0.0  # False for an infinity and for NaN
 
 
+cdef double _least_positive(const double *invstd, Py_ssize_t n) noexcept nogil:
+    """The smallest positive of n values (INFINITY when none is): the forward kernels return it
+    for their invstd, so that the float32 ops test it against the limit of float32's range in
+    one comparison (cnorm/_context.py); 0 is an infinite variance, where float64 cannot help."""
+    cdef double least = INFINITY
+    cdef Py_ssize_t i
+    for i in range(n):
+        if 0.0 < invstd[i] < least:
+            least = invstd[i]
+    return least
+
+
 cdef inline void _merge_into(double *n, double *m, double *M, double nb, double mb,
                              double Mb) noexcept nogil:
     """Chan et al.: fold a partial (nb, mb, Mb) into the running (n, m, M). An infinite mean

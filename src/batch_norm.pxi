@@ -14,7 +14,8 @@ def bn_forward_train(const real[:, :, ::1] x, const floating[::1] weight,
     relu) the fused block ``act(that + residual)``.
 
     ``weight`` / ``bias`` may be None. Writes the per-channel ``mean``, ``m2`` (sum of squared
-    deviations) and ``invstd = 1/sqrt(m2/count + eps)``; NaN for an empty batch.
+    deviations) and ``invstd = 1/sqrt(m2/count + eps)``; NaN for an empty batch. Returns the
+    least positive invstd (see _least_positive).
     """
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
@@ -24,7 +25,7 @@ def bn_forward_train(const real[:, :, ::1] x, const floating[::1] weight,
         mean[:] = NAN
         m2[:] = NAN
         invstd[:] = NAN
-        return
+        return INFINITY
     cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
     if coef == NULL:
         raise MemoryError()
@@ -37,6 +38,7 @@ def bn_forward_train(const real[:, :, ::1] x, const floating[::1] weight,
     free(coef)
     if err:
         raise MemoryError()
+    return _least_positive(&invstd[0], C)
 
 
 def bn_forward_eval(const real[:, :, ::1] x, const floating[::1] running_mean,

@@ -12,7 +12,8 @@ def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] 
                   const real[:, :, :, ::1] residual, int act, double slope, int n_threads):
     """Forward: per (sample, group) ``mean``, ``m2`` and ``invstd`` (N, G), and
     ``out = (x - mean) * invstd * weight + bias`` per channel, or with ``residual`` and
-    ``act`` the fused block act(that + residual). ``weight`` / ``bias`` may be None."""
+    ``act`` the fused block act(that + residual). ``weight`` / ``bias`` may be None. Returns
+    the least positive invstd (see _least_positive)."""
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
@@ -20,12 +21,12 @@ def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] 
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
     if N == 0:
-        return
+        return INFINITY
     if S == 0:
         mean[:, :] = NAN
         m2[:, :] = NAN
         invstd[:, :] = NAN
-        return
+        return INFINITY
     cdef int nt = _threads(N * S, N, n_threads), err = 0
     cdef floating *coef = <floating *>malloc(4 * N * C * sizeof(floating))
     cdef const real *xp = &x[0, 0, 0, 0]
@@ -47,6 +48,7 @@ def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] 
     free(coef)
     if err:
         raise MemoryError()
+    return _least_positive(&invstd[0, 0], N * G)
 
 
 def group_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] dy,

@@ -43,7 +43,7 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
     LayerNorm: ``out = (x - mean) * invstd * weight + bias`` with the row's biased variance.
     RMSNorm: ``out = x * invstd * weight`` with ``invstd = 1/sqrt(mean(x^2) + eps)`` and
     ``mean`` set to 0. ``weight`` / ``bias`` (length L) may be None. Each thread takes
-    blocks of whole rows.
+    blocks of whole rows. Returns the least positive invstd (see _least_positive).
     """
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
@@ -51,11 +51,11 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
     if R == 0:
-        return
+        return INFINITY
     if L == 0:
         mean[:] = NAN
         invstd[:] = NAN
-        return
+        return INFINITY
     cdef const real *xp = &x[0, 0]
     cdef real *yp = &out[0, 0]
     cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L))
@@ -65,6 +65,7 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
             r = k * B
             _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b,
                          &mean[r], &invstd[r])
+    return _least_positive(&invstd[0], R)
 
 
 cdef inline void _row_coefs(const real *x, const real *dy, const floating *w,
