@@ -31,7 +31,7 @@ cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t
     cdef Py_ssize_t c, m = c1 - c0, o0 = j0 // inner if j0 >= inner else 0
     cdef double *shift = work
     cdef double *s1 = work + m
-    cdef double n = <double>(j1 - j0)
+    cdef double n = <double>(j1 - j0), spread = 0.0
     cdef bint redo = False
     for c in range(m):
         shift[c] = _d(x[(o0 * C + c0 + c) * inner + (j0 - o0 * inner)])
@@ -39,6 +39,7 @@ cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t
                 shift, s1, m2, lanes)
     for c in range(m):
         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
+        spread += mean[c] - mean[c]  # 0 unless a mean is infinite or NaN
     if redo:
         for c in range(m):
             shift[c] = <double><floating>mean[c]
@@ -51,11 +52,12 @@ cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t
             if _too_wide(n, s1[c], m2[c]):
                 _wide_sums(x, C, inner, c0 + c, j0, j1, shift[c], &s1[c], &m2[c])
                 _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
-    for c in range(m):
-        if not _finite(mean[c]):  # an infinity around a shift gives inf - inf: IEEE's plain
-            _wide_sums(x, C, inner, c0 + c, j0, j1, 0.0, &s1[c], &m2[c])  # mean (inf, -inf
-            mean[c] = s1[c] / n                                            # or NaN, as NumPy)
-            m2[c] = NAN
+    if spread != 0.0:  # an infinity around a shift gives inf - inf: IEEE's plain mean
+        for c in range(m):  # (inf, -inf or NaN, as NumPy's), and M2 NaN
+            if not _finite(mean[c]):
+                _wide_sums(x, C, inner, c0 + c, j0, j1, 0.0, &s1[c], &m2[c])
+                mean[c] = s1[c] / n
+                m2[c] = NAN
 
 
 cdef inline bint _finite(double v) noexcept nogil:
@@ -123,16 +125,21 @@ cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm
         fb = n * nb / tot
         for c in range(C):
             d = pm[k * C + c] - mean[c]
-            if not _finite(d):  # as in _merge_into
-                mean[c] = mean[c] + pm[k * C + c]
-                m2[c] = NAN
-            else:
-                mean[c] = mean[c] + d * fa
-                m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
+            mean[c] = mean[c] + d * fa
+            m2[c] = m2[c] + pm2[k * C + c] + d * d * fb
         n = tot
     if n == 0.0:
         for c in range(C):
             mean[c] = NAN
+            m2[c] = NAN
+        return
+    for c in range(C):  # an infinite chunk mean made inf - inf above: IEEE's weighted sum of
+        if not _finite(mean[c]):  # the chunk means decides (inf, -inf or NaN), M2 is NaN
+            d = 0.0
+            for k in range(K):
+                if cnt[k] > 0.0:
+                    d = d + pm[k * C + c] * cnt[k]
+            mean[c] = d / n
             m2[c] = NAN
 
 
