@@ -31,15 +31,15 @@ cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t
     cdef Py_ssize_t c, m = c1 - c0, o0 = j0 // inner if j0 >= inner else 0
     cdef double *shift = work
     cdef double *s1 = work + m
-    cdef double n = <double>(j1 - j0), spread = 0.0
-    cdef bint redo = False
+    cdef double n = <double>(j1 - j0)
+    cdef bint redo = False, odd = False
     for c in range(m):
         shift[c] = _d(x[(o0 * C + c0 + c) * inner + (j0 - o0 * inner)])
     _chunk_sums(x, <const real *>NULL, C, inner, c0, c1, j0, j1,
                 shift, s1, m2, lanes)
     for c in range(m):
         redo |= _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
-        spread += mean[c] - mean[c]  # 0 unless a mean is infinite or NaN
+        odd |= not _finite(mean[c])  # an OR, not a sum: no dependency chain between channels
     if redo:
         for c in range(m):
             shift[c] = <double><floating>mean[c]
@@ -52,7 +52,7 @@ cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t
             if _too_wide(n, s1[c], m2[c]):
                 _wide_sums(x, C, inner, c0 + c, j0, j1, shift[c], &s1[c], &m2[c])
                 _finish_chunk(n, shift[c], s1[c], m2[c], &mean[c], &m2[c])
-    if spread != 0.0:  # an infinity around a shift gives inf - inf: IEEE's plain mean
+    if odd:  # an infinity around a shift gives inf - inf: IEEE's plain mean
         for c in range(m):  # (inf, -inf or NaN, as NumPy's), and M2 NaN
             if not _finite(mean[c]):
                 _wide_sums(x, C, inner, c0 + c, j0, j1, 0.0, &s1[c], &m2[c])
@@ -107,6 +107,7 @@ cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm
     expressions, the same bits). No values: NaN."""
     cdef Py_ssize_t k, c
     cdef double n = 0.0, nb, tot, fa, fb, d
+    cdef bint odd = False
     for c in range(C):
         mean[c] = 0.0
         m2[c] = 0.0
@@ -132,6 +133,10 @@ cdef void _merge(Py_ssize_t K, Py_ssize_t C, const double *cnt, const double *pm
         for c in range(C):
             mean[c] = NAN
             m2[c] = NAN
+        return
+    for c in range(C):
+        odd |= not _finite(mean[c])
+    if not odd:
         return
     for c in range(C):  # an infinite chunk mean made inf - inf above: IEEE's weighted sum of
         if not _finite(mean[c]):  # the chunk means decides (inf, -inf or NaN), M2 is NaN
