@@ -33,15 +33,21 @@ class Context:
         np.copyto(self.y, wide.y, casting="unsafe")
         return wide
 
+    def check_grad(self, grad_output):
+        """``grad_output`` as an array of the forward input's dtype and shape (TypeError or
+        ValueError otherwise)."""
+        dy = as_float_array(grad_output, self.layout.dtype, what="grad_output")
+        if dy.shape != self.layout.shape:
+            raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
+                             f"shape {self.layout.shape}")
+        return dy
+
     def backward(self, grad_output, out=None):
         """Returns ``(dx, grad_weight, grad_bias)``: the parameter gradients in the input's
         parameter dtype (float32 for half data), None where the parameter does not exist.
         ``out``: a preallocated dx (see cnorm._layout.check_out)."""
         layout = self.layout
-        dy = as_float_array(grad_output, layout.dtype, what="grad_output")
-        if dy.shape != layout.shape:
-            raise ValueError(f"grad_output has shape {dy.shape}, expected the forward input's "
-                             f"shape {layout.shape}")
+        dy = self.check_grad(grad_output)
         wide = getattr(self, "wide", None)
         if wide is None:
             dx, gw, gb = self._backward(dy, out)

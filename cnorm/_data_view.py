@@ -53,14 +53,16 @@ def as_data(x, allowed=frozenset(KINDS.values()), what="input"):
     return x, k
 
 
-def channel_axis_of(channel_axis, ndim):
-    """The channel axis as a non-negative int (None stays None); ValueError when out of range."""
+def channel_axis_of(channel_axis, ndim, hint=""):
+    """The channel axis as a non-negative int (None stays None); ValueError when out of range
+    (``hint``: a sentence added to its message)."""
     if channel_axis is None:
         return None
     if not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool):
         raise TypeError(f"channel_axis must be an int or None, got {channel_axis!r}")
     if not -ndim <= channel_axis < ndim:
-        raise ValueError(f"channel_axis {channel_axis} is out of range for {ndim}D input")
+        raise ValueError(f"channel_axis {channel_axis} is out of range for {ndim}D input"
+                         + (f". {hint}" if hint else ""))
     return int(channel_axis) % ndim
 
 

@@ -185,12 +185,10 @@ class Standardizer(*_BASES):
         if self.channel_axis is not None:
             if X.ndim == 0:
                 raise ValueError("expected an array with a channel axis, got a scalar")
-            if not -X.ndim <= self.channel_axis < X.ndim:
-                raise ValueError(
-                    f"channel_axis {self.channel_axis} is out of range for {X.ndim}D input. "
-                    "Reshape your data either using array.reshape(-1, 1) if it has a single "
-                    "feature or array.reshape(1, -1) if it contains a single sample.")
-            axis = channel_axis_of(self.channel_axis, X.ndim)
+            axis = channel_axis_of(  # scikit-learn's advice, which its estimator checks expect
+                self.channel_axis, X.ndim, "Reshape your data either using array.reshape(-1, 1) "
+                "if it has a single feature or array.reshape(1, -1) if it contains a single "
+                "sample.")
         C = 1 if axis is None else X.shape[axis]
         if not reset and C != self.n_features_in_:
             raise ValueError(f"X has {C} features, but {type(self).__name__} is expecting "

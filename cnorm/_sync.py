@@ -16,10 +16,9 @@ import numpy as np
 
 from . import _backend
 from ._batch_norm import check_batch_norm
+from ._blocks import _Fused
 from ._context import Context, update_running
 from ._layout import ChannelLayout
-from ._validate import as_float_array
-from ._blocks import _Fused
 from .modules import _BatchNorm
 
 _check_local = functools.partial(check_batch_norm, local_batch=False)
@@ -290,10 +289,7 @@ class SyncBatchNorm(_BatchNorm):
             return super().backward(grad_output)
         error = None
         try:
-            dy = as_float_array(grad_output, ctx.layout.dtype, what="grad_output")
-            if dy.shape != ctx.layout.shape:
-                raise ValueError(f"grad_output has shape {dy.shape}, expected the forward "
-                                 f"input's shape {ctx.layout.shape}")
+            dy = ctx.check_grad(grad_output)
             ctx.local_sums(dy)
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
