@@ -14,6 +14,8 @@ from math import prod
 
 import numpy as np
 
+from ._layout import is_channels_last
+
 # Outputs from this size up are recycled; smaller ones come from the allocator's free lists
 # without page faults, and the bookkeeping would cost them more than it saves.
 SPARE_MIN = 1 << 18
@@ -43,16 +45,19 @@ class Spare:
         return flat.reshape(shape)
 
 
-def take(holder, slot, shape, dtype, channels_last):
-    """An output array for ``holder`` (a layer) in its ``slot``: over the slot's memory when
-    nothing made of it is alive, else over new memory that becomes the slot's; None below
-    SPARE_MIN (the op allocates). A call that fails after this leaves the memory free again."""
-    nbytes = prod(shape) * dtype.itemsize
+def take(holder, slot, like):
+    """An output array for ``holder`` (a layer) in its ``slot``, in the shape, dtype and memory
+    layout of ``like`` (an input array, or an op context's layout): over the slot's memory
+    when nothing made of it is alive, else over new memory that becomes the slot's; None
+    below SPARE_MIN (the op allocates). A call that fails after this leaves the memory free
+    again."""
+    nbytes = prod(like.shape) * like.dtype.itemsize
     if nbytes < SPARE_MIN:
-        return None
+        return None  # small: the allocator's free lists serve it without page faults
+    cl = is_channels_last(like) if type(like) is np.ndarray else like.channels_last
     spare = holder.__dict__.pop(slot, None)  # atomic: two threads never lease the same memory
     if spare is None or not spare.free_for(nbytes):
         spare = Spare(nbytes)  # the old memory lives on as long as its arrays do
-    out = spare.lease(shape, dtype, channels_last)
+    out = spare.lease(like.shape, like.dtype, cl)
     holder.__dict__[slot] = spare
     return out

@@ -4,6 +4,7 @@ kernels' merge step)."""
 import numpy as np
 
 from . import _backend
+from ._comm import world
 from ._data_view import as_data, channel_axis_of, views
 
 
@@ -137,8 +138,6 @@ class Moments:
         that every rank holds the same bits; returns self. Ranks without data take part. A
         channel count that differs between ranks raises ValueError on every rank and changes
         nothing."""
-        from ._sync import world
-
         comm = world(comm)
         parts = comm.allgather((self.channels, self.count, self._mean, self._m2, self._min,
                                 self._max))

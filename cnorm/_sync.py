@@ -17,34 +17,12 @@ import numpy as np
 from . import _backend
 from ._batch_norm import check_batch_norm
 from ._blocks import _Fused
+from ._comm import world
 from ._context import Context, update_running
 from ._layout import ChannelLayout
 from .modules import _BatchNorm
 
 _check_local = functools.partial(check_batch_norm, local_batch=False)
-
-
-class _OneProcess:
-    """The world without mpi4py (or a communicator of one): no communication at all."""
-
-    size, rank = 1, 0
-
-    def allgather(self, obj):
-        return [obj]
-
-    def Allgather(self, send, recv):
-        recv[...] = np.reshape(send, recv.shape)
-
-
-def world(comm):
-    """The communicator to use: ``comm``, else mpi4py's COMM_WORLD, else a one-process world."""
-    if comm is not None:
-        return comm
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        return _OneProcess()
-    return MPI.COMM_WORLD
 
 
 def _error_type(name):

@@ -70,7 +70,7 @@ def _traced(fn, k=None):
 
 LAYERS = {
     "bn": lambda m: cnorm.BatchNorm2d(3, momentum=m),
-    "sync": lambda m: cnorm.SyncBatchNorm(3, momentum=m, comm=cnorm._sync._OneProcess()),
+    "sync": lambda m: cnorm.SyncBatchNorm(3, momentum=m, comm=cnorm._comm.OneProcess()),
     "bnact": lambda m: cnorm.BatchNormAct2d(3, momentum=m),
 }
 

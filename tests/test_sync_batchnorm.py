@@ -120,7 +120,7 @@ def test_the_synchronized_path_of_a_block_is_the_block(act, residual, rng, monke
     monkeypatch.setattr(cnorm.SyncBatchNorm, "_collective", lambda self, comm: True)
     x, r, dy = (rng.standard_normal((4, 3, 5, 5)) * 2 + 1 for _ in range(3))
     r = r if residual else None
-    a = cnorm.SyncBatchNormAct(3, act=act, dtype=np.float64, comm=cnorm._sync._OneProcess())
+    a = cnorm.SyncBatchNormAct(3, act=act, dtype=np.float64, comm=cnorm._comm.OneProcess())
     b = cnorm.BatchNormAct2d(3, act=act, dtype=np.float64)
     for layer in (a, b):
         layer.weight[...] = [0.5, 1.5, -1.0]
