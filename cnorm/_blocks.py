@@ -78,7 +78,9 @@ class BatchNormAct3d(_BatchNormAct, BatchNorm3d):
 
 
 class GroupNormAct(_Fused, GroupNorm):
-    """GroupNorm, then + residual, then the activation, in one pass: (N, C, ...)."""
+    """GroupNorm, then + residual, then the activation, in one pass: (N, C, ...). The
+    arguments are torch's GroupNorm's, ``num_groups`` first (timm's GroupNormAct takes
+    ``num_channels`` first)."""
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32, *,
                  bias=True, act="relu", negative_slope=0.01):
