@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _backend
-from ._context import WIDE_INVSTD, Context, update_running
+from ._context import WIDE_INVSTD, Context, as_f64, update_running
 from ._layout import ChannelLayout, contiguous
 from ._validate import as_float_array, check_channels, check_eps, check_ndim, check_vectors
 
@@ -27,10 +27,6 @@ def check_batch_norm(x, running_mean, running_var, weight, bias, training, updat
     elif running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
     return x, running_mean, running_var, weight, bias
-
-
-def _f64(v):
-    return None if v is None else v.astype(np.float64)
 
 
 class BatchNormContext(Context):
@@ -62,10 +58,8 @@ class BatchNormContext(Context):
             least = kernel(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2,
                            self.invstd, *epilogue, _backend.threads())
             if least < WIDE_INVSTD and block is None:
-                wide = self.widen(lambda x64: BatchNormContext(
-                    x64, None, None, _f64(weight), _f64(bias), eps, True), x)
-                if wide is not None:  # its statistics move the running ones
-                    self.mean, self.m2, self.invstd = wide.mean, wide.m2, wide.invstd
+                self.widen(lambda x64: BatchNormContext(
+                    x64, None, None, as_f64(weight), as_f64(bias), eps, True), x)
             return
         if not batch_stats and compute_y:
             kernel = _backend.kernel("bn_forward_eval", dt)
@@ -89,8 +83,8 @@ class BatchNormContext(Context):
         if self.count > 0:
             update_running(running_mean, running_var, self.mean, self.m2, self.count - 1.0,
                            factor, counter)
-        elif counter is not None:
-            update_running(None, None, self.mean, self.mean, 1.0, 0.0, counter)
+        elif counter is not None:  # nothing else moves: one step alone is atomic
+            counter[...] += 1
 
     def _backward(self, dy, out=None):
         dx3, dx = self.layout.empty(out, (self.x3, dy))

@@ -25,13 +25,15 @@ class Context:
     def widen(self, make, x):
         """Called when the least positive invstd of a forward (as its kernel returns it) is
         below WIDE_INVSTD: for float32 data, run ``make(x64)`` (this op's context on a float64
-        copy of x), round its output into ``self.y`` and keep it for backward; returns it, or
-        None (other dtypes: nothing to do)."""
+        copy of x), round its output into ``self.y``, take its statistics and keep it for
+        backward (other dtypes: nothing to do)."""
         if x.dtype.type is not np.float32:
-            return None
+            return
         self.wide = wide = make(x.astype(np.float64))
         np.copyto(self.y, wide.y, casting="unsafe")
-        return wide
+        for name in ("mean", "m2", "invstd"):  # the twin's statistics (the running update's)
+            if hasattr(wide, name):
+                setattr(self, name, getattr(wide, name))
 
     def check_grad(self, grad_output):
         """``grad_output`` as an array of the forward input's dtype and shape (TypeError or
@@ -59,6 +61,11 @@ class Context:
         pdt = param_dtype(layout.dtype)
         return (dx, None if self.weight is None else gw.astype(pdt),
                 gb.astype(pdt) if self.has_bias else None)
+
+
+def as_f64(v):
+    """A parameter as float64 (None stays None): the float64 twin's parameters (widen)."""
+    return None if v is None else v.astype(np.float64)
 
 
 def update_running(running_mean, running_var, mean, m2, divisor, factor, counter=None):

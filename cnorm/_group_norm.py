@@ -6,8 +6,8 @@ from math import prod
 import numpy as np
 
 from . import _backend
-from ._batch_norm import BatchNormContext, _f64
-from ._context import WIDE_INVSTD, Context, update_running
+from ._batch_norm import BatchNormContext
+from ._context import WIDE_INVSTD, Context, as_f64, update_running
 from ._layout import ChannelLayout, contiguous
 from ._validate import (
     as_float_array,
@@ -75,10 +75,8 @@ class GroupNormContext(Context):
         least = kernel(x4, G, self.weight, contiguous(bias), float(eps), y4, self.mean,
                        self.m2, self.invstd, *epilogue, _backend.threads())
         if least < WIDE_INVSTD and block is None:
-            wide = self.widen(lambda x64: GroupNormContext(
-                x64, G, _f64(weight), _f64(bias), eps), x)
-            if wide is not None:  # its statistics move the running ones
-                self.mean, self.m2, self.invstd = wide.mean, wide.m2, wide.invstd
+            self.widen(lambda x64: GroupNormContext(x64, G, as_f64(weight), as_f64(bias),
+                                                    eps), x)
 
     def update_running(self, running_mean, running_var, factor):
         """Instance norm's running statistics (G = C), as torch keeps them: toward the batch

@@ -3,7 +3,7 @@
 import numpy as np
 
 from . import _backend
-from ._context import WIDE_INVSTD, Context
+from ._context import WIDE_INVSTD, Context, as_f64
 from ._layout import RowLayout
 from ._validate import as_float_array, check_vector, normalized_shape, param_dtype
 
@@ -47,8 +47,7 @@ class RowNormContext(Context):
         self.y = layout.restore(y, out)
         if least < WIDE_INVSTD:
             self.widen(lambda x64: RowNormContext(
-                x64, normalized_shape, None if weight is None else weight.astype(np.float64),
-                None if bias is None else bias.astype(np.float64), eps, rms), x)
+                x64, normalized_shape, as_f64(weight), as_f64(bias), eps, rms), x)
 
     def _backward(self, dy, out=None):
         dx2, dx = self.layout.empty(out, (self.x2, dy))
