@@ -1,16 +1,17 @@
-"""Build script: compiles the Cython kernels in src/ into cnorm._kernels_<target> (the norms) and
-cnorm._data_<target> (dataset statistics and input normalization).
+"""Build script: compiles the Cython kernels in src/ into cnorm._core._kernels_<target> (the
+norms) and cnorm._core._data_<target> (dataset statistics and input normalization).
 
-Each kernel source (src/kernels.pxi, src/data.pxi and the files they include) is built once per
-SIMD target:
+src/common holds the steps both families share, src/nn the norm kernels, src/data the data
+kernels, src/targets one small .pyx per family and SIMD target. Each family (src/nn/kernels.pxi,
+src/data/data.pxi and the files they include) is built once per SIMD target:
 ``baseline`` (any x86-64, or any CPU elsewhere) and, on x86-64 with GCC/clang, ``avx2`` and
 ``avx512``. cnorm picks the best one the CPU supports at import, so a wheel built here runs on
-any x86-64 CPU. cnorm._stream (the benchmark report's copy probe) is built once, baseline.
+any x86-64 CPU. cnorm.bench._stream (the benchmark report's copy probe) is built once, baseline.
 
 OpenMP is probed by compiling and linking a tiny program with -fopenmp; when that fails
 the kernels are built serially (same results, one thread) and a warning is printed.
 Set CNORM_DISABLE_OPENMP=1 to force the serial build, CNORM_TARGETS=baseline,avx2 to limit
-the targets, CNORM_SANITIZE=address for an AddressSanitizer build (tests/run_asan.sh).
+the targets, CNORM_SANITIZE=address for an AddressSanitizer build (tools/run_asan.sh).
 """
 import os
 import platform
@@ -76,8 +77,8 @@ class BuildExt(build_ext):
         san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
         kept = []
         for ext in self.extensions:
-            target = ext.name.rsplit("_", 1)[1]  # cnorm._data_avx2 -> avx2
-            tflags = TARGET_FLAGS.get(target, [])  # cnorm._stream: the baseline
+            target = ext.name.rsplit("_", 1)[1]  # cnorm._core._data_avx2 -> avx2
+            tflags = TARGET_FLAGS.get(target, [])  # cnorm.bench._stream: the baseline
             if tflags and not self._compiles("int main(void) { return 0; }\n", tflags):
                 print(f"WARNING: the compiler cannot build the {target} target; skipped.")
                 continue
@@ -88,15 +89,17 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-KERNEL_SOURCES = [os.path.join("src", f) for f in sorted(os.listdir("src"))
+INCLUDE = [os.path.join("src", d) for d in ("common", "nn", "data")]
+KERNEL_SOURCES = [os.path.join(d, f) for d in INCLUDE for f in sorted(os.listdir(d))
                   if f.endswith(".pxi") or f.endswith(".h")]
 extensions = [
-    Extension(f"cnorm.{family}_{t}", [f"src/{family}_{t}.pyx"], include_dirs=["src"],
-              depends=KERNEL_SOURCES)
+    Extension(f"cnorm._core.{family}_{t}", [f"src/targets/{family}_{t}.pyx"],
+              include_dirs=INCLUDE, depends=KERNEL_SOURCES)
     for family in ("_kernels", "_data") for t in wanted_targets()
-] + [Extension("cnorm._stream", ["src/_stream.pyx"])]  # the benchmark's copy probe
+] + [Extension("cnorm.bench._stream", ["src/bench/_stream.pyx"])]  # the copy probe
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}),
+    ext_modules=cythonize(extensions, include_path=INCLUDE,
+                          compiler_directives={"language_level": 3}),
     cmdclass={"build_ext": BuildExt},
 )

@@ -2,7 +2,7 @@
 blobFromImages and NumPy; Moments against NumPy's mean + std; Standardizer.transform against
 scikit-learn's StandardScaler; the fused norm + residual + relu blocks against torch's sequence
 under autograd and cnorm's unfused one; batch and layer norm in float16 and bfloat16 against
-cnorm in float32 and torch in the half type (the cases of cnorm/_bench_data.py, as in the
+cnorm in float32 and torch in the half type (the cases of cnorm/bench/data_cases.py, as in the
 report).
 
     pytest bench/test_bench_data.py --benchmark-only
@@ -11,7 +11,7 @@ import importlib
 
 import pytest
 
-from cnorm import _bench_data as data
+from cnorm.bench import data_cases as data
 
 CASES = [pytest.param(name, impl, id=f"{name}-{impl}")
          for name, case in data.CASES.items() for impl in case[2]]

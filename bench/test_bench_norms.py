@@ -3,14 +3,14 @@
     pytest bench/ --benchmark-only          # measure (groups: op and shape)
     pytest bench/ --benchmark-disable       # smoke: run each case once
 
-The cases and runners are those of ``python -m cnorm.bench`` (cnorm/_bench_cases.py). Here all
+The cases and runners are those of ``python -m cnorm.bench`` (cnorm/bench/cases.py). Here all
 implementations share one process; the report runs each in its own.
 """
 import importlib
 
 import pytest
 
-from cnorm import _bench_cases as cases
+from cnorm.bench import cases
 
 CASES = [pytest.param(c, op, id=f"{c[0]}-{'x'.join(map(str, c[2]))}-{op}")
          for c in cases.SHAPES for op in cases.ops_for(c[1])]

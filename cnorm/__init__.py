@@ -1,23 +1,46 @@
-"""cnorm: fast, accurate normalization layers for NumPy on OpenMP Cython kernels.
+"""cnorm: fast, accurate normalization for NumPy on OpenMP Cython kernels.
 
-Layers (torch.nn names and semantics): ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``GroupNorm``,
-``InstanceNorm1d/2d/3d``, ``RMSNorm``.
-Functional forms: ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``,
-``rms_norm``, each with a ``*_backward``; ``moments``.
-Training across processes: ``SyncBatchNorm`` and ``SyncBatchNormAct`` over MPI (mpi4py, imported on first use).
-Preparing data: ``Moments``, ``Standardizer`` (a scikit-learn transformer; scikit-learn and
-dask are optional and imported only when it is first used), ``normalize_images``.
-Fused blocks: ``BatchNormAct1d/2d/3d``, ``GroupNormAct``, ``batch_norm_act``
-(act(norm(x) + residual) in one pass).
-Inference: ``fold_batch_norm`` (an eval-mode batch norm into the preceding layer's weights).
-Inference: ``no_grad`` (layers keep no forward context).
+The package is three subsystems on one core, and every public name is importable from
+``cnorm`` itself:
+
+- ``cnorm.nn``: the layers with torch.nn's names and semantics (``BatchNorm1d/2d/3d``,
+  ``LayerNorm``, ``GroupNorm``, ``InstanceNorm1d/2d/3d``, ``RMSNorm``), fused norm + activation
+  blocks (``BatchNormAct1d/2d/3d``, ``GroupNormAct``, ``batch_norm_act``), ``SyncBatchNorm``
+  and ``SyncBatchNormAct`` over MPI, ``fold_batch_norm``, ``no_grad``, and
+  ``cnorm.nn.functional`` (``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``,
+  ``rms_norm``, each with its ``*_backward``, and ``moments``);
+- ``cnorm.data``: ``Moments``, ``Standardizer`` (scikit-learn and dask are imported on its
+  first use only), ``normalize_images``;
+- ``cnorm.bench``: the benchmark report, ``python -m cnorm.bench`` (not imported here);
+- ``cnorm.testing``: float64 references and test helpers (not imported here).
+
 Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
 ``show_config``.
 """
-from ._grad import no_grad
-from ._runtime import get_num_threads, openmp_enabled, set_num_threads, show_config
+from ._core.runtime import get_num_threads, openmp_enabled, set_num_threads, show_config
 from ._version import __version__
-from .functional import (
+from .data import Moments, normalize_images
+from .nn import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    BatchNormAct1d,
+    BatchNormAct2d,
+    BatchNormAct3d,
+    GroupNorm,
+    GroupNormAct,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    InstanceNorm3d,
+    LayerNorm,
+    RMSNorm,
+    SyncBatchNorm,
+    SyncBatchNormAct,
+    batch_norm_act,
+    fold_batch_norm,
+    no_grad,
+)
+from .nn.functional import (
     batch_norm,
     batch_norm_backward,
     group_norm,
@@ -29,28 +52,6 @@ from .functional import (
     moments,
     rms_norm,
     rms_norm_backward,
-)
-from ._blocks import (
-    BatchNormAct1d,
-    BatchNormAct2d,
-    BatchNormAct3d,
-    GroupNormAct,
-    batch_norm_act,
-)
-from ._fold import fold_batch_norm
-from ._images import normalize_images
-from ._statistics import Moments
-from ._sync import SyncBatchNorm, SyncBatchNormAct
-from .modules import (
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchNorm3d,
-    GroupNorm,
-    InstanceNorm1d,
-    InstanceNorm2d,
-    InstanceNorm3d,
-    LayerNorm,
-    RMSNorm,
 )
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
@@ -68,7 +69,7 @@ def __getattr__(name):
     # Standardizer imports scikit-learn when it is installed: only on first use, so that
     # ``import cnorm`` needs NumPy alone and stays fast.
     if name == "Standardizer":
-        from ._standardizer import Standardizer
+        from .data import Standardizer  # cnorm.data imports it on first use
 
         globals()["Standardizer"] = Standardizer
         return Standardizer

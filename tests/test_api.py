@@ -11,12 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_input, needs_openmp
-from zoo import KINDS, make, shape_for
+from cnorm.testing import KINDS, make, make_input, shape_for
 
 import cnorm
-from cnorm import _backend
-from cnorm.modules import _BatchNorm, _InstanceNorm, _Module, _NormBase
+from cnorm._core import backend as _backend
+from cnorm.nn.modules import _BatchNorm, _InstanceNorm, _Module, _NormBase
 
 API_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
              "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "batch_norm",
@@ -209,7 +208,7 @@ def test_set_num_threads_rejects(restore_threads, bad, err):
     assert cnorm.get_num_threads() == before
 
 
-@needs_openmp
+@pytest.mark.openmp
 def test_threadpoolctl_is_respected(restore_threads):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     cnorm.set_num_threads(2)
@@ -223,7 +222,7 @@ def run_child(code, **env):
                           env=dict(os.environ, **env))
 
 
-@needs_openmp
+@pytest.mark.openmp
 def test_omp_num_threads_env_is_respected():
     out = run_child("import cnorm; print(cnorm.get_num_threads())", OMP_NUM_THREADS="3")
     assert out.stdout.strip() == "3", out.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnorm
-from cnorm import _backend
+from cnorm._core import backend as _backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API = open(os.path.join(ROOT, "docs", "api.md")).read()
@@ -50,5 +50,5 @@ def test_functional_docstrings_do_not_restrict_the_dtypes(name):
     data, and the module's docstring names all four dtypes."""
     doc = getattr(cnorm, name).__doc__
     assert "float32 or float64" not in doc.replace("\n    ", " ")
-    assert all(t in cnorm.functional.__doc__ for t in ("float32", "float64", "float16",
+    assert all(t in cnorm.nn.functional.__doc__ for t in ("float32", "float64", "float16",
                                                        "bfloat16"))

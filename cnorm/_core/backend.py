@@ -1,0 +1,96 @@
+"""Picks the kernel modules built for the best SIMD target this CPU supports.
+
+``CNORM_SIMD=baseline|avx2|avx512`` forces a target (an error if it is not built or not
+supported here). Every target computes bit-identical results: the sums have a fixed lane
+structure in the source and no fused multiply-adds are generated. The op modules look up
+``kernels`` and ``data`` at call time, so a test can swap it for another target's module.
+"""
+import importlib
+import os
+
+TARGETS = ("avx512", "avx2", "baseline")  # best first
+
+
+def _load(target, family="_kernels"):
+    try:
+        return importlib.import_module(f"cnorm._core.{family}_{target}")
+    except ImportError:
+        return None
+
+
+_baseline = _load("baseline")
+if _baseline is None:
+    raise ImportError("cnorm's compiled kernels are missing: build them with "
+                      "'pip install -e .' (or 'pip install .') before importing cnorm")
+
+
+def available_targets():
+    """SIMD targets that are built and that this CPU can run, best first."""
+    return [t for t in TARGETS if _baseline.cpu_supports(t) and _load(t) is not None]
+
+
+def _select():
+    forced = os.environ.get("CNORM_SIMD", "").strip().lower()
+    if forced:
+        if forced not in available_targets():
+            raise ImportError(f"CNORM_SIMD={forced!r} is not available here; "
+                              f"available: {available_targets()}")
+        return forced
+    return available_targets()[0]
+
+
+target = _select()
+kernels = _load(target)  # the norms
+data = _load(target, "_data")  # dataset statistics and input normalization
+
+
+def module_for(target, family="_kernels"):
+    """The kernel module of ``target`` (for tests that compare targets); family "_data" for
+    the data kernels."""
+    if target not in available_targets():
+        raise ValueError(f"SIMD target {target!r} is not available here")
+    return _load(target, family)
+
+
+# The kernels' specializations by data dtype: (storage type, compute type), src/_storage.pxi.
+SPECS = {"float32": ("float", "float"), "float64": ("double", "double"),
+         "float16": ("f16_t", "float"), "bfloat16": ("bf16_t", "float")}
+_specialized = {}
+
+
+def kernel(name, dtype, module=None):
+    """The norm kernel ``name`` specialized for data of ``dtype`` (in ``module``, by default the
+    selected target's): called directly, without the fused dispatcher's per-call type
+    search (which could not tell the compute type from None parameters)."""
+    module = kernels if module is None else module
+    key = (module.__name__, name, dtype)
+    fn = _specialized.get(key)
+    if fn is None:
+        fused = getattr(module, name)
+        storage, compute = SPECS[dtype.name]
+        two = "|" in next(iter(fused.__signatures__))
+        fn = _specialized[key] = fused[storage, compute] if two else fused[storage]
+    return fn
+
+
+# True in a process made by fork() from one that had imported cnorm. GNU libgomp keeps its
+# thread pool in process memory: the child inherits the pool's bookkeeping but not its threads,
+# so its first parallel region would wait forever for them (a multiprocessing fork Pool, torch
+# DataLoader fork workers). A one-thread region never touches the pool, and results do not
+# depend on the thread count, so the child runs every kernel on one thread, with the same bits.
+forked = False
+
+
+def _mark_forked():
+    global forked
+    forked = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
+def threads():
+    """The thread count for a kernel called now (read at every call: OMP_NUM_THREADS,
+    threadpoolctl and cnorm.set_num_threads all apply); 1 in a forked child (see ``forked``)."""
+    return 1 if forked else _baseline.max_threads()

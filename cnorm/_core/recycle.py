@@ -1,0 +1,63 @@
+"""Output recycling that is safe by construction, not by reference counting.
+
+A layer writes its large outputs (and dx) into memory it owns, and hands out an array over it.
+The array handed out sits on a NumPy array made from a ``memoryview`` of that memory (the
+"root"); NumPy stops collapsing a view's ``base`` at an object that is not an array, so every
+view of the output, ``np.asarray`` of it, a memoryview, a container holding it and a
+``torch.from_numpy`` tensor keep the root alive. The layer keeps only a weak reference to the
+root, and writes into the memory again only once that reference is dead: no interpreter detail
+(borrowed references, CPython 3.14's stack references) can make it write into an array
+anybody can still reach.
+"""
+import weakref
+from math import prod
+
+import numpy as np
+
+from .layout import is_channels_last
+
+# Outputs from this size up are recycled; smaller ones come from the allocator's free lists
+# without page faults, and the bookkeeping would cost them more than it saves.
+SPARE_MIN = 1 << 18
+
+
+class Spare:
+    """The memory of one output slot of a layer, and a weak reference to what was last made
+    of it (dead: the memory is free)."""
+
+    __slots__ = ("owner", "root")
+
+    def __init__(self, nbytes):
+        self.owner = np.empty(nbytes, dtype=np.uint8)
+        self.root = None
+
+    def free_for(self, nbytes):
+        return self.owner.nbytes >= nbytes and (self.root is None or self.root() is None)
+
+    def lease(self, shape, dtype, channels_last):
+        """A new array of ``shape`` and ``dtype`` (a np.dtype) over the memory, C order or channels-last
+        (an (N, C, *spatial) array over (N, *spatial, C) memory)."""
+        root = np.frombuffer(memoryview(self.owner), np.uint8, prod(shape) * dtype.itemsize)
+        self.root = weakref.ref(root)
+        flat = root.view(dtype)
+        if channels_last:
+            return np.moveaxis(flat.reshape(shape[:1] + shape[2:] + shape[1:2]), -1, 1)
+        return flat.reshape(shape)
+
+
+def take(holder, slot, like):
+    """An output array for ``holder`` (a layer) in its ``slot``, in the shape, dtype and memory
+    layout of ``like`` (an input array, or an op context's layout): over the slot's memory
+    when nothing made of it is alive, else over new memory that becomes the slot's; None
+    below SPARE_MIN (the op allocates). A call that fails after this leaves the memory free
+    again."""
+    nbytes = prod(like.shape) * like.dtype.itemsize
+    if nbytes < SPARE_MIN:
+        return None  # small: the allocator's free lists serve it without page faults
+    cl = is_channels_last(like) if type(like) is np.ndarray else like.channels_last
+    spare = holder.__dict__.pop(slot, None)  # atomic: two threads never lease the same memory
+    if spare is None or not spare.free_for(nbytes):
+        spare = Spare(nbytes)  # the old memory lives on as long as its arrays do
+    out = spare.lease(like.shape, like.dtype, cl)
+    holder.__dict__[slot] = spare
+    return out

@@ -1,0 +1,68 @@
+"""Runtime configuration: thread counts and the build in use."""
+import numbers
+import warnings
+
+from . import backend as _backend
+from .._version import __version__
+
+
+def get_num_threads():
+    """Number of threads a cnorm kernel called now, from this thread, would use at most.
+
+    This is OpenMP's ``omp_get_max_threads()``, read at call time: it follows
+    ``OMP_NUM_THREADS``, :func:`set_num_threads` and
+    ``threadpoolctl.threadpool_limits(n, user_api="openmp")``. Always 1 in a build
+    without OpenMP. Inputs below about 32K elements run on one thread regardless.
+
+    1 in a process forked from one that imported cnorm (a ``multiprocessing`` fork worker, a
+    torch ``DataLoader`` worker): OpenMP's thread pool does not survive ``fork()``, so such a
+    child runs serially, with the same results. Spawned and forkserver workers are not
+    affected.
+    """
+    return _backend.threads()
+
+
+def set_num_threads(n):
+    """Set the number of threads for cnorm kernels; returns the previous value.
+
+    Like ``omp_set_num_threads`` (and threadpoolctl), the setting applies to the calling
+    thread; other threads keep ``OMP_NUM_THREADS`` or the core count. Results do not depend
+    on the thread count: reductions are bit-identical for any ``n``.
+
+    In a forked child (see :func:`get_num_threads`) kernels stay on one thread: asking for more
+    warns and changes nothing.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"number of threads must be an integer, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"number of threads must be at least 1, got {n}")
+    previous = get_num_threads()
+    if _backend.forked:
+        if n > 1:
+            warnings.warn("cnorm runs on one thread in a forked child process (OpenMP's thread "
+                          "pool does not survive fork); use the 'spawn' or 'forkserver' start "
+                          "method for threaded workers", RuntimeWarning, stacklevel=2)
+        return previous
+    _backend.kernels.set_max_threads(int(n))
+    return previous
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP (False: the serial fallback build)."""
+    return _backend.kernels.openmp_enabled()
+
+
+def show_config(print_out=True):
+    """The build and runtime configuration: SIMD target in use, targets this CPU runs,
+    OpenMP, threads (and ``forked_child``: True in a forked child process, which runs on one
+    thread). Prints it (unless ``print_out=False``) and returns it as a dict."""
+    import numpy
+
+    config = {"cnorm": __version__, "simd_target": _backend.target,
+              "simd_available": _backend.available_targets(), "openmp": openmp_enabled(),
+              "num_threads": get_num_threads(), "forked_child": _backend.forked,
+              "numpy": numpy.__version__}
+    if print_out:
+        for key, value in config.items():
+            print(f"{key:>15}: {value}")
+    return config

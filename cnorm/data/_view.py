@@ -1,0 +1,104 @@
+"""Element kinds and canonical strided views for the data kernels (src/data.pxi).
+
+A canonical view describes an array in place, without a copy: outer dimensions in memory order
+(outermost first), then a run of pixels, each pixel ``C`` channels ``cs`` bytes apart. Size-1
+dimensions are dropped and dimensions that are contiguous with each other are merged, so an
+NCHW batch is (N) x run H*W x C planes and an NHWC batch one run of N*H*W pixels of C
+interleaved channels.
+"""
+import numbers
+
+import numpy as np
+
+from .._core.checks import refuse_masked
+
+# Kind codes of the kernels (src/_data_types.pxi), by dtype name. bfloat16 is ml_dtypes' type,
+# recognised by name so that cnorm never imports ml_dtypes.
+KINDS = {"uint8": 0, "int8": 1, "uint16": 2, "int16": 3, "uint32": 4, "int32": 5, "int64": 6,
+         "float16": 7, "bfloat16": 8, "float32": 9, "float64": 10}
+WIDE_INTS = frozenset((KINDS["uint32"], KINDS["int32"], KINDS["int64"]))  # > float32's digits
+
+
+_BY_DTYPE = {np.dtype(n): k for n, k in KINDS.items() if n != "bfloat16"}
+_NAMES = {k: n for n, k in KINDS.items()}
+
+
+def kind_of(dtype, allowed=frozenset(KINDS.values()), what="input"):
+    """The kind code of ``dtype`` (one of ``allowed``); TypeError naming the supported dtypes
+    otherwise. (A dict lookup: dtype.name costs microseconds.)"""
+    dt = np.dtype(dtype)
+    k = _BY_DTYPE.get(dt)
+    if k is None and dt.name == "bfloat16":
+        k = KINDS["bfloat16"]
+    if k is None or k not in allowed:
+        names = ", ".join(_NAMES[i] for i in sorted(allowed))
+        raise TypeError(f"unsupported {what} dtype {dt.name}; supported: {names}")
+    return k
+
+
+def kinds(*names):
+    """The kind codes of dtype names, for ``allowed``."""
+    return frozenset(KINDS[n] for n in names)
+
+
+def as_data(x, allowed=frozenset(KINDS.values()), what="input"):
+    """``x`` as an ndarray of a supported dtype in native byte order (a byte-swapped array is
+    the only one copied) and its kind code; TypeError for any other dtype or a masked array."""
+    if type(x) is not np.ndarray:  # (a masked array is a subclass)
+        refuse_masked(x, what)
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    k = kind_of(x.dtype, allowed, what)
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    return x, k
+
+
+def channel_axis_of(channel_axis, ndim, hint=""):
+    """The channel axis as a non-negative int (None stays None); ValueError when out of range
+    (``hint``: a sentence added to its message)."""
+    if channel_axis is None:
+        return None
+    if not isinstance(channel_axis, numbers.Integral) or isinstance(channel_axis, bool):
+        raise TypeError(f"channel_axis must be an int or None, got {channel_axis!r}")
+    if not -ndim <= channel_axis < ndim:
+        raise ValueError(f"channel_axis {channel_axis} is out of range for {ndim}D input"
+                         + (f". {hint}" if hint else ""))
+    return int(channel_axis) % ndim
+
+
+def views(arrays, axis):
+    """Canonical views of arrays of one logical shape (the first one's strides decide the
+    order; dimensions merge only where they merge in all). ``axis``: the channel axis
+    (non-negative) or None. Returns, per array, (addr, shape, strides, C, cs) as the kernels
+    take them."""
+    first = arrays[0]
+    nd = first.ndim
+    others = [d for d in range(nd) if d != axis]
+    dims = [d for d in others if first.shape[d] != 1]
+    addrs = [a.ctypes.data for a in arrays]
+    strides = [[a.strides[d] for d in dims] for a in arrays]
+    for j, d in enumerate(dims):  # walk a reversed dimension from its other end
+        if strides[0][j] < 0:
+            for i, a in enumerate(arrays):
+                addrs[i] += (a.shape[d] - 1) * strides[i][j]
+                strides[i][j] = -strides[i][j]
+    order = sorted(range(len(dims)), key=lambda j: -strides[0][j])
+    shape, merged = [], [[] for _ in arrays]
+    for j in order:
+        n = first.shape[dims[j]]
+        if shape and all(m[-1] == n * s[j] for m, s in zip(merged, strides)):
+            shape[-1] *= n
+            for m, s in zip(merged, strides):
+                m[-1] = s[j]
+        else:
+            shape.append(n)
+            for m, s in zip(merged, strides):
+                m.append(s[j])
+    if not shape:  # a single pixel
+        shape = [1]
+        merged = [[a.itemsize] for a in arrays]
+    C = 1 if axis is None else first.shape[axis]
+    shape = np.array(shape, dtype=np.intp)
+    return [(addr, shape, np.array(m, dtype=np.intp), C,
+             a.itemsize if axis is None else a.strides[axis])
+            for addr, m, a in zip(addrs, merged, arrays)]

@@ -1,0 +1,103 @@
+"""``normalize_images``: dtype conversion, per-channel scale and shift, layout change and an
+optional left-right flip, fused in one pass over the pixels (the data kernel's affine map)."""
+import numpy as np
+
+from .._core import backend as _backend
+from ._view import KINDS, as_data, kind_of, kinds
+from .._core.layout import out_mismatch
+
+IN_KINDS = kinds("uint8", "uint16", "float16", "float32")
+OUT_KINDS = kinds("float32", "float16", "bfloat16")
+LAYOUTS = ("NHWC", "NCHW")
+DEFAULT_SCALE = {KINDS["uint8"]: 1.0 / 255.0, KINDS["uint16"]: 1.0 / 65535.0}
+F32 = np.dtype(np.float32)
+
+
+def _out_dtype(dtype):
+    """The output dtype and its kind code; TypeError for any other."""
+    if dtype is np.float32 or dtype is F32:  # the default, cheaply
+        return F32, KINDS["float32"]
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise TypeError("dtype bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
+        dtype = ml_dtypes.bfloat16
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unsupported output dtype {dtype!r}; supported: float32, float16, "
+                        "bfloat16") from None
+    return dt, kind_of(dt, OUT_KINDS, "output")
+
+
+def _per_channel(v, C, name):
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim == 0:
+        a = np.full(C, float(a))
+    if a.shape != (C,):
+        raise ValueError(f"{name} must have one value per channel ({C}), got shape {a.shape}")
+    return a
+
+
+def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
+                     output_layout="NCHW", dtype=np.float32, mirror=None, out=None):
+    """Normalize a batch of images in one pass: ``y = (x * scale - mean[c]) / std[c]``.
+
+    ``images``: uint8, uint16, float16 or float32, ``(N, H, W, C)`` for ``input_layout=
+    "NHWC"`` or ``(N, C, H, W)`` for "NCHW", or one image without N (then the output has no
+    N either). Any strided view is read in place, so a crop is a slice:
+    ``images[:, 16:240, 16:240]``. ``scale=None`` is 1/255 for uint8, 1/65535 for uint16 and
+    1 for floats, so torchvision's ``mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)``
+    apply as they are. ``mean``/``std``: one value per channel (or one for all).
+    ``output_layout``: "NCHW" or "NHWC"; ``dtype``: float32, float16 or bfloat16 (ml_dtypes,
+    or the string "bfloat16"). ``mirror``: None or one bool per image; True flips that image
+    left-right. ``out``: a C-contiguous array of the output's shape and dtype, written and
+    returned (it may be the images' own memory: they are copied first). Computed in float32 and rounded once to the output dtype; parallel over
+    images and rows, and deterministic.
+    """
+    x, kind = as_data(images, IN_KINDS, "images")
+    for name, lay in (("input_layout", input_layout), ("output_layout", output_layout)):
+        if lay not in LAYOUTS:
+            raise ValueError(f"{name} must be 'NHWC' or 'NCHW', got {lay!r}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"expected 4D images (N, H, W, C) or one 3D image, got {x.ndim}D")
+    batched = x.ndim == 4
+    x4 = x if batched else x[None]
+    nhwc = x4 if input_layout == "NHWC" else x4.transpose(0, 2, 3, 1)
+    N, H, W, C = nhwc.shape
+    mean = _per_channel(mean, C, "mean")
+    std = _per_channel(std, C, "std")
+    if np.any(std == 0):
+        raise ValueError("std must be non-zero in every channel")
+    s = DEFAULT_SCALE.get(kind, 1.0) if scale is None else float(scale)
+    dt, out_kind = _out_dtype(dtype)
+    flags = None
+    if mirror is not None:
+        flags = np.asarray(mirror)
+        shapes = ((N,),) if batched else ((), (1,))
+        if flags.dtype != np.bool_ or flags.shape not in shapes:
+            raise ValueError(f"mirror must be None or {N} bools (one per image), got "
+                             f"{flags.dtype} of shape {flags.shape}")
+        flags = np.ascontiguousarray(flags.reshape(N), dtype=np.uint8)
+    shape = (N, C, H, W) if output_layout == "NCHW" else (N, H, W, C)
+    shape = shape if batched else shape[1:]
+    if out is None:
+        y = np.empty(shape, dtype=dt)
+    else:
+        problem = (out_mismatch(out, shape, dt, False) if isinstance(out, np.ndarray)
+                   else f"got {type(out).__name__}")
+        if problem is not None:  # the rule of the norms' out= (C order: a new array's)
+            raise ValueError(f"out must be a writeable C-contiguous {dt.name} array of shape "
+                             f"{shape} ({output_layout}): {problem}")
+        y = out
+        if np.may_share_memory(out, x):
+            nhwc = nhwc.copy()  # the pixels are read from a copy: the output overwrites them
+    y4 = y if batched else y[None]
+    ynhwc = y4 if output_layout == "NHWC" else y4.transpose(0, 2, 3, 1)
+    _backend.data.data_affine(
+        nhwc.ctypes.data, kind, ynhwc.ctypes.data, out_kind,
+        np.array([N, H, W], dtype=np.intp), np.array(nhwc.strides[:3], dtype=np.intp),
+        np.array(ynhwc.strides[:3], dtype=np.intp), C, nhwc.strides[3], ynhwc.strides[3],
+        mean / s, s / std, np.zeros(C), flags, _backend.threads())
+    return y

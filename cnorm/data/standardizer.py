@@ -1,0 +1,349 @@
+"""``Standardizer``: per-channel standardization as a scikit-learn transformer, fitted on arrays,
+iterators of batches or dask arrays, applied by the data kernel in one pass.
+
+scikit-learn and dask stay optional: with scikit-learn installed the class is a real
+scikit-learn estimator (``BaseEstimator``, ``TransformerMixin``, input validation, feature
+names); without it, a small base gives the same ``get_params``/``set_params``/``fit_transform``.
+"""
+import collections.abc
+import inspect
+import numbers
+import sys
+
+import numpy as np
+
+from .._core import backend as _backend
+from ._view import KINDS, WIDE_INTS, as_data, channel_axis_of, kind_of, views
+from .moments import Moments, batch_moments
+from .._core.checks import refuse_masked
+
+try:
+    from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError:  # scikit-learn is optional
+    BaseEstimator = OneToOneFeatureMixin = TransformerMixin = None
+
+
+class _Estimator:
+    """The part of scikit-learn's estimator protocol cnorm needs when it is not installed."""
+
+    def get_params(self, deep=True):
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {p: getattr(self, p) for p in names}
+
+    def set_params(self, **params):
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}")
+            setattr(self, key, value)
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+_BASES = ((OneToOneFeatureMixin, TransformerMixin, BaseEstimator) if BaseEstimator
+          else (_Estimator,))
+
+
+def _is_dask(X):
+    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "map_blocks")
+
+
+def _progress(batches, show, total=None):
+    """``batches`` with a progress bar when asked for: tqdm if installed, else a counter on
+    stderr."""
+    if not show:
+        yield from batches
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        for i, b in enumerate(batches, 1):
+            yield b
+            print(f"\rStandardizer.fit: {i} batches", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        return
+    yield from tqdm(batches, total=total, desc="Standardizer.fit", unit="batch")
+
+
+def _numeric(x, what="X"):
+    """An array and its kind code: booleans as uint8 (a view), integers the kernels lack
+    (uint64) as float64."""
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    elif x.dtype.kind in "iu" and x.dtype.name not in KINDS:
+        x = x.astype(np.float64)
+    return as_data(x, what=what)
+
+
+def _apply(x, kind, axis, mean, mul, add, out_dtype, out=None):
+    """(x - mean) * mul + add per channel into a new array of out_dtype (or ``out``), one pass,
+    the input's memory layout kept. Returns (y, whether x held NaN or infinity)."""
+    wide = kind in WIDE_INTS and out_dtype != np.float64
+    if out is None or wide:  # wide integers into float32: computed in float64, then rounded
+        y = np.empty_like(x, dtype=np.float64 if wide else out_dtype)
+    else:
+        y = out
+    ax = axis if x.ndim else None
+    (xa, shape, xs, C, xcs), (ya, _, ys, _, ycs) = views([x, y], ax)
+    bad = _backend.data.data_affine(
+        xa, kind, ya, kind_of(y.dtype), shape, xs, ys, C, xcs, ycs,
+        np.ascontiguousarray(mean, np.float64), np.ascontiguousarray(mul, np.float64),
+        np.ascontiguousarray(add, np.float64), None, _backend.threads())
+    if wide:
+        if out is None:
+            return y.astype(out_dtype), bad
+        out[...] = y
+        return out, bad
+    return y, bad
+
+
+def _same_place(a, b):
+    """``a`` and ``b`` view the same memory element for element (each value is read before it
+    is written in place): the same start, strides and item size."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.dtype.itemsize == b.dtype.itemsize)
+
+
+def _block_moments(block, axis):
+    """One dask block's statistics (run on a worker)."""
+    return Moments(axis).update(_numeric(block)[0])
+
+
+def _merged(a, b):
+    """A new Moments holding a then b (inputs unchanged, as dask may share them)."""
+    m = Moments(a.channel_axis)
+    return m.merge(a).merge(b)
+
+
+def _block_apply(block, axis, mean, mul, add, out_dtype):
+    y, bad = _apply(*_numeric(block), axis, mean, mul, add, out_dtype)
+    if bad:
+        raise ValueError("Input X contains NaN or infinity.")
+    return y
+
+
+class Standardizer(*_BASES):
+    """Standardize per channel: ``(X - mean_) / scale_``, a scikit-learn transformer.
+
+    With ``channel_axis=1`` on 2-D input it is a drop-in for
+    ``sklearn.preprocessing.StandardScaler`` (same attributes ``mean_``, ``var_``,
+    ``scale_``, ``n_samples_seen_``, ``n_features_in_``; same results to 1e-12 in float64;
+    ``scale_ = 1`` for (near-)constant features). On N-D input the statistics are per
+    channel along ``channel_axis`` (``None``: one global channel).
+
+    ``fit`` accepts an array-like, an iterator of arrays (batches, e.g. chunks of an
+    ``np.memmap`` larger than memory; ``progress=True`` shows a bar) or a dask array (one
+    ``Moments`` per block, merged in a tree in block order; ``transform`` of a dask array
+    is lazy). Statistics are float64 and deterministic (see ``Moments``).
+
+    Output dtype: the input's for float32/float64, float32 for integer and half input.
+    ``eps`` is added to the variance before the square root. NaN or infinity in the data
+    raise ``ValueError`` (unlike StandardScaler, which ignores NaN in ``fit``); in
+    ``transform`` the check costs no extra pass, and ``out`` may be partly written when
+    it raises.
+    """
+
+    def __init__(self, channel_axis=1, with_mean=True, with_std=True, eps=0.0, copy=True):
+        self.channel_axis = channel_axis
+        self.with_mean = with_mean
+        self.with_std = with_std
+        self.eps = eps
+        self.copy = copy
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _check_params(self):
+        channel_axis_of(self.channel_axis, 64)
+        if (isinstance(self.eps, (bool, np.bool_)) or not isinstance(self.eps, numbers.Real)
+                or not self.eps >= 0):
+            raise ValueError(f"eps must be a non-negative number, got {self.eps!r}")
+
+    def _validate(self, X, reset):
+        """X as a supported ndarray, its kind code and its channel axis; checks the channel
+        count (and, with scikit-learn, the feature names)."""
+        refuse_masked(X, "X")  # scikit-learn's validation would drop the mask
+        fast = (not reset and type(X) is np.ndarray and X.dtype.kind in "fiub" and X.size
+                and not hasattr(self, "feature_names_in_"))  # nothing for scikit-learn to add
+        if BaseEstimator is not None and not fast:
+            X = validate_data(self, X, reset=reset, dtype="numeric", ensure_2d=False,
+                              allow_nd=True, ensure_all_finite=False, copy=False)
+        X, kind = _numeric(X)
+        axis = None
+        if self.channel_axis is not None:
+            if X.ndim == 0:
+                raise ValueError("expected an array with a channel axis, got a scalar")
+            axis = channel_axis_of(  # scikit-learn's advice, which its estimator checks expect
+                self.channel_axis, X.ndim, "Reshape your data either using array.reshape(-1, 1) "
+                "if it has a single feature or array.reshape(1, -1) if it contains a single "
+                "sample.")
+        C = 1 if axis is None else X.shape[axis]
+        if not reset and C != self.n_features_in_:
+            raise ValueError(f"X has {C} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
+        return X, kind, axis
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def _reset(self):
+        for name in ("mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_",
+                     "feature_names_in_", "_moments"):
+            self.__dict__.pop(name, None)
+
+    def fit(self, X, y=None, progress=False):
+        """Statistics of X (array-like, iterator of batches, or dask array); returns self.
+        ``progress=True`` shows a bar over the batches (tqdm if installed)."""
+        self._check_params()
+        if _is_dask(X):
+            m = self._dask_moments(X)
+            self._reset()
+            self.n_features_in_ = m.channels
+            return self._finish(m)
+        fitted = self._clone_empty()  # fitted apart: a failed fit changes nothing
+        if isinstance(X, collections.abc.Iterator):
+            for batch in _progress(X, progress):
+                fitted.partial_fit(batch)
+            if not hasattr(fitted, "_moments"):
+                raise ValueError("fit received an empty iterator: no batches")
+        else:
+            fitted.partial_fit(X)
+        self._reset()
+        self.__dict__.update({k: v for k, v in fitted.__dict__.items()
+                              if k.endswith("_") or k == "_moments"})
+        return self
+
+    def _clone_empty(self):
+        return type(self)(**{k: v for k, v in self.__dict__.items()
+                             if k in ("channel_axis", "with_mean", "with_std", "eps", "copy")})
+
+    def partial_fit(self, X, y=None):
+        """Add a batch to the statistics; returns self. A failed call changes nothing."""
+        before = dict(self.__dict__)
+        try:
+            return self._partial_fit(X)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _partial_fit(self, X):
+        self._check_params()
+        first = not hasattr(self, "_moments")
+        X, kind, axis = self._validate(X, reset=first)
+        n, mean, m2, mn, mx = batch_moments(X, kind, axis)
+        if n == 0:
+            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum "
+                             f"of 1 is required by {type(self).__name__}.")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(m2))):
+            raise ValueError("Input X contains NaN or infinity.")
+        m = Moments(axis) if first else self._moments.copy()
+        if first:
+            self.n_features_in_ = len(mean)
+        m._add(n, mean, m2, mn, mx)
+        return self._finish(m)
+
+    def _dask_moments(self, X):
+        import dask
+
+        axis = channel_axis_of(self.channel_axis, X.ndim)
+        if axis is not None:
+            X = X.rechunk({axis: -1})  # every block holds all channels
+        parts = [dask.delayed(_block_moments)(b, axis) for b in X.to_delayed().ravel()]
+        while len(parts) > 1:  # a binary tree, pairs in block order
+            parts = [dask.delayed(_merged)(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i]
+                     for i in range(0, len(parts), 2)]
+        m = parts[0].compute()
+        if m.count == 0:
+            raise ValueError("Found array with 0 sample(s) while a minimum of 1 is required.")
+        if not (np.all(np.isfinite(m.mean)) and np.all(np.isfinite(m.var))):
+            raise ValueError("Input X contains NaN or infinity.")
+        return m
+
+    def _finish(self, m):
+        """The fitted attributes from the statistics m."""
+        self._moments = m
+        self.n_samples_seen_ = int(m.count)
+        need = self.with_mean or self.with_std
+        self.mean_ = m.mean if need else None
+        self.var_ = m.var if self.with_std else None
+        if self.with_std:
+            var = self.var_ + self.eps
+            eps = np.finfo(np.float64).eps
+            constant = var <= m.count * eps * var + (m.count * self.mean_ * eps) ** 2
+            self.scale_ = np.where(constant, 1.0, np.sqrt(var))
+        else:
+            self.scale_ = None
+        return self
+
+    # -- applying --------------------------------------------------------------------------
+
+    def _coefs(self, inverse):
+        C = self.n_features_in_
+        mean = self.mean_ if self.with_mean else np.zeros(C)
+        scale = self.scale_ if self.with_std else np.ones(C)
+        if inverse:
+            return np.zeros(C), scale, mean
+        return mean, 1.0 / scale, np.zeros(C)
+
+    def transform(self, X, out=None, copy=None):
+        """(X - mean_) / scale_ per channel, in one pass. ``out``: write there (shape of X,
+        the output dtype); ``copy=False`` (or the ``copy`` parameter) transforms float X in
+        place. A dask array gives a lazy dask array."""
+        return self._map(X, out, copy, inverse=False)
+
+    def inverse_transform(self, X, out=None, copy=None):
+        """X * scale_ + mean_ per channel: undoes ``transform``."""
+        return self._map(X, out, copy, inverse=True)
+
+    def _map(self, X, out, copy, inverse):
+        if BaseEstimator is not None:
+            check_is_fitted(self, "n_features_in_")
+        elif not hasattr(self, "n_features_in_"):
+            raise AttributeError(f"this {type(self).__name__} is not fitted yet; call fit")
+        coefs = self._coefs(inverse)
+        if _is_dask(X):
+            if out is not None:
+                raise TypeError("out= cannot take the result of a dask array, which is lazy: "
+                                "store it with dask (da.store) or compute it")
+            return self._dask_map(X, coefs)
+        X, kind, axis = self._validate(X, reset=False)
+        out_dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        copy = self.copy if copy is None else copy
+        if out is None and not copy and X.dtype == out_dtype and X.flags.writeable:
+            out = X
+        if out is not None:
+            if not isinstance(out, np.ndarray) or out.shape != X.shape or out.dtype != out_dtype:
+                got = (f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray)
+                       else type(out).__name__)
+                raise ValueError(f"out must be an array of shape {X.shape} and dtype "
+                                 f"{out_dtype}, got {got}")
+            if not out.flags.writeable:
+                raise ValueError("out is read-only")
+            if out is not X and not _same_place(out, X) and np.may_share_memory(out, X):
+                X = X.copy()  # a partial overlap: read a copy, as NumPy's ufuncs buffer it
+        y, bad = _apply(X, kind, axis, *coefs, out_dtype, out)
+        if bad:
+            raise ValueError("Input X contains NaN or infinity.")
+        return y
+
+    def _dask_map(self, X, coefs):
+        axis = channel_axis_of(self.channel_axis, X.ndim)
+        if axis is not None:
+            if X.shape[axis] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[axis]} features, but {type(self).__name__} "
+                                 f"is expecting {self.n_features_in_} features as input.")
+            X = X.rechunk({axis: -1})
+        out_dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        return X.map_blocks(_block_apply, axis, *coefs, out_dtype, dtype=out_dtype)

@@ -1,0 +1,102 @@
+"""Batch norm: argument checks and the forward/backward context, shared by
+``cnorm.batch_norm`` and the BatchNorm layers (and by instance norm's eval mode)."""
+import numpy as np
+
+from ..._core import backend as _backend
+from .context import WIDE_INVSTD, Context, as_f64, update_running
+from ..._core.layout import ChannelLayout, contiguous
+from ..._core.checks import as_float_array, check_channels, check_eps, check_ndim, check_vectors
+
+
+def check_batch_norm(x, running_mean, running_var, weight, bias, training, update, *, eps,
+                     dtype=None, ndims=2, num_features=None, local_batch=True):
+    """Validate a batch-norm call once; returns (x, running_mean, running_var, weight, bias).
+    ``update``: the running arrays will be written in place. The layers add their dtype,
+    ranks and channel count. ``local_batch=False``: the batch is one rank's part of a larger
+    one (SyncBatchNorm), so the one-value rule is the caller's."""
+    check_eps(eps, training)
+    x = as_float_array(x, dtype)
+    check_ndim(x, ndims)
+    check_channels(x, num_features, "num_features")
+    running_mean, running_var, weight, bias = check_vectors(x, running_mean, running_var,
+                                                            weight, bias, update)
+    if training:
+        if local_batch and x.size == x.shape[1]:  # torch's rule: statistics need two values
+            raise ValueError("Expected more than 1 value per channel when training, "
+                             f"got input size {x.shape}")
+    elif running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when training=False")
+    return x, running_mean, running_var, weight, bias
+
+
+class BatchNormContext(Context):
+    """A batch-norm forward: with ``batch_stats`` the fused statistics + normalize kernel,
+    otherwise one pass with the given running statistics. ``compute_y=False``: statistics
+    only (a functional backward)."""
+
+    __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "weight", "has_bias",
+                 "batch_stats", "y", "block", "shift")
+
+    def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
+                 compute_y=True, block=None, out=None):
+        dt = x.dtype
+        self.layout = layout = ChannelLayout(x)
+        self.x3 = x3 = layout.view(x)
+        self.batch_stats = batch_stats
+        self.weight = None if weight is None else weight.copy()  # as it was at forward time
+        self.has_bias = bias is not None
+        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
+        self.shift = None if bias is None or block is None else bias.astype(np.float64)
+        C = x3.shape[1]
+        self.count = float(x3.shape[0] * x3.shape[2])
+        self.mean, self.m2, self.invstd = np.empty((3, C))
+        inputs = (x, None if block is None else block.r)
+        y3, self.y = layout.empty(out, inputs) if compute_y else (None, None)
+        epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y3)
+        if batch_stats and compute_y:
+            kernel = _backend.kernel("bn_forward_train", dt)
+            least = kernel(x3, self.weight, contiguous(bias), eps, y3, self.mean, self.m2,
+                           self.invstd, *epilogue, _backend.threads())
+            if least < WIDE_INVSTD and block is None:
+                self.widen(lambda x64: BatchNormContext(
+                    x64, None, None, as_f64(weight), as_f64(bias), eps, True), x)
+            return
+        if not batch_stats and compute_y:
+            kernel = _backend.kernel("bn_forward_eval", dt)
+            kernel(x3, contiguous(running_mean), contiguous(running_var), self.weight,
+                   contiguous(bias), eps, y3, self.mean, self.invstd, *epilogue,
+                   _backend.threads())
+            self.m2 = None  # running statistics: no batch M2
+            return
+        if batch_stats:  # statistics only (a functional backward)
+            _, self.mean, self.m2 = _backend.kernel("channel_stats", dt)(x3, _backend.threads())
+            var = self.m2 / self.count
+        else:
+            self.mean, var, self.m2 = (running_mean.astype(np.float64),
+                                       running_var.astype(np.float64), None)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.invstd = 1.0 / np.sqrt(var + eps)
+
+    def update_running(self, running_mean, running_var, factor, counter=None):
+        """Move the running statistics toward this batch's (an empty batch leaves them, and
+        counts, as torch); ``counter``: see _context.update_running."""
+        if self.count > 0:
+            update_running(running_mean, running_var, self.mean, self.m2, self.count - 1.0,
+                           factor, counter)
+        elif counter is not None:  # nothing else moves: one step alone is atomic
+            counter[...] += 1
+
+    def _backward(self, dy, out=None):
+        dx3, dx = self.layout.empty(out, (self.x3, dy))
+        epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
+        if self.block is not None:
+            epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
+        dy3 = self.layout.view(dy)
+        sdy, sdyx = np.empty((2, self.mean.shape[0]))
+        kernel = _backend.kernel("bn_backward", self.layout.dtype)
+        kernel(self.x3, dy3, self.mean, self.invstd, self.weight, self.batch_stats,
+               self.weight is not None or self.has_bias, dx3, sdy, sdyx, *epilogue,
+               _backend.threads())
+        if self.count == 0:  # an empty batch: no gradient (torch's 0, not NaN * 0)
+            return dx, np.zeros_like(sdyx), sdy
+        return dx, self.invstd * sdyx, sdy

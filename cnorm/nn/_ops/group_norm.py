@@ -1,0 +1,114 @@
+"""Group norm and instance norm (group norm with one channel per group): argument checks and
+the forward/backward context, shared by ``cnorm.group_norm`` / ``cnorm.instance_norm`` and
+the GroupNorm / InstanceNorm layers."""
+from math import prod
+
+import numpy as np
+
+from ..._core import backend as _backend
+from .batch_norm import BatchNormContext
+from .context import WIDE_INVSTD, Context, as_f64, update_running
+from ..._core.layout import ChannelLayout, contiguous
+from ..._core.checks import (
+    as_float_array,
+    check_channels,
+    check_ndim,
+    check_vector,
+    check_vectors,
+    param_dtype,
+    positive_int,
+)
+
+
+def check_group_norm(x, num_groups, weight, bias, dtype=None, num_channels=None):
+    """Validate a group-norm call once; returns (x, num_groups, weight, bias)."""
+    x = as_float_array(x, dtype)
+    check_ndim(x, 2)
+    check_channels(x, num_channels, "num_channels")
+    G, C = positive_int(num_groups, "num_groups"), x.shape[1]
+    if C % G:
+        raise ValueError(f"the input's {C} channels must be divisible by num_groups ({G})")
+    pdt = param_dtype(x.dtype)
+    return x, G, check_vector(weight, C, pdt, "weight"), check_vector(bias, C, pdt, "bias")
+
+
+def check_instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, update,
+                        *, dtype=None, ndims=3, num_features=None):
+    """Validate an instance-norm call once; returns (x, running_mean, running_var, weight,
+    bias). ``ndims``: the layers' ranks, batched first; an unbatched input (without N) comes
+    back with N = 1."""
+    x = as_float_array(x, dtype)
+    check_ndim(x, ndims)
+    if not isinstance(ndims, int) and x.ndim == ndims[0]:
+        x = x[None]
+    check_channels(x, num_features, "num_features")
+    running_mean, running_var, weight, bias = check_vectors(x, running_mean, running_var,
+                                                            weight, bias, update)
+    if use_input_stats:
+        if prod(x.shape[2:]) == 1:
+            raise ValueError("Expected more than 1 spatial element when training, "
+                             f"got input size {x.shape}")
+    elif running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required when "
+                         "use_input_stats=False")
+    return x, running_mean, running_var, weight, bias
+
+
+class GroupNormContext(Context):
+    """A group-norm forward with the input's statistics, and what its backward needs."""
+
+    __slots__ = ("layout", "x4", "G", "mean", "m2", "invstd", "weight", "has_bias", "y",
+                 "block", "shift")
+
+    def __init__(self, x, G, weight, bias, eps, block=None, out=None):
+        self.layout = layout = ChannelLayout(x, per_sample=True)
+        self.x4 = x4 = layout.view(x)
+        self.G = G
+        self.weight = None if weight is None else weight.copy()  # as it was at forward time
+        self.has_bias = bias is not None
+        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
+        self.shift = None if bias is None or block is None else bias.astype(np.float64)
+        self.mean, self.m2, self.invstd = np.empty((3, x.shape[0], G))
+        y4, self.y = layout.empty(out, (x, None if block is None else block.r))
+        epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y4)
+        kernel = _backend.kernel("group_forward", x.dtype)
+        least = kernel(x4, G, self.weight, contiguous(bias), float(eps), y4, self.mean,
+                       self.m2, self.invstd, *epilogue, _backend.threads())
+        if least < WIDE_INVSTD and block is None:
+            self.widen(lambda x64: GroupNormContext(x64, G, as_f64(weight), as_f64(bias),
+                                                    eps), x)
+
+    def update_running(self, running_mean, running_var, factor):
+        """Instance norm's running statistics (G = C), as torch keeps them: toward the batch
+        mean of the per-instance mean and unbiased variance."""
+        S = prod(self.layout.shape[2:])
+        if self.layout.shape[0] > 0 and S > 0:
+            update_running(running_mean, running_var, self.mean.mean(axis=0),
+                           (self.m2 / (S - 1)).mean(axis=0), 1.0, factor)
+
+    def _backward(self, dy, out=None):
+        dx4, dx = self.layout.empty(out, (self.x4, dy))
+        N, C = self.layout.shape[:2]
+        epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
+        if self.block is not None:
+            epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
+        dy4 = self.layout.view(dy)
+        sdy, sdyx = np.empty((2, N, C))
+        kernel = _backend.kernel("group_backward", self.layout.dtype)
+        kernel(self.x4, dy4, self.G, self.mean, self.invstd, self.weight, dx4, sdy, sdyx,
+               *epilogue, _backend.threads())
+        if dx.size == 0:  # empty samples or groups: no gradient (torch's 0, not NaN * 0)
+            return dx, np.zeros(C), np.zeros(C)
+        gw = (np.repeat(self.invstd, C // self.G, axis=1) * sdyx).sum(axis=0)
+        return dx, gw, sdy.sum(axis=0)
+
+
+def instance_norm_context(x, running_mean, running_var, weight, bias, use_input_stats,
+                          momentum, eps, out=None):
+    """Instance norm's forward on checked arguments: the input's statistics (given running
+    arrays move toward them, in place) or the running ones (batch norm's eval)."""
+    if not use_input_stats:
+        return BatchNormContext(x, running_mean, running_var, weight, bias, eps, False, out=out)
+    ctx = GroupNormContext(x, x.shape[1], weight, bias, eps, out=out)
+    ctx.update_running(running_mean, running_var, float(momentum))
+    return ctx

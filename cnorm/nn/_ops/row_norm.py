@@ -1,0 +1,59 @@
+"""Layer norm and RMS norm: argument checks and the forward/backward context, shared by
+``cnorm.layer_norm`` / ``cnorm.rms_norm`` and the LayerNorm / RMSNorm layers."""
+import numpy as np
+
+from ..._core import backend as _backend
+from .context import WIDE_INVSTD, Context, as_f64
+from ..._core.layout import RowLayout
+from ..._core.checks import as_float_array, check_vector, normalized_shape, param_dtype
+
+
+def check_row_norm(x, shape, weight, bias, dtype=None):
+    """Validate a layer/RMS-norm call once; returns (x, normalized_shape, weight, bias)."""
+    x = as_float_array(x, dtype)
+    ns = normalized_shape(shape)
+    if x.ndim < len(ns) or x.shape[x.ndim - len(ns):] != ns:
+        raise ValueError(f"expected input with shape (*, {', '.join(map(str, ns))}) to match "
+                         f"normalized_shape {ns}, got input of shape {x.shape}")
+    pdt = param_dtype(x.dtype)
+    return x, ns, check_vector(weight, ns, pdt, "weight"), check_vector(bias, ns, pdt, "bias")
+
+
+def rms_eps(eps, dtype):
+    """RMSNorm's eps=None: the machine epsilon of the data type, as torch."""
+    if eps is not None:
+        return float(eps)
+    return 2.0 ** -7 if dtype.kind == "V" else float(np.finfo(dtype).eps)  # bfloat16: 8 bits
+
+
+class RowNormContext(Context):
+    """A layer-norm (``rms`` False) or RMS-norm forward over the last
+    ``len(normalized_shape)`` axes, and what its backward needs."""
+
+    __slots__ = ("layout", "x2", "pshape", "mean", "invstd", "weight", "has_bias", "rms", "y")
+
+    def __init__(self, x, normalized_shape, weight, bias, eps, rms, out=None):
+        self.layout = layout = RowLayout(x, len(normalized_shape))
+        self.x2 = x2 = layout.view(x)
+        self.pshape = normalized_shape
+        self.weight = None if weight is None else np.ravel(weight).copy()  # as at forward
+        self.has_bias = bias is not None
+        self.rms = rms
+        self.mean, self.invstd = np.empty((2, x2.shape[0]))
+        y2, y = layout.empty(out, (x,))
+        kernel = _backend.kernel("row_forward", x.dtype)
+        least = kernel(x2, self.weight, None if bias is None else np.ravel(bias), float(eps),
+                       rms, y2, self.mean, self.invstd, _backend.threads())
+        self.y = layout.restore(y, out)
+        if least < WIDE_INVSTD:
+            self.widen(lambda x64: RowNormContext(
+                x64, normalized_shape, as_f64(weight), as_f64(bias), eps, rms), x)
+
+    def _backward(self, dy, out=None):
+        dx2, dx = self.layout.empty(out, (self.x2, dy))
+        dy2 = self.layout.view(dy)
+        gw, gb = np.empty((2, self.x2.shape[1]))
+        kernel = _backend.kernel("row_backward", self.layout.dtype)
+        kernel(self.x2, dy2, self.mean, self.invstd, self.weight, self.rms,
+               self.weight is not None or self.has_bias, dx2, gw, gb, _backend.threads())
+        return self.layout.restore(dx, out), gw.reshape(self.pshape), gb.reshape(self.pshape)

@@ -1,0 +1,294 @@
+"""SyncBatchNorm: batch norm over the union of every rank's batch, over MPI (mpi4py).
+
+Forward, training: each rank checks its input; one small ``allgather`` agrees on validity (so a
+bad input on any rank raises the same error on every rank, before any collective that could
+block); local per-channel (count, mean, M2) from the batch-norm kernels; one ``Allgather`` of
+those 1 + 2C doubles; every rank merges them in rank order (Chan), so all ranks hold the same
+bits; then the local normalize step. Backward: local sum(dy) and sum(dy * (x - mean)), one
+``Allgather``, summed in rank order, then the local dx step. mpi4py is imported only when a
+layer without ``comm`` first runs; without mpi4py the layer is BatchNorm in a one-process world.
+"""
+import builtins
+import functools
+import types
+
+import numpy as np
+
+from .._core import backend as _backend
+from ._ops.batch_norm import check_batch_norm
+from .blocks import _Fused
+from .._core.comm import world
+from ._ops.context import Context, update_running
+from .._core.layout import ChannelLayout
+from .modules import _BatchNorm
+
+_check_local = functools.partial(check_batch_norm, local_batch=False)
+
+
+def _error_type(name):
+    """The built-in exception class called ``name`` (other ranks raise one of the failing
+    rank's type), or RuntimeError when there is none."""
+    kind = getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind
+    return RuntimeError
+
+
+def agree(comm, error, *facts):
+    """Every rank passes its error (None, or the exception its part raised) and some integer
+    facts; returns every rank's facts, a (size, len(facts)) array in rank order. When any rank
+    failed, every rank raises: the first failing rank its own exception, the others one of
+    its type when it is a built-in (else RuntimeError) naming that rank and its message. One
+    Allgather of a few integers when all is well; the messages travel only when something
+    failed. Call it with every exception of the work before a collective, so that no rank is
+    left waiting in one (or sending a message of another size)."""
+    rows = np.empty((comm.size, 1 + len(facts)), dtype=np.int64)
+    comm.Allgather(np.array([error is not None, *facts], dtype=np.int64), rows)
+    if rows[:, 0].any():
+        told = comm.allgather(None if error is None else (type(error).__name__, str(error)))
+        bad = int(np.flatnonzero(rows[:, 0])[0])
+        if bad == comm.rank:
+            raise error
+        name, message = told[bad]
+        kind = _error_type(name)
+        raise kind(f"on rank {bad}: {message}" if kind.__name__ == name else
+                   f"on rank {bad}: {name}: {message}")
+    return rows[:, 1:]
+
+
+def gather_rows(comm, row):
+    """``Allgather`` of one float64 row per rank: a (size, len(row)) array in rank order."""
+    out = np.empty((comm.size, row.shape[0]))
+    comm.Allgather(np.ascontiguousarray(row, dtype=np.float64), out)
+    return out
+
+
+class SyncContext(Context):
+    """A training forward with statistics of the union of all ranks' batches. Made in two
+    steps: the constructor does this rank's part (it may fail: the caller agrees on that
+    before any collective), :meth:`normalize` the collective part and the output."""
+
+    __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "weight",
+                 "has_bias", "y", "block", "shift", "sums")
+
+    def __init__(self, comm, x, weight, bias, block=None):
+        self.comm = comm
+        self.layout = layout = ChannelLayout(x)
+        self.x3 = x3 = layout.view(x)
+        self.weight = None if weight is None else weight.copy()  # as it was at forward time
+        self.has_bias = bias is not None
+        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
+        self.shift = np.zeros(x3.shape[1]) if bias is None else bias.astype(np.float64)
+        C = x3.shape[1]
+        count, mean, m2 = _backend.kernel("channel_stats", x.dtype)(x3, _backend.threads())
+        self.local = np.zeros(1 + 2 * C)  # an empty shard: count 0 (and no NaN to carry)
+        if count:
+            self.local[0], self.local[1:C + 1], self.local[C + 1:] = count, mean, m2
+
+    def normalize(self, eps, out=None):
+        """Gather every rank's statistics (collective), merge them in rank order, so that
+        every rank holds the same bits, and normalize this rank's part (with the block's
+        residual and activation)."""
+        C = self.x3.shape[1]
+        parts = gather_rows(self.comm, self.local)
+        self.total, self.mean, self.m2 = _backend.kernels.merge_stats(
+            np.ascontiguousarray(parts[:, 0]), np.ascontiguousarray(parts[:, 1:C + 1]),
+            np.ascontiguousarray(parts[:, C + 1:]))
+        self.invstd = 1.0 / np.sqrt(self.m2 / self.total + eps)
+        scale = self.invstd * (1.0 if self.weight is None else self.weight.astype(np.float64))
+        inputs = (self.x3, None if self.block is None else self.block.r)
+        y3, self.y = self.layout.empty(out, inputs)
+        epilogue = () if self.block is None else self.block.kernel_args(self.layout, y3)
+        _backend.kernel("normalize", self.layout.dtype)(self.x3, self.mean, scale, self.shift,
+                                                        y3, _backend.threads(), *epilogue)
+
+    def update_running(self, running_mean, running_var, factor, counter=None):
+        """The running statistics toward the union's, the same on every rank."""
+        update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor,
+                       counter)
+
+    def local_sums(self, dy):
+        """This rank's part of the backward (it may fail: the caller agrees before the
+        collective): Σg and Σg·(x - mean) per channel, g = dy through the block's activation."""
+        dy3 = self.layout.view(dy)
+        if self.block is not None:
+            dy3 = self._through_block(dy3)
+        s1, s2 = _backend.kernel("backward_sums", self.layout.dtype)(
+            self.x3, dy3, self.mean, _backend.threads())
+        self.sums = (dy3, s1, s2)
+
+    def _through_block(self, dy3):
+        """g = dy * act'(pre) (also the residual's gradient), by the batch-norm backward
+        kernel in eval form, whose epilogue writes g (its dx is not used)."""
+        epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
+        C = self.x3.shape[1]
+        scratch, _ = self.layout.empty()
+        _backend.kernel("bn_backward", self.layout.dtype)(
+            self.x3, dy3, self.mean, self.invstd, self.weight, False, True, scratch,
+            np.empty(C), np.empty(C), *epilogue, _backend.threads())
+        return epilogue[-1]
+
+    def _backward(self, dy, out=None):
+        """Collective: every rank's sums, added in rank order, then this rank's dx."""
+        dt = self.layout.dtype
+        dy3, s1, s2 = self.sums
+        C = s1.shape[0]
+        sums = gather_rows(self.comm, np.concatenate([s1, s2]))
+        S1, S2 = np.zeros(C), np.zeros(C)
+        for r in range(sums.shape[0]):  # in rank order, the same bits on every rank
+            S1 += sums[r, :C]
+            S2 += sums[r, C:]
+        w = 1.0 if self.weight is None else self.weight.astype(np.float64)
+        inv, M = self.invstd, self.total
+        k1 = w * inv
+        k2 = -inv * inv * inv * (w * S2) / M
+        k3 = -inv * (w * S1) / M
+        dx3, dx = self.layout.empty(out, (self.x3, dy))
+        _backend.kernel("backward_apply", dt)(self.x3, dy3, self.mean, k1, k2, k3, dx3, True,
+                                              _backend.threads())
+        return dx, self.invstd * s2, s1  # this rank's parameter gradients
+
+
+def _sync_twin(cls, bn, comm):
+    """A synchronized layer with the state of ``bn``: a SyncBatchNormAct for a fused block
+    (its activation kept), else ``cls``."""
+    args = (bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, bn.dtype)
+    if hasattr(bn, "act"):
+        new = SyncBatchNormAct(*args, bias=bn.bias is not None, comm=comm, act=bn.act,
+                               negative_slope=bn.negative_slope)
+    else:
+        new = cls(*args, bias=bn.bias is not None, comm=comm)
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        value = getattr(bn, name)
+        setattr(new, name, None if value is None else value.copy())
+    return new.train(bn.training)
+
+
+_NOT_WALKED = (type, types.ModuleType, types.FunctionType, types.MethodType, np.ndarray)
+
+
+def _convert(cls, obj, comm, seen):
+    """convert_sync_batchnorm's walk; ``seen``: id -> what each object met became (shared
+    layers stay shared, cycles end)."""
+    if id(obj) in seen:
+        return seen[id(obj)]
+    seen[id(obj)] = obj
+    if isinstance(obj, _BatchNorm):
+        if not isinstance(obj, SyncBatchNorm):
+            seen[id(obj)] = _sync_twin(cls, obj, comm)
+    elif isinstance(obj, dict):
+        pairs = [(k, _convert(cls, v, comm, seen)) for k, v in obj.items()]
+        seen[id(obj)] = dict(pairs) if type(obj) is dict else type(obj)(pairs)
+    elif isinstance(obj, (list, tuple)):
+        items = [_convert(cls, v, comm, seen) for v in obj]
+        seen[id(obj)] = type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, _NOT_WALKED):
+        for name, value in list(vars(obj).items()):  # an object holding layers: in place
+            new = _convert(cls, value, comm, seen)
+            if new is not value:
+                setattr(obj, name, new)
+    return seen[id(obj)]
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm with statistics over all ranks of an MPI communicator (torch's SyncBatchNorm,
+    on the CPU).
+
+    Input ``(N, C, *)``; N may differ between ranks and may be 0 on some. In training every
+    rank normalizes with the statistics of the union of all batches and updates identical
+    running statistics; ``backward`` returns this rank's dx of the full-batch gradient, and
+    ``grad_weight``/``grad_bias`` hold this rank's contributions (their sum over ranks is the
+    full-batch gradient, as under DDP). Eval mode needs no communication. ``comm``: an mpi4py
+    communicator (None: COMM_WORLD when mpi4py is installed, else a one-process world, where
+    this is BatchNorm). Every rank must call ``forward`` and ``backward`` together; a bad
+    input on any rank makes every rank raise the same error.
+    """
+
+    _ndims = 2
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32, *, bias=True, comm=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         bias=bias)
+        self.comm = comm
+
+    @classmethod
+    def convert_sync_batchnorm(cls, layer, comm=None):
+        """The layers in ``layer`` with their batch norms synchronized, as torch converts a
+        module's children: a BatchNorm1d/2d/3d becomes a SyncBatchNorm, a BatchNormAct1d/2d/3d
+        a SyncBatchNormAct (its activation kept), each with the state of the original
+        (parameters, running statistics, mode). Lists, tuples (named ones too) and dicts are
+        converted item by item into new containers; any other object has its attributes
+        converted in place, at any depth (``model.block.bn``); anything else is returned as it
+        is. Objects met twice are converted once."""
+        return _convert(cls, layer, comm, {})
+
+    def _collective(self, comm):
+        """Whether forward and backward run over all ranks (batch statistics, several ranks)."""
+        return comm.size > 1 and (self.training or not self.track_running_stats)
+
+    def forward(self, x):
+        """Normalize ``x`` (N, C, *) with the statistics of every rank's batch (training), or
+        with the running statistics (eval, no communication)."""
+        return self._run(x)
+
+    def _run(self, x, block=None):
+        """The forward, with a fused block's epilogue (SyncBatchNormAct) when given. Every
+        failure of this rank's part (checks, its statistics, memory) is agreed on before the
+        collective, so no rank is left waiting in it."""
+        comm = world(self.comm)
+        if not self._collective(comm):
+            return super()._run(x, block)
+        error, n, ctx = None, -1, None
+        try:
+            update, (x, rm, rv, w, b) = self._checked(_check_local, x, True, eps=self.eps)
+            n = x.size // x.shape[1] if x.shape[1] else 0
+            ctx = SyncContext(comm, x, w, b, None if block is None else block(x))
+        except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
+            error = e
+        facts = agree(comm, error, self.num_features, n)
+        if (facts[:, 0] != self.num_features).any():
+            raise ValueError(f"num_features differs between ranks: {facts[:, 0].tolist()}")
+        if facts[:, 1].sum() <= 1:  # torch's rule, on the union of the batches
+            raise ValueError("Expected more than 1 value per channel when training, got "
+                             f"{int(facts[:, 1].sum())} over {comm.size} ranks")
+        self._with_spare("_y", x, lambda out: ctx.normalize(self.eps, out))
+        if update:  # every rank moves its running statistics the same way
+            self._update_running(ctx, rm, rv)
+        return self._ran(ctx)
+
+    def backward(self, grad_output):
+        """This rank's dx of the full-batch gradient; ``grad_weight``/``grad_bias``: this
+        rank's contributions. Collective when the forward was (every rank must call it)."""
+        ctx = self._saved
+        if not isinstance(ctx, SyncContext):
+            if ctx is None and self._collective(world(self.comm)):  # others may be waiting
+                agree(world(self.comm), RuntimeError("backward called before forward"))
+            return super().backward(grad_output)
+        error = None
+        try:
+            dy = ctx.check_grad(grad_output)
+            ctx.local_sums(dy)
+        except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
+            error = e
+        agree(ctx.comm, error)
+        dx, self.grad_weight, self.grad_bias = self._with_spare(
+            "_dx", ctx.layout, lambda out: ctx.backward(dy, out))
+        return dx
+
+
+class SyncBatchNormAct(_Fused, SyncBatchNorm):
+    """SyncBatchNorm, then + residual, then the activation, in one pass (BatchNormAct over
+    MPI): the statistics of every rank's batch, with the block's ``act``, ``negative_slope``,
+    ``forward(x, residual)`` and ``grad_residual``. What ``convert_sync_batchnorm`` makes of a
+    BatchNormAct1d/2d/3d."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32, *, bias=True, comm=None,
+                 act="relu", negative_slope=0.01):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
+                         bias=bias, comm=comm)
+        self._init_act(act, negative_slope)
+
+    def extra_repr(self):
+        return super().extra_repr() + self._act_repr()

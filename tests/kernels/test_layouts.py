@@ -1,0 +1,174 @@
+"""Memory layouts: awkward arrays (Fortran order, negative strides, slices, read-only,
+byte-swapped) and channels-last give the C-order results for every layer kind, outputs keep
+the input's layout and never share its memory, and the composable kernel steps give the fused
+kernels' bits."""
+import os
+
+import numpy as np
+import pytest
+from cnorm.testing import (
+    channels_last,
+    FAMILY_4D,
+    HALVES,
+    isolated,
+    KINDS,
+    make,
+    make_input,
+    reference,
+    rel_err,
+    shape_for,
+)
+
+import cnorm
+from cnorm._core import backend as _backend
+from cnorm._core.layout import storage
+
+TOL = {np.float32: 2e-5, np.float64: 1e-11}
+
+
+def awkward_variants(x):
+    """(name, array) views and copies of x's values in awkward memory: same dtype family."""
+    big = np.zeros(tuple(2 * d for d in x.shape), x.dtype)
+    big[tuple(slice(None, None, 2) for _ in x.shape)] = x
+    ro = x.copy()
+    ro.flags.writeable = False
+    return [("fortran", np.asfortranarray(x)),
+            ("negative_strides", x[::-1, ..., ::-1]),
+            ("strided_slice", big[tuple(slice(None, None, 2) for _ in x.shape)]),
+            ("read_only", ro),
+            ("byteswapped", x.astype(x.dtype.newbyteorder())),
+            ("transposed_back", np.ascontiguousarray(x.T).T)]
+
+
+def check_awkward(kind, dtype):
+    """Every awkward variant of x and dy: output and gradient match the float64 reference of
+    the same logical values, and neither input is modified."""
+    rng = np.random.default_rng(1)
+    shape = shape_for(kind)
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    for name, xa in awkward_variants(x):
+        for dname, dya in awkward_variants(dy)[:4]:
+            layer = make(kind, shape, dtype)
+            x_before, dy_before = xa.copy(), dya.copy()
+            y = layer(xa)
+            dx = layer.backward(dya)
+            assert y.dtype == np.dtype(dtype) and dx.dtype == np.dtype(dtype), name
+            assert y.shape == shape and dx.shape == shape, name
+            assert np.array_equal(xa, x_before) and np.array_equal(dya, dy_before), name
+            ry, rdx = reference(kind, layer, xa, dya)
+            assert rel_err(y, ry) < TOL[dtype], (name, dname)
+            assert rel_err(dx, rdx) < 10 * TOL[dtype], (name, dname)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_awkward_arrays(kind, dtype):
+    """In a child process: odd strides are where a kernel would crash."""
+    isolated(f"""
+        import numpy as np, test_layouts as t
+        t.check_awkward({kind!r}, np.{np.dtype(dtype).name})
+    """, path=os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 6, 9, 11), (3, 8, 40, 300), (2, 4, 3, 4, 5)])
+@pytest.mark.parametrize("kind", FAMILY_4D + ["bn3d", "in3d"])
+def test_channels_last_matches_c_order(rng, kind, shape, dtype, training):
+    if len(shape) not in KINDS[kind][0]:
+        pytest.skip("kind takes other ranks")
+    x = make_input(rng, shape, dtype, offset=3.0)
+    dy = rng.standard_normal(shape).astype(dtype)
+    a, b = make(kind, shape, dtype), make(kind, shape, dtype)
+    a.train(training)
+    b.train(training)
+    y_c, dx_c = a(x), a.backward(dy)
+    y, dx = b(channels_last(x)), b.backward(channels_last(dy))
+    assert rel_err(y, y_c) < (4e-6 if dtype == np.float32 else 1e-13)
+    assert rel_err(dx, dx_c) < (4e-5 if dtype == np.float32 else 1e-12)
+    for out in (y, dx):  # the input's layout, in new memory
+        assert np.moveaxis(out, 1, -1).flags.c_contiguous and not out.flags.c_contiguous
+    assert y_c.flags.c_contiguous and dx_c.flags.c_contiguous
+    assert not np.shares_memory(x, y_c) and not np.shares_memory(a(x), y_c)
+
+
+@pytest.mark.parametrize("shape,layout", [((5, 6, 30, 40), "nchw"), ((5, 6, 30, 40), "nhwc"),
+                                          ((40, 7, 9), "nchw"), ((300, 20), "nchw")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_steps_compose_to_the_fused_kernels(rng, shape, layout, dtype):
+    """partial -> merge -> finalize -> normalize, and backward sums -> backward apply, give
+    bit for bit what the batch-norm layer gives (the steps are the same code)."""
+    k = _backend.kernels
+    x = make_input(rng, shape, dtype, offset=20)
+    x = channels_last(x) if layout == "nhwc" else x
+    C = shape[1]
+    layer = make("bn2d" if x.ndim == 4 else "bn1d", shape, dtype, rng)
+    y, dy = layer(x), rng.standard_normal(shape).astype(dtype)
+    dx = layer.backward(dy)
+    view = layer._saved.layout.view
+    x3, dy3 = view(x), view(dy)
+    n, mean, m2 = k.merge_stats(*k.partial_stats(x3, 2))
+    invstd = 1.0 / np.sqrt(m2 / n + layer.eps)
+    w = layer.weight.astype(np.float64)
+    y3 = np.empty_like(x3)
+    k.normalize(x3, mean, invstd * w, layer.bias.astype(np.float64), y3, 2)
+    assert y3.tobytes() == view(y).tobytes()
+    sdy, sdyx = k.backward_sums(x3, dy3, mean, 2)
+    k1 = w * invstd
+    dx3 = np.empty_like(x3)
+    k.backward_apply(x3, dy3, mean, k1, -invstd * invstd * invstd * (w * sdyx) / n,
+                     -invstd * (w * sdy) / n,
+                     dx3, True, 2)
+    assert dx3.tobytes() == view(dx).tobytes()
+    np.testing.assert_array_equal(layer.grad_bias, sdy.astype(dtype))
+
+
+def test_partial_statistics_of_parts_merge_to_the_whole(rng):
+    """Statistics of a batch = merge of the partials of its parts (streamed in chunks)."""
+    k = _backend.kernels
+    x = make_input(rng, (6, 4, 50, 70), np.float64, offset=1e3)
+    parts = [k.partial_stats(p.reshape(p.shape[0], 4, -1)) for p in (x[:2], x[2:3], x[3:])]
+    n, mean, M2 = k.merge_stats(*(np.concatenate(a) for a in zip(*parts)))
+    assert n == x.size // 4
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-14)
+    np.testing.assert_allclose(M2 / n, x.var(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def awkward_statistics(rng, shape, dtype, kind):
+    """Plain values; an outlier at the start of every chunk (the shift of its sums far from
+    the rest); values near 1e20 or 1e-20 (float32 lanes overflow or underflow: the wide
+    sums)."""
+    x = make_input(rng, shape, np.float64, offset=3.0).reshape(shape[0], shape[1], -1)
+    if kind == "outliers":
+        flat = x.transpose(1, 0, 2).reshape(shape[1], -1)  # each channel's (outer, inner) plane
+        flat[:, ::4096] = 3e4
+        x = flat.reshape(shape[1], shape[0], -1).transpose(1, 0, 2)
+    scale = {"huge": 1e20, "tiny": 1e-20}.get(kind, 1.0)
+    if np.dtype(dtype).itemsize == 2:
+        scale = min(scale, 1.0)
+    return np.ascontiguousarray(x * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("kind", ["plain", "outliers", "huge", "tiny"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, *HALVES], ids=str)
+@pytest.mark.parametrize("shape", [(9, 5, 700), (3, 70, 1000), (6, 3, 4099), (1, 4, 9000)])
+def test_statistics_in_memory_order_give_the_in_cache_bits(rng, shape, dtype, kind):
+    """The whole-array passes read many planar channels at once in memory order; the in-cache
+    passes read one channel at a time. Both must give the same bits (a layer takes one or the
+    other by shape), for the moments and for the backward sums, on 1 and 2 threads."""
+    x = awkward_statistics(rng, shape, dtype, kind)
+    dy = (rng.standard_normal(x.shape) * 3 - 1).astype(dtype)
+    dt = x.dtype
+    k = lambda name: _backend.kernel(name, dt)  # noqa: E731
+    ref = x.astype(np.float64).transpose(1, 0, 2).reshape(shape[1], -1)
+    x, dy = storage(x), storage(dy)
+    mean, m2 = k("plane_moments")(x)
+    s1, s2 = k("plane_sums")(x, dy, mean)
+    assert np.isfinite(mean).all() and np.isfinite(m2).all()
+    assert (abs(mean - ref.mean(axis=1)) <= 1e-5 * ref.std(axis=1)).all()
+    for nt in (1, 2):
+        _, mean_nt, m2_nt = k("channel_stats")(x, nt)
+        assert mean_nt.tobytes() == mean.tobytes() and m2_nt.tobytes() == m2.tobytes()
+        s1_nt, s2_nt = k("backward_sums")(x, dy, mean, nt)
+        assert s1_nt.tobytes() == s1.tobytes() and s2_nt.tobytes() == s2.tobytes()

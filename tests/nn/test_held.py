@@ -1,0 +1,184 @@
+"""Held outputs and checkpoints (issue 20, items 2 and 3): a layer recycles output memory only
+when nothing made of it is alive, however it is held; a pickle, copy or deepcopy of a layer
+carries its state and never the last batch; cnorm.no_grad() keeps nothing of a forward."""
+import copy
+import gc
+import pickle
+import sys
+import weakref
+
+import numpy as np
+import pytest
+from cnorm.testing import in_layout, KINDS, make, make_input, shape_for
+
+import cnorm
+
+CASES = [(k, l) for k in KINDS for l in ("nchw", "nhwc") if l == "nchw" or KINDS[k][0][-1] > 2]
+
+
+@pytest.fixture
+def spare_small(monkeypatch):
+    """Layers recycle outputs of any size (the threshold spares small ones the checks)."""
+    monkeypatch.setattr(cnorm._core.recycle, "SPARE_MIN", 0)
+
+
+def _torch_tensor(a):
+    torch = pytest.importorskip("torch")
+    return torch.from_numpy(a)
+
+
+HOLDERS = {
+    "weakref": None,  # only a weak reference: the memory may be reused, never seen changing
+    "view": lambda a: a[:1],
+    "asarray": np.asarray,
+    "reshape": lambda a: a.reshape(-1),
+    "memoryview": memoryview,
+    "list": lambda a: [a],
+    "torch": _torch_tensor,
+}
+
+
+def _array(held):
+    """The held data as an array over its memory (through whatever holds it)."""
+    if isinstance(held, list):
+        held = held[0]
+    if type(held).__module__.startswith("torch"):
+        held = held.numpy()
+    return np.asarray(held)
+
+
+@pytest.mark.parametrize("hold", list(HOLDERS))
+@pytest.mark.parametrize("kind,layout", CASES)
+def test_an_output_held_any_way_is_never_written_again(kind, layout, hold, spare_small,
+                                                        monkeypatch):
+    """The output and dx are dropped, and only ``hold`` of them stays; the layer runs again.
+    sys.getrefcount is made to lie (as borrowed references do on CPython 3.14): the recycling
+    must not depend on it."""
+    monkeypatch.setattr(sys, "getrefcount", lambda obj: 2)
+    rng = np.random.default_rng(3)
+    shape = shape_for(kind)
+    layer = make(kind, shape, np.float32)
+    x1, x2 = (in_layout(make_input(rng, shape, np.float32, offset=1.0), layout)
+              for _ in range(2))
+    y, dx = layer(x1), layer.backward(x1 * 0.5)
+    y_bytes, dx_bytes = y.tobytes(), dx.tobytes()
+    if hold == "weakref":
+        refs = [weakref.ref(y), weakref.ref(dx)]
+        del y, dx
+        layer(x2), layer.backward(x2 * 0.25)
+        for r, want in zip(refs, (y_bytes, dx_bytes)):
+            assert r() is None or r().tobytes() == want
+        return
+    keep = HOLDERS[hold]
+    held = [keep(y), keep(dx)]
+    del y, dx
+    gc.collect()
+    new = layer(x2), layer.backward(x2 * 0.25)
+    for h, want, fresh in zip(held, (y_bytes, dx_bytes), new):
+        got = _array(h).tobytes()  # all of it, or (a view) a leading part
+        assert got == (want if hold != "view" else want[:len(got)])
+        assert not np.shares_memory(_array(h), fresh)
+
+
+@pytest.mark.parametrize("kind,layout", CASES)
+def test_a_dropped_output_gives_its_memory_back(kind, layout, spare_small):
+    """A training loop that drops each step's output and dx writes the next step into the same
+    memory, with the values a fresh layer computes."""
+    rng = np.random.default_rng(5)
+    shape = shape_for(kind)
+    layer, fresh = make(kind, shape, np.float32), make(kind, shape, np.float32)
+    x1, x2 = (in_layout(make_input(rng, shape, np.float32, offset=1.0), layout)
+              for _ in range(2))
+    y, dx = layer(x1), layer.backward(x1)
+    addr = y.ctypes.data, dx.ctypes.data
+    del y, dx
+    y, dx = layer(x2), layer.backward(x2)
+    assert (y.ctypes.data, dx.ctypes.data) == addr
+    fresh(x1)
+    assert y.tobytes() == fresh(x2).tobytes() and dx.tobytes() == fresh.backward(x2).tobytes()
+
+
+def test_a_checkpoint_carries_no_batch(rng):
+    """The issue's case: BatchNorm2d(64) after a training step on a 12.8 MB batch pickled to
+    38.5 MB (torch's: 3.3 KB). The state survives the round trip, and the copy trains on."""
+    layer = cnorm.BatchNorm2d(64)
+    x = rng.standard_normal((32, 64, 40, 39)).astype(np.float32)
+    assert x.nbytes > 12.7e6
+    layer(x)
+    layer.backward(x)
+    for blob in (pickle.dumps(layer), pickle.dumps(copy.deepcopy(layer)),
+                 pickle.dumps(copy.copy(layer))):
+        assert len(blob) < 8192, len(blob)
+    back = pickle.loads(pickle.dumps(layer))
+    for k, v in layer.state_dict().items():
+        assert back.state_dict()[k].tobytes() == v.tobytes()
+    assert back.grad_weight.tobytes() == layer.grad_weight.tobytes()
+    with pytest.raises(RuntimeError, match="before forward"):
+        back.backward(x)
+    assert back(x).tobytes() == layer(x).tobytes()
+    blk = cnorm.BatchNormAct2d(64)
+    blk(x, residual=x)
+    blk.backward(x)
+    assert blk.grad_residual is not None and len(pickle.dumps(blk)) < 8192
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("training", [True, False])
+def test_a_layer_keeps_no_batch_alive(kind, training):
+    """Its output is never kept by the layer; under cnorm.no_grad() its input is not either
+    (outside it, the input stays for backward, as torch's autograd graph keeps it)."""
+    rng = np.random.default_rng(1)
+    shape = shape_for(kind)
+    layer = make(kind, shape, np.float32).train(training)
+    x = make_input(rng, shape, np.float32)
+    y = layer(x)
+    wx, wy = weakref.ref(x), weakref.ref(y)
+    del y
+    gc.collect()
+    assert wy() is None  # the output: gone
+    layer.backward(x)  # the input: kept for this
+    with cnorm.no_grad():
+        y = layer(x)
+    del x, y
+    gc.collect()
+    assert wx() is None
+    with pytest.raises(RuntimeError, match="no_grad"):
+        layer.backward(np.ones(shape, np.float32))
+
+
+def test_a_failed_call_keeps_the_spare(rng, spare_small):
+    """A forward that fails after taking its spare leaves the memory free: the next one reuses it."""
+    layer = cnorm.BatchNorm2d(4)
+    x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
+    addr = layer(x).ctypes.data
+    with pytest.raises(ValueError):
+        layer(x[:1, :, :1, :1])  # one value per channel in training
+    assert layer(x).ctypes.data == addr
+
+
+def test_large_outputs_are_recycled_by_default(rng):
+    """Without the fixture: a 1 MB output (and dx) comes back at the next step."""
+    layer = cnorm.BatchNorm2d(4)
+    x = rng.standard_normal((8, 4, 64, 128)).astype(np.float32)
+    addr = layer(x).ctypes.data, layer.backward(x).ctypes.data
+    assert (layer(x).ctypes.data, layer.backward(x).ctypes.data) == addr
+
+
+def test_no_grad_is_per_thread_and_restores(rng):
+    """Inside no_grad on one thread, another thread's forward still keeps its context; the
+    flag comes back after the block, also when it raised."""
+    import threading
+
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    a, b = cnorm.BatchNorm1d(3), cnorm.BatchNorm1d(3)
+    with cnorm.no_grad():
+        t = threading.Thread(target=b, args=(x,))
+        t.start()
+        t.join()
+        a(x)
+    assert a._saved is None and b._saved is not None
+    with pytest.raises(ZeroDivisionError):
+        with cnorm.no_grad():
+            1 / 0
+    a(x)
+    assert a._saved is not None
