@@ -8,6 +8,8 @@ structure in the source and no fused multiply-adds are generated. The op modules
 import importlib
 import os
 
+from .dtypes import TABLE
+
 TARGETS = ("avx512", "avx2", "baseline")  # best first
 
 
@@ -52,9 +54,6 @@ def module_for(target, family="_kernels"):
     return _load(target, family)
 
 
-# The kernels' specializations by data dtype: (storage type, compute type), src/_storage.pxi.
-SPECS = {"float32": ("float", "float"), "float64": ("double", "double"),
-         "float16": ("f16_t", "float"), "bfloat16": ("bf16_t", "float")}
 _specialized = {}
 
 
@@ -67,7 +66,8 @@ def kernel(name, dtype, module=None):
     fn = _specialized.get(key)
     if fn is None:
         fused = getattr(module, name)
-        storage, compute = SPECS[dtype.name]
+        row = TABLE[dtype.name]  # the specialization: (storage type, compute type)
+        storage, compute = row.storage, row.compute
         two = "|" in next(iter(fused.__signatures__))
         fn = _specialized[key] = fused[storage, compute] if two else fused[storage]
     return fn

@@ -3,25 +3,7 @@ import numbers
 
 import numpy as np
 
-FLOAT_TYPES = (np.float32, np.float64, np.float16)  # and ml_dtypes.bfloat16, by name
-
-
-def is_float(dtype):
-    """float32, float64, float16 or ml_dtypes' bfloat16 (known by its name, so that ml_dtypes
-    is never imported here; ``dtype.name`` costs microseconds, so it is the last test)."""
-    return dtype.type in FLOAT_TYPES or dtype.name == "bfloat16"
-
-
-def is_half(dtype):
-    """For a dtype that :func:`is_float`: True for the 2-byte storage types, float16 and
-    bfloat16 (computed in float32, with float32 parameters and statistics)."""
-    return dtype.itemsize == 2
-
-
-def param_dtype(dtype):
-    """The dtype of a layer's parameters, running statistics and parameter gradients: float32
-    for half-precision data, else the data's own."""
-    return np.dtype(np.float32) if is_half(dtype) else dtype
+from .dtypes import is_float, param_dtype
 
 
 def refuse_masked(x, what):

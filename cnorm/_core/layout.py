@@ -2,16 +2,14 @@
 from math import prod
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
-
-# The kernels' integer views of 2-byte floats (src/_storage.pxi): distinct types, so that each
-# gets its own specialization.
-STORAGE = {"float16": np.uint16, "bfloat16": np.int16}
+from .dtypes import TABLE
 
 
 def storage(a):
     """``a`` as the kernels take it: half-precision data as its integer bits (a view)."""
-    return a if a.dtype.itemsize > 2 else a.view(STORAGE[a.dtype.name])
+    return a if a.dtype.itemsize > 2 else a.view(TABLE[a.dtype.name].bits)
 
 
 def contiguous(v):
@@ -25,32 +23,57 @@ def is_channels_last(x):
             and np.moveaxis(x, 1, -1).flags.c_contiguous)
 
 
-def out_mismatch(out, shape, dtype, channels_last):
-    """Why the array ``out`` cannot take an output of ``shape`` and ``dtype`` in the memory
-    layout the op writes (channels-last when its input is, else C order), or None when it can.
-    One rule for ``out=`` (check_out) and for normalize_images."""
-    if out.shape != shape or out.dtype != dtype:
-        return (f"out must have shape {shape} and dtype {np.dtype(dtype).name}, got "
-                f"shape {out.shape} and dtype {out.dtype.name}")
-    if channels_last != is_channels_last(out) or not (channels_last or out.flags.c_contiguous):
-        want = "channels-last" if channels_last else "C-contiguous"
-        return f"out must be {want}, as the input is"
-    if not out.flags.writeable:
-        return "out is read-only"
-    return None
+def reduction_view(x, axis):
+    """``x`` as the (outer, K, inner) array whose K channels are the values of the axes not
+    in ``axis`` (an int, a tuple or None: all), for a reduction over the others; and the shape
+    of the kept axes. A free view when the kept axes are adjacent in C order, or all after the
+    reduced ones in memory (channels-last statistics); else a C-order copy."""
+    red = normalize_axis_tuple(tuple(range(x.ndim)) if axis is None else axis, x.ndim)
+    kept = [a for a in range(x.ndim) if a not in red]
+    red = sorted(red)
+    K = prod(x.shape[a] for a in kept)
+    R = prod(x.shape[a] for a in red)
+    first, last = (kept[0], kept[-1] + 1) if kept else (0, 0)
+    if x.flags.c_contiguous and last - first == len(kept):
+        x3 = x.reshape(prod(x.shape[:first]), K, prod(x.shape[last:]))
+    elif x.transpose(red + kept).flags.c_contiguous:
+        x3 = x.transpose(red + kept).reshape(R, K, 1)
+    else:
+        x3 = np.ascontiguousarray(x.transpose(kept + red)).reshape(1, K, R)
+    return x3, tuple(x.shape[a] for a in kept)
 
 
-def check_out(out, shape, dtype, channels_last, inputs):
-    """An ``out=`` array that :func:`out_mismatch` accepts and that shares no memory with the
-    ``inputs``. ValueError otherwise (TypeError for a non-array), before anything is written."""
+def check_out(out, shape, dtype, channels_last, inputs=()):
+    """The one rule of ``out=``, for every op: ``out`` is a writeable NumPy array of ``shape``
+    and ``dtype`` in the memory layout the op writes (``channels_last`` True: channels-last;
+    False: C order; None: any strides, for the data kernels that write through strided views),
+    sharing no memory with the ``inputs``. TypeError for a non-array, ValueError for the rest,
+    before anything is written; returns ``out``.
+
+    The norms pass their inputs: an overlap is an error, as in torch. The data functions pass
+    none, and read from a copy where ``out`` overlaps their input (NumPy's ufunc rule)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-    problem = out_mismatch(out, shape, dtype, channels_last)
-    if problem is not None:
-        raise ValueError(problem)
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"out must have shape {shape} and dtype {np.dtype(dtype).name}, got "
+                         f"shape {out.shape} and dtype {out.dtype.name}")
+    if channels_last is not None and (channels_last != is_channels_last(out)
+                                      or not (channels_last or out.flags.c_contiguous)):
+        want = "channels-last" if channels_last else "C-contiguous"
+        raise ValueError(f"out must be {want}, as the input is")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
     if any(a is not None and np.may_share_memory(out, a) for a in inputs):
         raise ValueError("out must not share memory with the inputs")
     return out
+
+
+def same_place(a, b):
+    """``a`` and ``b`` view the same memory element for element (each value is read before it
+    is written, so an op may write ``a`` while it reads ``b``): the same start, strides and
+    item size."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.dtype.itemsize == b.dtype.itemsize)
 
 
 class ChannelLayout:

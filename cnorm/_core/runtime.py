@@ -2,8 +2,8 @@
 import numbers
 import warnings
 
-from . import backend as _backend
 from .._version import __version__
+from . import backend as _backend
 
 
 def get_num_threads():

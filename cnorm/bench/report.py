@@ -27,8 +27,8 @@ import numpy as np
 
 import cnorm
 
-from . import cases as _bench_cases
 from .._core.backend import target as _simd_target
+from . import cases as _bench_cases
 from .cases import IMPLS, OPS, SHAPES, TRAFFIC, ops_for
 from .data_cases import CASES as DATA_CASES
 from .data_cases import LABELS as DATA_LABELS

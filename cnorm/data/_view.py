@@ -1,4 +1,4 @@
-"""Element kinds and canonical strided views for the data kernels (src/data.pxi).
+"""Element kinds and canonical strided views for the data kernels (src/data/data.pxi).
 
 A canonical view describes an array in place, without a copy: outer dimensions in memory order
 (outermost first), then a run of pixels, each pixel ``C`` channels ``cs`` bytes apart. Size-1
@@ -11,27 +11,16 @@ import numbers
 import numpy as np
 
 from .._core.checks import refuse_masked
-
-# Kind codes of the kernels (src/_data_types.pxi), by dtype name. bfloat16 is ml_dtypes' type,
-# recognised by name so that cnorm never imports ml_dtypes.
-KINDS = {"uint8": 0, "int8": 1, "uint16": 2, "int16": 3, "uint32": 4, "int32": 5, "int64": 6,
-         "float16": 7, "bfloat16": 8, "float32": 9, "float64": 10}
-WIDE_INTS = frozenset((KINDS["uint32"], KINDS["int32"], KINDS["int64"]))  # > float32's digits
-
-
-_BY_DTYPE = {np.dtype(n): k for n, k in KINDS.items() if n != "bfloat16"}
-_NAMES = {k: n for n, k in KINDS.items()}
+from .._core.dtypes import KINDS, NAMES, kind_code
 
 
 def kind_of(dtype, allowed=frozenset(KINDS.values()), what="input"):
     """The kind code of ``dtype`` (one of ``allowed``); TypeError naming the supported dtypes
-    otherwise. (A dict lookup: dtype.name costs microseconds.)"""
+    otherwise."""
     dt = np.dtype(dtype)
-    k = _BY_DTYPE.get(dt)
-    if k is None and dt.name == "bfloat16":
-        k = KINDS["bfloat16"]
+    k = kind_code(dt)
     if k is None or k not in allowed:
-        names = ", ".join(_NAMES[i] for i in sorted(allowed))
+        names = ", ".join(NAMES[i] for i in sorted(allowed))
         raise TypeError(f"unsupported {what} dtype {dt.name}; supported: {names}")
     return k
 

@@ -3,8 +3,9 @@ optional left-right flip, fused in one pass over the pixels (the data kernel's a
 import numpy as np
 
 from .._core import backend as _backend
-from ._view import KINDS, as_data, kind_of, kinds
-from .._core.layout import out_mismatch
+from .._core.dtypes import KINDS
+from .._core.layout import check_out
+from ._view import as_data, kind_of, kinds
 
 IN_KINDS = kinds("uint8", "uint16", "float16", "float32")
 OUT_KINDS = kinds("float32", "float16", "bfloat16")
@@ -85,12 +86,7 @@ def normalize_images(images, mean, std, *, scale=None, input_layout="NHWC",
     if out is None:
         y = np.empty(shape, dtype=dt)
     else:
-        problem = (out_mismatch(out, shape, dt, False) if isinstance(out, np.ndarray)
-                   else f"got {type(out).__name__}")
-        if problem is not None:  # the rule of the norms' out= (C order: a new array's)
-            raise ValueError(f"out must be a writeable C-contiguous {dt.name} array of shape "
-                             f"{shape} ({output_layout}): {problem}")
-        y = out
+        y = check_out(out, shape, dt, False)  # C order: a new array's layout
         if np.may_share_memory(out, x):
             nhwc = nhwc.copy()  # the pixels are read from a copy: the output overwrites them
     y4 = y if batched else y[None]

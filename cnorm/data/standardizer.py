@@ -13,9 +13,11 @@ import sys
 import numpy as np
 
 from .._core import backend as _backend
-from ._view import KINDS, WIDE_INTS, as_data, channel_axis_of, kind_of, views
-from .moments import Moments, batch_moments
 from .._core.checks import refuse_masked
+from .._core.dtypes import KINDS, WIDE_INTS
+from .._core.layout import check_out, same_place
+from ._view import as_data, channel_axis_of, kind_of, views
+from .moments import Moments, batch_moments
 
 try:
     from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
@@ -103,13 +105,6 @@ def _apply(x, kind, axis, mean, mul, add, out_dtype, out=None):
         out[...] = y
         return out, bad
     return y, bad
-
-
-def _same_place(a, b):
-    """``a`` and ``b`` view the same memory element for element (each value is read before it
-    is written in place): the same start, strides and item size."""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides and a.dtype.itemsize == b.dtype.itemsize)
 
 
 def _block_moments(block, axis):
@@ -324,14 +319,8 @@ class Standardizer(*_BASES):
         if out is None and not copy and X.dtype == out_dtype and X.flags.writeable:
             out = X
         if out is not None:
-            if not isinstance(out, np.ndarray) or out.shape != X.shape or out.dtype != out_dtype:
-                got = (f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray)
-                       else type(out).__name__)
-                raise ValueError(f"out must be an array of shape {X.shape} and dtype "
-                                 f"{out_dtype}, got {got}")
-            if not out.flags.writeable:
-                raise ValueError("out is read-only")
-            if out is not X and not _same_place(out, X) and np.may_share_memory(out, X):
+            check_out(out, X.shape, out_dtype, None)  # any strides: the kernel writes in place
+            if out is not X and not same_place(out, X) and np.may_share_memory(out, X):
                 X = X.copy()  # a partial overlap: read a copy, as NumPy's ufuncs buffer it
         y, bad = _apply(X, kind, axis, *coefs, out_dtype, out)
         if bad:

@@ -3,7 +3,7 @@ before it, as ``torch.nn.utils.fusion.fuse_conv_bn_weights`` does, so that infer
 the normalization."""
 import numpy as np
 
-from .modules import _BatchNorm
+from .modules import BatchNormBase
 
 
 def fold_batch_norm(weight, bias, bn):
@@ -19,7 +19,7 @@ def fold_batch_norm(weight, bias, bn):
     if getattr(bn, "act", None) is not None:
         raise ValueError(f"cannot fold {type(bn).__name__} with activation {bn.act!r}: only "
                          "the normalization is linear")
-    if not isinstance(bn, _BatchNorm):
+    if not isinstance(bn, BatchNormBase):
         raise TypeError(f"expected a batch-norm layer, got {type(bn).__name__}")
     if bn.training:
         raise ValueError("fold an eval-mode batch norm (call bn.eval() first): in training "

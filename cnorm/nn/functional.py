@@ -8,13 +8,9 @@ Data may be float32, float64, float16 or bfloat16 (ml_dtypes). Half-precision da
 in float32; its parameters, running statistics and parameter gradients are float32 ("x's
 parameter dtype" below; for float32 and float64 data, x's own dtype).
 """
-from math import prod
-
-import numpy as np
-from numpy.lib.array_utils import normalize_axis_tuple
-
-from .._core import backend as _backend
-from ._ops.batch_norm import BatchNormContext, check_batch_norm
+from .._core.checks import as_float_array
+from ._ops.batch_norm import BatchNormContext, check_batch_norm, reduce_moments
+from ._ops.context import write_back
 from ._ops.group_norm import (
     GroupNormContext,
     check_group_norm,
@@ -22,9 +18,6 @@ from ._ops.group_norm import (
     instance_norm_context,
 )
 from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps
-from ._ops.context import write_back
-from .._core.layout import storage
-from .._core.checks import as_float_array, param_dtype
 
 __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
@@ -100,25 +93,7 @@ def moments(x, axis):
     in float64 around a shift, in fixed-order chunks: accurate for data with a large offset
     and bit-identical for any thread count. An empty reduction gives NaN.
     """
-    x = as_float_array(x)
-    red = normalize_axis_tuple(tuple(range(x.ndim)) if axis is None else axis, x.ndim)
-    kept = [a for a in range(x.ndim) if a not in red]
-    red = sorted(red)
-    K = prod(x.shape[a] for a in kept)
-    R = prod(x.shape[a] for a in red)
-    first, last = (kept[0], kept[-1] + 1) if kept else (0, 0)
-    if x.flags.c_contiguous and last - first == len(kept):  # kept axes adjacent: a free view
-        x3 = x.reshape(prod(x.shape[:first]), K, prod(x.shape[last:]))
-    elif x.transpose(red + kept).flags.c_contiguous:       # e.g. channels-last statistics
-        x3 = x.transpose(red + kept).reshape(R, K, 1)
-    else:
-        x3 = np.ascontiguousarray(x.transpose(kept + red)).reshape(1, K, R)
-    n, mean, m2 = _backend.kernel("channel_stats", x.dtype)(storage(x3), _backend.threads())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = m2 / n
-    shape = tuple(x.shape[a] for a in kept)
-    dt = param_dtype(x.dtype)
-    return mean.astype(dt).reshape(shape), var.astype(dt).reshape(shape)
+    return reduce_moments(as_float_array(x), axis)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):

@@ -2,6 +2,7 @@
 import contextlib
 import threading
 
+
 class _State(threading.local):
     enabled = True  # a class default: each thread starts enabled, read without a getattr
 

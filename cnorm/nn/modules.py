@@ -9,6 +9,9 @@ import numbers
 
 import numpy as np
 
+from .._core.checks import layer_dtype, normalized_shape, positive_int
+from .._core.dtypes import param_dtype
+from .._core.recycle import take
 from . import grad as _grad
 from ._ops.batch_norm import BatchNormContext, check_batch_norm
 from ._ops.group_norm import (
@@ -17,9 +20,7 @@ from ._ops.group_norm import (
     check_instance_norm,
     instance_norm_context,
 )
-from .._core.recycle import take
 from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps
-from .._core.checks import layer_dtype, normalized_shape, param_dtype, positive_int
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
@@ -231,7 +232,11 @@ class _NormBase(_Module):
                              num_features=self.num_features, **rules)
 
 
-class _BatchNorm(_NormBase):
+class BatchNormBase(_NormBase):
+    """The base of every batch-norm layer (BatchNorm1d/2d/3d, the BatchNormAct blocks,
+    SyncBatchNorm): per-channel statistics over N and the spatial axes. What
+    ``fold_batch_norm`` and ``convert_sync_batchnorm`` recognise."""
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32, *, bias=True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, bias)
@@ -258,19 +263,19 @@ class _BatchNorm(_NormBase):
         return self._ran(ctx)
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormBase):
     """Batch normalization over a 2D (N, C) or 3D (N, C, L) input, per channel C."""
 
     _ndims = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     """Batch normalization over a 4D (N, C, H, W) input, per channel C."""
 
     _ndims = (4,)
 
 
-class BatchNorm3d(_BatchNorm):
+class BatchNorm3d(BatchNormBase):
     """Batch normalization over a 5D (N, C, D, H, W) input, per channel C."""
 
     _ndims = (5,)

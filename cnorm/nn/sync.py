@@ -15,12 +15,12 @@ import types
 import numpy as np
 
 from .._core import backend as _backend
-from ._ops.batch_norm import check_batch_norm
-from .blocks import _Fused
 from .._core.comm import world
-from ._ops.context import Context, update_running
 from .._core.layout import ChannelLayout
-from .modules import _BatchNorm
+from ._ops.batch_norm import check_batch_norm
+from ._ops.context import Context, update_running
+from .blocks import _Fused
+from .modules import BatchNormBase
 
 _check_local = functools.partial(check_batch_norm, local_batch=False)
 
@@ -173,7 +173,7 @@ def _convert(cls, obj, comm, seen):
     if id(obj) in seen:
         return seen[id(obj)]
     seen[id(obj)] = obj
-    if isinstance(obj, _BatchNorm):
+    if isinstance(obj, BatchNormBase):
         if not isinstance(obj, SyncBatchNorm):
             seen[id(obj)] = _sync_twin(cls, obj, comm)
     elif isinstance(obj, dict):
@@ -190,7 +190,7 @@ def _convert(cls, obj, comm, seen):
     return seen[id(obj)]
 
 
-class SyncBatchNorm(_BatchNorm):
+class SyncBatchNorm(BatchNormBase):
     """Batch norm with statistics over all ranks of an MPI communicator (torch's SyncBatchNorm,
     on the CPU).
 

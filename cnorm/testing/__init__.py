@@ -16,15 +16,31 @@ from .arrays import (
     state,
 )
 from .formulas import (
+    RefBatchNorm,
+    RefInstanceNorm,
     bcast,
     bn_backward,
     bn_forward,
     channel_axes,
     group_norm_ref,
     layer_norm_ref,
-    RefBatchNorm,
-    RefInstanceNorm,
     rows_backward,
     rows_forward,
 )
-from .layers import FAMILY_4D, KINDS, finfo, groups, make, reference, shape_for, stat_groups, torch_twin
+from .layers import (
+    FAMILY_4D,
+    KINDS,
+    finfo,
+    groups,
+    make,
+    reference,
+    shape_for,
+    stat_groups,
+    torch_twin,
+)
+
+__all__ = ["HALVES", "TOL", "channels_last", "check", "in_layout", "isolated", "make_input",
+           "numeric_grad", "rel_err", "same_state", "state", "RefBatchNorm", "RefInstanceNorm",
+           "bcast", "bn_backward", "bn_forward", "channel_axes", "group_norm_ref",
+           "layer_norm_ref", "rows_backward", "rows_forward", "FAMILY_4D", "KINDS", "finfo",
+           "groups", "make", "reference", "shape_for", "stat_groups", "torch_twin"]

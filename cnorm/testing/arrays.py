@@ -1,6 +1,5 @@
 """Inputs, layouts, errors and layer state for tests: what every test module of cnorm's
 suite uses, importable as ``cnorm.testing`` (like ``numpy.testing``)."""
-import os
 import subprocess
 import sys
 import tempfile

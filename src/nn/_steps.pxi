@@ -1,8 +1,10 @@
 # ---------------------------------------------------------------------------------------------
-# The composable steps on their own, for tests and for building new ops: partial statistics ->
-# merge -> (finalize) -> normalize, and backward sums -> backward apply. They run the same
-# routines as the fused kernels, so they give the same bits (tests/test_layouts.py checks it).
-# Not a stable API.
+# The composable steps on their own: partial statistics -> merge -> (finalize) -> normalize,
+# and backward sums -> backward apply. SyncBatchNorm runs them around its collectives
+# (merge_stats, normalize, backward_sums, backward_apply), Moments merges with merge_stats, and
+# a new op can be built from them. They run the same routines as the fused kernels, so they
+# give the same bits (tests/kernels/test_layouts.py checks it). Their signatures are documented
+# in docs/api.md ("Kernel steps"), which tests/test_docs.py keeps in step with this file.
 # ---------------------------------------------------------------------------------------------
 
 

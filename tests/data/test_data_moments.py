@@ -10,7 +10,6 @@ import pytest
 import cnorm
 from cnorm._core import backend as _backend
 
-
 try:
     import ml_dtypes
 except ImportError:  # the half extra

@@ -6,7 +6,6 @@ import pytest
 import cnorm
 from cnorm._core import backend as _backend
 
-
 try:
     import ml_dtypes
 except ImportError:  # the half extra
@@ -136,8 +135,8 @@ def test_bad_input_raises_and_writes_nothing(rng):
         (ValueError, "non-zero", dict(std=(0.2, 0.0, 0.2))),
         (ValueError, "input_layout", dict(input_layout="HWC")),
         (ValueError, "output_layout", dict(output_layout="nchw")),
-        (ValueError, "out must be", dict(out=np.zeros((4, 3, 21, 36), np.float32))),
-        (ValueError, "out must be", dict(out=np.zeros((4, 3, 21, 37), np.float64))),
+        (ValueError, "out must have shape", dict(out=np.zeros((4, 3, 21, 36), np.float32))),
+        (ValueError, "out must have shape", dict(out=np.zeros((4, 3, 21, 37), np.float64))),
         (ValueError, "out must be", dict(out=np.zeros((4, 21, 37, 3), np.float32)
                                          .transpose(0, 3, 1, 2))),
         (ValueError, "mirror", dict(mirror=[True, False])),

@@ -166,9 +166,9 @@ def test_bad_input_raises_clearly_and_changes_nothing(rng):
         s.transform(data(rng, (10, 4)))
     with pytest.raises(ValueError, match="4 features.*expecting 3"):
         s.partial_fit(data(rng, (10, 4)))
-    with pytest.raises(ValueError, match="out must be"):
+    with pytest.raises(ValueError, match="out must have shape"):
         s.transform(X, out=np.empty((100, 4)))
-    with pytest.raises(ValueError, match="out must be"):
+    with pytest.raises(ValueError, match="out must have shape"):
         s.transform(X, out=np.empty((100, 3), np.float32))
     with pytest.raises(ValueError, match="Complex data"):  # scikit-learn's validation
         s.transform(X.astype(complex))

@@ -8,8 +8,6 @@ import textwrap
 
 import pytest
 
-import cnorm
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The parent runs cnorm's threaded kernels (and torch's, when installed) before it forks.

@@ -3,10 +3,10 @@ kind and dtype (half precision too), in C order and channels-last, forward, back
 parameter gradients and running statistics."""
 import numpy as np
 import pytest
-from cnorm.testing import HALVES, in_layout, KINDS, make, make_input
 
 import cnorm
 from cnorm._core import backend as _backend
+from cnorm.testing import HALVES, KINDS, in_layout, make, make_input
 
 TARGETS = _backend.available_targets()
 # per rank: shapes large enough to run in parallel and to span several statistics chunks

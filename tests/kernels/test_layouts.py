@@ -6,22 +6,21 @@ import os
 
 import numpy as np
 import pytest
+
+from cnorm._core import backend as _backend
+from cnorm._core.layout import storage
 from cnorm.testing import (
-    channels_last,
     FAMILY_4D,
     HALVES,
-    isolated,
     KINDS,
+    channels_last,
+    isolated,
     make,
     make_input,
     reference,
     rel_err,
     shape_for,
 )
-
-import cnorm
-from cnorm._core import backend as _backend
-from cnorm._core.layout import storage
 
 TOL = {np.float32: 2e-5, np.float64: 1e-11}
 
@@ -102,7 +101,6 @@ def test_steps_compose_to_the_fused_kernels(rng, shape, layout, dtype):
     k = _backend.kernels
     x = make_input(rng, shape, dtype, offset=20)
     x = channels_last(x) if layout == "nhwc" else x
-    C = shape[1]
     layer = make("bn2d" if x.ndim == 4 else "bn1d", shape, dtype, rng)
     y, dy = layer(x), rng.standard_normal(shape).astype(dtype)
     dx = layer.backward(dy)

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from cnorm.testing import channels_last, group_norm_ref, RefBatchNorm, rel_err
 
 import cnorm
+from cnorm.testing import RefBatchNorm, channels_last, group_norm_ref, rel_err
 
 ACTS = ["relu", "leaky_relu", "silu", "gelu", None]
 TOL = {np.float32: 3e-5, np.float64: 1e-12}

@@ -3,10 +3,10 @@ naming what was expected and what came, and no state changed by the failed call.
 is validated once per call."""
 import numpy as np
 import pytest
-from cnorm.testing import KINDS, make, make_input, same_state, shape_for, state
 
 import cnorm
 from cnorm._core import checks as _validate
+from cnorm.testing import KINDS, make, make_input, same_state, shape_for, state
 
 
 def bad_inputs(kind):

@@ -4,9 +4,9 @@ import copy
 
 import numpy as np
 import pytest
-from cnorm.testing import KINDS, make, make_input, numeric_grad
 
 import cnorm
+from cnorm.testing import KINDS, make, make_input, numeric_grad
 
 SHAPE = {2: (4, 3), 3: (3, 4, 5), 4: (2, 4, 3, 5), 5: (2, 2, 3, 2, 2)}
 

@@ -8,10 +8,10 @@ rounded once: bit for bit. An independent float64 reference bounds it to 1 ulp, 
 half-precision layers (where the CPU build runs them) agree to its own rounding."""
 import numpy as np
 import pytest
-from cnorm.testing import finfo, HALVES, in_layout, KINDS, make, make_input, reference, torch_twin
 
 import cnorm
 from cnorm._core.layout import is_channels_last
+from cnorm.testing import HALVES, KINDS, finfo, in_layout, make, make_input, reference, torch_twin
 
 F32 = np.dtype(np.float32)
 MANTISSA = {"float16": 10, "bfloat16": 7}

@@ -9,9 +9,9 @@ import weakref
 
 import numpy as np
 import pytest
-from cnorm.testing import in_layout, KINDS, make, make_input, shape_for
 
 import cnorm
+from cnorm.testing import KINDS, in_layout, make, make_input, shape_for
 
 CASES = [(k, l) for k in KINDS for l in ("nchw", "nhwc") if l == "nchw" or KINDS[k][0][-1] > 2]
 
@@ -147,7 +147,8 @@ def test_a_layer_keeps_no_batch_alive(kind, training):
 
 
 def test_a_failed_call_keeps_the_spare(rng, spare_small):
-    """A forward that fails after taking its spare leaves the memory free: the next one reuses it."""
+    """A forward that fails after taking its spare leaves the memory free: the next one
+    reuses it."""
     layer = cnorm.BatchNorm2d(4)
     x = rng.standard_normal((3, 4, 5, 5)).astype(np.float32)
     addr = layer(x).ctypes.data

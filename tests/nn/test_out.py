@@ -4,9 +4,9 @@ wrong one is a ValueError (TypeError for a non-array) raised before anything is 
 updated."""
 import numpy as np
 import pytest
-from cnorm.testing import in_layout, make_input
 
 import cnorm
+from cnorm.testing import in_layout, make_input
 
 C = 6
 W, B = np.linspace(0.5, 2, C, dtype=np.float32), np.linspace(-1, 1, C, dtype=np.float32)

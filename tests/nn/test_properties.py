@@ -3,9 +3,10 @@ values (including large offsets and scales) against the float64 reference; Momen
 Standardizer on random views (transposed, stepped, reversed) of every data dtype. The number of
 examples comes from the hypothesis profile (conftest.py): 150 by default, 1000 in CI."""
 import numpy as np
-from cnorm.testing import channels_last, KINDS, make, reference, rel_err, stat_groups
 from hypothesis import given
 from hypothesis import strategies as st
+
+from cnorm.testing import KINDS, channels_last, make, reference, rel_err, stat_groups
 
 
 @st.composite

@@ -3,25 +3,22 @@ variants, momentum and tracking, dtypes, layouts, eval mode, and float32 accurac
 offsets."""
 import numpy as np
 import pytest
+
+import cnorm
 from cnorm.testing import (
+    FAMILY_4D,
+    RefBatchNorm,
+    RefInstanceNorm,
+    channel_axes,
     channels_last,
     check,
-    FAMILY_4D,
+    group_norm_ref,
+    layer_norm_ref,
     make,
     make_input,
     reference,
     rel_err,
-    TOL,
 )
-from cnorm.testing import (
-    RefBatchNorm,
-    RefInstanceNorm,
-    channel_axes,
-    group_norm_ref,
-    layer_norm_ref,
-)
-
-import cnorm
 
 BN = {1: cnorm.BatchNorm1d, 2: cnorm.BatchNorm2d, 3: cnorm.BatchNorm3d}
 IN = {1: cnorm.InstanceNorm1d, 2: cnorm.InstanceNorm2d, 3: cnorm.InstanceNorm3d}

@@ -11,11 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 from cnorm.testing import (
-    channels_last,
     FAMILY_4D,
-    isolated,
     KINDS,
+    channels_last,
+    isolated,
     make,
     reference,
     rel_err,

@@ -2,9 +2,9 @@
 running statistics, state_dict and repr, over several steps, for every layer kind."""
 import numpy as np
 import pytest
-from cnorm.testing import channels_last, KINDS, make, make_input, rel_err, torch_twin
 
 import cnorm
+from cnorm.testing import KINDS, channels_last, make, make_input, rel_err, torch_twin
 
 torch = pytest.importorskip("torch")
 

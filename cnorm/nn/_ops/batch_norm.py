@@ -3,9 +3,22 @@
 import numpy as np
 
 from ..._core import backend as _backend
-from .context import WIDE_INVSTD, Context, as_f64, update_running
-from ..._core.layout import ChannelLayout, contiguous
 from ..._core.checks import as_float_array, check_channels, check_eps, check_ndim, check_vectors
+from ..._core.dtypes import param_dtype
+from ..._core.layout import ChannelLayout, contiguous, reduction_view, storage
+from .context import WIDE_INVSTD, Context, as_f64, update_running
+
+
+def reduce_moments(x, axis):
+    """``cnorm.moments``: the batch-norm statistics kernel over the axes ``axis`` of a checked
+    ``x``, on the view :func:`reduction_view` makes; (mean, biased var) in x's parameter
+    dtype, shaped like x without the reduced axes."""
+    x3, shape = reduction_view(x, axis)
+    n, mean, m2 = _backend.kernel("channel_stats", x.dtype)(storage(x3), _backend.threads())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = m2 / n
+    dt = param_dtype(x.dtype)
+    return mean.astype(dt).reshape(shape), var.astype(dt).reshape(shape)
 
 
 def check_batch_norm(x, running_mean, running_var, weight, bias, training, update, *, eps,

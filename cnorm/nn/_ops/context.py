@@ -3,8 +3,9 @@ the parameter gradients, and the running-statistics update."""
 import numpy as np
 
 from ..._core import backend as _backend
+from ..._core.checks import as_float_array
+from ..._core.dtypes import param_dtype
 from ..._core.layout import check_out
-from ..._core.checks import as_float_array, param_dtype
 
 # float32 data whose spread nears float32's range: x - mean can overflow (|x - mean| reaches
 # sqrt(M2)) and 1/std falls among float32's subnormals, so the float32 apply gives inf or loses

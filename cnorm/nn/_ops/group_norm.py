@@ -6,9 +6,6 @@ from math import prod
 import numpy as np
 
 from ..._core import backend as _backend
-from .batch_norm import BatchNormContext
-from .context import WIDE_INVSTD, Context, as_f64, update_running
-from ..._core.layout import ChannelLayout, contiguous
 from ..._core.checks import (
     as_float_array,
     check_channels,
@@ -18,6 +15,9 @@ from ..._core.checks import (
     param_dtype,
     positive_int,
 )
+from ..._core.layout import ChannelLayout, contiguous
+from .batch_norm import BatchNormContext
+from .context import WIDE_INVSTD, Context, as_f64, update_running
 
 
 def check_group_norm(x, num_groups, weight, bias, dtype=None, num_channels=None):

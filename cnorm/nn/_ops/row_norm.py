@@ -3,9 +3,10 @@
 import numpy as np
 
 from ..._core import backend as _backend
-from .context import WIDE_INVSTD, Context, as_f64
+from ..._core.checks import as_float_array, check_vector, normalized_shape
+from ..._core.dtypes import param_dtype
 from ..._core.layout import RowLayout
-from ..._core.checks import as_float_array, check_vector, normalized_shape, param_dtype
+from .context import WIDE_INVSTD, Context, as_f64
 
 
 def check_row_norm(x, shape, weight, bias, dtype=None):
