@@ -17,62 +17,26 @@ The package is three subsystems on one core, and every public name is importable
 Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
 ``show_config``.
 """
+import typing
+
+from . import data, nn
 from ._core.runtime import get_num_threads, openmp_enabled, set_num_threads, show_config
 from ._version import __version__
 from .data import Moments, normalize_images
-from .nn import (
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchNorm3d,
-    BatchNormAct1d,
-    BatchNormAct2d,
-    BatchNormAct3d,
-    GroupNorm,
-    GroupNormAct,
-    InstanceNorm1d,
-    InstanceNorm2d,
-    InstanceNorm3d,
-    LayerNorm,
-    RMSNorm,
-    SyncBatchNorm,
-    SyncBatchNormAct,
-    batch_norm_act,
-    fold_batch_norm,
-    no_grad,
-)
-from .nn.functional import (
-    batch_norm,
-    batch_norm_backward,
-    group_norm,
-    group_norm_backward,
-    instance_norm,
-    instance_norm_backward,
-    layer_norm,
-    layer_norm_backward,
-    moments,
-    rms_norm,
-    rms_norm_backward,
-)
+from .nn import *  # noqa: F403 - the layers, blocks, SyncBatchNorm, fold_batch_norm, no_grad
+from .nn.functional import *  # noqa: F403 - the functional forms and moments
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
-           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm",
-           "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
-           "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
-           "rms_norm", "rms_norm_backward", "moments",
-           "Moments", "Standardizer", "normalize_images", "SyncBatchNorm", "SyncBatchNormAct", "fold_batch_norm",
-           "BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct", "batch_norm_act",
-           "no_grad", "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
-           "__version__"]
+if typing.TYPE_CHECKING:
+    from .data.standardizer import Standardizer
+
+__all__ = [n for n in nn.__all__ if n != "functional"] + nn.functional.__all__ + [
+    "Moments", "Standardizer", "normalize_images", "get_num_threads", "set_num_threads",
+    "openmp_enabled", "show_config", "__version__"]
 
 
 def __getattr__(name):
-    # Standardizer imports scikit-learn when it is installed: only on first use, so that
-    # ``import cnorm`` needs NumPy alone and stays fast.
-    if name == "Standardizer":
-        from .data import Standardizer  # cnorm.data imports it on first use
-
-        globals()["Standardizer"] = Standardizer
-        return Standardizer
+    if name == "Standardizer":  # cnorm.data imports scikit-learn on its first use only
+        return data.Standardizer
     raise AttributeError(f"module 'cnorm' has no attribute {name!r}")
 
 

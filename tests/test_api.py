@@ -277,3 +277,33 @@ def test_readme_example_runs(capsys):
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
     assert "BatchNorm2d(16" in capsys.readouterr().out
+
+
+def test_every_out_argument_follows_one_rule():
+    """The norms, normalize_images and Standardizer check ``out=`` by the same rule, with the
+    same errors, before writing anything."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    imgs = rng.integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
+    X = rng.standard_normal((20, 3))
+    std = cnorm.Standardizer().fit(X)
+    calls = {
+        "batch_norm": (lambda out: cnorm.batch_norm(x, None, None, training=True, out=out),
+                       x.shape, np.float32),
+        "normalize_images": (lambda out: cnorm.normalize_images(imgs, (0.5,) * 3, (0.2,) * 3,
+                                                                out=out), x.shape, np.float32),
+        "Standardizer": (lambda out: std.transform(X, out=out), X.shape, np.float64),
+    }
+    for name, (call, shape, dtype) in calls.items():
+        with pytest.raises(TypeError, match="out must be a NumPy array, got list"):
+            call([0.0])
+        with pytest.raises(ValueError, match=r"out must have shape .* got shape"):
+            call(np.zeros((2,) + shape[1:], dtype))
+        with pytest.raises(ValueError, match=r"out must have shape .* and dtype"):
+            call(np.zeros(shape, np.float16))
+        frozen = np.zeros(shape, dtype)
+        frozen.flags.writeable = False
+        with pytest.raises(ValueError, match="out is read-only"):
+            call(frozen)
+        good = np.zeros(shape, dtype)
+        assert call(good) is good and good.any(), name

@@ -124,7 +124,7 @@ class _Module:
         memory: the allocator hands blocks this large back to the OS when they are freed, and
         fresh pages cost a page fault each (AMD EPYC, BatchNorm2d (16, 128, 28, 28) forward +
         backward: 6.9 ms with fresh outputs, 1.8 ms reused). Memory that anything made of it
-        still refers to is never written again (cnorm/_recycle.py)."""
+        still refers to is never written again (cnorm/_core/recycle.py)."""
         return make(take(self, slot, like))
 
     def _ran(self, ctx):
@@ -251,7 +251,7 @@ class BatchNormBase(_NormBase):
         return self._run(x)
 
     def _run(self, x, block=None):
-        """The forward, with a fused block's epilogue (cnorm/_blocks.py) when given."""
+        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given."""
         batch_stats = self.training or not self.track_running_stats
         update, (x, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats,
                                                   eps=self.eps)
@@ -415,7 +415,7 @@ class GroupNorm(_Module):
         return self._run(x)
 
     def _run(self, x, block=None):
-        """The forward, with a fused block's epilogue (cnorm/_blocks.py) when given."""
+        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given."""
         x, G, weight, bias = check_group_norm(x, self.num_groups, self.weight, self.bias,
                                               self.dtype, self.num_channels)
         return self._ran(self._with_spare("_y", x, lambda out: GroupNormContext(

@@ -68,16 +68,13 @@ class SyncContext(Context):
     steps: the constructor does this rank's part (it may fail: the caller agrees on that
     before any collective), :meth:`normalize` the collective part and the output."""
 
-    __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "weight",
-                 "has_bias", "y", "block", "shift", "sums")
+    __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "y", "sums")
 
     def __init__(self, comm, x, weight, bias, block=None):
         self.comm = comm
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
-        self.weight = None if weight is None else weight.copy()  # as it was at forward time
-        self.has_bias = bias is not None
-        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
+        self.keep_params(weight, bias, block)
         self.shift = np.zeros(x3.shape[1]) if bias is None else bias.astype(np.float64)
         C = x3.shape[1]
         count, mean, m2 = _backend.kernel("channel_stats", x.dtype)(x3, _backend.threads())

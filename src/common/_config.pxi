@@ -25,7 +25,7 @@ cdef enum:
     ROW_BLOCK = 8         # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
 
-cdef enum:  # the fused epilogue's activations (cnorm/_act.py names them)
+cdef enum:  # the fused epilogue's activations (cnorm/nn/_ops/act.py names them)
     ACT_NONE = 0
     ACT_RELU = 1
     ACT_LEAKY = 2

@@ -1,7 +1,7 @@
 # Storage types of the norm kernels' data (x, y, dy, dx, residual): float32, float64, and the
 # two 2-byte floats held as integer bits, f16_t (IEEE float16) and bf16_t (bfloat16: the top
 # half of a float32). Distinct integer types, so that Cython's fused types and NumPy buffers
-# tell them apart (cnorm/_layout.py passes uint16 / int16 views of float16 / bfloat16 data).
+# tell them apart (cnorm/_core/layout.py passes uint16 / int16 views of float16 / bfloat16 data).
 # Half data is computed in float32: the leaves that read or write data (_sums.pxi, _apply.pxi,
 # act.pxi) convert HALF_TILE values at a time in L1, vectorized per SIMD target (cnorm_half.h), and
 # run their float32 code on the tile. The lanes, chunks and formulas are those of float32 data,
@@ -81,6 +81,6 @@ cdef inline void _tile_out(const floating *src, real *dst, Py_ssize_t n) noexcep
 
 
 # The entry points are fused on the storage and the compute type: float64 data computes in
-# float64, every other type in float32 (cnorm/_backend.py calls the matching pair). The other
+# float64, every other type in float32 (cnorm/_core/backend.py calls the matching pair). The other
 # pairs raise this, and their code is pruned when compiling.
 WRONG_PAIR = "float64 data computes in float64, float32 and half data in float32"

@@ -1,7 +1,7 @@
 # Batch norm: statistics per channel of an (outer, C, inner) array (a group of one channel in
 # the passes of _apply.pxi), and the eval forward with running statistics. The entry points
 # take data of a storage type (``real``) and parameters of its compute type (``floating``);
-# cnorm/_backend.py calls the matching specialization.
+# cnorm/_core/backend.py calls the matching specialization.
 
 
 def bn_forward_train(const real[:, :, ::1] x, const floating[::1] weight,

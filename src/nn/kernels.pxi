@@ -12,7 +12,7 @@
 #   act        the fused blocks' activation gradient (used by the backward passes)
 #   _apply     finalize, coefficients, output and gradient loops, the fused and split passes
 #   batch_norm, group_norm, row_norm: the op families' entry points
-#   _steps     the steps on their own (tests, composition)
+#   _steps     the steps on their own (SyncBatchNorm, Moments, tests, new ops)
 import numpy as np
 
 include "_cimports.pxi"

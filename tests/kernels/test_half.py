@@ -1,4 +1,4 @@
-"""The float16 and bfloat16 run conversions (src/cnorm_half.h) in every SIMD target: every
+"""The float16 and bfloat16 run conversions (src/common/cnorm_half.h) in every SIMD target: every
 float16 and bfloat16 value to float32, and float32 values (specials, ties, subnormals, random
 bit patterns) to both, against NumPy and ml_dtypes: round to nearest even, NaN kept a NaN."""
 import numpy as np

@@ -3,7 +3,7 @@ apply step while each run is in cache, and its gradient ``g = dy * act'(pre)``, 
 norm's backward kernels group by group before they differentiate through g."""
 from ..._core.checks import as_float_array
 
-# codes of the kernels (src/_config.pxi)
+# codes of the kernels (src/common/_config.pxi)
 ACTS = {None: 0, "relu": 1, "leaky_relu": 2, "silu": 3, "gelu": 4}
 
 

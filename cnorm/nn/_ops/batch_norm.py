@@ -47,8 +47,7 @@ class BatchNormContext(Context):
     otherwise one pass with the given running statistics. ``compute_y=False``: statistics
     only (a functional backward)."""
 
-    __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "weight", "has_bias",
-                 "batch_stats", "y", "block", "shift")
+    __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "batch_stats", "y")
 
     def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
                  compute_y=True, block=None, out=None):
@@ -56,10 +55,7 @@ class BatchNormContext(Context):
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
         self.batch_stats = batch_stats
-        self.weight = None if weight is None else weight.copy()  # as it was at forward time
-        self.has_bias = bias is not None
-        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
-        self.shift = None if bias is None or block is None else bias.astype(np.float64)
+        self.keep_params(weight, bias, block)
         C = x3.shape[1]
         self.count = float(x3.shape[0] * x3.shape[2])
         self.mean, self.m2, self.invstd = np.empty((3, C))

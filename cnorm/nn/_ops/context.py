@@ -16,12 +16,21 @@ WIDE_INVSTD = 1e-32
 
 class Context:
     """A forward pass (``y``) and what its backward needs. A subclass sets ``layout`` (the
-    input's shape and dtype), ``weight`` (as at forward time, or None) and ``has_bias``, and
-    implements ``_backward(dy, out) -> (dx, grad_weight, grad_bias)`` with float64 gradients
+    input's shape and dtype), calls :meth:`keep_params`, and implements ``_backward(dy, out) -> (dx, grad_weight, grad_bias)`` with float64 gradients
     (dx into ``out`` when given). ``wide``: the float64 twin that computed a too-wide float32
     op (see :meth:`widen`), or unset."""
 
-    __slots__ = ("wide",)
+    __slots__ = ("wide", "weight", "has_bias", "block", "shift")
+
+    def keep_params(self, weight, bias, block=None):
+        """What the backward needs of the parameters: the weight as it was at forward time (a
+        copy: an optimizer step may change it before backward), whether there is a bias, and a
+        fused block's activation and residual (nn/_ops/act.py), whose epilogue adds the bias
+        in float64 (``shift``)."""
+        self.weight = None if weight is None else np.ravel(weight).copy()
+        self.has_bias = bias is not None
+        self.block = block
+        self.shift = None if bias is None or block is None else bias.astype(np.float64)
 
     def widen(self, make, x):
         """Called when the least positive invstd of a forward (as its kernel returns it) is
@@ -48,7 +57,7 @@ class Context:
     def backward(self, grad_output, out=None):
         """Returns ``(dx, grad_weight, grad_bias)``: the parameter gradients in the input's
         parameter dtype (float32 for half data), None where the parameter does not exist.
-        ``out``: a preallocated dx (see cnorm._layout.check_out)."""
+        ``out``: a preallocated dx (see cnorm._core.layout.check_out)."""
         layout = self.layout
         dy = self.check_grad(grad_output)
         wide = getattr(self, "wide", None)

@@ -57,17 +57,13 @@ def check_instance_norm(x, running_mean, running_var, weight, bias, use_input_st
 class GroupNormContext(Context):
     """A group-norm forward with the input's statistics, and what its backward needs."""
 
-    __slots__ = ("layout", "x4", "G", "mean", "m2", "invstd", "weight", "has_bias", "y",
-                 "block", "shift")
+    __slots__ = ("layout", "x4", "G", "mean", "m2", "invstd", "y")
 
     def __init__(self, x, G, weight, bias, eps, block=None, out=None):
         self.layout = layout = ChannelLayout(x, per_sample=True)
         self.x4 = x4 = layout.view(x)
         self.G = G
-        self.weight = None if weight is None else weight.copy()  # as it was at forward time
-        self.has_bias = bias is not None
-        self.block = block  # a fused block's activation and residual (cnorm/_act.py)
-        self.shift = None if bias is None or block is None else bias.astype(np.float64)
+        self.keep_params(weight, bias, block)
         self.mean, self.m2, self.invstd = np.empty((3, x.shape[0], G))
         y4, self.y = layout.empty(out, (x, None if block is None else block.r))
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y4)

@@ -31,14 +31,13 @@ class RowNormContext(Context):
     """A layer-norm (``rms`` False) or RMS-norm forward over the last
     ``len(normalized_shape)`` axes, and what its backward needs."""
 
-    __slots__ = ("layout", "x2", "pshape", "mean", "invstd", "weight", "has_bias", "rms", "y")
+    __slots__ = ("layout", "x2", "pshape", "mean", "invstd", "rms", "y")
 
     def __init__(self, x, normalized_shape, weight, bias, eps, rms, out=None):
         self.layout = layout = RowLayout(x, len(normalized_shape))
         self.x2 = x2 = layout.view(x)
         self.pshape = normalized_shape
-        self.weight = None if weight is None else np.ravel(weight).copy()  # as at forward
-        self.has_bias = bias is not None
+        self.keep_params(weight, bias)
         self.rms = rms
         self.mean, self.invstd = np.empty((2, x2.shape[0]))
         y2, y = layout.empty(out, (x,))
