@@ -7,31 +7,36 @@ structure in the source and no fused multiply-adds are generated. The op modules
 """
 import importlib
 import os
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
 
 from .dtypes import TABLE
 
 TARGETS = ("avx512", "avx2", "baseline")  # best first
 
 
-def _load(target, family="_kernels"):
+def _load(target: str, family: str = "_kernels") -> Optional[ModuleType]:
     try:
         return importlib.import_module(f"cnorm._core.{family}_{target}")
     except ImportError:
         return None
 
 
-_baseline = _load("baseline")
-if _baseline is None:
+_found = _load("baseline")
+if _found is None:
     raise ImportError("cnorm's compiled kernels are missing: build them with "
                       "'pip install -e .' (or 'pip install .') before importing cnorm")
+_baseline: ModuleType = _found
 
 
-def available_targets():
+def available_targets() -> List[str]:
     """SIMD targets that are built and that this CPU can run, best first."""
     return [t for t in TARGETS if _baseline.cpu_supports(t) and _load(t) is not None]
 
 
-def _select():
+def _select() -> str:
     forced = os.environ.get("CNORM_SIMD", "").strip().lower()
     if forced:
         if forced not in available_targets():
@@ -42,22 +47,24 @@ def _select():
 
 
 target = _select()
-kernels = _load(target)  # the norms
-data = _load(target, "_data")  # dataset statistics and input normalization
+kernels: ModuleType = _load(target) or _baseline  # the norms
+data: ModuleType = _load(target, "_data") or _baseline  # dataset statistics and input normalization
 
 
-def module_for(target, family="_kernels"):
+def module_for(target: str, family: str = "_kernels") -> ModuleType:
     """The kernel module of ``target`` (for tests that compare targets); family "_data" for
     the data kernels."""
-    if target not in available_targets():
+    module = _load(target, family) if target in available_targets() else None
+    if module is None:
         raise ValueError(f"SIMD target {target!r} is not available here")
-    return _load(target, family)
+    return module
 
 
-_specialized = {}
+_specialized: Dict[Tuple[str, str, np.dtype[Any]], Callable[..., Any]] = {}
 
 
-def kernel(name, dtype, module=None):
+def kernel(name: str, dtype: np.dtype[Any],
+           module: Optional[ModuleType] = None) -> Callable[..., Any]:
     """The norm kernel ``name`` specialized for data of ``dtype`` (in ``module``, by default the
     selected target's): called directly, without the fused dispatcher's per-call type
     search (which could not tell the compute type from None parameters)."""
@@ -81,7 +88,7 @@ def kernel(name, dtype, module=None):
 forked = False
 
 
-def _mark_forked():
+def _mark_forked() -> None:
     global forked
     forked = True
 
@@ -90,7 +97,7 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_mark_forked)
 
 
-def threads():
+def threads() -> int:
     """The thread count for a kernel called now (read at every call: OMP_NUM_THREADS,
     threadpoolctl and cnorm.set_num_threads all apply); 1 in a forked child (see ``forked``)."""
     return 1 if forked else _baseline.max_threads()

@@ -1,19 +1,21 @@
 """Argument checks. Each public call runs them once, through its op family's ``check_*``."""
 import numbers
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .dtypes import is_float, param_dtype
+from .types import Array, ArrayLike, DTypeLike, OptArray, Shape
 
 
-def refuse_masked(x, what):
+def refuse_masked(x: Any, what: str) -> None:
     """TypeError for a NumPy masked array, whose mask np.asarray would drop without a word."""
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(f"{what} is a masked array: cnorm would ignore its mask; pass "
                         "x.filled(value) or x.compressed() to say what the masked values are")
 
 
-def as_float_array(x, dtype=None, what="input"):
+def as_float_array(x: ArrayLike, dtype: Optional[DTypeLike] = None, what: str = "input") -> Array:
     """Return ``x`` as an ndarray of native byte order, raising TypeError on a wrong dtype.
 
     ``dtype`` is the required dtype (a layer's); ``None`` accepts float32, float64, float16
@@ -37,7 +39,7 @@ def as_float_array(x, dtype=None, what="input"):
     return x
 
 
-def check_ndim(x, allowed, what="input"):
+def check_ndim(x: Array, allowed: Union[int, Sequence[int]], what: str = "input") -> None:
     """``allowed``: the accepted ranks, or an int: the least rank of an (N, C, ...) input."""
     if isinstance(allowed, int):
         if x.ndim < allowed:
@@ -48,13 +50,14 @@ def check_ndim(x, allowed, what="input"):
         raise ValueError(f"expected {want} {what} (got {x.ndim}D {what})")
 
 
-def check_channels(x, expected, name):
+def check_channels(x: Array, expected: Optional[int], name: str) -> None:
     if expected is not None and x.shape[1] != expected:
         raise ValueError(f"expected input with {expected} channels ({name}), got "
                          f"{x.shape[1]} channels")
 
 
-def check_vector(v, shape, dtype, name, writeable=False):
+def check_vector(v: Optional[ArrayLike], shape: Union[int, Shape], dtype: np.dtype[Any], name: str,
+                 writeable: bool = False) -> OptArray:
     """A per-channel parameter or statistic (``shape`` an int C) or LayerNorm's parameters
     (``shape`` = normalized_shape): None, or an array of that shape and ``dtype`` (the data's
     :func:`param_dtype`)."""
@@ -73,7 +76,8 @@ def check_vector(v, shape, dtype, name, writeable=False):
     return v  # a byte-swapped one is a native copy: see _context.write_back
 
 
-def check_vectors(x, running_mean, running_var, weight, bias, update):
+def check_vectors(x: Array, running_mean: Any, running_var: Any, weight: Any, bias: Any,
+                  update: bool) -> Tuple[OptArray, OptArray, OptArray, OptArray]:
     """Per-channel statistics and parameters of x: (C,) arrays of x's parameter dtype, or
     None; the running ones writeable when ``update``."""
     C, dt = x.shape[1], param_dtype(x.dtype)
@@ -82,7 +86,7 @@ def check_vectors(x, running_mean, running_var, weight, bias, update):
             check_vector(weight, C, dt, "weight"), check_vector(bias, C, dt, "bias"))
 
 
-def check_eps(eps, training):
+def check_eps(eps: float, training: bool) -> None:
     """Batch norm's eps, by torch's rule: positive when training (a constant channel would
     give NaN), non-negative otherwise."""
     if type(eps) is float and eps > 0.0:  # the common case, checked cheaply
@@ -95,20 +99,20 @@ def check_eps(eps, training):
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
 
 
-def positive_int(value, name):
+def positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
-def layer_dtype(dtype):
+def layer_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     dt = np.dtype(dtype)
     if not is_float(dt):
         raise TypeError(f"dtype must be float32, float64, float16 or bfloat16, got {dt.name}")
     return dt
 
 
-def normalized_shape(shape):
+def normalized_shape(shape: Any) -> Shape:
     """torch's rule: an int or a sequence of ints, here each at least 1."""
     ns = ((shape,) if isinstance(shape, numbers.Integral)
           else tuple(shape) if np.iterable(shape) else None)

@@ -7,7 +7,7 @@ a kernel (a distinct type per half format, so each gets its own specialization),
 is a 2-byte "half" type computed in float32. bfloat16 is ml_dtypes' type, recognised by its
 name, so that cnorm never imports ml_dtypes.
 """
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -37,24 +37,24 @@ _NORM_TYPES = frozenset(np.dtype(n).type for n in NORM_NAMES if n != "bfloat16")
 _KIND_BY_DTYPE = {np.dtype(n): r.kind for n, r in TABLE.items() if n != "bfloat16"}
 
 
-def is_float(dtype):
+def is_float(dtype: np.dtype[Any]) -> bool:
     """True for a dtype the norms take: float32, float64, float16 or bfloat16."""
     return dtype.type in _NORM_TYPES or dtype.name == "bfloat16"
 
 
-def is_half(dtype):
+def is_half(dtype: np.dtype[Any]) -> bool:
     """For a dtype that :func:`is_float`: True for the 2-byte types, float16 and bfloat16
     (computed in float32, with float32 parameters and statistics)."""
     return dtype.itemsize == 2
 
 
-def param_dtype(dtype):
+def param_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype of a layer's parameters, running statistics and parameter gradients: float32
     for half-precision data, else the data's own."""
     return np.dtype(np.float32) if is_half(dtype) else dtype
 
 
-def kind_code(dtype):
+def kind_code(dtype: np.dtype[Any]) -> Optional[int]:
     """The data kernels' kind code of ``dtype``, or None when they do not take it."""
     k = _KIND_BY_DTYPE.get(dtype)
     return KINDS["bfloat16"] if k is None and dtype.name == "bfloat16" else k

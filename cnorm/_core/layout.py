@@ -1,36 +1,39 @@
 """The kernels' C-contiguous views of an input, and outputs in the input's memory layout."""
 from math import prod
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
 from .dtypes import TABLE
+from .types import Array, AxisLike, OptArray, Shape
 
 
-def storage(a):
+def storage(a: Array) -> Array:
     """``a`` as the kernels take it: half-precision data as its integer bits (a view)."""
-    return a if a.dtype.itemsize > 2 else a.view(TABLE[a.dtype.name].bits)
+    bits = TABLE[a.dtype.name].bits if a.dtype.itemsize == 2 else None
+    return a if bits is None else a.view(bits)
 
 
-def contiguous(v):
+def contiguous(v: OptArray) -> OptArray:
     """``v`` itself when None or C-contiguous (the kernels' vectors), else a contiguous copy."""
     return v if v is None or v.flags.c_contiguous else np.ascontiguousarray(v)
 
 
-def is_channels_last(x):
+def is_channels_last(x: Array) -> bool:
     """True for an (N, C, *spatial) array whose memory is (N, *spatial, C), not C order."""
     return (x.ndim > 2 and not x.flags.c_contiguous
             and np.moveaxis(x, 1, -1).flags.c_contiguous)
 
 
-def reduction_view(x, axis):
+def reduction_view(x: Array, axis: AxisLike) -> Tuple[Array, Shape]:
     """``x`` as the (outer, K, inner) array whose K channels are the values of the axes not
     in ``axis`` (an int, a tuple or None: all), for a reduction over the others; and the shape
     of the kept axes. A free view when the kept axes are adjacent in C order, or all after the
     reduced ones in memory (channels-last statistics); else a C-order copy."""
-    red = normalize_axis_tuple(tuple(range(x.ndim)) if axis is None else axis, x.ndim)
-    kept = [a for a in range(x.ndim) if a not in red]
-    red = sorted(red)
+    reduced = normalize_axis_tuple(tuple(range(x.ndim)) if axis is None else axis, x.ndim)
+    kept = [a for a in range(x.ndim) if a not in reduced]
+    red = sorted(reduced)
     K = prod(x.shape[a] for a in kept)
     R = prod(x.shape[a] for a in red)
     first, last = (kept[0], kept[-1] + 1) if kept else (0, 0)
@@ -43,7 +46,8 @@ def reduction_view(x, axis):
     return x3, tuple(x.shape[a] for a in kept)
 
 
-def check_out(out, shape, dtype, channels_last, inputs=()):
+def check_out(out: Any, shape: Shape, dtype: Any, channels_last: Optional[bool],
+              inputs: Sequence[OptArray] = ()) -> Array:
     """The one rule of ``out=``, for every op: ``out`` is a writeable NumPy array of ``shape``
     and ``dtype`` in the memory layout the op writes (``channels_last`` True: channels-last;
     False: C order; None: any strides, for the data kernels that write through strided views),
@@ -68,7 +72,7 @@ def check_out(out, shape, dtype, channels_last, inputs=()):
     return out
 
 
-def same_place(a, b):
+def same_place(a: Array, b: Array) -> bool:
     """``a`` and ``b`` view the same memory element for element (each value is read before it
     is written, so an op may write ``a`` while it reads ``b``): the same start, strides and
     item size."""
@@ -89,24 +93,26 @@ class ChannelLayout:
 
     __slots__ = ("shape", "dtype", "channels_last", "kshape")
 
-    def __init__(self, x, per_sample=False):
+    def __init__(self, x: Array, per_sample: bool = False) -> None:
         self.shape = x.shape
         self.dtype = x.dtype
         self.channels_last = is_channels_last(x)
         N, C, S = self.shape[0], self.shape[1], prod(self.shape[2:])
+        self.kshape: Shape
         if per_sample:
             self.kshape = (N, S, C, 1) if self.channels_last else (N, 1, C, S)
         else:
             self.kshape = (N * S, C, 1) if self.channels_last else (N, C, S)
 
-    def view(self, a):
+    def view(self, a: Array) -> Array:
         """The kernels' C-contiguous view of ``a`` (shaped like the layout), copying only
         when ``a`` is not already in this memory layout."""
         if self.channels_last:
             a = np.moveaxis(a, 1, -1)
         return storage(np.ascontiguousarray(a).reshape(self.kshape))
 
-    def empty(self, out=None, inputs=()):
+    def empty(self, out: OptArray = None,
+              inputs: Sequence[OptArray] = ()) -> Tuple[Array, Array]:
         """A new output: returns ``(out3, out)``, the kernel view and the user-facing array;
         or ``out`` itself, checked against ``inputs`` (see :func:`check_out`)."""
         if out is not None:
@@ -126,16 +132,17 @@ class RowLayout:
 
     __slots__ = ("shape", "dtype", "rl", "channels_last")
 
-    def __init__(self, x, k):
+    def __init__(self, x: Array, k: int) -> None:
         self.shape = x.shape
         self.dtype = x.dtype
         self.rl = (prod(x.shape[:x.ndim - k]), prod(x.shape[x.ndim - k:]))
         self.channels_last = is_channels_last(x)
 
-    def view(self, a):
+    def view(self, a: Array) -> Array:
         return storage(np.ascontiguousarray(a).reshape(self.rl))
 
-    def empty(self, out=None, inputs=()):
+    def empty(self, out: OptArray = None,
+              inputs: Sequence[OptArray] = ()) -> Tuple[Array, Array]:
         """As ChannelLayout.empty; a channels-last ``out`` is written by :meth:`restore`."""
         if out is not None:
             check_out(out, self.shape, self.dtype, self.channels_last, inputs)
@@ -144,7 +151,7 @@ class RowLayout:
         new = np.empty(self.shape, dtype=self.dtype)
         return storage(new.reshape(self.rl)), new
 
-    def restore(self, a, out=None):
+    def restore(self, a: Array, out: OptArray = None) -> Array:
         """``a`` (written in C order) in the input's layout: into ``out`` when given (one
         copy, as a new array would take)."""
         if not self.channels_last:

@@ -11,10 +11,12 @@ anybody can still reach.
 """
 import weakref
 from math import prod
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from .layout import is_channels_last
+from .layout import ChannelLayout, RowLayout, is_channels_last
+from .types import Array, Shape
 
 # Outputs from this size up are recycled; smaller ones come from the allocator's free lists
 # without page faults, and the bookkeeping would cost them more than it saves.
@@ -27,17 +29,16 @@ class Spare:
 
     __slots__ = ("owner", "root")
 
-    def __init__(self, nbytes):
+    def __init__(self, nbytes: int) -> None:
         self.owner = np.empty(nbytes, dtype=np.uint8)
-        self.root = None
+        self.root: Optional["weakref.ref[Array]"] = None
 
-    def free_for(self, nbytes):
+    def free_for(self, nbytes: int) -> bool:
         return self.owner.nbytes >= nbytes and (self.root is None or self.root() is None)
 
-    def lease(self, shape, dtype, channels_last):
-        """A new array of ``shape`` and ``dtype`` (a np.dtype) over the memory, C order or channels-last
-        (an (N, C, *spatial) array over (N, *spatial, C) memory)."""
-        root = np.frombuffer(memoryview(self.owner), np.uint8, prod(shape) * dtype.itemsize)
+    def lease(self, shape: Shape, dtype: np.dtype[Any], channels_last: bool) -> Array:
+        """A new array of ``shape`` and ``dtype`` over the memory, C order or channels-last (an (N, C, *spatial) array over (N, *spatial, C) memory)."""
+        root = np.frombuffer(self.owner.data, np.uint8, prod(shape) * dtype.itemsize)
         self.root = weakref.ref(root)
         flat = root.view(dtype)
         if channels_last:
@@ -45,7 +46,7 @@ class Spare:
         return flat.reshape(shape)
 
 
-def take(holder, slot, like):
+def take(holder: Any, slot: str, like: Union[Array, ChannelLayout, RowLayout]) -> Optional[Array]:
     """An output array for ``holder`` (a layer) in its ``slot``, in the shape, dtype and memory
     layout of ``like`` (an input array, or an op context's layout): over the slot's memory
     when nothing made of it is alive, else over new memory that becomes the slot's; None
@@ -54,8 +55,8 @@ def take(holder, slot, like):
     nbytes = prod(like.shape) * like.dtype.itemsize
     if nbytes < SPARE_MIN:
         return None  # small: the allocator's free lists serve it without page faults
-    cl = is_channels_last(like) if type(like) is np.ndarray else like.channels_last
-    spare = holder.__dict__.pop(slot, None)  # atomic: two threads never lease the same memory
+    cl = like.channels_last if isinstance(like, (ChannelLayout, RowLayout)) else is_channels_last(like)
+    spare: Optional[Spare] = holder.__dict__.pop(slot, None)  # atomic: two threads never lease the same memory
     if spare is None or not spare.free_for(nbytes):
         spare = Spare(nbytes)  # the old memory lives on as long as its arrays do
     out = spare.lease(like.shape, like.dtype, cl)

@@ -1,12 +1,13 @@
 """Runtime configuration: thread counts and the build in use."""
 import numbers
 import warnings
+from typing import Any, Dict
 
 from .._version import __version__
 from . import backend as _backend
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads a cnorm kernel called now, from this thread, would use at most.
 
     This is OpenMP's ``omp_get_max_threads()``, read at call time: it follows
@@ -22,7 +23,7 @@ def get_num_threads():
     return _backend.threads()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> int:
     """Set the number of threads for cnorm kernels; returns the previous value.
 
     Like ``omp_set_num_threads`` (and threadpoolctl), the setting applies to the calling
@@ -47,12 +48,12 @@ def set_num_threads(n):
     return previous
 
 
-def openmp_enabled():
+def openmp_enabled() -> bool:
     """True when the kernels were compiled with OpenMP (False: the serial fallback build)."""
-    return _backend.kernels.openmp_enabled()
+    return bool(_backend.kernels.openmp_enabled())
 
 
-def show_config(print_out=True):
+def show_config(print_out: bool = True) -> Dict[str, Any]:
     """The build and runtime configuration: SIMD target in use, targets this CPU runs,
     OpenMP, threads (and ``forked_child``: True in a forked child process, which runs on one
     thread). Prints it (unless ``print_out=False``) and returns it as a dict."""

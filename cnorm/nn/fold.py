@@ -1,12 +1,16 @@
 """``fold_batch_norm``: fold an eval-mode batch norm into the linear or convolution layer
 before it, as ``torch.nn.utils.fusion.fuse_conv_bn_weights`` does, so that inference skips
 the normalization."""
+from typing import Optional, Tuple
+
 import numpy as np
 
+from .._core.types import Array, ArrayLike
 from .modules import BatchNormBase
 
 
-def fold_batch_norm(weight, bias, bn):
+def fold_batch_norm(weight: ArrayLike, bias: Optional[ArrayLike],
+                    bn: BatchNormBase) -> Tuple[Array, Array]:
     """``(weight', bias')`` with ``x @ weight'.T + bias' == bn(x @ weight.T + bias)`` in eval
     mode (and likewise for a convolution).
 
@@ -16,15 +20,16 @@ def fold_batch_norm(weight, bias, bn):
     ``out``. Computed in float64 and returned in the dtypes of ``weight`` and of ``bias`` (the
     weight's when None). A layer with an activation cannot be folded (``ValueError``).
     """
-    if getattr(bn, "act", None) is not None:
-        raise ValueError(f"cannot fold {type(bn).__name__} with activation {bn.act!r}: only "
+    act = getattr(bn, "act", None)
+    if act is not None:
+        raise ValueError(f"cannot fold {type(bn).__name__} with activation {act!r}: only "
                          "the normalization is linear")
     if not isinstance(bn, BatchNormBase):
         raise TypeError(f"expected a batch-norm layer, got {type(bn).__name__}")
     if bn.training:
         raise ValueError("fold an eval-mode batch norm (call bn.eval() first): in training "
                          "it normalizes with batch statistics, which no weight can hold")
-    if bn.running_mean is None:
+    if bn.running_mean is None or bn.running_var is None:
         raise ValueError("the batch norm has no running statistics (track_running_stats="
                          "False): it normalizes with batch statistics even in eval mode")
     w = np.asarray(weight)

@@ -6,9 +6,14 @@ context, the same code the layers run.
 
 Data may be float32, float64, float16 or bfloat16 (ml_dtypes). Half-precision data is computed
 in float32; its parameters, running statistics and parameter gradients are float32 ("x's
-parameter dtype" below; for float32 and float64 data, x's own dtype).
+parameter dtype" below; for float32 and float64 data, x's own dtype). Every function raises
+``TypeError`` for a non-float input or mismatched dtypes and ``ValueError`` for bad shapes or
+arguments, and modifies nothing when it raises.
 """
+from typing import Optional, Sequence, Tuple, Union
+
 from .._core.checks import as_float_array
+from .._core.types import Array, ArrayLike, AxisLike, OptArray
 from ._ops.batch_norm import BatchNormContext, check_batch_norm, reduce_moments
 from ._ops.context import write_back
 from ._ops.group_norm import (
@@ -23,38 +28,61 @@ __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backwa
            "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
            "rms_norm", "rms_norm_backward", "moments"]
 
+Grads = Tuple[Array, OptArray, OptArray]
+ShapeLike = Union[int, Sequence[int]]
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, *, out=None):
+
+def batch_norm(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
+               weight: OptArray = None, bias: OptArray = None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5, *, out: OptArray = None) -> Array:
     """Batch normalization with ``torch.nn.functional.batch_norm`` semantics.
 
     Parameters
     ----------
-    x : ndarray of float32, float64, float16 or bfloat16 (ml_dtypes), shape (N, C, ...)
+    x : ndarray of float32, float64, float16 or bfloat16, shape (N, C, ...)
         Any memory layout; the output has the layout of ``x`` (C order or channels-last).
-        Half-precision data is computed in float32, with float32 parameters and statistics.
-    running_mean, running_var : ndarray (C,) of x's parameter dtype (x's own; float32 for
-        half data), or None
+    running_mean, running_var : ndarray of shape (C,) of x's parameter dtype, or None
         Used for normalizing when ``training`` is False (then both are required). When
         ``training`` is True they are updated in place:
         ``running = (1 - momentum) * running + momentum * batch_stat`` (unbiased variance).
-    weight, bias : ndarray (C,) of x's parameter dtype, or None
+    weight, bias : ndarray of shape (C,) of x's parameter dtype, or None
         The affine transform ``y = x_hat * weight + bias``.
     training : bool
         Normalize with the batch statistics (biased variance) instead of the running ones.
-    momentum, eps : float
-        ``eps`` must be positive when training and non-negative otherwise (torch's rule).
-
+    momentum : float
+        The running statistics' update factor.
+    eps : float
+        Added to the variance; positive when training, non-negative otherwise (torch's rule).
     out : ndarray or None
-        A preallocated output: x's shape and dtype, in x's memory layout (C order or
-        channels-last), writeable, sharing no memory with the inputs. Returned.
+        A preallocated output: x's shape and dtype, in x's memory layout, writeable, sharing
+        no memory with the inputs.
 
     Returns
     -------
-    y : ndarray shaped like ``x`` (``out`` when given).
+    ndarray
+        ``y``, shaped like ``x`` (``out`` when given).
 
-    Raises ``TypeError`` for a non-float input or mismatched dtypes and ``ValueError`` for bad
-    shapes; nothing is modified when an error is raised.
+    Raises
+    ------
+    TypeError
+        A non-float input, or arrays of another dtype than x's parameter dtype.
+    ValueError
+        Shapes that do not match, ``eps`` out of range, one value per channel when training.
+
+    See Also
+    --------
+    cnorm.BatchNorm2d : the layer, which keeps the running statistics itself.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.random.default_rng(0).normal(3.0, 2.0, (8, 4, 5, 5)).astype(np.float32)
+    >>> rm, rv = np.zeros(4, np.float32), np.ones(4, np.float32)
+    >>> y = cnorm.batch_norm(x, rm, rv, training=True)
+    >>> bool(abs(y.mean()) < 1e-5), bool(abs(y.std() - 1) < 1e-3)
+    (True, True)
+    >>> bool(abs(rm.mean() - 0.3) < 0.05)  # moved 10% of the way toward the batch mean
+    True
     """
     x, rm, rv, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
@@ -63,21 +91,50 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         ctx.update_running(rm, rv, float(momentum))
         if rm is not running_mean or rv is not running_var:  # converted by the checks
             write_back((running_mean, rm), (running_var, rv))
-    return ctx.y
+    y: Array = ctx.y
+    return y
 
 
-def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, bias=None,
-                        training=False, eps=1e-5, *, out=None):
+def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, running_mean: OptArray,
+                        running_var: OptArray, weight: OptArray = None, bias: OptArray = None,
+                        training: bool = False, eps: float = 1e-5, *,
+                        out: OptArray = None) -> Grads:
     """Gradients of :func:`batch_norm` with respect to ``x``, ``weight`` and ``bias``.
 
-    Takes the forward's arguments (without ``momentum``) and the gradient of the loss with
-    respect to its output. With ``training=True`` the batch statistics are recomputed from
-    ``x`` and differentiated through, as torch autograd does; otherwise the running statistics
-    are constants. Nothing is updated. ``out``: a preallocated dx (as batch_norm's ``out``).
+    With ``training=True`` the batch statistics are recomputed from ``x`` and differentiated
+    through, as torch autograd does; otherwise the running statistics are constants. Nothing
+    is updated.
 
-    Returns ``(dx, grad_weight, grad_bias)``: ``dx`` shaped like ``x`` in its memory layout,
-    the parameter gradients (float32 for half data; else of x's dtype), or None where
-    ``weight`` / ``bias`` is None.
+    Parameters
+    ----------
+    grad_output : ndarray
+        The gradient of the loss with respect to the forward's output: x's shape and dtype.
+    x, running_mean, running_var, weight, bias, training, eps
+        The forward's arguments (see :func:`batch_norm`).
+    out : ndarray or None
+        A preallocated ``dx``, as :func:`batch_norm`'s ``out``.
+
+    Returns
+    -------
+    dx : ndarray
+        Shaped like ``x``, in its memory layout.
+    grad_weight, grad_bias : ndarray of shape (C,) or None
+        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`batch_norm`, and for a ``grad_output`` of another shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    >>> w, b = np.ones(3, np.float32), np.zeros(3, np.float32)
+    >>> dx, gw, gb = cnorm.batch_norm_backward(np.ones_like(x), x, None, None, w, b,
+    ...                                        training=True)
+    >>> bool(np.abs(dx).max() < 1e-5), gb.tolist()  # a constant gradient is normalized away
+    (True, [8.0, 8.0, 8.0])
     """
     x, running_mean, running_var, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=False, eps=eps)
@@ -85,105 +142,381 @@ def batch_norm_backward(grad_output, x, running_mean, running_var, weight=None, 
                             compute_y=False).backward(grad_output, out)
 
 
-def moments(x, axis):
-    """Mean and biased variance of ``x`` over ``axis`` (an int, a tuple of ints, or None).
+def moments(x: ArrayLike, axis: AxisLike) -> Tuple[Array, Array]:
+    """Mean and biased variance of ``x`` over ``axis``, by the norms' statistics kernel.
 
-    Returns ``(mean, var)`` of x's dtype (float32 or float64; float32 for float16 and bfloat16
-    data, as the layers' statistics), shaped like ``x`` without the reduced axes. Accumulated
-    in float64 around a shift, in fixed-order chunks: accurate for data with a large offset
-    and bit-identical for any thread count. An empty reduction gives NaN.
+    Accumulated in float64 around a shift, in fixed-order chunks: accurate for data with a
+    large offset and bit-identical for any thread count.
+
+    Parameters
+    ----------
+    x : ndarray of float32, float64, float16 or bfloat16
+        Any shape and memory layout.
+    axis : int, tuple of ints, or None
+        The axes reduced (None: all).
+
+    Returns
+    -------
+    mean, var : ndarray
+        Of x's parameter dtype, shaped like ``x`` without the reduced axes. An empty
+        reduction gives NaN.
+
+    Raises
+    ------
+    TypeError
+        A non-float input.
+    numpy.exceptions.AxisError
+        An axis out of range.
+
+    See Also
+    --------
+    cnorm.Moments : per-channel statistics of any real dtype, streamed over batches and
+        merged across processes, with min and max, in float64.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    >>> mean, var = cnorm.moments(x, axis=(0, 2))
+    >>> mean.tolist(), var.tolist()
+    ([7.5, 11.5, 15.5], [37.25, 37.25, 37.25])
     """
     return reduce_moments(as_float_array(x), axis)
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None):
+def layer_norm(x: ArrayLike, normalized_shape: ShapeLike, weight: OptArray = None,
+               bias: OptArray = None, eps: float = 1e-5, *, out: OptArray = None) -> Array:
     """Layer normalization with ``torch.nn.functional.layer_norm`` semantics.
 
-    Normalizes over the last ``len(normalized_shape)`` axes of ``x``, whose shape must end
-    with ``normalized_shape``: ``y = (x - mean) / sqrt(var + eps) * weight + bias`` with the
-    biased variance. ``weight`` and ``bias`` are None or arrays shaped ``normalized_shape`` of
-    x's parameter dtype. Returns a new array shaped like ``x`` (in x's layout when x is channels-last),
-    or ``out`` (see :func:`batch_norm`).
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` over the last
+    ``len(normalized_shape)`` axes, with the biased variance.
+
+    Parameters
+    ----------
+    x : ndarray of float32, float64, float16 or bfloat16
+        Its shape ends with ``normalized_shape``.
+    normalized_shape : int or sequence of ints
+        The shape of the normalized axes.
+    weight, bias : ndarray of shape ``normalized_shape`` of x's parameter dtype, or None
+        The elementwise affine transform.
+    eps : float
+        Added to the variance.
+    out : ndarray or None
+        A preallocated output (see :func:`batch_norm`).
+
+    Returns
+    -------
+    ndarray
+        Shaped like ``x``, in x's memory layout (``out`` when given).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`batch_norm`; ValueError when x's shape does not end with
+        ``normalized_shape``.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.array([[1.0, 2.0, 3.0, 4.0]])
+    >>> np.round(cnorm.layer_norm(x, 4), 4).tolist()
+    [[-1.3416, -0.4472, 0.4472, 1.3416]]
     """
     x, ns, weight, bias = check_row_norm(x, normalized_shape, weight, bias)
-    return RowNormContext(x, ns, weight, bias, eps, rms=False, out=out).y
+    y: Array = RowNormContext(x, ns, weight, bias, eps, rms=False, out=out).y
+    return y
 
 
-def layer_norm_backward(grad_output, x, normalized_shape, weight=None, bias=None, eps=1e-5, *,
-                        out=None):
-    """Gradients of :func:`layer_norm`: returns ``(dx, grad_weight, grad_bias)`` (of x's
-    parameter dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward. ``out``: a
-    preallocated dx."""
+def layer_norm_backward(grad_output: ArrayLike, x: ArrayLike, normalized_shape: ShapeLike,
+                        weight: OptArray = None, bias: OptArray = None, eps: float = 1e-5, *,
+                        out: OptArray = None) -> Grads:
+    """Gradients of :func:`layer_norm` (the forward is recomputed).
+
+    Parameters
+    ----------
+    grad_output : ndarray
+        The gradient of the loss with respect to the output: x's shape and dtype.
+    x, normalized_shape, weight, bias, eps
+        The forward's arguments (see :func:`layer_norm`).
+    out : ndarray or None
+        A preallocated ``dx``.
+
+    Returns
+    -------
+    dx : ndarray
+        Shaped like ``x``.
+    grad_weight, grad_bias : ndarray or None
+        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`layer_norm`, and for a ``grad_output`` of another shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.array([[1.0, 2.0, 3.0, 4.0]])
+    >>> dx, gw, gb = cnorm.layer_norm_backward(np.ones_like(x), x, 4, np.ones(4), np.ones(4))
+    >>> bool(np.abs(dx).max() < 1e-12), gb.tolist()
+    (True, [1.0, 1.0, 1.0, 1.0])
+    """
     x, ns, weight, bias = check_row_norm(x, normalized_shape, weight, bias)
     return RowNormContext(x, ns, weight, bias, eps, rms=False).backward(grad_output, out)
 
 
-def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None):
+def rms_norm(x: ArrayLike, normalized_shape: ShapeLike, weight: OptArray = None,
+             eps: Optional[float] = None, *, out: OptArray = None) -> Array:
     """RMS normalization with ``torch.nn.functional.rms_norm`` semantics.
 
-    ``y = x / sqrt(mean(x**2) + eps) * weight`` over the last ``len(normalized_shape)`` axes;
-    ``eps=None`` is the machine epsilon of x's dtype (``np.finfo(x.dtype).eps``), as torch.
-    ``out``: a preallocated output (see :func:`batch_norm`).
+    ``y = x / sqrt(mean(x**2) + eps) * weight`` over the last ``len(normalized_shape)`` axes.
+
+    Parameters
+    ----------
+    x : ndarray of float32, float64, float16 or bfloat16
+        Its shape ends with ``normalized_shape``.
+    normalized_shape : int or sequence of ints
+        The shape of the normalized axes.
+    weight : ndarray of shape ``normalized_shape`` of x's parameter dtype, or None
+        The elementwise scale.
+    eps : float or None
+        Added to the mean square; None is the machine epsilon of x's dtype, as torch.
+    out : ndarray or None
+        A preallocated output (see :func:`batch_norm`).
+
+    Returns
+    -------
+    ndarray
+        Shaped like ``x`` (``out`` when given).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`layer_norm`.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> cnorm.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4).tolist()
+    [[0.8485, 1.1314]]
     """
     x, ns, weight, _ = check_row_norm(x, normalized_shape, weight, None)
-    return RowNormContext(x, ns, weight, None, rms_eps(eps, x.dtype), rms=True, out=out).y
+    y: Array = RowNormContext(x, ns, weight, None, rms_eps(eps, x.dtype), rms=True, out=out).y
+    return y
 
 
-def rms_norm_backward(grad_output, x, normalized_shape, weight=None, eps=None, *, out=None):
-    """Gradients of :func:`rms_norm`: returns ``(dx, grad_weight)`` (grad_weight None
-    without weight). Recomputes the forward. ``out``: a preallocated dx."""
+def rms_norm_backward(grad_output: ArrayLike, x: ArrayLike, normalized_shape: ShapeLike,
+                      weight: OptArray = None, eps: Optional[float] = None, *,
+                      out: OptArray = None) -> Tuple[Array, OptArray]:
+    """Gradients of :func:`rms_norm` (the forward is recomputed).
+
+    Parameters
+    ----------
+    grad_output : ndarray
+        The gradient of the loss with respect to the output: x's shape and dtype.
+    x, normalized_shape, weight, eps
+        The forward's arguments (see :func:`rms_norm`).
+    out : ndarray or None
+        A preallocated ``dx``.
+
+    Returns
+    -------
+    dx : ndarray
+        Shaped like ``x``.
+    grad_weight : ndarray or None
+        Of x's parameter dtype; None without ``weight``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`rms_norm`, and for a ``grad_output`` of another shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.array([[3.0, 4.0]])
+    >>> dx, gw = cnorm.rms_norm_backward(x, x, 2, np.ones(2), eps=0.0)
+    >>> bool(np.abs(dx).max() < 1e-12)  # dy along x: the scale's gradient cancels it
+    True
+    """
     x, ns, weight, _ = check_row_norm(x, normalized_shape, weight, None)
     ctx = RowNormContext(x, ns, weight, None, rms_eps(eps, x.dtype), rms=True)
-    return ctx.backward(grad_output, out)[:2]
+    dx, gw, _ = ctx.backward(grad_output, out)
+    return dx, gw
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, out=None):
+def group_norm(x: ArrayLike, num_groups: int, weight: OptArray = None, bias: OptArray = None,
+               eps: float = 1e-5, *, out: OptArray = None) -> Array:
     """Group normalization with ``torch.nn.functional.group_norm`` semantics.
 
-    ``x`` is (N, C, ...) with C divisible by ``num_groups``; each sample's channels are split
-    into groups of C / num_groups, normalized with the group's mean and biased variance, then
-    ``* weight + bias`` per channel (None or (C,) arrays of x's parameter dtype). The output keeps x's
-    memory layout (C order or channels-last). ``out``: a preallocated output (see
-    :func:`batch_norm`).
+    Each sample's C channels are split into ``num_groups`` groups of C / num_groups channels,
+    normalized with the group's mean and biased variance, then ``* weight + bias`` per
+    channel.
+
+    Parameters
+    ----------
+    x : ndarray of float32, float64, float16 or bfloat16, shape (N, C, ...)
+        C divisible by ``num_groups``; any memory layout (the output keeps it).
+    num_groups : int
+        The number of groups.
+    weight, bias : ndarray of shape (C,) of x's parameter dtype, or None
+        The per-channel affine transform.
+    eps : float
+        Added to the variance.
+    out : ndarray or None
+        A preallocated output (see :func:`batch_norm`).
+
+    Returns
+    -------
+    ndarray
+        Shaped like ``x`` (``out`` when given).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`batch_norm`; ValueError when C is not divisible by ``num_groups``.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.random.default_rng(0).standard_normal((2, 6, 4, 4))
+    >>> y = cnorm.group_norm(x, 3)
+    >>> np.abs(y.reshape(2, 3, -1).mean(axis=2)).max() < 1e-12
+    np.True_
     """
     x, G, weight, bias = check_group_norm(x, num_groups, weight, bias)
-    return GroupNormContext(x, G, weight, bias, eps, out=out).y
+    y: Array = GroupNormContext(x, G, weight, bias, eps, out=out).y
+    return y
 
 
-def group_norm_backward(grad_output, x, num_groups, weight=None, bias=None, eps=1e-5, *,
-                        out=None):
-    """Gradients of :func:`group_norm`: returns ``(dx, grad_weight, grad_bias)`` (of x's
-    parameter dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward. ``out``: a
-    preallocated dx."""
+def group_norm_backward(grad_output: ArrayLike, x: ArrayLike, num_groups: int,
+                        weight: OptArray = None, bias: OptArray = None, eps: float = 1e-5, *,
+                        out: OptArray = None) -> Grads:
+    """Gradients of :func:`group_norm` (the forward is recomputed).
+
+    Parameters
+    ----------
+    grad_output : ndarray
+        The gradient of the loss with respect to the output: x's shape and dtype.
+    x, num_groups, weight, bias, eps
+        The forward's arguments (see :func:`group_norm`).
+    out : ndarray or None
+        A preallocated ``dx``.
+
+    Returns
+    -------
+    dx : ndarray
+        Shaped like ``x``, in its memory layout.
+    grad_weight, grad_bias : ndarray of shape (C,) or None
+        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`group_norm`, and for a ``grad_output`` of another shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.random.default_rng(0).standard_normal((2, 6, 4, 4))
+    >>> dx, gw, gb = cnorm.group_norm_backward(np.ones_like(x), x, 3, np.ones(6), np.ones(6))
+    >>> gb.tolist()
+    [32.0, 32.0, 32.0, 32.0, 32.0, 32.0]
+    """
     x, G, weight, bias = check_group_norm(x, num_groups, weight, bias)
     return GroupNormContext(x, G, weight, bias, eps).backward(grad_output, out)
 
 
-def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats=True, momentum=0.1, eps=1e-5, *, out=None):
+def instance_norm(x: ArrayLike, running_mean: OptArray = None, running_var: OptArray = None,
+                  weight: OptArray = None, bias: OptArray = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5, *, out: OptArray = None) -> Array:
     """Instance normalization with ``torch.nn.functional.instance_norm`` semantics.
 
-    ``x`` is (N, C, *spatial); each (sample, channel) is normalized with its own mean and
-    biased variance over the spatial axes (``use_input_stats``), or with the running
-    statistics (``use_input_stats=False``, then both are required). With the input's
-    statistics, given running arrays are updated in place:
-    ``running = (1 - momentum) * running + momentum * batch_mean_of_instance_stats``.
-    The output keeps x's memory layout. ``out``: a preallocated output (see
-    :func:`batch_norm`).
+    Each (sample, channel) is normalized with its own mean and biased variance over the
+    spatial axes, or with the running statistics (``use_input_stats=False``).
+
+    Parameters
+    ----------
+    x : ndarray of float32, float64, float16 or bfloat16, shape (N, C, *spatial)
+        Any memory layout; the output keeps it.
+    running_mean, running_var : ndarray of shape (C,) of x's parameter dtype, or None
+        Required when ``use_input_stats`` is False. With the input's statistics, given
+        arrays are updated in place: ``running = (1 - momentum) * running + momentum *
+        batch_mean_of_instance_stats``.
+    weight, bias : ndarray of shape (C,) of x's parameter dtype, or None
+        The per-channel affine transform.
+    use_input_stats : bool
+        Normalize with each instance's statistics (True) or the running ones.
+    momentum : float
+        The running statistics' update factor.
+    eps : float
+        Added to the variance.
+    out : ndarray or None
+        A preallocated output (see :func:`batch_norm`).
+
+    Returns
+    -------
+    ndarray
+        Shaped like ``x`` (``out`` when given).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`batch_norm`.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.random.default_rng(0).normal(5.0, 3.0, (2, 3, 8, 8))
+    >>> y = cnorm.instance_norm(x)
+    >>> np.abs(y.mean(axis=(2, 3))).max() < 1e-12
+    np.True_
     """
     x, rm, rv, weight, bias = check_instance_norm(
         x, running_mean, running_var, weight, bias, use_input_stats, update=use_input_stats)
-    y = instance_norm_context(x, rm, rv, weight, bias, use_input_stats, momentum, eps, out=out).y
+    y: Array = instance_norm_context(x, rm, rv, weight, bias, use_input_stats, momentum, eps,
+                                     out=out).y
     if rm is not running_mean or rv is not running_var:  # converted by the checks
         write_back((running_mean, rm), (running_var, rv))
     return y
 
 
-def instance_norm_backward(grad_output, x, running_mean=None, running_var=None, weight=None,
-                           bias=None, use_input_stats=True, eps=1e-5, *, out=None):
-    """Gradients of :func:`instance_norm`: returns ``(dx, grad_weight, grad_bias)`` (of x's
-    parameter dtype; None where ``weight`` / ``bias`` is None). Recomputes the forward; updates
-    nothing. ``out``: a preallocated dx."""
+def instance_norm_backward(grad_output: ArrayLike, x: ArrayLike, running_mean: OptArray = None,
+                           running_var: OptArray = None, weight: OptArray = None,
+                           bias: OptArray = None, use_input_stats: bool = True,
+                           eps: float = 1e-5, *, out: OptArray = None) -> Grads:
+    """Gradients of :func:`instance_norm` (the forward is recomputed; nothing is updated).
+
+    Parameters
+    ----------
+    grad_output : ndarray
+        The gradient of the loss with respect to the output: x's shape and dtype.
+    x, running_mean, running_var, weight, bias, use_input_stats, eps
+        The forward's arguments (see :func:`instance_norm`).
+    out : ndarray or None
+        A preallocated ``dx``.
+
+    Returns
+    -------
+    dx : ndarray
+        Shaped like ``x``, in its memory layout.
+    grad_weight, grad_bias : ndarray of shape (C,) or None
+        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`instance_norm`, and for a ``grad_output`` of another shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    >>> dx, gw, gb = cnorm.instance_norm_backward(np.ones_like(x), x, weight=np.ones(3),
+    ...                                           bias=np.ones(3))
+    >>> gb.tolist()
+    [128.0, 128.0, 128.0]
+    """
     x, running_mean, running_var, weight, bias = check_instance_norm(
         x, running_mean, running_var, weight, bias, use_input_stats, update=False)
     fixed = not use_input_stats  # the running statistics normalize; else they are not used

@@ -6,14 +6,18 @@ norms. A forward validates its input once, through its op family's ``check_*``, 
 the op family's context for ``backward``; state changes only after every check and kernel ran.
 """
 import numbers
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
 from .._core.checks import layer_dtype, normalized_shape, positive_int
 from .._core.dtypes import param_dtype
 from .._core.recycle import take
+from .._core.types import Array, ArrayLike, DTypeLike, OptArray
 from . import grad as _grad
+from ._ops.act import Block
 from ._ops.batch_norm import BatchNormContext, check_batch_norm
+from ._ops.context import Context
 from ._ops.group_norm import (
     GroupNormContext,
     check_group_norm,
@@ -25,8 +29,11 @@ from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
 
+M = TypeVar("M", bound="_Module")
+R = TypeVar("R")
 
-def _counter(value):
+
+def _counter(value: Any) -> Array:
     """``value`` as a writeable 0-d int64 array (itself when it is one already)."""
     if (type(value) is np.ndarray and value.dtype == np.int64 and value.ndim == 0
             and value.flags.writeable):
@@ -40,10 +47,15 @@ def _counter(value):
 class _Module:
     """Shared parts of every layer: mode, gradients, state_dict, calling convention."""
 
-    _param_names = ("weight", "bias")
-    _buffer_names = ()
+    _param_names: Tuple[str, ...] = ("weight", "bias")
+    _buffer_names: Tuple[str, ...] = ()
+    weight: OptArray
+    bias: OptArray
+    grad_weight: OptArray
+    grad_bias: OptArray
+    _saved: Optional[Context]
 
-    def __init__(self, dtype):
+    def __init__(self, dtype: DTypeLike) -> None:
         self.dtype = layer_dtype(dtype)
         self._pdtype = param_dtype(self.dtype)  # parameters and statistics: float32 for halves
         self.training = True
@@ -51,30 +63,39 @@ class _Module:
         self.grad_bias = None
         self._saved = None
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> Array:
         return self.forward(x)
 
-    def train(self, mode=True):
+    def forward(self, x: ArrayLike) -> Array:
+        raise NotImplementedError  # each layer's
+
+    def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
+        raise NotImplementedError  # the forward of a norm that a fused block extends
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def train(self: M, mode: bool = True) -> M:
         """Set training mode (``mode=True``) or evaluation mode; returns the layer."""
         if not isinstance(mode, bool):
             raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
         self.training = mode
         return self
 
-    def eval(self):
+    def eval(self: M) -> M:
         """Set evaluation mode; returns the layer."""
         return self.train(False)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Array]:
         """Parameters and buffers under torch's key names, as copies (``dict[str, ndarray]``)."""
         return {name: np.array(getattr(self, name), copy=True)
                 for name in self._param_names + self._buffer_names
                 if getattr(self, name) is not None}
 
-    def _optional_keys(self):
+    def _optional_keys(self) -> Tuple[str, ...]:
         return ()
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load arrays from a dict shaped like :meth:`state_dict` (torch tensors are accepted).
 
         Values are cast to the layer's dtype, as torch does. Missing or unexpected keys raise
@@ -86,7 +107,7 @@ class _Module:
         if missing or unexpected:
             raise KeyError(f"error loading state_dict into {type(self).__name__}: "
                            f"missing keys {missing}, unexpected keys {unexpected}")
-        staged = {}
+        staged: Dict[str, Array] = {}
         for key, value in state_dict.items():
             target = own[key]
             try:
@@ -101,7 +122,7 @@ class _Module:
         for key, new in staged.items():  # every value is staged: nothing left can fail
             self._store(key, new)
 
-    def _store(self, key, new):
+    def _store(self, key: str, new: Array) -> None:
         """Parameter or buffer ``key`` takes the values of the array ``new``: in place, so that
         references users hold stay live, unless the user assigned an array that cannot take
         them (read-only, another dtype): that one is replaced."""
@@ -112,10 +133,10 @@ class _Module:
         else:
             setattr(self, key, new)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _with_spare(self, slot, like, make):
+    def _with_spare(self, slot: str, like: Any, make: Callable[[OptArray], R]) -> R:
         """``make(out)``: ``out`` an array over this layer's memory for ``slot`` ("_y": the
         forward's output, "_dx": the backward's) in the shape, dtype and memory layout of
         ``like`` (an input, or a context's layout), or None for a small output.
@@ -127,11 +148,12 @@ class _Module:
         still refers to is never written again (cnorm/_core/recycle.py)."""
         return make(take(self, slot, like))
 
-    def _ran(self, ctx):
+    def _ran(self, ctx: Context) -> Array:
         """Keep a successful forward for backward (not under cnorm.no_grad()); return its
         output."""
         self._saved = ctx if _grad.enabled() else None
-        y, ctx.y = ctx.y, None
+        y: Array = ctx.y
+        ctx.y = None
         return y
 
     # Caches: a pickle, copy or deepcopy leaves them out (a checkpoint never carries a batch):
@@ -139,7 +161,7 @@ class _Module:
     _cleared = ("_saved", "grad_residual")
     _dropped = ("_y", "_dx")
 
-    def __getstate__(self):
+    def __getstate__(self) -> Dict[str, Any]:
         """Parameters, buffers, hyper-parameters, mode and parameter gradients; not the saved
         forward, nor the recycled output memory."""
         state = {k: v for k, v in self.__dict__.items() if k not in self._dropped}
@@ -148,7 +170,7 @@ class _Module:
                 state[k] = None
         return state
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> Array:
         """Gradient of the loss with respect to the last ``forward``'s input.
 
         Also sets ``grad_weight`` and ``grad_bias`` (overwritten; None without the parameter).
@@ -168,9 +190,12 @@ class _NormBase(_Module):
     """Batch and instance norm: num_features, affine parameters and running statistics."""
 
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
-    _ndims = ()
+    _ndims: Union[int, Tuple[int, ...]] = ()  # the ranks taken (an int: that rank or more)
+    running_mean: OptArray
+    running_var: OptArray
 
-    def __init__(self, num_features, eps, momentum, affine, track_running_stats, dtype, bias):
+    def __init__(self, num_features: int, eps: float, momentum: Optional[float], affine: bool,
+                 track_running_stats: bool, dtype: DTypeLike, bias: bool) -> None:
         super().__init__(dtype)
         self.num_features = C = positive_int(num_features, "num_features")
         self.eps = float(eps)
@@ -189,24 +214,24 @@ class _NormBase(_Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
     @property
-    def num_batches_tracked(self):
+    def num_batches_tracked(self) -> OptArray:
         """Training batches seen (a 0-d int64 array), or None without running statistics.
         Any integer assigned to it is stored as such an array (torch's is a tensor)."""
         return self._num_batches_tracked
 
     @num_batches_tracked.setter
-    def num_batches_tracked(self, value):
+    def num_batches_tracked(self, value: Any) -> None:
         self._num_batches_tracked = None if value is None else _counter(value)
 
-    def _optional_keys(self):
+    def _optional_keys(self) -> Tuple[str, ...]:
         return ("num_batches_tracked",)  # torch fills it in for old checkpoints
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
-    def reset_running_stats(self):
+    def reset_running_stats(self) -> None:
         """Running statistics back to mean 0, variance 1, no batches tracked."""
         if self.track_running_stats:
             C, dt = self.num_features, self._pdtype
@@ -214,16 +239,19 @@ class _NormBase(_Module):
             self._store("running_var", np.ones(C, dt))
             self._store("num_batches_tracked", np.array(0, dtype=np.int64))
 
-    def _update_running(self, ctx, rm, rv):
+    def _update_running(self, ctx: Any, rm: OptArray, rv: OptArray) -> None:
         """The running statistics and num_batches_tracked, moved by one kernel call (atomic:
         a KeyboardInterrupt cannot fall between them). ``rm``, ``rv``: the checked arrays,
         kept first (a byte-swapped assignment was converted; same values)."""
         self.running_mean, self.running_var = rm, rv
         count = self.num_batches_tracked
+        assert count is not None  # an update needs track_running_stats
         factor = 1.0 / float(count + 1) if self.momentum is None else float(self.momentum)
         ctx.update_running(rm, rv, factor, count)
 
-    def _checked(self, check, x, batch_stats, **rules):
+    def _checked(self, check: Callable[..., Any], x: ArrayLike, batch_stats: bool,
+                 **rules: Any) -> Tuple[bool, Tuple[Array, OptArray, OptArray, OptArray,
+                                                    OptArray]]:
         """Run the op family's check on x with this layer's arrays and rules (and ``rules``);
         returns ``(update, (x, running_mean, running_var, weight, bias))``."""
         update = batch_stats and self.training and self.track_running_stats
@@ -237,11 +265,12 @@ class BatchNormBase(_NormBase):
     SyncBatchNorm): per-channel statistics over N and the spatial axes. What
     ``fold_batch_norm`` and ``convert_sync_batchnorm`` recognise."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32, *, bias=True):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: DTypeLike = np.float32, *, bias: bool = True) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, bias)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         """Normalize ``x`` (N, C, ...) per channel; returns a new array in x's memory layout.
 
         Training mode normalizes with the batch statistics and, with
@@ -250,13 +279,13 @@ class BatchNormBase(_NormBase):
         """
         return self._run(x)
 
-    def _run(self, x, block=None):
+    def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given."""
         batch_stats = self.training or not self.track_running_stats
-        update, (x, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats,
+        update, (a, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats,
                                                   eps=self.eps)
-        ctx = self._with_spare("_y", x, lambda out: BatchNormContext(
-            x, rm, rv, w, b, self.eps, batch_stats, block=None if block is None else block(x),
+        ctx = self._with_spare("_y", a, lambda out: BatchNormContext(
+            a, rm, rv, w, b, self.eps, batch_stats, block=None if block is None else block(a),
             out=out))
         if update:  # every check passed and the kernels ran: only now is state changed
             self._update_running(ctx, rm, rv)
@@ -284,12 +313,15 @@ class BatchNorm3d(BatchNormBase):
 class _InstanceNorm(_NormBase):
     """Instance norm: statistics per (sample, channel); unbatched input accepted, as torch."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
-                 track_running_stats=False, dtype=np.float32, *, bias=True):
+    _ndims: Tuple[int, ...]  # (unbatched rank, batched rank)
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = False, track_running_stats: bool = False,
+                 dtype: DTypeLike = np.float32, *, bias: bool = True) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, bias)
         self._unbatched = False
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         """Normalize each (sample, channel) of ``x`` over its spatial axes; returns a new array
         in x's memory layout. An unbatched input (without the N axis) is accepted, as torch.
 
@@ -299,20 +331,21 @@ class _InstanceNorm(_NormBase):
         """
         unbatched = np.ndim(x) == self._ndims[0]
         use_input_stats = self.training or not self.track_running_stats
-        update, (x, rm, rv, w, b) = self._checked(check_instance_norm, x, use_input_stats)
-        ctx = self._with_spare("_y", x, lambda out: instance_norm_context(
-            x, rm, rv, w, b, use_input_stats, 0.0 if self.momentum is None else self.momentum,
+        update, (a, rm, rv, w, b) = self._checked(check_instance_norm, x, use_input_stats)
+        ctx = self._with_spare("_y", a, lambda out: instance_norm_context(
+            a, rm, rv, w, b, use_input_stats, 0.0 if self.momentum is None else self.momentum,
             self.eps, out=out))
         if update:  # keep the arrays that were updated (a byte-swapped assignment was converted)
             self.running_mean, self.running_var = rm, rv
         self._unbatched = unbatched
         y = self._ran(ctx)
-        return y[0] if unbatched else y
+        return y[0, ...] if unbatched else y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> Array:
         if self._saved is not None and self._unbatched and np.ndim(grad_output) == \
                 self._ndims[0]:
-            return super().backward(np.asarray(grad_output)[None])[0]
+            dx: Array = super().backward(np.asarray(grad_output)[None])
+            return dx[0, ...]
         return super().backward(grad_output)
 
 
@@ -340,7 +373,8 @@ class _RowNorm(_Module):
 
     _rms = False
 
-    def __init__(self, shape, eps, elementwise_affine, bias, dtype):
+    def __init__(self, shape: Union[int, Sequence[int]], eps: Optional[float],
+                 elementwise_affine: bool, bias: bool, dtype: DTypeLike) -> None:
         super().__init__(dtype)
         self.normalized_shape = ns = normalized_shape(shape)
         self.eps = None if eps is None else float(eps)
@@ -348,11 +382,11 @@ class _RowNorm(_Module):
         self.weight = np.ones(ns, self._pdtype) if self.elementwise_affine else None
         self.bias = np.zeros(ns, self._pdtype) if self.elementwise_affine and bias else None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         """Normalize each row over the normalized axes; returns a new array shaped like x."""
         x, ns, weight, bias = check_row_norm(x, self.normalized_shape, self.weight, self.bias,
                                              self.dtype)
-        eps = rms_eps(self.eps, x.dtype) if self._rms else self.eps
+        eps = rms_eps(self.eps, x.dtype) if self._rms or self.eps is None else self.eps
         return self._ran(self._with_spare("_y", x, lambda out: RowNormContext(
             x, ns, weight, bias, eps, rms=self._rms, out=out)))
 
@@ -364,11 +398,12 @@ class LayerNorm(_RowNorm):
     ``bias=False``; both None with ``elementwise_affine=False``).
     """
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
-                 dtype=np.float32):
+    def __init__(self, normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__(normalized_shape, eps, elementwise_affine, bias, dtype)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
@@ -380,10 +415,11 @@ class RMSNorm(_RowNorm):
 
     _rms = True
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
+    def __init__(self, normalized_shape: Union[int, Sequence[int]], eps: Optional[float] = None,
+                 elementwise_affine: bool = True, dtype: DTypeLike = np.float32) -> None:
         super().__init__(normalized_shape, eps, elementwise_affine, False, dtype)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
 
@@ -392,8 +428,8 @@ class GroupNorm(_Module):
     """Group normalization (torch.nn.GroupNorm) of an (N, C, ...) input: each sample's
     channels in ``num_groups`` groups, normalized per group, then a per-channel affine."""
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=np.float32, *,
-                 bias=True):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 dtype: DTypeLike = np.float32, *, bias: bool = True) -> None:
         super().__init__(dtype)
         self.num_groups = positive_int(num_groups, "num_groups")
         self.num_channels = C = positive_int(num_channels, "num_channels")
@@ -405,16 +441,16 @@ class GroupNorm(_Module):
         self.weight = np.ones(C, self._pdtype) if self.affine else None
         self.bias = np.zeros(C, self._pdtype) if self.affine and bias else None
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
                 f"affine={self.affine}, bias={self.bias is not None}")
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         """Normalize ``x`` (N, C, ...) per (sample, group); returns a new array in x's
         memory layout."""
         return self._run(x)
 
-    def _run(self, x, block=None):
+    def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given."""
         x, G, weight, bias = check_group_norm(x, self.num_groups, self.weight, self.bias,
                                               self.dtype, self.num_channels)

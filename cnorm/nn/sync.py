@@ -11,12 +11,15 @@ layer without ``comm`` first runs; without mpi4py the layer is BatchNorm in a on
 import builtins
 import functools
 import types
+from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar
 
 import numpy as np
 
 from .._core import backend as _backend
 from .._core.comm import world
 from .._core.layout import ChannelLayout
+from .._core.types import Array, ArrayLike, DTypeLike, OptArray
+from ._ops.act import Block
 from ._ops.batch_norm import check_batch_norm
 from ._ops.context import Context, update_running
 from .blocks import _Fused
@@ -25,7 +28,7 @@ from .modules import BatchNormBase
 _check_local = functools.partial(check_batch_norm, local_batch=False)
 
 
-def _error_type(name):
+def _error_type(name: str) -> Type[Exception]:
     """The built-in exception class called ``name`` (other ranks raise one of the failing
     rank's type), or RuntimeError when there is none."""
     kind = getattr(builtins, name, None)
@@ -34,7 +37,7 @@ def _error_type(name):
     return RuntimeError
 
 
-def agree(comm, error, *facts):
+def agree(comm: Any, error: Optional[BaseException], *facts: int) -> Array:
     """Every rank passes its error (None, or the exception its part raised) and some integer
     facts; returns every rank's facts, a (size, len(facts)) array in rank order. When any rank
     failed, every rank raises: the first failing rank its own exception, the others one of
@@ -47,7 +50,7 @@ def agree(comm, error, *facts):
     if rows[:, 0].any():
         told = comm.allgather(None if error is None else (type(error).__name__, str(error)))
         bad = int(np.flatnonzero(rows[:, 0])[0])
-        if bad == comm.rank:
+        if bad == comm.rank and error is not None:
             raise error
         name, message = told[bad]
         kind = _error_type(name)
@@ -56,7 +59,7 @@ def agree(comm, error, *facts):
     return rows[:, 1:]
 
 
-def gather_rows(comm, row):
+def gather_rows(comm: Any, row: Array) -> Array:
     """``Allgather`` of one float64 row per rank: a (size, len(row)) array in rank order."""
     out = np.empty((comm.size, row.shape[0]))
     comm.Allgather(np.ascontiguousarray(row, dtype=np.float64), out)
@@ -70,7 +73,8 @@ class SyncContext(Context):
 
     __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "y", "sums")
 
-    def __init__(self, comm, x, weight, bias, block=None):
+    def __init__(self, comm: Any, x: Array, weight: OptArray, bias: OptArray,
+                 block: Optional[Block] = None) -> None:
         self.comm = comm
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
@@ -82,7 +86,7 @@ class SyncContext(Context):
         if count:
             self.local[0], self.local[1:C + 1], self.local[C + 1:] = count, mean, m2
 
-    def normalize(self, eps, out=None):
+    def normalize(self, eps: float, out: OptArray = None) -> None:
         """Gather every rank's statistics (collective), merge them in rank order, so that
         every rank holds the same bits, and normalize this rank's part (with the block's
         residual and activation)."""
@@ -99,12 +103,13 @@ class SyncContext(Context):
         _backend.kernel("normalize", self.layout.dtype)(self.x3, self.mean, scale, self.shift,
                                                         y3, _backend.threads(), *epilogue)
 
-    def update_running(self, running_mean, running_var, factor, counter=None):
+    def update_running(self, running_mean: OptArray, running_var: OptArray, factor: float,
+                       counter: OptArray = None) -> None:
         """The running statistics toward the union's, the same on every rank."""
         update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor,
                        counter)
 
-    def local_sums(self, dy):
+    def local_sums(self, dy: Array) -> None:
         """This rank's part of the backward (it may fail: the caller agrees before the
         collective): Σg and Σg·(x - mean) per channel, g = dy through the block's activation."""
         dy3 = self.layout.view(dy)
@@ -114,18 +119,20 @@ class SyncContext(Context):
             self.x3, dy3, self.mean, _backend.threads())
         self.sums = (dy3, s1, s2)
 
-    def _through_block(self, dy3):
+    def _through_block(self, dy3: Array) -> Array:
         """g = dy * act'(pre) (also the residual's gradient), by the batch-norm backward
         kernel in eval form, whose epilogue writes g (its dx is not used)."""
+        assert self.block is not None
         epilogue, _ = self.block.kernel_grad_args(self.layout, self.shift)
         C = self.x3.shape[1]
         scratch, _ = self.layout.empty()
         _backend.kernel("bn_backward", self.layout.dtype)(
             self.x3, dy3, self.mean, self.invstd, self.weight, False, True, scratch,
             np.empty(C), np.empty(C), *epilogue, _backend.threads())
-        return epilogue[-1]
+        g: Array = epilogue[-1]
+        return g
 
-    def _backward(self, dy, out=None):
+    def _backward(self, dy: Array, out: OptArray = None) -> Tuple[Array, Array, Array]:
         """Collective: every rank's sums, added in rank order, then this rank's dx."""
         dt = self.layout.dtype
         dy3, s1, s2 = self.sums
@@ -146,11 +153,15 @@ class SyncContext(Context):
         return dx, self.invstd * s2, s1  # this rank's parameter gradients
 
 
-def _sync_twin(cls, bn, comm):
+S = TypeVar("S", bound="SyncBatchNorm")
+
+
+def _sync_twin(cls: Type[S], bn: BatchNormBase, comm: Any) -> BatchNormBase:
     """A synchronized layer with the state of ``bn``: a SyncBatchNormAct for a fused block
     (its activation kept), else ``cls``."""
     args = (bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, bn.dtype)
-    if hasattr(bn, "act"):
+    new: SyncBatchNorm
+    if isinstance(bn, _Fused):
         new = SyncBatchNormAct(*args, bias=bn.bias is not None, comm=comm, act=bn.act,
                                negative_slope=bn.negative_slope)
     else:
@@ -164,7 +175,7 @@ def _sync_twin(cls, bn, comm):
 _NOT_WALKED = (type, types.ModuleType, types.FunctionType, types.MethodType, np.ndarray)
 
 
-def _convert(cls, obj, comm, seen):
+def _convert(cls: Type[S], obj: Any, comm: Any, seen: Dict[int, Any]) -> Any:
     """convert_sync_batchnorm's walk; ``seen``: id -> what each object met became (shared
     layers stay shared, cycles end)."""
     if id(obj) in seen:
@@ -203,14 +214,15 @@ class SyncBatchNorm(BatchNormBase):
 
     _ndims = 2
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32, *, bias=True, comm=None):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: DTypeLike = np.float32, *, bias: bool = True, comm: Any = None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
                          bias=bias)
         self.comm = comm
 
     @classmethod
-    def convert_sync_batchnorm(cls, layer, comm=None):
+    def convert_sync_batchnorm(cls, layer: Any, comm: Any = None) -> Any:
         """The layers in ``layer`` with their batch norms synchronized, as torch converts a
         module's children: a BatchNorm1d/2d/3d becomes a SyncBatchNorm, a BatchNormAct1d/2d/3d
         a SyncBatchNormAct (its activation kept), each with the state of the original
@@ -220,27 +232,28 @@ class SyncBatchNorm(BatchNormBase):
         is. Objects met twice are converted once."""
         return _convert(cls, layer, comm, {})
 
-    def _collective(self, comm):
+    def _collective(self, comm: Any) -> bool:
         """Whether forward and backward run over all ranks (batch statistics, several ranks)."""
         return comm.size > 1 and (self.training or not self.track_running_stats)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> Array:
         """Normalize ``x`` (N, C, *) with the statistics of every rank's batch (training), or
         with the running statistics (eval, no communication)."""
         return self._run(x)
 
-    def _run(self, x, block=None):
+    def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (SyncBatchNormAct) when given. Every
         failure of this rank's part (checks, its statistics, memory) is agreed on before the
         collective, so no rank is left waiting in it."""
         comm = world(self.comm)
         if not self._collective(comm):
             return super()._run(x, block)
-        error, n, ctx = None, -1, None
+        error: Optional[Exception] = None
+        n, ctx = -1, None
         try:
-            update, (x, rm, rv, w, b) = self._checked(_check_local, x, True, eps=self.eps)
-            n = x.size // x.shape[1] if x.shape[1] else 0
-            ctx = SyncContext(comm, x, w, b, None if block is None else block(x))
+            update, (a, rm, rv, w, b) = self._checked(_check_local, x, True, eps=self.eps)
+            n = a.size // a.shape[1] if a.shape[1] else 0
+            ctx = SyncContext(comm, a, w, b, None if block is None else block(a))
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
         facts = agree(comm, error, self.num_features, n)
@@ -249,12 +262,14 @@ class SyncBatchNorm(BatchNormBase):
         if facts[:, 1].sum() <= 1:  # torch's rule, on the union of the batches
             raise ValueError("Expected more than 1 value per channel when training, got "
                              f"{int(facts[:, 1].sum())} over {comm.size} ranks")
-        self._with_spare("_y", x, lambda out: ctx.normalize(self.eps, out))
+        assert ctx is not None  # else agree raised
+        made = ctx
+        self._with_spare("_y", a, lambda out: made.normalize(self.eps, out))
         if update:  # every rank moves its running statistics the same way
             self._update_running(ctx, rm, rv)
         return self._ran(ctx)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> Array:
         """This rank's dx of the full-batch gradient; ``grad_weight``/``grad_bias``: this
         rank's contributions. Collective when the forward was (every rank must call it)."""
         ctx = self._saved
@@ -262,15 +277,17 @@ class SyncBatchNorm(BatchNormBase):
             if ctx is None and self._collective(world(self.comm)):  # others may be waiting
                 agree(world(self.comm), RuntimeError("backward called before forward"))
             return super().backward(grad_output)
-        error = None
+        error: Optional[Exception] = None
         try:
             dy = ctx.check_grad(grad_output)
             ctx.local_sums(dy)
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
         agree(ctx.comm, error)
+        saved = ctx
+        dx: Array
         dx, self.grad_weight, self.grad_bias = self._with_spare(
-            "_dx", ctx.layout, lambda out: ctx.backward(dy, out))
+            "_dx", saved.layout, lambda out: saved.backward(dy, out))
         return dx
 
 
@@ -280,12 +297,13 @@ class SyncBatchNormAct(_Fused, SyncBatchNorm):
     ``forward(x, residual)`` and ``grad_residual``. What ``convert_sync_batchnorm`` makes of a
     BatchNormAct1d/2d/3d."""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32, *, bias=True, comm=None,
-                 act="relu", negative_slope=0.01):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: DTypeLike = np.float32, *, bias: bool = True, comm: Any = None,
+                 act: Optional[str] = "relu", negative_slope: float = 0.01) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype,
                          bias=bias, comm=comm)
         self._init_act(act, negative_slope)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return super().extra_repr() + self._act_repr()

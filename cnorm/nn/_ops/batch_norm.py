@@ -1,15 +1,19 @@
 """Batch norm: argument checks and the forward/backward context, shared by
 ``cnorm.batch_norm`` and the BatchNorm layers (and by instance norm's eval mode)."""
+from typing import Any, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from ..._core import backend as _backend
 from ..._core.checks import as_float_array, check_channels, check_eps, check_ndim, check_vectors
 from ..._core.dtypes import param_dtype
 from ..._core.layout import ChannelLayout, contiguous, reduction_view, storage
+from ..._core.types import Array, ArrayLike, AxisLike, OptArray, Shape
+from .act import Block
 from .context import WIDE_INVSTD, Context, as_f64, update_running
 
 
-def reduce_moments(x, axis):
+def reduce_moments(x: Array, axis: AxisLike) -> Tuple[Array, Array]:
     """``cnorm.moments``: the batch-norm statistics kernel over the axes ``axis`` of a checked
     ``x``, on the view :func:`reduction_view` makes; (mean, biased var) in x's parameter
     dtype, shaped like x without the reduced axes."""
@@ -21,8 +25,11 @@ def reduce_moments(x, axis):
     return mean.astype(dt).reshape(shape), var.astype(dt).reshape(shape)
 
 
-def check_batch_norm(x, running_mean, running_var, weight, bias, training, update, *, eps,
-                     dtype=None, ndims=2, num_features=None, local_batch=True):
+def check_batch_norm(x: ArrayLike, running_mean: Any, running_var: Any, weight: Any, bias: Any,
+                     training: bool, update: bool, *, eps: float, dtype: Any = None,
+                     ndims: Union[int, Sequence[int]] = 2, num_features: Optional[int] = None,
+                     local_batch: bool = True
+                     ) -> Tuple[Array, OptArray, OptArray, OptArray, OptArray]:
     """Validate a batch-norm call once; returns (x, running_mean, running_var, weight, bias).
     ``update``: the running arrays will be written in place. The layers add their dtype,
     ranks and channel count. ``local_batch=False``: the batch is one rank's part of a larger
@@ -48,9 +55,12 @@ class BatchNormContext(Context):
     only (a functional backward)."""
 
     __slots__ = ("layout", "x3", "count", "mean", "m2", "invstd", "batch_stats", "y")
+    m2: OptArray  # None with running statistics
 
-    def __init__(self, x, running_mean, running_var, weight, bias, eps, batch_stats,
-                 compute_y=True, block=None, out=None):
+    def __init__(self, x: Array, running_mean: OptArray, running_var: OptArray,
+                 weight: OptArray, bias: OptArray, eps: float, batch_stats: bool,
+                 compute_y: bool = True, block: Optional[Block] = None,
+                 out: OptArray = None) -> None:
         dt = x.dtype
         self.layout = layout = ChannelLayout(x)
         self.x3 = x3 = layout.view(x)
@@ -60,7 +70,11 @@ class BatchNormContext(Context):
         self.count = float(x3.shape[0] * x3.shape[2])
         self.mean, self.m2, self.invstd = np.empty((3, C))
         inputs = (x, None if block is None else block.r)
-        y3, self.y = layout.empty(out, inputs) if compute_y else (None, None)
+        y3: OptArray = None
+        if compute_y:
+            y3, self.y = layout.empty(out, inputs)
+        else:
+            self.y = None
         epilogue = (None, 0, 0.0) if block is None else block.kernel_args(layout, y3)
         if batch_stats and compute_y:
             kernel = _backend.kernel("bn_forward_train", dt)
@@ -81,21 +95,24 @@ class BatchNormContext(Context):
             _, self.mean, self.m2 = _backend.kernel("channel_stats", dt)(x3, _backend.threads())
             var = self.m2 / self.count
         else:
+            assert running_mean is not None and running_var is not None  # checked: eval
             self.mean, var, self.m2 = (running_mean.astype(np.float64),
                                        running_var.astype(np.float64), None)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.invstd = 1.0 / np.sqrt(var + eps)
 
-    def update_running(self, running_mean, running_var, factor, counter=None):
+    def update_running(self, running_mean: OptArray, running_var: OptArray, factor: float,
+                       counter: OptArray = None) -> None:
         """Move the running statistics toward this batch's (an empty batch leaves them, and
-        counts, as torch); ``counter``: see _context.update_running."""
+        counts, as torch); ``counter``: see context.update_running. Batch statistics only."""
+        assert self.m2 is not None
         if self.count > 0:
             update_running(running_mean, running_var, self.mean, self.m2, self.count - 1.0,
                            factor, counter)
         elif counter is not None:  # nothing else moves: one step alone is atomic
             counter[...] += 1
 
-    def _backward(self, dy, out=None):
+    def _backward(self, dy: Array, out: OptArray = None) -> Tuple[Array, Array, Array]:
         dx3, dx = self.layout.empty(out, (self.x3, dy))
         epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
         if self.block is not None:

@@ -1,11 +1,15 @@
 """What every op family's forward context shares: the backward's checks and the finish of
 the parameter gradients, and the running-statistics update."""
+from typing import Any, Callable, Optional, Tuple
+
 import numpy as np
 
 from ..._core import backend as _backend
 from ..._core.checks import as_float_array
 from ..._core.dtypes import param_dtype
-from ..._core.layout import check_out
+from ..._core.layout import ChannelLayout, RowLayout, check_out
+from ..._core.types import Array, ArrayLike, OptArray
+from .act import Block
 
 # float32 data whose spread nears float32's range: x - mean can overflow (|x - mean| reaches
 # sqrt(M2)) and 1/std falls among float32's subnormals, so the float32 apply gives inf or loses
@@ -21,8 +25,15 @@ class Context:
     op (see :meth:`widen`), or unset."""
 
     __slots__ = ("wide", "weight", "has_bias", "block", "shift")
+    layout: Any  # a ChannelLayout or RowLayout, set by the subclass
+    y: Any       # the output (None: statistics only)
+    wide: "Context"
+    weight: OptArray
+    has_bias: bool
+    block: Optional[Block]
+    shift: OptArray
 
-    def keep_params(self, weight, bias, block=None):
+    def keep_params(self, weight: OptArray, bias: OptArray, block: Optional[Block] = None) -> None:
         """What the backward needs of the parameters: the weight as it was at forward time (a
         copy: an optimizer step may change it before backward), whether there is a bias, and a
         fused block's activation and residual (nn/_ops/act.py), whose epilogue adds the bias
@@ -32,7 +43,7 @@ class Context:
         self.block = block
         self.shift = None if bias is None or block is None else bias.astype(np.float64)
 
-    def widen(self, make, x):
+    def widen(self, make: Callable[[Array], "Context"], x: Array) -> None:
         """Called when the least positive invstd of a forward (as its kernel returns it) is
         below WIDE_INVSTD: for float32 data, run ``make(x64)`` (this op's context on a float64
         copy of x), round its output into ``self.y``, take its statistics and keep it for
@@ -45,7 +56,7 @@ class Context:
             if hasattr(wide, name):
                 setattr(self, name, getattr(wide, name))
 
-    def check_grad(self, grad_output):
+    def check_grad(self, grad_output: ArrayLike) -> Array:
         """``grad_output`` as an array of the forward input's dtype and shape (TypeError or
         ValueError otherwise)."""
         dy = as_float_array(grad_output, self.layout.dtype, what="grad_output")
@@ -54,7 +65,11 @@ class Context:
                              f"shape {self.layout.shape}")
         return dy
 
-    def backward(self, grad_output, out=None):
+    def _backward(self, dy: Array, out: OptArray = None) -> Tuple[Array, Array, Array]:
+        raise NotImplementedError  # each family's kernels
+
+    def backward(self, grad_output: ArrayLike,
+                 out: OptArray = None) -> Tuple[Array, OptArray, OptArray]:
         """Returns ``(dx, grad_weight, grad_bias)``: the parameter gradients in the input's
         parameter dtype (float32 for half data), None where the parameter does not exist.
         ``out``: a preallocated dx (see cnorm._core.layout.check_out)."""
@@ -73,12 +88,13 @@ class Context:
                 gb.astype(pdt) if self.has_bias else None)
 
 
-def as_f64(v):
+def as_f64(v: OptArray) -> OptArray:
     """A parameter as float64 (None stays None): the float64 twin's parameters (widen)."""
     return None if v is None else v.astype(np.float64)
 
 
-def update_running(running_mean, running_var, mean, m2, divisor, factor, counter=None):
+def update_running(running_mean: OptArray, running_var: OptArray, mean: Array, m2: Array,
+                   divisor: float, factor: float, counter: OptArray = None) -> None:
     """In place, in float64 then rounded: ``running = (1 - factor) * running + factor * batch``
     with the unbiased batch variance ``m2 / divisor``. Either array may be None. ``counter``: a
     layer's ``num_batches_tracked`` (a 0-d int64 array), incremented by the same kernel call."""
@@ -90,7 +106,7 @@ def update_running(running_mean, running_var, mean, m2, divisor, factor, counter
                None if counter is None else counter.reshape(1))
 
 
-def write_back(*pairs):
+def write_back(*pairs: Tuple[Any, OptArray]) -> None:
     """For each (given, used) running array: when the checks converted the caller's array (a
     byte-swapped one into a native copy), the update went into the copy; write it back."""
     for given, used in pairs:

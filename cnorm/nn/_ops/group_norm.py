@@ -2,6 +2,7 @@
 the forward/backward context, shared by ``cnorm.group_norm`` / ``cnorm.instance_norm`` and
 the GroupNorm / InstanceNorm layers."""
 from math import prod
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -12,15 +13,19 @@ from ..._core.checks import (
     check_ndim,
     check_vector,
     check_vectors,
-    param_dtype,
     positive_int,
 )
+from ..._core.dtypes import param_dtype
 from ..._core.layout import ChannelLayout, contiguous
+from ..._core.types import Array, ArrayLike, OptArray
+from .act import Block
 from .batch_norm import BatchNormContext
 from .context import WIDE_INVSTD, Context, as_f64, update_running
 
 
-def check_group_norm(x, num_groups, weight, bias, dtype=None, num_channels=None):
+def check_group_norm(x: ArrayLike, num_groups: int, weight: Any, bias: Any, dtype: Any = None,
+                     num_channels: Optional[int] = None
+                     ) -> Tuple[Array, int, OptArray, OptArray]:
     """Validate a group-norm call once; returns (x, num_groups, weight, bias)."""
     x = as_float_array(x, dtype)
     check_ndim(x, 2)
@@ -32,8 +37,11 @@ def check_group_norm(x, num_groups, weight, bias, dtype=None, num_channels=None)
     return x, G, check_vector(weight, C, pdt, "weight"), check_vector(bias, C, pdt, "bias")
 
 
-def check_instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, update,
-                        *, dtype=None, ndims=3, num_features=None):
+def check_instance_norm(x: ArrayLike, running_mean: Any, running_var: Any, weight: Any,
+                        bias: Any, use_input_stats: bool, update: bool, *, dtype: Any = None,
+                        ndims: Union[int, Sequence[int]] = 3,
+                        num_features: Optional[int] = None
+                        ) -> Tuple[Array, OptArray, OptArray, OptArray, OptArray]:
     """Validate an instance-norm call once; returns (x, running_mean, running_var, weight,
     bias). ``ndims``: the layers' ranks, batched first; an unbatched input (without N) comes
     back with N = 1."""
@@ -59,7 +67,8 @@ class GroupNormContext(Context):
 
     __slots__ = ("layout", "x4", "G", "mean", "m2", "invstd", "y")
 
-    def __init__(self, x, G, weight, bias, eps, block=None, out=None):
+    def __init__(self, x: Array, G: int, weight: OptArray, bias: OptArray, eps: float,
+                 block: Optional[Block] = None, out: OptArray = None) -> None:
         self.layout = layout = ChannelLayout(x, per_sample=True)
         self.x4 = x4 = layout.view(x)
         self.G = G
@@ -74,7 +83,8 @@ class GroupNormContext(Context):
             self.widen(lambda x64: GroupNormContext(x64, G, as_f64(weight), as_f64(bias),
                                                     eps), x)
 
-    def update_running(self, running_mean, running_var, factor):
+    def update_running(self, running_mean: OptArray, running_var: OptArray,
+                       factor: float) -> None:
         """Instance norm's running statistics (G = C), as torch keeps them: toward the batch
         mean of the per-instance mean and unbiased variance."""
         S = prod(self.layout.shape[2:])
@@ -82,7 +92,7 @@ class GroupNormContext(Context):
             update_running(running_mean, running_var, self.mean.mean(axis=0),
                            (self.m2 / (S - 1)).mean(axis=0), 1.0, factor)
 
-    def _backward(self, dy, out=None):
+    def _backward(self, dy: Array, out: OptArray = None) -> Tuple[Array, Array, Array]:
         dx4, dx = self.layout.empty(out, (self.x4, dy))
         N, C = self.layout.shape[:2]
         epilogue = (None, None, None, 0, 0.0, None)  # a fused block: act and residual
@@ -99,8 +109,9 @@ class GroupNormContext(Context):
         return dx, gw, sdy.sum(axis=0)
 
 
-def instance_norm_context(x, running_mean, running_var, weight, bias, use_input_stats,
-                          momentum, eps, out=None):
+def instance_norm_context(x: Array, running_mean: OptArray, running_var: OptArray,
+                          weight: OptArray, bias: OptArray, use_input_stats: bool,
+                          momentum: float, eps: float, out: OptArray = None) -> Context:
     """Instance norm's forward on checked arguments: the input's statistics (given running
     arrays move toward them, in place) or the running ones (batch norm's eval)."""
     if not use_input_stats:

@@ -1,15 +1,19 @@
 """Layer norm and RMS norm: argument checks and the forward/backward context, shared by
 ``cnorm.layer_norm`` / ``cnorm.rms_norm`` and the LayerNorm / RMSNorm layers."""
+from typing import Any, Optional, Tuple
+
 import numpy as np
 
 from ..._core import backend as _backend
 from ..._core.checks import as_float_array, check_vector, normalized_shape
 from ..._core.dtypes import param_dtype
 from ..._core.layout import RowLayout
+from ..._core.types import Array, ArrayLike, OptArray, Shape
 from .context import WIDE_INVSTD, Context, as_f64
 
 
-def check_row_norm(x, shape, weight, bias, dtype=None):
+def check_row_norm(x: ArrayLike, shape: Any, weight: Any, bias: Any, dtype: Any = None
+                   ) -> Tuple[Array, Shape, OptArray, OptArray]:
     """Validate a layer/RMS-norm call once; returns (x, normalized_shape, weight, bias)."""
     x = as_float_array(x, dtype)
     ns = normalized_shape(shape)
@@ -20,7 +24,7 @@ def check_row_norm(x, shape, weight, bias, dtype=None):
     return x, ns, check_vector(weight, ns, pdt, "weight"), check_vector(bias, ns, pdt, "bias")
 
 
-def rms_eps(eps, dtype):
+def rms_eps(eps: Optional[float], dtype: np.dtype[Any]) -> float:
     """RMSNorm's eps=None: the machine epsilon of the data type, as torch."""
     if eps is not None:
         return float(eps)
@@ -33,7 +37,8 @@ class RowNormContext(Context):
 
     __slots__ = ("layout", "x2", "pshape", "mean", "invstd", "rms", "y")
 
-    def __init__(self, x, normalized_shape, weight, bias, eps, rms, out=None):
+    def __init__(self, x: Array, normalized_shape: Shape, weight: OptArray, bias: OptArray,
+                 eps: float, rms: bool, out: OptArray = None) -> None:
         self.layout = layout = RowLayout(x, len(normalized_shape))
         self.x2 = x2 = layout.view(x)
         self.pshape = normalized_shape
@@ -49,7 +54,7 @@ class RowNormContext(Context):
             self.widen(lambda x64: RowNormContext(
                 x64, normalized_shape, as_f64(weight), as_f64(bias), eps, rms), x)
 
-    def _backward(self, dy, out=None):
+    def _backward(self, dy: Array, out: OptArray = None) -> Tuple[Array, Array, Array]:
         dx2, dx = self.layout.empty(out, (self.x2, dy))
         dy2 = self.layout.view(dy)
         gw, gb = np.empty((2, self.x2.shape[1]))
