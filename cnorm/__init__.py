@@ -34,11 +34,11 @@ __all__ = [n for n in nn.__all__ if n != "functional"] + nn.functional.__all__ +
     "openmp_enabled", "show_config", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> typing.Any:
     if name == "Standardizer":  # cnorm.data imports scikit-learn on its first use only
         return data.Standardizer
     raise AttributeError(f"module 'cnorm' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> typing.List[str]:
     return sorted(set(globals()) | {"Standardizer"})

@@ -3,13 +3,18 @@ across processes), ``Standardizer`` (a scikit-learn transformer on those statist
 and dask are imported on its first use only) and ``normalize_images`` (uint8 or float images to
 normalized floats in one pass). Every name here is also importable from ``cnorm``.
 """
+import typing
+
 from .images import normalize_images
 from .moments import Moments
 
 __all__ = ["Moments", "Standardizer", "normalize_images"]
 
+if typing.TYPE_CHECKING:
+    from .standardizer import Standardizer
 
-def __getattr__(name):
+
+def __getattr__(name: str) -> typing.Any:
     # Standardizer imports scikit-learn when it is installed: only on first use, so that
     # ``import cnorm`` needs NumPy alone and stays fast.
     if name == "Standardizer":
@@ -20,5 +25,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'cnorm.data' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> typing.List[str]:
     return sorted(set(globals()) | {"Standardizer"})

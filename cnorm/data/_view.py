@@ -7,14 +7,20 @@ NCHW batch is (N) x run H*W x C planes and an NHWC batch one run of N*H*W pixels
 interleaved channels.
 """
 import numbers
+from typing import AbstractSet, Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._core.checks import refuse_masked
 from .._core.dtypes import KINDS, NAMES, kind_code
+from .._core.types import Array, DTypeLike
+
+ALL = frozenset(KINDS.values())
+# per array: (address, outer shape, outer strides, channels, channel stride), as the kernels take
+View = Tuple[int, Array, Array, int, int]
 
 
-def kind_of(dtype, allowed=frozenset(KINDS.values()), what="input"):
+def kind_of(dtype: DTypeLike, allowed: AbstractSet[int] = ALL, what: str = "input") -> int:
     """The kind code of ``dtype`` (one of ``allowed``); TypeError naming the supported dtypes
     otherwise."""
     dt = np.dtype(dtype)
@@ -25,12 +31,12 @@ def kind_of(dtype, allowed=frozenset(KINDS.values()), what="input"):
     return k
 
 
-def kinds(*names):
+def kinds(*names: str) -> AbstractSet[int]:
     """The kind codes of dtype names, for ``allowed``."""
     return frozenset(KINDS[n] for n in names)
 
 
-def as_data(x, allowed=frozenset(KINDS.values()), what="input"):
+def as_data(x: Any, allowed: AbstractSet[int] = ALL, what: str = "input") -> Tuple[Array, int]:
     """``x`` as an ndarray of a supported dtype in native byte order (a byte-swapped array is
     the only one copied) and its kind code; TypeError for any other dtype or a masked array."""
     if type(x) is not np.ndarray:  # (a masked array is a subclass)
@@ -42,7 +48,7 @@ def as_data(x, allowed=frozenset(KINDS.values()), what="input"):
     return x, k
 
 
-def channel_axis_of(channel_axis, ndim, hint=""):
+def channel_axis_of(channel_axis: Optional[int], ndim: int, hint: str = "") -> Optional[int]:
     """The channel axis as a non-negative int (None stays None); ValueError when out of range
     (``hint``: a sentence added to its message)."""
     if channel_axis is None:
@@ -55,7 +61,7 @@ def channel_axis_of(channel_axis, ndim, hint=""):
     return int(channel_axis) % ndim
 
 
-def views(arrays, axis):
+def views(arrays: Sequence[Array], axis: Optional[int]) -> List[View]:
     """Canonical views of arrays of one logical shape (the first one's strides decide the
     order; dimensions merge only where they merge in all). ``axis``: the channel axis
     (non-negative) or None. Returns, per array, (addr, shape, strides, C, cs) as the kernels
@@ -72,7 +78,8 @@ def views(arrays, axis):
                 addrs[i] += (a.shape[d] - 1) * strides[i][j]
                 strides[i][j] = -strides[i][j]
     order = sorted(range(len(dims)), key=lambda j: -strides[0][j])
-    shape, merged = [], [[] for _ in arrays]
+    shape: List[int] = []
+    merged: List[List[int]] = [[] for _ in arrays]
     for j in order:
         n = first.shape[dims[j]]
         if shape and all(m[-1] == n * s[j] for m, s in zip(merged, strides)):
@@ -87,7 +94,7 @@ def views(arrays, axis):
         shape = [1]
         merged = [[a.itemsize] for a in arrays]
     C = 1 if axis is None else first.shape[axis]
-    shape = np.array(shape, dtype=np.intp)
-    return [(addr, shape, np.array(m, dtype=np.intp), C,
+    outer = np.array(shape, dtype=np.intp)
+    return [(addr, outer, np.array(m, dtype=np.intp), C,
              a.itemsize if axis is None else a.strides[axis])
             for addr, m, a in zip(addrs, merged, arrays)]

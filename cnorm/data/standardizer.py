@@ -9,6 +9,7 @@ import collections.abc
 import inspect
 import numbers
 import sys
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from .._core.checks import refuse_masked
 from .._core.dtypes import KINDS, WIDE_INTS
 from .._core.layout import check_out, same_place
 from ._view import as_data, channel_axis_of, kind_of, views
+from .._core.types import Array, ArrayLike, OptArray
 from .moments import Moments, batch_moments
 
 try:
@@ -25,15 +27,17 @@ try:
 except ImportError:  # scikit-learn is optional
     BaseEstimator = OneToOneFeatureMixin = TransformerMixin = None
 
+E = TypeVar("E", bound="_Estimator")
+
 
 class _Estimator:
     """The part of scikit-learn's estimator protocol cnorm needs when it is not installed."""
 
-    def get_params(self, deep=True):
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {p: getattr(self, p) for p in names}
 
-    def set_params(self, **params):
+    def set_params(self: E, **params: Any) -> E:
         valid = self.get_params()
         for key, value in params.items():
             if key not in valid:
@@ -41,23 +45,32 @@ class _Estimator:
             setattr(self, key, value)
         return self
 
-    def fit_transform(self, X, y=None, **fit_params):
+    def fit(self: E, X: Any, y: Any = None, progress: bool = False) -> E:
+        raise NotImplementedError  # Standardizer's
+
+    def transform(self, X: Any, out: OptArray = None, copy: Optional[bool] = None) -> Any:
+        raise NotImplementedError  # Standardizer's
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
         return self.fit(X, y, **fit_params).transform(X)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
 
-_BASES = ((OneToOneFeatureMixin, TransformerMixin, BaseEstimator) if BaseEstimator
-          else (_Estimator,))
+if TYPE_CHECKING or BaseEstimator is None:  # scikit-learn has no type information
+    _Base = _Estimator
+else:
+    class _Base(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+        """scikit-learn's estimator and transformer bases."""
 
 
-def _is_dask(X):
+def _is_dask(X: Any) -> bool:
     return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "map_blocks")
 
 
-def _progress(batches, show, total=None):
+def _progress(batches: Iterable[Any], show: bool, total: Optional[int] = None) -> Iterator[Any]:
     """``batches`` with a progress bar when asked for: tqdm if installed, else a counter on
     stderr."""
     if not show:
@@ -74,7 +87,7 @@ def _progress(batches, show, total=None):
     yield from tqdm(batches, total=total, desc="Standardizer.fit", unit="batch")
 
 
-def _numeric(x, what="X"):
+def _numeric(x: Any, what: str = "X") -> Tuple[Array, int]:
     """An array and its kind code: booleans as uint8 (a view), integers the kernels lack
     (uint64) as float64."""
     x = x if isinstance(x, np.ndarray) else np.asarray(x)
@@ -85,7 +98,8 @@ def _numeric(x, what="X"):
     return as_data(x, what=what)
 
 
-def _apply(x, kind, axis, mean, mul, add, out_dtype, out=None):
+def _apply(x: Array, kind: int, axis: Optional[int], mean: Array, mul: Array, add: Array,
+           out_dtype: np.dtype[Any], out: OptArray = None) -> Tuple[Array, bool]:
     """(x - mean) * mul + add per channel into a new array of out_dtype (or ``out``), one pass,
     the input's memory layout kept. Returns (y, whether x held NaN or infinity)."""
     wide = kind in WIDE_INTS and out_dtype != np.float64
@@ -95,7 +109,7 @@ def _apply(x, kind, axis, mean, mul, add, out_dtype, out=None):
         y = out
     ax = axis if x.ndim else None
     (xa, shape, xs, C, xcs), (ya, _, ys, _, ycs) = views([x, y], ax)
-    bad = _backend.data.data_affine(
+    bad: bool = _backend.data.data_affine(
         xa, kind, ya, kind_of(y.dtype), shape, xs, ys, C, xcs, ycs,
         np.ascontiguousarray(mean, np.float64), np.ascontiguousarray(mul, np.float64),
         np.ascontiguousarray(add, np.float64), None, _backend.threads())
@@ -107,25 +121,26 @@ def _apply(x, kind, axis, mean, mul, add, out_dtype, out=None):
     return y, bad
 
 
-def _block_moments(block, axis):
+def _block_moments(block: Any, axis: Optional[int]) -> Moments:
     """One dask block's statistics (run on a worker)."""
     return Moments(axis).update(_numeric(block)[0])
 
 
-def _merged(a, b):
+def _merged(a: Moments, b: Moments) -> Moments:
     """A new Moments holding a then b (inputs unchanged, as dask may share them)."""
     m = Moments(a.channel_axis)
     return m.merge(a).merge(b)
 
 
-def _block_apply(block, axis, mean, mul, add, out_dtype):
+def _block_apply(block: Any, axis: Optional[int], mean: Array, mul: Array, add: Array,
+                 out_dtype: np.dtype[Any]) -> Array:
     y, bad = _apply(*_numeric(block), axis, mean, mul, add, out_dtype)
     if bad:
         raise ValueError("Input X contains NaN or infinity.")
     return y
 
 
-class Standardizer(*_BASES):
+class Standardizer(_Base):
     """Standardize per channel: ``(X - mean_) / scale_``, a scikit-learn transformer.
 
     With ``channel_axis=1`` on 2-D input it is a drop-in for
@@ -146,27 +161,36 @@ class Standardizer(*_BASES):
     it raises.
     """
 
-    def __init__(self, channel_axis=1, with_mean=True, with_std=True, eps=0.0, copy=True):
+    # the fitted attributes (set by fit, as scikit-learn's estimators do: absent before)
+    mean_: OptArray
+    var_: OptArray
+    scale_: OptArray
+    n_samples_seen_: int
+    n_features_in_: int
+    _moments: Moments
+
+    def __init__(self, channel_axis: Optional[int] = 1, with_mean: bool = True,
+                 with_std: bool = True, eps: float = 0.0, copy: bool = True) -> None:
         self.channel_axis = channel_axis
         self.with_mean = with_mean
         self.with_std = with_std
         self.eps = eps
         self.copy = copy
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()  # type: ignore[misc]  # scikit-learn's
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     # -- validation ------------------------------------------------------------------------
 
-    def _check_params(self):
+    def _check_params(self) -> None:
         channel_axis_of(self.channel_axis, 64)
         if (isinstance(self.eps, (bool, np.bool_)) or not isinstance(self.eps, numbers.Real)
                 or not self.eps >= 0):
             raise ValueError(f"eps must be a non-negative number, got {self.eps!r}")
 
-    def _validate(self, X, reset):
+    def _validate(self, X: Any, reset: bool) -> Tuple[Array, int, Optional[int]]:
         """X as a supported ndarray, its kind code and its channel axis; checks the channel
         count (and, with scikit-learn, the feature names)."""
         refuse_masked(X, "X")  # scikit-learn's validation would drop the mask
@@ -192,19 +216,19 @@ class Standardizer(*_BASES):
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def _reset(self):
+    def _reset(self) -> None:
         for name in ("mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_",
                      "feature_names_in_", "_moments"):
             self.__dict__.pop(name, None)
 
-    def fit(self, X, y=None, progress=False):
+    def fit(self, X: Any, y: Any = None, progress: bool = False) -> "Standardizer":
         """Statistics of X (array-like, iterator of batches, or dask array); returns self.
         ``progress=True`` shows a bar over the batches (tqdm if installed)."""
         self._check_params()
         if _is_dask(X):
             m = self._dask_moments(X)
             self._reset()
-            self.n_features_in_ = m.channels
+            self.n_features_in_ = m.channels or 0  # set: _dask_moments saw data
             return self._finish(m)
         fitted = self._clone_empty()  # fitted apart: a failed fit changes nothing
         if isinstance(X, collections.abc.Iterator):
@@ -219,11 +243,11 @@ class Standardizer(*_BASES):
                               if k.endswith("_") or k == "_moments"})
         return self
 
-    def _clone_empty(self):
+    def _clone_empty(self) -> "Standardizer":
         return type(self)(**{k: v for k, v in self.__dict__.items()
                              if k in ("channel_axis", "with_mean", "with_std", "eps", "copy")})
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: Any, y: Any = None) -> "Standardizer":
         """Add a batch to the statistics; returns self. A failed call changes nothing."""
         before = dict(self.__dict__)
         try:
@@ -233,7 +257,7 @@ class Standardizer(*_BASES):
             self.__dict__.update(before)
             raise
 
-    def _partial_fit(self, X):
+    def _partial_fit(self, X: Any) -> "Standardizer":
         self._check_params()
         first = not hasattr(self, "_moments")
         X, kind, axis = self._validate(X, reset=first)
@@ -249,24 +273,24 @@ class Standardizer(*_BASES):
         m._add(n, mean, m2, mn, mx)
         return self._finish(m)
 
-    def _dask_moments(self, X):
-        import dask
+    def _dask_moments(self, X: Any) -> Moments:
+        from dask.delayed import delayed
 
         axis = channel_axis_of(self.channel_axis, X.ndim)
         if axis is not None:
             X = X.rechunk({axis: -1})  # every block holds all channels
-        parts = [dask.delayed(_block_moments)(b, axis) for b in X.to_delayed().ravel()]
+        parts = [delayed(_block_moments)(b, axis) for b in X.to_delayed().ravel()]
         while len(parts) > 1:  # a binary tree, pairs in block order
-            parts = [dask.delayed(_merged)(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i]
+            parts = [delayed(_merged)(*parts[i:i + 2]) if i + 1 < len(parts) else parts[i]
                      for i in range(0, len(parts), 2)]
-        m = parts[0].compute()
+        m: Moments = parts[0].compute()
         if m.count == 0:
             raise ValueError("Found array with 0 sample(s) while a minimum of 1 is required.")
         if not (np.all(np.isfinite(m.mean)) and np.all(np.isfinite(m.var))):
             raise ValueError("Input X contains NaN or infinity.")
         return m
 
-    def _finish(self, m):
+    def _finish(self, m: Moments) -> "Standardizer":
         """The fitted attributes from the statistics m."""
         self._moments = m
         self.n_samples_seen_ = int(m.count)
@@ -274,9 +298,9 @@ class Standardizer(*_BASES):
         self.mean_ = m.mean if need else None
         self.var_ = m.var if self.with_std else None
         if self.with_std:
-            var = self.var_ + self.eps
+            var = m.var + self.eps
             eps = np.finfo(np.float64).eps
-            constant = var <= m.count * eps * var + (m.count * self.mean_ * eps) ** 2
+            constant = var <= m.count * eps * var + (m.count * m.mean * eps) ** 2
             self.scale_ = np.where(constant, 1.0, np.sqrt(var))
         else:
             self.scale_ = None
@@ -284,25 +308,26 @@ class Standardizer(*_BASES):
 
     # -- applying --------------------------------------------------------------------------
 
-    def _coefs(self, inverse):
+    def _coefs(self, inverse: bool) -> Tuple[Array, Array, Array]:
         C = self.n_features_in_
-        mean = self.mean_ if self.with_mean else np.zeros(C)
-        scale = self.scale_ if self.with_std else np.ones(C)
+        mean = self.mean_ if self.with_mean and self.mean_ is not None else np.zeros(C)
+        scale = self.scale_ if self.with_std and self.scale_ is not None else np.ones(C)
         if inverse:
             return np.zeros(C), scale, mean
         return mean, 1.0 / scale, np.zeros(C)
 
-    def transform(self, X, out=None, copy=None):
+    def transform(self, X: Any, out: OptArray = None, copy: Optional[bool] = None) -> Any:
         """(X - mean_) / scale_ per channel, in one pass. ``out``: write there (shape of X,
         the output dtype); ``copy=False`` (or the ``copy`` parameter) transforms float X in
         place. A dask array gives a lazy dask array."""
         return self._map(X, out, copy, inverse=False)
 
-    def inverse_transform(self, X, out=None, copy=None):
+    def inverse_transform(self, X: Any, out: OptArray = None,
+                          copy: Optional[bool] = None) -> Any:
         """X * scale_ + mean_ per channel: undoes ``transform``."""
         return self._map(X, out, copy, inverse=True)
 
-    def _map(self, X, out, copy, inverse):
+    def _map(self, X: Any, out: OptArray, copy: Optional[bool], inverse: bool) -> Any:
         if BaseEstimator is not None:
             check_is_fitted(self, "n_features_in_")
         elif not hasattr(self, "n_features_in_"):
@@ -327,7 +352,7 @@ class Standardizer(*_BASES):
             raise ValueError("Input X contains NaN or infinity.")
         return y
 
-    def _dask_map(self, X, coefs):
+    def _dask_map(self, X: Any, coefs: Tuple[Array, Array, Array]) -> Any:
         axis = channel_axis_of(self.channel_axis, X.ndim)
         if axis is not None:
             if X.shape[axis] != self.n_features_in_:
