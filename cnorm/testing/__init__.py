@@ -30,7 +30,7 @@ from .formulas import (
 from .layers import (
     FAMILY_4D,
     KINDS,
-    finfo,
+    eps_of,
     groups,
     make,
     reference,
@@ -42,5 +42,5 @@ from .layers import (
 __all__ = ["HALVES", "TOL", "channels_last", "check", "in_layout", "isolated", "make_input",
            "numeric_grad", "rel_err", "same_state", "state", "RefBatchNorm", "RefInstanceNorm",
            "bcast", "bn_backward", "bn_forward", "channel_axes", "group_norm_ref",
-           "layer_norm_ref", "rows_backward", "rows_forward", "FAMILY_4D", "KINDS", "finfo",
+           "layer_norm_ref", "rows_backward", "rows_forward", "FAMILY_4D", "KINDS", "eps_of",
            "groups", "make", "reference", "shape_for", "stat_groups", "torch_twin"]

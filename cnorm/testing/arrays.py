@@ -4,8 +4,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
+
+from .._core.types import Array, DTypeLike
 
 TOL = {np.float32: 2e-6, np.float64: 1e-12}
 try:  # the half-precision types: float16, and bfloat16 when ml_dtypes (the half extra) is here
@@ -15,7 +18,8 @@ except ImportError:  # pragma: no cover
     HALVES = [np.dtype(np.float16)]
 
 
-def make_input(rng, shape, dtype, offset=0.0, scale=1.0):
+def make_input(rng: np.random.Generator, shape: Sequence[int], dtype: DTypeLike,
+               offset: float = 0.0, scale: float = 1.0) -> Array:
     """Per-channel offsets and scales so that every channel has its own statistics."""
     if len(shape) < 2:
         return (offset + scale * rng.standard_normal(shape)).astype(dtype)
@@ -26,18 +30,18 @@ def make_input(rng, shape, dtype, offset=0.0, scale=1.0):
     return (rng.standard_normal(shape) * sc.reshape(shp) + off.reshape(shp)).astype(dtype)
 
 
-def channels_last(x):
+def channels_last(x: Array) -> Array:
     """The same logical array with NHWC (channels-last) memory."""
     return np.ascontiguousarray(np.moveaxis(x, 1, -1)).transpose(
         (0, x.ndim - 1) + tuple(range(1, x.ndim - 1)))
 
 
-def in_layout(x, layout):
+def in_layout(x: Array, layout: str) -> Array:
     """x in "nhwc" (channels-last) memory, or as it is."""
     return channels_last(x) if layout == "nhwc" and x.ndim > 2 else x
 
 
-def rel_err(a, ref):
+def rel_err(a: Any, ref: Any) -> float:
     """max |a - ref| / max|ref|: a scale-free error (an all-zero ref needs a == ref)."""
     a = np.asarray(a, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
@@ -48,7 +52,8 @@ def rel_err(a, ref):
     return err / scale if scale > 0 else (0.0 if err == 0 else np.inf)
 
 
-def check(got, want, dtype, what, factor=1.0, scale=0.0):
+def check(got: Any, want: Any, dtype: Any, what: str, factor: float = 1.0,
+          scale: float = 0.0) -> None:
     """got has want's dtype and shape and is within TOL[dtype] * factor of it, relative to
     max|want| or to ``scale`` where that is larger (a gradient that is zero in exact arithmetic
     is only zero to rounding of its terms' size). want None: got must be None."""
@@ -61,7 +66,7 @@ def check(got, want, dtype, what, factor=1.0, scale=0.0):
     assert err <= bound, (what, err, bound)
 
 
-def state(layer):
+def state(layer: Any) -> Dict[str, Any]:
     """Copies of everything a call may change: parameters, running statistics, counters,
     mode, gradients and the cached forward."""
     out = {k: (v.copy() if isinstance(v, np.ndarray) else v)
@@ -70,7 +75,7 @@ def state(layer):
     return out
 
 
-def same_state(a, b):
+def same_state(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     if a.keys() != b.keys():
         return False
     for k in a:
@@ -84,7 +89,7 @@ def same_state(a, b):
     return True
 
 
-def numeric_grad(f, v, h=1e-6):
+def numeric_grad(f: Callable[[], float], v: Array, h: float = 1e-6) -> Array:
     """Central finite differences of the scalar f() with respect to the array v (in place)."""
     g = np.zeros_like(v)
     it = np.nditer(v, flags=["multi_index"])
@@ -100,7 +105,7 @@ def numeric_grad(f, v, h=1e-6):
     return g
 
 
-def isolated(code, *, path=None, timeout=600):
+def isolated(code: str, *, path: Optional[str] = None, timeout: float = 600) -> str:
     """Run ``code`` in a fresh interpreter and return what it printed; fail with its output when
     it exits non-zero or dies of a signal. ``path`` (e.g. a test's folder, so that the child can
     import that test module) goes first on the child's ``sys.path`` and is its working

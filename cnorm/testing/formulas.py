@@ -1,17 +1,22 @@
 """Independent float64 NumPy references of every norm: plain textbook formulas, no cnorm code,
 so a test that compares a kernel with them checks it against arithmetic, not against itself."""
+from typing import Any, Optional, Tuple
+
 import numpy as np
 
+Array = Any  # the formulas take arrays, None where a parameter is absent, and scalars
 
-def channel_axes(x):
+
+def channel_axes(x: Array) -> Tuple[int, ...]:
     return (0,) + tuple(range(2, x.ndim))
 
 
-def bcast(v, x):
+def bcast(v: Array, x: Array) -> Array:
     return np.asarray(v, dtype=np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def bn_forward(x, mean, var, weight, bias, eps):
+def bn_forward(x: Array, mean: Array, var: Array, weight: Array, bias: Array,
+               eps: float) -> Array:
     x = np.asarray(x, dtype=np.float64)
     y = (x - bcast(mean, x)) / np.sqrt(bcast(var, x) + eps)
     if weight is not None:
@@ -21,7 +26,8 @@ def bn_forward(x, mean, var, weight, bias, eps):
     return y
 
 
-def bn_backward(x, dy, mean, var, weight, eps, batch_stats):
+def bn_backward(x: Array, dy: Array, mean: Array, var: Array, weight: Array, eps: float,
+                batch_stats: bool) -> Tuple[Array, Array, Array]:
     """Staged chain rule (through var and mean when the batch statistics were used)."""
     x = np.asarray(x, dtype=np.float64)
     dy = np.asarray(dy, dtype=np.float64)
@@ -46,7 +52,14 @@ def bn_backward(x, dy, mean, var, weight, eps, batch_stats):
 class RefBatchNorm:
     """float64 model of torch.nn.BatchNormNd's state machine."""
 
-    def __init__(self, C, eps=1e-5, momentum=0.1, affine=True, bias=True, track=True):
+    weight: Array
+    bias: Array
+    running_mean: Array
+    running_var: Array
+    saved: Tuple[Array, Array, Array]
+
+    def __init__(self, C: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, bias: bool = True, track: bool = True) -> None:
         self.eps, self.momentum, self.track = eps, momentum, track
         self.weight = np.ones(C) if affine else None
         self.bias = np.zeros(C) if affine and bias else None
@@ -55,11 +68,11 @@ class RefBatchNorm:
         self.num_batches_tracked = 0
         self.training = True
 
-    def eval(self):
+    def eval(self) -> "RefBatchNorm":
         self.training = False
         return self
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = np.asarray(x, dtype=np.float64)
         ax = channel_axes(x)
         if self.training or not self.track:
@@ -78,7 +91,7 @@ class RefBatchNorm:
         self.saved = (x, mean, var)
         return bn_forward(x, mean, var, self.weight, self.bias, self.eps)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Tuple[Array, Array, Array]:
         x, mean, var = self.saved
         return bn_backward(x, dy, mean, var, self.weight, self.eps, self.batch_stats)
 
@@ -87,7 +100,7 @@ class RefBatchNorm:
 # Row-wise norms: every layer below normalizes the rows of a 2-D (rows, L) float64 view.
 # ---------------------------------------------------------------------------------------------
 
-def rows_forward(X, eps, rms=False):
+def rows_forward(X: Array, eps: float, rms: bool = False) -> Array:
     """Per-row normalized values x_hat (textbook formulas)."""
     if rms:
         return X / np.sqrt(np.mean(X * X, axis=1, keepdims=True) + eps)
@@ -95,7 +108,7 @@ def rows_forward(X, eps, rms=False):
     return (X - mu) / np.sqrt(X.var(axis=1, keepdims=True) + eps)
 
 
-def rows_backward(X, G, eps, rms=False):
+def rows_backward(X: Array, G: Array, eps: float, rms: bool = False) -> Array:
     """dX from G = dL/dx_hat, by the staged chain rule through the row statistics."""
     L = X.shape[1]
     if rms:
@@ -111,7 +124,8 @@ def rows_backward(X, G, eps, rms=False):
     return G * inv + dvar * 2.0 * xmu / L + dmean / L
 
 
-def layer_norm_ref(x, dy, k, weight, bias, eps, rms=False):
+def layer_norm_ref(x: Array, dy: Array, k: int, weight: Array, bias: Array, eps: float,
+                   rms: bool = False) -> Tuple[Array, Array, Array, Array]:
     """(y, dx, grad_weight, grad_bias) of layer norm (or RMS norm) over the last k axes."""
     x = np.asarray(x, np.float64)
     dy = np.asarray(dy, np.float64)
@@ -126,7 +140,8 @@ def layer_norm_ref(x, dy, k, weight, bias, eps, rms=False):
             None if bias is None else np.sum(dy, axis=lead))
 
 
-def group_norm_ref(x, dy, G, weight, bias, eps):
+def group_norm_ref(x: Array, dy: Array, G: int, weight: Array, bias: Array,
+                   eps: float) -> Tuple[Array, Array, Array, Array, Array, Array]:
     """(y, dx, grad_weight, grad_bias, mean, var) of group norm; instance norm is G = C."""
     x = np.asarray(x, np.float64)
     dy = np.asarray(dy, np.float64)
@@ -147,10 +162,11 @@ class RefInstanceNorm(RefBatchNorm):
     (when tracked) move toward the batch mean of the per-instance mean and unbiased variance;
     momentum=None leaves them; eval with tracking normalizes like batch norm's eval."""
 
-    def __init__(self, C, eps=1e-5, momentum=0.1, affine=False, bias=True, track=False):
+    def __init__(self, C: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = False, bias: bool = True, track: bool = False) -> None:
         super().__init__(C, eps, momentum, affine, bias, track)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         x = np.asarray(x, dtype=np.float64)
         self.x = x
         if self.training or not self.track:
@@ -166,7 +182,7 @@ class RefInstanceNorm(RefBatchNorm):
         self.instance = False
         return super().forward(x)
 
-    def backward(self, dy):
+    def backward(self, dy: Array) -> Tuple[Array, Array, Array]:
         if self.instance:
             _, dx, gw, gb, *_ = group_norm_ref(self.x, dy, self.x.shape[1], self.weight,
                                                self.bias, self.eps)

@@ -6,29 +6,33 @@ forward and backward (batch statistics, by the formulas of formulas.py); ``torch
 torch.nn layer with the same arguments and state; ``stat_groups`` labels each element with the
 statistics it belongs to; ``shape_for`` a small input shape of the kind's largest rank.
 """
+from typing import Any, Callable, Dict, Optional, Tuple
+
 import numpy as np
 
 import cnorm
 
 from .formulas import bn_backward, bn_forward, channel_axes, group_norm_ref, layer_norm_ref
 
-try:  # its finfo knows bfloat16 too (torch's RMSNorm eps=None is the dtype's epsilon)
-    from ml_dtypes import finfo
-except ImportError:  # pragma: no cover - ml_dtypes is in the test extra
-    from numpy import finfo
+
+def eps_of(dtype: Any) -> float:
+    """The machine epsilon of a float dtype, bfloat16's (7 stored mantissa bits) included:
+    torch's RMSNorm eps=None."""
+    return 2.0 ** -7 if np.dtype(dtype).name == "bfloat16" else float(np.finfo(dtype).eps)
 
 
-def groups(C):
+def groups(C: int) -> int:
     """The largest group count below C that divides it (1 for C = 1): groups of >1 channel."""
     return max([g for g in range(1, C) if C % g == 0] or [1])
 
 
-def _instance(dim):
+def _instance(dim: int) -> Callable[[Tuple[int, ...], Any], Any]:
     return lambda s, dt: getattr(cnorm, f"InstanceNorm{dim}d")(
         s[1], affine=True, track_running_stats=True, dtype=dt)
 
 
-KINDS = {
+# kind -> (the input ranks it takes, a builder from (shape, dtype))
+KINDS: Dict[str, Tuple[Tuple[int, ...], Callable[[Tuple[int, ...], Any], Any]]] = {
     "bn1d": ((2, 3), lambda s, dt: cnorm.BatchNorm1d(s[1], dtype=dt)),
     "bn2d": ((4,), lambda s, dt: cnorm.BatchNorm2d(s[1], dtype=dt)),
     "bn3d": ((5,), lambda s, dt: cnorm.BatchNorm3d(s[1], dtype=dt)),
@@ -44,11 +48,12 @@ KINDS = {
 FAMILY_4D = ["bn2d", "ln", "ln2", "rms", "gn", "in2d"]
 
 
-def shape_for(kind):
+def shape_for(kind: str) -> Tuple[int, ...]:
     return {2: (6, 5), 3: (4, 6, 9), 4: (3, 4, 6, 7), 5: (2, 4, 3, 4, 5)}[KINDS[kind][0][-1]]
 
 
-def make(kind, shape, dtype, rng=None):
+def make(kind: str, shape: Tuple[int, ...], dtype: Any,
+         rng: Optional[np.random.Generator] = None) -> Any:
     layer = KINDS[kind][1](shape, dtype)
     rng = rng or np.random.default_rng(0)
     for name in ("weight", "bias"):
@@ -59,7 +64,7 @@ def make(kind, shape, dtype, rng=None):
     return layer
 
 
-def reference(kind, layer, x, dy):
+def reference(kind: str, layer: Any, x: Any, dy: Any) -> Tuple[Any, Any]:
     """float64 (y, dx) of the training forward and backward of ``layer`` on x."""
     x = np.asarray(x, np.float64)
     dy = np.asarray(dy, np.float64)
@@ -72,13 +77,15 @@ def reference(kind, layer, x, dy):
                 bn_backward(x, dy, mean, var, w, layer.eps, True)[0])
     if kind in ("ln", "ln2", "rms"):
         k = 2 if kind == "ln2" else 1
-        eps = layer.eps if layer.eps is not None else float(finfo(layer.dtype).eps)
-        return layer_norm_ref(x, dy, k, w, b, eps, rms=kind == "rms")[:2]
+        eps = layer.eps if layer.eps is not None else eps_of(layer.dtype)
+        y, dx, _, _ = layer_norm_ref(x, dy, k, w, b, eps, rms=kind == "rms")
+        return y, dx
     G = layer.num_groups if kind == "gn" else x.shape[1]
-    return group_norm_ref(x, dy, G, w, b, layer.eps)[:2]
+    y, dx, *_ = group_norm_ref(x, dy, G, w, b, layer.eps)
+    return y, dx
 
 
-def torch_twin(kind, layer, torch):
+def torch_twin(kind: str, layer: Any, torch: Any) -> Any:
     """torch.nn's layer built with ``layer``'s arguments, holding its parameters and buffers."""
     # the parameters' dtype: float32 for half-precision layers (torch runs them mixed)
     dt = torch.float64 if layer.dtype == np.float64 else torch.float32
@@ -103,7 +110,7 @@ def torch_twin(kind, layer, torch):
     return twin
 
 
-def stat_groups(kind, shape):
+def stat_groups(kind: str, shape: Tuple[int, ...]) -> Any:
     """An int array of ``shape``: equal labels share statistics (batch norm: a channel; row
     norms: a row; group norm: a (sample, group); instance norm: a (sample, channel))."""
     idx = np.indices(shape)

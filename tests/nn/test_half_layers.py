@@ -11,7 +11,16 @@ import pytest
 
 import cnorm
 from cnorm._core.layout import is_channels_last
-from cnorm.testing import HALVES, KINDS, finfo, in_layout, make, make_input, reference, torch_twin
+from cnorm.testing import (
+    HALVES,
+    KINDS,
+    eps_of,
+    in_layout,
+    make,
+    make_input,
+    reference,
+    torch_twin,
+)
 
 F32 = np.dtype(np.float32)
 MANTISSA = {"float16": 10, "bfloat16": 7}
@@ -56,7 +65,7 @@ def test_half_is_the_float32_result_rounded_once(rng, kind, shape, layout, dtype
     assert half.weight.dtype == F32
     full = make(kind, shape, np.float32)
     if kind == "rms":  # eps=None is the data type's epsilon: give float32 the half type's
-        full.eps = float(finfo(dtype).eps)
+        full.eps = eps_of(dtype)
     got = run(half, x, dy)
     want = run(full, x.astype(np.float32), dy.astype(np.float32))
     assert got.keys() == want.keys()
