@@ -19,7 +19,7 @@ Threads and build: ``get_num_threads``, ``set_num_threads``, ``openmp_enabled``,
 """
 import typing
 
-from . import data, nn
+from . import data
 from ._core.runtime import get_num_threads, openmp_enabled, set_num_threads, show_config
 from ._version import __version__
 from .data import Moments, normalize_images
@@ -29,9 +29,18 @@ from .nn.functional import *  # noqa: F403 - the functional forms and moments
 if typing.TYPE_CHECKING:
     from .data.standardizer import Standardizer
 
-__all__ = [n for n in nn.__all__ if n != "functional"] + nn.functional.__all__ + [
-    "Moments", "Standardizer", "normalize_images", "get_num_threads", "set_num_threads",
-    "openmp_enabled", "show_config", "__version__"]
+# the layers, blocks, SyncBatchNorm and the rest of cnorm.nn, the functional forms, cnorm.data,
+# the runtime: a literal list, so that type checkers see what the star imports bring
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm",
+           "BatchNormAct1d", "BatchNormAct2d", "BatchNormAct3d", "GroupNormAct",
+           "batch_norm_act", "SyncBatchNorm", "SyncBatchNormAct", "fold_batch_norm", "no_grad",
+           "batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backward",
+           "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
+           "rms_norm", "rms_norm_backward", "moments",
+           "Moments", "Standardizer", "normalize_images",
+           "get_num_threads", "set_num_threads", "openmp_enabled", "show_config",
+           "__version__"]
 
 
 def __getattr__(name: str) -> typing.Any:

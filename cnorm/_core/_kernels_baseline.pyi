@@ -3,6 +3,7 @@ from typing import Any, Optional
 
 from cnorm._core.types import Array
 
+
 class Fused:
     """A Cython fused function: index it by the C types of a specialization."""
 

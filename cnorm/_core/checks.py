@@ -66,8 +66,9 @@ def check_vector(v: Optional[ArrayLike], shape: Union[int, Shape], dtype: np.dty
                      and (v.flags.writeable or not writeable)):
         return v  # the common case, checked cheaply
     if writeable and not (isinstance(v, np.ndarray) and v.flags.writeable):
+        got = "a read-only array" if isinstance(v, np.ndarray) else type(v).__name__
         raise ValueError(f"{name} must be a writeable NumPy array to be updated in place, got "
-                         f"{'a read-only array' if isinstance(v, np.ndarray) else type(v).__name__}")
+                         f"{got}")
     v = as_float_array(v, dtype, what=name)
     if v.shape != want:
         expect = (f"{want} to match normalized_shape" if isinstance(shape, tuple) else

@@ -37,7 +37,8 @@ class Spare:
         return self.owner.nbytes >= nbytes and (self.root is None or self.root() is None)
 
     def lease(self, shape: Shape, dtype: np.dtype[Any], channels_last: bool) -> Array:
-        """A new array of ``shape`` and ``dtype`` over the memory, C order or channels-last (an (N, C, *spatial) array over (N, *spatial, C) memory)."""
+        """A new array of ``shape`` and ``dtype`` over the memory, C order or channels-last
+        (an (N, C, *spatial) array over (N, *spatial, C) memory)."""
         root = np.frombuffer(self.owner.data, np.uint8, prod(shape) * dtype.itemsize)
         self.root = weakref.ref(root)
         flat = root.view(dtype)
@@ -55,8 +56,12 @@ def take(holder: Any, slot: str, like: Union[Array, ChannelLayout, RowLayout]) -
     nbytes = prod(like.shape) * like.dtype.itemsize
     if nbytes < SPARE_MIN:
         return None  # small: the allocator's free lists serve it without page faults
-    cl = like.channels_last if isinstance(like, (ChannelLayout, RowLayout)) else is_channels_last(like)
-    spare: Optional[Spare] = holder.__dict__.pop(slot, None)  # atomic: two threads never lease the same memory
+    if isinstance(like, (ChannelLayout, RowLayout)):
+        cl = like.channels_last
+    else:
+        cl = is_channels_last(like)
+    # atomic: two threads never lease the same memory
+    spare: Optional[Spare] = holder.__dict__.pop(slot, None)
     if spare is None or not spare.free_for(nbytes):
         spare = Spare(nbytes)  # the old memory lives on as long as its arrays do
     out = spare.lease(like.shape, like.dtype, cl)

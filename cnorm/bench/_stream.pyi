@@ -3,5 +3,6 @@ from typing import Any, Optional
 
 from cnorm._core.types import Array
 
+
 def stream_copy(src: Array, dst: Array, n_threads: int) -> None: ...
 def stream_read(src: Array, n_threads: int) -> Any: ...

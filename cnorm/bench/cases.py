@@ -12,14 +12,22 @@ import json
 import os
 import sys
 import time
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[Any]
+Runner = Callable[[], Any]  # one call of the timed operation
+Shape = Tuple[int, ...]
 
 
-def _load_data_cases():
+def _load_data_cases() -> Any:
     """data_cases.py by its path: a torch or OpenCV worker must not import cnorm."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_cases.py")
     spec = importlib.util.spec_from_file_location("cnorm_bench_data", path)
+    assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -55,26 +63,30 @@ SHAPES = [
 OPS = ("train_fwd", "train_fwd_bwd", "eval_fwd")
 
 
-def ops_for(kind):
+def ops_for(kind: str) -> Tuple[str, ...]:
     """Batch norm has an eval path of its own; the other layers compute the same either way."""
     return OPS if kind.startswith("bn") else OPS[:2]
 
 
-def make_layer(lib, kind, shape):
+def make_layer(lib: Any, kind: str, shape: Shape) -> Any:
     """The layer of ``kind`` for ``shape`` from ``lib``: cnorm or torch.nn (same names and
     constructor arguments)."""
     C = shape[1]
-    return {"bn1d": lambda: lib.BatchNorm1d(C), "bn2d": lambda: lib.BatchNorm2d(C),
+    makers: Dict[str, Callable[[], Any]] = {
+            "bn1d": lambda: lib.BatchNorm1d(C), "bn2d": lambda: lib.BatchNorm2d(C),
             "ln": lambda: lib.LayerNorm(shape[-1]), "ln-chw": lambda: lib.LayerNorm(shape[1:]),
             "gn32": lambda: lib.GroupNorm(32, C), "in2d": lambda: lib.InstanceNorm2d(C),
-            "rms": lambda: lib.RMSNorm(shape[-1])}[kind]()
+            "rms": lambda: lib.RMSNorm(shape[-1])}
+    return makers[kind]()
+
+
 IMPLS = ("cnorm", "numpy", "torch")  # the norm cases; data cases name their own
 # bytes that must cross memory, in units of the input's size: read x + write y forward,
 # read x and dy + write dx backward
 TRAFFIC = {"train_fwd": 2, "train_fwd_bwd": 5, "eval_fwd": 2}
 
 
-def make_input(shape, layout, seed=0):
+def make_input(shape: Shape, layout: str, seed: int = 0) -> Array:
     x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
     if layout == "nhwc":
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1)).transpose(0, 3, 1, 2)
@@ -83,11 +95,12 @@ def make_input(shape, layout, seed=0):
 
 # --- a plain NumPy implementation (what a NumPy user writes), the "numpy" columns -----------
 
-def _np_axes(x):
+def _np_axes(x: Array) -> Shape:
     return (0,) + tuple(range(2, x.ndim))
 
 
-def numpy_train_forward(x, weight, bias, eps=EPS):
+def numpy_train_forward(x: Array, weight: Array, bias: Array,
+                        eps: float = EPS) -> Tuple[Array, Tuple[Array, Array]]:
     ax = _np_axes(x)
     mean = x.mean(axis=ax, keepdims=True)
     var = x.var(axis=ax, keepdims=True)
@@ -97,7 +110,8 @@ def numpy_train_forward(x, weight, bias, eps=EPS):
     return xhat * weight.reshape(shp) + bias.reshape(shp), (xhat, invstd)
 
 
-def numpy_train_backward(dy, weight, saved):
+def numpy_train_backward(dy: Array, weight: Array,
+                         saved: Tuple[Array, Array]) -> Tuple[Array, Array, Array]:
     xhat, invstd = saved
     ax = _np_axes(dy)
     m = dy.size // dy.shape[1]
@@ -109,24 +123,25 @@ def numpy_train_backward(dy, weight, saved):
     return dx, dweight, dbias
 
 
-def numpy_eval_forward(x, mean, var, weight, bias, eps=EPS):
+def numpy_eval_forward(x: Array, mean: Array, var: Array, weight: Array, bias: Array,
+                       eps: float = EPS) -> Array:
     shp = (1, -1) + (1,) * (x.ndim - 2)
     scale = (weight / np.sqrt(var + eps)).reshape(shp)
     return (x - mean.reshape(shp)) * scale + bias.reshape(shp)
 
 
-def numpy_rows(kind, x):
+def numpy_rows(kind: str, x: Array) -> Tuple[Array, Shape]:
     """The (rows, L) view whose rows a per-row norm normalizes, and the shape its (per-channel
     or per-column) parameters broadcast to over x."""
     N, C = x.shape[:2]
-    rows = {"ln": (-1, x.shape[-1]), "rms": (-1, x.shape[-1]), "ln-chw": (N, -1),
+    rows: Shape = {"ln": (-1, x.shape[-1]), "rms": (-1, x.shape[-1]), "ln-chw": (N, -1),
             "gn32": (N * 32, -1), "in2d": (N * C, -1)}[kind]
-    pshape = x.shape[1:] if kind == "ln-chw" else (
+    pshape: Shape = x.shape[1:] if kind == "ln-chw" else (
         (x.shape[-1],) if kind in ("ln", "rms") else (C,) + (1,) * (x.ndim - 2))
     return x.reshape(rows), pshape
 
 
-def numpy_rows_train(kind, x, dy=None, eps=EPS):
+def numpy_rows_train(kind: str, x: Array, dy: Optional[Array] = None, eps: float = EPS) -> Any:
     """Forward (and, given dy, backward with parameter gradients) of a per-row norm."""
     rms = kind == "rms"
     X, pshape = numpy_rows(kind, x)
@@ -154,7 +169,7 @@ def numpy_rows_train(kind, x, dy=None, eps=EPS):
 
 # --- runners: a zero-argument callable per (impl, op, case) ----------------------------------
 
-def make_runner(impl, op, kind, x, lib):
+def make_runner(impl: str, op: str, kind: str, x: Array, lib: Any) -> Runner:
     """A callable running ``op`` once with ``impl`` on ``x``; ``lib`` is the imported cnorm or
     torch module (None for numpy)."""
     C = x.shape[1]
@@ -187,25 +202,27 @@ def make_runner(impl, op, kind, x, lib):
             xg = xt.detach().clone().requires_grad_()
             dyt = torch.from_numpy(dy)
 
-            def fwd_bwd():
+            def fwd_bwd() -> None:
                 layer(xg).backward(dyt)
             return fwd_bwd
         if op == "eval_fwd":
             layer.eval()
 
-        def fwd():
+        def fwd() -> None:
             with torch.no_grad():
                 layer(xt)
         return fwd
     raise ValueError(impl)
 
 
-def block_median(fn, seconds, min_rounds=5, max_rounds=200):
+def block_median(fn: Runner, seconds: float, min_rounds: int = 5,
+                 max_rounds: int = 200) -> Tuple[float, int]:
     """Median seconds of ``fn`` over an uninterrupted block of rounds, as many as fit in
     ``seconds`` within the bounds. First a warm-up of at least 3 calls and a fifth of the
     time: a library's first calls (lazy initialization, allocator growth, autograd's first
     graph) can cost a hundred times a steady one."""
-    warm, start = [], time.perf_counter()
+    warm: List[float] = []
+    start = time.perf_counter()
     while len(warm) < 3 or (time.perf_counter() - start < 0.2 * seconds
                              and len(warm) < max_rounds):
         t0 = time.perf_counter()
@@ -213,7 +230,7 @@ def block_median(fn, seconds, min_rounds=5, max_rounds=200):
         warm.append(time.perf_counter() - t0)
     per_call = float(np.median(warm[-3:]))
     rounds = int(min(max_rounds, max(min_rounds, 0.8 * seconds / max(per_call, 1e-9))))
-    times = []
+    times: List[float] = []
     for _ in range(rounds):
         t0 = time.perf_counter()
         fn()
@@ -221,7 +238,7 @@ def block_median(fn, seconds, min_rounds=5, max_rounds=200):
     return float(np.median(times)), rounds
 
 
-def warm_malloc():
+def warm_malloc() -> None:
     """Put glibc's malloc in the state of a long-running process: its mmap threshold starts
     at 128 KB and only rises when a large block is freed, until then every output above
     128 KB is fresh pages and page faults. Freeing one 30 MB array does what any training
@@ -229,7 +246,7 @@ def warm_malloc():
     np.ones(30 << 18, np.float32).sum()
 
 
-def _import(impl, path):
+def _import(impl: str, path: Optional[str]) -> Optional[ModuleType]:
     """The library a worker times: cnorm (from ``path`` when given), torch, or None."""
     if impl == "numpy":
         return None
@@ -238,21 +255,22 @@ def _import(impl, path):
     return importlib.import_module(impl)
 
 
-def worker(impl, path=None):
+def worker(impl: str, path: Optional[str] = None) -> None:
     """Serve timing requests for ``impl`` on stdin/stdout, one JSON object a line:
     {"threads": n}, {"case": [name, kind, shape, layout], "op": op, "seconds": s} (a data
     case: {"case": ["data", name, shape], ...}), {"copy": nbytes} and {"read": nbytes} (the
     stream-copy and read bandwidths, with cnorm's probes)."""
     try:
         lib = _import(data_cases.module_of(impl) if impl != "copy" else "cnorm", path)
-        copy = importlib.import_module("cnorm.bench._stream") if impl == "copy" else None
+        copy: Any = importlib.import_module("cnorm.bench._stream") if impl == "copy" else None
     except ImportError as e:
         print(json.dumps({"unavailable": str(e)}), flush=True)
         return
     print(json.dumps({"ready": impl, "version": getattr(lib, "__version__", np.__version__)}),
           flush=True)
     warm_malloc()
-    threads, cached = 1, (None, None)
+    threads = 1
+    cached: Tuple[Any, Optional[Runner]] = (None, None)  # the last case and its runner
     for line in sys.stdin:
         req = json.loads(line)
         if "threads" in req:
@@ -273,6 +291,7 @@ def worker(impl, path=None):
             if cached[0] != (name, tuple(shape)):
                 x = data_cases.make_input(name, shape)
                 cached = ((name, tuple(shape)), data_cases.make_runner(impl, name, x, lib))
+            assert cached[1] is not None
             t, rounds = block_median(cached[1], req["seconds"])
             out = {"seconds": t, "rounds": rounds}
         else:
@@ -281,6 +300,7 @@ def worker(impl, path=None):
             if cached[0] != key:
                 x = make_input(tuple(shape), layout)
                 cached = (key, make_runner(impl, req["op"], kind, x, lib))
+            assert cached[1] is not None
             t, rounds = block_median(cached[1], req["seconds"])
             out = {"seconds": t, "rounds": rounds}
         print(json.dumps(out), flush=True)

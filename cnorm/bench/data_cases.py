@@ -4,7 +4,13 @@ batch, dataset statistics, and standardization, each against the tools a pipelin
 Shared by the report (``python -m cnorm.bench``, a worker per implementation) and the
 pytest-benchmark suite (bench/test_bench_data.py). Imports nothing but NumPy at the top.
 """
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
 import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[Any]
+Runner = Callable[[], Any]
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -12,7 +18,7 @@ STD = np.array([0.229, 0.224, 0.225])
 # name -> (input shape, input dtype, implementations, bytes moved per input byte, what the
 # bandwidth is judged against: "copy" (read + write stream) or "read", the rivals of the
 # issue's speed target: cnorm's speedup is over the fastest of them)
-CASES = {
+CASES: Dict[str, Tuple[Any, ...]] = {
     "normalize_images": ((64, 224, 224, 3), "uint8", ("cnorm", "torch", "cv2", "numpy"), 5,
                          "copy", ("torch", "cv2")),
     "moments": ((64, 224, 224, 3), "uint8", ("cnorm", "numpy"), 1, "read", ("numpy",)),
@@ -46,20 +52,22 @@ LABELS = {"normalize_images": "uint8 NHWC -> float32 NCHW", "moments": "per-chan
 HALF = {"bn2d_f16", "bn2d_bf16", "ln_bf16"}
 
 
-def dtype_of(name):
+def dtype_of(name: str) -> np.dtype[Any]:
     """A case's input dtype (bfloat16 is ml_dtypes' type, imported only for those cases)."""
-    if CASES[name][1] == "bfloat16":
+    kind: Any = CASES[name][1]
+    if kind == "bfloat16":
         import ml_dtypes
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(CASES[name][1])
+        kind = ml_dtypes.bfloat16
+    dt: np.dtype[Any] = np.dtype(kind)
+    return dt
 
 
-def module_of(impl):
+def module_of(impl: str) -> str:
     """The module an implementation imports: "cnorm-unfused" and "cnorm-f32" are cnorm."""
     return impl.split("-")[0]
 
 
-def make_input(name, shape=None):
+def make_input(name: str, shape: Optional[Sequence[int]] = None) -> Array:
     shape, dtype = tuple(shape or CASES[name][0]), dtype_of(name)
     rng = np.random.default_rng(0)
     if dtype == np.uint8:
@@ -67,7 +75,7 @@ def make_input(name, shape=None):
     return (3.0 + 2.0 * rng.standard_normal(shape, dtype=np.float32)).astype(dtype)
 
 
-def set_threads(impl, lib, n):
+def set_threads(impl: str, lib: Any, n: int) -> None:
     """The library's own thread setting (NumPy and scikit-learn's transform run on one)."""
     if lib is None or impl == "copy":
         return
@@ -77,7 +85,7 @@ def set_threads(impl, lib, n):
         lib.setNumThreads(n)
 
 
-def make_runner(impl, name, x, lib):
+def make_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
     """A zero-argument callable doing case ``name`` once with ``impl`` (cnorm, torch, cv2,
     sklearn or numpy; ``lib`` the imported module, None for numpy)."""
     if name == "normalize_images":
@@ -103,7 +111,7 @@ def make_runner(impl, name, x, lib):
     raise ValueError(name)
 
 
-def _normalize_runner(impl, x, lib):
+def _normalize_runner(impl: str, x: Array, lib: Any) -> Runner:
     N, H, W, C = x.shape
     if impl == "cnorm":
         out = np.empty((N, C, H, W), np.float32)  # a loader reuses its batch buffer
@@ -114,7 +122,7 @@ def _normalize_runner(impl, x, lib):
         m = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
         s = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
 
-        def run():
+        def run() -> Any:
             y = xt.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
             return y.mul_(1.0 / 255.0).sub_(m).div_(s)
         return run
@@ -124,7 +132,7 @@ def _normalize_runner(impl, x, lib):
                                               tuple(MEAN * 255.0), False, False)
     m32, s32 = MEAN.astype(np.float32), STD.astype(np.float32)
 
-    def numpy_run():
+    def numpy_run() -> Array:
         y = x.astype(np.float32)
         y *= np.float32(1.0 / 255.0)
         y -= m32
@@ -133,7 +141,7 @@ def _normalize_runner(impl, x, lib):
     return numpy_run
 
 
-def _block_runner(impl, name, x, lib):
+def _block_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
     """A training step of norm -> + residual -> relu: cnorm's fused layer, cnorm's norm with
     the add and relu in NumPy, or torch's sequence under autograd."""
     rng = np.random.default_rng(1)
@@ -152,14 +160,14 @@ def _block_runner(impl, name, x, lib):
         return lambda: (block(x, r), block.backward(dy), block.grad_residual)
     norm = lib.GroupNorm(32, C) if name == "gn_add_relu" else lib.BatchNorm2d(C)
 
-    def unfused():
+    def unfused() -> Any:
         y = np.maximum(norm(x) + r, 0)
         g = dy * (y > 0)  # the relu's gradient, which is also the residual's
         return norm.backward(g), g
     return unfused
 
 
-def _half_runner(impl, name, x, lib):
+def _half_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
     """A training step of one norm layer in a half type: cnorm in that type, cnorm on the
     same values in float32, or torch in that type (float32 parameters) under autograd."""
     dy = np.random.default_rng(1).standard_normal(x.shape, dtype=np.float32).astype(x.dtype)

@@ -22,12 +22,15 @@ import os
 import platform
 import subprocess
 import sys
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 import cnorm
 
 from .._core.backend import target as _simd_target
+from .._core.runtime import openmp_enabled
+from .._version import __version__
 from . import cases as _bench_cases
 from .cases import IMPLS, OPS, SHAPES, TRAFFIC, ops_for
 from .data_cases import CASES as DATA_CASES
@@ -45,35 +48,40 @@ COPY_BYTES = 256 << 20  # larger than any cache
 class Worker:
     """One implementation in a process of its own (cases.py run as a script)."""
 
-    def __init__(self, impl, path=None):
+    def __init__(self, impl: str, path: Optional[str] = None) -> None:
         # the worker imports the cnorm this process runs, unless another build is named
         path = path or os.path.dirname(os.path.dirname(os.path.abspath(cnorm.__file__)))
         self.proc = subprocess.Popen([sys.executable, _bench_cases.__file__, impl, path],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        hello = json.loads(self.proc.stdout.readline() or '{"unavailable": "worker died"}')
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        hello = json.loads(self.stdout.readline() or '{"unavailable": "worker died"}')
         self.available = "ready" in hello
         self.version = hello.get("version")
 
-    def ask(self, **request):
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+    def ask(self, **request: Any) -> Dict[str, Any]:
+        self.stdin.write(json.dumps(request) + "\n")
+        self.stdin.flush()
+        line = self.stdout.readline()
         if not line:
             raise RuntimeError(f"benchmark worker died on {request}")
-        return json.loads(line)
+        answer: Dict[str, Any] = json.loads(line)
+        return answer
 
-    def close(self):
+    def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.stdin.close()
+            self.stdin.close()
             self.proc.wait()
 
 
 class Progress:
-    def __init__(self, total, stream=sys.stderr):
+    """A progress bar over the cases, on a terminal (or with CNORM_BENCH_PROGRESS=1)."""
+
+    def __init__(self, total: int, stream: IO[str] = sys.stderr) -> None:
         self.total, self.done, self.stream = total, 0, stream
         self.enabled = stream.isatty() or os.environ.get("CNORM_BENCH_PROGRESS") == "1"
 
-    def step(self, label):
+    def step(self, label: str) -> None:
         self.done += 1
         if self.enabled:
             width = 30
@@ -82,16 +90,17 @@ class Progress:
                               f"{self.done}/{self.total} {label:<40.40}")
             self.stream.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.enabled:
             self.stream.write("\n")
 
 
-def _ops(kind, ops):
+def _ops(kind: str, ops: Sequence[str]) -> List[str]:
     return [op for op in ops if op in ops_for(kind)]
 
 
-def _spawn(impls, paths, nt):
+def _spawn(impls: Sequence[str], paths: Optional[Mapping[str, str]],
+           nt: int) -> Dict[str, Worker]:
     """Fresh workers {label: Worker} at ``nt`` threads: the implementations that are
     installed, and the other cnorm builds of ``paths``."""
     workers = {i: Worker(i) for i in impls}
@@ -105,8 +114,10 @@ def _spawn(impls, paths, nt):
     return workers
 
 
-def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=3,
-        paths=None, data=None):
+def run(threads: Sequence[int] = (1, 2), shapes: Sequence[Any] = SHAPES,
+        ops: Sequence[str] = OPS, impls: Sequence[str] = IMPLS, budget: float = 1.0,
+        rounds: int = 3, paths: Optional[Mapping[str, str]] = None,
+        data: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Run the grid; returns a dict with the machine, copy bandwidths and one row per case.
 
     ``budget``: seconds of timed calls per case and implementation, split over ``rounds``
@@ -118,7 +129,10 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
     other cnorm builds to time as well (e.g. the previous version, a before/after
     comparison). ``data``: {name: shape} of data cases (see data_cases.py), timed after the
     norms against their own tools, as rows with "group": "data"."""
-    rows, copy_bw, probe_bw, versions = [], {}, {}, {}
+    rows: List[Dict[str, Any]] = []
+    copy_bw: Dict[int, float] = {}
+    probe_bw: Dict[int, Any] = {}
+    versions: Dict[str, Any] = {}
     data = data or {}
     progress = Progress(len(threads) * (1 + (len(shapes) + len(data)) * rounds))
     try:
@@ -160,7 +174,9 @@ def run(threads=(1, 2), shapes=SHAPES, ops=OPS, impls=IMPLS, budget=1.0, rounds=
             "probe_gbps": {str(k): v for k, v in probe_bw.items()}, "rows": rows}
 
 
-def _data_row(name, shape, nt, budget, rounds, versions, progress, probes):
+def _data_row(name: str, shape: Any, nt: int, budget: float, rounds: int,
+              versions: Dict[str, Any], progress: Progress,
+              probes: Dict[str, Any]) -> Dict[str, Any]:
     """One data case: every tool of the case in its own workers. cnorm's bandwidth is judged
     against the case's limit (the copy stream, or the read stream for a reduction), probed on
     more bytes than any cache holds ("DRAM") and on as many bytes as the case moves ("same
@@ -182,9 +198,12 @@ def _data_row(name, shape, nt, budget, rounds, versions, progress, probes):
     return row
 
 
-def _time_rounds(impls, paths, nt, case, ops, budget, rounds, versions=None, progress=None):
+def _time_rounds(impls: Sequence[str], paths: Optional[Mapping[str, str]], nt: int, case: Any,
+                 ops: Sequence[str], budget: float, rounds: int,
+                 versions: Optional[Dict[str, Any]] = None,
+                 progress: Optional[Progress] = None) -> Dict[str, Dict[str, float]]:
     """{op: {label: seconds}}: the median over ``rounds`` rounds, each in fresh workers."""
-    blocks = {}
+    blocks: Dict[str, Dict[str, List[float]]] = {}
     for r in range(rounds):
         if progress is not None:
             progress.step(f"{case[0]} {case[2]} {nt}t, round {r + 1}")
@@ -204,11 +223,12 @@ def _time_rounds(impls, paths, nt, case, ops, budget, rounds, versions=None, pro
     return {op: {k: float(np.median(v)) for k, v in b.items()} for op, b in blocks.items()}
 
 
-def verify_torch(result, budget=1.0, rounds=3):
+def verify_torch(result: Dict[str, Any], budget: float = 1.0,
+                 rounds: int = 3) -> List[Tuple[Dict[str, Any], float]]:
     """Time torch alone (no other implementation running between its blocks) with the
     report's rounds of fresh processes, for every row of ``result``; returns (row, seconds
     alone) pairs. The report's torch figure should agree within noise."""
-    out = []
+    out: List[Tuple[Dict[str, Any], float]] = []
     for row in result["rows"]:
         if "torch" in row and row.get("group") != "data":
             kind = next(c[1] for c in SHAPES + QUICK_SHAPES if c[0] == row["case"])
@@ -219,13 +239,13 @@ def verify_torch(result, budget=1.0, rounds=3):
     return out
 
 
-def machine_info(versions):
-    return {"cnorm": cnorm.__version__, "simd": _simd_target, "openmp": cnorm.openmp_enabled(),
+def machine_info(versions: Dict[str, Any]) -> Dict[str, Any]:
+    return {"cnorm": __version__, "simd": _simd_target, "openmp": openmp_enabled(),
             "numpy": np.__version__, "torch": versions.get("torch"),
             "python": platform.python_version(), "cpu": _cpu_name(), "cores": os.cpu_count()}
 
 
-def _cpu_name():
+def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -236,7 +256,7 @@ def _cpu_name():
     return platform.processor()
 
 
-def format_table(result):
+def format_table(result: Dict[str, Any]) -> str:
     """The norms' table, then the data group's (when it ran), then the machine."""
     norms = {**result, "rows": [r for r in result["rows"] if r.get("group") != "data"]}
     data = [r for r in result["rows"] if r.get("group") == "data"]
@@ -252,7 +272,7 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def _data_table(rows, probes):
+def _data_table(rows: List[Dict[str, Any]], probes: Dict[str, Any]) -> str:
     tools = [t for t in ("torch", "cv2", "sklearn", "numpy", "cnorm-unfused", "cnorm-f32")
              if any(t in r for r in rows)]
     head = ["case", "what", "shape", "thr", "cnorm ms"] + [f"{t} ms" for t in tools]
@@ -273,7 +293,7 @@ def _data_table(rows, probes):
     return "\n".join(lines)
 
 
-def _norms_table(result):
+def _norms_table(result: Dict[str, Any]) -> str:
     has_torch = any("torch" in r for r in result["rows"])
     has_before = any("before" in r for r in result["rows"])
     head = ["case", "op", "shape", "thr", "cnorm ms"]
@@ -296,7 +316,7 @@ def _norms_table(result):
     return "\n".join(lines)
 
 
-def plot(result, path):
+def plot(result: Dict[str, Any], path: str) -> bool:
     """Bar chart of cnorm's speedup over torch (or NumPy) per case; needs matplotlib."""
     try:
         import matplotlib
@@ -330,7 +350,7 @@ def plot(result, path):
     return True
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cnorm.bench", description=__doc__.split("\n")[0])
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (1,2)")
     p.add_argument("--quick", action="store_true",

@@ -17,7 +17,7 @@ from .._core import backend as _backend
 from .._core.checks import refuse_masked
 from .._core.dtypes import KINDS, WIDE_INTS
 from .._core.layout import check_out, same_place
-from .._core.types import Array, ArrayLike, OptArray
+from .._core.types import Array, OptArray
 from ._view import as_data, channel_axis_of, kind_of, views
 from .moments import Moments, batch_moments
 

@@ -13,8 +13,7 @@ import numpy as np
 
 from .._core.types import Array, ArrayLike, DTypeLike, OptArray
 from ._ops.act import Block, act_code
-from ._ops.batch_norm import BatchNormContext, check_batch_norm
-from ._ops.context import write_back
+from ._ops.batch_norm import batch_norm_call
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormBase, GroupNorm, _Module
 
 
@@ -107,12 +106,5 @@ def batch_norm_act(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
     (see the module). Returns y."""
     block = Block(np.asarray(x) if not isinstance(x, np.ndarray) else x, residual, act,
                   negative_slope)
-    x, rm, rv, weight, bias = check_batch_norm(
-        x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
-    ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
-    if training:
-        ctx.update_running(rm, rv, float(momentum))
-        if rm is not running_mean or rv is not running_var:  # converted by the checks
-            write_back((running_mean, rm), (running_var, rv))
-    y: Array = ctx.y
-    return y
+    return batch_norm_call(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                           out, block)

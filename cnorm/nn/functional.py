@@ -10,11 +10,17 @@ parameter dtype" below; for float32 and float64 data, x's own dtype). Every func
 ``TypeError`` for a non-float input or mismatched dtypes and ``ValueError`` for bad shapes or
 arguments, and modifies nothing when it raises.
 """
-from typing import Optional, Sequence, Tuple, Union
+import inspect
+from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 from .._core.checks import as_float_array
 from .._core.types import Array, ArrayLike, AxisLike, OptArray
-from ._ops.batch_norm import BatchNormContext, check_batch_norm, reduce_moments
+from ._ops.batch_norm import (
+    BatchNormContext,
+    batch_norm_call,
+    check_batch_norm,
+    reduce_moments,
+)
 from ._ops.context import write_back
 from ._ops.group_norm import (
     GroupNormContext,
@@ -30,6 +36,46 @@ __all__ = ["batch_norm", "batch_norm_backward", "layer_norm", "layer_norm_backwa
 
 Grads = Tuple[Array, OptArray, OptArray]
 ShapeLike = Union[int, Sequence[int]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The backward forms' docstring: one text, each form's own docstring adds its Examples.
+_GRADS_DOC = """Gradients of :func:`{name}` with respect to ``x`` and the parameters.
+
+{about}
+
+Parameters
+----------
+grad_output : ndarray
+    The gradient of the loss with respect to the forward's output: x's shape and dtype.
+{args}
+    The forward's arguments (see :func:`{name}`).
+out : ndarray or None
+    A preallocated ``dx``, as :func:`batch_norm`'s ``out``.
+
+Returns
+-------
+dx : ndarray
+    Shaped like ``x``, in its memory layout.
+{grads} : ndarray or None
+    Of x's parameter dtype; None where the parameter is None.
+
+Raises
+------
+TypeError, ValueError
+    As :func:`{name}`, and for a ``grad_output`` of another shape or dtype.
+"""
+
+
+def _grads_of(name: str, args: str, grads: str = "grad_weight, grad_bias",
+              about: str = "The forward is recomputed; nothing is updated.") -> Callable[[F], F]:
+    """Give a backward form the shared docstring: its own first paragraph (a note) joins
+    ``about``, and the rest of its own (its Examples) follows."""
+    def decorate(fn: F) -> F:
+        note, _, examples = inspect.cleandoc(fn.__doc__ or "").partition("\n\n")
+        fn.__doc__ = _GRADS_DOC.format(name=name, args=args, grads=grads,
+                                       about=about + " " + note) + "\n" + examples
+        return fn
+    return decorate
 
 
 def batch_norm(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
@@ -84,47 +130,19 @@ def batch_norm(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
     >>> bool(abs(rm.mean() - 0.3) < 0.05)  # moved 10% of the way toward the batch mean
     True
     """
-    x, rm, rv, weight, bias = check_batch_norm(
-        x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
-    ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, out=out)
-    if training:
-        ctx.update_running(rm, rv, float(momentum))
-        if rm is not running_mean or rv is not running_var:  # converted by the checks
-            write_back((running_mean, rm), (running_var, rv))
-    y: Array = ctx.y
-    return y
+    return batch_norm_call(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                           out)
 
 
+@_grads_of("batch_norm", "x, running_mean, running_var, weight, bias, training, eps",
+           about="With ``training=True`` the batch statistics are recomputed from ``x`` and "
+                 "differentiated through, as torch autograd does; otherwise the running "
+                 "statistics are constants. Nothing is updated.")
 def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, running_mean: OptArray,
                         running_var: OptArray, weight: OptArray = None, bias: OptArray = None,
                         training: bool = False, eps: float = 1e-5, *,
                         out: OptArray = None) -> Grads:
-    """Gradients of :func:`batch_norm` with respect to ``x``, ``weight`` and ``bias``.
-
-    With ``training=True`` the batch statistics are recomputed from ``x`` and differentiated
-    through, as torch autograd does; otherwise the running statistics are constants. Nothing
-    is updated.
-
-    Parameters
-    ----------
-    grad_output : ndarray
-        The gradient of the loss with respect to the forward's output: x's shape and dtype.
-    x, running_mean, running_var, weight, bias, training, eps
-        The forward's arguments (see :func:`batch_norm`).
-    out : ndarray or None
-        A preallocated ``dx``, as :func:`batch_norm`'s ``out``.
-
-    Returns
-    -------
-    dx : ndarray
-        Shaped like ``x``, in its memory layout.
-    grad_weight, grad_bias : ndarray of shape (C,) or None
-        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`batch_norm`, and for a ``grad_output`` of another shape or dtype.
+    """A constant ``grad_output`` has no component the normalization keeps: dx is 0.
 
     Examples
     --------
@@ -227,31 +245,11 @@ def layer_norm(x: ArrayLike, normalized_shape: ShapeLike, weight: OptArray = Non
     return y
 
 
+@_grads_of("layer_norm", "x, normalized_shape, weight, bias, eps")
 def layer_norm_backward(grad_output: ArrayLike, x: ArrayLike, normalized_shape: ShapeLike,
                         weight: OptArray = None, bias: OptArray = None, eps: float = 1e-5, *,
                         out: OptArray = None) -> Grads:
-    """Gradients of :func:`layer_norm` (the forward is recomputed).
-
-    Parameters
-    ----------
-    grad_output : ndarray
-        The gradient of the loss with respect to the output: x's shape and dtype.
-    x, normalized_shape, weight, bias, eps
-        The forward's arguments (see :func:`layer_norm`).
-    out : ndarray or None
-        A preallocated ``dx``.
-
-    Returns
-    -------
-    dx : ndarray
-        Shaped like ``x``.
-    grad_weight, grad_bias : ndarray or None
-        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`layer_norm`, and for a ``grad_output`` of another shape or dtype.
+    """The rows' mean and scale are differentiated through, as torch autograd does.
 
     Examples
     --------
@@ -274,25 +272,26 @@ def rms_norm(x: ArrayLike, normalized_shape: ShapeLike, weight: OptArray = None,
     Parameters
     ----------
     x : ndarray of float32, float64, float16 or bfloat16
-        Its shape ends with ``normalized_shape``.
+        Of any rank whose trailing axes are ``normalized_shape``.
     normalized_shape : int or sequence of ints
-        The shape of the normalized axes.
+        The trailing axes scaled by their root mean square.
     weight : ndarray of shape ``normalized_shape`` of x's parameter dtype, or None
         The elementwise scale.
     eps : float or None
         Added to the mean square; None is the machine epsilon of x's dtype, as torch.
     out : ndarray or None
-        A preallocated output (see :func:`batch_norm`).
+        A preallocated output, as :func:`batch_norm`'s.
 
     Returns
     -------
     ndarray
-        Shaped like ``x`` (``out`` when given).
+        ``x`` scaled by its root mean square (``out`` when given).
 
     Raises
     ------
     TypeError, ValueError
-        As :func:`layer_norm`.
+        As :func:`layer_norm`: a non-float ``x``, a weight of another dtype or shape, an
+        ``x`` whose shape does not end with ``normalized_shape``.
 
     Examples
     --------
@@ -305,31 +304,11 @@ def rms_norm(x: ArrayLike, normalized_shape: ShapeLike, weight: OptArray = None,
     return y
 
 
+@_grads_of("rms_norm", "x, normalized_shape, weight, eps", grads="grad_weight")
 def rms_norm_backward(grad_output: ArrayLike, x: ArrayLike, normalized_shape: ShapeLike,
                       weight: OptArray = None, eps: Optional[float] = None, *,
                       out: OptArray = None) -> Tuple[Array, OptArray]:
-    """Gradients of :func:`rms_norm` (the forward is recomputed).
-
-    Parameters
-    ----------
-    grad_output : ndarray
-        The gradient of the loss with respect to the output: x's shape and dtype.
-    x, normalized_shape, weight, eps
-        The forward's arguments (see :func:`rms_norm`).
-    out : ndarray or None
-        A preallocated ``dx``.
-
-    Returns
-    -------
-    dx : ndarray
-        Shaped like ``x``.
-    grad_weight : ndarray or None
-        Of x's parameter dtype; None without ``weight``.
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`rms_norm`, and for a ``grad_output`` of another shape or dtype.
+    """Only the scale is differentiated through: RMS norm does not center.
 
     Examples
     --------
@@ -364,12 +343,12 @@ def group_norm(x: ArrayLike, num_groups: int, weight: OptArray = None, bias: Opt
     eps : float
         Added to the variance.
     out : ndarray or None
-        A preallocated output (see :func:`batch_norm`).
+        A preallocated output, of x's shape and dtype and in its layout.
 
     Returns
     -------
     ndarray
-        Shaped like ``x`` (``out`` when given).
+        Each group normalized, shaped like ``x`` (``out`` when given).
 
     Raises
     ------
@@ -389,31 +368,12 @@ def group_norm(x: ArrayLike, num_groups: int, weight: OptArray = None, bias: Opt
     return y
 
 
+@_grads_of("group_norm", args="x, num_groups, weight, bias, eps")
 def group_norm_backward(grad_output: ArrayLike, x: ArrayLike, num_groups: int,
                         weight: OptArray = None, bias: OptArray = None, eps: float = 1e-5, *,
                         out: OptArray = None) -> Grads:
-    """Gradients of :func:`group_norm` (the forward is recomputed).
-
-    Parameters
-    ----------
-    grad_output : ndarray
-        The gradient of the loss with respect to the output: x's shape and dtype.
-    x, num_groups, weight, bias, eps
-        The forward's arguments (see :func:`group_norm`).
-    out : ndarray or None
-        A preallocated ``dx``.
-
-    Returns
-    -------
-    dx : ndarray
-        Shaped like ``x``, in its memory layout.
-    grad_weight, grad_bias : ndarray of shape (C,) or None
-        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`group_norm`, and for a ``grad_output`` of another shape or dtype.
+    """Each group's mean and scale are differentiated through, per sample, as torch autograd
+    does.
 
     Examples
     --------
@@ -452,17 +412,18 @@ def instance_norm(x: ArrayLike, running_mean: OptArray = None, running_var: OptA
     eps : float
         Added to the variance.
     out : ndarray or None
-        A preallocated output (see :func:`batch_norm`).
+        A preallocated output: see :func:`batch_norm`.
 
     Returns
     -------
     ndarray
-        Shaped like ``x`` (``out`` when given).
+        Each instance normalized, shaped like ``x`` (``out`` when given).
 
     Raises
     ------
     TypeError, ValueError
-        As :func:`batch_norm`.
+        As :func:`batch_norm`; ValueError when ``use_input_stats`` is False without both
+        running arrays.
 
     Examples
     --------
@@ -481,32 +442,12 @@ def instance_norm(x: ArrayLike, running_mean: OptArray = None, running_var: OptA
     return y
 
 
+@_grads_of("instance_norm", "x, running_mean, running_var, weight, bias, use_input_stats, eps")
 def instance_norm_backward(grad_output: ArrayLike, x: ArrayLike, running_mean: OptArray = None,
                            running_var: OptArray = None, weight: OptArray = None,
                            bias: OptArray = None, use_input_stats: bool = True,
                            eps: float = 1e-5, *, out: OptArray = None) -> Grads:
-    """Gradients of :func:`instance_norm` (the forward is recomputed; nothing is updated).
-
-    Parameters
-    ----------
-    grad_output : ndarray
-        The gradient of the loss with respect to the output: x's shape and dtype.
-    x, running_mean, running_var, weight, bias, use_input_stats, eps
-        The forward's arguments (see :func:`instance_norm`).
-    out : ndarray or None
-        A preallocated ``dx``.
-
-    Returns
-    -------
-    dx : ndarray
-        Shaped like ``x``, in its memory layout.
-    grad_weight, grad_bias : ndarray of shape (C,) or None
-        Of x's parameter dtype; None where ``weight`` / ``bias`` is None.
-
-    Raises
-    ------
-    TypeError, ValueError
-        As :func:`instance_norm`, and for a ``grad_output`` of another shape or dtype.
+    """Each (sample, channel)'s statistics are differentiated through.
 
     Examples
     --------

@@ -1,7 +1,8 @@
 """Run under MPI (``mpiexec -n 2|3 python tests/distributed/mpi_sync_check.py``;
-test_sync_batchnorm.py launches it with a timeout). Every rank checks its SyncBatchNorm against BatchNorm on the
-concatenated batch, the float64 reference (cnorm.testing) and torch when installed; then the
-error cases, bit-identity across ranks and runs, and Moments.allreduce. Rank 0 prints "ALL OK
+test_sync_batchnorm.py launches it with a timeout). Every rank checks its SyncBatchNorm
+against BatchNorm on the concatenated batch, the float64 reference (cnorm.testing) and torch
+when installed; then the error cases, bit-identity across ranks and runs, and
+Moments.allreduce. Rank 0 prints "ALL OK
 on ranks [...]"; any failure aborts every rank at once (no rank is left waiting)."""
 import sys
 import traceback

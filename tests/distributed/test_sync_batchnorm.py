@@ -1,6 +1,6 @@
 """SyncBatchNorm: in one process (a one-process world: BatchNorm), and under real MPI with 2
-and 3 ranks (mpi_sync_check.py beside this file, launched by mpiexec with a timeout that fails the test
-instead of hanging), plus the data-parallel training example."""
+and 3 ranks (mpi_sync_check.py beside this file, launched by mpiexec with a timeout that
+fails the test instead of hanging), plus the data-parallel training example."""
 import os
 import shutil
 import subprocess

@@ -8,9 +8,9 @@ from ..._core import backend as _backend
 from ..._core.checks import as_float_array, check_channels, check_eps, check_ndim, check_vectors
 from ..._core.dtypes import param_dtype
 from ..._core.layout import ChannelLayout, contiguous, reduction_view, storage
-from ..._core.types import Array, ArrayLike, AxisLike, OptArray, Shape
+from ..._core.types import Array, ArrayLike, AxisLike, OptArray
 from .act import Block
-from .context import WIDE_INVSTD, Context, as_f64, update_running
+from .context import WIDE_INVSTD, Context, as_f64, update_running, write_back
 
 
 def reduce_moments(x: Array, axis: AxisLike) -> Tuple[Array, Array]:
@@ -47,6 +47,22 @@ def check_batch_norm(x: ArrayLike, running_mean: Any, running_var: Any, weight: 
     elif running_mean is None or running_var is None:
         raise ValueError("running_mean and running_var are required when training=False")
     return x, running_mean, running_var, weight, bias
+
+
+def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
+                    weight: OptArray, bias: OptArray, training: bool, momentum: float,
+                    eps: float, out: OptArray, block: Optional[Block] = None) -> Array:
+    """``cnorm.batch_norm`` and ``cnorm.batch_norm_act``: check, normalize, and when training
+    move the caller's running arrays (written back when the checks converted them)."""
+    x, rm, rv, weight, bias = check_batch_norm(
+        x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
+    ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
+    if training:
+        ctx.update_running(rm, rv, float(momentum))
+        if rm is not running_mean or rv is not running_var:  # converted by the checks
+            write_back((running_mean, rm), (running_var, rv))
+    y: Array = ctx.y
+    return y
 
 
 class BatchNormContext(Context):

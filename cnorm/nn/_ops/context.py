@@ -7,7 +7,7 @@ import numpy as np
 from ..._core import backend as _backend
 from ..._core.checks import as_float_array
 from ..._core.dtypes import param_dtype
-from ..._core.layout import ChannelLayout, RowLayout, check_out
+from ..._core.layout import check_out
 from ..._core.types import Array, ArrayLike, OptArray
 from .act import Block
 
@@ -20,9 +20,10 @@ WIDE_INVSTD = 1e-32
 
 class Context:
     """A forward pass (``y``) and what its backward needs. A subclass sets ``layout`` (the
-    input's shape and dtype), calls :meth:`keep_params`, and implements ``_backward(dy, out) -> (dx, grad_weight, grad_bias)`` with float64 gradients
-    (dx into ``out`` when given). ``wide``: the float64 twin that computed a too-wide float32
-    op (see :meth:`widen`), or unset."""
+    input's shape and dtype), calls :meth:`keep_params`, and implements ``_backward(dy, out)
+    -> (dx, grad_weight, grad_bias)`` with float64 gradients (dx into ``out`` when given).
+    ``wide``: the float64 twin that computed a too-wide float32 op (see :meth:`widen`), or
+    unset."""
 
     __slots__ = ("wide", "weight", "has_bias", "block", "shift")
     layout: Any  # a ChannelLayout or RowLayout, set by the subclass
