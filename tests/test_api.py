@@ -14,7 +14,8 @@ import pytest
 
 import cnorm
 from cnorm._core import backend as _backend
-from cnorm.nn.modules import BatchNormBase, _InstanceNorm, _Module, _NormBase
+from cnorm.nn.base import _Module, _NormBase
+from cnorm.nn.modules import BatchNormBase, _InstanceNorm
 from cnorm.testing import KINDS, make, make_input, shape_for
 
 API_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",

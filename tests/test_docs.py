@@ -52,3 +52,48 @@ def test_functional_docstrings_do_not_restrict_the_dtypes(name):
     assert "float32 or float64" not in doc.replace("\n    ", " ")
     assert all(t in cnorm.nn.functional.__doc__ for t in ("float32", "float64", "float16",
                                                        "bfloat16"))
+
+
+PUBLIC = [n for n in cnorm.__all__ if n != "__version__"]
+CANNOT_RAISE = {"show_config"}  # its one argument is a print flag: nothing to refuse
+
+
+def _sections(obj):
+    """numpydoc's parse of a docstring: {section: content}."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    return docscrape.ClassDoc(obj) if isinstance(obj, type) else docscrape.FunctionDoc(obj)
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_every_public_name_has_a_numpydoc_docstring(name):
+    """Parameters (for whatever takes any), Returns (functions), Raises (whatever takes
+    arguments) and Examples, parsed by numpydoc itself; every documented parameter exists."""
+    import inspect
+
+    obj = getattr(cnorm, name)
+    doc = _sections(obj)
+    fn = obj.__init__ if isinstance(obj, type) else obj
+    params = [p for p in inspect.signature(fn).parameters if p != "self"]
+    assert doc["Summary"], name
+    assert "Examples" in doc and ">>>" in "\n".join(doc["Examples"]), name
+    if params:
+        documented = {n.strip() for p in doc["Parameters"] for n in p.name.split(",")}
+        assert documented, f"{name}: no Parameters section"
+        assert documented <= set(params) | {"*args"}, (name, documented - set(params))
+        assert doc["Raises"] or name in CANNOT_RAISE, f"{name}: no Raises section"
+    if not isinstance(obj, type):
+        assert doc["Returns"] or doc["Yields"], f"{name}: no Returns section"
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_the_docstring_examples_run(name):
+    """Each public name's Examples, run as doctests (the same as the documentation shows)."""
+    import doctest
+
+    obj = getattr(cnorm, name)
+    finder, runner = doctest.DocTestFinder(recurse=False), doctest.DocTestRunner(verbose=False)
+    tests = [t for t in finder.find(obj, name, globs={}) if t.examples]
+    assert tests, f"{name} has no examples"
+    for t in tests:
+        runner.run(t)
+    assert runner.failures == 0, f"{name}: {runner.failures} doctest failures (see output)"

@@ -19,6 +19,17 @@ def get_num_threads() -> int:
     torch ``DataLoader`` worker): OpenMP's thread pool does not survive ``fork()``, so such a
     child runs serially, with the same results. Spawned and forkserver workers are not
     affected.
+
+    Returns
+    -------
+    int
+        The thread count, at least 1.
+
+    Examples
+    --------
+    >>> import cnorm
+    >>> cnorm.get_num_threads() >= 1
+    True
     """
     return _backend.threads()
 
@@ -32,6 +43,31 @@ def set_num_threads(n: int) -> int:
 
     In a forked child (see :func:`get_num_threads`) kernels stay on one thread: asking for more
     warns and changes nothing.
+
+    Parameters
+    ----------
+    n : int
+        The thread count, at least 1.
+
+    Returns
+    -------
+    int
+        The count before.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an integer.
+    ValueError
+        ``n`` is below 1.
+
+    Examples
+    --------
+    >>> import cnorm
+    >>> before = cnorm.set_num_threads(1)
+    >>> cnorm.get_num_threads()
+    1
+    >>> _ = cnorm.set_num_threads(before)
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"number of threads must be an integer, got {type(n).__name__}")
@@ -49,14 +85,44 @@ def set_num_threads(n: int) -> int:
 
 
 def openmp_enabled() -> bool:
-    """True when the kernels were compiled with OpenMP (False: the serial fallback build)."""
+    """Whether the kernels were compiled with OpenMP (False: the serial fallback build).
+
+    Returns
+    -------
+    bool
+        True for a threaded build.
+
+    Examples
+    --------
+    >>> import cnorm
+    >>> isinstance(cnorm.openmp_enabled(), bool)
+    True
+    """
     return bool(_backend.kernels.openmp_enabled())
 
 
 def show_config(print_out: bool = True) -> Dict[str, Any]:
-    """The build and runtime configuration: SIMD target in use, targets this CPU runs,
-    OpenMP, threads (and ``forked_child``: True in a forked child process, which runs on one
-    thread). Prints it (unless ``print_out=False``) and returns it as a dict."""
+    """The build and runtime configuration, for bug reports and benchmark notes.
+
+    Parameters
+    ----------
+    print_out : bool, default True
+        Print it, one item a line.
+
+    Returns
+    -------
+    dict
+        ``cnorm`` (version), ``simd_target`` (in use), ``simd_available`` (what this CPU
+        runs), ``openmp``, ``num_threads``, ``forked_child`` (True in a forked child process,
+        which runs on one thread) and ``numpy``.
+
+    Examples
+    --------
+    >>> import cnorm
+    >>> config = cnorm.show_config(print_out=False)
+    >>> config["simd_target"] in config["simd_available"]
+    True
+    """
     import numpy
 
     config = {"cnorm": __version__, "simd_target": _backend.target,

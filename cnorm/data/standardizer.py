@@ -159,6 +159,48 @@ class Standardizer(_Base):
     raise ``ValueError`` (unlike StandardScaler, which ignores NaN in ``fit``); in
     ``transform`` the check costs no extra pass, and ``out`` may be partly written when
     it raises.
+
+    Parameters
+    ----------
+    channel_axis : int or None, default 1
+        The axis of the channels (features).
+    with_mean, with_std : bool, default True
+        Center, and scale to unit variance.
+    eps : float, default 0.0
+        Added to the variance.
+    copy : bool, default True
+        False: transform float input of the output dtype in place.
+
+    Attributes
+    ----------
+    mean_, var_, scale_ : ndarray of float64, shape (C,), or None
+        The fitted statistics (None where ``with_mean``/``with_std`` turn them off).
+    n_samples_seen_ : int
+        Values per channel seen.
+    n_features_in_ : int
+        C.
+
+    Raises
+    ------
+    ValueError
+        From ``fit`` and ``transform``: NaN or infinity, another channel count, a bad
+        ``eps`` or ``channel_axis``. A failed ``fit`` or ``partial_fit`` changes nothing.
+
+    See Also
+    --------
+    cnorm.Moments : the statistics it is fitted with.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> X = np.random.default_rng(0).normal(5.0, 2.0, (1000, 3)).astype(np.float32)
+    >>> s = cnorm.Standardizer().fit(X)
+    >>> Z = s.transform(X)
+    >>> Z.dtype, bool(np.allclose(Z.mean(axis=0), 0, atol=1e-5))
+    (dtype('float32'), True)
+    >>> batches = (X[i:i + 100] for i in range(0, 1000, 100))    # or chunks of a memmap
+    >>> bool(np.allclose(cnorm.Standardizer().fit(batches).mean_, s.mean_, rtol=1e-12))
+    True
     """
 
     # the fitted attributes (set by fit, as scikit-learn's estimators do: absent before)

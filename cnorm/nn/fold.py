@@ -11,14 +11,45 @@ from .modules import BatchNormBase
 
 def fold_batch_norm(weight: ArrayLike, bias: Optional[ArrayLike],
                     bn: BatchNormBase) -> Tuple[Array, Array]:
-    """``(weight', bias')`` with ``x @ weight'.T + bias' == bn(x @ weight.T + bias)`` in eval
-    mode (and likewise for a convolution).
+    """Fold an eval-mode batch norm into the linear or convolution layer before it.
 
-    ``weight``: a linear ``(out, in)`` or convolution ``(out, in, *kernel)`` weight, out-channels
-    first; ``bias``: its bias of length ``out``, or None (a zero bias). ``bn``: a BatchNorm1d/
-    2d/3d or SyncBatchNorm with running statistics, in eval mode, whose ``num_features`` is
-    ``out``. Computed in float64 and returned in the dtypes of ``weight`` and of ``bias`` (the
-    weight's when None). A layer with an activation cannot be folded (``ValueError``).
+    Returns ``(weight', bias')`` with ``x @ weight'.T + bias' == bn(x @ weight.T + bias)`` in
+    eval mode (and likewise for a convolution). Computed in float64 and returned in the dtypes
+    of ``weight`` and of ``bias`` (the weight's when None).
+
+    Parameters
+    ----------
+    weight : ndarray
+        A linear ``(out, in)`` or convolution ``(out, in, *kernel)`` weight, out-channels
+        first.
+    bias : ndarray of shape (out,) or None
+        Its bias (None: zero).
+    bn : BatchNorm1d, BatchNorm2d, BatchNorm3d or SyncBatchNorm
+        In eval mode, with running statistics, ``num_features == out``.
+
+    Returns
+    -------
+    weight, bias : ndarray
+        The folded parameters.
+
+    Raises
+    ------
+    TypeError
+        ``bn`` is not a batch norm.
+    ValueError
+        ``bn`` in training mode, without running statistics or with an activation; shapes
+        that do not match.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> rng = np.random.default_rng(0)
+    >>> w, b, x = rng.standard_normal((3, 5)), rng.standard_normal(3), rng.standard_normal((4, 5))
+    >>> bn = cnorm.BatchNorm1d(3, dtype=np.float64)
+    >>> _ = bn(x @ w.T + b)                          # a training step moves its statistics
+    >>> w2, b2 = cnorm.fold_batch_norm(w, b, bn.eval())
+    >>> bool(np.allclose(x @ w2.T + b2, bn(x @ w.T + b)))
+    True
     """
     act = getattr(bn, "act", None)
     if act is not None:

@@ -18,13 +18,32 @@ def enabled() -> bool:
 
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
-    """Inside it (on this thread), layers keep no forward context: no reference to the input
-    or to anything of the batch stays with a layer after its forward returns, and ``backward``
-    raises until the next forward outside it. For inference loops, in either mode; running
-    statistics still move in training mode. Usable as a decorator.
+    """A context in which layers keep no forward context, as under ``torch.no_grad``.
 
+    Inside it (on this thread), no reference to the input or to anything of the batch stays
+    with a layer after its forward returns, and ``backward`` raises until the next forward
+    outside it. For inference loops, in either mode; running statistics still move in training
+    mode. Usable as a decorator.
+
+    Returns
+    -------
+    context manager
+        Restores the thread's earlier setting on exit.
+
+    Raises
+    ------
+    RuntimeError
+        Not itself: a layer's ``backward`` after a forward made inside it.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> layer = cnorm.LayerNorm(4)
     >>> with cnorm.no_grad():
-    ...     y = model_layer(x)
+    ...     y = layer(np.ones((2, 4), np.float32))
+    >>> layer.backward(np.ones_like(y))
+    Traceback (most recent call last):
+    RuntimeError: backward called before forward (or after a forward under cnorm.no_grad())
     """
     before = enabled()
     _state.enabled = False

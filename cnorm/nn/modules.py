@@ -2,22 +2,19 @@
 
 The hierarchy follows torch: ``_Module`` (mode, parameters, state_dict, backward) is the parent
 of every layer; ``_NormBase`` (num_features and running statistics) of the batch and instance
-norms. A forward validates its input once, through its op family's ``check_*``, and keeps
-the op family's context for ``backward``; state changes only after every check and kernel ran.
+norms (both in base.py). A forward validates its input once, through its op family's
+``check_*``, and keeps the op family's context for ``backward``; state changes only after every
+check and kernel ran.
 """
-import numbers
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .._core.checks import layer_dtype, normalized_shape, positive_int
-from .._core.dtypes import param_dtype
-from .._core.recycle import take
-from .._core.types import Array, ArrayLike, DTypeLike, OptArray
-from . import grad as _grad
+from .._core.checks import normalized_shape, positive_int
+from .._core.types import Array, ArrayLike, DTypeLike
+from ._docs import LAYER_RAISES, NORM_ATTRIBUTES, norm_parameters, sections
 from ._ops.act import Block
 from ._ops.batch_norm import BatchNormContext, check_batch_norm
-from ._ops.context import Context
 from ._ops.group_norm import (
     GroupNormContext,
     check_group_norm,
@@ -25,239 +22,15 @@ from ._ops.group_norm import (
     instance_norm_context,
 )
 from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps
+from .base import _Module, _NormBase
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
            "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
 
-M = TypeVar("M", bound="_Module")
-R = TypeVar("R")
-
-
-def _counter(value: Any) -> Array:
-    """``value`` as a writeable 0-d int64 array (itself when it is one already)."""
-    if (type(value) is np.ndarray and value.dtype == np.int64 and value.ndim == 0
-            and value.flags.writeable):
-        return value
-    a = np.asarray(value)
-    if a.ndim != 0 or a.dtype.kind not in "iuf" or a != np.floor(a):
-        raise ValueError(f"num_batches_tracked must be an integer, got {value!r}")
-    return np.array(a, dtype=np.int64)
-
-
-class _Module:
-    """Shared parts of every layer: mode, gradients, state_dict, calling convention."""
-
-    _param_names: Tuple[str, ...] = ("weight", "bias")
-    _buffer_names: Tuple[str, ...] = ()
-    weight: OptArray
-    bias: OptArray
-    grad_weight: OptArray
-    grad_bias: OptArray
-    _saved: Optional[Context]
-
-    def __init__(self, dtype: DTypeLike) -> None:
-        self.dtype = layer_dtype(dtype)
-        self._pdtype = param_dtype(self.dtype)  # parameters and statistics: float32 for halves
-        self.training = True
-        self.grad_weight = None
-        self.grad_bias = None
-        self._saved = None
-
-    def __call__(self, x: ArrayLike) -> Array:
-        return self.forward(x)
-
-    def forward(self, x: ArrayLike) -> Array:
-        raise NotImplementedError  # each layer's
-
-    def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
-        raise NotImplementedError  # the forward of a norm that a fused block extends
-
-    def extra_repr(self) -> str:
-        return ""
-
-    def train(self: M, mode: bool = True) -> M:
-        """Set training mode (``mode=True``) or evaluation mode; returns the layer."""
-        if not isinstance(mode, bool):
-            raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
-        self.training = mode
-        return self
-
-    def eval(self: M) -> M:
-        """Set evaluation mode; returns the layer."""
-        return self.train(False)
-
-    def state_dict(self) -> Dict[str, Array]:
-        """Parameters and buffers under torch's key names, as copies (``dict[str, ndarray]``)."""
-        return {name: np.array(getattr(self, name), copy=True)
-                for name in self._param_names + self._buffer_names
-                if getattr(self, name) is not None}
-
-    def _optional_keys(self) -> Tuple[str, ...]:
-        return ()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load arrays from a dict shaped like :meth:`state_dict` (torch tensors are accepted).
-
-        Values are cast to the layer's dtype, as torch does. Missing or unexpected keys raise
-        ``KeyError``, shape mismatches ``ValueError``; on any error nothing is changed.
-        """
-        own = self.state_dict()
-        missing = [k for k in own if k not in state_dict and k not in self._optional_keys()]
-        unexpected = [k for k in state_dict if k not in own]
-        if missing or unexpected:
-            raise KeyError(f"error loading state_dict into {type(self).__name__}: "
-                           f"missing keys {missing}, unexpected keys {unexpected}")
-        staged: Dict[str, Array] = {}
-        for key, value in state_dict.items():
-            target = own[key]
-            try:
-                new = np.asarray(value).astype(target.dtype, casting="unsafe")
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"state_dict[{key!r}] cannot be read as an array of "
-                                 f"{target.dtype.name}: {e}") from None
-            if new.shape != target.shape:
-                raise ValueError(f"state_dict[{key!r}] has shape {new.shape}, "
-                                 f"expected {target.shape}")
-            staged[key] = new
-        for key, new in staged.items():  # every value is staged: nothing left can fail
-            self._store(key, new)
-
-    def _store(self, key: str, new: Array) -> None:
-        """Parameter or buffer ``key`` takes the values of the array ``new``: in place, so that
-        references users hold stay live, unless the user assigned an array that cannot take
-        them (read-only, another dtype): that one is replaced."""
-        target = getattr(self, key)
-        if (isinstance(target, np.ndarray) and target.flags.writeable
-                and target.shape == new.shape and target.dtype == new.dtype):
-            target[...] = new
-        else:
-            setattr(self, key, new)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
-
-    def _with_spare(self, slot: str, like: Any, make: Callable[[OptArray], R]) -> R:
-        """``make(out)``: ``out`` an array over this layer's memory for ``slot`` ("_y": the
-        forward's output, "_dx": the backward's) in the shape, dtype and memory layout of
-        ``like`` (an input, or a context's layout), or None for a small output.
-
-        A training loop that drops each step's output then writes every step into the same
-        memory: the allocator hands blocks this large back to the OS when they are freed, and
-        fresh pages cost a page fault each (AMD EPYC, BatchNorm2d (16, 128, 28, 28) forward +
-        backward: 6.9 ms with fresh outputs, 1.8 ms reused). Memory that anything made of it
-        still refers to is never written again (cnorm/_core/recycle.py)."""
-        return make(take(self, slot, like))
-
-    def _ran(self, ctx: Context) -> Array:
-        """Keep a successful forward for backward (not under cnorm.no_grad()); return its
-        output."""
-        self._saved = ctx if _grad.enabled() else None
-        y: Array = ctx.y
-        ctx.y = None
-        return y
-
-    # Caches: a pickle, copy or deepcopy leaves them out (a checkpoint never carries a batch):
-    # these are None in the copy, the recycled memory (_y, _dx) is not there at all.
-    _cleared = ("_saved", "grad_residual")
-    _dropped = ("_y", "_dx")
-
-    def __getstate__(self) -> Dict[str, Any]:
-        """Parameters, buffers, hyper-parameters, mode and parameter gradients; not the saved
-        forward, nor the recycled output memory."""
-        state = {k: v for k, v in self.__dict__.items() if k not in self._dropped}
-        for k in self._cleared:
-            if k in state:
-                state[k] = None
-        return state
-
-    def backward(self, grad_output: ArrayLike) -> Array:
-        """Gradient of the loss with respect to the last ``forward``'s input.
-
-        Also sets ``grad_weight`` and ``grad_bias`` (overwritten; None without the parameter).
-        Matches torch autograd for the mode the forward ran in. The forward's input must not
-        have been modified in between (it is kept by reference, not copied).
-        """
-        if self._saved is None:
-            raise RuntimeError("backward called before forward (or after a forward under "
-                               "cnorm.no_grad())")
-        saved = self._saved
-        dx, self.grad_weight, self.grad_bias = self._with_spare(
-            "_dx", saved.layout, lambda out: saved.backward(grad_output, out))
-        return dx
-
-
-class _NormBase(_Module):
-    """Batch and instance norm: num_features, affine parameters and running statistics."""
-
-    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
-    _ndims: Union[int, Tuple[int, ...]] = ()  # the ranks taken (an int: that rank or more)
-    running_mean: OptArray
-    running_var: OptArray
-
-    def __init__(self, num_features: int, eps: float, momentum: Optional[float], affine: bool,
-                 track_running_stats: bool, dtype: DTypeLike, bias: bool) -> None:
-        super().__init__(dtype)
-        self.num_features = C = positive_int(num_features, "num_features")
-        self.eps = float(eps)
-        if momentum is not None and not isinstance(momentum, numbers.Real):
-            raise TypeError(f"momentum must be a float or None, got {momentum!r}")
-        self.momentum = momentum
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        self.weight = np.ones(C, self._pdtype) if self.affine else None
-        self.bias = np.zeros(C, self._pdtype) if self.affine and bias else None
-        if self.track_running_stats:
-            self.running_mean = np.zeros(C, self._pdtype)
-            self.running_var = np.ones(C, self._pdtype)
-            self.num_batches_tracked = np.array(0, dtype=np.int64)
-        else:
-            self.running_mean = self.running_var = self.num_batches_tracked = None
-
-    @property
-    def num_batches_tracked(self) -> OptArray:
-        """Training batches seen (a 0-d int64 array), or None without running statistics.
-        Any integer assigned to it is stored as such an array (torch's is a tensor)."""
-        return self._num_batches_tracked
-
-    @num_batches_tracked.setter
-    def num_batches_tracked(self, value: Any) -> None:
-        self._num_batches_tracked = None if value is None else _counter(value)
-
-    def _optional_keys(self) -> Tuple[str, ...]:
-        return ("num_batches_tracked",)  # torch fills it in for old checkpoints
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
-
-    def reset_running_stats(self) -> None:
-        """Running statistics back to mean 0, variance 1, no batches tracked."""
-        if self.track_running_stats:
-            C, dt = self.num_features, self._pdtype
-            self._store("running_mean", np.zeros(C, dt))
-            self._store("running_var", np.ones(C, dt))
-            self._store("num_batches_tracked", np.array(0, dtype=np.int64))
-
-    def _update_running(self, ctx: Any, rm: OptArray, rv: OptArray) -> None:
-        """The running statistics and num_batches_tracked, moved by one kernel call (atomic:
-        a KeyboardInterrupt cannot fall between them). ``rm``, ``rv``: the checked arrays,
-        kept first (a byte-swapped assignment was converted; same values)."""
-        self.running_mean, self.running_var = rm, rv
-        count = self.num_batches_tracked
-        assert count is not None  # an update needs track_running_stats
-        factor = 1.0 / float(count + 1) if self.momentum is None else float(self.momentum)
-        ctx.update_running(rm, rv, factor, count)
-
-    def _checked(self, check: Callable[..., Any], x: ArrayLike, batch_stats: bool,
-                 **rules: Any) -> Tuple[bool, Tuple[Array, OptArray, OptArray, OptArray,
-                                                    OptArray]]:
-        """Run the op family's check on x with this layer's arrays and rules (and ``rules``);
-        returns ``(update, (x, running_mean, running_var, weight, bias))``."""
-        update = batch_stats and self.training and self.track_running_stats
-        return update, check(x, self.running_mean, self.running_var, self.weight, self.bias,
-                             batch_stats, update, dtype=self.dtype, ndims=self._ndims,
-                             num_features=self.num_features, **rules)
+# the docstring sections each family's layers share (their defaults differ)
+_batch_doc = sections(norm_parameters(affine=True, track=True), NORM_ATTRIBUTES, LAYER_RAISES)
+_instance_doc = sections(norm_parameters(affine=False, track=False), NORM_ATTRIBUTES,
+                         LAYER_RAISES)
 
 
 class BatchNormBase(_NormBase):
@@ -292,20 +65,60 @@ class BatchNormBase(_NormBase):
         return self._ran(ctx)
 
 
+@_batch_doc
 class BatchNorm1d(BatchNormBase):
-    """Batch normalization over a 2D (N, C) or 3D (N, C, L) input, per channel C."""
+    """Batch normalization over a 2D (N, C) or 3D (N, C, L) input, per channel C
+    (``torch.nn.BatchNorm1d``).
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> bn = cnorm.BatchNorm1d(4)
+    >>> x = np.random.default_rng(0).normal(10.0, 2.0, (32, 4)).astype(np.float32)
+    >>> y = bn(x)                                     # training: the batch's statistics
+    >>> bool(np.allclose(y.mean(axis=0), 0, atol=1e-5))
+    True
+    >>> dx = bn.backward(np.ones_like(y))             # and bn.grad_weight, bn.grad_bias
+    """
 
     _ndims = (2, 3)
 
 
+@_batch_doc
 class BatchNorm2d(BatchNormBase):
-    """Batch normalization over a 4D (N, C, H, W) input, per channel C."""
+    """Batch normalization over a 4D (N, C, H, W) input, per channel C
+    (``torch.nn.BatchNorm2d``). Channels-last input (an NHWC array transposed to NCHW) is
+    read in place and gives channels-last output.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> bn = cnorm.BatchNorm2d(3)
+    >>> x = np.random.default_rng(0).normal(5.0, 1.0, (8, 3, 4, 4)).astype(np.float32)
+    >>> y = bn(x)
+    >>> np.round(bn.running_mean, 1).tolist()         # 10% of the way to the batch's mean
+    [0.5, 0.5, 0.5]
+    >>> bn.eval()(x).shape                            # eval: the running statistics
+    (8, 3, 4, 4)
+    """
 
     _ndims = (4,)
 
 
+@_batch_doc
 class BatchNorm3d(BatchNormBase):
-    """Batch normalization over a 5D (N, C, D, H, W) input, per channel C."""
+    """Batch normalization (``torch.nn.BatchNorm3d``) over a 5D (N, C, D, H, W) input, per
+    channel C: the statistics of each channel over the batch and the volume, for video and
+    volumetric networks.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> bn = cnorm.BatchNorm3d(2, momentum=None)      # a cumulative average
+    >>> y = bn(np.ones((2, 2, 3, 3, 3), np.float32))
+    >>> int(bn.num_batches_tracked), bn.running_mean.tolist()
+    (1, [1.0, 1.0])
+    """
 
     _ndims = (5,)
 
@@ -349,20 +162,55 @@ class _InstanceNorm(_NormBase):
         return super().backward(grad_output)
 
 
+@_instance_doc
 class InstanceNorm1d(_InstanceNorm):
-    """Instance normalization over a 3D (N, C, L) or unbatched 2D (C, L) input."""
+    """Instance normalization over a 3D (N, C, L) or unbatched 2D (C, L) input
+    (``torch.nn.InstanceNorm1d``): each (sample, channel) over L.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> layer = cnorm.InstanceNorm1d(3, dtype=np.float64)    # the dtype it takes
+    >>> y = layer(np.arange(12, dtype=np.float64).reshape(3, 4))  # unbatched (C, L)
+    >>> np.round(y[0], 4).tolist()
+    [-1.3416, -0.4472, 0.4472, 1.3416]
+    """
 
     _ndims = (2, 3)
 
 
+@_instance_doc
 class InstanceNorm2d(_InstanceNorm):
-    """Instance normalization over a 4D (N, C, H, W) or unbatched 3D (C, H, W) input."""
+    """Instance normalization (``torch.nn.InstanceNorm2d``) over a 4D (N, C, H, W) or
+    unbatched 3D (C, H, W) input: each (sample, channel) over its plane, as style transfer
+    and image-to-image networks use it. Channels-last input is read in place.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> x = np.random.default_rng(0).normal(3.0, 2.0, (2, 3, 8, 8)).astype(np.float32)
+    >>> y = cnorm.InstanceNorm2d(3, affine=True)(x)
+    >>> bool(np.abs(y.mean(axis=(2, 3))).max() < 1e-5)
+    True
+    """
 
     _ndims = (3, 4)
 
 
+@_instance_doc
 class InstanceNorm3d(_InstanceNorm):
-    """Instance normalization over a 5D (N, C, D, H, W) or unbatched 4D input."""
+    """Instance normalization over a 5D (N, C, D, H, W) or unbatched 4D input, each
+    (sample, channel) over its volume: ``torch.nn.InstanceNorm3d``. With
+    ``track_running_stats`` it keeps the batch mean of the instances' statistics, for eval.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> layer = cnorm.InstanceNorm3d(2, track_running_stats=True)
+    >>> y = layer(np.random.default_rng(0).standard_normal((2, 2, 4, 4, 4), np.float32))
+    >>> layer.running_var.shape
+    (2,)
+    """
 
     _ndims = (4, 5)
 
@@ -382,6 +230,11 @@ class _RowNorm(_Module):
         self.weight = np.ones(ns, self._pdtype) if self.elementwise_affine else None
         self.bias = np.zeros(ns, self._pdtype) if self.elementwise_affine and bias else None
 
+    def extra_repr(self) -> str:
+        bias = "" if self._rms else f", bias={self.bias is not None}"  # RMSNorm has none
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}{bias}")
+
     def forward(self, x: ArrayLike) -> Array:
         """Normalize each row over the normalized axes; returns a new array shaped like x."""
         x, ns, weight, bias = check_row_norm(x, self.normalized_shape, self.weight, self.bias,
@@ -391,11 +244,37 @@ class _RowNorm(_Module):
             x, ns, weight, bias, eps, rms=self._rms, out=out)))
 
 
+@sections(LAYER_RAISES)
 class LayerNorm(_RowNorm):
-    """Layer normalization over the last ``len(normalized_shape)`` axes (torch.nn.LayerNorm).
+    """Layer normalization over the last ``len(normalized_shape)`` axes
+    (``torch.nn.LayerNorm``).
 
-    ``weight`` and ``bias`` have shape ``normalized_shape`` (``bias`` None with
-    ``bias=False``; both None with ``elementwise_affine=False``).
+    Parameters
+    ----------
+    normalized_shape : int or sequence of ints
+        The trailing axes each row spans.
+    eps : float, default 1e-5
+        Added to each row's variance.
+    elementwise_affine : bool, default True
+        Learnable ``weight`` (ones) and ``bias`` (zeros) of shape ``normalized_shape``.
+    bias : bool, default True
+        With ``elementwise_affine``, whether there is a ``bias``.
+    dtype : float32, float64, float16 or bfloat16, default float32
+        The data's dtype; parameters are float32 for the half types.
+
+    Attributes
+    ----------
+    weight, bias : ndarray of shape ``normalized_shape``, or None
+        The affine parameters.
+    grad_weight, grad_bias : ndarray or None
+        Set by ``backward``.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> ln = cnorm.LayerNorm(4, dtype=np.float64)
+    >>> np.round(ln(np.array([[1.0, 2.0, 3.0, 4.0]])), 4).tolist()
+    [[-1.3416, -0.4472, 0.4472, 1.3416]]
     """
 
     def __init__(self, normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5,
@@ -403,15 +282,37 @@ class LayerNorm(_RowNorm):
                  dtype: DTypeLike = np.float32) -> None:
         super().__init__(normalized_shape, eps, elementwise_affine, bias, dtype)
 
-    def extra_repr(self) -> str:
-        return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
-
+@sections(LAYER_RAISES)
 class RMSNorm(_RowNorm):
-    """Root-mean-square normalization (torch.nn.RMSNorm): ``x / sqrt(mean(x**2) + eps) *
-    weight`` over the last ``len(normalized_shape)`` axes. ``eps=None`` is the machine epsilon
-    of the layer's dtype. ``bias`` is always None."""
+    """Root-mean-square normalization (``torch.nn.RMSNorm``): ``x / sqrt(mean(x**2) + eps) *
+    weight`` over the last ``len(normalized_shape)`` axes. ``bias`` is always None.
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of ints
+        The trailing axes scaled together.
+    eps : float or None, default None
+        Added to the mean square; None: the machine epsilon of ``dtype``, as torch.
+    elementwise_affine : bool, default True
+        A learnable ``weight`` (ones) of shape ``normalized_shape``.
+    dtype : float32, float64, float16 or bfloat16, default float32
+        The data's dtype.
+
+    Attributes
+    ----------
+    weight : ndarray of shape ``normalized_shape``, or None
+        The scale.
+    grad_weight : ndarray or None
+        Set by ``backward``.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> rms = cnorm.RMSNorm(2, eps=0.0, dtype=np.float64)
+    >>> rms(np.array([[3.0, 4.0]])).round(4).tolist()
+    [[0.8485, 1.1314]]
+    """
 
     _rms = True
 
@@ -419,14 +320,43 @@ class RMSNorm(_RowNorm):
                  elementwise_affine: bool = True, dtype: DTypeLike = np.float32) -> None:
         super().__init__(normalized_shape, eps, elementwise_affine, False, dtype)
 
-    def extra_repr(self) -> str:
-        return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
 
-
+@sections(LAYER_RAISES)
 class GroupNorm(_Module):
-    """Group normalization (torch.nn.GroupNorm) of an (N, C, ...) input: each sample's
-    channels in ``num_groups`` groups, normalized per group, then a per-channel affine."""
+    """Group normalization (``torch.nn.GroupNorm``) of an (N, C, ...) input: each sample's
+    channels in ``num_groups`` groups, normalized per group, then a per-channel affine.
+
+    Parameters
+    ----------
+    num_groups : int
+        The groups; ``num_channels`` must be divisible by it.
+    num_channels : int
+        C.
+    eps : float, default 1e-5
+        Added to each group's variance.
+    affine : bool, default True
+        Learnable per-channel ``weight`` (ones) and ``bias`` (zeros).
+    dtype : float32, float64, float16 or bfloat16, default float32
+        The data's dtype.
+    bias : bool, default True
+        With ``affine``, whether there is a ``bias``.
+
+    Attributes
+    ----------
+    weight, bias : ndarray of shape (C,) or None
+        The per-channel affine parameters, applied after the groups are normalized.
+    grad_weight, grad_bias : ndarray or None
+        Their gradients, set by ``backward`` (None without the parameter).
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> gn = cnorm.GroupNorm(2, 4)
+    >>> x = np.random.default_rng(0).normal(7.0, 3.0, (2, 4, 5, 5)).astype(np.float32)
+    >>> y = gn(x)
+    >>> bool(np.abs(y.reshape(2, 2, -1).mean(axis=2)).max() < 1e-5)
+    True
+    """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  dtype: DTypeLike = np.float32, *, bias: bool = True) -> None:

@@ -19,6 +19,15 @@ from .._core import backend as _backend
 from .._core.comm import world
 from .._core.layout import ChannelLayout
 from .._core.types import Array, ArrayLike, DTypeLike, OptArray
+from ._docs import (
+    BLOCK_PARAMETERS,
+    COMM_PARAMETER,
+    GRAD_RESIDUAL,
+    LAYER_RAISES,
+    NORM_ATTRIBUTES,
+    norm_parameters,
+    sections,
+)
 from ._ops.act import Block
 from ._ops.batch_norm import check_batch_norm
 from ._ops.context import Context, update_running
@@ -198,6 +207,8 @@ def _convert(cls: Type[S], obj: Any, comm: Any, seen: Dict[int, Any]) -> Any:
     return seen[id(obj)]
 
 
+@sections(norm_parameters(affine=True, track=True) + COMM_PARAMETER, NORM_ATTRIBUTES,
+          LAYER_RAISES)
 class SyncBatchNorm(BatchNormBase):
     """Batch norm with statistics over all ranks of an MPI communicator (torch's SyncBatchNorm,
     on the CPU).
@@ -206,10 +217,17 @@ class SyncBatchNorm(BatchNormBase):
     rank normalizes with the statistics of the union of all batches and updates identical
     running statistics; ``backward`` returns this rank's dx of the full-batch gradient, and
     ``grad_weight``/``grad_bias`` hold this rank's contributions (their sum over ranks is the
-    full-batch gradient, as under DDP). Eval mode needs no communication. ``comm``: an mpi4py
-    communicator (None: COMM_WORLD when mpi4py is installed, else a one-process world, where
-    this is BatchNorm). Every rank must call ``forward`` and ``backward`` together; a bad
-    input on any rank makes every rank raise the same error.
+    full-batch gradient, as under DDP). Eval mode needs no communication. Without mpi4py (or
+    in a one-process world) this is BatchNorm. Every rank must call ``forward`` and
+    ``backward`` together; a bad input on any rank makes every rank raise the same error.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> bn = cnorm.SyncBatchNorm(3)          # under mpiexec: statistics over every rank
+    >>> y = bn(np.random.default_rng(0).standard_normal((4, 3, 2, 2), np.float32))
+    >>> y.shape, bn.running_mean.shape
+    ((4, 3, 2, 2), (3,))
     """
 
     _ndims = 2
@@ -291,11 +309,21 @@ class SyncBatchNorm(BatchNormBase):
         return dx
 
 
+@sections(norm_parameters(affine=True, track=True) + COMM_PARAMETER + BLOCK_PARAMETERS,
+          NORM_ATTRIBUTES + GRAD_RESIDUAL, LAYER_RAISES)
 class SyncBatchNormAct(_Fused, SyncBatchNorm):
     """SyncBatchNorm, then + residual, then the activation, in one pass (BatchNormAct over
     MPI): the statistics of every rank's batch, with the block's ``act``, ``negative_slope``,
     ``forward(x, residual)`` and ``grad_residual``. What ``convert_sync_batchnorm`` makes of a
-    BatchNormAct1d/2d/3d."""
+    BatchNormAct1d/2d/3d.
+
+    Examples
+    --------
+    >>> import numpy as np, cnorm
+    >>> block = cnorm.SyncBatchNorm.convert_sync_batchnorm(cnorm.BatchNormAct2d(3, act="silu"))
+    >>> type(block).__name__, block.act
+    ('SyncBatchNormAct', 'silu')
+    """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
