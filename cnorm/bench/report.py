@@ -317,16 +317,30 @@ def _norms_table(result: Dict[str, Any]) -> str:
 
 
 def plot(result: Dict[str, Any], path: str) -> bool:
-    """Bar chart of cnorm's speedup over torch (or NumPy) per case; needs matplotlib."""
+    """The :func:`chart` of ``result`` written to ``path`` (PNG); False without matplotlib or
+    norm rows."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    fig = chart(result)
+    if fig is None:
+        return False
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def chart(result: Dict[str, Any]) -> Any:
+    """A matplotlib figure: cnorm's speedup over torch (or NumPy) per norm case of a report
+    (``run``'s result, or its JSON), a bar per thread count; None without norm rows."""
+    import matplotlib.pyplot as plt
+
     rows = [r for r in result["rows"] if r.get("group") != "data"]
     if not rows:
-        return False
+        return None
     base = "torch" if all("torch" in r for r in rows) else "numpy"
     threads = sorted({r["threads"] for r in rows})
     labels = sorted({(r["case"], r["op"], tuple(r["shape"])) for r in rows},
@@ -344,10 +358,12 @@ def plot(result: Dict[str, Any], path: str) -> bool:
     ax.set_xlabel(f"speedup of cnorm over {base} (median time ratio)")
     ax.invert_yaxis()
     ax.legend()
+    m = result.get("machine", {})
+    ax.set_title(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores; stream copy "
+                 + ", ".join(f"{v:.1f} GB/s at {k}T" for k, v in result["copy_gbps"].items()),
+                 fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return fig
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

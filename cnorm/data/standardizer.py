@@ -359,14 +359,14 @@ class Standardizer(_Base):
         return mean, 1.0 / scale, np.zeros(C)
 
     def transform(self, X: Any, out: OptArray = None, copy: Optional[bool] = None) -> Any:
-        """(X - mean_) / scale_ per channel, in one pass. ``out``: write there (shape of X,
+        """``(X - mean_) / scale_`` per channel, in one pass. ``out``: write there (shape of X,
         the output dtype); ``copy=False`` (or the ``copy`` parameter) transforms float X in
         place. A dask array gives a lazy dask array."""
         return self._map(X, out, copy, inverse=False)
 
     def inverse_transform(self, X: Any, out: OptArray = None,
                           copy: Optional[bool] = None) -> Any:
-        """X * scale_ + mean_ per channel: undoes ``transform``."""
+        """``X * scale_ + mean_`` per channel: undoes ``transform``."""
         return self._map(X, out, copy, inverse=True)
 
     def _map(self, X: Any, out: OptArray, copy: Optional[bool], inverse: bool) -> Any:

@@ -397,7 +397,7 @@ def instance_norm(x: ArrayLike, running_mean: OptArray = None, running_var: OptA
 
     Parameters
     ----------
-    x : ndarray of float32, float64, float16 or bfloat16, shape (N, C, *spatial)
+    x : ndarray of float32, float64, float16 or bfloat16, shape (N, C, spatial...)
         Any memory layout; the output keeps it.
     running_mean, running_var : ndarray of shape (C,) of x's parameter dtype, or None
         Required when ``use_input_stats`` is False. With the input's statistics, given

@@ -255,7 +255,7 @@ class SyncBatchNorm(BatchNormBase):
         return comm.size > 1 and (self.training or not self.track_running_stats)
 
     def forward(self, x: ArrayLike) -> Array:
-        """Normalize ``x`` (N, C, *) with the statistics of every rank's batch (training), or
+        """Normalize ``x`` ``(N, C, *)`` with the statistics of every rank's batch (training), or
         with the running statistics (eval, no communication)."""
         return self._run(x)
 
