@@ -39,7 +39,7 @@ class Context:
         copy: an optimizer step may change it before backward), whether there is a bias, and a
         fused block's activation and residual (nn/_ops/act.py), whose epilogue adds the bias
         in float64 (``shift``)."""
-        self.weight = None if weight is None else np.ravel(weight).copy()
+        self.weight = None if weight is None else weight.flatten()  # a 1-D copy
         self.has_bias = bias is not None
         self.block = block
         self.shift = None if bias is None or block is None else bias.astype(np.float64)
