@@ -2,11 +2,8 @@
 (the ``docs`` extra installs what it needs). The Markdown pages are read by myst-parser, the
 API reference is generated from the numpydoc docstrings, the gallery runs examples/plot_*.py."""
 import os
-import sys
 
 import cnorm
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for nothing but conf itself
 
 project = "cnorm"
 author = "the cnorm developers"

@@ -2,13 +2,11 @@
 type, outside NumPy's type hierarchy), so arrays are typed by shape of use, not by dtype."""
 from typing import Any, Optional, Sequence, Tuple, Union
 
-import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 Array = NDArray[Any]                  # an ndarray; its dtype is checked when it is used
 OptArray = Optional[Array]            # a parameter that may be absent
 Shape = Tuple[int, ...]
 AxisLike = Union[int, Sequence[int], None]
-Float64 = NDArray[np.float64]
 
-__all__ = ["Array", "ArrayLike", "AxisLike", "DTypeLike", "Float64", "OptArray", "Shape"]
+__all__ = ["Array", "ArrayLike", "AxisLike", "DTypeLike", "OptArray", "Shape"]
