@@ -1,0 +1,56 @@
+"""Tensors to cnorm's arrays and back, without a copy: a CPU tensor's memory as a NumPy view
+(channels_last stays channels_last), cnorm's output arrays as tensors over their memory. And
+the thread count: cnorm's kernels follow ``torch.get_num_threads()`` when called from here."""
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from .. import get_num_threads, set_num_threads
+from .._core import backend
+
+# the dtypes cnorm's kernels take, and NumPy's name of each
+DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+          torch.bfloat16: "bfloat16"}
+_bfloat16: Any = None  # ml_dtypes' type, imported on the first bfloat16 tensor
+
+
+def _bf16() -> Any:
+    global _bfloat16
+    if _bfloat16 is None:
+        import ml_dtypes
+
+        _bfloat16 = np.dtype(ml_dtypes.bfloat16)
+    return _bfloat16
+
+
+def takes(t: Any) -> bool:
+    """Whether cnorm's kernels take the tensor: a CPU tensor of a floating dtype they know, not
+    a tensor subclass (FakeTensor, a functional wrapper), not needing double backward."""
+    return (type(t) is torch.Tensor or type(t) is torch.nn.Parameter) and t.device.type == "cpu" \
+        and t.dtype in DTYPES and not t.is_sparse
+
+
+def array(t: Optional[Any]) -> Any:
+    """The tensor's memory as a NumPy array (None stays None); bfloat16 through ml_dtypes."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_bf16())
+    return t.numpy()
+
+
+def tensor(a: Any) -> torch.Tensor:
+    """A tensor over the array's memory (its strides kept)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def follow_threads() -> None:
+    """cnorm's thread count for this thread set to torch's, when they differ (a cheap read
+    each call; set_num_threads only on a change)."""
+    n = torch.get_num_threads()
+    if get_num_threads() != n and not backend.forked:  # a forked child stays on one thread
+        set_num_threads(n)

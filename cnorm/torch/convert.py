@@ -1,0 +1,42 @@
+"""``convert(module)`` and ``revert(module)``: every torch.nn norm layer of a model becomes its
+cnorm.torch twin, and back, in place. A twin is a subclass of the torch class with no state of
+its own, so the swap is of the object's class: parameters, buffers, training mode, hooks and
+the object's identity (an optimizer's references, shared layers) are the same objects after."""
+from typing import Dict, Type
+
+from torch import nn
+
+from . import modules
+
+# torch class -> twin, exact classes only (a user's subclass of a torch norm keeps its code)
+TWINS: Dict[type, Type[nn.Module]] = {
+    getattr(nn, name): getattr(modules, name) for name in modules.__all__}
+TORCH = {twin: torch_cls for torch_cls, twin in TWINS.items()}
+
+
+def convert(module: nn.Module) -> nn.Module:
+    """Swap every torch.nn norm layer in ``module`` (itself included) for its cnorm.torch twin,
+    in place; returns ``module``.
+
+    Examples
+    --------
+    >>> import torch, cnorm.torch as ct
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    >>> type(ct.convert(model)[1]).__module__
+    'cnorm.torch.modules'
+    """
+    for m in module.modules():
+        twin = TWINS.get(type(m))
+        if twin is not None:
+            m.__class__ = twin
+    return module
+
+
+def revert(module: nn.Module) -> nn.Module:
+    """Swap every cnorm.torch twin in ``module`` back to its torch class, in place; returns
+    ``module``."""
+    for m in module.modules():
+        plain = TORCH.get(type(m))
+        if plain is not None:
+            m.__class__ = plain
+    return module

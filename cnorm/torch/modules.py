@@ -1,0 +1,96 @@
+"""torch.nn's normalization layers on cnorm's kernels: each a subclass of the torch class of
+the same name, with its constructor, parameters, buffers, state_dict keys and repr, whose
+forward runs ``cnorm.torch.functional`` (which runs torch's own code on what cnorm's kernels do
+not take, so one model runs on CPU and GPU alike)."""
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from . import functional as F  # noqa: N812 - named as torch's
+
+Tensor = torch.Tensor
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm"]
+
+
+class _BatchNormForward:
+    """torch's ``_BatchNorm.forward`` on cnorm's kernels, but a call that raises changes
+    nothing: ``num_batches_tracked`` moves only after the normalization succeeded (torch's
+    increments it first)."""
+
+    def forward(self: Any, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        tracking = self.training and self.track_running_stats
+        counter: Optional[Tensor] = self.num_batches_tracked if tracking else None
+        if self.momentum is not None:
+            factor = self.momentum
+        elif counter is not None:  # a cumulative average: 1 / (batches including this one)
+            factor = 1.0 / float(counter + 1)
+        else:
+            factor = 0.0
+        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        out: Tensor = F.batch_norm(input, self.running_mean if keep else None,
+                                   self.running_var if keep else None, self.weight, self.bias,
+                                   batch_stats, factor, self.eps)
+        if counter is not None:
+            counter.add_(1)
+        return out
+
+
+class BatchNorm1d(_BatchNormForward, nn.BatchNorm1d):
+    """``torch.nn.BatchNorm1d`` on cnorm's kernels."""
+
+
+class BatchNorm2d(_BatchNormForward, nn.BatchNorm2d):
+    """``torch.nn.BatchNorm2d`` on cnorm's kernels; channels_last input stays channels_last."""
+
+
+class BatchNorm3d(_BatchNormForward, nn.BatchNorm3d):
+    """``torch.nn.BatchNorm3d`` on cnorm's kernels."""
+
+
+class _InstanceNormForward:
+    """torch's instance norms keep their forward (unbatched input, the warnings); only the
+    normalization runs on cnorm's kernels."""
+
+    def _apply_instance_norm(self: Any, input: Tensor) -> Tensor:
+        out: Tensor = F.instance_norm(input, self.running_mean, self.running_var, self.weight,
+                                      self.bias, self.training or not self.track_running_stats,
+                                      self.momentum if self.momentum is not None else 0.0,
+                                      self.eps)
+        return out
+
+
+class InstanceNorm1d(_InstanceNormForward, nn.InstanceNorm1d):
+    """``torch.nn.InstanceNorm1d`` on cnorm's kernels."""
+
+
+class InstanceNorm2d(_InstanceNormForward, nn.InstanceNorm2d):
+    """``torch.nn.InstanceNorm2d`` on cnorm's kernels."""
+
+
+class InstanceNorm3d(_InstanceNormForward, nn.InstanceNorm3d):
+    """``torch.nn.InstanceNorm3d`` on cnorm's kernels."""
+
+
+class LayerNorm(nn.LayerNorm):
+    """``torch.nn.LayerNorm`` on cnorm's kernels."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class GroupNorm(nn.GroupNorm):
+    """``torch.nn.GroupNorm`` on cnorm's kernels; channels_last input stays channels_last."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """``torch.nn.RMSNorm`` on cnorm's kernels."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, list(self.normalized_shape), self.weight, self.eps)
