@@ -12,6 +12,7 @@ from .._core import backend
 # the dtypes cnorm's kernels take, and NumPy's name of each
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
           torch.bfloat16: "bfloat16"}
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 _bfloat16: Any = None  # ml_dtypes' type, imported on the first bfloat16 tensor
 
 
@@ -27,15 +28,15 @@ def _bf16() -> Any:
 def takes(t: Any) -> bool:
     """Whether cnorm's kernels take the tensor: a CPU tensor of a floating dtype they know, not
     a tensor subclass (FakeTensor, a functional wrapper), not needing double backward."""
-    return (type(t) is torch.Tensor or type(t) is torch.nn.Parameter) and t.device.type == "cpu" \
-        and t.dtype in DTYPES and not t.is_sparse
+    return type(t) in _PLAIN and t.dtype in DTYPES and t.is_cpu and t.layout is torch.strided
 
 
 def array(t: Optional[Any]) -> Any:
     """The tensor's memory as a NumPy array (None stays None); bfloat16 through ml_dtypes."""
     if t is None:
         return None
-    t = t.detach()
+    if t.requires_grad:
+        t = t.detach()
     if t.dtype is torch.bfloat16:
         return t.view(torch.int16).numpy().view(_bf16())
     return t.numpy()
@@ -43,7 +44,7 @@ def array(t: Optional[Any]) -> Any:
 
 def tensor(a: Any) -> torch.Tensor:
     """A tensor over the array's memory (its strides kept)."""
-    if a.dtype.name == "bfloat16":
+    if a.dtype.kind == "V":  # ml_dtypes' bfloat16 (dtype.name costs microseconds)
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 

@@ -1,12 +1,15 @@
 """cnorm's kernels as torch custom ops (``torch.ops.cnorm.*``): each with a fake kernel (for
-meta tensors and torch.compile) and registered autograd, its backward a custom op too.
+meta tensors and torch.compile) and registered autograd, its backward a custom op too. In eager
+mode the same implementations run through a plain ``torch.autograd.Function`` (``EAGER``): the
+dispatcher's way into a Python kernel costs some 20 µs a call, more than a small input's whole
+normalization; torch.compile traces the registered ops.
 
 The forwards return only what autograd and the running statistics need; the backwards
 recompute the statistics from the input (one read of it: the same deterministic kernel, so the
 same bits) rather than carry them between the two calls. Arguments are checked by cnorm's
 op families, so a bad call raises before anything is written.
 """
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +30,6 @@ def _grads(dx: Any, gw: Any, gb: Any) -> Tuple[Tensor, Tensor, Tensor]:
 
 # --- batch norm ------------------------------------------------------------------------------
 
-@torch.library.custom_op("cnorm::batch_norm", mutates_args=())
 def batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
                eps: float) -> Tuple[Tensor, Tensor, Tensor]:
@@ -43,8 +45,7 @@ def batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     return tensor(ctx.y), tensor(ctx.mean), tensor(ctx.m2 / max(ctx.count - 1.0, 1.0))
 
 
-@batch_norm.register_fake
-def _(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+def _bn_fake(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
       running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
       eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     C = x.shape[1] if training else 0
@@ -52,7 +53,6 @@ def _(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
         x.new_empty(C, dtype=torch.float64)
 
 
-@torch.library.custom_op("cnorm::batch_norm_backward", mutates_args=())
 def batch_norm_backward(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bias: bool,
                         running_mean: Optional[Tensor], running_var: Optional[Tensor],
                         training: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
@@ -65,8 +65,7 @@ def batch_norm_backward(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bia
                                          eps))
 
 
-@batch_norm_backward.register_fake
-def _(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bias: bool,
+def _bn_backward_fake(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bias: bool,
       running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
       eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     C = x.shape[1]
@@ -83,16 +82,15 @@ def _bn_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     ctx.has_bias, ctx.training, ctx.eps = bias is not None, training, eps
 
 
-def _bn_backward(ctx: Any, dy: Tensor, _dmean: Any, _dvar: Any) -> Tuple[Any, ...]:
-    x, weight, running_mean, running_var = ctx.saved_tensors
-    dx, gw, gb = batch_norm_backward(dy.contiguous(memory_format=_format(x)), x, weight,
-                                     ctx.has_bias, running_mean, running_var, ctx.training,
-                                     ctx.eps)
-    return (dx, gw if weight is not None else None, gb if ctx.has_bias else None,
-            None, None, None, None)
-
-
-torch.library.register_autograd("cnorm::batch_norm", _bn_backward, setup_context=_bn_setup)
+def _bn_backward(op: Any) -> Any:
+    """The autograd backward of batch_norm, running ``op`` (its backward)."""
+    def backward(ctx: Any, dy: Tensor, _dmean: Any, _dvar: Any) -> Tuple[Any, ...]:
+        x, weight, running_mean, running_var = ctx.saved_tensors
+        dx, gw, gb = op(dy.contiguous(memory_format=_format(x)), x, weight, ctx.has_bias,
+                        running_mean, running_var, ctx.training, ctx.eps)
+        return (dx, gw if weight is not None else None, gb if ctx.has_bias else None,
+                None, None, None, None)
+    return backward
 
 
 def _format(x: Tensor) -> torch.memory_format:
@@ -121,14 +119,12 @@ def _bias_like(weight: Optional[Tensor], x: Any, shape: Sequence[int], has_bias:
     return np.zeros(tuple(shape), dt)
 
 
-@torch.library.custom_op("cnorm::layer_norm", mutates_args=())
 def layer_norm(x: Tensor, normalized_shape: List[int], weight: Optional[Tensor],
                bias: Optional[Tensor], eps: float) -> Tensor:
     follow_threads()
     return tensor(F.layer_norm(array(x), normalized_shape, array(weight), array(bias), eps))
 
 
-@torch.library.custom_op("cnorm::layer_norm_backward", mutates_args=())
 def layer_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int],
                         weight: Optional[Tensor], has_bias: bool,
                         eps: float) -> Tuple[Tensor, Tensor, Tensor]:
@@ -139,14 +135,12 @@ def layer_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int],
                                          eps))
 
 
-@torch.library.custom_op("cnorm::rms_norm", mutates_args=())
 def rms_norm(x: Tensor, normalized_shape: List[int], weight: Optional[Tensor],
              eps: Optional[float]) -> Tensor:
     follow_threads()
     return tensor(F.rms_norm(array(x), normalized_shape, array(weight), eps))
 
 
-@torch.library.custom_op("cnorm::rms_norm_backward", mutates_args=())
 def rms_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int],
                       weight: Optional[Tensor], eps: Optional[float]) -> Tuple[Tensor, Tensor]:
     follow_threads()
@@ -154,14 +148,12 @@ def rms_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int],
     return tensor(dx), _EMPTY.clone() if gw is None else tensor(gw)
 
 
-@torch.library.custom_op("cnorm::group_norm", mutates_args=())
 def group_norm(x: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor],
                eps: float) -> Tensor:
     follow_threads()
     return tensor(F.group_norm(array(x), num_groups, array(weight), array(bias), eps))
 
 
-@torch.library.custom_op("cnorm::group_norm_backward", mutates_args=())
 def group_norm_backward(dy: Tensor, x: Tensor, num_groups: int, weight: Optional[Tensor],
                         has_bias: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     follow_threads()
@@ -185,12 +177,9 @@ def _fake_grads(dy: Tensor, x: Tensor, pshape: Any, weight: Optional[Tensor], ha
     return torch.empty_like(x), gw, gb
 
 
-for _op in (layer_norm, rms_norm, group_norm):
-    _op.register_fake(_fake_y)
-layer_norm_backward.register_fake(_fake_grads)
-group_norm_backward.register_fake(_fake_grads)
-rms_norm_backward.register_fake(
-    lambda dy, x, ns, weight, eps: _fake_grads(dy, x, ns, weight, False)[:2])
+def _rms_fake_grads(dy: Tensor, x: Tensor, ns: Any, weight: Optional[Tensor],
+                    eps: Optional[float]) -> Tuple[Tensor, ...]:
+    return _fake_grads(dy, x, ns, weight, False)[:2]
 
 
 def _rows_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
@@ -202,22 +191,70 @@ def _rows_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     ctx.has_bias = len(inputs) == 5 and inputs[3] is not None
 
 
-def _rows_backward(op: Any, n_inputs: int) -> Any:
-    def backward(ctx: Any, dy: Tensor) -> Tuple[Any, ...]:
-        x, weight = ctx.saved_tensors
-        dy = dy.contiguous(memory_format=_format(x))
-        if n_inputs == 4:  # rms_norm
-            dx, gw = op(dy, x, ctx.arg, weight, ctx.eps)
-            return dx, None, gw if weight is not None else None, None
-        dx, gw, gb = op(dy, x, ctx.arg, weight, ctx.has_bias, ctx.eps)
-        return (dx, None, gw if weight is not None else None, gb if ctx.has_bias else None,
-                None)
-    return backward
+def _rows_backward(n_inputs: int) -> Any:
+    """The autograd backward of layer_norm, group_norm (5 inputs) and rms_norm (4), running
+    ``op`` (its backward)."""
+    def with_op(op: Any) -> Any:
+        def backward(ctx: Any, dy: Tensor) -> Tuple[Any, ...]:
+            x, weight = ctx.saved_tensors
+            dy = dy.contiguous(memory_format=_format(x))
+            if n_inputs == 4:  # rms_norm
+                dx, gw = op(dy, x, ctx.arg, weight, ctx.eps)
+                return dx, None, gw if weight is not None else None, None
+            dx, gw, gb = op(dy, x, ctx.arg, weight, ctx.has_bias, ctx.eps)
+            return (dx, None, gw if weight is not None else None,
+                    gb if ctx.has_bias else None, None)
+        return backward
+    return with_op
 
 
-torch.library.register_autograd("cnorm::layer_norm", _rows_backward(layer_norm_backward, 5),
-                                setup_context=_rows_setup)
-torch.library.register_autograd("cnorm::rms_norm", _rows_backward(rms_norm_backward, 4),
-                                setup_context=_rows_setup)
-torch.library.register_autograd("cnorm::group_norm", _rows_backward(group_norm_backward, 5),
-                                setup_context=_rows_setup)
+def _eager(impl: Any, setup: Any, backward: Any, outputs: int) -> Any:
+    """``impl`` under autograd without the dispatcher: a torch.autograd.Function with the same
+    setup and backward as the registered op's (``outputs`` > 1: only the first is
+    differentiable); without gradients to track, ``impl`` itself."""
+    class Function(torch.autograd.Function):
+        # forward takes ctx itself: with a separate setup_context, apply binds the arguments
+        # to forward's signature through inspect on every call (some 20 µs)
+        @staticmethod
+        def forward(ctx: Any, *args: Any) -> Any:
+            output = impl(*args)
+            setup(ctx, args, output)
+            if outputs > 1:
+                ctx.mark_non_differentiable(*output[1:])
+            return output
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            return backward(ctx, *grads)
+
+    apply: Any = Function.apply
+
+    def run(*args: Any) -> Any:
+        if torch.is_grad_enabled() and any(type(a) in (Tensor, torch.nn.Parameter)
+                                           and a.requires_grad for a in args):
+            return apply(*args)
+        return impl(*args)
+    return run
+
+
+# name: (implementation, its backward, fakes, autograd setup, backward maker, outputs)
+_FAMILIES: Dict[str, Tuple[Any, ...]] = {
+    "batch_norm": (batch_norm, batch_norm_backward, _bn_fake, _bn_backward_fake, _bn_setup,
+                   _bn_backward, 3),
+    "layer_norm": (layer_norm, layer_norm_backward, _fake_y, _fake_grads, _rows_setup,
+                   _rows_backward(5), 1),
+    "rms_norm": (rms_norm, rms_norm_backward, _fake_y, _rms_fake_grads, _rows_setup,
+                 _rows_backward(4), 1),
+    "group_norm": (group_norm, group_norm_backward, _fake_y, _fake_grads, _rows_setup,
+                   _rows_backward(5), 1),
+}
+OPS: Dict[str, Any] = {}    # name -> torch.ops.cnorm.<name> (what torch.compile traces)
+EAGER: Dict[str, Any] = {}  # name -> the same implementation under a plain autograd.Function
+for _name, (_impl, _bwd, _fake, _bwd_fake, _setup, _backward, _n) in _FAMILIES.items():
+    _op = torch.library.custom_op(f"cnorm::{_name}", _impl, mutates_args=())
+    _bop = torch.library.custom_op(f"cnorm::{_name}_backward", _bwd, mutates_args=())
+    _op.register_fake(_fake)
+    _bop.register_fake(_bwd_fake)
+    torch.library.register_autograd(f"cnorm::{_name}", _backward(_bop), setup_context=_setup)
+    OPS[_name] = getattr(torch.ops.cnorm, _name)
+    EAGER[_name] = _eager(_impl, _setup, _backward(_bwd), _n)
