@@ -4,10 +4,12 @@ mode the same implementations run through a plain ``torch.autograd.Function`` (`
 dispatcher's way into a Python kernel costs some 20 µs a call, more than a small input's whole
 normalization; torch.compile traces the registered ops.
 
-The forwards return only what autograd and the running statistics need; the backwards
-recompute the statistics from the input (one read of it: the same deterministic kernel, so the
-same bits) rather than carry them between the two calls. Arguments are checked by cnorm's
-op families, so a bad call raises before anything is written.
+Batch norm's forward returns the float64 mean and 1/std it normalized with, and its backward
+starts from them; the row and group norms' backwards recompute their statistics from the input
+(the same deterministic kernel, so the same bits). Outputs are allocated by cnorm (NumPy asks
+for transparent huge pages for large arrays, which saves a training step most of its page
+faults). Arguments are checked by cnorm's op families, so a bad call raises before anything
+is written.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -28,71 +30,6 @@ def _grads(dx: Any, gw: Any, gb: Any) -> Tuple[Tensor, Tensor, Tensor]:
             _EMPTY.clone() if gb is None else tensor(gb))
 
 
-# --- batch norm ------------------------------------------------------------------------------
-
-def batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-               running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
-               eps: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """(y, batch mean, batch unbiased variance): the statistics float64, for the running
-    update (empty in eval)."""
-    follow_threads()
-    xa, rm, rv, w, b = check_batch_norm(array(x), array(running_mean), array(running_var),
-                                        array(weight), array(bias), training, False, eps=eps)
-    ctx = BatchNormContext(xa, rm, rv, w, b, eps, training)
-    if not training:
-        return tensor(ctx.y), _EMPTY.double(), _EMPTY.double()
-    assert ctx.m2 is not None
-    return tensor(ctx.y), tensor(ctx.mean), tensor(ctx.m2 / max(ctx.count - 1.0, 1.0))
-
-
-def _bn_fake(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-      running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
-      eps: float) -> Tuple[Tensor, Tensor, Tensor]:
-    C = x.shape[1] if training else 0
-    return torch.empty_like(x), x.new_empty(C, dtype=torch.float64), \
-        x.new_empty(C, dtype=torch.float64)
-
-
-def batch_norm_backward(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bias: bool,
-                        running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                        training: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
-    follow_threads()
-    xa = array(x)
-    bias = np.zeros(xa.shape[1], array(weight).dtype if weight is not None else
-                    np.float32 if xa.dtype.itemsize == 2 else xa.dtype) if has_bias else None
-    return _grads(*F.batch_norm_backward(array(dy), xa, array(running_mean),
-                                         array(running_var), array(weight), bias, training,
-                                         eps))
-
-
-def _bn_backward_fake(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bias: bool,
-      running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
-      eps: float) -> Tuple[Tensor, Tensor, Tensor]:
-    C = x.shape[1]
-    pdt = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    return (torch.empty_like(x), x.new_empty(C if weight is not None else 0, dtype=pdt),
-            x.new_empty(C if has_bias else 0, dtype=pdt))
-
-
-def _bn_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
-    x, weight, bias, running_mean, running_var, training, eps = inputs
-    if training:  # the batch's statistics: the running ones move after this and are not used
-        running_mean = running_var = None
-    ctx.save_for_backward(x, weight, running_mean, running_var)
-    ctx.has_bias, ctx.training, ctx.eps = bias is not None, training, eps
-
-
-def _bn_backward(op: Any) -> Any:
-    """The autograd backward of batch_norm, running ``op`` (its backward)."""
-    def backward(ctx: Any, dy: Tensor, _dmean: Any, _dvar: Any) -> Tuple[Any, ...]:
-        x, weight, running_mean, running_var = ctx.saved_tensors
-        dx, gw, gb = op(dy.contiguous(memory_format=_format(x)), x, weight, ctx.has_bias,
-                        running_mean, running_var, ctx.training, ctx.eps)
-        return (dx, gw if weight is not None else None, gb if ctx.has_bias else None,
-                None, None, None, None)
-    return backward
-
-
 def _format(x: Tensor) -> torch.memory_format:
     """x's memory format, so that dy reaches the kernel in x's layout."""
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
@@ -101,8 +38,6 @@ def _format(x: Tensor) -> torch.memory_format:
         return torch.channels_last_3d
     return torch.contiguous_format
 
-
-# --- layer, RMS and group norm: y; the backward (dx, grad_weight, grad_bias) ----------------
 
 def _pdt(x: Tensor) -> torch.dtype:
     """The parameters' dtype of x's data: float32 for the half types."""
@@ -118,6 +53,73 @@ def _bias_like(weight: Optional[Tensor], x: Any, shape: Sequence[int], has_bias:
         np.float32 if x.dtype.itemsize == 2 else x.dtype)
     return np.zeros(tuple(shape), dt)
 
+
+# --- batch norm ------------------------------------------------------------------------------
+
+def batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+               running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
+               eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(y, mean, invstd, batch variance): the mean and 1/std it normalized with (float64, for
+    the backward) and the batch's unbiased variance (for the running update; empty in eval)."""
+    follow_threads()
+    xa, rm, rv, w, b = check_batch_norm(array(x), array(running_mean), array(running_var),
+                                        array(weight), array(bias), training, False, eps=eps)
+    ctx = BatchNormContext(xa, rm, rv, w, b, eps, training)
+    y, mean, invstd = tensor(ctx.y), tensor(ctx.mean), tensor(ctx.invstd)
+    if not training:
+        return y, mean, invstd, _EMPTY.double()
+    assert ctx.m2 is not None
+    return y, mean, invstd, tensor(ctx.m2 / max(ctx.count - 1.0, 1.0))
+
+
+def _bn_fake(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+             running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
+             eps: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    C = x.shape[1]
+    return (torch.empty_like(x), x.new_empty(C, dtype=torch.float64),
+            x.new_empty(C, dtype=torch.float64), x.new_empty(C if training else 0,
+                                                             dtype=torch.float64))
+
+
+def batch_norm_backward(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bias: bool,
+                        mean: Tensor, invstd: Tensor,
+                        training: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dx, grad_weight, grad_bias) from the forward's mean and 1/std: no second pass over x
+    for the statistics."""
+    follow_threads()
+    xa = array(x)
+    bias = _bias_like(weight, xa, (xa.shape[1],), has_bias)
+    ctx = BatchNormContext.restored(xa, array(mean), array(invstd), array(weight), bias,
+                                    training)
+    return _grads(*ctx.backward(array(dy)))
+
+
+def _bn_backward_fake(dy: Tensor, x: Tensor, weight: Optional[Tensor], has_bias: bool,
+                      mean: Tensor, invstd: Tensor,
+                      training: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    C = x.shape[1]
+    return (torch.empty_like(x), x.new_empty(C if weight is not None else 0, dtype=_pdt(x)),
+            x.new_empty(C if has_bias else 0, dtype=_pdt(x)))
+
+
+def _bn_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+    x, weight, bias, running_mean, running_var, training, eps = inputs
+    ctx.save_for_backward(x, weight, output[1], output[2])
+    ctx.has_bias, ctx.training = bias is not None, training
+
+
+def _bn_backward(op: Any) -> Any:
+    """The autograd backward of batch_norm, running ``op`` (its backward)."""
+    def backward(ctx: Any, dy: Tensor, *_: Any) -> Tuple[Any, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        dx, gw, gb = op(dy.contiguous(memory_format=_format(x)), x, weight, ctx.has_bias, mean,
+                        invstd, ctx.training)
+        return (dx, gw if weight is not None else None, gb if ctx.has_bias else None,
+                None, None, None, None)
+    return backward
+
+
+# --- layer, RMS and group norm: y; the backward (dx, grad_weight, grad_bias) ----------------
 
 def layer_norm(x: Tensor, normalized_shape: List[int], weight: Optional[Tensor],
                bias: Optional[Tensor], eps: float) -> Tensor:
@@ -240,7 +242,7 @@ def _eager(impl: Any, setup: Any, backward: Any, outputs: int) -> Any:
 # name: (implementation, its backward, fakes, autograd setup, backward maker, outputs)
 _FAMILIES: Dict[str, Tuple[Any, ...]] = {
     "batch_norm": (batch_norm, batch_norm_backward, _bn_fake, _bn_backward_fake, _bn_setup,
-                   _bn_backward, 3),
+                   _bn_backward, 4),
     "layer_norm": (layer_norm, layer_norm_backward, _fake_y, _fake_grads, _rows_setup,
                    _rows_backward(5), 1),
     "rms_norm": (rms_norm, rms_norm_backward, _fake_y, _rms_fake_grads, _rows_setup,

@@ -58,8 +58,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     if not _ours(input, weight, bias, running_mean, running_var):
         return TF.batch_norm(input, running_mean, running_var, weight, bias, training,
                              momentum, eps)
-    y, mean, var = _run("batch_norm", input, weight, bias, running_mean,
-                        running_var, training, eps)
+    y, mean, _, var = _run("batch_norm", input, weight, bias, running_mean, running_var,
+                           training, eps)
     if training:  # the call succeeded: only now do the running statistics move
         _move(running_mean, running_var, mean, var, momentum)
     out: Tensor = y

@@ -117,6 +117,21 @@ class BatchNormContext(Context):
         with np.errstate(invalid="ignore", divide="ignore"):
             self.invstd = 1.0 / np.sqrt(var + eps)
 
+    @classmethod
+    def restored(cls, x: Array, mean: Array, invstd: Array, weight: OptArray, bias: OptArray,
+                 batch_stats: bool) -> "BatchNormContext":
+        """The context of a forward already run, from the float64 ``mean`` and ``invstd`` it
+        normalized with (kept by a caller, as torch's autograd keeps them): for its backward,
+        without a second pass over ``x`` for the statistics."""
+        ctx = cls.__new__(cls)
+        ctx.layout = layout = ChannelLayout(x)
+        ctx.x3 = layout.view(x)
+        ctx.batch_stats = batch_stats
+        ctx.keep_params(weight, bias)
+        ctx.count = float(ctx.x3.shape[0] * ctx.x3.shape[2])
+        ctx.mean, ctx.m2, ctx.invstd, ctx.y = mean, None, invstd, None
+        return ctx
+
     def update_running(self, running_mean: OptArray, running_var: OptArray, factor: float,
                        counter: OptArray = None) -> None:
         """Move the running statistics toward this batch's (an empty batch leaves them, and
