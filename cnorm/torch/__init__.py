@@ -15,7 +15,8 @@ except ImportError as e:  # pragma: no cover - the torch extra
 from . import functional
 from .convert import convert, revert
 from .modules import *  # noqa: F403 - the nine layers
+from .sync import SyncBatchNorm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
-           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "functional",
-           "convert", "revert"]
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "SyncBatchNorm",
+           "functional", "convert", "revert"]

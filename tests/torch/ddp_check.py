@@ -1,0 +1,103 @@
+"""Run as ``python ddp_check.py WORLD FOLDER`` (test_torch_sync.py launches it with a timeout):
+WORLD processes over gloo (a file store in FOLDER) check cnorm.torch.SyncBatchNorm on unequal
+shards (one empty with 3 ranks) against BatchNorm2d on the whole batch, then one training step
+of a small convolutional network under DistributedDataParallel against the same network
+trained in one process on the whole batch. Rank 0 prints "ALL OK" when every check held."""
+import copy
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import cnorm.torch as ct
+
+SHARDS = {2: [3, 5], 3: [4, 0, 5]}
+
+
+def shard(t, rank, world):
+    sizes = SHARDS[world]
+    start = sum(sizes[:rank])
+    return t[start:start + sizes[rank]]
+
+
+def check_layer(rank, world):
+    torch.manual_seed(0)
+    N = sum(SHARDS[world])
+    x = (3 + 2 * torch.randn(N, 4, 5, 5, dtype=torch.float64))
+    dy = torch.randn_like(x)
+    ref = torch.nn.BatchNorm2d(4, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+        ref.bias.normal_()
+    sync = ct.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(ref))
+    assert type(sync) is ct.SyncBatchNorm
+    xf = x.clone().requires_grad_()
+    y_ref = ref(xf)
+    y_ref.backward(dy)
+    xs = shard(x, rank, world).clone().requires_grad_()
+    y = sync(xs)
+    y.backward(shard(dy, rank, world))
+    torch.testing.assert_close(y, shard(y_ref, rank, world), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(xs.grad, shard(xf.grad, rank, world), atol=1e-12, rtol=1e-12)
+    for p, q in ((sync.weight, ref.weight), (sync.bias, ref.bias)):
+        g = p.grad.clone()
+        dist.all_reduce(g)  # this rank's contributions sum to the full batch's gradient
+        torch.testing.assert_close(g, q.grad, atol=1e-12, rtol=1e-12)
+    for name in ("running_mean", "running_var"):
+        mine = getattr(sync, name)
+        torch.testing.assert_close(mine, getattr(ref, name), atol=1e-12, rtol=1e-12)
+        every = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(every, mine)
+        assert all(torch.equal(e, every[0]) for e in every), f"{name} differs between ranks"
+    assert int(sync.num_batches_tracked) == 1
+
+
+def net():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, dtype=torch.float64),
+                               torch.nn.BatchNorm2d(4, dtype=torch.float64), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 2,
+                                                                   dtype=torch.float64))
+
+
+def check_ddp(rank, world):
+    torch.manual_seed(2)
+    N = sum(SHARDS[world])
+    x = torch.randn(N, 3, 6, 6, dtype=torch.float64)
+    target = torch.randn(N, 2, dtype=torch.float64)
+    ref = net()
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1)
+    ((ref(x) - target) ** 2).sum().div(N).backward()
+    opt_ref.step()
+    model = torch.nn.parallel.DistributedDataParallel(
+        ct.SyncBatchNorm.convert_sync_batchnorm(net()))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model(shard(x, rank, world))
+    # DDP averages the ranks' gradients: each rank's share of the full batch's mean loss, times
+    # the world size, averages to the full batch's gradient
+    ((out - shard(target, rank, world)) ** 2).sum().div(N).mul(world).backward()
+    opt.step()
+    for p, q in zip(model.module.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(model.module[1].running_var, ref[1].running_var, atol=1e-12,
+                               rtol=1e-12)
+
+
+def run(rank, world, folder):
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(folder, 'store')}",
+                            rank=rank, world_size=world)
+    try:
+        check_layer(rank, world)
+        check_ddp(rank, world)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        print(f"ALL OK on {world} ranks", flush=True)
+
+
+if __name__ == "__main__":
+    world, folder = int(sys.argv[1]), sys.argv[2]
+    mp.spawn(run, args=(world, folder), nprocs=world)
