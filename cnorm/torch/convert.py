@@ -2,21 +2,26 @@
 cnorm.torch twin, and back, in place. A twin is a subclass of the torch class with no state of
 its own, so the swap is of the object's class: parameters, buffers, training mode, hooks and
 the object's identity (an optimizer's references, shared layers) are the same objects after."""
-from typing import Dict, Type
+from typing import Any, Dict, Type
 
 from torch import nn
 
 from . import modules
+from .sync import SyncBatchNorm
 
 # torch class -> twin, exact classes only (a user's subclass of a torch norm keeps its code)
 TWINS: Dict[type, Type[nn.Module]] = {
     getattr(nn, name): getattr(modules, name) for name in modules.__all__}
-TORCH = {twin: torch_cls for torch_cls, twin in TWINS.items()}
+TORCH: Dict[type, type] = {twin: torch_cls for torch_cls, twin in TWINS.items()}
+TORCH[SyncBatchNorm] = nn.SyncBatchNorm
 
 
-def convert(module: nn.Module) -> nn.Module:
+def convert(module: nn.Module, *, sync: bool = False, process_group: Any = None) -> nn.Module:
     """Swap every torch.nn norm layer in ``module`` (itself included) for its cnorm.torch twin,
-    in place; returns ``module``.
+    in place; returns ``module``. ``sync=True``: every batch norm becomes a
+    :class:`SyncBatchNorm` over ``process_group`` first (new objects holding the same
+    parameters, as torch's ``convert_sync_batchnorm``), and the returned module is the
+    replacement when ``module`` itself was a batch norm.
 
     Examples
     --------
@@ -25,6 +30,8 @@ def convert(module: nn.Module) -> nn.Module:
     >>> type(ct.convert(model)[1]).__module__
     'cnorm.torch.modules'
     """
+    if sync:
+        module = SyncBatchNorm.convert_sync_batchnorm(module, process_group)
     for m in module.modules():
         twin = TWINS.get(type(m))
         if twin is not None:
@@ -33,8 +40,8 @@ def convert(module: nn.Module) -> nn.Module:
 
 
 def revert(module: nn.Module) -> nn.Module:
-    """Swap every cnorm.torch twin in ``module`` back to its torch class, in place; returns
-    ``module``."""
+    """Swap every cnorm.torch twin in ``module`` back to its torch class, in place (a
+    SyncBatchNorm to ``torch.nn.SyncBatchNorm``); returns ``module``."""
     for m in module.modules():
         plain = TORCH.get(type(m))
         if plain is not None:

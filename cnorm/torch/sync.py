@@ -3,11 +3,11 @@ rank's batch, merged in rank order so that every rank holds the same bits, unequ
 shards included, inside DistributedDataParallel too.
 
 It is cnorm's own SyncBatchNorm (cnorm/nn/sync.py: agreement on errors before any collective,
-rank-order merges) run on views of this module's tensors, with the process group as its
+rank-order merges) bound to this module's tensors (_bound.py), with the process group as its
 communicator. It subclasses torch's ``_BatchNorm``, not ``torch.nn.SyncBatchNorm``, which
 DistributedDataParallel refuses on a CPU module.
 """
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import nn as cnn
 from .._core.comm import OneProcess
-from ._bridge import array, follow_threads, takes, tensor
+from ._bound import bind, data_dtype, run
+from ._bridge import takes
 
 Tensor = torch.Tensor
 
@@ -43,24 +44,6 @@ class GroupComm:
         recv[...] = torch.stack(parts).numpy().reshape(recv.shape)
 
 
-class _Sync(torch.autograd.Function):
-    """cnorm's SyncBatchNorm layer's forward and backward under autograd."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                layer: Any) -> Tensor:
-        ctx.layer = layer
-        return tensor(layer(array(x)))
-
-    @staticmethod
-    def backward(ctx: Any, dy: Tensor) -> Tuple[Any, ...]:
-        layer = ctx.layer
-        dx = tensor(layer.backward(array(dy.contiguous())))
-        gw = None if layer.grad_weight is None else tensor(layer.grad_weight)
-        gb = None if layer.grad_bias is None else tensor(layer.grad_bias)
-        return dx, gw, gb, None
-
-
 class SyncBatchNorm(_BatchNorm):
     """``torch.nn.SyncBatchNorm`` on the CPU, over ``torch.distributed`` (gloo, or mpi when
     torch has it), on cnorm's kernels: the same constructor, parameters, buffers and
@@ -82,18 +65,6 @@ class SyncBatchNorm(_BatchNorm):
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
-    def _layer(self, comm: Any, dtype: torch.dtype) -> Any:
-        """cnorm's SyncBatchNorm over this module's memory: its parameters, running statistics
-        and counter are views of the tensors here, so its updates are theirs."""
-        data = array(torch.empty(0, dtype=dtype)).dtype  # the input's, as NumPy names it
-        layer = cnn.SyncBatchNorm(self.num_features, self.eps, self.momentum, self.affine,
-                                  self.track_running_stats, data, bias=self.bias is not None,
-                                  comm=comm)
-        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-            value = getattr(self, name)
-            setattr(layer, name, None if value is None else array(value))
-        return layer.train(self.training)
-
     def forward(self, input: Tensor) -> Tensor:
         params = (self.weight, self.bias, self.running_mean, self.running_var)
         if not (takes(input) and all(p is None or takes(p) for p in params)):
@@ -101,19 +72,13 @@ class SyncBatchNorm(_BatchNorm):
             out: Tensor = torch_forward(self, input)
             return out
         self._check_input_dim(input)
-        follow_threads()
         world = dist.is_available() and dist.is_initialized()
         comm = GroupComm(self.process_group) if world else None
-        layer = self._layer(comm if comm is not None and comm.size > 1 else
-                            OneProcess(), input.dtype)
-        try:
-            apply: Any = _Sync.apply
-            y: Tensor = apply(input, self.weight, self.bias, layer)
-        except (TypeError, ValueError) as e:  # torch's error types, cnorm's messages
-            if isinstance(e, ValueError) and str(e).startswith("Expected more than 1 value"):
-                raise
-            raise RuntimeError(str(e)) from e
-        return y
+        layer = cnn.SyncBatchNorm(
+            self.num_features, self.eps, self.momentum, self.affine, self.track_running_stats,
+            data_dtype(input.dtype), bias=self.bias is not None,
+            comm=comm if comm is not None and comm.size > 1 else OneProcess())
+        return run(bind(layer, self), input, self.weight, self.bias)
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:
