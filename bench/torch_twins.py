@@ -22,7 +22,9 @@ CASES = [  # (label, torch layer, input shape, channels_last)
     ("LayerNorm(768)", lambda: torch.nn.LayerNorm(768), (64, 196, 768), False),
     ("BatchNorm1d (per-call overhead)", lambda: torch.nn.BatchNorm1d(16), (8, 16), False),
 ]
-QUICK = [(label, make, tuple(max(2, s // 8) for s in shape) if len(shape) > 2 else shape, cl)
+# the same layers on small inputs: fewer samples and smaller planes (or rows), same channels
+QUICK = [(label, make, (max(2, shape[0] // 8), shape[1], *(max(2, d // 8) for d in shape[2:]))
+          if len(shape) == 4 else (8, 24, shape[2]) if len(shape) == 3 else shape, cl)
          for label, make, shape, cl in CASES]
 
 

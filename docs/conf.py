@@ -34,7 +34,7 @@ sphinx_gallery_conf = {
     "examples_dirs": os.path.join("..", "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"plot_",       # executed; the training scripts are shown, not run
-    "ignore_pattern": r"train_",        # the training scripts: run them yourself
+    "ignore_pattern": r"train",         # the training scripts: run them yourself
     "download_all_examples": False,
     "remove_config_comments": True,
     "plot_gallery": "True",

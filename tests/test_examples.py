@@ -23,3 +23,15 @@ def test_train_digits_one_epoch(tmp_path):
     except ImportError:
         return
     assert (tmp_path / "train_digits.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args", [[], ["--ddp", "2"]], ids=["one process", "ddp 2"])
+def test_torch_train_converted_curve_agrees(args):
+    """examples/torch_train.py: the converted network's loss curve is torch's (and, under DDP
+    with SyncBatchNorm on 2 processes, one process's)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "torch_train.py"),
+                        "--epochs", "1", *args], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "the loss curves agree" in p.stdout

@@ -1,0 +1,34 @@
+"""pytest-benchmark: a training step of torch's norm layers and of their cnorm.torch twins
+(the cases of bench/torch_twins.py, which times them side by side in alternating blocks).
+
+    pytest bench/test_bench_torch.py --benchmark-only --benchmark-group-by=param:case
+"""
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch_twins import CASES, QUICK  # noqa: E402 - beside this file
+
+import cnorm.torch as ct  # noqa: E402
+
+
+@pytest.mark.parametrize("impl", ["torch", "cnorm.torch"])
+@pytest.mark.parametrize("case", range(len(CASES)), ids=[c[0] for c in CASES])
+def test_training_step(benchmark, case, impl, request):
+    quick = request.config.getoption("benchmark_disable")  # a smoke pass: small shapes
+    label, make, shape, channels_last = (QUICK if quick else CASES)[case]
+    layer = make().train()
+    if impl == "cnorm.torch":
+        layer = ct.convert(copy.deepcopy(layer))
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    dy = torch.randn_like(x)
+
+    def step():
+        x.grad = None
+        layer(x).backward(dy)
+    benchmark(step)
+    assert x.grad is not None and x.grad.shape == x.shape
