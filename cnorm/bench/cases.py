@@ -80,7 +80,9 @@ def make_layer(lib: Any, kind: str, shape: Shape) -> Any:
     return makers[kind]()
 
 
-IMPLS = ("cnorm", "numpy", "torch")  # the norm cases; data cases name their own
+# the norm cases' implementations (cnorm.torch: torch's layer converted, on torch tensors);
+# the data cases name their own
+IMPLS = ("cnorm", "numpy", "torch", "cnorm.torch")
 # bytes that must cross memory, in units of the input's size: read x + write y forward,
 # read x and dy + write dx backward
 TRAFFIC = {"train_fwd": 2, "train_fwd_bwd": 5, "eval_fwd": 2}
@@ -194,9 +196,12 @@ def make_runner(impl: str, op: str, kind: str, x: Array, lib: Any) -> Runner:
             return lambda: numpy_train_backward(dy, w, numpy_train_forward(x, w, b)[1])
         rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
         return lambda: numpy_eval_forward(x, rm, rv, w, b)
-    if impl == "torch":
-        torch = lib
+    if impl in ("torch", "cnorm.torch"):  # torch's layer, or its cnorm.torch twin
+        import torch
+
         layer = make_layer(torch.nn, kind, x.shape)
+        if impl == "cnorm.torch":
+            layer = lib.convert(layer)
         xt = torch.from_numpy(x)
         if op == "train_fwd_bwd":
             xg = xt.detach().clone().requires_grad_()

@@ -81,6 +81,10 @@ def set_threads(impl: str, lib: Any, n: int) -> None:
         return
     if module_of(impl) in ("cnorm", "torch"):
         lib.set_num_threads(n)
+    elif impl == "cnorm.torch":  # its kernels follow torch's setting
+        import torch
+
+        torch.set_num_threads(n)
     elif impl == "cv2":
         lib.setNumThreads(n)
 

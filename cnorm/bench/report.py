@@ -295,11 +295,13 @@ def _data_table(rows: List[Dict[str, Any]], probes: Dict[str, Any]) -> str:
 
 def _norms_table(result: Dict[str, Any]) -> str:
     has_torch = any("torch" in r for r in result["rows"])
+    has_twin = any("cnorm.torch" in r for r in result["rows"]) and has_torch
     has_before = any("before" in r for r in result["rows"])
     head = ["case", "op", "shape", "thr", "cnorm ms"]
     head += ["before ms", "before / now"] if has_before else []
     head += ["numpy ms"]
     head += ["torch ms", "vs torch"] if has_torch else []
+    head += ["cnorm.torch ms", "twin vs torch"] if has_twin else []
     head += ["vs numpy", "GB/s", "% copy"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in result["rows"]:
@@ -310,6 +312,10 @@ def _norms_table(result: Dict[str, Any]) -> str:
         cells += [f"{r['numpy'] * 1e3:.3f}"]
         if has_torch:
             cells += [f"{r['torch'] * 1e3:.3f}", f"{r['torch'] / r['cnorm']:.1f}x"]
+        if has_twin:
+            twin = r.get("cnorm.torch")
+            cells += ["", ""] if twin is None else [f"{twin * 1e3:.3f}",
+                                                    f"{r['torch'] / twin:.2f}x"]
         cells += [f"{r['numpy'] / r['cnorm']:.1f}x", f"{r['gbps']:.1f}",
                   f"{100 * r['copy_fraction']:.0f}%"]
         lines.append(" | ".join(cells))
