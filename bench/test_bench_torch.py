@@ -8,7 +8,7 @@ import copy
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch_twins import CASES, QUICK  # noqa: E402 - beside this file
+from torch_twins import CASES, QUICK, inputs, step  # noqa: E402 - beside this file
 
 import cnorm.torch as ct  # noqa: E402
 
@@ -21,14 +21,6 @@ def test_training_step(benchmark, case, impl, request):
     layer = make().train()
     if impl == "cnorm.torch":
         layer = ct.convert(copy.deepcopy(layer))
-    x = torch.randn(shape)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    x.requires_grad_()
-    dy = torch.randn_like(x)
-
-    def step():
-        x.grad = None
-        layer(x).backward(dy)
-    benchmark(step)
+    x, dy = inputs(shape, channels_last)
+    benchmark(step(layer, x, dy))
     assert x.grad is not None and x.grad.shape == x.shape

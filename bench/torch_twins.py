@@ -35,6 +35,15 @@ def step(layer, x, dy):
     return run
 
 
+def inputs(shape, channels_last):
+    """x (requiring its gradient; channels_last memory when asked) and dy shaped like it."""
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    return x, torch.randn_like(x)
+
+
 def block(fn, seconds):
     """Median seconds per call over a block of calls filling ``seconds`` (after warm-up)."""
     for _ in range(3):
@@ -70,11 +79,7 @@ def main():
         for label, make, shape, cl in cases:
             plain = make().train()
             twin = ct.convert(copy.deepcopy(plain))
-            x = torch.randn(shape)
-            if cl:
-                x = x.to(memory_format=torch.channels_last)
-            x.requires_grad_()
-            dy = torch.randn_like(x)
+            x, dy = inputs(shape, cl)
             times = {"torch": [], "twin": []}
             for _ in range(3):  # alternating blocks
                 times["torch"].append(block(step(plain, x, dy), seconds / 3))
