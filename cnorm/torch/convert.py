@@ -41,7 +41,15 @@ def convert(module: nn.Module, *, sync: bool = False, process_group: Any = None)
 
 def revert(module: nn.Module) -> nn.Module:
     """Swap every cnorm.torch twin in ``module`` back to its torch class, in place (a
-    SyncBatchNorm to ``torch.nn.SyncBatchNorm``); returns ``module``."""
+    SyncBatchNorm to ``torch.nn.SyncBatchNorm``); returns ``module``.
+
+    Examples
+    --------
+    >>> import torch, cnorm.torch as ct
+    >>> norm = ct.convert(torch.nn.LayerNorm(8))
+    >>> type(ct.revert(norm)) is torch.nn.LayerNorm
+    True
+    """
     for m in module.modules():
         plain = TORCH.get(type(m))
         if plain is not None:

@@ -225,3 +225,11 @@ def test_compile_has_no_graph_break_and_equals_eager():
     for p, q in zip(model.parameters(), eager.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
     torch.testing.assert_close(model[1].running_var, eager[1].running_var)
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import cnorm.torch.convert as module
+    failures, tried = doctest.testmod(module)
+    assert tried >= 4 and failures == 0
