@@ -15,7 +15,7 @@ except ImportError as e:  # pragma: no cover - the torch extra
 
 from . import functional
 from .blocks import BatchNormAct2d, GroupNormAct
-from .convert import convert, revert
+from ._convert import convert, revert
 from .modules import *  # noqa: F403 - the nine layers
 from .sync import SyncBatchNorm
 
