@@ -14,8 +14,8 @@ except ImportError as e:  # pragma: no cover - the torch extra
     raise ImportError("cnorm.torch needs torch: pip install 'cnorm[torch]'") from e
 
 from . import functional
-from .blocks import BatchNormAct2d, GroupNormAct
 from ._convert import convert, revert
+from .blocks import BatchNormAct2d, GroupNormAct
 from .modules import *  # noqa: F403 - the nine layers
 from .sync import SyncBatchNorm
 

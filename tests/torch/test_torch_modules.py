@@ -229,7 +229,6 @@ def test_compile_has_no_graph_break_and_equals_eager():
 
 def test_the_docstring_examples_run():
     import doctest
-
     import importlib
 
     failures, tried = doctest.testmod(importlib.import_module("cnorm.torch._convert"))
