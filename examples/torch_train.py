@@ -74,6 +74,8 @@ def ddp_rank(rank, world, folder, epochs, queue):
     dist.all_reduce(total)  # each rank's share of the loss: their sum is the batch's loss
     if rank == 0:
         queue.put(total.tolist())
+    del model  # DDP's reducer holds the process group: gone before the group is
+    dist.barrier()
     dist.destroy_process_group()
 
 
