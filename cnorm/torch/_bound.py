@@ -5,7 +5,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from ._bridge import array, follow_threads, tensor
+from ._bridge import array, follow_threads, tensor, torch_error
 
 Tensor = torch.Tensor
 STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -19,11 +19,6 @@ def bind(layer: Any, module: torch.nn.Module) -> Any:
             value = getattr(module, name, None)
             setattr(layer, name, None if value is None else array(value))
     return layer.train(module.training)
-
-
-def data_dtype(dtype: torch.dtype) -> Any:
-    """NumPy's dtype for a tensor dtype (bfloat16: ml_dtypes')."""
-    return array(torch.empty(0, dtype=dtype)).dtype
 
 
 class Bound(torch.autograd.Function):
@@ -55,7 +50,8 @@ def run(layer: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
     try:
         out: Tensor = apply(layer, x, weight, bias, residual)
     except (TypeError, ValueError) as e:
-        if isinstance(e, ValueError) and str(e).startswith("Expected more than 1 value"):
+        error = torch_error(e)
+        if error is e:
             raise
-        raise RuntimeError(str(e)) from e
+        raise error from e
     return out

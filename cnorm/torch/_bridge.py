@@ -49,6 +49,20 @@ def tensor(a: Any) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
+def numpy_dtype(dtype: torch.dtype) -> Any:
+    """NumPy's dtype for a tensor dtype cnorm's kernels take (bfloat16: ml_dtypes')."""
+    return _bf16() if dtype is torch.bfloat16 else np.dtype(DTYPES[dtype])
+
+
+def torch_error(e: Exception) -> Exception:
+    """cnorm's check failure as torch raises it for the same input: RuntimeError for a bad
+    shape or dtype (cnorm raises ValueError or TypeError; its message is kept), ValueError
+    for a batch of one value per channel, as both do."""
+    if isinstance(e, ValueError) and str(e).startswith("Expected more than 1 value"):
+        return e
+    return RuntimeError(str(e))
+
+
 def follow_threads() -> None:
     """cnorm's thread count for this thread set to torch's, when they differ (a cheap read
     each call; set_num_threads only on a change)."""

@@ -10,8 +10,8 @@ from torch import nn
 
 from .. import nn as cnn
 from . import functional as F  # noqa: N812 - named as torch's
-from ._bound import bind, data_dtype, run
-from ._bridge import takes
+from ._bound import bind, run
+from ._bridge import numpy_dtype, takes
 from .modules import _BatchNormForward
 
 Tensor = torch.Tensor
@@ -87,7 +87,7 @@ class BatchNormAct2d(_Fused, nn.BatchNorm2d):
 
     def _cnorm_layer(self, dtype: torch.dtype) -> Any:
         return cnn.BatchNormAct2d(self.num_features, self.eps, self.momentum, self.affine,
-                                  self.track_running_stats, data_dtype(dtype),
+                                  self.track_running_stats, numpy_dtype(dtype),
                                   bias=self.bias is not None, act=self.act_name,
                                   negative_slope=self.slope)
 
@@ -116,7 +116,7 @@ class GroupNormAct(_Fused, nn.GroupNorm):
 
     def _cnorm_layer(self, dtype: torch.dtype) -> Any:
         return cnn.GroupNormAct(self.num_groups, self.num_channels, self.eps, self.affine,
-                                data_dtype(dtype), bias=self.bias is not None,
+                                numpy_dtype(dtype), bias=self.bias is not None,
                                 act=self.act_name, negative_slope=self.slope)
 
     def _norm(self, x: Tensor) -> Tensor:

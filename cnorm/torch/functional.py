@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as TF  # noqa: N812 - torch's functional, beside this one
 
 from ..nn._ops.context import update_running
-from ._bridge import array, takes
+from ._bridge import array, takes, torch_error
 from ._ops import EAGER, OPS
 
 Tensor = torch.Tensor
@@ -29,9 +29,10 @@ def _run(name: str, *args: Any) -> Any:
     try:
         return op(*args)
     except (TypeError, ValueError) as e:
-        if isinstance(e, ValueError) and str(e).startswith("Expected more than 1 value"):
+        error = torch_error(e)
+        if error is e:
             raise
-        raise RuntimeError(str(e)) from e
+        raise error from e
 
 
 def _move(running_mean: Optional[Tensor], running_var: Optional[Tensor], mean: Tensor,

@@ -17,8 +17,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import nn as cnn
 from .._core.comm import OneProcess
-from ._bound import bind, data_dtype, run
-from ._bridge import takes
+from ._bound import bind, run
+from ._bridge import numpy_dtype, takes
 
 Tensor = torch.Tensor
 
@@ -76,7 +76,7 @@ class SyncBatchNorm(_BatchNorm):
         comm = GroupComm(self.process_group) if world else None
         layer = cnn.SyncBatchNorm(
             self.num_features, self.eps, self.momentum, self.affine, self.track_running_stats,
-            data_dtype(input.dtype), bias=self.bias is not None,
+            numpy_dtype(input.dtype), bias=self.bias is not None,
             comm=comm if comm is not None and comm.size > 1 else OneProcess())
         return run(bind(layer, self), input, self.weight, self.bias)
 
