@@ -8,10 +8,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from .. import nn as cnn
 from . import functional as F  # noqa: N812 - named as torch's
-from ._bound import bind, run
-from ._bridge import numpy_dtype, takes
+from ._bridge import takes
 from .modules import _BatchNormForward
 
 Tensor = torch.Tensor
@@ -50,8 +48,8 @@ class _Fused:
     drop: nn.Module
     act: nn.Module
 
-    def _cnorm_layer(self, dtype: torch.dtype) -> Any:
-        raise NotImplementedError
+    def _fused(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError  # act(norm(x) + residual) in one call of cnorm's kernels
 
     def _norm(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -62,11 +60,12 @@ class _Fused:
         fused = (self.fusable and isinstance(self.drop, nn.Identity)
                  and takes(x) and (residual is None or takes(residual))
                  and all(p is None or takes(p) for p in params))
+        out: Tensor
         if fused:
-            layer = bind(self._cnorm_layer(x.dtype), self)
-            return run(layer, x, self.weight, self.bias, residual)
+            out = self._fused(x, residual)
+            return out
         y = self.drop(self._norm(x))
-        out: Tensor = self.act(y if residual is None else y + residual)
+        out = self.act(y if residual is None else y + residual)
         return out
 
 
@@ -85,11 +84,9 @@ class BatchNormAct2d(_Fused, nn.BatchNorm2d):
         self.act, self.fusable, self.act_name, self.slope = _act(act_layer, act_kwargs,
                                                                  apply_act, inplace)
 
-    def _cnorm_layer(self, dtype: torch.dtype) -> Any:
-        return cnn.BatchNormAct2d(self.num_features, self.eps, self.momentum, self.affine,
-                                  self.track_running_stats, numpy_dtype(dtype),
-                                  bias=self.bias is not None, act=self.act_name,
-                                  negative_slope=self.slope)
+    def _fused(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
+        out: Tensor = _BatchNormForward.forward(self, x, residual, self.act_name, self.slope)
+        return out
 
     def _norm(self, x: Tensor) -> Tensor:
         out: Tensor = _BatchNormForward.forward(self, x)  # the twin's: cnorm's kernels
@@ -114,10 +111,10 @@ class GroupNormAct(_Fused, nn.GroupNorm):
         self.act, self.fusable, self.act_name, self.slope = _act(act_layer, act_kwargs,
                                                                  apply_act, inplace)
 
-    def _cnorm_layer(self, dtype: torch.dtype) -> Any:
-        return cnn.GroupNormAct(self.num_groups, self.num_channels, self.eps, self.affine,
-                                numpy_dtype(dtype), bias=self.bias is not None,
-                                act=self.act_name, negative_slope=self.slope)
+    def _fused(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
+        out: Tensor = F.block_group_norm(x, self.num_groups, self.weight, self.bias, self.eps,
+                                         residual, self.act_name, self.slope)
+        return out
 
     def _norm(self, x: Tensor) -> Tensor:
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)

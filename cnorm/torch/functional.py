@@ -7,9 +7,9 @@ from typing import Any, List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as TF  # noqa: N812 - torch's functional, beside this one
 
-from ..nn._ops.context import update_running
-from ._bridge import array, takes, torch_error
-from ._ops import EAGER, OPS
+from . import _eager
+from ._bridge import takes, torch_error
+from ._ops import OPS
 
 Tensor = torch.Tensor
 __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"]
@@ -20,12 +20,16 @@ def _ours(x: Tensor, *params: Optional[Tensor]) -> bool:
     return takes(x) and all(p is None or takes(p) for p in params)
 
 
-def _run(name: str, *args: Any) -> Any:
-    """The op ``name`` on ``args``: the registered custom op under torch.compile, else the same
-    implementation without the dispatcher (see _ops). With torch's error types: torch raises
-    RuntimeError for a bad shape or dtype where cnorm's checks raise ValueError or TypeError
-    (the message is cnorm's), and ValueError for a batch of one value per channel, as cnorm."""
-    op = OPS[name] if torch.compiler.is_compiling() else EAGER[name]
+def _compiling() -> bool:
+    """Under torch.compile: the registered custom ops (_ops), which dynamo traces; else the
+    eager path (_eager), which keeps each op's context for its backward."""
+    return bool(torch.compiler.is_compiling())
+
+
+def _run(op: Any, *args: Any) -> Any:
+    """``op(*args)`` with torch's error types: torch raises RuntimeError for a bad shape or
+    dtype where cnorm's checks raise ValueError or TypeError (the message is cnorm's), and
+    ValueError for a batch of one value per channel, as cnorm."""
     try:
         return op(*args)
     except (TypeError, ValueError) as e:
@@ -37,19 +41,49 @@ def _run(name: str, *args: Any) -> Any:
 
 def _move(running_mean: Optional[Tensor], running_var: Optional[Tensor], mean: Tensor,
           var: Tensor, momentum: float) -> None:
-    """running = (1 - momentum) * running + momentum * batch, in float64 and rounded once:
-    eagerly by cnorm's update kernel on the tensors' memory (the layers' own, one call), under
-    torch.compile by torch's ops (traced)."""
-    if running_mean is None and running_var is None:
-        return
-    if not torch.compiler.is_compiling():
-        update_running(array(running_mean), array(running_var), array(mean), array(var), 1.0,
-                       momentum)
-        return
+    """Under torch.compile, running = (1 - momentum) * running + momentum * batch, in float64
+    and rounded once, by torch's ops (traced; the eager path moves them by cnorm's kernel)."""
     with torch.no_grad():
         for running, batch in ((running_mean, mean), (running_var, var)):
             if running is not None:
                 running.copy_(running.double().mul_(1.0 - momentum).add_(batch, alpha=momentum))
+
+
+def block_batch_norm(input: Tensor, running_mean: Optional[Tensor],
+                     running_var: Optional[Tensor], weight: Optional[Tensor],
+                     bias: Optional[Tensor], training: bool, momentum: float, eps: float,
+                     residual: Optional[Tensor] = None, act: Optional[str] = None,
+                     slope: float = 0.0, counter: Optional[Tensor] = None) -> Tensor:
+    """``act(batch_norm(input) + residual)`` on cnorm's kernels (the caller checked that they
+    take every tensor); in training the running statistics move, and ``counter`` (a layer's
+    num_batches_tracked) counts the batch, once the call succeeded."""
+    if not _compiling():
+        out: Tensor = _run(_eager.batch_norm, input, weight, bias, running_mean, running_var,
+                           training, momentum, eps, residual, act, slope, counter)
+        return out
+    y: Tensor
+    y, mean, _, var = _run(OPS["batch_norm"], input, weight, bias, running_mean, running_var,
+                           residual, training, eps, act, slope)
+    if training:  # the call succeeded: only now do the running statistics move
+        _move(running_mean, running_var, mean, var, momentum)
+    if counter is not None:
+        counter.add_(1)
+    out = y
+    return out
+
+
+def block_group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor],
+                     bias: Optional[Tensor], eps: float, residual: Optional[Tensor] = None,
+                     act: Optional[str] = None, slope: float = 0.0) -> Tensor:
+    """``act(group_norm(input) + residual)`` on cnorm's kernels (the caller checked that they
+    take every tensor)."""
+    if not _compiling():
+        out: Tensor = _run(_eager.group_norm, input, num_groups, weight, bias, eps, residual,
+                           act, slope)
+        return out
+    y: Tensor = _run(OPS["group_norm"], input, num_groups, weight, bias, residual, eps, act,
+                     slope)
+    return y
 
 
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
@@ -59,12 +93,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     if not _ours(input, weight, bias, running_mean, running_var):
         return TF.batch_norm(input, running_mean, running_var, weight, bias, training,
                              momentum, eps)
-    y, mean, _, var = _run("batch_norm", input, weight, bias, running_mean, running_var,
-                           training, eps)
-    if training:  # the call succeeded: only now do the running statistics move
-        _move(running_mean, running_var, mean, var, momentum)
-    out: Tensor = y
-    return out
+    return block_batch_norm(input, running_mean, running_var, weight, bias, training,
+                            momentum, eps)
 
 
 def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor] = None,
@@ -72,8 +102,8 @@ def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[
     """``torch.nn.functional.layer_norm`` on cnorm's kernels."""
     if not _ours(input, weight, bias):
         return TF.layer_norm(input, normalized_shape, weight, bias, eps)
-    out: Tensor = _run("layer_norm", input, list(normalized_shape), weight, bias,
-                       eps)
+    op = OPS["layer_norm"] if _compiling() else _eager.layer_norm
+    out: Tensor = _run(op, input, list(normalized_shape), weight, bias, eps)
     return out
 
 
@@ -83,7 +113,8 @@ def rms_norm(input: Tensor, normalized_shape: Union[int, List[int], Sequence[int
     shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
     if not _ours(input, weight):
         return TF.rms_norm(input, shape, weight, eps)
-    out: Tensor = _run("rms_norm", input, shape, weight, eps)
+    op = OPS["rms_norm"] if _compiling() else _eager.rms_norm
+    out: Tensor = _run(op, input, shape, weight, eps)
     return out
 
 
@@ -92,8 +123,7 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     """``torch.nn.functional.group_norm`` on cnorm's kernels."""
     if not _ours(input, weight, bias):
         return TF.group_norm(input, num_groups, weight, bias, eps)
-    out: Tensor = _run("group_norm", input, num_groups, weight, bias, eps)
-    return out
+    return block_group_norm(input, num_groups, weight, bias, eps)
 
 
 def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
@@ -102,17 +132,20 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
                   momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """``torch.nn.functional.instance_norm`` on cnorm's kernels: each (sample, channel) is a
     group of group norm; with running statistics and the input's, they move toward the batch
-    mean of the instances' statistics (one more read of the input, as torch)."""
+    mean of the instances' statistics (the kernel's own, in the eager path)."""
     if not _ours(input, weight, bias, running_mean, running_var) or input.dim() < 3:
         return TF.instance_norm(input, running_mean, running_var, weight, bias,
                                 use_input_stats, momentum, eps)
     if not use_input_stats:
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
-    out: Tensor = _run("group_norm", input, input.shape[1], weight, bias, eps)
+    C = input.shape[1]
+    if not _compiling():
+        out: Tensor = _run(_eager.group_norm, input, C, weight, bias, eps, None, None, 0.0,
+                           (running_mean, running_var, momentum))
+        return out
+    y: Tensor = _run(OPS["group_norm"], input, C, weight, bias, None, eps, None, 0.0)
     if running_mean is not None or running_var is not None:
         with torch.no_grad():
             var, mean = torch.var_mean(input.double(), dim=tuple(range(2, input.dim())))
         _move(running_mean, running_var, mean.mean(0), var.mean(0), momentum)
-    return out
-
-
+    return y

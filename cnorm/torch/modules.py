@@ -19,24 +19,30 @@ class _BatchNormForward:
     nothing: ``num_batches_tracked`` moves only after the normalization succeeded (torch's
     increments it first)."""
 
-    def forward(self: Any, input: Tensor) -> Tensor:
+    def forward(self: Any, input: Tensor, residual: Optional[Tensor] = None,
+                act: Optional[str] = None, slope: float = 0.0) -> Tensor:
+        """``residual``, ``act``, ``slope``: a fused block's epilogue (blocks.py), whose
+        tensors cnorm's kernels take."""
         self._check_input_dim(input)
         tracking = self.training and self.track_running_stats
         counter: Optional[Tensor] = self.num_batches_tracked if tracking else None
         if self.momentum is not None:
             factor = self.momentum
         elif counter is not None:  # a cumulative average: 1 / (batches including this one)
-            factor = 1.0 / float(counter + 1)
+            factor = 1.0 / (int(counter) + 1)
         else:
             factor = 0.0
         batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep = not self.training or self.track_running_stats
-        out: Tensor = F.batch_norm(input, self.running_mean if keep else None,
-                                   self.running_var if keep else None, self.weight, self.bias,
-                                   batch_stats, factor, self.eps)
-        if counter is not None:
-            counter.add_(1)
-        return out
+        rm, rv = (self.running_mean, self.running_var) if keep else (None, None)
+        if not F._ours(input, self.weight, self.bias, rm, rv):
+            out: Tensor = F.batch_norm(input, rm, rv, self.weight, self.bias, batch_stats,
+                                       factor, self.eps)
+            if counter is not None:
+                counter.add_(1)
+            return out
+        return F.block_batch_norm(input, rm, rv, self.weight, self.bias, batch_stats, factor,
+                                  self.eps, residual, act, slope, counter)
 
 
 class BatchNorm1d(_BatchNormForward, nn.BatchNorm1d):

@@ -102,18 +102,40 @@ def test_gradcheck_in_float64(kind):
         tuple(p.detach().clone().requires_grad_() for p in params))
 
 
+@pytest.mark.parametrize("kind", ["BatchNorm2d", "LayerNorm", "GroupNorm", "RMSNorm"])
+def test_double_backward_is_torchs(kind):
+    """create_graph=True: the backward runs torch's graph of the same forward, so second
+    derivatives are right (a NumPy backward alone would give none)."""
+    _, twin, shape = pair(kind, torch.float64)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: twin(x), (x,))
+    block = ct.BatchNormAct2d(6, act_layer="silu").double()
+    r = torch.randn(4, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, r: block(x, residual=r), (x[:, :, :, :5], r))
+
+
 OPCHECK_CASES = {
     "batch_norm": lambda x: (torch.ops.cnorm.batch_norm.default,
-                             (x, _p(x, 6), _p(x, 6), None, None, True, 1e-5)),
+                             (x, _p(x, 6), _p(x, 6), None, None, None, True, 1e-5, None, 0.0)),
     "batch_norm_eval": lambda x: (torch.ops.cnorm.batch_norm.default,
                                   (x, _p(x, 6), None, _p(x, 6, grad=False),
-                                   _p(x, 6, grad=False), False, 1e-5)),
+                                   _p(x, 6, grad=False), None, False, 1e-5, None, 0.0)),
+    "batch_norm_act": lambda x: (torch.ops.cnorm.batch_norm.default,
+                                 (x, _p(x, 6), _p(x, 6), None, None, _r(x), True, 1e-5,
+                                  "silu", 0.0)),
     "layer_norm": lambda x: (torch.ops.cnorm.layer_norm.default,
                              (x, [5, 5], _p(x, (5, 5)), _p(x, (5, 5)), 1e-5)),
     "rms_norm": lambda x: (torch.ops.cnorm.rms_norm.default, (x, [5], _p(x, 5), None)),
     "group_norm": lambda x: (torch.ops.cnorm.group_norm.default,
-                             (x, 3, _p(x, 6), _p(x, 6), 1e-5)),
+                             (x, 3, _p(x, 6), _p(x, 6), None, 1e-5, None, 0.0)),
+    "group_norm_act": lambda x: (torch.ops.cnorm.group_norm.default,
+                                 (x, 3, _p(x, 6), None, _r(x), 1e-5, "leaky_relu", 0.1)),
 }
+
+
+def _r(x):
+    """A residual like x (its layout too), requiring its gradient."""
+    return torch.randn_like(x).requires_grad_()
 
 
 def _p(x, shape, grad=True):

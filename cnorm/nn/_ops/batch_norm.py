@@ -119,15 +119,20 @@ class BatchNormContext(Context):
 
     @classmethod
     def restored(cls, x: Array, mean: Array, invstd: Array, weight: OptArray, bias: OptArray,
-                 batch_stats: bool) -> "BatchNormContext":
+                 batch_stats: bool, block: Optional[Block] = None,
+                 y: OptArray = None) -> "BatchNormContext":
         """The context of a forward already run, from the float64 ``mean`` and ``invstd`` it
         normalized with (kept by a caller, as torch's autograd keeps them): for its backward,
-        without a second pass over ``x`` for the statistics."""
+        without a second pass over ``x`` for the statistics. A fused block's backward needs
+        its ``block`` and output ``y``."""
         ctx = cls.__new__(cls)
         ctx.layout = layout = ChannelLayout(x)
         ctx.x3 = layout.view(x)
         ctx.batch_stats = batch_stats
-        ctx.keep_params(weight, bias)
+        ctx.keep_params(weight, bias, block)
+        if block is not None:
+            assert y is not None, "a fused block's backward needs its output"
+            block.kernel_args(layout, layout.view(y))
         ctx.count = float(ctx.x3.shape[0] * ctx.x3.shape[2])
         ctx.mean, ctx.m2, ctx.invstd, ctx.y = mean, None, invstd, None
         return ctx
