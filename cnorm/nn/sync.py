@@ -95,6 +95,25 @@ class SyncContext(Context):
         if count:
             self.local[0], self.local[1:C + 1], self.local[C + 1:] = count, mean, m2
 
+    @classmethod
+    def restored(cls, comm: Any, x: Array, mean: Array, invstd: Array, total: float,
+                 weight: OptArray, bias: OptArray, block: Optional[Block] = None,
+                 y: OptArray = None) -> "SyncContext":
+        """The context of a forward already run (kept by a caller, as torch's autograd keeps
+        its float64 ``mean`` and ``invstd`` and the union's count ``total``), for its
+        collective backward; a fused block's needs its ``block`` and output ``y``."""
+        ctx = cls.__new__(cls)
+        ctx.comm = comm
+        ctx.layout = layout = ChannelLayout(x)
+        ctx.x3 = layout.view(x)
+        ctx.keep_params(weight, bias, block)
+        ctx.shift = np.zeros(ctx.x3.shape[1]) if bias is None else bias.astype(np.float64)
+        if block is not None:
+            assert y is not None, "a fused block's backward needs its output"
+            block.kernel_args(layout, layout.view(y))
+        ctx.mean, ctx.invstd, ctx.total, ctx.y = mean, invstd, float(total), None
+        return ctx
+
     def normalize(self, eps: float, out: OptArray = None) -> None:
         """Gather every rank's statistics (collective), merge them in rank order, so that
         every rank holds the same bits, and normalize this rank's part (with the block's

@@ -31,10 +31,21 @@ def _pdt(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
-def _grads(grads: Tuple[Any, ...], gr: Any = None) -> Any:
+def like(t: Tensor, x: Tensor) -> Tensor:
+    """``t`` with x's strides, as the fake kernels promise (``torch.empty_like``): cnorm's
+    output already has them but where x's layout is ambiguous (an empty batch, axes of size
+    one), then a copy."""
+    return t if t.stride() == x.stride() else torch.empty_like(x).copy_(t)
+
+
+def _grads(grads: Tuple[Any, ...], gr: Any, x: Tensor, residual: OptTensor = None) -> Any:
     """A backward's (dx, grad_weight, grad_bias) and the residual's gradient as tensors (an
-    absent one: an empty tensor)."""
-    return tuple(_EMPTY.clone() if g is None else tensor(g) for g in (*grads, gr))
+    absent one: an empty tensor), dx and the residual's with the strides of x and residual."""
+    dx, *rest = (_EMPTY.clone() if g is None else tensor(g) for g in (*grads, gr))
+    if gr is not None:
+        assert residual is not None
+        rest[-1] = like(rest[-1], residual)
+    return (like(dx, x), *rest)
 
 
 def _fake_grads(x: Tensor, shape: Any, weight: OptTensor, bias: OptTensor,
@@ -62,7 +73,7 @@ def batch_norm(x: Tensor, weight: OptTensor, bias: OptTensor, running_mean: OptT
     follow_threads()
     ctx = batch_norm_context(x, weight, bias, running_mean, running_var, training, eps,
                              residual, act, slope)
-    y, mean, invstd = tensor(ctx.y), tensor(ctx.mean), tensor(ctx.invstd)
+    y, mean, invstd = like(tensor(ctx.y), x), tensor(ctx.mean), tensor(ctx.invstd)
     if not training:
         return y, mean, invstd, _EMPTY.double()
     assert ctx.m2 is not None
@@ -90,7 +101,8 @@ def batch_norm_backward(dy: Tensor, x: Tensor, y: OptTensor, residual: OptTensor
                                     array(bias), training, _block(xa, residual, act, slope),
                                     array(y))
     out: Tuple[Tensor, Tensor, Tensor, Tensor] = _grads(
-        ctx.backward(array(dy)), None if ctx.block is None else ctx.block.grad_residual)
+        ctx.backward(array(dy)), None if ctx.block is None else ctx.block.grad_residual, x,
+        residual)
     return out
 
 
@@ -124,8 +136,8 @@ def _bn_backward(op: Any) -> Any:
 def group_norm(x: Tensor, num_groups: int, weight: OptTensor, bias: OptTensor,
                residual: OptTensor, eps: float, act: Optional[str], slope: float) -> Tensor:
     follow_threads()
-    return tensor(group_norm_context(x, num_groups, weight, bias, eps, residual, act,
-                                     slope).y)
+    return like(tensor(group_norm_context(x, num_groups, weight, bias, eps, residual, act,
+                                          slope).y), x)
 
 
 def group_norm_backward(dy: Tensor, x: Tensor, num_groups: int, weight: OptTensor,
@@ -136,7 +148,8 @@ def group_norm_backward(dy: Tensor, x: Tensor, num_groups: int, weight: OptTenso
     follow_threads()
     ctx = group_norm_context(x, num_groups, weight, bias, eps, residual, act, slope)
     out: Tuple[Tensor, Tensor, Tensor, Tensor] = _grads(
-        ctx.backward(array(dy)), None if ctx.block is None else ctx.block.grad_residual)
+        ctx.backward(array(dy)), None if ctx.block is None else ctx.block.grad_residual, x,
+        residual)
     return out
 
 
@@ -166,7 +179,7 @@ def _gn_backward(op: Any) -> Any:
 def layer_norm(x: Tensor, normalized_shape: List[int], weight: OptTensor, bias: OptTensor,
                eps: float) -> Tensor:
     with torch.no_grad():
-        return _layer_norm(x, normalized_shape, weight, bias, eps)
+        return like(_layer_norm(x, normalized_shape, weight, bias, eps), x)
 
 
 def layer_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int], weight: OptTensor,
@@ -174,7 +187,7 @@ def layer_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int], weig
     follow_threads()
     xa, ns, w, b = check_row_norm(array(x), normalized_shape, array(weight), array(bias))
     out: Tuple[Tensor, Tensor, Tensor] = _grads(
-        RowNormContext(xa, ns, w, b, eps, rms=False).backward(array(dy)))[:3]
+        RowNormContext(xa, ns, w, b, eps, rms=False).backward(array(dy)), None, x)[:3]
     return out
 
 
@@ -186,7 +199,7 @@ def _ln_backward_fake(dy: Tensor, x: Tensor, normalized_shape: List[int], weight
 def rms_norm(x: Tensor, normalized_shape: List[int], weight: OptTensor,
              eps: Optional[float]) -> Tensor:
     with torch.no_grad():
-        return _rms_norm(x, normalized_shape, weight, eps)
+        return like(_rms_norm(x, normalized_shape, weight, eps), x)
 
 
 def rms_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int], weight: OptTensor,
@@ -194,7 +207,7 @@ def rms_norm_backward(dy: Tensor, x: Tensor, normalized_shape: List[int], weight
     follow_threads()
     xa, ns, w, _ = check_row_norm(array(x), normalized_shape, array(weight), None)
     ctx = RowNormContext(xa, ns, w, None, rms_eps(eps, xa.dtype), rms=True)
-    out: Tuple[Tensor, Tensor] = _grads(ctx.backward(array(dy)))[:2]
+    out: Tuple[Tensor, Tensor] = _grads(ctx.backward(array(dy)), None, x)[:2]
     return out
 
 
@@ -227,22 +240,26 @@ def _fake_y(x: Tensor, *_: Any) -> Tensor:
     return torch.empty_like(x)
 
 
-# name: (implementation, its backward, fakes, autograd setup, backward maker)
-_FAMILIES: Dict[str, Tuple[Any, ...]] = {
-    "batch_norm": (batch_norm, batch_norm_backward, _bn_fake, _bn_backward_fake, _bn_setup,
-                   _bn_backward),
-    "group_norm": (group_norm, group_norm_backward, _fake_y, _gn_backward_fake, _gn_setup,
-                   _gn_backward),
-    "layer_norm": (layer_norm, layer_norm_backward, _fake_y, _ln_backward_fake, _rows_setup,
-                   _rows_backward),
-    "rms_norm": (rms_norm, rms_norm_backward, _fake_y, _rms_backward_fake, _rows_setup,
-                 _rows_backward),
+def register(name: str, impl: Any, backward_impl: Any, fake: Any, backward_fake: Any,
+             setup: Any, backward: Any) -> Any:
+    """Register ``cnorm::<name>`` and ``cnorm::<name>_backward`` (no argument mutated) with
+    their fakes, and the first's autograd (``backward(op)``: the autograd formula running the
+    backward op); returns ``torch.ops.cnorm.<name>``."""
+    op = torch.library.custom_op(f"cnorm::{name}", impl, mutates_args=())
+    bop = torch.library.custom_op(f"cnorm::{name}_backward", backward_impl, mutates_args=())
+    op.register_fake(fake)
+    bop.register_fake(backward_fake)
+    torch.library.register_autograd(f"cnorm::{name}", backward(bop), setup_context=setup)
+    return getattr(torch.ops.cnorm, name)
+
+
+OPS: Dict[str, Any] = {  # name -> torch.ops.cnorm.<name> (what torch.compile traces)
+    "batch_norm": register("batch_norm", batch_norm, batch_norm_backward, _bn_fake,
+                           _bn_backward_fake, _bn_setup, _bn_backward),
+    "group_norm": register("group_norm", group_norm, group_norm_backward, _fake_y,
+                           _gn_backward_fake, _gn_setup, _gn_backward),
+    "layer_norm": register("layer_norm", layer_norm, layer_norm_backward, _fake_y,
+                           _ln_backward_fake, _rows_setup, _rows_backward),
+    "rms_norm": register("rms_norm", rms_norm, rms_norm_backward, _fake_y,
+                         _rms_backward_fake, _rows_setup, _rows_backward),
 }
-OPS: Dict[str, Any] = {}  # name -> torch.ops.cnorm.<name> (what torch.compile traces)
-for _name, (_impl, _bwd, _fake, _bwd_fake, _setup, _backward) in _FAMILIES.items():
-    _op = torch.library.custom_op(f"cnorm::{_name}", _impl, mutates_args=())
-    _bop = torch.library.custom_op(f"cnorm::{_name}_backward", _bwd, mutates_args=())
-    _op.register_fake(_fake)
-    _bop.register_fake(_bwd_fake)
-    torch.library.register_autograd(f"cnorm::{_name}", _backward(_bop), setup_context=_setup)
-    OPS[_name] = getattr(torch.ops.cnorm, _name)

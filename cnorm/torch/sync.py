@@ -7,7 +7,7 @@ rank-order merges) bound to this module's tensors (_bound.py), with the process 
 communicator. It subclasses torch's ``_BatchNorm``, not ``torch.nn.SyncBatchNorm``, which
 DistributedDataParallel refuses on a CPU module.
 """
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,8 +17,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .. import nn as cnn
 from .._core.comm import OneProcess
+from ..nn._ops.act import Block
+from ..nn.sync import SyncContext
+from . import functional as F  # noqa: N812 - named as torch's
 from ._bound import bind, run
-from ._bridge import numpy_dtype, takes
+from ._bridge import array, follow_threads, numpy_dtype, takes, tensor
+from ._eager import _block, memory_format
+from ._ops import _fake_grads, _grads, _needed, like, register
+from .modules import _BatchNormForward
 
 Tensor = torch.Tensor
 
@@ -28,6 +34,8 @@ class GroupComm:
     torch.distributed process group (None: the default group)."""
 
     def __init__(self, group: Any = None) -> None:
+        if isinstance(group, str):  # a custom op's argument: the group's name
+            group = dist.distributed_c10d._resolve_process_group(group) if group else None
         self.group = group
         self.size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
@@ -42,6 +50,93 @@ class GroupComm:
         parts = [torch.empty_like(t) for _ in range(self.size)]
         dist.all_gather(parts, t, group=self.group)
         recv[...] = torch.stack(parts).numpy().reshape(recv.shape)
+
+
+
+# --- the custom op torch.compile traces: a training step over several ranks ------------------
+
+def _layer(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+           act: Optional[str], slope: float, group: str) -> Any:
+    """A cnorm SyncBatchNorm (SyncBatchNormAct for a fused block) over the group, bound to
+    the parameters, without running statistics (the caller moves them)."""
+    kw = {} if act is None else {"act": act, "negative_slope": slope}
+    cls = cnn.SyncBatchNorm if act is None else cnn.SyncBatchNormAct
+    layer = cls(x.shape[1], eps, None, weight is not None, False, numpy_dtype(x.dtype),
+                bias=bias is not None, comm=GroupComm(group), **kw)
+    layer.weight, layer.bias = array(weight), array(bias)
+    return layer
+
+
+def sync_batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                    residual: Optional[Tensor], eps: float, act: Optional[str], slope: float,
+                    group: str) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, mean, invstd, var, total): the union's float64 mean, 1/std, unbiased variance and
+    count (collective: every rank of ``group``, by name, "" the default one, calls it)."""
+    follow_threads()
+    layer = _layer(x, weight, bias, eps, act, slope, group)
+    xa = array(x)
+    y = layer(xa) if act is None else layer(xa, array(residual))
+    ctx = layer._saved
+    var = ctx.m2 / max(ctx.total - 1.0, 1.0)
+    return (like(tensor(y), x), tensor(ctx.mean), tensor(ctx.invstd), tensor(var),
+            torch.tensor(ctx.total, dtype=torch.float64))
+
+
+def _sync_fake(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+               residual: Optional[Tensor], eps: float, act: Optional[str], slope: float,
+               group: str) -> Tuple[Tensor, ...]:
+    C = x.shape[1]
+    return (torch.empty_like(x), *(x.new_empty(C, dtype=torch.float64) for _ in range(3)),
+            x.new_empty((), dtype=torch.float64))
+
+
+def sync_batch_norm_backward(dy: Tensor, x: Tensor, y: Optional[Tensor],
+                             residual: Optional[Tensor], weight: Optional[Tensor],
+                             bias: Optional[Tensor], mean: Tensor, invstd: Tensor,
+                             total: Tensor, eps: float, act: Optional[str], slope: float,
+                             group: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dx, grad_weight, grad_bias, grad_residual): this rank's dx of the full batch's
+    gradient and its parameter contributions (collective)."""
+    follow_threads()
+    layer = _layer(x, weight, bias, eps, act, slope, group)
+    xa = array(x)
+    block: Optional[Block] = _block(xa, residual, act, slope)
+    layer._saved = SyncContext.restored(layer.comm, xa, array(mean), array(invstd),
+                                        float(total), layer.weight, layer.bias, block,
+                                        array(y))
+    dx = layer.backward(array(dy))
+    out: Tuple[Tensor, Tensor, Tensor, Tensor] = _grads(
+        (dx, layer.grad_weight, layer.grad_bias), None if block is None else block.grad_residual,
+        x, residual)
+    return out
+
+
+def _sync_backward_fake(dy: Tensor, x: Tensor, y: Optional[Tensor], residual: Optional[Tensor],
+                        weight: Optional[Tensor], bias: Optional[Tensor], *_: Any
+                        ) -> Tuple[Tensor, ...]:
+    return _fake_grads(x, (x.shape[1],), weight, bias, residual)
+
+
+def _sync_setup(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
+    x, weight, bias, residual, ctx.eps, ctx.act, ctx.slope, ctx.group = inputs
+    fused = ctx.act is not None
+    ctx.save_for_backward(x, output[0] if fused else None, residual, weight, bias, output[1],
+                          output[2], output[4])
+
+
+def _sync_backward(op: Any) -> Any:
+    def backward(ctx: Any, dy: Tensor, *_: Any) -> Tuple[Any, ...]:
+        x, y, residual, weight, bias, mean, invstd, total = ctx.saved_tensors
+        dx, gw, gb, gr = op(dy.contiguous(memory_format=memory_format(x)), x, y, residual,
+                            weight, bias, mean, invstd, total, ctx.eps, ctx.act, ctx.slope,
+                            ctx.group)
+        return (dx, *_needed((gw, gb), (weight, bias)), _needed((gr,), (residual,))[0],
+                None, None, None, None)
+    return backward
+
+
+SYNC_OP = register("sync_batch_norm", sync_batch_norm, sync_batch_norm_backward, _sync_fake,
+                   _sync_backward_fake, _sync_setup, _sync_backward)
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -60,6 +155,9 @@ class SyncBatchNorm(_BatchNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats,
                          device=device, dtype=dtype)
         self.process_group = process_group
+        # the custom op's name of the group ("" the default), read once: compiled code
+        # passes a string where the eager path passes the group
+        self._group_name = "" if process_group is None else process_group.group_name
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() < 2:
@@ -72,6 +170,8 @@ class SyncBatchNorm(_BatchNorm):
             out: Tensor = torch_forward(self, input)
             return out
         self._check_input_dim(input)
+        if torch.compiler.is_compiling():
+            return self._compiled(input)
         world = dist.is_available() and dist.is_initialized()
         comm = GroupComm(self.process_group) if world else None
         layer = cnn.SyncBatchNorm(
@@ -79,6 +179,26 @@ class SyncBatchNorm(_BatchNorm):
             numpy_dtype(input.dtype), bias=self.bias is not None,
             comm=comm if comm is not None and comm.size > 1 else OneProcess())
         return run(bind(layer, self), input, self.weight, self.bias)
+
+    def _compiled(self, input: Tensor, residual: Optional[Tensor] = None,
+                  act: Optional[str] = None, slope: float = 0.0) -> Tensor:
+        """Under torch.compile: the sync_batch_norm custom op when the statistics are the
+        union's (training over several ranks), else the twin's batch norm; the running
+        statistics and counter move after the op, by torch's ops."""
+        batch_stats = self.training or not self.track_running_stats
+        several = dist.is_available() and dist.is_initialized() and dist.get_world_size(
+            self.process_group) > 1
+        if not (batch_stats and several):
+            out: Tensor = _BatchNormForward.forward(self, input, residual, act, slope)
+            return out
+        y, mean, _, var, _ = SYNC_OP(input, self.weight, self.bias, residual, self.eps, act,
+                                     slope, self._group_name)
+        if self.training and self.track_running_stats:
+            counter = self.num_batches_tracked
+            factor = self.momentum if self.momentum is not None else 1.0 / (int(counter) + 1)
+            F._move(self.running_mean, self.running_var, mean, var, factor)
+            counter.add_(1)
+        return y
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:

@@ -85,12 +85,44 @@ def check_ddp(rank, world):
                                rtol=1e-12)
 
 
+def check_compile(rank, world):
+    """torch.compile of a model with SyncBatchNorm: no graph break (the sync_batch_norm custom
+    op), and the eager twin's outputs, gradients and running statistics, with an empty shard
+    (no convolution: torch's compiled convolution backward fails on an empty batch)."""
+    torch.manual_seed(3)
+    N = sum(SHARDS[world])
+    x = 1 + torch.randn(N, 3, 6, 6, dtype=torch.float64)
+    model = ct.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(
+        torch.nn.BatchNorm2d(3, dtype=torch.float64), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(3 * 6 * 6, 2, dtype=torch.float64)))
+    eager = copy.deepcopy(model)
+    xs = shard(x, rank, world)
+    explained = torch._dynamo.explain(copy.deepcopy(model))(xs)
+    assert explained.graph_break_count == 0
+    assert "cnorm.sync_batch_norm" in explained.graphs[0].code
+    ys = [torch.compile(model)(xs), eager(xs)]
+    for y in ys:
+        y.square().sum().backward()
+    torch.testing.assert_close(ys[0], ys[1], atol=1e-12, rtol=1e-12)
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(model[0].running_var, eager[0].running_var, atol=1e-12,
+                               rtol=1e-12)
+    assert int(model[0].num_batches_tracked) == 1
+    w, b = (torch.rand(3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    xs = xs.clone().requires_grad_()
+    for args in ((xs, w, b, None, 1e-5, None, 0.0, ""),
+                 (xs, w, None, torch.randn_like(xs).requires_grad_(), 1e-5, "silu", 0.0, "")):
+        torch.library.opcheck(torch.ops.cnorm.sync_batch_norm.default, args)
+
+
 def run(rank, world, folder):
     dist.init_process_group("gloo", init_method=f"file://{os.path.join(folder, 'store')}",
                             rank=rank, world_size=world)
     try:
         check_layer(rank, world)
         check_ddp(rank, world)
+        check_compile(rank, world)
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -52,3 +52,36 @@ def test_group_norm_act_takes_timms_argument_order(act):
     norm.load_state_dict(block.state_dict())
     x = torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)
     compare(block, norm, x, torch.randn_like(x))
+
+
+class _Residual(torch.nn.Module):
+    """conv, then a BatchNormAct2d with the input as residual, then a GroupNormAct."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = ct.BatchNormAct2d(4, act_layer="silu")
+        self.gn = ct.GroupNormAct(4, num_groups=2, act_layer="leaky_relu")
+
+    def forward(self, x):
+        return self.gn(self.bn(self.conv(x), residual=x), residual=x)
+
+
+def test_blocks_compile_without_graph_break_and_equal_eager():
+    torch.manual_seed(0)
+    model, x = _Residual(), torch.randn(3, 4, 5, 5)
+    explained = torch._dynamo.explain(copy.deepcopy(model))(x)
+    assert explained.graph_break_count == 0
+    code = explained.graphs[0].code
+    assert "cnorm.batch_norm" in code and "cnorm.group_norm" in code
+    eager = copy.deepcopy(model)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    ys = [torch.compile(model)(xs[0]), eager(xs[1])]
+    for y in ys:
+        y.square().sum().backward()
+    torch.testing.assert_close(ys[0], ys[1])
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+    torch.testing.assert_close(model.bn.running_var, eager.bn.running_var)
+    assert int(model.bn.num_batches_tracked) == int(eager.bn.num_batches_tracked) == 1
