@@ -35,7 +35,8 @@ class GroupComm:
 
     def __init__(self, group: Any = None) -> None:
         if isinstance(group, str):  # a custom op's argument: the group's name
-            group = dist.distributed_c10d._resolve_process_group(group) if group else None
+            resolve: Any = getattr(dist.distributed_c10d, "_resolve_process_group")
+            group = resolve(group) if group else None
         self.group = group
         self.size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
@@ -191,10 +192,11 @@ class SyncBatchNorm(_BatchNorm):
         if not (batch_stats and several):
             out: Tensor = _BatchNormForward.forward(self, input, residual, act, slope)
             return out
+        y: Tensor
         y, mean, _, var, _ = SYNC_OP(input, self.weight, self.bias, residual, self.eps, act,
                                      slope, self._group_name)
         if self.training and self.track_running_stats:
-            counter = self.num_batches_tracked
+            counter: Any = self.num_batches_tracked
             factor = self.momentum if self.momentum is not None else 1.0 / (int(counter) + 1)
             F._move(self.running_mean, self.running_var, mean, var, factor)
             counter.add_(1)
