@@ -32,10 +32,25 @@ def _act(act_layer: Any, act_kwargs: Optional[Dict[str, Any]], apply_act: bool,
     if cls in (nn.ReLU, nn.LeakyReLU, nn.SiLU):
         kwargs.setdefault("inplace", inplace)
     module = cls(**kwargs)
-    name = FUSED.get(act_layer if isinstance(act_layer, str) else cls)
-    if name == "gelu" and getattr(module, "approximate", "none") != "none":
+    return (module, *describe(module))
+
+
+# activation classes of timm (timm.layers.activations) that compute what torch's of the same
+# role do: fused by their class name
+TIMM_ACTS = {"Swish": "silu", "GELU": "gelu"}
+
+
+def describe(act: nn.Module) -> Tuple[bool, Optional[str], float]:
+    """Whether cnorm's kernels fuse the activation module ``act``, their name for it (None:
+    the identity) and its slope."""
+    if type(act) is nn.Identity:
+        return True, None, 0.0
+    name = FUSED.get(type(act))
+    if name is None and type(act).__module__.startswith("timm."):
+        name = TIMM_ACTS.get(type(act).__name__)
+    if name == "gelu" and getattr(act, "approximate", "none") != "none":
         name = None  # the tanh approximation: torch's module
-    return module, name is not None, name, float(getattr(module, "negative_slope", 0.0))
+    return name is not None, name, float(getattr(act, "negative_slope", 0.0))
 
 
 class _Fused:

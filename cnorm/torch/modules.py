@@ -88,6 +88,16 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
+class _LayerNorm2dForward:
+    """The forward of a twin of timm's ``LayerNorm2d`` (made by ``convert``): layer norm over
+    the channels of each pixel of an (N, C, H, W) tensor, on cnorm's kernels."""
+
+    def forward(self: Any, x: Tensor) -> Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                         self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
 class GroupNorm(nn.GroupNorm):
     """``torch.nn.GroupNorm`` on cnorm's kernels; channels_last input stays channels_last."""
 
