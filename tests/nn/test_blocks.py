@@ -190,3 +190,34 @@ def test_bad_input_raises_and_changes_nothing(rng):
     assert repr(cnorm.GroupNormAct(2, 4, act="leaky_relu", negative_slope=0.2)) == (
         "GroupNormAct(2, 4, eps=1e-05, affine=True, bias=True, act='leaky_relu', "
         "negative_slope=0.2)")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silu_over_the_whole_range(dtype):
+    """silu's exp (src/common/cnorm_exp.h, a polynomial so that the loops vectorize) against
+    NumPy's over every magnitude to the edges of the type, with inf and NaN: forward in eval
+    mode (pre-activation = x exactly), and its gradient s (1 + p (1 - s)), whose error is
+    measured against the size of its terms (it cancels to 0 near p = -1.28)."""
+    top = 700.0 if dtype is np.float64 else 85.0
+    p = np.concatenate([np.linspace(-top, top, 20001), [-np.inf, np.inf, np.nan, 0.0, -0.0],
+                        np.linspace(-1e-3, 1e-3, 101)]).astype(dtype)
+    x = p.reshape(-1, 1)
+    layer = cnorm.BatchNormAct1d(1, eps=0.0, affine=False, dtype=dtype, act="silu").eval()
+    layer.running_var[...] = 1.0
+    y, dx = layer(x).ravel(), layer.backward(np.ones_like(x)).ravel()
+    p64 = p.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-p64)
+        want = p64 / (1.0 + e)
+        s = 1.0 / (1.0 + e)  # and 1 - s = e s, exact where s rounds to 1
+        want_grad = s * (1.0 + p64 * (e * s))
+        terms = s * (1.0 + np.abs(p64) * (e * s))
+    ulp = np.finfo(dtype).eps
+    for got, ref, size in ((y, want, np.abs(want)), (dx, want_grad, terms)):
+        ref_t = ref.astype(dtype)
+        assert np.array_equal(np.isnan(got), np.isnan(ref_t))
+        ok = ~np.isnan(ref_t)
+        assert np.array_equal(np.isinf(got[ok]), np.isinf(ref_t[ok]))
+        fin = ok & np.isfinite(ref_t) & (np.abs(ref) > np.finfo(dtype).tiny)
+        rel = np.abs(got[fin] - ref[fin]) / size[fin]
+        assert rel.max() <= 4 * ulp, rel.max() / ulp
