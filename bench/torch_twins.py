@@ -14,6 +14,7 @@ import torch
 
 import cnorm.torch as ct
 from cnorm.bench._stream import stream_copy
+from cnorm.bench.report import cpu_name
 
 CASES = [  # (label, torch layer, input shape, channels_last)
     ("BatchNorm2d", lambda: torch.nn.BatchNorm2d(64), (32, 64, 56, 56), False),
@@ -71,6 +72,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="small shapes, short blocks")
     args = p.parse_args()
     cases, seconds = (QUICK, 0.05) if args.quick else (CASES, 0.5)
+    print(f"{cpu_name()}; torch {torch.__version__}")
     print("case | shape | threads | torch ms | cnorm.torch ms | speedup | % copy (twin)")
     print("---|---|---|---|---|---|---")
     for nt in (1, 2):

@@ -242,10 +242,10 @@ def verify_torch(result: Dict[str, Any], budget: float = 1.0,
 def machine_info(versions: Dict[str, Any]) -> Dict[str, Any]:
     return {"cnorm": __version__, "simd": _simd_target, "openmp": openmp_enabled(),
             "numpy": np.__version__, "torch": versions.get("torch"),
-            "python": platform.python_version(), "cpu": _cpu_name(), "cores": os.cpu_count()}
+            "python": platform.python_version(), "cpu": cpu_name(), "cores": os.cpu_count()}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -46,16 +46,22 @@ def _error_type(name: str) -> Type[Exception]:
     return RuntimeError
 
 
-def agree(comm: Any, error: Optional[BaseException], *facts: int) -> Array:
-    """Every rank passes its error (None, or the exception its part raised) and some integer
-    facts; returns every rank's facts, a (size, len(facts)) array in rank order. When any rank
-    failed, every rank raises: the first failing rank its own exception, the others one of
-    its type when it is a built-in (else RuntimeError) naming that rank and its message. One
-    Allgather of a few integers when all is well; the messages travel only when something
-    failed. Call it with every exception of the work before a collective, so that no rank is
-    left waiting in one (or sending a message of another size)."""
-    rows = np.empty((comm.size, 1 + len(facts)), dtype=np.int64)
-    comm.Allgather(np.array([error is not None, *facts], dtype=np.int64), rows)
+def agree(comm: Any, error: Optional[BaseException], *facts: int,
+          row: OptArray = None) -> Tuple[Array, Array]:
+    """Every rank passes its error (None, or the exception its part raised), some integer
+    facts and optionally a float64 ``row`` of data (the same length on every rank; any values
+    when this rank failed); returns every rank's facts, a (size, len(facts)) int64 array, and
+    rows, a (size, len(row)) array, in rank order. When any rank failed, every rank raises: the
+    first failing rank its own exception, the others one of its type when it is a built-in
+    (else RuntimeError) naming that rank and its message. One Allgather when all is well
+    (the facts travel with the data: a collective costs a few hundred µs over gloo); the
+    messages travel only when something failed. Call it with every exception of the work
+    before a collective, so that no rank is left waiting in one (or sending a message of
+    another size)."""
+    data = np.zeros(0) if row is None else np.asarray(row, dtype=np.float64).ravel()
+    rows = np.empty((comm.size, 1 + len(facts) + data.shape[0]))
+    comm.Allgather(np.concatenate([[float(error is not None)], np.array(facts, np.float64),
+                                   data]), rows)
     if rows[:, 0].any():
         told = comm.allgather(None if error is None else (type(error).__name__, str(error)))
         bad = int(np.flatnonzero(rows[:, 0])[0])
@@ -65,14 +71,8 @@ def agree(comm: Any, error: Optional[BaseException], *facts: int) -> Array:
         kind = _error_type(name)
         raise kind(f"on rank {bad}: {message}" if kind.__name__ == name else
                    f"on rank {bad}: {name}: {message}")
-    return rows[:, 1:]
-
-
-def gather_rows(comm: Any, row: Array) -> Array:
-    """``Allgather`` of one float64 row per rank: a (size, len(row)) array in rank order."""
-    out = np.empty((comm.size, row.shape[0]))
-    comm.Allgather(np.ascontiguousarray(row, dtype=np.float64), out)
-    return out
+    k = 1 + len(facts)
+    return rows[:, 1:k].astype(np.int64), rows[:, k:]
 
 
 class SyncContext(Context):
@@ -80,7 +80,8 @@ class SyncContext(Context):
     steps: the constructor does this rank's part (it may fail: the caller agrees on that
     before any collective), :meth:`normalize` the collective part and the output."""
 
-    __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "y", "sums")
+    __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "y", "sums",
+                 "gathered")
 
     def __init__(self, comm: Any, x: Array, weight: OptArray, bias: OptArray,
                  block: Optional[Block] = None) -> None:
@@ -114,12 +115,11 @@ class SyncContext(Context):
         ctx.mean, ctx.invstd, ctx.total, ctx.y = mean, invstd, float(total), None
         return ctx
 
-    def normalize(self, eps: float, out: OptArray = None) -> None:
-        """Gather every rank's statistics (collective), merge them in rank order, so that
-        every rank holds the same bits, and normalize this rank's part (with the block's
-        residual and activation)."""
+    def normalize(self, parts: Array, eps: float, out: OptArray = None) -> None:
+        """Merge every rank's statistics ``parts`` (each rank's ``local`` row, gathered by
+        the caller) in rank order, so that every rank holds the same bits, and normalize this
+        rank's part (with the block's residual and activation)."""
         C = self.x3.shape[1]
-        parts = gather_rows(self.comm, self.local)
         self.total, self.mean, self.m2 = _backend.kernels.merge_stats(
             np.ascontiguousarray(parts[:, 0]), np.ascontiguousarray(parts[:, 1:C + 1]),
             np.ascontiguousarray(parts[:, C + 1:]))
@@ -137,15 +137,17 @@ class SyncContext(Context):
         update_running(running_mean, running_var, self.mean, self.m2, self.total - 1.0, factor,
                        counter)
 
-    def local_sums(self, dy: Array) -> None:
+    def local_sums(self, dy: Array) -> Array:
         """This rank's part of the backward (it may fail: the caller agrees before the
-        collective): Σg and Σg·(x - mean) per channel, g = dy through the block's activation."""
+        collective): Σg and Σg·(x - mean) per channel, g = dy through the block's activation;
+        returns them as one row, for the caller to gather into ``self.gathered``."""
         dy3 = self.layout.view(dy)
         if self.block is not None:
             dy3 = self._through_block(dy3)
         s1, s2 = _backend.kernel("backward_sums", self.layout.dtype)(
             self.x3, dy3, self.mean, _backend.threads())
         self.sums = (dy3, s1, s2)
+        return np.concatenate([s1, s2])
 
     def _through_block(self, dy3: Array) -> Array:
         """g = dy * act'(pre) (also the residual's gradient), by the batch-norm backward
@@ -161,11 +163,11 @@ class SyncContext(Context):
         return g
 
     def _backward(self, dy: Array, out: OptArray = None) -> Tuple[Array, Array, Array]:
-        """Collective: every rank's sums, added in rank order, then this rank's dx."""
+        """Every rank's sums (``self.gathered``), added in rank order, then this rank's dx."""
         dt = self.layout.dtype
         dy3, s1, s2 = self.sums
         C = s1.shape[0]
-        sums = gather_rows(self.comm, np.concatenate([s1, s2]))
+        sums = self.gathered
         S1, S2 = np.zeros(C), np.zeros(C)
         for r in range(sums.shape[0]):  # in rank order, the same bits on every rank
             S1 += sums[r, :C]
@@ -293,15 +295,17 @@ class SyncBatchNorm(BatchNormBase):
             ctx = SyncContext(comm, a, w, b, None if block is None else block(a))
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
-        facts = agree(comm, error, self.num_features, n)
+        # the facts first: a rank whose layer has another num_features would send statistics
+        # of another size, which no collective can take
+        facts, _ = agree(comm, error, self.num_features, n)
         if (facts[:, 0] != self.num_features).any():
             raise ValueError(f"num_features differs between ranks: {facts[:, 0].tolist()}")
         if facts[:, 1].sum() <= 1:  # torch's rule, on the union of the batches
             raise ValueError("Expected more than 1 value per channel when training, got "
                              f"{int(facts[:, 1].sum())} over {comm.size} ranks")
         assert ctx is not None  # else agree raised
-        made = ctx
-        self._with_spare("_y", a, lambda out: made.normalize(self.eps, out))
+        made, parts = ctx, agree(comm, None, row=ctx.local)[1]
+        self._with_spare("_y", a, lambda out: made.normalize(parts, self.eps, out))
         if update:  # every rank moves its running statistics the same way
             self._update_running(ctx, rm, rv)
         return self._ran(ctx)
@@ -312,15 +316,17 @@ class SyncBatchNorm(BatchNormBase):
         ctx = self._saved
         if not isinstance(ctx, SyncContext):
             if ctx is None and self._collective(world(self.comm)):  # others may be waiting
-                agree(world(self.comm), RuntimeError("backward called before forward"))
+                agree(world(self.comm), RuntimeError("backward called before forward"),
+                      row=np.zeros(2 * self.num_features))  # the size the others send
             return super().backward(grad_output)
         error: Optional[Exception] = None
+        row = np.zeros(2 * ctx.x3.shape[1])  # this rank's sums, gathered with the agreement
         try:
             dy = ctx.check_grad(grad_output)
-            ctx.local_sums(dy)
+            row = ctx.local_sums(dy)
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
-        agree(ctx.comm, error)
+        _, ctx.gathered = agree(ctx.comm, error, row=row)
         saved = ctx
         dx: Array
         dx, self.grad_weight, self.grad_bias = self._with_spare(

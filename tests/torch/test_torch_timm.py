@@ -2,48 +2,24 @@
 LayerNorm2d become cnorm.torch twins (subclasses of timm's classes), give timm's outputs,
 gradients and running statistics, and revert to timm's classes with a state_dict that loads.
 
-timm imports torchvision, whose PyPI wheels cannot load beside torch 2.13 on these machines;
-timm's norm layers and models do not use it at run time, so when torchvision does not import
-these tests give timm a stand-in for it (a module that has any attribute). Without timm they skip.
+timm comes through cnorm.testing.timm.import_timm (a stand-in for torchvision, which cannot
+load beside torch 2.13 on these machines); without timm these tests skip.
 """
 import copy
-import importlib.abc
-import importlib.machinery
-import sys
-from unittest import mock
 
 import pytest
 
 torch = pytest.importorskip("torch")
 import cnorm.torch as ct  # noqa: E402
-
-
-class _StandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """torchvision and its submodules as stand-ins (MagicMock) that have every attribute."""
-
-    def find_spec(self, name, path, target=None):
-        if name == "torchvision" or name.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = mock.MagicMock(name=spec.name)
-        module.__path__, module.__spec__ = [], spec
-        return module
-
-    def exec_module(self, module):
-        pass
+from cnorm.testing.timm import import_timm  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def timm():
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001 - absent, or its compiled ops do not load
-        for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
-            del sys.modules[name]
-        sys.meta_path.insert(0, _StandIn())
-    return pytest.importorskip("timm")
+    module = import_timm()
+    if module is None:
+        pytest.skip("timm is not installed")
+    return module
 
 
 def _same(model, twin, x):
