@@ -82,6 +82,7 @@ class SyncContext(Context):
 
     __slots__ = ("layout", "x3", "comm", "local", "total", "mean", "m2", "invstd", "y", "sums",
                  "gathered")
+    gathered: Array  # every rank's backward sums, set by the layer's backward
 
     def __init__(self, comm: Any, x: Array, weight: OptArray, bias: OptArray,
                  block: Optional[Block] = None) -> None:
