@@ -54,8 +54,29 @@ def test_functional_docstrings_do_not_restrict_the_dtypes(name):
                                                        "bfloat16"))
 
 
-PUBLIC = [n for n in cnorm.__all__ if n != "__version__"]
+def _torch_names():
+    """cnorm.torch's public names, when torch imports (its docstrings are held to the same
+    rules); none otherwise."""
+    try:
+        import cnorm.torch as ct
+    except ImportError:
+        return []
+    return ([f"cnorm.torch.{n}" for n in ct.__all__ if n != "functional"]
+            + [f"cnorm.torch.functional.{n}" for n in ct.functional.__all__])
+
+
+PUBLIC = [n for n in cnorm.__all__ if n != "__version__"] + _torch_names()
 CANNOT_RAISE = {"show_config"}  # its one argument is a print flag: nothing to refuse
+
+
+def _public(name):
+    """A name of cnorm.__all__, or a dotted cnorm.torch name."""
+    import importlib
+
+    if "." not in name:
+        return getattr(cnorm, name)
+    module, attr = name.rsplit(".", 1)
+    return getattr(importlib.import_module(module), attr)
 
 
 def _sections(obj):
@@ -70,7 +91,7 @@ def test_every_public_name_has_a_numpydoc_docstring(name):
     arguments) and Examples, parsed by numpydoc itself; every documented parameter exists."""
     import inspect
 
-    obj = getattr(cnorm, name)
+    obj = _public(name)
     doc = _sections(obj)
     fn = obj.__init__ if isinstance(obj, type) else obj
     params = [p for p in inspect.signature(fn).parameters if p != "self"]
@@ -90,7 +111,7 @@ def test_the_docstring_examples_run(name):
     """Each public name's Examples, run as doctests (the same as the documentation shows)."""
     import doctest
 
-    obj = getattr(cnorm, name)
+    obj = _public(name)
     finder, runner = doctest.DocTestFinder(recurse=False), doctest.DocTestRunner(verbose=False)
     tests = [t for t in finder.find(obj, name, globs={}) if t.examples]
     assert tests, f"{name} has no examples"

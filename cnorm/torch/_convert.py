@@ -34,12 +34,30 @@ def _twin(cls: type) -> Optional[type]:
 
 def convert(module: nn.Module, *, sync: bool = False, process_group: Any = None) -> nn.Module:
     """Swap every torch.nn norm layer in ``module`` (itself included) for its cnorm.torch twin,
-    in place; returns ``module``. timm's ``BatchNormAct2d``, ``GroupNormAct`` and
-    ``LayerNorm2d`` become twins that subclass them (an activation cnorm's kernels lack runs
-    as timm's module after the fused norm). ``sync=True``: every batch norm becomes a
-    :class:`SyncBatchNorm` over ``process_group`` first (new objects holding the same
-    parameters, as torch's ``convert_sync_batchnorm``), and the returned module is the
-    replacement when ``module`` itself was a batch norm.
+    in place. timm's ``BatchNormAct2d``, ``GroupNormAct`` and ``LayerNorm2d`` become twins
+    that subclass them (an activation cnorm's kernels lack runs as timm's module after the
+    fused norm). The swap is of each object's class: parameters, buffers, training mode,
+    hooks and identity stay. Exact classes only: a user's subclass of a norm keeps its code.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model (or one layer).
+    sync : bool
+        Make every batch norm a :class:`SyncBatchNorm` over ``process_group`` first (new
+        objects holding the same parameters, as torch's ``convert_sync_batchnorm``).
+    process_group : ProcessGroup or None
+        With ``sync``: the group (None: the default group).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module``; with ``sync``, its replacement when it was itself a batch norm.
+
+    Raises
+    ------
+    AttributeError
+        ``module`` is not a torch module (it has no ``modules()``).
 
     Examples
     --------
@@ -60,8 +78,23 @@ def convert(module: nn.Module, *, sync: bool = False, process_group: Any = None)
 
 
 def revert(module: nn.Module) -> nn.Module:
-    """Swap every cnorm.torch twin in ``module`` back to its torch class, in place (a
-    SyncBatchNorm to ``torch.nn.SyncBatchNorm``); returns ``module``.
+    """Swap every cnorm.torch twin in ``module`` back to its torch (or timm) class, in place
+    (a SyncBatchNorm to ``torch.nn.SyncBatchNorm``); the state_dict is unchanged.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A model converted by :func:`convert` (anything else is left as it is).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module``.
+
+    Raises
+    ------
+    AttributeError
+        ``module`` is not a torch module (it has no ``modules()``).
 
     Examples
     --------

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from . import _docs
 from . import functional as F  # noqa: N812 - named as torch's
 from ._bridge import takes
 from .modules import _BatchNormForward
@@ -84,9 +85,40 @@ class _Fused:
         return out
 
 
+def _fill(cls: Any) -> Any:
+    """The shared sections into a block's docstring."""
+    cls.__doc__ = cls.__doc__.format(forward=_docs.BLOCK_FORWARD.replace("\n", "\n    "),
+                                     block=_docs.BLOCK_PARAMETERS.replace("\n", "\n    "),
+                                     raises=_docs.RAISES.replace("\n", "\n    "))
+    return cls
+
+
+@_fill
 class BatchNormAct2d(_Fused, nn.BatchNorm2d):
     """BatchNorm2d, + residual, then the activation, with timm's constructor (a subclass of
-    ``torch.nn.BatchNorm2d``, as timm's)."""
+    ``torch.nn.BatchNorm2d``, as timm's; its state_dict is BatchNorm2d's).
+
+    {forward}
+
+    Parameters
+    ----------
+    num_features, eps, momentum, affine, track_running_stats, device, dtype
+        As ``torch.nn.BatchNorm2d``'s.
+    {block}
+
+    {raises}
+
+    Examples
+    --------
+    >>> import torch, cnorm.torch as ct
+    >>> block = ct.BatchNormAct2d(4, act_layer="silu")
+    >>> x, r = torch.randn(8, 4, 5, 5, requires_grad=True), torch.randn(8, 4, 5, 5)
+    >>> y = block(x, residual=r)
+    >>> bool(torch.allclose(y, torch.nn.functional.silu(
+    ...     torch.nn.functional.batch_norm(x, None, None, block.weight, block.bias, True) + r),
+    ...     atol=1e-5))
+    True
+    """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
                  affine: bool = True, track_running_stats: bool = True, apply_act: bool = True,
@@ -112,9 +144,30 @@ class BatchNormAct2d(_Fused, nn.BatchNorm2d):
         return _Fused.forward(self, x, residual)
 
 
+@_fill
 class GroupNormAct(_Fused, nn.GroupNorm):
     """GroupNorm, + residual, then the activation, with timm's constructor
-    (``num_channels`` first; a subclass of ``torch.nn.GroupNorm``, as timm's)."""
+    (``num_channels`` first; a subclass of ``torch.nn.GroupNorm``, as timm's).
+
+    {forward}
+
+    Parameters
+    ----------
+    num_channels, num_groups, eps, affine, device, dtype
+        As ``torch.nn.GroupNorm``'s (num_channels first, num_groups 32 by default, as timm).
+    {block}
+
+    {raises}
+
+    Examples
+    --------
+    >>> import torch, cnorm.torch as ct
+    >>> block = ct.GroupNormAct(8, num_groups=2, act_layer="gelu")
+    >>> x = torch.randn(3, 8, 4, 4).to(memory_format=torch.channels_last)
+    >>> y = block(x)
+    >>> y.is_contiguous(memory_format=torch.channels_last)
+    True
+    """
 
     def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5,
                  affine: bool = True, apply_act: bool = True, act_layer: Any = "relu",

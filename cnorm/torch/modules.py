@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from . import functional as F  # noqa: N812 - named as torch's
+from ._docs import twin
 
 Tensor = torch.Tensor
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
@@ -45,16 +46,25 @@ class _BatchNormForward:
                                   self.eps, residual, act, slope, counter)
 
 
+_BN_NOTE = """ A call that raises changes nothing: ``num_batches_tracked``
+moves only with the running statistics, in one kernel call after the normalization
+succeeded (torch's ``_BatchNorm`` increments it before it validates)."""
+
+
+@twin("``torch.nn.BatchNorm1d`` on cnorm's kernels.", "(8, 4)", _BN_NOTE)
 class BatchNorm1d(_BatchNormForward, nn.BatchNorm1d):
-    """``torch.nn.BatchNorm1d`` on cnorm's kernels."""
+    pass
 
 
+@twin("``torch.nn.BatchNorm2d`` on cnorm's kernels; channels_last input stays channels_last.",
+      "(8, 4, 5, 5)", _BN_NOTE)
 class BatchNorm2d(_BatchNormForward, nn.BatchNorm2d):
-    """``torch.nn.BatchNorm2d`` on cnorm's kernels; channels_last input stays channels_last."""
+    pass
 
 
+@twin("``torch.nn.BatchNorm3d`` on cnorm's kernels.", "(2, 4, 3, 3, 3)", _BN_NOTE)
 class BatchNorm3d(_BatchNormForward, nn.BatchNorm3d):
-    """``torch.nn.BatchNorm3d`` on cnorm's kernels."""
+    pass
 
 
 class _InstanceNormForward:
@@ -69,20 +79,23 @@ class _InstanceNormForward:
         return out
 
 
+@twin("``torch.nn.InstanceNorm1d`` on cnorm's kernels.", "(2, 4, 9)")
 class InstanceNorm1d(_InstanceNormForward, nn.InstanceNorm1d):
-    """``torch.nn.InstanceNorm1d`` on cnorm's kernels."""
+    pass
 
 
+@twin("``torch.nn.InstanceNorm2d`` on cnorm's kernels.", "(2, 4, 5, 5)")
 class InstanceNorm2d(_InstanceNormForward, nn.InstanceNorm2d):
-    """``torch.nn.InstanceNorm2d`` on cnorm's kernels."""
+    pass
 
 
+@twin("``torch.nn.InstanceNorm3d`` on cnorm's kernels.", "(2, 4, 3, 3, 3)")
 class InstanceNorm3d(_InstanceNormForward, nn.InstanceNorm3d):
-    """``torch.nn.InstanceNorm3d`` on cnorm's kernels."""
+    pass
 
 
+@twin("``torch.nn.LayerNorm`` on cnorm's kernels.", "(3, 7, 5)")
 class LayerNorm(nn.LayerNorm):
-    """``torch.nn.LayerNorm`` on cnorm's kernels."""
 
     def forward(self, input: Tensor) -> Tensor:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -98,15 +111,16 @@ class _LayerNorm2dForward:
         return y.permute(0, 3, 1, 2)
 
 
+@twin("``torch.nn.GroupNorm`` on cnorm's kernels; channels_last input stays channels_last.",
+      "(3, 4, 5, 5)")
 class GroupNorm(nn.GroupNorm):
-    """``torch.nn.GroupNorm`` on cnorm's kernels; channels_last input stays channels_last."""
 
     def forward(self, input: Tensor) -> Tensor:
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
 
+@twin("``torch.nn.RMSNorm`` on cnorm's kernels.", "(3, 7, 5)")
 class RMSNorm(nn.RMSNorm):
-    """``torch.nn.RMSNorm`` on cnorm's kernels."""
 
     def forward(self, x: Tensor) -> Tensor:
         return F.rms_norm(x, list(self.normalized_shape), self.weight, self.eps)

@@ -144,11 +144,36 @@ class SyncBatchNorm(_BatchNorm):
     """``torch.nn.SyncBatchNorm`` on the CPU, over ``torch.distributed`` (gloo, or mpi when
     torch has it), on cnorm's kernels: the same constructor, parameters, buffers and
     state_dict keys. In training every rank normalizes with the statistics of all ranks'
-    batches; ``backward`` gives this rank's dx of the full-batch gradient and this rank's
+    batches (unequal and empty shards too), merged in rank order so that every rank holds the
+    same bits; ``backward`` gives this rank's dx of the full-batch gradient and this rank's
     parameter gradients (DDP sums them). Every rank must call forward and backward together;
     a bad input on any rank raises on every rank. Eval mode, or a world of one process, needs
-    no communication. Tensors cnorm's kernels do not take run ``torch.nn.SyncBatchNorm``'s
-    code."""
+    no communication. It subclasses ``_BatchNorm``, not ``torch.nn.SyncBatchNorm``, which
+    DistributedDataParallel refuses on a CPU module. Under torch.compile the step is the
+    custom op ``torch.ops.cnorm.sync_batch_norm``. Tensors cnorm's kernels do not take run
+    ``torch.nn.SyncBatchNorm``'s code.
+
+    Parameters
+    ----------
+    num_features, eps, momentum, affine, track_running_stats, process_group, device, dtype
+        As ``torch.nn.SyncBatchNorm``'s (``process_group`` None: the default group).
+
+    Raises
+    ------
+    ValueError
+        Input of fewer than 2 dimensions; a training batch of one value per channel over all
+        ranks, or layers of another num_features on another rank (on every rank).
+    RuntimeError
+        Input of a shape or dtype the layer does not take, on any rank (on every rank).
+
+    Examples
+    --------
+    >>> import torch, cnorm.torch as ct
+    >>> bn = ct.SyncBatchNorm(4)          # one process: batch norm; under DDP: every rank's
+    >>> y = bn(torch.randn(8, 4, 5, 5))
+    >>> y.shape, int(bn.num_batches_tracked)
+    (torch.Size([8, 4, 5, 5]), 1)
+    """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
@@ -206,7 +231,27 @@ class SyncBatchNorm(_BatchNorm):
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:
         """Every batch norm in ``module`` (itself included) replaced by a SyncBatchNorm with
         its parameters (the same Parameter objects), buffers and mode, as torch's method of
-        this name does; returns the converted module."""
+        this name does.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            Converted in place (its children replaced).
+        process_group : ProcessGroup or None
+            The group the statistics are synchronized over (None: the default group).
+
+        Returns
+        -------
+        torch.nn.Module
+            ``module``, or its replacement when it is itself a batch norm.
+
+        Examples
+        --------
+        >>> import torch, cnorm.torch as ct
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+        >>> type(ct.SyncBatchNorm.convert_sync_batchnorm(model)[1]).__name__
+        'SyncBatchNorm'
+        """
         out = module
         if isinstance(module, _BatchNorm) and not isinstance(module, cls):
             out = cls(module.num_features, module.eps, module.momentum, module.affine,

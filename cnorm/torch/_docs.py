@@ -1,0 +1,67 @@
+"""The docstrings of cnorm.torch's twins, composed once: a twin takes the constructor of the
+torch class it subclasses, so its Parameters are that class's, named from its signature; its
+Raises are torch's error types; its Examples run a training step."""
+import inspect
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+RAISES = """Raises
+------
+RuntimeError
+    Input of a shape or dtype the layer does not take, as torch raises for it (the message
+    is cnorm's); nothing of the layer changes.
+ValueError
+    Training batch norm on one value per channel, as torch."""
+
+
+def twin(summary: str, shape: str, note: str = "") -> Callable[[T], T]:
+    """Decorate a twin class: ``summary``, then its torch base's parameters, ``note``, the
+    Raises and an example on input of ``shape`` (a tuple's text)."""
+    def apply(cls: T) -> T:
+        base = next(b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn"))
+        params = [p for p in inspect.signature(base.__init__).parameters if p != "self"]
+        name = cls.__name__  # type: ignore[attr-defined]
+        args = {"GroupNorm": "2, 4", "LayerNorm": "5", "RMSNorm": "5"}.get(name, "4")
+        cls.__doc__ = f"""{summary}
+
+A subclass of ``torch.nn.{name}`` with its constructor, parameters, buffers, state_dict keys
+and repr. A CPU tensor of float32, float64, float16 or bfloat16 runs cnorm's kernels under
+autograd; anything else (a CUDA tensor, double backward) runs torch's own code.{note}
+
+Parameters
+----------
+{", ".join(params)}
+    As ``torch.nn.{name}``'s.
+
+{RAISES}
+
+Examples
+--------
+>>> import torch, cnorm.torch as ct
+>>> layer = ct.{name}({args})
+>>> x = torch.randn{shape}.requires_grad_()
+>>> y = layer(x)
+>>> y.sum().backward()
+>>> y.shape == x.shape == x.grad.shape
+True
+"""
+        return cls
+    return apply
+
+
+BLOCK_PARAMETERS = """apply_act : bool
+    False: no activation (the norm, + residual).
+act_layer : str or torch.nn.Module class
+    "relu", "leaky_relu", "silu" ("swish"), "gelu" and "identity", or a torch activation
+    class; relu, leaky_relu, silu and gelu (exact) run fused in cnorm's kernels, any other
+    runs as its torch module after the fused norm.
+act_kwargs : dict or None
+    Passed to the activation class.
+inplace : bool
+    The activation module's ``inplace`` (timm's argument; the fused path writes one output).
+drop_layer : torch.nn.Module class or None
+    Applied between norm and activation, as timm's (a block with one runs unfused)."""
+
+BLOCK_FORWARD = """The forward is ``forward(x, residual=None)``: ``act(norm(x) + residual)`` in one pass
+of cnorm's kernels, gradients of x, the residual and the parameters under autograd."""
