@@ -2,9 +2,9 @@
 torch class it subclasses, so its Parameters are that class's, named from its signature; its
 Raises are torch's error types; its Examples run a training step."""
 import inspect
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", bound=type)
 
 RAISES = """Raises
 ------
@@ -20,8 +20,9 @@ def twin(summary: str, shape: str, note: str = "") -> Callable[[T], T]:
     Raises and an example on input of ``shape`` (a tuple's text)."""
     def apply(cls: T) -> T:
         base = next(b for b in cls.__mro__[1:] if b.__module__.startswith("torch.nn"))
-        params = [p for p in inspect.signature(base.__init__).parameters if p != "self"]
-        name = cls.__name__  # type: ignore[attr-defined]
+        init: Any = getattr(base, "__init__")
+        params = [p for p in inspect.signature(init).parameters if p != "self"]
+        name = cls.__name__
         args = {"GroupNorm": "2, 4", "LayerNorm": "5", "RMSNorm": "5"}.get(name, "4")
         cls.__doc__ = f"""{summary}
 
@@ -63,5 +64,5 @@ inplace : bool
 drop_layer : torch.nn.Module class or None
     Applied between norm and activation, as timm's (a block with one runs unfused)."""
 
-BLOCK_FORWARD = """The forward is ``forward(x, residual=None)``: ``act(norm(x) + residual)`` in one pass
-of cnorm's kernels, gradients of x, the residual and the parameters under autograd."""
+BLOCK_FORWARD = """The forward is ``forward(x, residual=None)``: ``act(norm(x) + residual)`` in
+one pass of cnorm's kernels, gradients of x, the residual and the parameters under autograd."""

@@ -243,7 +243,8 @@ def _fake_y(x: Tensor, *_: Any) -> Tensor:
 # The ops are defined on a torch.library.Library, their Python kernels registered for the CPU
 # key: a call costs some 2 µs of dispatch where torch.library.custom_op's wrapper costs 8 µs
 # (bench/torch_op_overhead.py); the schema is inferred from the annotations as custom_op does.
-_LIB = torch.library.Library("cnorm", "DEF")
+_library: Any = torch.library.Library  # untyped in torch's stubs
+_LIB = _library("cnorm", "DEF")
 
 
 def register(name: str, impl: Any, backward_impl: Any, fake: Any, backward_fake: Any,

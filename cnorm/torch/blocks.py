@@ -181,7 +181,7 @@ class GroupNormAct(_Fused, nn.GroupNorm):
 
     def _fused(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
         out: Tensor = F.block_group_norm(x, self.num_groups, self.weight, self.bias, self.eps,
-                                         residual, self.act_name, self.slope)
+                                         residual, self.act_name, self.slope, self)
         return out
 
     def _norm(self, x: Tensor) -> Tensor:

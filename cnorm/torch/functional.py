@@ -26,6 +26,11 @@ def _compiling() -> bool:
     return bool(torch.compiler.is_compiling())
 
 
+def _outputs(module: Any) -> Any:
+    """Where ``module``'s recycled outputs live (None: a functional call, fresh outputs)."""
+    return None if module is None else _eager.holder(module)
+
+
 def _run(op: Any, *args: Any) -> Any:
     """``op(*args)`` with torch's error types: torch raises RuntimeError for a bad shape or
     dtype where cnorm's checks raise ValueError or TypeError (the message is cnorm's), and
@@ -53,13 +58,16 @@ def block_batch_norm(input: Tensor, running_mean: Optional[Tensor],
                      running_var: Optional[Tensor], weight: Optional[Tensor],
                      bias: Optional[Tensor], training: bool, momentum: float, eps: float,
                      residual: Optional[Tensor] = None, act: Optional[str] = None,
-                     slope: float = 0.0, counter: Optional[Tensor] = None) -> Tensor:
+                     slope: float = 0.0, counter: Optional[Tensor] = None,
+                     module: Any = None) -> Tensor:
     """``act(batch_norm(input) + residual)`` on cnorm's kernels (the caller checked that they
     take every tensor); in training the running statistics move, and ``counter`` (a layer's
-    num_batches_tracked) counts the batch, once the call succeeded."""
+    num_batches_tracked) counts the batch, once the call succeeded. ``module``: the layer
+    whose recycled output memory the eager path writes into (see _eager.holder)."""
     if not _compiling():
         out: Tensor = _run(_eager.batch_norm, input, weight, bias, running_mean, running_var,
-                           training, momentum, eps, residual, act, slope, counter)
+                           training, momentum, eps, residual, act, slope, counter,
+                           _outputs(module))
         return out
     y: Tensor
     y, mean, _, var = _run(OPS["batch_norm"], input, weight, bias, running_mean, running_var,
@@ -74,12 +82,13 @@ def block_batch_norm(input: Tensor, running_mean: Optional[Tensor],
 
 def block_group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor],
                      bias: Optional[Tensor], eps: float, residual: Optional[Tensor] = None,
-                     act: Optional[str] = None, slope: float = 0.0) -> Tensor:
+                     act: Optional[str] = None, slope: float = 0.0,
+                     module: Any = None) -> Tensor:
     """``act(group_norm(input) + residual)`` on cnorm's kernels (the caller checked that they
-    take every tensor)."""
+    take every tensor); ``module`` as block_batch_norm's."""
     if not _compiling():
         out: Tensor = _run(_eager.group_norm, input, num_groups, weight, bias, eps, residual,
-                           act, slope)
+                           act, slope, (None, None, 0.0), _outputs(module))
         return out
     y: Tensor = _run(OPS["group_norm"], input, num_groups, weight, bias, residual, eps, act,
                      slope)
@@ -124,6 +133,29 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
                             momentum, eps)
 
 
+def row_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor],
+             bias: Optional[Tensor], eps: Optional[float], rms: bool,
+             module: Any = None) -> Tensor:
+    """layer_norm (``rms`` False) or rms_norm for a module: its recycled outputs (see
+    block_batch_norm); torch's function on tensors cnorm's kernels do not take."""
+    if rms:
+        if not _ours(input, weight):
+            return TF.rms_norm(input, list(normalized_shape), weight, eps)
+        out: Tensor = (_run(OPS["rms_norm"], input, list(normalized_shape), weight, eps)
+                       if _compiling() else
+                       _run(_eager.rms_norm, input, list(normalized_shape), weight, eps,
+                            _outputs(module)))
+        return out
+    assert eps is not None
+    if not _ours(input, weight, bias):
+        return TF.layer_norm(input, normalized_shape, weight, bias, eps)
+    out = (_run(OPS["layer_norm"], input, list(normalized_shape), weight, bias, eps)
+           if _compiling() else
+           _run(_eager.layer_norm, input, list(normalized_shape), weight, bias, eps,
+                _outputs(module)))
+    return out
+
+
 def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor] = None,
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """``torch.nn.functional.layer_norm`` on cnorm's kernels, under autograd.
@@ -154,11 +186,7 @@ def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[
     >>> bool(torch.allclose(y, torch.nn.functional.layer_norm(x, (10,)), atol=1e-5))
     True
     """
-    if not _ours(input, weight, bias):
-        return TF.layer_norm(input, normalized_shape, weight, bias, eps)
-    op = OPS["layer_norm"] if _compiling() else _eager.layer_norm
-    out: Tensor = _run(op, input, list(normalized_shape), weight, bias, eps)
-    return out
+    return row_norm(input, normalized_shape, weight, bias, eps, rms=False)
 
 
 def rms_norm(input: Tensor, normalized_shape: Union[int, List[int], Sequence[int]],
@@ -192,11 +220,7 @@ def rms_norm(input: Tensor, normalized_shape: Union[int, List[int], Sequence[int
     True
     """
     shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
-    if not _ours(input, weight):
-        return TF.rms_norm(input, shape, weight, eps)
-    op = OPS["rms_norm"] if _compiling() else _eager.rms_norm
-    out: Tensor = _run(op, input, shape, weight, eps)
-    return out
+    return row_norm(input, shape, weight, None, eps, rms=True)
 
 
 def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None,

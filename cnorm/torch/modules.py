@@ -43,7 +43,7 @@ class _BatchNormForward:
                 counter.add_(1)
             return out
         return F.block_batch_norm(input, rm, rv, self.weight, self.bias, batch_stats, factor,
-                                  self.eps, residual, act, slope, counter)
+                                  self.eps, residual, act, slope, counter, self)
 
 
 _BN_NOTE = """ A call that raises changes nothing: ``num_batches_tracked``
@@ -98,7 +98,8 @@ class InstanceNorm3d(_InstanceNormForward, nn.InstanceNorm3d):
 class LayerNorm(nn.LayerNorm):
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        return F.row_norm(input, self.normalized_shape, self.weight, self.bias, self.eps,
+                          rms=False, module=self)
 
 
 class _LayerNorm2dForward:
@@ -116,11 +117,15 @@ class _LayerNorm2dForward:
 class GroupNorm(nn.GroupNorm):
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        if not F._ours(input, self.weight, self.bias):
+            return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        return F.block_group_norm(input, self.num_groups, self.weight, self.bias, self.eps,
+                                  module=self)
 
 
 @twin("``torch.nn.RMSNorm`` on cnorm's kernels.", "(3, 7, 5)")
 class RMSNorm(nn.RMSNorm):
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, list(self.normalized_shape), self.weight, self.eps)
+        return F.row_norm(x, self.normalized_shape, self.weight, None, self.eps, rms=True,
+                          module=self)
