@@ -255,3 +255,28 @@ def test_the_docstring_examples_run():
 
     failures, tried = doctest.testmod(importlib.import_module("cnorm.torch._convert"))
     assert tried >= 4 and failures == 0
+
+
+@pytest.mark.parametrize("kind", ["BatchNorm2d", "GroupNorm", "LayerNorm"])
+def test_outputs_are_recycled_only_when_nothing_holds_them(kind, tmp_path):
+    """A module writes a step's large y and dx into the memory of the last step's once
+    nothing made of it is alive (no page faults), and never into memory a tensor still
+    holds; the memory is not carried by copies or pickles of the module."""
+    layer = {"BatchNorm2d": lambda: ct.BatchNorm2d(16), "GroupNorm": lambda: ct.GroupNorm(4, 16),
+             "LayerNorm": lambda: ct.LayerNorm(32)}[kind]()
+    x = torch.randn(32, 16, 32, 32, requires_grad=True)  # 2 MB: above the recycling size
+    y = layer(x)
+    y.backward(torch.ones_like(y))
+    ptrs = (y.data_ptr(), x.grad.data_ptr())
+    kept = y.detach()  # a view of y holds its memory
+    y2 = layer(x)
+    assert y2.data_ptr() != ptrs[0] and torch.equal(kept, y.detach())
+    ptrs = (y2.data_ptr(), ptrs[1])  # the slot's memory now: y2's
+    del y, kept, y2
+    x.grad = None
+    y3 = layer(x)
+    y3.backward(torch.ones_like(y3))
+    assert (y3.data_ptr(), x.grad.data_ptr()) == ptrs  # reused: nothing held them
+    twin = copy.deepcopy(layer)
+    torch.save(layer, tmp_path / "layer.pt")
+    assert torch.equal(twin(x.detach()), layer(x.detach()))
