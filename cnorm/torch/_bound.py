@@ -29,13 +29,17 @@ class Bound(torch.autograd.Function):
     def forward(ctx: Any, layer: Any, x: Tensor, weight: Optional[Tensor],
                 bias: Optional[Tensor], residual: Optional[Tensor]) -> Tensor:
         follow_threads()
-        ctx.layer = layer
         args = (array(x),) if residual is None else (array(x), array(residual))
-        return tensor(layer(*args))
+        y = tensor(layer(*args))
+        # the layer may run another forward before this backward (a module called twice):
+        # this forward's context is kept here and handed back to it for the backward
+        ctx.layer, ctx.saved = layer, layer._saved
+        return y
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> Tuple[Any, ...]:
         layer = ctx.layer
+        layer._saved = ctx.saved
         dx = tensor(layer.backward(array(dy.contiguous())))
         grads = [None if g is None else tensor(g) for g in
                  (layer.grad_weight, layer.grad_bias, getattr(layer, "grad_residual", None))]

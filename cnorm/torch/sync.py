@@ -22,7 +22,7 @@ from ..nn.sync import SyncContext
 from . import functional as F  # noqa: N812 - named as torch's
 from ._bound import bind, run
 from ._bridge import array, follow_threads, numpy_dtype, takes, tensor
-from ._eager import _block, memory_format
+from ._eager import _block, holder, memory_format
 from ._ops import _fake_grads, _grads, _needed, like, register
 from .modules import _BatchNormForward
 
@@ -198,13 +198,24 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         if torch.compiler.is_compiling():
             return self._compiled(input)
+        return run(bind(self._layer(input.dtype), self), input, self.weight, self.bias)
+
+    def _layer(self, dtype: torch.dtype) -> Any:
+        """The cnorm layer that runs this module's eager steps, kept beside the module (with
+        the output memory it recycles) while its settings and group stay the same."""
         world = dist.is_available() and dist.is_initialized()
-        comm = GroupComm(self.process_group) if world else None
-        layer = cnn.SyncBatchNorm(
-            self.num_features, self.eps, self.momentum, self.affine, self.track_running_stats,
-            numpy_dtype(input.dtype), bias=self.bias is not None,
-            comm=comm if comm is not None and comm.size > 1 else OneProcess())
-        return run(bind(layer, self), input, self.weight, self.bias)
+        key = (dtype, self.eps, self.momentum, self.affine, self.track_running_stats,
+               self.bias is not None, self.process_group,
+               dist.get_world_size(self.process_group) if world else 1)
+        kept = holder(self)
+        if getattr(kept, "key", None) != key:
+            comm = GroupComm(self.process_group) if world else None
+            kept.layer = cnn.SyncBatchNorm(
+                self.num_features, self.eps, self.momentum, self.affine,
+                self.track_running_stats, numpy_dtype(dtype), bias=self.bias is not None,
+                comm=comm if comm is not None and comm.size > 1 else OneProcess())
+            kept.key = key
+        return kept.layer
 
     def _compiled(self, input: Tensor, residual: Optional[Tensor] = None,
                   act: Optional[str] = None, slope: float = 0.0) -> Tensor:

@@ -36,3 +36,17 @@ def test_one_process_is_batch_norm_and_ddp_accepts_the_class():
     x = torch.randn(4, 3, 5, 5)
     torch.testing.assert_close(sync(x), plain(x), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(sync.running_var, plain.running_var)
+
+
+def test_a_module_called_twice_before_backward():
+    """SyncBatchNorm keeps its cnorm layer between calls (for its recycled memory): two
+    forwards before one backward still give each forward's own gradients."""
+    torch.manual_seed(0)
+    sync, ref = ct.SyncBatchNorm(3), torch.nn.BatchNorm2d(3)
+    xs = [torch.randn(4, 3, 5, 5, requires_grad=True) for _ in range(2)]
+    rs = [x.detach().clone().requires_grad_() for x in xs]
+    (sync(xs[0]).square().sum() + 2 * sync(xs[1]).sum()).backward()
+    (ref(rs[0]).square().sum() + 2 * ref(rs[1]).sum()).backward()
+    for x, r in zip(xs, rs):
+        torch.testing.assert_close(x.grad, r.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sync.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-5)
