@@ -66,3 +66,45 @@ drop_layer : torch.nn.Module class or None
 
 BLOCK_FORWARD = """The forward is ``forward(x, residual=None)``: ``act(norm(x) + residual)`` in
 one pass of cnorm's kernels, gradients of x, the residual and the parameters under autograd."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def functional_doc(params: str, setup: str, ours: str, theirs: str,
+                   note: str = "") -> Callable[[F], F]:
+    """Decorate one of cnorm.torch.functional's forms, named as torch's: its torch
+    ``params``, a ``note``, and an example that sets up with ``setup`` and compares ``ours``
+    with torch's ``theirs``."""
+    def apply(fn: F) -> F:
+        name = fn.__name__
+        fn.__doc__ = f"""``torch.nn.functional.{name}`` on cnorm's kernels, under autograd. {note}
+
+    Parameters
+    ----------
+    {params}
+        As ``torch.nn.functional.{name}``'s.
+
+    Returns
+    -------
+    Tensor
+        Shaped and laid out as ``input``.
+
+    Raises
+    ------
+    RuntimeError
+        Input of a shape or dtype the function does not take, as torch raises for it (the
+        message is cnorm's); nothing is written.
+    ValueError
+        Training on one value per channel (batch norm), as torch.
+
+    Examples
+    --------
+    >>> import torch, cnorm.torch as ct
+    >>> {setup}
+    >>> y = {ours}
+    >>> bool(torch.allclose(y, {theirs}, atol=1e-5))
+    True
+    """
+        return fn
+    return apply

@@ -9,6 +9,7 @@ import torch.nn.functional as TF  # noqa: N812 - torch's functional, beside this
 
 from . import _eager
 from ._bridge import takes, torch_error
+from ._docs import functional_doc
 from ._ops import OPS
 
 Tensor = torch.Tensor
@@ -95,37 +96,14 @@ def block_group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor],
     return y
 
 
+@functional_doc(
+    "input, running_mean, running_var, weight, bias, training, momentum, eps",
+    "x, rm, rv = torch.randn(8, 3, 4, 4), torch.zeros(3), torch.ones(3)",
+    "ct.functional.batch_norm(x, rm, rv, training=True)",
+    "torch.nn.functional.batch_norm(x, None, None, training=True)")
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
-    """``torch.nn.functional.batch_norm`` on cnorm's kernels, under autograd.
-
-    Parameters
-    ----------
-    input, running_mean, running_var, weight, bias, training, momentum, eps
-        As ``torch.nn.functional.batch_norm``'s.
-
-    Returns
-    -------
-    Tensor
-        Shaped and laid out as ``input``.
-
-    Raises
-    ------
-    RuntimeError
-        Input of a shape or dtype the function does not take, as torch raises for it (the
-        message is cnorm's); nothing is written.
-    ValueError
-        Training on one value per channel (batch norm), as torch.
-
-    Examples
-    --------
-    >>> import torch, cnorm.torch as ct
-    >>> x, rm, rv = torch.randn(8, 3, 4, 4), torch.zeros(3), torch.ones(3)
-    >>> y = ct.functional.batch_norm(x, rm, rv, training=True)
-    >>> bool(torch.allclose(rm, 0.1 * x.mean((0, 2, 3))))  # moved in place, as torch
-    True
-    """
     if not _ours(input, weight, bias, running_mean, running_var):
         return TF.batch_norm(input, running_mean, running_var, weight, bias, training,
                              momentum, eps)
@@ -156,142 +134,47 @@ def row_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Te
     return out
 
 
+@functional_doc("input, normalized_shape, weight, bias, eps",
+                "x = torch.randn(4, 10)",
+                "ct.functional.layer_norm(x, (10,))",
+                "torch.nn.functional.layer_norm(x, (10,))")
 def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[Tensor] = None,
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
-    """``torch.nn.functional.layer_norm`` on cnorm's kernels, under autograd.
-
-    Parameters
-    ----------
-    input, normalized_shape, weight, bias, eps
-        As ``torch.nn.functional.layer_norm``'s.
-
-    Returns
-    -------
-    Tensor
-        Shaped and laid out as ``input``.
-
-    Raises
-    ------
-    RuntimeError
-        Input of a shape or dtype the function does not take, as torch raises for it (the
-        message is cnorm's); nothing is written.
-    ValueError
-        Training on one value per channel (batch norm), as torch.
-
-    Examples
-    --------
-    >>> import torch, cnorm.torch as ct
-    >>> x = torch.randn(4, 10)
-    >>> y = ct.functional.layer_norm(x, (10,))
-    >>> bool(torch.allclose(y, torch.nn.functional.layer_norm(x, (10,)), atol=1e-5))
-    True
-    """
     return row_norm(input, normalized_shape, weight, bias, eps, rms=False)
 
 
+@functional_doc("input, normalized_shape, weight, eps",
+                "x = torch.randn(4, 10)",
+                "ct.functional.rms_norm(x, 10)",
+                "torch.nn.functional.rms_norm(x, (10,))")
 def rms_norm(input: Tensor, normalized_shape: Union[int, List[int], Sequence[int]],
              weight: Optional[Tensor] = None, eps: Optional[float] = None) -> Tensor:
-    """``torch.nn.functional.rms_norm`` on cnorm's kernels, under autograd.
-
-    Parameters
-    ----------
-    input, normalized_shape, weight, eps
-        As ``torch.nn.functional.rms_norm``'s.
-
-    Returns
-    -------
-    Tensor
-        Shaped and laid out as ``input``.
-
-    Raises
-    ------
-    RuntimeError
-        Input of a shape or dtype the function does not take, as torch raises for it (the
-        message is cnorm's); nothing is written.
-    ValueError
-        Training on one value per channel (batch norm), as torch.
-
-    Examples
-    --------
-    >>> import torch, cnorm.torch as ct
-    >>> x = torch.randn(4, 10)
-    >>> y = ct.functional.rms_norm(x, 10)
-    >>> bool(torch.allclose(y, torch.nn.functional.rms_norm(x, (10,)), atol=1e-5))
-    True
-    """
     shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
     return row_norm(input, shape, weight, None, eps, rms=True)
 
 
+@functional_doc("input, num_groups, weight, bias, eps",
+                "x = torch.randn(2, 6, 5, 5)",
+                "ct.functional.group_norm(x, 3)",
+                "torch.nn.functional.group_norm(x, 3)")
 def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None,
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
-    """``torch.nn.functional.group_norm`` on cnorm's kernels, under autograd.
-
-    Parameters
-    ----------
-    input, num_groups, weight, bias, eps
-        As ``torch.nn.functional.group_norm``'s.
-
-    Returns
-    -------
-    Tensor
-        Shaped and laid out as ``input``.
-
-    Raises
-    ------
-    RuntimeError
-        Input of a shape or dtype the function does not take, as torch raises for it (the
-        message is cnorm's); nothing is written.
-    ValueError
-        Training on one value per channel (batch norm), as torch.
-
-    Examples
-    --------
-    >>> import torch, cnorm.torch as ct
-    >>> x = torch.randn(2, 6, 5, 5)
-    >>> y = ct.functional.group_norm(x, 3)
-    >>> bool(torch.allclose(y, torch.nn.functional.group_norm(x, 3), atol=1e-5))
-    True
-    """
     if not _ours(input, weight, bias):
         return TF.group_norm(input, num_groups, weight, bias, eps)
     return block_group_norm(input, num_groups, weight, bias, eps)
 
 
+@functional_doc(
+    "input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps",
+    "x = torch.randn(2, 3, 5, 5)",
+    "ct.functional.instance_norm(x)",
+    "torch.nn.functional.instance_norm(x)",
+    "Each (sample, channel) is a group of group norm; the running statistics move toward the "
+    "batch mean of the instances' statistics.")
 def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
                   running_var: Optional[Tensor] = None, weight: Optional[Tensor] = None,
                   bias: Optional[Tensor] = None, use_input_stats: bool = True,
                   momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
-    """``torch.nn.functional.instance_norm`` on cnorm's kernels, under autograd: each
-    (sample, channel) a group of group norm; the running statistics move toward the batch
-    mean of the instances' statistics.
-
-    Parameters
-    ----------
-    input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps
-        As ``torch.nn.functional.instance_norm``'s.
-
-    Returns
-    -------
-    Tensor
-        Shaped and laid out as ``input``.
-
-    Raises
-    ------
-    RuntimeError
-        Input of a shape or dtype the function does not take, as torch raises for it (the
-        message is cnorm's); nothing is written.
-    ValueError
-        Training on one value per channel (batch norm), as torch.
-
-    Examples
-    --------
-    >>> import torch, cnorm.torch as ct
-    >>> x = torch.randn(2, 3, 5, 5)
-    >>> y = ct.functional.instance_norm(x)
-    >>> bool(torch.allclose(y, torch.nn.functional.instance_norm(x), atol=1e-5))
-    True
-    """
     if not _ours(input, weight, bias, running_mean, running_var) or input.dim() < 3:
         return TF.instance_norm(input, running_mean, running_var, weight, bias,
                                 use_input_stats, momentum, eps)
