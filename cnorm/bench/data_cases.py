@@ -38,17 +38,35 @@ CASES: Dict[str, Tuple[Any, ...]] = {
                   ("cnorm-f32",)),
     "ln_bf16": ((64, 196, 768), "bfloat16", ("cnorm", "cnorm-f32", "torch"), 5, "copy",
                 ("cnorm-f32",)),
+    # small calls (issue 24): inputs so small that a call costs its Python, not its data
+    "bn1d_call": ((8, 16), "float32", ("cnorm", "torch", "numpy"), 2, "copy", ("torch",)),
+    "bn_functional_call": ((8, 16), "float32", ("cnorm", "torch", "numpy"), 2, "copy",
+                           ("torch",)),
+    "standardize_call": ((64, 16), "float32", ("cnorm", "sklearn", "numpy"), 2, "copy",
+                         ("numpy",)),
+    "normalize_image_call": ((1, 32, 32, 3), "uint8", ("cnorm", "torch", "cv2", "numpy"), 5,
+                             "copy", ("cv2",)),
+    "moments_call": ((2, 32, 32, 3), "uint8", ("cnorm", "numpy"), 1, "read", ("numpy",)),
 }
+# the small-call cases, reported in µs per call
+CALLS = {"bn1d_call", "bn_functional_call", "standardize_call", "normalize_image_call",
+         "moments_call"}
 QUICK = {"normalize_images": (2, 32, 32, 3), "moments": (2, 32, 32, 3),
          "standardize": (64, 16), "bn_add_relu": (4, 64, 8, 8), "gn_add_relu": (4, 64, 8, 8),
-         "bn2d_f16": (4, 64, 8, 8), "bn2d_bf16": (4, 64, 8, 8), "ln_bf16": (8, 16, 64)}
+         "bn2d_f16": (4, 64, 8, 8), "bn2d_bf16": (4, 64, 8, 8), "ln_bf16": (8, 16, 64),
+         **{name: CASES[name][0] for name in CALLS}}
 LABELS = {"normalize_images": "uint8 NHWC -> float32 NCHW", "moments": "per-channel mean + std",
           "standardize": "transform float32",
           "bn_add_relu": "BatchNorm2d + residual + relu, fwd + bwd",
           "gn_add_relu": "GroupNorm(32) + residual + relu, fwd + bwd",
           "bn2d_f16": "BatchNorm2d fwd + bwd, float16",
           "bn2d_bf16": "BatchNorm2d fwd + bwd, bfloat16",
-          "ln_bf16": "LayerNorm(768) fwd + bwd, bfloat16"}
+          "ln_bf16": "LayerNorm(768) fwd + bwd, bfloat16",
+          "bn1d_call": "BatchNorm1d(16) layer, training forward",
+          "bn_functional_call": "batch_norm functional, training forward",
+          "standardize_call": "Standardizer.transform",
+          "normalize_image_call": "normalize_images, one image",
+          "moments_call": "Moments.update"}
 HALF = {"bn2d_f16", "bn2d_bf16", "ln_bf16"}
 
 
@@ -92,6 +110,15 @@ def set_threads(impl: str, lib: Any, n: int) -> None:
 def make_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
     """A zero-argument callable doing case ``name`` once with ``impl`` (cnorm, torch, cv2,
     sklearn or numpy; ``lib`` the imported module, None for numpy)."""
+    if name in ("bn1d_call", "bn_functional_call"):
+        return _small_bn_runner(impl, name, x, lib)
+    if name == "moments_call":
+        if impl == "cnorm":
+            moments = lib.Moments(channel_axis=-1)
+            return lambda: moments.update(x)
+        return lambda: (x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2)))
+    name = {"standardize_call": "standardize",
+            "normalize_image_call": "normalize_images"}.get(name, name)
     if name == "normalize_images":
         return _normalize_runner(impl, x, lib)
     if name in ("bn_add_relu", "gn_add_relu"):
@@ -113,6 +140,32 @@ def make_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
             return lambda: (x - mean) / std
         return lambda: s.transform(x)
     raise ValueError(name)
+
+
+def _small_bn_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
+    """A training forward of batch norm on a small input: the layer (BatchNorm1d) or the
+    functional form (running statistics updated in place); torch without autograd (its
+    inference cost, the least it charges), NumPy as cases.numpy_train_forward."""
+    C = x.shape[1]
+    weight, bias = np.ones(C, np.float32), np.zeros(C, np.float32)
+    running = np.zeros(C, np.float32), np.ones(C, np.float32)
+    if impl == "torch":
+        torch = lib
+        torch.set_grad_enabled(False)  # this worker times only this case
+        xt = torch.from_numpy(x)
+        if name == "bn1d_call":
+            layer = torch.nn.BatchNorm1d(C)
+            return lambda: layer(xt)
+        w, b, rm, rv = (torch.from_numpy(a) for a in (weight, bias, *running))
+        return lambda: torch.nn.functional.batch_norm(xt, rm, rv, w, b, True)
+    if impl == "cnorm":
+        if name == "bn1d_call":
+            layer = lib.BatchNorm1d(C)
+            return lambda: layer(x)
+        return lambda: lib.batch_norm(x, running[0], running[1], weight, bias, True)
+    from cnorm.bench.cases import numpy_train_forward  # the worker runs cases.py as __main__
+
+    return lambda: numpy_train_forward(x, weight, bias)
 
 
 def _normalize_runner(impl: str, x: Array, lib: Any) -> Runner:

@@ -33,6 +33,7 @@ from .._core.runtime import openmp_enabled
 from .._version import __version__
 from . import cases as _bench_cases
 from .cases import IMPLS, OPS, SHAPES, TRAFFIC, ops_for
+from .data_cases import CALLS
 from .data_cases import CASES as DATA_CASES
 from .data_cases import LABELS as DATA_LABELS
 from .data_cases import QUICK as DATA_QUICK
@@ -261,8 +262,12 @@ def format_table(result: Dict[str, Any]) -> str:
     norms = {**result, "rows": [r for r in result["rows"] if r.get("group") != "data"]}
     data = [r for r in result["rows"] if r.get("group") == "data"]
     lines = [_norms_table(norms)] if norms["rows"] else []
-    if data:
-        lines += ["", _data_table(data, result.get("probe_gbps", {}))]
+    bulk = [r for r in data if r["case"] not in CALLS]
+    calls = [r for r in data if r["case"] in CALLS]
+    if bulk:
+        lines += ["", _data_table(bulk, result.get("probe_gbps", {}))]
+    if calls:
+        lines += ["", _calls_table(calls)]
     m = result["machine"]
     copy = ", ".join(f"{k} thread(s): {v:.1f} GB/s" for k, v in result["copy_gbps"].items())
     lines.append("")
@@ -290,6 +295,20 @@ def _data_table(rows: List[Dict[str, Any]], probes: Dict[str, Any]) -> str:
         for kind, sizes in kinds.items():
             text = ", ".join(f"{int(k) / 1e6:.3g} MB: {v:.1f} GB/s" for k, v in sizes.items())
             lines.append(f"{kind} stream, {nt} thread(s): {text}")
+    return "\n".join(lines)
+
+
+def _calls_table(rows: List[Dict[str, Any]]) -> str:
+    """The small-call cases (issue 24): µs per call, cnorm against each tool of the case."""
+    tools = [t for t in ("torch", "cv2", "sklearn", "numpy") if any(t in r for r in rows)]
+    head = ["case", "what", "shape", "thr", "cnorm µs"] + [f"{t} µs" for t in tools]
+    lines = [" | ".join(head + ["vs target's rival"]), " | ".join("---" for _ in head + [0])]
+    for r in rows:
+        cells = [r["case"], r["op"], f"{'x'.join(map(str, r['shape']))} {r['dtype']}",
+                 str(r["threads"]), f"{r['cnorm'] * 1e6:.1f}"]
+        cells += [f"{r[t] * 1e6:.1f}" if t in r else "" for t in tools]
+        cells += [f"{r['speedup']:.2f}x ({r['rival']})" if "speedup" in r else ""]
+        lines.append(" | ".join(cells))
     return "\n".join(lines)
 
 
@@ -385,8 +404,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cases", default="",
                    help="comma-separated case names to run (default: all), e.g. bn2d,ln; "
                         "'data' for the data group (normalize_images, moments, standardize, "
-                        "bn_add_relu, gn_add_relu, bn2d_f16, bn2d_bf16, ln_bf16), "
-                        "'norms' for all the norms")
+                        "bn_add_relu, gn_add_relu, bn2d_f16, bn2d_bf16, ln_bf16, and the "
+                        "small calls), 'calls' for the small calls alone (bn1d_call, "
+                        "bn_functional_call, standardize_call, normalize_image_call, "
+                        "moments_call), 'norms' for all the norms")
     p.add_argument("--baseline", metavar="DIR",
                    help="also time the cnorm installed in DIR (a before/after comparison)")
     p.add_argument("--verify-torch", action="store_true",
@@ -400,7 +421,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.cases:
         names = set(args.cases.split(","))
         shapes = [c for c in shapes if c[0] in names or "norms" in names]
-        data = {k: v for k, v in data.items() if k in names or "data" in names}
+        data = {k: v for k, v in data.items()
+                if k in names or "data" in names or ("calls" in names and k in CALLS)}
     if importlib.util.find_spec("ml_dtypes") is None:  # the bfloat16 cases need it
         data = {k: v for k, v in data.items() if DATA_CASES[k][1] != "bfloat16"}
     result = run(threads=threads, shapes=shapes, budget=args.budget, rounds=args.rounds,
