@@ -18,6 +18,7 @@ import platform
 import shutil
 import tempfile
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -94,9 +95,12 @@ class BuildExt(build_ext):
 INCLUDE = [os.path.join("src", d) for d in ("common", "nn", "data")]
 KERNEL_SOURCES = [os.path.join(d, f) for d in INCLUDE for f in sorted(os.listdir(d))
                   if f.endswith(".pxi") or f.endswith(".h")]
+# the small-call entries (src/nn/calls.pxi) read arrays through the NumPy C-API
+NUMPY_API = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 extensions = [
     Extension(f"cnorm._core.{family}_{t}", [f"src/targets/{family}_{t}.pyx"],
-              include_dirs=INCLUDE, depends=KERNEL_SOURCES)
+              include_dirs=INCLUDE + [numpy.get_include()], depends=KERNEL_SOURCES,
+              define_macros=NUMPY_API)
     for family in ("_kernels", "_data") for t in wanted_targets()
 ] + [Extension("cnorm.bench._stream", ["src/bench/_stream.pyx"])]  # the copy probe
 

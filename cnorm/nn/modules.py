@@ -6,15 +6,16 @@ norms (both in base.py). A forward validates its input once, through its op fami
 ``check_*``, and keeps the op family's context for ``backward``; state changes only after every
 check and kernel ran.
 """
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._core.checks import normalized_shape, positive_int
-from .._core.types import Array, ArrayLike, DTypeLike
+from .._core.types import Array, ArrayLike, DTypeLike, OptArray
+from . import grad as _grad
 from ._docs import LAYER_RAISES, NORM_ATTRIBUTES, norm_parameters, sections
 from ._ops.act import Block
-from ._ops.batch_norm import BatchNormContext, check_batch_norm
+from ._ops.batch_norm import BatchNormContext, check_batch_norm, ranks_mask, train_call
 from ._ops.group_norm import (
     GroupNormContext,
     check_group_norm,
@@ -53,7 +54,12 @@ class BatchNormBase(_NormBase):
         return self._run(x)
 
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
-        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given."""
+        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given. A small
+        training call of the plain norm goes to the entry checked in C first (train_call)."""
+        if self.training and block is None and type(self.eps) is float and self.eps > 0.0:
+            y = self._train_call(x)
+            if y is not None:
+                return y
         batch_stats = self.training or not self.track_running_stats
         update, (a, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats,
                                                   eps=self.eps)
@@ -63,6 +69,30 @@ class BatchNormBase(_NormBase):
         if update:  # every check passed and the kernels ran: only now is state changed
             self._update_running(ctx, rm, rv)
         return self._ran(ctx)
+
+
+    def _train_call(self, x: ArrayLike) -> OptArray:
+        """The training forward by train_call, the state moved and the context kept as the
+        checked path would; None where train_call does not take the call."""
+        counter = self._num_batches_tracked if self.track_running_stats else None
+        momentum = self.momentum
+        if momentum is None:  # a cumulative average: 1 / (batches including this one)
+            momentum = 0.0 if counter is None else 1.0 / (int(counter) + 1)
+        ranks = _RANKS.get(self._ndims)
+        if ranks is None:
+            ranks = _RANKS[self._ndims] = ranks_mask(self._ndims)
+        track = counter is not None
+        got = train_call(x, self.dtype, ranks, self.num_features, self.weight, self.bias,
+                         self.running_mean if track else None,
+                         self.running_var if track else None, counter, self.eps,
+                         float(momentum))
+        if got is None:
+            return None
+        self._saved = got[1] if _grad.enabled() else None
+        return got[0]
+
+
+_RANKS: Dict[Any, int] = {}  # a layer class's ranks as train_call's mask, made on first use
 
 
 @_batch_doc

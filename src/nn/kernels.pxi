@@ -12,6 +12,7 @@
 #   act        the fused blocks' activation gradient (used by the backward passes)
 #   _apply     finalize, coefficients, output and gradient loops, the fused and split passes
 #   batch_norm, group_norm, row_norm: the op families' entry points
+#   calls      entry points for small calls, checked in C (the NumPy C-API)
 #   _steps     the steps on their own (SyncBatchNorm, Moments, tests, new ops)
 import numpy as np
 
@@ -25,6 +26,7 @@ include "_moments.pxi"
 include "act.pxi"
 include "_apply.pxi"
 include "batch_norm.pxi"
+include "calls.pxi"
 include "group_norm.pxi"
 include "row_norm.pxi"
 include "_steps.pxi"

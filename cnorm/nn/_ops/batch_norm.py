@@ -8,6 +8,7 @@ from ..._core import backend as _backend
 from ..._core.checks import as_float_array, check_channels, check_eps, check_ndim, check_vectors
 from ..._core.dtypes import param_dtype
 from ..._core.layout import ChannelLayout, contiguous, reduction_view, storage
+from ..._core.recycle import SPARE_MIN
 from ..._core.types import Array, ArrayLike, AxisLike, OptArray
 from .act import Block
 from .context import WIDE_INVSTD, Context, as_f64, update_running, write_back
@@ -53,7 +54,14 @@ def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
                     weight: OptArray, bias: OptArray, training: bool, momentum: float,
                     eps: float, out: OptArray, block: Optional[Block] = None) -> Array:
     """``cnorm.batch_norm`` and ``cnorm.batch_norm_act``: check, normalize, and when training
-    move the caller's running arrays (written back when the checks converted them)."""
+    move the caller's running arrays (written back when the checks converted them). A small
+    training call of the plain norm goes to the entry checked in C first (train_call)."""
+    if (training and block is None and out is None and type(x) is np.ndarray
+            and type(eps) is float and eps > 0.0 and type(momentum) is float):
+        got = train_call(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
+                         bias, running_mean, running_var, None, eps, momentum)
+        if got is not None:
+            return got[0]
     x, rm, rv, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
     ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
@@ -162,3 +170,51 @@ class BatchNormContext(Context):
         if self.count == 0:  # an empty batch: no gradient (torch's 0, not NaN * 0)
             return dx, np.zeros_like(sdyx), sdy
         return dx, self.invstd * sdyx, sdy
+
+
+class CallContext(BatchNormContext):
+    """The context of a training forward run by the small-call entry (``bn_train_call``,
+    src/nn/calls.pxi): the statistics it returned; its views of x are made when a backward
+    first asks for them, so that the forward pays for none."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: Array, stats: Array, weight: OptArray, has_bias: bool) -> None:
+        self.x = x
+        self.mean, self.m2, self.invstd = stats
+        self.batch_stats, self.y = True, None
+        self.weight = None if weight is None else weight.copy()  # as keep_params
+        self.has_bias, self.block, self.shift = has_bias, None, None
+
+    def __getattr__(self, name: str) -> Any:  # only for slots not set yet
+        if name in ("layout", "x3", "count"):
+            self.layout = layout = ChannelLayout(self.x)
+            self.x3 = layout.view(self.x)
+            self.count = float(self.x3.shape[0] * self.x3.shape[2])
+            return getattr(self, name)
+        raise AttributeError(name)
+
+
+def ranks_mask(ndims: Union[int, Sequence[int]]) -> int:
+    """check_ndim's ``allowed`` (the ranks, or an int: the least rank) as the bit mask
+    ``bn_train_call`` takes."""
+    ranks = range(ndims, 63) if isinstance(ndims, int) else ndims
+    return sum(1 << r for r in ranks)
+
+
+ANY_RANK = ranks_mask(2)  # the functional form's: (N, C, ...)
+
+
+def train_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
+               bias: OptArray, running_mean: OptArray, running_var: OptArray,
+               counter: OptArray, eps: float, factor: float) -> Optional[Tuple[Array, Any]]:
+    """A small training forward by the entry checked in C: ``(y, context)`` with the running
+    statistics (and ``counter``) moved, or None, having changed nothing, where the entry
+    does not take the call (the checked path then runs, with its errors)."""
+    got = _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
+                                         running_var, counter, eps, factor, WIDE_INVSTD,
+                                         SPARE_MIN, _backend.threads())
+    if got is None:
+        return None
+    y, stats = got
+    return y, CallContext(x, stats, weight, bias is not None)

@@ -1,0 +1,113 @@
+# Small calls (issue 24): a call on a small input costs its Python, not its data. The typed
+# memoryviews of the kernels' entry points cost some 0.2 µs each to acquire, and the checks in
+# Python more; these entries take the arrays as they are, check them in C through the NumPy
+# C-API, and run the same cdef kernels on their data pointers, so that their results are the
+# bits of the checked path. They never raise for bad input: they return None before anything
+# is written, and the caller takes the checked path, which raises with its messages.
+cimport numpy as cnp
+
+cnp.import_array()
+
+
+cdef inline bint _vector(object a, int kind, Py_ssize_t n, bint writable):
+    """``a`` is None, or an aligned contiguous 1-D ndarray of ``kind`` and ``n`` values
+    (writable when asked)."""
+    if a is None:
+        return True
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray v = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(v) == kind and cnp.PyArray_NDIM(v) == 1
+            and cnp.PyArray_DIM(v, 0) == n and cnp.PyArray_ISCARRAY_RO(v)
+            and cnp.PyArray_ISNOTSWAPPED(v) and (not writable or cnp.PyArray_ISWRITEABLE(v)))
+
+
+cdef inline void *_data(object a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a) if a is not None else NULL
+
+
+cdef void _move_running(floating *rm, floating *rv, const double *mean, const double *m2,
+                        Py_ssize_t C, double divisor, double factor) noexcept nogil:
+    """update_running's arithmetic on pointers (either may be NULL)."""
+    cdef Py_ssize_t c
+    if rm != NULL:
+        for c in range(C):
+            rm[c] = <floating>((1.0 - factor) * <double>rm[c] + factor * mean[c])
+    if rv != NULL:
+        for c in range(C):
+            rv[c] = <floating>((1.0 - factor) * <double>rv[c] + factor * (m2[c] / divisor))
+
+
+def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weight,
+                  object bias, object running_mean, object running_var, object counter,
+                  double eps, double factor, double least_invstd, Py_ssize_t max_bytes,
+                  int n_threads):
+    """Batch norm's training forward for a small call: ``x`` an aligned C-contiguous
+    native-order ndarray (N, C, *) of ``kind`` (float32 or float64), of a rank whose bit
+    is set in ``ranks``, and of fewer than ``max_bytes`` bytes,
+    more than one value per channel; ``weight``, ``bias``, ``running_mean``,
+    ``running_var`` None or contiguous vectors of C values of that type (the running ones
+    writable); ``counter`` None or a writable 0-d int64. Returns ``(y, stats)``, stats the
+    (3, C) float64 mean, m2 and invstd, with the running statistics moved by ``factor`` and
+    the counter incremented; or None, having written nothing, where any of that does not
+    hold or the least invstd is below ``least_invstd`` (float32 data too wide: the checked
+    path computes it in float64)."""
+    if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(xa), d
+    if (cnp.PyArray_TYPE(xa) != kind or nd < 2 or nd > 62 or not (ranks >> nd) & 1
+            or cnp.PyArray_DIM(xa, 1) != C or C == 0 or not cnp.PyArray_ISCARRAY_RO(xa)
+            or not cnp.PyArray_ISNOTSWAPPED(xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+        return None
+    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = 1
+    for d in range(2, nd):
+        inner *= cnp.PyArray_DIM(xa, d)
+    if N * inner <= 1:
+        return None
+    if not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False)
+            and _vector(running_mean, kind, C, True)
+            and _vector(running_var, kind, C, True)):
+        return None
+    if counter is not None and not (cnp.PyArray_CheckExact(counter)
+                                    and cnp.PyArray_TYPE(<cnp.ndarray>counter) == cnp.NPY_INT64
+                                    and cnp.PyArray_NDIM(<cnp.ndarray>counter) == 0
+                                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>counter)):
+        return None
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    cdef cnp.npy_intp sdims[2]
+    sdims[0], sdims[1] = 3, C
+    cdef cnp.ndarray stats = cnp.PyArray_EMPTY(2, sdims, cnp.NPY_DOUBLE, 0)
+    cdef double *mean = <double *>cnp.PyArray_DATA(stats)
+    cdef void *coef = malloc(4 * C * sizeof(double))
+    cdef void *xp = cnp.PyArray_DATA(xa)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *wp = _data(weight)
+    cdef void *bp = _data(bias)
+    cdef int err = 0
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        if kind == cnp.NPY_FLOAT:
+            err = _forward(<const float *>xp, <float *>yp, N, C, inner, 1, eps,
+                           <const float *>wp, <const float *>bp, mean, mean + C, mean + 2 * C,
+                           <float *>coef, n_threads, <const float *>NULL, ACT_NONE, 0.0)
+        else:
+            err = _forward(<const double *>xp, <double *>yp, N, C, inner, 1, eps,
+                           <const double *>wp, <const double *>bp, mean, mean + C,
+                           mean + 2 * C, <double *>coef, n_threads, <const double *>NULL,
+                           ACT_NONE, 0.0)
+    free(coef)
+    if err:
+        raise MemoryError()
+    if kind == cnp.NPY_FLOAT and _least_positive(mean + 2 * C, C) < least_invstd:
+        return None
+    if kind == cnp.NPY_FLOAT:
+        _move_running(<float *>_data(running_mean), <float *>_data(running_var), mean,
+                      mean + C, C, <double>(N * inner) - 1.0, factor)
+    else:
+        _move_running(<double *>_data(running_mean), <double *>_data(running_var), mean,
+                      mean + C, C, <double>(N * inner) - 1.0, factor)
+    if counter is not None:
+        (<long long *>cnp.PyArray_DATA(<cnp.ndarray>counter))[0] += 1
+    return y, stats
