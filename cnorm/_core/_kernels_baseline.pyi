@@ -22,6 +22,22 @@ bn_forward_eval: Fused
 bn_backward: Fused
 channel_stats: Fused
 update_running: Fused
+def bn_train_call(
+    x: Any,
+    kind: int,
+    ranks: int,
+    C: int,
+    weight: Any,
+    bias: Any,
+    running_mean: Any,
+    running_var: Any,
+    counter: Any,
+    eps: float,
+    factor: float,
+    least_invstd: float,
+    max_bytes: int,
+    n_threads: int,
+) -> Any: ...
 group_forward: Fused
 group_backward: Fused
 row_forward: Fused
