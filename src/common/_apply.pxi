@@ -214,6 +214,17 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])
 
 
+cdef inline void _apply_group(const real *x, const real *dy, real *out, Py_ssize_t outer,
+                              Py_ssize_t C, Py_ssize_t k, Py_ssize_t u, const floating *coef,
+                              const real *res, int act, double slope) noexcept nogil:
+    """Rows [u k, u k + k) of _apply_rows (coef repeated k times when k > 1)."""
+    cdef Py_ssize_t o = u * k
+    cdef Py_ssize_t m = min(k, outer - o)
+    _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
+                out + o * C, m * C, coef, k * C, res + o * C if res != NULL else NULL, act,
+                slope)
+
+
 cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer,
                       Py_ssize_t C, const floating *coef, int w, int nt, const real *res,
                       int act, double slope) noexcept nogil:
@@ -221,7 +232,7 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     coefficient vectors repeated k times (the same operations on every value: the same bits).
     One row of a few channels is too short a loop to pay its entry (GroupNorm channels-last,
     C = 64: a quarter of the time)."""
-    cdef Py_ssize_t k = max(1, ROW_TILE // C) if C > 0 else 1, t, v, u, o, m
+    cdef Py_ssize_t k = max(1, ROW_TILE // C) if C > 0 else 1, t, v, u
     cdef Py_ssize_t ng = (outer + k - 1) // k
     cdef floating *rep = <floating *>malloc(w * k * C * sizeof(floating)) if k > 1 else NULL
     if rep == NULL:  # one row per call
@@ -232,12 +243,14 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
             for t in range(k):
                 memcpy(rep + (v * k + t) * C, coef + v * C, C * sizeof(floating))
     nt = _threads(outer * C, ng, nt)
-    for u in prange(ng, schedule="static", num_threads=nt):
-        o = u * k
-        m = min(k, outer - o)
-        _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
-                    out + o * C, m * C, rep if rep != NULL else coef, k * C,
-                    res + o * C if res != NULL else NULL, act, slope)
+    if nt > 1:
+        for u in prange(ng, schedule="static", num_threads=nt):
+            _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res, act,
+                         slope)
+    else:  # no OpenMP region: on one thread its setup costs more than a small call's work
+        for u in range(ng):
+            _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res, act,
+                         slope)
     free(rep)
 
 

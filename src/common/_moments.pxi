@@ -223,6 +223,20 @@ cdef void _band_unit(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t
                              w2, <floating *>NULL)
 
 
+cdef inline void _chunk_partial(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
+                                Py_ssize_t inner, Py_ssize_t k, const double *mean, double *p1,
+                                double *p2, double *work, const floating *tag) noexcept nogil:
+    """Chunk k's partials of _partials into row k of p1, p2 (``work``: this thread's
+    scratch)."""
+    cdef Py_ssize_t j0 = _chunk_start(k, outer, C, inner), j1 = _chunk_end(k, outer, C, inner)
+    if dy == NULL:
+        _chunk_stats(x, C, inner, 0, C, j0, j1, p1 + k * C, p2 + k * C, work,
+                     <floating *>(work + 2 * C))
+    else:
+        _chunk_sums(x, dy, C, inner, 0, C, j0, j1, mean, p1 + k * C, p2 + k * C,
+                    <floating *>(work + 2 * C))
+
+
 cdef void _partials(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t C,
                     Py_ssize_t inner, const double *mean, double *p1, double *p2,
                     double *scratch, int nt, const floating *tag) noexcept nogil:
@@ -230,9 +244,8 @@ cdef void _partials(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t 
     (p1 = mean, p2 = M2); with dy: sum(dy) and sum(dy * (x - mean)). scratch:
     nt * _scratch_stride(C) doubles. ``tag``: as in _plane_stats. Several planar channels go
     in memory order (_band_unit): per thread a run of chunks, BAND channels at a time."""
-    cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k, j0, j1
+    cdef Py_ssize_t K = _nchunks(outer, C, inner), u, k
     cdef Py_ssize_t nb = (C + BAND - 1) // BAND, ng = min(K, <Py_ssize_t>nt)
-    cdef double *work
     if inner >= GATHER:
         if C == 1:  # the plane is one run (as _plane_sums reads it)
             inner = outer * inner
@@ -242,16 +255,13 @@ cdef void _partials(const real *x, const real *dy, Py_ssize_t outer, Py_ssize_t 
                        (u // nb) * K // ng, (u // nb + 1) * K // ng, mean, p1, p2,
                        scratch + _scratch_stride(C) * threadid(), tag)
         return
-    for k in prange(K, schedule="static", num_threads=nt):
-        work = scratch + _scratch_stride(C) * threadid()
-        j0 = _chunk_start(k, outer, C, inner)
-        j1 = _chunk_end(k, outer, C, inner)
-        if dy == NULL:
-            _chunk_stats(x, C, inner, 0, C, j0, j1, p1 + k * C, p2 + k * C, work,
-                         <floating *>(work + 2 * C))
-        else:
-            _chunk_sums(x, dy, C, inner, 0, C, j0, j1, mean,
-                        p1 + k * C, p2 + k * C, <floating *>(work + 2 * C))
+    if nt > 1:
+        for k in prange(K, schedule="static", num_threads=nt):
+            _chunk_partial(x, dy, outer, C, inner, k, mean, p1, p2,
+                           scratch + _scratch_stride(C) * threadid(), tag)
+    else:  # no OpenMP region: on one thread its setup costs more than a small call's work
+        for k in range(K):
+            _chunk_partial(x, dy, outer, C, inner, k, mean, p1, p2, scratch, tag)
 
 
 cdef int _stats(const real *x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
