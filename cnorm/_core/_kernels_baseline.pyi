@@ -38,6 +38,16 @@ def bn_train_call(
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...
+def bn_backward_call(
+    x: Any,
+    dy: Any,
+    mean: Any,
+    invstd: Any,
+    weight: Any,
+    need_sums: bool,
+    max_bytes: int,
+    n_threads: int,
+) -> Any: ...
 group_forward: Fused
 group_backward: Fused
 row_forward: Fused

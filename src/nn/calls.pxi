@@ -111,3 +111,61 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
     if counter is not None:
         (<long long *>cnp.PyArray_DATA(<cnp.ndarray>counter))[0] += 1
     return y, stats
+
+
+def bn_backward_call(object x, object dy, object mean, object invstd, object weight,
+                     bint need_sums, Py_ssize_t max_bytes, int n_threads):
+    """The backward of a bn_train_call forward: ``x`` that forward's input, ``dy`` an array
+    of its shape, dtype and C-contiguous layout, ``mean`` and ``invstd`` its float64
+    statistics (contiguous), ``weight`` None or its contiguous weight. Returns ``(dx, sum_dy,
+    sum_dy_xmu)`` as bn_backward computes them, or None where any of that does not hold."""
+    if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x, ga = <cnp.ndarray>dy
+    cdef int kind = cnp.PyArray_TYPE(xa), nd = cnp.PyArray_NDIM(xa), d
+    if ((kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE) or nd < 2
+            or cnp.PyArray_TYPE(ga) != kind or cnp.PyArray_NDIM(ga) != nd
+            or not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISCARRAY_RO(ga)
+            or not cnp.PyArray_ISNOTSWAPPED(ga) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+        return None
+    for d in range(nd):
+        if cnp.PyArray_DIM(ga, d) != cnp.PyArray_DIM(xa, d):
+            return None
+    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), C = cnp.PyArray_DIM(xa, 1), inner = 1
+    for d in range(2, nd):
+        inner *= cnp.PyArray_DIM(xa, d)
+    if N * inner == 0 or not (_vector(mean, cnp.NPY_DOUBLE, C, False)
+                              and _vector(invstd, cnp.NPY_DOUBLE, C, False)
+                              and mean is not None and invstd is not None
+                              and _vector(weight, kind, C, False)):
+        return None
+    cdef cnp.ndarray dx = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    cdef cnp.npy_intp sdims[1]
+    sdims[0] = C
+    cdef cnp.ndarray s1 = cnp.PyArray_ZEROS(1, sdims, cnp.NPY_DOUBLE, 0)
+    cdef cnp.ndarray s2 = cnp.PyArray_ZEROS(1, sdims, cnp.NPY_DOUBLE, 0)
+    cdef void *coef = malloc(5 * C * sizeof(double))
+    cdef void *xp = cnp.PyArray_DATA(xa)
+    cdef void *gp = cnp.PyArray_DATA(ga)
+    cdef void *dp = cnp.PyArray_DATA(dx)
+    cdef void *wp = _data(weight)
+    cdef const double *mp = <const double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
+    cdef const double *ip = <const double *>cnp.PyArray_DATA(<cnp.ndarray>invstd)
+    cdef double *p1 = <double *>cnp.PyArray_DATA(s1)
+    cdef double *p2 = <double *>cnp.PyArray_DATA(s2)
+    cdef int err = 0
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        if kind == cnp.NPY_FLOAT:
+            err = _backward(<const float *>xp, <const float *>gp, <float *>dp, N, C, inner, 1,
+                            True, need_sums, mp, ip, <const float *>wp, p1, p2, <float *>coef,
+                            n_threads, NULL)
+        else:
+            err = _backward(<const double *>xp, <const double *>gp, <double *>dp, N, C, inner,
+                            1, True, need_sums, mp, ip, <const double *>wp, p1, p2,
+                            <double *>coef, n_threads, NULL)
+    free(coef)
+    if err:
+        raise MemoryError()
+    return dx, s1, s2

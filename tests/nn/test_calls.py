@@ -42,11 +42,14 @@ def test_the_entry_gives_the_checked_paths_bits(monkeypatch, rng, kind, shape, d
         layer.weight[...] = np.linspace(0.5, 1.5, shape[1])
         layer.bias[...] = np.linspace(-1, 1, shape[1])
     calls = []
-    real = bn_ops.train_call
+    real, real_back = bn_ops.train_call, backend.kernels.bn_backward_call
     monkeypatch.setattr(cnorm.nn.modules, "train_call",
-                        lambda *a: calls.append(1) or real(*a))
+                        lambda *a: calls.append("forward") or real(*a))
+    monkeypatch.setattr(backend.kernels, "bn_backward_call",
+                        lambda *a: calls.append("backward") or real_back(*a))
     got = _step(fast, x, dy)
-    assert len(calls) == 2 and isinstance(fast._saved, bn_ops.CallContext)
+    assert calls == ["forward", "backward"] * 2 and isinstance(fast._saved, bn_ops.CallContext)
+    monkeypatch.setattr(backend.kernels, "bn_backward_call", real_back)
     _checked_only(monkeypatch)
     want = _step(ref, x, dy)
     for g, w in zip(got, want):

@@ -5,10 +5,10 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..._core import backend as _backend
+from ..._core import recycle
 from ..._core.checks import as_float_array, check_channels, check_eps, check_ndim, check_vectors
 from ..._core.dtypes import param_dtype
 from ..._core.layout import ChannelLayout, contiguous, reduction_view, storage
-from ..._core.recycle import SPARE_MIN
 from ..._core.types import Array, ArrayLike, AxisLike, OptArray
 from .act import Block
 from .context import WIDE_INVSTD, Context, as_f64, update_running, write_back
@@ -186,6 +186,20 @@ class CallContext(BatchNormContext):
         self.weight = None if weight is None else weight.copy()  # as keep_params
         self.has_bias, self.block, self.shift = has_bias, None, None
 
+    def backward(self, grad_output: ArrayLike,
+                 out: OptArray = None) -> Tuple[Array, OptArray, OptArray]:
+        """Context.backward's results; a small call's by the entry checked in C."""
+        need = self.weight is not None or self.has_bias
+        got = None if out is not None else _backend.kernels.bn_backward_call(
+            self.x, grad_output, self.mean, self.invstd, self.weight, need, recycle.SPARE_MIN,
+            _backend.threads())
+        if got is None:
+            return super().backward(grad_output, out)
+        dx, sdy, sdyx = got  # as _backward and Context.backward finish them
+        pdt = self.x.dtype
+        return (dx, None if self.weight is None else (self.invstd * sdyx).astype(pdt),
+                sdy.astype(pdt) if self.has_bias else None)
+
     def __getattr__(self, name: str) -> Any:  # only for slots not set yet
         if name in ("layout", "x3", "count"):
             self.layout = layout = ChannelLayout(self.x)
@@ -213,7 +227,7 @@ def train_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArra
     does not take the call (the checked path then runs, with its errors)."""
     got = _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
                                          running_var, counter, eps, factor, WIDE_INVSTD,
-                                         SPARE_MIN, _backend.threads())
+                                         recycle.SPARE_MIN, _backend.threads())
     if got is None:
         return None
     y, stats = got
