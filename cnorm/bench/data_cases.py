@@ -144,17 +144,17 @@ def make_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
 
 def _small_bn_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
     """A training forward of batch norm on a small input: the layer (BatchNorm1d) or the
-    functional form (running statistics updated in place); torch without autograd (its
-    inference cost, the least it charges), NumPy as cases.numpy_train_forward."""
+    functional form (running statistics updated in place); torch with nothing requiring a
+    gradient (no graph recorded: the least it charges), NumPy as
+    cases.numpy_train_forward."""
     C = x.shape[1]
     weight, bias = np.ones(C, np.float32), np.zeros(C, np.float32)
     running = np.zeros(C, np.float32), np.ones(C, np.float32)
     if impl == "torch":
         torch = lib
-        torch.set_grad_enabled(False)  # this worker times only this case
         xt = torch.from_numpy(x)
-        if name == "bn1d_call":
-            layer = torch.nn.BatchNorm1d(C)
+        if name == "bn1d_call":  # parameters without gradients: no graph is recorded
+            layer = torch.nn.BatchNorm1d(C).requires_grad_(False)
             return lambda: layer(xt)
         w, b, rm, rv = (torch.from_numpy(a) for a in (weight, bias, *running))
         return lambda: torch.nn.functional.batch_norm(xt, rm, rv, w, b, True)
