@@ -12,7 +12,7 @@ from .._core.recycle import take
 from .._core.types import Array, ArrayLike, DTypeLike, OptArray
 from . import grad as _grad
 from ._ops.act import Block
-from ._ops.context import Context
+from ._ops.context import Context, running_factor
 
 M = TypeVar("M", bound="_Module")
 R = TypeVar("R")
@@ -231,8 +231,7 @@ class _NormBase(_Module):
         self.running_mean, self.running_var = rm, rv
         count = self.num_batches_tracked
         assert count is not None  # an update needs track_running_stats
-        factor = 1.0 / float(count + 1) if self.momentum is None else float(self.momentum)
-        ctx.update_running(rm, rv, factor, count)
+        ctx.update_running(rm, rv, running_factor(self.momentum, count), count)
 
     def _checked(self, check: Callable[..., Any], x: ArrayLike, batch_stats: bool,
                  **rules: Any) -> Tuple[bool, Tuple[Array, OptArray, OptArray, OptArray,

@@ -16,6 +16,7 @@ from . import grad as _grad
 from ._docs import LAYER_RAISES, NORM_ATTRIBUTES, norm_parameters, sections
 from ._ops.act import Block
 from ._ops.batch_norm import BatchNormContext, check_batch_norm, ranks_mask, train_call
+from ._ops.context import running_factor
 from ._ops.group_norm import (
     GroupNormContext,
     check_group_norm,
@@ -75,9 +76,6 @@ class BatchNormBase(_NormBase):
         """The training forward by train_call, the state moved and the context kept as the
         checked path would; None where train_call does not take the call."""
         counter = self._num_batches_tracked if self.track_running_stats else None
-        momentum = self.momentum
-        if momentum is None:  # a cumulative average: 1 / (batches including this one)
-            momentum = 0.0 if counter is None else 1.0 / (int(counter) + 1)
         ranks = _RANKS.get(self._ndims)
         if ranks is None:
             ranks = _RANKS[self._ndims] = ranks_mask(self._ndims)
@@ -85,7 +83,7 @@ class BatchNormBase(_NormBase):
         got = train_call(x, self.dtype, ranks, self.num_features, self.weight, self.bias,
                          self.running_mean if track else None,
                          self.running_var if track else None, counter, self.eps,
-                         float(momentum))
+                         running_factor(self.momentum, counter))
         if got is None:
             return None
         self._saved = got[1] if _grad.enabled() else None

@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..nn._ops.context import running_factor
 from . import functional as F  # noqa: N812 - named as torch's
 from ._docs import twin
 
@@ -27,12 +28,7 @@ class _BatchNormForward:
         self._check_input_dim(input)
         tracking = self.training and self.track_running_stats
         counter: Optional[Tensor] = self.num_batches_tracked if tracking else None
-        if self.momentum is not None:
-            factor = self.momentum
-        elif counter is not None:  # a cumulative average: 1 / (batches including this one)
-            factor = 1.0 / (int(counter) + 1)
-        else:
-            factor = 0.0
+        factor = running_factor(self.momentum, counter)
         batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep = not self.training or self.track_running_stats
         rm, rv = (self.running_mean, self.running_var) if keep else (None, None)

@@ -18,6 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .. import nn as cnn
 from .._core.comm import OneProcess
 from ..nn._ops.act import Block
+from ..nn._ops.context import running_factor
 from ..nn.sync import SyncContext
 from . import functional as F  # noqa: N812 - named as torch's
 from ._bound import bind, run
@@ -233,8 +234,8 @@ class SyncBatchNorm(_BatchNorm):
                                      slope, self._group_name)
         if self.training and self.track_running_stats:
             counter: Any = self.num_batches_tracked
-            factor = self.momentum if self.momentum is not None else 1.0 / (int(counter) + 1)
-            F._move(self.running_mean, self.running_var, mean, var, factor)
+            F._move(self.running_mean, self.running_var, mean, var,
+                    running_factor(self.momentum, counter))
             counter.add_(1)
         return y
 

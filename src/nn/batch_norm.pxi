@@ -131,6 +131,22 @@ def channel_stats(const real[:, :, ::1] x, int n_threads):
     return float(outer * inner), mean, m2
 
 
+cdef void _move_running(floating *rm, Py_ssize_t sm, floating *rv, Py_ssize_t sv,
+                        const double *mean, const double *m2, Py_ssize_t C, double divisor,
+                        double factor) noexcept nogil:
+    """``running = (1 - factor) * running + factor * batch`` in double, rounded once, over C
+    values ``sm`` / ``sv`` apart: the running mean toward ``mean``, the running variance toward
+    ``m2 / divisor`` (either may be NULL). update_running's and the small-call entry's."""
+    cdef Py_ssize_t c
+    if rm != NULL:
+        for c in range(C):
+            rm[c * sm] = <floating>((1.0 - factor) * <double>rm[c * sm] + factor * mean[c])
+    if rv != NULL:
+        for c in range(C):
+            rv[c * sv] = <floating>((1.0 - factor) * <double>rv[c * sv]
+                                    + factor * (m2[c] / divisor))
+
+
 def update_running(floating[:] running_mean, floating[:] running_var, const double[::1] mean,
                    const double[::1] m2, double divisor, double factor,
                    long long[::1] counter=None):
@@ -138,14 +154,13 @@ def update_running(floating[:] running_mean, floating[:] running_var, const doub
     with the batch variance ``m2 / divisor``. Either array may be None. ``counter`` (one
     int64, or None) is incremented in the same call: no Python code runs between the two, so
     a KeyboardInterrupt cannot leave the count and the statistics apart."""
-    cdef Py_ssize_t c
     if counter is not None:
         counter[0] += 1
     if running_mean is not None:
-        for c in range(running_mean.shape[0]):
-            running_mean[c] = <floating>((1.0 - factor) * <double>running_mean[c]
-                                         + factor * mean[c])
+        _move_running(&running_mean[0], running_mean.strides[0] // sizeof(floating),
+                      <floating *>NULL, 0, &mean[0], &m2[0], running_mean.shape[0], divisor,
+                      factor)
     if running_var is not None:
-        for c in range(running_var.shape[0]):
-            running_var[c] = <floating>((1.0 - factor) * <double>running_var[c]
-                                        + factor * (m2[c] / divisor))
+        _move_running(<floating *>NULL, 0, &running_var[0],
+                      running_var.strides[0] // sizeof(floating), &mean[0], &m2[0],
+                      running_var.shape[0], divisor, factor)

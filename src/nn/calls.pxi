@@ -26,18 +26,6 @@ cdef inline void *_data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a) if a is not None else NULL
 
 
-cdef void _move_running(floating *rm, floating *rv, const double *mean, const double *m2,
-                        Py_ssize_t C, double divisor, double factor) noexcept nogil:
-    """update_running's arithmetic on pointers (either may be NULL)."""
-    cdef Py_ssize_t c
-    if rm != NULL:
-        for c in range(C):
-            rm[c] = <floating>((1.0 - factor) * <double>rm[c] + factor * mean[c])
-    if rv != NULL:
-        for c in range(C):
-            rv[c] = <floating>((1.0 - factor) * <double>rv[c] + factor * (m2[c] / divisor))
-
-
 def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weight,
                   object bias, object running_mean, object running_var, object counter,
                   double eps, double factor, double least_invstd, Py_ssize_t max_bytes,
@@ -103,10 +91,10 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
     if kind == cnp.NPY_FLOAT and _least_positive(mean + 2 * C, C) < least_invstd:
         return None
     if kind == cnp.NPY_FLOAT:
-        _move_running(<float *>_data(running_mean), <float *>_data(running_var), mean,
+        _move_running(<float *>_data(running_mean), 1, <float *>_data(running_var), 1, mean,
                       mean + C, C, <double>(N * inner) - 1.0, factor)
     else:
-        _move_running(<double *>_data(running_mean), <double *>_data(running_var), mean,
+        _move_running(<double *>_data(running_mean), 1, <double *>_data(running_var), 1, mean,
                       mean + C, C, <double>(N * inner) - 1.0, factor)
     if counter is not None:
         (<long long *>cnp.PyArray_DATA(<cnp.ndarray>counter))[0] += 1

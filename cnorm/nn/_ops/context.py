@@ -94,6 +94,15 @@ def as_f64(v: OptArray) -> OptArray:
     return None if v is None else v.astype(np.float64)
 
 
+def running_factor(momentum: Optional[float], counter: Any) -> float:
+    """The running statistics' update factor, by torch's rule: ``momentum``, or when it is
+    None a cumulative average, 1 / (the batches counted including this one); 0.0 without a
+    ``counter`` (a layer's num_batches_tracked, an array or a tensor)."""
+    if momentum is not None:
+        return float(momentum)
+    return 0.0 if counter is None else 1.0 / (int(counter) + 1)
+
+
 def update_running(running_mean: OptArray, running_var: OptArray, mean: Array, m2: Array,
                    divisor: float, factor: float, counter: OptArray = None) -> None:
     """In place, in float64 then rounded: ``running = (1 - factor) * running + factor * batch``
