@@ -10,12 +10,10 @@ eager (a plain autograd.Function) against the registered op. Medians of many cal
 Why cnorm.torch's eager path does not go through the dispatcher, and why its registered ops
 (what torch.compile traces) use ``custom_op``: see the printed table.
 """
-import time
-
-import numpy as np
 import torch
 
 import cnorm.torch as ct
+from cnorm.bench.cases import block_median
 from cnorm.bench.report import cpu_name
 from cnorm.torch._ops import OPS
 
@@ -24,15 +22,9 @@ def kernel(x: torch.Tensor) -> torch.Tensor:
     return x[:1].clone()
 
 
-def median_us(fn, n=20000):
-    for _ in range(200):
-        fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e6
+def median_us(fn):
+    """µs per call: the median of a block of up to 20000 calls (cnorm.bench's timing)."""
+    return block_median(fn, 1.0, max_rounds=20000)[0] * 1e6
 
 
 class Plain(torch.autograd.Function):
@@ -79,7 +71,7 @@ def main():
                                                   None, 0.0))),
              ("torch.nn.functional.batch_norm (8,16) (grad)",
               median_us(lambda: torch.nn.functional.batch_norm(bx, None, None, w, b, True)))]
-    print(f"{cpu_name()}; torch {torch.__version__}; 1 thread; median of 20000 calls")
+    print(f"{cpu_name()}; torch {torch.__version__}; 1 thread; median of up to 20000 calls")
     print("call | µs")
     print("---|---")
     for name, us in rows:
