@@ -10,12 +10,15 @@ any x86-64 CPU. cnorm.bench._stream (the benchmark report's copy probe) is built
 
 OpenMP is probed by compiling and linking a tiny program with -fopenmp; when that fails
 the kernels are built serially (same results, one thread) and a warning is printed.
-Set CNORM_DISABLE_OPENMP=1 to force the serial build, CNORM_TARGETS=baseline,avx2 to limit
-the targets, CNORM_SANITIZE=address for an AddressSanitizer build (tools/run_asan.sh).
+Builds carry no debug information (Python's own CFLAGS say -g; it made the extension modules
+34 MB). Set CNORM_DEBUG=1 to keep it, CNORM_DISABLE_OPENMP=1 to force the serial build,
+CNORM_TARGETS=baseline,avx2 to limit the targets, CNORM_SANITIZE=address for an
+AddressSanitizer build (tools/run_asan.sh).
 """
 import os
 import platform
 import shutil
+import sys
 import tempfile
 
 import numpy
@@ -78,6 +81,8 @@ class BuildExt(build_ext):
         cflags = ["/O2"] if msvc else ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
         sanitize = os.environ.get("CNORM_SANITIZE", "")
         san = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"] if sanitize else []
+        if not msvc and not sanitize and os.environ.get("CNORM_DEBUG", "") in ("", "0"):
+            cflags.append("-g0")  # after Python's -g, so it wins; symbols stay for perf
         kept = []
         for ext in self.extensions:
             target = ext.name.rsplit("_", 1)[1]  # cnorm._core._data_avx2 -> avx2
@@ -105,7 +110,10 @@ extensions = [
 ] + [Extension("cnorm.bench._stream", ["src/bench/_stream.pyx"])]  # the copy probe
 
 setup(
+    # Cython on one process per core where worker processes fork (Linux): each target's
+    # module is 6 MB of C, 8-10 s of Cython
     ext_modules=cythonize(extensions, include_path=INCLUDE,
-                          compiler_directives={"language_level": 3}),
+                          compiler_directives={"language_level": 3},
+                          nthreads=(os.cpu_count() or 1) if sys.platform == "linux" else 0),
     cmdclass={"build_ext": BuildExt},
 )

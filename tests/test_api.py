@@ -17,6 +17,7 @@ from cnorm._core import backend as _backend
 from cnorm.nn.base import _Module, _NormBase
 from cnorm.nn.modules import BatchNormBase, _InstanceNorm
 from cnorm.testing import KINDS, make, make_input, shape_for
+from cnorm.testing.tree import tree_path
 
 API_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
              "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "batch_norm",
@@ -78,8 +79,8 @@ def test_standardizer_works_without_scikit_learn():
 
 
 def test_version_has_one_source():
-    root = pathlib.Path(__file__).resolve().parents[1]
-    assert 'dynamic = ["version"]' in (root / "pyproject.toml").read_text()
+    pyproject = pathlib.Path(tree_path(__file__, "pyproject.toml"))
+    assert 'dynamic = ["version"]' in pyproject.read_text()
     assert re.fullmatch(r"\d+\.\d+\.\d+", cnorm.__version__)
 
 
@@ -270,9 +271,7 @@ def test_baseline_module_has_no_wide_vector_code():
 
 
 def test_readme_example_runs(capsys):
-    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-    if not readme.exists():
-        pytest.skip("README.md not next to the tests")
+    readme = pathlib.Path(tree_path(__file__, "README.md"))
     blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
     assert blocks, "README has no python example"
     for code in blocks:

@@ -9,9 +9,10 @@ import pytest
 
 import cnorm
 from cnorm._core import backend as _backend
+from cnorm.testing.tree import tree_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-API = open(os.path.join(ROOT, "docs", "api.md")).read()
+API = open(tree_path(__file__, "docs", "api.md")).read()
 
 
 def _documented_steps():

@@ -1,17 +1,16 @@
 """The examples run: train_digits.py for one epoch (its own checks: the folded model predicts
 what the trained one does)."""
-import os
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from cnorm.testing.tree import tree_path
 
 
 def test_train_digits_one_epoch(tmp_path):
     pytest.importorskip("sklearn")
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_digits.py"),
+    p = subprocess.run([sys.executable, tree_path(__file__, "examples", "train_digits.py"),
                         "--epochs", "1", "--out", str(tmp_path)], capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -31,7 +30,7 @@ def test_torch_train_converted_curve_agrees(args):
     with SyncBatchNorm on 2 processes, one process's)."""
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "torch_train.py"),
+    p = subprocess.run([sys.executable, tree_path(__file__, "examples", "torch_train.py"),
                         "--epochs", "1", *args], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "the loss curves agree" in p.stdout

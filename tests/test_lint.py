@@ -4,8 +4,10 @@ a truthy constant that can never fail."""
 import ast
 import os
 
+from cnorm.testing.tree import tree_path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(HERE)  # beside the tests when tree_path finds the folder
 
 
 def conditional_asserts(source, name="<test>"):
@@ -23,7 +25,7 @@ def test_the_lint_finds_a_conditional_assert():
 def test_no_assert_is_a_conditional_expression():
     found = []
     for folder in ("tests", "bench"):
-        for fname in sorted(os.listdir(os.path.join(ROOT, folder))):
+        for fname in sorted(os.listdir(tree_path(__file__, folder))):
             if fname.endswith(".py"):
                 path = os.path.join(ROOT, folder, fname)
                 with open(path) as f:

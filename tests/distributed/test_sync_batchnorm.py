@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import cnorm
+from cnorm.testing.tree import tree_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -173,7 +174,7 @@ def test_a_hanging_run_fails_instead_of_blocking(tmp_path):
 def test_training_example_matches_one_process():
     """examples/train_mpi.py on 2 ranks: its loss curve matches the one-process run on the full
     batch within 1e-5 (the script checks, rank 0 reports)."""
-    out = run_mpi(2, os.path.join(ROOT, "examples", "train_mpi.py"), "--epochs", "3",
+    out = run_mpi(2, tree_path(__file__, "examples", "train_mpi.py"), "--epochs", "3",
                   "--check")
     assert "matches the one-process run" in out
 

@@ -2,6 +2,7 @@
 when nothing made of it is alive, however it is held; a pickle, copy or deepcopy of a layer
 carries its state and never the last batch; cnorm.no_grad() keeps nothing of a forward."""
 import copy
+import ctypes
 import gc
 import pickle
 import sys
@@ -22,38 +23,58 @@ def spare_small(monkeypatch):
     monkeypatch.setattr(cnorm._core.recycle, "SPARE_MIN", 0)
 
 
-def _torch_tensor(a):
+def _raw(a):
+    """The bytes of ``a``'s memory, in memory order (channels-last stays channels-last)."""
+    return np.ctypeslib.as_array(a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
+                                 (a.nbytes,)).tobytes()
+
+
+def _torch(a):
     torch = pytest.importorskip("torch")
-    return torch.from_numpy(a)
+    t = torch.from_numpy(a)
+    return t, lambda: t.numpy().tobytes()
 
 
+def _dask(a):
+    """A dask array made from the output (dask copies the data; it must read right anyway)."""
+    da = pytest.importorskip("dask.array")
+    d = da.from_array(a, chunks=-1)
+    return d, lambda: np.asarray(d.compute(scheduler="synchronous")).tobytes()
+
+
+def _ctypes(a):
+    """A pointer taken while the array was alive: NumPy's data_as keeps the array with it."""
+    p, n = a.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), a.nbytes
+    return p, lambda: np.ctypeslib.as_array(p, (n,)).tobytes()
+
+
+def _by(make_held, read):
+    return lambda a: (lambda h: (h, lambda: read(h)))(make_held(a))
+
+
+# Each way to hold an output: what holds it, and how to read the data back through it.
 HOLDERS = {
-    "weakref": None,  # only a weak reference: the memory may be reused, never seen changing
-    "view": lambda a: a[:1],
-    "asarray": np.asarray,
-    "reshape": lambda a: a.reshape(-1),
-    "memoryview": memoryview,
-    "list": lambda a: [a],
-    "torch": _torch_tensor,
+    "name": _by(lambda a: a, np.ndarray.tobytes),
+    "view": _by(lambda a: a[:1], np.ndarray.tobytes),
+    "base": _by(lambda a: a.base, _raw),  # the array under a channels-last view, or reshape
+    "asarray": _by(np.asarray, np.ndarray.tobytes),
+    "reshape": _by(lambda a: a.ravel(order="K"), np.ndarray.tobytes),  # a view, any layout
+    "memoryview": _by(memoryview, lambda m: m.tobytes()),
+    "list": _by(lambda a: [a], lambda h: h[0].tobytes()),
+    "dict": _by(lambda a: {"out": a}, lambda h: h["out"].tobytes()),
+    "torch": _torch,
+    "dask": _dask,
+    "ctypes": _ctypes,
 }
 
 
-def _array(held):
-    """The held data as an array over its memory (through whatever holds it)."""
-    if isinstance(held, list):
-        held = held[0]
-    if type(held).__module__.startswith("torch"):
-        held = held.numpy()
-    return np.asarray(held)
-
-
-@pytest.mark.parametrize("hold", list(HOLDERS))
+@pytest.mark.parametrize("hold", ["weakref"] + list(HOLDERS))
 @pytest.mark.parametrize("kind,layout", CASES)
 def test_an_output_held_any_way_is_never_written_again(kind, layout, hold, spare_small,
                                                         monkeypatch):
-    """The output and dx are dropped, and only ``hold`` of them stays; the layer runs again.
-    sys.getrefcount is made to lie (as borrowed references do on CPython 3.14): the recycling
-    must not depend on it."""
+    """The output and dx are dropped, and only ``hold`` of them stays; the layer runs again,
+    and what is held still reads the first step's data. sys.getrefcount is made to lie (as
+    borrowed references do on CPython 3.14): the recycling must not depend on it."""
     monkeypatch.setattr(sys, "getrefcount", lambda obj: 2)
     rng = np.random.default_rng(3)
     shape = shape_for(kind)
@@ -61,23 +82,25 @@ def test_an_output_held_any_way_is_never_written_again(kind, layout, hold, spare
     x1, x2 = (in_layout(make_input(rng, shape, np.float32, offset=1.0), layout)
               for _ in range(2))
     y, dx = layer(x1), layer.backward(x1 * 0.5)
-    y_bytes, dx_bytes = y.tobytes(), dx.tobytes()
-    if hold == "weakref":
+    if hold == "weakref":  # only a weak reference: the memory may be reused, never seen changing
+        wants = y.tobytes(), dx.tobytes()
         refs = [weakref.ref(y), weakref.ref(dx)]
         del y, dx
         layer(x2), layer.backward(x2 * 0.25)
-        for r, want in zip(refs, (y_bytes, dx_bytes)):
+        for r, want in zip(refs, wants):
             assert r() is None or r().tobytes() == want
         return
-    keep = HOLDERS[hold]
-    held = [keep(y), keep(dx)]
-    del y, dx
+    addrs = y.ctypes.data, dx.ctypes.data
+    held = [HOLDERS[hold](y), HOLDERS[hold](dx)]
+    wants = [read() for _, read in held]
+    if hold != "name":
+        del y, dx
     gc.collect()
     new = layer(x2), layer.backward(x2 * 0.25)
-    for h, want, fresh in zip(held, (y_bytes, dx_bytes), new):
-        got = _array(h).tobytes()  # all of it, or (a view) a leading part
-        assert got == (want if hold != "view" else want[:len(got)])
-        assert not np.shares_memory(_array(h), fresh)
+    for (_, read), want, addr, fresh in zip(held, wants, addrs, new):
+        assert read() == want
+        if hold != "dask":  # dask's from_array keeps a copy: the memory itself is free
+            assert fresh.ctypes.data != addr  # new memory: the held one is still in use
 
 
 @pytest.mark.parametrize("kind,layout", CASES)

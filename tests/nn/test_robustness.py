@@ -26,6 +26,7 @@ from cnorm.testing import (
     state,
     torch_twin,
 )
+from cnorm.testing.tree import tree_path
 
 try:
     import torch
@@ -320,7 +321,7 @@ def test_kernel_indices_are_64_bit_by_construction():
     """Every C ``int`` in the kernels is a lane, block, thread, width, dimension (d, nd: at
     most 32) or flag count or an element kind, never an index or a size: all index arithmetic
     is Py_ssize_t (64-bit)."""
-    src_dir = os.path.join(HERE, "..", "..", "src")
+    src_dir = tree_path(__file__, "src")
     src = "".join(open(os.path.join(d, f)).read() for d, _, files in sorted(os.walk(src_dir))
                   for f in sorted(files) if f.endswith((".pxi", ".pyx")))
     allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width", "d", "nd", "found",
