@@ -49,30 +49,40 @@ class BuildExt(build_ext):
         if not self.parallel:  # one compiler per core: the targets build side by side
             self.parallel = os.cpu_count() or 1
 
-    def _compiles(self, code, flags):
+    def _compiles(self, code, flags, link_flags=None):
         tmp = tempfile.mkdtemp()
         try:
             src = os.path.join(tmp, "probe.c")
             with open(src, "w") as f:
                 f.write(code)
             objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=flags)
-            self.compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=flags)
+            self.compiler.link_executable(objs, "probe", output_dir=tmp,
+                                          extra_postargs=flags if link_flags is None
+                                          else link_flags)
             return True
         except Exception:  # any compiler or linker failure means the flags are unusable
             return False
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _openmp_flag(self):
+    def _openmp_flags(self):
+        """(compile flags, link flags) of the compiler's OpenMP, or None. MSVC: /openmp
+        (vcomp140.dll); GCC and LLVM clang: -fopenmp; Apple's clang: the preprocessor flag and
+        libomp (its include and lib folders in CFLAGS and LDFLAGS: pyproject.toml's macOS
+        wheel settings)."""
         if os.environ.get("CNORM_DISABLE_OPENMP", "") not in ("", "0"):
             return None
-        flag = "/openmp" if self.compiler.compiler_type == "msvc" else "-fopenmp"
-        return flag if self._compiles(OPENMP_PROBE, [flag]) else None
+        if self.compiler.compiler_type == "msvc":
+            choices = [(["/openmp"], [])]
+        else:
+            choices = [(["-fopenmp"], ["-fopenmp"]), (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+        return next((c for c in choices if self._compiles(OPENMP_PROBE, *c)), None)
 
     def build_extensions(self):
-        flag = self._openmp_flag()
-        if flag is None:
+        omp = self._openmp_flags()
+        if omp is None:
             print("WARNING: cnorm is being built WITHOUT OpenMP; kernels will run on one thread.")
+        omp_cflags, omp_ldflags = omp or ([], [])
         msvc = self.compiler.compiler_type == "msvc"
         # No -ffast-math: it breaks NaN/Inf propagation and reorders the deterministic sums.
         # -ffp-contract=off keeps a*b+c unfused so every build target rounds identically.
@@ -90,8 +100,8 @@ class BuildExt(build_ext):
             if tflags and not self._compiles("int main(void) { return 0; }\n", tflags):
                 print(f"WARNING: the compiler cannot build the {target} target; skipped.")
                 continue
-            ext.extra_compile_args += cflags + tflags + san + ([flag] if flag else [])
-            ext.extra_link_args += ([flag] if flag and not msvc else []) + san
+            ext.extra_compile_args += cflags + tflags + san + omp_cflags
+            ext.extra_link_args += omp_ldflags + san
             kept.append(ext)
         self.extensions = kept
         super().build_extensions()

@@ -20,6 +20,13 @@ except ImportError:  # pragma: no cover - hypothesis is in the test extra
     pass
 
 
+def pytest_configure(config):
+    # here, not in pyproject.toml: the suite also runs from a folder holding only tests/
+    config.addinivalue_line("markers", "slow: long-running or memory-hungry tests "
+                                       "(deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "openmp: needs an OpenMP build (skipped on a serial one)")
+
+
 def pytest_collection_modifyitems(config, items):
     # @pytest.mark.openmp: the test needs threads, so a serial build skips it
     if not cnorm.openmp_enabled():

@@ -8,6 +8,7 @@
 # pyenv has (PYTHONS), builds the sdist for the baseline target alone and runs the tests of the
 # layers, output recycling, errors and determinism. Prints the sizes and times it measured.
 #   tools/check_install.sh [wheel] [sdist] [pythons]   (default: all three parts)
+#   DIST=folder tools/check_install.sh ...  tests the sdist and wheel of an earlier build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PARTS=${*:-wheel sdist pythons}
@@ -22,13 +23,18 @@ SUBSET="tests/nn tests/kernels/test_determinism.py"  # layers, recycling, errors
 clean() { env -i HOME="$HOME" TMPDIR="${TMPDIR:-/tmp}" PATH="$1/bin" CC=false CXX=false \
           HYPOTHESIS_PROFILE=dev PIP_DISABLE_PIP_VERSION_CHECK=1 "${@:2}"; }
 installed_from() {  # fail unless cnorm comes from the environment's site-packages
-  clean "$1" python -c 'import sys, cnorm; assert cnorm.__file__.startswith(sys.prefix), cnorm.__file__
+  cd "$WORK" && clean "$1" python -c 'import sys, cnorm; assert cnorm.__file__.startswith(sys.prefix), cnorm.__file__
 print("cnorm", cnorm.__version__, "from", cnorm.__file__, cnorm.show_config(False)["simd_available"])'
+  cd - > /dev/null
 }
 
 t0=$SECONDS
-python -m build --outdir "$WORK/dist" . > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
-echo "== sdist and the wheel from it: $((SECONDS - t0)) s"
+if [[ -n ${DIST:-} ]]; then  # a folder of an earlier build's sdist and wheel (to re-test)
+  cp -r "$DIST" "$WORK/dist"
+else
+  python -m build --outdir "$WORK/dist" . > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+  echo "== sdist and the wheel from it: $((SECONDS - t0)) s"
+fi
 auditwheel repair --wheel-dir "$WORK/wheelhouse" "$WORK"/dist/*.whl
 WHEEL=$(ls "$WORK"/wheelhouse/*.whl)
 SDIST=$(ls "$WORK"/dist/*.tar.gz)
