@@ -50,7 +50,7 @@ if [[ $PARTS == *wheel* ]]; then
   # shellcheck disable=SC2086
   clean "$WORK/wheel-env" pip install -q --only-binary=:all: $TEST_DEPS
   mkdir "$WORK/wheel-run" && cp -r tests "$WORK/wheel-run/"
-  (cd "$WORK/wheel-run" && clean "$WORK/wheel-env" python -m pytest tests -q -p no:cacheprovider)
+  (cd "$WORK/wheel-run" && clean "$WORK/wheel-env" python -m pytest tests -q -rs -p no:cacheprovider)
 fi
 
 if [[ $PARTS == *sdist* ]]; then
@@ -64,7 +64,7 @@ if [[ $PARTS == *sdist* ]]; then
   mkdir "$WORK/sdist-run" && tar xzf "$SDIST" -C "$WORK/sdist-run"
   SRC=$(ls -d "$WORK"/sdist-run/cnorm-*)
   rm -rf "$SRC/cnorm"
-  (cd "$SRC" && clean "$WORK/sdist-env" python -m pytest tests -q -p no:cacheprovider)
+  (cd "$SRC" && clean "$WORK/sdist-env" python -m pytest tests -q -rs -p no:cacheprovider)
 fi
 
 if [[ $PARTS == *pythons* ]]; then
