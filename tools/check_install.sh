@@ -80,6 +80,6 @@ if [[ $PARTS == *pythons* ]]; then
     installed_from "$WORK/py$v"
     mkdir "$WORK/run$v" && cp -r tests "$WORK/run$v/"
     # shellcheck disable=SC2086
-    (cd "$WORK/run$v" && clean "$WORK/py$v" python -m pytest $SUBSET -q -p no:cacheprovider)
+    (cd "$WORK/run$v" && clean "$WORK/py$v" python -m pytest $SUBSET -q -rs -p no:cacheprovider)
   done
 fi
