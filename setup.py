@@ -8,8 +8,9 @@ src/data/data.pxi and the files they include) is built once per SIMD target:
 ``avx512``. cnorm picks the best one the CPU supports at import, so a wheel built here runs on
 any x86-64 CPU. cnorm.bench._stream (the benchmark report's copy probe) is built once, baseline.
 
-OpenMP is probed by compiling and linking a tiny program with -fopenmp; when that fails
-the kernels are built serially (same results, one thread) and a warning is printed.
+OpenMP is probed by compiling and linking a tiny program (-fopenmp; /openmp with MSVC; Apple
+clang's -Xpreprocessor -fopenmp with libomp); when that fails the kernels are built serially
+(same results, one thread) and a warning is printed.
 Builds carry no debug information (Python's own CFLAGS say -g; it made the extension modules
 34 MB). Set CNORM_DEBUG=1 to keep it, CNORM_DISABLE_OPENMP=1 to force the serial build,
 CNORM_TARGETS=baseline,avx2 to limit the targets, CNORM_SANITIZE=address for an

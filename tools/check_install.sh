@@ -69,7 +69,8 @@ fi
 
 if [[ $PARTS == *pythons* ]]; then
   for v in $PYTHONS; do
-    py=$(ls -d "$(pyenv root)"/versions/"$v".*/bin/python3 | sort -V | tail -1)
+    py=$(ls -d "$(pyenv root)"/versions/"$v".*/bin/python3 2>/dev/null | sort -V | tail -1)
+    [[ -x $py ]] || { echo "CPython $v is not installed under pyenv ($(pyenv root))"; exit 1; }
     "$py" -m venv "$WORK/py$v"
     t0=$SECONDS
     env CNORM_TARGETS=baseline PIP_DISABLE_PIP_VERSION_CHECK=1 \
