@@ -18,7 +18,8 @@ FAMILIES = {  # stub path -> the sources whose defs it declares
                                           "src/nn/calls.pxi", "src/nn/group_norm.pxi",
                                           "src/nn/row_norm.pxi", "src/nn/_steps.pxi"],
     "cnorm/_core/_data_baseline.pyi": ["src/common/_threads.pxi", "src/data/_data_types.pxi",
-                                       "src/data/data_moments.pxi", "src/data/data_affine.pxi"],
+                                       "src/data/data_moments.pxi", "src/data/data_affine.pxi",
+                                       "src/data/data_calls.pxi"],
     "cnorm/bench/_stream.pyi": ["src/bench/_stream.pyx"],
 }
 TWINS = {"cnorm/_core/_kernels_baseline.pyi": "_kernels", "cnorm/_core/_data_baseline.pyi": "_data"}

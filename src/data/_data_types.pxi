@@ -99,10 +99,18 @@ cdef struct View:
 cdef int _view(View *v, Py_ssize_t addr, const Py_ssize_t[::1] shape,
                const Py_ssize_t[::1] strides, Py_ssize_t C, Py_ssize_t cs) except -1:
     """Fill a View from the outer shape and strides followed by the run's (last entry)."""
-    cdef int d, nd = shape.shape[0] - 1
+    cdef int nd = shape.shape[0] - 1
     if nd > MAX_DIMS or nd < 0:
         raise ValueError(f"a view with {nd} outer dimensions (at most {MAX_DIMS})")
-    v.base = <char *>addr
+    _view_at(v, <char *>addr, nd, &shape[0], &strides[0], C, cs)
+    return 0
+
+
+cdef void _view_at(View *v, char *base, int nd, const Py_ssize_t *shape,
+                   const Py_ssize_t *strides, Py_ssize_t C, Py_ssize_t cs) noexcept:
+    """_view on pointers: nd (at most MAX_DIMS) outer dimensions, then the run."""
+    cdef int d
+    v.base = base
     v.nd = nd
     v.rows = 1
     for d in range(nd):
@@ -114,7 +122,6 @@ cdef int _view(View *v, Py_ssize_t addr, const Py_ssize_t[::1] shape,
     v.C = C
     v.cs = cs
     v.inter = C > 1 and abs(cs) < abs(v.rs)
-    return 0
 
 
 cdef inline char *_row(const View *v, Py_ssize_t r) noexcept nogil:

@@ -154,12 +154,24 @@ cdef int _affine_unit(const View *x, const View *y, Py_ssize_t r, Py_ssize_t g,
     return found
 
 
+cdef inline int _affine_piece(const View *x, const View *y, Py_ssize_t u, Py_ssize_t groups,
+                              Py_ssize_t per_row, Py_ssize_t piece, Py_ssize_t plane,
+                              const unsigned char *mirror, const void *coef, char *scratch,
+                              pixel_t *tag, out_t *otag) noexcept nogil:
+    """Unit u of _affine's plan: a piece of a row (interleaved) or of a channel's row."""
+    cdef Py_ssize_t r = u // (groups * per_row)
+    cdef Py_ssize_t g = (u - r * groups * per_row) // per_row
+    cdef Py_ssize_t i0 = (u - (r * groups + g) * per_row) * piece
+    return _affine_unit(x, y, r, g, i0, min(x.L, i0 + piece),
+                        mirror != NULL and mirror[r // plane] != 0, coef, scratch, tag, otag)
+
+
 cdef int _affine(const View *x, const View *y, const unsigned char *mirror,
                  const void *coef, int nt, pixel_t *tag, out_t *otag) noexcept nogil:
     """The map over the whole view, in parallel over units of about PIECE values: pieces of
     rows (interleaved), of a channel's rows (planar). Returns 1 when an input value was NaN or
     infinite, 0 when none was, -1 when out of memory."""
-    cdef Py_ssize_t W = _lane_width(x.C, x.inter), per_row, u, units, r, g, i0, plane, t
+    cdef Py_ssize_t W = _lane_width(x.C, x.inter), per_row, u, units, plane, t
     cdef Py_ssize_t sb = (2 * TILE + 2 * W + PAD) * 8
     cdef Py_ssize_t groups = 1 if x.inter else x.C
     cdef Py_ssize_t piece = max(1, PIECE // x.C) if x.inter else PIECE
@@ -175,13 +187,15 @@ cdef int _affine(const View *x, const View *y, const unsigned char *mirror,
     found = <int *>(scratch + nt * sb)  # one flag per thread, PAD doubles apart
     for t in range(nt):
         found[t * 2 * PAD] = 0
-    for u in prange(units, schedule="static", num_threads=nt):
-        r = u // (groups * per_row)
-        g = (u - r * groups * per_row) // per_row
-        i0 = (u - (r * groups + g) * per_row) * piece
-        found[threadid() * 2 * PAD] |= _affine_unit(
-            x, y, r, g, i0, min(x.L, i0 + piece), mirror != NULL and mirror[r // plane] != 0,
-            coef, scratch + sb * threadid(), tag, otag)
+    if nt == 1:  # no OpenMP region: libgomp sets up a team even for one thread
+        for u in range(units):
+            found[0] |= _affine_piece(x, y, u, groups, per_row, piece, plane, mirror, coef,
+                                      scratch, tag, otag)
+    else:
+        for u in prange(units, schedule="static", num_threads=nt):
+            found[threadid() * 2 * PAD] |= _affine_piece(
+                x, y, u, groups, per_row, piece, plane, mirror, coef,
+                scratch + sb * threadid(), tag, otag)
     u = 0
     for t in range(nt):
         u |= found[t * 2 * PAD]
@@ -204,8 +218,7 @@ cdef int _affine_to(int out_kind, const View *x, const View *y, const unsigned c
 
 
 cdef void _coef_lanes(floating *q, Py_ssize_t W, Py_ssize_t C, bint inter,
-                      const double[::1] mean, const double[::1] a,
-                      const double[::1] b) noexcept nogil:
+                      const double *mean, const double *a, const double *b) noexcept nogil:
     """Per group, W lanes each of hi, lo, a, b (lane l of an interleaved view: channel l % C)."""
     cdef Py_ssize_t g, l, c, groups = 1 if inter else C
     for g in range(groups):
@@ -239,9 +252,9 @@ def data_affine(Py_ssize_t xaddr, int in_kind, Py_ssize_t yaddr, int out_kind,
     if coef == NULL:
         raise MemoryError()
     if out_kind == K_F64:
-        _coef_lanes(<double *>coef, W, C, x.inter, mean, a, b)
+        _coef_lanes(<double *>coef, W, C, x.inter, &mean[0], &a[0], &b[0])
     else:
-        _coef_lanes(<float *>coef, W, C, x.inter, mean, a, b)
+        _coef_lanes(<float *>coef, W, C, x.inter, &mean[0], &a[0], &b[0])
     with nogil:
         if in_kind == K_U8:
             err = _affine_to(out_kind, &x, &y, mp, coef, n_threads, <uint8_t *>NULL)

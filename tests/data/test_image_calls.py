@@ -1,0 +1,119 @@
+"""normalize_images' small-call entry (issue 24): the common call (uint8 or float32 NHWC in,
+float32 NCHW out, no mirror, no out=) is checked in C and runs the same kernel on data
+pointers. Its result is the checked path's bits and a float64 reference's values; whatever it
+does not take goes the checked way, with the checked path's errors."""
+import numpy as np
+import pytest
+
+import cnorm
+from cnorm._core import backend as _backend
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _checked(monkeypatch, *args, **kw):
+    """normalize_images with the small-call entry declining everything."""
+    with monkeypatch.context() as m:
+        m.setattr(_backend.data, "images_call", lambda *a: None)
+        return cnorm.normalize_images(*args, **kw)
+
+
+def _reference(x, mean, std, scale):
+    xf = x.astype(np.float64).reshape((-1,) + x.shape[-3:])
+    y = ((xf * scale - np.asarray(mean, np.float64)) / np.asarray(std, np.float64))
+    return y.transpose(0, 3, 1, 2).reshape(x.shape[:-3] + (x.shape[-1],) + x.shape[-3:-1])
+
+
+@pytest.mark.parametrize("dtype,scale", [(np.uint8, None), (np.uint8, 0.5),
+                                         (np.float32, None), (np.float32, 2.0)])
+@pytest.mark.parametrize("shape", [(1, 32, 32, 3), (32, 32, 3), (3, 5, 7, 1), (2, 9, 4, 4),
+                                   (8, 64, 64, 3), (1, 3, 5, 64)])
+@pytest.mark.parametrize("form", ["tuple", "list", "array", "float"])
+def test_the_common_call_gives_the_checked_paths_bits(monkeypatch, rng, dtype, scale, shape,
+                                                      form):
+    C = shape[-1]
+    x = (rng.integers(0, 256, shape) if dtype == np.uint8 else rng.random(shape)).astype(dtype)
+    mean, std = rng.random(C).tolist(), (rng.random(C) + 0.1).tolist()
+    if form == "float":
+        mean, std = 0.4, 0.2
+    args = {"tuple": (tuple(mean) if form != "float" else mean, tuple(std) if form != "float"
+                      else std),
+            "list": (mean, std), "array": (np.array(mean), np.array(std)),
+            "float": (mean, std)}[form]
+    x_before = x.copy()
+    fast = _backend.data.images_call(x, *args, scale, _backend.threads())
+    assert fast is not None  # the entry took it
+    y = cnorm.normalize_images(x, *args, scale=scale)
+    want = _checked(monkeypatch, x, *args, scale=scale)
+    assert y.dtype == want.dtype == np.float32 and y.shape == want.shape
+    assert y.tobytes() == want.tobytes() == fast.tobytes()
+    assert x.tobytes() == x_before.tobytes()
+    s = scale if scale is not None else (1 / 255 if dtype == np.uint8 else 1.0)
+    ref = _reference(x, *(np.broadcast_to(np.asarray(v, np.float64), (C,)) for v in args), s)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.openmp
+def test_the_same_bits_on_any_thread_count(rng, restore_threads):
+    x = rng.integers(0, 256, (16, 96, 96, 3), dtype=np.uint8)
+    outs = []
+    for n in (1, 2):
+        cnorm.set_num_threads(n)
+        outs.append(cnorm.normalize_images(x, MEAN, STD).tobytes())
+    assert outs[0] == outs[1]
+
+
+def _declines(x, mean=MEAN, std=STD, scale=None):
+    return _backend.data.images_call(x, mean, std, scale, 1) is None
+
+
+def test_what_the_entry_does_not_take_goes_the_checked_way(monkeypatch, rng):
+    x = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    cases = {
+        "a crop (not contiguous)": (x[:, 1:7, 1:7], MEAN, STD, None),
+        "uint16": (x.astype(np.uint16), MEAN, STD, None),
+        "float16": (x.astype(np.float16), MEAN, STD, None),
+        "float64": (x.astype(np.float64), MEAN, STD, None),
+        "2-D": (x[0, 0], MEAN, STD, None),
+        "byte-swapped": (x.astype(np.float32).astype(">f4"), MEAN, STD, None),
+        "ints for the mean": (x, (0, 0, 0), STD, None),
+        "numpy scalars": (x, tuple(np.float64(v) for v in MEAN), STD, None),
+        "float32 mean array": (x, np.array(MEAN, np.float32), STD, None),
+        "an int scale": (x, MEAN, STD, 1),
+        "a subclass": (x.view(np.ma.MaskedArray), MEAN, STD, None),
+        "65 channels": (rng.integers(0, 256, (1, 2, 2, 65), dtype=np.uint8), 0.5, 0.5, None),
+        "no pixels": (x[:0], MEAN, STD, None),
+    }
+    for name, (img, mean, std, scale) in cases.items():
+        assert _declines(img, mean, std, scale), name
+        got = _outcome(cnorm.normalize_images, img, mean, std, scale=scale)
+        assert got == _outcome(_checked, monkeypatch, img, mean, std, scale=scale), name
+    assert [k for k, (img, m, s, sc) in cases.items()
+            if _outcome(cnorm.normalize_images, img, m, s, scale=sc)[0] == "raised"] == [
+        "float64", "2-D", "byte-swapped", "a subclass"]  # as the checked path refuses them
+
+
+def _outcome(fn, *args, **kw):
+    """("ok", the result's bytes) or ("raised", the error's type and message)."""
+    try:
+        return "ok", np.asarray(fn(*args, **kw)).tobytes()
+    except Exception as e:  # noqa: BLE001 - compared whole
+        return "raised", type(e), str(e)
+
+
+@pytest.mark.parametrize("mean,std,scale,err,match", [
+    ((0.5, 0.5), STD, None, ValueError, "one value per channel"),
+    (MEAN, (0.2, 0.0, 0.2), None, ValueError, "non-zero"),
+    (MEAN, 0.0, None, ValueError, "non-zero"),
+    (MEAN, STD, "x", ValueError, "could not convert"),
+])
+def test_bad_arguments_raise_the_checked_paths_errors(rng, mean, std, scale, err, match):
+    x = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    assert _declines(x, mean, std, scale)
+    with pytest.raises(err, match=match):
+        cnorm.normalize_images(x, mean, std, scale=scale)
+
+
+def test_a_zero_scale_goes_the_checked_way(rng):
+    x = rng.integers(0, 256, (1, 4, 4, 3), dtype=np.uint8)
+    assert _declines(x, scale=0.0)
