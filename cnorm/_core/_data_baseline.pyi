@@ -49,3 +49,14 @@ def data_affine(
     n_threads: int,
 ) -> Any: ...
 def images_call(images: Any, mean: Any, std: Any, scale: Any, n_threads: int) -> Any: ...
+def moments_call(
+    x: Any,
+    channel_axis: Any,
+    C: int,
+    count: float,
+    mean: Any,
+    m2: Any,
+    mn: Any,
+    mx: Any,
+    n_threads: int,
+) -> Any: ...

@@ -109,3 +109,83 @@ def images_call(object images, object mean, object std, object scale, int n_thre
     if err == -1:
         raise MemoryError()
     return y
+
+
+cdef bint _state(object a, Py_ssize_t C):
+    """``a`` a writable aligned contiguous float64 vector of C values."""
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray v = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(v) == cnp.NPY_DOUBLE and cnp.PyArray_NDIM(v) == 1
+            and cnp.PyArray_DIM(v, 0) == C and cnp.PyArray_ISCARRAY(v)
+            and cnp.PyArray_ISNOTSWAPPED(v))
+
+
+def moments_call(object x, object channel_axis, Py_ssize_t C, double count, object mean,
+                 object m2, object mn, object mx, int n_threads):
+    """Moments.update for the common call on statistics that hold values: ``x`` an aligned
+    C-contiguous native-order ndarray of uint8, float32 or float64 with at least one value,
+    its channels on the last axis (``channel_axis`` that axis as an int; None: the whole array
+    is one channel), C of them (1 to CALL_MAX_C); ``mean``, ``m2``, ``mn``, ``mx`` the
+    statistics' own vectors (``_state``) over ``count`` > 0 values. Merges the batch into them
+    in place, as ``Moments._add`` does (the chunk plan of the checked path's canonical view,
+    Chan's merge of merge_stats, NumPy's minimum and maximum), and returns the batch's count;
+    or None, having written nothing, where any of that does not hold."""
+    if count <= 0.0 or not cnp.PyArray_CheckExact(x):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(xa), kind = cnp.PyArray_TYPE(xa)
+    if kind != cnp.NPY_UBYTE and kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE:
+        return None
+    if not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISNOTSWAPPED(xa):
+        return None
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(xa), axis, n, c
+    if channel_axis is not None:
+        if type(channel_axis) is not int or nd == 0:
+            return None
+        axis = <Py_ssize_t>channel_axis
+        if axis != nd - 1 and axis != -1:
+            return None
+        if cnp.PyArray_DIM(xa, nd - 1) != C:
+            return None
+    elif C != 1:
+        return None
+    n = cnp.PyArray_SIZE(xa) // C if C > 0 else 0
+    if C < 1 or C > CALL_MAX_C or n == 0:
+        return None
+    if not (_state(mean, C) and _state(m2, C) and _state(mn, C) and _state(mx, C)):
+        return None
+    # the checked path's canonical view: the pixels merged into one run (stride C values; one
+    # pixel: one value), the channels adjacent
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+    shape[0], strides[0] = n, C * isz if n > 1 else isz
+    cdef View v
+    _view_at(&v, <char *>cnp.PyArray_DATA(xa), 0, shape, strides, C, isz)
+    cdef double cnt[2]
+    cdef double pm[2 * CALL_MAX_C]
+    cdef double pm2[2 * CALL_MAX_C]
+    cdef double bmn[CALL_MAX_C]
+    cdef double bmx[CALL_MAX_C]
+    cdef double *sm = <double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
+    cdef double *sm2 = <double *>cnp.PyArray_DATA(<cnp.ndarray>m2)
+    cdef double *smn = <double *>cnp.PyArray_DATA(<cnp.ndarray>mn)
+    cdef double *smx = <double *>cnp.PyArray_DATA(<cnp.ndarray>mx)
+    cdef int err
+    with nogil:  # the batch's statistics beside the state's, then merged in that order
+        if kind == cnp.NPY_UBYTE:
+            err = _data_moments(&v, pm + C, pm2 + C, bmn, bmx, n_threads, <uint8_t *>NULL)
+        elif kind == cnp.NPY_FLOAT:
+            err = _data_moments(&v, pm + C, pm2 + C, bmn, bmx, n_threads, <float *>NULL)
+        else:
+            err = _data_moments(&v, pm + C, pm2 + C, bmn, bmx, n_threads, <double *>NULL)
+    if err == -1:
+        raise MemoryError()
+    cnt[0], cnt[1] = count, <double>n
+    memcpy(pm, sm, C * sizeof(double))
+    memcpy(pm2, sm2, C * sizeof(double))
+    _merge(2, C, cnt, pm, pm2, sm, sm2)
+    for c in range(C):  # NumPy's minimum and maximum: NaN wins, a tie gives the second
+        smn[c] = smn[c] if (smn[c] < bmn[c] or smn[c] != smn[c]) else bmn[c]
+        smx[c] = smx[c] if (smx[c] > bmx[c] or smx[c] != smx[c]) else bmx[c]
+    return n

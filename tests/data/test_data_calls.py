@@ -1,7 +1,11 @@
-"""normalize_images' small-call entry (issue 24): the common call (uint8 or float32 NHWC in,
-float32 NCHW out, no mirror, no out=) is checked in C and runs the same kernel on data
-pointers. Its result is the checked path's bits and a float64 reference's values; whatever it
-does not take goes the checked way, with the checked path's errors."""
+"""The data kernels' small-call entries (issue 24): normalize_images' common call (uint8 or
+float32 NHWC in, float32 NCHW out, no mirror, no out=) and Moments.update's (C-contiguous
+uint8/float32/float64, channels last or none, statistics that hold values) are checked in C
+and run the same kernels on data pointers. Their results are the checked path's bits and a
+float64 reference's values; whatever they do not take goes the checked way, with the checked
+path's errors, and a failed call changes nothing."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -117,3 +121,104 @@ def test_bad_arguments_raise_the_checked_paths_errors(rng, mean, std, scale, err
 def test_a_zero_scale_goes_the_checked_way(rng):
     x = rng.integers(0, 256, (1, 4, 4, 3), dtype=np.uint8)
     assert _declines(x, scale=0.0)
+
+
+STATS = ("count", "mean", "var", "min", "max")
+
+
+def _state(m):
+    return [np.asarray(getattr(m, k)).tobytes() for k in STATS]
+
+
+def _updated(monkeypatch, batches, axis, checked=False):
+    m = cnorm.Moments(axis)
+    with monkeypatch.context() as p:
+        if checked:
+            p.setattr(_backend.data, "moments_call", lambda *a: None)
+        for b in batches:
+            m.update(b)
+    return m
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("axis,shape", [(-1, (2, 32, 32, 3)), (3, (4, 5, 6, 3)), (None, (5, 7)),
+                                        (-1, (1, 3)), (-1, (3,)), (1, (9, 64)), (None, ())])
+def test_moments_update_gives_the_checked_paths_bits(monkeypatch, rng, dtype, axis, shape):
+    batches = [np.asarray(rng.integers(0, 256, shape) if dtype == np.uint8
+                          else rng.standard_normal(shape) * 3 + 100, dtype=dtype)
+               for _ in range(4)]
+    C = 1 if axis is None else shape[axis]
+    m = _updated(monkeypatch, batches[:1], axis)
+    assert _backend.data.moments_call(batches[1], axis, C, m.count, m._mean, m._m2, m._min,
+                                      m._max, 1) == max(1, np.prod(shape, dtype=int)) // C
+    fast, checked = (_updated(monkeypatch, batches, axis, c) for c in (False, True))
+    assert _state(fast) == _state(checked)
+    flat = np.stack(batches).astype(np.float64).reshape(-1, C)
+    np.testing.assert_allclose(fast.mean, flat.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(fast.var, flat.var(0), rtol=1e-9)
+    assert fast.min.tolist() == flat.min(0).tolist() and fast.max.tolist() == flat.max(0).tolist()
+
+
+def test_moments_min_and_max_are_numpys_for_signed_zeros(monkeypatch):
+    """(The statistics are defined for NaN-free data only, as Moments says.)"""
+    batches = [np.array([[0.0, -0.0, 1.0]]), np.array([[-0.0, 0.0, 0.25]]),
+               np.array([[2.0, -0.0, 0.5]])]
+    fast, checked = (_updated(monkeypatch, batches, -1, c) for c in (False, True))
+    assert _state(fast) == _state(checked)
+    want_min = functools.reduce(np.minimum, [b[0] for b in batches])
+    want_max = functools.reduce(np.maximum, [b[0] for b in batches])
+    assert fast.min.tobytes() == want_min.tobytes() and fast.max.tobytes() == want_max.tobytes()
+    assert np.signbit(fast.min).tolist() == [True, True, False]
+
+
+@pytest.mark.openmp
+def test_moments_the_same_bits_on_any_thread_count(monkeypatch, rng, restore_threads):
+    batches = [rng.standard_normal((64, 64, 3)).astype(np.float32) for _ in range(3)]
+    outs = []
+    for n in (1, 2):
+        cnorm.set_num_threads(n)
+        outs.append(_state(_updated(monkeypatch, batches, -1)))
+    assert outs[0] == outs[1]
+
+
+def test_moments_what_the_entry_does_not_take_goes_the_checked_way(monkeypatch, rng):
+    x = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    cases = {
+        "a crop": (-1, x[:, 1:5]),
+        "uint16": (-1, x.astype(np.uint16)),
+        "float16": (-1, x.astype(np.float16)),
+        "bool": (-1, x > 100),  # refused by both
+        "channels not last": (0, x),
+        "byte-swapped": (-1, x.astype(">f8")),
+        "a list": (-1, x.tolist()),
+        "a numpy int axis": (np.int64(-1), x),
+        "65 channels": (-1, rng.integers(0, 256, (2, 65), dtype=np.uint8)),
+    }
+    for name, (axis, batch) in cases.items():
+        first = rng.integers(0, 256, np.shape(batch), dtype=np.uint8)
+        m = _updated(monkeypatch, [first], axis)
+        assert _backend.data.moments_call(batch, axis, m.channels, m.count, m._mean, m._m2,
+                                          m._min, m._max, 1) is None, name
+        fast, checked = (_outcome(lambda c: _state(_updated(monkeypatch, [first, batch], axis,
+                                                            c)), c) for c in (False, True))
+        assert fast == checked, name
+
+
+def test_moments_read_only_statistics_go_the_checked_way(monkeypatch, rng):
+    x = rng.random((8, 3))
+    m = cnorm.Moments(-1).update(x)
+    m._mean.setflags(write=False)
+    assert _backend.data.moments_call(x, -1, 3, m.count, m._mean, m._m2, m._min, m._max,
+                                      1) is None
+    assert _state(m.update(x)) == _state(_updated(monkeypatch, [x, x], -1, True))
+
+
+@pytest.mark.parametrize("bad,err", [(np.zeros((4, 5), np.float32), ValueError),
+                                     (np.ma.masked_array(np.zeros((4, 3))), TypeError),
+                                     (np.zeros((4, 3), np.complex128), TypeError)])
+def test_moments_a_failed_update_changes_nothing(rng, bad, err):
+    m = cnorm.Moments(-1).update(rng.random((8, 3)))
+    before = _state(m)
+    with pytest.raises(err):
+        m.update(bad)
+    assert _state(m) == before
