@@ -100,9 +100,10 @@ def normalize_images(images: ArrayLike, mean: ArrayLike, std: ArrayLike, *,
     >>> y.shape, y.dtype, float(y[0, 0, 0, 0])                    # NCHW float32: (1 - .5) / .25
     ((2, 3, 4, 4), dtype('float32'), 2.0)
     """
-    if (out is None and mirror is None and input_layout == "NHWC" and output_layout == "NCHW"
+    if (mirror is None and input_layout == "NHWC" and output_layout == "NCHW"
             and (dtype is np.float32 or dtype is F32)):  # the common call, checked in C
-        fast: OptArray = _backend.data.images_call(images, mean, std, scale, _backend.threads())
+        fast: OptArray = _backend.data.images_call(images, mean, std, scale, out,
+                                                   _backend.threads())
         if fast is not None:
             return fast
     x, kind = as_data(images, IN_KINDS, "images")

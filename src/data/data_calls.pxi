@@ -38,12 +38,15 @@ cdef bint _floats(object v, Py_ssize_t C, double *out):
     return True
 
 
-def images_call(object images, object mean, object std, object scale, int n_threads):
+def images_call(object images, object mean, object std, object scale, object out,
+                int n_threads):
     """normalize_images for the common call: ``images`` an aligned C-contiguous native-order
     ndarray of uint8 or float32, (N, H, W, C) or one (H, W, C) image with 1 to CALL_MAX_C
     channels and at least one pixel; ``mean`` and ``std`` as ``_floats`` takes them, no std
-    zero; ``scale`` None or a non-zero float. Returns the float32 (N, C, H, W) (or (C, H, W))
-    result, or None where any of that does not hold."""
+    zero; ``scale`` None or a non-zero float; ``out`` None or an aligned writable C-contiguous
+    float32 ndarray of the result's shape apart from the images' memory. Returns the float32
+    (N, C, H, W) (or (C, H, W)) result (``out``, when given), or None, having written
+    nothing, where any of that does not hold."""
     if not cnp.PyArray_CheckExact(images):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>images
@@ -83,7 +86,24 @@ def images_call(object images, object mean, object std, object scale, int n_thre
         ydims[0], ydims[1], ydims[2], ydims[3] = N, C, H, W
     else:
         ydims[0], ydims[1], ydims[2] = C, H, W
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, ydims, cnp.NPY_FLOAT, 0)
+    cdef cnp.ndarray y
+    cdef char *x0 = <char *>cnp.PyArray_DATA(xa)
+    cdef char *y0
+    if out is None:
+        y = cnp.PyArray_EMPTY(nd, ydims, cnp.NPY_FLOAT, 0)
+    else:
+        if not cnp.PyArray_CheckExact(out):
+            return None
+        y = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(y) != cnp.NPY_FLOAT or cnp.PyArray_NDIM(y) != nd
+                or not cnp.PyArray_ISCARRAY(y) or not cnp.PyArray_ISNOTSWAPPED(y)):
+            return None
+        for c in range(nd):
+            if cnp.PyArray_DIM(y, c) != ydims[c]:
+                return None
+        y0 = <char *>cnp.PyArray_DATA(y)  # overlapping memory: the checked path copies first
+        if y0 < x0 + cnp.PyArray_NBYTES(xa) and x0 < y0 + cnp.PyArray_NBYTES(y):
+            return None
     # both as canonical views over (N, H, W): NHWC input, the NCHW output seen as NHWC
     cdef Py_ssize_t shape[3]
     cdef Py_ssize_t xst[3]
@@ -92,7 +112,7 @@ def images_call(object images, object mean, object std, object scale, int n_thre
     xst[0], xst[1], xst[2] = H * W * C * isz, W * C * isz, C * isz
     yst[0], yst[1], yst[2] = C * H * W * 4, W * 4, 4
     cdef View xv, yv
-    _view_at(&xv, <char *>cnp.PyArray_DATA(xa), 2, shape, xst, C, isz)
+    _view_at(&xv, x0, 2, shape, xst, C, isz)
     _view_at(&yv, <char *>cnp.PyArray_DATA(y), 2, shape, yst, C, H * W * 4)
     cdef Py_ssize_t lanes = _lane_width(C, xv.inter), groups = 1 if xv.inter else C
     cdef void *coef = malloc(4 * lanes * groups * sizeof(double))

@@ -45,7 +45,7 @@ def test_the_common_call_gives_the_checked_paths_bits(monkeypatch, rng, dtype, s
             "list": (mean, std), "array": (np.array(mean), np.array(std)),
             "float": (mean, std)}[form]
     x_before = x.copy()
-    fast = _backend.data.images_call(x, *args, scale, _backend.threads())
+    fast = _backend.data.images_call(x, *args, scale, None, _backend.threads())
     assert fast is not None  # the entry took it
     y = cnorm.normalize_images(x, *args, scale=scale)
     want = _checked(monkeypatch, x, *args, scale=scale)
@@ -68,7 +68,7 @@ def test_the_same_bits_on_any_thread_count(rng, restore_threads):
 
 
 def _declines(x, mean=MEAN, std=STD, scale=None):
-    return _backend.data.images_call(x, mean, std, scale, 1) is None
+    return _backend.data.images_call(x, mean, std, scale, None, 1) is None
 
 
 def test_what_the_entry_does_not_take_goes_the_checked_way(monkeypatch, rng):
@@ -222,3 +222,52 @@ def test_moments_a_failed_update_changes_nothing(rng, bad, err):
     with pytest.raises(err):
         m.update(bad)
     assert _state(m) == before
+
+
+def test_out_is_written_and_returned(monkeypatch, rng):
+    x = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    out = np.full((2, 3, 16, 16), np.nan, np.float32)
+    assert _backend.data.images_call(x, MEAN, STD, None, out, 1) is out  # the entry took it
+    out[...] = np.nan
+    y = cnorm.normalize_images(x, MEAN, STD, out=out)
+    assert y is out and out.tobytes() == _checked(monkeypatch, x, MEAN, STD).tobytes()
+
+
+def test_out_over_the_images_memory_goes_the_checked_way(monkeypatch, rng):
+    """The checked path reads the pixels from a copy when out overlaps them."""
+    x = rng.random((2, 8, 8, 3)).astype(np.float32)
+    want = _checked(monkeypatch, x.copy(), MEAN, STD)
+    out = x.reshape(2, 3, 8, 8)  # the same memory
+    assert _backend.data.images_call(x, MEAN, STD, None, out, 1) is None
+    assert cnorm.normalize_images(x, MEAN, STD, out=out) is out
+    assert out.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    (np.empty((2, 3, 8, 7), np.float32), ValueError, "shape"),
+    (np.empty((2, 3, 8, 8), np.float64), ValueError, "dtype"),
+    (np.empty((2, 8, 8, 3), np.float32).transpose(0, 3, 1, 2), ValueError, "C-contiguous"),
+    (np.zeros((2, 3, 8, 8), np.float32).view(np.ma.MaskedArray)[...], None, None),
+    ([[0.0]], TypeError, "NumPy array"),
+])
+def test_a_bad_out_raises_the_checked_paths_error_and_writes_nothing(rng, bad, err, match):
+    x = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    assert _backend.data.images_call(x, MEAN, STD, None, bad, 1) is None
+    if err is None:  # a subclass: the checked path takes it
+        assert cnorm.normalize_images(x, MEAN, STD, out=bad) is bad
+        return
+    before = np.asarray(bad).tobytes() if isinstance(bad, np.ndarray) else None
+    with pytest.raises(err, match=match):
+        cnorm.normalize_images(x, MEAN, STD, out=bad)
+    if before is not None:
+        assert np.asarray(bad).tobytes() == before
+
+
+def test_a_read_only_out_raises(rng):
+    x = rng.integers(0, 256, (1, 4, 4, 3), dtype=np.uint8)
+    out = np.zeros((1, 3, 4, 4), np.float32)
+    out.setflags(write=False)
+    assert _backend.data.images_call(x, MEAN, STD, None, out, 1) is None
+    with pytest.raises(ValueError, match="read-only"):
+        cnorm.normalize_images(x, MEAN, STD, out=out)
+    assert not out.any()
