@@ -60,3 +60,11 @@ def moments_call(
     mx: Any,
     n_threads: int,
 ) -> Any: ...
+def standardize_call(
+    X: Any,
+    channel_axis: Any,
+    C: int,
+    mean: Any,
+    scale: Any,
+    n_threads: int,
+) -> Any: ...

@@ -370,6 +370,15 @@ class Standardizer(_Base):
         return self._map(X, out, copy, inverse=True)
 
     def _map(self, X: Any, out: OptArray, copy: Optional[bool], inverse: bool) -> Any:
+        if (not inverse and out is None and type(X) is np.ndarray
+                and (self.copy if copy is None else copy) and "n_features_in_" in self.__dict__
+                and "feature_names_in_" not in self.__dict__):  # the common call, in C
+            y: OptArray = _backend.data.standardize_call(
+                X, self.channel_axis, self.n_features_in_,
+                self.mean_ if self.with_mean else None, self.scale_ if self.with_std else None,
+                _backend.threads())
+            if y is not None:
+                return y
         if BaseEstimator is not None:
             check_is_fitted(self, "n_features_in_")
         elif not hasattr(self, "n_features_in_"):

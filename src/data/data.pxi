@@ -4,7 +4,7 @@
 #   _data_types    element types and their conversions, the canonical strided View
 #   data_moments   per-channel count, mean, M2, min, max of a View of any dtype
 #   data_affine    per-channel affine maps between Views: dtype and layout change in one pass
-#   data_calls     small calls: the common normalize_images and Moments.update calls in C
+#   data_calls     small calls: normalize_images, Moments.update, Standardizer.transform in C
 import numpy as np
 
 include "_cimports.pxi"

@@ -209,3 +209,70 @@ def moments_call(object x, object channel_axis, Py_ssize_t C, double count, obje
         smn[c] = smn[c] if (smn[c] < bmn[c] or smn[c] != smn[c]) else bmn[c]
         smx[c] = smx[c] if (smx[c] > bmx[c] or smx[c] != smx[c]) else bmx[c]
     return n
+
+
+def standardize_call(object X, object channel_axis, Py_ssize_t C, object mean, object scale,
+                     int n_threads):
+    """Standardizer.transform for the common call into a new array: ``X`` an aligned
+    C-contiguous native-order float32 or float64 ndarray with at least one value, its C
+    features (1 to CALL_MAX_C) on the last axis (``channel_axis`` that axis as an int; None:
+    one feature); ``mean`` and ``scale`` None (0 and 1) or float64 vectors of C values.
+    Returns ``(X - mean) * (1 / scale)`` in X's dtype, on the checked path's canonical view;
+    ValueError as the checked path for NaN or infinity in X; None, having written nothing,
+    for anything else."""
+    if not cnp.PyArray_CheckExact(X):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>X
+    cdef int nd = cnp.PyArray_NDIM(xa), kind = cnp.PyArray_TYPE(xa), err
+    if (nd == 0 or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE)
+            or not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISNOTSWAPPED(xa)):
+        return None
+    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(xa), n, c
+    if channel_axis is not None:
+        if (type(channel_axis) is not int or cnp.PyArray_DIM(xa, nd - 1) != C
+                or (<Py_ssize_t>channel_axis != nd - 1 and <Py_ssize_t>channel_axis != -1)):
+            return None
+    elif C != 1:
+        return None
+    if C < 1 or C > CALL_MAX_C:
+        return None
+    n = cnp.PyArray_SIZE(xa) // C
+    cdef double m[CALL_MAX_C]
+    cdef double a[CALL_MAX_C]
+    cdef double b[CALL_MAX_C]
+    if n == 0 or not ((mean is None or _floats(mean, C, m))
+                      and (scale is None or _floats(scale, C, a))):
+        return None
+    for c in range(C):  # the checked path's coefficients: mean_ (or 0), 1 / scale_ (or 1), 0
+        if mean is None:
+            m[c] = 0.0
+        a[c] = 1.0 / (a[c] if scale is not None else 1.0)
+        b[c] = 0.0
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    # the checked path's canonical view of both: the rows merged into one run (one row: one
+    # value apart), the features adjacent
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+    shape[0], strides[0] = n, C * isz if n > 1 else isz
+    cdef View xv, yv
+    _view_at(&xv, <char *>cnp.PyArray_DATA(xa), 0, shape, strides, C, isz)
+    _view_at(&yv, <char *>cnp.PyArray_DATA(y), 0, shape, strides, C, isz)
+    cdef Py_ssize_t lanes = _lane_width(C, xv.inter), groups = 1 if xv.inter else C
+    cdef void *coef = malloc(4 * lanes * groups * sizeof(double))
+    if coef == NULL:
+        raise MemoryError()
+    if kind == cnp.NPY_DOUBLE:
+        _coef_lanes(<double *>coef, lanes, C, xv.inter, m, a, b)
+    else:
+        _coef_lanes(<float *>coef, lanes, C, xv.inter, m, a, b)
+    with nogil:
+        if kind == cnp.NPY_DOUBLE:
+            err = _affine_to(K_F64, &xv, &yv, NULL, coef, n_threads, <double *>NULL)
+        else:
+            err = _affine_to(K_F32, &xv, &yv, NULL, coef, n_threads, <float *>NULL)
+    free(coef)
+    if err == -1:
+        raise MemoryError()
+    if err == 1:
+        raise ValueError("Input X contains NaN or infinity.")
+    return y

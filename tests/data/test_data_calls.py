@@ -271,3 +271,70 @@ def test_a_read_only_out_raises(rng):
     with pytest.raises(ValueError, match="read-only"):
         cnorm.normalize_images(x, MEAN, STD, out=out)
     assert not out.any()
+
+
+def _transformed(monkeypatch, s, X, checked=False, **kw):
+    with monkeypatch.context() as p:
+        if checked:
+            p.setattr(_backend.data, "standardize_call", lambda *a: None)
+        return _outcome(s.transform, X, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw,shape", [({}, (64, 16)), ({"channel_axis": -1}, (4, 5, 3)),
+                                      ({"channel_axis": None}, (7,)),
+                                      ({"with_mean": False}, (9, 4)),
+                                      ({"with_std": False}, (9, 4)), ({}, (1, 16))])
+def test_standardize_gives_the_checked_paths_bits(monkeypatch, rng, dtype, kw, shape):
+    X = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    s = cnorm.Standardizer(**kw).fit(X)
+    axis = s.channel_axis
+    assert _backend.data.standardize_call(
+        X, axis, s.n_features_in_, s.mean_ if s.with_mean else None,
+        s.scale_ if s.with_std else None, 1) is not None  # the entry took it
+    fast = _transformed(monkeypatch, s, X)
+    assert fast[0] == "ok" and fast == _transformed(monkeypatch, s, X, checked=True)
+    y = s.transform(X)
+    assert y.dtype == dtype and y.shape == X.shape
+    xf = X.astype(np.float64).reshape(-1, 1 if axis is None else shape[-1])
+    sd = np.where(xf.std(0) == 0, 1.0, xf.std(0))  # a constant feature: scale 1
+    ref = (xf - (xf.mean(0) if s.with_mean else 0)) / (sd if s.with_std else 1)
+    np.testing.assert_allclose(y.reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_standardize_nan_raises_the_checked_paths_error(monkeypatch, rng):
+    X = rng.standard_normal((8, 3))
+    s = cnorm.Standardizer().fit(X)
+    X[2, 1] = np.nan
+    got = _transformed(monkeypatch, s, X)
+    assert got[0] == "raised" and got == _transformed(monkeypatch, s, X, checked=True)
+    assert "NaN or infinity" in got[2]
+
+
+def test_standardize_what_the_entry_does_not_take_goes_the_checked_way(monkeypatch, rng):
+    X = rng.standard_normal((8, 6)).astype(np.float32)
+    s = cnorm.Standardizer().fit(X)
+    cases = {
+        "uint8": X.astype(np.uint8),
+        "a crop": X[:, 1:4],
+        "not contiguous": X[::2],
+        "float16": X.astype(np.float16),
+        "a list": X.tolist(),
+        "65 features": rng.standard_normal((2, 65)),
+    }
+    for name, batch in cases.items():
+        C = np.shape(batch)[-1]
+        assert _backend.data.standardize_call(batch, s.channel_axis, C, None, None,
+                                              1) is None, name
+        fast = _transformed(monkeypatch, s, batch)
+        assert fast == _transformed(monkeypatch, s, batch, checked=True), name
+    for kw in ({"copy": False}, {"out": np.empty_like(X)}):  # in place, or into out=
+        a, b = X.copy(), X.copy()
+        assert _transformed(monkeypatch, s, a, **kw) == _transformed(monkeypatch, s, b, True,
+                                                                     **kw)
+        assert a.tobytes() == b.tobytes()
+    s2 = cnorm.Standardizer(channel_axis=0).fit(X)  # features not last
+    assert _backend.data.standardize_call(X, 0, 8, s2.mean_, s2.scale_, 1) is None
+    assert _transformed(monkeypatch, s2, X) == _transformed(monkeypatch, s2, X, True)
+    unfitted = _transformed(monkeypatch, cnorm.Standardizer(), X)
+    assert unfitted[0] == "raised" and "not fitted" in unfitted[2]
