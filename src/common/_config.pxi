@@ -22,8 +22,11 @@ cdef enum:
                           # _apply.pxi); (2, 64, 224, 224) measured faster so, (8, 32, 128,
                           # 128) faster in the whole-array passes
     ROW_TILE = 512        # rows layout: values per call of the apply loop (see _apply_rows)
-    ROW_BLOCK = 8         # row norms: rows normalized per step (their divisions and square
+    ROW_BLOCK = 16        # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
+    SHORT_ROW = 4096      # row norms: float rows of at most this many values (one chunk)
+                          # are summed by one inlined loop (the chunk machinery cost more
+                          # than a short row's values: (4096, 64) 3x)
 
 cdef enum:  # the fused epilogue's activations (cnorm/nn/_ops/act.py names them)
     ACT_NONE = 0

@@ -55,16 +55,13 @@ cdef inline void _flush(floating *f1, floating *f2, double *a1, double *a2,
         f2[l] = 0.0
 
 
+cdef extern from "cnorm_tree.h" nogil:
+    double cn_tree32(const double *a)
+
+
 cdef inline double _tree(double *a) noexcept nogil:
-    """Sum of LANES (= 32) double lanes by a fixed pairwise tree (consumes a)."""
-    cdef int l
-    for l in range(16):
-        a[l] += a[l + 16]
-    for l in range(8):
-        a[l] += a[l + 8]
-    for l in range(4):
-        a[l] += a[l + 4]
-    return (a[0] + a[2]) + (a[1] + a[3])
+    """Sum of LANES (= 32) double lanes by a fixed pairwise tree (cnorm_tree.h)."""
+    return cn_tree32(a)
 
 
 cdef inline void _seg_add(const real *p, const real *g, const floating *wp, Py_ssize_t seg,

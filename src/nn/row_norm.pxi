@@ -10,6 +10,86 @@ cdef bint _has_nan(const real *x, Py_ssize_t n) noexcept nogil:
     return False
 
 
+cdef inline void _short_sums(const floating *x, const floating *dy, const floating *w,
+                             Py_ssize_t L, floating sh, double *s1, double *s2) noexcept nogil:
+    """The sums of _plane_sums for one row of L <= SHORT_ROW values, in one inlined loop
+    (_plane_sums' lanes and order: the same bits): blocks into lanes of the data type, flushed into double every
+    FLUSH blocks; the tail into the double lanes. Without dy: s1 = sum(x - sh),
+    s2 = sum((x - sh)^2); with dy: s1 = sum(g), s2 = sum(g * (x - sh)), g = dy * w (w by
+    column, or NULL)."""
+    cdef floating f1[LANES]
+    cdef floating f2[LANES]
+    cdef double a1[LANES]
+    cdef double a2[LANES]
+    cdef const floating *p
+    cdef floating e
+    cdef Py_ssize_t b, b0 = 0, nb = L // LANES, t = nb * LANES
+    cdef int l
+    for l in range(LANES):
+        f1[l] = 0.0
+        f2[l] = 0.0
+        a1[l] = 0.0
+        a2[l] = 0.0
+    while b0 < nb:
+        for b in range(b0, min(b0 + FLUSH, nb)):
+            p = x + b * LANES
+            if dy == NULL:
+                for l in range(LANES):
+                    e = p[l] - sh
+                    f1[l] += e
+                    f2[l] += e * e
+            elif w == NULL:
+                for l in range(LANES):
+                    e = dy[b * LANES + l]
+                    f1[l] += e
+                    f2[l] += e * (p[l] - sh)
+            else:
+                for l in range(LANES):
+                    e = dy[b * LANES + l] * w[b * LANES + l]
+                    f1[l] += e
+                    f2[l] += e * (p[l] - sh)
+        for l in range(LANES):
+            a1[l] += <double>f1[l]
+            a2[l] += <double>f2[l]
+            f1[l] = 0.0
+            f2[l] = 0.0
+        b0 += FLUSH
+    for l in range(L - t):  # as _seg_add's tail: in double, a product rounded once
+        if dy == NULL:
+            a1[l] += <double>x[t + l] - <double>sh
+            a2[l] += (<double>x[t + l] - <double>sh) * (<double>x[t + l] - <double>sh)
+        else:
+            e = dy[t + l] * w[t + l] if w != NULL else dy[t + l]
+            a1[l] += <double>e
+            a2[l] += <double>e * (<double>x[t + l] - <double>sh)
+    s1[0] = _tree(a1)
+    s2[0] = _tree(a2)
+
+
+cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, double *m2,
+                      floating *q) noexcept nogil:
+    """Moments of n <= ROW_BLOCK rows. Float rows of at most SHORT_ROW values: _short_sums around
+    each row's first value; a row that lost digits to that shift, or whose float squares
+    overflowed, or that holds an infinity, again by _plane_stats (its careful path). Other
+    rows: one by one (_plane_stats). q: scratch of 4 * ROW_BLOCK values."""
+    cdef double s1[ROW_BLOCK]
+    cdef Py_ssize_t i
+    cdef const floating *xf = <const floating *>x
+    if (real is float or real is double) and L <= SHORT_ROW:
+        for i in range(n):
+            q[i] = xf[i * L]
+            _short_sums(xf + i * L, <const floating *>NULL, <const floating *>NULL, L, q[i],
+                        &s1[i], &m2[i])
+        for i in range(n):
+            if (_finish_chunk(<double>L, <double>q[i], s1[i], m2[i], &mean[i], &m2[i])
+                    or (floating is float and _too_wide(<double>L, s1[i], m2[i]))
+                    or not _finite(mean[i])):
+                _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i], q)
+        return
+    for i in range(n):
+        _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i], q)
+
+
 cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, double eps,
                        bint rms, const floating *w, const floating *b, double *mean,
                        double *invstd) noexcept nogil:
@@ -20,8 +100,7 @@ cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, doubl
     cdef floating q[4 * ROW_BLOCK]
     cdef double v
     cdef Py_ssize_t i
-    for i in range(n):
-        _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i], q)
+    _rows_stats(x, n, L, mean, m2, q)
     for i in range(n):
         v = m2[i] / <double>L
         if rms:
@@ -73,7 +152,12 @@ cdef inline void _row_coefs(const real *x, const real *dy, const floating *w,
                             double *s, floating *q) noexcept nogil:
     """A row's sums s = [sum(g), sum(g * (x - mean))] (g = dy * w) and backward coefficients
     (RMSNorm: the mean is 0 and not differentiated: no sum(g) term)."""
-    _plane_dot(x, dy, w, 1, 1, L, 0, mean[0], &s[0], &s[1])
+    cdef floating fs = <floating>mean[0]
+    if (real is float or real is double) and L <= SHORT_ROW:
+        _short_sums(<const floating *>x, <const floating *>dy, w, L, fs, &s[0], &s[1])
+        s[1] += (<double>fs - mean[0]) * s[0]  # sums were around fs: to the exact mean
+    else:
+        _plane_dot(x, dy, w, 1, 1, L, 0, mean[0], &s[0], &s[1])
     if rms:
         s[0] = 0.0
     _bwd_coefs(q, 1, 1, 0, False, True, <double>L, mean, invstd, <const floating *>NULL,
