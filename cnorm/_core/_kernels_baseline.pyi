@@ -48,6 +48,18 @@ def bn_backward_call(
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...
+def row_call(
+    x: Any,
+    kind: int,
+    L: int,
+    weight: Any,
+    bias: Any,
+    eps: float,
+    rms: bool,
+    least_invstd: float,
+    max_bytes: int,
+    n_threads: int,
+) -> Any: ...
 group_forward: Fused
 group_backward: Fused
 row_forward: Fused

@@ -23,7 +23,7 @@ from ._ops.group_norm import (
     check_instance_norm,
     instance_norm_context,
 )
-from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps
+from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps, row_call
 from .base import _Module, _NormBase
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm",
@@ -265,6 +265,11 @@ class _RowNorm(_Module):
 
     def forward(self, x: ArrayLike) -> Array:
         """Normalize each row over the normalized axes; returns a new array shaped like x."""
+        got = row_call(x, self.dtype, self.normalized_shape, self.weight, self.bias, self.eps,
+                       self._rms)
+        if got is not None:  # a small call, by the entry checked in C
+            self._saved = got[1] if _grad.enabled() else None
+            return got[0]
         x, ns, weight, bias = check_row_norm(x, self.normalized_shape, self.weight, self.bias,
                                              self.dtype)
         eps = rms_eps(self.eps, x.dtype) if self._rms or self.eps is None else self.eps

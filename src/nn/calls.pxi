@@ -157,3 +157,44 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
     if err:
         raise MemoryError()
     return dx, s1, s2
+
+
+def row_call(object x, int kind, Py_ssize_t L, object weight, object bias, double eps,
+             bint rms, double least_invstd, Py_ssize_t max_bytes, int n_threads):
+    """LayerNorm's (``rms`` False) or RMSNorm's forward for a small call over x's last axis:
+    ``x`` an aligned C-contiguous native-order ndarray of ``kind`` (float32 or float64) whose
+    last axis holds ``L`` > 0 values, of fewer than ``max_bytes`` bytes and at least one row;
+    ``weight``, ``bias`` None or contiguous vectors of L values of that type. Returns
+    ``(y, stats)``, stats the (2, rows) float64 mean and invstd of row_forward; or None,
+    having written nothing, where any of that does not hold or the least invstd is below
+    ``least_invstd`` (float32 data too wide: the checked path computes it in float64)."""
+    if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    if (cnp.PyArray_TYPE(xa) != kind or nd < 1 or L <= 0 or cnp.PyArray_DIM(xa, nd - 1) != L
+            or not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISNOTSWAPPED(xa)
+            or cnp.PyArray_NBYTES(xa) >= max_bytes):
+        return None
+    cdef Py_ssize_t R = cnp.PyArray_SIZE(xa) // L
+    if R == 0 or not (_vector(weight, kind, L, False) and _vector(bias, kind, L, False)):
+        return None
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    cdef cnp.npy_intp sdims[2]
+    sdims[0], sdims[1] = 2, R
+    cdef cnp.ndarray stats = cnp.PyArray_EMPTY(2, sdims, cnp.NPY_DOUBLE, 0)
+    cdef double *mean = <double *>cnp.PyArray_DATA(stats)
+    cdef void *xp = cnp.PyArray_DATA(xa)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *wp = _data(weight)
+    cdef void *bp = _data(bias)
+    with nogil:
+        if kind == cnp.NPY_FLOAT:
+            _rows_forward(<const float *>xp, <float *>yp, R, L, eps, rms, <const float *>wp,
+                          <const float *>bp, mean, mean + R, n_threads)
+        else:
+            _rows_forward(<const double *>xp, <double *>yp, R, L, eps, rms, <const double *>wp,
+                          <const double *>bp, mean, mean + R, n_threads)
+    if kind == cnp.NPY_FLOAT and _least_positive(mean + R, R) < least_invstd:
+        return None
+    return y, stats

@@ -114,6 +114,18 @@ cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, doubl
         _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b, NULL, ACT_NONE, 0.0)
 
 
+cdef void _rows_forward(const real *xp, real *yp, Py_ssize_t R, Py_ssize_t L, double eps,
+                        bint rms, const floating *w, const floating *b, double *mean,
+                        double *invstd, int n_threads) noexcept nogil:
+    """row_forward on data pointers (R >= 1, L >= 1): blocks of whole rows to each thread."""
+    cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L)), r, k
+    cdef Py_ssize_t K = (R + B - 1) // B
+    for k in prange(K, schedule="static", num_threads=_threads(R * L, K, n_threads)):
+        r = k * B
+        _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b, &mean[r],
+                     &invstd[r])
+
+
 def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating[::1] bias,
                 double eps, bint rms, real[:, ::1] out, double[::1] mean,
                 double[::1] invstd, int n_threads):
@@ -126,7 +138,7 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
     """
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
-    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1]
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
     if R == 0:
@@ -135,15 +147,9 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
         mean[:] = NAN
         invstd[:] = NAN
         return INFINITY
-    cdef const real *xp = &x[0, 0]
-    cdef real *yp = &out[0, 0]
-    cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L))
-    cdef Py_ssize_t K = (R + B - 1) // B
     with nogil:
-        for k in prange(K, schedule="static", num_threads=_threads(R * L, K, n_threads)):
-            r = k * B
-            _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b,
-                         &mean[r], &invstd[r])
+        _rows_forward(&x[0, 0], &out[0, 0], R, L, eps, rms, w, b, &mean[0], &invstd[0],
+                      n_threads)
     return _least_positive(&invstd[0], R)
 
 

@@ -5,6 +5,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from ..._core import backend as _backend
+from ..._core import recycle
 from ..._core.checks import as_float_array, check_vector, normalized_shape
 from ..._core.dtypes import param_dtype
 from ..._core.layout import RowLayout
@@ -62,3 +63,47 @@ class RowNormContext(Context):
         kernel(self.x2, dy2, self.mean, self.invstd, self.weight, self.rms,
                self.weight is not None or self.has_bias, dx2, gw, gb, _backend.threads())
         return self.layout.restore(dx, out), gw.reshape(self.pshape), gb.reshape(self.pshape)
+
+
+class RowCallContext(RowNormContext):
+    """The context of a forward run by the small-call entry (``row_call``, src/nn/calls.pxi):
+    the statistics it returned; its views of x are made when a backward first asks."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: Array, stats: Array, normalized_shape: Shape, weight: OptArray,
+                 bias: OptArray, rms: bool) -> None:
+        self.x = x
+        self.mean, self.invstd = stats
+        self.pshape, self.rms, self.y = normalized_shape, rms, None
+        self.keep_params(weight, bias)
+
+    def __getattr__(self, name: str) -> Any:  # only for slots not set yet
+        if name in ("layout", "x2"):
+            self.layout = layout = RowLayout(self.x, len(self.pshape))
+            self.x2 = layout.view(self.x)
+            return getattr(self, name)
+        raise AttributeError(name)
+
+
+def row_call(x: Any, dtype: Any, shape: Any, weight: OptArray, bias: OptArray, eps: Any,
+             rms: bool) -> Optional[Tuple[Array, RowCallContext]]:
+    """A small layer/RMS-norm forward by the entry checked in C over one normalized axis
+    (``shape`` an int or a 1-tuple; ``dtype`` the layer's, or None: x's): ``(y, context)``,
+    or None, having changed nothing, where the entry does not take the call (the checked
+    path then runs, with its errors). ``eps`` None is resolved here, by rms_eps."""
+    if type(x) is not np.ndarray or type(eps) not in (float, type(None)):
+        return None
+    if dtype is None:
+        dtype = x.dtype
+    if eps is None:
+        eps = rms_eps(None, dtype)
+    L = shape if type(shape) is int else (shape[0] if type(shape) is tuple and len(shape) == 1
+                                          and type(shape[0]) is int else 0)
+    if L <= 0 or not eps > 0.0:
+        return None
+    got = _backend.kernels.row_call(x, dtype.num, L, weight, bias, eps, rms, WIDE_INVSTD,
+                                    recycle.SPARE_MIN, _backend.threads())
+    if got is None:
+        return None
+    return got[0], RowCallContext(x, got[1], (L,), weight, bias, rms)
