@@ -60,6 +60,19 @@ def row_call(
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...
+def group_call(
+    x: Any,
+    kind: int,
+    G: int,
+    C: int,
+    weight: Any,
+    bias: Any,
+    eps: float,
+    min_inner: int,
+    least_invstd: float,
+    max_bytes: int,
+    n_threads: int,
+) -> Any: ...
 group_forward: Fused
 group_backward: Fused
 row_forward: Fused

@@ -26,6 +26,7 @@ from ._ops.group_norm import (
     GroupNormContext,
     check_group_norm,
     check_instance_norm,
+    group_call,
     instance_norm_context,
 )
 from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps, row_call
@@ -369,6 +370,9 @@ def group_norm(x: ArrayLike, num_groups: int, weight: OptArray = None, bias: Opt
     >>> np.abs(y.reshape(2, 3, -1).mean(axis=2)).max() < 1e-12
     np.True_
     """
+    got = group_call(x, None, None, num_groups, weight, bias, eps) if out is None else None
+    if got is not None:  # a small call, by the entry checked in C
+        return got[0]
     x, G, weight, bias = check_group_norm(x, num_groups, weight, bias)
     y: Array = GroupNormContext(x, G, weight, bias, eps, out=out).y
     return y
@@ -439,6 +443,11 @@ def instance_norm(x: ArrayLike, running_mean: OptArray = None, running_var: OptA
     >>> np.abs(y.mean(axis=(2, 3))).max() < 1e-12
     np.True_
     """
+    got = group_call(x, None, None, None, weight, bias, eps, instance=True) if (
+        out is None and use_input_stats is True and running_mean is None
+        and running_var is None) else None
+    if got is not None:  # a small call, by the entry checked in C
+        return got[0]
     x, rm, rv, weight, bias = check_instance_norm(
         x, running_mean, running_var, weight, bias, use_input_stats, update=use_input_stats)
     y: Array = instance_norm_context(x, rm, rv, weight, bias, use_input_stats, momentum, eps,

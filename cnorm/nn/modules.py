@@ -21,6 +21,7 @@ from ._ops.group_norm import (
     GroupNormContext,
     check_group_norm,
     check_instance_norm,
+    group_call,
     instance_norm_context,
 )
 from ._ops.row_norm import RowNormContext, check_row_norm, rms_eps, row_call
@@ -170,6 +171,14 @@ class _InstanceNorm(_NormBase):
         mean of the per-instance statistics (``momentum=None``: not updated, as torch) and eval
         normalizes with them. ``num_batches_tracked`` is not advanced, as torch.
         """
+        if (not self.track_running_stats and type(x) is np.ndarray
+                and x.ndim == self._ndims[1]):  # a small call, by the entry checked in C
+            got = group_call(x, self.dtype, self.num_features, None, self.weight, self.bias,
+                             self.eps, instance=True)
+            if got is not None:
+                self._unbatched = False
+                self._saved = got[1] if _grad.enabled() else None
+                return got[0]
         unbatched = np.ndim(x) == self._ndims[0]
         use_input_stats = self.training or not self.track_running_stats
         update, (a, rm, rv, w, b) = self._checked(check_instance_norm, x, use_input_stats)
@@ -414,7 +423,13 @@ class GroupNorm(_Module):
         return self._run(x)
 
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
-        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given."""
+        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given. A small
+        call of the plain norm goes to the entry checked in C first (group_call)."""
+        got = None if block is not None else group_call(
+            x, self.dtype, self.num_channels, self.num_groups, self.weight, self.bias, self.eps)
+        if got is not None:
+            self._saved = got[1] if _grad.enabled() else None
+            return got[0]
         x, G, weight, bias = check_group_norm(x, self.num_groups, self.weight, self.bias,
                                               self.dtype, self.num_channels)
         return self._ran(self._with_spare("_y", x, lambda out: GroupNormContext(

@@ -198,3 +198,60 @@ def row_call(object x, int kind, Py_ssize_t L, object weight, object bias, doubl
     if kind == cnp.NPY_FLOAT and _least_positive(mean + R, R) < least_invstd:
         return None
     return y, stats
+
+
+def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, object bias,
+               double eps, Py_ssize_t min_inner, double least_invstd, Py_ssize_t max_bytes,
+               int n_threads):
+    """GroupNorm's forward (InstanceNorm's with G = C) for a small call: ``x`` an aligned
+    C-contiguous native-order ndarray (N, C, *) of ``kind`` (float32 or float64), N >= 1,
+    C > 0 channels in G groups, spatial axes of at least ``min_inner`` values (instance
+    norm's statistics need two), of fewer than
+    ``max_bytes`` bytes; ``weight``, ``bias`` None or contiguous vectors of C values of that
+    type. Returns ``(y, stats)``, stats the (3, N, G) float64 mean, m2 and invstd of
+    group_forward; or None, having written nothing, where any of that does not hold or the
+    least invstd is below ``least_invstd``."""
+    if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(xa), d
+    if (cnp.PyArray_TYPE(xa) != kind or nd < 2 or C <= 0 or G <= 0 or C % G
+            or cnp.PyArray_DIM(xa, 1) != C or not cnp.PyArray_ISCARRAY_RO(xa)
+            or not cnp.PyArray_ISNOTSWAPPED(xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+        return None
+    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = 1
+    for d in range(2, nd):
+        inner *= cnp.PyArray_DIM(xa, d)
+    if (N == 0 or inner == 0 or inner < min_inner
+            or not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False))):
+        return None
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    cdef cnp.npy_intp sdims[3]
+    sdims[0], sdims[1], sdims[2] = 3, N, G
+    cdef cnp.ndarray stats = cnp.PyArray_EMPTY(3, sdims, cnp.NPY_DOUBLE, 0)
+    cdef double *mean = <double *>cnp.PyArray_DATA(stats)
+    cdef void *coef = malloc(4 * N * C * sizeof(double))
+    cdef void *xp = cnp.PyArray_DATA(xa)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *wp = _data(weight)
+    cdef void *bp = _data(bias)
+    cdef int err = 0
+    if coef == NULL:
+        raise MemoryError()
+    with nogil:
+        if kind == cnp.NPY_FLOAT:
+            err = _groups_forward(<const float *>xp, <float *>yp, N, 1, C, inner, G, eps,
+                                  <const float *>wp, <const float *>bp, mean, mean + N * G,
+                                  mean + 2 * N * G, <float *>coef, <const float *>NULL,
+                                  ACT_NONE, 0.0, n_threads)
+        else:
+            err = _groups_forward(<const double *>xp, <double *>yp, N, 1, C, inner, G, eps,
+                                  <const double *>wp, <const double *>bp, mean, mean + N * G,
+                                  mean + 2 * N * G, <double *>coef, <const double *>NULL,
+                                  ACT_NONE, 0.0, n_threads)
+    free(coef)
+    if err:
+        raise MemoryError()
+    if kind == cnp.NPY_FLOAT and _least_positive(mean + 2 * N * G, N * G) < least_invstd:
+        return None
+    return y, stats

@@ -6,6 +6,28 @@
 # with the passes in parallel: the same bits either way.
 
 
+cdef int _groups_forward(const real *xp, real *yp, Py_ssize_t N, Py_ssize_t outer,
+                         Py_ssize_t C, Py_ssize_t inner, Py_ssize_t G, double eps,
+                         const floating *w, const floating *b, double *mean, double *m2,
+                         double *invstd, floating *coef, const real *rp, int act,
+                         double slope, int n_threads) noexcept nogil:
+    """group_forward on data pointers (N >= 1, a non-empty sample): mean, m2, invstd (N, G);
+    coef: 4 * N * C values. Returns -1 when out of memory."""
+    cdef Py_ssize_t S = outer * C * inner, n
+    cdef int nt = _threads(N * S, N, n_threads), err = 0
+    if nt > 1:
+        for n in prange(N, schedule="static", num_threads=nt):
+            err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
+                            &mean[n * G], &m2[n * G], &invstd[n * G], coef + 4 * n * C, 1,
+                            rp + n * S if rp != NULL else NULL, act, slope)
+    else:
+        for n in range(N):
+            err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
+                            &mean[n * G], &m2[n * G], &invstd[n * G], coef + 4 * n * C,
+                            n_threads, rp + n * S if rp != NULL else NULL, act, slope)
+    return err
+
+
 def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] weight,
                   const floating[::1] bias, double eps, real[:, :, :, ::1] out,
                   double[:, ::1] mean, double[:, ::1] m2, double[:, ::1] invstd,
@@ -17,34 +39,24 @@ def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] 
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
     cdef Py_ssize_t N = x.shape[0], outer = x.shape[1], C = x.shape[2], inner = x.shape[3]
-    cdef Py_ssize_t S = outer * C * inner, n
     cdef const floating *w = &weight[0] if weight is not None else NULL
     cdef const floating *b = &bias[0] if bias is not None else NULL
     if N == 0:
         return INFINITY
-    if S == 0:
+    if outer * C * inner == 0:
         mean[:, :] = NAN
         m2[:, :] = NAN
         invstd[:, :] = NAN
         return INFINITY
-    cdef int nt = _threads(N * S, N, n_threads), err = 0
+    cdef int err = 0
     cdef floating *coef = <floating *>malloc(4 * N * C * sizeof(floating))
-    cdef const real *xp = &x[0, 0, 0, 0]
-    cdef real *yp = &out[0, 0, 0, 0]
-    cdef const real *rp = &residual[0, 0, 0, 0] if residual is not None else NULL
     if coef == NULL:
         raise MemoryError()
     with nogil:
-        if nt > 1:
-            for n in prange(N, schedule="static", num_threads=nt):
-                err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
-                                &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C, 1,
-                                rp + n * S if rp != NULL else NULL, act, slope)
-        else:
-            for n in range(N):
-                err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
-                                &mean[n, 0], &m2[n, 0], &invstd[n, 0], coef + 4 * n * C,
-                                n_threads, rp + n * S if rp != NULL else NULL, act, slope)
+        err = _groups_forward(&x[0, 0, 0, 0], &out[0, 0, 0, 0], N, outer, C, inner, G, eps, w,
+                              b, &mean[0, 0], &m2[0, 0], &invstd[0, 0], coef,
+                              &residual[0, 0, 0, 0] if residual is not None else NULL, act,
+                              slope, n_threads)
     free(coef)
     if err:
         raise MemoryError()

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..._core import backend as _backend
+from ..._core import recycle
 from ..._core.checks import (
     as_float_array,
     check_channels,
@@ -119,3 +120,44 @@ def instance_norm_context(x: Array, running_mean: OptArray, running_var: OptArra
     ctx = GroupNormContext(x, x.shape[1], weight, bias, eps, out=out)
     ctx.update_running(running_mean, running_var, float(momentum))
     return ctx
+
+
+class GroupCallContext(GroupNormContext):
+    """The context of a forward run by the small-call entry (``group_call``,
+    src/nn/calls.pxi): the statistics it returned; its views of x are made when a backward
+    first asks."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, x: Array, stats: Array, G: int, weight: OptArray,
+                 bias: OptArray) -> None:
+        self.x, self.G, self.y = x, G, None
+        self.mean, self.m2, self.invstd = stats
+        self.keep_params(weight, bias)
+
+    def __getattr__(self, name: str) -> Any:  # only for slots not set yet
+        if name in ("layout", "x4"):
+            self.layout = layout = ChannelLayout(self.x, per_sample=True)
+            self.x4 = layout.view(self.x)
+            return getattr(self, name)
+        raise AttributeError(name)
+
+
+def group_call(x: Any, dtype: Any, C: Any, G: Any, weight: OptArray, bias: OptArray, eps: Any,
+               instance: bool = False) -> Optional[Tuple[Array, GroupCallContext]]:
+    """A small group-norm forward by the entry checked in C (``instance``: instance norm's,
+    G = C, whose statistics need two spatial values): ``(y, context)``, or None, having
+    changed nothing, where the entry does not take the call (the checked path then runs, with
+    its errors). ``dtype``, ``C``: the layer's, or None: x's."""
+    if type(x) is not np.ndarray or x.ndim < 2 or type(eps) is not float or not eps > 0.0:
+        return None
+    C = x.shape[1] if C is None else C
+    G = C if instance else G
+    if type(G) is not int:
+        return None
+    got = _backend.kernels.group_call(x, (x.dtype if dtype is None else dtype).num, G, C,
+                                      weight, bias, eps, 2 if instance else 1, WIDE_INVSTD,
+                                      recycle.SPARE_MIN, _backend.threads())
+    if got is None:
+        return None
+    return got[0], GroupCallContext(x, got[1], G, weight, bias)
