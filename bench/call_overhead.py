@@ -5,7 +5,7 @@ weight, bias, running_mean, running_var). Each library times in a process of its
 thread; cnorm against torch.nn's twin (no autograd graph for the forward alone: its
 parameters do not require a gradient), and against an earlier cnorm build with --baseline.
 
-    python bench/call_overhead.py [--baseline DIR] [--threads N]
+    python bench/call_overhead.py [--baseline DIR] [--threads N] [--budget SECONDS]
 """
 import argparse
 import json
@@ -106,11 +106,11 @@ def _args_cases(lib):
     return out
 
 
-def _us(f):
-    return None if f is None else block_median(f, 0.5, max_rounds=20000)[0] * 1e6
+def _us(f, budget):
+    return None if f is None else block_median(f, budget, max_rounds=20000)[0] * 1e6
 
 
-def worker(lib, threads):
+def worker(lib, threads, budget):
     """Times every case with ``lib`` (cnorm, the --path build when given, or torch); prints
     JSON."""
     if lib == "torch":
@@ -125,13 +125,14 @@ def worker(lib, threads):
     for name, shape in CASES:
         x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
         fwd, both = make(name, x)
-        res[name] = (_us(fwd), _us(both))
-    res["args"] = [_us(f) for f in _args_cases(lib)]
+        res[name] = (_us(fwd, budget), _us(both, budget))
+    res["args"] = [_us(f, budget) for f in _args_cases(lib)]
     print(json.dumps(res))
 
 
-def _run(lib, path, threads):
-    cmd = [sys.executable, __file__, "--worker", lib, "--threads", str(threads)]
+def _run(lib, path, threads, budget):
+    cmd = [sys.executable, __file__, "--worker", lib, "--threads", str(threads), "--budget",
+           str(budget)]
     if path:
         cmd += ["--path", path]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -146,16 +147,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline", metavar="DIR", help="also time the cnorm built in DIR")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--budget", type=float, default=0.5, help="seconds per case (0.5)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        return worker(a.worker, a.threads)
-    libs = {"cnorm": _run("cnorm", None, a.threads)}
+        return worker(a.worker, a.threads, a.budget)
+    libs = {"cnorm": _run("cnorm", None, a.threads, a.budget)}
     if a.baseline:
-        libs["cnorm before"] = _run("cnorm", a.baseline, a.threads)
+        libs["cnorm before"] = _run("cnorm", a.baseline, a.threads, a.budget)
     try:
-        libs["torch"] = _run("torch", None, a.threads)
+        libs["torch"] = _run("torch", None, a.threads, a.budget)
     except subprocess.CalledProcessError:
         print("(torch not installed: its columns are left out)")
     names = list(libs)
