@@ -57,6 +57,13 @@ class _Module:
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         raise NotImplementedError  # the forward of a norm that a fused block extends
 
+    def _entry(self, x: ArrayLike, epi: Optional[Tuple[Any, Optional[str], float]] = None
+               ) -> OptArray:
+        """A small forward by the layer's entry checked in C (``epi``: a fused block's
+        residual, activation and slope), its context kept; None where the layer has none or
+        the entry does not take the call (the checked path then runs)."""
+        return None
+
     def extra_repr(self) -> str:
         return ""
 

@@ -40,6 +40,9 @@ class _Fused(_Module):
         """``act(norm(x) + residual)``: ``residual`` (optional) shaped like x, of its dtype
         (copied into x's memory layout when it has another). Returns a new array in x's
         layout. The output is kept for relu's backward: do not modify it in place before."""
+        y = self._entry(x, (residual, self.act, self.negative_slope))  # a small call, in C
+        if y is not None:
+            return y
         return self._run(x, functools.partial(self._block, residual))
 
     def __call__(self, x: ArrayLike, residual: Optional[ArrayLike] = None) -> Array:

@@ -58,10 +58,9 @@ class BatchNormBase(_NormBase):
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given. A small
         training call of the plain norm goes to the entry checked in C first (train_call)."""
-        if self.training and block is None and type(self.eps) is float and self.eps > 0.0:
-            y = self._train_call(x)
-            if y is not None:
-                return y
+        y = self._entry(x) if block is None else None
+        if y is not None:
+            return y
         batch_stats = self.training or not self.track_running_stats
         update, (a, rm, rv, w, b) = self._checked(check_batch_norm, x, batch_stats,
                                                   eps=self.eps)
@@ -73,9 +72,12 @@ class BatchNormBase(_NormBase):
         return self._ran(ctx)
 
 
-    def _train_call(self, x: ArrayLike) -> OptArray:
-        """The training forward by train_call, the state moved and the context kept as the
+    def _entry(self, x: ArrayLike, epi: Optional[Tuple[Any, Optional[str], float]] = None
+               ) -> OptArray:
+        """A training forward by train_call, the state moved and the context kept as the
         checked path would; None where train_call does not take the call."""
+        if not (self.training and type(self.eps) is float and self.eps > 0.0):
+            return None
         counter = self._num_batches_tracked if self.track_running_stats else None
         ranks = _RANKS.get(self._ndims)
         if ranks is None:
@@ -84,7 +86,7 @@ class BatchNormBase(_NormBase):
         got = train_call(x, self.dtype, ranks, self.num_features, self.weight, self.bias,
                          self.running_mean if track else None,
                          self.running_var if track else None, counter, self.eps,
-                         running_factor(self.momentum, counter))
+                         running_factor(self.momentum, counter), epi)
         if got is None:
             return None
         self._saved = got[1] if _grad.enabled() else None
@@ -425,12 +427,21 @@ class GroupNorm(_Module):
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given. A small
         call of the plain norm goes to the entry checked in C first (group_call)."""
-        got = None if block is not None else group_call(
-            x, self.dtype, self.num_channels, self.num_groups, self.weight, self.bias, self.eps)
-        if got is not None:
-            self._saved = got[1] if _grad.enabled() else None
-            return got[0]
+        y = self._entry(x) if block is None else None
+        if y is not None:
+            return y
         x, G, weight, bias = check_group_norm(x, self.num_groups, self.weight, self.bias,
                                               self.dtype, self.num_channels)
         return self._ran(self._with_spare("_y", x, lambda out: GroupNormContext(
             x, G, weight, bias, self.eps, block=None if block is None else block(x), out=out)))
+
+    def _entry(self, x: ArrayLike, epi: Optional[Tuple[Any, Optional[str], float]] = None
+               ) -> OptArray:
+        """A forward by group_call, the context kept as the checked path would; None where
+        group_call does not take the call."""
+        got = group_call(x, self.dtype, self.num_channels, self.num_groups, self.weight,
+                         self.bias, self.eps, epi=epi)
+        if got is None:
+            return None
+        self._saved = got[1] if _grad.enabled() else None
+        return got[0]

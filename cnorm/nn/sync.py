@@ -281,6 +281,10 @@ class SyncBatchNorm(BatchNormBase):
         with the running statistics (eval, no communication)."""
         return self._run(x)
 
+    def _entry(self, x: ArrayLike, epi: Optional[Tuple[Any, Optional[str], float]] = None
+               ) -> OptArray:
+        return None  # the statistics are every rank's: no local small call
+
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (SyncBatchNormAct) when given. Every
         failure of this rank's part (checks, its statistics, memory) is agreed on before the

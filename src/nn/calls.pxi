@@ -22,20 +22,40 @@ cdef inline bint _vector(object a, int kind, Py_ssize_t n, bint writable):
             and cnp.PyArray_ISNOTSWAPPED(v) and (not writable or cnp.PyArray_ISWRITEABLE(v)))
 
 
+cdef inline bint _like(object r, cnp.ndarray xa):
+    """``r`` is None, or an aligned C-contiguous native-order ndarray of x's type and shape
+    (a fused block's residual)."""
+    if r is None:
+        return True
+    if not cnp.PyArray_CheckExact(r):
+        return False
+    cdef cnp.ndarray ra = <cnp.ndarray>r
+    cdef int d, nd = cnp.PyArray_NDIM(xa)
+    if (cnp.PyArray_TYPE(ra) != cnp.PyArray_TYPE(xa) or cnp.PyArray_NDIM(ra) != nd
+            or not cnp.PyArray_ISCARRAY_RO(ra) or not cnp.PyArray_ISNOTSWAPPED(ra)):
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIM(ra, d) != cnp.PyArray_DIM(xa, d):
+            return False
+    return True
+
+
 cdef inline void *_data(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a) if a is not None else NULL
 
 
 def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weight,
                   object bias, object running_mean, object running_var, object counter,
-                  double eps, double factor, double least_invstd, Py_ssize_t max_bytes,
-                  int n_threads):
+                  double eps, double factor, object residual, int act, double slope,
+                  double least_invstd, Py_ssize_t max_bytes, int n_threads):
     """Batch norm's training forward for a small call: ``x`` an aligned C-contiguous
     native-order ndarray (N, C, *) of ``kind`` (float32 or float64), of a rank whose bit
     is set in ``ranks``, and of fewer than ``max_bytes`` bytes,
     more than one value per channel; ``weight``, ``bias``, ``running_mean``,
     ``running_var`` None or contiguous vectors of C values of that type (the running ones
-    writable); ``counter`` None or a writable 0-d int64. Returns ``(y, stats)``, stats the
+    writable); ``counter`` None or a writable 0-d int64; a fused block's ``residual`` (None,
+    or an array of x's type, shape and layout) and activation ``act`` (its ``slope``).
+    Returns ``(y, stats)``, stats the
     (3, C) float64 mean, m2 and invstd, with the running statistics moved by ``factor`` and
     the counter incremented; or None, having written nothing, where any of that does not
     hold or the least invstd is below ``least_invstd`` (float32 data too wide: the checked
@@ -55,7 +75,7 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
         return None
     if not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False)
             and _vector(running_mean, kind, C, True)
-            and _vector(running_var, kind, C, True)):
+            and _vector(running_var, kind, C, True) and _like(residual, xa)):
         return None
     if counter is not None and not (cnp.PyArray_CheckExact(counter)
                                     and cnp.PyArray_TYPE(<cnp.ndarray>counter) == cnp.NPY_INT64
@@ -72,6 +92,7 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
     cdef void *yp = cnp.PyArray_DATA(y)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
+    cdef void *rp = _data(residual)
     cdef int err = 0
     if coef == NULL:
         raise MemoryError()
@@ -79,12 +100,12 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
         if kind == cnp.NPY_FLOAT:
             err = _forward(<const float *>xp, <float *>yp, N, C, inner, 1, eps,
                            <const float *>wp, <const float *>bp, mean, mean + C, mean + 2 * C,
-                           <float *>coef, n_threads, <const float *>NULL, ACT_NONE, 0.0)
+                           <float *>coef, n_threads, <const float *>rp, act, slope)
         else:
             err = _forward(<const double *>xp, <double *>yp, N, C, inner, 1, eps,
                            <const double *>wp, <const double *>bp, mean, mean + C,
-                           mean + 2 * C, <double *>coef, n_threads, <const double *>NULL,
-                           ACT_NONE, 0.0)
+                           mean + 2 * C, <double *>coef, n_threads, <const double *>rp, act,
+                           slope)
     free(coef)
     if err:
         raise MemoryError()
@@ -201,14 +222,15 @@ def row_call(object x, int kind, Py_ssize_t L, object weight, object bias, doubl
 
 
 def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, object bias,
-               double eps, Py_ssize_t min_inner, double least_invstd, Py_ssize_t max_bytes,
-               int n_threads):
+               double eps, Py_ssize_t min_inner, object residual, int act, double slope,
+               double least_invstd, Py_ssize_t max_bytes, int n_threads):
     """GroupNorm's forward (InstanceNorm's with G = C) for a small call: ``x`` an aligned
     C-contiguous native-order ndarray (N, C, *) of ``kind`` (float32 or float64), N >= 1,
     C > 0 channels in G groups, spatial axes of at least ``min_inner`` values (instance
     norm's statistics need two), of fewer than
     ``max_bytes`` bytes; ``weight``, ``bias`` None or contiguous vectors of C values of that
-    type. Returns ``(y, stats)``, stats the (3, N, G) float64 mean, m2 and invstd of
+    type; a fused block's ``residual`` and ``act`` as bn_train_call's. Returns ``(y, stats)``,
+    stats the (3, N, G) float64 mean, m2 and invstd of
     group_forward; or None, having written nothing, where any of that does not hold or the
     least invstd is below ``least_invstd``."""
     if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
@@ -222,7 +244,7 @@ def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, ob
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = 1
     for d in range(2, nd):
         inner *= cnp.PyArray_DIM(xa, d)
-    if (N == 0 or inner == 0 or inner < min_inner
+    if (N == 0 or inner == 0 or inner < min_inner or not _like(residual, xa)
             or not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False))):
         return None
     cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
@@ -235,6 +257,7 @@ def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, ob
     cdef void *yp = cnp.PyArray_DATA(y)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
+    cdef void *rp = _data(residual)
     cdef int err = 0
     if coef == NULL:
         raise MemoryError()
@@ -242,13 +265,13 @@ def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, ob
         if kind == cnp.NPY_FLOAT:
             err = _groups_forward(<const float *>xp, <float *>yp, N, 1, C, inner, G, eps,
                                   <const float *>wp, <const float *>bp, mean, mean + N * G,
-                                  mean + 2 * N * G, <float *>coef, <const float *>NULL,
-                                  ACT_NONE, 0.0, n_threads)
+                                  mean + 2 * N * G, <float *>coef, <const float *>rp, act,
+                                  slope, n_threads)
         else:
             err = _groups_forward(<const double *>xp, <double *>yp, N, 1, C, inner, G, eps,
                                   <const double *>wp, <const double *>bp, mean, mean + N * G,
-                                  mean + 2 * N * G, <double *>coef, <const double *>NULL,
-                                  ACT_NONE, 0.0, n_threads)
+                                  mean + 2 * N * G, <double *>coef, <const double *>rp, act,
+                                  slope, n_threads)
     free(coef)
     if err:
         raise MemoryError()

@@ -81,7 +81,7 @@ def _entry(x, C=None, weight=None, running=(None, None), counter=None, ranks=Non
     ranks = bn_ops.ranks_mask(2) if ranks is None else ranks
     return backend.kernels.bn_train_call(
         x, kind, ranks, x.shape[1] if C is None else C, weight, None, running[0], running[1],
-        counter, 1e-5, 0.1, 1e-32, max_bytes, 1)
+        counter, 1e-5, 0.1, None, 0, 0.0, 1e-32, max_bytes, 1)
 
 
 def test_the_entry_declines_what_it_does_not_take(rng):

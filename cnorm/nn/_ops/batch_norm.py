@@ -10,7 +10,7 @@ from ..._core.checks import as_float_array, check_channels, check_eps, check_ndi
 from ..._core.dtypes import param_dtype
 from ..._core.layout import ChannelLayout, contiguous, reduction_view, storage
 from ..._core.types import Array, ArrayLike, AxisLike, OptArray
-from .act import Block
+from .act import Block, act_code
 from .context import WIDE_INVSTD, Context, as_f64, update_running, write_back
 
 
@@ -175,24 +175,27 @@ class BatchNormContext(Context):
 class CallContext(BatchNormContext):
     """The context of a training forward run by the small-call entry (``bn_train_call``,
     src/nn/calls.pxi): the statistics it returned; its views of x are made when a backward
-    first asks for them, so that the forward pays for none."""
+    first asks for them, so that the forward pays for none. A fused block's context keeps its
+    block and output ``y`` (relu's backward reads its mask there)."""
 
     __slots__ = ("x",)
 
-    def __init__(self, x: Array, stats: Array, weight: OptArray, has_bias: bool) -> None:
+    def __init__(self, x: Array, stats: Array, weight: OptArray, bias: OptArray,
+                 block: Optional[Block] = None, y: OptArray = None) -> None:
         self.x = x
         self.mean, self.m2, self.invstd = stats
-        self.batch_stats, self.y = True, None
-        self.weight = None if weight is None else weight.copy()  # as keep_params
-        self.has_bias, self.block, self.shift = has_bias, None, None
+        self.batch_stats, self.y = True, y
+        self.keep_params(weight, bias, block)
 
     def backward(self, grad_output: ArrayLike,
                  out: OptArray = None) -> Tuple[Array, OptArray, OptArray]:
-        """Context.backward's results; a small call's by the entry checked in C."""
+        """Context.backward's results; a small call's by the entry checked in C (a fused
+        block's by the checked path: its epilogue's gradient)."""
         need = self.weight is not None or self.has_bias
-        got = None if out is not None else _backend.kernels.bn_backward_call(
-            self.x, grad_output, self.mean, self.invstd, self.weight, need, recycle.SPARE_MIN,
-            _backend.threads())
+        got = None if out is not None or self.block is not None else \
+            _backend.kernels.bn_backward_call(self.x, grad_output, self.mean, self.invstd,
+                                              self.weight, need, recycle.SPARE_MIN,
+                                              _backend.threads())
         if got is None:
             return super().backward(grad_output, out)
         dx, sdy, sdyx = got  # as _backward and Context.backward finish them
@@ -205,6 +208,8 @@ class CallContext(BatchNormContext):
             self.layout = layout = ChannelLayout(self.x)
             self.x3 = layout.view(self.x)
             self.count = float(self.x3.shape[0] * self.x3.shape[2])
+            if self.block is not None:
+                self.block.kernel_args(layout, layout.view(self.y))
             return getattr(self, name)
         raise AttributeError(name)
 
@@ -221,14 +226,20 @@ ANY_RANK = ranks_mask(2)  # the functional form's: (N, C, ...)
 
 def train_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
                bias: OptArray, running_mean: OptArray, running_var: OptArray,
-               counter: OptArray, eps: float, factor: float) -> Optional[Tuple[Array, Any]]:
+               counter: OptArray, eps: float, factor: float,
+               epi: Optional[Tuple[Any, Optional[str], float]] = None
+               ) -> Optional[Tuple[Array, Any]]:
     """A small training forward by the entry checked in C: ``(y, context)`` with the running
     statistics (and ``counter``) moved, or None, having changed nothing, where the entry
-    does not take the call (the checked path then runs, with its errors)."""
+    does not take the call (the checked path then runs, with its errors). ``epi``: a fused
+    block's (residual, activation name, slope)."""
+    residual, act, slope = (None, None, 0.0) if epi is None else epi
     got = _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
-                                         running_var, counter, eps, factor, WIDE_INVSTD,
+                                         running_var, counter, eps, factor, residual,
+                                         act_code(act), slope, WIDE_INVSTD,
                                          recycle.SPARE_MIN, _backend.threads())
     if got is None:
         return None
     y, stats = got
-    return y, CallContext(x, stats, weight, bias is not None)
+    block = None if epi is None else Block(x, residual, act, slope)
+    return y, CallContext(x, stats, weight, bias, block, None if block is None else y)

@@ -19,7 +19,7 @@ from ..._core.checks import (
 from ..._core.dtypes import param_dtype
 from ..._core.layout import ChannelLayout, contiguous
 from ..._core.types import Array, ArrayLike, OptArray
-from .act import Block
+from .act import Block, act_code
 from .batch_norm import BatchNormContext
 from .context import WIDE_INVSTD, Context, as_f64, update_running
 
@@ -125,39 +125,48 @@ def instance_norm_context(x: Array, running_mean: OptArray, running_var: OptArra
 class GroupCallContext(GroupNormContext):
     """The context of a forward run by the small-call entry (``group_call``,
     src/nn/calls.pxi): the statistics it returned; its views of x are made when a backward
-    first asks."""
+    first asks (a fused block's context keeps its block and output, as CallContext)."""
 
     __slots__ = ("x",)
 
-    def __init__(self, x: Array, stats: Array, G: int, weight: OptArray,
-                 bias: OptArray) -> None:
-        self.x, self.G, self.y = x, G, None
+    def __init__(self, x: Array, stats: Array, G: int, weight: OptArray, bias: OptArray,
+                 block: Optional[Block] = None, y: OptArray = None) -> None:
+        self.x, self.G, self.y = x, G, y
         self.mean, self.m2, self.invstd = stats
-        self.keep_params(weight, bias)
+        self.keep_params(weight, bias, block)
 
     def __getattr__(self, name: str) -> Any:  # only for slots not set yet
         if name in ("layout", "x4"):
             self.layout = layout = ChannelLayout(self.x, per_sample=True)
             self.x4 = layout.view(self.x)
+            if self.block is not None:
+                self.block.kernel_args(layout, layout.view(self.y))
             return getattr(self, name)
         raise AttributeError(name)
 
 
 def group_call(x: Any, dtype: Any, C: Any, G: Any, weight: OptArray, bias: OptArray, eps: Any,
-               instance: bool = False) -> Optional[Tuple[Array, GroupCallContext]]:
+               instance: bool = False,
+               epi: Optional[Tuple[Any, Optional[str], float]] = None
+               ) -> Optional[Tuple[Array, GroupCallContext]]:
     """A small group-norm forward by the entry checked in C (``instance``: instance norm's,
-    G = C, whose statistics need two spatial values): ``(y, context)``, or None, having
-    changed nothing, where the entry does not take the call (the checked path then runs, with
-    its errors). ``dtype``, ``C``: the layer's, or None: x's."""
+    G = C, whose statistics need two spatial values; ``epi``: a fused block's residual,
+    activation name and slope): ``(y, context)``, or None, having changed nothing, where the
+    entry does not take the call (the checked path then runs, with its errors). ``dtype``,
+    ``C``: the layer's, or None: x's."""
     if type(x) is not np.ndarray or x.ndim < 2 or type(eps) is not float or not eps > 0.0:
         return None
     C = x.shape[1] if C is None else C
     G = C if instance else G
     if type(G) is not int:
         return None
+    residual, act, slope = (None, None, 0.0) if epi is None else epi
     got = _backend.kernels.group_call(x, (x.dtype if dtype is None else dtype).num, G, C,
-                                      weight, bias, eps, 2 if instance else 1, WIDE_INVSTD,
-                                      recycle.SPARE_MIN, _backend.threads())
+                                      weight, bias, eps, 2 if instance else 1, residual,
+                                      act_code(act), slope, WIDE_INVSTD, recycle.SPARE_MIN,
+                                      _backend.threads())
     if got is None:
         return None
-    return got[0], GroupCallContext(x, got[1], G, weight, bias)
+    block = None if epi is None else Block(x, residual, act, slope)
+    return got[0], GroupCallContext(x, got[1], G, weight, bias, block,
+                                    None if block is None else got[0])
