@@ -25,8 +25,9 @@ cdef enum:
     ROW_BLOCK = 16        # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
     SHORT_ROW = 4096      # row norms: float rows of at most this many values (one chunk)
-                          # are summed by one inlined loop (the chunk machinery cost more
-                          # than a short row's values: (4096, 64) 3x)
+                          # are summed by one inlined loop: the chunk machinery per row
+                          # cost more than a short row's values (LayerNorm (4096, 64)
+                          # forward on AMD EPYC: 0.265 -> 0.170 ms)
 
 cdef enum:  # the fused epilogue's activations (cnorm/nn/_ops/act.py names them)
     ACT_NONE = 0

@@ -325,7 +325,6 @@ def test_kernel_indices_are_64_bit_by_construction():
     src = "".join(open(os.path.join(d, f)).read() for d, _, files in sorted(os.walk(src_dir))
                   for f in sorted(files) if f.endswith((".pxi", ".pyx")))
     allowed = {"l", "blocks", "nt", "err", "w", "n", "n_threads", "width", "d", "nd", "found",
-               "*found", "kind", "in_kind", "out_kind", "ce", "act",
-               "off[ROW_BLOCK]"}  # ce: 1 or 3; act: a code; off: below ROW_BLOCK * SHORT_ROW
+               "*found", "kind", "in_kind", "out_kind", "ce", "act"}  # ce: 1 or 3; act: a code
     names = kernel_int_names(src)
     assert names and names <= allowed, names - allowed
