@@ -2,9 +2,7 @@
 # checked in C through the NumPy C-API and the same cdef kernels run on their data pointers, so
 # the results are the bits of the checked path; for anything else they return None having
 # written nothing, and the caller takes the checked path, which raises with its messages.
-cimport numpy as cnp
-
-cnp.import_array()
+include "_ndarray.pxi"
 
 cdef enum:
     CALL_MAX_C = 64  # channels a small call takes (its coefficients live on the stack)
@@ -36,6 +34,33 @@ cdef bint _floats(object v, Py_ssize_t C, double *out):
         return False
     memcpy(out, cnp.PyArray_DATA(a), C * sizeof(double))
     return True
+
+
+cdef int _map_call(int in_kind, View *xv, View *yv, const double *m, const double *a,
+                   const double *b, int n_threads) except -2:
+    """The small calls' affine map of xv into yv with the checked path's coefficient lanes of
+    (m, a, b): float64 output for float64 input (K_F64), else float32 (K_U8, K_F32). Returns
+    _affine_to's code (1: a non-finite value where the map refuses them)."""
+    cdef Py_ssize_t lanes = _lane_width(xv.C, xv.inter), groups = 1 if xv.inter else xv.C
+    cdef void *coef = malloc(4 * lanes * groups * sizeof(double))
+    cdef int err
+    if coef == NULL:
+        raise MemoryError()
+    if in_kind == K_F64:
+        _coef_lanes(<double *>coef, lanes, xv.C, xv.inter, m, a, b)
+    else:
+        _coef_lanes(<float *>coef, lanes, xv.C, xv.inter, m, a, b)
+    with nogil:
+        if in_kind == K_U8:
+            err = _affine_to(K_F32, xv, yv, NULL, coef, n_threads, <uint8_t *>NULL)
+        elif in_kind == K_F64:
+            err = _affine_to(K_F64, xv, yv, NULL, coef, n_threads, <double *>NULL)
+        else:
+            err = _affine_to(K_F32, xv, yv, NULL, coef, n_threads, <float *>NULL)
+    free(coef)
+    if err == -1:
+        raise MemoryError()
+    return err
 
 
 def images_call(object images, object mean, object std, object scale, object out,
@@ -114,31 +139,8 @@ def images_call(object images, object mean, object std, object scale, object out
     cdef View xv, yv
     _view_at(&xv, x0, 2, shape, xst, C, isz)
     _view_at(&yv, <char *>cnp.PyArray_DATA(y), 2, shape, yst, C, H * W * 4)
-    cdef Py_ssize_t lanes = _lane_width(C, xv.inter), groups = 1 if xv.inter else C
-    cdef void *coef = malloc(4 * lanes * groups * sizeof(double))
-    cdef int err
-    if coef == NULL:
-        raise MemoryError()
-    _coef_lanes(<float *>coef, lanes, C, xv.inter, m, a, b)
-    with nogil:
-        if kind == K_U8:
-            err = _affine_to(K_F32, &xv, &yv, NULL, coef, n_threads, <uint8_t *>NULL)
-        else:
-            err = _affine_to(K_F32, &xv, &yv, NULL, coef, n_threads, <float *>NULL)
-    free(coef)
-    if err == -1:
-        raise MemoryError()
+    _map_call(kind, &xv, &yv, m, a, b, n_threads)
     return y
-
-
-cdef bint _state(object a, Py_ssize_t C):
-    """``a`` a writable aligned contiguous float64 vector of C values."""
-    if not cnp.PyArray_CheckExact(a):
-        return False
-    cdef cnp.ndarray v = <cnp.ndarray>a
-    return (cnp.PyArray_TYPE(v) == cnp.NPY_DOUBLE and cnp.PyArray_NDIM(v) == 1
-            and cnp.PyArray_DIM(v, 0) == C and cnp.PyArray_ISCARRAY(v)
-            and cnp.PyArray_ISNOTSWAPPED(v))
 
 
 def moments_call(object x, object channel_axis, Py_ssize_t C, double count, object mean,
@@ -147,7 +149,7 @@ def moments_call(object x, object channel_axis, Py_ssize_t C, double count, obje
     C-contiguous native-order ndarray of uint8, float32 or float64 with at least one value,
     its channels on the last axis (``channel_axis`` that axis as an int; None: the whole array
     is one channel), C of them (1 to CALL_MAX_C); ``mean``, ``m2``, ``mn``, ``mx`` the
-    statistics' own vectors (``_state``) over ``count`` > 0 values. Merges the batch into them
+    statistics' own writable float64 vectors over ``count`` > 0 values. Merges the batch into them
     in place, as ``Moments._add`` does (the chunk plan of the checked path's canonical view,
     Chan's merge of merge_stats, NumPy's minimum and maximum), and returns the batch's count;
     or None, having written nothing, where any of that does not hold."""
@@ -173,7 +175,10 @@ def moments_call(object x, object channel_axis, Py_ssize_t C, double count, obje
     n = cnp.PyArray_SIZE(xa) // C if C > 0 else 0
     if C < 1 or C > CALL_MAX_C or n == 0:
         return None
-    if not (_state(mean, C) and _state(m2, C) and _state(mn, C) and _state(mx, C)):
+    if (mean is None or m2 is None or mn is None or mx is None
+            or not (_vector(mean, cnp.NPY_DOUBLE, C, True) and _vector(m2, cnp.NPY_DOUBLE, C, True)
+                    and _vector(mn, cnp.NPY_DOUBLE, C, True)
+                    and _vector(mx, cnp.NPY_DOUBLE, C, True))):
         return None
     # the checked path's canonical view: the pixels merged into one run (stride C values; one
     # pixel: one value), the channels adjacent
@@ -223,7 +228,7 @@ def standardize_call(object X, object channel_axis, Py_ssize_t C, object mean, o
     if not cnp.PyArray_CheckExact(X):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>X
-    cdef int nd = cnp.PyArray_NDIM(xa), kind = cnp.PyArray_TYPE(xa), err
+    cdef int nd = cnp.PyArray_NDIM(xa), kind = cnp.PyArray_TYPE(xa)
     if (nd == 0 or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE)
             or not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISNOTSWAPPED(xa)):
         return None
@@ -257,22 +262,7 @@ def standardize_call(object X, object channel_axis, Py_ssize_t C, object mean, o
     cdef View xv, yv
     _view_at(&xv, <char *>cnp.PyArray_DATA(xa), 0, shape, strides, C, isz)
     _view_at(&yv, <char *>cnp.PyArray_DATA(y), 0, shape, strides, C, isz)
-    cdef Py_ssize_t lanes = _lane_width(C, xv.inter), groups = 1 if xv.inter else C
-    cdef void *coef = malloc(4 * lanes * groups * sizeof(double))
-    if coef == NULL:
-        raise MemoryError()
-    if kind == cnp.NPY_DOUBLE:
-        _coef_lanes(<double *>coef, lanes, C, xv.inter, m, a, b)
-    else:
-        _coef_lanes(<float *>coef, lanes, C, xv.inter, m, a, b)
-    with nogil:
-        if kind == cnp.NPY_DOUBLE:
-            err = _affine_to(K_F64, &xv, &yv, NULL, coef, n_threads, <double *>NULL)
-        else:
-            err = _affine_to(K_F32, &xv, &yv, NULL, coef, n_threads, <float *>NULL)
-    free(coef)
-    if err == -1:
-        raise MemoryError()
-    if err == 1:
+    if _map_call(K_F64 if kind == cnp.NPY_DOUBLE else K_F32, &xv, &yv, m, a, b,
+                 n_threads) == 1:
         raise ValueError("Input X contains NaN or infinity.")
     return y

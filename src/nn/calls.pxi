@@ -4,22 +4,7 @@
 # C-API, and run the same cdef kernels on their data pointers, so that their results are the
 # bits of the checked path. They never raise for bad input: they return None before anything
 # is written, and the caller takes the checked path, which raises with its messages.
-cimport numpy as cnp
-
-cnp.import_array()
-
-
-cdef inline bint _vector(object a, int kind, Py_ssize_t n, bint writable):
-    """``a`` is None, or an aligned contiguous 1-D ndarray of ``kind`` and ``n`` values
-    (writable when asked)."""
-    if a is None:
-        return True
-    if not cnp.PyArray_CheckExact(a):
-        return False
-    cdef cnp.ndarray v = <cnp.ndarray>a
-    return (cnp.PyArray_TYPE(v) == kind and cnp.PyArray_NDIM(v) == 1
-            and cnp.PyArray_DIM(v, 0) == n and cnp.PyArray_ISCARRAY_RO(v)
-            and cnp.PyArray_ISNOTSWAPPED(v) and (not writable or cnp.PyArray_ISWRITEABLE(v)))
+include "_ndarray.pxi"
 
 
 cdef inline bint _like(object r, cnp.ndarray xa):
