@@ -22,6 +22,7 @@ CASES: Dict[str, Tuple[Any, ...]] = {
     "normalize_images": ((64, 224, 224, 3), "uint8", ("cnorm", "torch", "cv2", "numpy"), 5,
                          "copy", ("torch", "cv2")),
     "moments": ((64, 224, 224, 3), "uint8", ("cnorm", "numpy"), 1, "read", ("numpy",)),
+    "moments_f32": ((64, 224, 224, 3), "float32", ("cnorm", "numpy"), 1, "read", ("numpy",)),
     "standardize": ((4096, 512), "float32", ("cnorm", "sklearn", "numpy"), 2, "copy",
                     ("sklearn",)),
     # fused blocks, forward + backward: at least x, r read and y written, then dy, y, x read
@@ -52,10 +53,12 @@ CASES: Dict[str, Tuple[Any, ...]] = {
 CALLS = {"bn1d_call", "bn_functional_call", "standardize_call", "normalize_image_call",
          "moments_call"}
 QUICK = {"normalize_images": (2, 32, 32, 3), "moments": (2, 32, 32, 3),
+         "moments_f32": (2, 32, 32, 3),
          "standardize": (64, 16), "bn_add_relu": (4, 64, 8, 8), "gn_add_relu": (4, 64, 8, 8),
          "bn2d_f16": (4, 64, 8, 8), "bn2d_bf16": (4, 64, 8, 8), "ln_bf16": (8, 16, 64),
          **{name: CASES[name][0] for name in CALLS}}
 LABELS = {"normalize_images": "uint8 NHWC -> float32 NCHW", "moments": "per-channel mean + std",
+          "moments_f32": "per-channel mean + std, float32",
           "standardize": "transform float32",
           "bn_add_relu": "BatchNorm2d + residual + relu, fwd + bwd",
           "gn_add_relu": "GroupNorm(32) + residual + relu, fwd + bwd",
@@ -125,7 +128,7 @@ def make_runner(impl: str, name: str, x: Array, lib: Any) -> Runner:
         return _block_runner(impl, name, x, lib)
     if name in HALF:
         return _half_runner(impl, name, x, lib)
-    if name == "moments":
+    if name in ("moments", "moments_f32"):
         if impl == "cnorm":
             return lambda: lib.Moments.from_array(x, channel_axis=-1).std
         return lambda: (x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2)))

@@ -197,19 +197,36 @@ cdef void _int_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
 
 cdef extern from "cnorm_lanes.h" nogil:
     bint CN_HAVE_LANES8
+    void cn_lanes32(const double *x, Py_ssize_t nb, Py_ssize_t W, const double *sh, double *s1,
+                    double *s2, double *lo, double *hi)
+    void cn_lanes32f(const float *x, Py_ssize_t nb, Py_ssize_t W, const double *sh, double *s1,
+                     double *s2, double *lo, double *hi)
     void cn_lanes8(const double *x, Py_ssize_t nb, Py_ssize_t W, const double *sh, double *s1,
                    double *s2, double *lo, double *hi)
 
 
-cdef inline void _dbl_lanes(const double *x, Py_ssize_t n, Py_ssize_t W, const double *sh,
+ctypedef fused lane_t:   # what the double lanes read: float converts in registers
+    float
+    double
+
+
+cdef inline void _dbl_lanes(const lane_t *x, Py_ssize_t n, Py_ssize_t W, const double *sh,
                             double *s1, double *s2, double *lo, double *hi) noexcept nogil:
     """n values into W lanes around the lanes' shifts sh: lane l gets x[l], x[W + l], ...
-    in order. Eight lanes at a time through all blocks in vector registers (cnorm_lanes.h);
-    the same operations lane by lane where W leaves fewer than eight."""
-    cdef Py_ssize_t b, l, nb = n // W, t = n - nb * W, l8 = (W // 8) * 8 if CN_HAVE_LANES8 else 0
+    in order. 32 lanes at a time (then eight, for double) through all blocks in vector
+    registers (cnorm_lanes.h); the same operations lane by lane for the lanes left."""
+    cdef Py_ssize_t b, l, nb = n // W, t = n - nb * W
+    cdef Py_ssize_t l32 = (W // 32) * 32 if CN_HAVE_LANES8 else 0
+    cdef Py_ssize_t l8 = l32 if lane_t is float or not CN_HAVE_LANES8 else (W // 8) * 8
     cdef double e, d
-    for l in range(0, l8, 8):
-        cn_lanes8(x + l, nb, W, sh + l, s1 + l, s2 + l, lo + l, hi + l)
+    for l in range(0, l32, 32):
+        if lane_t is float:
+            cn_lanes32f(x + l, nb, W, sh + l, s1 + l, s2 + l, lo + l, hi + l)
+        else:
+            cn_lanes32(x + l, nb, W, sh + l, s1 + l, s2 + l, lo + l, hi + l)
+    for l in range(l32, l8, 8):
+        if lane_t is double:
+            cn_lanes8(x + l, nb, W, sh + l, s1 + l, s2 + l, lo + l, hi + l)
     for b in range(nb + 1):
         for l in range(l8 if b < nb else 0, W if b < nb else t):
             e = x[b * W + l]
@@ -244,6 +261,7 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
     cdef pixel_t *tile = <pixel_t *>(dtile + TILE + W)
     cdef const char *src
     cdef double a, q, vlo, vhi
+    cdef Py_ssize_t tp = p.tp
     for l in range(W):
         s1[l] = 0.0
         s2[l] = 0.0
@@ -251,13 +269,20 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
         hi[l] = -INFINITY
         shl[l] = sh[l % ce]
     _chunk_span(v, p, k, &r0, &r1, &i0, &i1)
+    if (pixel_t is float or pixel_t is double) and W <= 32 and _dense(v, sizeof(pixel_t)):
+        tp = i1 - i0  # one lane set needs no tile: one step a run (the same lanes either
+                      # way: steps hold whole blocks); more sets keep the L1-sized step
     for r in range(r0, r1):
         src = _row(v, r) + c0 * v.cs
         i = i0
         while i < i1:
-            step = min(p.tp, i1 - i)
-            _dbl_lanes(_as_double(_gather(v, src + i * v.rs, step, ce, tile), step * ce, dtile),
-                       step * ce, W, shl, s1, s2, lo, hi)
+            step = min(tp, i1 - i)
+            if pixel_t is float:  # converted in the lanes' registers
+                _dbl_lanes(_gather(v, src + i * v.rs, step, ce, tile), step * ce, W, shl,
+                           s1, s2, lo, hi)
+            else:
+                _dbl_lanes(_as_double(_gather(v, src + i * v.rs, step, ce, tile), step * ce,
+                                      dtile), step * ce, W, shl, s1, s2, lo, hi)
             i += step
     for c in range(ce):  # in locals: mn and mx point into the partials other threads write
         a = 0.0

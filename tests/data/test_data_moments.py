@@ -124,6 +124,31 @@ def test_large_offset_float32_keeps_its_variance(rng):
     assert_matches(cnorm.Moments.from_array(x, channel_axis=None), x, None)
 
 
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("shape,axis", [((4, 37, 41, 3), 3), ((4, 3, 37, 41), 1),
+                                        ((600, 40), 1), ((2, 70000), None), ((5, 33), 1)])
+def test_float32_gives_the_bits_of_the_same_values_in_float64(rng, monkeypatch, target, shape,
+                                                              axis):
+    """float32 data is converted in the lanes' registers and its min and max are taken on the
+    floats: exact, so the statistics are those of the same values as float64 (the double
+    lanes' path), bit for bit, signed zeros, infinities and NaN in some channels included."""
+    monkeypatch.setattr(_backend, "data", _backend.module_for(target, "_data"))
+    x = (20 * rng.standard_normal(shape)).astype(np.float32)
+    x.flat[::7] = 0.0
+    x.flat[3::11] = -0.0
+    x.flat[5::13] = rng.choice(np.float32([1e30, -1e30, 1e-30]), len(x.flat[5::13]))
+    odd = x.copy()
+    odd.flat[1] = np.inf
+    odd.flat[x.size // 2] = np.nan
+    for data in (x, odd):
+        m32 = cnorm.Moments.from_array(data, channel_axis=axis)
+        m64 = cnorm.Moments.from_array(data.astype(np.float64), channel_axis=axis)
+        for a, b in zip((m32.mean, m32.var, m32.min, m32.max),
+                        (m64.mean, m64.var, m64.min, m64.max)):
+            assert a.tobytes() == b.tobytes()
+    assert_matches(cnorm.Moments.from_array(x, channel_axis=axis), x, axis)
+
+
 @pytest.mark.parametrize("name", ["uint8", "float32", "float64", "int16"])
 def test_any_batch_split_in_any_order_gives_the_same_statistics(rng, name):
     x = sample(rng, (300, 17, 4), name)
