@@ -170,11 +170,18 @@ cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n
             pb[t] += dy[t]
 
 
+cdef extern from "cnorm_stream.h" nogil:
+    int cn_norm_cols_stream(const float *x, float *y, Py_ssize_t n, const float *hi,
+                            const float *lo, const float *a, const float *b)
+    void cn_stream_fence()
+
+
 cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
                       const floating *coef, Py_ssize_t stride, const real *r, int act,
-                      double slope) noexcept nogil:
+                      double slope, bint stream) noexcept nogil:
     """n channels of one row of the rows layout: coefficient vectors [hi | lo | a | b (| e)],
-    ``stride`` apart. Forward: then the fused block's epilogue. Half data: float tiles."""
+    ``stride`` apart. Forward: then the fused block's epilogue; ``stream``: float outputs by
+    streaming stores (cnorm_stream.h). Half data: float tiles."""
     cdef Py_ssize_t c, k, o, m
     cdef const floating *hi = coef
     cdef const floating *lo = coef + stride
@@ -198,10 +205,13 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
             t = &xt[0] if dy == NULL else &gt[0]  # the output, in place
             _apply_cols(&xt[0] if x != NULL else <floating *>NULL,
                         &gt[0] if dy != NULL else <floating *>NULL, t, m, coef + o, stride,
-                        &rt[0] if r != NULL else <floating *>NULL, act, slope)
+                        &rt[0] if r != NULL else <floating *>NULL, act, slope, False)
             _tile_out(t, out + o, m)
         return
     if dy == NULL:
+        if (real is float and floating is float and stream and r == NULL and act == ACT_NONE
+                and cn_norm_cols_stream(x, out, n, hi, lo, a, b)):
+            return
         for c in range(n):
             out[c] = _epilogue(((x[c] - hi[c]) - lo[c]) * a[c] + b[c])
         if r != NULL or act != ACT_NONE:
@@ -216,13 +226,14 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
 
 cdef inline void _apply_group(const real *x, const real *dy, real *out, Py_ssize_t outer,
                               Py_ssize_t C, Py_ssize_t k, Py_ssize_t u, const floating *coef,
-                              const real *res, int act, double slope) noexcept nogil:
+                              const real *res, int act, double slope,
+                              bint stream) noexcept nogil:
     """Rows [u k, u k + k) of _apply_rows (coef repeated k times when k > 1)."""
     cdef Py_ssize_t o = u * k
     cdef Py_ssize_t m = min(k, outer - o)
     _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
                 out + o * C, m * C, coef, k * C, res + o * C if res != NULL else NULL, act,
-                slope)
+                slope, stream)
 
 
 cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer,
@@ -231,8 +242,10 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     """The rows layout of _apply: k rows per call, k * C >= ROW_TILE values, against the
     coefficient vectors repeated k times (the same operations on every value: the same bits).
     One row of a few channels is too short a loop to pay its entry (GroupNorm channels-last,
-    C = 64: a quarter of the time)."""
+    C = 64: a quarter of the time). Forward outputs of STREAM_MIN bytes and more are stored
+    streaming: they leave the cache anyway, and their lines are not read first."""
     cdef Py_ssize_t k = max(1, ROW_TILE // C) if C > 0 else 1, t, v, u
+    cdef bint stream = dy == NULL and outer * C * <Py_ssize_t>sizeof(real) >= STREAM_MIN
     cdef Py_ssize_t ng = (outer + k - 1) // k
     cdef floating *rep = <floating *>malloc(w * k * C * sizeof(floating)) if k > 1 else NULL
     if rep == NULL:  # one row per call
@@ -243,14 +256,19 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
             for t in range(k):
                 memcpy(rep + (v * k + t) * C, coef + v * C, C * sizeof(floating))
     nt = _threads(outer * C, ng, nt)
-    if nt > 1:
-        for u in prange(ng, schedule="static", num_threads=nt):
-            _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res, act,
-                         slope)
+    if nt > 1:  # each thread a block of groups, its streaming stores fenced at the end
+        for t in prange(nt, schedule="static", num_threads=nt):
+            for u in range(t * ng // nt, (t + 1) * ng // nt):
+                _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res,
+                             act, slope, stream)
+            if stream:
+                cn_stream_fence()
     else:  # no OpenMP region: on one thread its setup costs more than a small call's work
         for u in range(ng):
             _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res, act,
-                         slope)
+                         slope, stream)
+        if stream:
+            cn_stream_fence()
     free(rep)
 
 

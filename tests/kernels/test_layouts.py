@@ -170,3 +170,27 @@ def test_statistics_in_memory_order_give_the_in_cache_bits(rng, shape, dtype, ki
         assert mean_nt.tobytes() == mean.tobytes() and m2_nt.tobytes() == m2.tobytes()
         s1_nt, s2_nt = k("backward_sums")(x, dy, mean, nt)
         assert s1_nt.tobytes() == s1.tobytes() and s2_nt.tobytes() == s2.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(8, 64, 32, 32), (3, 24, 45, 37), (2, 5, 6, 7)])
+def test_streamed_outputs_give_the_bits_of_ordinary_stores(rng, shape):
+    """Channels-last forward outputs of at least STREAM_MIN bytes are written by streaming
+    stores, from any alignment (a head and a tail by ordinary stores): batch norm with fixed
+    statistics has the same coefficients in both layouts, so channels-last, large or small,
+    aligned or not, gives NCHW's bits, and matches the float64 reference."""
+    import cnorm
+
+    x = make_input(rng, shape, np.float32, offset=3.0)
+    C = shape[1]
+    rm, rv = rng.standard_normal(C).astype(np.float32), rng.random(C).astype(np.float32) + 0.5
+    W, B = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    y_c = cnorm.batch_norm(x, rm, rv, W, B)
+    buf = np.empty(x.size + 1, np.float32)
+    N, _, H, Wd = shape
+    for off in (0, 1):  # two alignments of the output, 4 bytes apart
+        out = buf[off:off + x.size].reshape(N, H, Wd, C).transpose(0, 3, 1, 2)
+        y = cnorm.batch_norm(channels_last(x), rm, rv, W, B, out=out)
+        assert y is out and y.tobytes(order="C") == y_c.tobytes(order="C"), off
+    ref = ((x.astype(np.float64) - rm[:, None, None]) / np.sqrt(rv[:, None, None] + 1e-5)
+           * W[:, None, None] + B[:, None, None])
+    assert rel_err(y_c, ref) < 1e-6

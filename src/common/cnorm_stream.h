@@ -1,0 +1,56 @@
+/* The forward's output of float data written with non-temporal (streaming) stores, which skip
+   the read of each output line that an ordinary store makes first (read-for-ownership) and
+   keep the input in cache. Only for outputs far larger than the caches (the caller decides):
+   there the output goes to memory anyway. The arithmetic is the ordinary loop's, operation by
+   operation (no fused multiply-add), so the bits are the same. */
+#ifndef CNORM_STREAM_H
+#define CNORM_STREAM_H
+#include <stddef.h>
+#include <stdint.h>
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+/* y[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c] for c < n. Returns 0 when this target has
+   no streaming form (the caller runs its own loop). */
+static inline int cn_norm_cols_stream(const float *x, float *y, ptrdiff_t n, const float *hi,
+                                      const float *lo, const float *a, const float *b) {
+#if defined(__AVX512F__)
+    ptrdiff_t c = 0;
+    for (; c < n && ((uintptr_t)(y + c) & 63) != 0; c++)
+        y[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c];
+    for (; c + 16 <= n; c += 16) {
+        __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + c), _mm512_loadu_ps(hi + c));
+        v = _mm512_sub_ps(v, _mm512_loadu_ps(lo + c));
+        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_loadu_ps(a + c)), _mm512_loadu_ps(b + c));
+        _mm512_stream_ps(y + c, v);
+    }
+    for (; c < n; c++)
+        y[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c];
+    return 1;
+#elif defined(__AVX__)
+    ptrdiff_t c = 0;
+    for (; c < n && ((uintptr_t)(y + c) & 31) != 0; c++)
+        y[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c];
+    for (; c + 8 <= n; c += 8) {
+        __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(hi + c));
+        v = _mm256_sub_ps(v, _mm256_loadu_ps(lo + c));
+        v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a + c)), _mm256_loadu_ps(b + c));
+        _mm256_stream_ps(y + c, v);
+    }
+    for (; c < n; c++)
+        y[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c];
+    return 1;
+#else
+    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b;
+    return 0;
+#endif
+}
+
+/* Orders the streaming stores before what follows (another thread's reads of the output). */
+static inline void cn_stream_fence(void) {
+#if defined(__AVX512F__) || defined(__AVX__)
+    _mm_sfence();
+#endif
+}
+#endif
