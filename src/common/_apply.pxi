@@ -173,7 +173,10 @@ cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n
 cdef extern from "cnorm_stream.h" nogil:
     int cn_norm_cols_stream(const float *x, float *y, Py_ssize_t n, const float *hi,
                             const float *lo, const float *a, const float *b)
+    int cn_norm_run_stream(const float *x, float *y, Py_ssize_t n, float hi, float lo,
+                           float a, float b)
     void cn_stream_fence()
+    bint CN_STREAMS
 
 
 cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
@@ -280,19 +283,36 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     Planar: channels [c0, c1) serially when that is not all of them, else all rows in
     parallel; rows layout (inner == 1): all channels, rows in parallel. Forward only: ``res``
     (laid out as x, or NULL) and ``act`` make the output act(norm(x) + res), each run finished
-    while in cache."""
-    cdef Py_ssize_t r, c, o, off
+    while in cache. Float forwards of arrays (outer, C, inner) of STREAM_MIN bytes and more,
+    in runs of STREAM_RUN values and more, store streaming, as _apply_rows."""
+    cdef Py_ssize_t r, c, o, off, t
     cdef int w = 4 if dy == NULL else 5
-    if inner > 1 and c1 - c0 < C:
+    cdef const floating *q
+    cdef bint stream = (real is float and floating is float and dy == NULL and res == NULL
+                        and act == ACT_NONE and CN_STREAMS and inner >= STREAM_RUN
+                        and outer * C * inner * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
+    if inner > 1 and c1 - c0 < C:  # one thread's channels: its caller fences
         for o in range(outer):
             for c in range(c0, c1):
                 off = (o * C + c) * inner
-                if dy == NULL:
+                if stream:
+                    q = coef + 4 * c
+                    cn_norm_run_stream(<const float *>x + off, <float *>out + off, inner, q[0],
+                                       q[1], q[2], q[3])
+                elif dy == NULL:
                     _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL,
                               res + off if res != NULL else NULL, act, slope)
                 else:
                     _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
                               coef + w * c, NULL, 0.0, NULL, NULL)
+    elif inner > 1 and stream:  # each thread a block of runs, fenced at its end
+        nt = _threads(outer * C * inner, outer * C, nt)
+        for t in prange(nt, schedule="static", num_threads=nt):
+            for r in range(t * outer * C // nt, (t + 1) * outer * C // nt):
+                q = coef + 4 * (r % C)
+                cn_norm_run_stream(<const float *>x + r * inner, <float *>out + r * inner, inner,
+                                   q[0], q[1], q[2], q[3])
+            cn_stream_fence()
     elif inner > 1:
         nt = _threads(outer * C * inner, outer * C, nt)
         for r in prange(outer * C, schedule="static", num_threads=nt):
@@ -347,14 +367,16 @@ cdef int _forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
     NULL, act ACT_NONE: the norm alone), on up to nt threads. Channels-last groups of several
     channels: each channel's statistics (rows layout), merged over the group in order.
     Returns -1 when out of memory."""
-    cdef Py_ssize_t G = C // Cg, g, c
+    cdef Py_ssize_t G = C // Cg, g, c, t
     cdef double n
     cdef double *cs
     nt = _threads(outer * C * inner, _nchunks(outer, G, Cg * inner) * G, nt)
     if inner > 1 and _fused(outer, inner, Cg * inner, G, nt):
-        for g in prange(G, schedule="static", num_threads=nt):
-            _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef, res,
-                           act, slope)
+        for t in prange(nt, schedule="static", num_threads=nt):  # a block of groups a thread
+            for g in range(t * G // nt, (t + 1) * G // nt):
+                _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef,
+                               res, act, slope)
+            cn_stream_fence()  # its streaming stores (_apply), if any, before others read y
         return 0
     if inner == 1 and Cg > 1:
         cs = <double *>malloc(2 * C * sizeof(double))

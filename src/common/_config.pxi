@@ -25,6 +25,8 @@ cdef enum:
     STREAM_MIN = 524288   # rows-layout forward outputs of this many bytes and more are
                           # stored streaming (half an L2: they push the input out anyway):
                           # GroupNorm channels-last (32, 64, 56, 56) 3.8 -> 2.7 ms, AMD EPYC
+    STREAM_RUN = 1024     # planar: only in runs this long (short runs leave partial lines,
+                          # which streaming stores write slowly: (64, 512, 7, 7) 1.4x slower)
     ROW_BLOCK = 16        # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
     SHORT_ROW = 4096      # row norms: float rows of at most this many values (one chunk)

@@ -9,6 +9,9 @@
 #include <stdint.h>
 #if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
+#define CN_STREAMS 1
+#else
+#define CN_STREAMS 0
 #endif
 
 /* y[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c] for c < n. Returns 0 when this target has
@@ -40,6 +43,41 @@ static inline int cn_norm_cols_stream(const float *x, float *y, ptrdiff_t n, con
     }
     for (; c < n; c++)
         y[c] = ((x[c] - hi[c]) - lo[c]) * a[c] + b[c];
+    return 1;
+#else
+    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b;
+    return 0;
+#endif
+}
+
+/* y[t] = ((x[t] - hi) - lo) * a + b for t < n: a planar run of one channel. */
+static inline int cn_norm_run_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
+                                     float a, float b) {
+#if defined(__AVX512F__)
+    ptrdiff_t t = 0;
+    __m512 vh = _mm512_set1_ps(hi), vl = _mm512_set1_ps(lo), va = _mm512_set1_ps(a),
+           vb = _mm512_set1_ps(b);
+    for (; t < n && ((uintptr_t)(y + t) & 63) != 0; t++)
+        y[t] = ((x[t] - hi) - lo) * a + b;
+    for (; t + 16 <= n; t += 16) {
+        __m512 v = _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(x + t), vh), vl);
+        _mm512_stream_ps(y + t, _mm512_add_ps(_mm512_mul_ps(v, va), vb));
+    }
+    for (; t < n; t++)
+        y[t] = ((x[t] - hi) - lo) * a + b;
+    return 1;
+#elif defined(__AVX__)
+    ptrdiff_t t = 0;
+    __m256 vh = _mm256_set1_ps(hi), vl = _mm256_set1_ps(lo), va = _mm256_set1_ps(a),
+           vb = _mm256_set1_ps(b);
+    for (; t < n && ((uintptr_t)(y + t) & 31) != 0; t++)
+        y[t] = ((x[t] - hi) - lo) * a + b;
+    for (; t + 8 <= n; t += 8) {
+        __m256 v = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + t), vh), vl);
+        _mm256_stream_ps(y + t, _mm256_add_ps(_mm256_mul_ps(v, va), vb));
+    }
+    for (; t < n; t++)
+        y[t] = ((x[t] - hi) - lo) * a + b;
     return 1;
 #else
     (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b;

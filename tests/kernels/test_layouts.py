@@ -172,12 +172,13 @@ def test_statistics_in_memory_order_give_the_in_cache_bits(rng, shape, dtype, ki
         assert s1_nt.tobytes() == s1.tobytes() and s2_nt.tobytes() == s2.tobytes()
 
 
-@pytest.mark.parametrize("shape", [(8, 64, 32, 32), (3, 24, 45, 37), (2, 5, 6, 7)])
+@pytest.mark.parametrize("shape", [(8, 64, 32, 32), (3, 24, 47, 61), (2, 5, 6, 7)])
 def test_streamed_outputs_give_the_bits_of_ordinary_stores(rng, shape):
-    """Channels-last forward outputs of at least STREAM_MIN bytes are written by streaming
-    stores, from any alignment (a head and a tail by ordinary stores): batch norm with fixed
-    statistics has the same coefficients in both layouts, so channels-last, large or small,
-    aligned or not, gives NCHW's bits, and matches the float64 reference."""
+    """Forward outputs of at least STREAM_MIN (512 KB) bytes are written by streaming stores,
+    from any alignment (a head and a tail by ordinary stores): batch norm with fixed
+    statistics has the same coefficients in both layouts and for any batch, so channels-last
+    and NCHW, aligned or not, give the bits of one sample at a time (below STREAM_MIN: ordinary
+    stores), and match the float64 reference."""
     import cnorm
 
     x = make_input(rng, shape, np.float32, offset=3.0)
@@ -185,6 +186,8 @@ def test_streamed_outputs_give_the_bits_of_ordinary_stores(rng, shape):
     rm, rv = rng.standard_normal(C).astype(np.float32), rng.random(C).astype(np.float32) + 0.5
     W, B = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     y_c = cnorm.batch_norm(x, rm, rv, W, B)
+    parts = np.concatenate([cnorm.batch_norm(x[i:i + 1], rm, rv, W, B) for i in range(len(x))])
+    assert y_c.tobytes() == parts.tobytes()
     buf = np.empty(x.size + 1, np.float32)
     N, _, H, Wd = shape
     for off in (0, 1):  # two alignments of the output, 4 bytes apart
@@ -194,3 +197,31 @@ def test_streamed_outputs_give_the_bits_of_ordinary_stores(rng, shape):
     ref = ((x.astype(np.float64) - rm[:, None, None]) / np.sqrt(rv[:, None, None] + 1e-5)
            * W[:, None, None] + B[:, None, None])
     assert rel_err(y_c, ref) < 1e-6
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("kind", ["bn2d", "gn", "in2d"])
+def test_streamed_training_outputs_match_the_reference(rng, kind, layout):
+    """Training forwards whose outputs are streamed (samples of 590 KB: the group norms'
+    per-sample passes, batch norm's channel by channel in cache), into an output 4 bytes off
+    any alignment NumPy gives: the float64 reference's values."""
+    shape = (3, 64, 48, 48)
+    x = make_input(rng, shape, np.float32, offset=3.0)
+    x = channels_last(x) if layout == "nhwc" else x
+    dy = rng.standard_normal(shape).astype(np.float32)
+    layer = make(kind, shape, np.float32)
+    y = layer(x)
+    ry, _ = reference(kind, layer, x, dy)
+    assert rel_err(y, ry) < 2e-6
+    buf = np.empty(x.size + 1, np.float32)
+    out = buf[1:].reshape(shape)
+    out = channels_last(out) if layout == "nhwc" else out
+    import cnorm
+
+    if kind == "gn":
+        got = cnorm.group_norm(x, layer.num_groups, layer.weight, layer.bias, out=out)
+    elif kind == "in2d":
+        got = cnorm.instance_norm(x, weight=layer.weight, bias=layer.bias, out=out)
+    else:
+        got = cnorm.batch_norm(x, None, None, layer.weight, layer.bias, training=True, out=out)
+    assert got is out and rel_err(got, ry) < 2e-6
