@@ -174,7 +174,7 @@ cdef extern from "cnorm_stream.h" nogil:
     int cn_norm_cols_stream(const float *x, float *y, Py_ssize_t n, const float *hi,
                             const float *lo, const float *a, const float *b)
     int cn_norm_run_stream(const float *x, float *y, Py_ssize_t n, float hi, float lo,
-                           float a, float b)
+                           float a, float b, const float *wc, const float *bc)
     void cn_stream_fence()
     bint CN_STREAMS
 
@@ -298,7 +298,7 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                 if stream:
                     q = coef + 4 * c
                     cn_norm_run_stream(<const float *>x + off, <float *>out + off, inner, q[0],
-                                       q[1], q[2], q[3])
+                                       q[1], q[2], q[3], NULL, NULL)
                 elif dy == NULL:
                     _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL,
                               res + off if res != NULL else NULL, act, slope)
@@ -311,7 +311,7 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
             for r in range(t * outer * C // nt, (t + 1) * outer * C // nt):
                 q = coef + 4 * (r % C)
                 cn_norm_run_stream(<const float *>x + r * inner, <float *>out + r * inner, inner,
-                                   q[0], q[1], q[2], q[3])
+                                   q[0], q[1], q[2], q[3], NULL, NULL)
             cn_stream_fence()
     elif inner > 1:
         nt = _threads(outer * C * inner, outer * C, nt)

@@ -50,37 +50,44 @@ static inline int cn_norm_cols_stream(const float *x, float *y, ptrdiff_t n, con
 #endif
 }
 
-/* y[t] = ((x[t] - hi) - lo) * a + b for t < n: a planar run of one channel. */
+/* One value of a run: ((x - hi) - lo) * a, times the value's weight wc[t] when given, plus
+   its bias bc[t] when given, else b: _norm_run's loops. */
+#define CN_RUN_VALUE(t) \
+    ((wc ? (((x[t] - hi) - lo) * a) * wc[t] : ((x[t] - hi) - lo) * a) + (bc ? bc[t] : b))
+
+/* A run of one channel (planar) or one row (row norms, with per-value wc and bc, or NULL). */
 static inline int cn_norm_run_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
-                                     float a, float b) {
+                                     float a, float b, const float *wc, const float *bc) {
 #if defined(__AVX512F__)
     ptrdiff_t t = 0;
     __m512 vh = _mm512_set1_ps(hi), vl = _mm512_set1_ps(lo), va = _mm512_set1_ps(a),
-           vb = _mm512_set1_ps(b);
+           vb = _mm512_set1_ps(b), v;
     for (; t < n && ((uintptr_t)(y + t) & 63) != 0; t++)
-        y[t] = ((x[t] - hi) - lo) * a + b;
+        y[t] = CN_RUN_VALUE(t);
     for (; t + 16 <= n; t += 16) {
-        __m512 v = _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(x + t), vh), vl);
-        _mm512_stream_ps(y + t, _mm512_add_ps(_mm512_mul_ps(v, va), vb));
+        v = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(x + t), vh), vl), va);
+        if (wc) v = _mm512_mul_ps(v, _mm512_loadu_ps(wc + t));
+        _mm512_stream_ps(y + t, _mm512_add_ps(v, bc ? _mm512_loadu_ps(bc + t) : vb));
     }
     for (; t < n; t++)
-        y[t] = ((x[t] - hi) - lo) * a + b;
+        y[t] = CN_RUN_VALUE(t);
     return 1;
 #elif defined(__AVX__)
     ptrdiff_t t = 0;
     __m256 vh = _mm256_set1_ps(hi), vl = _mm256_set1_ps(lo), va = _mm256_set1_ps(a),
-           vb = _mm256_set1_ps(b);
+           vb = _mm256_set1_ps(b), v;
     for (; t < n && ((uintptr_t)(y + t) & 31) != 0; t++)
-        y[t] = ((x[t] - hi) - lo) * a + b;
+        y[t] = CN_RUN_VALUE(t);
     for (; t + 8 <= n; t += 8) {
-        __m256 v = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + t), vh), vl);
-        _mm256_stream_ps(y + t, _mm256_add_ps(_mm256_mul_ps(v, va), vb));
+        v = _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + t), vh), vl), va);
+        if (wc) v = _mm256_mul_ps(v, _mm256_loadu_ps(wc + t));
+        _mm256_stream_ps(y + t, _mm256_add_ps(v, bc ? _mm256_loadu_ps(bc + t) : vb));
     }
     for (; t < n; t++)
-        y[t] = ((x[t] - hi) - lo) * a + b;
+        y[t] = CN_RUN_VALUE(t);
     return 1;
 #else
-    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b;
+    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b; (void)wc; (void)bc;
     return 0;
 #endif
 }

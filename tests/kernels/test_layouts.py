@@ -225,3 +225,28 @@ def test_streamed_training_outputs_match_the_reference(rng, kind, layout):
     else:
         got = cnorm.batch_norm(x, None, None, layer.weight, layer.bias, training=True, out=out)
     assert got is out and rel_err(got, ry) < 2e-6
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
+    """Row norms with rows of at least STREAM_RUN values and outputs of at least STREAM_MIN
+    bytes stream them (per-value weight and bias: LayerNorm; weight alone: RMSNorm): the rows
+    of a large call are bit for bit those of a small one (ordinary stores), also into an
+    unaligned out, and match the float64 reference."""
+    import cnorm
+
+    x = make_input(rng, (80, 2049), np.float32, offset=3.0)
+    W = rng.uniform(0.5, 1.5, 2049).astype(np.float32)
+    B = None if rms else rng.standard_normal(2049).astype(np.float32)
+    norm = (lambda a, **k: cnorm.rms_norm(a, (2049,), W, **k)) if rms else (
+        lambda a, **k: cnorm.layer_norm(a, (2049,), W, B, **k))
+    big, small = norm(x), norm(x[:12])
+    assert big[:12].tobytes() == small.tobytes()
+    out = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)
+    assert norm(x, out=out) is out and out.tobytes() == big.tobytes()
+    xd = x.astype(np.float64)
+    mu = 0.0 if rms else xd.mean(axis=1, keepdims=True)
+    var = (xd ** 2).mean(axis=1, keepdims=True) if rms else xd.var(axis=1, keepdims=True)
+    eps = np.finfo(np.float32).eps if rms else 1e-5
+    ref = (xd - mu) / np.sqrt(var + eps) * W + (0.0 if rms else B)
+    assert rel_err(big, ref) < 2e-6
