@@ -131,6 +131,17 @@ cdef inline void _norm_run(const real *x, real *y, Py_ssize_t n, const floating 
         _act_run(y, r, n, act, slope)
 
 
+cdef inline void _param_sums(const real *x, const real *dy, Py_ssize_t n, const floating *q,
+                             floating a, floating *pw, floating *pb) noexcept nogil:
+    """pw += dy * x_hat, pb += dy over a run (x_hat = (x - mean) * a, the mean as q's hi, lo):
+    the row norms' parameter-gradient sums, in the data type."""
+    cdef Py_ssize_t t
+    cdef floating hi = q[0], lo = q[1]
+    for t in range(n):
+        pw[t] += dy[t] * (((x[t] - hi) - lo) * a)
+        pb[t] += dy[t]
+
+
 cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n,
                            const floating *q, const floating *wc, floating a, floating *pw,
                            floating *pb) noexcept nogil:
@@ -165,9 +176,7 @@ cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n
         for t in range(n):
             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)
     if pw != NULL:
-        for t in range(n):
-            pw[t] += dy[t] * (((x[t] - hi) - lo) * a)
-            pb[t] += dy[t]
+        _param_sums(x, dy, n, q, a, pw, pb)
 
 
 cdef extern from "cnorm_stream.h" nogil:
@@ -175,6 +184,8 @@ cdef extern from "cnorm_stream.h" nogil:
                             const float *lo, const float *a, const float *b)
     int cn_norm_run_stream(const float *x, float *y, Py_ssize_t n, float hi, float lo,
                            float a, float b, const float *wc, const float *bc)
+    int cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
+                           float lo, float k1, float k2, float k3, const float *wc)
     void cn_stream_fence()
     bint CN_STREAMS
 
@@ -275,6 +286,17 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     free(rep)
 
 
+cdef inline void _stream_run(const real *x, const real *dy, real *out, Py_ssize_t n,
+                             const floating *q) noexcept nogil:
+    """A planar run of _apply by streaming stores: forward (dy NULL) or training backward."""
+    if dy == NULL:
+        cn_norm_run_stream(<const float *>x, <float *>out, n, q[0], q[1], q[2], q[3], NULL,
+                           NULL)
+    else:
+        cn_grad_run_stream(<const float *>x, <const float *>dy, <float *>out, n, q[0], q[1],
+                           q[2], q[3], q[4], NULL)
+
+
 cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
                  Py_ssize_t c1, int nt, const real *res, int act,
@@ -287,18 +309,17 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     in runs of STREAM_RUN values and more, store streaming, as _apply_rows."""
     cdef Py_ssize_t r, c, o, off, t
     cdef int w = 4 if dy == NULL else 5
-    cdef const floating *q
-    cdef bint stream = (real is float and floating is float and dy == NULL and res == NULL
+    cdef bint stream = (real is float and floating is float and res == NULL
                         and act == ACT_NONE and CN_STREAMS and inner >= STREAM_RUN
+                        and (dy == NULL or x != NULL)
                         and outer * C * inner * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
     if inner > 1 and c1 - c0 < C:  # one thread's channels: its caller fences
         for o in range(outer):
             for c in range(c0, c1):
                 off = (o * C + c) * inner
                 if stream:
-                    q = coef + 4 * c
-                    cn_norm_run_stream(<const float *>x + off, <float *>out + off, inner, q[0],
-                                       q[1], q[2], q[3], NULL, NULL)
+                    _stream_run(x + off, dy + off if dy != NULL else NULL, out + off, inner,
+                                coef + w * c)
                 elif dy == NULL:
                     _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL,
                               res + off if res != NULL else NULL, act, slope)
@@ -309,9 +330,9 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
         nt = _threads(outer * C * inner, outer * C, nt)
         for t in prange(nt, schedule="static", num_threads=nt):
             for r in range(t * outer * C // nt, (t + 1) * outer * C // nt):
-                q = coef + 4 * (r % C)
-                cn_norm_run_stream(<const float *>x + r * inner, <float *>out + r * inner, inner,
-                                   q[0], q[1], q[2], q[3], NULL, NULL)
+                off = r * inner
+                _stream_run(x + off, dy + off if dy != NULL else NULL, out + off, inner,
+                            coef + w * (r % C))
             cn_stream_fence()
     elif inner > 1:
         nt = _threads(outer * C * inner, outer * C, nt)
@@ -429,14 +450,16 @@ cdef int _backward(const real *x, const real *dy, real *dx, Py_ssize_t outer,
     batch's (differentiate through them). ``epi`` (or NULL): a fused block's activation and
     residual; dy is then the block's output gradient and g = dy * act'(pre) goes to epi.g,
     group by group while in cache on the fused path. Returns -1 when out of memory."""
-    cdef Py_ssize_t G = C // Cg, g, c
+    cdef Py_ssize_t G = C // Cg, g, c, t
     cdef double *mc = NULL
     need_sums = need_sums or training
     nt = _threads(outer * C * inner, _nchunks(outer, C, inner) * C, nt)
     if inner > 1 and _fused(outer, inner, inner, G, nt):
-        for g in prange(G, schedule="static", num_threads=nt):
-            _fused_backward(x, dy, dx, outer, C, inner, Cg, g, training, need_sums, mean,
-                            invstd, w, s1, s2, coef, epi)
+        for t in prange(nt, schedule="static", num_threads=nt):  # a block of groups a thread
+            for g in range(t * G // nt, (t + 1) * G // nt):
+                _fused_backward(x, dy, dx, outer, C, inner, Cg, g, training, need_sums, mean,
+                                invstd, w, s1, s2, coef, epi)
+            cn_stream_fence()  # its streaming stores (_apply), if any, before others read dx
         return 0
     if epi != NULL:  # the whole g first
         _act_grad(x, dy, outer, C, inner, Cg, mean, invstd, w, epi,

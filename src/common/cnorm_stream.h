@@ -1,6 +1,6 @@
-/* The forward's output of float data written with non-temporal (streaming) stores, which skip
-   the read of each output line that an ordinary store makes first (read-for-ownership) and
-   keep the input in cache. Only for outputs far larger than the caches (the caller decides):
+/* The forward's output (and the backward's dx) of float data written with non-temporal
+   (streaming) stores, which skip the read of each output line that an ordinary store makes
+   first (read-for-ownership) and keep the input in cache. Only for outputs far larger than the caches (the caller decides):
    there the output goes to memory anyway. The arithmetic is the ordinary loop's, operation by
    operation (no fused multiply-add), so the bits are the same. */
 #ifndef CNORM_STREAM_H
@@ -88,6 +88,53 @@ static inline int cn_norm_run_stream(const float *x, float *y, ptrdiff_t n, floa
     return 1;
 #else
     (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b; (void)wc; (void)bc;
+    return 0;
+#endif
+}
+
+/* A backward run: dx[t] = g * k1 + (((x[t] - hi) - lo) * k2 + k3), g = dy[t] times the
+   value's weight wc[t] when given (_grad_run's loops). */
+#define CN_GRAD_VALUE(t) \
+    ((wc ? dy[t] * wc[t] : dy[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3))
+
+static inline int cn_grad_run_stream(const float *x, const float *dy, float *dx, ptrdiff_t n,
+                                     float hi, float lo, float k1, float k2, float k3,
+                                     const float *wc) {
+#if defined(__AVX512F__)
+    ptrdiff_t t = 0;
+    __m512 vh = _mm512_set1_ps(hi), vl = _mm512_set1_ps(lo), v1 = _mm512_set1_ps(k1),
+           v2 = _mm512_set1_ps(k2), v3 = _mm512_set1_ps(k3), g, v;
+    for (; t < n && ((uintptr_t)(dx + t) & 63) != 0; t++)
+        dx[t] = CN_GRAD_VALUE(t);
+    for (; t + 16 <= n; t += 16) {
+        g = _mm512_loadu_ps(dy + t);
+        if (wc) g = _mm512_mul_ps(g, _mm512_loadu_ps(wc + t));
+        v = _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(x + t), vh), vl);
+        v = _mm512_add_ps(_mm512_mul_ps(v, v2), v3);
+        _mm512_stream_ps(dx + t, _mm512_add_ps(_mm512_mul_ps(g, v1), v));
+    }
+    for (; t < n; t++)
+        dx[t] = CN_GRAD_VALUE(t);
+    return 1;
+#elif defined(__AVX__)
+    ptrdiff_t t = 0;
+    __m256 vh = _mm256_set1_ps(hi), vl = _mm256_set1_ps(lo), v1 = _mm256_set1_ps(k1),
+           v2 = _mm256_set1_ps(k2), v3 = _mm256_set1_ps(k3), g, v;
+    for (; t < n && ((uintptr_t)(dx + t) & 31) != 0; t++)
+        dx[t] = CN_GRAD_VALUE(t);
+    for (; t + 8 <= n; t += 8) {
+        g = _mm256_loadu_ps(dy + t);
+        if (wc) g = _mm256_mul_ps(g, _mm256_loadu_ps(wc + t));
+        v = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(x + t), vh), vl);
+        v = _mm256_add_ps(_mm256_mul_ps(v, v2), v3);
+        _mm256_stream_ps(dx + t, _mm256_add_ps(_mm256_mul_ps(g, v1), v));
+    }
+    for (; t < n; t++)
+        dx[t] = CN_GRAD_VALUE(t);
+    return 1;
+#else
+    (void)x; (void)dy; (void)dx; (void)n; (void)hi; (void)lo; (void)k1; (void)k2; (void)k3;
+    (void)wc;
     return 0;
 #endif
 }

@@ -209,7 +209,7 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     """
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
-    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r1
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r1, t
     cdef Py_ssize_t B = max(1, ROW_CHUNK // L) if L > 0 else 1
     cdef const floating *w = &weight[0] if weight is not None else NULL
     grad_weight[:] = 0.0
@@ -220,6 +220,8 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     cdef const real *gp = &dy[0, 0]
     cdef real *dp = &dx[0, 0]
     cdef bint short = L < LONG_ROW
+    cdef bint stream = (real is float and floating is float and CN_STREAMS and not short
+                        and R * L * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
     K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
     cdef int nt = _threads(R * L, K, n_threads)
     cdef Py_ssize_t P = K if short and param_grads else (1 if param_grads else 0)
@@ -252,17 +254,30 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
             for r in prange(R, schedule="static", num_threads=_threads(R * L, R, n_threads)):
                 _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
                            q + 5 * r)
-            for k in prange(K, schedule="static", num_threads=nt):
-                j0 = k * CHUNK
-                n = min(CHUNK, L - j0)
+            for t in prange(nt, schedule="static", num_threads=nt):  # blocks of columns
                 f = fbuf + F * threadid() if param_grads else NULL
-                for r in range(R):
-                    _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n, q + 5 * r,
-                              w + j0 if w != NULL else NULL, <floating>invstd[r], f,
-                              f + n if f != NULL else NULL)
-                    if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
-                        _flush_cols(f, part + j0, n)
-                        _flush_cols(f + n, part + L + j0, n)
+                for k in range(t * K // nt, (t + 1) * K // nt):
+                    j0 = k * CHUNK
+                    n = min(CHUNK, L - j0)
+                    for r in range(R):
+                        if stream:  # dx streamed, then the parameter sums from cache
+                            cn_grad_run_stream(<const float *>xp + r * L + j0,
+                                               <const float *>gp + r * L + j0,
+                                               <float *>dp + r * L + j0, n, q[5 * r],
+                                               q[5 * r + 1], q[5 * r + 2], q[5 * r + 3],
+                                               q[5 * r + 4], <const float *>w + j0
+                                               if w != NULL else NULL)
+                            if f != NULL:
+                                _param_sums(xp + r * L + j0, gp + r * L + j0, n, q + 5 * r,
+                                            <floating>invstd[r], f, f + n)
+                        else:
+                            _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
+                                      q + 5 * r, w + j0 if w != NULL else NULL,
+                                      <floating>invstd[r], f, f + n if f != NULL else NULL)
+                        if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
+                            _flush_cols(f, part + j0, n)
+                            _flush_cols(f + n, part + L + j0, n)
+                cn_stream_fence()
         for k in range(P):
             for j0 in range(L):
                 grad_weight[j0] += part[2 * k * L + j0]

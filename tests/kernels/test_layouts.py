@@ -202,17 +202,18 @@ def test_streamed_outputs_give_the_bits_of_ordinary_stores(rng, shape):
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("kind", ["bn2d", "gn", "in2d"])
 def test_streamed_training_outputs_match_the_reference(rng, kind, layout):
-    """Training forwards whose outputs are streamed (samples of 590 KB: the group norms'
-    per-sample passes, batch norm's channel by channel in cache), into an output 4 bytes off
-    any alignment NumPy gives: the float64 reference's values."""
+    """Training forwards and backwards whose outputs are streamed (samples of 590 KB: the
+    group norms' per-sample passes, batch norm's whole-array passes), also into an output 4
+    bytes off any alignment NumPy gives: the float64 reference's values."""
     shape = (3, 64, 48, 48)
     x = make_input(rng, shape, np.float32, offset=3.0)
     x = channels_last(x) if layout == "nhwc" else x
     dy = rng.standard_normal(shape).astype(np.float32)
     layer = make(kind, shape, np.float32)
     y = layer(x)
-    ry, _ = reference(kind, layer, x, dy)
-    assert rel_err(y, ry) < 2e-6
+    dx = layer.backward(channels_last(dy) if layout == "nhwc" else dy)
+    ry, rdx = reference(kind, layer, x, dy)
+    assert rel_err(y, ry) < 2e-6 and rel_err(dx, rdx) < 2e-5
     buf = np.empty(x.size + 1, np.float32)
     out = buf[1:].reshape(shape)
     out = channels_last(out) if layout == "nhwc" else out
@@ -230,9 +231,9 @@ def test_streamed_training_outputs_match_the_reference(rng, kind, layout):
 @pytest.mark.parametrize("rms", [False, True])
 def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
     """Row norms with rows of at least STREAM_RUN values and outputs of at least STREAM_MIN
-    bytes stream them (per-value weight and bias: LayerNorm; weight alone: RMSNorm): the rows
-    of a large call are bit for bit those of a small one (ordinary stores), also into an
-    unaligned out, and match the float64 reference."""
+    bytes stream them (per-value weight and bias: LayerNorm; weight alone: RMSNorm), and the
+    backward's dx of long rows: the rows of a large call are bit for bit those of a small one
+    (ordinary stores), also into an unaligned out, and match the float64 reference."""
     import cnorm
 
     x = make_input(rng, (80, 2049), np.float32, offset=3.0)
@@ -242,6 +243,18 @@ def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
         lambda a, **k: cnorm.layer_norm(a, (2049,), W, B, **k))
     big, small = norm(x), norm(x[:12])
     assert big[:12].tobytes() == small.tobytes()
+    dy = rng.standard_normal((80, 4100)).astype(np.float32)
+    xl = make_input(rng, (80, 4100), np.float32, offset=3.0)
+    wl = rng.uniform(0.5, 1.5, 4100).astype(np.float32)
+    back = (lambda a, g: cnorm.rms_norm_backward(g, a, (4100,), wl)) if rms else (
+        lambda a, g: cnorm.layer_norm_backward(g, a, (4100,), wl, wl))
+    big_g, small_g = back(xl, dy), back(xl[:12], dy[:12])  # long rows: dx by column blocks
+    assert big_g[0][:12].tobytes() == small_g[0].tobytes()
+    xd = xl.astype(np.float64)  # the weight's gradient: sum over rows of dy * x_hat
+    mu = 0.0 if rms else xd.mean(axis=1, keepdims=True)
+    var = (xd ** 2).mean(axis=1, keepdims=True) if rms else xd.var(axis=1, keepdims=True)
+    x_hat = (xd - mu) / np.sqrt(var + (np.finfo(np.float32).eps if rms else 1e-5))
+    assert rel_err(big_g[1], (dy * x_hat).sum(axis=0)) < 1e-5
     out = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)
     assert norm(x, out=out) is out and out.tobytes() == big.tobytes()
     xd = x.astype(np.float64)
