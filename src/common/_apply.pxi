@@ -186,6 +186,9 @@ cdef extern from "cnorm_stream.h" nogil:
                            float a, float b, const float *wc, const float *bc)
     int cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
                            float lo, float k1, float k2, float k3, const float *wc)
+    int cn_grad_cols_stream(const float *x, const float *dy, float *dx, Py_ssize_t n,
+                            const float *hi, const float *lo, const float *k1, const float *k2,
+                            const float *k3)
     void cn_stream_fence()
     bint CN_STREAMS
 
@@ -194,8 +197,8 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
                       const floating *coef, Py_ssize_t stride, const real *r, int act,
                       double slope, bint stream) noexcept nogil:
     """n channels of one row of the rows layout: coefficient vectors [hi | lo | a | b (| e)],
-    ``stride`` apart. Forward: then the fused block's epilogue; ``stream``: float outputs by
-    streaming stores (cnorm_stream.h). Half data: float tiles."""
+    ``stride`` apart. Forward: then the fused block's epilogue; ``stream``: float outputs
+    (y, or dx with x given) by streaming stores (cnorm_stream.h). Half data: float tiles."""
     cdef Py_ssize_t c, k, o, m
     cdef const floating *hi = coef
     cdef const floating *lo = coef + stride
@@ -233,7 +236,8 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
     elif x == NULL:
         for c in range(n):
             out[c] = dy[c] * a[c]
-    else:
+    elif not (real is float and floating is float and stream
+              and cn_grad_cols_stream(x, dy, out, n, hi, lo, a, b, e)):
         for c in range(n):
             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])
 
@@ -256,10 +260,12 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     """The rows layout of _apply: k rows per call, k * C >= ROW_TILE values, against the
     coefficient vectors repeated k times (the same operations on every value: the same bits).
     One row of a few channels is too short a loop to pay its entry (GroupNorm channels-last,
-    C = 64: a quarter of the time). Forward outputs of STREAM_MIN bytes and more are stored
-    streaming: they leave the cache anyway, and their lines are not read first."""
+    C = 64: a quarter of the time). Outputs (y, or a training backward's dx) of STREAM_MIN
+    bytes and more are stored streaming: they leave the cache anyway, and their lines are not
+    read first."""
     cdef Py_ssize_t k = max(1, ROW_TILE // C) if C > 0 else 1, t, v, u
-    cdef bint stream = dy == NULL and outer * C * <Py_ssize_t>sizeof(real) >= STREAM_MIN
+    cdef bint stream = ((dy == NULL or x != NULL)
+                        and outer * C * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
     cdef Py_ssize_t ng = (outer + k - 1) // k
     cdef floating *rep = <floating *>malloc(w * k * C * sizeof(floating)) if k > 1 else NULL
     if rep == NULL:  # one row per call
