@@ -180,25 +180,17 @@ cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n
 
 
 cdef extern from "cnorm_stream.h" nogil:
-    int cn_norm_cols_stream(const float *x, float *y, Py_ssize_t n, const float *hi,
-                            const float *lo, const float *a, const float *b)
-    int cn_norm_run_stream(const float *x, float *y, Py_ssize_t n, float hi, float lo,
-                           float a, float b, const float *wc, const float *bc)
+    bint CN_STREAMS
     int cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
                            float lo, float k1, float k2, float k3, const float *wc)
-    int cn_grad_cols_stream(const float *x, const float *dy, float *dx, Py_ssize_t n,
-                            const float *hi, const float *lo, const float *k1, const float *k2,
-                            const float *k3)
     void cn_stream_fence()
-    bint CN_STREAMS
 
 
 cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
                       const floating *coef, Py_ssize_t stride, const real *r, int act,
-                      double slope, bint stream) noexcept nogil:
+                      double slope) noexcept nogil:
     """n channels of one row of the rows layout: coefficient vectors [hi | lo | a | b (| e)],
-    ``stride`` apart. Forward: then the fused block's epilogue; ``stream``: float outputs
-    (y, or dx with x given) by streaming stores (cnorm_stream.h). Half data: float tiles."""
+    ``stride`` apart. Forward: then the fused block's epilogue. Half data: float tiles."""
     cdef Py_ssize_t c, k, o, m
     cdef const floating *hi = coef
     cdef const floating *lo = coef + stride
@@ -222,13 +214,10 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
             t = &xt[0] if dy == NULL else &gt[0]  # the output, in place
             _apply_cols(&xt[0] if x != NULL else <floating *>NULL,
                         &gt[0] if dy != NULL else <floating *>NULL, t, m, coef + o, stride,
-                        &rt[0] if r != NULL else <floating *>NULL, act, slope, False)
+                        &rt[0] if r != NULL else <floating *>NULL, act, slope)
             _tile_out(t, out + o, m)
         return
     if dy == NULL:
-        if (real is float and floating is float and stream and r == NULL and act == ACT_NONE
-                and cn_norm_cols_stream(x, out, n, hi, lo, a, b)):
-            return
         for c in range(n):
             out[c] = _epilogue(((x[c] - hi[c]) - lo[c]) * a[c] + b[c])
         if r != NULL or act != ACT_NONE:
@@ -236,22 +225,20 @@ cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
     elif x == NULL:
         for c in range(n):
             out[c] = dy[c] * a[c]
-    elif not (real is float and floating is float and stream
-              and cn_grad_cols_stream(x, dy, out, n, hi, lo, a, b, e)):
+    else:
         for c in range(n):
             out[c] = dy[c] * a[c] + (((x[c] - hi[c]) - lo[c]) * b[c] + e[c])
 
 
 cdef inline void _apply_group(const real *x, const real *dy, real *out, Py_ssize_t outer,
                               Py_ssize_t C, Py_ssize_t k, Py_ssize_t u, const floating *coef,
-                              const real *res, int act, double slope,
-                              bint stream) noexcept nogil:
+                              const real *res, int act, double slope) noexcept nogil:
     """Rows [u k, u k + k) of _apply_rows (coef repeated k times when k > 1)."""
     cdef Py_ssize_t o = u * k
     cdef Py_ssize_t m = min(k, outer - o)
     _apply_cols(x + o * C if x != NULL else NULL, dy + o * C if dy != NULL else NULL,
                 out + o * C, m * C, coef, k * C, res + o * C if res != NULL else NULL, act,
-                slope, stream)
+                slope)
 
 
 cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer,
@@ -260,12 +247,8 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     """The rows layout of _apply: k rows per call, k * C >= ROW_TILE values, against the
     coefficient vectors repeated k times (the same operations on every value: the same bits).
     One row of a few channels is too short a loop to pay its entry (GroupNorm channels-last,
-    C = 64: a quarter of the time). Outputs (y, or a training backward's dx) of STREAM_MIN
-    bytes and more are stored streaming: they leave the cache anyway, and their lines are not
-    read first."""
+    C = 64: a quarter of the time)."""
     cdef Py_ssize_t k = max(1, ROW_TILE // C) if C > 0 else 1, t, v, u
-    cdef bint stream = ((dy == NULL or x != NULL)
-                        and outer * C * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
     cdef Py_ssize_t ng = (outer + k - 1) // k
     cdef floating *rep = <floating *>malloc(w * k * C * sizeof(floating)) if k > 1 else NULL
     if rep == NULL:  # one row per call
@@ -276,31 +259,22 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
             for t in range(k):
                 memcpy(rep + (v * k + t) * C, coef + v * C, C * sizeof(floating))
     nt = _threads(outer * C, ng, nt)
-    if nt > 1:  # each thread a block of groups, its streaming stores fenced at the end
-        for t in prange(nt, schedule="static", num_threads=nt):
-            for u in range(t * ng // nt, (t + 1) * ng // nt):
-                _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res,
-                             act, slope, stream)
-            if stream:
-                cn_stream_fence()
+    if nt > 1:
+        for u in prange(ng, schedule="static", num_threads=nt):
+            _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res, act,
+                         slope)
     else:  # no OpenMP region: on one thread its setup costs more than a small call's work
         for u in range(ng):
             _apply_group(x, dy, out, outer, C, k, u, rep if rep != NULL else coef, res, act,
-                         slope, stream)
-        if stream:
-            cn_stream_fence()
+                         slope)
     free(rep)
 
 
 cdef inline void _stream_run(const real *x, const real *dy, real *out, Py_ssize_t n,
                              const floating *q) noexcept nogil:
-    """A planar run of _apply by streaming stores: forward (dy NULL) or training backward."""
-    if dy == NULL:
-        cn_norm_run_stream(<const float *>x, <float *>out, n, q[0], q[1], q[2], q[3], NULL,
-                           NULL)
-    else:
-        cn_grad_run_stream(<const float *>x, <const float *>dy, <float *>out, n, q[0], q[1],
-                           q[2], q[3], q[4], NULL)
+    """A planar run of a training backward's dx by streaming stores (cnorm_stream.h)."""
+    cn_grad_run_stream(<const float *>x, <const float *>dy, <float *>out, n, q[0], q[1], q[2],
+                       q[3], q[4], NULL)
 
 
 cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
@@ -311,21 +285,19 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     Planar: channels [c0, c1) serially when that is not all of them, else all rows in
     parallel; rows layout (inner == 1): all channels, rows in parallel. Forward only: ``res``
     (laid out as x, or NULL) and ``act`` make the output act(norm(x) + res), each run finished
-    while in cache. Float forwards of arrays (outer, C, inner) of STREAM_MIN bytes and more,
-    in runs of STREAM_RUN values and more, store streaming, as _apply_rows."""
+    while in cache. A float training backward of a planar array (outer, C, inner) of
+    STREAM_MIN bytes and more, in runs of STREAM_RUN values and more, stores dx streaming."""
     cdef Py_ssize_t r, c, o, off, t
     cdef int w = 4 if dy == NULL else 5
-    cdef bint stream = (real is float and floating is float and res == NULL
-                        and act == ACT_NONE and CN_STREAMS and inner >= STREAM_RUN
-                        and (dy == NULL or x != NULL)
+    cdef bint stream = (real is float and floating is float and CN_STREAMS and dy != NULL
+                        and x != NULL and inner >= STREAM_RUN
                         and outer * C * inner * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
     if inner > 1 and c1 - c0 < C:  # one thread's channels: its caller fences
         for o in range(outer):
             for c in range(c0, c1):
                 off = (o * C + c) * inner
                 if stream:
-                    _stream_run(x + off, dy + off if dy != NULL else NULL, out + off, inner,
-                                coef + w * c)
+                    _stream_run(x + off, dy + off, out + off, inner, coef + w * c)
                 elif dy == NULL:
                     _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL,
                               res + off if res != NULL else NULL, act, slope)
@@ -337,8 +309,7 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
         for t in prange(nt, schedule="static", num_threads=nt):
             for r in range(t * outer * C // nt, (t + 1) * outer * C // nt):
                 off = r * inner
-                _stream_run(x + off, dy + off if dy != NULL else NULL, out + off, inner,
-                            coef + w * (r % C))
+                _stream_run(x + off, dy + off, out + off, inner, coef + w * (r % C))
             cn_stream_fence()
     elif inner > 1:
         nt = _threads(outer * C * inner, outer * C, nt)
@@ -394,16 +365,14 @@ cdef int _forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
     NULL, act ACT_NONE: the norm alone), on up to nt threads. Channels-last groups of several
     channels: each channel's statistics (rows layout), merged over the group in order.
     Returns -1 when out of memory."""
-    cdef Py_ssize_t G = C // Cg, g, c, t
+    cdef Py_ssize_t G = C // Cg, g, c
     cdef double n
     cdef double *cs
     nt = _threads(outer * C * inner, _nchunks(outer, G, Cg * inner) * G, nt)
     if inner > 1 and _fused(outer, inner, Cg * inner, G, nt):
-        for t in prange(nt, schedule="static", num_threads=nt):  # a block of groups a thread
-            for g in range(t * G // nt, (t + 1) * G // nt):
-                _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef,
-                               res, act, slope)
-            cn_stream_fence()  # its streaming stores (_apply), if any, before others read y
+        for g in prange(G, schedule="static", num_threads=nt):
+            _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef, res,
+                           act, slope)
         return 0
     if inner == 1 and Cg > 1:
         cs = <double *>malloc(2 * C * sizeof(double))

@@ -1,7 +1,9 @@
-/* The forward's output (and the backward's dx) of float data written with non-temporal
-   (streaming) stores, which skip the read of each output line that an ordinary store makes
-   first (read-for-ownership) and keep the input in cache. Only for outputs far larger than the
-   caches (the caller decides): there the output goes to memory anyway. The arithmetic is the
+/* A training backward's dx of float data written with non-temporal (streaming) stores, which
+   skip the read of each output line that an ordinary store makes first (read-for-ownership)
+   and keep x and dy in cache. Only for large arrays (the caller decides): there dx goes to
+   memory anyway. (Forward outputs were measured both ways: faster on one thread, but slower
+   on two where the report's loop keeps x and y in L3, and for rows layouts of 1 MB; so the
+   forward keeps ordinary stores.) The arithmetic is the
    ordinary loop's, operation by operation (no fused multiply-add), so the bits are the same.
    Each loop is written once over the target's vector (AVX-512 or AVX); a run's head, up to
    the first aligned output line, and its tail go by ordinary stores. */
@@ -50,64 +52,10 @@ enum { CN_SW = 8 };
     } while (0)
 #endif
 
-/* The rows layout, coefficient vectors over the run: y[c] = ((x[c] - hi[c]) - lo[c]) * a[c]
-   + b[c]. Each function returns 0 where the target has no streaming form (the caller then
-   runs its own loop). */
-#define CN_COLS_S(c) (((x[c] - hi[c]) - lo[c]) * a[c] + b[c])
-#define CN_COLS_V(c) \
-    CN_ADD(CN_MUL(CN_SUB(CN_SUB(CN_LD(x + c), CN_LD(hi + c)), CN_LD(lo + c)), CN_LD(a + c)), \
-           CN_LD(b + c))
-static inline int cn_norm_cols_stream(const float *x, float *y, ptrdiff_t n, const float *hi,
-                                      const float *lo, const float *a, const float *b) {
-#if CN_STREAMS
-    CN_STREAM_LOOP(y, n, CN_COLS_S, CN_COLS_V);
-    return 1;
-#else
-    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b;
-    return 0;
-#endif
-}
-
-/* Its backward: dx[c] = dy[c] * k1[c] + (((x[c] - hi[c]) - lo[c]) * k2[c] + k3[c]). */
-#define CN_GCOLS_S(c) (dy[c] * k1[c] + (((x[c] - hi[c]) - lo[c]) * k2[c] + k3[c]))
-#define CN_GCOLS_V(c)                                                                         \
-    CN_ADD(CN_MUL(CN_LD(dy + c), CN_LD(k1 + c)),                                             \
-           CN_ADD(CN_MUL(CN_SUB(CN_SUB(CN_LD(x + c), CN_LD(hi + c)), CN_LD(lo + c)),          \
-                         CN_LD(k2 + c)), CN_LD(k3 + c)))
-static inline int cn_grad_cols_stream(const float *x, const float *dy, float *dx, ptrdiff_t n,
-                                      const float *hi, const float *lo, const float *k1,
-                                      const float *k2, const float *k3) {
-#if CN_STREAMS
-    CN_STREAM_LOOP(dx, n, CN_GCOLS_S, CN_GCOLS_V);
-    return 1;
-#else
-    (void)x; (void)dy; (void)dx; (void)n; (void)hi; (void)lo; (void)k1; (void)k2; (void)k3;
-    return 0;
-#endif
-}
-
-/* A run of one channel (planar) or one row (row norms): ((x - hi) - lo) * a, times the
-   value's weight wc[t] when given, plus its bias bc[t] when given, else b (_norm_run). */
-#define CN_RUN_S(t) \
-    ((wc ? (((x[t] - hi) - lo) * a) * wc[t] : ((x[t] - hi) - lo) * a) + (bc ? bc[t] : b))
-#define CN_RUN_V(t) \
-    CN_ADD(wc ? CN_MUL(CN_MUL(CN_SUB(CN_SUB(CN_LD(x + t), vh), vl), va), CN_LD(wc + t))     \
-              : CN_MUL(CN_SUB(CN_SUB(CN_LD(x + t), vh), vl), va),                          \
-           bc ? CN_LD(bc + t) : vb)
-static inline int cn_norm_run_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
-                                     float a, float b, const float *wc, const float *bc) {
-#if CN_STREAMS
-    cn_sv vh = CN_SET(hi), vl = CN_SET(lo), va = CN_SET(a), vb = CN_SET(b);
-    CN_STREAM_LOOP(y, n, CN_RUN_S, CN_RUN_V);
-    return 1;
-#else
-    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b; (void)wc; (void)bc;
-    return 0;
-#endif
-}
-
-/* Its backward: dx[t] = g * k1 + (((x[t] - hi) - lo) * k2 + k3), g = dy[t] times the value's
-   weight wc[t] when given (_grad_run). */
+/* A training backward's run of one channel (planar) or one row's column block (row norms):
+   dx[t] = g * k1 + (((x[t] - hi) - lo) * k2 + k3), g = dy[t] times the value's weight wc[t]
+   when given (_grad_run's loops). Returns 0 where the target has no streaming form (the
+   caller then runs its own loop). */
 #define CN_GRUN_S(t) ((wc ? dy[t] * wc[t] : dy[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3))
 #define CN_GRUN_V(t)                                                                          \
     CN_ADD(CN_MUL(wc ? CN_MUL(CN_LD(dy + t), CN_LD(wc + t)) : CN_LD(dy + t), v1),             \

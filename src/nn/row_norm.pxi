@@ -92,10 +92,9 @@ cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, d
 
 cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, double eps,
                        bint rms, const floating *w, const floating *b, double *mean,
-                       double *invstd, bint stream) noexcept nogil:
+                       double *invstd) noexcept nogil:
     """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache (their
-    divisions and square roots overlap); ``stream``: float outputs by streaming stores
-    (cnorm_stream.h). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
+    divisions and square roots overlap). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
     mean(x^2) = M2/L + mean^2 (no cancellation: both terms are positive)."""
     cdef double m2[ROW_BLOCK]
     cdef floating q[4 * ROW_BLOCK]
@@ -112,35 +111,19 @@ cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, doubl
         _fwd_coefs(q + 4 * i, 1, 1, 0, False, v, eps, &mean[i], &invstd[i],
                    <const floating *>NULL, <const floating *>NULL)
     for i in range(n):
-        if not (real is float and floating is float and stream and cn_norm_run_stream(
-                x + i * L, y + i * L, L, q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3],
-                w, b)):
-            _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b, NULL, ACT_NONE, 0.0)
+        _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b, NULL, ACT_NONE, 0.0)
 
 
 cdef void _rows_forward(const real *xp, real *yp, Py_ssize_t R, Py_ssize_t L, double eps,
                         bint rms, const floating *w, const floating *b, double *mean,
                         double *invstd, int n_threads) noexcept nogil:
-    """row_forward on data pointers (R >= 1, L >= 1): blocks of whole rows to each thread.
-    Outputs of STREAM_MIN bytes and more in rows of STREAM_RUN values and more are stored
-    streaming, each thread's fenced at the end of its blocks."""
-    cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L)), r, k, t
+    """row_forward on data pointers (R >= 1, L >= 1): blocks of whole rows to each thread."""
+    cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L)), r, k
     cdef Py_ssize_t K = (R + B - 1) // B
-    cdef int nt = _threads(R * L, K, n_threads)
-    cdef bint stream = (CN_STREAMS and L >= STREAM_RUN
-                        and R * L * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
-    if not stream:
-        for k in prange(K, schedule="static", num_threads=nt):
-            r = k * B
-            _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b, &mean[r],
-                         &invstd[r], False)
-        return
-    for t in prange(nt, schedule="static", num_threads=nt):
-        for k in range(t * K // nt, (t + 1) * K // nt):
-            r = k * B
-            _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b, &mean[r],
-                         &invstd[r], True)
-        cn_stream_fence()
+    for k in prange(K, schedule="static", num_threads=_threads(R * L, K, n_threads)):
+        r = k * B
+        _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b, &mean[r],
+                     &invstd[r])
 
 
 def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating[::1] bias,

@@ -172,39 +172,13 @@ def test_statistics_in_memory_order_give_the_in_cache_bits(rng, shape, dtype, ki
         assert s1_nt.tobytes() == s1.tobytes() and s2_nt.tobytes() == s2.tobytes()
 
 
-@pytest.mark.parametrize("shape", [(8, 64, 32, 32), (3, 24, 47, 61), (2, 5, 6, 7)])
-def test_streamed_outputs_give_the_bits_of_ordinary_stores(rng, shape):
-    """Forward outputs of at least STREAM_MIN (512 KB) bytes are written by streaming stores,
-    from any alignment (a head and a tail by ordinary stores): batch norm with fixed
-    statistics has the same coefficients in both layouts and for any batch, so channels-last
-    and NCHW, aligned or not, give the bits of one sample at a time (below STREAM_MIN: ordinary
-    stores), and match the float64 reference."""
-    import cnorm
-
-    x = make_input(rng, shape, np.float32, offset=3.0)
-    C = shape[1]
-    rm, rv = rng.standard_normal(C).astype(np.float32), rng.random(C).astype(np.float32) + 0.5
-    W, B = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
-    y_c = cnorm.batch_norm(x, rm, rv, W, B)
-    parts = np.concatenate([cnorm.batch_norm(x[i:i + 1], rm, rv, W, B) for i in range(len(x))])
-    assert y_c.tobytes() == parts.tobytes()
-    buf = np.empty(x.size + 1, np.float32)
-    N, _, H, Wd = shape
-    for off in (0, 1):  # two alignments of the output, 4 bytes apart
-        out = buf[off:off + x.size].reshape(N, H, Wd, C).transpose(0, 3, 1, 2)
-        y = cnorm.batch_norm(channels_last(x), rm, rv, W, B, out=out)
-        assert y is out and y.tobytes(order="C") == y_c.tobytes(order="C"), off
-    ref = ((x.astype(np.float64) - rm[:, None, None]) / np.sqrt(rv[:, None, None] + 1e-5)
-           * W[:, None, None] + B[:, None, None])
-    assert rel_err(y_c, ref) < 1e-6
-
-
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("kind", ["bn2d", "gn", "in2d"])
 def test_streamed_training_outputs_match_the_reference(rng, kind, layout):
-    """Training forwards and backwards whose outputs are streamed (samples of 590 KB: the
-    group norms' per-sample passes, batch norm's whole-array passes), also into an output 4
-    bytes off any alignment NumPy gives: the float64 reference's values."""
+    """Training backwards whose dx is streamed (planar samples of 590 KB: the group norms'
+    per-sample passes, batch norm's whole-array pass; channels-last by ordinary stores) and
+    forwards into an output 4 bytes off any alignment NumPy gives: the float64 reference's
+    values."""
     shape = (3, 64, 48, 48)
     x = make_input(rng, shape, np.float32, offset=3.0)
     x = channels_last(x) if layout == "nhwc" else x
@@ -230,10 +204,10 @@ def test_streamed_training_outputs_match_the_reference(rng, kind, layout):
 
 @pytest.mark.parametrize("rms", [False, True])
 def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
-    """Row norms with rows of at least STREAM_RUN values and outputs of at least STREAM_MIN
-    bytes stream them (per-value weight and bias: LayerNorm; weight alone: RMSNorm), and the
-    backward's dx of long rows: the rows of a large call are bit for bit those of a small one
-    (ordinary stores), also into an unaligned out, and match the float64 reference."""
+    """The backward of long rows (column blocks) streams dx from STREAM_MIN bytes (per-value
+    weight: LayerNorm, RMSNorm): the dx rows of a large call are bit for bit those of a small
+    one (ordinary stores), and the weight's gradient (read back from cache) matches float64;
+    the forward's rows likewise, also into an unaligned out."""
     import cnorm
 
     x = make_input(rng, (80, 2049), np.float32, offset=3.0)
