@@ -24,7 +24,7 @@ cdef enum:
     ROW_TILE = 512        # rows layout: values per call of the apply loop (see _apply_rows)
     STREAM_MIN = 524288   # a planar training backward of this many bytes and more writes dx
                           # by streaming stores (half an L2: it pushes x and dy out anyway):
-                          # GroupNorm(32) (32, 64, 56, 56) fwd + bwd 6.2 -> 4.0 ms, AMD EPYC
+                          # GroupNorm(32) (32, 64, 56, 56) fwd + bwd 6.0 -> 4.6 ms, AMD EPYC
     STREAM_RUN = 1024     # ... in runs this long (short runs leave partial lines, which
                           # streaming stores write slowly: a (64, 512, 7, 7) forward 1.4x
                           # slower)

@@ -97,7 +97,7 @@ CN_LANES(cn_lanes8, 1)
 
 /* cn_lanes32 of float data: converted in registers (no double tile stored and read back),
    the min and max taken on the floats, sixteen lanes a register: float32 moments 7.7 ->
-   16.4 GB/s a thread on an AMD EPYC, where the four double operations a value are left. */
+   15-16 GB/s a thread on an AMD EPYC, where the four double operations a value are left. */
 static inline void cn_lanes32f(const float *x, ptrdiff_t nb, ptrdiff_t W, const double *sh,
                                double *s1, double *s2, double *lo, double *hi) {
     cn_v8d a[4], q[4], f[4], e, d;
