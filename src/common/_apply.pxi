@@ -131,24 +131,20 @@ cdef inline void _norm_run(const real *x, real *y, Py_ssize_t n, const floating 
         _act_run(y, r, n, act, slope)
 
 
-cdef inline void _param_sums(const real *x, const real *dy, Py_ssize_t n, const floating *q,
-                             floating a, floating *pw, floating *pb) noexcept nogil:
-    """pw += dy * x_hat, pb += dy over a run (x_hat = (x - mean) * a, the mean as q's hi, lo):
-    the row norms' parameter-gradient sums, in the data type."""
-    cdef Py_ssize_t t
-    cdef floating hi = q[0], lo = q[1]
-    for t in range(n):
-        pw[t] += dy[t] * (((x[t] - hi) - lo) * a)
-        pb[t] += dy[t]
+cdef extern from "cnorm_stream.h" nogil:
+    bint CN_STREAMS
+    int cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
+                           float lo, float k1, float k2, float k3, const float *wc)
+    void cn_stream_fence()
 
 
 cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n,
                            const floating *q, const floating *wc, floating a, floating *pw,
-                           floating *pb) noexcept nogil:
+                           floating *pb, bint stream) noexcept nogil:
     """Backward of n values with q = [hi, lo, k1, k2, k3]; x NULL: dx = g * k1 (fixed
     statistics). wc: per-value weight or NULL. pw, pb (or NULL): per-value sums of dy * x_hat
-    (x_hat = (x - mean) * a) and dy, for the row norms' parameter gradients. Half data:
-    through float tiles."""
+    (x_hat = (x - mean) * a) and dy, for the row norms' parameter gradients. ``stream``: float
+    dx by streaming stores (cnorm_stream.h; the caller fences). Half data: float tiles."""
     cdef Py_ssize_t t, k, o, m
     cdef floating hi = q[0], lo = q[1], k1 = q[2], k2 = q[3], k3 = q[4]
     cdef floating xt[HALF_TILE]
@@ -163,12 +159,16 @@ cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n
             _tile_in(dy + o, gt, m)
             _grad_run(&xt[0] if x != NULL else <floating *>NULL, gt, ot, m, q,
                       wc + o if wc != NULL else NULL, a, pw + o if pw != NULL else NULL,
-                      pb + o if pb != NULL else NULL)
+                      pb + o if pb != NULL else NULL, False)
             _tile_out(ot, dx + o, m)
         return
     if x == NULL:
         for t in range(n):
             dx[t] = dy[t] * k1
+    elif (real is float and floating is float and stream
+          and cn_grad_run_stream(<const float *>x, <const float *>dy, <float *>dx, n, hi, lo, k1,
+                                 k2, k3, <const float *>wc)):
+        pass
     elif wc != NULL:
         for t in range(n):
             dx[t] = (dy[t] * wc[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3)
@@ -176,14 +176,9 @@ cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n
         for t in range(n):
             dx[t] = dy[t] * k1 + (((x[t] - hi) - lo) * k2 + k3)
     if pw != NULL:
-        _param_sums(x, dy, n, q, a, pw, pb)
-
-
-cdef extern from "cnorm_stream.h" nogil:
-    bint CN_STREAMS
-    int cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
-                           float lo, float k1, float k2, float k3, const float *wc)
-    void cn_stream_fence()
+        for t in range(n):
+            pw[t] += dy[t] * (((x[t] - hi) - lo) * a)
+            pb[t] += dy[t]
 
 
 cdef void _apply_cols(const real *x, const real *dy, real *out, Py_ssize_t n,
@@ -270,13 +265,6 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     free(rep)
 
 
-cdef inline void _stream_run(const real *x, const real *dy, real *out, Py_ssize_t n,
-                             const floating *q) noexcept nogil:
-    """A planar run of a training backward's dx by streaming stores (cnorm_stream.h)."""
-    cn_grad_run_stream(<const float *>x, <const float *>dy, <float *>out, n, q[0], q[1], q[2],
-                       q[3], q[4], NULL)
-
-
 cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
                  Py_ssize_t c1, int nt, const real *res, int act,
@@ -296,31 +284,25 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
         for o in range(outer):
             for c in range(c0, c1):
                 off = (o * C + c) * inner
-                if stream:
-                    _stream_run(x + off, dy + off, out + off, inner, coef + w * c)
-                elif dy == NULL:
+                if dy == NULL:
                     _norm_run(x + off, out + off, inner, coef + w * c, NULL, NULL,
                               res + off if res != NULL else NULL, act, slope)
                 else:
                     _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
-                              coef + w * c, NULL, 0.0, NULL, NULL)
-    elif inner > 1 and stream:  # each thread a block of runs, fenced at its end
+                              coef + w * c, NULL, 0.0, NULL, NULL, stream)
+    elif inner > 1:  # each thread a block of runs (its streaming stores fenced at its end)
         nt = _threads(outer * C * inner, outer * C, nt)
         for t in prange(nt, schedule="static", num_threads=nt):
             for r in range(t * outer * C // nt, (t + 1) * outer * C // nt):
                 off = r * inner
-                _stream_run(x + off, dy + off, out + off, inner, coef + w * (r % C))
-            cn_stream_fence()
-    elif inner > 1:
-        nt = _threads(outer * C * inner, outer * C, nt)
-        for r in prange(outer * C, schedule="static", num_threads=nt):
-            off = r * inner
-            if dy == NULL:
-                _norm_run(x + off, out + off, inner, coef + w * (r % C), NULL, NULL,
-                          res + off if res != NULL else NULL, act, slope)
-            else:
-                _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
-                          coef + w * (r % C), NULL, 0.0, NULL, NULL)
+                if dy == NULL:
+                    _norm_run(x + off, out + off, inner, coef + w * (r % C), NULL, NULL,
+                              res + off if res != NULL else NULL, act, slope)
+                else:
+                    _grad_run(x + off if x != NULL else NULL, dy + off, out + off, inner,
+                              coef + w * (r % C), NULL, 0.0, NULL, NULL, stream)
+            if stream:
+                cn_stream_fence()
     else:
         _apply_rows(x, dy, out, outer, C, coef, w, nt, res, act, slope)
 

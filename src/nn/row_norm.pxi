@@ -230,7 +230,7 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
                     _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
                                &s[2 * r], q + 5 * r)
                     _grad_run(xp + r * L, gp + r * L, dp + r * L, L, q + 5 * r, w,
-                              <floating>invstd[r], f, f + L if f != NULL else NULL)
+                              <floating>invstd[r], f, f + L if f != NULL else NULL, False)
                     if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
                         _flush_cols(f, part + 2 * k * L, 2 * L)
         else:
@@ -243,20 +243,9 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
                     j0 = k * CHUNK
                     n = min(CHUNK, L - j0)
                     for r in range(R):
-                        if stream:  # dx streamed, then the parameter sums from cache
-                            cn_grad_run_stream(<const float *>xp + r * L + j0,
-                                               <const float *>gp + r * L + j0,
-                                               <float *>dp + r * L + j0, n, q[5 * r],
-                                               q[5 * r + 1], q[5 * r + 2], q[5 * r + 3],
-                                               q[5 * r + 4], <const float *>w + j0
-                                               if w != NULL else NULL)
-                            if f != NULL:
-                                _param_sums(xp + r * L + j0, gp + r * L + j0, n, q + 5 * r,
-                                            <floating>invstd[r], f, f + n)
-                        else:
-                            _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
-                                      q + 5 * r, w + j0 if w != NULL else NULL,
-                                      <floating>invstd[r], f, f + n if f != NULL else NULL)
+                        _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
+                                  q + 5 * r, w + j0 if w != NULL else NULL,
+                                  <floating>invstd[r], f, f + n if f != NULL else NULL, stream)
                         if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
                             _flush_cols(f, part + j0, n)
                             _flush_cols(f + n, part + L + j0, n)
