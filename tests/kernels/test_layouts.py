@@ -202,6 +202,31 @@ def test_streamed_training_outputs_match_the_reference(rng, kind, layout):
     assert got is out and rel_err(got, ry) < 2e-6
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_64_channels_last_sum_whole_rows_with_the_bits_of_channel_blocks(rng, dtype):
+    """Channels-last statistics of 64 channels read whole rows in memory order; each channel
+    still sees its rows in order with the same flushes, so its mean and variance are bit for
+    bit those of 32-channel halves (summed a channel block at a time), training forward and
+    backward alike, and match float64."""
+    import cnorm
+
+    x = channels_last(make_input(rng, (3, 64, 17, 19), dtype, offset=20.0))
+    dy = channels_last(rng.standard_normal(x.shape).astype(dtype))
+    whole = cnorm.BatchNorm2d(64, dtype=dtype)
+    y, dx = whole(x), whole.backward(dy)
+    for h in (slice(0, 32), slice(32, 64)):
+        half = cnorm.BatchNorm2d(32, dtype=dtype)
+        xh, dyh = channels_last(np.ascontiguousarray(x[:, h])), channels_last(dy[:, h].copy())
+        assert half(xh).tobytes() == np.ascontiguousarray(y[:, h]).tobytes()
+        assert half.running_var.tobytes() == whole.running_var[h].tobytes()
+        assert half.backward(dyh).tobytes() == np.ascontiguousarray(dx[:, h]).tobytes()
+        assert half.grad_weight.tobytes() == whole.grad_weight[h].tobytes()
+    xd = x.astype(np.float64)
+    ref = (xd - xd.mean(axis=(0, 2, 3), keepdims=True)) / np.sqrt(
+        xd.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+    assert rel_err(y, ref) < TOL[dtype]
+
+
 @pytest.mark.parametrize("rms", [False, True])
 def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
     """The backward of long rows (column blocks) streams dx from STREAM_MIN bytes (per-value
