@@ -28,6 +28,9 @@ cdef enum:
     STREAM_RUN = 1024     # ... in runs this long (short runs leave partial lines, which
                           # streaming stores write slowly: a (64, 512, 7, 7) forward 1.4x
                           # slower)
+    ROWS_L3 = 8388608     # row norms' long-row backward: bytes of x and dy per block of rows,
+                          # summed, then read again for dx from L3 (LayerNorm over (C, H, W)
+                          # (32, 64, 56, 56): a third pass over memory otherwise)
     ROW_BLOCK = 16        # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
     SHORT_ROW = 4096      # row norms: float rows of at most this many values (one chunk)

@@ -207,8 +207,15 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
                         and R * L * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
     K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
     cdef int nt = _threads(R * L, K, n_threads)
-    cdef Py_ssize_t P = K if short and param_grads else (1 if param_grads else 0)
+    cdef Py_ssize_t P = K if short and param_grads else 0  # long rows: into grad_* directly
     cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>CHUNK) + 2 * PAD if param_grads else 0
+    # long rows: rows per block, a multiple of FLUSH (the column sums flush at its end) and of
+    # the threads (rows share out evenly in the row sums)
+    cdef Py_ssize_t Rb = max(1, ROWS_L3 // (2 * L * <Py_ssize_t>sizeof(real)) // (FLUSH * nt))
+    cdef Py_ssize_t rb, re
+    cdef double *gw = &grad_weight[0]
+    cdef double *gb = &grad_bias[0]
+    Rb *= FLUSH * nt
     # every buffer is made here, before the parallel regions: column partials, row sums,
     # row coefficients and each thread's data-type column sums
     cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
@@ -234,22 +241,28 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
                     if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
                         _flush_cols(f, part + 2 * k * L, 2 * L)
         else:
-            for r in prange(R, schedule="static", num_threads=_threads(R * L, R, n_threads)):
-                _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
-                           q + 5 * r)
-            for t in prange(nt, schedule="static", num_threads=nt):  # blocks of columns
-                f = fbuf + F * threadid() if param_grads else NULL
-                for k in range(t * K // nt, (t + 1) * K // nt):
-                    j0 = k * CHUNK
-                    n = min(CHUNK, L - j0)
-                    for r in range(R):
-                        _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
-                                  q + 5 * r, w + j0 if w != NULL else NULL,
-                                  <floating>invstd[r], f, f + n if f != NULL else NULL, stream)
-                        if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
-                            _flush_cols(f, part + j0, n)
-                            _flush_cols(f + n, part + L + j0, n)
-                cn_stream_fence()
+            rb = 0
+            while rb < R:  # blocks of rows whose x and dy stay in cache between the passes
+                re = min(R, rb + Rb)
+                for r in prange(rb, re, schedule="static",
+                                num_threads=_threads((re - rb) * L, re - rb, n_threads)):
+                    _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
+                               &s[2 * r], q + 5 * r)
+                for t in prange(nt, schedule="static", num_threads=nt):  # blocks of columns
+                    for k in range(t * K // nt, (t + 1) * K // nt):
+                        j0 = k * CHUNK
+                        n = min(CHUNK, L - j0)
+                        f = fbuf + F * threadid() if param_grads else NULL
+                        for r in range(rb, re):
+                            _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
+                                      q + 5 * r, w + j0 if w != NULL else NULL,
+                                      <floating>invstd[r], f, f + n if f != NULL else NULL,
+                                      stream)
+                            if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
+                                _flush_cols(f, gw + j0, n)
+                                _flush_cols(f + n, gb + j0, n)
+                    cn_stream_fence()
+                rb = re
         for k in range(P):
             for j0 in range(L):
                 grad_weight[j0] += part[2 * k * L + j0]
