@@ -241,7 +241,8 @@ def layer_norm(x: ArrayLike, normalized_shape: ShapeLike, weight: OptArray = Non
     >>> np.round(cnorm.layer_norm(x, 4), 4).tolist()
     [[-1.3416, -0.4472, 0.4472, 1.3416]]
     """
-    got = row_call(x, None, normalized_shape, weight, bias, eps, False) if out is None else None
+    got = row_call(x, None, normalized_shape, weight, bias, eps, False,
+                   context=False) if out is None else None
     if got is not None:  # a small call, by the entry checked in C
         return got[0]
     x, ns, weight, bias = check_row_norm(x, normalized_shape, weight, bias)
@@ -303,7 +304,8 @@ def rms_norm(x: ArrayLike, normalized_shape: ShapeLike, weight: OptArray = None,
     >>> cnorm.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4).tolist()
     [[0.8485, 1.1314]]
     """
-    got = row_call(x, None, normalized_shape, weight, None, eps, True) if out is None else None
+    got = row_call(x, None, normalized_shape, weight, None, eps, True,
+                   context=False) if out is None else None
     if got is not None:  # a small call, by the entry checked in C
         return got[0]
     x, ns, weight, _ = check_row_norm(x, normalized_shape, weight, None)
@@ -370,7 +372,8 @@ def group_norm(x: ArrayLike, num_groups: int, weight: OptArray = None, bias: Opt
     >>> np.abs(y.reshape(2, 3, -1).mean(axis=2)).max() < 1e-12
     np.True_
     """
-    got = group_call(x, None, None, num_groups, weight, bias, eps) if out is None else None
+    got = group_call(x, None, None, num_groups, weight, bias, eps,
+                     context=False) if out is None else None
     if got is not None:  # a small call, by the entry checked in C
         return got[0]
     x, G, weight, bias = check_group_norm(x, num_groups, weight, bias)
@@ -443,7 +446,7 @@ def instance_norm(x: ArrayLike, running_mean: OptArray = None, running_var: OptA
     >>> np.abs(y.mean(axis=(2, 3))).max() < 1e-12
     np.True_
     """
-    got = group_call(x, None, None, None, weight, bias, eps, instance=True) if (
+    got = group_call(x, None, None, None, weight, bias, eps, instance=True, context=False) if (
         out is None and use_input_stats is True and running_mean is None
         and running_var is None) else None
     if got is not None:  # a small call, by the entry checked in C

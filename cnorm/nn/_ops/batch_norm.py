@@ -50,6 +50,17 @@ def check_batch_norm(x: ArrayLike, running_mean: Any, running_var: Any, weight: 
     return x, running_mean, running_var, weight, bias
 
 
+def _train_entry(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
+                 bias: OptArray, running_mean: OptArray, running_var: OptArray,
+                 counter: OptArray, eps: float, factor: float, residual: OptArray, act: int,
+                 slope: float) -> Any:
+    """The entry checked in C: ``(y, stats)``, or None where it does not take the call."""
+    return _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
+                                          running_var, counter, eps, factor, residual, act,
+                                          slope, WIDE_INVSTD, recycle.SPARE_MIN,
+                                          _backend.threads())
+
+
 def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
                     weight: OptArray, bias: OptArray, training: bool, momentum: float,
                     eps: float, out: OptArray, block: Optional[Block] = None) -> Array:
@@ -58,10 +69,11 @@ def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
     training call of the plain norm goes to the entry checked in C first (train_call)."""
     if (training and block is None and out is None and type(x) is np.ndarray
             and type(eps) is float and eps > 0.0 and type(momentum) is float):
-        got = train_call(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
-                         bias, running_mean, running_var, None, eps, momentum)
-        if got is not None:
-            return got[0]
+        got = _train_entry(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
+                           bias, running_mean, running_var, None, eps, momentum, None, 0, 0.0)
+        if got is not None:  # no context: nothing asks this call for a backward
+            y0: Array = got[0]
+            return y0
     x, rm, rv, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
     ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
@@ -234,10 +246,8 @@ def train_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArra
     does not take the call (the checked path then runs, with its errors). ``epi``: a fused
     block's (residual, activation name, slope)."""
     residual, act, slope = (None, None, 0.0) if epi is None else epi
-    got = _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
-                                         running_var, counter, eps, factor, residual,
-                                         act_code(act), slope, WIDE_INVSTD,
-                                         recycle.SPARE_MIN, _backend.threads())
+    got = _train_entry(x, dtype, ranks, C, weight, bias, running_mean, running_var, counter,
+                       eps, factor, residual, act_code(act), slope)
     if got is None:
         return None
     y, stats = got

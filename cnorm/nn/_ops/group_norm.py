@@ -147,8 +147,8 @@ class GroupCallContext(GroupNormContext):
 
 def group_call(x: Any, dtype: Any, C: Any, G: Any, weight: OptArray, bias: OptArray, eps: Any,
                instance: bool = False,
-               epi: Optional[Tuple[Any, Optional[str], float]] = None
-               ) -> Optional[Tuple[Array, GroupCallContext]]:
+               epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True
+               ) -> Optional[Tuple[Array, Optional[GroupCallContext]]]:
     """A small group-norm forward by the entry checked in C (``instance``: instance norm's,
     G = C, whose statistics need two spatial values; ``epi``: a fused block's residual,
     activation name and slope): ``(y, context)``, or None, having changed nothing, where the
@@ -165,8 +165,8 @@ def group_call(x: Any, dtype: Any, C: Any, G: Any, weight: OptArray, bias: OptAr
                                       weight, bias, eps, 2 if instance else 1, residual,
                                       act_code(act), slope, WIDE_INVSTD, recycle.SPARE_MIN,
                                       _backend.threads())
-    if got is None:
-        return None
+    if got is None or not context:  # a functional form's call: no context to make
+        return None if got is None else (got[0], None)
     block = None if epi is None else Block(x, residual, act, slope)
     return got[0], GroupCallContext(x, got[1], G, weight, bias, block,
                                     None if block is None else got[0])

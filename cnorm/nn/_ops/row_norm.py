@@ -87,7 +87,8 @@ class RowCallContext(RowNormContext):
 
 
 def row_call(x: Any, dtype: Any, shape: Any, weight: OptArray, bias: OptArray, eps: Any,
-             rms: bool) -> Optional[Tuple[Array, RowCallContext]]:
+             rms: bool, context: bool = True
+             ) -> Optional[Tuple[Array, Optional[RowCallContext]]]:
     """A small layer/RMS-norm forward by the entry checked in C over one normalized axis
     (``shape`` an int or a 1-tuple; ``dtype`` the layer's, or None: x's): ``(y, context)``,
     or None, having changed nothing, where the entry does not take the call (the checked
@@ -106,4 +107,4 @@ def row_call(x: Any, dtype: Any, shape: Any, weight: OptArray, bias: OptArray, e
                                     recycle.SPARE_MIN, _backend.threads())
     if got is None:
         return None
-    return got[0], RowCallContext(x, got[1], (L,), weight, bias, rms)
+    return got[0], RowCallContext(x, got[1], (L,), weight, bias, rms) if context else None
