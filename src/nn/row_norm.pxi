@@ -187,8 +187,10 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
 
     Rows shorter than LONG_ROW: chunks of rows, each thread a chunk (row sums, dx while the
     row is in cache), the column sums in one partial per chunk, added in chunk order.
-    Longer rows: the row sums first, then dx by blocks of columns over all rows in order,
-    each block owning its columns' sums. Both orders depend on the shape only.
+    Longer rows: in blocks of rows (their x and dy stay in L3 between the two passes), the
+    rows' sums, then dx by blocks of columns over the block's rows in order, each column block
+    owning its columns' sums (flushed every FLUSH rows, as without row blocks: the same bits
+    at any thread count). Both orders depend on the shape only.
     """
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
@@ -249,10 +251,10 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
                     _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
                                &s[2 * r], q + 5 * r)
                 for t in prange(nt, schedule="static", num_threads=nt):  # blocks of columns
+                    f = fbuf + F * threadid() if param_grads else NULL
                     for k in range(t * K // nt, (t + 1) * K // nt):
                         j0 = k * CHUNK
                         n = min(CHUNK, L - j0)
-                        f = fbuf + F * threadid() if param_grads else NULL
                         for r in range(rb, re):
                             _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
                                       q + 5 * r, w + j0 if w != NULL else NULL,

@@ -66,7 +66,7 @@ def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
                     eps: float, out: OptArray, block: Optional[Block] = None) -> Array:
     """``cnorm.batch_norm`` and ``cnorm.batch_norm_act``: check, normalize, and when training
     move the caller's running arrays (written back when the checks converted them). A small
-    training call of the plain norm goes to the entry checked in C first (train_call)."""
+    training call of the plain norm goes to the entry checked in C first, without a context."""
     if (training and block is None and out is None and type(x) is np.ndarray
             and type(eps) is float and eps > 0.0 and type(momentum) is float):
         got = _train_entry(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
