@@ -133,9 +133,15 @@ cdef inline void _norm_run(const real *x, real *y, Py_ssize_t n, const floating 
 
 cdef extern from "cnorm_stream.h" nogil:
     bint CN_STREAMS
-    int cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
-                           float lo, float k1, float k2, float k3, const float *wc)
+    void cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
+                            float lo, float k1, float k2, float k3, const float *wc)
     void cn_stream_fence()
+
+
+cdef inline bint _stream_dx(const real *x, Py_ssize_t n) noexcept nogil:
+    """Whether a training backward over n values of x stores dx streaming: float data of
+    STREAM_MIN bytes and more (dx leaves the cache anyway), on a target that streams."""
+    return real is float and CN_STREAMS and n * <Py_ssize_t>sizeof(real) >= STREAM_MIN
 
 
 cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n,
@@ -165,10 +171,9 @@ cdef inline void _grad_run(const real *x, const real *dy, real *dx, Py_ssize_t n
     if x == NULL:
         for t in range(n):
             dx[t] = dy[t] * k1
-    elif (real is float and floating is float and stream
-          and cn_grad_run_stream(<const float *>x, <const float *>dy, <float *>dx, n, hi, lo, k1,
-                                 k2, k3, <const float *>wc)):
-        pass
+    elif real is float and floating is float and stream:
+        cn_grad_run_stream(<const float *>x, <const float *>dy, <float *>dx, n, hi, lo, k1, k2,
+                           k3, <const float *>wc)
     elif wc != NULL:
         for t in range(n):
             dx[t] = (dy[t] * wc[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3)
@@ -277,9 +282,8 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     STREAM_MIN bytes and more, in runs of STREAM_RUN values and more, stores dx streaming."""
     cdef Py_ssize_t r, c, o, off, t
     cdef int w = 4 if dy == NULL else 5
-    cdef bint stream = (real is float and floating is float and CN_STREAMS and dy != NULL
-                        and x != NULL and inner >= STREAM_RUN
-                        and outer * C * inner * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
+    cdef bint stream = (dy != NULL and x != NULL and inner >= STREAM_RUN
+                        and _stream_dx(x, outer * C * inner))
     if inner > 1 and c1 - c0 < C:  # one thread's channels: its caller fences
         for o in range(outer):
             for c in range(c0, c1):

@@ -3,10 +3,10 @@
    and keep x and dy in cache. Only for large arrays (the caller decides): there dx goes to
    memory anyway. (Forward outputs were measured both ways: faster on one thread, but slower
    on two where the report's loop keeps x and y in L3, and for rows layouts of 1 MB; so the
-   forward keeps ordinary stores.) The arithmetic is the
-   ordinary loop's, operation by operation (no fused multiply-add), so the bits are the same.
-   Each loop is written once over the target's vector (AVX-512 or AVX); a run's head, up to
-   the first aligned output line, and its tail go by ordinary stores. */
+   forward keeps ordinary stores.) The arithmetic is the ordinary loop's, operation by
+   operation (no fused multiply-add), so the bits are the same. The loop is written once over
+   the target's vector (AVX-512 or AVX); a run's head, up to the first aligned output line,
+   and its tail go by ordinary stores. */
 #ifndef CNORM_STREAM_H
 #define CNORM_STREAM_H
 #include <stddef.h>
@@ -38,39 +38,28 @@ enum { CN_SW = 8 };
 #define CN_STREAMS 0
 #endif
 
-#if CN_STREAMS
-/* The loop over t < n: SCALAR(t) for the head and the tail, VECTOR(t) (a cn_sv) streamed. */
-#define CN_STREAM_LOOP(out, n, SCALAR, VECTOR)                                               \
-    do {                                                                                     \
-        ptrdiff_t t = 0;                                                                     \
-        for (; t < (n) && ((uintptr_t)((out) + t) & (CN_SW * 4 - 1)) != 0; t++)              \
-            (out)[t] = SCALAR(t);                                                            \
-        for (; t + CN_SW <= (n); t += CN_SW)                                                 \
-            CN_ST((out) + t, VECTOR(t));                                                     \
-        for (; t < (n); t++)                                                                 \
-            (out)[t] = SCALAR(t);                                                            \
-    } while (0)
-#endif
-
 /* A training backward's run of one channel (planar) or one row's column block (row norms):
    dx[t] = g * k1 + (((x[t] - hi) - lo) * k2 + k3), g = dy[t] times the value's weight wc[t]
-   when given (_grad_run's loops). Returns 0 where the target has no streaming form (the
-   caller then runs its own loop). */
-#define CN_GRUN_S(t) ((wc ? dy[t] * wc[t] : dy[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3))
-#define CN_GRUN_V(t)                                                                          \
-    CN_ADD(CN_MUL(wc ? CN_MUL(CN_LD(dy + t), CN_LD(wc + t)) : CN_LD(dy + t), v1),             \
-           CN_ADD(CN_MUL(CN_SUB(CN_SUB(CN_LD(x + t), vh), vl), v2), v3))
-static inline int cn_grad_run_stream(const float *x, const float *dy, float *dx, ptrdiff_t n,
-                                     float hi, float lo, float k1, float k2, float k3,
-                                     const float *wc) {
+   when given (_grad_run's loops). Only called where CN_STREAMS (the caller's condition). */
+#define CN_GRUN(t) ((wc ? dy[t] * wc[t] : dy[t]) * k1 + (((x[t] - hi) - lo) * k2 + k3))
+static inline void cn_grad_run_stream(const float *x, const float *dy, float *dx, ptrdiff_t n,
+                                      float hi, float lo, float k1, float k2, float k3,
+                                      const float *wc) {
 #if CN_STREAMS
-    cn_sv vh = CN_SET(hi), vl = CN_SET(lo), v1 = CN_SET(k1), v2 = CN_SET(k2), v3 = CN_SET(k3);
-    CN_STREAM_LOOP(dx, n, CN_GRUN_S, CN_GRUN_V);
-    return 1;
+    cn_sv vh = CN_SET(hi), vl = CN_SET(lo), v1 = CN_SET(k1), v2 = CN_SET(k2), v3 = CN_SET(k3), g;
+    ptrdiff_t t = 0;
+    for (; t < n && ((uintptr_t)(dx + t) & (CN_SW * 4 - 1)) != 0; t++)
+        dx[t] = CN_GRUN(t);
+    for (; t + CN_SW <= n; t += CN_SW) {
+        g = wc ? CN_MUL(CN_LD(dy + t), CN_LD(wc + t)) : CN_LD(dy + t);
+        CN_ST(dx + t, CN_ADD(CN_MUL(g, v1), CN_ADD(CN_MUL(CN_SUB(CN_SUB(CN_LD(x + t), vh), vl),
+                                                          v2), v3)));
+    }
+    for (; t < n; t++)
+        dx[t] = CN_GRUN(t);
 #else
     (void)x; (void)dy; (void)dx; (void)n; (void)hi; (void)lo; (void)k1; (void)k2; (void)k3;
     (void)wc;
-    return 0;
 #endif
 }
 

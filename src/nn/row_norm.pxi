@@ -205,19 +205,18 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     cdef const real *gp = &dy[0, 0]
     cdef real *dp = &dx[0, 0]
     cdef bint short = L < LONG_ROW
-    cdef bint stream = (real is float and floating is float and CN_STREAMS and not short
-                        and R * L * <Py_ssize_t>sizeof(real) >= STREAM_MIN)
+    cdef bint stream = not short and _stream_dx(xp, R * L)
     K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
     cdef int nt = _threads(R * L, K, n_threads)
     cdef Py_ssize_t P = K if short and param_grads else 0  # long rows: into grad_* directly
     cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>CHUNK) + 2 * PAD if param_grads else 0
     # long rows: rows per block, a multiple of FLUSH (the column sums flush at its end) and of
     # the threads (rows share out evenly in the row sums)
-    cdef Py_ssize_t Rb = max(1, ROWS_L3 // (2 * L * <Py_ssize_t>sizeof(real)) // (FLUSH * nt))
+    cdef Py_ssize_t Rb = FLUSH * nt * max(1, ROWS_L3 // (2 * L * <Py_ssize_t>sizeof(real))
+                                                // (FLUSH * nt))
     cdef Py_ssize_t rb, re
     cdef double *gw = &grad_weight[0]
     cdef double *gb = &grad_bias[0]
-    Rb *= FLUSH * nt
     # every buffer is made here, before the parallel regions: column partials, row sums,
     # row coefficients and each thread's data-type column sums
     cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))

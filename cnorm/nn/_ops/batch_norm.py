@@ -50,17 +50,6 @@ def check_batch_norm(x: ArrayLike, running_mean: Any, running_var: Any, weight: 
     return x, running_mean, running_var, weight, bias
 
 
-def _train_entry(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
-                 bias: OptArray, running_mean: OptArray, running_var: OptArray,
-                 counter: OptArray, eps: float, factor: float, residual: OptArray, act: int,
-                 slope: float) -> Any:
-    """The entry checked in C: ``(y, stats)``, or None where it does not take the call."""
-    return _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
-                                          running_var, counter, eps, factor, residual, act,
-                                          slope, WIDE_INVSTD, recycle.SPARE_MIN,
-                                          _backend.threads())
-
-
 def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
                     weight: OptArray, bias: OptArray, training: bool, momentum: float,
                     eps: float, out: OptArray, block: Optional[Block] = None) -> Array:
@@ -69,11 +58,10 @@ def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
     training call of the plain norm goes to the entry checked in C first, without a context."""
     if (training and block is None and out is None and type(x) is np.ndarray
             and type(eps) is float and eps > 0.0 and type(momentum) is float):
-        got = _train_entry(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
-                           bias, running_mean, running_var, None, eps, momentum, None, 0, 0.0)
-        if got is not None:  # no context: nothing asks this call for a backward
-            y0: Array = got[0]
-            return y0
+        got = train_call(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
+                         bias, running_mean, running_var, None, eps, momentum, context=False)
+        if got is not None:
+            return got[0]
     x, rm, rv, weight, bias = check_batch_norm(
         x, running_mean, running_var, weight, bias, training, update=training, eps=eps)
     ctx = BatchNormContext(x, rm, rv, weight, bias, eps, training, block=block, out=out)
@@ -239,17 +227,20 @@ ANY_RANK = ranks_mask(2)  # the functional form's: (N, C, ...)
 def train_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
                bias: OptArray, running_mean: OptArray, running_var: OptArray,
                counter: OptArray, eps: float, factor: float,
-               epi: Optional[Tuple[Any, Optional[str], float]] = None
+               epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True
                ) -> Optional[Tuple[Array, Any]]:
     """A small training forward by the entry checked in C: ``(y, context)`` with the running
     statistics (and ``counter``) moved, or None, having changed nothing, where the entry
     does not take the call (the checked path then runs, with its errors). ``epi``: a fused
-    block's (residual, activation name, slope)."""
+    block's (residual, activation name, slope); ``context=False``: a functional form's call,
+    which no backward asks for (``(y, None)``)."""
     residual, act, slope = (None, None, 0.0) if epi is None else epi
-    got = _train_entry(x, dtype, ranks, C, weight, bias, running_mean, running_var, counter,
-                       eps, factor, residual, act_code(act), slope)
-    if got is None:
-        return None
+    got = _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
+                                         running_var, counter, eps, factor, residual,
+                                         act_code(act), slope, WIDE_INVSTD,
+                                         recycle.SPARE_MIN, _backend.threads())
+    if got is None or not context:
+        return None if got is None else (got[0], None)
     y, stats = got
     block = None if epi is None else Block(x, residual, act, slope)
     return y, CallContext(x, stats, weight, bias, block, None if block is None else y)
