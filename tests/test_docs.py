@@ -25,7 +25,7 @@ def _documented_steps():
 def test_kernel_steps_are_documented_with_their_arguments():
     steps = _documented_steps()
     assert set(steps) == {"partial_stats", "merge_stats", "normalize", "backward_sums",
-                          "backward_apply"}
+                          "backward_apply", "sync_stats", "sync_coefficients"}
     for name, args in steps.items():
         fn = getattr(_backend.kernels, name)
         fn = fn[next(iter(fn.__signatures__))] if hasattr(fn, "__signatures__") else fn

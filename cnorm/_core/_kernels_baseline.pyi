@@ -87,6 +87,13 @@ partial_stats: Fused
 plane_moments: Fused
 plane_sums: Fused
 def merge_stats(counts: Array, means: Array, m2: Array) -> Any: ...
+def sync_stats(rows: Array, eps: float, weight: Optional[Array] = None) -> Any: ...
+def sync_coefficients(
+    rows: Array,
+    invstd: Array,
+    count: float,
+    weight: Optional[Array] = None,
+) -> Any: ...
 normalize: Fused
 backward_sums: Fused
 backward_apply: Fused

@@ -49,7 +49,7 @@ def _error_type(name: str) -> Type[Exception]:
 def agree(comm: Any, error: Optional[BaseException], *facts: int,
           row: OptArray = None) -> Tuple[Array, Array]:
     """Every rank passes its error (None, or the exception its part raised), some integer
-    facts and optionally a float64 ``row`` of data (the same length on every rank; any values
+    facts and optionally a 1-D float64 ``row`` of data (the same length on every rank; any values
     when this rank failed); returns every rank's facts, a (size, len(facts)) int64 array, and
     rows, a (size, len(row)) array, in rank order. When any rank failed, every rank raises: the
     first failing rank its own exception, the others one of its type when it is a built-in
@@ -58,11 +58,16 @@ def agree(comm: Any, error: Optional[BaseException], *facts: int,
     messages travel only when something failed. Call it with every exception of the work
     before a collective, so that no rank is left waiting in one (or sending a message of
     another size)."""
-    data = np.zeros(0) if row is None else np.asarray(row, dtype=np.float64).ravel()
-    rows = np.empty((comm.size, 1 + len(facts) + data.shape[0]))
-    comm.Allgather(np.concatenate([[float(error is not None)], np.array(facts, np.float64),
-                                   data]), rows)
-    if rows[:, 0].any():
+    n = 0 if row is None else row.shape[0]
+    k = 1 + len(facts)
+    send = np.empty(k + n)  # one message: failure flag, facts, data
+    send[0] = error is not None
+    send[1:k] = facts
+    if n:
+        send[k:] = row
+    rows = np.empty((comm.size, k + n))
+    comm.Allgather(send, rows)
+    if np.count_nonzero(rows[:, 0]):
         told = comm.allgather(None if error is None else (type(error).__name__, str(error)))
         bad = int(np.flatnonzero(rows[:, 0])[0])
         if bad == comm.rank and error is not None:
@@ -120,12 +125,8 @@ class SyncContext(Context):
         """Merge every rank's statistics ``parts`` (each rank's ``local`` row, gathered by
         the caller) in rank order, so that every rank holds the same bits, and normalize this
         rank's part (with the block's residual and activation)."""
-        C = self.x3.shape[1]
-        self.total, self.mean, self.m2 = _backend.kernels.merge_stats(
-            np.ascontiguousarray(parts[:, 0]), np.ascontiguousarray(parts[:, 1:C + 1]),
-            np.ascontiguousarray(parts[:, C + 1:]))
-        self.invstd = 1.0 / np.sqrt(self.m2 / self.total + eps)
-        scale = self.invstd * (1.0 if self.weight is None else self.weight.astype(np.float64))
+        self.total, self.mean, self.m2, self.invstd, scale = _backend.kernels.sync_stats(
+            parts, eps, None if self.weight is None else self.weight.astype(np.float64))
         inputs = (self.x3, None if self.block is None else self.block.r)
         y3, self.y = self.layout.empty(out, inputs)
         epilogue = () if self.block is None else self.block.kernel_args(self.layout, y3)
@@ -167,17 +168,9 @@ class SyncContext(Context):
         """Every rank's sums (``self.gathered``), added in rank order, then this rank's dx."""
         dt = self.layout.dtype
         dy3, s1, s2 = self.sums
-        C = s1.shape[0]
-        sums = self.gathered
-        S1, S2 = np.zeros(C), np.zeros(C)
-        for r in range(sums.shape[0]):  # in rank order, the same bits on every rank
-            S1 += sums[r, :C]
-            S2 += sums[r, C:]
-        w = 1.0 if self.weight is None else self.weight.astype(np.float64)
-        inv, M = self.invstd, self.total
-        k1 = w * inv
-        k2 = -inv * inv * inv * (w * S2) / M
-        k3 = -inv * (w * S1) / M
+        k1, k2, k3 = _backend.kernels.sync_coefficients(
+            self.gathered, self.invstd, self.total,
+            None if self.weight is None else self.weight.astype(np.float64))
         dx3, dx = self.layout.empty(out, (self.x3, dy))
         _backend.kernel("backward_apply", dt)(self.x3, dy3, self.mean, k1, k2, k3, dx3, True,
                                               _backend.threads())
@@ -303,13 +296,16 @@ class SyncBatchNorm(BatchNormBase):
         # the facts first: a rank whose layer has another num_features would send statistics
         # of another size, which no collective can take
         facts, _ = agree(comm, error, self.num_features, n)
-        if (facts[:, 0] != self.num_features).any():
-            raise ValueError(f"num_features differs between ranks: {facts[:, 0].tolist()}")
-        if facts[:, 1].sum() <= 1:  # torch's rule, on the union of the batches
+        widths, counts = facts.T.tolist()  # a few ranks: Python is quicker than NumPy here
+        if any(f != self.num_features for f in widths):
+            raise ValueError(f"num_features differs between ranks: {widths}")
+        if sum(counts) <= 1:  # torch's rule, on the union of the batches
             raise ValueError("Expected more than 1 value per channel when training, got "
-                             f"{int(facts[:, 1].sum())} over {comm.size} ranks")
+                             f"{sum(counts)} over {comm.size} ranks")
         assert ctx is not None  # else agree raised
-        made, parts = ctx, agree(comm, None, row=ctx.local)[1]
+        # every rank's part: this rank's is valid (agreed above), so a plain Allgather
+        made, parts = ctx, np.empty((comm.size, ctx.local.shape[0]))
+        comm.Allgather(ctx.local, parts)
         self._with_spare("_y", a, lambda out: made.normalize(parts, self.eps, out))
         if update:  # every rank moves its running statistics the same way
             self._update_running(ctx, rm, rv)
@@ -325,12 +321,11 @@ class SyncBatchNorm(BatchNormBase):
                       row=np.zeros(2 * self.num_features))  # the size the others send
             return super().backward(grad_output)
         error: Optional[Exception] = None
-        row = np.zeros(2 * ctx.x3.shape[1])  # this rank's sums, gathered with the agreement
-        try:
+        try:  # this rank's sums, gathered with the agreement
             dy = ctx.check_grad(grad_output)
             row = ctx.local_sums(dy)
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
-            error = e
+            error, row = e, np.zeros(2 * ctx.x3.shape[1])  # the size the others send
         _, ctx.gathered = agree(ctx.comm, error, row=row)
         saved = ctx
         dx: Array

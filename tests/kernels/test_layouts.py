@@ -133,6 +133,44 @@ def test_partial_statistics_of_parts_merge_to_the_whole(rng):
     np.testing.assert_allclose(M2 / n, x.var(axis=(0, 2, 3)), rtol=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [True, False])
+def test_sync_steps_merge_rank_rows_as_the_numpy_expressions(rng, weighted):
+    """SyncBatchNorm's compiled finish: sync_stats merges every rank's (count, mean, m2) row in
+    rank order with merge_stats' bits (an empty rank's row of zeros is skipped) and rounds
+    invstd and scale as NumPy does; the result is the whole batch's statistics. sync_coefficients
+    adds the ranks' backward sums in rank order and gives NumPy's k1, k2, k3 bit for bit."""
+    k, C, eps = _backend.kernels, 5, 1e-5
+    x = make_input(rng, (7, C, 30), np.float64, offset=40)
+    shards = [x[:3], x[3:3], x[3:4], x[4:]]  # uneven, one of them empty
+    rows = np.zeros((len(shards), 1 + 2 * C))
+    for r, s in enumerate(shards):
+        n, mean, m2 = k.channel_stats(s, 1) if s.size else (0, None, None)
+        if n:
+            rows[r] = np.concatenate([[n], mean, m2])
+    w = rng.uniform(0.5, 2.0, C) if weighted else None
+    total, mean, m2, invstd, scale = k.sync_stats(rows, eps, w)
+    keep = rows[:, 0] > 0
+    n, mean_ref, m2_ref = k.merge_stats(rows[keep, 0].copy(), rows[keep, 1:C + 1].copy(),
+                                        rows[keep, C + 1:].copy())
+    assert total == n == 7 * 30
+    assert mean.tobytes() == mean_ref.tobytes() and m2.tobytes() == m2_ref.tobytes()
+    inv_ref = 1.0 / np.sqrt(m2_ref / n + eps)
+    assert invstd.tobytes() == inv_ref.tobytes()
+    assert scale.tobytes() == (inv_ref * (1.0 if w is None else w)).tobytes()
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-14)
+    np.testing.assert_allclose(m2 / n, x.var(axis=(0, 2)), rtol=1e-12)
+    sums = rng.standard_normal((len(shards), 2 * C))
+    k1, k2, k3 = k.sync_coefficients(sums, invstd, total, w)
+    S1, S2 = np.zeros(C), np.zeros(C)
+    for r in range(len(shards)):
+        S1 += sums[r, :C]
+        S2 += sums[r, C:]
+    ww = 1.0 if w is None else w
+    assert k1.tobytes() == (ww * invstd * np.ones(C)).tobytes()
+    assert k2.tobytes() == (-invstd * invstd * invstd * (ww * S2) / total).tobytes()
+    assert k3.tobytes() == (-invstd * (ww * S1) / total).tobytes()
+
+
 def awkward_statistics(rng, shape, dtype, kind):
     """Plain values; an outlier at the start of every chunk (the shift of its sums far from
     the rest); values near 1e20 or 1e-20 (float32 lanes overflow or underflow: the wide
