@@ -87,9 +87,9 @@ partial_stats: Fused
 plane_moments: Fused
 plane_sums: Fused
 def merge_stats(counts: Array, means: Array, m2: Array) -> Any: ...
-def sync_stats(rows: Array, eps: float, weight: Optional[Array] = None) -> Any: ...
+def sync_stats(rows: Any, eps: float, weight: Optional[Array] = None) -> Any: ...
 def sync_coefficients(
-    rows: Array,
+    rows: Any,
     invstd: Array,
     count: float,
     weight: Optional[Array] = None,

@@ -5,20 +5,25 @@ bad input on any rank raises the same error on every rank, before any collective
 block); local per-channel (count, mean, M2) from the batch-norm kernels; one ``Allgather`` of
 those 1 + 2C doubles; every rank merges them in rank order (Chan), so all ranks hold the same
 bits; then the local normalize step. Backward: local sum(dy) and sum(dy * (x - mean)), one
-``Allgather``, summed in rank order, then the local dx step. mpi4py is imported only when a
+``Allgather``, summed in rank order, then the local dx step. A plain training step (a
+C-contiguous float32/float64 input, no fused block) runs its local steps by entries checked in
+C (src/nn/sync.pxi), which send the same messages as the checked path: on a shard that fits in
+L2 the Python around the kernels was a third of the step. mpi4py is imported only when a
 layer without ``comm`` first runs; without mpi4py the layer is BatchNorm in a one-process world.
 """
 import builtins
 import functools
 import types
-from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, cast
 
 import numpy as np
 
 from .._core import backend as _backend
 from .._core.comm import world
 from .._core.layout import ChannelLayout
+from .._core.recycle import take
 from .._core.types import Array, ArrayLike, DTypeLike, OptArray
+from . import grad as _grad
 from ._docs import (
     BLOCK_PARAMETERS,
     COMM_PARAMETER,
@@ -29,8 +34,8 @@ from ._docs import (
     sections,
 )
 from ._ops.act import Block
-from ._ops.batch_norm import check_batch_norm
-from ._ops.context import Context, update_running
+from ._ops.batch_norm import ANY_RANK, check_batch_norm
+from ._ops.context import Context, running_factor, update_running
 from .blocks import _Fused
 from .modules import BatchNormBase
 
@@ -177,6 +182,28 @@ class SyncContext(Context):
         return dx, self.invstd * s2, s1  # this rank's parameter gradients
 
 
+class SyncCallContext(SyncContext):
+    """The context of a training forward run by the entries checked in C (sync_train_begin
+    and sync_train_finish, src/nn/sync.pxi): the union's statistics they returned; the views
+    of x are made only when the checked backward asks for them."""
+
+    __slots__ = ("x",)
+
+    def __init__(self, comm: Any, x: Array, stats: Array, total: float, weight: OptArray,
+                 bias: OptArray) -> None:
+        self.comm, self.x, self.total, self.y = comm, x, total, None
+        self.mean, self.m2, self.invstd = stats
+        self.keep_params(weight, bias)
+        self.shift = None
+
+    def __getattr__(self, name: str) -> Any:  # only for slots not set yet
+        if name in ("layout", "x3"):
+            self.layout = layout = ChannelLayout(self.x)
+            self.x3 = layout.view(self.x)
+            return getattr(self, name)
+        raise AttributeError(name)
+
+
 S = TypeVar("S", bound="SyncBatchNorm")
 
 
@@ -278,6 +305,62 @@ class SyncBatchNorm(BatchNormBase):
                ) -> OptArray:
         return None  # the statistics are every rank's: no local small call
 
+    def _agree_facts(self, comm: Any, error: Optional[Exception], n: int) -> None:
+        """Every rank's failure (any: every rank raises), num_features and count of values
+        per channel, agreed before the statistics travel: a rank whose layer has another
+        num_features would send statistics of another size, which no collective can take."""
+        facts, _ = agree(comm, error, self.num_features, n)
+        widths, counts = facts.T.tolist()  # a few ranks: Python is quicker than NumPy here
+        if any(f != self.num_features for f in widths):
+            raise ValueError(f"num_features differs between ranks: {widths}")
+        if sum(counts) <= 1:  # torch's rule, on the union of the batches
+            raise ValueError("Expected more than 1 value per channel when training, got "
+                             f"{sum(counts)} over {comm.size} ranks")
+
+    def _sync_entry(self, comm: Any, x: ArrayLike) -> OptArray:
+        """A training forward by the entries checked in C, with the checked path's messages
+        (so ranks on either path work together) and its results; None, having sent nothing,
+        where sync_train_begin does not take the call."""
+        if not (self.training and type(self.eps) is float and self.eps > 0.0):
+            return None
+        counter = self._num_batches_tracked if self.track_running_stats else None
+        rm, rv = (self.running_mean, self.running_var) if counter is not None else (None, None)
+        kernels, threads = _backend.kernels, _backend.threads()
+        row = kernels.sync_train_begin(x, self.dtype.num, ANY_RANK, self.num_features,
+                                       self.weight, self.bias, rm, rv, counter, threads)
+        if row is None:
+            return None
+        a = cast(Array, x)  # sync_train_begin takes only an ndarray
+        self._agree_facts(comm, None, int(row[0]))
+        parts = np.empty((comm.size, row.shape[0]))
+        comm.Allgather(row, parts)
+        got = kernels.sync_train_finish(a, parts, self.weight, self.bias, rm, rv, counter,
+                                        self.eps, running_factor(self.momentum, counter),
+                                        take(self, "_y", a), threads)
+        assert got is not None, "sync_train_finish refused what sync_train_begin took"
+        y: Array
+        y, stats, total = got
+        self._saved = SyncCallContext(comm, a, stats, total, self.weight, self.bias) \
+            if _grad.enabled() else None
+        return y
+
+    def _sync_grad(self, ctx: SyncCallContext, grad_output: ArrayLike) -> OptArray:
+        """The backward of an entry's forward by the entries checked in C, with the checked
+        path's message; None, having sent nothing, where sync_grad_begin does not take it."""
+        kernels, threads = _backend.kernels, _backend.threads()
+        row = kernels.sync_grad_begin(ctx.x, grad_output, ctx.mean, threads)
+        if row is None:
+            return None
+        _, rows = agree(ctx.comm, None, row=row)
+        got = kernels.sync_grad_finish(ctx.x, grad_output, rows, row, ctx.mean, ctx.invstd,
+                                       ctx.total, ctx.weight, take(self, "_dx", ctx.x), threads)
+        assert got is not None, "sync_grad_finish refused what sync_grad_begin took"
+        dx: Array
+        dx, gw, gb = got
+        self.grad_weight = gw if ctx.weight is not None else None
+        self.grad_bias = gb if ctx.has_bias else None
+        return dx
+
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (SyncBatchNormAct) when given. Every
         failure of this rank's part (checks, its statistics, memory) is agreed on before the
@@ -285,6 +368,9 @@ class SyncBatchNorm(BatchNormBase):
         comm = world(self.comm)
         if not self._collective(comm):
             return super()._run(x, block)
+        y = self._sync_entry(comm, x) if block is None else None
+        if y is not None:
+            return y
         error: Optional[Exception] = None
         n, ctx = -1, None
         try:
@@ -293,16 +379,8 @@ class SyncBatchNorm(BatchNormBase):
             ctx = SyncContext(comm, a, w, b, None if block is None else block(a))
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
-        # the facts first: a rank whose layer has another num_features would send statistics
-        # of another size, which no collective can take
-        facts, _ = agree(comm, error, self.num_features, n)
-        widths, counts = facts.T.tolist()  # a few ranks: Python is quicker than NumPy here
-        if any(f != self.num_features for f in widths):
-            raise ValueError(f"num_features differs between ranks: {widths}")
-        if sum(counts) <= 1:  # torch's rule, on the union of the batches
-            raise ValueError("Expected more than 1 value per channel when training, got "
-                             f"{sum(counts)} over {comm.size} ranks")
-        assert ctx is not None  # else agree raised
+        self._agree_facts(comm, error, n)
+        assert ctx is not None  # else _agree_facts raised
         # every rank's part: this rank's is valid (agreed above), so a plain Allgather
         made, parts = ctx, np.empty((comm.size, ctx.local.shape[0]))
         comm.Allgather(ctx.local, parts)
@@ -315,6 +393,10 @@ class SyncBatchNorm(BatchNormBase):
         """This rank's dx of the full-batch gradient; ``grad_weight``/``grad_bias``: this
         rank's contributions. Collective when the forward was (every rank must call it)."""
         ctx = self._saved
+        if type(ctx) is SyncCallContext:
+            fast = self._sync_grad(ctx, grad_output)
+            if fast is not None:
+                return fast
         if not isinstance(ctx, SyncContext):
             if ctx is None and self._collective(world(self.comm)):  # others may be waiting
                 agree(world(self.comm), RuntimeError("backward called before forward"),

@@ -88,61 +88,46 @@ def merge_stats(const double[::1] counts, const double[:, ::1] means, const doub
 
 
 
-def sync_stats(const double[:, :] rows, double eps, const double[::1] weight=None):
+def sync_stats(object rows, double eps, const double[::1] weight=None):
     """SyncBatchNorm's merge: ``rows`` holds every rank's ``(count, mean[C], m2[C])`` in rank
     order, merged in that order as merge_stats merges chunks; then ``invstd = 1 / sqrt(m2 /
     count + eps)`` and ``scale = invstd * weight`` (invstd without a weight), as NumPy would
     round them. Returns ``(count, mean, m2, invstd, scale)``."""
-    cdef Py_ssize_t R = rows.shape[0], C = (rows.shape[1] - 1) // 2, r, c
-    cdef double total = 0.0
-    mean_out = np.empty(C, dtype=np.float64)
-    m2_out = np.empty(C, dtype=np.float64)
-    invstd = np.empty(C, dtype=np.float64)
-    scale = np.empty(C, dtype=np.float64)
-    cdef double[::1] mo = mean_out, m2o = m2_out, iv = invstd, sc = scale
-    cdef double *part = <double *>malloc((R * (2 * C + 1) + 1) * sizeof(double))
-    if part == NULL:
-        raise MemoryError()
-    for r in range(R):  # the layout _merge reads: counts (R), means (R, C), m2 (R, C)
-        part[r] = rows[r, 0]
-        total += rows[r, 0]
-        for c in range(C):
-            part[R + r * C + c] = rows[r, 1 + c]
-            part[R + R * C + r * C + c] = rows[r, 1 + C + c]
-    if C > 0:
-        _merge(R, C, part, part + R, part + R + R * C, &mo[0], &m2o[0])
-    free(part)
+    cdef const double[:, ::1] r = np.ascontiguousarray(rows, dtype=np.float64)
+    cdef Py_ssize_t C = (r.shape[1] - 1) // 2, c
+    cdef double total
+    stats = np.empty((4, C), dtype=np.float64)
+    cdef double[:, ::1] s = stats
+    if r.shape[0] == 0 or r.shape[1] != 1 + 2 * C or (weight is not None
+                                                      and weight.shape[0] != C):
+        raise ValueError("rows must be (ranks, 1 + 2C), weight None or of C values")
+    _merge_rows(&r[0, 0], r.shape[0], r.shape[1], C, eps, &total, &s[0, 0], &s[1, 0],
+                &s[2, 0])
     for c in range(C):
-        iv[c] = 1.0 / sqrt(m2o[c] / total + eps)
-        sc[c] = iv[c] * weight[c] if weight is not None else iv[c]
-    return total, mean_out, m2_out, invstd, scale
+        s[3, c] = s[2, c] * weight[c] if weight is not None else s[2, c]
+    return total, stats[0], stats[1], stats[2], stats[3]
 
 
-def sync_coefficients(const double[:, :] rows, const double[::1] invstd, double count,
+def sync_coefficients(object rows, const double[::1] invstd, double count,
                       const double[::1] weight=None):
     """SyncBatchNorm's backward coefficients: ``rows`` holds every rank's ``(sum(g)[C],
     sum(g * (x - mean))[C])`` in rank order, added in that order (the same bits on every
     rank); then backward_apply's ``k1 = w * invstd``, ``k2 = -invstd**3 * (w * S2) / count``
     and ``k3 = -invstd * (w * S1) / count`` (w = 1 without a weight), rounded as NumPy would
     evaluate those expressions left to right. Returns ``(k1, k2, k3)``."""
-    cdef Py_ssize_t R = rows.shape[0], C = rows.shape[1] // 2, r, c
-    k1 = np.empty(C, dtype=np.float64)
-    k2 = np.empty(C, dtype=np.float64)
-    k3 = np.empty(C, dtype=np.float64)
-    cdef double[::1] a = k1, b = k2, e = k3
-    cdef double s1, s2, w, v
-    for c in range(C):
-        s1 = 0.0
-        s2 = 0.0
-        for r in range(R):
-            s1 = s1 + rows[r, c]
-            s2 = s2 + rows[r, C + c]
-        w = weight[c] if weight is not None else 1.0
-        v = invstd[c]
-        a[c] = w * v
-        b[c] = -v * v * v * (w * s2) / count
-        e[c] = -v * (w * s1) / count
-    return k1, k2, k3
+    cdef const double[:, ::1] r = np.ascontiguousarray(rows, dtype=np.float64)
+    cdef Py_ssize_t C = r.shape[1] // 2
+    if (r.shape[0] == 0 or r.shape[1] != 2 * C or invstd.shape[0] != C
+            or (weight is not None and weight.shape[0] != C)):
+        raise ValueError("rows must be (ranks, 2C), invstd and weight of C values")
+    k = np.empty((3, C), dtype=np.float64)
+    cdef double[:, ::1] kv = k
+    if C > 0:
+        _sync_coefs(&r[0, 0], r.shape[0], r.shape[1], C, &invstd[0], count,
+                    &weight[0] if weight is not None else NULL, &kv[0, 0], &kv[1, 0],
+                    &kv[2, 0])
+    return k[0], k[1], k[2]
+
 
 cdef int _coef_apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                      Py_ssize_t C, Py_ssize_t inner, const double *mean, const double *a,

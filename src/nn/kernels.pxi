@@ -13,6 +13,7 @@
 #   _apply     finalize, coefficients, output and gradient loops, the fused and split passes
 #   batch_norm, group_norm, row_norm: the op families' entry points
 #   calls      entry points for small calls, checked in C (the NumPy C-API)
+#   sync       SyncBatchNorm's rank-order merges and its training step's entries
 #   _steps     the steps on their own (SyncBatchNorm, Moments, tests, new ops)
 import numpy as np
 
@@ -29,4 +30,5 @@ include "batch_norm.pxi"
 include "group_norm.pxi"
 include "row_norm.pxi"
 include "calls.pxi"
+include "sync.pxi"
 include "_steps.pxi"

@@ -90,9 +90,15 @@ def check_case(ndim, dtype, momentum, affine, bias, channels_last, empty=False, 
                     tbn.bias.copy_(torch.from_numpy(np.linspace(-1.0, 1.0, C)))
     what = f"{ndim}D {np.dtype(dtype).name} momentum={momentum} affine={affine} bias={bias} " \
            f"channels_last={channels_last} empty={empty}"
+    mixed = channels_last == "mixed"
+    if mixed:  # even ranks take the entries checked in C, odd ones the checked path
+        channels_last = rank % 2 == 1
     for step in range(2):  # two steps: the running statistics move twice
         xs = to_layout(x[mine], channels_last)
         y = sync(xs)
+        if mixed:
+            path = "SyncContext" if channels_last else "SyncCallContext"
+            assert type(sync._saved).__name__ == path, (rank, type(sync._saved))
         dx = sync.backward(to_layout(dy[mine], channels_last))
         yb = bn(x)
         dxb = bn.backward(dy)
@@ -272,6 +278,8 @@ def main():
         for dtype in (np.float32, np.float64):
             check_case(ndim, dtype, 0.1, True, True, channels_last=False)
     check_case(4, np.float32, 0.1, True, True, channels_last=True)
+    for dtype in (np.float32, np.float64):
+        check_case(4, dtype, 0.1, True, True, channels_last="mixed")
     check_case(5, np.float64, 0.1, True, True, channels_last=True)
     check_case(4, np.float64, None, True, True, channels_last=False)
     check_case(3, np.float32, 0.1, False, True, channels_last=False)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import cnorm
+from cnorm.testing import RefBatchNorm
 from cnorm.testing.tree import tree_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -137,6 +138,78 @@ def test_the_synchronized_path_of_a_block_is_the_block(act, residual, rng, monke
             assert got is None
         else:
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+class Twins:
+    """A world of two ranks that hold the same shard: every Allgather returns this rank's
+    message twice (so the union is the shard twice over)."""
+
+    size, rank = 2, 0
+
+    def Allgather(self, send, recv):
+        recv[...] = np.reshape(send, (1, -1))
+
+    def allgather(self, obj):
+        return [obj, obj]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [{}, dict(momentum=None, bias=False),
+                                dict(affine=False, track_running_stats=False)])
+def test_the_entry_path_gives_the_checked_paths_bits(dtype, kw, rng):
+    """A training step by the entries checked in C (sync_train_begin/finish, sync_grad_begin/
+    finish) against the checked path of the same layer, over the same two-rank world: y, dx,
+    parameter gradients, running statistics and counter bit for bit; and both against the
+    float64 reference on the union (the shard twice)."""
+    x = (3.0 + 2.0 * rng.standard_normal((4, 5, 6, 7))).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    entry, checked = (cnorm.SyncBatchNorm(5, dtype=dtype, comm=Twins(), **kw) for _ in "ab")
+    checked._sync_entry = lambda comm, x: None  # this one takes the checked path
+    ref = RefBatchNorm(5, momentum=kw.get("momentum", 0.1), affine=kw.get("affine", True),
+                       bias=kw.get("bias", True))
+    for layer in (entry, checked, ref):
+        if layer.weight is not None:
+            layer.weight[...] = np.linspace(0.5, 2.0, 5)
+    names = ("grad_weight", "grad_bias", "running_mean", "running_var", "num_batches_tracked")
+    for step in range(2):
+        y = entry(x)
+        assert type(entry._saved) is cnorm.nn.sync.SyncCallContext
+        dx = entry.backward(dy)
+        yc = checked(x)
+        assert type(checked._saved) is cnorm.nn.sync.SyncContext
+        dxc = checked.backward(dy)
+        assert y.tobytes() == yc.tobytes() and dx.tobytes() == dxc.tobytes()
+        for name in names:
+            a, b = getattr(entry, name), getattr(checked, name)
+            assert (a is None) == (b is None) and (a is None or a.tobytes() == b.tobytes()), name
+        both = np.concatenate([x, x])
+        yr = ref.forward(both)
+        dxr, gwr, _ = ref.backward(np.concatenate([dy, dy]))
+        tol = 2e-5 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(y, yr[:4], rtol=tol, atol=tol)
+        np.testing.assert_allclose(dx, dxr[:4], rtol=tol, atol=tol)
+        if entry.running_var is not None:
+            np.testing.assert_allclose(entry.running_var, ref.running_var, rtol=tol)
+
+
+def test_the_entry_forward_with_a_backward_it_declines(rng):
+    """A forward by the entry, then a grad_output the backward entry does not take (a strided
+    view, Fortran order): the checked backward finishes it with the same bits; a wrong shape
+    raises and leaves the gradients as they were."""
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    dy = rng.standard_normal((4, 3, 10)).astype(np.float32)[:, :, ::2]
+    layer = cnorm.SyncBatchNorm(3, comm=Twins())
+    layer(x)
+    want = layer.backward(np.ascontiguousarray(dy)).tobytes()
+    gw = layer.grad_weight.tobytes()
+    for given in (dy, np.asfortranarray(dy)):
+        layer(x)
+        assert type(layer._saved) is cnorm.nn.sync.SyncCallContext
+        assert layer.backward(given).tobytes() == want and layer.grad_weight.tobytes() == gw
+    layer(x)
+    with pytest.raises(ValueError, match="shape"):
+        layer.backward(dy[:2])
+    assert layer.grad_weight.tobytes() == gw
 
 
 def test_moments_allreduce_in_one_process(rng):
