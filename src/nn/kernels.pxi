@@ -11,7 +11,8 @@
 #   _moments   per-chunk moments, Chan's merge, whole-array statistics steps
 #   act        the fused blocks' activation gradient (used by the backward passes)
 #   _apply     finalize, coefficients, output and gradient loops, the fused and split passes
-#   batch_norm, group_norm, row_norm: the op families' entry points
+#   batch_norm, row_norm, group_norm: the op families' entry points (group_norm takes the
+#              row norms' moments for its short groups)
 #   calls      entry points for small calls, checked in C (the NumPy C-API)
 #   sync       SyncBatchNorm's rank-order merges and its training step's entries
 #   _steps     the steps on their own (SyncBatchNorm, Moments, tests, new ops)
@@ -27,8 +28,8 @@ include "_moments.pxi"
 include "act.pxi"
 include "_apply.pxi"
 include "batch_norm.pxi"
-include "group_norm.pxi"
 include "row_norm.pxi"
+include "group_norm.pxi"
 include "calls.pxi"
 include "sync.pxi"
 include "_steps.pxi"
