@@ -142,6 +142,43 @@ def group_forward(const real[:, :, :, ::1] x, Py_ssize_t G, const floating[::1] 
     return _least_positive(&invstd[0, 0], N * G)
 
 
+cdef void _short_groups_backward(const real *x, const real *dy, real *dx, Py_ssize_t C,
+                                 Py_ssize_t inner, Py_ssize_t G, const double *mean,
+                                 const double *invstd, const floating *w, double *s1,
+                                 double *s2, floating *coef, const Epi *epi) noexcept nogil:
+    """One NCHW sample of float data whose groups have fewer than GATHER values, on this
+    thread: each channel's run summed as the row norms sum a row around their mean
+    (_short_sums; inner 1: the value itself), then the coefficients and dx (the chunk plan of
+    _backward cost a small call more than its values)."""
+    cdef Py_ssize_t Cg = C // G, c, g
+    cdef floating fs
+    cdef double m
+    if real is f16_t or real is bf16_t:
+        return  # half data takes _backward (group_backward's condition)
+    if epi != NULL:  # the fused block's g = dy * act'(pre) first, read from cache below
+        _act_grad_rows(x, dy, 0, 1, C, inner, Cg, 0, C, mean, invstd, w, epi)
+        dy = <const real *>epi.g
+    for c in range(C):
+        m = mean[c // Cg]
+        fs = <floating>m
+        if inner == 1:
+            s1[c] = 0.0 + <double>dy[c]
+            s2[c] = 0.0 + <double>dy[c] * (<double>x[c] - <double>fs)
+        else:
+            _short_sums(<const floating *>x + c * inner, <const floating *>dy + c * inner,
+                        <const floating *>NULL, inner, fs, &s1[c], &s2[c])
+        s2[c] += (<double>fs - m) * s1[c]  # the sums were around fs: to the exact mean
+    for g in range(G):
+        _bwd_coefs(coef, C, Cg, g, inner == 1, True, <double>(Cg * inner), mean, invstd, w,
+                   s1, s2)
+    if inner == 1:
+        _apply_cols(x, dy, dx, C, coef, C, NULL, ACT_NONE, 0.0)
+        return
+    for c in range(C):
+        _grad_run(x + c * inner, dy + c * inner, dx + c * inner, inner, coef + 5 * c, NULL,
+                  0.0, NULL, NULL, False)
+
+
 def group_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] dy,
                    Py_ssize_t G, const double[:, ::1] mean, const double[:, ::1] invstd,
                    const floating[::1] weight, real[:, :, :, ::1] dx, double[:, ::1] sum_dy,
@@ -175,8 +212,22 @@ def group_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] dy,
             epis[n] = _epi(&y[n, 0, 0, 0],
                            &residual[n, 0, 0, 0] if residual is not None else NULL, shift,
                            &g[n, 0, 0, 0], act, slope)
+    cdef bint short = ((real is float or real is double) and outer == 1
+                       and (C // G) * inner < GATHER and (N >= n_threads or nt == 1))
     with nogil:
-        if nt > 1:
+        if short and nt > 1:
+            for n in prange(N, schedule="static", num_threads=nt):
+                _short_groups_backward(xp + n * S, gp + n * S, dp + n * S, C, inner, G,
+                                       &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
+                                       &sum_dy_xmu[n, 0], coef + 5 * n * C,
+                                       epis + n if epis != NULL else NULL)
+        elif short:
+            for n in range(N):
+                _short_groups_backward(xp + n * S, gp + n * S, dp + n * S, C, inner, G,
+                                       &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
+                                       &sum_dy_xmu[n, 0], coef + 5 * n * C,
+                                       epis + n if epis != NULL else NULL)
+        elif nt > 1:
             for n in prange(N, schedule="static", num_threads=nt):
                 err |= _backward(xp + n * S, gp + n * S, dp + n * S, outer, C, inner, C // G,
                                  True, True, &mean[n, 0], &invstd[n, 0], w, &sum_dy[n, 0],
