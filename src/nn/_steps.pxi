@@ -2,9 +2,10 @@
 # The composable steps on their own: partial statistics -> merge -> (finalize) -> normalize,
 # and backward sums -> backward apply. SyncBatchNorm runs them around its collectives
 # (channel_stats, sync_stats, normalize; backward_sums, sync_coefficients, backward_apply),
-# Moments merges with merge_stats, and a new op can be built from them. They run the same routines as the fused kernels, so they
-# give the same bits (tests/kernels/test_layouts.py checks it). Their signatures are documented
-# in docs/api.md ("Kernel steps"), which tests/test_docs.py keeps in step with this file.
+# Moments merges with merge_stats, and a new op can be built from them. They run the same
+# routines as the fused kernels, so they give the same bits (tests/kernels/test_layouts.py
+# checks it). Their signatures are documented in docs/api.md ("Kernel steps"), which
+# tests/test_docs.py keeps in step with this file.
 # ---------------------------------------------------------------------------------------------
 
 
