@@ -63,6 +63,16 @@ def row_call(
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...
+def row_backward_call(
+    x: Any,
+    dy: Any,
+    mean: Any,
+    invstd: Any,
+    weight: Any,
+    rms: bool,
+    param_grads: bool,
+    max_bytes: int,
+) -> Any: ...
 def group_call(
     x: Any,
     kind: int,

@@ -217,6 +217,69 @@ def row_call(object x, int kind, Py_ssize_t L, object weight, object bias, doubl
     return y, stats
 
 
+def row_backward_call(object x, object dy, object mean, object invstd, object weight, bint rms,
+                      bint param_grads, Py_ssize_t max_bytes):
+    """The backward of a row_call forward: ``x`` that forward's input, ``dy`` an array of its
+    shape, dtype and C-contiguous layout, ``mean`` and ``invstd`` its float64 statistics (a
+    value per row), ``weight`` None or its contiguous weight (L values of x's type). Returns
+    ``(dx, grad_weight, grad_bias)`` as row_backward computes them (its chunks of rows shorter
+    than LONG_ROW, on this thread: the same bits; float64 sums, zeros without
+    ``param_grads``), or None where any of that does not hold."""
+    if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int kind = cnp.PyArray_TYPE(xa), nd = cnp.PyArray_NDIM(xa)
+    if ((kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE) or nd < 1 or not _like(x, xa)
+            or not _like(dy, xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+        return None
+    cdef Py_ssize_t L = cnp.PyArray_DIM(xa, nd - 1), R = cnp.PyArray_SIZE(xa) // L if L else 0
+    if R == 0 or L >= LONG_ROW or not (_vector(mean, cnp.NPY_DOUBLE, R, False) and mean is not None
+                      and _vector(invstd, cnp.NPY_DOUBLE, R, False) and invstd is not None
+                      and _vector(weight, kind, L, False)):
+        return None
+    cdef cnp.ndarray dx = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    cdef cnp.npy_intp sdims[1]
+    sdims[0] = L
+    cdef tuple grads = (cnp.PyArray_ZEROS(1, sdims, cnp.NPY_DOUBLE, 0),
+                        cnp.PyArray_ZEROS(1, sdims, cnp.NPY_DOUBLE, 0))
+    cdef double *gw = _ptr(grads[0])
+    cdef double *gb = _ptr(grads[1])
+    cdef const double *mp = <const double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
+    cdef const double *ip = <const double *>cnp.PyArray_DATA(<cnp.ndarray>invstd)
+    cdef void *xp = cnp.PyArray_DATA(xa)
+    cdef void *gp = cnp.PyArray_DATA(<cnp.ndarray>dy)
+    cdef void *dp = cnp.PyArray_DATA(dx)
+    cdef void *wp = _data(weight)
+    cdef Py_ssize_t B = max(1, ROW_CHUNK // L), K = (R + B - 1) // B, k, j
+    cdef double *part = <double *>calloc(2 * K * L + 2 * R + 1, sizeof(double))
+    cdef void *q = malloc(5 * R * sizeof(double))
+    cdef void *f = calloc(2 * L + 1, sizeof(double)) if param_grads else NULL
+    if part == NULL or q == NULL or (param_grads and f == NULL):
+        free(part)
+        free(q)
+        free(f)
+        raise MemoryError()
+    with nogil:  # row_backward's chunks of short rows, on this thread, in order
+        for k in range(K):
+            if kind == cnp.NPY_FLOAT:
+                _short_rows_chunk(<const float *>xp, <const float *>gp, <float *>dp, k, B, R,
+                                  L, mp, ip, <const float *>wp, rms, <float *>f, part,
+                                  part + 2 * K * L, <float *>q)
+            else:
+                _short_rows_chunk(<const double *>xp, <const double *>gp, <double *>dp, k, B,
+                                  R, L, mp, ip, <const double *>wp, rms, <double *>f, part,
+                                  part + 2 * K * L, <double *>q)
+        if param_grads:
+            for k in range(K):
+                for j in range(L):
+                    gw[j] += part[2 * k * L + j]
+                    gb[j] += part[2 * k * L + L + j]
+    free(part)
+    free(q)
+    free(f)
+    return dx, grads[0], grads[1]
+
+
 def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, object bias,
                double eps, Py_ssize_t min_inner, object residual, int act, double slope,
                double least_invstd, Py_ssize_t max_bytes, int n_threads):

@@ -178,6 +178,23 @@ cdef inline void _flush_cols(floating *f, double *p, Py_ssize_t n) noexcept nogi
         f[t] = 0.0
 
 
+cdef inline void _short_rows_chunk(const real *xp, const real *gp, real *dp, Py_ssize_t k,
+                                   Py_ssize_t B, Py_ssize_t R, Py_ssize_t L, const double *mean,
+                                   const double *invstd, const floating *w, bint rms,
+                                   floating *f, double *part, double *s,
+                                   floating *q) noexcept nogil:
+    """Chunk k of B short rows: each row's sums and dx while it is in cache, its column sums
+    into the thread's f (or NULL), flushed into the chunk's partial every FLUSH rows."""
+    cdef Py_ssize_t r, r1 = min(R, (k + 1) * B)
+    for r in range(k * B, r1):
+        _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
+                   q + 5 * r)
+        _grad_run(xp + r * L, gp + r * L, dp + r * L, L, q + 5 * r, w, <floating>invstd[r],
+                  f, f + L if f != NULL else NULL, False)
+        if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
+            _flush_cols(f, part + 2 * k * L, 2 * L)
+
+
 def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] mean,
                  const double[::1] invstd, const floating[::1] weight, bint rms,
                  bint param_grads, real[:, ::1] dx, double[::1] grad_weight,
@@ -232,15 +249,8 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     with nogil:
         if short:
             for k in prange(K, schedule="static", num_threads=nt):
-                f = fbuf + F * threadid() if param_grads else NULL
-                r1 = min(R, (k + 1) * B)
-                for r in range(k * B, r1):
-                    _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
-                               &s[2 * r], q + 5 * r)
-                    _grad_run(xp + r * L, gp + r * L, dp + r * L, L, q + 5 * r, w,
-                              <floating>invstd[r], f, f + L if f != NULL else NULL, False)
-                    if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
-                        _flush_cols(f, part + 2 * k * L, 2 * L)
+                _short_rows_chunk(xp, gp, dp, k, B, R, L, &mean[0], &invstd[0], w, rms,
+                                  fbuf + F * threadid() if param_grads else NULL, part, s, q)
         else:
             rb = 0
             while rb < R:  # blocks of rows whose x and dy stay in cache between the passes

@@ -38,13 +38,16 @@ def test_the_entry_gives_the_checked_paths_bits(monkeypatch, rng, shape, dtype, 
     x = (3 + 2 * rng.standard_normal(shape)).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     fast, ref = (_layer(rms, L, dtype, eps) for _ in range(2))
-    calls = []
-    real = backend.kernels.row_call
+    calls, back = [], []
+    real, real_back = backend.kernels.row_call, backend.kernels.row_backward_call
     monkeypatch.setattr(backend.kernels, "row_call", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(backend.kernels, "row_backward_call",
+                        lambda *a: back.append(1) or real_back(*a))
     got = [fast(x), fast.backward(dy), fast.grad_weight, fast.grad_bias]
     got_f = (cnorm.rms_norm(x, L, fast.weight, eps) if rms
              else cnorm.layer_norm(x, (L,), fast.weight, fast.bias, 1e-5 if eps is None else eps))
     assert len(calls) == 2 and isinstance(fast._saved, row_ops.RowCallContext)
+    assert len(back) == 1  # the backward by its entry too
     _checked_only(monkeypatch)
     want = [ref(x), ref.backward(dy), ref.grad_weight, ref.grad_bias]
     want_f = (cnorm.rms_norm(x, L, ref.weight, eps) if rms
@@ -108,3 +111,28 @@ def test_bad_input_still_raises_the_checked_paths_errors():
     with pytest.raises(ValueError, match="normalized_shape"):
         cnorm.layer_norm(np.ones((2, 8), np.float32), 16)
     assert layer._saved is None  # the failed calls kept nothing
+
+
+def test_the_backward_entry_declines_what_it_does_not_take(rng):
+    """A grad_output the backward entry does not take (Fortran order, a strided view) goes to
+    the checked backward: the same bits for the same values; a wrong dtype or shape
+    raises there, leaving the gradients as they were."""
+    x = rng.standard_normal((6, 16)).astype(np.float32)
+    dy = rng.standard_normal((6, 16)).astype(np.float32)
+    layer = cnorm.LayerNorm(16)
+    layer(x)
+    want = (layer.backward(dy).tobytes(), layer.grad_weight.tobytes())
+    for given in (np.asfortranarray(dy), np.repeat(dy, 2, axis=1)[:, ::2]):
+        layer(x)
+        assert isinstance(layer._saved, row_ops.RowCallContext)
+        assert (layer.backward(given).tobytes(), layer.grad_weight.tobytes()) == want
+    ctx = layer._saved
+    assert backend.kernels.row_backward_call(x, dy[:3], ctx.mean, ctx.invstd, None, False,
+                                             True, 1 << 18) is None
+    assert backend.kernels.row_backward_call(x, dy.astype(np.float64), ctx.mean, ctx.invstd,
+                                             None, False, True, 1 << 18) is None
+    for bad, kind in ((dy[:3], ValueError), (dy.astype(np.float64), TypeError)):
+        layer(x)
+        with pytest.raises(kind):
+            layer.backward(bad)
+        assert layer.grad_weight.tobytes() == want[1]
