@@ -212,8 +212,10 @@ def group_backward(const real[:, :, :, ::1] x, const real[:, :, :, ::1] dy,
             epis[n] = _epi(&y[n, 0, 0, 0],
                            &residual[n, 0, 0, 0] if residual is not None else NULL, shift,
                            &g[n, 0, 0, 0], act, slope)
+    # short groups: samples whole to threads at any thread count (the other path's sums of a
+    # one-value run are not these bits)
     cdef bint short = ((real is float or real is double) and outer == 1
-                       and (C // G) * inner < GATHER and (N >= n_threads or nt == 1))
+                       and (C // G) * inner < GATHER)
     with nogil:
         if short and nt > 1:
             for n in prange(N, schedule="static", num_threads=nt):

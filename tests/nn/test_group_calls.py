@@ -97,14 +97,20 @@ def test_short_groups_of_a_2d_input_keep_their_bits_at_any_thread_count(rng, res
                                                                         shape, G):
     """Groups of a 2-D (N, C) input are short contiguous rows: their moments as the row norms
     take them, samples to threads (N = 4096) or rows, then samples (N = 2 < threads): the
-    same bits at 1-4 threads, and the float64 reference's values (offset 100: the shift)."""
+    same bits at 1-4 threads, forward and backward, and the float64 reference's values
+    (offset 100: the shift)."""
     x = (100 + rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
     w = rng.uniform(0.5, 2.0, shape[1]).astype(np.float32)
-    got = {}
+    got, back = {}, {}
     for n in (1, 2, 3, 4):
         cnorm.set_num_threads(n)
         got[n] = cnorm.group_norm(x, G, w).tobytes()
-    assert all(got[n] == got[1] for n in got)
+        layer = cnorm.GroupNorm(G, shape[1])
+        layer.weight[...] = w
+        layer(x)
+        back[n] = (layer.backward(dy).tobytes(), layer.grad_weight.tobytes())
+    assert all(got[n] == got[1] and back[n] == back[1] for n in got)
     x64 = x.astype(np.float64).reshape(shape[0], G, -1)
     ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
     y = np.frombuffer(got[1], np.float32).reshape(shape)
