@@ -194,7 +194,6 @@ class SyncCallContext(SyncContext):
         self.comm, self.x, self.total, self.y = comm, x, total, None
         self.mean, self.m2, self.invstd = stats
         self.keep_params(weight, bias)
-        self.shift = None
 
     def __getattr__(self, name: str) -> Any:  # only for slots not set yet
         if name in ("layout", "x3"):

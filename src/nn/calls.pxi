@@ -233,10 +233,11 @@ def row_backward_call(object x, object dy, object mean, object invstd, object we
             or not _like(dy, xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
         return None
     cdef Py_ssize_t L = cnp.PyArray_DIM(xa, nd - 1), R = cnp.PyArray_SIZE(xa) // L if L else 0
-    if R == 0 or L >= LONG_ROW or not (_vector(mean, cnp.NPY_DOUBLE, R, False) and mean is not None
-                      and _vector(invstd, cnp.NPY_DOUBLE, R, False) and invstd is not None
-                      and _vector(weight, kind, L, False)):
-        return None
+    if R == 0 or L >= LONG_ROW or not (
+            _vector(mean, cnp.NPY_DOUBLE, R, False) and mean is not None
+            and _vector(invstd, cnp.NPY_DOUBLE, R, False) and invstd is not None
+            and _vector(weight, kind, L, False)):
+        return None  # rows of LONG_ROW and more: row_backward's column blocks
     cdef cnp.ndarray dx = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
     cdef cnp.npy_intp sdims[1]
     sdims[0] = L
