@@ -39,6 +39,48 @@ cdef inline double *_ptr(object a):
     return <double *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline bint _same(object a, cnp.ndarray xa, bint writable):
+    """``a`` is an aligned C-contiguous native-order ndarray of x's type and shape (writable
+    when asked)."""
+    return (a is not None and _like(a, xa)
+            and (not writable or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)))
+
+
+cdef inline Py_ssize_t _inner(cnp.ndarray xa):
+    """The values per (sample, channel) of an (N, C, *) array."""
+    cdef Py_ssize_t inner = 1
+    cdef int d
+    for d in range(2, cnp.PyArray_NDIM(xa)):
+        inner *= cnp.PyArray_DIM(xa, d)
+    return inner
+
+
+cdef inline bint _train_args(object x, int kind, long long ranks, Py_ssize_t C,
+                             object weight, object bias, object running_mean,
+                             object running_var, object counter):
+    """A batch-norm training call's arguments as its entries take them (bn_train_call,
+    sync_train_begin): ``x`` an aligned C-contiguous native-order ndarray (N, C, *) of
+    ``kind`` (float32 or float64), of a rank whose bit is set in ``ranks``, C > 0;
+    ``weight``, ``bias``, ``running_mean``, ``running_var`` None or contiguous vectors of C
+    values of that type (the running ones writable); ``counter`` None or a writable 0-d
+    int64."""
+    if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
+        return False
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    if (cnp.PyArray_TYPE(xa) != kind or nd < 2 or nd > 62 or not (ranks >> nd) & 1
+            or cnp.PyArray_DIM(xa, 1) != C or C == 0 or not cnp.PyArray_ISCARRAY_RO(xa)
+            or not cnp.PyArray_ISNOTSWAPPED(xa)):
+        return False
+    if not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False)
+            and _vector(running_mean, kind, C, True) and _vector(running_var, kind, C, True)):
+        return False
+    return counter is None or (cnp.PyArray_CheckExact(counter)
+                               and cnp.PyArray_TYPE(<cnp.ndarray>counter) == cnp.NPY_INT64
+                               and cnp.PyArray_NDIM(<cnp.ndarray>counter) == 0
+                               and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>counter))
+
+
 def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weight,
                   object bias, object running_mean, object running_var, object counter,
                   double eps, double factor, object residual, int act, double slope,
@@ -54,27 +96,12 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
     running statistics moved by ``factor`` and the counter incremented; or None, having
     written nothing, where any of that does not hold or the least invstd is below
     ``least_invstd`` (float32 data too wide: the checked path computes it in float64)."""
-    if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
+    if not _train_args(x, kind, ranks, C, weight, bias, running_mean, running_var, counter):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef int nd = cnp.PyArray_NDIM(xa), d
-    if (cnp.PyArray_TYPE(xa) != kind or nd < 2 or nd > 62 or not (ranks >> nd) & 1
-            or cnp.PyArray_DIM(xa, 1) != C or C == 0 or not cnp.PyArray_ISCARRAY_RO(xa)
-            or not cnp.PyArray_ISNOTSWAPPED(xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
-        return None
-    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = 1
-    for d in range(2, nd):
-        inner *= cnp.PyArray_DIM(xa, d)
-    if N * inner <= 1:
-        return None
-    if not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False)
-            and _vector(running_mean, kind, C, True)
-            and _vector(running_var, kind, C, True) and _like(residual, xa)):
-        return None
-    if counter is not None and not (cnp.PyArray_CheckExact(counter)
-                                    and cnp.PyArray_TYPE(<cnp.ndarray>counter) == cnp.NPY_INT64
-                                    and cnp.PyArray_NDIM(<cnp.ndarray>counter) == 0
-                                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>counter)):
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
+    if cnp.PyArray_NBYTES(xa) >= max_bytes or N * inner <= 1 or not _like(residual, xa):
         return None
     cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
     cdef cnp.npy_intp sdims[1]
@@ -135,9 +162,7 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
     for d in range(nd):
         if cnp.PyArray_DIM(ga, d) != cnp.PyArray_DIM(xa, d):
             return None
-    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), C = cnp.PyArray_DIM(xa, 1), inner = 1
-    for d in range(2, nd):
-        inner *= cnp.PyArray_DIM(xa, d)
+    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), C = cnp.PyArray_DIM(xa, 1), inner = _inner(xa)
     if N * inner == 0 or not (_vector(mean, cnp.NPY_DOUBLE, C, False)
                               and _vector(invstd, cnp.NPY_DOUBLE, C, False)
                               and mean is not None and invstd is not None
@@ -296,14 +321,12 @@ def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, ob
     if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef int nd = cnp.PyArray_NDIM(xa), d
+    cdef int nd = cnp.PyArray_NDIM(xa)
     if (cnp.PyArray_TYPE(xa) != kind or nd < 2 or C <= 0 or G <= 0 or C % G
             or cnp.PyArray_DIM(xa, 1) != C or not cnp.PyArray_ISCARRAY_RO(xa)
             or not cnp.PyArray_ISNOTSWAPPED(xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
         return None
-    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = 1
-    for d in range(2, nd):
-        inner *= cnp.PyArray_DIM(xa, d)
+    cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
     if (N == 0 or inner == 0 or inner < min_inner or not _like(residual, xa)
             or not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False))):
         return None

@@ -50,21 +50,6 @@ cdef void _sync_coefs(const double *rows, Py_ssize_t R, Py_ssize_t stride, Py_ss
         k3[c] = -v * (wc * s1) / count
 
 
-cdef inline bint _same(object a, cnp.ndarray xa, bint writable):
-    """``a`` is an aligned C-contiguous native-order ndarray of x's type and shape (writable
-    when asked)."""
-    return (a is not None and _like(a, xa)
-            and (not writable or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)))
-
-
-cdef inline Py_ssize_t _inner(cnp.ndarray xa):
-    cdef Py_ssize_t inner = 1
-    cdef int d
-    for d in range(2, cnp.PyArray_NDIM(xa)):
-        inner *= cnp.PyArray_DIM(xa, d)
-    return inner
-
-
 def sync_train_begin(object x, int kind, long long ranks, Py_ssize_t C, object weight,
                      object bias, object running_mean, object running_var, object counter,
                      int n_threads):
@@ -73,23 +58,9 @@ def sync_train_begin(object x, int kind, long long ranks, Py_ssize_t C, object w
     ``ranks``, C > 0, and the parameters, running statistics and ``counter`` as
     bn_train_call takes them: returns the float64 row ``(count, mean[C], m2[C])`` of its
     statistics (zeros for an empty shard), or None."""
-    if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
+    if not _train_args(x, kind, ranks, C, weight, bias, running_mean, running_var, counter):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef int nd = cnp.PyArray_NDIM(xa)
-    if (cnp.PyArray_TYPE(xa) != kind or nd < 2 or nd > 62 or not (ranks >> nd) & 1
-            or cnp.PyArray_DIM(xa, 1) != C or C == 0 or not cnp.PyArray_ISCARRAY_RO(xa)
-            or not cnp.PyArray_ISNOTSWAPPED(xa)):
-        return None
-    if not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False)
-            and _vector(running_mean, kind, C, True)
-            and _vector(running_var, kind, C, True)):
-        return None
-    if counter is not None and not (cnp.PyArray_CheckExact(counter)
-                                    and cnp.PyArray_TYPE(<cnp.ndarray>counter) == cnp.NPY_INT64
-                                    and cnp.PyArray_NDIM(<cnp.ndarray>counter) == 0
-                                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>counter)):
-        return None
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
     cdef cnp.npy_intp n = 1 + 2 * C
     cdef cnp.ndarray row = cnp.PyArray_ZEROS(1, &n, cnp.NPY_DOUBLE, 0)
