@@ -10,13 +10,21 @@ cdef bint _has_nan(const real *x, Py_ssize_t n) noexcept nogil:
     return False
 
 
+cdef extern from "cnorm_short.h" nogil:
+    bint CN_HAVE_SHORT
+    void cn_short_sums_f32(const float *x, const float *dy, const float *w, Py_ssize_t L,
+                           float sh, Py_ssize_t flush, double *s1, double *s2)
+    void cn_short_rows_f32(const float *x, Py_ssize_t n, Py_ssize_t L, Py_ssize_t flush,
+                           double *s1, double *s2)
+
+
 cdef inline void _short_sums(const floating *x, const floating *dy, const floating *w,
                              Py_ssize_t L, floating sh, double *s1, double *s2) noexcept nogil:
     """The sums of _plane_sums for one row of L <= SHORT_ROW values, in one inlined loop
-    (_plane_sums' lanes and order: the same bits): blocks into lanes of the data type, flushed into double every
-    FLUSH blocks; the tail into the double lanes. Without dy: s1 = sum(x - sh),
-    s2 = sum((x - sh)^2); with dy: s1 = sum(g), s2 = sum(g * (x - sh)), g = dy * w (w by
-    column, or NULL)."""
+    (_plane_sums' lanes and order: the same bits): blocks into lanes of the data type, flushed
+    into double every FLUSH blocks; the tail into the double lanes. Without dy:
+    s1 = sum(x - sh), s2 = sum((x - sh)^2); with dy: s1 = sum(g), s2 = sum(g * (x - sh)),
+    g = dy * w (w by column, or NULL). Float rows: the same loop in registers (cnorm_short.h)."""
     cdef floating f1[LANES]
     cdef floating f2[LANES]
     cdef double a1[LANES]
@@ -25,6 +33,9 @@ cdef inline void _short_sums(const floating *x, const floating *dy, const floati
     cdef floating e
     cdef Py_ssize_t b, b0 = 0, nb = L // LANES, t = nb * LANES
     cdef int l
+    if floating is float and CN_HAVE_SHORT:
+        cn_short_sums_f32(x, dy, w, L, sh, FLUSH, s1, s2)
+        return
     for l in range(LANES):
         f1[l] = 0.0
         f2[l] = 0.0
@@ -78,8 +89,12 @@ cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, d
     if (real is float or real is double) and L <= SHORT_ROW:
         for i in range(n):
             q[i] = xf[i * L]
-            _short_sums(xf + i * L, <const floating *>NULL, <const floating *>NULL, L, q[i],
-                        &s1[i], &m2[i])
+        if floating is float and CN_HAVE_SHORT:  # the rows' last tree levels side by side
+            cn_short_rows_f32(xf, n, L, FLUSH, s1, m2)
+        else:
+            for i in range(n):
+                _short_sums(xf + i * L, <const floating *>NULL, <const floating *>NULL, L,
+                            q[i], &s1[i], &m2[i])
         for i in range(n):
             if (_finish_chunk(<double>L, <double>q[i], s1[i], m2[i], &mean[i], &m2[i])
                     or (floating is float and _too_wide(<double>L, s1[i], m2[i]))

@@ -1,0 +1,163 @@
+/* The sums of one short float32 row (row_norm.pxi's _short_sums), with the 32 float lanes and
+   their double flush in vector registers. Written in Cython, GCC kept the four lane arrays on
+   the stack: each row stored and reloaded them (LayerNorm (4096, 64) forward: two thirds of
+   the time in the sums). The operations are _short_sums' own, lane by lane and in the same
+   order (float blocks, flushed into double every `flush` blocks, the tail in double, then
+   cnorm_tree.h's tree): the same bits on every target, as the scalar form. */
+#ifndef CNORM_SHORT_H
+#define CNORM_SHORT_H
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+typedef float cn_sf16 __attribute__((vector_size(64)));
+typedef float cn_sf8 __attribute__((vector_size(32)));
+typedef double cn_sd8 __attribute__((vector_size(64)));
+
+static inline cn_sf16 cn_sload(const float *p) {
+    cn_sf16 v;
+    memcpy(&v, p, 64);
+    return v;
+}
+
+/* Eight floats to double: GCC splits the generic conversion into halves and shuffles */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline cn_sd8 cn_swiden(cn_sf8 h) { return (cn_sd8)_mm512_cvtps_pd((__m256)h); }
+#else
+static inline cn_sd8 cn_swiden(cn_sf8 h) { return __builtin_convertvector(h, cn_sd8); }
+#endif
+
+/* a[0..1] += the low and high eight lanes of f, in double */
+static inline void cn_sflush(cn_sf16 f, cn_sd8 *a) {
+    cn_sf8 h[2];
+    memcpy(h, &f, 64);
+    a[0] += cn_swiden(h[0]);
+    a[1] += cn_swiden(h[1]);
+}
+
+/* The first two levels of cnorm_tree.h's tree (lanes l + 16, then l + 8) of a[0..3]: the
+   eight lanes whose last three levels (l + 4, l + 2, l + 1) give the sum. */
+static inline cn_sd8 cn_shalf(const cn_sd8 *a) {
+    return (a[0] + a[2]) + (a[1] + a[3]);
+}
+
+static inline double cn_slast(cn_sd8 u) {
+    return ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]));
+}
+
+/* One row's lanes, reduced by cn_shalf into u1 and u2. Without dy: sums of x - sh and of
+   (x - sh)^2; with dy: of g and of g * (x - sh), g = dy * w (w by column, or NULL). */
+static inline void cn_short_lanes(const float *x, const float *dy, const float *w,
+                                  ptrdiff_t L, float sh, ptrdiff_t flush, cn_sd8 *u1,
+                                  cn_sd8 *u2) {
+    cn_sf16 f1[2], f2[2], e, g, z = {0};
+    cn_sd8 a1[4] = {0}, a2[4] = {0};
+    double t1[32], t2[32];
+    ptrdiff_t nb = L / 32, t = nb * 32, b0, b, be;
+    for (b0 = 0; b0 < nb; b0 += flush) {
+        be = b0 + flush < nb ? b0 + flush : nb;
+        f1[0] = f1[1] = f2[0] = f2[1] = z;
+        for (b = b0; b < be; b++) {
+            for (int j = 0; j < 2; j++) {
+                const ptrdiff_t o = b * 32 + 16 * j;
+                e = cn_sload(x + o) - sh;
+                if (dy == NULL) {
+                    f1[j] += e;
+                    f2[j] += e * e;
+                } else {
+                    g = w == NULL ? cn_sload(dy + o) : cn_sload(dy + o) * cn_sload(w + o);
+                    f1[j] += g;
+                    f2[j] += g * e;
+                }
+            }
+        }
+        for (int j = 0; j < 2; j++) {
+            cn_sflush(f1[j], a1 + 2 * j);
+            cn_sflush(f2[j], a2 + 2 * j);
+        }
+    }
+    if (L > t) {  /* the tail, in double, a product rounded once */
+        memcpy(t1, a1, sizeof t1);
+        memcpy(t2, a2, sizeof t2);
+        for (ptrdiff_t l = 0; l < L - t; l++) {
+            const double d = (double)x[t + l] - (double)sh;
+            if (dy == NULL) {
+                t1[l] += d;
+                t2[l] += d * d;
+            } else {
+                const float q = w == NULL ? dy[t + l] : dy[t + l] * w[t + l];
+                t1[l] += (double)q;
+                t2[l] += (double)q * d;
+            }
+        }
+        memcpy(a1, t1, sizeof t1);
+        memcpy(a2, t2, sizeof t2);
+    }
+    *u1 = cn_shalf(a1);
+    *u2 = cn_shalf(a2);
+}
+
+static inline void cn_short_sums_f32(const float *x, const float *dy, const float *w,
+                                     ptrdiff_t L, float sh, ptrdiff_t flush, double *s1,
+                                     double *s2) {
+    cn_sd8 u1, u2;
+    cn_short_lanes(x, dy, w, L, sh, flush, &u1, &u2);
+    *s1 = cn_slast(u1);
+    *s2 = cn_slast(u2);
+}
+
+#if defined(__clang__)
+#define CN_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef long long cn_sl8 __attribute__((vector_size(64)));
+#define CN_SHUF(a, b, ...) __builtin_shuffle(a, b, (cn_sl8){__VA_ARGS__})
+#endif
+
+/* cn_slast of eight rows' lanes u[0..7] at once, the rows as lanes: each level adds the same
+   pairs as cn_slast, taken from two rows by shuffles (a quarter of the operations). */
+static inline void cn_slast8(const cn_sd8 *u, double *out, ptrdiff_t n) {
+    cn_sd8 p[4], q[2], r;
+    for (int k = 0; k < 4; k++)  /* l + 4: rows 2k, 2k + 1 in the low, high halves */
+        p[k] = CN_SHUF(u[2 * k], u[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11)
+             + CN_SHUF(u[2 * k], u[2 * k + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+    for (int k = 0; k < 2; k++)  /* l + 2: rows 4k..4k + 3, two lanes each */
+        q[k] = CN_SHUF(p[2 * k], p[2 * k + 1], 0, 1, 4, 5, 8, 9, 12, 13)
+             + CN_SHUF(p[2 * k], p[2 * k + 1], 2, 3, 6, 7, 10, 11, 14, 15);
+    r = CN_SHUF(q[0], q[1], 0, 2, 4, 6, 8, 10, 12, 14)  /* l + 1: one lane a row */
+      + CN_SHUF(q[0], q[1], 1, 3, 5, 7, 9, 11, 13, 15);
+    memcpy(out, &r, (size_t)n * sizeof(double));
+}
+
+/* cn_short_sums_f32 of n rows of L values (row i at x + i * L) around their first values,
+   the last tree levels of eight rows at a time. */
+static inline void cn_short_rows_f32(const float *x, ptrdiff_t n, ptrdiff_t L,
+                                     ptrdiff_t flush, double *s1, double *s2) {
+    cn_sd8 u1[8], u2[8], z = {0};
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += 8) {
+        const ptrdiff_t m = n - i0 < 8 ? n - i0 : 8;
+        for (ptrdiff_t i = 0; i < 8; i++) {
+            if (i < m)
+                cn_short_lanes(x + (i0 + i) * L, NULL, NULL, L, x[(i0 + i) * L], flush,
+                               &u1[i], &u2[i]);
+            else
+                u1[i] = u2[i] = z;
+        }
+        cn_slast8(u1, s1 + i0, m);
+        cn_slast8(u2, s2 + i0, m);
+    }
+}
+#define CN_HAVE_SHORT 1
+#else
+#define CN_HAVE_SHORT 0
+static inline void cn_short_sums_f32(const float *x, const float *dy, const float *w,
+                                     ptrdiff_t L, float sh, ptrdiff_t flush, double *s1,
+                                     double *s2) {
+    (void)x; (void)dy; (void)w; (void)L; (void)sh; (void)flush; (void)s1; (void)s2;
+}
+static inline void cn_short_rows_f32(const float *x, ptrdiff_t n, ptrdiff_t L,
+                                     ptrdiff_t flush, double *s1, double *s2) {
+    (void)x; (void)n; (void)L; (void)flush; (void)s1; (void)s2;
+}
+#endif
+#endif
