@@ -129,16 +129,18 @@ static inline void cn_slast8(const cn_sd8 *u, double *out, ptrdiff_t n) {
     memcpy(out, &r, (size_t)n * sizeof(double));
 }
 
-/* cn_short_sums_f32 of n rows of L values (row i at x + i * L) around their first values,
+/* cn_short_sums_f32 of n rows of L values (row i at x + i * L, dy + i * L) around sh[i],
    the last tree levels of eight rows at a time. */
-static inline void cn_short_rows_f32(const float *x, ptrdiff_t n, ptrdiff_t L,
+static inline void cn_short_rows_f32(const float *x, const float *dy, const float *w,
+                                     ptrdiff_t n, ptrdiff_t L, const float *sh,
                                      ptrdiff_t flush, double *s1, double *s2) {
     cn_sd8 u1[8], u2[8], z = {0};
     for (ptrdiff_t i0 = 0; i0 < n; i0 += 8) {
         const ptrdiff_t m = n - i0 < 8 ? n - i0 : 8;
         for (ptrdiff_t i = 0; i < 8; i++) {
+            const ptrdiff_t o = (i0 + i) * L;
             if (i < m)
-                cn_short_lanes(x + (i0 + i) * L, NULL, NULL, L, x[(i0 + i) * L], flush,
+                cn_short_lanes(x + o, dy == NULL ? NULL : dy + o, w, L, sh[i0 + i], flush,
                                &u1[i], &u2[i]);
             else
                 u1[i] = u2[i] = z;
@@ -155,9 +157,10 @@ static inline void cn_short_sums_f32(const float *x, const float *dy, const floa
                                      double *s2) {
     (void)x; (void)dy; (void)w; (void)L; (void)sh; (void)flush; (void)s1; (void)s2;
 }
-static inline void cn_short_rows_f32(const float *x, ptrdiff_t n, ptrdiff_t L,
+static inline void cn_short_rows_f32(const float *x, const float *dy, const float *w,
+                                     ptrdiff_t n, ptrdiff_t L, const float *sh,
                                      ptrdiff_t flush, double *s1, double *s2) {
-    (void)x; (void)n; (void)L; (void)flush; (void)s1; (void)s2;
+    (void)x; (void)dy; (void)w; (void)n; (void)L; (void)sh; (void)flush; (void)s1; (void)s2;
 }
 #endif
 #endif

@@ -14,8 +14,9 @@ cdef extern from "cnorm_short.h" nogil:
     bint CN_HAVE_SHORT
     void cn_short_sums_f32(const float *x, const float *dy, const float *w, Py_ssize_t L,
                            float sh, Py_ssize_t flush, double *s1, double *s2)
-    void cn_short_rows_f32(const float *x, Py_ssize_t n, Py_ssize_t L, Py_ssize_t flush,
-                           double *s1, double *s2)
+    void cn_short_rows_f32(const float *x, const float *dy, const float *w, Py_ssize_t n,
+                           Py_ssize_t L, const float *sh, Py_ssize_t flush, double *s1,
+                           double *s2)
 
 
 cdef inline void _short_sums(const floating *x, const floating *dy, const floating *w,
@@ -90,7 +91,7 @@ cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, d
         for i in range(n):
             q[i] = xf[i * L]
         if floating is float and CN_HAVE_SHORT:  # the rows' last tree levels side by side
-            cn_short_rows_f32(xf, n, L, FLUSH, s1, m2)
+            cn_short_rows_f32(xf, NULL, NULL, n, L, <const float *>q, FLUSH, s1, m2)
         else:
             for i in range(n):
                 _short_sums(xf + i * L, <const floating *>NULL, <const floating *>NULL, L,
@@ -168,6 +169,16 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
     return _least_positive(&invstd[0], R)
 
 
+cdef inline void _coefs_of_sums(Py_ssize_t L, bint rms, floating fs, const double *mean,
+                                 const double *invstd, double *s, floating *q) noexcept nogil:
+    """A row's backward coefficients from its sums s around fs (see _row_coefs)."""
+    s[1] += (<double>fs - mean[0]) * s[0]  # sums were around fs: to the exact mean
+    if rms:
+        s[0] = 0.0
+    _bwd_coefs(q, 1, 1, 0, False, True, <double>L, mean, invstd, <const floating *>NULL,
+               &s[0], &s[1])
+
+
 cdef inline void _row_coefs(const real *x, const real *dy, const floating *w,
                             Py_ssize_t L, bint rms, const double *mean, const double *invstd,
                             double *s, floating *q) noexcept nogil:
@@ -176,9 +187,9 @@ cdef inline void _row_coefs(const real *x, const real *dy, const floating *w,
     cdef floating fs = <floating>mean[0]
     if (real is float or real is double) and L <= SHORT_ROW:
         _short_sums(<const floating *>x, <const floating *>dy, w, L, fs, &s[0], &s[1])
-        s[1] += (<double>fs - mean[0]) * s[0]  # sums were around fs: to the exact mean
-    else:
-        _plane_dot(x, dy, w, 1, 1, L, 0, mean[0], &s[0], &s[1])
+        _coefs_of_sums(L, rms, fs, mean, invstd, s, q)
+        return
+    _plane_dot(x, dy, w, 1, 1, L, 0, mean[0], &s[0], &s[1])
     if rms:
         s[0] = 0.0
     _bwd_coefs(q, 1, 1, 0, False, True, <double>L, mean, invstd, <const floating *>NULL,
@@ -200,10 +211,26 @@ cdef inline void _short_rows_chunk(const real *xp, const real *gp, real *dp, Py_
                                    floating *q) noexcept nogil:
     """Chunk k of B short rows: each row's sums and dx while it is in cache, its column sums
     into the thread's f (or NULL), flushed into the chunk's partial every FLUSH rows."""
-    cdef Py_ssize_t r, r1 = min(R, (k + 1) * B)
+    cdef Py_ssize_t r, r1 = min(R, (k + 1) * B), i, m
+    cdef float fs[8]
+    cdef double t1[8]
+    cdef double t2[8]
     for r in range(k * B, r1):
-        _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
-                   q + 5 * r)
+        if real is float and CN_HAVE_SHORT:  # eight rows' sums side by side (cnorm_short.h)
+            i = (r - k * B) % 8
+            if i == 0:
+                m = min(8, r1 - r)
+                for i in range(m):
+                    fs[i] = <float>mean[r + i]
+                cn_short_rows_f32(<const float *>xp + r * L, <const float *>gp + r * L,
+                                  <const float *>w, m, L, fs, FLUSH, t1, t2)
+                i = 0
+            s[2 * r] = t1[i]
+            s[2 * r + 1] = t2[i]
+            _coefs_of_sums(L, rms, fs[i], &mean[r], &invstd[r], &s[2 * r], q + 5 * r)
+        else:
+            _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
+                       q + 5 * r)
         _grad_run(xp + r * L, gp + r * L, dp + r * L, L, q + 5 * r, w, <floating>invstd[r],
                   f, f + L if f != NULL else NULL, False)
         if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
