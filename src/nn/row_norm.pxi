@@ -210,31 +210,35 @@ cdef inline void _short_rows_chunk(const real *xp, const real *gp, real *dp, Py_
                                    floating *f, double *part, double *s,
                                    floating *q) noexcept nogil:
     """Chunk k of B short rows: each row's sums and dx while it is in cache, its column sums
-    into the thread's f (or NULL), flushed into the chunk's partial every FLUSH rows."""
-    cdef Py_ssize_t r, r1 = min(R, (k + 1) * B), i, m
+    into the thread's f (or NULL), flushed into the chunk's partial every FLUSH rows. Float
+    rows go eight at a time: their sums side by side (cnorm_short.h), their coefficients
+    (whose divisions then overlap), then their dx."""
+    cdef Py_ssize_t r, r0, r1 = min(R, (k + 1) * B), i, m
     cdef float fs[8]
     cdef double t1[8]
     cdef double t2[8]
-    for r in range(k * B, r1):
-        if real is float and CN_HAVE_SHORT:  # eight rows' sums side by side (cnorm_short.h)
-            i = (r - k * B) % 8
-            if i == 0:
-                m = min(8, r1 - r)
-                for i in range(m):
-                    fs[i] = <float>mean[r + i]
-                cn_short_rows_f32(<const float *>xp + r * L, <const float *>gp + r * L,
-                                  <const float *>w, m, L, fs, FLUSH, t1, t2)
-                i = 0
-            s[2 * r] = t1[i]
-            s[2 * r + 1] = t2[i]
-            _coefs_of_sums(L, rms, fs[i], &mean[r], &invstd[r], &s[2 * r], q + 5 * r)
+    r0 = k * B
+    while r0 < r1:
+        m = min(8, r1 - r0) if real is float and CN_HAVE_SHORT else 1
+        if real is float and CN_HAVE_SHORT:
+            for i in range(m):
+                fs[i] = <float>mean[r0 + i]
+            cn_short_rows_f32(<const float *>xp + r0 * L, <const float *>gp + r0 * L,
+                              <const float *>w, m, L, fs, FLUSH, t1, t2)
+            for i in range(m):
+                r = r0 + i
+                s[2 * r] = t1[i]
+                s[2 * r + 1] = t2[i]
+                _coefs_of_sums(L, rms, fs[i], &mean[r], &invstd[r], &s[2 * r], q + 5 * r)
         else:
-            _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r], &s[2 * r],
-                       q + 5 * r)
-        _grad_run(xp + r * L, gp + r * L, dp + r * L, L, q + 5 * r, w, <floating>invstd[r],
-                  f, f + L if f != NULL else NULL, False)
-        if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
-            _flush_cols(f, part + 2 * k * L, 2 * L)
+            _row_coefs(xp + r0 * L, gp + r0 * L, w, L, rms, &mean[r0], &invstd[r0],
+                       &s[2 * r0], q + 5 * r0)
+        for r in range(r0, r0 + m):
+            _grad_run(xp + r * L, gp + r * L, dp + r * L, L, q + 5 * r, w,
+                      <floating>invstd[r], f, f + L if f != NULL else NULL, False)
+            if f != NULL and ((r + 1 - k * B) % FLUSH == 0 or r + 1 == r1):
+                _flush_cols(f, part + 2 * k * L, 2 * L)
+        r0 += m
 
 
 def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] mean,
