@@ -2,17 +2,18 @@
    their double flush in vector registers. Written in Cython, GCC kept the four lane arrays on
    the stack: each row stored and reloaded them (LayerNorm (4096, 64) forward: two thirds of
    the time in the sums). The operations are _short_sums' own, lane by lane and in the same
-   order (float blocks, flushed into double every `flush` blocks, the tail in double, then
-   cnorm_tree.h's tree): the same bits on every target, as the scalar form. */
+   order (float blocks, flushed into double every `flush` blocks, the tail in double, then the
+   levels of cnorm_tree.h's tree): the same bits on every target, as the scalar form. */
 #ifndef CNORM_SHORT_H
 #define CNORM_SHORT_H
 #include <stddef.h>
 #include <string.h>
+#include "cnorm_tree.h"
 
 #if defined(__GNUC__)
 typedef float cn_sf16 __attribute__((vector_size(64)));
 typedef float cn_sf8 __attribute__((vector_size(32)));
-typedef double cn_sd8 __attribute__((vector_size(64)));
+typedef cn_td8 cn_sd8;
 
 static inline cn_sf16 cn_sload(const float *p) {
     cn_sf16 v;
@@ -36,17 +37,7 @@ static inline void cn_sflush(cn_sf16 f, cn_sd8 *a) {
     a[1] += cn_swiden(h[1]);
 }
 
-/* The first two levels of cnorm_tree.h's tree (lanes l + 16, then l + 8) of a[0..3]: the
-   eight lanes whose last three levels (l + 4, l + 2, l + 1) give the sum. */
-static inline cn_sd8 cn_shalf(const cn_sd8 *a) {
-    return (a[0] + a[2]) + (a[1] + a[3]);
-}
-
-static inline double cn_slast(cn_sd8 u) {
-    return ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]));
-}
-
-/* One row's lanes, reduced by cn_shalf into u1 and u2. Without dy: sums of x - sh and of
+/* One row's lanes, reduced by cn_tree_half into u1 and u2. Without dy: sums of x - sh and of
    (x - sh)^2; with dy: of g and of g * (x - sh), g = dy * w (w by column, or NULL). */
 static inline void cn_short_lanes(const float *x, const float *dy, const float *w,
                                   ptrdiff_t L, float sh, ptrdiff_t flush, cn_sd8 *u1,
@@ -94,8 +85,8 @@ static inline void cn_short_lanes(const float *x, const float *dy, const float *
         memcpy(a1, t1, sizeof t1);
         memcpy(a2, t2, sizeof t2);
     }
-    *u1 = cn_shalf(a1);
-    *u2 = cn_shalf(a2);
+    *u1 = cn_tree_half(a1);
+    *u2 = cn_tree_half(a2);
 }
 
 static inline void cn_short_sums_f32(const float *x, const float *dy, const float *w,
@@ -103,8 +94,8 @@ static inline void cn_short_sums_f32(const float *x, const float *dy, const floa
                                      double *s2) {
     cn_sd8 u1, u2;
     cn_short_lanes(x, dy, w, L, sh, flush, &u1, &u2);
-    *s1 = cn_slast(u1);
-    *s2 = cn_slast(u2);
+    *s1 = cn_tree_last(u1);
+    *s2 = cn_tree_last(u2);
 }
 
 #if defined(__clang__)
@@ -114,9 +105,9 @@ typedef long long cn_sl8 __attribute__((vector_size(64)));
 #define CN_SHUF(a, b, ...) __builtin_shuffle(a, b, (cn_sl8){__VA_ARGS__})
 #endif
 
-/* cn_slast of eight rows' lanes u[0..7] at once, the rows as lanes: each level adds the same
-   pairs as cn_slast, taken from two rows by shuffles (a quarter of the operations). */
-static inline void cn_slast8(const cn_sd8 *u, double *out, ptrdiff_t n) {
+/* cn_tree_last of eight rows' lanes u[0..7] at once, the rows as lanes: each level adds the
+   same pairs as cn_tree_last, taken from two rows by shuffles (a quarter of the operations). */
+static inline void cn_tree_last8(const cn_sd8 *u, double *out, ptrdiff_t n) {
     cn_sd8 p[4], q[2], r;
     for (int k = 0; k < 4; k++)  /* l + 4: rows 2k, 2k + 1 in the low, high halves */
         p[k] = CN_SHUF(u[2 * k], u[2 * k + 1], 0, 1, 2, 3, 8, 9, 10, 11)
@@ -145,8 +136,8 @@ static inline void cn_short_rows_f32(const float *x, const float *dy, const floa
             else
                 u1[i] = u2[i] = z;
         }
-        cn_slast8(u1, s1 + i0, m);
-        cn_slast8(u2, s2 + i0, m);
+        cn_tree_last8(u1, s1 + i0, m);
+        cn_tree_last8(u2, s2 + i0, m);
     }
 }
 #define CN_HAVE_SHORT 1

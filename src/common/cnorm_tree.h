@@ -7,16 +7,25 @@
 #define CNORM_TREE_H
 #include <string.h>
 
+#if defined(__GNUC__)
+typedef double cn_td8 __attribute__((vector_size(64)));
+
+/* The first two levels of four vectors of lanes: lanes l and l + 16, then l and l + 8. */
+static inline cn_td8 cn_tree_half(const cn_td8 *q) {
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+
+/* The last three levels of the eight lanes left: l and l + 4, then l + 2, then l + 1. */
+static inline double cn_tree_last(cn_td8 u) {
+    return ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]));
+}
+#endif
+
 static inline double cn_tree32(const double *a) {
 #if defined(__GNUC__)
-    typedef double v8 __attribute__((vector_size(64)));
-    v8 q0, q1, q2, q3, u;
-    memcpy(&q0, a, 64);
-    memcpy(&q1, a + 8, 64);
-    memcpy(&q2, a + 16, 64);
-    memcpy(&q3, a + 24, 64);
-    u = (q0 + q2) + (q1 + q3);
-    return ((u[0] + u[4]) + (u[2] + u[6])) + ((u[1] + u[5]) + (u[3] + u[7]));
+    cn_td8 q[4];
+    memcpy(q, a, sizeof q);
+    return cn_tree_last(cn_tree_half(q));
 #else
     double t[16];
     for (int l = 0; l < 16; l++) t[l] = a[l] + a[l + 16];
