@@ -152,16 +152,11 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
     sum_dy_xmu)`` as bn_backward computes them, or None where any of that does not hold."""
     if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
         return None
-    cdef cnp.ndarray xa = <cnp.ndarray>x, ga = <cnp.ndarray>dy
-    cdef int kind = cnp.PyArray_TYPE(xa), nd = cnp.PyArray_NDIM(xa), d
-    if ((kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE) or nd < 2
-            or cnp.PyArray_TYPE(ga) != kind or cnp.PyArray_NDIM(ga) != nd
-            or not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISCARRAY_RO(ga)
-            or not cnp.PyArray_ISNOTSWAPPED(ga) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int kind = cnp.PyArray_TYPE(xa), nd = cnp.PyArray_NDIM(xa)
+    if ((kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE) or nd < 2 or not _like(x, xa)
+            or not _like(dy, xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
         return None
-    for d in range(nd):
-        if cnp.PyArray_DIM(ga, d) != cnp.PyArray_DIM(xa, d):
-            return None
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), C = cnp.PyArray_DIM(xa, 1), inner = _inner(xa)
     if N * inner == 0 or not (_vector(mean, cnp.NPY_DOUBLE, C, False)
                               and _vector(invstd, cnp.NPY_DOUBLE, C, False)
@@ -175,7 +170,7 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
     cdef cnp.ndarray s2 = cnp.PyArray_ZEROS(1, sdims, cnp.NPY_DOUBLE, 0)
     cdef void *coef = malloc(5 * C * sizeof(double))
     cdef void *xp = cnp.PyArray_DATA(xa)
-    cdef void *gp = cnp.PyArray_DATA(ga)
+    cdef void *gp = cnp.PyArray_DATA(<cnp.ndarray>dy)
     cdef void *dp = cnp.PyArray_DATA(dx)
     cdef void *wp = _data(weight)
     cdef const double *mp = <const double *>cnp.PyArray_DATA(<cnp.ndarray>mean)

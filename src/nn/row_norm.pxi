@@ -169,10 +169,9 @@ def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating
     return _least_positive(&invstd[0], R)
 
 
-cdef inline void _coefs_of_sums(Py_ssize_t L, bint rms, floating fs, const double *mean,
+cdef inline void _coefs_of_sums(Py_ssize_t L, bint rms, const double *mean,
                                  const double *invstd, double *s, floating *q) noexcept nogil:
-    """A row's backward coefficients from its sums s around fs (see _row_coefs)."""
-    s[1] += (<double>fs - mean[0]) * s[0]  # sums were around fs: to the exact mean
+    """A row's backward coefficients from its sums s around its mean (see _row_coefs)."""
     if rms:
         s[0] = 0.0
     _bwd_coefs(q, 1, 1, 0, False, True, <double>L, mean, invstd, <const floating *>NULL,
@@ -187,13 +186,10 @@ cdef inline void _row_coefs(const real *x, const real *dy, const floating *w,
     cdef floating fs = <floating>mean[0]
     if (real is float or real is double) and L <= SHORT_ROW:
         _short_sums(<const floating *>x, <const floating *>dy, w, L, fs, &s[0], &s[1])
-        _coefs_of_sums(L, rms, fs, mean, invstd, s, q)
-        return
-    _plane_dot(x, dy, w, 1, 1, L, 0, mean[0], &s[0], &s[1])
-    if rms:
-        s[0] = 0.0
-    _bwd_coefs(q, 1, 1, 0, False, True, <double>L, mean, invstd, <const floating *>NULL,
-               &s[0], &s[1])
+        s[1] += (<double>fs - mean[0]) * s[0]  # sums were around fs: to the exact mean
+    else:
+        _plane_dot(x, dy, w, 1, 1, L, 0, mean[0], &s[0], &s[1])
+    _coefs_of_sums(L, rms, mean, invstd, s, q)
 
 
 cdef inline void _flush_cols(floating *f, double *p, Py_ssize_t n) noexcept nogil:
@@ -213,14 +209,14 @@ cdef inline void _short_rows_chunk(const real *xp, const real *gp, real *dp, Py_
     into the thread's f (or NULL), flushed into the chunk's partial every FLUSH rows. Float
     rows go eight at a time: their sums side by side (cnorm_short.h), their coefficients
     (whose divisions then overlap), then their dx."""
-    cdef Py_ssize_t r, r0, r1 = min(R, (k + 1) * B), i, m
+    cdef Py_ssize_t r, r0 = k * B, r1 = min(R, (k + 1) * B), i, m
+    cdef bint eight = real is float and CN_HAVE_SHORT
     cdef float fs[8]
     cdef double t1[8]
     cdef double t2[8]
-    r0 = k * B
     while r0 < r1:
-        m = min(8, r1 - r0) if real is float and CN_HAVE_SHORT else 1
-        if real is float and CN_HAVE_SHORT:
+        m = min(8, r1 - r0) if eight else 1
+        if eight:
             for i in range(m):
                 fs[i] = <float>mean[r0 + i]
             cn_short_rows_f32(<const float *>xp + r0 * L, <const float *>gp + r0 * L,
@@ -228,8 +224,8 @@ cdef inline void _short_rows_chunk(const real *xp, const real *gp, real *dp, Py_
             for i in range(m):
                 r = r0 + i
                 s[2 * r] = t1[i]
-                s[2 * r + 1] = t2[i]
-                _coefs_of_sums(L, rms, fs[i], &mean[r], &invstd[r], &s[2 * r], q + 5 * r)
+                s[2 * r + 1] = t2[i] + (<double>fs[i] - mean[r]) * t1[i]  # as _row_coefs
+                _coefs_of_sums(L, rms, &mean[r], &invstd[r], &s[2 * r], q + 5 * r)
         else:
             _row_coefs(xp + r0 * L, gp + r0 * L, w, L, rms, &mean[r0], &invstd[r0],
                        &s[2 * r0], q + 5 * r0)
