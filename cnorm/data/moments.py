@@ -33,10 +33,11 @@ class Moments:
 
     ``update(x)`` adds a batch, ``merge(other)`` adds another ``Moments``, ``allreduce``
     merges over MPI ranks. All use Chan's merge in float64, so any split of the data into
-    batches, in any order, gives the same mean and variance to within 1e-12 relative. A
-    batch is reduced in fixed chunks merged in order: the result does not depend on the
-    thread count. 8-bit data is summed exactly in integers. A ``Moments`` pickles, so partial
-    statistics can travel between processes.
+    batches, in any order, gives the same mean and variance to within 1e-12 relative
+    (float32 data, summed in float lanes flushed to double as the norm kernels do: to
+    float32's tolerance, 2e-6). A batch is reduced in fixed chunks merged in order: the
+    result does not depend on the thread count. 8-bit data is summed exactly in integers. A
+    ``Moments`` pickles, so partial statistics can travel between processes.
 
     Parameters
     ----------

@@ -3,8 +3,10 @@
 # shape only and partials merge in chunk order (Chan), so results do not depend on threads.
 #   8-bit data: exact integer sums per chunk (int32 lanes, no shift), then mean = S1/n and
 #               M2 = (n*S2 - S1^2)/n from exact integers: one rounding each;
-#   other data: double lanes around the chunk's first pixel, again around the mean when that
-#               lost digits (as the norm kernels, see _moments.pxi).
+#   float32:    float lanes around the chunk's first pixel, flushed into double every FLUSH
+#               blocks, again around the mean when that lost digits (the norm kernels' scheme,
+#               see _moments.pxi); the double lanes where the float squares overflowed;
+#   other data: double lanes, the same way.
 # A chunk is MOMENT_CHUNK pixels (planar) or ROW_CHUNK values (interleaved), of whole rows or a
 # piece of one row. Values go through a tile of TILE pixels: converted (and gathered, when
 # strided) there, so contiguous and strided views of the same data give the same bits.
@@ -25,10 +27,14 @@ cdef struct Plan:
 
 
 cdef void _plan(const View *v, Plan *p) noexcept nogil:
+    cdef Py_ssize_t blocks
     p.ce = v.C if v.inter else 1
     p.W = _lane_width(v.C, v.inter)
     p.pc = max(1, ROW_CHUNK // v.C) if v.inter else MOMENT_CHUNK
-    p.tp = max(1, TILE // p.W) * p.W // p.ce
+    blocks = TILE // p.W  # a step's blocks: whole flush groups of the float lanes when more
+    if blocks > FLUSH:    # (then strided data, stepped through the tile, flushes as dense)
+        blocks -= blocks % FLUSH
+    p.tp = max(1, blocks) * p.W // p.ce
     p.pieces = 0
     p.rpc = 0
     if v.L >= p.pc:
@@ -203,6 +209,10 @@ cdef extern from "cnorm_lanes.h" nogil:
                      double *s2, double *lo, double *hi)
     void cn_lanes8(const double *x, Py_ssize_t nb, Py_ssize_t W, const double *sh, double *s1,
                    double *s2, double *lo, double *hi)
+    void cn_flanes32(const float *x, Py_ssize_t nb, Py_ssize_t W, const double *sh,
+                     Py_ssize_t flush, double *s1, double *s2, double *lo, double *hi)
+    void cn_flanes96(const float *x, Py_ssize_t nb, Py_ssize_t W, const double *sh,
+                     Py_ssize_t flush, double *s1, double *s2, double *lo, double *hi)
 
 
 ctypedef fused lane_t:   # what the double lanes read: float converts in registers
@@ -237,6 +247,26 @@ cdef inline void _dbl_lanes(const lane_t *x, Py_ssize_t n, Py_ssize_t W, const d
             hi[l] = e if e > hi[l] else hi[l]
 
 
+cdef inline void _flt_lanes(const float *x, Py_ssize_t n, Py_ssize_t W, const double *sh,
+                            double *s1, double *s2, double *lo, double *hi) noexcept nogil:
+    """_dbl_lanes in float lanes (W a multiple of 32) flushed into double every FLUSH blocks;
+    the values of a last partial block straight into the double sums."""
+    cdef Py_ssize_t l, nb = n // W
+    cdef double e, d
+    if W == 96:  # RGB: one pass in memory order
+        cn_flanes96(x, nb, W, sh, FLUSH, s1, s2, lo, hi)
+    else:
+        for l in range(0, W, 32):
+            cn_flanes32(x + l, nb, W, sh + l, FLUSH, s1 + l, s2 + l, lo + l, hi + l)
+    for l in range(n - nb * W):
+        e = x[nb * W + l]
+        d = e - sh[l]
+        s1[l] += d
+        s2[l] += d * d
+        lo[l] = e if e < lo[l] else lo[l]
+        hi[l] = e if e > hi[l] else hi[l]
+
+
 cdef inline const double *_as_double(const pixel_t *x, Py_ssize_t n,
                                      double *tile) noexcept nogil:
     cdef Py_ssize_t i
@@ -248,9 +278,10 @@ cdef inline const double *_as_double(const pixel_t *x, Py_ssize_t n,
 
 
 cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, double *sh,
-                    double *S1, double *S2, double *mn, double *mx, char *scratch,
+                    double *S1, double *S2, double *mn, double *mx, char *scratch, bint flt,
                     pixel_t *tag) noexcept nogil:
-    """Sums around sh of chunk k's channels [c0, c0 + ce), and their min and max."""
+    """Sums around sh of chunk k's channels [c0, c0 + ce), and their min and max; in float
+    lanes when flt (float data)."""
     cdef Py_ssize_t W = p.W, ce = p.ce, r, r0, r1, i0, i1, i, l, c, step
     cdef double *s1 = <double *>scratch
     cdef double *s2 = s1 + W
@@ -269,15 +300,20 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
         hi[l] = -INFINITY
         shl[l] = sh[l % ce]
     _chunk_span(v, p, k, &r0, &r1, &i0, &i1)
-    if (pixel_t is float or pixel_t is double) and W <= 32 and _dense(v, sizeof(pixel_t)):
-        tp = i1 - i0  # one lane set needs no tile: one step a run (the same lanes either
-                      # way: steps hold whole blocks); more sets keep the L1-sized step
+    if ((pixel_t is float or pixel_t is double) and (W <= 32 or flt and W == 96)
+            and _dense(v, sizeof(pixel_t))):
+        tp = i1 - i0  # one lane set (or RGB's one pass) needs no tile: one step a run (the
+                      # same sums either way: steps hold whole blocks, and whole flush groups
+                      # of them); more sets keep the L1-sized step
     for r in range(r0, r1):
         src = _row(v, r) + c0 * v.cs
         i = i0
         while i < i1:
             step = min(tp, i1 - i)
-            if pixel_t is float:  # converted in the lanes' registers
+            if pixel_t is float and flt:
+                _flt_lanes(_gather(v, src + i * v.rs, step, ce, tile), step * ce, W, shl,
+                           s1, s2, lo, hi)
+            elif pixel_t is float:  # converted in the lanes' registers
                 _dbl_lanes(_gather(v, src + i * v.rs, step, ce, tile), step * ce, W, shl,
                            s1, s2, lo, hi)
             else:
@@ -302,31 +338,49 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
         mx[c] = vhi
 
 
-cdef void _dbl_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
-                     double *mean, double *m2, double *mn, double *mx, char *scratch,
-                     pixel_t *tag) noexcept nogil:
-    """Chunk k's moments of channels [c0, c0 + ce): around the chunk's first pixel, again
-    around the mean when that lost digits."""
+cdef bint _shifted_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
+                         double n, double *sh, double *s1, double *mean, double *m2,
+                         double *mn, double *mx, char *scratch, bint flt,
+                         pixel_t *tag) noexcept nogil:
+    """Chunk k's moments of channels [c0, c0 + ce) around the chunk's first pixel, again around
+    the mean when that lost digits. Float lanes (flt): returns True when a channel's squares
+    left float's range (then the caller sums in double lanes)."""
     cdef Py_ssize_t ce = p.ce, c, r0, r1, i0, i1
-    cdef double *sh = <double *>scratch + 7 * p.W + 2 * TILE
-    cdef double *s1 = sh + ce
-    cdef double n
-    cdef bint redo = False
+    cdef bint redo = False, wide = False
     cdef const char *first
     _chunk_span(v, p, k, &r0, &r1, &i0, &i1)
-    n = <double>((r1 - r0) * (i1 - i0))
     first = _row(v, r0) + c0 * v.cs + i0 * v.rs
     for c in range(ce):
         sh[c] = _dbl((<const pixel_t *>(first + c * v.cs))[0])
-    _dbl_pass(v, p, k, c0, sh, s1, m2, mn, mx, scratch, tag)
+    _dbl_pass(v, p, k, c0, sh, s1, m2, mn, mx, scratch, flt, tag)
     for c in range(ce):
         redo |= _finish_chunk(n, sh[c], s1[c], m2[c], &mean[c], &m2[c])
     if redo:
         for c in range(ce):
-            sh[c] = mean[c]
-        _dbl_pass(v, p, k, c0, sh, s1, m2, mn, mx, scratch, tag)
+            sh[c] = <float>mean[c] if flt else mean[c]
+        _dbl_pass(v, p, k, c0, sh, s1, m2, mn, mx, scratch, flt, tag)
         for c in range(ce):
             _finish_chunk(n, sh[c], s1[c], m2[c], &mean[c], &m2[c])
+    if flt:
+        for c in range(ce):
+            wide |= _too_wide(n, s1[c], m2[c])
+    return wide
+
+
+cdef void _dbl_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
+                     double *mean, double *m2, double *mn, double *mx, char *scratch,
+                     pixel_t *tag) noexcept nogil:
+    """Chunk k's moments of channels [c0, c0 + ce): float data in float lanes (as the norm
+    kernels), in double lanes where those lost it; other data in double lanes."""
+    cdef Py_ssize_t r0, r1, i0, i1
+    cdef double *sh = <double *>scratch + 7 * p.W + 2 * TILE
+    cdef bint flt = pixel_t is float and CN_HAVE_LANES8 and p.W % 32 == 0
+    _chunk_span(v, p, k, &r0, &r1, &i0, &i1)
+    cdef double n = <double>((r1 - r0) * (i1 - i0))
+    if flt and not _shifted_chunk(v, p, k, c0, n, sh, sh + p.ce, mean, m2, mn, mx, scratch,
+                                  True, tag):
+        return
+    _shifted_chunk(v, p, k, c0, n, sh, sh + p.ce, mean, m2, mn, mx, scratch, False, tag)
 
 
 cdef int _data_moments(const View *v, double *mean, double *m2, double *mn, double *mx,

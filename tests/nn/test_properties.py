@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnorm.testing import KINDS, channels_last, make, reference, rel_err, stat_groups
+from cnorm.testing import KINDS, TOL, channels_last, make, reference, rel_err, stat_groups
 
 
 @st.composite
@@ -104,8 +104,9 @@ def test_moments_of_any_view_match_float64_reference(case):
     mean = xf.mean(axis=0)
     var = ((xf - mean) ** 2).mean(axis=0)
     std = np.sqrt(var)
-    assert np.all(np.abs(m.mean - mean) <= 1e-12 * (std + np.abs(mean)) + 1e-300)
-    assert np.all(np.abs(m.var - var) <= 1e-11 * var + 1e-300)
+    tol = TOL[np.float32] if dt == np.float32 else 1e-12  # float32: float lanes (Moments)
+    assert np.all(np.abs(m.mean - mean) <= tol * (std + np.abs(mean)) + 1e-300)
+    assert np.all(np.abs(m.var - var) <= 10 * tol * var + 1e-300)
     assert np.array_equal(m.min, xf.min(axis=0)) and np.array_equal(m.max, xf.max(axis=0))
 
 
