@@ -129,25 +129,26 @@ static inline void cn_lanes32f(const float *x, ptrdiff_t nb, ptrdiff_t W, const 
         cn_widen16(u[j], lo + 16 * j); cn_widen16(v[j], hi + 16 * j);
     }
 }
-/* Float lanes of float data, the norm kernels' scheme (_sums.pxi): 32 float lanes around float
-   shifts (sh holds floats' values), flushed into the double sums s1, s2 every `flush` blocks
-   and at the end. No conversion a value and half the vector operations of cn_lanes32f: its
-   float32 moments were compute-bound at 13-16 GB/s a thread on an AMD EPYC. A flush rounds
-   in float (about 1e-7 of what it holds); the caller sums in double lanes again where
-   (x - shift)^2 left float's range. */
+/* Float lanes of float data, the norm kernels' scheme (_sums.pxi): 32G float lanes around float
+   shifts (sh holds floats' values), flushed into the double sums s1, s2 after every `flush`
+   blocks of a run. The partial float sums (fa, fq) and the run's blocks since the last flush
+   (`done`, returned) carry over calls, so a run's flushes fall on the same blocks however it
+   is stepped; `last` flushes what is left. No conversion a value and half the vector
+   operations of cn_lanes32f, whose float32 moments were compute-bound at 13-16 GB/s a thread
+   on an AMD EPYC. A flush holds the rounding of float sums of `flush` values; the caller
+   sums in double lanes again where (x - shift)^2 left float's range. One pass over each
+   block reads it in memory order: cn_flanes96 takes the three groups of interleaved RGB data
+   (W = 96), where a pass a group read a third of every line and stalled on its loads. */
 static inline cn_v8d cn_half8(cn_v16f g, int k) {
     cn_v8f h[2];
     memcpy(h, &g, 64);
     return __builtin_convertvector(h[k], cn_v8d);
 }
 
-/* Lanes [0, 32G) of W in one pass over each block: the three groups of interleaved RGB data
-   (W = 96) read in memory order, where a pass a group read a third of every line and
-   stalled on its loads. */
 #define CN_FLANES(NAME, G)                                                                  \
-    static inline void NAME(const float *x, ptrdiff_t nb, ptrdiff_t W, const double *sh,     \
-                            ptrdiff_t flush, double *s1, double *s2, double *lo,             \
-                            double *hi) {                                                    \
+    static inline ptrdiff_t NAME(const float *x, ptrdiff_t nb, ptrdiff_t W, const double *sh,\
+                                 ptrdiff_t flush, ptrdiff_t done, int last, float *fa,       \
+                                 float *fq, double *s1, double *s2, double *lo, double *hi) {\
         cn_v8d A[4 * G], Q[4 * G];                                                           \
         cn_v16f a[2 * G], q[2 * G], f[2 * G], u[2 * G], v[2 * G], g, d, zero = {0};          \
         for (int j = 0; j < 4 * G; j++) {                                                    \
@@ -155,10 +156,12 @@ static inline cn_v8d cn_half8(cn_v16f g, int k) {
         }                                                                                    \
         for (int j = 0; j < 2 * G; j++) {                                                    \
             f[j] = cn_narrow16(sh + 16 * j); u[j] = cn_narrow16(lo + 16 * j);                \
-            v[j] = cn_narrow16(hi + 16 * j); a[j] = zero; q[j] = zero;                       \
+            v[j] = cn_narrow16(hi + 16 * j);                                                 \
+            memcpy(&a[j], fa + 16 * j, 64); memcpy(&q[j], fq + 16 * j, 64);                  \
         }                                                                                    \
-        for (ptrdiff_t b = 0; b < nb;) {                                                     \
-            ptrdiff_t e = nb - b > flush ? b + flush : nb;                                   \
+        for (ptrdiff_t b = 0; b < nb || (last && done);) {                                   \
+            ptrdiff_t e = nb - b > flush - done ? b + flush - done : nb;                     \
+            done += e - b;                                                                   \
             for (; b < e; b++) {                                                             \
                 for (int j = 0; j < 2 * G; j++) {                                            \
                     memcpy(&g, x + b * W + 16 * j, 64);                                      \
@@ -169,17 +172,22 @@ static inline cn_v8d cn_half8(cn_v16f g, int k) {
                     v[j] = CN_MAXF(g, v[j]);                                                 \
                 }                                                                            \
             }                                                                                \
+            if (done < flush && !(last && b == nb))                                          \
+                break;                                                                       \
             for (int j = 0; j < 4 * G; j++) {                                                \
                 A[j] += cn_half8(a[j / 2], j % 2); Q[j] += cn_half8(q[j / 2], j % 2);        \
             }                                                                                \
             for (int j = 0; j < 2 * G; j++) { a[j] = zero; q[j] = zero; }                    \
+            done = 0;                                                                        \
         }                                                                                    \
         for (int j = 0; j < 4 * G; j++) {                                                    \
             memcpy(s1 + 8 * j, &A[j], 64); memcpy(s2 + 8 * j, &Q[j], 64);                    \
         }                                                                                    \
         for (int j = 0; j < 2 * G; j++) {                                                    \
             cn_widen16(u[j], lo + 16 * j); cn_widen16(v[j], hi + 16 * j);                    \
+            memcpy(fa + 16 * j, &a[j], 64); memcpy(fq + 16 * j, &q[j], 64);                  \
         }                                                                                    \
+        return done;                                                                         \
     }
 
 CN_FLANES(cn_flanes32, 1)
@@ -196,11 +204,12 @@ CN_LANES_NONE(cn_lanes32, double)
 CN_LANES_NONE(cn_lanes32f, float)
 CN_LANES_NONE(cn_lanes8, double)
 #define CN_FLANES_NONE(NAME)                                                                \
-    static inline void NAME(const float *x, ptrdiff_t nb, ptrdiff_t W, const double *sh,     \
-                            ptrdiff_t flush, double *s1, double *s2, double *lo,             \
-                            double *hi) {                                                    \
-        (void)x; (void)nb; (void)W; (void)sh; (void)flush; (void)s1; (void)s2; (void)lo;     \
-        (void)hi;                                                                            \
+    static inline ptrdiff_t NAME(const float *x, ptrdiff_t nb, ptrdiff_t W, const double *sh,\
+                                 ptrdiff_t flush, ptrdiff_t done, int last, float *fa,       \
+                                 float *fq, double *s1, double *s2, double *lo, double *hi) {\
+        (void)x; (void)nb; (void)W; (void)sh; (void)flush; (void)last; (void)fa; (void)fq;   \
+        (void)s1; (void)s2; (void)lo; (void)hi;                                              \
+        return done;                                                                         \
     }
 CN_FLANES_NONE(cn_flanes32)
 CN_FLANES_NONE(cn_flanes96)

@@ -3,8 +3,8 @@
 # shape only and partials merge in chunk order (Chan), so results do not depend on threads.
 #   8-bit data: exact integer sums per chunk (int32 lanes, no shift), then mean = S1/n and
 #               M2 = (n*S2 - S1^2)/n from exact integers: one rounding each;
-#   float32:    float lanes around the chunk's first pixel, flushed into double every FLUSH
-#               blocks, again around the mean when that lost digits (the norm kernels' scheme,
+#   float32:    float lanes around the chunk's first pixel, flushed into double every
+#               MOMENT_FLUSH blocks, again around the mean when that lost digits (the norm kernels' scheme,
 #               see _moments.pxi); the double lanes where the float squares overflowed;
 #   other data: double lanes, the same way.
 # A chunk is MOMENT_CHUNK pixels (planar) or ROW_CHUNK values (interleaved), of whole rows or a
@@ -13,6 +13,9 @@
 
 cdef enum:
     MOMENT_CHUNK = 4096   # pixels per chunk when planar (as CHUNK)
+    MOMENT_FLUSH = 32     # float lanes' blocks between flushes: float32 moments are compute-bound
+                          # and the norms' FLUSH (8) cost a fifth of the time (28 -> 34 GB/s
+                          # in L2, AMD EPYC); a partial of 32 values rounds at ~1e-7 typically
     TILE = 2048           # values per tile step (rounded to whole lane blocks)
 
 
@@ -27,14 +30,10 @@ cdef struct Plan:
 
 
 cdef void _plan(const View *v, Plan *p) noexcept nogil:
-    cdef Py_ssize_t blocks
     p.ce = v.C if v.inter else 1
     p.W = _lane_width(v.C, v.inter)
     p.pc = max(1, ROW_CHUNK // v.C) if v.inter else MOMENT_CHUNK
-    blocks = TILE // p.W  # a step's blocks: whole flush groups of the float lanes when more
-    if blocks > FLUSH:    # (then strided data, stepped through the tile, flushes as dense)
-        blocks -= blocks % FLUSH
-    p.tp = max(1, blocks) * p.W // p.ce
+    p.tp = max(1, TILE // p.W) * p.W // p.ce
     p.pieces = 0
     p.rpc = 0
     if v.L >= p.pc:
@@ -209,10 +208,12 @@ cdef extern from "cnorm_lanes.h" nogil:
                      double *s2, double *lo, double *hi)
     void cn_lanes8(const double *x, Py_ssize_t nb, Py_ssize_t W, const double *sh, double *s1,
                    double *s2, double *lo, double *hi)
-    void cn_flanes32(const float *x, Py_ssize_t nb, Py_ssize_t W, const double *sh,
-                     Py_ssize_t flush, double *s1, double *s2, double *lo, double *hi)
-    void cn_flanes96(const float *x, Py_ssize_t nb, Py_ssize_t W, const double *sh,
-                     Py_ssize_t flush, double *s1, double *s2, double *lo, double *hi)
+    Py_ssize_t cn_flanes32(const float *x, Py_ssize_t nb, Py_ssize_t W, const double *sh,
+                           Py_ssize_t flush, Py_ssize_t done, bint last, float *fa, float *fq,
+                           double *s1, double *s2, double *lo, double *hi)
+    Py_ssize_t cn_flanes96(const float *x, Py_ssize_t nb, Py_ssize_t W, const double *sh,
+                           Py_ssize_t flush, Py_ssize_t done, bint last, float *fa, float *fq,
+                           double *s1, double *s2, double *lo, double *hi)
 
 
 ctypedef fused lane_t:   # what the double lanes read: float converts in registers
@@ -247,17 +248,21 @@ cdef inline void _dbl_lanes(const lane_t *x, Py_ssize_t n, Py_ssize_t W, const d
             hi[l] = e if e > hi[l] else hi[l]
 
 
-cdef inline void _flt_lanes(const float *x, Py_ssize_t n, Py_ssize_t W, const double *sh,
-                            double *s1, double *s2, double *lo, double *hi) noexcept nogil:
-    """_dbl_lanes in float lanes (W a multiple of 32) flushed into double every FLUSH blocks;
-    the values of a last partial block straight into the double sums."""
-    cdef Py_ssize_t l, nb = n // W
+cdef inline Py_ssize_t _flt_lanes(const float *x, Py_ssize_t n, Py_ssize_t W, const double *sh,
+                                  Py_ssize_t done, bint last, float *fa, double *s1, double *s2,
+                                  double *lo, double *hi) noexcept nogil:
+    """_dbl_lanes in float lanes (W a multiple of 32; fa: their 2W partial sums) flushed into
+    double after every MOMENT_FLUSH blocks of a run, ``done`` of them already in fa (returns
+    the new count); ``last``: the run's last step, flushed whole, the values of a partial
+    block straight into the double sums."""
+    cdef Py_ssize_t l, nb = n // W, left = done
     cdef double e, d
     if W == 96:  # RGB: one pass in memory order
-        cn_flanes96(x, nb, W, sh, FLUSH, s1, s2, lo, hi)
+        left = cn_flanes96(x, nb, W, sh, MOMENT_FLUSH, done, last, fa, fa + W, s1, s2, lo, hi)
     else:
         for l in range(0, W, 32):
-            cn_flanes32(x + l, nb, W, sh + l, FLUSH, s1 + l, s2 + l, lo + l, hi + l)
+            left = cn_flanes32(x + l, nb, W, sh + l, MOMENT_FLUSH, done, last, fa + l,
+                               fa + W + l, s1 + l, s2 + l, lo + l, hi + l)
     for l in range(n - nb * W):
         e = x[nb * W + l]
         d = e - sh[l]
@@ -265,6 +270,7 @@ cdef inline void _flt_lanes(const float *x, Py_ssize_t n, Py_ssize_t W, const do
         s2[l] += d * d
         lo[l] = e if e < lo[l] else lo[l]
         hi[l] = e if e > hi[l] else hi[l]
+    return left
 
 
 cdef inline const double *_as_double(const pixel_t *x, Py_ssize_t n,
@@ -290,29 +296,33 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
     cdef double *shl = hi + W
     cdef double *dtile = shl + W
     cdef pixel_t *tile = <pixel_t *>(dtile + TILE + W)
+    cdef float *fa = <float *>dtile  # float data: the float lanes' partials (dtile unused)
     cdef const char *src
     cdef double a, q, vlo, vhi
-    cdef Py_ssize_t tp = p.tp
+    cdef Py_ssize_t tp = p.tp, done
     for l in range(W):
         s1[l] = 0.0
         s2[l] = 0.0
         lo[l] = INFINITY
         hi[l] = -INFINITY
         shl[l] = sh[l % ce]
+        fa[l] = 0.0
+        fa[W + l] = 0.0
     _chunk_span(v, p, k, &r0, &r1, &i0, &i1)
     if ((pixel_t is float or pixel_t is double) and (W <= 32 or flt and W == 96)
             and _dense(v, sizeof(pixel_t))):
         tp = i1 - i0  # one lane set (or RGB's one pass) needs no tile: one step a run (the
-                      # same sums either way: steps hold whole blocks, and whole flush groups
-                      # of them); more sets keep the L1-sized step
+                      # same sums either way: steps hold whole blocks, and float lanes flush
+                      # on the run's blocks); more sets keep the L1-sized step
     for r in range(r0, r1):
         src = _row(v, r) + c0 * v.cs
         i = i0
+        done = 0
         while i < i1:
             step = min(tp, i1 - i)
             if pixel_t is float and flt:
-                _flt_lanes(_gather(v, src + i * v.rs, step, ce, tile), step * ce, W, shl,
-                           s1, s2, lo, hi)
+                done = _flt_lanes(_gather(v, src + i * v.rs, step, ce, tile), step * ce, W,
+                                  shl, done, i + step == i1, fa, s1, s2, lo, hi)
             elif pixel_t is float:  # converted in the lanes' registers
                 _dbl_lanes(_gather(v, src + i * v.rs, step, ce, tile), step * ce, W, shl,
                            s1, s2, lo, hi)

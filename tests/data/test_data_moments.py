@@ -158,8 +158,9 @@ def test_float32_out_of_float_range_gives_the_bits_of_float64(rng, monkeypatch, 
 @pytest.mark.parametrize("shape,axis", [((4, 37, 41, 3), 3), ((2, 90, 64, 5), 3),
                                         ((3, 4, 70, 90), 1), ((9000, 40), 1)])
 def test_float32_strided_views_give_the_bits_of_contiguous_data(rng, shape, axis):
-    """Strided float32 data goes through the tile in steps of whole flush groups of the float
-    lanes, contiguous data in one step a run: the same sums, bit for bit."""
+    """Strided float32 data goes through the tile in steps, contiguous data in one step a
+    run; the float lanes' partial sums carry over steps and flush on the same blocks of the
+    run: the same sums, bit for bit."""
     x = sample(rng, shape, "float32")
     wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), np.float32)
     wide[..., ::2] = x
@@ -173,7 +174,7 @@ def test_float32_strided_views_give_the_bits_of_contiguous_data(rng, shape, axis
 
 
 def test_float32_large_batches_stay_near_the_float64_statistics(rng):
-    """Float lanes flush into double every eight blocks, so their rounding does not grow
+    """Float lanes flush into double every 32 blocks, so their rounding does not grow
     with the batch: a million values per channel, offset and spread as image data."""
     x = (0.45 + 0.25 * rng.standard_normal((1000, 1000, 3))).astype(np.float32)
     m = cnorm.Moments.from_array(x, channel_axis=-1)
