@@ -67,7 +67,8 @@ cdef inline bint _finite(double v) noexcept nogil:
 cdef double _least_positive(const double *invstd, Py_ssize_t n) noexcept nogil:
     """The smallest positive of n values (INFINITY when none is): the forward kernels return it
     for their invstd, so that the float32 ops test it against the limit of float32's range in
-    one comparison (cnorm/nn/_ops/context.py); 0 is an infinite variance, where float64 cannot help."""
+    one comparison (cnorm/nn/_ops/context.py); 0 is an infinite variance, where float64
+    cannot help."""
     cdef double least = INFINITY
     cdef Py_ssize_t i
     for i in range(n):

@@ -4,8 +4,8 @@
 #   8-bit data: exact integer sums per chunk (int32 lanes, no shift), then mean = S1/n and
 #               M2 = (n*S2 - S1^2)/n from exact integers: one rounding each;
 #   float32:    float lanes around the chunk's first pixel, flushed into double every
-#               MOMENT_FLUSH blocks, again around the mean when that lost digits (the norm kernels' scheme,
-#               see _moments.pxi); the double lanes where the float squares overflowed;
+#               MOMENT_FLUSH blocks, again around the mean when that lost digits (the norm
+#               kernels' scheme, see _moments.pxi); double lanes where float squares overflow;
 #   other data: double lanes, the same way.
 # A chunk is MOMENT_CHUNK pixels (planar) or ROW_CHUNK values (interleaved), of whole rows or a
 # piece of one row. Values go through a tile of TILE pixels: converted (and gathered, when
