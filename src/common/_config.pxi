@@ -31,6 +31,11 @@ cdef enum:
     ROWS_L3 = 8388608     # row norms' long-row backward: bytes of x and dy per block of rows,
                           # summed, then read again for dx from L3 (LayerNorm over (C, H, W)
                           # (32, 64, 56, 56): a third pass over memory otherwise)
+    COL_BLOCK = 16384     # row norms' long-row backward: columns per block of the dx pass
+                          # (64 KB runs of x, dy and dx a row; the column sums of a block,
+                          # 128 KB, stay in L2): LayerNorm over (C, H, W) (32, 64, 56, 56)
+                          # backward 2T 4.1-5.6 -> 3.5-3.9 ms against CHUNK (4096) columns,
+                          # 1T ~5% (AMD EPYC, min of 30, A/B); 32768 and 65536 slower at 2T
     ROW_BLOCK = 16        # row norms: rows normalized per step (their divisions and square
                           # roots overlap, and at most CHUNK values of them stay in cache)
     SHORT_ROW = 4096      # row norms: float rows of at most this many values (one chunk)

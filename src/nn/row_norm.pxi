@@ -265,10 +265,10 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     cdef real *dp = &dx[0, 0]
     cdef bint short = L < LONG_ROW
     cdef bint stream = not short and _stream_dx(xp, R * L)
-    K = (R + B - 1) // B if short else (L + CHUNK - 1) // CHUNK
+    K = (R + B - 1) // B if short else (L + COL_BLOCK - 1) // COL_BLOCK
     cdef int nt = _threads(R * L, K, n_threads)
     cdef Py_ssize_t P = K if short and param_grads else 0  # long rows: into grad_* directly
-    cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>CHUNK) + 2 * PAD if param_grads else 0
+    cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>COL_BLOCK) + 2 * PAD if param_grads else 0
     # long rows: rows per block, a multiple of FLUSH (the column sums flush at its end) and of
     # the threads (rows share out evenly in the row sums)
     cdef Py_ssize_t Rb = FLUSH * nt * max(1, ROWS_L3 // (2 * L * <Py_ssize_t>sizeof(real))
@@ -304,8 +304,8 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
                 for t in prange(nt, schedule="static", num_threads=nt):  # blocks of columns
                     f = fbuf + F * threadid() if param_grads else NULL
                     for k in range(t * K // nt, (t + 1) * K // nt):
-                        j0 = k * CHUNK
-                        n = min(CHUNK, L - j0)
+                        j0 = k * COL_BLOCK
+                        n = min(COL_BLOCK, L - j0)
                         for r in range(rb, re):
                             _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
                                       q + 5 * r, w + j0 if w != NULL else NULL,

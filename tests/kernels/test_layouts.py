@@ -266,23 +266,24 @@ def test_64_channels_last_sum_whole_rows_with_the_bits_of_channel_blocks(rng, dt
 
 
 @pytest.mark.openmp
-def test_long_row_backward_in_row_blocks_keeps_its_bits(rng, restore_threads):
+@pytest.mark.parametrize("R,L", [(300, 4100), (24, 40000)])
+def test_long_row_backward_in_row_blocks_keeps_its_bits(rng, restore_threads, R, L):
     """Long rows run the backward in blocks of rows (a multiple of FLUSH and of the threads,
-    so the blocks differ by thread count): dx and the parameter gradients have the same bits
-    at 1-4 threads, dx rows those of a one-block call, and the weight gradient matches
-    float64."""
+    so the blocks differ by thread count), dx by blocks of columns (40000: three of them,
+    shared out between threads): dx and the parameter gradients have the same bits at 1-4
+    threads, dx rows those of a one-block call, and the weight gradient matches float64."""
     import cnorm
 
-    x = make_input(rng, (300, 4100), np.float32, offset=3.0)
+    x = make_input(rng, (R, L), np.float32, offset=3.0)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    w = rng.uniform(0.5, 1.5, 4100).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, L).astype(np.float32)
     runs = []
     for n in (1, 2, 3, 4):
         cnorm.set_num_threads(n)
-        runs.append([a.tobytes() for a in cnorm.layer_norm_backward(dy, x, (4100,), w, w)])
+        runs.append([a.tobytes() for a in cnorm.layer_norm_backward(dy, x, (L,), w, w)])
     assert all(r == runs[0] for r in runs[1:])
-    dx, gw = cnorm.layer_norm_backward(dy, x, (4100,), w, w)[:2]
-    assert dx[:20].tobytes() == cnorm.layer_norm_backward(dy[:20], x[:20], (4100,), w,
+    dx, gw = cnorm.layer_norm_backward(dy, x, (L,), w, w)[:2]
+    assert dx[:20].tobytes() == cnorm.layer_norm_backward(dy[:20], x[:20], (L,), w,
                                                           w)[0].tobytes()
     xd = x.astype(np.float64)
     x_hat = (xd - xd.mean(axis=1, keepdims=True)) / np.sqrt(xd.var(axis=1, keepdims=True)
