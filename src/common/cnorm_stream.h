@@ -63,6 +63,31 @@ static inline void cn_grad_run_stream(const float *x, const float *dy, float *dx
 #endif
 }
 
+/* A forward run of the row norms' long rows: y[t] = (((x[t] - hi) - lo) * a) * wc[t] + bc[t],
+   without wc: ((x[t] - hi) - lo) * a + ..., without bc: ... + b (_norm_run's loops, operation
+   by operation). Only called where CN_STREAMS. */
+#define CN_NRUN(t) ((wc ? (((x[t] - hi) - lo) * a) * wc[t] : ((x[t] - hi) - lo) * a) \
+                    + (bc ? bc[t] : b))
+static inline void cn_norm_run_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
+                                      float a, float b, const float *wc, const float *bc) {
+#if CN_STREAMS
+    cn_sv vh = CN_SET(hi), vl = CN_SET(lo), va = CN_SET(a), vb = CN_SET(b), v;
+    ptrdiff_t t = 0;
+    for (; t < n && ((uintptr_t)(y + t) & (CN_SW * 4 - 1)) != 0; t++)
+        y[t] = CN_NRUN(t);
+    for (; t + CN_SW <= n; t += CN_SW) {
+        v = CN_MUL(CN_SUB(CN_SUB(CN_LD(x + t), vh), vl), va);
+        if (wc)
+            v = CN_MUL(v, CN_LD(wc + t));
+        CN_ST(y + t, CN_ADD(v, bc ? CN_LD(bc + t) : vb));
+    }
+    for (; t < n; t++)
+        y[t] = CN_NRUN(t);
+#else
+    (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b; (void)wc; (void)bc;
+#endif
+}
+
 /* Orders the streaming stores before what follows (another thread's reads of the output). */
 static inline void cn_stream_fence(void) {
 #if CN_STREAMS

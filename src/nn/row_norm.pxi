@@ -108,10 +108,11 @@ cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, d
 
 cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, double eps,
                        bint rms, const floating *w, const floating *b, double *mean,
-                       double *invstd) noexcept nogil:
+                       double *invstd, bint stream) noexcept nogil:
     """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache (their
     divisions and square roots overlap). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
-    mean(x^2) = M2/L + mean^2 (no cancellation: both terms are positive)."""
+    mean(x^2) = M2/L + mean^2 (no cancellation: both terms are positive). ``stream``: float
+    outputs by streaming stores (the caller fences)."""
     cdef double m2[ROW_BLOCK]
     cdef floating q[4 * ROW_BLOCK]
     cdef double v
@@ -127,7 +128,12 @@ cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, doubl
         _fwd_coefs(q + 4 * i, 1, 1, 0, False, v, eps, &mean[i], &invstd[i],
                    <const floating *>NULL, <const floating *>NULL)
     for i in range(n):
-        _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b, NULL, ACT_NONE, 0.0)
+        if real is float and floating is float and stream:
+            cn_norm_run_stream(<const float *>x + i * L, <float *>y + i * L, L, q[4 * i],
+                               q[4 * i + 1], q[4 * i + 2], q[4 * i + 3], <const float *>w,
+                               <const float *>b)
+        else:
+            _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b, NULL, ACT_NONE, 0.0)
 
 
 cdef void _rows_forward(const real *xp, real *yp, Py_ssize_t R, Py_ssize_t L, double eps,
@@ -136,10 +142,13 @@ cdef void _rows_forward(const real *xp, real *yp, Py_ssize_t R, Py_ssize_t L, do
     """row_forward on data pointers (R >= 1, L >= 1): blocks of whole rows to each thread."""
     cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L)), r, k
     cdef Py_ssize_t K = (R + B - 1) // B
+    cdef bint stream = L >= LONG_ROW and _stream_dx(xp, R * L) and R * L * 4 >= ROWS_L3
     for k in prange(K, schedule="static", num_threads=_threads(R * L, K, n_threads)):
         r = k * B
         _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b, &mean[r],
-                     &invstd[r])
+                     &invstd[r], stream)
+        if stream:
+            cn_stream_fence()
 
 
 def row_forward(const real[:, ::1] x, const floating[::1] weight, const floating[::1] bias,

@@ -291,12 +291,17 @@ def test_long_row_backward_in_row_blocks_keeps_its_bits(rng, restore_threads, R,
     assert rel_err(gw, (dy * x_hat).sum(axis=0)) < 1e-5
 
 
+def eps_of(rms):
+    return np.finfo(np.float32).eps if rms else 1e-5
+
+
 @pytest.mark.parametrize("rms", [False, True])
 def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
     """The backward of long rows (column blocks) streams dx from STREAM_MIN bytes (per-value
     weight: LayerNorm, RMSNorm): the dx rows of a large call are bit for bit those of a small
     one (ordinary stores), and the weight's gradient (read back from cache) matches float64;
-    the forward's rows likewise, also into an unaligned out."""
+    the forward's rows likewise (streamed for long rows of ROWS_L3 bytes and more), also
+    into an unaligned out."""
     import cnorm
 
     x = make_input(rng, (80, 2049), np.float32, offset=3.0)
@@ -320,6 +325,19 @@ def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
     assert rel_err(big_g[1], (dy * x_hat).sum(axis=0)) < 1e-5
     out = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)
     assert norm(x, out=out) is out and out.tobytes() == big.tobytes()
+    # long rows of ROWS_L3 bytes and more: the forward's outputs stream too
+    xf = make_input(rng, (520, 4100), np.float32, offset=3.0)
+    fwd = (lambda a, **k: cnorm.rms_norm(a, (4100,), wl, **k)) if rms else (
+        lambda a, **k: cnorm.layer_norm(a, (4100,), wl, wl, **k))
+    yf = fwd(xf)
+    assert yf[:12].tobytes() == fwd(xf[:12]).tobytes()
+    outf = np.empty(xf.size + 3, np.float32)[3:].reshape(xf.shape)
+    assert fwd(xf, out=outf) is outf and outf.tobytes() == yf.tobytes()
+    xd = xf[500:].astype(np.float64)
+    mu = 0.0 if rms else xd.mean(axis=1, keepdims=True)
+    var = (xd ** 2).mean(axis=1, keepdims=True) if rms else xd.var(axis=1, keepdims=True)
+    ref = (xd - mu) / np.sqrt(var + eps_of(rms)) * wl + (0.0 if rms else wl)
+    assert rel_err(yf[500:], ref) < 2e-6
     xd = x.astype(np.float64)
     mu = 0.0 if rms else xd.mean(axis=1, keepdims=True)
     var = (xd ** 2).mean(axis=1, keepdims=True) if rms else xd.var(axis=1, keepdims=True)
