@@ -384,6 +384,7 @@ cdef void _dbl_chunk(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0,
     kernels), in double lanes where those lost it; other data in double lanes."""
     cdef Py_ssize_t r0, r1, i0, i1
     cdef double *sh = <double *>scratch + 7 * p.W + 2 * TILE
+    # (a compiler without vector extensions sums float data in double lanes: its own bits)
     cdef bint flt = pixel_t is float and CN_HAVE_LANES8 and p.W % 32 == 0
     _chunk_span(v, p, k, &r0, &r1, &i0, &i1)
     cdef double n = <double>((r1 - r0) * (i1 - i0))

@@ -142,7 +142,10 @@ cdef void _rows_forward(const real *xp, real *yp, Py_ssize_t R, Py_ssize_t L, do
     """row_forward on data pointers (R >= 1, L >= 1): blocks of whole rows to each thread."""
     cdef Py_ssize_t B = min(<Py_ssize_t>ROW_BLOCK, max(1, CHUNK // L)), r, k
     cdef Py_ssize_t K = (R + B - 1) // B
-    cdef bint stream = L >= LONG_ROW and _stream_dx(xp, R * L) and R * L * 4 >= ROWS_L3
+    # long rows in a call of a backward row block's bytes or more: y goes to memory anyway,
+    # so it streams (as dx does), and the next row still finds x in L2
+    cdef bint stream = (L >= LONG_ROW and _stream_dx(xp, R * L)
+                        and R * L * <Py_ssize_t>sizeof(real) >= ROWS_L3)
     for k in prange(K, schedule="static", num_threads=_threads(R * L, K, n_threads)):
         r = k * B
         _row_forward(xp + r * L, yp + r * L, min(B, R - r), L, eps, rms, w, b, &mean[r],
