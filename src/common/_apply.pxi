@@ -140,9 +140,10 @@ cdef extern from "cnorm_stream.h" nogil:
     void cn_stream_fence()
 
 
-cdef inline bint _stream_dx(const real *x, Py_ssize_t n) noexcept nogil:
-    """Whether a training backward over n values of x stores dx streaming: float data of
-    STREAM_MIN bytes and more (dx leaves the cache anyway), on a target that streams."""
+cdef inline bint _streams(const real *x, Py_ssize_t n) noexcept nogil:
+    """Whether an output over n values of x may be stored streaming (a training backward's
+    dx; the long-row forward's y, under its own size rule): float data of STREAM_MIN bytes
+    and more (the output leaves the cache anyway), on a target that streams."""
     return real is float and CN_STREAMS and n * <Py_ssize_t>sizeof(real) >= STREAM_MIN
 
 
@@ -285,7 +286,7 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     cdef Py_ssize_t r, c, o, off, t
     cdef int w = 4 if dy == NULL else 5
     cdef bint stream = (dy != NULL and x != NULL and inner >= STREAM_RUN
-                        and _stream_dx(x, outer * C * inner))
+                        and _streams(x, outer * C * inner))
     if inner > 1 and c1 - c0 < C:  # one thread's channels: its caller fences
         for o in range(outer):
             for c in range(c0, c1):

@@ -65,6 +65,17 @@ static inline void cn_widen16(cn_v16f r, double *x) {
     memcpy(x, w, 128);
 }
 
+/* One vector of values e into lanes around their shifts f: d = e - f, a += d, q += d * d, and
+   u, v the running min and max; the one step of the double and the float lane loops. */
+#define CN_ADD_VALUE(e, f, d, a, q, u, v, MIN, MAX)                                          \
+    do {                                                                                     \
+        (d) = (e) - (f);                                                                     \
+        (a) += (d);                                                                          \
+        (q) += (d) * (d);                                                                    \
+        (u) = MIN((e), (u));                                                                 \
+        (v) = MAX((e), (v));                                                                 \
+    } while (0)
+
 /* Lanes [l, l + 8J) of W (at offset l in every array): x[b*W + l + k] for b < nb, around sh,
    accumulated into s1, s2, and folded into lo, hi. */
 #define CN_LANES(NAME, J)                                                                   \
@@ -79,11 +90,7 @@ static inline void cn_widen16(cn_v16f r, double *x) {
         for (ptrdiff_t b = 0; b < nb; b++) {                                                 \
             for (int j = 0; j < J; j++) {                                                    \
                 e = cn_load8(x + b * W + 8 * j);                                             \
-                d = e - f[j];                                                                \
-                a[j] += d;                                                                   \
-                q[j] += d * d;                                                               \
-                u[j] = CN_MIN(e, u[j]);                                                      \
-                v[j] = CN_MAX(e, v[j]);                                                      \
+                CN_ADD_VALUE(e, f[j], d, a[j], q[j], u[j], v[j], CN_MIN, CN_MAX);            \
             }                                                                                \
         }                                                                                    \
         for (int j = 0; j < J; j++) {                                                        \
@@ -165,11 +172,7 @@ static inline cn_v8d cn_half8(cn_v16f g, int k) {
             for (; b < e; b++) {                                                             \
                 for (int j = 0; j < 2 * G; j++) {                                            \
                     memcpy(&g, x + b * W + 16 * j, 64);                                      \
-                    d = g - f[j];                                                            \
-                    a[j] += d;                                                               \
-                    q[j] += d * d;                                                           \
-                    u[j] = CN_MINF(g, u[j]);                                                 \
-                    v[j] = CN_MAXF(g, v[j]);                                                 \
+                    CN_ADD_VALUE(g, f[j], d, a[j], q[j], u[j], v[j], CN_MINF, CN_MAXF);      \
                 }                                                                            \
             }                                                                                \
             if (done < flush && !(last && b == nb))                                          \

@@ -254,22 +254,16 @@ cdef inline Py_ssize_t _flt_lanes(const float *x, Py_ssize_t n, Py_ssize_t W, co
     """_dbl_lanes in float lanes (W a multiple of 32; fa: their 2W partial sums) flushed into
     double after every MOMENT_FLUSH blocks of a run, ``done`` of them already in fa (returns
     the new count); ``last``: the run's last step, flushed whole, the values of a partial
-    block straight into the double sums."""
+    block straight into the double sums (_dbl_lanes' own loop)."""
     cdef Py_ssize_t l, nb = n // W, left = done
-    cdef double e, d
     if W == 96:  # RGB: one pass in memory order
         left = cn_flanes96(x, nb, W, sh, MOMENT_FLUSH, done, last, fa, fa + W, s1, s2, lo, hi)
     else:
         for l in range(0, W, 32):
             left = cn_flanes32(x + l, nb, W, sh + l, MOMENT_FLUSH, done, last, fa + l,
                                fa + W + l, s1 + l, s2 + l, lo + l, hi + l)
-    for l in range(n - nb * W):
-        e = x[nb * W + l]
-        d = e - sh[l]
-        s1[l] += d
-        s2[l] += d * d
-        lo[l] = e if e < lo[l] else lo[l]
-        hi[l] = e if e > hi[l] else hi[l]
+    if n > nb * W:
+        _dbl_lanes(x + nb * W, n - nb * W, W, sh, s1, s2, lo, hi)
     return left
 
 
@@ -306,8 +300,9 @@ cdef void _dbl_pass(const View *v, const Plan *p, Py_ssize_t k, Py_ssize_t c0, d
         lo[l] = INFINITY
         hi[l] = -INFINITY
         shl[l] = sh[l % ce]
-        fa[l] = 0.0
-        fa[W + l] = 0.0
+    if flt:
+        for l in range(2 * W):
+            fa[l] = 0.0
     _chunk_span(v, p, k, &r0, &r1, &i0, &i1)
     if ((pixel_t is float or pixel_t is double) and (W <= 32 or flt and W == 96)
             and _dense(v, sizeof(pixel_t))):

@@ -144,7 +144,7 @@ cdef void _rows_forward(const real *xp, real *yp, Py_ssize_t R, Py_ssize_t L, do
     cdef Py_ssize_t K = (R + B - 1) // B
     # long rows in a call of a backward row block's bytes or more: y goes to memory anyway,
     # so it streams (as dx does), and the next row still finds x in L2
-    cdef bint stream = (L >= LONG_ROW and _stream_dx(xp, R * L)
+    cdef bint stream = (L >= LONG_ROW and _streams(xp, R * L)
                         and R * L * <Py_ssize_t>sizeof(real) >= ROWS_L3)
     for k in prange(K, schedule="static", num_threads=_threads(R * L, K, n_threads)):
         r = k * B
@@ -276,7 +276,7 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     cdef const real *gp = &dy[0, 0]
     cdef real *dp = &dx[0, 0]
     cdef bint short = L < LONG_ROW
-    cdef bint stream = not short and _stream_dx(xp, R * L)
+    cdef bint stream = not short and _streams(xp, R * L)
     K = (R + B - 1) // B if short else (L + COL_BLOCK - 1) // COL_BLOCK
     cdef int nt = _threads(R * L, K, n_threads)
     cdef Py_ssize_t P = K if short and param_grads else 0  # long rows: into grad_* directly
