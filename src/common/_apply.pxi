@@ -135,8 +135,8 @@ cdef extern from "cnorm_stream.h" nogil:
     bint CN_STREAMS
     void cn_grad_run_stream(const float *x, const float *dy, float *dx, Py_ssize_t n, float hi,
                             float lo, float k1, float k2, float k3, const float *wc)
-    void cn_norm_run_stream(const float *x, float *y, Py_ssize_t n, float hi, float lo, float a,
-                            float b, const float *wc, const float *bc)
+    void cn_norm_run_vec(const float *x, float *y, Py_ssize_t n, float hi, float lo, float a,
+                         float b, const float *wc, const float *bc, bint stream)
     void cn_stream_fence()
 
 

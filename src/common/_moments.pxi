@@ -3,22 +3,17 @@
 # every chunk's moments, for every op family: _chunk_stats.
 
 
-cdef inline bint _finish_chunk(double n, double shift, double s1, double s2, double *mean,
-                               double *m2) noexcept nogil:
-    """Chunk mean and M2 from sums around ``shift``; True when they lost > 6 digits to a shift
-    far from the mean (then the caller sums again around the mean)."""
-    cdef double mu = s1 / n
-    cdef double corr = s1 * mu
-    cdef double v = s2 - corr
-    mean[0] = shift + mu
-    m2[0] = 0.0 if v < 0.0 else v
-    return corr > 1e6 * v and mean[0] - mean[0] == 0.0
-
-
-cdef inline bint _too_wide(double n, double s1, double m2) noexcept nogil:
-    """float32 lanes lost a chunk: (x - shift)^2 overflowed (|x - shift| above ~1e19) or
-    underflowed (below ~1e-19) in float. NaN data also lands here, and stays NaN."""
-    return not (m2 <= DBL_MAX) or (m2 < 1e-30 * n and (m2 != 0.0 or s1 != 0.0))
+cdef extern from "cnorm_finish.h" nogil:
+    bint _finish_chunk "cn_finish"(double n, double shift, double s1, double s2, double *mean,
+                                   double *m2)
+    bint _too_wide "cn_too_wide"(double n, double s1, double m2)
+    bint cn_finish_rows(Py_ssize_t k, double n, const double *sh, const double *s1, double *m2,
+                        double *mean, bint wide, long long *bad)
+# _finish_chunk(n, shift, s1, s2, &mean, &m2): a chunk's mean and M2 from sums around shift;
+# True when they lost > 6 digits to a shift far from the mean (then the caller sums again
+# around the mean). _too_wide(n, s1, m2): float32 lanes lost the chunk (squares overflowed or
+# underflowed in float; NaN data too). Both in C, so a block of rows finishes in one
+# vectorized loop (cn_finish_rows).
 
 
 cdef void _chunk_stats(const real *x, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t c0,

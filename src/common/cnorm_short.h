@@ -29,12 +29,13 @@ static inline cn_sd8 cn_swiden(cn_sf8 h) { return (cn_sd8)_mm512_cvtps_pd((__m25
 static inline cn_sd8 cn_swiden(cn_sf8 h) { return __builtin_convertvector(h, cn_sd8); }
 #endif
 
-/* a[0..1] += the low and high eight lanes of f, in double */
-static inline void cn_sflush(cn_sf16 f, cn_sd8 *a) {
+/* a[0..1] += the low and high eight lanes of f, in double; first: a is still 0, so a = them
+   (0 + v is v: a lane is never -0, as it starts at +0) */
+static inline void cn_sflush(cn_sf16 f, cn_sd8 *a, int first) {
     cn_sf8 h[2];
     memcpy(h, &f, 64);
-    a[0] += cn_swiden(h[0]);
-    a[1] += cn_swiden(h[1]);
+    a[0] = first ? cn_swiden(h[0]) : a[0] + cn_swiden(h[0]);
+    a[1] = first ? cn_swiden(h[1]) : a[1] + cn_swiden(h[1]);
 }
 
 /* One row's lanes, reduced by cn_tree_half into u1 and u2. Without dy: sums of x - sh and of
@@ -64,8 +65,8 @@ static inline void cn_short_lanes(const float *x, const float *dy, const float *
             }
         }
         for (int j = 0; j < 2; j++) {
-            cn_sflush(f1[j], a1 + 2 * j);
-            cn_sflush(f2[j], a2 + 2 * j);
+            cn_sflush(f1[j], a1 + 2 * j, b0 == 0);
+            cn_sflush(f2[j], a2 + 2 * j, b0 == 0);
         }
     }
     if (L > t) {  /* the tail, in double, a product rounded once */

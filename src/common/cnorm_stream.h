@@ -23,6 +23,7 @@ enum { CN_SW = 16 };
 #define CN_MUL _mm512_mul_ps
 #define CN_ADD _mm512_add_ps
 #define CN_ST _mm512_stream_ps
+#define CN_STU _mm512_storeu_ps
 #elif defined(__AVX__)
 #include <immintrin.h>
 #define CN_STREAMS 1
@@ -34,6 +35,7 @@ enum { CN_SW = 8 };
 #define CN_MUL _mm256_mul_ps
 #define CN_ADD _mm256_add_ps
 #define CN_ST _mm256_stream_ps
+#define CN_STU _mm256_storeu_ps
 #else
 #define CN_STREAMS 0
 #endif
@@ -63,28 +65,37 @@ static inline void cn_grad_run_stream(const float *x, const float *dy, float *dx
 #endif
 }
 
-/* A forward run of the row norms' long rows: y[t] = (((x[t] - hi) - lo) * a) * wc[t] + bc[t],
-   without wc: ((x[t] - hi) - lo) * a + ..., without bc: ... + b (_norm_run's loops, operation
-   by operation). Only called where CN_STREAMS. */
+/* A forward run of a row norm's row: y[t] = (((x[t] - hi) - lo) * a) * wc[t] + bc[t], without
+   wc: ((x[t] - hi) - lo) * a + ..., without bc: ... + b (_norm_run's loops, operation by
+   operation). stream: by streaming stores (long rows, large calls); else ordinary stores, for
+   short rows: _norm_run's loop, vectorized by GCC, spent half its time on a 64-value row in
+   the checks of its pointers' overlap, the alignment of y and the ends (LayerNorm (4096, 64)
+   forward ...). Only called where CN_STREAMS. */
 #define CN_NRUN(t) ((wc ? (((x[t] - hi) - lo) * a) * wc[t] : ((x[t] - hi) - lo) * a) \
                     + (bc ? bc[t] : b))
-static inline void cn_norm_run_stream(const float *x, float *y, ptrdiff_t n, float hi, float lo,
-                                      float a, float b, const float *wc, const float *bc) {
+static inline void cn_norm_run_vec(const float *x, float *y, ptrdiff_t n, float hi, float lo,
+                                   float a, float b, const float *wc, const float *bc,
+                                   int stream) {
 #if CN_STREAMS
     cn_sv vh = CN_SET(hi), vl = CN_SET(lo), va = CN_SET(a), vb = CN_SET(b), v;
     ptrdiff_t t = 0;
-    for (; t < n && ((uintptr_t)(y + t) & (CN_SW * 4 - 1)) != 0; t++)
+    for (; stream && t < n && ((uintptr_t)(y + t) & (CN_SW * 4 - 1)) != 0; t++)
         y[t] = CN_NRUN(t);
     for (; t + CN_SW <= n; t += CN_SW) {
         v = CN_MUL(CN_SUB(CN_SUB(CN_LD(x + t), vh), vl), va);
         if (wc)
             v = CN_MUL(v, CN_LD(wc + t));
-        CN_ST(y + t, CN_ADD(v, bc ? CN_LD(bc + t) : vb));
+        v = CN_ADD(v, bc ? CN_LD(bc + t) : vb);
+        if (stream)
+            CN_ST(y + t, v);
+        else
+            CN_STU(y + t, v);
     }
     for (; t < n; t++)
         y[t] = CN_NRUN(t);
 #else
     (void)x; (void)y; (void)n; (void)hi; (void)lo; (void)a; (void)b; (void)wc; (void)bc;
+    (void)stream;
 #endif
 }
 

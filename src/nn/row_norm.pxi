@@ -81,26 +81,29 @@ cdef inline void _short_sums(const floating *x, const floating *dy, const floati
 cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, double *m2,
                       floating *q) noexcept nogil:
     """Moments of n <= ROW_BLOCK rows. Float rows of at most SHORT_ROW values: _short_sums around
-    each row's first value; a row that lost digits to that shift, or whose float squares
-    overflowed, or that holds an infinity, again by _plane_stats (its careful path). Other
-    rows: one by one (_plane_stats). q: scratch of 4 * ROW_BLOCK values."""
+    each row's first value, finished in one vectorized loop (cnorm_finish.h); a row that lost
+    digits to that shift, or whose float squares overflowed, or that holds an infinity, again
+    by _plane_stats (its careful path). Other rows: one by one (_plane_stats). q: scratch of
+    4 * ROW_BLOCK values."""
     cdef double s1[ROW_BLOCK]
+    cdef double sh[ROW_BLOCK]
+    cdef long long bad[ROW_BLOCK]
     cdef Py_ssize_t i
     cdef const floating *xf = <const floating *>x
     if (real is float or real is double) and L <= SHORT_ROW:
         for i in range(n):
             q[i] = xf[i * L]
+            sh[i] = <double>q[i]
         if floating is float and CN_HAVE_SHORT:  # the rows' last tree levels side by side
             cn_short_rows_f32(xf, NULL, NULL, n, L, <const float *>q, FLUSH, s1, m2)
         else:
             for i in range(n):
                 _short_sums(xf + i * L, <const floating *>NULL, <const floating *>NULL, L,
                             q[i], &s1[i], &m2[i])
-        for i in range(n):
-            if (_finish_chunk(<double>L, <double>q[i], s1[i], m2[i], &mean[i], &m2[i])
-                    or (floating is float and _too_wide(<double>L, s1[i], m2[i]))
-                    or not _finite(mean[i])):
-                _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i], q)
+        if cn_finish_rows(n, <double>L, sh, s1, m2, mean, floating is float, bad):
+            for i in range(n):
+                if bad[i]:
+                    _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i], q)
         return
     for i in range(n):
         _plane_stats(x + i * L, 1, 1, L, 0, &mean[i], &m2[i], q)
@@ -109,29 +112,32 @@ cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, d
 cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, double eps,
                        bint rms, const floating *w, const floating *b, double *mean,
                        double *invstd, bint stream) noexcept nogil:
-    """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache (their
-    divisions and square roots overlap). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
+    """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache. The
+    rows' divisions and square roots go in loops without branches (vector instructions:
+    -fno-math-errno). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
     mean(x^2) = M2/L + mean^2 (no cancellation: both terms are positive). ``stream``: float
     outputs by streaming stores (the caller fences)."""
     cdef double m2[ROW_BLOCK]
     cdef floating q[4 * ROW_BLOCK]
-    cdef double v
+    cdef double dL = <double>L
     cdef Py_ssize_t i
     _rows_stats(x, n, L, mean, m2, q)
-    for i in range(n):
-        v = m2[i] / <double>L
-        if rms:
-            v = v + mean[i] * mean[i]
-            if v != v and not _has_nan(x + i * L, L):
-                v = INFINITY  # infinite values (M2 is inf - inf): mean(x^2) is inf, as torch
+    for i in range(n):  # m2 becomes the variance (RMSNorm: mean(x^2))
+        m2[i] = m2[i] / dL + (mean[i] * mean[i] if rms else 0.0)
+    if rms:
+        for i in range(n):
+            if m2[i] != m2[i] and not _has_nan(x + i * L, L):
+                m2[i] = INFINITY  # infinite values (M2 is inf - inf): mean(x^2) is inf, as torch
             mean[i] = 0.0
-        _fwd_coefs(q + 4 * i, 1, 1, 0, False, v, eps, &mean[i], &invstd[i],
-                   <const floating *>NULL, <const floating *>NULL)
     for i in range(n):
-        if real is float and floating is float and stream:
-            cn_norm_run_stream(<const float *>x + i * L, <float *>y + i * L, L, q[4 * i],
-                               q[4 * i + 1], q[4 * i + 2], q[4 * i + 3], <const float *>w,
-                               <const float *>b)
+        invstd[i] = 1.0 / sqrt(m2[i] + eps)
+    for i in range(n):
+        _set_coef(q + 4 * i, 1, 0, False, 4, mean[i], invstd[i], 0.0, 0.0)
+    for i in range(n):
+        if real is float and floating is float and CN_STREAMS:
+            cn_norm_run_vec(<const float *>x + i * L, <float *>y + i * L, L, q[4 * i],
+                            q[4 * i + 1], q[4 * i + 2], q[4 * i + 3], <const float *>w,
+                            <const float *>b, stream)
         else:
             _norm_run(x + i * L, y + i * L, L, q + 4 * i, w, b, NULL, ACT_NONE, 0.0)
 
