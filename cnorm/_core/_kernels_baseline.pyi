@@ -38,6 +38,7 @@ def bn_train_call(
     act: int,
     slope: float,
     least_invstd: float,
+    out: Any,
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...
@@ -48,6 +49,7 @@ def bn_backward_call(
     invstd: Any,
     weight: Any,
     need_sums: bool,
+    out: Any,
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...
@@ -60,6 +62,7 @@ def row_call(
     eps: float,
     rms: bool,
     least_invstd: float,
+    out: Any,
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...
@@ -71,7 +74,9 @@ def row_backward_call(
     weight: Any,
     rms: bool,
     param_grads: bool,
+    out: Any,
     max_bytes: int,
+    n_threads: int,
 ) -> Any: ...
 def group_call(
     x: Any,
@@ -86,6 +91,7 @@ def group_call(
     act: int,
     slope: float,
     least_invstd: float,
+    out: Any,
     max_bytes: int,
     n_threads: int,
 ) -> Any: ...

@@ -9,9 +9,10 @@ root, and writes into the memory again only once that reference is dead: no inte
 (borrowed references, CPython 3.14's stack references) can make it write into an array
 anybody can still reach.
 """
+import sys
 import weakref
 from math import prod
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -67,3 +68,15 @@ def take(holder: Any, slot: str, like: Union[Array, ChannelLayout, RowLayout]) -
     out = spare.lease(like.shape, like.dtype, cl)
     holder.__dict__[slot] = spare
     return out
+
+
+def entry_out(holder: Any, x: Any) -> Tuple[Optional[Array], int]:
+    """``(out, max_bytes)`` for an entry checked in C (src/nn/calls.pxi): with a ``holder`` (a
+    layer, or cnorm.torch's outputs), an output of SPARE_MIN bytes and more goes into its
+    memory for "_y" (take), whatever the size; otherwise the entry takes only calls below
+    SPARE_MIN (its own new array), and the checked path the others. Only a float32 or
+    float64 ndarray takes memory (the entries take no other)."""
+    if (holder is not None and type(x) is np.ndarray and x.nbytes >= SPARE_MIN
+            and x.dtype.kind == "f" and x.dtype.itemsize >= 4):
+        return take(holder, "_y", x), sys.maxsize
+    return None, SPARE_MIN

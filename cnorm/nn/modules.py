@@ -86,7 +86,7 @@ class BatchNormBase(_NormBase):
         got = train_call(x, self.dtype, ranks, self.num_features, self.weight, self.bias,
                          self.running_mean if track else None,
                          self.running_var if track else None, counter, self.eps,
-                         running_factor(self.momentum, counter), epi)
+                         running_factor(self.momentum, counter), epi, holder=self)
         if got is None:
             return None
         self._saved = got[1] if _grad.enabled() else None
@@ -176,7 +176,7 @@ class _InstanceNorm(_NormBase):
         if (not self.track_running_stats and type(x) is np.ndarray
                 and x.ndim == self._ndims[1]):  # a small call, by the entry checked in C
             got = group_call(x, self.dtype, self.num_features, None, self.weight, self.bias,
-                             self.eps, instance=True)
+                             self.eps, instance=True, holder=self)
             if got is not None:
                 self._unbatched = False
                 self._saved = got[1] if _grad.enabled() else None
@@ -277,7 +277,7 @@ class _RowNorm(_Module):
     def forward(self, x: ArrayLike) -> Array:
         """Normalize each row over the normalized axes; returns a new array shaped like x."""
         got = row_call(x, self.dtype, self.normalized_shape, self.weight, self.bias, self.eps,
-                       self._rms)
+                       self._rms, holder=self)
         if got is not None:  # a small call, by the entry checked in C
             self._saved = got[1] if _grad.enabled() else None
             return got[0]
@@ -440,7 +440,7 @@ class GroupNorm(_Module):
         """A forward by group_call, the context kept as the checked path would; None where
         group_call does not take the call."""
         got = group_call(x, self.dtype, self.num_channels, self.num_groups, self.weight,
-                         self.bias, self.eps, epi=epi)
+                         self.bias, self.eps, epi=epi, holder=self)
         if got is None:
             return None
         self._saved = got[1] if _grad.enabled() else None

@@ -144,7 +144,8 @@ def batch_norm_context(x: Tensor, weight: OptTensor, bias: OptTensor,
         rm, rv = given if update else (None, None)
         got = train_call(xa, xa.dtype, ANY_RANK, xa.shape[1] if xa.ndim > 1 else 0, wa, ba,
                          rm, rv, array(counter) if update else None, eps,
-                         float(momentum) if update and momentum is not None else 0.0)
+                         float(momentum) if update and momentum is not None else 0.0,
+                         holder=outputs)
         if got is not None:  # a small call, checked in C (cnorm/nn/_ops/batch_norm.py)
             made: BatchNormContext = got[1]
             made.y = got[0]

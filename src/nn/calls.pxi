@@ -46,6 +46,30 @@ cdef inline bint _same(object a, cnp.ndarray xa, bint writable):
             and (not writable or cnp.PyArray_ISWRITEABLE(<cnp.ndarray>a)))
 
 
+cdef inline bint _apart(cnp.ndarray a, object b):
+    """``b`` is None, or an ndarray whose bytes do not overlap a's (both contiguous)."""
+    if b is None:
+        return True
+    cdef char *p = <char *>cnp.PyArray_DATA(a)
+    cdef char *q = <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
+    return (p + cnp.PyArray_NBYTES(a) <= q
+            or q + cnp.PyArray_NBYTES(<cnp.ndarray>b) <= p)
+
+
+cdef inline object _output(object out, cnp.ndarray xa, Py_ssize_t max_bytes, object r):
+    """An entry's output, laid out as x: ``out`` when given (a layer's recycled memory, or a
+    caller's dx: writable, and apart from x and ``r``), whatever its size; else a new array
+    when x holds fewer than ``max_bytes`` bytes (a layer's larger outputs are recycled);
+    else None (the entry declines)."""
+    if out is not None:
+        return out if (_same(out, xa, True) and _apart(<cnp.ndarray>out, xa)
+                       and _apart(<cnp.ndarray>out, r)) else None
+    if cnp.PyArray_NBYTES(xa) >= max_bytes:
+        return None
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa),
+                             0)
+
+
 cdef inline Py_ssize_t _inner(cnp.ndarray xa):
     """The values per (sample, channel) of an (N, C, *) array."""
     cdef Py_ssize_t inner = 1
@@ -84,11 +108,11 @@ cdef inline bint _train_args(object x, int kind, long long ranks, Py_ssize_t C,
 def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weight,
                   object bias, object running_mean, object running_var, object counter,
                   double eps, double factor, object residual, int act, double slope,
-                  double least_invstd, Py_ssize_t max_bytes, int n_threads):
-    """Batch norm's training forward for a small call: ``x`` an aligned C-contiguous
+                  double least_invstd, object out, Py_ssize_t max_bytes, int n_threads):
+    """Batch norm's training forward for a call checked in C: ``x`` an aligned C-contiguous
     native-order ndarray (N, C, *) of ``kind`` (float32 or float64), of a rank whose bit
-    is set in ``ranks``, and of fewer than ``max_bytes`` bytes,
-    more than one value per channel; ``weight``, ``bias``, ``running_mean``,
+    is set in ``ranks``, more than one value per channel; the output ``out`` or a new array
+    (_output: x of fewer than ``max_bytes`` bytes); ``weight``, ``bias``, ``running_mean``,
     ``running_var`` None or contiguous vectors of C values of that type (the running ones
     writable); ``counter`` None or a writable 0-d int64; a fused block's ``residual`` (None,
     or an array of x's type, shape and layout) and activation ``act`` (its ``slope``).
@@ -101,9 +125,11 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int nd = cnp.PyArray_NDIM(xa)
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
-    if cnp.PyArray_NBYTES(xa) >= max_bytes or N * inner <= 1 or not _like(residual, xa):
+    if N * inner <= 1 or not _like(residual, xa):
         return None
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    y = _output(out, xa, max_bytes, residual)
+    if y is None:
+        return None
     cdef cnp.npy_intp sdims[1]
     sdims[0] = C
     cdef tuple stats = _stat_arrays(3, 1, sdims)
@@ -112,7 +138,7 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
     cdef double *inv = _ptr(stats[2])
     cdef void *coef = malloc(4 * C * sizeof(double))
     cdef void *xp = cnp.PyArray_DATA(xa)
-    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
     cdef void *rp = _data(residual)
@@ -145,17 +171,18 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
 
 
 def bn_backward_call(object x, object dy, object mean, object invstd, object weight,
-                     bint need_sums, Py_ssize_t max_bytes, int n_threads):
+                     bint need_sums, object out, Py_ssize_t max_bytes, int n_threads):
     """The backward of a bn_train_call forward: ``x`` that forward's input, ``dy`` an array
     of its shape, dtype and C-contiguous layout, ``mean`` and ``invstd`` its float64
-    statistics (contiguous), ``weight`` None or its contiguous weight. Returns ``(dx, sum_dy,
+    statistics (contiguous), ``weight`` None or its contiguous weight; dx into ``out`` or a
+    new array (_output). Returns ``(dx, sum_dy,
     sum_dy_xmu)`` as bn_backward computes them, or None where any of that does not hold."""
     if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int kind = cnp.PyArray_TYPE(xa), nd = cnp.PyArray_NDIM(xa)
     if ((kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE) or nd < 2 or not _like(x, xa)
-            or not _like(dy, xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+            or not _like(dy, xa)):
         return None
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), C = cnp.PyArray_DIM(xa, 1), inner = _inner(xa)
     if N * inner == 0 or not (_vector(mean, cnp.NPY_DOUBLE, C, False)
@@ -163,7 +190,9 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
                               and mean is not None and invstd is not None
                               and _vector(weight, kind, C, False)):
         return None
-    cdef cnp.ndarray dx = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    dx = _output(out, xa, max_bytes, dy)
+    if dx is None:
+        return None
     cdef cnp.npy_intp sdims[1]
     sdims[0] = C
     cdef cnp.ndarray s1 = cnp.PyArray_ZEROS(1, sdims, cnp.NPY_DOUBLE, 0)
@@ -171,7 +200,7 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
     cdef void *coef = malloc(5 * C * sizeof(double))
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *gp = cnp.PyArray_DATA(<cnp.ndarray>dy)
-    cdef void *dp = cnp.PyArray_DATA(dx)
+    cdef void *dp = cnp.PyArray_DATA(<cnp.ndarray>dx)
     cdef void *wp = _data(weight)
     cdef const double *mp = <const double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
     cdef const double *ip = <const double *>cnp.PyArray_DATA(<cnp.ndarray>invstd)
@@ -196,11 +225,12 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
 
 
 def row_call(object x, int kind, Py_ssize_t L, object weight, object bias, double eps,
-             bint rms, double least_invstd, Py_ssize_t max_bytes, int n_threads):
-    """LayerNorm's (``rms`` False) or RMSNorm's forward for a small call over x's last axis:
-    ``x`` an aligned C-contiguous native-order ndarray of ``kind`` (float32 or float64) whose
-    last axis holds ``L`` > 0 values, of fewer than ``max_bytes`` bytes and at least one row;
-    ``weight``, ``bias`` None or contiguous vectors of L values of that type. Returns
+             bint rms, double least_invstd, object out, Py_ssize_t max_bytes, int n_threads):
+    """LayerNorm's (``rms`` False) or RMSNorm's forward for a call checked in C, over x's
+    last axis: ``x`` an aligned C-contiguous native-order ndarray of ``kind`` (float32 or
+    float64) whose last axis holds ``L`` > 0 values, at least one row; ``weight``, ``bias``
+    None or contiguous vectors of L values of that type; the output ``out`` or a new array
+    (_output: x of fewer than ``max_bytes`` bytes). Returns
     ``(y, stats)``, stats the float64 (mean, invstd) of row_forward, a value per row; or None,
     having written nothing, where any of that does not hold or the least invstd is below
     ``least_invstd`` (float32 data too wide: the checked path computes it in float64)."""
@@ -209,20 +239,21 @@ def row_call(object x, int kind, Py_ssize_t L, object weight, object bias, doubl
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int nd = cnp.PyArray_NDIM(xa)
     if (cnp.PyArray_TYPE(xa) != kind or nd < 1 or L <= 0 or cnp.PyArray_DIM(xa, nd - 1) != L
-            or not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISNOTSWAPPED(xa)
-            or cnp.PyArray_NBYTES(xa) >= max_bytes):
+            or not cnp.PyArray_ISCARRAY_RO(xa) or not cnp.PyArray_ISNOTSWAPPED(xa)):
         return None
     cdef Py_ssize_t R = cnp.PyArray_SIZE(xa) // L
     if R == 0 or not (_vector(weight, kind, L, False) and _vector(bias, kind, L, False)):
         return None
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    y = _output(out, xa, max_bytes, None)
+    if y is None:
+        return None
     cdef cnp.npy_intp sdims[1]
     sdims[0] = R
     cdef tuple stats = _stat_arrays(2, 1, sdims)
     cdef double *mean = _ptr(stats[0])
     cdef double *inv = _ptr(stats[1])
     cdef void *xp = cnp.PyArray_DATA(xa)
-    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
     with nogil:
@@ -238,19 +269,20 @@ def row_call(object x, int kind, Py_ssize_t L, object weight, object bias, doubl
 
 
 def row_backward_call(object x, object dy, object mean, object invstd, object weight, bint rms,
-                      bint param_grads, Py_ssize_t max_bytes):
+                      bint param_grads, object out, Py_ssize_t max_bytes, int n_threads):
     """The backward of a row_call forward: ``x`` that forward's input, ``dy`` an array of its
     shape, dtype and C-contiguous layout, ``mean`` and ``invstd`` its float64 statistics (a
-    value per row), ``weight`` None or its contiguous weight (L values of x's type). Returns
+    value per row), ``weight`` None or its contiguous weight (L values of x's type); dx into
+    ``out`` or a new array (_output). Returns
     ``(dx, grad_weight, grad_bias)`` as row_backward computes them (its chunks of rows shorter
-    than LONG_ROW, on this thread: the same bits; float64 sums, zeros without
+    than LONG_ROW: the same bits; float64 sums, zeros without
     ``param_grads``), or None where any of that does not hold."""
     if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int kind = cnp.PyArray_TYPE(xa), nd = cnp.PyArray_NDIM(xa)
     if ((kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE) or nd < 1 or not _like(x, xa)
-            or not _like(dy, xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+            or not _like(dy, xa)):
         return None
     cdef Py_ssize_t L = cnp.PyArray_DIM(xa, nd - 1), R = cnp.PyArray_SIZE(xa) // L if L else 0
     if R == 0 or L >= LONG_ROW or not (
@@ -258,7 +290,9 @@ def row_backward_call(object x, object dy, object mean, object invstd, object we
             and _vector(invstd, cnp.NPY_DOUBLE, R, False) and invstd is not None
             and _vector(weight, kind, L, False)):
         return None  # rows of LONG_ROW and more: row_backward's column blocks
-    cdef cnp.ndarray dx = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    dx = _output(out, xa, max_bytes, dy)
+    if dx is None:
+        return None
     cdef cnp.npy_intp sdims[1]
     sdims[0] = L
     cdef tuple grads = (cnp.PyArray_ZEROS(1, sdims, cnp.NPY_DOUBLE, 0),
@@ -269,49 +303,34 @@ def row_backward_call(object x, object dy, object mean, object invstd, object we
     cdef const double *ip = <const double *>cnp.PyArray_DATA(<cnp.ndarray>invstd)
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *gp = cnp.PyArray_DATA(<cnp.ndarray>dy)
-    cdef void *dp = cnp.PyArray_DATA(dx)
+    cdef void *dp = cnp.PyArray_DATA(<cnp.ndarray>dx)
     cdef void *wp = _data(weight)
-    cdef Py_ssize_t B = max(1, ROW_CHUNK // L), K = (R + B - 1) // B, k, j
-    cdef double *part = <double *>calloc(2 * K * L + 2 * R + 1, sizeof(double))
-    cdef void *q = malloc(5 * R * sizeof(double))
-    cdef void *f = calloc(2 * L + 1, sizeof(double)) if param_grads else NULL
-    if part == NULL or q == NULL or (param_grads and f == NULL):
-        free(part)
-        free(q)
-        free(f)
+    cdef int err
+    with nogil:  # row_backward's chunks of short rows
+        if kind == cnp.NPY_FLOAT:
+            err = _short_rows_backward(<const float *>xp, <const float *>gp, <float *>dp, R, L,
+                                       mp, ip, <const float *>wp, rms, param_grads, gw, gb,
+                                       n_threads)
+        else:
+            err = _short_rows_backward(<const double *>xp, <const double *>gp, <double *>dp, R,
+                                       L, mp, ip, <const double *>wp, rms, param_grads, gw, gb,
+                                       n_threads)
+    if err:
         raise MemoryError()
-    with nogil:  # row_backward's chunks of short rows, on this thread, in order
-        for k in range(K):
-            if kind == cnp.NPY_FLOAT:
-                _short_rows_chunk(<const float *>xp, <const float *>gp, <float *>dp, k, B, R,
-                                  L, mp, ip, <const float *>wp, rms, <float *>f, part,
-                                  part + 2 * K * L, <float *>q)
-            else:
-                _short_rows_chunk(<const double *>xp, <const double *>gp, <double *>dp, k, B,
-                                  R, L, mp, ip, <const double *>wp, rms, <double *>f, part,
-                                  part + 2 * K * L, <double *>q)
-        if param_grads:
-            for k in range(K):
-                for j in range(L):
-                    gw[j] += part[2 * k * L + j]
-                    gb[j] += part[2 * k * L + L + j]
-    free(part)
-    free(q)
-    free(f)
     return dx, grads[0], grads[1]
 
 
 def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, object bias,
                double eps, Py_ssize_t min_inner, object residual, int act, double slope,
-               double least_invstd, Py_ssize_t max_bytes, int n_threads):
-    """GroupNorm's forward (InstanceNorm's with G = C) for a small call: ``x`` an aligned
-    C-contiguous native-order ndarray (N, C, *) of ``kind`` (float32 or float64), N >= 1,
-    C > 0 channels in G groups, spatial axes of at least ``min_inner`` values (instance
-    norm's statistics need two), of fewer than
-    ``max_bytes`` bytes; ``weight``, ``bias`` None or contiguous vectors of C values of that
-    type; a fused block's ``residual`` and ``act`` as bn_train_call's. Returns ``(y, stats)``,
-    stats the float64 (mean, m2, invstd), (N, G) each, of
-    group_forward; or None, having written nothing, where any of that does not hold or the
+               double least_invstd, object out, Py_ssize_t max_bytes, int n_threads):
+    """GroupNorm's forward (InstanceNorm's with G = C) for a call checked in C: ``x`` an
+    aligned C-contiguous native-order ndarray (N, C, *) of ``kind`` (float32 or float64),
+    N >= 1, C > 0 channels in G groups, spatial axes of at least ``min_inner`` values
+    (instance norm's statistics need two); ``weight``, ``bias`` None or contiguous vectors of
+    C values of that type; a fused block's ``residual`` and ``act`` as bn_train_call's; the
+    output ``out`` or a new array (_output: x of fewer than ``max_bytes`` bytes). Returns
+    ``(y, stats)``, stats the float64 (mean, m2, invstd), (N, G) each, of group_forward; or
+    None, having written nothing (but out), where any of that does not hold or the
     least invstd is below ``least_invstd``."""
     if not cnp.PyArray_CheckExact(x) or (kind != cnp.NPY_FLOAT and kind != cnp.NPY_DOUBLE):
         return None
@@ -319,13 +338,15 @@ def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, ob
     cdef int nd = cnp.PyArray_NDIM(xa)
     if (cnp.PyArray_TYPE(xa) != kind or nd < 2 or C <= 0 or G <= 0 or C % G
             or cnp.PyArray_DIM(xa, 1) != C or not cnp.PyArray_ISCARRAY_RO(xa)
-            or not cnp.PyArray_ISNOTSWAPPED(xa) or cnp.PyArray_NBYTES(xa) >= max_bytes):
+            or not cnp.PyArray_ISNOTSWAPPED(xa)):
         return None
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
     if (N == 0 or inner == 0 or inner < min_inner or not _like(residual, xa)
             or not (_vector(weight, kind, C, False) and _vector(bias, kind, C, False))):
         return None
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(xa), kind, 0)
+    y = _output(out, xa, max_bytes, residual)
+    if y is None:
+        return None
     cdef cnp.npy_intp sdims[2]
     sdims[0], sdims[1] = N, G
     cdef tuple stats = _stat_arrays(3, 2, sdims)
@@ -334,7 +355,7 @@ def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, ob
     cdef double *inv = _ptr(stats[2])
     cdef void *coef = malloc(4 * N * C * sizeof(double))
     cdef void *xp = cnp.PyArray_DATA(xa)
-    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
     cdef void *rp = _data(residual)

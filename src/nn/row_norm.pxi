@@ -255,6 +255,41 @@ cdef inline void _short_rows_chunk(const real *xp, const real *gp, real *dp, Py_
         r0 += m
 
 
+cdef int _short_rows_backward(const real *xp, const real *gp, real *dp, Py_ssize_t R,
+                              Py_ssize_t L, const double *mean, const double *invstd,
+                              const floating *w, bint rms, bint param_grads, double *gw,
+                              double *gb, int n_threads) noexcept nogil:
+    """row_backward of R >= 1 rows shorter than LONG_ROW: chunks of B rows, each thread a
+    chunk (_short_rows_chunk), the column sums in one partial per chunk, added into gw, gb
+    (zeroed by the caller) in chunk order: the same bits on any thread count. Returns -1 when
+    out of memory."""
+    cdef Py_ssize_t B = max(1, ROW_CHUNK // L), K = (R + B - 1) // B, k, j
+    cdef int nt = _threads(R * L, K, n_threads)
+    cdef Py_ssize_t P = K if param_grads else 0, F = 2 * L + 2 * PAD if param_grads else 0
+    # column partials and row sums, row coefficients, each thread's data-type column sums
+    cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
+    cdef floating *q = <floating *>malloc(5 * R * sizeof(floating))
+    cdef floating *fbuf = <floating *>calloc(nt * F + 1, sizeof(floating))
+    cdef bint err = part == NULL or q == NULL or fbuf == NULL
+    if not err and nt > 1:
+        for k in prange(K, schedule="static", num_threads=nt):
+            _short_rows_chunk(xp, gp, dp, k, B, R, L, mean, invstd, w, rms,
+                              fbuf + F * threadid() if param_grads else NULL, part,
+                              part + 2 * P * L, q)
+    elif not err:  # no OpenMP region: on one thread its setup costs a small call more
+        for k in range(K):
+            _short_rows_chunk(xp, gp, dp, k, B, R, L, mean, invstd, w, rms,
+                              fbuf if param_grads else NULL, part, part + 2 * P * L, q)
+    for k in range(P if not err else 0):
+        for j in range(L):
+            gw[j] += part[2 * k * L + j]
+            gb[j] += part[2 * k * L + L + j]
+    free(part)
+    free(q)
+    free(fbuf)
+    return -1 if err else 0
+
+
 def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] mean,
                  const double[::1] invstd, const floating[::1] weight, bint rms,
                  bint param_grads, real[:, ::1] dx, double[::1] grad_weight,
@@ -271,8 +306,7 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     """
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
-    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, r1, t
-    cdef Py_ssize_t B = max(1, ROW_CHUNK // L) if L > 0 else 1
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r, k, j0, n, K, t
     cdef const floating *w = &weight[0] if weight is not None else NULL
     grad_weight[:] = 0.0
     grad_bias[:] = 0.0
@@ -281,63 +315,59 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     cdef const real *xp = &x[0, 0]
     cdef const real *gp = &dy[0, 0]
     cdef real *dp = &dx[0, 0]
-    cdef bint short = L < LONG_ROW
-    cdef bint stream = not short and _streams(xp, R * L)
-    K = (R + B - 1) // B if short else (L + COL_BLOCK - 1) // COL_BLOCK
+    cdef double *gw = &grad_weight[0]
+    cdef double *gb = &grad_bias[0]
+    cdef int err = 0
+    if L < LONG_ROW:
+        with nogil:
+            err = _short_rows_backward(xp, gp, dp, R, L, &mean[0], &invstd[0], w, rms,
+                                       param_grads, gw, gb, n_threads)
+        if err:
+            raise MemoryError()
+        return
+    cdef bint stream = _streams(xp, R * L)
+    K = (L + COL_BLOCK - 1) // COL_BLOCK
     cdef int nt = _threads(R * L, K, n_threads)
-    cdef Py_ssize_t P = K if short and param_grads else 0  # long rows: into grad_* directly
-    cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>COL_BLOCK) + 2 * PAD if param_grads else 0
-    # long rows: rows per block, a multiple of FLUSH (the column sums flush at its end) and of
-    # the threads (rows share out evenly in the row sums)
+    cdef Py_ssize_t F = 2 * COL_BLOCK + 2 * PAD if param_grads else 0
+    # rows per block, a multiple of FLUSH (the column sums flush at its end) and of the
+    # threads (rows share out evenly in the row sums)
     cdef Py_ssize_t Rb = FLUSH * nt * max(1, ROWS_L3 // (2 * L * <Py_ssize_t>sizeof(real))
                                                 // (FLUSH * nt))
     cdef Py_ssize_t rb, re
-    cdef double *gw = &grad_weight[0]
-    cdef double *gb = &grad_bias[0]
-    # every buffer is made here, before the parallel regions: column partials, row sums,
-    # row coefficients and each thread's data-type column sums
-    cdef double *part = <double *>calloc(2 * P * L + 2 * R + 1, sizeof(double))
+    # every buffer is made here, before the parallel regions: row sums, row coefficients and
+    # each thread's data-type column sums (into grad_* directly)
+    cdef double *s = <double *>malloc((2 * R + 1) * sizeof(double))
     cdef floating *q = <floating *>malloc(5 * R * sizeof(floating))
     cdef floating *fbuf = <floating *>calloc(nt * F + 1, sizeof(floating))
-    cdef double *s = part + 2 * P * L
     cdef floating *f
-    if part == NULL or q == NULL or fbuf == NULL:
-        free(part)
+    if s == NULL or q == NULL or fbuf == NULL:
+        free(s)
         free(q)
         free(fbuf)
         raise MemoryError()
     with nogil:
-        if short:
-            for k in prange(K, schedule="static", num_threads=nt):
-                _short_rows_chunk(xp, gp, dp, k, B, R, L, &mean[0], &invstd[0], w, rms,
-                                  fbuf + F * threadid() if param_grads else NULL, part, s, q)
-        else:
-            rb = 0
-            while rb < R:  # blocks of rows whose x and dy stay in cache between the passes
-                re = min(R, rb + Rb)
-                for r in prange(rb, re, schedule="static",
-                                num_threads=_threads((re - rb) * L, re - rb, n_threads)):
-                    _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
-                               &s[2 * r], q + 5 * r)
-                for t in prange(nt, schedule="static", num_threads=nt):  # blocks of columns
-                    f = fbuf + F * threadid() if param_grads else NULL
-                    for k in range(t * K // nt, (t + 1) * K // nt):
-                        j0 = k * COL_BLOCK
-                        n = min(COL_BLOCK, L - j0)
-                        for r in range(rb, re):
-                            _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
-                                      q + 5 * r, w + j0 if w != NULL else NULL,
-                                      <floating>invstd[r], f, f + n if f != NULL else NULL,
-                                      stream)
-                            if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
-                                _flush_cols(f, gw + j0, n)
-                                _flush_cols(f + n, gb + j0, n)
-                    cn_stream_fence()
-                rb = re
-        for k in range(P):
-            for j0 in range(L):
-                grad_weight[j0] += part[2 * k * L + j0]
-                grad_bias[j0] += part[2 * k * L + L + j0]
-    free(part)
+        rb = 0
+        while rb < R:  # blocks of rows whose x and dy stay in cache between the passes
+            re = min(R, rb + Rb)
+            for r in prange(rb, re, schedule="static",
+                            num_threads=_threads((re - rb) * L, re - rb, n_threads)):
+                _row_coefs(xp + r * L, gp + r * L, w, L, rms, &mean[r], &invstd[r],
+                           &s[2 * r], q + 5 * r)
+            for t in prange(nt, schedule="static", num_threads=nt):  # blocks of columns
+                f = fbuf + F * threadid() if param_grads else NULL
+                for k in range(t * K // nt, (t + 1) * K // nt):
+                    j0 = k * COL_BLOCK
+                    n = min(COL_BLOCK, L - j0)
+                    for r in range(rb, re):
+                        _grad_run(xp + r * L + j0, gp + r * L + j0, dp + r * L + j0, n,
+                                  q + 5 * r, w + j0 if w != NULL else NULL,
+                                  <floating>invstd[r], f, f + n if f != NULL else NULL,
+                                  stream)
+                        if f != NULL and ((r + 1) % FLUSH == 0 or r + 1 == R):
+                            _flush_cols(f, gw + j0, n)
+                            _flush_cols(f + n, gb + j0, n)
+                cn_stream_fence()
+            rb = re
+    free(s)
     free(q)
     free(fbuf)

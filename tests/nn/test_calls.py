@@ -44,7 +44,7 @@ def test_the_entry_gives_the_checked_paths_bits(monkeypatch, rng, kind, shape, d
     calls = []
     real, real_back = bn_ops.train_call, backend.kernels.bn_backward_call
     monkeypatch.setattr(cnorm.nn.modules, "train_call",
-                        lambda *a: calls.append("forward") or real(*a))
+                        lambda *a, **k: calls.append("forward") or real(*a, **k))
     monkeypatch.setattr(backend.kernels, "bn_backward_call",
                         lambda *a: calls.append("backward") or real_back(*a))
     got = _step(fast, x, dy)
@@ -81,7 +81,7 @@ def _entry(x, C=None, weight=None, running=(None, None), counter=None, ranks=Non
     ranks = bn_ops.ranks_mask(2) if ranks is None else ranks
     return backend.kernels.bn_train_call(
         x, kind, ranks, x.shape[1] if C is None else C, weight, None, running[0], running[1],
-        counter, 1e-5, 0.1, None, 0, 0.0, 1e-32, max_bytes, 1)
+        counter, 1e-5, 0.1, None, 0, 0.0, 1e-32, None, max_bytes, 1)
 
 
 def test_the_entry_declines_what_it_does_not_take(rng):

@@ -128,9 +128,9 @@ def test_the_backward_entry_declines_what_it_does_not_take(rng):
         assert (layer.backward(given).tobytes(), layer.grad_weight.tobytes()) == want
     ctx = layer._saved
     assert backend.kernels.row_backward_call(x, dy[:3], ctx.mean, ctx.invstd, None, False,
-                                             True, 1 << 18) is None
+                                             True, None, 1 << 18, 1) is None
     assert backend.kernels.row_backward_call(x, dy.astype(np.float64), ctx.mean, ctx.invstd,
-                                             None, False, True, 1 << 18) is None
+                                             None, False, True, None, 1 << 18, 1) is None
     for bad, kind in ((dy[:3], ValueError), (dy.astype(np.float64), TypeError)):
         layer(x)
         with pytest.raises(kind):

@@ -192,9 +192,9 @@ class CallContext(BatchNormContext):
         """Context.backward's results; a small call's by the entry checked in C (a fused
         block's by the checked path: its epilogue's gradient)."""
         need = self.weight is not None or self.has_bias
-        got = None if out is not None or self.block is not None else \
+        got = None if self.block is not None else \
             _backend.kernels.bn_backward_call(self.x, grad_output, self.mean, self.invstd,
-                                              self.weight, need, recycle.SPARE_MIN,
+                                              self.weight, need, out, recycle.SPARE_MIN,
                                               _backend.threads())
         if got is None:
             return super().backward(grad_output, out)
@@ -227,18 +227,20 @@ ANY_RANK = ranks_mask(2)  # the functional form's: (N, C, ...)
 def train_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
                bias: OptArray, running_mean: OptArray, running_var: OptArray,
                counter: OptArray, eps: float, factor: float,
-               epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True
-               ) -> Optional[Tuple[Array, Any]]:
-    """A small training forward by the entry checked in C: ``(y, context)`` with the running
+               epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True,
+               holder: Any = None) -> Optional[Tuple[Array, Any]]:
+    """A training forward by the entry checked in C: ``(y, context)`` with the running
     statistics (and ``counter``) moved, or None, having changed nothing, where the entry
     does not take the call (the checked path then runs, with its errors). ``epi``: a fused
     block's (residual, activation name, slope); ``context=False``: a functional form's call,
-    which no backward asks for (``(y, None)``)."""
+    which no backward asks for (``(y, None)``); ``holder``: the layer, whose memory takes a
+    large output (recycle.entry_out)."""
     residual, act, slope = (None, None, 0.0) if epi is None else epi
+    out, limit = recycle.entry_out(holder, x)
     got = _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
                                          running_var, counter, eps, factor, residual,
-                                         act_code(act), slope, WIDE_INVSTD,
-                                         recycle.SPARE_MIN, _backend.threads())
+                                         act_code(act), slope, WIDE_INVSTD, out, limit,
+                                         _backend.threads())
     if got is None or not context:
         return None if got is None else (got[0], None)
     y, stats = got

@@ -147,13 +147,14 @@ class GroupCallContext(GroupNormContext):
 
 def group_call(x: Any, dtype: Any, C: Any, G: Any, weight: OptArray, bias: OptArray, eps: Any,
                instance: bool = False,
-               epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True
-               ) -> Optional[Tuple[Array, Optional[GroupCallContext]]]:
-    """A small group-norm forward by the entry checked in C (``instance``: instance norm's,
-    G = C, whose statistics need two spatial values; ``epi``: a fused block's residual,
-    activation name and slope): ``(y, context)``, or None, having changed nothing, where the
-    entry does not take the call (the checked path then runs, with its errors). ``dtype``,
-    ``C``: the layer's, or None: x's."""
+               epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True,
+               holder: Any = None) -> Optional[Tuple[Array, Optional[GroupCallContext]]]:
+    """A group-norm forward by the entry checked in C (``instance``: instance norm's, G = C,
+    whose statistics need two spatial values; ``epi``: a fused block's residual, activation
+    name and slope): ``(y, context)``, or None, having changed nothing, where the entry does
+    not take the call (the checked path then runs, with its errors). ``dtype``, ``C``: the
+    layer's, or None: x's. ``holder``: the layer, whose memory takes a large output
+    (recycle.entry_out)."""
     if type(x) is not np.ndarray or x.ndim < 2 or type(eps) is not float or not eps > 0.0:
         return None
     C = x.shape[1] if C is None else C
@@ -161,9 +162,10 @@ def group_call(x: Any, dtype: Any, C: Any, G: Any, weight: OptArray, bias: OptAr
     if type(G) is not int:
         return None
     residual, act, slope = (None, None, 0.0) if epi is None else epi
+    out, limit = recycle.entry_out(holder, x)
     got = _backend.kernels.group_call(x, (x.dtype if dtype is None else dtype).num, G, C,
                                       weight, bias, eps, 2 if instance else 1, residual,
-                                      act_code(act), slope, WIDE_INVSTD, recycle.SPARE_MIN,
+                                      act_code(act), slope, WIDE_INVSTD, out, limit,
                                       _backend.threads())
     if got is None or not context:  # a functional form's call: no context to make
         return None if got is None else (got[0], None)

@@ -81,9 +81,10 @@ class RowCallContext(RowNormContext):
     def backward(self, grad_output: ArrayLike,
                  out: OptArray = None) -> Tuple[Array, OptArray, OptArray]:
         """Context.backward's results; a small call's by the entry checked in C."""
-        got = None if out is not None else _backend.kernels.row_backward_call(
+        got = _backend.kernels.row_backward_call(
             self.x, grad_output, self.mean, self.invstd, self.weight, self.rms,
-            self.weight is not None or self.has_bias, recycle.SPARE_MIN)
+            self.weight is not None or self.has_bias, out, recycle.SPARE_MIN,
+            _backend.threads())
         if got is None:
             return super().backward(grad_output, out)
         dx, gw, gb = got  # as _backward and Context.backward finish them
@@ -100,12 +101,13 @@ class RowCallContext(RowNormContext):
 
 
 def row_call(x: Any, dtype: Any, shape: Any, weight: OptArray, bias: OptArray, eps: Any,
-             rms: bool, context: bool = True
+             rms: bool, context: bool = True, holder: Any = None
              ) -> Optional[Tuple[Array, Optional[RowCallContext]]]:
-    """A small layer/RMS-norm forward by the entry checked in C over one normalized axis
+    """A layer/RMS-norm forward by the entry checked in C over one normalized axis
     (``shape`` an int or a 1-tuple; ``dtype`` the layer's, or None: x's): ``(y, context)``,
     or None, having changed nothing, where the entry does not take the call (the checked
-    path then runs, with its errors). ``eps`` None is resolved here, by rms_eps."""
+    path then runs, with its errors). ``eps`` None is resolved here, by rms_eps.
+    ``holder``: the layer, whose memory takes a large output (recycle.entry_out)."""
     if type(x) is not np.ndarray or type(eps) not in (float, type(None)):
         return None
     if dtype is None:
@@ -116,8 +118,9 @@ def row_call(x: Any, dtype: Any, shape: Any, weight: OptArray, bias: OptArray, e
                                           and type(shape[0]) is int else 0)
     if L <= 0 or not eps > 0.0:
         return None
-    got = _backend.kernels.row_call(x, dtype.num, L, weight, bias, eps, rms, WIDE_INVSTD,
-                                    recycle.SPARE_MIN, _backend.threads())
+    out, limit = recycle.entry_out(holder, x)
+    got = _backend.kernels.row_call(x, dtype.num, L, weight, bias, eps, rms, WIDE_INVSTD, out,
+                                    limit, _backend.threads())
     if got is None:
         return None
     return got[0], RowCallContext(x, got[1], (L,), weight, bias, rms) if context else None
