@@ -49,6 +49,7 @@ SHAPES = [
     ("bn1d", "bn1d", (256, 1024), "nc"),
     ("bn1d", "bn1d", (1024, 256), "nc"),
     ("bn2d-cl", "bn2d", (16, 128, 28, 28), "nhwc"),
+    ("bn3d", "bn3d", (2, 16, 16, 32, 32), "nchw"),  # issue 24's held-out shape
     ("bn1d", "bn1d", (8, 16), "nc"),
     ("ln", "ln", (64, 196, 768), "nc"),
     ("ln", "ln", (4096, 64), "nc"),
@@ -74,6 +75,7 @@ def make_layer(lib: Any, kind: str, shape: Shape) -> Any:
     C = shape[1]
     makers: Dict[str, Callable[[], Any]] = {
             "bn1d": lambda: lib.BatchNorm1d(C), "bn2d": lambda: lib.BatchNorm2d(C),
+            "bn3d": lambda: lib.BatchNorm3d(C),
             "ln": lambda: lib.LayerNorm(shape[-1]), "ln-chw": lambda: lib.LayerNorm(shape[1:]),
             "gn32": lambda: lib.GroupNorm(32, C), "in2d": lambda: lib.InstanceNorm2d(C),
             "rms": lambda: lib.RMSNorm(shape[-1])}
