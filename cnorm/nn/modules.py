@@ -174,7 +174,7 @@ class _InstanceNorm(_NormBase):
         normalizes with them. ``num_batches_tracked`` is not advanced, as torch.
         """
         if (not self.track_running_stats and type(x) is np.ndarray
-                and x.ndim == self._ndims[1]):  # a small call, by the entry checked in C
+                and x.ndim == self._ndims[1]):  # by the entry checked in C
             got = group_call(x, self.dtype, self.num_features, None, self.weight, self.bias,
                              self.eps, instance=True, holder=self)
             if got is not None:
@@ -278,7 +278,7 @@ class _RowNorm(_Module):
         """Normalize each row over the normalized axes; returns a new array shaped like x."""
         got = row_call(x, self.dtype, self.normalized_shape, self.weight, self.bias, self.eps,
                        self._rms, holder=self)
-        if got is not None:  # a small call, by the entry checked in C
+        if got is not None:  # taken by the entry checked in C
             self._saved = got[1] if _grad.enabled() else None
             return got[0]
         x, ns, weight, bias = check_row_norm(x, self.normalized_shape, self.weight, self.bias,

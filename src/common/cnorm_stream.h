@@ -1,9 +1,10 @@
 /* A training backward's dx of float data written with non-temporal (streaming) stores, which
    skip the read of each output line that an ordinary store makes first (read-for-ownership)
    and keep x and dy in cache. Only for large arrays (the caller decides): there dx goes to
-   memory anyway. (Forward outputs were measured both ways: faster on one thread, but slower
-   on two where the report's loop keeps x and y in L3, and for rows layouts of 1 MB; so the
-   forward keeps ordinary stores.) The arithmetic is the ordinary loop's, operation by
+   memory anyway. (Planar forward outputs were measured both ways: faster on one thread, but
+   slower on two where the report's loop keeps x and y in L3, and for rows layouts of 1 MB;
+   so they keep ordinary stores. Row norms' long rows stream theirs: cn_norm_run_vec.) The
+   arithmetic is the ordinary loop's, operation by
    operation (no fused multiply-add), so the bits are the same. The loop is written once over
    the target's vector (AVX-512 or AVX); a run's head, up to the first aligned output line,
    and its tail go by ordinary stores. */

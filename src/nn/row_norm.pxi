@@ -328,7 +328,7 @@ def row_backward(const real[:, ::1] x, const real[:, ::1] dy, const double[::1] 
     cdef bint stream = _streams(xp, R * L)
     K = (L + COL_BLOCK - 1) // COL_BLOCK
     cdef int nt = _threads(R * L, K, n_threads)
-    cdef Py_ssize_t F = 2 * COL_BLOCK + 2 * PAD if param_grads else 0
+    cdef Py_ssize_t F = 2 * min(L, <Py_ssize_t>COL_BLOCK) + 2 * PAD if param_grads else 0
     # rows per block, a multiple of FLUSH (the column sums flush at its end) and of the
     # threads (rows share out evenly in the row sums)
     cdef Py_ssize_t Rb = FLUSH * nt * max(1, ROWS_L3 // (2 * L * <Py_ssize_t>sizeof(real))

@@ -173,7 +173,7 @@ class BatchNormContext(Context):
 
 
 class CallContext(BatchNormContext):
-    """The context of a training forward run by the small-call entry (``bn_train_call``,
+    """The context of a training forward run by the entry checked in C (``bn_train_call``,
     src/nn/calls.pxi): the statistics it returned; its views of x are made when a backward
     first asks for them, so that the forward pays for none. A fused block's context keeps its
     block and output ``y`` (relu's backward reads its mask there)."""
@@ -189,7 +189,7 @@ class CallContext(BatchNormContext):
 
     def backward(self, grad_output: ArrayLike,
                  out: OptArray = None) -> Tuple[Array, OptArray, OptArray]:
-        """Context.backward's results; a small call's by the entry checked in C (a fused
+        """Context.backward's results; by the entry checked in C where it takes them (a fused
         block's by the checked path: its epilogue's gradient)."""
         need = self.weight is not None or self.has_bias
         got = None if self.block is not None else \

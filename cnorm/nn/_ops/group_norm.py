@@ -123,7 +123,7 @@ def instance_norm_context(x: Array, running_mean: OptArray, running_var: OptArra
 
 
 class GroupCallContext(GroupNormContext):
-    """The context of a forward run by the small-call entry (``group_call``,
+    """The context of a forward run by the entry checked in C (``group_call``,
     src/nn/calls.pxi): the statistics it returned; its views of x are made when a backward
     first asks (a fused block's context keeps its block and output, as CallContext)."""
 

@@ -66,7 +66,7 @@ class RowNormContext(Context):
 
 
 class RowCallContext(RowNormContext):
-    """The context of a forward run by the small-call entry (``row_call``, src/nn/calls.pxi):
+    """The context of a forward run by the entry checked in C (``row_call``, src/nn/calls.pxi):
     the statistics it returned; its views of x are made when a backward first asks."""
 
     __slots__ = ("x",)
@@ -80,7 +80,7 @@ class RowCallContext(RowNormContext):
 
     def backward(self, grad_output: ArrayLike,
                  out: OptArray = None) -> Tuple[Array, OptArray, OptArray]:
-        """Context.backward's results; a small call's by the entry checked in C."""
+        """Context.backward's results; by the entry checked in C where it takes them."""
         got = _backend.kernels.row_backward_call(
             self.x, grad_output, self.mean, self.invstd, self.weight, self.rms,
             self.weight is not None or self.has_bias, out, recycle.SPARE_MIN,
