@@ -89,8 +89,8 @@ class BuildExt(build_ext):
         # -ffp-contract=off keeps a*b+c unfused so every build target rounds identically.
         # -fno-trapping-math changes no value (FP exception flags are never read here); it lets
         # the vectorizer turn the clamps of cnorm_exp.h into blends on AVX2 and SSE2.
-        # -fno-math-errno changes no value either (errno is never read): sqrt in a loop becomes
-        # vector instructions instead of a call guarded by a branch (row norms' invstd).
+        # -fno-math-errno changes no value either (errno is never read): sqrt becomes the
+        # instruction alone, not one guarded by a branch to the library call.
         cflags = ["/O2"] if msvc else ["-O3", "-ffp-contract=off", "-fno-trapping-math",
                                        "-fno-math-errno"]
         sanitize = os.environ.get("CNORM_SANITIZE", "")

@@ -112,9 +112,8 @@ cdef void _rows_stats(const real *x, Py_ssize_t n, Py_ssize_t L, double *mean, d
 cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, double eps,
                        bint rms, const floating *w, const floating *b, double *mean,
                        double *invstd, bint stream) noexcept nogil:
-    """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache. The
-    rows' divisions and square roots go in loops without branches (vector instructions:
-    -fno-math-errno). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
+    """n <= ROW_BLOCK rows: statistics, then the outputs while the rows are in cache (their
+    divisions and square roots overlap). RMSNorm: mean 0 and invstd = 1/sqrt(mean(x^2) + eps),
     mean(x^2) = M2/L + mean^2 (no cancellation: both terms are positive). ``stream``: float
     outputs by streaming stores (the caller fences)."""
     cdef double m2[ROW_BLOCK]
@@ -130,9 +129,8 @@ cdef void _row_forward(const real *x, real *y, Py_ssize_t n, Py_ssize_t L, doubl
                 m2[i] = INFINITY  # infinite values (M2 is inf - inf): mean(x^2) is inf, as torch
             mean[i] = 0.0
     for i in range(n):
-        invstd[i] = 1.0 / sqrt(m2[i] + eps)
-    for i in range(n):
-        _set_coef(q + 4 * i, 1, 0, False, 4, mean[i], invstd[i], 0.0, 0.0)
+        _fwd_coefs(q + 4 * i, 1, 1, 0, False, m2[i], eps, &mean[i], &invstd[i],
+                   <const floating *>NULL, <const floating *>NULL)
     for i in range(n):
         if real is float and floating is float and CN_STREAMS:
             cn_norm_run_vec(<const float *>x + i * L, <float *>y + i * L, L, q[4 * i],
