@@ -1,11 +1,13 @@
 """SyncBatchNorm: batch norm over the union of every rank's batch, over MPI (mpi4py).
 
-Forward, training: each rank checks its input; one small ``allgather`` agrees on validity (so a
-bad input on any rank raises the same error on every rank, before any collective that could
-block); local per-channel (count, mean, M2) from the batch-norm kernels; one ``Allgather`` of
-those 1 + 2C doubles; every rank merges them in rank order (Chan), so all ranks hold the same
-bits; then the local normalize step. Backward: local sum(dy) and sum(dy * (x - mean)), one
-``Allgather``, summed in rank order, then the local dx step. A plain training step (a
+Forward, training: each rank checks its input and computes its per-channel (count, mean, M2)
+with the batch-norm kernels; one ``Allgather`` of a message of fixed size carries a failure
+flag, num_features and those 1 + 2C doubles (up to C = 256; a wider layer's rest follows in a
+second one), so a bad input on any rank, or widths that differ, raise the same error on every
+rank with no rank left in a collective; every rank merges the statistics in rank order (Chan),
+so all ranks hold the same bits; then the local normalize step. Backward: local sum(dy) and
+sum(dy * (x - mean)), one ``Allgather`` with the flag, summed in rank order, then the local dx
+step: two collectives a training step. A plain training step (a
 C-contiguous float32/float64 input, no fused block) runs its local steps by entries checked in
 C (src/nn/sync.pxi), which send the same messages as the checked path: on a shard that fits in
 L2 the Python around the kernels was a third of the step. mpi4py is imported only when a
@@ -51,38 +53,49 @@ def _error_type(name: str) -> Type[Exception]:
     return RuntimeError
 
 
-def agree(comm: Any, error: Optional[BaseException], *facts: int,
-          row: OptArray = None) -> Tuple[Array, Array]:
-    """Every rank passes its error (None, or the exception its part raised), some integer
-    facts and optionally a 1-D float64 ``row`` of data (the same length on every rank; any values
-    when this rank failed); returns every rank's facts, a (size, len(facts)) int64 array, and
-    rows, a (size, len(row)) array, in rank order. When any rank failed, every rank raises: the
-    first failing rank its own exception, the others one of its type when it is a built-in
-    (else RuntimeError) naming that rank and its message. One Allgather when all is well
-    (the facts travel with the data: a collective costs a few hundred µs over gloo); the
-    messages travel only when something failed. Call it with every exception of the work
-    before a collective, so that no rank is left waiting in one (or sending a message of
-    another size)."""
-    n = 0 if row is None else row.shape[0]
-    k = 1 + len(facts)
-    send = np.empty(k + n)  # one message: failure flag, facts, data
-    send[0] = error is not None
-    send[1:k] = facts
-    if n:
-        send[k:] = row
-    rows = np.empty((comm.size, k + n))
-    comm.Allgather(send, rows)
-    if np.count_nonzero(rows[:, 0]):
+def agree(comm: Any, error: Optional[BaseException], message: Array) -> Array:
+    """Every rank passes its error (None, or the exception its part raised) and its
+    ``message``, a 1-D float64 array of the same length on every rank whose first value is the
+    failure flag (set here; the rest any values when this rank failed); returns every rank's
+    messages, a (size, len(message)) array in rank order. When any rank failed, every rank
+    raises: the first failing rank its own exception, the others one of its type when it is a
+    built-in (else RuntimeError) naming that rank and its message. One Allgather when all is
+    well (the flag travels with the data: a collective costs a few µs over shared memory and
+    a few hundred over gloo); the messages travel only when something failed. Call it with
+    every exception of the work before a collective, so that no rank is left waiting in one
+    (or sending a message of another size)."""
+    message[0] = error is not None
+    rows = np.empty((comm.size, message.shape[0]))
+    comm.Allgather(message, rows)
+    flags = rows[:, 0].tolist()  # a few ranks: Python is quicker than NumPy here
+    if any(flags):
         told = comm.allgather(None if error is None else (type(error).__name__, str(error)))
-        bad = int(np.flatnonzero(rows[:, 0])[0])
+        bad = flags.index(1.0)
         if bad == comm.rank and error is not None:
             raise error
-        name, message = told[bad]
+        name, text = told[bad]
         kind = _error_type(name)
-        raise kind(f"on rank {bad}: {message}" if kind.__name__ == name else
-                   f"on rank {bad}: {name}: {message}")
-    k = 1 + len(facts)
-    return rows[:, 1:k].astype(np.int64), rows[:, k:]
+        raise kind(f"on rank {bad}: {text}" if kind.__name__ == name else
+                   f"on rank {bad}: {name}: {text}")
+    return rows
+
+
+# The forward's first message: (failure flag, num_features, count, mean[C], m2[C]) in HEAD
+# doubles, padded with zeros, whatever the width: ranks whose layers differ in width (or fail)
+# still exchange one message each and all learn of it; up to C = 256 (a message of about 4 KB,
+# within an MPI library's eager limit) the statistics travel in it whole, a wider layer's rest
+# in a second message once the width is agreed.
+HEAD = 3 + 2 * 256
+
+
+def _forward_message(C: int, local: OptArray) -> Array:
+    """The forward's message of a layer of width ``C``, with this rank's statistics row
+    ``local`` (count, mean, m2), or zeros when its part failed (None)."""
+    message = np.zeros(max(HEAD, 3 + 2 * C))
+    message[1] = C
+    if local is not None:
+        message[2:3 + 2 * C] = local
+    return message
 
 
 class SyncContext(Context):
@@ -304,17 +317,25 @@ class SyncBatchNorm(BatchNormBase):
                ) -> OptArray:
         return None  # the statistics are every rank's: no local small call
 
-    def _agree_facts(self, comm: Any, error: Optional[Exception], n: int) -> None:
-        """Every rank's failure (any: every rank raises), num_features and count of values
-        per channel, agreed before the statistics travel: a rank whose layer has another
-        num_features would send statistics of another size, which no collective can take."""
-        facts, _ = agree(comm, error, self.num_features, n)
-        widths, counts = facts.T.tolist()  # a few ranks: Python is quicker than NumPy here
-        if any(f != self.num_features for f in widths):
-            raise ValueError(f"num_features differs between ranks: {widths}")
-        if sum(counts) <= 1:  # torch's rule, on the union of the batches
+    def _gather_stats(self, comm: Any, error: Optional[Exception], message: Array) -> Array:
+        """Every rank's statistics rows ``(count, mean[C], m2[C])``, a (size, 1 + 2C) array in
+        rank order, from this rank's forward ``message`` (_forward_message's layout). Any
+        rank's failure, a width that differs between ranks (it would send statistics of
+        another size, which no collective can take) or a union of at most one value per
+        channel (torch's rule) makes every rank raise, from the first message alone."""
+        C = self.num_features
+        heads = agree(comm, error, message[:HEAD])
+        widths, counts = heads[:, 1].tolist(), heads[:, 2].tolist()
+        if any(f != C for f in widths):
+            raise ValueError(f"num_features differs between ranks: {[int(f) for f in widths]}")
+        if sum(counts) <= 1:
             raise ValueError("Expected more than 1 value per channel when training, got "
-                             f"{sum(counts)} over {comm.size} ranks")
+                             f"{int(sum(counts))} over {comm.size} ranks")
+        if message.shape[0] == HEAD:
+            return heads[:, 2:3 + 2 * C]
+        tails = np.empty((comm.size, message.shape[0] - HEAD))  # a wider layer's rest
+        comm.Allgather(message[HEAD:], tails)
+        return np.concatenate([heads, tails], axis=1)[:, 2:]
 
     def _sync_entry(self, comm: Any, x: ArrayLike) -> OptArray:
         """A training forward by the entries checked in C, with the checked path's messages
@@ -325,14 +346,12 @@ class SyncBatchNorm(BatchNormBase):
         counter = self._num_batches_tracked if self.track_running_stats else None
         rm, rv = (self.running_mean, self.running_var) if counter is not None else (None, None)
         kernels, threads = _backend.kernels, _backend.threads()
-        row = kernels.sync_train_begin(x, self.dtype.num, ANY_RANK, self.num_features,
-                                       self.weight, self.bias, rm, rv, counter, threads)
-        if row is None:
+        message = kernels.sync_train_begin(x, self.dtype.num, ANY_RANK, self.num_features,
+                                           self.weight, self.bias, rm, rv, counter, HEAD, threads)
+        if message is None:
             return None
         a = cast(Array, x)  # sync_train_begin takes only an ndarray
-        self._agree_facts(comm, None, int(row[0]))
-        parts = np.empty((comm.size, row.shape[0]))
-        comm.Allgather(row, parts)
+        parts = self._gather_stats(comm, None, message)
         got = kernels.sync_train_finish(a, parts, self.weight, self.bias, rm, rv, counter,
                                         self.eps, running_factor(self.momentum, counter),
                                         take(self, "_y", a), threads)
@@ -347,11 +366,12 @@ class SyncBatchNorm(BatchNormBase):
         """The backward of an entry's forward by the entries checked in C, with the checked
         path's message; None, having sent nothing, where sync_grad_begin does not take it."""
         kernels, threads = _backend.kernels, _backend.threads()
-        row = kernels.sync_grad_begin(ctx.x, grad_output, ctx.mean, threads)
-        if row is None:
+        message = kernels.sync_grad_begin(ctx.x, grad_output, ctx.mean, threads)
+        if message is None:
             return None
-        _, rows = agree(ctx.comm, None, row=row)
-        got = kernels.sync_grad_finish(ctx.x, grad_output, rows, row, ctx.mean, ctx.invstd,
+        rows = agree(ctx.comm, None, message)
+        got = kernels.sync_grad_finish(ctx.x, grad_output, rows[:, 1:], message[1:], ctx.mean,
+                                       ctx.invstd,
                                        ctx.total, ctx.weight, take(self, "_dx", ctx.x), threads)
         assert got is not None, "sync_grad_finish refused what sync_grad_begin took"
         dx: Array
@@ -371,18 +391,16 @@ class SyncBatchNorm(BatchNormBase):
         if y is not None:
             return y
         error: Optional[Exception] = None
-        n, ctx = -1, None
+        ctx = None
         try:
             update, (a, rm, rv, w, b) = self._checked(_check_local, x, True, eps=self.eps)
-            n = a.size // a.shape[1] if a.shape[1] else 0
             ctx = SyncContext(comm, a, w, b, None if block is None else block(a))
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
             error = e
-        self._agree_facts(comm, error, n)
-        assert ctx is not None  # else _agree_facts raised
-        # every rank's part: this rank's is valid (agreed above), so a plain Allgather
-        made, parts = ctx, np.empty((comm.size, ctx.local.shape[0]))
-        comm.Allgather(ctx.local, parts)
+        parts = self._gather_stats(comm, error, _forward_message(
+            self.num_features, None if ctx is None else ctx.local))
+        assert ctx is not None  # else _gather_stats raised
+        made = ctx
         self._with_spare("_y", a, lambda out: made.normalize(parts, self.eps, out))
         if update:  # every rank moves its running statistics the same way
             self._update_running(ctx, rm, rv)
@@ -399,15 +417,16 @@ class SyncBatchNorm(BatchNormBase):
         if not isinstance(ctx, SyncContext):
             if ctx is None and self._collective(world(self.comm)):  # others may be waiting
                 agree(world(self.comm), RuntimeError("backward called before forward"),
-                      row=np.zeros(2 * self.num_features))  # the size the others send
+                      np.zeros(1 + 2 * self.num_features))  # the size the others send
             return super().backward(grad_output)
         error: Optional[Exception] = None
+        message = np.zeros(1 + 2 * ctx.x3.shape[1])  # the flag, then this rank's sums
         try:  # this rank's sums, gathered with the agreement
             dy = ctx.check_grad(grad_output)
-            row = ctx.local_sums(dy)
+            message[1:] = ctx.local_sums(dy)
         except Exception as e:  # noqa: BLE001 - every rank must hear of any failure
-            error, row = e, np.zeros(2 * ctx.x3.shape[1])  # the size the others send
-        _, ctx.gathered = agree(ctx.comm, error, row=row)
+            error = e
+        ctx.gathered = agree(ctx.comm, error, message)[:, 1:]
         saved = ctx
         dx: Array
         dx, self.grad_weight, self.grad_bias = self._with_spare(

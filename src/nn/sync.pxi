@@ -52,21 +52,23 @@ cdef void _sync_coefs(const double *rows, Py_ssize_t R, Py_ssize_t stride, Py_ss
 
 def sync_train_begin(object x, int kind, long long ranks, Py_ssize_t C, object weight,
                      object bias, object running_mean, object running_var, object counter,
-                     int n_threads):
+                     Py_ssize_t head, int n_threads):
     """This rank's part of SyncBatchNorm's training forward, for ``x`` an aligned
     C-contiguous native-order ndarray (N, C, *) of ``kind`` (float32 or float64) of a rank in
     ``ranks``, C > 0, and the parameters, running statistics and ``counter`` as
-    bn_train_call takes them: returns the float64 row ``(count, mean[C], m2[C])`` of its
-    statistics (zeros for an empty shard), or None."""
+    bn_train_call takes them: returns the forward's float64 message ``(0, C, count, mean[C],
+    m2[C])`` (no failure, the width, the statistics; zeros for an empty shard), padded with
+    zeros to at least ``head`` values; or None."""
     if not _train_args(x, kind, ranks, C, weight, bias, running_mean, running_var, counter):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
-    cdef cnp.npy_intp n = 1 + 2 * C
+    cdef cnp.npy_intp n = max(head, 3 + 2 * C)
     cdef cnp.ndarray row = cnp.PyArray_ZEROS(1, &n, cnp.NPY_DOUBLE, 0)
-    cdef double *r = <double *>cnp.PyArray_DATA(row)
+    cdef double *r = <double *>cnp.PyArray_DATA(row) + 2
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef int err = 0
+    r[-1] = <double>C
     if N * inner == 0:
         return row
     with nogil:
@@ -154,8 +156,8 @@ def sync_train_finish(object x, const double[:, :] rows, object weight, object b
 def sync_grad_begin(object x, object dy, object mean, int n_threads):
     """This rank's part of SyncBatchNorm's backward, for ``x`` the input sync_train_finish
     normalized, ``dy`` an aligned C-contiguous native-order ndarray of its type and shape,
-    ``mean`` its float64 means: the float64 row ``(sum(dy)[C], sum(dy * (x - mean))[C])``
-    (zeros for an empty shard), or None."""
+    ``mean`` its float64 means: the backward's float64 message ``(0, sum(dy)[C], sum(dy * (x -
+    mean))[C])`` (no failure, the sums; zeros for an empty shard), or None."""
     if not (cnp.PyArray_CheckExact(x) and cnp.PyArray_CheckExact(dy)):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
@@ -166,9 +168,9 @@ def sync_grad_begin(object x, object dy, object mean, int n_threads):
             or mean is None):
         return None
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
-    cdef cnp.npy_intp n = 2 * C
+    cdef cnp.npy_intp n = 1 + 2 * C
     cdef cnp.ndarray row = cnp.PyArray_ZEROS(1, &n, cnp.NPY_DOUBLE, 0)
-    cdef double *r = <double *>cnp.PyArray_DATA(row)
+    cdef double *r = <double *>cnp.PyArray_DATA(row) + 1
     cdef const double *mp = <const double *>cnp.PyArray_DATA(<cnp.ndarray>mean)
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *gp = cnp.PyArray_DATA(<cnp.ndarray>dy)

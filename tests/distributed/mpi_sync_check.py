@@ -49,8 +49,9 @@ def same_everywhere(arr, what):
     assert all(g == got[0] for g in got), f"{what} differs between ranks"
 
 
-def make_full(ndim, dtype, seed, empty=False):
+def make_full(ndim, dtype, seed, empty=False, width=None):
     C, *spatial = SHAPES[ndim]
+    C = width or C
     sizes = shards(empty)
     rng = np.random.default_rng(seed)
     x = (5.0 + 3.0 * rng.standard_normal((sum(sizes), C, *spatial))).astype(dtype)
@@ -66,8 +67,9 @@ def to_layout(a, channels_last):
         (0, a.ndim - 1) + tuple(range(1, a.ndim - 1)))
 
 
-def check_case(ndim, dtype, momentum, affine, bias, channels_last, empty=False, seed=0):
-    x, dy, mine = make_full(ndim, dtype, seed, empty)
+def check_case(ndim, dtype, momentum, affine, bias, channels_last, empty=False, seed=0,
+               width=None):
+    x, dy, mine = make_full(ndim, dtype, seed, empty, width)
     C = x.shape[1]
     kw = dict(momentum=momentum, affine=affine, dtype=dtype, bias=bias)
     sync = cnorm.SyncBatchNorm(C, **kw)
@@ -89,7 +91,7 @@ def check_case(ndim, dtype, momentum, affine, bias, channels_last, empty=False, 
                 if bias:
                     tbn.bias.copy_(torch.from_numpy(np.linspace(-1.0, 1.0, C)))
     what = f"{ndim}D {np.dtype(dtype).name} momentum={momentum} affine={affine} bias={bias} " \
-           f"channels_last={channels_last} empty={empty}"
+           f"channels_last={channels_last} empty={empty} C={C}"
     mixed = channels_last == "mixed"
     if mixed:  # even ranks take the entries checked in C, odd ones the checked path
         channels_last = rank % 2 == 1
@@ -188,6 +190,14 @@ def check_errors():
     odd = cnorm.SyncBatchNorm(C + (rank == 0))
     expect_everywhere(ValueError, lambda: odd(np.zeros((3, C + (rank == 0), 5), np.float32)),
                       odd)
+    # widths on either side of the forward's first message (256 channels whole in it): every
+    # rank learns of the difference from that message, before a wider layer's second one
+    wide = 300 if rank == 0 else 200
+    odd = cnorm.SyncBatchNorm(wide)
+    expect_everywhere(ValueError, lambda: odd(np.zeros((3, wide, 2), np.float32)), odd)
+    odd = cnorm.SyncBatchNorm(300)  # a wide layer whose part fails on one rank
+    expect_everywhere(TypeError, lambda: odd(np.zeros((3, 300, 2), np.float64 if rank == 1
+                                                      else np.float32)), odd)
     one = np.zeros((1 if rank == 0 else 0, C), np.float32)  # one value per channel in all
     expect_everywhere(ValueError, lambda: layer(one), layer)
     layer(good)
@@ -281,6 +291,8 @@ def main():
     for dtype in (np.float32, np.float64):
         check_case(4, dtype, 0.1, True, True, channels_last="mixed")
     check_case(5, np.float64, 0.1, True, True, channels_last=True)
+    for dtype in (np.float32, np.float64):  # statistics in two messages, on either path
+        check_case(4, dtype, 0.1, True, True, channels_last="mixed", width=300)
     check_case(4, np.float64, None, True, True, channels_last=False)
     check_case(3, np.float32, 0.1, False, True, channels_last=False)
     check_case(4, np.float64, 0.1, True, False, channels_last=True)
