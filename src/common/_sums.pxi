@@ -9,6 +9,12 @@
 cdef extern from "cnorm_prefetch.h" nogil:
     void cn_prefetch(const void *p, Py_ssize_t nbytes)
 
+cdef extern from "cnorm_runs.h" nogil:
+    bint CN_HAVE_SHORT  # cnorm_short.h's, which it includes
+    void cn_runs_f32(const float *x, const float *dy, Py_ssize_t C, Py_ssize_t inner,
+                     Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, float sh, Py_ssize_t flush,
+                     double *s1, double *s2)
+
 
 cdef inline void _add_block(const real *p, const real *g, const floating *w,
                             Py_ssize_t width, const floating *s, floating *f1,
@@ -97,7 +103,8 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
     """Sums over channel c's flat range [j0, j1) of its (outer, inner) plane in an
     (outer, C, inner) array, run by run (a run: the part of one outer row; C == 1 makes the
     plane one run). ``w`` is indexed by the inner position. Without dy the shift must be of
-    the data type; with dy any double. Each run's tail goes into the double lanes."""
+    the data type; with dy any double. Each run's tail goes into the double lanes. Float
+    data's short runs: the same loop with its lanes in registers (cnorm_runs.h)."""
     cdef double a1[LANES]
     cdef double a2[LANES]
     cdef floating f1[LANES]
@@ -110,6 +117,12 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
     cdef Py_ssize_t j = j0, seg, nxt, nbytes
     cdef const real *p
     cdef int l, blocks = 0
+    if (real is float and floating is float and CN_HAVE_SHORT and C > 1 and inner < GATHER
+            and w == NULL):
+        cn_runs_f32(<const float *>x, <const float *>dy, C, inner, c, j0, j1, fs, FLUSH, s1, s2)
+        if dy != NULL:  # sums were around fs; move them to the exact shift
+            s2[0] += (<double>fs - shift) * s1[0]
+        return
     for l in range(LANES):
         a1[l] = 0.0
         a2[l] = 0.0

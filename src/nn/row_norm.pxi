@@ -11,7 +11,6 @@ cdef bint _has_nan(const real *x, Py_ssize_t n) noexcept nogil:
 
 
 cdef extern from "cnorm_short.h" nogil:
-    bint CN_HAVE_SHORT
     void cn_short_sums_f32(const float *x, const float *dy, const float *w, Py_ssize_t L,
                            float sh, Py_ssize_t flush, double *s1, double *s2)
     void cn_short_rows_f32(const float *x, const float *dy, const float *w, Py_ssize_t n,
