@@ -137,6 +137,8 @@ cdef extern from "cnorm_stream.h" nogil:
                             float lo, float k1, float k2, float k3, const float *wc)
     void cn_norm_run_vec(const float *x, float *y, Py_ssize_t n, float hi, float lo, float a,
                          float b, const float *wc, const float *bc, bint stream)
+    int cn_rows_norm(const float *x, float *y, Py_ssize_t rows, Py_ssize_t C, const float *hi,
+                     const float *lo, const float *a, const float *b)
     void cn_stream_fence()
 
 
@@ -244,6 +246,25 @@ cdef inline void _apply_group(const real *x, const real *dy, real *out, Py_ssize
                 slope)
 
 
+cdef bint _rows_norm(const float *x, float *y, Py_ssize_t outer, Py_ssize_t C,
+                     const float *coef, int nt) noexcept nogil:
+    """_apply_rows' forward without epilogue for float channels a multiple of 16 in number:
+    the same operations with the coefficients in registers (cnorm_stream.h's cn_rows_norm).
+    False (nothing done) for other C or targets."""
+    cdef Py_ssize_t t
+    if C % 16 != 0 or not CN_STREAMS:
+        return False
+    nt = _threads(outer * C, outer, nt)
+    if nt > 1:
+        for t in prange(nt, schedule="static", num_threads=nt):
+            cn_rows_norm(x + t * outer // nt * C, y + t * outer // nt * C,
+                         (t + 1) * outer // nt - t * outer // nt, C, coef, coef + C,
+                         coef + 2 * C, coef + 3 * C)
+    else:  # no OpenMP region: on one thread its setup costs more than a small call's work
+        cn_rows_norm(x, y, outer, C, coef, coef + C, coef + 2 * C, coef + 3 * C)
+    return True
+
+
 cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer,
                       Py_ssize_t C, const floating *coef, int w, int nt, const real *res,
                       int act, double slope) noexcept nogil:
@@ -253,6 +274,10 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     C = 64: a quarter of the time)."""
     cdef Py_ssize_t k = max(1, ROW_TILE // C) if C > 0 else 1, t, v, u
     cdef Py_ssize_t ng = (outer + k - 1) // k
+    if (real is float and floating is float and dy == NULL and res == NULL
+            and act == ACT_NONE and _rows_norm(<const float *>x, <float *>out, outer, C,
+                                               <const float *>coef, nt)):
+        return
     cdef floating *rep = <floating *>malloc(w * k * C * sizeof(floating)) if k > 1 else NULL
     if rep == NULL:  # one row per call
         k = 1
