@@ -325,12 +325,14 @@ class SyncBatchNorm(BatchNormBase):
         channel (torch's rule) makes every rank raise, from the first message alone."""
         C = self.num_features
         heads = agree(comm, error, message[:HEAD])
-        widths, counts = heads[:, 1].tolist(), heads[:, 2].tolist()
-        if any(f != C for f in widths):
-            raise ValueError(f"num_features differs between ranks: {[int(f) for f in widths]}")
-        if sum(counts) <= 1:
+        facts = heads[:, 1:3].tolist()  # (width, count) of each rank
+        if any(width != C for width, _ in facts):
+            raise ValueError("num_features differs between ranks: "
+                             f"{[int(width) for width, _ in facts]}")
+        total = sum(count for _, count in facts)
+        if total <= 1:
             raise ValueError("Expected more than 1 value per channel when training, got "
-                             f"{int(sum(counts))} over {comm.size} ranks")
+                             f"{int(total)} over {comm.size} ranks")
         if message.shape[0] == HEAD:
             return heads[:, 2:3 + 2 * C]
         tails = np.empty((comm.size, message.shape[0] - HEAD))  # a wider layer's rest
@@ -340,14 +342,19 @@ class SyncBatchNorm(BatchNormBase):
     def _sync_entry(self, comm: Any, x: ArrayLike) -> OptArray:
         """A training forward by the entries checked in C, with the checked path's messages
         (so ranks on either path work together) and its results; None, having sent nothing,
-        where sync_train_begin does not take the call."""
+        where sync_train_begin does not take the call or runs out of memory (the checked path
+        then agrees on any failure with the other ranks)."""
         if not (self.training and type(self.eps) is float and self.eps > 0.0):
             return None
         counter = self._num_batches_tracked if self.track_running_stats else None
         rm, rv = (self.running_mean, self.running_var) if counter is not None else (None, None)
         kernels, threads = _backend.kernels, _backend.threads()
-        message = kernels.sync_train_begin(x, self.dtype.num, ANY_RANK, self.num_features,
-                                           self.weight, self.bias, rm, rv, counter, HEAD, threads)
+        try:
+            message = kernels.sync_train_begin(x, self.dtype.num, ANY_RANK, self.num_features,
+                                               self.weight, self.bias, rm, rv, counter, HEAD,
+                                               threads)
+        except MemoryError:  # nothing sent: the checked path agrees on it with the others
+            return None
         if message is None:
             return None
         a = cast(Array, x)  # sync_train_begin takes only an ndarray
@@ -364,9 +371,13 @@ class SyncBatchNorm(BatchNormBase):
 
     def _sync_grad(self, ctx: SyncCallContext, grad_output: ArrayLike) -> OptArray:
         """The backward of an entry's forward by the entries checked in C, with the checked
-        path's message; None, having sent nothing, where sync_grad_begin does not take it."""
+        path's message; None, having sent nothing, where sync_grad_begin does not take it or
+        runs out of memory."""
         kernels, threads = _backend.kernels, _backend.threads()
-        message = kernels.sync_grad_begin(ctx.x, grad_output, ctx.mean, threads)
+        try:
+            message = kernels.sync_grad_begin(ctx.x, grad_output, ctx.mean, threads)
+        except MemoryError:  # nothing sent: the checked path agrees on it with the others
+            return None
         if message is None:
             return None
         rows = agree(ctx.comm, None, message)

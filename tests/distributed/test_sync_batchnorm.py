@@ -212,6 +212,26 @@ def test_the_entry_forward_with_a_backward_it_declines(rng):
     assert layer.grad_weight.tobytes() == gw
 
 
+def test_an_entry_out_of_memory_leaves_the_agreement_to_the_checked_path(rng, monkeypatch):
+    """sync_train_begin or sync_grad_begin failing for memory has sent nothing: the layer then
+    takes its checked path, which agrees on any failure with the other ranks (an exception
+    raised there would leave them waiting in the collective), and gives the entry's bits."""
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    layer = cnorm.SyncBatchNorm(3, comm=Twins())
+    want = layer(x).tobytes(), layer.backward(dy).tobytes()
+
+    def no_memory(*args):
+        raise MemoryError()
+
+    kernels = cnorm.nn.sync._backend.kernels
+    for name in ("sync_train_begin", "sync_grad_begin"):
+        monkeypatch.setattr(kernels, name, no_memory)
+        layer = cnorm.SyncBatchNorm(3, comm=Twins())
+        assert (layer(x).tobytes(), layer.backward(dy).tobytes()) == want, name
+        monkeypatch.undo()
+
+
 def test_moments_allreduce_in_one_process(rng):
     x = rng.standard_normal((50, 4))
     m = cnorm.Moments.from_array(x)
