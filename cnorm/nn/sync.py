@@ -382,8 +382,8 @@ class SyncBatchNorm(BatchNormBase):
             return None
         rows = agree(ctx.comm, None, message)
         got = kernels.sync_grad_finish(ctx.x, grad_output, rows[:, 1:], message[1:], ctx.mean,
-                                       ctx.invstd,
-                                       ctx.total, ctx.weight, take(self, "_dx", ctx.x), threads)
+                                       ctx.invstd, ctx.total, ctx.weight,
+                                       take(self, "_dx", ctx.x), threads)
         assert got is not None, "sync_grad_finish refused what sync_grad_begin took"
         dx: Array
         dx, gw, gb = got

@@ -120,32 +120,30 @@ cdef void _plane_sums(const real *x, const real *dy, const floating *w, Py_ssize
     if (real is float and floating is float and CN_HAVE_SHORT and C > 1 and inner < GATHER
             and w == NULL):
         cn_runs_f32(<const float *>x, <const float *>dy, C, inner, c, j0, j1, fs, FLUSH, s1, s2)
-        if dy != NULL:  # sums were around fs; move them to the exact shift
-            s2[0] += (<double>fs - shift) * s1[0]
-        return
-    for l in range(LANES):
-        a1[l] = 0.0
-        a2[l] = 0.0
-        f1[l] = 0.0
-        f2[l] = 0.0
-        sh[l] = fs
-    while j < j1:
-        seg = min(run - i, j1 - j)
-        p = x + (o * C + c) * run + i
-        if C > 1 and j + seg < j1:  # the next run, C runs on: ask for it while this one sums
-            nxt = ((o + 1) * C + c) * run
-            nbytes = min(run, j1 - j - seg) * sizeof(real)
-            cn_prefetch(x + nxt, nbytes)
-            if dy != NULL:
-                cn_prefetch(dy + nxt, nbytes)
-        _seg_add(p, dy + (p - x) if dy != NULL else NULL, w + i if w != NULL else NULL, seg,
-                 sh, f1, f2, a1, a2, &blocks)
-        j += seg
-        o += 1
-        i = 0
-    _flush(f1, f2, a1, a2, LANES)
-    s1[0] = _tree(a1)
-    s2[0] = _tree(a2)
+    else:
+        for l in range(LANES):
+            a1[l] = 0.0
+            a2[l] = 0.0
+            f1[l] = 0.0
+            f2[l] = 0.0
+            sh[l] = fs
+        while j < j1:
+            seg = min(run - i, j1 - j)
+            p = x + (o * C + c) * run + i
+            if C > 1 and j + seg < j1:  # the next run, C runs on: ask for it while this sums
+                nxt = ((o + 1) * C + c) * run
+                nbytes = min(run, j1 - j - seg) * sizeof(real)
+                cn_prefetch(x + nxt, nbytes)
+                if dy != NULL:
+                    cn_prefetch(dy + nxt, nbytes)
+            _seg_add(p, dy + (p - x) if dy != NULL else NULL, w + i if w != NULL else NULL,
+                     seg, sh, f1, f2, a1, a2, &blocks)
+            j += seg
+            o += 1
+            i = 0
+        _flush(f1, f2, a1, a2, LANES)
+        s1[0] = _tree(a1)
+        s2[0] = _tree(a2)
     if dy != NULL:  # sums were around fs; move them to the exact shift
         s2[0] += (<double>fs - shift) * s1[0]
 

@@ -3,49 +3,16 @@
    values). The operations are _plane_sums' own, lane by lane and in the same order (each run:
    its whole blocks into the float lanes, flushed into double every `flush` blocks counted
    over the runs; its tail into the double lanes; at the end a last flush and the tree of
-   cnorm_tree.h): the same bits on every target. With AVX-512 the lanes stay in registers
-   across the runs and a tail goes in by masked loads and adds: in Cython each run's tail
-   stored double lanes one by one that the next run's loop loaded again as vectors, and every
-   such load waited for the stores to leave (a quarter of that forward's samples). */
+   cnorm_tree.h): the same bits on every target. The lanes stay in registers across the runs
+   and a tail goes in by cnorm_short.h's cn_lanes_tail: in Cython each run's tail stored
+   double lanes one by one that the next run's loop loaded again as vectors, and every such
+   load waited for the stores to leave (a quarter of that forward's samples). */
 #ifndef CNORM_RUNS_H
 #define CNORM_RUNS_H
 #include <stddef.h>
 #include <string.h>
 #include "cnorm_prefetch.h"
 #include "cnorm_short.h"
-
-#if CN_HAVE_SHORT
-/* lanes 0..n-1 of the 32 double lanes a1, a2 (four vectors each) += the tail's n < 32 values
-   d = x - sh (with dy: g and g * d) */
-static inline void cn_runs_tail(const float *x, const float *dy, ptrdiff_t n, double sh,
-                                cn_sd8 *a1, cn_sd8 *a2) {
-#if defined(__AVX512F__) && defined(__AVX512VL__)
-    for (int v = 0; v < 4 && 8 * v < n; v++) {
-        const ptrdiff_t m = n - 8 * v < 8 ? n - 8 * v : 8;
-        const __mmask8 k = (__mmask8)((1u << m) - 1u);
-        const __m512d d = _mm512_sub_pd(
-            _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, x + 8 * v)), _mm512_set1_pd(sh));
-        __m512d g = d;
-        if (dy != NULL)
-            g = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, dy + 8 * v));
-        a1[v] = (cn_sd8)_mm512_mask_add_pd((__m512d)a1[v], k, (__m512d)a1[v], g);
-        a2[v] = (cn_sd8)_mm512_mask_add_pd((__m512d)a2[v], k, (__m512d)a2[v],
-                                           _mm512_mul_pd(g, d));
-    }
-#else
-    double t1[32], t2[32];
-    memcpy(t1, a1, sizeof t1);
-    memcpy(t2, a2, sizeof t2);
-    for (ptrdiff_t l = 0; l < n; l++) {
-        const double d = (double)x[l] - sh, g = dy == NULL ? d : (double)dy[l];
-        t1[l] += g;
-        t2[l] += g * d;
-    }
-    memcpy(a1, t1, sizeof t1);
-    memcpy(a2, t2, sizeof t2);
-#endif
-}
-#endif
 
 /* s1, s2: the sums of channel c over its flat range [j0, j1) of an (outer, C, inner) array,
    around sh (without dy: of x - sh and (x - sh)^2; with dy: of dy and dy * (x - sh)). */
@@ -84,8 +51,8 @@ static inline void cn_runs_f32(const float *x, const float *dy, ptrdiff_t C, ptr
             }
         }
         if (seg > 32 * nb)
-            cn_runs_tail(x + at + 32 * nb, dy == NULL ? NULL : dy + at + 32 * nb,
-                         seg - 32 * nb, (double)sh, a1, a2);
+            cn_lanes_tail(x + at + 32 * nb, dy == NULL ? NULL : dy + at + 32 * nb, NULL,
+                          seg - 32 * nb, (double)sh, a1, a2);
         j += seg;
         o += 1;
         i = 0;

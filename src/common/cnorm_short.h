@@ -38,6 +38,45 @@ static inline void cn_sflush(cn_sf16 f, cn_sd8 *a, int first) {
     a[1] = first ? cn_swiden(h[1]) : a[1] + cn_swiden(h[1]);
 }
 
+/* lanes 0..n-1 of the 32 double lanes a1, a2 (four vectors each) += a tail's n < 32 values:
+   d = x - sh in double, and d (without dy) or g = dy * w in float (a product rounded once;
+   w NULL: dy), then d * d or g * d. With AVX-512 by masked loads and masked adds, so that the
+   lanes stay in registers (through memory, the scalar stores of one tail stall the vector
+   loads of the next); elsewhere a loop over the lanes: the same operations. */
+static inline void cn_lanes_tail(const float *x, const float *dy, const float *w, ptrdiff_t n,
+                                 double sh, cn_sd8 *a1, cn_sd8 *a2) {
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    for (int v = 0; v < 4 && 8 * v < n; v++) {
+        const ptrdiff_t m = n - 8 * v < 8 ? n - 8 * v : 8;
+        const __mmask8 k = (__mmask8)((1u << m) - 1u);
+        const __m512d d = _mm512_sub_pd(
+            _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, x + 8 * v)), _mm512_set1_pd(sh));
+        __m512d g = d;
+        if (dy != NULL) {
+            __m256 q = _mm256_maskz_loadu_ps(k, dy + 8 * v);
+            if (w != NULL)
+                q = _mm256_mul_ps(q, _mm256_maskz_loadu_ps(k, w + 8 * v));
+            g = _mm512_cvtps_pd(q);
+        }
+        a1[v] = (cn_sd8)_mm512_mask_add_pd((__m512d)a1[v], k, (__m512d)a1[v], g);
+        a2[v] = (cn_sd8)_mm512_mask_add_pd((__m512d)a2[v], k, (__m512d)a2[v],
+                                           _mm512_mul_pd(g, d));
+    }
+#else
+    double t1[32], t2[32];
+    memcpy(t1, a1, sizeof t1);
+    memcpy(t2, a2, sizeof t2);
+    for (ptrdiff_t l = 0; l < n; l++) {
+        const double d = (double)x[l] - sh;
+        const double g = dy == NULL ? d : (double)(w == NULL ? dy[l] : dy[l] * w[l]);
+        t1[l] += g;
+        t2[l] += g * d;
+    }
+    memcpy(a1, t1, sizeof t1);
+    memcpy(a2, t2, sizeof t2);
+#endif
+}
+
 /* One row's lanes, reduced by cn_tree_half into u1 and u2. Without dy: sums of x - sh and of
    (x - sh)^2; with dy: of g and of g * (x - sh), g = dy * w (w by column, or NULL). */
 static inline void cn_short_lanes(const float *x, const float *dy, const float *w,
@@ -69,23 +108,9 @@ static inline void cn_short_lanes(const float *x, const float *dy, const float *
             cn_sflush(f2[j], a2 + 2 * j, b0 == 0);
         }
     }
-    if (L > t) {  /* the tail, in double, a product rounded once */
-        memcpy(t1, a1, sizeof t1);
-        memcpy(t2, a2, sizeof t2);
-        for (ptrdiff_t l = 0; l < L - t; l++) {
-            const double d = (double)x[t + l] - (double)sh;
-            if (dy == NULL) {
-                t1[l] += d;
-                t2[l] += d * d;
-            } else {
-                const float q = w == NULL ? dy[t + l] : dy[t + l] * w[t + l];
-                t1[l] += (double)q;
-                t2[l] += (double)q * d;
-            }
-        }
-        memcpy(a1, t1, sizeof t1);
-        memcpy(a2, t2, sizeof t2);
-    }
+    if (L > t)
+        cn_lanes_tail(x + t, dy == NULL ? NULL : dy + t, w == NULL ? NULL : w + t, L - t,
+                      (double)sh, a1, a2);
     *u1 = cn_tree_half(a1);
     *u2 = cn_tree_half(a2);
 }

@@ -65,10 +65,11 @@ def sync_train_begin(object x, int kind, long long ranks, Py_ssize_t C, object w
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
     cdef cnp.npy_intp n = max(head, 3 + 2 * C)
     cdef cnp.ndarray row = cnp.PyArray_ZEROS(1, &n, cnp.NPY_DOUBLE, 0)
-    cdef double *r = <double *>cnp.PyArray_DATA(row) + 2
+    cdef double *m = <double *>cnp.PyArray_DATA(row)
+    cdef double *r = m + 2  # (count, mean, m2) after the flag and the width
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef int err = 0
-    r[-1] = <double>C
+    m[1] = <double>C
     if N * inner == 0:
         return row
     with nogil:
