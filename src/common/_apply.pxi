@@ -137,8 +137,9 @@ cdef extern from "cnorm_stream.h" nogil:
                             float lo, float k1, float k2, float k3, const float *wc)
     void cn_norm_run_vec(const float *x, float *y, Py_ssize_t n, float hi, float lo, float a,
                          float b, const float *wc, const float *bc, bint stream)
-    int cn_rows_norm(const float *x, float *y, Py_ssize_t rows, Py_ssize_t C, const float *hi,
-                     const float *lo, const float *a, const float *b)
+    bint cn_rows_takes(Py_ssize_t C, bint grad)
+    void cn_rows_apply(const float *x, const float *dy, float *y, Py_ssize_t rows,
+                       Py_ssize_t C, const float *coef)
     void cn_stream_fence()
 
 
@@ -246,22 +247,22 @@ cdef inline void _apply_group(const real *x, const real *dy, real *out, Py_ssize
                 slope)
 
 
-cdef bint _rows_norm(const float *x, float *y, Py_ssize_t outer, Py_ssize_t C,
-                     const float *coef, int nt) noexcept nogil:
-    """_apply_rows' forward without epilogue for float channels a multiple of 16 in number:
-    the same operations with the coefficients in registers (cnorm_stream.h's cn_rows_norm).
-    False (nothing done) for other C or targets."""
-    cdef Py_ssize_t t
-    if C % 16 != 0 or not CN_STREAMS:
+cdef bint _rows_apply(const float *x, const float *dy, float *y, Py_ssize_t outer,
+                      Py_ssize_t C, const float *coef, int nt) noexcept nogil:
+    """_apply_rows' forward without epilogue (dy NULL) or training backward, for the C that
+    cnorm_stream.h's cn_rows_takes names: the same operations with the coefficients in
+    registers (cn_rows_apply). False (nothing done) for other C or targets."""
+    cdef Py_ssize_t t, r0
+    if not cn_rows_takes(C, dy != NULL):
         return False
     nt = _threads(outer * C, outer, nt)
     if nt > 1:
         for t in prange(nt, schedule="static", num_threads=nt):
-            cn_rows_norm(x + t * outer // nt * C, y + t * outer // nt * C,
-                         (t + 1) * outer // nt - t * outer // nt, C, coef, coef + C,
-                         coef + 2 * C, coef + 3 * C)
+            r0 = t * outer // nt
+            cn_rows_apply(x + r0 * C, dy + r0 * C if dy != NULL else NULL, y + r0 * C,
+                          (t + 1) * outer // nt - r0, C, coef)
     else:  # no OpenMP region: on one thread its setup costs more than a small call's work
-        cn_rows_norm(x, y, outer, C, coef, coef + C, coef + 2 * C, coef + 3 * C)
+        cn_rows_apply(x, dy, y, outer, C, coef)
     return True
 
 
@@ -274,9 +275,10 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
     C = 64: a quarter of the time)."""
     cdef Py_ssize_t k = max(1, ROW_TILE // C) if C > 0 else 1, t, v, u
     cdef Py_ssize_t ng = (outer + k - 1) // k
-    if (real is float and floating is float and dy == NULL and res == NULL
-            and act == ACT_NONE and _rows_norm(<const float *>x, <float *>out, outer, C,
-                                               <const float *>coef, nt)):
+    if (real is float and floating is float and x != NULL and res == NULL
+            and act == ACT_NONE and _rows_apply(<const float *>x, <const float *>dy,
+                                                <float *>out, outer, C, <const float *>coef,
+                                                nt)):
         return
     cdef floating *rep = <floating *>malloc(w * k * C * sizeof(floating)) if k > 1 else NULL
     if rep == NULL:  # one row per call
