@@ -3,8 +3,8 @@
    values). The operations are _plane_sums' own, lane by lane and in the same order (each run:
    its whole blocks into the float lanes, flushed into double every `flush` blocks counted
    over the runs; its tail into the double lanes; at the end a last flush and the tree of
-   cnorm_tree.h): the same bits on every target. The lanes stay in registers across the runs
-   and a tail goes in by cnorm_short.h's cn_lanes_tail: in Cython each run's tail stored
+   cnorm_tree.h): the same bits on every target. The lanes stay in registers across the runs;
+   blocks and tails go in by cnorm_short.h's cn_lanes_block and cn_lanes_tail: in Cython each run's tail stored
    double lanes one by one that the next run's loop loaded again as vectors, and every such
    load waited for the stores to leave (a quarter of that forward's samples). */
 #ifndef CNORM_RUNS_H
@@ -20,7 +20,7 @@ static inline void cn_runs_f32(const float *x, const float *dy, ptrdiff_t C, ptr
                                ptrdiff_t c, ptrdiff_t j0, ptrdiff_t j1, float sh,
                                ptrdiff_t flush, double *s1, double *s2) {
 #if CN_HAVE_SHORT
-    cn_sf16 f1[2] = {{0}}, f2[2] = {{0}}, e, g, z = {0};
+    cn_sf16 f1[2] = {{0}}, f2[2] = {{0}}, z = {0};
     cn_sd8 a1[4] = {{0}}, a2[4] = {{0}};
     ptrdiff_t o = j0 / inner, i = j0 - o * inner, j = j0, blocks = 0;
     while (j < j1) {
@@ -34,13 +34,8 @@ static inline void cn_runs_f32(const float *x, const float *dy, ptrdiff_t C, ptr
                 cn_prefetch(dy + nxt, bytes);
         }
         for (ptrdiff_t b = 0; b < nb; b++) {
-            for (int h = 0; h < 2; h++) {
-                const ptrdiff_t q = at + 32 * b + 16 * h;
-                e = cn_sload(x + q) - sh;
-                g = dy == NULL ? e : cn_sload(dy + q);
-                f1[h] += g;
-                f2[h] += g * e;
-            }
+            cn_lanes_block(x + at + 32 * b, dy == NULL ? NULL : dy + at + 32 * b, NULL, sh,
+                           f1, f2);
             if (++blocks == flush) {
                 for (int h = 0; h < 2; h++) {
                     cn_sflush(f1[h], a1 + 2 * h, 0);

@@ -77,32 +77,34 @@ static inline void cn_lanes_tail(const float *x, const float *dy, const float *w
 #endif
 }
 
+/* One block of 32 values into the float lanes f1, f2 (two vectors each): e = x - sh, then e
+   and e * e without dy, else g = dy * w (w NULL: dy) and g * e. */
+static inline void cn_lanes_block(const float *x, const float *dy, const float *w, float sh,
+                                  cn_sf16 *f1, cn_sf16 *f2) {
+    for (int j = 0; j < 2; j++) {
+        const cn_sf16 e = cn_sload(x + 16 * j) - sh;
+        const cn_sf16 g = dy == NULL ? e
+                          : w == NULL ? cn_sload(dy + 16 * j)
+                                      : cn_sload(dy + 16 * j) * cn_sload(w + 16 * j);
+        f1[j] += g;
+        f2[j] += g * e;
+    }
+}
+
 /* One row's lanes, reduced by cn_tree_half into u1 and u2. Without dy: sums of x - sh and of
    (x - sh)^2; with dy: of g and of g * (x - sh), g = dy * w (w by column, or NULL). */
 static inline void cn_short_lanes(const float *x, const float *dy, const float *w,
                                   ptrdiff_t L, float sh, ptrdiff_t flush, cn_sd8 *u1,
                                   cn_sd8 *u2) {
-    cn_sf16 f1[2], f2[2], e, g, z = {0};
+    cn_sf16 f1[2], f2[2], z = {0};
     cn_sd8 a1[4] = {0}, a2[4] = {0};
-    double t1[32], t2[32];
     ptrdiff_t nb = L / 32, t = nb * 32, b0, b, be;
     for (b0 = 0; b0 < nb; b0 += flush) {
         be = b0 + flush < nb ? b0 + flush : nb;
         f1[0] = f1[1] = f2[0] = f2[1] = z;
-        for (b = b0; b < be; b++) {
-            for (int j = 0; j < 2; j++) {
-                const ptrdiff_t o = b * 32 + 16 * j;
-                e = cn_sload(x + o) - sh;
-                if (dy == NULL) {
-                    f1[j] += e;
-                    f2[j] += e * e;
-                } else {
-                    g = w == NULL ? cn_sload(dy + o) : cn_sload(dy + o) * cn_sload(w + o);
-                    f1[j] += g;
-                    f2[j] += g * e;
-                }
-            }
-        }
+        for (b = b0; b < be; b++)
+            cn_lanes_block(x + b * 32, dy == NULL ? NULL : dy + b * 32,
+                           w == NULL ? NULL : w + b * 32, sh, f1, f2);
         for (int j = 0; j < 2; j++) {
             cn_sflush(f1[j], a1 + 2 * j, b0 == 0);
             cn_sflush(f2[j], a2 + 2 * j, b0 == 0);

@@ -159,20 +159,16 @@ static inline void cn_rows_apply(const float *x, const float *dy, float *y, ptrd
         for (ptrdiff_t c = 0; c < C; c += 64) {
             const ptrdiff_t o = r * C + c;
             const float *g = dy == NULL ? NULL : dy + o;
+            /* K a constant in each case, so that the block's loops unroll into registers */
+#define CN_ROWS_K(K) cn_rows_apply_k(x + o, g, y + o, m, C, hi + c, lo + c, a + c, b + c, \
+                                     e + c, K)
             switch (C - c < 64 ? (C - c) / 16 : 4) {
-            case 1:
-                cn_rows_apply_k(x + o, g, y + o, m, C, hi + c, lo + c, a + c, b + c, e + c, 1);
-                break;
-            case 2:
-                cn_rows_apply_k(x + o, g, y + o, m, C, hi + c, lo + c, a + c, b + c, e + c, 2);
-                break;
-            case 3:
-                cn_rows_apply_k(x + o, g, y + o, m, C, hi + c, lo + c, a + c, b + c, e + c, 3);
-                break;
-            default:
-                cn_rows_apply_k(x + o, g, y + o, m, C, hi + c, lo + c, a + c, b + c, e + c, 4);
-                break;
+            case 1: CN_ROWS_K(1); break;
+            case 2: CN_ROWS_K(2); break;
+            case 3: CN_ROWS_K(3); break;
+            default: CN_ROWS_K(4); break;
             }
+#undef CN_ROWS_K
         }
     }
 #else
