@@ -22,7 +22,7 @@ bn_forward_eval: Fused
 bn_backward: Fused
 channel_stats: Fused
 update_running: Fused
-def bn_train_call(
+def bn_forward_call(
     x: Any,
     kind: int,
     ranks: int,
@@ -32,6 +32,7 @@ def bn_train_call(
     running_mean: Any,
     running_var: Any,
     counter: Any,
+    training: bool,
     eps: float,
     factor: float,
     residual: Any,
@@ -48,6 +49,7 @@ def bn_backward_call(
     mean: Any,
     invstd: Any,
     weight: Any,
+    training: bool,
     need_sums: bool,
     out: Any,
     max_bytes: int,

@@ -15,7 +15,7 @@ from .._core.types import Array, ArrayLike, DTypeLike, OptArray
 from . import grad as _grad
 from ._docs import LAYER_RAISES, NORM_ATTRIBUTES, norm_parameters, sections
 from ._ops.act import Block
-from ._ops.batch_norm import BatchNormContext, check_batch_norm, ranks_mask, train_call
+from ._ops.batch_norm import BatchNormContext, check_batch_norm, forward_call, ranks_mask
 from ._ops.context import running_factor
 from ._ops.group_norm import (
     GroupNormContext,
@@ -57,7 +57,7 @@ class BatchNormBase(_NormBase):
 
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
         """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given. A small
-        training call of the plain norm goes to the entry checked in C first (train_call)."""
+        training call of the plain norm goes to the entry checked in C first (forward_call)."""
         y = self._entry(x) if block is None else None
         if y is not None:
             return y
@@ -74,26 +74,29 @@ class BatchNormBase(_NormBase):
 
     def _entry(self, x: ArrayLike, epi: Optional[Tuple[Any, Optional[str], float]] = None
                ) -> OptArray:
-        """A training forward by train_call, the state moved and the context kept as the
-        checked path would; None where train_call does not take the call."""
-        if not (self.training and type(self.eps) is float and self.eps > 0.0):
+        """A forward by forward_call, the state moved (training) and the context kept as the
+        checked path would; None where forward_call does not take the call. Eval without
+        running statistics normalizes with the batch's, as training but moving nothing:
+        the checked path's."""
+        if not (type(self.eps) is float and self.eps > 0.0):
             return None
-        counter = self._num_batches_tracked if self.track_running_stats else None
+        track = self.track_running_stats
+        counter = self._num_batches_tracked if track and self.training else None
         ranks = _RANKS.get(self._ndims)
         if ranks is None:
             ranks = _RANKS[self._ndims] = ranks_mask(self._ndims)
-        track = counter is not None
-        got = train_call(x, self.dtype, ranks, self.num_features, self.weight, self.bias,
-                         self.running_mean if track else None,
-                         self.running_var if track else None, counter, self.eps,
-                         running_factor(self.momentum, counter), epi, holder=self)
+        got = forward_call(x, self.dtype, ranks, self.num_features, self.weight, self.bias,
+                           self.running_mean if track else None,
+                           self.running_var if track else None, counter, self.eps,
+                           running_factor(self.momentum, counter), epi, holder=self,
+                           training=self.training or not track)
         if got is None:
             return None
         self._saved = got[1] if _grad.enabled() else None
         return got[0]
 
 
-_RANKS: Dict[Any, int] = {}  # a layer class's ranks as train_call's mask, made on first use
+_RANKS: Dict[Any, int] = {}  # a layer class's ranks as forward_call's mask, made on first use
 
 
 @_batch_doc

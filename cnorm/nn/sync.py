@@ -315,7 +315,9 @@ class SyncBatchNorm(BatchNormBase):
 
     def _entry(self, x: ArrayLike, epi: Optional[Tuple[Any, Optional[str], float]] = None
                ) -> OptArray:
-        return None  # the statistics are every rank's: no local small call
+        if self.training:
+            return None  # the statistics are every rank's: no local small call
+        return super()._entry(x, epi)  # eval: the running statistics, no communication
 
     def _gather_stats(self, comm: Any, error: Optional[Exception], message: Array) -> Array:
         """Every rank's statistics rows ``(count, mean[C], m2[C])``, a (size, 1 + 2C) array in

@@ -24,7 +24,7 @@ import torch
 
 from .._core.recycle import take
 from ..nn._ops.act import Block
-from ..nn._ops.batch_norm import ANY_RANK, BatchNormContext, check_batch_norm, train_call
+from ..nn._ops.batch_norm import ANY_RANK, BatchNormContext, check_batch_norm, forward_call
 from ..nn._ops.context import write_back
 from ..nn._ops.group_norm import GroupNormContext, check_group_norm
 from ..nn._ops.row_norm import RowNormContext, check_row_norm, rms_eps
@@ -140,12 +140,13 @@ def batch_norm_context(x: Tensor, weight: OptTensor, bias: OptTensor,
     update = training and momentum is not None
     given = array(running_mean), array(running_var)
     xa, wa, ba = array(x), array(weight), array(bias)
-    if training and residual is None and act is None and type(eps) is float and eps > 0.0:
-        rm, rv = given if update else (None, None)
-        got = train_call(xa, xa.dtype, ANY_RANK, xa.shape[1] if xa.ndim > 1 else 0, wa, ba,
-                         rm, rv, array(counter) if update else None, eps,
-                         float(momentum) if update and momentum is not None else 0.0,
-                         holder=outputs)
+    if (residual is None and act is None and type(eps) is float and eps > 0.0
+            and (training or counter is None)):
+        rm, rv = given if update or not training else (None, None)
+        got = forward_call(xa, xa.dtype, ANY_RANK, xa.shape[1] if xa.ndim > 1 else 0, wa, ba,
+                           rm, rv, array(counter) if update else None, eps,
+                           float(momentum) if update and momentum is not None else 0.0,
+                           holder=outputs, training=training)
         if got is not None:  # a small call, checked in C (cnorm/nn/_ops/batch_norm.py)
             made: BatchNormContext = got[1]
             made.y = got[0]

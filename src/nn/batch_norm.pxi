@@ -41,6 +41,23 @@ def bn_forward_train(const real[:, :, ::1] x, const floating[::1] weight,
     return _least_positive(&invstd[0], C)
 
 
+cdef void _forward_eval(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
+                        Py_ssize_t inner, const floating *running_mean,
+                        const floating *running_var, double eps, const floating *w,
+                        const floating *b, double *mean, double *invstd, floating *coef,
+                        int n_threads, const real *residual, int act,
+                        double slope) noexcept nogil:
+    """bn_forward_eval's work, for it and bn_forward_call: ``mean`` and ``invstd`` from the
+    running statistics, then one pass over x (none when it is empty)."""
+    cdef Py_ssize_t c
+    for c in range(C):
+        mean[c] = running_mean[c]
+        _fwd_coefs(coef, C, 1, c, inner == 1, running_var[c], eps, mean, invstd, w, b)
+    if outer * inner > 0:
+        _apply(x, <const real *>NULL, y, outer, C, inner, coef, 0, C, n_threads, residual, act,
+               slope)
+
+
 def bn_forward_eval(const real[:, :, ::1] x, const floating[::1] running_mean,
                     const floating[::1] running_var, const floating[::1] weight,
                     const floating[::1] bias, double eps, real[:, :, ::1] out,
@@ -51,22 +68,20 @@ def bn_forward_eval(const real[:, :, ::1] x, const floating[::1] running_mean,
     ``invstd = 1/sqrt(running_var + eps)`` for the backward."""
     if (real is double and floating is float) or (real is not double and floating is double):
         raise TypeError(WRONG_PAIR)  # decided when compiling: nothing below is built for it
-    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2], c
-    cdef const floating *w = &weight[0] if weight is not None else NULL
-    cdef const floating *b = &bias[0] if bias is not None else NULL
-    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating) + 1)
+    cdef Py_ssize_t outer = x.shape[0], C = x.shape[1], inner = x.shape[2]
+    if C == 0:
+        return
     cdef bint empty = x.size == 0
+    cdef floating *coef = <floating *>malloc(4 * C * sizeof(floating))
     if coef == NULL:
         raise MemoryError()
     with nogil:
-        for c in range(C):
-            mean[c] = running_mean[c]
-            _fwd_coefs(coef, C, 1, c, inner == 1, running_var[c], eps, &mean[0], &invstd[0], w,
-                       b)
-        if not empty:
-            _apply(&x[0, 0, 0], <const real *>NULL, &out[0, 0, 0], outer, C, inner, coef,
-                   0, C, n_threads, &residual[0, 0, 0] if residual is not None else NULL, act,
-                   slope)
+        _forward_eval(NULL if empty else &x[0, 0, 0], NULL if empty else &out[0, 0, 0],
+                      outer, C, inner, &running_mean[0], &running_var[0], eps,
+                      &weight[0] if weight is not None else NULL,
+                      &bias[0] if bias is not None else NULL, &mean[0], &invstd[0], coef,
+                      n_threads, &residual[0, 0, 0] if residual is not None else NULL, act,
+                      slope)
     free(coef)
 
 

@@ -84,7 +84,7 @@ cdef inline Py_ssize_t _inner(cnp.ndarray xa):
 cdef inline bint _train_args(object x, int kind, long long ranks, Py_ssize_t C,
                              object weight, object bias, object running_mean,
                              object running_var, object counter):
-    """A batch-norm training call's arguments as its entries take them (bn_train_call,
+    """A batch-norm training call's arguments as its entries take them (bn_forward_call,
     sync_train_begin): ``x`` an aligned C-contiguous native-order ndarray (N, C, *) of
     ``kind`` (float32 or float64), of a rank whose bit is set in ``ranks``, C > 0;
     ``weight``, ``bias``, ``running_mean``, ``running_var`` None or contiguous vectors of C
@@ -107,47 +107,66 @@ cdef inline bint _train_args(object x, int kind, long long ranks, Py_ssize_t C,
                                and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>counter))
 
 
-def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weight,
-                  object bias, object running_mean, object running_var, object counter,
-                  double eps, double factor, object residual, int act, double slope,
-                  double least_invstd, object out, Py_ssize_t max_bytes, int n_threads):
-    """Batch norm's training forward for a call checked in C: ``x`` an aligned C-contiguous
+def bn_forward_call(object x, int kind, long long ranks, Py_ssize_t C, object weight,
+                    object bias, object running_mean, object running_var, object counter,
+                    bint training, double eps, double factor, object residual, int act,
+                    double slope, double least_invstd, object out, Py_ssize_t max_bytes,
+                    int n_threads):
+    """Batch norm's forward for a call checked in C: ``x`` an aligned C-contiguous
     native-order ndarray (N, C, *) of ``kind`` (float32 or float64), of a rank whose bit
-    is set in ``ranks``, more than one value per channel; the output ``out`` or a new array
-    (_output: x of fewer than ``max_bytes`` bytes); ``weight``, ``bias``, ``running_mean``,
-    ``running_var`` None or contiguous vectors of C values of that type (the running ones
-    writable); ``counter`` None or a writable 0-d int64; a fused block's ``residual`` (None,
-    or an array of x's type, shape and layout) and activation ``act`` (its ``slope``).
-    Returns ``(y, stats)``, stats the float64 (mean, m2, invstd), C values each, with the
-    running statistics moved by ``factor`` and the counter incremented; or None, having
-    written nothing, where any of that does not hold or the least invstd is below
-    ``least_invstd`` (float32 data too wide: the checked path computes it in float64)."""
+    is set in ``ranks``; the output ``out`` or a new array (_output: x of fewer than
+    ``max_bytes`` bytes); ``weight``, ``bias``, ``running_mean``, ``running_var`` None or
+    contiguous vectors of C values of that type (the running ones writable); ``counter``
+    None or a writable 0-d int64; a fused block's ``residual`` (None, or an array of x's
+    type, shape and layout) and activation ``act`` (its ``slope``).
+
+    ``training``: more than one value per channel, normalized with the batch's statistics;
+    returns ``(y, stats)``, stats the float64 (mean, m2, invstd), C values each, with the
+    running statistics moved by ``factor`` and the counter incremented. Otherwise (eval)
+    at least one value per channel and both running statistics, which it normalizes with
+    (``counter`` and ``factor`` unused); stats ``(mean, None, invstd)`` as bn_forward_eval
+    writes them. None, having written nothing, where any of that does not hold or a
+    training call's least invstd is below ``least_invstd`` (float32 data too wide: the
+    checked path computes it in float64)."""
     if not _train_args(x, kind, ranks, C, weight, bias, running_mean, running_var, counter):
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef Py_ssize_t N = cnp.PyArray_DIM(xa, 0), inner = _inner(xa)
-    if N * inner <= 1 or not _like(residual, xa):
+    if N * inner <= <Py_ssize_t>training or not _like(residual, xa):
+        return None
+    if not training and (running_mean is None or running_var is None):
         return None
     y = _output(out, xa, max_bytes, residual)
     if y is None:
         return None
     cdef cnp.npy_intp sdims[1]
     sdims[0] = C
-    cdef tuple stats = _stat_arrays(3, 1, sdims)
+    cdef tuple stats = _stat_arrays(3 if training else 2, 1, sdims)
     cdef double *mean = _ptr(stats[0])
     cdef double *m2 = _ptr(stats[1])
-    cdef double *inv = _ptr(stats[2])
+    cdef double *inv = _ptr(stats[len(stats) - 1])  # wraparound is off: no [-1]
     cdef void *coef = malloc(4 * C * sizeof(double))
     cdef void *xp = cnp.PyArray_DATA(xa)
     cdef void *yp = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef void *wp = _data(weight)
     cdef void *bp = _data(bias)
     cdef void *rp = _data(residual)
+    cdef void *mp = _data(running_mean)
+    cdef void *vp = _data(running_var)
     cdef int err = 0
     if coef == NULL:
         raise MemoryError()
     with nogil:
-        if kind == cnp.NPY_FLOAT:
+        if not training and kind == cnp.NPY_FLOAT:
+            _forward_eval(<const float *>xp, <float *>yp, N, C, inner, <const float *>mp,
+                          <const float *>vp, eps, <const float *>wp, <const float *>bp, mean,
+                          inv, <float *>coef, n_threads, <const float *>rp, act, slope)
+        elif not training:
+            _forward_eval(<const double *>xp, <double *>yp, N, C, inner, <const double *>mp,
+                          <const double *>vp, eps, <const double *>wp, <const double *>bp,
+                          mean, inv, <double *>coef, n_threads, <const double *>rp, act,
+                          slope)
+        elif kind == cnp.NPY_FLOAT:
             err = _forward(<const float *>xp, <float *>yp, N, C, inner, 1, eps,
                            <const float *>wp, <const float *>bp, mean, m2, inv,
                            <float *>coef, n_threads, <const float *>rp, act, slope)
@@ -158,22 +177,25 @@ def bn_train_call(object x, int kind, long long ranks, Py_ssize_t C, object weig
     free(coef)
     if err:
         raise MemoryError()
+    if not training:
+        return y, (stats[0], None, stats[1])
     if kind == cnp.NPY_FLOAT and _least_positive(inv, C) < least_invstd:
         return None
     if kind == cnp.NPY_FLOAT:
-        _move_running(<float *>_data(running_mean), 1, <float *>_data(running_var), 1, mean,
-                      m2, C, <double>(N * inner) - 1.0, factor)
+        _move_running(<float *>mp, 1, <float *>vp, 1, mean, m2, C, <double>(N * inner) - 1.0,
+                      factor)
     else:
-        _move_running(<double *>_data(running_mean), 1, <double *>_data(running_var), 1, mean,
-                      m2, C, <double>(N * inner) - 1.0, factor)
+        _move_running(<double *>mp, 1, <double *>vp, 1, mean, m2, C, <double>(N * inner) - 1.0,
+                      factor)
     if counter is not None:
         (<long long *>cnp.PyArray_DATA(<cnp.ndarray>counter))[0] += 1
     return y, stats
 
 
 def bn_backward_call(object x, object dy, object mean, object invstd, object weight,
-                     bint need_sums, object out, Py_ssize_t max_bytes, int n_threads):
-    """The backward of a bn_train_call forward: ``x`` that forward's input, ``dy`` an array
+                     bint training, bint need_sums, object out, Py_ssize_t max_bytes,
+                     int n_threads):
+    """The backward of a bn_forward_call forward: ``x`` that forward's input, ``dy`` an array
     of its shape, dtype and C-contiguous layout, ``mean`` and ``invstd`` its float64
     statistics (contiguous), ``weight`` None or its contiguous weight; dx into ``out`` or a
     new array (_output). Returns ``(dx, sum_dy,
@@ -213,11 +235,11 @@ def bn_backward_call(object x, object dy, object mean, object invstd, object wei
     with nogil:
         if kind == cnp.NPY_FLOAT:
             err = _backward(<const float *>xp, <const float *>gp, <float *>dp, N, C, inner, 1,
-                            True, need_sums, mp, ip, <const float *>wp, p1, p2, <float *>coef,
+                            training, need_sums, mp, ip, <const float *>wp, p1, p2, <float *>coef,
                             n_threads, NULL)
         else:
             err = _backward(<const double *>xp, <const double *>gp, <double *>dp, N, C, inner,
-                            1, True, need_sums, mp, ip, <const double *>wp, p1, p2,
+                            1, training, need_sums, mp, ip, <const double *>wp, p1, p2,
                             <double *>coef, n_threads, NULL)
     free(coef)
     if err:
@@ -328,7 +350,7 @@ def group_call(object x, int kind, Py_ssize_t G, Py_ssize_t C, object weight, ob
     aligned C-contiguous native-order ndarray (N, C, *) of ``kind`` (float32 or float64),
     N >= 1, C > 0 channels in G groups, spatial axes of at least ``min_inner`` values
     (instance norm's statistics need two); ``weight``, ``bias`` None or contiguous vectors of
-    C values of that type; a fused block's ``residual`` and ``act`` as bn_train_call's; the
+    C values of that type; a fused block's ``residual`` and ``act`` as bn_forward_call's; the
     output ``out`` or a new array (_output: x of fewer than ``max_bytes`` bytes). Returns
     ``(y, stats)``, stats the float64 (mean, m2, invstd), (N, G) each, of group_forward; or
     None, having written nothing (but out), where any of that does not hold or the

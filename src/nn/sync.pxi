@@ -56,7 +56,7 @@ def sync_train_begin(object x, int kind, long long ranks, Py_ssize_t C, object w
     """This rank's part of SyncBatchNorm's training forward, for ``x`` an aligned
     C-contiguous native-order ndarray (N, C, *) of ``kind`` (float32 or float64) of a rank in
     ``ranks``, C > 0, and the parameters, running statistics and ``counter`` as
-    bn_train_call takes them: returns the forward's float64 message ``(0, C, count, mean[C],
+    bn_forward_call takes them: returns the forward's float64 message ``(0, C, count, mean[C],
     m2[C])`` (no failure, the width, the statistics; zeros for an empty shard), padded with
     zeros to at least ``head`` values; or None."""
     if not _train_args(x, kind, ranks, C, weight, bias, running_mean, running_var, counter):

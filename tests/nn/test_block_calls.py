@@ -1,5 +1,5 @@
 """Small calls of the fused blocks (issue 24): BatchNormAct and GroupNormAct through the
-entries checked in C (bn_train_call, group_call with a residual and an activation) give the
+entries checked in C (bn_forward_call, group_call with a residual and an activation) give the
 checked path's bits: output, running statistics, and the backward after them (dx,
 grad_weight, grad_bias, grad_residual). A residual the entry does not take sends the call
 down the checked path; SyncBatchNormAct never takes a local entry."""
@@ -11,7 +11,7 @@ from cnorm._core import backend
 
 
 def _checked_only(monkeypatch):
-    monkeypatch.setattr(backend.kernels, "bn_train_call", lambda *a: None)
+    monkeypatch.setattr(backend.kernels, "bn_forward_call", lambda *a: None)
     monkeypatch.setattr(backend.kernels, "group_call", lambda *a: None)
 
 
@@ -45,7 +45,7 @@ def test_the_entry_gives_the_checked_paths_bits(monkeypatch, rng, kind, dtype, a
     x = rng.standard_normal(shape).astype(dtype)
     r = rng.standard_normal(shape).astype(dtype) if with_residual else None
     dy = rng.standard_normal(shape).astype(dtype)
-    name = "bn_train_call" if kind == "bn" else "group_call"
+    name = "bn_forward_call" if kind == "bn" else "group_call"
     calls = []
     real = getattr(backend.kernels, name)
     monkeypatch.setattr(backend.kernels, name, lambda *a: calls.append(1) or real(*a))
@@ -71,7 +71,7 @@ def test_a_residual_the_entry_does_not_take_goes_the_checked_way(rng):
 
 
 def test_sync_batch_norm_act_takes_no_local_entry(monkeypatch, rng):
-    monkeypatch.setattr(backend.kernels, "bn_train_call",
+    monkeypatch.setattr(backend.kernels, "bn_forward_call",
                         lambda *a: pytest.fail("a local entry for SyncBatchNormAct"))
     layer = cnorm.SyncBatchNormAct(8, act="relu")
     layer(rng.standard_normal((2, 8, 3, 4)).astype(np.float32))

@@ -15,14 +15,14 @@ from cnorm.nn._ops import row_norm as row_ops
 # kind: (layer factory, shape of SPARE_MIN float32 bytes and more, its entry, its context)
 LAYERS = {
     "ln": (lambda: cnorm.LayerNorm(64), (1100, 64), "row_call", row_ops.RowCallContext),
-    "bn": (lambda: cnorm.BatchNorm2d(64), (4, 64, 16, 17), "bn_train_call",
+    "bn": (lambda: cnorm.BatchNorm2d(64), (4, 64, 16, 17), "bn_forward_call",
            bn_ops.CallContext),
     "gn": (lambda: cnorm.GroupNorm(8, 64), (4, 64, 16, 17), "group_call",
            gn_ops.GroupCallContext),
     "in": (lambda: cnorm.InstanceNorm2d(64, affine=True), (4, 64, 16, 17), "group_call",
            gn_ops.GroupCallContext),
 }
-BACKWARD = {"row_call": "row_backward_call", "bn_train_call": "bn_backward_call"}
+BACKWARD = {"row_call": "row_backward_call", "bn_forward_call": "bn_backward_call"}
 
 
 def _layer(kind):
@@ -101,8 +101,8 @@ def test_an_out_is_taken_only_laid_out_as_x_writable_and_apart(rng):
     x, dy, ctx = _bn_backward_args(rng)
 
     def call(out):
-        return backend.kernels.bn_backward_call(x, dy, ctx.mean, ctx.invstd, None, True, out,
-                                                1 << 18, 1)
+        return backend.kernels.bn_backward_call(x, dy, ctx.mean, ctx.invstd, None, True, True,
+                                                out, 1 << 18, 1)
 
     want = call(None)[0]
     out = np.empty_like(x)
@@ -121,7 +121,7 @@ def test_an_out_is_taken_only_laid_out_as_x_writable_and_apart(rng):
     dy_in = buf[: x.size].reshape(x.shape)
     dy_in[...] = dy
     out_half = buf[x.size // 2: x.size // 2 + x.size].reshape(x.shape)
-    assert backend.kernels.bn_backward_call(x, dy_in, ctx.mean, ctx.invstd, None, True,
+    assert backend.kernels.bn_backward_call(x, dy_in, ctx.mean, ctx.invstd, None, True, True,
                                             out_half, 1 << 18, 1) is None
 
 

@@ -54,12 +54,14 @@ def batch_norm_call(x: ArrayLike, running_mean: OptArray, running_var: OptArray,
                     weight: OptArray, bias: OptArray, training: bool, momentum: float,
                     eps: float, out: OptArray, block: Optional[Block] = None) -> Array:
     """``cnorm.batch_norm`` and ``cnorm.batch_norm_act``: check, normalize, and when training
-    move the caller's running arrays (written back when the checks converted them). A small
-    training call of the plain norm goes to the entry checked in C first, without a context."""
-    if (training and block is None and out is None and type(x) is np.ndarray
-            and type(eps) is float and eps > 0.0 and type(momentum) is float):
-        got = train_call(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
-                         bias, running_mean, running_var, None, eps, momentum, context=False)
+    move the caller's running arrays (written back when the checks converted them). A call
+    of the plain norm goes to the entry checked in C first, without a context."""
+    if (block is None and out is None and type(x) is np.ndarray and type(eps) is float
+            and eps > 0.0 and (type(momentum) is float or not training)):
+        got = forward_call(x, x.dtype, ANY_RANK, x.shape[1] if x.ndim > 1 else 0, weight,
+                           bias, running_mean, running_var, None, eps,
+                           momentum if training else 0.0, context=False,
+                           training=bool(training))
         if got is not None:
             return got[0]
     x, rm, rv, weight, bias = check_batch_norm(
@@ -173,18 +175,20 @@ class BatchNormContext(Context):
 
 
 class CallContext(BatchNormContext):
-    """The context of a training forward run by the entry checked in C (``bn_train_call``,
-    src/nn/calls.pxi): the statistics it returned; its views of x are made when a backward
+    """The context of a forward run by the entry checked in C (``bn_forward_call``,
+    src/nn/calls.pxi): the statistics it returned (``batch_stats``: the batch's, else the
+    running ones, as BatchNormContext's); its views of x are made when a backward
     first asks for them, so that the forward pays for none. A fused block's context keeps its
     block and output ``y`` (relu's backward reads its mask there)."""
 
     __slots__ = ("x",)
 
-    def __init__(self, x: Array, stats: Array, weight: OptArray, bias: OptArray,
-                 block: Optional[Block] = None, y: OptArray = None) -> None:
+    def __init__(self, x: Array, stats: Tuple[Array, OptArray, Array], weight: OptArray,
+                 bias: OptArray, block: Optional[Block] = None, y: OptArray = None,
+                 batch_stats: bool = True) -> None:
         self.x = x
         self.mean, self.m2, self.invstd = stats
-        self.batch_stats, self.y = True, y
+        self.batch_stats, self.y = batch_stats, y
         self.keep_params(weight, bias, block)
 
     def backward(self, grad_output: ArrayLike,
@@ -194,8 +198,8 @@ class CallContext(BatchNormContext):
         need = self.weight is not None or self.has_bias
         got = None if self.block is not None else \
             _backend.kernels.bn_backward_call(self.x, grad_output, self.mean, self.invstd,
-                                              self.weight, need, out, recycle.SPARE_MIN,
-                                              _backend.threads())
+                                              self.weight, self.batch_stats, need, out,
+                                              recycle.SPARE_MIN, _backend.threads())
         if got is None:
             return super().backward(grad_output, out)
         dx, sdy, sdyx = got  # as _backward and Context.backward finish them
@@ -216,7 +220,7 @@ class CallContext(BatchNormContext):
 
 def ranks_mask(ndims: Union[int, Sequence[int]]) -> int:
     """check_ndim's ``allowed`` (the ranks, or an int: the least rank) as the bit mask
-    ``bn_train_call`` takes."""
+    ``bn_forward_call`` takes."""
     ranks = range(ndims, 63) if isinstance(ndims, int) else ndims
     return sum(1 << r for r in ranks)
 
@@ -224,25 +228,27 @@ def ranks_mask(ndims: Union[int, Sequence[int]]) -> int:
 ANY_RANK = ranks_mask(2)  # the functional form's: (N, C, ...)
 
 
-def train_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
-               bias: OptArray, running_mean: OptArray, running_var: OptArray,
-               counter: OptArray, eps: float, factor: float,
-               epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True,
-               holder: Any = None) -> Optional[Tuple[Array, Any]]:
-    """A training forward by the entry checked in C: ``(y, context)`` with the running
-    statistics (and ``counter``) moved, or None, having changed nothing, where the entry
-    does not take the call (the checked path then runs, with its errors). ``epi``: a fused
-    block's (residual, activation name, slope); ``context=False``: a functional form's call,
-    which no backward asks for (``(y, None)``); ``holder``: the layer, whose memory takes a
-    large output (recycle.entry_out)."""
+def forward_call(x: Any, dtype: np.dtype[Any], ranks: int, C: int, weight: OptArray,
+                 bias: OptArray, running_mean: OptArray, running_var: OptArray,
+                 counter: OptArray, eps: float, factor: float,
+                 epi: Optional[Tuple[Any, Optional[str], float]] = None, context: bool = True,
+                 holder: Any = None, training: bool = True) -> Optional[Tuple[Array, Any]]:
+    """A forward by the entry checked in C: ``(y, context)``, in training with the running
+    statistics (and ``counter``) moved, in eval (``training=False``) normalized with the
+    running statistics; or None, having changed nothing, where the entry does not take the
+    call (the checked path then runs, with its errors). ``epi``: a fused block's (residual,
+    activation name, slope); ``context=False``: a functional form's call, which no backward
+    asks for (``(y, None)``); ``holder``: the layer, whose memory takes a large output
+    (recycle.entry_out)."""
     residual, act, slope = (None, None, 0.0) if epi is None else epi
     out, limit = recycle.entry_out(holder, x)
-    got = _backend.kernels.bn_train_call(x, dtype.num, ranks, C, weight, bias, running_mean,
-                                         running_var, counter, eps, factor, residual,
-                                         act_code(act), slope, WIDE_INVSTD, out, limit,
-                                         _backend.threads())
+    got = _backend.kernels.bn_forward_call(x, dtype.num, ranks, C, weight, bias, running_mean,
+                                           running_var, counter, training, eps, factor,
+                                           residual, act_code(act), slope, WIDE_INVSTD, out,
+                                           limit, _backend.threads())
     if got is None or not context:
         return None if got is None else (got[0], None)
     y, stats = got
     block = None if epi is None else Block(x, residual, act, slope)
-    return y, CallContext(x, stats, weight, bias, block, None if block is None else y)
+    return y, CallContext(x, stats, weight, bias, block, None if block is None else y,
+                          training)
