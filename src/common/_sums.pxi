@@ -14,6 +14,10 @@ cdef extern from "cnorm_runs.h" nogil:
     void cn_runs_f32(const float *x, const float *dy, Py_ssize_t C, Py_ssize_t inner,
                      Py_ssize_t c, Py_ssize_t j0, Py_ssize_t j1, float sh, Py_ssize_t flush,
                      double *s1, double *s2)
+    bint cn_rows_sums_takes(Py_ssize_t C)
+    void cn_rows_sums_f32(const float *x, const float *dy, Py_ssize_t C, Py_ssize_t r0,
+                          Py_ssize_t r1, const float *fs, Py_ssize_t flush, double *s1,
+                          double *s2)
 
 
 cdef inline void _add_block(const real *p, const real *g, const floating *w,
@@ -276,7 +280,9 @@ cdef void _rows_sums(const real *x, const real *dy, Py_ssize_t C, Py_ssize_t r0,
         s1[c] = 0.0
         s2[c] = 0.0
         fs[c] = <floating>shift[c]
-    if C == 2 * LANES:  # whole rows in memory order, float lanes in registers
+    if real is float and floating is float and cn_rows_sums_takes(C):  # the same, in C
+        cn_rows_sums_f32(x, dy, C, r0, r1, fs, FLUSH, s1, s2)
+    elif C == 2 * LANES:  # whole rows in memory order, float lanes in registers
         for l in range(2 * LANES):
             w1[l] = 0.0
             w2[l] = 0.0
