@@ -67,6 +67,13 @@ def agree(comm: Any, error: Optional[BaseException], message: Array) -> Array:
     message[0] = error is not None
     rows = np.empty((comm.size, message.shape[0]))
     comm.Allgather(message, rows)
+    settle(comm, error, rows)
+    return rows
+
+
+def settle(comm: Any, error: Optional[BaseException], rows: Array) -> None:
+    """agree's raising, from every rank's gathered messages ``rows`` (the entries checked in C
+    gather them themselves): nothing when no rank's flag is set."""
     flags = rows[:, 0].tolist()  # a few ranks: Python is quicker than NumPy here
     if any(flags):
         told = comm.allgather(None if error is None else (type(error).__name__, str(error)))
@@ -77,7 +84,6 @@ def agree(comm: Any, error: Optional[BaseException], message: Array) -> Array:
         kind = _error_type(name)
         raise kind(f"on rank {bad}: {text}" if kind.__name__ == name else
                    f"on rank {bad}: {name}: {text}")
-    return rows
 
 
 # The forward's first message: (failure flag, num_features, count, mean[C], m2[C]) in HEAD
@@ -196,8 +202,8 @@ class SyncContext(Context):
 
 
 class SyncCallContext(SyncContext):
-    """The context of a training forward run by the entries checked in C (sync_train_begin
-    and sync_train_finish, src/nn/sync.pxi): the union's statistics they returned; the views
+    """The context of a training forward run by the entries checked in C (sync_train_call,
+    src/nn/sync.pxi): the union's statistics they returned; the views
     of x are made only when the checked backward asks for them."""
 
     __slots__ = ("x",)
@@ -325,8 +331,17 @@ class SyncBatchNorm(BatchNormBase):
         rank's failure, a width that differs between ranks (it would send statistics of
         another size, which no collective can take) or a union of at most one value per
         channel (torch's rule) makes every rank raise, from the first message alone."""
-        C = self.num_features
         heads = agree(comm, error, message[:HEAD])
+        self._check_heads(comm, heads)
+        if message.shape[0] == HEAD:
+            return heads[:, 2:3 + 2 * self.num_features]
+        tails = np.empty((comm.size, message.shape[0] - HEAD))  # a wider layer's rest
+        comm.Allgather(message[HEAD:], tails)
+        return np.concatenate([heads, tails], axis=1)[:, 2:]
+
+    def _check_heads(self, comm: Any, heads: Array) -> None:
+        """_gather_stats' checks of every rank's (width, count) in its message's head."""
+        C = self.num_features
         facts = heads[:, 1:3].tolist()  # (width, count) of each rank
         if any(width != C for width, _ in facts):
             raise ValueError("num_features differs between ranks: "
@@ -335,58 +350,45 @@ class SyncBatchNorm(BatchNormBase):
         if total <= 1:
             raise ValueError("Expected more than 1 value per channel when training, got "
                              f"{int(total)} over {comm.size} ranks")
-        if message.shape[0] == HEAD:
-            return heads[:, 2:3 + 2 * C]
-        tails = np.empty((comm.size, message.shape[0] - HEAD))  # a wider layer's rest
-        comm.Allgather(message[HEAD:], tails)
-        return np.concatenate([heads, tails], axis=1)[:, 2:]
 
     def _sync_entry(self, comm: Any, x: ArrayLike) -> OptArray:
-        """A training forward by the entries checked in C, with the checked path's messages
-        (so ranks on either path work together) and its results; None, having sent nothing,
-        where sync_train_begin does not take the call or runs out of memory (the checked path
-        then agrees on any failure with the other ranks)."""
+        """A training forward by the entries checked in C (sync_train_call), with the checked
+        path's messages (so ranks on either path work together) and its results; None,
+        having sent nothing, where they do not take the call or run out of memory (the
+        checked path then agrees on any failure with the other ranks)."""
         if not (self.training and type(self.eps) is float and self.eps > 0.0):
             return None
         counter = self._num_batches_tracked if self.track_running_stats else None
         rm, rv = (self.running_mean, self.running_var) if counter is not None else (None, None)
-        kernels, threads = _backend.kernels, _backend.threads()
-        try:
-            message = kernels.sync_train_begin(x, self.dtype.num, ANY_RANK, self.num_features,
-                                               self.weight, self.bias, rm, rv, counter, HEAD,
-                                               threads)
-        except MemoryError:  # nothing sent: the checked path agrees on it with the others
+        out = take(self, "_y", x) if type(x) is np.ndarray else None
+        got = _backend.kernels.sync_train_call(
+            comm, x, self.dtype.num, ANY_RANK, self.num_features, self.weight, self.bias, rm,
+            rv, counter, HEAD, self.eps, running_factor(self.momentum, counter), out,
+            _backend.threads())
+        if got is None:
             return None
-        if message is None:
-            return None
-        a = cast(Array, x)  # sync_train_begin takes only an ndarray
-        parts = self._gather_stats(comm, None, message)
-        got = kernels.sync_train_finish(a, parts, self.weight, self.bias, rm, rv, counter,
-                                        self.eps, running_factor(self.momentum, counter),
-                                        take(self, "_y", a), threads)
-        assert got is not None, "sync_train_finish refused what sync_train_begin took"
+        if type(got) is np.ndarray:  # a rank failed, or the ranks disagree: every rank raises
+            settle(comm, None, got)
+            self._check_heads(comm, got)
+        assert type(got) is tuple, "sync_train_finish refused what sync_train_begin took"
         y: Array
         y, stats, total = got
-        self._saved = SyncCallContext(comm, a, stats, total, self.weight, self.bias) \
-            if _grad.enabled() else None
+        self._saved = SyncCallContext(comm, cast(Array, x), stats, total, self.weight,
+                                      self.bias) if _grad.enabled() else None
         return y
 
     def _sync_grad(self, ctx: SyncCallContext, grad_output: ArrayLike) -> OptArray:
-        """The backward of an entry's forward by the entries checked in C, with the checked
-        path's message; None, having sent nothing, where sync_grad_begin does not take it or
-        runs out of memory."""
-        kernels, threads = _backend.kernels, _backend.threads()
-        try:
-            message = kernels.sync_grad_begin(ctx.x, grad_output, ctx.mean, threads)
-        except MemoryError:  # nothing sent: the checked path agrees on it with the others
+        """The backward of an entry's forward by the entries checked in C (sync_grad_call),
+        with the checked path's message; None, having sent nothing, where they do not take
+        it or run out of memory."""
+        got = _backend.kernels.sync_grad_call(ctx.comm, ctx.x, grad_output, ctx.mean,
+                                              ctx.invstd, ctx.total, ctx.weight,
+                                              take(self, "_dx", ctx.x), _backend.threads())
+        if got is None:
             return None
-        if message is None:
-            return None
-        rows = agree(ctx.comm, None, message)
-        got = kernels.sync_grad_finish(ctx.x, grad_output, rows[:, 1:], message[1:], ctx.mean,
-                                       ctx.invstd, ctx.total, ctx.weight,
-                                       take(self, "_dx", ctx.x), threads)
-        assert got is not None, "sync_grad_finish refused what sync_grad_begin took"
+        if type(got) is np.ndarray:  # another rank failed: every rank raises
+            settle(ctx.comm, None, got)
+        assert type(got) is tuple, "sync_grad_finish refused what sync_grad_begin took"
         dx: Array
         dx, gw, gb = got
         self.grad_weight = gw if ctx.weight is not None else None

@@ -4,9 +4,11 @@
    its whole blocks into the float lanes, flushed into double every `flush` blocks counted
    over the runs; its tail into the double lanes; at the end a last flush and the tree of
    cnorm_tree.h): the same bits on every target. The lanes stay in registers across the runs;
-   blocks and tails go in by cnorm_short.h's cn_lanes_block and cn_lanes_tail: in Cython each run's tail stored
-   double lanes one by one that the next run's loop loaded again as vectors, and every such
-   load waited for the stores to leave (a quarter of that forward's samples). */
+   blocks and tails go in by cnorm_short.h's cn_lanes_block and cn_lanes_tail: in Cython each
+   run's tail stored double lanes one by one that the next run's loop loaded again as
+   vectors, and every such load waited for the stores to leave (a quarter of that forward's
+   samples). The rows layout's sums of 65 to 128 channels keep their lanes in registers too
+   (cn_rows_sums_f32, below). */
 #ifndef CNORM_RUNS_H
 #define CNORM_RUNS_H
 #include <stddef.h>
@@ -64,13 +66,13 @@ static inline void cn_runs_f32(const float *x, const float *dy, ptrdiff_t C, ptr
 #endif
 }
 
-/* The rows layout's sums (_sums.pxi's _rows_sums) for float32 data of C = 16 K channels, K > 4:
-   every `flush` rows, per block of up to 128 channels, the block's float lanes from zero in
+/* The rows layout's sums (_sums.pxi's _rows_sums) of float32 data, C = 16 K channels: every
+   `flush` rows, per block of up to 128 channels, the block's float lanes from zero in
    registers over those rows, then added into the double sums s1[c], s2[c]. The order of
    _rows_sums' other branches, channel by channel: the same bits. A row's block is read whole
    in memory order (by blocks of 32 channels, each row's lines were read apart, which the
-   prefetchers follow badly: BatchNorm2d channels-last (16, 128, 28, 28) forward statistics
-   fwd + bwd 1.9-2.1 -> 1.6-1.7 ms at one thread, 1.0-1.1 -> 0.89 ms at two, AMD EPYC). fs: the shifts, in float. */
+   prefetchers follow badly: BatchNorm2d channels-last (16, 128, 28, 28) fwd + bwd 1.9-2.1 ->
+   1.6-1.7 ms at one thread, 1.0-1.1 -> 0.89 ms at two, AMD EPYC). fs: the shifts, in float. */
 static inline void cn_rows_block_k(const float *x, const float *dy, ptrdiff_t rows,
                                    ptrdiff_t C, const float *fs, double *s1, double *s2,
                                    const int K) {

@@ -267,3 +267,72 @@ def sync_grad_finish(object x, object dy, const double[:, :] rows, object local,
     free(w64)
     free(coef)
     return dx, gw, gb
+
+
+cdef inline cnp.ndarray _gather(object comm, object message):
+    """Every rank's ``message`` (a 1-D float64 array of one length on every rank), a
+    (comm.size, length) array in rank order, by one Allgather (agree's, without its checks)."""
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = comm.size, cnp.PyArray_DIM(<cnp.ndarray>message, 0)
+    cdef cnp.ndarray rows = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE, 0)
+    comm.Allgather(message, rows)
+    return rows
+
+
+cdef inline bint _all_well(cnp.ndarray rows, Py_ssize_t C, bint head):
+    """No rank's failure flag is set, and with ``head`` (the forward's message) every rank's
+    width is C and their counts add up to more than one value per channel."""
+    cdef const double *p = <const double *>cnp.PyArray_DATA(rows)
+    cdef Py_ssize_t r, n = cnp.PyArray_DIM(rows, 1)
+    cdef double total = 0.0
+    for r in range(cnp.PyArray_DIM(rows, 0)):
+        if p[r * n] != 0.0 or (head and p[r * n + 1] != <double>C):
+            return False
+        total += p[r * n + 2] if head else 0.0
+    return not head or total > 1.0
+
+
+def sync_train_call(object comm, object x, int kind, long long ranks, Py_ssize_t C,
+                    object weight, object bias, object running_mean, object running_var,
+                    object counter, Py_ssize_t head, double eps, double factor, object out,
+                    int n_threads):
+    """A training forward by the entries in one call: sync_train_begin, the collectives on
+    ``comm`` (the message's ``head`` values, then a wider layer's rest), sync_train_finish.
+    Returns (y, stats, count) as sync_train_finish; None, having sent nothing, where
+    sync_train_begin does not take the call or runs out of memory; or, where a rank failed
+    or their widths or counts are wrong, every rank's heads (a (size, head) array, the same
+    on every rank) for the caller to raise from."""
+    try:
+        message = sync_train_begin(x, kind, ranks, C, weight, bias, running_mean, running_var,
+                                   counter, head, n_threads)
+    except MemoryError:  # nothing sent: the checked path agrees on it with the others
+        return None
+    if message is None:
+        return None
+    cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray>message, 0)
+    cdef cnp.ndarray rows = _gather(comm, message if n == head else message[:head])
+    if not _all_well(rows, C, True):
+        return rows
+    parts = (rows[:, 2:3 + 2 * C] if n == head else  # a wider layer's rest, once agreed
+             np.concatenate([rows, _gather(comm, message[head:])], axis=1)[:, 2:])
+    return sync_train_finish(x, parts, weight, bias, running_mean, running_var, counter, eps,
+                             factor, out, n_threads)
+
+
+def sync_grad_call(object comm, object x, object dy, object mean, object invstd, double count,
+                   object weight, object out, int n_threads):
+    """The backward of a sync_train_call forward in one call: sync_grad_begin, the
+    collective on ``comm``, sync_grad_finish. Returns (dx, grad_weight, grad_bias); None,
+    having sent nothing, where sync_grad_begin does not take it or runs out of memory; or,
+    where a rank failed, every rank's messages for the caller to raise from."""
+    try:
+        message = sync_grad_begin(x, dy, mean, n_threads)
+    except MemoryError:
+        return None
+    if message is None:
+        return None
+    cdef cnp.ndarray rows = _gather(comm, message)
+    if not _all_well(rows, 0, False):
+        return rows
+    return sync_grad_finish(x, dy, rows[:, 1:], message[1:], mean, invstd, count, weight, out,
+                            n_threads)
