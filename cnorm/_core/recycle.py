@@ -22,25 +22,29 @@ from .types import Array, Shape
 # Outputs from this size up are recycled; smaller ones come from the allocator's free lists
 # without page faults, and the bookkeeping would cost them more than it saves.
 SPARE_MIN = 1 << 18
+ALIGN = 64  # a cache line: the kernels' streaming stores write whole lines from there
 
 
 class Spare:
     """The memory of one output slot of a layer, and a weak reference to what was last made
     of it (dead: the memory is free)."""
 
-    __slots__ = ("owner", "root")
+    __slots__ = ("owner", "start", "root")
 
     def __init__(self, nbytes: int) -> None:
-        self.owner = np.empty(nbytes, dtype=np.uint8)
+        self.owner = np.empty(nbytes + ALIGN, dtype=np.uint8)
+        self.start = -self.owner.ctypes.data % ALIGN  # cache-line aligned: streaming stores
         self.root: Optional["weakref.ref[Array]"] = None
 
     def free_for(self, nbytes: int) -> bool:
-        return self.owner.nbytes >= nbytes and (self.root is None or self.root() is None)
+        return (self.owner.nbytes - self.start >= nbytes
+                and (self.root is None or self.root() is None))
 
     def lease(self, shape: Shape, dtype: np.dtype[Any], channels_last: bool) -> Array:
         """A new array of ``shape`` and ``dtype`` over the memory, C order or channels-last
         (an (N, C, *spatial) array over (N, *spatial, C) memory)."""
-        root = np.frombuffer(self.owner.data, np.uint8, prod(shape) * dtype.itemsize)
+        root = np.frombuffer(self.owner.data, np.uint8, prod(shape) * dtype.itemsize,
+                             self.start)
         self.root = weakref.ref(root)
         flat = root.view(dtype)
         if channels_last:

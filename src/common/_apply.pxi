@@ -137,9 +137,9 @@ cdef extern from "cnorm_stream.h" nogil:
                             float lo, float k1, float k2, float k3, const float *wc)
     void cn_norm_run_vec(const float *x, float *y, Py_ssize_t n, float hi, float lo, float a,
                          float b, const float *wc, const float *bc, bint stream)
-    bint cn_rows_takes(Py_ssize_t C, bint grad)
+    int cn_rows_plan(Py_ssize_t C, bint grad, bint streamable)
     void cn_rows_apply(const float *x, const float *dy, float *y, Py_ssize_t rows,
-                       Py_ssize_t C, const float *coef)
+                       Py_ssize_t C, const float *coef, bint stream)
     void cn_stream_fence()
 
 
@@ -250,19 +250,26 @@ cdef inline void _apply_group(const real *x, const real *dy, real *out, Py_ssize
 cdef bint _rows_apply(const float *x, const float *dy, float *y, Py_ssize_t outer,
                       Py_ssize_t C, const float *coef, int nt) noexcept nogil:
     """_apply_rows' forward without epilogue (dy NULL) or training backward, for the C that
-    cnorm_stream.h's cn_rows_takes names: the same operations with the coefficients in
-    registers (cn_rows_apply). False (nothing done) for other C or targets."""
+    cnorm_stream.h's cn_rows_plan takes: the same operations with the coefficients in
+    registers (cn_rows_apply), dx streaming where it plans so (then fenced). False (nothing
+    done) for other C or targets."""
     cdef Py_ssize_t t, r0
-    if not cn_rows_takes(C, dy != NULL):
+    cdef Py_ssize_t plan = cn_rows_plan(C, dy != NULL, _streams(x, outer * C)
+                                        and (<size_t>y) % 64 == 0
+                                        and (C * sizeof(float)) % 64 == 0)
+    cdef bint stream = plan == 2
+    if plan == 0:
         return False
     nt = _threads(outer * C, outer, nt)
     if nt > 1:
         for t in prange(nt, schedule="static", num_threads=nt):
             r0 = t * outer // nt
             cn_rows_apply(x + r0 * C, dy + r0 * C if dy != NULL else NULL, y + r0 * C,
-                          (t + 1) * outer // nt - r0, C, coef)
+                          (t + 1) * outer // nt - r0, C, coef, stream)
+            cn_stream_fence()
     else:  # no OpenMP region: on one thread its setup costs more than a small call's work
-        cn_rows_apply(x, dy, y, outer, C, coef)
+        cn_rows_apply(x, dy, y, outer, C, coef, stream)
+        cn_stream_fence()
     return True
 
 

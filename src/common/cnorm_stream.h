@@ -8,7 +8,8 @@
    for rows layouts of 1 MB and of 25 MB; so they keep ordinary stores. Row norms' long rows
    stream theirs: cn_norm_run_vec.) A streaming run's head, up to the first aligned output
    line, and its tail go by ordinary stores. The rows layout's forward and training backward
-   (cn_rows_apply) keep their coefficients in registers. */
+   (cn_rows_apply) keep their coefficients in registers; a backward of 65 to 128 channels
+   streams its dx (cn_rows_plan). */
 #ifndef CNORM_STREAM_H
 #define CNORM_STREAM_H
 #include <stddef.h>
@@ -112,7 +113,7 @@ static inline void cn_norm_run_vec(const float *x, float *y, ptrdiff_t n, float 
 __attribute__((always_inline)) static inline void cn_rows_apply_k(
         const float *x, const float *dy, float *y, ptrdiff_t rows, ptrdiff_t stride,
         const float *hi, const float *lo, const float *a, const float *b, const float *e,
-        const int K) {
+        const int K, int stream) {
     cn_sv vh[8], vl[8], va[8], vb[8], ve[8], d;
     const int W = CN_SW, V = K * 16 / CN_SW;  /* vectors of the block's row */
     for (int k = 0; k < V; k++) {
@@ -126,30 +127,42 @@ __attribute__((always_inline)) static inline void cn_rows_apply_k(
         for (int k = 0; k < V; k++) {
             const ptrdiff_t o = r * stride + k * W;
             d = CN_SUB(CN_SUB(CN_LD(x + o), vh[k]), vl[k]);
-            CN_STU(y + o, dy == NULL ? CN_ADD(CN_MUL(d, va[k]), vb[k])
-                                     : CN_ADD(CN_MUL(CN_LD(dy + o), va[k]),
-                                              CN_ADD(CN_MUL(d, vb[k]), ve[k])));
+            d = dy == NULL ? CN_ADD(CN_MUL(d, va[k]), vb[k])
+                           : CN_ADD(CN_MUL(CN_LD(dy + o), va[k]), CN_ADD(CN_MUL(d, vb[k]), ve[k]));
+            if (stream)
+                CN_ST(y + o, d);
+            else
+                CN_STU(y + o, d);
         }
 }
 #endif
 
-/* Whether cn_rows_apply takes C channels, forward or (grad) backward: C a multiple of 16, and
-   for the backward at most 64 (one block a row: with two input streams, a row's halves read
-   at different times measured slower, BatchNorm2d (16, 128, 28, 28) fwd + bwd 2.0 -> 2.2 ms
-   at one thread, AMD EPYC). */
-static inline int cn_rows_takes(ptrdiff_t C, int grad) {
+/* How cn_rows_apply takes C channels, forward or (grad) backward: 0 not at all, 1 by
+   ordinary stores, 2 by streaming stores. C a multiple of 16. The backward of at most 64
+   channels (one block a row) by ordinary stores; of up to 128 (a row's two blocks read at
+   different times, slower than _apply_cols through the cache: BatchNorm2d (16, 128, 28, 28)
+   fwd + bwd 2.0 -> 2.2 ms) only where dx may stream (`streamable`: large, its rows
+   cache-line aligned), which skips the read of dx's lines and keeps x and dy in cache
+   (1.59-1.63 -> 1.42 ms at one thread, 1.0-1.2 -> 0.86-0.96 at two; in L2, (4, 128, 28, 28)
+   0.33 -> 0.31 ms; AMD EPYC). 64 channels stream slower (0.60-0.72 -> 0.81-0.91 ms on
+   (16, 64, 28, 28)): their arrays stay in cache. */
+static inline int cn_rows_plan(ptrdiff_t C, int grad, int streamable) {
 #if defined(__GNUC__) && CN_STREAMS
-    return C % 16 == 0 && (!grad || C <= 64);
+    if (C % 16 != 0 || (grad && C > 128))
+        return 0;
+    if (!grad || C <= 64)
+        return 1;
+    return streamable ? 2 : 0;
 #else
-    (void)C; (void)grad;
+    (void)C; (void)grad; (void)streamable;
     return 0;
 #endif
 }
 
-/* `rows` rows of C channels (cn_rows_takes), the coefficient vectors `coef` (hi, lo, a, b,
-   and e with dy) C apart. */
+/* `rows` rows of C channels (cn_rows_plan), the coefficient vectors `coef` (hi, lo, a, b,
+   and e with dy) C apart; `stream`: the output by streaming stores (y cache-line aligned). */
 static inline void cn_rows_apply(const float *x, const float *dy, float *y, ptrdiff_t rows,
-                                 ptrdiff_t C, const float *coef) {
+                                 ptrdiff_t C, const float *coef, int stream) {
 #if defined(__GNUC__) && CN_STREAMS
     const ptrdiff_t tile = C >= 4096 ? 1 : 4096 / C;
     const float *hi = coef, *lo = coef + C, *a = coef + 2 * C, *b = coef + 3 * C;
@@ -161,7 +174,7 @@ static inline void cn_rows_apply(const float *x, const float *dy, float *y, ptrd
             const float *g = dy == NULL ? NULL : dy + o;
             /* K a constant in each case, so that the block's loops unroll into registers */
 #define CN_ROWS_K(K) cn_rows_apply_k(x + o, g, y + o, m, C, hi + c, lo + c, a + c, b + c, \
-                                     e + c, K)
+                                     e + c, K, stream)
             switch (C - c < 64 ? (C - c) / 16 : 4) {
             case 1: CN_ROWS_K(1); break;
             case 2: CN_ROWS_K(2); break;
