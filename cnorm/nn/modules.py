@@ -56,8 +56,8 @@ class BatchNormBase(_NormBase):
         return self._run(x)
 
     def _run(self, x: ArrayLike, block: Optional[Callable[[Array], Block]] = None) -> Array:
-        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given. A small
-        training call of the plain norm goes to the entry checked in C first (forward_call)."""
+        """The forward, with a fused block's epilogue (cnorm/nn/blocks.py) when given. A call
+        of the plain norm goes to the entry checked in C first (forward_call)."""
         y = self._entry(x) if block is None else None
         if y is not None:
             return y

@@ -16,7 +16,7 @@ layer without ``comm`` first runs; without mpi4py the layer is BatchNorm in a on
 import builtins
 import functools
 import types
-from typing import Any, Callable, Dict, Optional, Tuple, Type, TypeVar, cast
+from typing import Any, Callable, Dict, NoReturn, Optional, Tuple, Type, TypeVar, cast
 
 import numpy as np
 
@@ -330,17 +330,18 @@ class SyncBatchNorm(BatchNormBase):
         rank order, from this rank's forward ``message`` (_forward_message's layout). Any
         rank's failure, a width that differs between ranks (it would send statistics of
         another size, which no collective can take) or a union of at most one value per
-        channel (torch's rule) makes every rank raise, from the first message alone."""
-        heads = agree(comm, error, message[:HEAD])
-        self._check_heads(comm, heads)
-        if message.shape[0] == HEAD:
-            return heads[:, 2:3 + 2 * self.num_features]
-        tails = np.empty((comm.size, message.shape[0] - HEAD))  # a wider layer's rest
-        comm.Allgather(message[HEAD:], tails)
-        return np.concatenate([heads, tails], axis=1)[:, 2:]
+        channel (torch's rule) makes every rank raise, from the first message alone (the
+        collectives of sync_train_call's, src/nn/sync.pxi)."""
+        message[0] = error is not None
+        ok, rows = _backend.kernels.sync_gather(comm, message, self.num_features, HEAD)
+        if not ok:
+            self._disagree(comm, error, rows)
+        return cast(Array, rows)
 
-    def _check_heads(self, comm: Any, heads: Array) -> None:
-        """_gather_stats' checks of every rank's (width, count) in its message's head."""
+    def _disagree(self, comm: Any, error: Optional[Exception], heads: Array) -> NoReturn:
+        """Raise on every rank what the gathered ``heads`` of the forward's messages say: a
+        rank's failure (settle), else the ranks' widths or their count."""
+        settle(comm, error, heads)
         C = self.num_features
         facts = heads[:, 1:3].tolist()  # (width, count) of each rank
         if any(width != C for width, _ in facts):
@@ -350,6 +351,7 @@ class SyncBatchNorm(BatchNormBase):
         if total <= 1:
             raise ValueError("Expected more than 1 value per channel when training, got "
                              f"{int(total)} over {comm.size} ranks")
+        raise AssertionError(f"heads that the entry refused and the checks passed: {facts}")
 
     def _sync_entry(self, comm: Any, x: ArrayLike) -> OptArray:
         """A training forward by the entries checked in C (sync_train_call), with the checked
@@ -368,8 +370,7 @@ class SyncBatchNorm(BatchNormBase):
         if got is None:
             return None
         if type(got) is np.ndarray:  # a rank failed, or the ranks disagree: every rank raises
-            settle(comm, None, got)
-            self._check_heads(comm, got)
+            self._disagree(comm, None, got)
         assert type(got) is tuple, "sync_train_finish refused what sync_train_begin took"
         y: Array
         y, stats, total = got

@@ -292,6 +292,26 @@ cdef inline bint _all_well(cnp.ndarray rows, Py_ssize_t C, bint head):
     return not head or total > 1.0
 
 
+cdef tuple _gather_parts(object comm, cnp.ndarray message, Py_ssize_t C, Py_ssize_t head):
+    """The forward's collectives: ``(True, parts)``, parts every rank's (count, mean[C],
+    m2[C]) rows in rank order (the ``head`` values of each message, then a wider layer's rest
+    once the heads agree); or ``(False, heads)`` where a rank failed or their widths or
+    counts are wrong (the same on every rank)."""
+    cdef Py_ssize_t n = cnp.PyArray_DIM(message, 0)
+    cdef cnp.ndarray rows = _gather(comm, message if n == head else message[:head])
+    if not _all_well(rows, C, True):
+        return False, rows
+    if n == head:
+        return True, rows[:, 2:3 + 2 * C]
+    return True, np.concatenate([rows, _gather(comm, message[head:])], axis=1)[:, 2:]
+
+
+def sync_gather(object comm, object message, Py_ssize_t C, Py_ssize_t head):
+    """The checked path's forward collectives (_gather_parts) on its ``message`` (a 1-D
+    float64 array of at least ``head`` values, the flag set where this rank failed)."""
+    return _gather_parts(comm, <cnp.ndarray?>message, C, head)
+
+
 def sync_train_call(object comm, object x, int kind, long long ranks, Py_ssize_t C,
                     object weight, object bias, object running_mean, object running_var,
                     object counter, Py_ssize_t head, double eps, double factor, object out,
@@ -309,13 +329,10 @@ def sync_train_call(object comm, object x, int kind, long long ranks, Py_ssize_t
         return None
     if message is None:
         return None
-    cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray>message, 0)
-    cdef cnp.ndarray rows = _gather(comm, message if n == head else message[:head])
-    if not _all_well(rows, C, True):
+    ok, rows = _gather_parts(comm, message, C, head)
+    if not ok:
         return rows
-    parts = (rows[:, 2:3 + 2 * C] if n == head else  # a wider layer's rest, once agreed
-             np.concatenate([rows, _gather(comm, message[head:])], axis=1)[:, 2:])
-    return sync_train_finish(x, parts, weight, bias, running_mean, running_var, counter, eps,
+    return sync_train_finish(x, rows, weight, bias, running_mean, running_var, counter, eps,
                              factor, out, n_threads)
 
 

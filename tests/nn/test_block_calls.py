@@ -1,8 +1,9 @@
 """Small calls of the fused blocks (issue 24): BatchNormAct and GroupNormAct through the
 entries checked in C (bn_forward_call, group_call with a residual and an activation) give the
-checked path's bits: output, running statistics, and the backward after them (dx,
-grad_weight, grad_bias, grad_residual). A residual the entry does not take sends the call
-down the checked path; SyncBatchNormAct never takes a local entry."""
+checked path's bits, in training and in eval: output, running statistics, and the backward
+after them (dx, grad_weight, grad_bias, grad_residual). A residual the entry does not take
+sends the call down the checked path; SyncBatchNormAct never takes a local entry in
+training."""
 import numpy as np
 import pytest
 
@@ -26,8 +27,10 @@ def _make(kind, act, dtype):
 
 
 def _steps(layer, x, r, dy):
+    """Two training steps, then an eval one (batch norm: the running statistics)."""
     out = []
-    for _ in range(2):
+    for train in (True, True, False):
+        layer.train(train)
         out += [layer(x, r), layer.backward(dy), layer.grad_weight, layer.grad_bias,
                 layer.grad_residual]
     if hasattr(layer, "running_mean"):
@@ -50,7 +53,7 @@ def test_the_entry_gives_the_checked_paths_bits(monkeypatch, rng, kind, dtype, a
     real = getattr(backend.kernels, name)
     monkeypatch.setattr(backend.kernels, name, lambda *a: calls.append(1) or real(*a))
     got = _steps(_make(kind, act, dtype), x, r, dy)
-    assert len(calls) == 2  # both forwards took the entry
+    assert len(calls) == 3  # every forward took the entry
     _checked_only(monkeypatch)
     want = _steps(_make(kind, act, dtype), x, r, dy)
     for g, w in zip(got, want):
