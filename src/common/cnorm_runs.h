@@ -15,9 +15,6 @@
 #include <string.h>
 #include "cnorm_prefetch.h"
 #include "cnorm_short.h"
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 /* s1, s2: the sums of channel c over its flat range [j0, j1) of an (outer, C, inner) array,
    around sh (without dy: of x - sh and (x - sh)^2; with dy: of dy and dy * (x - sh)). */
@@ -69,45 +66,42 @@ static inline void cn_runs_f32(const float *x, const float *dy, ptrdiff_t C, ptr
 #endif
 }
 
-/* The rows layout's sums (_sums.pxi's _rows_sums) of float32 data, C = 16 K channels: every
-   `flush` rows, per block of up to 128 channels, the block's float lanes from zero in
-   registers over those rows, then added into the double sums s1[c], s2[c]. The order of
-   _rows_sums' other branches, channel by channel: the same bits. A row's block is read whole
-   in memory order (by blocks of 32 channels, each row's lines were read apart, which the
+/* The rows layout's sums (_sums.pxi's _rows_sums) of float32 data, C = 16 K channels (65 to
+   128, cn_rows_sums_takes): every `flush` rows, the row's float lanes from zero in registers
+   over those rows, then added into the double sums s1[c], s2[c] (cn_sflush). The order of
+   _rows_sums' other branches, channel by channel: the same bits. Each row is read whole in
+   memory order (by blocks of 32 channels, each row's lines were read apart, which the
    prefetchers follow badly: BatchNorm2d channels-last (16, 128, 28, 28) fwd + bwd 1.9-2.1 ->
    1.6-1.7 ms at one thread, 1.0-1.1 -> 0.89 ms at two, AMD EPYC). fs: the shifts, in float. */
-static inline void cn_rows_block_k(const float *x, const float *dy, ptrdiff_t rows,
-                                   ptrdiff_t C, const float *fs, double *s1, double *s2,
-                                   const int K) {
+__attribute__((always_inline)) static inline void cn_rows_block_k(
+        const float *x, const float *dy, ptrdiff_t rows, ptrdiff_t C, const float *fs,
+        double *s1, double *s2, const int K) {
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
-    __m512 f1[8], f2[8], sv[8], d;
+    cn_sf16 f1[8], f2[8], sv[8], z = {0};
+    cn_sd8 a[2];
     for (int k = 0; k < K; k++) {
-        sv[k] = _mm512_loadu_ps(fs + 16 * k);
-        f1[k] = f2[k] = _mm512_setzero_ps();
+        sv[k] = cn_sload(fs + 16 * k);
+        f1[k] = f2[k] = z;
     }
     for (ptrdiff_t r = 0; r < rows; r++)
         for (int k = 0; k < K; k++) {
-            d = _mm512_sub_ps(_mm512_loadu_ps(x + r * C + 16 * k), sv[k]);
-            if (dy == NULL) {
-                f1[k] = _mm512_add_ps(f1[k], d);
-                f2[k] = _mm512_add_ps(f2[k], _mm512_mul_ps(d, d));
-            } else {
-                const __m512 e = _mm512_loadu_ps(dy + r * C + 16 * k);
-                f1[k] = _mm512_add_ps(f1[k], e);
-                f2[k] = _mm512_add_ps(f2[k], _mm512_mul_ps(e, d));
-            }
+            const cn_sf16 e = cn_sload(x + r * C + 16 * k) - sv[k];
+            const cn_sf16 g = dy == NULL ? e : cn_sload(dy + r * C + 16 * k);
+            f1[k] += g;
+            f2[k] += g * e;
         }
-    /* the flush in registers: through memory, the halves' loads of a whole vector's store
-       stalled (a third of the time) */
-#define CN_FLUSH_HALF(s, f, h) _mm512_storeu_pd((s) + 8 * (h), _mm512_add_pd( \
-        _mm512_loadu_pd((s) + 8 * (h)), _mm512_cvtps_pd(_mm512_extractf32x8_ps((f), (h)))))
     for (int k = 0; k < K; k++) {
-        CN_FLUSH_HALF(s1 + 16 * k, f1[k], 0);
-        CN_FLUSH_HALF(s1 + 16 * k, f1[k], 1);
-        CN_FLUSH_HALF(s2 + 16 * k, f2[k], 0);
-        CN_FLUSH_HALF(s2 + 16 * k, f2[k], 1);
+        a[0] = (cn_sd8)_mm512_loadu_pd(s1 + 16 * k);
+        a[1] = (cn_sd8)_mm512_loadu_pd(s1 + 16 * k + 8);
+        cn_sflush(f1[k], a, 0);
+        _mm512_storeu_pd(s1 + 16 * k, (__m512d)a[0]);
+        _mm512_storeu_pd(s1 + 16 * k + 8, (__m512d)a[1]);
+        a[0] = (cn_sd8)_mm512_loadu_pd(s2 + 16 * k);
+        a[1] = (cn_sd8)_mm512_loadu_pd(s2 + 16 * k + 8);
+        cn_sflush(f2[k], a, 0);
+        _mm512_storeu_pd(s2 + 16 * k, (__m512d)a[0]);
+        _mm512_storeu_pd(s2 + 16 * k + 8, (__m512d)a[1]);
     }
-#undef CN_FLUSH_HALF
 #else
     (void)x; (void)dy; (void)rows; (void)C; (void)fs; (void)s1; (void)s2; (void)K;
 #endif
@@ -132,21 +126,13 @@ static inline void cn_rows_sums_f32(const float *x, const float *dy, ptrdiff_t C
                                     ptrdiff_t flush, double *s1, double *s2) {
     for (ptrdiff_t r = r0; r < r1; r += flush) {
         const ptrdiff_t m = r1 - r < flush ? r1 - r : flush;
-        for (ptrdiff_t c = 0; c < C; c += 128) {
-            const float *p = x + r * C + c, *g = dy == NULL ? NULL : dy + r * C + c;
-            /* K a constant in each case, so that the block's lanes stay in registers */
-#define CN_SUMS_K(K) cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, K)
-            switch (C - c < 128 ? (C - c) / 16 : 8) {
-            case 1: CN_SUMS_K(1); break;
-            case 2: CN_SUMS_K(2); break;
-            case 3: CN_SUMS_K(3); break;
-            case 4: CN_SUMS_K(4); break;
-            case 5: CN_SUMS_K(5); break;
-            case 6: CN_SUMS_K(6); break;
-            case 7: CN_SUMS_K(7); break;
-            default: CN_SUMS_K(8); break;
-            }
-#undef CN_SUMS_K
+        const float *p = x + r * C, *g = dy == NULL ? NULL : dy + r * C;
+        /* K a constant in each case, so that the row's lanes stay in registers */
+        switch (C / 16) {
+        case 5: cn_rows_block_k(p, g, m, C, fs, s1, s2, 5); break;
+        case 6: cn_rows_block_k(p, g, m, C, fs, s1, s2, 6); break;
+        case 7: cn_rows_block_k(p, g, m, C, fs, s1, s2, 7); break;
+        default: cn_rows_block_k(p, g, m, C, fs, s1, s2, 8); break;
         }
     }
 }
