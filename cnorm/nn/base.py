@@ -132,8 +132,8 @@ class _Module:
                     phase_of: Any = None) -> R:
         """``make(out)``: ``out`` an array over this layer's memory for ``slot`` ("_y": the
         forward's output, "_dx": the backward's) in the shape, dtype and memory layout of
-        ``like`` (an input, or a context's layout, then at ``phase_of``'s offset in a cache
-        line: recycle.take), or None for a small output.
+        ``like`` (an input, or a context's layout, then placed from ``phase_of``:
+        recycle.take), or None for a small output.
 
         A training loop that drops each step's output then writes every step into the same
         memory: the allocator hands blocks this large back to the OS when they are freed, and

@@ -116,8 +116,8 @@ def test_a_dropped_output_gives_its_memory_back(kind, layout, spare_small):
     addr = y.ctypes.data, dx.ctypes.data
     del y, dx
     y, dx = layer(x2), layer.backward(x2)
-    # the same memory, from the input's offset in a cache line (recycle.Spare.lease)
-    assert abs(y.ctypes.data - addr[0]) < 64 and abs(dx.ctypes.data - addr[1]) < 64
+    # the same memory, placed from the input's address modulo a page (recycle.Spare.lease)
+    assert abs(y.ctypes.data - addr[0]) < 4096 and abs(dx.ctypes.data - addr[1]) < 4096
     fresh(x1)
     assert y.tobytes() == fresh(x2).tobytes() and dx.tobytes() == fresh.backward(x2).tobytes()
 
@@ -183,9 +183,11 @@ def test_a_failed_call_keeps_the_spare(rng, spare_small):
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_large_outputs_are_recycled_by_default(rng, layout):
-    """Without the fixture: a 1 MB output (and dx) comes back at the next step; channels-last
-    from a cache-line boundary (where the kernels' streaming stores can write whole lines),
-    C order at its input's offset in a cache line (the planar loops' best case)."""
+    """Without the fixture: a 1 MB output (and dx) comes back at the next step, half a page
+    from its input's address modulo a page (no load of x waits on a store of y whose low 12
+    bits match); channels-last from a cache-line boundary (where the kernels' streaming
+    stores can write whole lines), C order at its input's offset in a cache line (the planar
+    loops' best case)."""
     layer = cnorm.BatchNorm2d(4)
     x = rng.standard_normal((8, 4, 64, 128)).astype(np.float32)
     memory = x if layout == "nchw" else x.transpose(0, 2, 3, 1)  # its bytes' order
@@ -199,6 +201,8 @@ def test_large_outputs_are_recycled_by_default(rng, layout):
         assert (layer(x_at).ctypes.data, layer.backward(x_at).ctypes.data) == addr
         want = 0 if layout == "nhwc" else x_at.ctypes.data % 64
         assert all(a % 64 == want for a in addr), (layout, shift)
+        apart = [(a - x_at.ctypes.data) % 4096 for a in addr]  # dx: from grad_output, x here
+        assert all(2048 - 64 < d <= 2048 for d in apart), (layout, shift, apart)
 
 
 def test_no_grad_is_per_thread_and_restores(rng):
