@@ -11,13 +11,18 @@ from cnorm.testing import HALVES, KINDS, in_layout, make, make_input
 TARGETS = _backend.available_targets()
 # per rank: shapes large enough to run in parallel and to span several statistics chunks
 # (plane, block and rows layouts; long rows; one sample; short groups in fewer samples than
-# threads; rows of 65 to 128 channels, their lanes in registers and dx streaming)
-SHAPES = {2: [(6000, 33), (40, 5000)], 3: [(4, 5, 20000), (150, 40, 9), (2, 16, 700),
+# threads; rows of 65 to 128 channels, their lanes in registers and dx streaming; wider rows
+# by blocks of 128 channels and a shorter last block)
+SHAPES = {2: [(6000, 33), (40, 5000), (700, 208)], 3: [(4, 5, 20000), (150, 40, 9), (2, 16, 700),
                                            (2, 2048, 16)],
           4: [(8, 16, 40, 40), (1, 8, 100, 101), (200, 24, 7, 7), (2, 4, 3, 6000),
-              (4, 64, 20, 30), (1, 512, 8, 8), (8, 112, 12, 13)],
+              (4, 64, 20, 30), (1, 512, 8, 8), (8, 112, 12, 13), (4, 144, 9, 10)],
           5: [(2, 8, 10, 20, 30)]}
-CASES = [(kind, shape, layout) for kind in KINDS for shape in SHAPES[KINDS[kind][0][-1]]
+# each kind's highest rank, and (N, C) matrices for the kinds that take them (batch norm's
+# rows layout)
+CASES = [(kind, shape, layout) for kind in KINDS
+         for rank in sorted({KINDS[kind][0][-1]} | {2} & set(KINDS[kind][0]))
+         for shape in SHAPES[rank]
          for layout in (("nchw", "nhwc") if len(shape) > 3 else ("nchw",))]
 
 
