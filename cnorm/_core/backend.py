@@ -17,6 +17,24 @@ from .dtypes import TABLE
 TARGETS = ("avx512", "avx2", "baseline")  # best first
 
 
+def last_level_cache(path: str = "/sys/devices/system/cpu/cpu0/cache/index3/size") -> int:
+    """Bytes of the L3 cache as Linux reports it ("32768K"), 32 MB where it cannot be read
+    (glibc's sysconf and getconf can be far off in a virtual machine: 320 MB for a 32 MB L3
+    on an AMD EPYC guest)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
+    except (OSError, ValueError):
+        return 32 << 20
+
+
+# planar forward outputs from this size stream (kernels' set_stream_out): their working set
+# with x leaves no room in the L3 for either
+STREAM_OUT = 3 * last_level_cache() // 4
+
+
 def _load(target: str, family: str = "_kernels") -> Optional[ModuleType]:
     try:
         return importlib.import_module(f"cnorm._core.{family}_{target}")
@@ -58,6 +76,10 @@ def module_for(target: str, family: str = "_kernels") -> ModuleType:
     if module is None:
         raise ValueError(f"SIMD target {target!r} is not available here")
     return module
+
+
+for _t in available_targets():  # only these: another target's code may not run on this CPU
+    module_for(_t).set_stream_out(STREAM_OUT)
 
 
 _specialized: Dict[Tuple[str, str, np.dtype[Any]], Callable[..., Any]] = {}

@@ -3,10 +3,11 @@
    are the same. A training backward's dx of float data goes out by non-temporal (streaming)
    stores, which skip the read of each output line that an ordinary store makes first
    (read-for-ownership) and keep x and dy in cache; only for large arrays (the caller
-   decides): there dx goes to memory anyway. (Planar forward outputs were measured both ways:
-   faster on one thread, but slower on two where the report's loop keeps x and y in L3, and
-   for rows layouts of 1 MB and of 25 MB; so they keep ordinary stores. Row norms' long rows
-   stream theirs: cn_norm_run_vec.) A streaming run's head, up to the first aligned output
+   decides): there dx goes to memory anyway. (Planar forward outputs stream only from three
+   quarters of the L3 up (_apply.pxi's _stream_out): below it ordinary stores are faster on
+   two threads, where the report's loop keeps x and y in L3. Rows layouts of 1 MB and of 25
+   MB measured no faster streaming. Row norms' long rows stream theirs: cn_norm_run_vec.)
+   A streaming run's head, up to the first aligned output
    line, and its tail go by ordinary stores. The rows layout's forward and training backward
    (cn_rows_apply) keep their coefficients in registers; a backward of 65 to 128 channels
    streams its dx (cn_rows_plan). */

@@ -344,3 +344,58 @@ def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
     eps = np.finfo(np.float32).eps if rms else 1e-5
     ref = (xd - mu) / np.sqrt(var + eps) * W + (0.0 if rms else B)
     assert rel_err(big, ref) < 2e-6
+
+
+@pytest.mark.openmp
+@pytest.mark.parametrize("shape", [(2, 8, 200, 200), (6, 16, 40, 41)])
+def test_streamed_planar_forwards_give_the_bits_of_ordinary_stores(rng, restore_threads,
+                                                                   shape):
+    """Planar batch-norm forward outputs from the kernels' stream size up (set low here; the
+    backend sets three quarters of the L3) are stored streaming: in-cache groups ((2, 8, 200,
+    200)) and the whole-array pass ((6, 16, 40, 41)), training and eval, aligned or not, at 1
+    and 2 threads, bit for bit the ordinary stores' outputs, and the float64 reference's."""
+    import cnorm
+
+    k = _backend.kernels
+    assert k.get_stream_out() == _backend.STREAM_OUT > 0
+    x = make_input(rng, shape, np.float32, offset=3.0)
+    w = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
+    b = rng.standard_normal(shape[1]).astype(np.float32)
+    rm, rv = rng.standard_normal(shape[1]), rng.uniform(0.5, 2, shape[1])
+
+    def run():
+        outs = []
+        for n in (1, 2):
+            cnorm.set_num_threads(n)
+            for training in (True, False):
+                out = np.empty(x.size + 1, np.float32)[1:].reshape(shape)  # 4 bytes off
+                outs.append(cnorm.batch_norm(x, rm.astype(np.float32), rv.astype(np.float32),
+                                             w, b, training=training))
+                outs.append(cnorm.batch_norm(x, rm.astype(np.float32), rv.astype(np.float32),
+                                             w, b, training=training, out=out))
+        return [o.tobytes() for o in outs], outs
+
+    plain, _ = run()
+    try:
+        k.set_stream_out(0)
+        streamed, outs = run()
+    finally:
+        k.set_stream_out(_backend.STREAM_OUT)
+    assert streamed == plain
+    xd = x.astype(np.float64)
+    ax = (0, 2, 3)
+    shp = (1, -1, 1, 1)
+    train = (xd - xd.mean(axis=ax).reshape(shp)) / np.sqrt(xd.var(axis=ax).reshape(shp) + 1e-5)
+    evals = (xd - rm.reshape(shp)) / np.sqrt(rv.reshape(shp) + 1e-5)
+    assert rel_err(outs[0], train * w.reshape(shp) + b.reshape(shp)) < 2e-6
+    assert rel_err(outs[2], evals * w.reshape(shp) + b.reshape(shp)) < 2e-6
+
+
+def test_the_last_level_cache_is_read_from_sysfs(tmp_path):
+    """The stream size's L3 from Linux's cache description, 32 MB where there is none."""
+    f = tmp_path / "size"
+    f.write_text("32768K\n")
+    assert _backend.last_level_cache(str(f)) == 32 << 20
+    f.write_text("1M\n")
+    assert _backend.last_level_cache(str(f)) == 1 << 20
+    assert _backend.last_level_cache(str(tmp_path / "none")) == 32 << 20
