@@ -349,10 +349,9 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     STREAM_MIN bytes and more, in runs of STREAM_RUN values and more, stores dx streaming."""
     cdef Py_ssize_t r, c, o, off, t
     cdef int w = 4 if dy == NULL else 5
-    cdef bint stream = (dy != NULL and x != NULL and inner >= STREAM_RUN
-                        and _streams(x, outer * C * inner))
-    cdef bint ystream = (dy == NULL and res == NULL and act == ACT_NONE and inner >= STREAM_RUN
-                         and _streams(x, outer * C * inner)
+    cdef bint big = inner >= STREAM_RUN and _streams(x, outer * C * inner)
+    cdef bint stream = big and dy != NULL and x != NULL
+    cdef bint ystream = (big and dy == NULL and res == NULL and act == ACT_NONE
                          and outer * C * inner * <Py_ssize_t>sizeof(real) >= _stream_out)
     if inner > 1 and c1 - c0 < C:  # one thread's channels (a fused group)
         for o in range(outer):

@@ -69,10 +69,11 @@ static inline void cn_runs_f32(const float *x, const float *dy, ptrdiff_t C, ptr
 /* The rows layout's sums (_sums.pxi's _rows_sums) of float32 data, 16 K channels of a row (K
    up to 8, cn_rows_sums_takes): every `flush` rows, the float lanes from zero in registers
    over those rows, then added into the double sums s1[c], s2[c] (cn_sflush). The order of
-   _rows_sums' other branches, channel by channel: the same bits. Each row is read whole in
-   memory order (by blocks of 32 channels, each row's lines were read apart, which the
-   prefetchers follow badly: BatchNorm2d channels-last (16, 128, 28, 28) fwd + bwd 1.9-2.1 ->
-   1.6-1.7 ms at one thread, 1.0-1.1 -> 0.89 ms at two, AMD EPYC). fs: the shifts, in float. */
+   _rows_sums' other branches, channel by channel: the same bits. A row's block of up to 128
+   channels is read whole in memory order (by blocks of 32, a row's lines were read apart,
+   which the prefetchers follow badly: BatchNorm2d channels-last (16, 128, 28, 28) fwd + bwd
+   1.9-2.1 -> 1.6-1.7 ms at one thread, 1.0-1.1 -> 0.89 ms at two, AMD EPYC). fs: the shifts,
+   in float. */
 __attribute__((always_inline)) static inline void cn_rows_block_k(
         const float *x, const float *dy, ptrdiff_t rows, ptrdiff_t C, const float *fs,
         double *s1, double *s2, const int K) {
