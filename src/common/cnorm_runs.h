@@ -91,17 +91,11 @@ __attribute__((always_inline)) static inline void cn_rows_block_k(
             f1[k] += g;
             f2[k] += g * e;
         }
-    for (int k = 0; k < K; k++) {
-        a[0] = (cn_sd8)_mm512_loadu_pd(s1 + 16 * k);
-        a[1] = (cn_sd8)_mm512_loadu_pd(s1 + 16 * k + 8);
-        cn_sflush(f1[k], a, 0);
-        _mm512_storeu_pd(s1 + 16 * k, (__m512d)a[0]);
-        _mm512_storeu_pd(s1 + 16 * k + 8, (__m512d)a[1]);
-        a[0] = (cn_sd8)_mm512_loadu_pd(s2 + 16 * k);
-        a[1] = (cn_sd8)_mm512_loadu_pd(s2 + 16 * k + 8);
-        cn_sflush(f2[k], a, 0);
-        _mm512_storeu_pd(s2 + 16 * k, (__m512d)a[0]);
-        _mm512_storeu_pd(s2 + 16 * k + 8, (__m512d)a[1]);
+    for (int k = 0; k < 2 * K; k++) {  /* s1's blocks, then s2's */
+        double *s = (k < K ? s1 : s2) + 16 * (k % K);
+        memcpy(a, s, sizeof a);
+        cn_sflush(k < K ? f1[k] : f2[k - K], a, 0);
+        memcpy(s, a, sizeof a);
     }
 #else
     (void)x; (void)dy; (void)rows; (void)C; (void)fs; (void)s1; (void)s2; (void)K;
@@ -133,16 +127,18 @@ __attribute__((always_inline)) static inline void cn_rows_sums_body(
         for (ptrdiff_t c = 0; c < C; c += 128) {
             const float *p = x + r * C + c, *g = dy == NULL ? NULL : dy + r * C + c;
             /* K a constant in each case, so that the lanes stay in registers */
+#define CN_SUMS_K(K) cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, K)
             switch ((C - c) / 16) {
-            case 1: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 1); break;
-            case 2: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 2); break;
-            case 3: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 3); break;
-            case 4: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 4); break;
-            case 5: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 5); break;
-            case 6: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 6); break;
-            case 7: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 7); break;
-            default: cn_rows_block_k(p, g, m, C, fs + c, s1 + c, s2 + c, 8); break;
+            case 1: CN_SUMS_K(1); break;
+            case 2: CN_SUMS_K(2); break;
+            case 3: CN_SUMS_K(3); break;
+            case 4: CN_SUMS_K(4); break;
+            case 5: CN_SUMS_K(5); break;
+            case 6: CN_SUMS_K(6); break;
+            case 7: CN_SUMS_K(7); break;
+            default: CN_SUMS_K(8); break;
             }
+#undef CN_SUMS_K
         }
     }
 }
