@@ -91,11 +91,19 @@ __attribute__((always_inline)) static inline void cn_rows_block_k(
             f1[k] += g;
             f2[k] += g * e;
         }
-    for (int k = 0; k < 2 * K; k++) {  /* s1's blocks, then s2's */
-        double *s = (k < K ? s1 : s2) + 16 * (k % K);
-        memcpy(a, s, sizeof a);
-        cn_sflush(k < K ? f1[k] : f2[k - K], a, 0);
-        memcpy(s, a, sizeof a);
+    /* the sums by intrinsic loads and stores, s1's and s2's written out: through memcpy or a
+       loop over both, BatchNorm1d (256, 1024) fwd + bwd ran 217 -> 248 us (AMD EPYC) */
+    for (int k = 0; k < K; k++) {
+        a[0] = (cn_sd8)_mm512_loadu_pd(s1 + 16 * k);
+        a[1] = (cn_sd8)_mm512_loadu_pd(s1 + 16 * k + 8);
+        cn_sflush(f1[k], a, 0);
+        _mm512_storeu_pd(s1 + 16 * k, (__m512d)a[0]);
+        _mm512_storeu_pd(s1 + 16 * k + 8, (__m512d)a[1]);
+        a[0] = (cn_sd8)_mm512_loadu_pd(s2 + 16 * k);
+        a[1] = (cn_sd8)_mm512_loadu_pd(s2 + 16 * k + 8);
+        cn_sflush(f2[k], a, 0);
+        _mm512_storeu_pd(s2 + 16 * k, (__m512d)a[0]);
+        _mm512_storeu_pd(s2 + 16 * k + 8, (__m512d)a[1]);
     }
 #else
     (void)x; (void)dy; (void)rows; (void)C; (void)fs; (void)s1; (void)s2; (void)K;
