@@ -339,20 +339,23 @@ cdef void _apply_rows(const real *x, const real *dy, real *out, Py_ssize_t outer
 
 cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
                  Py_ssize_t C, Py_ssize_t inner, const floating *coef, Py_ssize_t c0,
-                 Py_ssize_t c1, int nt, const real *res, int act,
-                 double slope) noexcept nogil:
+                 Py_ssize_t c1, int nt, const real *res, int act, double slope,
+                 Py_ssize_t whole=0) noexcept nogil:
     """Forward (dy NULL) or backward (x NULL: fixed statistics) of an (outer, C, inner) array.
     Planar: channels [c0, c1) serially when that is not all of them, else all rows in
     parallel; rows layout (inner == 1): all channels, rows in parallel. Forward only: ``res``
     (laid out as x, or NULL) and ``act`` make the output act(norm(x) + res), each run finished
     while in cache. A float training backward of a planar array (outer, C, inner) of
-    STREAM_MIN bytes and more, in runs of STREAM_RUN values and more, stores dx streaming."""
+    STREAM_MIN bytes and more, in runs of STREAM_RUN values and more, stores dx streaming; a
+    forward's y streams from _stream_out bytes of the array, or of ``whole``, the bytes of
+    the call's whole output (a group norm's sample is one part of it)."""
     cdef Py_ssize_t r, c, o, off, t
     cdef int w = 4 if dy == NULL else 5
     cdef bint big = inner >= STREAM_RUN and _streams(x, outer * C * inner)
     cdef bint stream = big and dy != NULL and x != NULL
     cdef bint ystream = (big and dy == NULL and res == NULL and act == ACT_NONE
-                         and outer * C * inner * <Py_ssize_t>sizeof(real) >= _stream_out)
+                         and max(whole, outer * C * inner * <Py_ssize_t>sizeof(real))
+                   >= _stream_out)
     if inner > 1 and c1 - c0 < C:  # one thread's channels (a fused group)
         for o in range(outer):
             for c in range(c0, c1):
@@ -407,21 +410,23 @@ cdef void _fused_forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
                          Py_ssize_t inner, Py_ssize_t Cg, Py_ssize_t g, double eps,
                          const floating *w, const floating *b, double *mean, double *m2,
                          double *invstd, floating *coef, const real *res, int act,
-                         double slope) noexcept nogil:
+                         double slope, Py_ssize_t whole) noexcept nogil:
     _plane_stats(x, outer, C // Cg, Cg * inner, g, &mean[g], &m2[g], coef)
     _fwd_coefs(coef, C, Cg, g, False, m2[g] / <double>(outer * Cg * inner), eps, mean, invstd,
                w, b)
     _apply(x, <const real *>NULL, y, outer, C, inner, coef, g * Cg, (g + 1) * Cg, 1, res, act,
-           slope)
+           slope, whole)
 
 
 cdef int _forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
                   Py_ssize_t inner, Py_ssize_t Cg, double eps, const floating *w,
                   const floating *b, double *mean, double *m2, double *invstd, floating *coef,
-                  int nt, const real *res, int act, double slope) noexcept nogil:
+                  int nt, const real *res, int act, double slope,
+                  Py_ssize_t whole=0) noexcept nogil:
     """Training forward: per-group mean, M2, invstd and the output act(norm(x) + res) (res
     NULL, act ACT_NONE: the norm alone), on up to nt threads. Channels-last groups of several
     channels: each channel's statistics (rows layout), merged over the group in order.
+    ``whole``: the bytes of the call's output when x is one sample of it (see _apply).
     Returns -1 when out of memory."""
     cdef Py_ssize_t G = C // Cg, g, c
     cdef double n
@@ -430,7 +435,7 @@ cdef int _forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
     if inner > 1 and _fused(outer, inner, Cg * inner, G, nt):
         for g in prange(G, schedule="static", num_threads=nt):
             _fused_forward(x, y, outer, C, inner, Cg, g, eps, w, b, mean, m2, invstd, coef, res,
-                           act, slope)
+                           act, slope, whole)
         return 0
     if inner == 1 and Cg > 1:
         cs = <double *>malloc(2 * C * sizeof(double))
@@ -449,7 +454,7 @@ cdef int _forward(const real *x, real *y, Py_ssize_t outer, Py_ssize_t C,
     for g in range(G):
         _fwd_coefs(coef, C, Cg, g, inner == 1, m2[g] / <double>(outer * Cg * inner), eps, mean,
                    invstd, w, b)
-    _apply(x, <const real *>NULL, y, outer, C, inner, coef, 0, C, nt, res, act, slope)
+    _apply(x, <const real *>NULL, y, outer, C, inner, coef, 0, C, nt, res, act, slope, whole)
     return 0
 
 

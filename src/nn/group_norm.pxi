@@ -89,6 +89,7 @@ cdef int _groups_forward(const real *xp, real *yp, Py_ssize_t N, Py_ssize_t oute
     """group_forward on data pointers (N >= 1, a non-empty sample): mean, m2, invstd (N, G);
     coef: 4 * N * C values. Returns -1 when out of memory."""
     cdef Py_ssize_t S = outer * C * inner, n
+    cdef Py_ssize_t whole = N * S * <Py_ssize_t>sizeof(real)  # the samples' outputs together
     cdef int nt = _threads(N * S, N, n_threads), err = 0
     if outer == 1 and (C // G) * inner < GATHER:
         _short_groups_forward(xp, yp, N, C, inner, G, eps, w, b, mean, m2, invstd, coef, rp,
@@ -98,12 +99,12 @@ cdef int _groups_forward(const real *xp, real *yp, Py_ssize_t N, Py_ssize_t oute
         for n in prange(N, schedule="static", num_threads=nt):
             err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
                             &mean[n * G], &m2[n * G], &invstd[n * G], coef + 4 * n * C, 1,
-                            rp + n * S if rp != NULL else NULL, act, slope)
+                            rp + n * S if rp != NULL else NULL, act, slope, whole)
     else:
         for n in range(N):
             err |= _forward(xp + n * S, yp + n * S, outer, C, inner, C // G, eps, w, b,
                             &mean[n * G], &m2[n * G], &invstd[n * G], coef + 4 * n * C,
-                            n_threads, rp + n * S if rp != NULL else NULL, act, slope)
+                            n_threads, rp + n * S if rp != NULL else NULL, act, slope, whole)
     return err
 
 

@@ -391,6 +391,43 @@ def test_streamed_planar_forwards_give_the_bits_of_ordinary_stores(rng, restore_
     assert rel_err(outs[2], evals * w.reshape(shp) + b.reshape(shp)) < 2e-6
 
 
+@pytest.mark.openmp
+def test_group_norm_samples_stream_by_the_size_of_the_whole_output(rng, restore_threads):
+    """A group norm runs sample by sample; its outputs stream by the size of the call's whole
+    output, not of one sample: with the stream size (1 MB here) between a sample's 590 KB and
+    the call's 1.8 MB, the outputs at 1 and 2 threads, aligned or not, are bit for bit the
+    ordinary stores' and the float64 reference's."""
+    import cnorm
+
+    k = _backend.kernels
+    shape, G = (3, 32, 64, 72), 8
+    x = make_input(rng, shape, np.float32, offset=3.0)
+    w = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
+    b = rng.standard_normal(shape[1]).astype(np.float32)
+
+    def run():
+        outs = []
+        for n in (1, 2):
+            cnorm.set_num_threads(n)
+            out = np.empty(x.size + 1, np.float32)[1:].reshape(shape)  # 4 bytes off
+            outs.append(cnorm.group_norm(x, G, w, b))
+            outs.append(cnorm.group_norm(x, G, w, b, out=out))
+        return [o.tobytes() for o in outs], outs
+
+    plain, _ = run()
+    try:
+        k.set_stream_out(1 << 20)
+        streamed, outs = run()
+    finally:
+        k.set_stream_out(_backend.STREAM_OUT)
+    assert streamed == plain
+    xg = x.astype(np.float64).reshape(shape[0], G, -1)
+    ref = ((xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)
+           ).reshape(shape) * w.reshape(1, -1, 1, 1) + b.reshape(1, -1, 1, 1)
+    assert rel_err(outs[0], ref) < 2e-6
+    assert rel_err(outs[3], ref) < 2e-6
+
+
 def test_the_last_level_cache_is_read_from_sysfs(tmp_path):
     """The stream size's L3 from Linux's cache description, 32 MB where there is none."""
     f = tmp_path / "size"
