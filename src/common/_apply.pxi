@@ -350,12 +350,12 @@ cdef void _apply(const real *x, const real *dy, real *out, Py_ssize_t outer,
     forward's y streams from _stream_out bytes of the array, or of ``whole``, the bytes of
     the call's whole output (a group norm's sample is one part of it)."""
     cdef Py_ssize_t r, c, o, off, t
+    cdef Py_ssize_t nbytes = max(whole, outer * C * inner * <Py_ssize_t>sizeof(real))
     cdef int w = 4 if dy == NULL else 5
     cdef bint big = inner >= STREAM_RUN and _streams(x, outer * C * inner)
     cdef bint stream = big and dy != NULL and x != NULL
     cdef bint ystream = (big and dy == NULL and res == NULL and act == ACT_NONE
-                         and max(whole, outer * C * inner * <Py_ssize_t>sizeof(real))
-                   >= _stream_out)
+                         and nbytes >= _stream_out)
     if inner > 1 and c1 - c0 < C:  # one thread's channels (a fused group)
         for o in range(outer):
             for c in range(c0, c1):
