@@ -346,6 +346,19 @@ def test_streamed_row_norm_outputs_give_the_bits_of_ordinary_stores(rng, rms):
     assert rel_err(big, ref) < 2e-6
 
 
+def streamed_and_plain(run, nbytes):
+    """``run()``'s results at the backend's stream size, then with planar forward outputs
+    streaming from ``nbytes`` up (the backend's size restored after): (plain, streamed)."""
+    k = _backend.kernels
+    plain = run()
+    try:
+        k.set_stream_out(nbytes)
+        streamed = run()
+    finally:
+        k.set_stream_out(_backend.STREAM_OUT)
+    return plain, streamed
+
+
 @pytest.mark.openmp
 @pytest.mark.parametrize("shape", [(2, 8, 200, 200), (6, 16, 40, 41)])
 def test_streamed_planar_forwards_give_the_bits_of_ordinary_stores(rng, restore_threads,
@@ -375,12 +388,7 @@ def test_streamed_planar_forwards_give_the_bits_of_ordinary_stores(rng, restore_
                                              w, b, training=training, out=out))
         return [o.tobytes() for o in outs], outs
 
-    plain, _ = run()
-    try:
-        k.set_stream_out(0)
-        streamed, outs = run()
-    finally:
-        k.set_stream_out(_backend.STREAM_OUT)
+    (plain, _), (streamed, outs) = streamed_and_plain(run, 0)
     assert streamed == plain
     xd = x.astype(np.float64)
     ax = (0, 2, 3)
@@ -399,7 +407,6 @@ def test_group_norm_samples_stream_by_the_size_of_the_whole_output(rng, restore_
     ordinary stores' and the float64 reference's."""
     import cnorm
 
-    k = _backend.kernels
     shape, G = (3, 32, 64, 72), 8
     x = make_input(rng, shape, np.float32, offset=3.0)
     w = rng.uniform(0.5, 1.5, shape[1]).astype(np.float32)
@@ -414,12 +421,7 @@ def test_group_norm_samples_stream_by_the_size_of_the_whole_output(rng, restore_
             outs.append(cnorm.group_norm(x, G, w, b, out=out))
         return [o.tobytes() for o in outs], outs
 
-    plain, _ = run()
-    try:
-        k.set_stream_out(1 << 20)
-        streamed, outs = run()
-    finally:
-        k.set_stream_out(_backend.STREAM_OUT)
+    (plain, _), (streamed, outs) = streamed_and_plain(run, 1 << 20)
     assert streamed == plain
     xg = x.astype(np.float64).reshape(shape[0], G, -1)
     ref = ((xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)
